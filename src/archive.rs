@@ -1,0 +1,380 @@
+//! The archive: the store, the index and the metrics opened together from one [`Config`], and
+//! the work that needs both — reading an instance with read-repair, the repair worker, the
+//! decision journal, scrub and reindex. Every command and every door starts from here.
+
+use crate::config::Config;
+use crate::index::{Index, IndexError, InsertOutcome, InstanceRecord, OnConflict, StoredInstance};
+use crate::metrics::Metrics;
+use crate::store::address::BlobId;
+use crate::store::crypt::MasterKey;
+use crate::store::scrub::{scrub_blob, BadCopyLeft, ScrubReport};
+use crate::store::{BadCopy, Replica, Replicas, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the decision journal lives on every replica: one sealed JSON object per decision,
+/// named so that listing order is decision order.
+const JOURNAL_PREFIX: &str = "journal";
+
+pub struct Archive {
+    pub config: Config,
+    pub store: Store,
+    pub index: Index,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("no instance with SOP Instance UID {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A decision that the blobs alone cannot tell, kept in the object stores so `reindex` can
+/// replay it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JournalEntry {
+    /// `current` superseded `previous` as the instance under `sop_instance_uid`.
+    Replace {
+        sop_instance_uid: String,
+        previous: String,
+        current: String,
+        at: i64,
+    },
+}
+
+/// Opens the store alone (key and replicas), for commands that must not touch the index.
+pub fn open_store(config: &Config) -> Result<Store, ArchiveError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ArchiveError::Setup(format!("creating {}: {e}", config.data_dir.display())))?;
+    let env_key = std::env::var("STRATA_MASTER_KEY").ok();
+    let (key, created) = MasterKey::load_or_create(&config.data_dir, env_key.as_deref())
+        .map_err(|e| ArchiveError::Setup(e.to_string()))?;
+    if let Some(path) = created {
+        eprintln!(
+            "strata: created a new master key at {}: BACK IT UP NOW, somewhere other than the replicas; without it every stored instance is unreadable.",
+            path.display()
+        );
+    }
+    let replicas = config
+        .replica_urls()
+        .iter()
+        .map(|u| Replica::open(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ArchiveError::Setup(e.to_string()))?;
+    Ok(Store::new(
+        Arc::new(key),
+        Replicas::new(replicas, config.write_quorum()),
+    ))
+}
+
+impl Archive {
+    pub async fn open(config: Config) -> Result<Arc<Archive>, ArchiveError> {
+        let store = open_store(&config)?;
+        let index = Index::open(&config.index_path())?;
+        Ok(Arc::new(Archive {
+            config,
+            store,
+            index,
+            metrics: Metrics::new(),
+        }))
+    }
+
+    /// Marks each replica as part of this archive (the readiness probe looks for the marker).
+    pub async fn write_markers(&self) {
+        if let Err(e) = self.store.write_markers().await {
+            tracing::warn!("writing replica markers: {e}");
+        }
+    }
+
+    /// Streams the stored instance `sop_uid` into `sink`, byte for byte as received. Copies found
+    /// missing or corrupt on the way are queued for repair.
+    pub async fn read_instance<S>(
+        &self,
+        sop_uid: &str,
+        sink: S,
+    ) -> Result<StoredInstance, ArchiveError>
+    where
+        S: FnMut(&[u8]) -> std::io::Result<()>,
+    {
+        let stored = self
+            .index
+            .instance(sop_uid)
+            .await?
+            .ok_or_else(|| ArchiveError::NotFound(sop_uid.to_string()))?;
+        let bad = self.store.read_to(&stored.blob_id, sink).await?;
+        self.queue_repairs(&stored.blob_id, bad).await?;
+        Ok(stored)
+    }
+
+    async fn queue_repairs(&self, blob: &BlobId, bad: Vec<BadCopy>) -> Result<(), ArchiveError> {
+        if bad.is_empty() {
+            return Ok(());
+        }
+        let items = bad
+            .into_iter()
+            .map(|b| {
+                self.metrics.replica_error(b.replica, "read");
+                tracing::warn!(%blob, replica = b.replica + 1, "bad copy on read: {}; repair queued", b.error);
+                (*blob, b.replica, format!("read: {}", b.error))
+            })
+            .collect();
+        self.index.enqueue_repairs(items).await?;
+        Ok(())
+    }
+
+    /// Carries out the repairs that are due (or, with `only`, those of one blob now).
+    /// Returns (repaired, failed).
+    pub async fn run_repairs(&self, only: Option<BlobId>) -> Result<(u64, u64), ArchiveError> {
+        let items = match only {
+            Some(blob) => self.index.repairs_for(blob).await?,
+            None => self.index.due_repairs(256).await?,
+        };
+        let (mut ok, mut failed) = (0, 0);
+        for item in items {
+            match self.store.repair(&item.blob_id, item.replica).await {
+                Ok(()) => {
+                    self.index.repair_done(item.blob_id, item.replica).await?;
+                    tracing::info!(blob = %item.blob_id, replica = item.replica + 1, "repaired");
+                    ok += 1;
+                }
+                Err(e) => {
+                    self.metrics.replica_error(item.replica, "repair");
+                    self.index.repair_failed(item, e.to_string()).await?;
+                    failed += 1;
+                }
+            }
+        }
+        self.metrics
+            .set_repair_queue(self.index.repair_queue_len().await?);
+        Ok((ok, failed))
+    }
+
+    /// Records a replace decision on every replica before it is acknowledged.
+    pub async fn journal_replace(
+        &self,
+        sop_uid: &str,
+        previous: &BlobId,
+        current: &BlobId,
+    ) -> Result<(), StoreError> {
+        let at = crate::index::now_ms();
+        let entry = JournalEntry::Replace {
+            sop_instance_uid: sop_uid.to_string(),
+            previous: previous.to_hex(),
+            current: current.to_hex(),
+            at,
+        };
+        let name = format!(
+            "{JOURNAL_PREFIX}/{at:013}-{:08x}.json",
+            rand::random::<u32>()
+        );
+        let body = serde_json::to_vec(&entry).expect("journal entries serialise");
+        self.store.put_record(&name, &body).await?;
+        Ok(())
+    }
+
+    /// Every blob worth checking: the index's and any a replica holds that the index lacks.
+    pub async fn all_blobs(&self) -> Result<Vec<BlobId>, ArchiveError> {
+        let mut all: BTreeSet<BlobId> = self.index.blob_ids().await?.into_iter().collect();
+        for r in 0..self.store.replicas().len() {
+            match self.store.replicas().list_blobs(r).await {
+                Ok(list) => all.extend(list.into_iter().map(|(b, _)| b)),
+                Err(e) => tracing::warn!(replica = r + 1, "listing failed: {e}"),
+            }
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// Verifies every copy of `blobs`; bad copies are repaired (`repair`) or queued.
+    pub async fn scrub(
+        &self,
+        blobs: &[BlobId],
+        repair: bool,
+    ) -> Result<(ScrubReport, Vec<BadCopyLeft>), ArchiveError> {
+        let mut total = ScrubReport::default();
+        let mut left_all = Vec::new();
+        for blob in blobs {
+            let (report, left) = scrub_blob(&self.store, blob, repair).await;
+            total.add(&report);
+            let queue = left
+                .iter()
+                .filter(|_| report.lost == 0)
+                .map(|l| (l.blob, l.replica, format!("scrub: {}", l.reason)))
+                .collect();
+            self.index.enqueue_repairs(queue).await?;
+            left_all.extend(left);
+        }
+        Ok((total, left_all))
+    }
+
+    /// Starts the background repair worker and the slow background scrub.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let a = self.clone();
+        tokio::spawn(async move {
+            let period = Duration::from_secs(a.config.repair.interval_seconds.max(1));
+            loop {
+                if let Err(e) = a.run_repairs(None).await {
+                    tracing::error!("repair worker: {e}");
+                }
+                tokio::time::sleep(period).await;
+            }
+        });
+        let rate = self.config.scrub.blobs_per_second;
+        if rate > 0.0 {
+            let a = self.clone();
+            tokio::spawn(async move {
+                // Paced so that scrubbing never competes with ingest for the disks: one blob
+                // every 1/rate seconds, a full pass, then start over.
+                let pause = Duration::from_secs_f64(1.0 / rate);
+                loop {
+                    let blobs = a.index.blob_ids().await.unwrap_or_default();
+                    for blob in &blobs {
+                        if let Err(e) = a.scrub(std::slice::from_ref(blob), false).await {
+                            tracing::error!("background scrub: {e}");
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            });
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ReindexReport {
+    pub blobs: u64,
+    pub indexed: u64,
+    pub superseded: u64,
+    pub unreadable: Vec<(BlobId, String)>,
+    pub journal_entries: u64,
+}
+
+/// Rebuilds the index from one replica alone (1-based `replica_no`): every blob on it, then the
+/// decision journal replayed in order. The new index is built beside the old one and moved into
+/// place at the end, so a failed reindex leaves the old index untouched. The archive must not be
+/// serving while this runs.
+pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport, ArchiveError> {
+    let store = open_store(config)?;
+    if replica_no == 0 || replica_no > store.replicas().len() {
+        return Err(ArchiveError::Setup(format!(
+            "--from-replica {replica_no}: the archive has replicas 1 to {}",
+            store.replicas().len()
+        )));
+    }
+    let r = replica_no - 1;
+    let final_path = config.index_path();
+    let tmp_path = final_path.with_extension("sqlite.reindex");
+    remove_db(&tmp_path);
+    let index = Index::open(&tmp_path)?;
+    let mut report = ReindexReport::default();
+    let mut blobs = store
+        .replicas()
+        .list_blobs(r)
+        .await
+        .map_err(StoreError::from)?;
+    blobs.sort_by_key(|(id, at)| (*at, *id)); // first received wins a SOP Instance UID
+    report.blobs = blobs.len() as u64;
+    let mut superseded: HashMap<BlobId, InstanceRecord> = HashMap::new();
+    for (blob, at) in blobs {
+        match read_record(&store, config, &blob, r, at).await {
+            Ok(rec) => match index
+                .insert_instance(rec.clone(), OnConflict::Reject, vec![])
+                .await?
+            {
+                InsertOutcome::Conflict { .. } => {
+                    superseded.insert(blob, rec);
+                }
+                _ => report.indexed += 1,
+            },
+            Err(e) => report.unreadable.push((blob, e)),
+        }
+    }
+    for key in store
+        .replicas()
+        .list_keys(r, JOURNAL_PREFIX)
+        .await
+        .map_err(StoreError::from)?
+    {
+        let entry: JournalEntry = match store.get_record(r, &key).await {
+            Ok(body) => serde_json::from_slice(&body)
+                .map_err(|e| ArchiveError::Setup(format!("journal entry {key}: {e}")))?,
+            Err(e) => return Err(ArchiveError::Setup(format!("journal entry {key}: {e}"))),
+        };
+        report.journal_entries += 1;
+        let JournalEntry::Replace { current, .. } = entry;
+        let current: BlobId = current
+            .parse()
+            .map_err(|_| ArchiveError::Setup(format!("journal entry {key}: bad blob id")))?;
+        if let Some(rec) = superseded.remove(&current) {
+            index
+                .insert_instance(rec, OnConflict::Replace, vec![])
+                .await?;
+            report.superseded += 1;
+        }
+    }
+    index.close().await?;
+    remove_db(&final_path);
+    std::fs::rename(&tmp_path, &final_path)
+        .map_err(|e| ArchiveError::Setup(format!("moving the new index into place: {e}")))?;
+    Ok(report)
+}
+
+fn remove_db(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+async fn read_record(
+    store: &Store,
+    config: &Config,
+    blob: &BlobId,
+    replica: usize,
+    at: i64,
+) -> Result<InstanceRecord, String> {
+    let mut plain = Vec::new();
+    let spool = tempfile::NamedTempFile::new_in(&config.data_dir).map_err(|e| e.to_string())?;
+    let mut file = spool.as_file().try_clone().map_err(|e| e.to_string())?;
+    let threshold = config.ingest.spool_threshold_bytes as usize;
+    let mut spooled = false;
+    store
+        .read_from(blob, replica, |chunk| {
+            use std::io::Write;
+            if !spooled && plain.len() + chunk.len() <= threshold {
+                plain.extend_from_slice(chunk);
+                return Ok(());
+            }
+            if !spooled {
+                file.write_all(&plain)?;
+                plain = Vec::new();
+                spooled = true;
+            }
+            file.write_all(chunk)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rec = if spooled {
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        let f =
+            std::io::BufReader::new(std::fs::File::open(spool.path()).map_err(|e| e.to_string())?);
+        crate::ingest::inspect(f, len, "reindex", *blob)
+    } else {
+        let len = plain.len() as u64;
+        crate::ingest::inspect(std::io::Cursor::new(&plain[..]), len, "reindex", *blob)
+    }
+    .map_err(|e| e.to_string())?;
+    rec.instance.received_at = at;
+    Ok(rec)
+}

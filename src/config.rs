@@ -1,0 +1,342 @@
+//! One configuration: embedded defaults < `strata.toml` < `STRATA_*` environment variables <
+//! command-line flags. An unknown key or a bad value is an error that names the key and where it
+//! came from; nothing is silently ignored.
+
+use crate::index::OnConflict;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Environment variables that are not configuration keys.
+const RESERVED_ENV: &[&str] = &[
+    "STRATA_DATA",
+    "STRATA_CONFIG",
+    "STRATA_MASTER_KEY",
+    "STRATA_LOG",
+];
+const SECTIONS: &[&str] = &["http", "store", "ingest", "scrub", "repair"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub ingest: IngestConfig,
+    pub scrub: ScrubConfig,
+    pub repair: RepairConfig,
+    /// The data directory (index, key, default replicas); set from `--data`, not the file.
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Loopback by default: exposing the archive is a decision, not an accident.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// object_store URLs; empty means three folders under the data directory.
+    pub replicas: Vec<String>,
+    /// Replicas that must have a blob durably before it counts as written; default all.
+    pub write_quorum: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Instances larger than this are streamed from a spool file, never held whole in memory.
+    pub spool_threshold_bytes: u64,
+    pub max_instance_bytes: u64,
+    pub on_conflict: OnConflict,
+    /// Files `strata import` ingests at once.
+    pub import_parallelism: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// Background verification rate while serving; 0 turns the background scrub off.
+    pub blobs_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepairConfig {
+    /// How often the repair worker looks at the queue.
+    pub interval_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            http: HttpConfig::default(),
+            store: StoreConfig::default(),
+            ingest: IngestConfig::default(),
+            scrub: ScrubConfig::default(),
+            repair: RepairConfig::default(),
+            data_dir: PathBuf::from("strata-data"),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            spool_threshold_bytes: 64 << 20,
+            max_instance_bytes: 16 << 30,
+            on_conflict: OnConflict::Reject,
+            import_parallelism: 4,
+        }
+    }
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig {
+            blobs_per_second: 5.0,
+        }
+    }
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        RepairConfig {
+            interval_seconds: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration for `data_dir`: `config_file` if given (it must exist), else
+    /// `<data>/strata.toml` when it exists; then the `STRATA_*` variables of `env`.
+    pub fn load(
+        data_dir: &Path,
+        config_file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let default_file = data_dir.join("strata.toml");
+        let file = match config_file {
+            Some(f) => Some(f.to_path_buf()),
+            None => default_file.exists().then_some(default_file),
+        };
+        let mut table = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid {
+                        origin: path.display().to_string(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let origin = file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "defaults".into());
+        let mut from_env = Vec::new();
+        for (name, value) in env {
+            if !name.starts_with("STRATA_") || RESERVED_ENV.contains(&name.as_str()) {
+                continue;
+            }
+            let rest = name["STRATA_".len()..].to_ascii_lowercase();
+            let Some((section, key)) = rest.split_once('_').filter(|(s, _)| SECTIONS.contains(s))
+            else {
+                return Err(ConfigError::Invalid {
+                    origin: format!("environment variable {name}"),
+                    message: format!(
+                        "not a configuration key (sections: {})",
+                        SECTIONS.join(", ")
+                    ),
+                });
+            };
+            let parsed = if key == "replicas" {
+                toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(|s| toml::Value::String(s.trim().into()))
+                        .collect(),
+                )
+            } else {
+                format!("v = {value}")
+                    .parse::<toml::Table>()
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .unwrap_or(toml::Value::String(value.clone()))
+            };
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                t.insert(key.to_string(), parsed);
+            }
+            from_env.push(name);
+        }
+        let origin = if from_env.is_empty() {
+            origin
+        } else {
+            format!("{origin} with {}", from_env.join(", "))
+        };
+        let mut config: Config =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin: origin.clone(),
+                    message: e.message().to_string(),
+                })?;
+        config.data_dir = data_dir.to_path_buf();
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |message: String| {
+            Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                message,
+            })
+        };
+        let n = self.replica_urls().len();
+        if n == 0 {
+            return bad("store.replicas: at least one replica is needed".into());
+        }
+        if let Some(q) = self.store.write_quorum {
+            if q == 0 || q > n {
+                return bad(format!(
+                    "store.write_quorum = {q}: must be between 1 and the {n} replicas"
+                ));
+            }
+        }
+        if self.ingest.import_parallelism == 0 {
+            return bad("ingest.import_parallelism must be at least 1".into());
+        }
+        if self.ingest.spool_threshold_bytes > self.ingest.max_instance_bytes {
+            return bad("ingest.spool_threshold_bytes exceeds ingest.max_instance_bytes".into());
+        }
+        if !(self.scrub.blobs_per_second >= 0.0) {
+            return bad("scrub.blobs_per_second must be 0 or more".into());
+        }
+        Ok(())
+    }
+
+    /// The replica URLs in force: the configured ones, or three folders in the data directory.
+    pub fn replica_urls(&self) -> Vec<String> {
+        if !self.store.replicas.is_empty() {
+            return self.store.replicas.clone();
+        }
+        let abs = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        ["replica-a", "replica-b", "replica-c"]
+            .iter()
+            .map(|r| {
+                url::Url::from_file_path(abs.join(r))
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|_| format!("file://{}/{r}", abs.display()))
+            })
+            .collect()
+    }
+
+    pub fn write_quorum(&self) -> usize {
+        self.store.write_quorum.unwrap_or(self.replica_urls().len())
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.data_dir.join("index.sqlite")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_three_local_replicas_all_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(dir.path(), None, env(&[])).unwrap();
+        assert_eq!(c.replica_urls().len(), 3);
+        assert!(c.replica_urls()[0].starts_with("file:///"));
+        assert_eq!(c.write_quorum(), 3);
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("strata.toml"),
+            "[http]\nlisten = \"127.0.0.1:9000\"\n[store]\nwrite_quorum = 2\n[ingest]\non_conflict = \"replace\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_STORE_WRITE_QUORUM", "1"), ("STRATA_DATA", "x")]),
+        )
+        .unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:9000");
+        assert_eq!(c.write_quorum(), 1, "environment overrides the file");
+        assert_eq!(c.ingest.on_conflict, OnConflict::Replace);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("strata.toml");
+        std::fs::write(&f, "[store]\nwrite_qorum = 2\n").unwrap();
+        let e = Config::load(dir.path(), None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("write_qorum") && e.contains("strata.toml"),
+            "{e}"
+        );
+        std::fs::write(&f, "[ingest]\non_conflict = \"merge\"\n").unwrap();
+        let e = Config::load(dir.path(), None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("merge"), "{e}");
+        std::fs::remove_file(&f).unwrap();
+        let e = Config::load(dir.path(), None, env(&[("STRATA_STORE_WRITE_QUORUM", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("write_quorum") && e.contains("STRATA_STORE_WRITE_QUORUM"),
+            "{e}"
+        );
+        let e = Config::load(dir.path(), None, env(&[("STRATA_BOGUS", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("STRATA_BOGUS"), "{e}");
+    }
+}

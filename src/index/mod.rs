@@ -1,0 +1,266 @@
+//! The index: one SQLite database (WAL) holding what every query needs — patients, studies,
+//! series, instances with their precomputed DICOM JSON, the history of replaced instances and the
+//! repair queue. It is the only module that writes SQL, and everything in it can be rebuilt from
+//! the replicas (`strata reindex`).
+//!
+//! Writes go through one writer thread that commits jobs in groups: every job that arrived while
+//! the previous transaction was committing shares the next one, so concurrent ingests share
+//! fsyncs instead of queueing behind each other. Each job runs in its own savepoint, so one
+//! failing job never spoils the others, and its answer is sent only after COMMIT returned:
+//! nothing is acknowledged before its row is durable. Reads use a small pool of connections.
+
+mod records;
+mod writer;
+
+pub use records::*;
+
+use crate::store::address::BlobId;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use writer::Writer;
+
+/// The migrations, in order; each runs once, recorded in `schema_migrations`.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../../schemas/index/0001_init.sql"))];
+
+/// Reader connections kept open for reuse; more are opened under load and closed after.
+const READER_POOL: usize = 4;
+/// How long a connection waits on another process's lock (an import while serving) before failing.
+const BUSY_TIMEOUT_MS: u64 = 30_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("index: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("index writer has stopped")]
+    WriterGone,
+    #[error("index commit failed: {0}")]
+    Commit(String),
+}
+
+#[derive(Clone)]
+pub struct Index {
+    path: PathBuf,
+    writer: Writer,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection, IndexError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let err = |source| IndexError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(err)?;
+    // FULL: a commit is on disk when COMMIT returns, which is what an acknowledgement promises.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(err)?;
+    if read_only {
+        conn.execute_batch("PRAGMA query_only = ON;").map_err(err)?;
+    }
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), IndexError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for (version, name, sql) in MIGRATIONS {
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_none() {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![version, name, now_ms()],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl Index {
+    /// Opens (creating and migrating when needed) the index at `path` and starts its writer.
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| IndexError::Commit(e.to_string()))?;
+        }
+        let mut conn = open_connection(path, false)?;
+        migrate(&mut conn)?;
+        Ok(Index {
+            path: path.to_path_buf(),
+            writer: Writer::start(conn),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a pooled read connection, off the async threads.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().expect("pool lock").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_connection(&path, true)?,
+            };
+            let out = f(&conn);
+            let mut pool = pool.lock().expect("pool lock");
+            if pool.len() < READER_POOL {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .expect("index reader panicked")
+    }
+
+    /// Runs `f` inside the writer's next group transaction; returns once it is committed.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+    {
+        self.writer.run(f).await
+    }
+
+    /// Records an ingested instance (and the replica copies that failed while storing it) in one
+    /// committed transaction. `on_conflict` decides what a different blob under an existing
+    /// SOP Instance UID does.
+    pub async fn insert_instance(
+        &self,
+        rec: InstanceRecord,
+        on_conflict: OnConflict,
+        failed_copies: Vec<(BlobId, usize, String)>,
+    ) -> Result<InsertOutcome, IndexError> {
+        self.write(move |c| {
+            let outcome = records::insert_instance(c, &rec, on_conflict)?;
+            for (blob, replica, reason) in &failed_copies {
+                records::enqueue_repair(c, blob, *replica, reason)?;
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// The stored instance under a SOP Instance UID.
+    pub async fn instance(&self, sop_uid: &str) -> Result<Option<StoredInstance>, IndexError> {
+        let uid = sop_uid.to_string();
+        self.read(move |c| records::stored_instance(c, &uid)).await
+    }
+
+    pub async fn studies(&self) -> Result<Vec<StudySummary>, IndexError> {
+        self.read(records::study_summaries).await
+    }
+
+    pub async fn counts(&self) -> Result<Counts, IndexError> {
+        self.read(records::counts).await
+    }
+
+    /// Every blob the index refers to, current or superseded.
+    pub async fn blob_ids(&self) -> Result<Vec<BlobId>, IndexError> {
+        self.read(records::blob_ids).await
+    }
+
+    /// Every SOP Instance UID with its blob, for checks that walk the whole archive.
+    pub async fn instance_blobs(&self) -> Result<Vec<(String, BlobId)>, IndexError> {
+        self.read(records::instance_blobs).await
+    }
+
+    pub async fn enqueue_repairs(
+        &self,
+        items: Vec<(BlobId, usize, String)>,
+    ) -> Result<(), IndexError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| {
+            for (blob, replica, reason) in &items {
+                records::enqueue_repair(c, blob, *replica, reason)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn due_repairs(&self, limit: usize) -> Result<Vec<RepairItem>, IndexError> {
+        self.read(move |c| records::due_repairs(c, now_ms(), limit))
+            .await
+    }
+
+    pub async fn repairs_for(&self, blob: BlobId) -> Result<Vec<RepairItem>, IndexError> {
+        self.read(move |c| records::repairs_for(c, &blob)).await
+    }
+
+    pub async fn repair_done(&self, blob: BlobId, replica: usize) -> Result<(), IndexError> {
+        self.write(move |c| records::repair_done(c, &blob, replica))
+            .await
+    }
+
+    pub async fn repair_failed(&self, item: RepairItem, reason: String) -> Result<(), IndexError> {
+        self.write(move |c| records::repair_failed(c, &item, &reason, now_ms()))
+            .await
+    }
+
+    pub async fn repair_queue_len(&self) -> Result<i64, IndexError> {
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM repair_queue", [], |r| r.get(0))?))
+            .await
+    }
+
+    /// Closes every connection (so the WAL is folded into the database file) and stops the
+    /// writer. The index is unusable afterwards.
+    pub async fn close(self) -> Result<(), IndexError> {
+        self.readers.lock().expect("pool lock").clear();
+        self.writer.stop().await;
+        Ok(())
+    }
+
+    /// True when the database answers: part of readiness.
+    pub async fn ping(&self) -> bool {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,519 @@
+//! The rows of the index and the SQL that reads and writes them.
+
+use super::{now_ms, IndexError};
+use crate::store::address::BlobId;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Patient-level attributes as received. The local patient key is (patient_id, issuer).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PatientRecord {
+    pub patient_id: String,
+    pub issuer: String,
+    pub name: Option<String>,
+    pub birth_date: Option<String>,
+    pub sex: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StudyRecord {
+    pub uid: String,
+    pub date: Option<String>,
+    pub time: Option<String>,
+    pub accession_number: Option<String>,
+    pub study_id: Option<String>,
+    pub description: Option<String>,
+    pub referring_physician: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeriesRecord {
+    pub uid: String,
+    pub modality: Option<String>,
+    pub number: Option<i64>,
+    pub description: Option<String>,
+    pub body_part: Option<String>,
+    pub date: Option<String>,
+    pub time: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRow {
+    pub sop_uid: String,
+    pub sop_class_uid: String,
+    pub number: Option<i64>,
+    pub blob_id: BlobId,
+    pub transfer_syntax: String,
+    pub size: u64,
+    pub frames: Option<i64>,
+    pub rows: Option<i64>,
+    pub columns: Option<i64>,
+    pub content_date: Option<String>,
+    pub content_time: Option<String>,
+    /// DICOM JSON (PS3.18 F) of everything but the pixel data.
+    pub metadata: String,
+    pub source: String,
+    pub received_at: i64,
+}
+
+/// Everything ingest learned about one instance, as the index keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    pub patient: PatientRecord,
+    pub study: StudyRecord,
+    pub series: SeriesRecord,
+    pub instance: InstanceRow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Keep the stored instance, refuse the new one.
+    Reject,
+    /// Index the new one; the old blob stays, listed in the instance's history.
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// The same bytes were already stored under this SOP Instance UID.
+    AlreadyPresent,
+    /// Another blob is stored under this SOP Instance UID and was kept.
+    Conflict {
+        stored: BlobId,
+    },
+    /// Another blob was stored under this SOP Instance UID; it is now in the history.
+    Replaced {
+        previous: BlobId,
+    },
+}
+
+/// The row `strata get` and retrieval need.
+#[derive(Debug, Clone)]
+pub struct StoredInstance {
+    pub sop_uid: String,
+    pub blob_id: BlobId,
+    pub size: u64,
+    pub transfer_syntax: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StudySummary {
+    pub study_uid: String,
+    pub patient_name: Option<String>,
+    pub patient_id: String,
+    pub issuer: String,
+    pub study_date: Option<String>,
+    pub modalities: String,
+    pub description: Option<String>,
+    pub num_series: i64,
+    pub num_instances: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub patients: i64,
+    pub studies: i64,
+    pub series: i64,
+    pub instances: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RepairItem {
+    pub blob_id: BlobId,
+    pub replica: usize,
+    pub reason: String,
+    pub attempts: i64,
+}
+
+/// Upper case with Latin accents folded, so "Müller" matches "MULLER".
+pub fn name_key(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' => {
+                'A'
+            }
+            'ç' | 'Ç' => 'C',
+            'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => 'E',
+            'ì' | 'í' | 'î' | 'ï' | 'Ì' | 'Í' | 'Î' | 'Ï' => 'I',
+            'ñ' | 'Ñ' => 'N',
+            'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ø' => {
+                'O'
+            }
+            'ù' | 'ú' | 'û' | 'ü' | 'Ù' | 'Ú' | 'Û' | 'Ü' => 'U',
+            'ý' | 'ÿ' | 'Ý' => 'Y',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
+fn blob(s: String) -> rusqlite::Result<BlobId> {
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, IndexError> {
+    Ok(c.query_row(
+        "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (patient_id, issuer) DO UPDATE SET
+            patient_name = excluded.patient_name, patient_name_key = excluded.patient_name_key,
+            birth_date = excluded.birth_date, sex = excluded.sex, updated_at = excluded.updated_at
+         RETURNING id",
+        params![
+            p.patient_id,
+            p.issuer,
+            p.name,
+            p.name.as_deref().map(name_key),
+            p.birth_date,
+            p.sex,
+            now
+        ],
+        |r| r.get(0),
+    )?)
+}
+
+fn upsert_study(
+    c: &Connection,
+    s: &StudyRecord,
+    patient: i64,
+    now: i64,
+) -> Result<i64, IndexError> {
+    // A study keeps the patient it was first stored under: a later instance claiming the same
+    // Study Instance UID for another patient does not move the study.
+    Ok(c.query_row(
+        "INSERT INTO studies (study_uid, patient_fk, study_date, study_time, accession_number,
+                              study_id, study_description, referring_physician, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (study_uid) DO UPDATE SET
+            study_date = coalesce(excluded.study_date, study_date),
+            study_time = coalesce(excluded.study_time, study_time),
+            accession_number = coalesce(excluded.accession_number, accession_number),
+            study_id = coalesce(excluded.study_id, study_id),
+            study_description = coalesce(excluded.study_description, study_description),
+            referring_physician = coalesce(excluded.referring_physician, referring_physician),
+            updated_at = excluded.updated_at
+         RETURNING id",
+        params![
+            s.uid,
+            patient,
+            s.date,
+            s.time,
+            s.accession_number,
+            s.study_id,
+            s.description,
+            s.referring_physician,
+            now
+        ],
+        |r| r.get(0),
+    )?)
+}
+
+/// Returns the series id and whether it was new.
+fn upsert_series(
+    c: &Connection,
+    s: &SeriesRecord,
+    study: i64,
+    now: i64,
+) -> Result<(i64, bool), IndexError> {
+    let existing: Option<i64> = c
+        .query_row(
+            "SELECT id FROM series WHERE series_uid = ?1",
+            [&s.uid],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = existing {
+        c.execute(
+            "UPDATE series SET modality = coalesce(?2, modality), series_number = coalesce(?3, series_number),
+                series_description = coalesce(?4, series_description), body_part = coalesce(?5, body_part),
+                series_date = coalesce(?6, series_date), series_time = coalesce(?7, series_time),
+                updated_at = ?8 WHERE id = ?1",
+            params![id, s.modality, s.number, s.description, s.body_part, s.date, s.time, now],
+        )?;
+        return Ok((id, false));
+    }
+    c.execute(
+        "INSERT INTO series (series_uid, study_fk, modality, series_number, series_description,
+                             body_part, series_date, series_time, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            s.uid,
+            study,
+            s.modality,
+            s.number,
+            s.description,
+            s.body_part,
+            s.date,
+            s.time,
+            now
+        ],
+    )?;
+    c.execute(
+        "UPDATE studies SET num_series = num_series + 1 WHERE id = ?1",
+        [study],
+    )?;
+    Ok((c.last_insert_rowid(), true))
+}
+
+pub(super) fn insert_instance(
+    c: &Connection,
+    rec: &InstanceRecord,
+    on_conflict: OnConflict,
+) -> Result<InsertOutcome, IndexError> {
+    let now = now_ms();
+    let i = &rec.instance;
+    let existing: Option<(i64, String, i64, i64)> = c
+        .query_row(
+            "SELECT id, blob_id, size, received_at FROM instances WHERE sop_uid = ?1",
+            [&i.sop_uid],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let previous = match existing {
+        Some((_, b, _, _)) if b == i.blob_id.to_hex() => return Ok(InsertOutcome::AlreadyPresent),
+        Some((_, b, _, _)) if on_conflict == OnConflict::Reject => {
+            return Ok(InsertOutcome::Conflict { stored: blob(b)? })
+        }
+        Some((id, b, size, received_at)) => {
+            c.execute(
+                "INSERT INTO instance_history (sop_uid, blob_id, size, received_at, replaced_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![i.sop_uid, b, size, received_at, now],
+            )?;
+            remove_instance_row(c, id)?;
+            Some(blob(b)?)
+        }
+        None => None,
+    };
+    let patient = upsert_patient(c, &rec.patient, now)?;
+    let study = upsert_study(c, &rec.study, patient, now)?;
+    let (series, _) = upsert_series(c, &rec.series, study, now)?;
+    c.execute(
+        "INSERT INTO instances (sop_uid, series_fk, sop_class_uid, instance_number, blob_id,
+            transfer_syntax, size, frames, rows, columns, content_date, content_time, metadata,
+            source, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        params![
+            i.sop_uid,
+            series,
+            i.sop_class_uid,
+            i.number,
+            i.blob_id.to_hex(),
+            i.transfer_syntax,
+            i.size as i64,
+            i.frames,
+            i.rows,
+            i.columns,
+            i.content_date,
+            i.content_time,
+            i.metadata,
+            i.source,
+            i.received_at
+        ],
+    )?;
+    c.execute(
+        "UPDATE series SET num_instances = num_instances + 1 WHERE id = ?1",
+        [series],
+    )?;
+    c.execute(
+        "UPDATE studies SET num_instances = num_instances + 1 WHERE id = ?1",
+        [study],
+    )?;
+    Ok(match previous {
+        Some(previous) => InsertOutcome::Replaced { previous },
+        None => InsertOutcome::Inserted,
+    })
+}
+
+/// Removes an instance row and keeps the counters true; empty series and studies go too.
+fn remove_instance_row(c: &Connection, id: i64) -> Result<(), IndexError> {
+    let (series, study): (i64, i64) = c.query_row(
+        "SELECT s.id, s.study_fk FROM instances i JOIN series s ON s.id = i.series_fk WHERE i.id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    c.execute("DELETE FROM instances WHERE id = ?1", [id])?;
+    c.execute(
+        "UPDATE series SET num_instances = num_instances - 1 WHERE id = ?1",
+        [series],
+    )?;
+    c.execute(
+        "UPDATE studies SET num_instances = num_instances - 1 WHERE id = ?1",
+        [study],
+    )?;
+    if c.execute(
+        "DELETE FROM series WHERE id = ?1 AND num_instances = 0",
+        [series],
+    )? > 0
+    {
+        c.execute(
+            "UPDATE studies SET num_series = num_series - 1 WHERE id = ?1",
+            [study],
+        )?;
+        c.execute(
+            "DELETE FROM studies WHERE id = ?1 AND num_series = 0",
+            [study],
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn stored_instance(
+    c: &Connection,
+    sop_uid: &str,
+) -> Result<Option<StoredInstance>, IndexError> {
+    Ok(c.query_row(
+        "SELECT sop_uid, blob_id, size, transfer_syntax FROM instances WHERE sop_uid = ?1",
+        [sop_uid],
+        |r| {
+            Ok(StoredInstance {
+                sop_uid: r.get(0)?,
+                blob_id: blob(r.get(1)?)?,
+                size: r.get::<_, i64>(2)? as u64,
+                transfer_syntax: r.get(3)?,
+            })
+        },
+    )
+    .optional()?)
+}
+
+pub(super) fn study_summaries(c: &Connection) -> Result<Vec<StudySummary>, IndexError> {
+    let mut stmt = c.prepare(
+        "SELECT st.study_uid, p.patient_name, p.patient_id, p.issuer, st.study_date,
+                (SELECT group_concat(m, '\\') FROM
+                    (SELECT DISTINCT modality AS m FROM series WHERE study_fk = st.id AND modality IS NOT NULL ORDER BY m)),
+                st.study_description, st.num_series, st.num_instances
+         FROM studies st JOIN patients p ON p.id = st.patient_fk
+         ORDER BY p.patient_name, st.study_date, st.study_uid",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(StudySummary {
+            study_uid: r.get(0)?,
+            patient_name: r.get(1)?,
+            patient_id: r.get(2)?,
+            issuer: r.get(3)?,
+            study_date: r.get(4)?,
+            modalities: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            description: r.get(6)?,
+            num_series: r.get(7)?,
+            num_instances: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn counts(c: &Connection) -> Result<Counts, IndexError> {
+    Ok(c.query_row(
+        "SELECT (SELECT count(*) FROM patients), (SELECT count(*) FROM studies),
+                (SELECT count(*) FROM series), (SELECT count(*) FROM instances)",
+        [],
+        |r| {
+            Ok(Counts {
+                patients: r.get(0)?,
+                studies: r.get(1)?,
+                series: r.get(2)?,
+                instances: r.get(3)?,
+            })
+        },
+    )?)
+}
+
+pub(super) fn blob_ids(c: &Connection) -> Result<Vec<BlobId>, IndexError> {
+    let mut stmt = c.prepare(
+        "SELECT blob_id FROM instances UNION SELECT blob_id FROM instance_history ORDER BY 1",
+    )?;
+    let rows = stmt.query_map([], |r| blob(r.get(0)?))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn instance_blobs(c: &Connection) -> Result<Vec<(String, BlobId)>, IndexError> {
+    let mut stmt = c.prepare("SELECT sop_uid, blob_id FROM instances ORDER BY sop_uid")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, blob(r.get(1)?)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn enqueue_repair(
+    c: &Connection,
+    b: &BlobId,
+    replica: usize,
+    reason: &str,
+) -> Result<(), IndexError> {
+    let now = now_ms();
+    c.execute(
+        "INSERT INTO repair_queue (blob_id, replica, reason, queued_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT (blob_id, replica) DO UPDATE SET reason = excluded.reason",
+        params![b.to_hex(), replica as i64, reason, now],
+    )?;
+    Ok(())
+}
+
+fn repair_rows(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<RepairItem>, IndexError> {
+    let mut stmt = c.prepare(sql)?;
+    let rows = stmt.query_map(p, |r| {
+        Ok(RepairItem {
+            blob_id: blob(r.get(0)?)?,
+            replica: r.get::<_, i64>(1)? as usize,
+            reason: r.get(2)?,
+            attempts: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn due_repairs(
+    c: &Connection,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<RepairItem>, IndexError> {
+    repair_rows(
+        c,
+        "SELECT blob_id, replica, reason, attempts FROM repair_queue
+         WHERE next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
+        params![now, limit as i64],
+    )
+}
+
+pub(super) fn repairs_for(c: &Connection, b: &BlobId) -> Result<Vec<RepairItem>, IndexError> {
+    repair_rows(
+        c,
+        "SELECT blob_id, replica, reason, attempts FROM repair_queue WHERE blob_id = ?1",
+        [b.to_hex()],
+    )
+}
+
+pub(super) fn repair_done(c: &Connection, b: &BlobId, replica: usize) -> Result<(), IndexError> {
+    c.execute(
+        "DELETE FROM repair_queue WHERE blob_id = ?1 AND replica = ?2",
+        params![b.to_hex(), replica as i64],
+    )?;
+    Ok(())
+}
+
+/// Exponential back-off from 5 s, capped at an hour, so a replica that is down for a while is
+/// not hammered and comes back into sync soon after it returns.
+pub(super) fn repair_failed(
+    c: &Connection,
+    item: &RepairItem,
+    reason: &str,
+    now: i64,
+) -> Result<(), IndexError> {
+    let delay = (5_000i64 << item.attempts.clamp(0, 10)).min(3_600_000);
+    c.execute(
+        "UPDATE repair_queue SET attempts = attempts + 1, reason = ?3, next_attempt_at = ?4
+         WHERE blob_id = ?1 AND replica = ?2",
+        params![
+            item.blob_id.to_hex(),
+            item.replica as i64,
+            reason,
+            now + delay
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The `strata` command: serve the archive, import files, get an instance back, list studies,
+//! scrub the replicas, rebuild the index from one replica.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use strata::archive::{self, Archive};
+use strata::config::Config;
+use strata::ingest::{self, Disposition, Source};
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Strata: a DICOM imaging archive")]
+struct Cli {
+    /// Data directory: index, master key, default replicas.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_DATA",
+        default_value = "strata-data"
+    )]
+    data: PathBuf,
+    /// Configuration file (default: <data>/strata.toml when it exists).
+    #[arg(long, global = true, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the archive (the default command).
+    Serve {
+        /// HTTP listen address (http.listen).
+        #[arg(long)]
+        http: Option<String>,
+    },
+    /// Import DICOM files and folders (recursively).
+    Import {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Files ingested at once (ingest.import_parallelism).
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+        /// Print one line per file as soon as it is stored (or refused).
+        #[arg(long, short = 'v')]
+        verbose: bool,
+    },
+    /// Write a stored instance, byte for byte as it was received.
+    Get {
+        sop_instance_uid: String,
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// List the studies in the archive.
+    Studies,
+    /// Verify every blob on every replica; exit non-zero if anything is left unrepaired.
+    Scrub {
+        /// Rewrite missing or corrupt copies from a good one.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Rebuild the index from one replica alone (stop the server first).
+    Reindex {
+        /// Replica number, 1 to N, in configuration order.
+        #[arg(long)]
+        from_replica: usize,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("strata: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let mut config = Config::load(&cli.data, cli.config.as_deref(), std::env::vars())?;
+    let ok = std::process::ExitCode::SUCCESS;
+    match cli.command.unwrap_or(Command::Serve { http: None }) {
+        Command::Serve { http } => {
+            if let Some(h) = http {
+                config.http.listen = h;
+            }
+            strata::server::serve(Archive::open(config).await?).await?;
+            Ok(ok)
+        }
+        Command::Import {
+            paths,
+            jobs,
+            verbose,
+        } => {
+            if let Some(j) = jobs {
+                config.ingest.import_parallelism = j.max(1);
+            }
+            import(Archive::open(config).await?, &paths, verbose).await
+        }
+        Command::Get {
+            sop_instance_uid,
+            output,
+        } => {
+            get(&*Archive::open(config).await?, &sop_instance_uid, &output).await?;
+            Ok(ok)
+        }
+        Command::Studies => {
+            studies(&*Archive::open(config).await?).await?;
+            Ok(ok)
+        }
+        Command::Scrub { repair } => scrub(&*Archive::open(config).await?, repair).await,
+        Command::Reindex { from_replica } => {
+            let r = archive::reindex(&config, from_replica).await?;
+            println!(
+                "reindexed from replica {from_replica}: {} blobs, {} instances indexed, {} replacements replayed from {} journal entries",
+                r.blobs, r.indexed, r.superseded, r.journal_entries
+            );
+            for (blob, why) in &r.unreadable {
+                println!("unreadable blob {blob}: {why}");
+            }
+            Ok(if r.unreadable.is_empty() {
+                ok
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if !p.exists() {
+            bail!("{}: no such file or folder", p.display());
+        }
+        for entry in walkdir::WalkDir::new(p)
+            .follow_links(true)
+            .sort_by_file_name()
+        {
+            let entry = entry.with_context(|| format!("walking {}", p.display()))?;
+            if entry.file_type().is_file() {
+                files.push(entry.into_path());
+            }
+        }
+    }
+    Ok(files)
+}
+
+async fn import(
+    archive: Arc<Archive>,
+    paths: &[PathBuf],
+    verbose: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let files = collect_files(paths)?;
+    let bar = ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} files {per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let started = std::time::Instant::now();
+    let jobs = archive.config.ingest.import_parallelism;
+    let mut results = futures::stream::iter(files.into_iter().map(|path| {
+        let a = archive.clone();
+        async move {
+            let r = ingest::ingest_file(&a, &path, &Source::Import).await;
+            (path, r)
+        }
+    }))
+    .buffer_unordered(jobs);
+    let (mut stored, mut present, mut bytes) = (0u64, 0u64, 0u64);
+    let mut refused = Vec::new();
+    let mut out = std::io::stdout().lock();
+    while let Some((path, r)) = results.next().await {
+        bar.inc(1);
+        match r {
+            Ok(i) => {
+                let what = match i.disposition {
+                    Disposition::Stored | Disposition::Replaced => {
+                        stored += 1;
+                        bytes += i.size;
+                        "stored"
+                    }
+                    Disposition::AlreadyPresent => {
+                        present += 1;
+                        "present"
+                    }
+                };
+                if verbose {
+                    writeln!(out, "{what} {} {}", i.sop_instance_uid, path.display())?;
+                    out.flush()?;
+                }
+            }
+            Err(e) => {
+                if verbose {
+                    writeln!(out, "refused {}: {e}", path.display())?;
+                    out.flush()?;
+                }
+                refused.push((path, e));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    writeln!(
+        out,
+        "imported in {secs:.1}s: {stored} stored ({:.1} MB), {present} already present, {} refused",
+        bytes as f64 / 1e6,
+        refused.len()
+    )?;
+    for (path, e) in &refused {
+        writeln!(out, "  refused {}: {e}", path.display())?;
+    }
+    Ok(if refused.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+async fn get(archive: &Archive, uid: &str, output: &Path) -> anyhow::Result<()> {
+    let dir = output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing into {}", dir.display()))?;
+    let mut w = std::io::BufWriter::new(tmp.as_file());
+    let stored = archive
+        .read_instance(uid, |chunk| w.write_all(chunk))
+        .await?;
+    w.flush()?;
+    drop(w);
+    tmp.persist(output)
+        .with_context(|| format!("writing {}", output.display()))?;
+    // A copy found bad on the way is repaired now rather than left for a server that may not run.
+    let (repaired, failed) = archive.run_repairs(Some(stored.blob_id)).await?;
+    if repaired + failed > 0 {
+        eprintln!(
+            "strata: repaired {repaired} replica copies of this instance ({failed} failed, queued)"
+        );
+    }
+    Ok(())
+}
+
+async fn studies(archive: &Archive) -> anyhow::Result<()> {
+    let list = archive.index.studies().await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<28} {:<16} {:<10} {:<10} {:<32} {:>6} {:>9}  STUDY INSTANCE UID",
+        "PATIENT", "PATIENT ID", "DATE", "MODALITY", "DESCRIPTION", "SERIES", "INSTANCES"
+    )?;
+    for s in &list {
+        writeln!(
+            out,
+            "{:<28} {:<16} {:<10} {:<10} {:<32} {:>6} {:>9}  {}",
+            clip(s.patient_name.as_deref().unwrap_or("")),
+            clip(&s.patient_id),
+            s.study_date.as_deref().unwrap_or(""),
+            clip(&s.modalities),
+            clip(s.description.as_deref().unwrap_or("")),
+            s.num_series,
+            s.num_instances,
+            s.study_uid
+        )?;
+    }
+    writeln!(out, "{} studies", list.len())?;
+    Ok(())
+}
+
+fn clip(s: &str) -> String {
+    if s.chars().count() > 32 {
+        s.chars().take(31).chain(std::iter::once('…')).collect()
+    } else {
+        s.to_string()
+    }
+}
+
+async fn scrub(archive: &Archive, repair: bool) -> anyhow::Result<std::process::ExitCode> {
+    let blobs = archive.all_blobs().await?;
+    let (r, left) = archive.scrub(&blobs, repair).await?;
+    println!(
+        "scrub: {} blobs, {} copies checked, {} missing, {} corrupt, {} repaired, {} unrepaired, {} lost",
+        r.blobs, r.checked, r.missing, r.corrupt, r.repaired, r.unrepaired, r.lost
+    );
+    for l in &left {
+        println!(
+            "  blob {} on replica {}: {}",
+            l.blob,
+            l.replica + 1,
+            l.reason
+        );
+    }
+    Ok(if r.unrepaired == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}

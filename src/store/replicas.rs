@@ -1,0 +1,586 @@
+//! The replicas: N independent object stores holding the same sealed blobs. A write goes to all of
+//! them in parallel and succeeds when `write_quorum` have it durably; a read goes to the first
+//! replica that has a verifiable copy and reports every replica whose copy was missing or corrupt,
+//! so the caller can queue a repair. Replicas only ever see ciphertext under keyed names.
+
+use super::address::BlobId;
+use super::crypt::{BlobHeader, CryptError, MasterKey, Opener, HEADER_LEN};
+use bytes::Bytes;
+use futures::future::join_all;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// Segments fetched per ranged read when streaming a blob: 64 × 64 KiB = 4 MiB, enough to keep
+/// a remote store's per-request latency amortised, small enough to bound memory per reader.
+const READ_WINDOW_SEGMENTS: u64 = 64;
+/// Part size of multipart uploads for large blobs (S3's minimum part is 5 MiB).
+const MULTIPART_CHUNK: usize = 8 * 1024 * 1024;
+/// How long a health probe may take before a replica counts as unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The object that marks a replica as belonging to a Strata archive; also the readiness probe.
+pub const MARKER_KEY: &str = "strata-replica.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("replica URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("not found")]
+    Missing,
+    #[error("corrupt: {0}")]
+    Corrupt(#[from] CryptError),
+    #[error("{0}")]
+    Backend(#[from] object_store::Error),
+    #[error("fsync: {0}")]
+    Sync(#[from] std::io::Error),
+}
+
+/// What one replica's copy of a blob turned out to be.
+#[derive(Debug)]
+pub struct BadCopy {
+    pub replica: usize,
+    pub error: ReplicaError,
+}
+
+/// One object store and, for a local folder, the filesystem handle we need to fsync through.
+pub struct Replica {
+    pub url: String,
+    store: Arc<dyn ObjectStore>,
+    /// For a local folder: the filesystem handle and the folder, to fsync through.
+    local: Option<(Arc<LocalFileSystem>, PathBuf)>,
+}
+
+impl Replica {
+    /// Opens a replica from its URL: `file:///abs/path`, `memory://`, and with the `cloud`
+    /// feature `s3://`, `gs://`, `az://` (credentials from the provider's usual environment).
+    pub fn open(url: &str) -> Result<Replica, ReplicaError> {
+        let bad = |reason: String| ReplicaError::Url {
+            url: url.to_string(),
+            reason,
+        };
+        let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        match parsed.scheme() {
+            "file" => {
+                let dir: PathBuf = parsed
+                    .to_file_path()
+                    .map_err(|_| bad("not an absolute file path".into()))?;
+                std::fs::create_dir_all(&dir).map_err(|e| bad(format!("creating folder: {e}")))?;
+                let fs = Arc::new(
+                    LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|e| bad(e.to_string()))?
+                        .with_automatic_cleanup(true),
+                );
+                let root = std::fs::canonicalize(&dir).map_err(|e| bad(e.to_string()))?;
+                Ok(Replica {
+                    url: url.to_string(),
+                    store: fs.clone(),
+                    local: Some((fs, root)),
+                })
+            }
+            "memory" => Ok(Replica {
+                url: url.to_string(),
+                store: Arc::new(InMemory::new()),
+                local: None,
+            }),
+            _ => {
+                let (store, prefix) = object_store::parse_url_opts(&parsed, std::env::vars())
+                    .map_err(|e| bad(format!("{e} (is the scheme supported by this build?)")))?;
+                let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+                    Arc::from(store)
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+                };
+                Ok(Replica {
+                    url: url.to_string(),
+                    store,
+                    local: None,
+                })
+            }
+        }
+    }
+
+    /// Makes a just-written local object durable: the file, then every folder from its own up to
+    /// the replica root (a new `blobs/ab/cd` is only durable once its parents record it).
+    /// object_store's LocalFileSystem renames into place but never fsyncs.
+    async fn make_durable(&self, key: &ObjectPath) -> Result<(), ReplicaError> {
+        let Some((fs, root)) = &self.local else {
+            return Ok(()); // a cloud store's PUT is durable when it returns
+        };
+        let file = fs.path_to_filesystem(key)?;
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            let mut dir = file.parent();
+            while let Some(d) = dir {
+                std::fs::File::open(d)?.sync_all()?;
+                if d == root || !d.starts_with(&root) {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
+        })
+        .await
+        .expect("fsync task panicked")?;
+        Ok(())
+    }
+
+    async fn put(&self, key: &ObjectPath, sealed: Bytes) -> Result<(), ReplicaError> {
+        self.store.put(key, PutPayload::from_bytes(sealed)).await?;
+        self.make_durable(key).await
+    }
+
+    async fn get_range(
+        &self,
+        key: &ObjectPath,
+        r: std::ops::Range<u64>,
+    ) -> Result<Bytes, ReplicaError> {
+        self.store
+            .get_range(key, r)
+            .await
+            .map_err(not_found_is_missing)
+    }
+
+    async fn size(&self, key: &ObjectPath) -> Result<u64, ReplicaError> {
+        Ok(self
+            .store
+            .head(key)
+            .await
+            .map_err(not_found_is_missing)?
+            .size)
+    }
+
+    /// Opens this replica's copy of `blob`: checks its size against its header and unwraps its key.
+    async fn opener(&self, key: &MasterKey, blob: &BlobId) -> Result<Opener, ReplicaError> {
+        let path = ObjectPath::from(blob.object_key());
+        let size = self.size(&path).await?;
+        if size < HEADER_LEN as u64 {
+            return Err(CryptError::NotABlob.into());
+        }
+        let head = self.get_range(&path, 0..HEADER_LEN as u64).await?;
+        let opener = Opener::new(key, blob, &head)?;
+        let expected = opener.header().ciphertext_len();
+        if size != expected {
+            return Err(CryptError::SegmentLength {
+                index: opener.header().segment_count() - 1,
+                found: size as usize,
+                expected: expected as usize,
+            }
+            .into());
+        }
+        Ok(opener)
+    }
+}
+
+fn not_found_is_missing(e: object_store::Error) -> ReplicaError {
+    match e {
+        object_store::Error::NotFound { .. } => ReplicaError::Missing,
+        e => ReplicaError::Backend(e),
+    }
+}
+
+/// The set of replicas and the write quorum over them.
+pub struct Replicas {
+    list: Vec<Replica>,
+    write_quorum: usize,
+}
+
+/// The outcome of a write: which replicas failed (to be queued for repair) — the write as a whole
+/// succeeded, or it would have been an error.
+#[derive(Debug, Default)]
+pub struct WriteReport {
+    pub failed: Vec<BadCopy>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("only {ok} of {needed} replicas needed for a durable write took it ({})", describe(.failed))]
+    Write {
+        ok: usize,
+        needed: usize,
+        failed: Vec<BadCopy>,
+    },
+    #[error("no replica holds a verifiable copy ({})", describe(.failed))]
+    Read { failed: Vec<BadCopy> },
+    #[error("writing the result: {0}")]
+    Sink(std::io::Error),
+}
+
+fn describe(failed: &[BadCopy]) -> String {
+    failed
+        .iter()
+        .map(|b| format!("replica {}: {}", b.replica + 1, b.error))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Replicas {
+    pub fn new(list: Vec<Replica>, write_quorum: usize) -> Replicas {
+        Replicas { list, write_quorum }
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn url(&self, replica: usize) -> &str {
+        &self.list[replica].url
+    }
+
+    pub fn write_quorum(&self) -> usize {
+        self.write_quorum
+    }
+
+    fn check_quorum(
+        &self,
+        failed: Vec<BadCopy>,
+        targets: usize,
+    ) -> Result<WriteReport, QuorumError> {
+        let ok = targets - failed.len();
+        let needed = self.write_quorum.min(targets);
+        if ok >= needed {
+            Ok(WriteReport { failed })
+        } else {
+            Err(QuorumError::Write { ok, needed, failed })
+        }
+    }
+
+    /// Writes an in-memory sealed blob (or any object) to every replica in parallel.
+    pub async fn put(&self, key: &str, sealed: Bytes) -> Result<WriteReport, QuorumError> {
+        let path = ObjectPath::from(key);
+        let results = join_all(self.list.iter().map(|r| r.put(&path, sealed.clone()))).await;
+        let failed: Vec<BadCopy> = results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(replica, r)| r.err().map(|error| BadCopy { replica, error }))
+            .collect();
+        self.check_quorum(failed, self.list.len())
+    }
+
+    /// Writes a large sealed blob produced chunk by chunk by `next_chunk` (None at the end) to
+    /// every replica at once through multipart uploads, so it is never whole in memory.
+    pub async fn put_streamed<F>(
+        &self,
+        key: &str,
+        mut next_chunk: F,
+    ) -> Result<WriteReport, QuorumError>
+    where
+        F: FnMut() -> std::io::Result<Option<Bytes>>,
+    {
+        let path = ObjectPath::from(key);
+        let mut writers: Vec<Option<WriteMultipart>> = Vec::new();
+        let mut failed = Vec::new();
+        for (i, r) in self.list.iter().enumerate() {
+            match r.store.put_multipart(&path).await {
+                Ok(up) => writers.push(Some(WriteMultipart::new_with_chunk_size(
+                    up,
+                    MULTIPART_CHUNK,
+                ))),
+                Err(e) => {
+                    writers.push(None);
+                    failed.push(BadCopy {
+                        replica: i,
+                        error: e.into(),
+                    });
+                }
+            }
+        }
+        loop {
+            let chunk = match tokio::task::block_in_place(&mut next_chunk) {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    for w in writers.into_iter().flatten() {
+                        let _ = w.abort().await;
+                    }
+                    return Err(QuorumError::Sink(e));
+                }
+            };
+            for (i, slot) in writers.iter_mut().enumerate() {
+                let Some(w) = slot else { continue };
+                if let Err(e) = w.wait_for_capacity(2).await {
+                    failed.push(BadCopy {
+                        replica: i,
+                        error: e.into(),
+                    });
+                    *slot = None;
+                    continue;
+                }
+                w.put(chunk.clone());
+            }
+        }
+        for (i, slot) in writers.into_iter().enumerate() {
+            let Some(w) = slot else { continue };
+            let done = match w.finish().await {
+                Ok(_) => self.list[i].make_durable(&path).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(error) = done {
+                failed.push(BadCopy { replica: i, error });
+            }
+        }
+        self.check_quorum(failed, self.list.len())
+    }
+
+    /// Reads and verifies `blob`, handing each verified plaintext segment to `sink` in order.
+    /// Replicas are tried in order; when one fails mid-way the next one continues from the same
+    /// segment (each copy is opened with its own header, so copies sealed separately still mix).
+    /// Returns the copies found missing or corrupt, for the caller to queue repairs.
+    pub async fn read<S>(
+        &self,
+        key: &MasterKey,
+        blob: &BlobId,
+        mut sink: S,
+    ) -> Result<Vec<BadCopy>, QuorumError>
+    where
+        S: FnMut(&[u8]) -> std::io::Result<()>,
+    {
+        let path = ObjectPath::from(blob.object_key());
+        let mut bad = Vec::new();
+        let mut next_segment = 0u64;
+        let mut plain = Vec::new();
+        for (i, replica) in self.list.iter().enumerate() {
+            let opener = match replica.opener(key, blob).await {
+                Ok(o) => o,
+                Err(error) => {
+                    bad.push(BadCopy { replica: i, error });
+                    continue;
+                }
+            };
+            let header = opener.header().clone();
+            match read_segments(
+                replica,
+                &path,
+                &opener,
+                &header,
+                &mut next_segment,
+                &mut plain,
+                &mut sink,
+            )
+            .await
+            {
+                Ok(()) => return Ok(bad),
+                Err(ReadStop::Copy(error)) => bad.push(BadCopy { replica: i, error }),
+                Err(ReadStop::Sink(e)) => return Err(QuorumError::Sink(e)),
+            }
+        }
+        Err(QuorumError::Read { failed: bad })
+    }
+
+    /// Reads `blob` from one replica only (no fallback): what `reindex --from-replica` needs.
+    pub async fn read_from<S>(
+        &self,
+        key: &MasterKey,
+        blob: &BlobId,
+        replica: usize,
+        mut sink: S,
+    ) -> Result<(), ReplicaError>
+    where
+        S: FnMut(&[u8]) -> std::io::Result<()>,
+    {
+        let r = &self.list[replica];
+        let path = ObjectPath::from(blob.object_key());
+        let opener = r.opener(key, blob).await?;
+        let header = opener.header().clone();
+        let (mut next, mut plain) = (0, Vec::new());
+        match read_segments(r, &path, &opener, &header, &mut next, &mut plain, &mut sink).await {
+            Ok(()) => Ok(()),
+            Err(ReadStop::Copy(e)) => Err(e),
+            Err(ReadStop::Sink(e)) => Err(ReplicaError::Sync(e)),
+        }
+    }
+
+    /// Checks one replica's copy of `blob` end to end without keeping the plaintext.
+    pub async fn verify(
+        &self,
+        key: &MasterKey,
+        blob: &BlobId,
+        replica: usize,
+    ) -> Result<(), ReplicaError> {
+        self.read_from(key, blob, replica, |_| Ok(())).await
+    }
+
+    /// Copies `blob` from replica `from` to replica `to`, verifying every segment on the way, so a
+    /// repair can never spread a corrupt copy.
+    pub async fn copy_verified(
+        &self,
+        key: &MasterKey,
+        blob: &BlobId,
+        from: usize,
+        to: usize,
+    ) -> Result<(), ReplicaError> {
+        let src = &self.list[from];
+        let dst = &self.list[to];
+        let path = ObjectPath::from(blob.object_key());
+        let opener = src.opener(key, blob).await?;
+        let header = opener.header().clone();
+        let total = header.ciphertext_len();
+        if total <= MULTIPART_CHUNK as u64 {
+            let all = src.get_range(&path, 0..total).await?;
+            let mut scratch = Vec::new();
+            for i in 0..header.segment_count() {
+                let r = header.segment_range(i);
+                scratch.clear();
+                opener.open_segment(i, &all[r.start as usize..r.end as usize], &mut scratch)?;
+            }
+            return dst.put(&path, all).await;
+        }
+        let mut w = WriteMultipart::new_with_chunk_size(
+            dst.store.put_multipart(&path).await?,
+            MULTIPART_CHUNK,
+        );
+        w.put(Bytes::copy_from_slice(header.bytes()));
+        let mut seg = 0;
+        let mut scratch = Vec::new();
+        while seg < header.segment_count() {
+            let end = (seg + READ_WINDOW_SEGMENTS).min(header.segment_count());
+            let start_byte = header.segment_range(seg).start;
+            let window = src
+                .get_range(&path, start_byte..header.segment_range(end - 1).end)
+                .await?;
+            for i in seg..end {
+                let r = header.segment_range(i);
+                scratch.clear();
+                let slice = &window[(r.start - start_byte) as usize..(r.end - start_byte) as usize];
+                if let Err(e) = opener.open_segment(i, slice, &mut scratch) {
+                    let _ = w.abort().await;
+                    return Err(e.into());
+                }
+            }
+            w.wait_for_capacity(2).await?;
+            w.put(window);
+            seg = end;
+        }
+        w.finish().await?;
+        dst.make_durable(&path).await
+    }
+
+    /// Lists the blobs one replica holds.
+    pub async fn list_blobs(&self, replica: usize) -> Result<Vec<(BlobId, i64)>, ReplicaError> {
+        use futures::TryStreamExt;
+        let prefix = ObjectPath::from("blobs");
+        let metas: Vec<_> = self.list[replica]
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                BlobId::from_object_key(m.location.as_ref())
+                    .map(|id| (id, m.last_modified.timestamp_millis()))
+            })
+            .collect())
+    }
+
+    /// Lists keys under `prefix` on one replica (used for the decision journal).
+    pub async fn list_keys(
+        &self,
+        replica: usize,
+        prefix: &str,
+    ) -> Result<Vec<String>, ReplicaError> {
+        use futures::TryStreamExt;
+        let prefix = ObjectPath::from(prefix);
+        let metas: Vec<_> = self.list[replica]
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await?;
+        let mut keys: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Reads a small whole object from one replica.
+    pub async fn get_object(&self, replica: usize, key: &str) -> Result<Bytes, ReplicaError> {
+        let r = &self.list[replica];
+        Ok(r.store
+            .get(&ObjectPath::from(key))
+            .await
+            .map_err(not_found_is_missing)?
+            .bytes()
+            .await?)
+    }
+
+    /// Reads a small whole object from the first replica that has it.
+    pub async fn get_object_any(&self, key: &str) -> Result<Bytes, ReplicaError> {
+        let mut last = ReplicaError::Missing;
+        for i in 0..self.list.len() {
+            match self.get_object(i, key).await {
+                Ok(b) => return Ok(b),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// How many replicas answer a probe within [`PROBE_TIMEOUT`]: the readiness check.
+    pub async fn reachable(&self) -> usize {
+        let path = ObjectPath::from(MARKER_KEY);
+        let probes = self
+            .list
+            .iter()
+            .map(|r| tokio::time::timeout(PROBE_TIMEOUT, r.store.head(&path)));
+        join_all(probes)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(Ok(_))))
+            .count()
+    }
+}
+
+/// Why streaming a copy stopped.
+enum ReadStop {
+    Copy(ReplicaError),
+    Sink(std::io::Error),
+}
+
+async fn read_segments<S>(
+    replica: &Replica,
+    path: &ObjectPath,
+    opener: &Opener,
+    header: &BlobHeader,
+    next_segment: &mut u64,
+    plain: &mut Vec<u8>,
+    sink: &mut S,
+) -> Result<(), ReadStop>
+where
+    S: FnMut(&[u8]) -> std::io::Result<()>,
+{
+    let count = header.segment_count();
+    while *next_segment < count {
+        let end = (*next_segment + READ_WINDOW_SEGMENTS).min(count);
+        let start_byte = header.segment_range(*next_segment).start;
+        let window = replica
+            .get_range(path, start_byte..header.segment_range(end - 1).end)
+            .await
+            .map_err(ReadStop::Copy)?;
+        plain.clear();
+        let first = *next_segment;
+        for i in first..end {
+            let r = header.segment_range(i);
+            let slice = window
+                .get((r.start - start_byte) as usize..(r.end - start_byte) as usize)
+                .ok_or(ReadStop::Copy(CryptError::BadSegment(i).into()))?;
+            let before = plain.len();
+            if let Err(e) = opener.open_segment(i, slice, plain) {
+                // hand over what verified so far, then let the next replica continue from `i`
+                sink(&plain[..before]).map_err(ReadStop::Sink)?;
+                *next_segment = i;
+                return Err(ReadStop::Copy(e.into()));
+            }
+        }
+        sink(plain).map_err(ReadStop::Sink)?;
+        *next_segment = end;
+    }
+    Ok(())
+}
