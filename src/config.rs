@@ -238,7 +238,7 @@ impl Config {
         if self.ingest.spool_threshold_bytes > self.ingest.max_instance_bytes {
             return bad("ingest.spool_threshold_bytes exceeds ingest.max_instance_bytes".into());
         }
-        if !(self.scrub.blobs_per_second >= 0.0) {
+        if self.scrub.blobs_per_second.is_nan() || self.scrub.blobs_per_second < 0.0 {
             return bad("scrub.blobs_per_second must be 0 or more".into());
         }
         Ok(())

@@ -1,0 +1,27 @@
+# Multi-stage build of the single `strata` binary.
+FROM rust:1-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nasm cmake pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY schemas ./schemas
+COPY examples ./examples
+COPY benches ./benches
+RUN cargo build --release --locked --bin strata
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /data strata \
+ && mkdir -p /data && chown strata /data
+COPY --from=build /src/target/release/strata /usr/local/bin/strata
+USER strata
+VOLUME /data
+ENV STRATA_DATA=/data STRATA_HTTP_LISTEN=0.0.0.0:8080
+EXPOSE 8080
+HEALTHCHECK CMD ["/bin/sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"]
+ENTRYPOINT ["strata"]
+CMD ["serve"]

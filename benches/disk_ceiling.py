@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""The disk's own ceiling for the archive's write pattern, without the archive.
+
+Per instance, for each of R replica folders (in parallel, as Strata does), mimic what
+object_store's LocalFileSystem + Replica::make_durable do:
+  write <root>/blobs/ab/cd/<id>#tmp  ->  rename to <id>  ->  fsync(file)  ->
+  fsync(cd/), fsync(ab/), fsync(blobs/), fsync(root)
+`--jobs` instances are in flight at once (like `strata import -j`).
+
+Prints one line: instances/s, MB/s of plaintext, and per-phase mean ms.
+"""
+import argparse, os, secrets, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+
+p = argparse.ArgumentParser()
+p.add_argument("--dir", required=True)
+p.add_argument("--instances", type=int, default=300)
+p.add_argument("--size", type=int, default=512 * 1024 + 2048)
+p.add_argument("--replicas", type=int, default=3)
+p.add_argument("--jobs", type=int, default=4)
+p.add_argument("--no-dir-fsync", action="store_true", help="fsync the file only")
+a = p.parse_args()
+
+roots = [os.path.join(a.dir, f"replica-{i+1}") for i in range(a.replicas)]
+for r in roots:
+    os.makedirs(os.path.join(r, "blobs"), exist_ok=True)
+payload = os.urandom(a.size)
+lock = threading.Lock()
+t_write = t_fsync_file = t_fsync_dirs = 0.0
+
+
+def fsync_path(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def one_copy(root, h):
+    global t_write, t_fsync_file, t_fsync_dirs
+    d = os.path.join(root, "blobs", h[0:2], h[2:4])
+    t0 = time.perf_counter()
+    os.makedirs(d, exist_ok=True)
+    final = os.path.join(d, h)
+    tmp = final + "#1"
+    with open(tmp, "wb") as f:
+        f.write(payload)
+    os.rename(tmp, final)
+    t1 = time.perf_counter()
+    fsync_path(final)
+    t2 = time.perf_counter()
+    if not a.no_dir_fsync:
+        cur = d
+        while True:
+            fsync_path(cur)
+            if cur == root:
+                break
+            cur = os.path.dirname(cur)
+    t3 = time.perf_counter()
+    with lock:
+        t_write += t1 - t0
+        t_fsync_file += t2 - t1
+        t_fsync_dirs += t3 - t2
+
+
+copy_pool = ThreadPoolExecutor(max_workers=a.replicas * a.jobs)
+
+
+def one_instance(_):
+    h = secrets.token_hex(32)
+    for f in [copy_pool.submit(one_copy, r, h) for r in roots]:
+        f.result()
+
+
+start = time.perf_counter()
+with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+    list(pool.map(one_instance, range(a.instances)))
+elapsed = time.perf_counter() - start
+n = a.instances * a.replicas
+print(
+    f"disk ceiling: jobs={a.jobs} replicas={a.replicas} size={a.size}B "
+    f"dir_fsync={'no' if a.no_dir_fsync else 'yes'}: {a.instances} instances in {elapsed:.2f}s = "
+    f"{a.instances/elapsed:.0f} instances/s, {a.instances*a.size/elapsed/1e6:.0f} MB/s per replica; "
+    f"per copy: write+rename {1000*t_write/n:.2f} ms, fsync file {1000*t_fsync_file/n:.2f} ms, "
+    f"fsync dirs {1000*t_fsync_dirs/n:.2f} ms"
+)

@@ -1,0 +1,43 @@
+# Shared helpers for the benchmark scripts (sourced, not run).
+# Builds the release binaries once, honouring CARGO_TARGET_DIR.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+STRATA="$TARGET_DIR/release/strata"
+GEN="$TARGET_DIR/release/examples/gen"
+
+build() {
+    if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+        (cd "$REPO_ROOT" && cargo build --release --quiet --bin strata --example gen)
+    fi
+    [[ -x "$STRATA" && -x "$GEN" ]] || { echo "missing $STRATA or $GEN" >&2; exit 1; }
+}
+
+# Work dir: under BENCH_DIR if set (choose the filesystem to measure), else the system temp dir.
+make_workdir() {
+    local base="${BENCH_DIR:-${TMPDIR:-/tmp}}"
+    mkdir -p "$base"
+    WORK="$(mktemp -d "$base/strata-bench.XXXXXX")"
+    if [[ "${KEEP:-0}" != 1 ]]; then trap 'rm -rf "$WORK"' EXIT; fi
+    echo "# work dir: $WORK ($(df -T "$WORK" | awk 'NR==2{print $2" on "$1}'))"
+}
+
+machine() {
+    local cpu
+    cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "# machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $cpu"
+    echo "# commit: $(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO_ROOT" && git diff --quiet 2>/dev/null || echo '+dirty')  date: $(date -u +%F)"
+}
+
+# Seconds between two `date +%s.%N` stamps.
+secs() { python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.3f}')" "$1" "$2"; }
+
+median() { python3 -c "import sys,statistics; print(f'{statistics.median(map(float,sys.argv[1:])):.3f}')" "$@"; }
+
+# GNU time, needed for peak RSS.
+need_gnu_time() {
+    if ! /usr/bin/time -v true >/dev/null 2>&1; then
+        echo "needs GNU time at /usr/bin/time (apt-get install time)" >&2; exit 1
+    fi
+}

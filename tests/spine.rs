@@ -1,0 +1,611 @@
+//! The spine end to end, through the real binary: import, byte-identical retrieval, ciphertext
+//! at rest, replica loss and corruption with repair, reindex from one replica, kill -9 during an
+//! import, and bad input refused without touching what is stored.
+
+mod common;
+
+use common::{files_under, sop_uid, TestArchive};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use strata::synth::{Modality, SynthOptions};
+
+fn small_set() -> SynthOptions {
+    SynthOptions {
+        seed: 7,
+        patients: 3,
+        studies: 4,
+        series_per_study: 2,
+        slices: 3,
+        rows: 64,
+        cols: 64,
+        modality: None,
+        noise: true,
+    }
+}
+
+#[test]
+fn import_then_get_is_byte_identical_and_replicas_hold_ciphertext() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &small_set());
+    assert_eq!(files.len(), 24);
+    let out = t.ok(&["import", t.path("in").to_str().unwrap()]);
+    assert!(out.contains("24 stored"), "{out}");
+
+    for f in &files {
+        let uid = sop_uid(f);
+        let got = t.path("got.dcm");
+        t.ok(&["get", &uid, "-o", got.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::read(&got).unwrap(),
+            std::fs::read(f).unwrap(),
+            "{uid} differs"
+        );
+    }
+
+    let studies = t.ok(&["studies"]);
+    assert!(studies.contains("4 studies"), "{studies}");
+
+    // What lies on the replicas reveals nothing: no DICM marker, no names, no UIDs.
+    let secrets: Vec<Vec<u8>> = files
+        .iter()
+        .flat_map(|f| {
+            let obj = dicom_object::open_file(f).unwrap();
+            let name = obj
+                .element(dicom_dictionary_std::tags::PATIENT_NAME)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            let family = name.split('^').next().unwrap().to_string();
+            vec![family.into_bytes(), sop_uid(f).into_bytes()]
+        })
+        .collect();
+    let mut blobs = 0;
+    for letter in ['a', 'b', 'c'] {
+        for blob in files_under(&t.replica(letter).join("blobs")) {
+            blobs += 1;
+            let bytes = std::fs::read(&blob).unwrap();
+            assert!(bytes.len() > 132);
+            assert_ne!(&bytes[128..132], b"DICM", "{}", blob.display());
+            assert!(!bytes.windows(4).any(|w| w == b"DICM"));
+            for s in &secrets {
+                assert!(
+                    !bytes.windows(s.len()).any(|w| w == &s[..]),
+                    "plaintext {:?} in {}",
+                    String::from_utf8_lossy(s),
+                    blob.display()
+                );
+            }
+            let name = blob.file_name().unwrap().to_str().unwrap();
+            assert!(!files.iter().any(|f| sop_uid(f) == name));
+        }
+    }
+    assert_eq!(blobs, 3 * 24, "one copy of each instance on each replica");
+
+    // Importing the same files again stores nothing new and succeeds.
+    let again = t.ok(&["import", t.path("in").to_str().unwrap()]);
+    assert!(
+        again.contains("0 stored") && again.contains("24 already present"),
+        "{again}"
+    );
+    assert_eq!(files_under(&t.replica('a').join("blobs")).len(), 24);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_and_corrupt_copies_are_served_around_and_repaired() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &small_set());
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let f0 = &files[0];
+    let uid0 = sop_uid(f0);
+    let blob0 = t
+        .open()
+        .await
+        .index
+        .instance(&uid0)
+        .await
+        .unwrap()
+        .unwrap()
+        .blob_id;
+    let got = t.path("got.dcm");
+
+    // One replica's copy deleted: get still works, and the copy comes back.
+    std::fs::remove_file(t.blob_file('a', &blob0)).unwrap();
+    let out = t.run(&["get", &uid0, "-o", got.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(f0).unwrap());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("repaired 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.blob_file('a', &blob0).exists(),
+        "read-repair rewrote the missing copy"
+    );
+    assert_eq!(
+        std::fs::read(t.blob_file('a', &blob0)).unwrap(),
+        std::fs::read(t.blob_file('b', &blob0)).unwrap()
+    );
+
+    // One byte flipped in another instance's copy: detected by scrub, served from elsewhere,
+    // repaired by scrub --repair.
+    let uid1 = sop_uid(&files[1]);
+    let blob1 = t
+        .open()
+        .await
+        .index
+        .instance(&uid1)
+        .await
+        .unwrap()
+        .unwrap()
+        .blob_id;
+    let victim = t.blob_file('b', &blob1);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&victim, &bytes).unwrap();
+    let scrub = t.run(&["scrub"]);
+    let text = String::from_utf8_lossy(&scrub.stdout);
+    assert!(
+        !scrub.status.success(),
+        "unrepaired corruption must fail scrub: {text}"
+    );
+    assert!(
+        text.contains("1 corrupt") && text.contains("1 unrepaired"),
+        "{text}"
+    );
+    let a = t.open().await;
+    let mut served = Vec::new();
+    a.read_instance(&uid1, |c| {
+        served.extend_from_slice(c);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        served,
+        std::fs::read(&files[1]).unwrap(),
+        "served from a good copy"
+    );
+    drop(a);
+    let repaired = t.ok(&["scrub", "--repair"]);
+    assert!(
+        repaired.contains("1 corrupt")
+            && repaired.contains("1 repaired")
+            && repaired.contains("0 unrepaired"),
+        "{repaired}"
+    );
+    let clean = t.ok(&["scrub"]);
+    assert!(clean.contains("0 missing, 0 corrupt"), "{clean}");
+
+    // Two of three replicas gone entirely: every instance still reads back identical.
+    std::fs::remove_dir_all(t.replica('a').join("blobs")).unwrap();
+    std::fs::remove_dir_all(t.replica('c').join("blobs")).unwrap();
+    for f in &files {
+        let uid = sop_uid(f);
+        t.ok(&["get", &uid, "-o", got.to_str().unwrap()]);
+        assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(f).unwrap());
+    }
+    let healed = t.ok(&["scrub", "--repair"]);
+    assert!(healed.contains("0 unrepaired"), "{healed}");
+    assert_eq!(
+        files_under(&t.replica('c').join("blobs")).len(),
+        files.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reindex_from_one_replica_restores_everything() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &small_set());
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let before = t.open().await.index.counts().await.unwrap();
+    let studies_before = t.ok(&["studies"]);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(t.data().join(format!("index.sqlite{suffix}")));
+    }
+    // Replicas 2 and 3 are not even needed.
+    std::fs::remove_dir_all(t.replica('b')).unwrap();
+    std::fs::remove_dir_all(t.replica('c')).unwrap();
+    let out = t.ok(&["reindex", "--from-replica", "1"]);
+    assert!(out.contains("24 instances indexed"), "{out}");
+    let after = t.open().await.index.counts().await.unwrap();
+    assert_eq!(before, after);
+    assert_eq!(after.studies, 4);
+    assert_eq!(after.series, 8);
+    assert_eq!(studies_before, t.ok(&["studies"]));
+    let got = t.path("got.dcm");
+    for f in &files {
+        t.ok(&["get", &sop_uid(f), "-o", got.to_str().unwrap()]);
+        assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(f).unwrap());
+    }
+    assert!(!t.run(&["reindex", "--from-replica", "4"]).status.success());
+}
+
+/// Rewrites a Part-10 file with one attribute changed or removed.
+fn edit(
+    path: &std::path::Path,
+    out: &std::path::Path,
+    f: impl FnOnce(&mut dicom_object::DefaultDicomObject),
+) {
+    let mut obj = dicom_object::open_file(path).unwrap();
+    f(&mut obj);
+    obj.write_to_file(out).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conflicts_are_refused_or_replaced_and_replacements_survive_reindex() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let t = TestArchive::new();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            studies: 1,
+            patients: 1,
+            slices: 2,
+            ..small_set()
+        },
+    );
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let original = &files[0];
+    let uid = sop_uid(original);
+    let changed = t.path("changed.dcm");
+    edit(original, &changed, |o| {
+        o.put(DataElement::new(
+            tags::PATIENT_NAME,
+            VR::PN,
+            PrimitiveValue::from("Changed^Name"),
+        ));
+    });
+    let got = t.path("got.dcm");
+
+    let out = t.run(&["import", changed.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("conflict") && text.contains(&uid) && text.contains("changed.dcm"),
+        "{text}"
+    );
+    t.ok(&["get", &uid, "-o", got.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(original).unwrap(),
+        "the stored one was kept"
+    );
+
+    std::fs::write(
+        t.data().join("strata.toml"),
+        "[ingest]\non_conflict = \"replace\"\n",
+    )
+    .unwrap();
+    let out = t.ok(&["import", changed.to_str().unwrap()]);
+    assert!(out.contains("1 stored"), "{out}");
+    t.ok(&["get", &uid, "-o", got.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(&changed).unwrap(),
+        "the new one is current"
+    );
+    // the old blob stays, listed in the history, and scrub knows both
+    assert_eq!(
+        files_under(&t.replica('a').join("blobs")).len(),
+        files.len() + 1
+    );
+
+    std::fs::remove_file(t.data().join("index.sqlite")).unwrap();
+    let _ = std::fs::remove_file(t.data().join("index.sqlite-wal"));
+    let _ = std::fs::remove_file(t.data().join("index.sqlite-shm"));
+    let out = t.ok(&["reindex", "--from-replica", "2"]);
+    assert!(out.contains("1 replacements replayed"), "{out}");
+    t.ok(&["get", &uid, "-o", got.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(&changed).unwrap(),
+        "the journal restored the decision"
+    );
+    assert_eq!(
+        t.open().await.index.counts().await.unwrap().instances,
+        files.len() as i64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_by_name_and_changes_nothing() {
+    use dicom_dictionary_std::tags;
+    let t = TestArchive::new();
+    let files = t.generate("in", &small_set());
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let snapshot = |t: &TestArchive| {
+        let mut v: Vec<(std::path::PathBuf, Vec<u8>)> = ['a', 'b', 'c']
+            .iter()
+            .flat_map(|l| files_under(&t.replica(*l)))
+            .map(|p| {
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(&t);
+    let studies_before = t.ok(&["studies"]);
+
+    let junk = t.path("junk");
+    std::fs::create_dir_all(junk.join("nested")).unwrap();
+    std::fs::write(
+        junk.join("notes.txt"),
+        "this is a text file, not an image\n",
+    )
+    .unwrap();
+    std::fs::write(junk.join("empty.dcm"), b"").unwrap();
+    let whole = std::fs::read(&files[0]).unwrap();
+    std::fs::write(junk.join("truncated.dcm"), &whole[..whole.len() / 2]).unwrap();
+    std::fs::write(junk.join("nested").join("header-only.dcm"), &whole[..200]).unwrap();
+    edit(&files[1], &junk.join("no-sop-uid.dcm"), |o| {
+        o.remove_element(tags::SOP_INSTANCE_UID);
+    });
+    edit(&files[2], &junk.join("bad-uid.dcm"), |o| {
+        o.put(dicom_core::DataElement::new(
+            tags::STUDY_INSTANCE_UID,
+            dicom_core::VR::UI,
+            dicom_core::PrimitiveValue::from("1.2.abc.3"),
+        ));
+    });
+    std::fs::write(
+        junk.join("nested").join("random.bin"),
+        (0..5000u32)
+            .map(|i| (i * 31 % 256) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+
+    let expect = [
+        ("notes.txt", "not a DICOM Part-10 file"),
+        ("empty.dcm", "empty file"),
+        ("truncated.dcm", "truncated"),
+        ("header-only.dcm", ""),
+        ("no-sop-uid.dcm", "missing SOP Instance UID"),
+        ("bad-uid.dcm", "\"1.2.abc.3\" is not a valid DICOM UID"),
+        ("random.bin", "not a DICOM Part-10 file"),
+    ];
+    // each alone
+    for (name, why) in expect {
+        let p = files_under(&junk)
+            .into_iter()
+            .find(|p| p.ends_with(name))
+            .unwrap();
+        let out = t.run(&["import", p.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(1), "{name}: {text}");
+        assert!(
+            text.contains(&format!("refused {}: ", p.display())),
+            "{name}: {text}"
+        );
+        assert!(text.contains(why), "{name}: expected {why:?} in {text}");
+        assert!(!text.contains("panicked"));
+    }
+    // and the mixed folder at once, together with a good file that is already there
+    std::fs::copy(&files[3], junk.join("good.dcm")).unwrap();
+    let out = t.run(&["import", "-v", junk.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("0 stored")
+            && text.contains("1 already present")
+            && text.contains("7 refused"),
+        "{text}"
+    );
+
+    assert!(before == snapshot(&t), "nothing stored changed");
+    assert_eq!(studies_before, t.ok(&["studies"]));
+    let missing = t.run(&["import", t.path("nope").to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such file"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_import_loses_nothing_acknowledged() {
+    let t = TestArchive::new();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            seed: 11,
+            patients: 2,
+            studies: 2,
+            series_per_study: 1,
+            slices: 150,
+            rows: 256,
+            cols: 256,
+            modality: Some(Modality::Ct),
+            noise: false,
+        },
+    );
+    assert_eq!(files.len(), 300);
+    let mut child = t
+        .cmd()
+        .args(["import", "-v", "-j", "4", t.path("in").to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(rest) = line.strip_prefix("stored ") {
+            acknowledged.push(rest.split(' ').next().unwrap().to_string());
+        }
+        if acknowledged.len() == 60 {
+            // SIGKILL: no destructor, no flush, no goodbye.
+            nix_kill(child.id());
+            break;
+        }
+    }
+    for line in lines.map_while(Result::ok) {
+        if let Some(rest) = line.strip_prefix("stored ") {
+            acknowledged.push(rest.split(' ').next().unwrap().to_string());
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the import was killed, not finished");
+    assert!(
+        acknowledged.len() >= 60 && acknowledged.len() < 300,
+        "killed mid-way: {}",
+        acknowledged.len()
+    );
+
+    let a = t.open().await;
+    let indexed = a.index.instance_blobs().await.unwrap();
+    let indexed_uids: HashSet<&str> = indexed.iter().map(|(u, _)| u.as_str()).collect();
+    for uid in &acknowledged {
+        assert!(
+            indexed_uids.contains(uid.as_str()),
+            "acknowledged {uid} is not in the index"
+        );
+    }
+    // No index row points at a blob that is not on a write quorum.
+    let quorum = a.store.replicas().write_quorum();
+    for (uid, blob) in &indexed {
+        let mut good = 0;
+        for r in 0..a.store.replicas().len() {
+            if a.store.verify(blob, r).await.is_ok() {
+                good += 1;
+            }
+        }
+        assert!(good >= quorum, "{uid}: {good} good copies, quorum {quorum}");
+    }
+    let by_uid: std::collections::HashMap<String, std::path::PathBuf> =
+        files.iter().map(|f| (sop_uid(f), f.clone())).collect();
+    for uid in &acknowledged {
+        let mut got = Vec::new();
+        a.read_instance(uid, |c| {
+            got.extend_from_slice(c);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, std::fs::read(&by_uid[uid]).unwrap(), "{uid}");
+    }
+    drop(a);
+    // Restarted, the import completes; what was already there counts as present.
+    let out = t.ok(&["import", t.path("in").to_str().unwrap()]);
+    assert!(out.contains("0 refused"), "{out}");
+    assert_eq!(t.open().await.index.counts().await.unwrap().instances, 300);
+}
+
+fn nix_kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn serve_answers_health_readiness_and_metrics() {
+    let t = TestArchive::new();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            studies: 1,
+            patients: 1,
+            slices: 2,
+            ..small_set()
+        },
+    );
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let mut child = t
+        .cmd()
+        .args(["serve", "--http", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = err.next().expect("serve printed its address").unwrap();
+        if let Some(i) = line.find("serving http://") {
+            break line[i + "serving http://".len()..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string();
+        }
+    };
+    let get = |path: &str| -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let code = resp[9..12].parse().unwrap();
+        (code, resp)
+    };
+    assert_eq!(get("/healthz").0, 200);
+    let (code, body) = get("/readyz");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"replicas_reachable\":3"), "{body}");
+    let (code, metrics) = get("/metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("strata_repair_queue_length"), "{metrics}");
+    assert!(metrics.contains("strata_ingest_seconds"), "{metrics}");
+    let _ = files;
+
+    // A replica folder that vanished costs readiness with the default quorum of all three.
+    std::fs::remove_dir_all(t.replica('b')).unwrap();
+    let (code, body) = get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_the_source() {
+    let t = TestArchive::new();
+    std::fs::create_dir_all(t.data()).unwrap();
+    std::fs::write(t.data().join("strata.toml"), "[store]\nwrite_quorum = 9\n").unwrap();
+    let out = t.run(&["studies"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("write_quorum") && err.contains("strata.toml"),
+        "{err}"
+    );
+    std::fs::remove_file(t.data().join("strata.toml")).unwrap();
+    let out = t
+        .cmd()
+        .arg("studies")
+        .env("STRATA_INGEST_ON_CONFLICT", "merge")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("STRATA_INGEST_ON_CONFLICT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn first_start_creates_a_private_key_and_says_to_back_it_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestArchive::new();
+    let out = t.run(&["studies"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BACK IT UP"), "{err}");
+    let key = t.data().join("keys/master.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = t.run(&["studies"]);
+    assert!(
+        !String::from_utf8_lossy(&again.stderr).contains("BACK IT UP"),
+        "said once"
+    );
+}
