@@ -7,8 +7,6 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY schemas ./schemas
-COPY examples ./examples
-COPY benches ./benches
 RUN cargo build --release --locked --bin strata
 
 FROM debian:bookworm-slim
@@ -22,6 +20,6 @@ USER strata
 VOLUME /data
 ENV STRATA_DATA=/data STRATA_HTTP_LISTEN=0.0.0.0:8080
 EXPOSE 8080
-HEALTHCHECK CMD ["/bin/sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"]
+HEALTHCHECK CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"]
 ENTRYPOINT ["strata"]
 CMD ["serve"]
