@@ -52,6 +52,35 @@ pub enum JournalEntry {
     },
 }
 
+/// Held by `strata serve` for as long as it runs, so that `reindex`, which swaps the index file,
+/// can refuse to run under a live server. The operating system drops it if the process dies.
+pub struct ServeLock(#[allow(dead_code)] std::fs::File);
+
+impl ServeLock {
+    pub fn acquire(config: &Config) -> Result<ServeLock, ArchiveError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ArchiveError::Setup(format!("creating {}: {e}", config.data_dir.display()))
+        })?;
+        let path = config.data_dir.join("serve.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ArchiveError::Setup(format!("{}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(ServeLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(ArchiveError::Setup(format!(
+                "the archive in {} is being served by another process: stop it first",
+                config.data_dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(ArchiveError::Setup(format!("{}: {e}", path.display())))
+            }
+        }
+    }
+}
+
 /// Opens the store alone (key and replicas), for commands that must not touch the index.
 pub fn open_store(config: &Config) -> Result<Store, ArchiveError> {
     std::fs::create_dir_all(&config.data_dir)
@@ -264,6 +293,7 @@ pub struct ReindexReport {
 /// place at the end, so a failed reindex leaves the old index untouched. The archive must not be
 /// serving while this runs.
 pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport, ArchiveError> {
+    let _lock = ServeLock::acquire(config)?;
     let store = open_store(config)?;
     if replica_no == 0 || replica_no > store.replicas().len() {
         return Err(ArchiveError::Setup(format!(

@@ -101,6 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if let Some(h) = http {
                 config.http.listen = h;
             }
+            let _lock = archive::ServeLock::acquire(&config)?;
             strata::server::serve(Archive::open(config).await?).await?;
             Ok(ok)
         }

@@ -556,6 +556,17 @@ fn serve_answers_health_readiness_and_metrics() {
     assert!(metrics.contains("strata_ingest_seconds"), "{metrics}");
     let _ = files;
 
+    // The index cannot be swapped from under a running server, nor a second server started.
+    let reindex = t.run(&["reindex", "--from-replica", "1"]);
+    assert!(!reindex.status.success());
+    assert!(
+        String::from_utf8_lossy(&reindex.stderr).contains("being served"),
+        "{}",
+        String::from_utf8_lossy(&reindex.stderr)
+    );
+    let second = t.run(&["serve", "--http", "127.0.0.1:0"]);
+    assert!(String::from_utf8_lossy(&second.stderr).contains("being served"));
+
     // A replica folder that vanished costs readiness with the default quorum of all three.
     std::fs::remove_dir_all(t.replica('b')).unwrap();
     let (code, body) = get("/readyz");
@@ -613,7 +624,15 @@ fn first_start_creates_a_private_key_and_says_to_back_it_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_replica_write_is_queued_and_repaired_in_the_background() {
     let t = TestArchive::new();
-    let files = t.generate("in", &SynthOptions { studies: 1, patients: 1, slices: 3, ..small_set() });
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            studies: 1,
+            patients: 1,
+            slices: 3,
+            ..small_set()
+        },
+    );
     std::fs::create_dir_all(t.replica('c')).unwrap();
     // A file where replica c's blob folder should be: every write to c fails.
     std::fs::write(t.replica('c').join("blobs"), b"in the way").unwrap();
@@ -622,17 +641,32 @@ async fn a_failed_replica_write_is_queued_and_repaired_in_the_background() {
     assert!(out.contains("6 stored"), "a quorum of two is enough: {out}");
     {
         let a = t.open().await;
-        assert_eq!(a.index.repair_queue_len().await.unwrap(), 6, "each failed copy is queued durably");
+        assert_eq!(
+            a.index.repair_queue_len().await.unwrap(),
+            6,
+            "each failed copy is queued durably"
+        );
     }
     std::fs::remove_file(t.replica('c').join("blobs")).unwrap();
-    let mut server = t.cmd().args(["serve", "--http", "127.0.0.1:0"]).stderr(Stdio::null()).spawn().unwrap();
+    let mut server = t
+        .cmd()
+        .args(["serve", "--http", "127.0.0.1:0"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while files_under(&t.replica('c').join("blobs")).len() < files.len() && std::time::Instant::now() < deadline {
+    while files_under(&t.replica('c').join("blobs")).len() < files.len()
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     server.kill().unwrap();
     server.wait().unwrap();
-    assert_eq!(files_under(&t.replica('c').join("blobs")).len(), files.len(), "the repair worker rewrote replica c");
+    assert_eq!(
+        files_under(&t.replica('c').join("blobs")).len(),
+        files.len(),
+        "the repair worker rewrote replica c"
+    );
     let a = t.open().await;
     assert_eq!(a.index.repair_queue_len().await.unwrap(), 0);
     for (_, blob) in a.index.instance_blobs().await.unwrap() {
