@@ -4,7 +4,7 @@
 #
 #   bash benches/import_ct.sh
 #
-# Knobs (environment): JOBS="1 2 4 8" (values of -j tried), REPS=3 (runs per setting; the median
+# Knobs (environment): JOBS="1 2 4 8" (values of -j tried), REPS=5 (runs per setting; the median
 # is reported), SLICES=300, BENCH_DIR=/tmp (where the data lives: pick the filesystem to measure),
 # PERF=1 (profile the default -j with `perf record` if available), KEEP=1 (keep the work dir),
 # SKIP_BUILD=1, CARGO_TARGET_DIR.
@@ -17,7 +17,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 JOBS="${JOBS:-1 2 4 8}"
-REPS="${REPS:-3}"
+REPS="${REPS:-5}"
 SLICES="${SLICES:-300}"
 
 build
@@ -95,10 +95,10 @@ if [[ "${PERF:-0}" == 1 ]] && command -v perf >/dev/null; then
         "$STRATA" --data "$d" import "$WORK/in" -j "$j" >/dev/null 2>&1
     echo "-- by thread (comm) --"
     perf report -i "$WORK/perf.data" --no-children --sort comm --stdio 2>/dev/null \
-        | grep -E '^ +[0-9]' | head -8
+        | grep -E '^ +[0-9]' | head -8 || true
     echo "-- top symbols (self) --"
     perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null \
-        | grep -E '^ +[0-9]' | head -30
+        | grep -E '^ +[0-9]' | head -30 || true
     echo "-- off-CPU (sched) summary not collected; compare wall with user+sys above --"
     rm -rf "$d"
 fi

@@ -13,7 +13,7 @@ const RESERVED_ENV: &[&str] = &[
     "STRATA_MASTER_KEY",
     "STRATA_LOG",
 ];
-const SECTIONS: &[&str] = &["http", "store", "ingest", "scrub", "repair"];
+const SECTIONS: &[&str] = &["http", "dimse", "store", "ingest", "scrub", "repair"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -30,6 +30,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub http: HttpConfig,
+    pub dimse: DimseConfig,
     pub store: StoreConfig,
     pub ingest: IngestConfig,
     pub scrub: ScrubConfig,
@@ -44,6 +45,74 @@ pub struct Config {
 pub struct HttpConfig {
     /// Loopback by default: exposing the archive is a decision, not an accident.
     pub listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DimseConfig {
+    /// Where modalities and other PACS connect; loopback by default, like HTTP.
+    pub listen: String,
+    pub ae_title: String,
+    /// Associations served at once; one more is rejected (transient, local limit exceeded).
+    pub max_associations: usize,
+    /// Largest P-DATA PDU we accept, announced in the A-ASSOCIATE-AC.
+    pub max_pdu_length: u32,
+    /// How long a peer may take to send its A-ASSOCIATE-RQ after connecting (ARTIM).
+    pub artim_timeout_seconds: u64,
+    /// An association with no PDU for this long is aborted.
+    pub idle_timeout_seconds: u64,
+    /// The calling AE titles allowed to connect, each with what it may do. Empty: any AE may
+    /// connect and do everything.
+    pub clients: Vec<DimseClient>,
+    /// Destinations C-MOVE may send to.
+    pub peers: Vec<DimsePeer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DimseClient {
+    pub aet: String,
+    #[serde(default = "all_permissions")]
+    pub permissions: Vec<DimsePermission>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DimsePermission {
+    Store,
+    Query,
+    Retrieve,
+}
+
+fn all_permissions() -> Vec<DimsePermission> {
+    vec![
+        DimsePermission::Store,
+        DimsePermission::Query,
+        DimsePermission::Retrieve,
+    ]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DimsePeer {
+    pub aet: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for DimseConfig {
+    fn default() -> Self {
+        DimseConfig {
+            listen: "127.0.0.1:11112".into(),
+            ae_title: "STRATA".into(),
+            max_associations: 64,
+            max_pdu_length: 262_144,
+            artim_timeout_seconds: 30,
+            idle_timeout_seconds: 300,
+            clients: Vec::new(),
+            peers: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -84,6 +153,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             http: HttpConfig::default(),
+            dimse: DimseConfig::default(),
             store: StoreConfig::default(),
             ingest: IngestConfig::default(),
             scrub: ScrubConfig::default(),
@@ -231,6 +301,18 @@ impl Config {
                     "store.write_quorum = {q}: must be between 1 and the {n} replicas"
                 ));
             }
+        }
+        let ae = &self.dimse.ae_title;
+        if ae.is_empty() || ae.len() > 16 || ae.chars().any(|c| c == '\\' || c.is_control()) {
+            return bad(format!(
+                "dimse.ae_title = {ae:?}: an AE title has 1 to 16 characters, no backslash"
+            ));
+        }
+        if !(4096..=16_777_216).contains(&self.dimse.max_pdu_length) {
+            return bad("dimse.max_pdu_length must be between 4096 and 16777216".into());
+        }
+        if self.dimse.max_associations == 0 {
+            return bad("dimse.max_associations must be at least 1".into());
         }
         if self.ingest.import_parallelism == 0 {
             return bad("ingest.import_parallelism must be at least 1".into());

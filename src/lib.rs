@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod config;
+pub mod dimse;
 pub mod index;
 pub mod ingest;
 pub mod metrics;

@@ -37,6 +37,9 @@ enum Command {
         /// HTTP listen address (http.listen).
         #[arg(long)]
         http: Option<String>,
+        /// DIMSE listen address (dimse.listen).
+        #[arg(long)]
+        dimse: Option<String>,
     },
     /// Import DICOM files and folders (recursively).
     Import {
@@ -78,6 +81,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -96,10 +100,16 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let mut config = Config::load(&cli.data, cli.config.as_deref(), std::env::vars())?;
     let ok = std::process::ExitCode::SUCCESS;
-    match cli.command.unwrap_or(Command::Serve { http: None }) {
-        Command::Serve { http } => {
+    match cli.command.unwrap_or(Command::Serve {
+        http: None,
+        dimse: None,
+    }) {
+        Command::Serve { http, dimse } => {
             if let Some(h) = http {
                 config.http.listen = h;
+            }
+            if let Some(d) = dimse {
+                config.dimse.listen = d;
             }
             let _lock = archive::ServeLock::acquire(&config)?;
             strata::server::serve(Archive::open(config).await?).await?;

@@ -1,5 +1,5 @@
-//! `strata serve`: the HTTP listener and the background workers. For now it serves the health
-//! and metrics routes; the DICOMweb, API and viewer routers join it here.
+//! `strata serve`: the HTTP listener, the DIMSE listener and the background workers. HTTP serves
+//! the health and metrics routes for now; the DICOMweb, API and viewer routers join it here.
 
 use crate::archive::Archive;
 use axum::extract::State;
@@ -67,9 +67,12 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
         listener.local_addr()?,
         archive.config.data_dir.display()
     );
-    axum::serve(listener, router(archive))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let dimse = crate::dimse::serve(archive.clone());
+    let http = axum::serve(listener, router(archive)).with_graceful_shutdown(shutdown_signal());
+    tokio::select! {
+        r = http => r?,
+        r = dimse => r?,
+    }
     Ok(())
 }
 

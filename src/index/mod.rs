@@ -9,6 +9,7 @@
 //! failing job never spoils the others, and its answer is sent only after COMMIT returned:
 //! nothing is acknowledged before its row is durable. Reads use a small pool of connections.
 
+pub mod query;
 mod records;
 mod writer;
 
@@ -252,6 +253,15 @@ impl Index {
         self.readers.lock().expect("pool lock").clear();
         self.writer.stop().await;
         Ok(())
+    }
+
+    /// Matches `q` against the index (C-FIND, QIDO-RS).
+    pub async fn find(
+        &self,
+        q: query::Query,
+    ) -> Result<Vec<dicom_object::InMemDicomObject>, query::QueryError> {
+        let r = self.read(move |c| Ok(query::find(c, &q))).await?;
+        r
     }
 
     /// True when the database answers: part of readiness.

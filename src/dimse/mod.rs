@@ -1,0 +1,456 @@
+//! DIMSE: the DICOM network door (PS3.7 messages, PS3.8 associations, PS3.4 services).
+//!
+//! dicom-ul negotiates each association (presentation contexts, AE titles, maximum PDU sizes);
+//! from then on this module reads and writes PDUs itself, so a C-CANCEL can be read while a
+//! C-FIND is still sending pending responses. [`message`] is the wire layer; [`store`] and
+//! [`find`] are the services. DIMSE never stores or indexes anything itself: C-STORE goes
+//! through [`crate::ingest`], C-FIND asks the index.
+
+pub mod find;
+pub mod message;
+pub mod storage_classes;
+pub mod store;
+
+use crate::archive::Archive;
+use crate::config::{DimseConfig, DimsePermission};
+use dicom_dictionary_std::uids;
+use dicom_ul::association::server::AccessControl;
+use dicom_ul::association::Association;
+use dicom_ul::pdu::{
+    AbortRQServiceProviderReason, AbortRQSource, AssociationRJServiceUserReason, PDataValueType,
+    Pdu,
+};
+use dicom_ul::ServerAssociationOptions;
+use message::{field, status, Command, MessageError, MessageWriter, PduReader};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+/// The services this door offers besides storage.
+const QUERY_SOP_CLASSES: &[&str] = &[
+    uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
+    uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
+];
+
+/// Every Storage SOP Class of PS3.4 B.5.
+pub fn storage_sop_classes() -> impl Iterator<Item = &'static str> {
+    storage_classes::STORAGE_SOP_CLASSES
+        .iter()
+        .map(|(uid, _)| *uid)
+}
+
+/// The calling-AE allowlist, applied while the association is negotiated.
+struct Allowlist(Vec<String>);
+
+impl AccessControl for Allowlist {
+    fn check_access(
+        &self,
+        _this: &str,
+        calling: &str,
+        _called: &str,
+        _user: Option<&dicom_ul::pdu::UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if self.0.is_empty() || self.0.iter().any(|a| a == calling.trim()) {
+            Ok(())
+        } else {
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        }
+    }
+}
+
+/// What a calling AE may do.
+pub fn permissions(config: &DimseConfig, calling_ae: &str) -> Vec<DimsePermission> {
+    if config.clients.is_empty() {
+        return vec![
+            DimsePermission::Store,
+            DimsePermission::Query,
+            DimsePermission::Retrieve,
+        ];
+    }
+    config
+        .clients
+        .iter()
+        .find(|c| c.aet == calling_ae.trim())
+        .map(|c| c.permissions.clone())
+        .unwrap_or_default()
+}
+
+/// Accepts associations until the process ends.
+pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
+    let cfg = archive.config.dimse.clone();
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (dimse.listen): {e}", cfg.listen))?;
+    eprintln!(
+        "strata: serving DIMSE as {} on {}",
+        cfg.ae_title,
+        listener.local_addr()?
+    );
+    let slots = Arc::new(Semaphore::new(cfg.max_associations));
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("dimse accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "association refused: {} associations already open", cfg.max_associations);
+            tokio::spawn(reject_over_limit(
+                socket,
+                Duration::from_secs(cfg.artim_timeout_seconds),
+            ));
+            continue;
+        };
+        let archive = archive.clone();
+        tokio::spawn(async move {
+            if let Err(e) = association(archive, socket).await {
+                tracing::info!(%peer, "association ended: {e}");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Over the association limit: read the A-ASSOCIATE-RQ, answer A-ASSOCIATE-RJ with result
+/// rejected-transient, source service-provider (presentation), reason local-limit-exceeded
+/// (PS3.8 9.3.4), and close.
+async fn reject_over_limit(mut socket: TcpStream, artim: Duration) {
+    let mut reader = PduReader::new(&mut socket, 1 << 20);
+    let _ = tokio::time::timeout(artim, reader.next()).await;
+    let rj = [0x03, 0, 0, 0, 0, 4, 0, 2, 3, 2];
+    let _ = socket.write_all(&rj).await;
+    let _ = socket.shutdown().await;
+}
+
+/// Why an association stopped other than by release.
+#[derive(Debug, thiserror::Error)]
+pub enum AssociationError {
+    #[error("negotiation failed: {0}")]
+    Negotiation(String),
+    #[error("no A-ASSOCIATE-RQ within the ARTIM timeout")]
+    Artim,
+    #[error("idle for longer than dimse.idle_timeout_seconds")]
+    Idle,
+    #[error("peer aborted")]
+    Aborted,
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+}
+
+/// A negotiated presentation context.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub abstract_syntax: String,
+    pub transfer_syntax: String,
+}
+
+/// One established association: who called, what was agreed, and the socket halves.
+pub struct Session<'a> {
+    pub archive: Arc<Archive>,
+    pub calling_ae: String,
+    pub permissions: Vec<DimsePermission>,
+    pub contexts: HashMap<u8, Context>,
+    pub reader: PduReader<tokio::net::tcp::ReadHalf<'a>>,
+    pub writer: MessageWriter<tokio::net::tcp::WriteHalf<'a>>,
+    /// A PDU read while looking for a C-CANCEL that belongs to the next message.
+    pending: Option<Pdu>,
+}
+
+async fn association(archive: Arc<Archive>, socket: TcpStream) -> Result<(), AssociationError> {
+    let cfg = &archive.config.dimse;
+    let artim = Duration::from_secs(cfg.artim_timeout_seconds);
+    let mut options = ServerAssociationOptions::new()
+        .ae_access_control(Allowlist(
+            cfg.clients.iter().map(|c| c.aet.clone()).collect(),
+        ))
+        .ae_title(cfg.ae_title.clone())
+        .max_pdu_length(cfg.max_pdu_length)
+        .read_timeout(artim);
+    options = options.with_abstract_syntax(uids::VERIFICATION);
+    for uid in QUERY_SOP_CLASSES
+        .iter()
+        .copied()
+        .chain(storage_sop_classes())
+    {
+        options = options.with_abstract_syntax(uid);
+    }
+    let mut assoc = match tokio::time::timeout(artim, options.establish_async(socket)).await {
+        Err(_) => return Err(AssociationError::Artim),
+        Ok(Err(e)) => {
+            tracing::warn!("association rejected or failed: {e}");
+            return Err(AssociationError::Negotiation(e.to_string()));
+        }
+        Ok(Ok(a)) => a,
+    };
+    let calling_ae = assoc.peer_ae_title().trim().to_string();
+    let contexts: HashMap<u8, Context> = assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance)
+        .map(|pc| {
+            (
+                pc.id,
+                Context {
+                    abstract_syntax: pc.abstract_syntax.trim_end_matches('\0').to_string(),
+                    transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_string(),
+                },
+            )
+        })
+        .collect();
+    let peer_max = assoc.requestor_max_pdu_length();
+    tracing::info!(
+        calling_ae,
+        contexts = contexts.len(),
+        "association accepted"
+    );
+    let idle = Duration::from_secs(cfg.idle_timeout_seconds);
+    let our_max = cfg.max_pdu_length;
+    let permissions = permissions(cfg, &calling_ae);
+    let (rd, wr) = assoc.inner_stream().split();
+    let mut session = Session {
+        archive: archive.clone(),
+        calling_ae,
+        permissions,
+        contexts,
+        reader: PduReader::new(rd, our_max),
+        writer: MessageWriter::new(wr, peer_max),
+        pending: None,
+    };
+    let result = session.run(idle).await;
+    if let Err(e) = &result {
+        if !matches!(e, AssociationError::Aborted) {
+            let abort = Pdu::AbortRQ {
+                source: AbortRQSource::ServiceProvider(
+                    AbortRQServiceProviderReason::ReasonNotSpecified,
+                ),
+            };
+            let _ = session.writer.send_pdu(&abort).await;
+        }
+    }
+    result
+}
+
+/// A message being received: its command, and its data set so far.
+enum Incoming {
+    Idle,
+    Command {
+        pc: u8,
+        bytes: Vec<u8>,
+    },
+    Data {
+        pc: u8,
+        command: Command,
+        sink: DataSink,
+    },
+}
+
+/// Where a data set goes while it arrives: C-STORE data is spooled for ingest (never whole in
+/// memory when large); identifiers and action information are small and kept in memory.
+pub enum DataSink {
+    Spool(crate::ingest::Spool),
+    Memory(Vec<u8>),
+}
+
+impl<'a> Session<'a> {
+    async fn next_pdu(&mut self, idle: Duration) -> Result<Option<Pdu>, AssociationError> {
+        if let Some(p) = self.pending.take() {
+            return Ok(Some(p));
+        }
+        match tokio::time::timeout(idle, self.reader.next()).await {
+            Err(_) => Err(AssociationError::Idle),
+            Ok(r) => Ok(r?),
+        }
+    }
+
+    /// True when the peer has sent a C-CANCEL for `message_id`; never waits. Anything else that
+    /// arrived is kept for the main loop.
+    pub async fn cancelled(&mut self, message_id: u16) -> bool {
+        if self.pending.is_some() {
+            return false;
+        }
+        let Ok(Ok(Some(pdu))) = tokio::time::timeout(Duration::ZERO, self.reader.next()).await
+        else {
+            return false;
+        };
+        if let Pdu::PData { data } = &pdu {
+            if let [pdv] = &data[..] {
+                if pdv.value_type == PDataValueType::Command && pdv.is_last {
+                    if let Ok(c) = Command::decode(&pdv.data) {
+                        if c.field() == Some(field::C_CANCEL_RQ) {
+                            return c.message_id_being_responded_to() == message_id;
+                        }
+                    }
+                }
+            }
+        }
+        self.pending = Some(pdu);
+        false
+    }
+
+    async fn run(&mut self, idle: Duration) -> Result<(), AssociationError> {
+        let mut incoming = Incoming::Idle;
+        loop {
+            let Some(pdu) = self.next_pdu(idle).await? else {
+                return Err(AssociationError::Protocol(
+                    "connection closed without release".into(),
+                ));
+            };
+            let pdvs = match pdu {
+                Pdu::PData { data } => data,
+                Pdu::ReleaseRQ => {
+                    self.writer.send_pdu(&Pdu::ReleaseRP).await?;
+                    return Ok(());
+                }
+                Pdu::AbortRQ { .. } => return Err(AssociationError::Aborted),
+                other => {
+                    return Err(AssociationError::Protocol(format!(
+                        "unexpected {}",
+                        other.short_description()
+                    )))
+                }
+            };
+            for pdv in pdvs {
+                incoming = self.accept_fragment(incoming, pdv).await?;
+            }
+        }
+    }
+
+    async fn accept_fragment(
+        &mut self,
+        state: Incoming,
+        pdv: dicom_ul::pdu::PDataValue,
+    ) -> Result<Incoming, AssociationError> {
+        let pc = pdv.presentation_context_id;
+        match (state, pdv.value_type) {
+            (Incoming::Idle, PDataValueType::Command) => {
+                self.command_fragment(pc, pdv.data, pdv.is_last).await
+            }
+            (Incoming::Command { pc: p, mut bytes }, PDataValueType::Command) if p == pc => {
+                bytes.extend_from_slice(&pdv.data);
+                self.command_fragment(pc, bytes, pdv.is_last).await
+            }
+            (
+                Incoming::Data {
+                    pc: p,
+                    command,
+                    mut sink,
+                },
+                PDataValueType::Data,
+            ) if p == pc => {
+                match &mut sink {
+                    DataSink::Spool(s) => {
+                        if let Err(e) = tokio::task::block_in_place(|| s.write_all(&pdv.data)) {
+                            // spooling failed: keep reading the data set, then answer with the error
+                            tracing::error!("spooling a data set: {e}");
+                            return Ok(Incoming::Data {
+                                pc,
+                                command,
+                                sink: DataSink::Memory(Vec::new()),
+                            });
+                        }
+                    }
+                    DataSink::Memory(v) => v.extend_from_slice(&pdv.data),
+                }
+                if pdv.is_last {
+                    self.dispatch(pc, command, Some(sink)).await?;
+                    Ok(Incoming::Idle)
+                } else {
+                    Ok(Incoming::Data { pc, command, sink })
+                }
+            }
+            (_, kind) => Err(AssociationError::Protocol(format!(
+                "unexpected {kind:?} fragment on presentation context {pc}"
+            ))),
+        }
+    }
+
+    async fn command_fragment(
+        &mut self,
+        pc: u8,
+        bytes: Vec<u8>,
+        last: bool,
+    ) -> Result<Incoming, AssociationError> {
+        if !last {
+            return Ok(Incoming::Command { pc, bytes });
+        }
+        if !self.contexts.contains_key(&pc) {
+            return Err(AssociationError::Protocol(format!(
+                "presentation context {pc} was not accepted"
+            )));
+        }
+        let command = Command::decode(&bytes)?;
+        if !command.has_data_set() {
+            self.dispatch(pc, command, None).await?;
+            return Ok(Incoming::Idle);
+        }
+        let sink = if command.field() == Some(field::C_STORE_RQ) {
+            store::spool_for(self, pc, &command)
+        } else {
+            DataSink::Memory(Vec::new())
+        };
+        Ok(Incoming::Data { pc, command, sink })
+    }
+
+    async fn dispatch(
+        &mut self,
+        pc: u8,
+        command: Command,
+        data: Option<DataSink>,
+    ) -> Result<(), AssociationError> {
+        match command.field() {
+            Some(field::C_ECHO_RQ) => {
+                let rsp = Command::response_to(&command, field::C_ECHO_RSP, status::SUCCESS, false);
+                self.writer.send(pc, &rsp, None).await?;
+            }
+            Some(field::C_STORE_RQ) => store::c_store(self, pc, command, data).await?,
+            Some(field::C_FIND_RQ) => find::c_find(self, pc, command, data).await?,
+            Some(field::C_CANCEL_RQ) => {} // nothing of that id is in progress any more
+            other => {
+                let rsp = Command::response_to(
+                    &command,
+                    other.unwrap_or(0) | 0x8000,
+                    status::UNRECOGNIZED_OPERATION,
+                    false,
+                )
+                .with_error_comment("operation not supported on this association");
+                self.writer.send(pc, &rsp, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn may(&self, p: DimsePermission) -> bool {
+        self.permissions.contains(&p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_classes_cover_the_common_ones_and_nothing_else() {
+        let list: Vec<&str> = storage_sop_classes().collect();
+        for uid in [
+            uids::CT_IMAGE_STORAGE,
+            uids::MR_IMAGE_STORAGE,
+            uids::ENHANCED_CT_IMAGE_STORAGE,
+            uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
+            uids::ENCAPSULATED_PDF_STORAGE,
+        ] {
+            assert!(list.contains(&uid), "{uid}");
+        }
+        assert!(!list.contains(&uids::STORAGE_COMMITMENT_PUSH_MODEL));
+        assert!(!list.contains(&uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND));
+        assert!(list.len() > 100, "{}", list.len());
+    }
+}

@@ -1,0 +1,425 @@
+//! Attribute matching over the index, for C-FIND (PS3.4 C.2.2.2, C.6) and, later, QIDO-RS.
+//!
+//! Each attribute the index keeps as a column has an entry in [`CATALOG`]: its level, its SQL
+//! expression and how it matches (single value, `*`/`?` wildcards, date and time ranges, UID
+//! lists; person names case- and accent-insensitively). Computed attributes (Number of … Related
+//! …, Modalities in Study) are derived in SQL. Any other requested attribute is returned from the
+//! precomputed DICOM JSON of a representative instance, and matched universally, which PS3.4
+//! allows for optional keys. Answers come from the index only; no blob is ever opened.
+
+use super::records::name_key;
+use super::IndexError;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use rusqlite::types::Value;
+use rusqlite::Connection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Patient,
+    Study,
+    Series,
+    Image,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        match s.trim() {
+            "PATIENT" => Some(Level::Patient),
+            "STUDY" => Some(Level::Study),
+            "SERIES" => Some(Level::Series),
+            "IMAGE" => Some(Level::Image),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Patient => "PATIENT",
+            Level::Study => "STUDY",
+            Level::Series => "SERIES",
+            Level::Image => "IMAGE",
+        }
+    }
+
+    fn tables(self) -> &'static str {
+        match self {
+            Level::Patient => "patients p",
+            Level::Study => "studies st JOIN patients p ON p.id = st.patient_fk",
+            Level::Series => "series se JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk",
+            Level::Image => "instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk",
+        }
+    }
+
+    fn order(self) -> &'static str {
+        match self {
+            Level::Patient => "p.patient_name, p.id",
+            Level::Study => "st.study_date, st.study_time, st.id",
+            Level::Series => "se.series_number, se.id",
+            Level::Image => "i.instance_number, i.id",
+        }
+    }
+
+    /// SQL giving the DICOM JSON of one instance representative of the row.
+    fn representative(self) -> &'static str {
+        match self {
+            Level::Image => "i.metadata",
+            Level::Series => "(SELECT x.metadata FROM instances x WHERE x.series_fk = se.id ORDER BY x.instance_number LIMIT 1)",
+            Level::Study => "(SELECT x.metadata FROM instances x JOIN series y ON y.id = x.series_fk WHERE y.study_fk = st.id LIMIT 1)",
+            Level::Patient => "(SELECT x.metadata FROM instances x JOIN series y ON y.id = x.series_fk JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id ORDER BY z.study_date DESC LIMIT 1)",
+        }
+    }
+}
+
+/// How an attribute matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Case-sensitive single value or wildcard.
+    Text,
+    /// Person name: case- and accent-insensitive, wildcards; `expr` holds the folded key.
+    Name,
+    Date,
+    Time,
+    /// A list of UIDs separated by backslashes.
+    Uid,
+    Int,
+    /// Returned, never matched.
+    Computed,
+    /// Matches if any series of the study has one of the listed modalities.
+    Modalities,
+    /// Compared after the same normalisation ingest applied (upper case, folded spaces).
+    Issuer,
+}
+
+struct Attribute {
+    tag: Tag,
+    vr: VR,
+    level: Level,
+    /// The value returned.
+    expr: &'static str,
+    /// The expression matched, when it differs from `expr`.
+    match_expr: Option<&'static str>,
+    kind: Kind,
+}
+
+const fn attr(tag: Tag, vr: VR, level: Level, expr: &'static str, kind: Kind) -> Attribute {
+    Attribute {
+        tag,
+        vr,
+        level,
+        expr,
+        match_expr: None,
+        kind,
+    }
+}
+
+static CATALOG: &[Attribute] = &[
+    Attribute { tag: tags::PATIENT_NAME, vr: VR::PN, level: Level::Patient, expr: "p.patient_name", match_expr: Some("p.patient_name_key"), kind: Kind::Name },
+    attr(tags::PATIENT_ID, VR::LO, Level::Patient, "p.patient_id", Kind::Text),
+    attr(tags::ISSUER_OF_PATIENT_ID, VR::LO, Level::Patient, "p.issuer", Kind::Issuer),
+    attr(tags::PATIENT_BIRTH_DATE, VR::DA, Level::Patient, "p.birth_date", Kind::Date),
+    attr(tags::PATIENT_SEX, VR::CS, Level::Patient, "p.sex", Kind::Text),
+    attr(tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, Level::Patient, "(SELECT count(*) FROM studies z WHERE z.patient_fk = p.id)", Kind::Computed),
+    attr(tags::NUMBER_OF_PATIENT_RELATED_SERIES, VR::IS, Level::Patient, "(SELECT coalesce(sum(z.num_series), 0) FROM studies z WHERE z.patient_fk = p.id)", Kind::Computed),
+    attr(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES, VR::IS, Level::Patient, "(SELECT coalesce(sum(z.num_instances), 0) FROM studies z WHERE z.patient_fk = p.id)", Kind::Computed),
+    attr(tags::STUDY_INSTANCE_UID, VR::UI, Level::Study, "st.study_uid", Kind::Uid),
+    attr(tags::STUDY_DATE, VR::DA, Level::Study, "st.study_date", Kind::Date),
+    attr(tags::STUDY_TIME, VR::TM, Level::Study, "st.study_time", Kind::Time),
+    attr(tags::ACCESSION_NUMBER, VR::SH, Level::Study, "st.accession_number", Kind::Text),
+    attr(tags::STUDY_ID, VR::SH, Level::Study, "st.study_id", Kind::Text),
+    attr(tags::STUDY_DESCRIPTION, VR::LO, Level::Study, "st.study_description", Kind::Text),
+    Attribute { tag: tags::REFERRING_PHYSICIAN_NAME, vr: VR::PN, level: Level::Study, expr: "st.referring_physician", match_expr: Some("upper(st.referring_physician)"), kind: Kind::Name },
+    attr(tags::MODALITIES_IN_STUDY, VR::CS, Level::Study, "(SELECT group_concat(m, '\\') FROM (SELECT DISTINCT z.modality AS m FROM series z WHERE z.study_fk = st.id AND z.modality IS NOT NULL ORDER BY m))", Kind::Modalities),
+    attr(tags::SOP_CLASSES_IN_STUDY, VR::UI, Level::Study, "(SELECT group_concat(c, '\\') FROM (SELECT DISTINCT x.sop_class_uid AS c FROM instances x JOIN series z ON z.id = x.series_fk WHERE z.study_fk = st.id ORDER BY c))", Kind::Computed),
+    attr(tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, Level::Study, "st.num_series", Kind::Computed),
+    attr(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, Level::Study, "st.num_instances", Kind::Computed),
+    attr(tags::SERIES_INSTANCE_UID, VR::UI, Level::Series, "se.series_uid", Kind::Uid),
+    attr(tags::MODALITY, VR::CS, Level::Series, "se.modality", Kind::Text),
+    attr(tags::SERIES_NUMBER, VR::IS, Level::Series, "se.series_number", Kind::Int),
+    attr(tags::SERIES_DESCRIPTION, VR::LO, Level::Series, "se.series_description", Kind::Text),
+    attr(tags::BODY_PART_EXAMINED, VR::CS, Level::Series, "se.body_part", Kind::Text),
+    attr(tags::SERIES_DATE, VR::DA, Level::Series, "se.series_date", Kind::Date),
+    attr(tags::SERIES_TIME, VR::TM, Level::Series, "se.series_time", Kind::Time),
+    attr(tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, Level::Series, "se.num_instances", Kind::Computed),
+    attr(tags::SOP_INSTANCE_UID, VR::UI, Level::Image, "i.sop_uid", Kind::Uid),
+    attr(tags::SOP_CLASS_UID, VR::UI, Level::Image, "i.sop_class_uid", Kind::Uid),
+    attr(tags::INSTANCE_NUMBER, VR::IS, Level::Image, "i.instance_number", Kind::Int),
+    attr(tags::ROWS, VR::US, Level::Image, "i.rows", Kind::Int),
+    attr(tags::COLUMNS, VR::US, Level::Image, "i.columns", Kind::Int),
+    attr(tags::NUMBER_OF_FRAMES, VR::IS, Level::Image, "i.frames", Kind::Int),
+    attr(tags::CONTENT_DATE, VR::DA, Level::Image, "i.content_date", Kind::Date),
+    attr(tags::CONTENT_TIME, VR::TM, Level::Image, "i.content_time", Kind::Time),
+    attr(tags::AVAILABLE_TRANSFER_SYNTAX_UID, VR::UI, Level::Image, "i.transfer_syntax", Kind::Computed),
+];
+
+fn catalog(tag: Tag) -> Option<&'static Attribute> {
+    CATALOG.iter().find(|a| a.tag == tag)
+}
+
+/// One key of a query: an attribute, and the value to match (empty: return only).
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub tag: Tag,
+    pub value: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub level: Level,
+    pub keys: Vec<Key>,
+    /// Filled in Retrieve AE Title (0008,0054) when requested.
+    pub retrieve_ae_title: String,
+    pub limit: Option<usize>,
+    pub offset: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+impl From<rusqlite::Error> for QueryError {
+    fn from(e: rusqlite::Error) -> Self {
+        QueryError::Index(e.into())
+    }
+}
+
+/// Turns DICOM wildcards into a GLOB pattern, escaping GLOB's own metacharacters.
+fn glob(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '[' => out.push_str("[[]"),
+            ']' => out.push_str("[]]"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn has_wildcard(v: &str) -> bool {
+    v.contains('*') || v.contains('?')
+}
+
+/// Adds the SQL condition for one key to `conds`/`params`.
+fn condition(
+    a: &Attribute,
+    value: &str,
+    conds: &mut Vec<String>,
+    params: &mut Vec<Value>,
+) -> Result<(), QueryError> {
+    let e = a.match_expr.unwrap_or(a.expr);
+    let value = value.trim_matches(|c: char| c == ' ' || c == '\0');
+    if value.is_empty() || value == "*" {
+        return Ok(()); // universal matching
+    }
+    match a.kind {
+        Kind::Computed => {}
+        Kind::Uid => {
+            let uids: Vec<&str> = value
+                .split('\\')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect();
+            conds.push(format!("{e} IN ({})", vec!["?"; uids.len()].join(",")));
+            params.extend(uids.iter().map(|u| Value::Text(u.to_string())));
+        }
+        Kind::Modalities => {
+            let mods: Vec<&str> = value
+                .split('\\')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect();
+            conds.push(format!(
+                "EXISTS (SELECT 1 FROM series z WHERE z.study_fk = st.id AND z.modality IN ({}))",
+                vec!["?"; mods.len()].join(",")
+            ));
+            params.extend(mods.iter().map(|u| Value::Text(u.to_string())));
+        }
+        Kind::Date | Kind::Time => {
+            let valid = |s: &str| {
+                s.chars()
+                    .all(|c| c.is_ascii_digit() || c == '.' || c == ':')
+            };
+            let clean = |s: &str| s.replace(':', "");
+            if let Some((from, to)) = value.split_once('-') {
+                if !valid(from) || !valid(to) || (from.is_empty() && to.is_empty()) {
+                    return Err(QueryError::Invalid(format!(
+                        "{value:?} is not a valid date or time range"
+                    )));
+                }
+                if !from.is_empty() {
+                    conds.push(format!("{e} >= ?"));
+                    params.push(Value::Text(clean(from)));
+                }
+                if !to.is_empty() {
+                    // inclusive of everything the end value is a prefix of (1000 → 10:00:59.99)
+                    conds.push(format!("({e} <= ? OR {e} GLOB ?)"));
+                    params.push(Value::Text(clean(to)));
+                    params.push(Value::Text(format!("{}*", clean(to))));
+                }
+            } else {
+                if !valid(value) {
+                    return Err(QueryError::Invalid(format!(
+                        "{value:?} is not a valid date or time"
+                    )));
+                }
+                conds.push(format!("({e} = ? OR {e} GLOB ?)"));
+                params.push(Value::Text(clean(value)));
+                params.push(Value::Text(format!("{}.*", clean(value))));
+            }
+        }
+        Kind::Int => {
+            let n: i64 = value
+                .parse()
+                .map_err(|_| QueryError::Invalid(format!("{value:?} is not a number")))?;
+            conds.push(format!("{e} = ?"));
+            params.push(Value::Integer(n));
+        }
+        Kind::Name => {
+            let folded = name_key(value);
+            if has_wildcard(&folded) {
+                conds.push(format!("{e} GLOB ?"));
+                params.push(Value::Text(glob(&folded)));
+            } else {
+                conds.push(format!("{e} = ?"));
+                params.push(Value::Text(folded));
+            }
+        }
+        Kind::Issuer => {
+            let norm = value
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_uppercase();
+            conds.push(format!("{e} GLOB ?"));
+            params.push(Value::Text(glob(&norm)));
+        }
+        Kind::Text => {
+            if has_wildcard(value) {
+                conds.push(format!("{e} GLOB ?"));
+                params.push(Value::Text(glob(value)));
+            } else {
+                conds.push(format!("{e} = ?"));
+                params.push(Value::Text(value.to_string()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn element(tag: Tag, vr: VR, v: &Value) -> DataElement<InMemDicomObject> {
+    let text = match v {
+        Value::Null => None,
+        Value::Integer(n) => Some(n.to_string()),
+        Value::Real(f) => Some(f.to_string()),
+        Value::Text(s) => Some(s.clone()),
+        Value::Blob(_) => None,
+    };
+    let value = match (vr, text) {
+        (_, None) => PrimitiveValue::Empty,
+        (VR::US, Some(s)) => s
+            .parse::<u16>()
+            .map(PrimitiveValue::from)
+            .unwrap_or(PrimitiveValue::Empty),
+        (_, Some(s)) if s.contains('\\') => {
+            PrimitiveValue::Strs(s.split('\\').map(String::from).collect())
+        }
+        (_, Some(s)) => PrimitiveValue::from(s),
+    };
+    DataElement::new(tag, vr, value)
+}
+
+/// Runs `query`; each match is an identifier holding exactly the requested keys plus
+/// Query/Retrieve Level and Specific Character Set (UTF-8).
+pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryError> {
+    let mut selects = vec!["1".to_string()];
+    let mut returned: Vec<(Tag, VR, usize)> = Vec::new();
+    let mut from_metadata: Vec<Tag> = Vec::new();
+    let mut conds = Vec::new();
+    let mut params = Vec::new();
+    for key in &q.keys {
+        if key.tag == tags::QUERY_RETRIEVE_LEVEL || key.tag == tags::SPECIFIC_CHARACTER_SET {
+            continue;
+        }
+        match catalog(key.tag) {
+            Some(a) if a.level <= q.level => {
+                condition(a, &key.value, &mut conds, &mut params)?;
+                returned.push((a.tag, a.vr, selects.len()));
+                selects.push(a.expr.to_string());
+            }
+            // an attribute of a lower level: nothing to return at this level
+            Some(_) => {}
+            None => from_metadata.push(key.tag),
+        }
+    }
+    let metadata_col = selects.len();
+    if !from_metadata.is_empty() {
+        selects.push(q.level.representative().to_string());
+    }
+    let mut sql = format!("SELECT {} FROM {}", selects.join(", "), q.level.tables());
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    sql.push_str(&format!(" ORDER BY {}", q.level.order()));
+    if let Some(limit) = q.limit {
+        sql.push_str(&format!(" LIMIT {limit} OFFSET {}", q.offset));
+    }
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut obj = InMemDicomObject::new_empty();
+        obj.put(DataElement::new(
+            tags::SPECIFIC_CHARACTER_SET,
+            VR::CS,
+            PrimitiveValue::from("ISO_IR 192"),
+        ));
+        obj.put(DataElement::new(
+            tags::QUERY_RETRIEVE_LEVEL,
+            VR::CS,
+            PrimitiveValue::from(q.level.as_str()),
+        ));
+        for (tag, vr, col) in &returned {
+            obj.put(element(*tag, *vr, &row.get::<_, Value>(*col)?));
+        }
+        if !from_metadata.is_empty() {
+            let json: Option<String> = row.get(metadata_col)?;
+            let header: Option<InMemDicomObject> = json.and_then(|j| dicom_json::from_str(&j).ok());
+            for tag in &from_metadata {
+                let found = header
+                    .as_ref()
+                    .and_then(|h| h.element_opt(*tag).ok().flatten().cloned());
+                match (found, *tag) {
+                    (Some(e), _) => obj.put(e),
+                    (None, tags::RETRIEVE_AE_TITLE) => obj.put(DataElement::new(
+                        *tag,
+                        VR::AE,
+                        PrimitiveValue::from(q.retrieve_ae_title.clone()),
+                    )),
+                    (None, tags::INSTANCE_AVAILABILITY) => obj.put(DataElement::new(
+                        *tag,
+                        VR::CS,
+                        PrimitiveValue::from("ONLINE"),
+                    )),
+                    (None, t) => {
+                        let vr = dicom_core::dictionary::DataDictionary::by_tag(
+                            &dicom_dictionary_std::StandardDataDictionary,
+                            t,
+                        )
+                        .map(|e| e.vr.relaxed())
+                        .unwrap_or(VR::UN);
+                        obj.put(DataElement::new(t, vr, PrimitiveValue::Empty))
+                    }
+                };
+            }
+        }
+        out.push(obj);
+    }
+    Ok(out)
+}
