@@ -8,6 +8,7 @@
 
 pub mod find;
 pub mod message;
+pub mod retrieve;
 pub mod storage_classes;
 pub mod store;
 
@@ -33,6 +34,10 @@ use tokio::sync::Semaphore;
 const QUERY_SOP_CLASSES: &[&str] = &[
     uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
     uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
+    uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
+    uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
+    uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
+    uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
 ];
 
 /// Every Storage SOP Class of PS3.4 B.5.
@@ -58,6 +63,24 @@ impl AccessControl for Allowlist {
         } else {
             Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
         }
+    }
+}
+
+/// SCP/SCU role selection (PS3.7 D.3.3.4): a C-GET SCU proposes to be the SCP of the storage
+/// classes it wants back; we agree to whatever roles it proposes for them.
+struct RoleSelection;
+
+impl dicom_ul::association::server::Negotiation for RoleSelection {
+    fn negotiate_roles(
+        &self,
+        sop_class_uid: &str,
+        scu: bool,
+        scp: bool,
+    ) -> Option<dicom_ul::pdu::RequestorRoles> {
+        let uid = sop_class_uid.trim_end_matches('\0');
+        storage_sop_classes()
+            .any(|c| c == uid)
+            .then_some(dicom_ul::pdu::RequestorRoles { scu, scp })
     }
 }
 
@@ -174,6 +197,7 @@ async fn association(archive: Arc<Archive>, socket: TcpStream) -> Result<(), Ass
         ))
         .ae_title(cfg.ae_title.clone())
         .max_pdu_length(cfg.max_pdu_length)
+        .with_negotiation(RoleSelection)
         .read_timeout(artim);
     options = options.with_abstract_syntax(uids::VERIFICATION);
     for uid in QUERY_SOP_CLASSES
@@ -413,6 +437,8 @@ impl<'a> Session<'a> {
             }
             Some(field::C_STORE_RQ) => store::c_store(self, pc, command, data).await?,
             Some(field::C_FIND_RQ) => find::c_find(self, pc, command, data).await?,
+            Some(field::C_GET_RQ) => retrieve::c_get(self, pc, command, data).await?,
+            Some(field::C_MOVE_RQ) => retrieve::c_move(self, pc, command, data).await?,
             Some(field::C_CANCEL_RQ) => {} // nothing of that id is in progress any more
             other => {
                 let rsp = Command::response_to(
