@@ -6,6 +6,7 @@
 //! [`find`] are the services. DIMSE never stores or indexes anything itself: C-STORE goes
 //! through [`crate::ingest`], C-FIND asks the index.
 
+pub mod commit;
 pub mod find;
 pub mod message;
 pub mod retrieve;
@@ -38,6 +39,7 @@ const QUERY_SOP_CLASSES: &[&str] = &[
     uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
     uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
     uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
+    uids::STORAGE_COMMITMENT_PUSH_MODEL,
 ];
 
 /// Every Storage SOP Class of PS3.4 B.5.
@@ -184,7 +186,7 @@ pub struct Session<'a> {
     pub contexts: HashMap<u8, Context>,
     pub reader: PduReader<tokio::net::tcp::ReadHalf<'a>>,
     pub writer: MessageWriter<tokio::net::tcp::WriteHalf<'a>>,
-    /// A PDU read while looking for a C-CANCEL that belongs to the next message.
+    /// A PDU read ahead (looking for a C-CANCEL, or for a response) that belongs to the main loop.
     pending: Option<Pdu>,
 }
 
@@ -439,6 +441,7 @@ impl<'a> Session<'a> {
             Some(field::C_FIND_RQ) => find::c_find(self, pc, command, data).await?,
             Some(field::C_GET_RQ) => retrieve::c_get(self, pc, command, data).await?,
             Some(field::C_MOVE_RQ) => retrieve::c_move(self, pc, command, data).await?,
+            Some(field::N_ACTION_RQ) => commit::n_action(self, pc, command, data).await?,
             Some(field::C_CANCEL_RQ) => {} // nothing of that id is in progress any more
             other => {
                 let rsp = Command::response_to(

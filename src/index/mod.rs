@@ -189,6 +189,20 @@ impl Index {
         self.read(move |c| records::stored_instance(c, &uid)).await
     }
 
+    /// The SOP Class UID of a stored instance.
+    pub async fn instance_sop_class(&self, sop_uid: &str) -> Result<Option<String>, IndexError> {
+        let uid = sop_uid.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT sop_class_uid FROM instances WHERE sop_uid = ?1",
+                [uid],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     pub async fn studies(&self) -> Result<Vec<StudySummary>, IndexError> {
         self.read(records::study_summaries).await
     }

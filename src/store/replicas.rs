@@ -523,6 +523,21 @@ impl Replicas {
         Err(last)
     }
 
+    /// How many replicas hold a copy of `blob` of at least a header's size (a metadata check,
+    /// not a verification): what storage commitment promises.
+    pub async fn copies_present(&self, blob: &BlobId) -> usize {
+        let path = ObjectPath::from(blob.object_key());
+        let heads = self
+            .list
+            .iter()
+            .map(|r| tokio::time::timeout(PROBE_TIMEOUT, r.size(&path)));
+        join_all(heads)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(Ok(size)) if *size >= HEADER_LEN as u64))
+            .count()
+    }
+
     /// How many replicas answer a probe within [`PROBE_TIMEOUT`]: the readiness check.
     pub async fn reachable(&self) -> usize {
         let path = ObjectPath::from(MARKER_KEY);
