@@ -62,6 +62,7 @@ pub enum Disposition {
 /// The acknowledgement: the instance is durable on a write quorum and indexed.
 #[derive(Debug, Clone)]
 pub struct Ingested {
+    pub patient_id: String,
     pub sop_instance_uid: String,
     pub sop_class_uid: String,
     pub study_instance_uid: String,
@@ -289,6 +290,7 @@ where
     let on_conflict = archive.config.ingest.on_conflict;
     let sop_uid = record.instance.sop_uid.clone();
     let ack = |disposition| Ingested {
+        patient_id: record.patient.patient_id.clone(),
         sop_instance_uid: record.instance.sop_uid.clone(),
         sop_class_uid: record.instance.sop_class_uid.clone(),
         study_instance_uid: record.study.uid.clone(),

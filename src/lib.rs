@@ -8,6 +8,7 @@
 //! exposes at `/metrics`; [`synth`] makes synthetic studies for tests and benchmarks.
 
 pub mod archive;
+pub mod audit;
 pub mod config;
 pub mod dimse;
 pub mod index;

@@ -66,11 +66,33 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// The audit trail: verify its hash chain, or list events.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Rebuild the index from one replica alone (stop the server first).
     Reindex {
         /// Replica number, 1 to N, in configuration order.
         #[arg(long)]
         from_replica: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exit non-zero and name the first broken event if it is broken.
+    Verify,
+    /// Print events as JSON lines, oldest first.
+    List {
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        patient_id: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
     },
 }
 
@@ -137,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(ok)
         }
         Command::Scrub { repair } => scrub(&*Archive::open(config).await?, repair).await,
+        Command::Audit { command } => audit(&*Archive::open(config).await?, command).await,
         Command::Reindex { from_replica } => {
             let r = archive::reindex(&config, from_replica).await?;
             println!(
@@ -324,4 +347,43 @@ async fn scrub(archive: &Archive, repair: bool) -> anyhow::Result<std::process::
     } else {
         std::process::ExitCode::FAILURE
     })
+}
+
+async fn audit(archive: &Archive, command: AuditCommand) -> anyhow::Result<std::process::ExitCode> {
+    use strata::audit::Verdict;
+    use strata::index::AuditFilter;
+    match command {
+        AuditCommand::Verify => {
+            let events = archive.index.audit_events(AuditFilter::default()).await?;
+            match strata::audit::verify(events) {
+                Verdict::Intact { events } => {
+                    println!("audit trail intact: {events} events");
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Verdict::Broken { id, reason } => {
+                    println!("audit trail BROKEN at event {id}: {reason}");
+                    Ok(std::process::ExitCode::FAILURE)
+                }
+            }
+        }
+        AuditCommand::List {
+            actor,
+            action,
+            patient_id,
+            limit,
+        } => {
+            let filter = AuditFilter {
+                actor,
+                action,
+                patient_id,
+                limit,
+                ..Default::default()
+            };
+            let mut out = std::io::stdout().lock();
+            for e in archive.index.audit_events(filter).await? {
+                writeln!(out, "{}", serde_json::to_string(&e)?)?;
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
 }

@@ -5,6 +5,7 @@
 
 use super::message::{field, status, Command};
 use super::{AssociationError, DataSink, Session};
+use crate::audit::Outcome;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
@@ -152,6 +153,15 @@ pub async fn n_action(
         failed = failed.len(),
         "storage commitment"
     );
+    let outcome = if failed.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    let detail = format!("{} committed, {} failed", committed.len(), failed.len());
+    session
+        .audit("dimse.commit", outcome, None, None, detail)
+        .await;
 
     let mut report = InMemDicomObject::new_empty();
     report.put(DataElement::new(

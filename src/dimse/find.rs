@@ -4,6 +4,7 @@
 
 use super::message::{field, status, Command};
 use super::{AssociationError, DataSink, Session};
+use crate::audit::Outcome;
 use crate::config::DimsePermission;
 use crate::index::query::{Key, Level, Query, QueryError};
 use dicom_dictionary_std::{tags, uids};
@@ -21,6 +22,9 @@ pub async fn c_find(
         Command::response_to(&command, field::C_FIND_RSP, st, false).with_error_comment(why)
     };
     if !session.may(DimsePermission::Query) {
+        session
+            .audit("dimse.find", Outcome::Denied, None, None, String::new())
+            .await;
         let rsp = fail(
             status::NOT_AUTHORIZED,
             &format!("{} may not query", session.calling_ae),
@@ -105,6 +109,10 @@ pub async fn c_find(
         matches = matches.len(),
         "C-FIND"
     );
+    let detail = format!("{} matches", matches.len());
+    session
+        .audit("dimse.find", Outcome::Success, None, None, detail)
+        .await;
     let message_id = command.message_id();
     for m in matches {
         if session.cancelled(message_id).await {

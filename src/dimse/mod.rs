@@ -14,6 +14,7 @@ pub mod storage_classes;
 pub mod store;
 
 use crate::archive::Archive;
+use crate::audit::{AuditEvent, Outcome};
 use crate::config::{DimseConfig, DimsePermission};
 use dicom_dictionary_std::uids;
 use dicom_ul::association::server::AccessControl;
@@ -49,8 +50,12 @@ pub fn storage_sop_classes() -> impl Iterator<Item = &'static str> {
         .map(|(uid, _)| *uid)
 }
 
-/// The calling-AE allowlist, applied while the association is negotiated.
-struct Allowlist(Vec<String>);
+/// The calling-AE allowlist, applied while the association is negotiated. It remembers the
+/// calling AE it saw, so a refused attempt can be audited under that name.
+struct Allowlist {
+    allowed: Vec<String>,
+    seen: std::sync::Mutex<Option<String>>,
+}
 
 impl AccessControl for Allowlist {
     fn check_access(
@@ -60,11 +65,27 @@ impl AccessControl for Allowlist {
         _called: &str,
         _user: Option<&dicom_ul::pdu::UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
-        if self.0.is_empty() || self.0.iter().any(|a| a == calling.trim()) {
+        *self.seen.lock().expect("allowlist lock") = Some(calling.trim().to_string());
+        if self.allowed.is_empty() || self.allowed.iter().any(|a| a == calling.trim()) {
             Ok(())
         } else {
             Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
         }
+    }
+}
+
+/// dicom-ul takes its access control by value; this shares ours with the association task.
+struct SharedAllowlist(Arc<Allowlist>);
+
+impl AccessControl for SharedAllowlist {
+    fn check_access(
+        &self,
+        this: &str,
+        calling: &str,
+        called: &str,
+        user: Option<&dicom_ul::pdu::UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        self.0.check_access(this, calling, called, user)
     }
 }
 
@@ -182,6 +203,7 @@ pub struct Context {
 pub struct Session<'a> {
     pub archive: Arc<Archive>,
     pub calling_ae: String,
+    pub remote: String,
     pub permissions: Vec<DimsePermission>,
     pub contexts: HashMap<u8, Context>,
     pub reader: PduReader<tokio::net::tcp::ReadHalf<'a>>,
@@ -193,10 +215,16 @@ pub struct Session<'a> {
 async fn association(archive: Arc<Archive>, socket: TcpStream) -> Result<(), AssociationError> {
     let cfg = &archive.config.dimse;
     let artim = Duration::from_secs(cfg.artim_timeout_seconds);
+    let remote = socket
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let allowlist = Arc::new(Allowlist {
+        allowed: cfg.clients.iter().map(|c| c.aet.clone()).collect(),
+        seen: std::sync::Mutex::new(None),
+    });
     let mut options = ServerAssociationOptions::new()
-        .ae_access_control(Allowlist(
-            cfg.clients.iter().map(|c| c.aet.clone()).collect(),
-        ))
+        .ae_access_control(SharedAllowlist(allowlist.clone()))
         .ae_title(cfg.ae_title.clone())
         .max_pdu_length(cfg.max_pdu_length)
         .with_negotiation(RoleSelection)
@@ -213,6 +241,13 @@ async fn association(archive: Arc<Archive>, socket: TcpStream) -> Result<(), Ass
         Err(_) => return Err(AssociationError::Artim),
         Ok(Err(e)) => {
             tracing::warn!("association rejected or failed: {e}");
+            let seen = allowlist.seen.lock().expect("allowlist lock").clone();
+            if let Some(ae) = seen.as_deref() {
+                let event = AuditEvent::now(ae, "dimse", "dimse.associate", Outcome::Denied)
+                    .remote(&remote)
+                    .detail(e.to_string());
+                let _ = archive.index.audit(event).await;
+            }
             return Err(AssociationError::Negotiation(e.to_string()));
         }
         Ok(Ok(a)) => a,
@@ -238,6 +273,10 @@ async fn association(archive: Arc<Archive>, socket: TcpStream) -> Result<(), Ass
         contexts = contexts.len(),
         "association accepted"
     );
+    let event = AuditEvent::now(&calling_ae, "dimse", "dimse.associate", Outcome::Success)
+        .remote(&remote)
+        .detail(format!("{} presentation contexts", contexts.len()));
+    let _ = archive.index.audit(event).await;
     let idle = Duration::from_secs(cfg.idle_timeout_seconds);
     let our_max = cfg.max_pdu_length;
     let permissions = permissions(cfg, &calling_ae);
@@ -245,6 +284,7 @@ async fn association(archive: Arc<Archive>, socket: TcpStream) -> Result<(), Ass
     let mut session = Session {
         archive: archive.clone(),
         calling_ae,
+        remote,
         permissions,
         contexts,
         reader: PduReader::new(rd, our_max),
@@ -459,6 +499,25 @@ impl<'a> Session<'a> {
 
     pub fn may(&self, p: DimsePermission) -> bool {
         self.permissions.contains(&p)
+    }
+
+    /// Writes an audit event for this association's peer. An event that cannot be written is
+    /// logged loudly; the operation it describes has already happened.
+    pub async fn audit(
+        &self,
+        action: &str,
+        outcome: Outcome,
+        patient_id: Option<String>,
+        study_uid: Option<String>,
+        detail: String,
+    ) {
+        let event = AuditEvent::now(&self.calling_ae, "dimse", action, outcome)
+            .patient(patient_id, study_uid)
+            .remote(&self.remote)
+            .detail(detail);
+        if let Err(e) = self.archive.index.audit(event).await {
+            tracing::error!("audit trail write failed: {e}");
+        }
     }
 }
 

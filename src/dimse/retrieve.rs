@@ -12,6 +12,7 @@
 use super::message::{field, status, Command, MessageError, MessageWriter, PduReader};
 use super::{AssociationError, DataSink, Session};
 use crate::archive::Archive;
+use crate::audit::Outcome;
 use crate::config::DimsePermission;
 use crate::index::query::{Key, Level, Query};
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -37,6 +38,8 @@ const SUB_OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// An instance to send.
 #[derive(Debug, Clone)]
 struct Planned {
+    patient_id: String,
+    study_uid: String,
     sop_uid: String,
     sop_class: String,
     transfer_syntax: String,
@@ -115,6 +118,8 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
     Ok(found
         .iter()
         .map(|m| Planned {
+            patient_id: text(m, tags::PATIENT_ID),
+            study_uid: text(m, tags::STUDY_INSTANCE_UID),
             sop_uid: text(m, tags::SOP_INSTANCE_UID),
             sop_class: text(m, tags::SOP_CLASS_UID),
             transfer_syntax: text(m, tags::AVAILABLE_TRANSFER_SYNTAX_UID),
@@ -333,6 +338,9 @@ async fn start(
         Command::response_to(request, rsp_field, st, false).with_error_comment(why)
     };
     if !session.may(DimsePermission::Retrieve) {
+        session
+            .audit("dimse.retrieve", Outcome::Denied, None, None, String::new())
+            .await;
         let rsp = fail(
             status::NOT_AUTHORIZED,
             &format!("{} may not retrieve", session.calling_ae),
@@ -446,6 +454,7 @@ pub async fn c_get(
         cancelled,
         "C-GET"
     );
+    audit_retrieve(session, "dimse.get", &planned, &c, cancelled, None).await;
     finish(session, pc, &request, field::C_GET_RSP, &c, cancelled).await
 }
 
@@ -620,7 +629,57 @@ pub async fn c_move(
         cancelled,
         "C-MOVE"
     );
+    audit_retrieve(
+        session,
+        "dimse.move",
+        &planned,
+        &c,
+        cancelled,
+        Some(&peer.aet),
+    )
+    .await;
     finish(session, pc, &request, field::C_MOVE_RSP, &c, cancelled).await
+}
+
+/// One audit event per study a retrieve touched.
+async fn audit_retrieve(
+    session: &Session<'_>,
+    action: &str,
+    planned: &[Planned],
+    c: &Counts,
+    cancelled: bool,
+    destination: Option<&str>,
+) {
+    let mut studies: Vec<(&str, &str)> = planned
+        .iter()
+        .map(|p| (p.patient_id.as_str(), p.study_uid.as_str()))
+        .collect();
+    studies.sort();
+    studies.dedup();
+    let outcome = if c.failed == 0 {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    for (patient, study) in studies {
+        let detail = format!(
+            "{} completed, {} failed, {} warning{}{}",
+            c.completed,
+            c.failed,
+            c.warning,
+            if cancelled { ", cancelled" } else { "" },
+            destination.map(|d| format!(", to {d}")).unwrap_or_default()
+        );
+        session
+            .audit(
+                action,
+                outcome,
+                Some(patient.to_string()),
+                Some(study.to_string()),
+                detail,
+            )
+            .await;
+    }
 }
 
 async fn refuse_move(

@@ -4,6 +4,7 @@
 
 use super::message::{field, status, Command};
 use super::{AssociationError, DataSink, Session};
+use crate::audit::Outcome;
 use crate::config::DimsePermission;
 use crate::ingest::{self, IngestError, Source, Spool};
 use dicom_core::VR;
@@ -51,6 +52,15 @@ pub async fn c_store(
         rsp
     };
     let rsp = if !session.may(DimsePermission::Store) {
+        session
+            .audit(
+                "dimse.store",
+                Outcome::Denied,
+                None,
+                None,
+                sop_instance.clone(),
+            )
+            .await;
         respond(
             status::NOT_AUTHORIZED,
             Some(format!("{} may not store", session.calling_ae)),
@@ -62,13 +72,24 @@ pub async fn c_store(
                     calling_ae: session.calling_ae.clone(),
                 };
                 match ingest::ingest_spool(&session.archive, spool, &source).await {
-                    Ok(_) => respond(status::SUCCESS, None),
+                    Ok(i) => {
+                        let detail = format!("{} {:?}", i.sop_instance_uid, i.disposition);
+                        let (p, s) = (Some(i.patient_id), Some(i.study_instance_uid));
+                        session
+                            .audit("dimse.store", Outcome::Success, p, s, detail)
+                            .await;
+                        respond(status::SUCCESS, None)
+                    }
                     Err(e) => {
                         tracing::warn!(
                             calling_ae = session.calling_ae,
                             sop_instance,
                             "C-STORE refused: {e}"
                         );
+                        let detail = format!("{sop_instance}: {e}");
+                        session
+                            .audit("dimse.store", Outcome::Failure, None, None, detail)
+                            .await;
                         respond(store_status(&e), Some(e.to_string()))
                     }
                 }

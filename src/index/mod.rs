@@ -22,8 +22,14 @@ use std::sync::{Arc, Mutex};
 use writer::Writer;
 
 /// The migrations, in order; each runs once, recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../../schemas/index/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../schemas/index/0001_init.sql")),
+    (
+        2,
+        "audit",
+        include_str!("../../schemas/index/0002_audit.sql"),
+    ),
+];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
 const READER_POOL: usize = 4;
@@ -276,6 +282,19 @@ impl Index {
     ) -> Result<Vec<dicom_object::InMemDicomObject>, query::QueryError> {
         let r = self.read(move |c| Ok(query::find(c, &q))).await?;
         r
+    }
+
+    /// Appends an event to the audit trail, chained to the last one; returns once committed.
+    pub async fn audit(&self, event: crate::audit::AuditEvent) -> Result<(), IndexError> {
+        self.write(move |c| records::append_audit(c, &event)).await
+    }
+
+    /// Audit events matching the filter, oldest first.
+    pub async fn audit_events(
+        &self,
+        filter: AuditFilter,
+    ) -> Result<Vec<crate::audit::StoredEvent>, IndexError> {
+        self.read(move |c| records::audit_events(c, &filter)).await
     }
 
     /// True when the database answers: part of readiness.

@@ -517,3 +517,86 @@ pub(super) fn repair_failed(
     )?;
     Ok(())
 }
+
+/// Which audit events to list; empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub patient_id: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+pub(super) fn append_audit(c: &Connection, e: &crate::audit::AuditEvent) -> Result<(), IndexError> {
+    let prev: String = c
+        .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or_else(|| crate::audit::GENESIS.to_string());
+    let hash = crate::audit::chain_hash(&prev, e);
+    c.execute(
+        "INSERT INTO audit (at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![e.at, e.actor, e.role, e.action, e.patient_id, e.study_uid, e.outcome.as_str(), e.remote, e.detail, prev, hash],
+    )?;
+    Ok(())
+}
+
+pub(super) fn audit_events(
+    c: &Connection,
+    f: &AuditFilter,
+) -> Result<Vec<crate::audit::StoredEvent>, IndexError> {
+    let mut sql = String::from(
+        "SELECT id, at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash
+         FROM audit WHERE 1 = 1",
+    );
+    let mut p: Vec<rusqlite::types::Value> = Vec::new();
+    let mut add = |cond: &str, v: rusqlite::types::Value| {
+        sql.push_str(&format!(" AND {cond} ?{}", p.len() + 1));
+        p.push(v);
+    };
+    if let Some(a) = &f.actor {
+        add("actor =", a.clone().into());
+    }
+    if let Some(a) = &f.action {
+        add("action =", a.clone().into());
+    }
+    if let Some(a) = &f.patient_id {
+        add("patient_id =", a.clone().into());
+    }
+    if let Some(t) = f.since {
+        add("at >=", t.into());
+    }
+    if let Some(t) = f.until {
+        add("at <=", t.into());
+    }
+    sql.push_str(" ORDER BY id");
+    if let Some(l) = f.limit {
+        sql.push_str(&format!(" LIMIT {l}"));
+    }
+    let mut stmt = c.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(p), |r| {
+        let outcome: String = r.get(7)?;
+        Ok(crate::audit::StoredEvent {
+            id: r.get(0)?,
+            event: crate::audit::AuditEvent {
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                role: r.get(3)?,
+                action: r.get(4)?,
+                patient_id: r.get(5)?,
+                study_uid: r.get(6)?,
+                outcome: crate::audit::Outcome::parse(&outcome)
+                    .unwrap_or(crate::audit::Outcome::Failure),
+                remote: r.get(8)?,
+                detail: r.get(9)?,
+            },
+            prev_hash: r.get(10)?,
+            hash: r.get(11)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,1 +1,202 @@
+use super::*;
+use crate::audit::{AuditEvent, Outcome, Verdict};
+use crate::store::address::Addresser;
 
+fn record(sop: &str, study: &str, series: &str, content: &[u8]) -> InstanceRecord {
+    InstanceRecord {
+        patient: PatientRecord {
+            patient_id: "P1".into(),
+            issuer: "HOSP_A".into(),
+            name: Some("Müller^Anna".into()),
+            birth_date: Some("19800101".into()),
+            sex: Some("F".into()),
+        },
+        study: StudyRecord {
+            uid: study.into(),
+            date: Some("20240102".into()),
+            ..Default::default()
+        },
+        series: SeriesRecord {
+            uid: series.into(),
+            modality: Some("CT".into()),
+            ..Default::default()
+        },
+        instance: InstanceRow {
+            sop_uid: sop.into(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            number: Some(1),
+            blob_id: Addresser::of(&[1; 32], content),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            size: content.len() as u64,
+            frames: None,
+            rows: Some(2),
+            columns: Some(2),
+            content_date: None,
+            content_time: None,
+            metadata: "{}".into(),
+            source: "test".into(),
+            received_at: 1,
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn insert_duplicate_conflict_and_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let a = record("1.1", "9.1", "8.1", b"a");
+    assert_eq!(
+        index
+            .insert_instance(a.clone(), OnConflict::Reject, vec![])
+            .await
+            .unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(
+        index
+            .insert_instance(a.clone(), OnConflict::Reject, vec![])
+            .await
+            .unwrap(),
+        InsertOutcome::AlreadyPresent
+    );
+    let b = record("1.1", "9.1", "8.1", b"b");
+    assert!(matches!(
+        index
+            .insert_instance(b.clone(), OnConflict::Reject, vec![])
+            .await
+            .unwrap(),
+        InsertOutcome::Conflict { .. }
+    ));
+    assert_eq!(
+        index.instance("1.1").await.unwrap().unwrap().blob_id,
+        a.instance.blob_id
+    );
+    assert_eq!(
+        index
+            .insert_instance(b.clone(), OnConflict::Replace, vec![])
+            .await
+            .unwrap(),
+        InsertOutcome::Replaced {
+            previous: a.instance.blob_id
+        }
+    );
+    assert_eq!(
+        index.instance("1.1").await.unwrap().unwrap().blob_id,
+        b.instance.blob_id
+    );
+    let counts = index.counts().await.unwrap();
+    assert_eq!(
+        (counts.studies, counts.series, counts.instances),
+        (1, 1, 1),
+        "replacing keeps the counters true"
+    );
+    assert_eq!(
+        index.blob_ids().await.unwrap().len(),
+        2,
+        "the old blob stays known through the history"
+    );
+    let s = &index.studies().await.unwrap()[0];
+    assert_eq!((s.num_series, s.num_instances), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_are_grouped_and_all_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let jobs = (0..200).map(|i| {
+        let index = index.clone();
+        tokio::spawn(async move {
+            let r = record(
+                &format!("1.{i}"),
+                &format!("9.{}", i % 7),
+                &format!("8.{}", i % 13),
+                format!("{i}").as_bytes(),
+            );
+            index.insert_instance(r, OnConflict::Reject, vec![]).await
+        })
+    });
+    for j in futures::future::join_all(jobs).await {
+        assert_eq!(j.unwrap().unwrap(), InsertOutcome::Inserted);
+    }
+    assert_eq!(index.counts().await.unwrap().instances, 200);
+    // A failing job does not spoil the others of its group.
+    let bad = index
+        .write(|c| Ok(c.execute("INSERT INTO nonexistent VALUES (1)", [])?))
+        .await;
+    assert!(bad.is_err());
+    assert_eq!(index.counts().await.unwrap().instances, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_queue_backs_off_and_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let blob = Addresser::of(&[1; 32], b"x");
+    index
+        .enqueue_repairs(vec![(blob, 2, "missing".into())])
+        .await
+        .unwrap();
+    index
+        .enqueue_repairs(vec![(blob, 2, "still missing".into())])
+        .await
+        .unwrap();
+    assert_eq!(
+        index.repair_queue_len().await.unwrap(),
+        1,
+        "one entry per copy"
+    );
+    let due = index.due_repairs(10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    index
+        .repair_failed(due[0].clone(), "down".into())
+        .await
+        .unwrap();
+    assert!(
+        index.due_repairs(10).await.unwrap().is_empty(),
+        "backed off"
+    );
+    assert_eq!(index.repairs_for(blob).await.unwrap().len(), 1);
+    index.repair_done(blob, 2).await.unwrap();
+    assert_eq!(index.repair_queue_len().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_trail_chains_and_refuses_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i.sqlite");
+    let index = Index::open(&path).unwrap();
+    for i in 0..5 {
+        let e = AuditEvent::now("CT1", "dimse", "dimse.store", Outcome::Success)
+            .patient(Some(format!("P{i}")), None);
+        index.audit(e).await.unwrap();
+    }
+    let events = index.audit_events(AuditFilter::default()).await.unwrap();
+    assert_eq!(events.len(), 5);
+    assert_eq!(crate::audit::verify(events), Verdict::Intact { events: 5 });
+    let filtered = index
+        .audit_events(AuditFilter {
+            patient_id: Some("P3".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(filtered.len(), 1);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    assert!(
+        c.execute("UPDATE audit SET actor = 'x' WHERE id = 2", [])
+            .is_err(),
+        "append-only"
+    );
+    assert!(
+        c.execute("DELETE FROM audit WHERE id = 2", []).is_err(),
+        "append-only"
+    );
+    c.execute_batch("DROP TRIGGER audit_no_update").unwrap();
+    c.execute("UPDATE audit SET actor = 'mallory' WHERE id = 3", [])
+        .unwrap();
+    let events = index.audit_events(AuditFilter::default()).await.unwrap();
+    assert!(matches!(
+        crate::audit::verify(events),
+        Verdict::Broken { id: 3, .. }
+    ));
+}
