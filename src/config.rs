@@ -177,7 +177,7 @@ impl Default for IngestConfig {
             spool_threshold_bytes: 64 << 20,
             max_instance_bytes: 16 << 30,
             on_conflict: OnConflict::Reject,
-            import_parallelism: 4,
+            import_parallelism: 8,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use super::address::BlobId;
 use super::crypt::{BlobHeader, CryptError, MasterKey, Opener, HEADER_LEN};
+use super::durability::Syncer;
 use bytes::Bytes;
 use futures::future::join_all;
 use object_store::local::LocalFileSystem;
@@ -51,8 +52,8 @@ pub struct BadCopy {
 pub struct Replica {
     pub url: String,
     store: Arc<dyn ObjectStore>,
-    /// For a local folder: the filesystem handle and the folder, to fsync through.
-    local: Option<(Arc<LocalFileSystem>, PathBuf)>,
+    /// For a local folder: the filesystem handle, and the syncer that makes writes durable.
+    local: Option<(Arc<LocalFileSystem>, Arc<Syncer>)>,
 }
 
 impl Replica {
@@ -75,11 +76,12 @@ impl Replica {
                         .map_err(|e| bad(e.to_string()))?
                         .with_automatic_cleanup(true),
                 );
-                let root = std::fs::canonicalize(&dir).map_err(|e| bad(e.to_string()))?;
+                let syncer =
+                    Syncer::start(&dir).map_err(|e| bad(format!("starting its syncer: {e}")))?;
                 Ok(Replica {
                     url: url.to_string(),
                     store: fs.clone(),
-                    local: Some((fs, root)),
+                    local: Some((fs, Arc::new(syncer))),
                 })
             }
             "memory" => Ok(Replica {
@@ -104,30 +106,16 @@ impl Replica {
         }
     }
 
-    /// Makes a just-written local object durable: the file, then every folder from its own up to
-    /// the replica root (a new `blobs/ab/cd` is only durable once its parents record it).
-    /// object_store's LocalFileSystem renames into place but never fsyncs.
-    async fn make_durable(&self, key: &ObjectPath) -> Result<(), ReplicaError> {
-        let Some((fs, root)) = &self.local else {
-            return Ok(()); // a cloud store's PUT is durable when it returns
-        };
-        let file = fs.path_to_filesystem(key)?;
-        let root = root.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::File::open(&file)?.sync_all()?;
-            let mut dir = file.parent();
-            while let Some(d) = dir {
-                std::fs::File::open(d)?.sync_all()?;
-                if d == root || !d.starts_with(&root) {
-                    break;
-                }
-                dir = d.parent();
-            }
-            Ok(())
-        })
-        .await
-        .expect("fsync task panicked")?;
-        Ok(())
+    /// Makes what was just written to a local replica durable (see [`super::durability`]);
+    /// a cloud store's PUT is durable when it returns.
+    async fn make_durable(&self, _key: &ObjectPath) -> Result<(), ReplicaError> {
+        match &self.local {
+            None => Ok(()),
+            Some((_, syncer)) => syncer
+                .barrier()
+                .await
+                .map_err(|e| ReplicaError::Sync(std::io::Error::other(e))),
+        }
     }
 
     async fn put(&self, key: &ObjectPath, sealed: Bytes) -> Result<(), ReplicaError> {
