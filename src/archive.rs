@@ -50,6 +50,15 @@ pub enum JournalEntry {
         current: String,
         at: i64,
     },
+    /// A C-MOVE destination was added or changed.
+    PeerSet {
+        aet: String,
+        host: String,
+        port: u16,
+        at: i64,
+    },
+    /// A C-MOVE destination was removed.
+    PeerRemoved { aet: String, at: i64 },
 }
 
 /// Held by `strata serve` for as long as it runs, so that `reindex`, which swaps the index file,
@@ -195,13 +204,18 @@ impl Archive {
         previous: &BlobId,
         current: &BlobId,
     ) -> Result<(), StoreError> {
-        let at = crate::index::now_ms();
-        let entry = JournalEntry::Replace {
+        self.journal(JournalEntry::Replace {
             sop_instance_uid: sop_uid.to_string(),
             previous: previous.to_hex(),
             current: current.to_hex(),
-            at,
-        };
+            at: crate::index::now_ms(),
+        })
+        .await
+    }
+
+    /// Writes a decision to the journal on the write quorum of replicas.
+    async fn journal(&self, entry: JournalEntry) -> Result<(), StoreError> {
+        let at = crate::index::now_ms();
         let name = format!(
             "{JOURNAL_PREFIX}/{at:013}-{:08x}.json",
             rand::random::<u32>()
@@ -209,6 +223,41 @@ impl Archive {
         let body = serde_json::to_vec(&entry).expect("journal entries serialise");
         self.store.put_record(&name, &body).await?;
         Ok(())
+    }
+
+    /// Adds or changes a C-MOVE destination: journaled first, then indexed.
+    pub async fn set_peer(&self, peer: crate::config::DimsePeer) -> Result<(), ArchiveError> {
+        let at = crate::index::now_ms();
+        self.journal(JournalEntry::PeerSet {
+            aet: peer.aet.clone(),
+            host: peer.host.clone(),
+            port: peer.port,
+            at,
+        })
+        .await?;
+        self.index.set_peer(peer).await?;
+        Ok(())
+    }
+
+    /// Removes a C-MOVE destination; false if there was none by that name.
+    pub async fn remove_peer(&self, aet: &str) -> Result<bool, ArchiveError> {
+        if !self.index.peers().await?.iter().any(|p| p.aet == aet) {
+            return Ok(false);
+        }
+        self.journal(JournalEntry::PeerRemoved {
+            aet: aet.to_string(),
+            at: crate::index::now_ms(),
+        })
+        .await?;
+        Ok(self.index.remove_peer(aet.to_string()).await?)
+    }
+
+    /// The C-MOVE destination `aet`: from strata.toml first, else from the managed table.
+    pub async fn peer(&self, aet: &str) -> Result<Option<crate::config::DimsePeer>, ArchiveError> {
+        if let Some(p) = self.config.dimse.peers.iter().find(|p| p.aet == aet) {
+            return Ok(Some(p.clone()));
+        }
+        Ok(self.index.peers().await?.into_iter().find(|p| p.aet == aet))
     }
 
     /// Every blob worth checking: the index's and any a replica holds that the index lacks.
@@ -341,15 +390,28 @@ pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport
             Err(e) => return Err(ArchiveError::Setup(format!("journal entry {key}: {e}"))),
         };
         report.journal_entries += 1;
-        let JournalEntry::Replace { current, .. } = entry;
-        let current: BlobId = current
-            .parse()
-            .map_err(|_| ArchiveError::Setup(format!("journal entry {key}: bad blob id")))?;
-        if let Some(rec) = superseded.remove(&current) {
-            index
-                .insert_instance(rec, OnConflict::Replace, vec![])
-                .await?;
-            report.superseded += 1;
+        match entry {
+            JournalEntry::Replace { current, .. } => {
+                let current: BlobId = current.parse().map_err(|_| {
+                    ArchiveError::Setup(format!("journal entry {key}: bad blob id"))
+                })?;
+                if let Some(rec) = superseded.remove(&current) {
+                    index
+                        .insert_instance(rec, OnConflict::Replace, vec![])
+                        .await?;
+                    report.superseded += 1;
+                }
+            }
+            JournalEntry::PeerSet {
+                aet, host, port, ..
+            } => {
+                index
+                    .set_peer(crate::config::DimsePeer { aet, host, port })
+                    .await?;
+            }
+            JournalEntry::PeerRemoved { aet, .. } => {
+                index.remove_peer(aet).await?;
+            }
         }
     }
     index.close().await?;

@@ -66,6 +66,11 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// The AE table: where C-MOVE may send (besides [[dimse.peers]] in strata.toml).
+    Ae {
+        #[command(subcommand)]
+        command: AeCommand,
+    },
     /// The audit trail: verify its hash chain, or list events.
     Audit {
         #[command(subcommand)]
@@ -77,6 +82,20 @@ enum Command {
         #[arg(long)]
         from_replica: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum AeCommand {
+    /// List the C-MOVE destinations, from strata.toml and managed here.
+    List,
+    /// Add or change a C-MOVE destination (takes effect at once, also in a running server).
+    Add {
+        aet: String,
+        host: String,
+        port: u16,
+    },
+    /// Remove a C-MOVE destination added with `ae add`.
+    Remove { aet: String },
 }
 
 #[derive(Subcommand)]
@@ -159,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(ok)
         }
         Command::Scrub { repair } => scrub(&*Archive::open(config).await?, repair).await,
+        Command::Ae { command } => ae(&*Archive::open(config).await?, command).await,
         Command::Audit { command } => audit(&*Archive::open(config).await?, command).await,
         Command::Reindex { from_replica } => {
             let r = archive::reindex(&config, from_replica).await?;
@@ -386,4 +406,40 @@ async fn audit(archive: &Archive, command: AuditCommand) -> anyhow::Result<std::
             Ok(std::process::ExitCode::SUCCESS)
         }
     }
+}
+
+async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        AeCommand::List => {
+            for p in &archive.config.dimse.peers {
+                println!("{:<16} {}:{}  (strata.toml)", p.aet, p.host, p.port);
+            }
+            for p in archive.index.peers().await? {
+                println!("{:<16} {}:{}", p.aet, p.host, p.port);
+            }
+        }
+        AeCommand::Add { aet, host, port } => {
+            if aet.is_empty() || aet.len() > 16 || aet.contains('\\') {
+                bail!("{aet:?} is not an AE title (1 to 16 characters, no backslash)");
+            }
+            if archive.config.dimse.peers.iter().any(|p| p.aet == aet) {
+                bail!("{aet} is defined in strata.toml; change it there");
+            }
+            archive
+                .set_peer(strata::config::DimsePeer {
+                    aet: aet.clone(),
+                    host,
+                    port,
+                })
+                .await?;
+            println!("added {aet}");
+        }
+        AeCommand::Remove { aet } => {
+            if !archive.remove_peer(&aet).await? {
+                bail!("no managed AE titled {aet}");
+            }
+            println!("removed {aet}");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -487,12 +487,12 @@ pub async fn c_move(
     let destination = request.text(tags::MOVE_DESTINATION).unwrap_or_default();
     let peer = session
         .archive
-        .config
-        .dimse
-        .peers
-        .iter()
-        .find(|p| p.aet == destination.trim())
-        .cloned();
+        .peer(destination.trim())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!("looking up move destination {destination}: {e}");
+            None
+        });
     let Some(peer) = peer else {
         let rsp = Command::response_to(
             &request,

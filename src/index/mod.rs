@@ -22,13 +22,11 @@ use std::sync::{Arc, Mutex};
 use writer::Writer;
 
 /// The migrations, in order; each runs once, recorded in `schema_migrations`.
+#[rustfmt::skip]
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../schemas/index/0001_init.sql")),
-    (
-        2,
-        "audit",
-        include_str!("../../schemas/index/0002_audit.sql"),
-    ),
+    (2, "audit", include_str!("../../schemas/index/0002_audit.sql")),
+    (3, "ae_peers", include_str!("../../schemas/index/0003_ae_peers.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -295,6 +293,40 @@ impl Index {
         filter: AuditFilter,
     ) -> Result<Vec<crate::audit::StoredEvent>, IndexError> {
         self.read(move |c| records::audit_events(c, &filter)).await
+    }
+
+    /// The C-MOVE destinations managed at run time.
+    pub async fn peers(&self) -> Result<Vec<crate::config::DimsePeer>, IndexError> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT aet, host, port FROM ae_peers ORDER BY aet")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(crate::config::DimsePeer {
+                    aet: r.get(0)?,
+                    host: r.get(1)?,
+                    port: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn set_peer(&self, p: crate::config::DimsePeer) -> Result<(), IndexError> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO ae_peers (aet, host, port, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (aet) DO UPDATE SET host = excluded.host, port = excluded.port,
+                    updated_at = excluded.updated_at",
+                params![p.aet, p.host, p.port, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn remove_peer(&self, aet: String) -> Result<bool, IndexError> {
+        self.write(move |c| Ok(c.execute("DELETE FROM ae_peers WHERE aet = ?1", [aet])? > 0))
+            .await
     }
 
     /// True when the database answers: part of readiness.
