@@ -4,10 +4,9 @@
 //! the AE table — with a pending response after each, counting remaining, completed, failed and
 //! warning sub-operations, and stopping at a C-CANCEL.
 //!
-//! An instance goes in its stored transfer syntax when the receiver accepted it, else converted
-//! to Explicit or Implicit VR Little Endian when the stored syntax is itself uncompressed.
-//! Decompressing encapsulated pixel data for such a receiver belongs to the rendering pipeline
-//! and is not done yet: that sub-operation fails with its reason logged.
+//! An instance goes in its stored transfer syntax when the receiver accepted it, else decoded
+//! (dicom-pixeldata's codecs: JPEG, JPEG-LS, JPEG 2000, RLE, deflate) to Explicit or Implicit VR
+//! Little Endian. A syntax no codec decodes fails that sub-operation, with the reason logged.
 
 use super::message::{field, status, Command, MessageError, MessageWriter, PduReader};
 use super::{AssociationError, DataSink, Session};
@@ -19,6 +18,7 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
+use dicom_pixeldata::Transcode;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::pdu::{PDataValueType, Pdu};
 use std::time::Duration;
@@ -26,12 +26,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
-const UNCOMPRESSED: &[&str] = &[
-    EXPLICIT_LE,
-    IMPLICIT_LE,
-    "1.2.840.10008.1.2.2",
-    "1.2.840.10008.1.2.1.99",
-];
 /// How long a receiver may take to answer one C-STORE sub-operation.
 const SUB_OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -137,29 +131,41 @@ async fn load_dataset(archive: &Archive, inst: &Planned, target: &str) -> Result
         })
         .await
         .map_err(|e| e.to_string())?;
-    let mut cursor = std::io::Cursor::new(&part10[..]);
-    cursor.set_position(if part10.get(128..132) == Some(b"DICM") {
+    let preamble = if part10.get(128..132) == Some(b"DICM") {
         128
     } else {
         0
-    });
-    dicom_object::FileMetaTable::from_reader(&mut cursor).map_err(|e| e.to_string())?;
-    let start = cursor.position() as usize;
+    };
     if target == inst.transfer_syntax {
+        let mut cursor = std::io::Cursor::new(&part10[..]);
+        cursor.set_position(preamble);
+        dicom_object::FileMetaTable::from_reader(&mut cursor).map_err(|e| e.to_string())?;
+        let start = cursor.position() as usize;
         part10.drain(..start);
         return Ok(part10);
     }
-    let reg = TransferSyntaxRegistry;
-    let from = reg
-        .get(&inst.transfer_syntax)
-        .ok_or("unknown stored transfer syntax")?;
-    let to = reg.get(target).ok_or("unknown target transfer syntax")?;
-    let obj = InMemDicomObject::read_dataset_with_ts(&part10[start..], from)
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    obj.write_dataset_with_ts(&mut out, to)
-        .map_err(|e| e.to_string())?;
-    Ok(out)
+    // Decode to the receiver's syntax: pixel data decompressed by dicom-pixeldata's codecs.
+    let to = TransferSyntaxRegistry
+        .get(target)
+        .ok_or("unknown target transfer syntax")?;
+    tokio::task::block_in_place(|| {
+        let mut obj = dicom_object::OpenFileOptions::new()
+            .read_preamble(dicom_object::file::ReadPreamble::Never)
+            .from_reader(&part10[preamble as usize..])
+            .map_err(|e| e.to_string())?;
+        obj.transcode(to).map_err(|e| {
+            format!(
+                "cannot convert from {} to {target}: {e}",
+                inst.transfer_syntax
+            )
+        })?;
+        let mut out = Vec::new();
+        let dataset: &InMemDicomObject = &obj;
+        dataset
+            .write_dataset_with_ts(&mut out, to)
+            .map_err(|e| e.to_string())?;
+        Ok(out)
+    })
 }
 
 /// Chooses a presentation context for `inst` among `(id, abstract syntax, transfer syntax)`.
@@ -168,11 +174,9 @@ fn choose_context(contexts: &[(u8, String, String)], inst: &Planned) -> Option<(
     if let Some((id, _, ts)) = for_class().find(|(_, _, ts)| *ts == inst.transfer_syntax) {
         return Some((*id, ts.clone()));
     }
-    if UNCOMPRESSED.contains(&inst.transfer_syntax.as_str()) {
-        for pref in [EXPLICIT_LE, IMPLICIT_LE] {
-            if let Some((id, _, ts)) = for_class().find(|(_, _, ts)| ts == pref) {
-                return Some((*id, ts.clone()));
-            }
+    for pref in [EXPLICIT_LE, IMPLICIT_LE] {
+        if let Some((id, _, ts)) = for_class().find(|(_, _, ts)| ts == pref) {
+            return Some((*id, ts.clone()));
         }
     }
     None
@@ -527,11 +531,9 @@ pub async fn c_move(
         let key = (inst.sop_class.clone(), inst.transfer_syntax.clone());
         if !proposed.contains(&key) {
             let mut ts = vec![inst.transfer_syntax.clone()];
-            if UNCOMPRESSED.contains(&inst.transfer_syntax.as_str()) {
-                for t in [EXPLICIT_LE, IMPLICIT_LE] {
-                    if !ts.iter().any(|x| x == t) {
-                        ts.push(t.to_string());
-                    }
+            for t in [EXPLICIT_LE, IMPLICIT_LE] {
+                if !ts.iter().any(|x| x == t) {
+                    ts.push(t.to_string());
                 }
             }
             options = options.with_presentation_context(inst.sop_class.clone(), ts);
