@@ -66,6 +66,10 @@ pub struct DimseConfig {
     pub clients: Vec<DimseClient>,
     /// Destinations C-MOVE may send to.
     pub peers: Vec<DimsePeer>,
+    /// DICOM TLS: served on `tls_listen` when both the certificate and its key are given (PEM).
+    pub tls_listen: String,
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -111,6 +115,9 @@ impl Default for DimseConfig {
             idle_timeout_seconds: 300,
             clients: Vec::new(),
             peers: Vec::new(),
+            tls_listen: "127.0.0.1:2762".into(),
+            tls_certificate: None,
+            tls_private_key: None,
         }
     }
 }
@@ -310,6 +317,9 @@ impl Config {
         }
         if !(4096..=16_777_216).contains(&self.dimse.max_pdu_length) {
             return bad("dimse.max_pdu_length must be between 4096 and 16777216".into());
+        }
+        if self.dimse.tls_certificate.is_some() != self.dimse.tls_private_key.is_some() {
+            return bad("dimse.tls_certificate and dimse.tls_private_key go together".into());
         }
         if self.dimse.max_associations == 0 {
             return bad("dimse.max_associations must be at least 1".into());

@@ -12,6 +12,7 @@ pub mod message;
 pub mod retrieve;
 pub mod storage_classes;
 pub mod store;
+pub mod tls;
 
 use crate::archive::Archive;
 use crate::audit::{AuditEvent, Outcome};
@@ -135,9 +136,38 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
         cfg.ae_title,
         listener.local_addr()?
     );
+    // DICOM TLS (PS3.15 B.1) on its own port, when a certificate is configured.
+    let tls = match (&cfg.tls_certificate, &cfg.tls_private_key) {
+        (Some(cert), Some(key)) => {
+            let config = tls::server_config(cert, key)?;
+            let l = tokio::net::TcpListener::bind(&cfg.tls_listen)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot listen on {} (dimse.tls_listen): {e}",
+                        cfg.tls_listen
+                    )
+                })?;
+            eprintln!(
+                "strata: serving DIMSE over TLS as {} on {}",
+                cfg.ae_title,
+                l.local_addr()?
+            );
+            Some((l, config))
+        }
+        _ => None,
+    };
+    // Plain and TLS associations share one limit.
     let slots = Arc::new(Semaphore::new(cfg.max_associations));
     loop {
-        let (socket, peer) = match listener.accept().await {
+        let accepted = match &tls {
+            Some((tls_listener, config)) => tokio::select! {
+                r = listener.accept() => r.map(|(s, p)| (s, p, None)),
+                r = tls_listener.accept() => r.map(|(s, p)| (s, p, Some(config.clone()))),
+            },
+            None => listener.accept().await.map(|(s, p)| (s, p, None)),
+        };
+        let (socket, peer, tls_config) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("dimse accept: {e}");
@@ -148,15 +178,17 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
         let _ = socket.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "association refused: {} associations already open", cfg.max_associations);
-            tokio::spawn(reject_over_limit(
-                socket,
-                Duration::from_secs(cfg.artim_timeout_seconds),
-            ));
+            if tls_config.is_none() {
+                tokio::spawn(reject_over_limit(
+                    socket,
+                    Duration::from_secs(cfg.artim_timeout_seconds),
+                ));
+            }
             continue;
         };
         let archive = archive.clone();
         tokio::spawn(async move {
-            if let Err(e) = association(archive, socket).await {
+            if let Err(e) = association(archive, socket, tls_config).await {
                 tracing::info!(%peer, "association ended: {e}");
             }
             drop(slot);
@@ -206,13 +238,17 @@ pub struct Session<'a> {
     pub remote: String,
     pub permissions: Vec<DimsePermission>,
     pub contexts: HashMap<u8, Context>,
-    pub reader: PduReader<tokio::net::tcp::ReadHalf<'a>>,
-    pub writer: MessageWriter<tokio::net::tcp::WriteHalf<'a>>,
+    pub reader: PduReader<Box<dyn tokio::io::AsyncRead + Unpin + Send + Sync + 'a>>,
+    pub writer: MessageWriter<Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync + 'a>>,
     /// A PDU read ahead (looking for a C-CANCEL, or for a response) that belongs to the main loop.
     pending: Option<Pdu>,
 }
 
-async fn association(archive: Arc<Archive>, socket: TcpStream) -> Result<(), AssociationError> {
+async fn association(
+    archive: Arc<Archive>,
+    socket: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(), AssociationError> {
     let cfg = &archive.config.dimse;
     let artim = Duration::from_secs(cfg.artim_timeout_seconds);
     let remote = socket
@@ -237,21 +273,49 @@ async fn association(archive: Arc<Archive>, socket: TcpStream) -> Result<(), Ass
     {
         options = options.with_abstract_syntax(uid);
     }
-    let mut assoc = match tokio::time::timeout(artim, options.establish_async(socket)).await {
-        Err(_) => return Err(AssociationError::Artim),
-        Ok(Err(e)) => {
+    let refused = |e: String| {
+        let archive = archive.clone();
+        let allowlist = allowlist.clone();
+        let remote = remote.clone();
+        async move {
             tracing::warn!("association rejected or failed: {e}");
             let seen = allowlist.seen.lock().expect("allowlist lock").clone();
             if let Some(ae) = seen.as_deref() {
                 let event = AuditEvent::now(ae, "dimse", "dimse.associate", Outcome::Denied)
                     .remote(&remote)
-                    .detail(e.to_string());
+                    .detail(e.clone());
                 let _ = archive.index.audit(event).await;
             }
-            return Err(AssociationError::Negotiation(e.to_string()));
+            AssociationError::Negotiation(e)
         }
-        Ok(Ok(a)) => a,
     };
+    match tls {
+        None => match tokio::time::timeout(artim, options.establish_async(socket)).await {
+            Err(_) => Err(AssociationError::Artim),
+            Ok(Err(e)) => Err(refused(e.to_string()).await),
+            Ok(Ok(assoc)) => established(archive.clone(), assoc, remote.clone()).await,
+        },
+        Some(config) => {
+            let options = options.tls_config(config);
+            match tokio::time::timeout(artim, options.establish_tls_async(socket)).await {
+                Err(_) => Err(AssociationError::Artim),
+                Ok(Err(e)) => Err(refused(e.to_string()).await),
+                Ok(Ok(assoc)) => established(archive.clone(), assoc, remote.clone()).await,
+            }
+        }
+    }
+}
+
+/// Serves an established association, plain or TLS, until release or abort.
+async fn established<S>(
+    archive: Arc<Archive>,
+    mut assoc: dicom_ul::association::AsyncServerAssociation<S>,
+    remote: String,
+) -> Result<(), AssociationError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync,
+{
+    let cfg = &archive.config.dimse;
     let calling_ae = assoc.peer_ae_title().trim().to_string();
     let contexts: HashMap<u8, Context> = assoc
         .presentation_contexts()
@@ -280,15 +344,15 @@ async fn association(archive: Arc<Archive>, socket: TcpStream) -> Result<(), Ass
     let idle = Duration::from_secs(cfg.idle_timeout_seconds);
     let our_max = cfg.max_pdu_length;
     let permissions = permissions(cfg, &calling_ae);
-    let (rd, wr) = assoc.inner_stream().split();
+    let (rd, wr) = tokio::io::split(assoc.inner_stream());
     let mut session = Session {
         archive: archive.clone(),
         calling_ae,
         remote,
         permissions,
         contexts,
-        reader: PduReader::new(rd, our_max),
-        writer: MessageWriter::new(wr, peer_max),
+        reader: PduReader::new(Box::new(rd), our_max),
+        writer: MessageWriter::new(Box::new(wr), peer_max),
         pending: None,
     };
     let result = session.run(idle).await;
