@@ -216,28 +216,20 @@ pub async fn n_action(
             PrimitiveValue::from(event_type),
         );
     session.writer.send(pc, &event, Some(&bytes)).await?;
-    // The N-EVENT-REPORT-RSP; if the peer releases instead, the main loop answers the release.
-    loop {
-        let Some(pdu) = session.reader.next().await? else {
-            return Ok(());
-        };
-        match &pdu {
-            Pdu::PData { data } => {
-                let cmd = data
-                    .iter()
-                    .find(|v| v.value_type == PDataValueType::Command && v.is_last);
-                if let Some(rsp) = cmd.and_then(|v| Command::decode(&v.data).ok()) {
-                    if rsp.field() == Some(field::N_EVENT_REPORT_RSP) {
-                        return Ok(());
-                    }
-                }
-                session.pending = Some(pdu);
-                return Ok(());
-            }
-            _ => {
-                session.pending = Some(pdu);
+    // The N-EVENT-REPORT-RSP; anything else (a release, the next request) is the main loop's.
+    let Some(pdu) = session.reader.next().await? else {
+        return Ok(());
+    };
+    if let Pdu::PData { data } = &pdu {
+        let command = data
+            .iter()
+            .find(|v| v.value_type == PDataValueType::Command && v.is_last);
+        if let Some(rsp) = command.and_then(|v| Command::decode(&v.data).ok()) {
+            if rsp.field() == Some(field::N_EVENT_REPORT_RSP) {
                 return Ok(());
             }
         }
     }
+    session.pending = Some(pdu);
+    Ok(())
 }
