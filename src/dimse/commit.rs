@@ -4,14 +4,12 @@
 //! replicas) or failed, with its reason.
 
 use super::message::{field, status, Command};
-use super::{AssociationError, DataSink, Session};
+use super::{attr_text, AssociationError, DataSink, Session};
 use crate::audit::Outcome;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
-use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::pdu::{PDataValueType, Pdu};
 
 /// Failure Reason values (PS3.4 J.3.2.1.1.2).
@@ -20,18 +18,6 @@ const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;
 const PROCESSING_FAILURE: u16 = 0x0110;
 /// The well-known Storage Commitment Push Model SOP Instance.
 const PUSH_MODEL_INSTANCE: &str = "1.2.840.10008.1.20.1.1";
-
-fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| {
-            e.to_str()
-                .ok()
-                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-        })
-        .unwrap_or_default()
-}
 
 fn reference(class: &str, instance: &str, reason: Option<u16>) -> InMemDicomObject {
     let mut item = InMemDicomObject::new_empty();
@@ -68,9 +54,7 @@ pub async fn n_action(
             PUSH_MODEL_INSTANCE,
         )
     };
-    let ts = TransferSyntaxRegistry
-        .get(&session.contexts[&pc].transfer_syntax)
-        .expect("negotiated syntax is known");
+    let ts = session.syntax(pc);
     let class = request
         .text(tags::REQUESTED_SOP_CLASS_UID)
         .unwrap_or_default();
@@ -86,13 +70,8 @@ pub async fn n_action(
         session.writer.send(pc, &r, None).await?;
         return Ok(());
     }
-    let info = match data {
-        Some(DataSink::Memory(bytes)) => {
-            InMemDicomObject::read_dataset_with_ts(&bytes[..], ts).ok()
-        }
-        _ => None,
-    };
-    let Some(info) = info.filter(|i| !text(i, tags::TRANSACTION_UID).is_empty()) else {
+    let info = session.identifier(pc, data).ok();
+    let Some(info) = info.filter(|i| !attr_text(i, tags::TRANSACTION_UID).is_empty()) else {
         let r = rsp(status::CANNOT_UNDERSTAND)
             .with_error_comment("action information needs a Transaction UID");
         session.writer.send(pc, &r, None).await?;
@@ -111,8 +90,8 @@ pub async fn n_action(
     let quorum = session.archive.store.replicas().write_quorum();
     for item in &items {
         let (c, i) = (
-            text(item, tags::REFERENCED_SOP_CLASS_UID),
-            text(item, tags::REFERENCED_SOP_INSTANCE_UID),
+            attr_text(item, tags::REFERENCED_SOP_CLASS_UID),
+            attr_text(item, tags::REFERENCED_SOP_INSTANCE_UID),
         );
         let reason = match session.archive.index.instance(&i).await {
             Err(_) => Some(PROCESSING_FAILURE),
@@ -167,7 +146,7 @@ pub async fn n_action(
     report.put(DataElement::new(
         tags::TRANSACTION_UID,
         VR::UI,
-        PrimitiveValue::from(text(&info, tags::TRANSACTION_UID)),
+        PrimitiveValue::from(attr_text(&info, tags::TRANSACTION_UID)),
     ));
     let event_type: u16 = if failed.is_empty() { 1 } else { 2 };
     if !committed.is_empty() {

@@ -3,14 +3,12 @@
 //! identifier, and a C-CANCEL stops the stream between two of them.
 
 use super::message::{field, status, Command};
-use super::{AssociationError, DataSink, Session};
+use super::{attr_text, AssociationError, DataSink, Session};
 use crate::audit::Outcome;
 use crate::config::DimsePermission;
 use crate::index::query::{Key, Level, Query, QueryError};
 use dicom_dictionary_std::{tags, uids};
-use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 pub async fn c_find(
     session: &mut Session<'_>,
@@ -18,89 +16,20 @@ pub async fn c_find(
     command: Command,
     data: Option<DataSink>,
 ) -> Result<(), AssociationError> {
-    let fail = |st: u16, why: &str| {
-        Command::response_to(&command, field::C_FIND_RSP, st, false).with_error_comment(why)
-    };
-    if !session.may(DimsePermission::Query) {
-        session
-            .audit("dimse.find", Outcome::Denied, None, None, String::new())
-            .await;
-        let rsp = fail(
-            status::NOT_AUTHORIZED,
-            &format!("{} may not query", session.calling_ae),
-        );
-        session.writer.send(pc, &rsp, None).await?;
-        return Ok(());
-    }
-    let ctx = session.contexts[&pc].clone();
-    let Some(ts) = TransferSyntaxRegistry.get(&ctx.transfer_syntax) else {
-        session
-            .writer
-            .send(
-                pc,
-                &fail(status::UNABLE_TO_PROCESS, "unknown transfer syntax"),
-                None,
-            )
-            .await?;
-        return Ok(());
-    };
-    let identifier = match data {
-        Some(DataSink::Memory(bytes)) => InMemDicomObject::read_dataset_with_ts(&bytes[..], ts),
-        _ => {
-            session
-                .writer
-                .send(
-                    pc,
-                    &fail(
-                        status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-                        "C-FIND without an identifier",
-                    ),
-                    None,
-                )
-                .await?;
-            return Ok(());
-        }
-    };
-    let query = match identifier {
-        Ok(id) => to_query(
-            &id,
-            &ctx.abstract_syntax,
-            &session.archive.config.dimse.ae_title,
-        ),
-        Err(e) => Err(format!("unreadable identifier: {e}")),
-    };
-    let query = match query {
-        Ok(q) => q,
-        Err(why) => {
-            session
-                .writer
-                .send(
-                    pc,
-                    &fail(status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, &why),
-                    None,
-                )
-                .await?;
-            return Ok(());
-        }
-    };
-    let matches = match session.archive.index.find(query).await {
+    let matches = match matches(session, pc, data).await {
         Ok(m) => m,
-        Err(QueryError::Invalid(why)) => {
+        Err((st, why)) => {
+            let outcome = if st == status::NOT_AUTHORIZED {
+                Outcome::Denied
+            } else {
+                Outcome::Failure
+            };
             session
-                .writer
-                .send(
-                    pc,
-                    &fail(status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, &why),
-                    None,
-                )
-                .await?;
-            return Ok(());
-        }
-        Err(e) => {
-            session
-                .writer
-                .send(pc, &fail(status::UNABLE_TO_PROCESS, &e.to_string()), None)
-                .await?;
+                .audit("dimse.find", outcome, None, None, why.clone())
+                .await;
+            let rsp = Command::response_to(&command, field::C_FIND_RSP, st, false)
+                .with_error_comment(&why);
+            session.writer.send(pc, &rsp, None).await?;
             return Ok(());
         }
     };
@@ -113,6 +42,7 @@ pub async fn c_find(
     session
         .audit("dimse.find", Outcome::Success, None, None, detail)
         .await;
+    let ts = session.syntax(pc);
     let message_id = command.message_id();
     for m in matches {
         if session.cancelled(message_id).await {
@@ -122,10 +52,14 @@ pub async fn c_find(
         }
         let mut bytes = Vec::new();
         if let Err(e) = m.write_dataset_with_ts(&mut bytes, ts) {
-            session
-                .writer
-                .send(pc, &fail(status::UNABLE_TO_PROCESS, &e.to_string()), None)
-                .await?;
+            let rsp = Command::response_to(
+                &command,
+                field::C_FIND_RSP,
+                status::UNABLE_TO_PROCESS,
+                false,
+            )
+            .with_error_comment(&e.to_string());
+            session.writer.send(pc, &rsp, None).await?;
             return Ok(());
         }
         let rsp = Command::response_to(&command, field::C_FIND_RSP, status::PENDING, true);
@@ -136,14 +70,40 @@ pub async fn c_find(
     Ok(())
 }
 
+/// The identifiers matching the request, or the failure status and why.
+async fn matches(
+    session: &Session<'_>,
+    pc: u8,
+    data: Option<DataSink>,
+) -> Result<Vec<InMemDicomObject>, (u16, String)> {
+    if !session.may(DimsePermission::Query) {
+        return Err((
+            status::NOT_AUTHORIZED,
+            format!("{} may not query", session.calling_ae),
+        ));
+    }
+    let bad = |why: String| (status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, why);
+    let identifier = session.identifier(pc, data).map_err(bad)?;
+    let model = &session.contexts[&pc].abstract_syntax;
+    let query =
+        to_query(&identifier, model, &session.archive.config.dimse.ae_title).map_err(bad)?;
+    session
+        .archive
+        .index
+        .find(query)
+        .await
+        .map_err(|e| match e {
+            QueryError::Invalid(why) => bad(why),
+            e => (status::UNABLE_TO_PROCESS, e.to_string()),
+        })
+}
+
 /// Reads a C-FIND identifier into a query, checking the level against the information model.
 fn to_query(id: &InMemDicomObject, model: &str, ae_title: &str) -> Result<Query, String> {
-    let level_text = id
-        .element_opt(tags::QUERY_RETRIEVE_LEVEL)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
-        .ok_or("the identifier has no Query/Retrieve Level (0008,0052)")?;
+    let level_text = attr_text(id, tags::QUERY_RETRIEVE_LEVEL);
+    if level_text.is_empty() {
+        return Err("the identifier has no Query/Retrieve Level (0008,0052)".into());
+    }
     let level = Level::parse(&level_text).ok_or(format!(
         "Query/Retrieve Level {level_text:?} is not PATIENT, STUDY, SERIES or IMAGE"
     ))?;

@@ -18,6 +18,7 @@ use crate::archive::Archive;
 use crate::audit::{AuditEvent, Outcome};
 use crate::config::{DimseConfig, DimsePermission};
 use dicom_dictionary_std::uids;
+use dicom_object::InMemDicomObject;
 use dicom_ul::association::server::AccessControl;
 use dicom_ul::association::Association;
 use dicom_ul::pdu::{
@@ -194,6 +195,19 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
             drop(slot);
         });
     }
+}
+
+/// The text of an attribute, without padding; empty when absent.
+pub fn attr_text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| {
+            e.to_str()
+                .ok()
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        })
+        .unwrap_or_default()
 }
 
 /// Over the association limit: read the A-ASSOCIATE-RQ, answer A-ASSOCIATE-RJ with result
@@ -559,6 +573,25 @@ impl<'a> Session<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The transfer syntax negotiated on presentation context `pc`.
+    pub fn syntax(&self, pc: u8) -> &'static dicom_encoding::transfer_syntax::TransferSyntax {
+        use dicom_encoding::TransferSyntaxIndex;
+        dicom_transfer_syntax_registry::TransferSyntaxRegistry
+            .get(&self.contexts[&pc].transfer_syntax)
+            .expect("dicom-ul accepts only syntaxes the registry knows")
+    }
+
+    /// Decodes a request's identifier (or action information) in the context's syntax.
+    pub fn identifier(&self, pc: u8, data: Option<DataSink>) -> Result<InMemDicomObject, String> {
+        match data {
+            Some(DataSink::Memory(bytes)) => {
+                InMemDicomObject::read_dataset_with_ts(&bytes[..], self.syntax(pc))
+                    .map_err(|e| format!("unreadable identifier: {e}"))
+            }
+            _ => Err("the request has no identifier".into()),
+        }
     }
 
     pub fn may(&self, p: DimsePermission) -> bool {

@@ -9,7 +9,7 @@
 //! Little Endian. A syntax no codec decodes fails that sub-operation, with the reason logged.
 
 use super::message::{field, status, Command, MessageError, MessageWriter, PduReader};
-use super::{AssociationError, DataSink, Session};
+use super::{attr_text, AssociationError, DataSink, Session};
 use crate::archive::Archive;
 use crate::audit::Outcome;
 use crate::config::DimsePermission;
@@ -48,21 +48,9 @@ struct Counts {
     failed_uids: Vec<String>,
 }
 
-fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| {
-            e.to_str()
-                .ok()
-                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-        })
-        .unwrap_or_default()
-}
-
 /// Resolves a retrieve identifier to the instances it names.
 async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Planned>, String> {
-    let level_text = text(identifier, tags::QUERY_RETRIEVE_LEVEL);
+    let level_text = attr_text(identifier, tags::QUERY_RETRIEVE_LEVEL);
     let level = Level::parse(&level_text)
         .ok_or(format!("Query/Retrieve Level {level_text:?} is not valid"))?;
     let unique = match level {
@@ -71,7 +59,7 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
         Level::Series => tags::SERIES_INSTANCE_UID,
         Level::Image => tags::SOP_INSTANCE_UID,
     };
-    if text(identifier, unique).is_empty() {
+    if attr_text(identifier, unique).is_empty() {
         return Err(format!(
             "a {} level retrieve needs the unique key {:?}",
             level.as_str(),
@@ -87,7 +75,7 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
     .iter()
     .map(|t| Key {
         tag: *t,
-        value: text(identifier, *t),
+        value: attr_text(identifier, *t),
     })
     .collect();
     keys.push(Key {
@@ -112,11 +100,11 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
     Ok(found
         .iter()
         .map(|m| Planned {
-            patient_id: text(m, tags::PATIENT_ID),
-            study_uid: text(m, tags::STUDY_INSTANCE_UID),
-            sop_uid: text(m, tags::SOP_INSTANCE_UID),
-            sop_class: text(m, tags::SOP_CLASS_UID),
-            transfer_syntax: text(m, tags::AVAILABLE_TRANSFER_SYNTAX_UID),
+            patient_id: attr_text(m, tags::PATIENT_ID),
+            study_uid: attr_text(m, tags::STUDY_INSTANCE_UID),
+            sop_uid: attr_text(m, tags::SOP_INSTANCE_UID),
+            sop_class: attr_text(m, tags::SOP_CLASS_UID),
+            transfer_syntax: attr_text(m, tags::AVAILABLE_TRANSFER_SYNTAX_UID),
         })
         .collect())
 }
@@ -313,9 +301,7 @@ async fn finish(
             VR::UI,
             PrimitiveValue::Strs(c.failed_uids.iter().cloned().collect()),
         ));
-        let ts = TransferSyntaxRegistry
-            .get(&session.contexts[&pc].transfer_syntax)
-            .expect("negotiated syntax is known");
+        let ts = session.syntax(pc);
         let mut bytes = Vec::new();
         if id.write_dataset_with_ts(&mut bytes, ts).is_ok() {
             rsp = Command(rsp.0).with(
@@ -352,18 +338,10 @@ async fn start(
         session.writer.send(pc, &rsp, None).await?;
         return Ok(None);
     }
-    let ts = TransferSyntaxRegistry
-        .get(&session.contexts[&pc].transfer_syntax)
-        .expect("negotiated syntax is known");
-    let identifier = match data {
-        Some(DataSink::Memory(bytes)) => {
-            InMemDicomObject::read_dataset_with_ts(&bytes[..], ts).map_err(|e| e.to_string())
-        }
-        _ => Err("no identifier".to_string()),
-    };
+    let identifier = session.identifier(pc, data);
     let planned = match identifier {
         Ok(id) => plan(&session.archive, &id).await,
-        Err(e) => Err(format!("unreadable identifier: {e}")),
+        Err(e) => Err(e),
     };
     match planned {
         Ok(p) => Ok(Some(p)),
