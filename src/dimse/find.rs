@@ -112,14 +112,21 @@ fn to_query(id: &InMemDicomObject, model: &str, ae_title: &str) -> Result<Query,
     }
     let keys = id
         .iter()
-        .map(|e| Key {
-            tag: e.header().tag,
-            // sequences are returned, not matched
-            value: if e.header().vr == dicom_core::VR::SQ {
-                String::new()
-            } else {
-                e.to_str().map(|s| s.to_string()).unwrap_or_default()
-            },
+        .map(|e| {
+            let sequence = e.header().vr == dicom_core::VR::SQ;
+            Key {
+                tag: e.header().tag,
+                value: if sequence {
+                    String::new()
+                } else {
+                    e.to_str().map(|s| s.to_string()).unwrap_or_default()
+                },
+                item: if sequence {
+                    e.items().and_then(|i| i.first().cloned())
+                } else {
+                    None
+                },
+            }
         })
         .collect();
     Ok(Query {

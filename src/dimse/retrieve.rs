@@ -73,19 +73,10 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
         tags::SOP_INSTANCE_UID,
     ]
     .iter()
-    .map(|t| Key {
-        tag: *t,
-        value: attr_text(identifier, *t),
-    })
+    .map(|t| Key::new(*t, attr_text(identifier, *t)))
     .collect();
-    keys.push(Key {
-        tag: tags::SOP_CLASS_UID,
-        value: String::new(),
-    });
-    keys.push(Key {
-        tag: tags::AVAILABLE_TRANSFER_SYNTAX_UID,
-        value: String::new(),
-    });
+    keys.push(Key::new(tags::SOP_CLASS_UID, ""));
+    keys.push(Key::new(tags::AVAILABLE_TRANSFER_SYNTAX_UID, ""));
     let found = archive
         .index
         .find(Query {

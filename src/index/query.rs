@@ -9,6 +9,7 @@
 
 use super::records::name_key;
 use super::IndexError;
+use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
@@ -162,6 +163,20 @@ fn catalog(tag: Tag) -> Option<&'static Attribute> {
 pub struct Key {
     pub tag: Tag,
     pub value: String,
+    /// For a sequence key: its item, whose non-empty attributes must all match within one
+    /// stored item (sequence matching, PS3.4 C.2.2.2.6) and whose attributes are returned.
+    pub item: Option<InMemDicomObject>,
+}
+
+impl Key {
+    /// A key with a value to match (empty: return only).
+    pub fn new(tag: Tag, value: impl Into<String>) -> Key {
+        Key {
+            tag,
+            value: value.into(),
+            item: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -361,19 +376,27 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
     if !from_metadata.is_empty() {
         selects.push(q.level.representative().to_string());
     }
+    let templates: Vec<(Tag, &InMemDicomObject)> = q
+        .keys
+        .iter()
+        .filter_map(|k| k.item.as_ref().map(|i| (k.tag, i)))
+        .collect();
+    // Sequence keys filter after SQL, so paging does too when there are any.
+    let filters_in_rust = templates.iter().any(|(_, t)| has_filter(t));
     let mut sql = format!("SELECT {} FROM {}", selects.join(", "), q.level.tables());
     if !conds.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conds.join(" AND "));
     }
     sql.push_str(&format!(" ORDER BY {}", q.level.order()));
-    if let Some(limit) = q.limit {
+    if let (Some(limit), false) = (q.limit, filters_in_rust) {
         sql.push_str(&format!(" LIMIT {limit} OFFSET {}", q.offset));
     }
     let mut stmt = c.prepare_cached(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
+        let mut excluded = false;
         let mut obj = InMemDicomObject::new_empty();
         obj.put(DataElement::new(
             tags::SPECIFIC_CHARACTER_SET,
@@ -395,6 +418,15 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
                 let found = header
                     .as_ref()
                     .and_then(|h| h.element_opt(*tag).ok().flatten().cloned());
+                if let Some((_, template)) = templates.iter().find(|(t, _)| t == tag) {
+                    let stored = found.as_ref().and_then(|e| e.items()).unwrap_or(&[]);
+                    let items = matching_items(stored, template);
+                    if has_filter(template) && items.is_empty() {
+                        excluded = true;
+                    }
+                    obj.put(DataElement::new(*tag, VR::SQ, DataSetSequence::from(items)));
+                    continue;
+                }
                 match (found, *tag) {
                     (Some(e), _) => obj.put(e),
                     (None, tags::RETRIEVE_AE_TITLE) => obj.put(DataElement::new(
@@ -419,7 +451,182 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
                 };
             }
         }
+        if excluded {
+            continue;
+        }
         out.push(obj);
     }
+    if filters_in_rust {
+        out = out
+            .into_iter()
+            .skip(q.offset)
+            .take(q.limit.unwrap_or(usize::MAX))
+            .collect();
+    }
     Ok(out)
+}
+
+/// True when a sequence key's item has a value to match (else it only asks for attributes).
+fn has_filter(template: &InMemDicomObject) -> bool {
+    template.iter().any(|e| {
+        e.header().vr != VR::SQ
+            && e.to_str()
+                .is_ok_and(|s| !s.trim_matches(['\0', ' ']).is_empty())
+    })
+}
+
+/// The stored items in which every non-empty key of `template` matches, each reduced to the
+/// template's attributes.
+fn matching_items(
+    stored: &[InMemDicomObject],
+    template: &InMemDicomObject,
+) -> Vec<InMemDicomObject> {
+    stored
+        .iter()
+        .filter(|item| {
+            template.iter().all(|k| {
+                let pattern = k
+                    .to_str()
+                    .map(|s| s.trim_matches(['\0', ' ']).to_string())
+                    .unwrap_or_default();
+                if pattern.is_empty() || k.header().vr == VR::SQ {
+                    return true;
+                }
+                let value = item
+                    .element_opt(k.header().tag)
+                    .ok()
+                    .flatten()
+                    .and_then(|e| {
+                        e.to_str()
+                            .ok()
+                            .map(|s| s.trim_matches(['\0', ' ']).to_string())
+                    })
+                    .unwrap_or_default();
+                value_matches(k.header().vr, &pattern, &value)
+            })
+        })
+        .map(|item| {
+            let mut reduced = InMemDicomObject::new_empty();
+            for k in template.iter() {
+                match item.element_opt(k.header().tag).ok().flatten() {
+                    Some(e) => reduced.put(e.clone()),
+                    None => reduced.put(DataElement::new(
+                        k.header().tag,
+                        k.header().vr,
+                        PrimitiveValue::Empty,
+                    )),
+                };
+            }
+            reduced
+        })
+        .collect()
+}
+
+/// Single value, wildcard or UID list matching of one value, as the SQL conditions do.
+fn value_matches(vr: VR, pattern: &str, value: &str) -> bool {
+    match vr {
+        VR::UI => pattern.split('\\').any(|u| u.trim() == value),
+        VR::PN => wildcard(&name_key(pattern), &name_key(value)),
+        _ => wildcard(pattern, value),
+    }
+}
+
+/// `*` matches any run of characters, `?` any one character.
+fn wildcard(pattern: &str, value: &str) -> bool {
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    let (mut pi, mut vi, mut star, mut mark) = (0, 0, None, 0);
+    while vi < v.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == v[vi]) {
+            pi += 1;
+            vi += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = vi;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            vi = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("SM*", "SMITH"));
+        assert!(wildcard("S?ITH", "SMITH"));
+        assert!(wildcard("*", ""));
+        assert!(wildcard("*TH", "SMITH"));
+        assert!(!wildcard("SM?", "SMITH"));
+        assert!(!wildcard("X*", "SMITH"));
+        assert!(wildcard("A*B*C", "AxxBxxC"));
+    }
+
+    #[test]
+    fn sequence_items_match_and_reduce() {
+        let item = |code: &str, meaning: &str| {
+            let mut i = InMemDicomObject::new_empty();
+            i.put(DataElement::new(
+                tags::CODE_VALUE,
+                VR::SH,
+                PrimitiveValue::from(code),
+            ));
+            i.put(DataElement::new(
+                tags::CODE_MEANING,
+                VR::LO,
+                PrimitiveValue::from(meaning),
+            ));
+            i.put(DataElement::new(
+                tags::CODING_SCHEME_DESIGNATOR,
+                VR::SH,
+                PrimitiveValue::from("DCM"),
+            ));
+            i
+        };
+        let stored = vec![item("A1", "CT HEAD"), item("B2", "CT CHEST")];
+        let mut template = InMemDicomObject::new_empty();
+        template.put(DataElement::new(
+            tags::CODE_VALUE,
+            VR::SH,
+            PrimitiveValue::from("B*"),
+        ));
+        template.put(DataElement::new(
+            tags::CODE_MEANING,
+            VR::LO,
+            PrimitiveValue::Empty,
+        ));
+        assert!(has_filter(&template));
+        let got = matching_items(&stored, &template);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0]
+                .element(tags::CODE_MEANING)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "CT CHEST"
+        );
+        assert!(
+            got[0]
+                .element_opt(tags::CODING_SCHEME_DESIGNATOR)
+                .unwrap()
+                .is_none(),
+            "only requested attributes"
+        );
+        let mut nothing = InMemDicomObject::new_empty();
+        nothing.put(DataElement::new(
+            tags::CODE_VALUE,
+            VR::SH,
+            PrimitiveValue::Empty,
+        ));
+        assert!(!has_filter(&nothing));
+        assert_eq!(matching_items(&stored, &nothing).len(), 2);
+    }
 }
