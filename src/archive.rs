@@ -127,6 +127,30 @@ impl Archive {
         }))
     }
 
+    /// On first start, with no users yet: creates `admin` with a random password, written to
+    /// `<data>/initial-admin-password` (0600) and printed once.
+    pub async fn ensure_initial_admin(&self) -> Result<(), ArchiveError> {
+        if self.index.count_users().await? > 0 {
+            return Ok(());
+        }
+        let password = crate::auth::new_password();
+        let path = self.config.data_dir.join("initial-admin-password");
+        write_private(&path, &format!("{password}\n"))
+            .map_err(|e| ArchiveError::Setup(format!("writing {}: {e}", path.display())))?;
+        self.index
+            .create_user(
+                "admin".into(),
+                "admin".into(),
+                crate::auth::hash_password(&password),
+            )
+            .await?;
+        eprintln!(
+            "strata: created user admin with password {password} (also in {}); sign in and change it",
+            path.display()
+        );
+        Ok(())
+    }
+
     /// Marks each replica as part of this archive (the readiness probe looks for the marker).
     pub async fn write_markers(&self) {
         if let Err(e) = self.store.write_markers().await {
@@ -419,6 +443,20 @@ pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport
     std::fs::rename(&tmp_path, &final_path)
         .map_err(|e| ArchiveError::Setup(format!("moving the new index into place: {e}")))?;
     Ok(report)
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
 }
 
 fn remove_db(path: &Path) {

@@ -9,11 +9,14 @@
 
 pub mod archive;
 pub mod audit;
+pub mod auth;
 pub mod config;
+pub mod dicomweb;
 pub mod dimse;
 pub mod index;
 pub mod ingest;
 pub mod metrics;
+pub mod problem;
 pub mod server;
 pub mod store;
 pub mod synth;

@@ -66,6 +66,16 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Users: add one (password read from standard input), or list them.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API tokens: create one for a user (printed once), or revoke one.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// The AE table: where C-MOVE may send (besides [[dimse.peers]] in strata.toml).
     Ae {
         #[command(subcommand)]
@@ -82,6 +92,31 @@ enum Command {
         #[arg(long)]
         from_replica: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is the first line of standard input.
+    Add {
+        name: String,
+        /// admin, radiologist, integrator, modality or patient.
+        #[arg(long)]
+        role: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a bearer token for a user; it is printed once and only its hash is kept.
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Revoke a token (give the token itself).
+    Revoke { token: String },
 }
 
 #[derive(Subcommand)]
@@ -178,6 +213,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(ok)
         }
         Command::Scrub { repair } => scrub(&*Archive::open(config).await?, repair).await,
+        Command::User { command } => user(&*Archive::open(config).await?, command).await,
+        Command::Token { command } => token(&*Archive::open(config).await?, command).await,
         Command::Ae { command } => ae(&*Archive::open(config).await?, command).await,
         Command::Audit { command } => audit(&*Archive::open(config).await?, command).await,
         Command::Reindex { from_replica } => {
@@ -439,6 +476,69 @@ async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::proces
                 bail!("no managed AE titled {aet}");
             }
             println!("removed {aet}");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::process::ExitCode> {
+    use strata::auth::{hash_password, valid_user_name, Role};
+    match command {
+        UserCommand::Add { name, role } => {
+            if !valid_user_name(&name) {
+                bail!("{name:?} is not a user name (letters, digits, . _ - @; at most 64)");
+            }
+            let Some(role) = Role::parse(&role) else {
+                bail!("{role:?} is not a role (admin, radiologist, integrator, modality, patient)");
+            };
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.chars().count() < 8 {
+                bail!("the password (first line of standard input) needs at least 8 characters");
+            }
+            let hash = hash_password(password);
+            if !archive
+                .index
+                .create_user(name.clone(), role.as_str().into(), hash)
+                .await?
+            {
+                bail!("a user named {name} exists already");
+            }
+            println!("added {name} ({})", role.as_str());
+        }
+        UserCommand::List => {
+            for u in archive.index.users().await? {
+                println!("{:<24} {}", u.name, u.role);
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn token(archive: &Archive, command: TokenCommand) -> anyhow::Result<std::process::ExitCode> {
+    use strata::auth::{new_secret, secret_hash};
+    match command {
+        TokenCommand::Create { user, label } => {
+            let token = new_secret("stk_");
+            if !archive
+                .index
+                .add_token(user.clone(), secret_hash(&token), label)
+                .await?
+            {
+                bail!("no user named {user}");
+            }
+            println!("{token}");
+        }
+        TokenCommand::Revoke { token } => {
+            if !archive
+                .index
+                .revoke_token(secret_hash(token.trim()))
+                .await?
+            {
+                bail!("no live token like that");
+            }
+            println!("revoked");
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

@@ -1,19 +1,39 @@
-//! `strata serve`: the HTTP listener, the DIMSE listener and the background workers. HTTP serves
-//! the health and metrics routes for now; the DICOMweb, API and viewer routers join it here.
+//! `strata serve`: the HTTP listener, the DIMSE listener and the background workers.
+//!
+//! Only `/healthz`, `/readyz` and `POST /api/login` are open; every other route passes through
+//! [`crate::auth::http::require_caller`] and checks the caller's permission itself.
 
 use crate::archive::Archive;
+use crate::audit::Outcome;
+use crate::auth::http::{self as auth_http, Caller};
+use crate::auth::Permission;
+use crate::index::AuditFilter;
+use crate::problem::Problem;
+use axum::extract::Query;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use std::sync::Arc;
 
 pub fn router(archive: Arc<Archive>) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/me", get(auth_http::me))
+        .route("/api/logout", post(auth_http::logout))
+        .route("/api/audit", get(audit))
+        .merge(crate::dicomweb::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            archive.clone(),
+            auth_http::require_caller,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/api/login", post(auth_http::login))
+        .merge(protected)
+        .fallback(|| async { Problem::not_found("no such route") })
         .with_state(archive)
 }
 
@@ -41,22 +61,71 @@ async fn readyz(State(a): State<Arc<Archive>>) -> impl IntoResponse {
     (status, axum::Json(body))
 }
 
-async fn metrics(State(a): State<Arc<Archive>>) -> impl IntoResponse {
+/// `GET /api/audit?actor=&action=&patient_id=&since=&until=&limit=`: the audit trail (admin).
+async fn audit(
+    State(a): State<Arc<Archive>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Vec<crate::audit::StoredEvent>>, Problem> {
+    caller.require(Permission::Administer)?;
+    let num = |k: &str| -> Result<Option<i64>, Problem> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| Problem::bad_request(format!("{k} must be a number")))
+            })
+            .transpose()
+    };
+    for k in q.keys() {
+        if !["actor", "action", "patient_id", "since", "until", "limit"].contains(&k.as_str()) {
+            return Err(Problem::bad_request(format!("unknown parameter {k:?}")));
+        }
+    }
+    let filter = AuditFilter {
+        actor: q.get("actor").cloned(),
+        action: q.get("action").cloned(),
+        patient_id: q.get("patient_id").cloned(),
+        since: num("since")?,
+        until: num("until")?,
+        limit: Some(num("limit")?.unwrap_or(1000).clamp(1, 100_000) as usize),
+    };
+    let events = a
+        .index
+        .audit_events(filter)
+        .await
+        .map_err(Problem::internal)?;
+    let _ = a
+        .index
+        .audit(
+            caller
+                .event("http.audit", Outcome::Success)
+                .detail(format!("{} events", events.len())),
+        )
+        .await;
+    Ok(Json(events))
+}
+
+async fn metrics(
+    State(a): State<Arc<Archive>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::Administer)?;
     if let Ok(n) = a.index.repair_queue_len().await {
         a.metrics.set_repair_queue(n);
     }
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         a.metrics.render(),
-    )
+    ))
 }
 
 /// Runs the archive until SIGINT or SIGTERM.
 pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
     archive.write_markers().await;
+    archive.ensure_initial_admin().await?;
     archive.spawn_background();
     let listen = archive.config.http.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -68,7 +137,8 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
         archive.config.data_dir.display()
     );
     let dimse = crate::dimse::serve(archive.clone());
-    let http = axum::serve(listener, router(archive)).with_graceful_shutdown(shutdown_signal());
+    let app = router(archive).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let http = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     tokio::select! {
         r = http => r?,
         r = dimse => r?,

@@ -533,12 +533,17 @@ fn serve_answers_health_readiness_and_metrics() {
                 .to_string();
         }
     };
-    let get = |path: &str| -> (u16, String) {
+    let get_as = |path: &str, token: &str| -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let auth = if token.is_empty() {
+            String::new()
+        } else {
+            format!("Authorization: Bearer {token}\r\n")
+        };
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
         )
         .unwrap();
         let mut resp = String::new();
@@ -546,12 +551,15 @@ fn serve_answers_health_readiness_and_metrics() {
         let code = resp[9..12].parse().unwrap();
         (code, resp)
     };
+    let get = |path: &str| get_as(path, "");
     assert_eq!(get("/healthz").0, 200);
     let (code, body) = get("/readyz");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"replicas_reachable\":3"), "{body}");
-    let (code, metrics) = get("/metrics");
-    assert_eq!(code, 200);
+    assert_eq!(get("/metrics").0, 401, "metrics need a token");
+    let token = t.ok(&["token", "create", "--user", "admin"]);
+    let (code, metrics) = get_as("/metrics", token.trim());
+    assert_eq!(code, 200, "{metrics}");
     assert!(metrics.contains("strata_repair_queue_length"), "{metrics}");
     assert!(metrics.contains("strata_ingest_seconds"), "{metrics}");
     let _ = files;

@@ -11,9 +11,11 @@
 
 pub mod query;
 mod records;
+mod users;
 mod writer;
 
 pub use records::*;
+pub use users::UserRow;
 
 use crate::store::address::BlobId;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -27,6 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../schemas/index/0001_init.sql")),
     (2, "audit", include_str!("../../schemas/index/0002_audit.sql")),
     (3, "ae_peers", include_str!("../../schemas/index/0003_ae_peers.sql")),
+    (4, "auth", include_str!("../../schemas/index/0004_auth.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.

@@ -1,0 +1,174 @@
+//! Who may do what. Users have one role; a role grants permissions (ARCHITECTURE.md, Roles).
+//! People sign in with a password (argon2) and get a browser session; programs use API tokens.
+//! Tokens and session ids are 256-bit random values shown once; only their SHA-256 is stored.
+//! The HTTP side (extracting the caller from a request) is in [`http`].
+
+pub mod http;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Radiologist,
+    Integrator,
+    Modality,
+    Patient,
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Find patients, studies, series, instances (QIDO-RS).
+    Search,
+    /// Read DICOM JSON metadata (no pixel data).
+    Metadata,
+    /// Read original DICOM objects and pixel data: instances, frames, bulk data, WADO-URI.
+    OriginalPixels,
+    /// Store instances (STOW-RS).
+    Store,
+    /// Delete studies, series, instances.
+    Delete,
+    /// Users, tokens, the audit trail, metrics.
+    Administer,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Radiologist,
+        Role::Integrator,
+        Role::Modality,
+        Role::Patient,
+    ];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Radiologist => "radiologist",
+            Role::Integrator => "integrator",
+            Role::Modality => "modality",
+            Role::Patient => "patient",
+        }
+    }
+
+    /// A radiologist reads through the rendering pipeline and never receives original pixels;
+    /// an integrator moves DICOM in and out in full; a modality only stores. A patient's access
+    /// to their own studies needs the person index and is not granted yet.
+    pub fn may(self, p: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Role::Admin => true,
+            Role::Radiologist => matches!(p, Search | Metadata),
+            Role::Integrator => matches!(p, Search | Metadata | OriginalPixels | Store),
+            Role::Modality => matches!(p, Store),
+            Role::Patient => false,
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: String,
+    pub role: Role,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+}
+
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 with default parameters accepts any password")
+        .to_string()
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A new secret (token or session id): 256 random bits, hex, with a prefix that says what it is.
+pub fn new_secret(prefix: &str) -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("{prefix}{}", hex::encode(b))
+}
+
+/// What is stored of a secret.
+pub fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A password for the first administrator: 20 characters from an unambiguous alphabet.
+pub fn new_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut b = [0u8; 20];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter()
+        .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_only_themselves() {
+        let h = hash_password("correct horse");
+        assert!(h.starts_with("$argon2"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("correct hors", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn radiologists_never_get_original_pixels() {
+        assert!(Role::Radiologist.may(Permission::Metadata));
+        assert!(!Role::Radiologist.may(Permission::OriginalPixels));
+        assert!(Role::Integrator.may(Permission::OriginalPixels));
+        assert!(!Role::Integrator.may(Permission::Delete));
+        assert!(Role::Admin.may(Permission::Delete));
+        assert!(!Role::Modality.may(Permission::Search));
+        assert_eq!(Role::parse("radiologist"), Some(Role::Radiologist));
+        assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn secrets_are_random_and_hashed() {
+        let a = new_secret("stk_");
+        assert!(a.starts_with("stk_") && a.len() == 68);
+        assert_ne!(a, new_secret("stk_"));
+        assert_eq!(secret_hash(&a), secret_hash(&a));
+        assert_eq!(new_password().len(), 20);
+    }
+}
