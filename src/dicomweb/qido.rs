@@ -200,7 +200,7 @@ fn build_query(
                 .collect::<Vec<_>>()
                 .join("^");
             if !k.value.contains('^') {
-                k.value.push_str("*");
+                k.value.push('*');
             }
         }
     }
