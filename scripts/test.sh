@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests use. Installed only when missing.
-packages=(pkg-config)
+# dcmtk (echoscu, storescu, findscu, dcmconv, dcmcjpeg, ...) and gdcmconv (JPEG 2000) are the
+# DICOM peers of tests/dimse.rs; python3-venv holds pynetdicom, the third peer.
+packages=(pkg-config dcmtk libgdcm-tools python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -17,6 +19,19 @@ if ((${#missing[@]})); then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
+
+# The Python peer (tests/peers/*.py): a venv with pinned pynetdicom and pydicom, made once.
+venv_python="$PWD/.venv/bin/python"
+pip_pins=(pynetdicom==3.0.4 pydicom==3.0.2)
+venv_check='import pynetdicom, pydicom; assert (pynetdicom.__version__, pydicom.__version__) == ("3.0.4", "3.0.2")'
+if ! "$venv_python" -c "$venv_check" >/dev/null 2>&1; then
+  echo "making .venv with ${pip_pins[*]}"
+  rm -rf .venv
+  /usr/bin/python3 -m venv .venv
+  "$venv_python" -m pip install -q --disable-pip-version-check "${pip_pins[@]}"
+fi
+# (not STRATA_…: strata reads every STRATA_* variable as a configuration key)
+export PYNETDICOM_PYTHON="$venv_python"
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy

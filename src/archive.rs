@@ -24,6 +24,8 @@ pub struct Archive {
     pub store: Store,
     pub index: Index,
     pub metrics: Metrics,
+    /// Where clients reach the HTTP side: `http.public_url`, or set once the listener is bound.
+    pub public_url: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,30 @@ pub enum ArchiveError {
     Index(#[from] IndexError),
     #[error("{0}")]
     Setup(String),
+    #[error("cannot convert the instance: {0}")]
+    Convert(String),
+}
+
+/// Converts a Part-10 instance to another transfer syntax.
+pub fn transcode(part10: &[u8], target: &str) -> Result<Vec<u8>, String> {
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_pixeldata::Transcode;
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(target)
+        .ok_or(format!("unknown transfer syntax {target}"))?;
+    let preamble = if part10.get(128..132) == Some(b"DICM") {
+        128
+    } else {
+        0
+    };
+    let mut obj = dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .from_reader(&part10[preamble..])
+        .map_err(|e| e.to_string())?;
+    obj.transcode(ts).map_err(|e| format!("to {target}: {e}"))?;
+    let mut out = Vec::with_capacity(part10.len());
+    obj.write_all(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// A decision that the blobs alone cannot tell, kept in the object stores so `reindex` can
@@ -124,6 +150,7 @@ impl Archive {
             store,
             index,
             metrics: Metrics::new(),
+            public_url: std::sync::OnceLock::new(),
         }))
     }
 
@@ -173,9 +200,39 @@ impl Archive {
             .instance(sop_uid)
             .await?
             .ok_or_else(|| ArchiveError::NotFound(sop_uid.to_string()))?;
-        let bad = self.store.read_to(&stored.blob_id, sink).await?;
-        self.queue_repairs(&stored.blob_id, bad).await?;
+        self.read_blob(&stored.blob_id, sink).await?;
         Ok(stored)
+    }
+
+    /// Streams a blob's verified plaintext into `sink`, queueing repairs for bad copies.
+    pub async fn read_blob<S>(&self, blob: &BlobId, sink: S) -> Result<(), ArchiveError>
+    where
+        S: FnMut(&[u8]) -> std::io::Result<()>,
+    {
+        let bad = self.store.read_to(blob, sink).await?;
+        self.queue_repairs(blob, bad).await
+    }
+
+    /// A stored instance as Part-10 bytes: as received when `target` is None or the stored
+    /// syntax, else converted to `target` (pixel data decoded by dicom-pixeldata's codecs).
+    pub async fn part10(
+        &self,
+        blob: &BlobId,
+        stored_syntax: &str,
+        target: Option<&str>,
+    ) -> Result<Vec<u8>, ArchiveError> {
+        let mut bytes = Vec::new();
+        self.read_blob(blob, |c| {
+            bytes.extend_from_slice(c);
+            Ok(())
+        })
+        .await?;
+        match target {
+            Some(t) if t != stored_syntax => {
+                tokio::task::block_in_place(|| transcode(&bytes, t)).map_err(ArchiveError::Convert)
+            }
+            _ => Ok(bytes),
+        }
     }
 
     async fn queue_repairs(&self, blob: &BlobId, bad: Vec<BadCopy>) -> Result<(), ArchiveError> {

@@ -45,6 +45,11 @@ pub struct Config {
 pub struct HttpConfig {
     /// Loopback by default: exposing the archive is a decision, not an accident.
     pub listen: String,
+    /// Largest STOW-RS request body; larger ones are refused with 413.
+    pub max_body_bytes: u64,
+    /// The URL clients reach the archive at (behind a proxy, say), used in RetrieveURL and
+    /// BulkDataURI; default: http:// and the address the server listens on.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +179,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 8 << 30,
+            public_url: None,
         }
     }
 }

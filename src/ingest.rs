@@ -38,8 +38,14 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub enum Source {
     Import,
-    Dimse { calling_ae: String },
-    Web { user: String },
+    Dimse {
+        calling_ae: String,
+    },
+    /// STOW-RS; `study` is the study the request URL names, which every instance must be of.
+    Web {
+        user: String,
+        study: Option<String>,
+    },
 }
 
 impl Source {
@@ -47,7 +53,14 @@ impl Source {
         match self {
             Source::Import => "import".into(),
             Source::Dimse { calling_ae } => format!("dimse:{calling_ae}"),
-            Source::Web { user } => format!("web:{user}"),
+            Source::Web { user, .. } => format!("web:{user}"),
+        }
+    }
+
+    fn expected_study(&self) -> Option<&str> {
+        match self {
+            Source::Web { study, .. } => study.as_deref(),
+            _ => None,
         }
     }
 }
@@ -83,6 +96,8 @@ pub enum IngestError {
     TooLarge { size: u64, limit: u64 },
     #[error("conflict: SOP Instance UID {sop_uid} is already stored with different content (blob {stored}); the stored instance was kept")]
     Conflict { sop_uid: String, stored: BlobId },
+    #[error("the instance belongs to study {found}, not to study {expected} named in the request")]
+    WrongStudy { found: String, expected: String },
     #[error("storage failed, the instance was not stored: {0}")]
     Store(#[from] StoreError),
     #[error("index failed, the instance was not stored: {0}")]
@@ -96,7 +111,10 @@ impl IngestError {
     pub fn is_client_error(&self) -> bool {
         matches!(
             self,
-            IngestError::Invalid(_) | IngestError::TooLarge { .. } | IngestError::Conflict { .. }
+            IngestError::Invalid(_)
+                | IngestError::TooLarge { .. }
+                | IngestError::Conflict { .. }
+                | IngestError::WrongStudy { .. }
         )
     }
 }
@@ -227,10 +245,18 @@ pub async fn ingest_file(
     .await
     .expect("inspect task panicked")?;
     let path = path.to_path_buf();
-    finish(archive, record_base, blob_id, size, started, |id| {
-        let path = path.clone();
-        async move { archive.store.put_file(&id, &path).await }
-    })
+    finish(
+        archive,
+        record_base,
+        blob_id,
+        size,
+        started,
+        source.expected_study(),
+        |id| {
+            let path = path.clone();
+            async move { archive.store.put_file(&id, &path).await }
+        },
+    )
     .await
 }
 
@@ -256,10 +282,18 @@ pub async fn ingest_bytes(
         })
         .await
         .expect("inspect task panicked")?;
-    finish(archive, inspected, blob_id, size, started, |id| {
-        let bytes = &bytes;
-        async move { archive.store.put(&id, bytes).await }
-    })
+    finish(
+        archive,
+        inspected,
+        blob_id,
+        size,
+        started,
+        source.expected_study(),
+        |id| {
+            let bytes = &bytes;
+            async move { archive.store.put(&id, bytes).await }
+        },
+    )
     .await
 }
 
@@ -281,6 +315,7 @@ async fn finish<F, Fut>(
     blob_id: BlobId,
     size: u64,
     started: Instant,
+    expect_study: Option<&str>,
     store: F,
 ) -> Result<Ingested, IngestError>
 where
@@ -299,6 +334,14 @@ where
         size,
         disposition,
     };
+    if let Some(expected) = expect_study {
+        if expected != record.study.uid {
+            return Err(IngestError::WrongStudy {
+                found: record.study.uid.clone(),
+                expected: expected.to_string(),
+            });
+        }
+    }
     // Cheap pre-check so that a resend costs no write and a conflict stores nothing.
     if let Some(stored) = archive.index.instance(&sop_uid).await? {
         if stored.blob_id == blob_id {

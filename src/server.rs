@@ -136,6 +136,18 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
         listener.local_addr()?,
         archive.config.data_dir.display()
     );
+    let public = archive.config.http.public_url.clone().unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        )
+    });
+    let _ = archive
+        .public_url
+        .set(public.trim_end_matches('/').to_string());
     let dimse = crate::dimse::serve(archive.clone());
     let app = router(archive).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());

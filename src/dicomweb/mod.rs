@@ -3,6 +3,8 @@
 //! authentication (the server adds it) and writes an audit event for the patient data it touches.
 
 pub mod qido;
+pub mod stow;
+pub mod wado;
 
 use crate::archive::Archive;
 use crate::problem::Problem;
@@ -12,7 +14,7 @@ use std::sync::Arc;
 
 pub fn router() -> Router<Arc<Archive>> {
     Router::new()
-        .route("/dicomweb/studies", get(qido::studies))
+        .route("/dicomweb/studies", get(qido::studies).post(stow::studies))
         .route("/dicomweb/series", get(qido::series))
         .route("/dicomweb/instances", get(qido::instances))
         .route("/dicomweb/studies/{study}/series", get(qido::study_series))
@@ -24,6 +26,47 @@ pub fn router() -> Router<Arc<Archive>> {
             "/dicomweb/studies/{study}/series/{series}/instances",
             get(qido::series_instances),
         )
+        .route(
+            "/dicomweb/studies/{study}",
+            get(wado::study).post(stow::study),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}",
+            get(wado::series),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}",
+            get(wado::instance),
+        )
+        .route(
+            "/dicomweb/studies/{study}/metadata",
+            get(wado::study_metadata),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/metadata",
+            get(wado::series_metadata),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata",
+            get(wado::instance_metadata),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+            get(wado::frames),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulk/{tag}",
+            get(wado::bulkdata),
+        )
+}
+
+/// The base of URLs handed to clients (RetrieveURL, BulkDataURI).
+pub fn base_url(archive: &Archive) -> String {
+    archive
+        .public_url
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "http://localhost".into())
 }
 
 /// A UID from the path, refused with 400 unless it is a valid UID.

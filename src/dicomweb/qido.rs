@@ -240,11 +240,7 @@ async fn search(
         }
     }
     let (query, _) = build_query(level, raw.as_deref(), &fixed)?;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost")
-        .to_string();
+    let base = super::base_url(archive);
     let found = archive.index.find(query).await.map_err(|e| match e {
         QueryError::Invalid(why) => Problem::bad_request(why),
         e => Problem::internal(e),
@@ -259,7 +255,7 @@ async fn search(
             text(tags::SERIES_INSTANCE_UID),
             text(tags::SOP_INSTANCE_UID),
         );
-        let mut url = format!("http://{host}/dicomweb/studies/{st}");
+        let mut url = format!("{base}/dicomweb/studies/{st}");
         if level >= Level::Series {
             url.push_str(&format!("/series/{se}"));
         }

@@ -16,10 +16,7 @@ use crate::config::DimsePermission;
 use crate::index::query::{Key, Level, Query};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
-use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
-use dicom_pixeldata::Transcode;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::pdu::{PDataValueType, Pdu};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -102,49 +99,27 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
 
 /// The stored instance's data set (without its Part-10 header) in `target` syntax.
 async fn load_dataset(archive: &Archive, inst: &Planned, target: &str) -> Result<Vec<u8>, String> {
-    let mut part10 = Vec::new();
-    archive
-        .read_instance(&inst.sop_uid, |c| {
-            part10.extend_from_slice(c);
-            Ok(())
-        })
+    let blob = archive
+        .index
+        .instance(&inst.sop_uid)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no longer stored")?
+        .blob_id;
+    let mut part10 = archive
+        .part10(&blob, &inst.transfer_syntax, Some(target))
         .await
         .map_err(|e| e.to_string())?;
-    let preamble = if part10.get(128..132) == Some(b"DICM") {
+    let mut cursor = std::io::Cursor::new(&part10[..]);
+    cursor.set_position(if part10.get(128..132) == Some(b"DICM") {
         128
     } else {
         0
-    };
-    if target == inst.transfer_syntax {
-        let mut cursor = std::io::Cursor::new(&part10[..]);
-        cursor.set_position(preamble);
-        dicom_object::FileMetaTable::from_reader(&mut cursor).map_err(|e| e.to_string())?;
-        let start = cursor.position() as usize;
-        part10.drain(..start);
-        return Ok(part10);
-    }
-    // Decode to the receiver's syntax: pixel data decompressed by dicom-pixeldata's codecs.
-    let to = TransferSyntaxRegistry
-        .get(target)
-        .ok_or("unknown target transfer syntax")?;
-    tokio::task::block_in_place(|| {
-        let mut obj = dicom_object::OpenFileOptions::new()
-            .read_preamble(dicom_object::file::ReadPreamble::Never)
-            .from_reader(&part10[preamble as usize..])
-            .map_err(|e| e.to_string())?;
-        obj.transcode(to).map_err(|e| {
-            format!(
-                "cannot convert from {} to {target}: {e}",
-                inst.transfer_syntax
-            )
-        })?;
-        let mut out = Vec::new();
-        let dataset: &InMemDicomObject = &obj;
-        dataset
-            .write_dataset_with_ts(&mut out, to)
-            .map_err(|e| e.to_string())?;
-        Ok(out)
-    })
+    });
+    dicom_object::FileMetaTable::from_reader(&mut cursor).map_err(|e| e.to_string())?;
+    let start = cursor.position() as usize;
+    part10.drain(..start);
+    Ok(part10)
 }
 
 /// Chooses a presentation context for `inst` among `(id, abstract syntax, transfer syntax)`.

@@ -110,7 +110,7 @@ pub async fn c_store(
 /// The C-STORE status for a refused instance (PS3.4 B.2.3, PS3.7 C).
 fn store_status(e: &IngestError) -> u16 {
     match e {
-        IngestError::Invalid(_) => status::CANNOT_UNDERSTAND,
+        IngestError::Invalid(_) | IngestError::WrongStudy { .. } => status::CANNOT_UNDERSTAND,
         IngestError::Conflict { .. } => status::DUPLICATE_SOP_INSTANCE,
         IngestError::TooLarge { .. }
         | IngestError::Store(_)

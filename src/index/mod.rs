@@ -332,6 +332,17 @@ impl Index {
             .await
     }
 
+    /// The instances under a study (and series, and instance), in series and instance order.
+    pub async fn instances_under(
+        &self,
+        study: String,
+        series: Option<String>,
+        sop: Option<String>,
+    ) -> Result<Vec<InstanceRef>, IndexError> {
+        self.read(move |c| records::instances_under(c, &study, series.as_deref(), sop.as_deref()))
+            .await
+    }
+
     /// True when the database answers: part of readiness.
     pub async fn ping(&self) -> bool {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))

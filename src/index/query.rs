@@ -341,6 +341,11 @@ fn element(tag: Tag, vr: VR, v: &Value) -> DataElement<InMemDicomObject> {
             .parse::<u16>()
             .map(PrimitiveValue::from)
             .unwrap_or(PrimitiveValue::Empty),
+        // integers travel as numbers in DICOM JSON
+        (VR::IS, Some(s)) => s
+            .parse::<i32>()
+            .map(PrimitiveValue::from)
+            .unwrap_or(PrimitiveValue::from(s)),
         (_, Some(s)) if s.contains('\\') => {
             PrimitiveValue::Strs(s.split('\\').map(String::from).collect())
         }

@@ -600,3 +600,47 @@ pub(super) fn audit_events(
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// An instance as retrieval needs it: where it sits, its blob, its stored syntax, its metadata.
+#[derive(Debug, Clone)]
+pub struct InstanceRef {
+    pub patient_id: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_uid: String,
+    pub sop_class_uid: String,
+    pub blob_id: BlobId,
+    pub transfer_syntax: String,
+    pub size: u64,
+    pub metadata: String,
+}
+
+pub(super) fn instances_under(
+    c: &Connection,
+    study: &str,
+    series: Option<&str>,
+    sop: Option<&str>,
+) -> Result<Vec<InstanceRef>, IndexError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT p.patient_id, st.study_uid, se.series_uid, i.sop_uid, i.sop_class_uid, i.blob_id,
+                i.transfer_syntax, i.size, i.metadata
+         FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk
+              JOIN patients p ON p.id = st.patient_fk
+         WHERE st.study_uid = ?1 AND (?2 IS NULL OR se.series_uid = ?2) AND (?3 IS NULL OR i.sop_uid = ?3)
+         ORDER BY se.series_number, se.id, i.instance_number, i.id",
+    )?;
+    let rows = stmt.query_map(params![study, series, sop], |r| {
+        Ok(InstanceRef {
+            patient_id: r.get(0)?,
+            study_uid: r.get(1)?,
+            series_uid: r.get(2)?,
+            sop_uid: r.get(3)?,
+            sop_class_uid: r.get(4)?,
+            blob_id: blob(r.get(5)?)?,
+            transfer_syntax: r.get(6)?,
+            size: r.get::<_, i64>(7)? as u64,
+            metadata: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

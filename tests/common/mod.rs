@@ -98,3 +98,151 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         .map(|e| e.into_path())
         .collect()
 }
+
+/// `strata serve` on free ports (HTTP and DIMSE), killed when dropped.
+pub struct Server {
+    child: std::process::Child,
+    pub http: std::net::SocketAddr,
+    pub dimse: std::net::SocketAddr,
+    /// Everything the server wrote to stderr so far (drained by a thread, so it never blocks).
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TestArchive {
+    /// Starts `strata serve --http 127.0.0.1:0 --dimse 127.0.0.1:0` and waits (30 s at most)
+    /// for it to print both addresses.
+    pub fn serve(&self) -> Server {
+        use std::io::BufRead;
+        let mut child = self
+            .cmd()
+            .env("STRATA_LOG", "info")
+            .args(["serve", "--http", "127.0.0.1:0", "--dimse", "127.0.0.1:0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting strata serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let (mut http, mut dimse) = (None, None);
+        while http.is_none() || dimse.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "strata serve did not print its addresses:\n{}",
+                        log.lock().unwrap().join("\n")
+                    );
+                }
+            };
+            if let Some(rest) = line.strip_prefix("strata: serving http://") {
+                let addr = rest.split_whitespace().next().unwrap_or("");
+                http = Some(addr.trim_end_matches('/').parse().expect("HTTP address"));
+            } else if let Some(rest) = line.strip_prefix("strata: serving DIMSE as ") {
+                let addr = rest.rsplit(" on ").next().unwrap_or("").trim();
+                dimse = Some(addr.parse().expect("DIMSE address"));
+            }
+        }
+        Server {
+            child,
+            http: http.unwrap(),
+            dimse: dimse.unwrap(),
+            log,
+        }
+    }
+}
+
+impl Server {
+    pub fn port(&self) -> String {
+        self.dimse.port().to_string()
+    }
+
+    /// True while the server process has not exited.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("polling strata serve")
+            .is_none()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs an external tool (dcmtk, gdcmconv, the venv's python) under `timeout`, so no test can
+/// hang on it; panics if the tool is missing (the tests fail, never skip: `bash scripts/test.sh`
+/// installs everything) or if it ran out of time.
+pub fn tool<S: AsRef<std::ffi::OsStr>>(secs: u64, program: &str, args: &[S]) -> Output {
+    let out = Command::new("timeout")
+        .args(["-k", "5", &secs.to_string(), program])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run timeout(1) for {program}: {e}"));
+    match out.status.code() {
+        Some(126) | Some(127) => panic!(
+            "{program} is not installed or not runnable (bash scripts/test.sh installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Some(124) | Some(137) | None => panic!(
+            "{program} {:?} did not finish within {secs} s:\nstdout: {}\nstderr: {}",
+            args.iter()
+                .map(|a| a.as_ref().to_owned())
+                .collect::<Vec<_>>(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        _ => out,
+    }
+}
+
+/// Both output streams of a tool, for assertions and failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The venv python holding pynetdicom: `PYNETDICOM_PYTHON`, else `.venv/bin/python` in the
+/// crate. Panics if it is missing.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("PYNETDICOM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} is missing: bash scripts/test.sh makes the venv with pynetdicom",
+        p.display()
+    );
+    p
+}
+
+/// A script of `tests/peers/`.
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+}

@@ -1,0 +1,516 @@
+//! WADO-RS (PS3.18 10.4): studies, series and instances as `multipart/related` DICOM, streamed
+//! one instance at a time; their metadata as DICOM JSON with a BulkDataURI for the pixel data
+//! and any large binary value; frames; and bulk data with byte ranges.
+//!
+//! The read path: [`crate::index`] says which instances and which blobs, the archive reads each
+//! blob (decrypting and verifying, repairing bad copies), and this module frames the answer.
+//! Original objects and pixel data need [`Permission::OriginalPixels`]; metadata needs only
+//! [`Permission::Metadata`].
+
+use super::path_uid;
+use crate::archive::Archive;
+use crate::audit::Outcome;
+use crate::auth::http::Caller;
+use crate::auth::Permission;
+use crate::index::InstanceRef;
+use crate::problem::Problem;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use dicom_dictionary_std::tags;
+use std::sync::Arc;
+
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+/// Inline binary values larger than this are replaced by a BulkDataURI in metadata.
+const INLINE_BINARY_LIMIT: usize = 1024;
+
+/// Which instances a request names.
+struct Target {
+    study: String,
+    series: Option<String>,
+    sop: Option<String>,
+}
+
+impl Target {
+    fn parse(study: &str, series: Option<&str>, sop: Option<&str>) -> Result<Target, Problem> {
+        Ok(Target {
+            study: path_uid(study, "study")?,
+            series: series.map(|s| path_uid(s, "series")).transpose()?,
+            sop: sop.map(|s| path_uid(s, "instance")).transpose()?,
+        })
+    }
+}
+
+async fn resolve(archive: &Archive, t: &Target) -> Result<Vec<InstanceRef>, Problem> {
+    let found = archive
+        .index
+        .instances_under(t.study.clone(), t.series.clone(), t.sop.clone())
+        .await
+        .map_err(Problem::internal)?;
+    if found.is_empty() {
+        return Err(Problem::not_found("no such study, series or instance"));
+    }
+    Ok(found)
+}
+
+async fn audit(
+    archive: &Archive,
+    caller: &Caller,
+    action: &str,
+    refs: &[InstanceRef],
+) -> Result<(), Problem> {
+    let first = &refs[0];
+    let event = caller
+        .event(action, Outcome::Success)
+        .patient(
+            Some(first.patient_id.clone()),
+            Some(first.study_uid.clone()),
+        )
+        .detail(format!("{} instances", refs.len()));
+    archive.index.audit(event).await.map_err(Problem::internal)
+}
+
+/// The transfer syntax asked for by `Accept` for `multipart/related; type="application/dicom"`:
+/// None for `*` (as stored); Explicit VR Little Endian when none is named (PS3.18 8.7.3.5.2).
+fn requested_syntax(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()) else {
+        return Ok(Some(EXPLICIT_LE.into()));
+    };
+    for media in accept.split(',') {
+        let mut parts = media.split(';').map(str::trim);
+        let kind = parts.next().unwrap_or("");
+        let params: Vec<(String, String)> = parts
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.trim().to_ascii_lowercase(),
+                    v.trim().trim_matches('"').to_string(),
+                )
+            })
+            .collect();
+        let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let dicom_type = param("type").is_none_or(|t| t == "application/dicom");
+        if (kind == "multipart/related" && dicom_type) || kind == "*/*" || kind == "multipart/*" {
+            return Ok(match param("transfer-syntax").as_deref() {
+                Some("*") => None,
+                Some(ts) if crate::ingest::is_valid_uid(ts) => Some(ts.to_string()),
+                Some(ts) => {
+                    return Err(Problem::bad_request(format!(
+                        "transfer-syntax {ts:?} is not a UID"
+                    )))
+                }
+                None => Some(EXPLICIT_LE.into()),
+            });
+        }
+    }
+    Err(Problem::new(
+        StatusCode::NOT_ACCEPTABLE,
+        "instances are served as multipart/related; type=\"application/dicom\"",
+    ))
+}
+
+fn boundary() -> String {
+    format!("strata-{}", hex::encode(rand::random::<[u8; 12]>()))
+}
+
+/// Streams the instances as one multipart/related body, reading one blob at a time.
+fn multipart_dicom(
+    archive: Arc<Archive>,
+    refs: Vec<InstanceRef>,
+    syntax: Option<String>,
+) -> Response {
+    let b = boundary();
+    let ctype = format!("multipart/related; type=\"application/dicom\"; boundary={b}");
+    let stream = futures::stream::unfold((refs.into_iter(), false), move |(mut it, done)| {
+        let (archive, syntax, b) = (archive.clone(), syntax.clone(), b.clone());
+        async move {
+            if done {
+                return None;
+            }
+            match it.next() {
+                None => Some((
+                    Ok::<_, std::io::Error>(format!("--{b}--\r\n").into_bytes()),
+                    (it, true),
+                )),
+                Some(r) => {
+                    let bytes = match archive
+                        .part10(&r.blob_id, &r.transfer_syntax, syntax.as_deref())
+                        .await
+                    {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            return Some((Err(std::io::Error::other(e.to_string())), (it, true)))
+                        }
+                    };
+                    let ts = syntax.clone().unwrap_or(r.transfer_syntax.clone());
+                    let mut part = format!(
+                        "--{b}\r\nContent-Type: application/dicom; transfer-syntax={ts}\r\nContent-Length: {}\r\n\r\n",
+                        bytes.len()
+                    )
+                    .into_bytes();
+                    part.extend_from_slice(&bytes);
+                    part.extend_from_slice(b"\r\n");
+                    Some((Ok(part), (it, false)))
+                }
+            }
+        }
+    });
+    ([(header::CONTENT_TYPE, ctype)], Body::from_stream(stream)).into_response()
+}
+
+async fn retrieve(
+    archive: Arc<Archive>,
+    caller: Caller,
+    headers: HeaderMap,
+    t: Target,
+) -> Result<Response, Problem> {
+    caller.require(Permission::OriginalPixels)?;
+    let syntax = requested_syntax(&headers)?;
+    let refs = resolve(&archive, &t).await?;
+    audit(&archive, &caller, "http.wado.retrieve", &refs).await?;
+    Ok(multipart_dicom(archive, refs, syntax))
+}
+
+pub async fn study(
+    State(a): State<Arc<Archive>>,
+    Extension(c): Extension<Caller>,
+    h: HeaderMap,
+    Path(st): Path<String>,
+) -> Result<Response, Problem> {
+    retrieve(a, c, h, Target::parse(&st, None, None)?).await
+}
+
+pub async fn series(
+    State(a): State<Arc<Archive>>,
+    Extension(c): Extension<Caller>,
+    h: HeaderMap,
+    Path((st, se)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    retrieve(a, c, h, Target::parse(&st, Some(&se), None)?).await
+}
+
+pub async fn instance(
+    State(a): State<Arc<Archive>>,
+    Extension(c): Extension<Caller>,
+    h: HeaderMap,
+    Path((st, se, i)): Path<(String, String, String)>,
+) -> Result<Response, Problem> {
+    retrieve(a, c, h, Target::parse(&st, Some(&se), Some(&i))?).await
+}
+
+/// One instance's metadata: the DICOM JSON precomputed at ingest, with BulkDataURIs added.
+fn metadata_json(base: &str, r: &InstanceRef) -> String {
+    let url = format!(
+        "{base}/dicomweb/studies/{}/series/{}/instances/{}/bulk",
+        r.study_uid, r.series_uid, r.sop_uid
+    );
+    let encapsulated = !matches!(
+        r.transfer_syntax.as_str(),
+        "1.2.840.10008.1.2"
+            | "1.2.840.10008.1.2.1"
+            | "1.2.840.10008.1.2.2"
+            | "1.2.840.10008.1.2.1.99"
+    );
+    let mut json = if r.metadata.contains("InlineBinary") {
+        // rare: a header with binary values of its own; large ones become bulk data too
+        let mut v: serde_json::Value =
+            serde_json::from_str(&r.metadata).unwrap_or(serde_json::Value::Null);
+        if let Some(map) = v.as_object_mut() {
+            for (tag, e) in map.iter_mut() {
+                let large = e
+                    .get("InlineBinary")
+                    .and_then(|b| b.as_str())
+                    .is_some_and(|b| b.len() > INLINE_BINARY_LIMIT);
+                if large {
+                    let vr = e.get("vr").cloned().unwrap_or(serde_json::json!("UN"));
+                    *e = serde_json::json!({ "vr": vr, "BulkDataURI": format!("{url}/{tag}") });
+                }
+            }
+        }
+        v.to_string()
+    } else {
+        r.metadata.clone()
+    };
+    let bits: u32 = serde_json::from_str::<serde_json::Value>(&r.metadata)
+        .ok()
+        .and_then(|v| v.get("00280100")?.get("Value")?.get(0)?.as_u64())
+        .unwrap_or(16) as u32;
+    let has_pixels = r.metadata.contains("\"00280010\"");
+    if has_pixels && json.ends_with('}') {
+        let vr = if encapsulated || bits <= 8 {
+            "OB"
+        } else {
+            "OW"
+        };
+        json.pop();
+        if json.len() > 1 {
+            json.push(',');
+        }
+        json.push_str(&format!(
+            "\"7FE00010\":{{\"vr\":\"{vr}\",\"BulkDataURI\":\"{url}/7FE00010\"}}}}"
+        ));
+    }
+    json
+}
+
+async fn metadata(archive: Arc<Archive>, caller: Caller, t: Target) -> Result<Response, Problem> {
+    caller.require(Permission::Metadata)?;
+    let refs = resolve(&archive, &t).await?;
+    audit(&archive, &caller, "http.wado.metadata", &refs).await?;
+    let base = super::base_url(&archive);
+    let mut body = String::with_capacity(refs.iter().map(|r| r.metadata.len() + 200).sum());
+    body.push('[');
+    for (i, r) in refs.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&metadata_json(&base, r));
+    }
+    body.push(']');
+    Ok(([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response())
+}
+
+pub async fn study_metadata(
+    State(a): State<Arc<Archive>>,
+    Extension(c): Extension<Caller>,
+    Path(st): Path<String>,
+) -> Result<Response, Problem> {
+    metadata(a, c, Target::parse(&st, None, None)?).await
+}
+
+pub async fn series_metadata(
+    State(a): State<Arc<Archive>>,
+    Extension(c): Extension<Caller>,
+    Path((st, se)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    metadata(a, c, Target::parse(&st, Some(&se), None)?).await
+}
+
+pub async fn instance_metadata(
+    State(a): State<Arc<Archive>>,
+    Extension(c): Extension<Caller>,
+    Path((st, se, i)): Path<(String, String, String)>,
+) -> Result<Response, Problem> {
+    metadata(a, c, Target::parse(&st, Some(&se), Some(&i))?).await
+}
+
+/// Reads one instance whole and parses it (frames and bulk data need its values).
+async fn open_instance(
+    archive: &Archive,
+    caller: &Caller,
+    t: &Target,
+    action: &str,
+) -> Result<(InstanceRef, dicom_object::DefaultDicomObject), Problem> {
+    caller.require(Permission::OriginalPixels)?;
+    let refs = resolve(archive, t).await?;
+    audit(archive, caller, action, &refs).await?;
+    let r = refs
+        .into_iter()
+        .next()
+        .expect("resolve returns at least one");
+    let bytes = archive
+        .part10(&r.blob_id, &r.transfer_syntax, None)
+        .await
+        .map_err(Problem::internal)?;
+    let preamble = if bytes.get(128..132) == Some(b"DICM") {
+        128
+    } else {
+        0
+    };
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .from_reader(&bytes[preamble..])
+        .map_err(Problem::internal)?;
+    Ok((r, obj))
+}
+
+/// The bytes of each frame: a slice of native pixel data, or the fragments of one frame.
+fn frames_of(obj: &dicom_object::DefaultDicomObject) -> Result<Vec<Vec<u8>>, Problem> {
+    let pixel = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|_| Problem::not_found("the instance has no pixel data"))?;
+    let count = crate::dimse::attr_text(obj, tags::NUMBER_OF_FRAMES)
+        .parse::<usize>()
+        .unwrap_or(1)
+        .max(1);
+    if let Some(fragments) = pixel.fragments() {
+        if fragments.len() == count {
+            return Ok(fragments.to_vec());
+        }
+        if count == 1 {
+            return Ok(vec![fragments.concat()]);
+        }
+        return Err(Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "frames spread over several fragments are not served yet",
+        ));
+    }
+    let bytes = pixel.to_bytes().map_err(Problem::internal)?;
+    let size = bytes.len() / count;
+    Ok(bytes
+        .chunks(size.max(1))
+        .take(count)
+        .map(|c| c.to_vec())
+        .collect())
+}
+
+pub async fn frames(
+    State(a): State<Arc<Archive>>,
+    Extension(c): Extension<Caller>,
+    Path((st, se, i, list)): Path<(String, String, String, String)>,
+) -> Result<Response, Problem> {
+    let wanted: Vec<usize> = list
+        .split(',')
+        .map(|n| n.trim().parse::<usize>().ok().filter(|n| *n >= 1))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            Problem::bad_request(format!("frame list {list:?}: frame numbers start at 1"))
+        })?;
+    let (r, obj) = open_instance(
+        &a,
+        &c,
+        &Target::parse(&st, Some(&se), Some(&i))?,
+        "http.wado.frames",
+    )
+    .await?;
+    let frames = frames_of(&obj)?;
+    let b = boundary();
+    let native = matches!(
+        r.transfer_syntax.as_str(),
+        "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2.2"
+    );
+    let part_type = if native {
+        "application/octet-stream".to_string()
+    } else {
+        format!(
+            "application/octet-stream; transfer-syntax={}",
+            r.transfer_syntax
+        )
+    };
+    let mut body = Vec::new();
+    for n in wanted {
+        let f = frames.get(n - 1).ok_or_else(|| {
+            Problem::not_found(format!(
+                "frame {n}: the instance has {} frames",
+                frames.len()
+            ))
+        })?;
+        body.extend_from_slice(
+            format!(
+                "--{b}\r\nContent-Type: {part_type}\r\nContent-Length: {}\r\n\r\n",
+                f.len()
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(f);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    let ctype = format!("multipart/related; type=\"application/octet-stream\"; boundary={b}");
+    Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` within `len`.
+fn byte_range(headers: &HeaderMap, len: usize) -> Result<Option<std::ops::Range<usize>>, Problem> {
+    let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let bad = || {
+        Problem::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            format!("range {v:?} is not within {len} bytes"),
+        )
+    };
+    let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let range = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: usize = n.parse().map_err(|_| bad())?;
+            len.saturating_sub(n)..len
+        }
+        (a, "") => a.parse::<usize>().map_err(|_| bad())?..len,
+        (a, b) => {
+            a.parse::<usize>().map_err(|_| bad())?
+                ..b.parse::<usize>()
+                    .map_err(|_| bad())?
+                    .saturating_add(1)
+                    .min(len)
+        }
+    };
+    if range.start >= range.end || range.start >= len {
+        return Err(bad());
+    }
+    Ok(Some(range))
+}
+
+pub async fn bulkdata(
+    State(a): State<Arc<Archive>>,
+    Extension(c): Extension<Caller>,
+    h: HeaderMap,
+    Path((st, se, i, tag)): Path<(String, String, String, String)>,
+) -> Result<Response, Problem> {
+    let t = u32::from_str_radix(&tag, 16)
+        .ok()
+        .filter(|_| tag.len() == 8)
+        .map(|n| dicom_core::Tag((n >> 16) as u16, (n & 0xFFFF) as u16))
+        .ok_or_else(|| Problem::bad_request(format!("{tag:?} is not a tag (eight hex digits)")))?;
+    let (_, obj) = open_instance(
+        &a,
+        &c,
+        &Target::parse(&st, Some(&se), Some(&i))?,
+        "http.wado.bulkdata",
+    )
+    .await?;
+    let bytes = if t == tags::PIXEL_DATA {
+        frames_of(&obj)?.concat()
+    } else {
+        let e = obj
+            .element(t)
+            .map_err(|_| Problem::not_found(format!("the instance has no ({tag})")))?;
+        e.to_bytes()
+            .map_err(|_| Problem::not_found(format!("({tag}) holds no bulk data")))?
+            .to_vec()
+    };
+    // multipart/related (PS3.18 8.7.3.3) unless the client asks for the bare bytes
+    let accept = h
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("");
+    let single = accept
+        .split(',')
+        .any(|a| a.split(';').next().unwrap_or("").trim() == "application/octet-stream")
+        && !accept.contains("multipart/related");
+    let total = bytes.len();
+    let (status, body, range) = match byte_range(&h, total)? {
+        None => (StatusCode::OK, bytes, None),
+        Some(r) => {
+            let range = format!("bytes {}-{}/{total}", r.start, r.end - 1);
+            (StatusCode::PARTIAL_CONTENT, bytes[r].to_vec(), Some(range))
+        }
+    };
+    let (ctype, body) = if single {
+        ("application/octet-stream".to_string(), body)
+    } else {
+        let b = boundary();
+        let mut out = format!(
+            "--{b}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+        (
+            format!("multipart/related; type=\"application/octet-stream\"; boundary={b}"),
+            out,
+        )
+    };
+    let mut response = (status, [(header::CONTENT_TYPE, ctype)], body).into_response();
+    if let Some(range) = range {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_RANGE, range.parse().expect("ASCII header"));
+    }
+    Ok(response)
+}

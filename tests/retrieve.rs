@@ -1,0 +1,464 @@
+//! C-GET, C-MOVE and Storage Commitment against real peers: dcmtk's getscu, movescu and
+//! storescp, and pynetdicom for cancel and commitment. Every retrieved instance must be identical
+//! in content to what was stored.
+
+mod common;
+
+use common::{files_under, peer_script, python, sop_uid, text, tool, TestArchive};
+use dicom_object::InMemDicomObject;
+use std::path::{Path, PathBuf};
+use strata::synth::{Modality, SynthOptions};
+
+fn study(slices: usize) -> SynthOptions {
+    SynthOptions {
+        seed: 5,
+        patients: 1,
+        studies: 1,
+        series_per_study: 2,
+        slices,
+        rows: 64,
+        cols: 64,
+        modality: Some(Modality::Ct),
+        noise: false,
+    }
+}
+
+fn study_uid(path: &Path) -> String {
+    let obj = dicom_object::open_file(path).unwrap();
+    obj.element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Asserts that every file in `received` has the content (data set, not file meta) of the
+/// original with the same SOP Instance UID, and that all originals arrived.
+fn assert_same_content(originals: &[PathBuf], received: &Path) {
+    let got = files_under(received);
+    assert_eq!(got.len(), originals.len(), "instances received");
+    for r in &got {
+        let uid = sop_uid(r);
+        let o = originals
+            .iter()
+            .find(|o| sop_uid(o) == uid)
+            .unwrap_or_else(|| panic!("{uid} was not sent"));
+        let a = dicom_object::open_file(o).unwrap();
+        let b = dicom_object::open_file(r).unwrap();
+        let (a, b): (&InMemDicomObject, &InMemDicomObject) = (&a, &b);
+        assert!(a == b, "{uid}: received content differs from the original");
+    }
+}
+
+#[test]
+fn getscu_retrieves_a_whole_study_identical() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &study(3));
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let server = t.serve();
+    let out = t.path("got");
+    std::fs::create_dir_all(&out).unwrap();
+    let res = tool(
+        60,
+        "getscu",
+        &[
+            "-aec",
+            "STRATA",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={}", study_uid(&files[0])),
+            "-od",
+            out.to_str().unwrap(),
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    assert!(res.status.success(), "{}", text(&res));
+    assert_same_content(&files, &out);
+    // series and image levels take only what they name
+    let one = t.path("one");
+    std::fs::create_dir_all(&one).unwrap();
+    let res = tool(
+        60,
+        "getscu",
+        &[
+            "-aec",
+            "STRATA",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=IMAGE",
+            "-k",
+            &format!("StudyInstanceUID={}", study_uid(&files[0])),
+            "-k",
+            "SeriesInstanceUID=",
+            "-k",
+            &format!("SOPInstanceUID={}", sop_uid(&files[4])),
+            "-od",
+            one.to_str().unwrap(),
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    assert!(res.status.success(), "{}", text(&res));
+    assert_same_content(&files[4..5], &one);
+    let audit = t.ok(&["audit", "list", "--action", "dimse.get"]);
+    assert!(
+        audit.contains("GETSCU") && audit.contains("6 completed"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn movescu_sends_a_study_to_a_peer_from_the_ae_table() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &study(3));
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let dest_port = free_port();
+    let out = t.path("moved");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut scp = std::process::Command::new("storescp")
+        .args([
+            "-aet",
+            "MOVESCP",
+            "-od",
+            out.to_str().unwrap(),
+            &dest_port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("storescp (dcmtk) is installed by scripts/test.sh");
+    // The destination comes from the managed AE table, added while nothing runs.
+    t.ok(&["ae", "add", "MOVESCP", "127.0.0.1", &dest_port.to_string()]);
+    assert!(t.ok(&["ae", "list"]).contains("MOVESCP"));
+    let server = t.serve();
+    let study = format!("StudyInstanceUID={}", study_uid(&files[0]));
+    let unknown = tool(
+        60,
+        "movescu",
+        &[
+            "-aec",
+            "STRATA",
+            "-aem",
+            "NOWHERE",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &study,
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    assert!(
+        text(&unknown).contains("a801") || text(&unknown).contains("MoveDestinationUnknown"),
+        "{}",
+        text(&unknown)
+    );
+    let res = tool(
+        60,
+        "movescu",
+        &[
+            "-aec",
+            "STRATA",
+            "-aem",
+            "MOVESCP",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &study,
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    let _ = scp.kill();
+    let _ = scp.wait();
+    assert!(res.status.success(), "{}", text(&res));
+    assert_same_content(&files, &out);
+    drop(server);
+
+    // The AE table is a decision the blobs cannot tell: it is journaled, and reindex restores it.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(t.data().join(format!("index.sqlite{suffix}")));
+    }
+    t.ok(&["reindex", "--from-replica", "3"]);
+    assert!(
+        t.ok(&["ae", "list"]).contains("MOVESCP"),
+        "restored by reindex"
+    );
+    t.ok(&["ae", "remove", "MOVESCP"]);
+    assert!(!t.ok(&["ae", "list"]).contains("MOVESCP"));
+    assert!(!t.run(&["ae", "remove", "MOVESCP"]).status.success());
+}
+
+fn run_json(args: &[String]) -> serde_json::Value {
+    let py = python();
+    let out = tool(120, py.to_str().unwrap(), args);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+#[test]
+fn pynetdicom_get_and_move_complete_and_can_be_cancelled() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &study(20));
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    std::fs::write(t.data().join("strata.toml"), "").unwrap();
+    let dest_port = free_port();
+    std::fs::write(
+        t.data().join("strata.toml"),
+        format!("[[dimse.peers]]\naet = \"MOVEDEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"),
+    )
+    .unwrap();
+    let server = t.serve();
+    let uid = study_uid(&files[0]);
+    let get = |cancel: bool| {
+        let out = t.path(if cancel { "get-cancel" } else { "get-all" });
+        std::fs::create_dir_all(&out).unwrap();
+        let mut args = vec![
+            peer_script("get_cancel.py").display().to_string(),
+            server.port(),
+            uid.clone(),
+            out.display().to_string(),
+        ];
+        if cancel {
+            args.push("cancel".into());
+        }
+        run_json(&args)
+    };
+    let all = get(false);
+    assert_eq!(all["status"], 0, "{all}");
+    assert_eq!(all["completed"], 40, "{all}");
+    assert_eq!(all["received"], 40, "{all}");
+    assert_same_content(&files, &t.path("get-all"));
+    let cancelled = get(true);
+    assert_eq!(cancelled["status"], 0xFE00, "{cancelled}");
+    assert!(cancelled["received"].as_u64().unwrap() < 40, "{cancelled}");
+
+    let mv = |cancel: bool| {
+        let mut args = vec![
+            peer_script("move_cancel.py").display().to_string(),
+            server.port(),
+            dest_port.to_string(),
+            uid.clone(),
+        ];
+        if cancel {
+            args.push("cancel".into());
+        }
+        run_json(&args)
+    };
+    let all = mv(false);
+    assert_eq!(all["status"], 0, "{all}");
+    assert_eq!(all["completed"], 40, "{all}");
+    assert_eq!(all["received"], 40, "{all}");
+    let cancelled = mv(true);
+    assert_eq!(cancelled["status"], 0xFE00, "{cancelled}");
+    assert!(cancelled["received"].as_u64().unwrap() < 40, "{cancelled}");
+}
+
+#[test]
+fn storage_commitment_reports_each_instance() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &study(2));
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let server = t.serve();
+    let stored = sop_uid(&files[0]);
+    let absent = "1.2.3.4.5.6.7.8.9";
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+    let args = vec![
+        peer_script("commit.py").display().to_string(),
+        server.port(),
+        ct.into(),
+        stored.clone(),
+        absent.into(),
+    ];
+    let r = run_json(&args);
+    assert_eq!(r["action_status"], 0, "{r}");
+    assert_eq!(r["event_type"], 2, "failures exist: {r}");
+    assert_eq!(r["transaction"], r["sent_transaction"], "{r}");
+    assert_eq!(r["committed"], serde_json::json!([stored]), "{r}");
+    assert_eq!(
+        r["failed"],
+        serde_json::json!([[absent, 0x0112]]),
+        "no such object instance: {r}"
+    );
+    let all: Vec<String> = files.iter().map(|f| sop_uid(f)).collect();
+    let mut args = vec![
+        peer_script("commit.py").display().to_string(),
+        server.port(),
+        ct.into(),
+    ];
+    args.extend(all.iter().cloned());
+    let r = run_json(&args);
+    assert_eq!(r["event_type"], 1, "all committed: {r}");
+    assert_eq!(r["committed"].as_array().unwrap().len(), all.len(), "{r}");
+    let audit = t.ok(&["audit", "list", "--action", "dimse.commit"]);
+    assert!(audit.contains("COMMITSCU"), "{audit}");
+}
+
+#[test]
+fn compressed_instances_are_decoded_for_a_peer_that_accepts_only_uncompressed() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &study(2));
+    let jpeg = t.path("jpeg");
+    std::fs::create_dir_all(&jpeg).unwrap();
+    let mut compressed = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let out = jpeg.join(format!("{i}.dcm"));
+        let r = tool(
+            60,
+            "dcmcjpeg",
+            &["+e1", f.to_str().unwrap(), out.to_str().unwrap()],
+        );
+        assert!(r.status.success(), "{}", text(&r));
+        compressed.push(out);
+    }
+    t.ok(&["import", jpeg.to_str().unwrap()]);
+    let server = t.serve();
+    let out = t.path("got");
+    std::fs::create_dir_all(&out).unwrap();
+    // getscu accepts only uncompressed syntaxes for its storage sub-operations by default
+    let res = tool(
+        60,
+        "getscu",
+        &[
+            "-aec",
+            "STRATA",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={}", study_uid(&files[0])),
+            "-od",
+            out.to_str().unwrap(),
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    assert!(res.status.success(), "{}", text(&res));
+    let got = files_under(&out);
+    assert_eq!(got.len(), files.len());
+    for g in &got {
+        let obj = dicom_object::open_file(g).unwrap();
+        assert_eq!(
+            obj.meta().transfer_syntax().trim_end_matches('\0'),
+            "1.2.840.10008.1.2.1",
+            "decoded to Explicit VR LE"
+        );
+        // lossless: the pixels are those of the uncompressed original
+        let uid = sop_uid(g);
+        let original = files.iter().find(|f| sop_uid(f) == uid).unwrap();
+        let o = dicom_object::open_file(original).unwrap();
+        let px = |x: &dicom_object::DefaultDicomObject| {
+            x.element(dicom_dictionary_std::tags::PIXEL_DATA)
+                .unwrap()
+                .to_bytes()
+                .unwrap()
+                .to_vec()
+        };
+        assert!(px(&obj) == px(&o), "{uid}: pixels differ after decoding");
+    }
+}
+
+#[test]
+fn findscu_matches_inside_sequences_and_returns_only_requested_item_keys() {
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let t = TestArchive::new();
+    let opts = SynthOptions {
+        seed: 9,
+        patients: 2,
+        studies: 2,
+        series_per_study: 1,
+        slices: 1,
+        rows: 16,
+        cols: 16,
+        modality: Some(Modality::Ct),
+        noise: false,
+    };
+    let files = t.generate("in", &opts);
+    // Give each study a Procedure Code Sequence: HEAD for the first, CHEST for the second.
+    let codes = [("A1", "CT HEAD"), ("B2", "CT CHEST")];
+    for (f, (code, meaning)) in files.iter().zip(codes) {
+        let mut obj = dicom_object::open_file(f).unwrap();
+        let mut item = InMemDicomObject::new_empty();
+        item.put(DataElement::new(
+            tags::CODE_VALUE,
+            VR::SH,
+            PrimitiveValue::from(code),
+        ));
+        item.put(DataElement::new(
+            tags::CODING_SCHEME_DESIGNATOR,
+            VR::SH,
+            PrimitiveValue::from("LOCAL"),
+        ));
+        item.put(DataElement::new(
+            tags::CODE_MEANING,
+            VR::LO,
+            PrimitiveValue::from(meaning),
+        ));
+        obj.put(DataElement::new(
+            tags::PROCEDURE_CODE_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![item]),
+        ));
+        obj.write_to_file(f).unwrap();
+    }
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let server = t.serve();
+    let find = |value: &str| {
+        let out = tool(
+            30,
+            "findscu",
+            &[
+                "-aec",
+                "STRATA",
+                "-S",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                "StudyInstanceUID",
+                "-k",
+                &format!("ProcedureCodeSequence[0].CodeValue={value}"),
+                "-k",
+                "ProcedureCodeSequence[0].CodeMeaning",
+                "127.0.0.1",
+                &server.port(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    let chest = find("B*");
+    assert!(
+        chest.contains("CT CHEST") && !chest.contains("CT HEAD"),
+        "{chest}"
+    );
+    assert!(
+        !chest.contains("LOCAL"),
+        "only the requested item keys come back: {chest}"
+    );
+    assert_eq!(chest.matches("Find Response:").count(), 1, "{chest}");
+    let all = find("");
+    assert_eq!(
+        all.matches("Find Response:").count(),
+        2,
+        "an empty item key matches every study: {all}"
+    );
+}
