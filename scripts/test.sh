@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests use. Installed only when missing.
-# dcmtk (echoscu, storescu, findscu, dcmconv, dcmcjpeg, ...) and gdcmconv (JPEG 2000) are the
-# DICOM peers of tests/dimse.rs; python3-venv holds pynetdicom, the third peer.
-packages=(pkg-config dcmtk libgdcm-tools python3 python3-venv)
+# cmake, g++ and nasm build the codecs (CharLS, OpenJPEG; openh264 later); dcmtk (echoscu,
+# storescu, findscu, dcmconv, dcmcjpeg, ...) and gdcmconv (JPEG 2000) are the DICOM peers of the
+# tests; openssl makes the DICOM TLS test's certificate; python3-venv holds pynetdicom and
+# dicomweb-client, the Python peers.
+packages=(pkg-config cmake g++ nasm dcmtk libgdcm-tools openssl python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -22,8 +24,8 @@ fi
 
 # The Python peer (tests/peers/*.py): a venv with pinned pynetdicom and pydicom, made once.
 venv_python="$PWD/.venv/bin/python"
-pip_pins=(pynetdicom==3.0.4 pydicom==3.0.2)
-venv_check='import pynetdicom, pydicom; assert (pynetdicom.__version__, pydicom.__version__) == ("3.0.4", "3.0.2")'
+pip_pins=(pynetdicom==3.0.4 pydicom==3.0.2 dicomweb-client==0.61.2)
+venv_check='import pynetdicom, pydicom, dicomweb_client; assert (pynetdicom.__version__, pydicom.__version__, dicomweb_client.__version__) == ("3.0.4", "3.0.2", "0.61.2")'
 if ! "$venv_python" -c "$venv_check" >/dev/null 2>&1; then
   echo "making .venv with ${pip_pins[*]}"
   rm -rf .venv

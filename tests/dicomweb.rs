@@ -1,0 +1,509 @@
+//! DICOMweb, authentication and the audit trail against the running binary: the
+//! `dicomweb-client` package as an integrator would use it; every protected route refusing
+//! callers without credentials; roles; sessions; and bad requests answered with problem+json.
+
+mod common;
+
+use common::{files_under, peer_script, python, sop_uid, text, tool, Server, TestArchive};
+use std::path::PathBuf;
+use strata::synth::{Modality, SynthOptions};
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+/// One HTTP request; any status comes back as an answer (never an error).
+fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<(&str, &[u8])>) -> Answer {
+    let mut req = ureq::request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let result = match body {
+        Some((ctype, bytes)) => req.set("Content-Type", ctype).send_bytes(bytes),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let content_type = resp.header("Content-Type").unwrap_or("").to_string();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).unwrap();
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+fn base(server: &Server) -> String {
+    format!("http://{}", server.http)
+}
+
+fn token(t: &TestArchive, user: &str) -> String {
+    t.ok(&["token", "create", "--user", user])
+        .trim()
+        .to_string()
+}
+
+fn add_user(t: &TestArchive, name: &str, role: &str) {
+    use std::io::Write;
+    let mut child = t
+        .cmd()
+        .args(["user", "add", name, "--role", role])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn study() -> SynthOptions {
+    SynthOptions {
+        seed: 21,
+        patients: 1,
+        studies: 1,
+        series_per_study: 2,
+        slices: 3,
+        rows: 32,
+        cols: 32,
+        modality: Some(Modality::Ct),
+        noise: false,
+    }
+}
+
+fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let b = "testboundary42";
+    let mut body = Vec::new();
+    for (ctype, bytes) in parts {
+        body.extend_from_slice(format!("--{b}\r\nContent-Type: {ctype}\r\n\r\n").as_bytes());
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    (
+        format!("multipart/related; type=\"application/dicom\"; boundary={b}"),
+        body,
+    )
+}
+
+#[test]
+fn dicomweb_client_stores_searches_and_retrieves() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &study());
+    let server = t.serve();
+    let tok = token(&t, "admin");
+    let mut args = vec![
+        peer_script("dicomweb.py").display().to_string(),
+        base(&server),
+        tok,
+    ];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let out = tool(180, python().to_str().unwrap(), &args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("\"wado\": \"ok\""), "{}", text(&out));
+    // what STOW-RS stored is what was sent, byte for byte
+    for f in &files {
+        let got = t.path("got.dcm");
+        t.ok(&["get", &sop_uid(f), "-o", got.to_str().unwrap()]);
+        assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(f).unwrap());
+    }
+    // and every access is in the audit trail, which verifies
+    let audit = http(
+        "GET",
+        &format!("{}/api/audit?actor=admin", base(&server)),
+        &[("Authorization", &format!("Bearer {}", token(&t, "admin")))],
+        None,
+    );
+    assert_eq!(audit.status, 200);
+    for action in [
+        "http.stow",
+        "http.qido",
+        "http.wado.retrieve",
+        "http.wado.metadata",
+        "http.wado.bulkdata",
+        "http.wado.frames",
+    ] {
+        assert!(
+            audit.text().contains(action),
+            "{action} missing from the audit trail"
+        );
+    }
+    assert!(t.ok(&["audit", "verify"]).contains("intact"));
+}
+
+#[test]
+fn every_protected_route_needs_credentials_and_the_right_role() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &study());
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let server = t.serve();
+    let b = base(&server);
+    let obj = dicom_object::open_file(&files[0]).unwrap();
+    let uid = |tag| {
+        obj.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let (st, se, sop) = (
+        uid(dicom_dictionary_std::tags::STUDY_INSTANCE_UID),
+        uid(dicom_dictionary_std::tags::SERIES_INSTANCE_UID),
+        sop_uid(&files[0]),
+    );
+    let instance = format!("{b}/dicomweb/studies/{st}/series/{se}/instances/{sop}");
+    let routes = [
+        format!("{b}/dicomweb/studies"),
+        format!("{b}/dicomweb/series"),
+        format!("{b}/dicomweb/instances"),
+        format!("{b}/dicomweb/studies/{st}"),
+        format!("{b}/dicomweb/studies/{st}/metadata"),
+        format!("{b}/dicomweb/studies/{st}/series"),
+        format!("{b}/dicomweb/studies/{st}/series/{se}"),
+        format!("{b}/dicomweb/studies/{st}/series/{se}/metadata"),
+        instance.clone(),
+        format!("{instance}/metadata"),
+        format!("{instance}/frames/1"),
+        format!("{instance}/bulk/7FE00010"),
+        format!("{b}/api/me"),
+        format!("{b}/api/audit"),
+        format!("{b}/metrics"),
+    ];
+    for r in &routes {
+        let a = http("GET", r, &[], None);
+        assert_eq!(a.status, 401, "{r} without credentials");
+        assert_eq!(a.content_type, "application/problem+json", "{r}");
+        assert_eq!(
+            http("GET", r, &[("Authorization", "Bearer stk_forged")], None).status,
+            401,
+            "{r} with a forged token"
+        );
+    }
+    assert_eq!(
+        http(
+            "POST",
+            &format!("{b}/dicomweb/studies"),
+            &[],
+            Some(("multipart/related; boundary=x", b""))
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        http("POST", &format!("{b}/api/logout"), &[], None).status,
+        401
+    );
+    assert_eq!(http("GET", &format!("{b}/healthz"), &[], None).status, 200);
+    assert_eq!(http("GET", &format!("{b}/readyz"), &[], None).status, 200);
+
+    add_user(&t, "rad", "radiologist");
+    let rad = token(&t, "rad");
+    let as_rad = [("Authorization", format!("Bearer {rad}"))];
+    let as_rad: Vec<(&str, &str)> = as_rad.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for pixels in [
+        format!("{b}/dicomweb/studies/{st}"),
+        instance.clone(),
+        format!("{instance}/frames/1"),
+        format!("{instance}/bulk/7FE00010"),
+    ] {
+        assert_eq!(
+            http("GET", &pixels, &as_rad, None).status,
+            403,
+            "a radiologist gets no original pixels: {pixels}"
+        );
+    }
+    for allowed in [
+        format!("{b}/dicomweb/studies"),
+        format!("{b}/dicomweb/studies/{st}/metadata"),
+        format!("{instance}/metadata"),
+    ] {
+        assert_eq!(
+            http("GET", &allowed, &as_rad, None).status,
+            200,
+            "{allowed}"
+        );
+    }
+    assert_eq!(
+        http("GET", &format!("{b}/metrics"), &as_rad, None).status,
+        403
+    );
+    assert_eq!(
+        http("GET", &format!("{b}/api/audit"), &as_rad, None).status,
+        403
+    );
+    t.ok(&["token", "revoke", &rad]);
+    assert_eq!(
+        http("GET", &format!("{b}/dicomweb/studies"), &as_rad, None).status,
+        401,
+        "a revoked token"
+    );
+
+    // sessions: a wrong password is refused and audited; a right one gives an HttpOnly cookie
+    let login = |pw: &str| {
+        http(
+            "POST",
+            &format!("{b}/api/login"),
+            &[],
+            Some((
+                "application/json",
+                format!("{{\"user\":\"rad\",\"password\":\"{pw}\"}}").as_bytes(),
+            )),
+        )
+    };
+    assert_eq!(login("wrong").status, 401);
+    let ok = ureq::post(&format!("{b}/api/login"))
+        .set("Content-Type", "application/json")
+        .send_string("{\"user\":\"rad\",\"password\":\"a long enough password\"}")
+        .unwrap();
+    let cookie = ok.header("Set-Cookie").unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let me = http("GET", &format!("{b}/api/me"), &[("Cookie", &session)], None);
+    assert!(me.text().contains("radiologist"), "{}", me.text());
+    let cross = http(
+        "POST",
+        &format!("{b}/api/logout"),
+        &[("Cookie", &session), ("Origin", "http://evil.example")],
+        None,
+    );
+    assert_eq!(
+        cross.status, 403,
+        "a cross-site write riding on the session"
+    );
+    assert_eq!(
+        http(
+            "POST",
+            &format!("{b}/api/logout"),
+            &[("Cookie", &session)],
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        http("GET", &format!("{b}/api/me"), &[("Cookie", &session)], None).status,
+        401,
+        "logged out"
+    );
+    let audit = t.ok(&["audit", "list", "--actor", "rad"]);
+    assert!(audit.contains("\"action\":\"http.login\",\"patient_id\":null,\"study_uid\":null,\"outcome\":\"failure\""), "{audit}");
+}
+
+#[test]
+fn bad_requests_get_problems_and_change_nothing() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &study());
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    std::fs::write(
+        t.data().join("strata.toml"),
+        "[http]\nmax_body_bytes = 200000\n",
+    )
+    .unwrap();
+    let server = t.serve();
+    let b = base(&server);
+    let tok = token(&t, "admin");
+    let auth = format!("Bearer {tok}");
+    let h = [("Authorization", auth.as_str())];
+    let snapshot = || {
+        let mut v: Vec<(PathBuf, Vec<u8>)> = files_under(&t.replica('a'))
+            .into_iter()
+            .map(|p| {
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot();
+    let problem = |a: &Answer, status: u16, what: &str| {
+        assert_eq!(a.status, status, "{what}: {}", a.text());
+        assert_eq!(a.content_type, "application/problem+json", "{what}");
+        assert!(a.text().contains("\"detail\""), "{what}");
+    };
+    let (ctype, _) = multipart(&[]);
+    problem(
+        &http(
+            "POST",
+            &format!("{b}/dicomweb/studies"),
+            &h,
+            Some((
+                &ctype,
+                b"--testboundary42\r\nContent-Type: application/dicom\r\n\r\nabc",
+            )),
+        ),
+        400,
+        "malformed multipart",
+    );
+    problem(
+        &http(
+            "POST",
+            &format!("{b}/dicomweb/studies"),
+            &h,
+            Some(("application/json", b"{}")),
+        ),
+        415,
+        "not multipart",
+    );
+    let (ctype, body) = multipart(&[("application/dicom", b"this is not DICOM at all")]);
+    let refused = http(
+        "POST",
+        &format!("{b}/dicomweb/studies"),
+        &h,
+        Some((&ctype, &body)),
+    );
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    assert!(
+        refused.text().contains("00081198"),
+        "FailedSOPSequence: {}",
+        refused.text()
+    );
+    let big = vec![0u8; 300_000];
+    let (ctype, body) = multipart(&[("application/dicom", &big)]);
+    problem(
+        &http(
+            "POST",
+            &format!("{b}/dicomweb/studies"),
+            &h,
+            Some((&ctype, &body)),
+        ),
+        413,
+        "oversized body",
+    );
+    let other = std::fs::read(&files[0]).unwrap();
+    let (ctype, body) = multipart(&[("application/dicom", &other)]);
+    let mismatch = http(
+        "POST",
+        &format!("{b}/dicomweb/studies/1.2.3.4"),
+        &h,
+        Some((&ctype, &body)),
+    );
+    assert_eq!(
+        mismatch.status,
+        409,
+        "an instance of another study than the URL names: {}",
+        mismatch.text()
+    );
+    problem(
+        &http(
+            "GET",
+            &format!("{b}/dicomweb/studies/1.2.abc/metadata"),
+            &h,
+            None,
+        ),
+        400,
+        "invalid UID in the path",
+    );
+    problem(
+        &http(
+            "GET",
+            &format!("{b}/dicomweb/studies/..%2F..%2Fetc%2Fpasswd"),
+            &h,
+            None,
+        ),
+        400,
+        "path traversal",
+    );
+    problem(
+        &http(
+            "GET",
+            &format!(
+                "{b}/dicomweb/studies?PatientName=x%27%3B%20DROP%20TABLE%20studies%3B--&Bogus=1"
+            ),
+            &h,
+            None,
+        ),
+        400,
+        "unknown parameter",
+    );
+    let injection = http(
+        "GET",
+        &format!("{b}/dicomweb/studies?PatientName=x%27%3B%20DROP%20TABLE%20studies%3B--"),
+        &h,
+        None,
+    );
+    assert_eq!(
+        injection.status,
+        200,
+        "SQL in a value is just a value: {}",
+        injection.text()
+    );
+    assert_eq!(injection.text(), "[]");
+    problem(
+        &http(
+            "GET",
+            &format!("{b}/dicomweb/studies?StudyDate=yesterday"),
+            &h,
+            None,
+        ),
+        400,
+        "bad date",
+    );
+    problem(
+        &http("GET", &format!("{b}/dicomweb/studies?limit=many"), &h, None),
+        400,
+        "bad limit",
+    );
+    problem(
+        &http(
+            "GET",
+            &format!("{b}/dicomweb/studies"),
+            &[h[0], ("Accept", "image/png")],
+            None,
+        ),
+        406,
+        "wrong Accept",
+    );
+    problem(
+        &http(
+            "GET",
+            &format!("{b}/dicomweb/studies/1.2.3/metadata"),
+            &h,
+            None,
+        ),
+        404,
+        "unknown study",
+    );
+    problem(
+        &http("GET", &format!("{b}/nothing/here"), &h, None),
+        404,
+        "unknown route",
+    );
+    problem(
+        &http(
+            "POST",
+            &format!("{b}/api/login"),
+            &[],
+            Some(("application/json", b"{not json")),
+        ),
+        400,
+        "malformed login",
+    );
+    assert!(before == snapshot(), "nothing stored changed");
+    let studies = t.ok(&["studies"]);
+    assert!(
+        studies.contains("1 studies") && studies.contains(&format!("{:>9}", files.len())),
+        "{studies}"
+    );
+}
