@@ -40,6 +40,38 @@ pub enum ArchiveError {
     Setup(String),
     #[error("cannot convert the instance: {0}")]
     Convert(String),
+    #[error("{count} instance(s) must be kept until {until} (retention)")]
+    Retained { count: usize, until: String },
+}
+
+/// The day (YYYYMMDD) until which an instance must be kept: `adult_years` after the study (or
+/// after it was received, when the study has no date), and for a child at least until the
+/// patient is `minor_until_age` years old. DICOM dates compare correctly as text.
+pub fn retained_until(
+    f: &crate::index::RetentionFacts,
+    cfg: &crate::config::RetentionConfig,
+) -> String {
+    let add_years = |date: &str, years: u32| -> Option<String> {
+        let y: u32 = date.get(0..4)?.parse().ok()?;
+        let rest = date.get(4..8)?;
+        Some(format!("{:04}{rest}", y + years))
+    };
+    let received = chrono::DateTime::from_timestamp_millis(f.received_at)
+        .unwrap_or_default()
+        .format("%Y%m%d")
+        .to_string();
+    let start = f
+        .study_date
+        .clone()
+        .filter(|d| d.len() == 8)
+        .unwrap_or(received);
+    let adult = add_years(&start, cfg.adult_years).unwrap_or_default();
+    let minor = f
+        .birth_date
+        .as_deref()
+        .and_then(|b| add_years(b, cfg.minor_until_age))
+        .unwrap_or_default();
+    adult.max(minor)
 }
 
 /// Converts a Part-10 instance to another transfer syntax.
@@ -85,6 +117,11 @@ pub enum JournalEntry {
     },
     /// A C-MOVE destination was removed.
     PeerRemoved { aet: String, at: i64 },
+    /// Instances deleted by an administrator; reindex must not bring them back.
+    Deleted {
+        sop_instance_uids: Vec<String>,
+        at: i64,
+    },
 }
 
 /// Held by `strata serve` for as long as it runs, so that `reindex`, which swaps the index file,
@@ -306,6 +343,37 @@ impl Archive {
         Ok(())
     }
 
+    /// Deletes instances: refused if any is under retention; else journaled (so reindex leaves
+    /// them out), removed from the index, and their blobs removed from every replica.
+    /// Returns how many were deleted.
+    pub async fn delete_instances(&self, sops: Vec<String>) -> Result<usize, ArchiveError> {
+        let today = chrono::Utc::now().format("%Y%m%d").to_string();
+        let facts = self.index.retention_facts(sops.clone()).await?;
+        let held: Vec<String> = facts
+            .iter()
+            .map(|f| retained_until(f, &self.config.retention))
+            .filter(|until| *until > today)
+            .collect();
+        if let Some(until) = held.iter().max() {
+            return Err(ArchiveError::Retained {
+                count: held.len(),
+                until: until.clone(),
+            });
+        }
+        self.journal(JournalEntry::Deleted {
+            sop_instance_uids: sops.clone(),
+            at: crate::index::now_ms(),
+        })
+        .await?;
+        let blobs = self.index.delete_instances(sops).await?;
+        for blob in &blobs {
+            for bad in self.store.replicas().delete(&blob.object_key()).await {
+                tracing::warn!(%blob, replica = bad.replica + 1, "deleting a copy failed: {}", bad.error);
+            }
+        }
+        Ok(facts.len())
+    }
+
     /// Adds or changes a C-MOVE destination: journaled first, then indexed.
     pub async fn set_peer(&self, peer: crate::config::DimsePeer) -> Result<(), ArchiveError> {
         let at = crate::index::now_ms();
@@ -492,6 +560,11 @@ pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport
             }
             JournalEntry::PeerRemoved { aet, .. } => {
                 index.remove_peer(aet).await?;
+            }
+            JournalEntry::Deleted {
+                sop_instance_uids, ..
+            } => {
+                index.delete_instances(sop_instance_uids).await?;
             }
         }
     }

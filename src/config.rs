@@ -13,7 +13,15 @@ const RESERVED_ENV: &[&str] = &[
     "STRATA_MASTER_KEY",
     "STRATA_LOG",
 ];
-const SECTIONS: &[&str] = &["http", "dimse", "store", "ingest", "scrub", "repair"];
+const SECTIONS: &[&str] = &[
+    "http",
+    "dimse",
+    "store",
+    "ingest",
+    "scrub",
+    "repair",
+    "retention",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -35,6 +43,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub scrub: ScrubConfig,
     pub repair: RepairConfig,
+    pub retention: RetentionConfig,
     /// The data directory (index, key, default replicas); set from `--data`, not the file.
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -170,6 +179,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             scrub: ScrubConfig::default(),
             repair: RepairConfig::default(),
+            retention: RetentionConfig::default(),
             data_dir: PathBuf::from("strata-data"),
         }
     }
@@ -200,6 +210,25 @@ impl Default for ScrubConfig {
     fn default() -> Self {
         ScrubConfig {
             blobs_per_second: 5.0,
+        }
+    }
+}
+
+/// How long records must be kept: deleting a study still under retention is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Years after the study an adult's record is kept.
+    pub adult_years: u32,
+    /// A child's record is kept at least until the patient reaches this age.
+    pub minor_until_age: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            adult_years: 7,
+            minor_until_age: 25,
         }
     }
 }

@@ -507,3 +507,184 @@ fn bad_requests_get_problems_and_change_nothing() {
         "{studies}"
     );
 }
+
+#[test]
+fn delete_is_for_admins_refused_under_retention_and_stays_deleted() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let t = TestArchive::new();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            seed: 31,
+            patients: 2,
+            studies: 2,
+            series_per_study: 1,
+            slices: 2,
+            rows: 16,
+            cols: 16,
+            modality: Some(Modality::Ct),
+            noise: false,
+        },
+    );
+    // Study one is from 2010 for an adult born in 1950: past retention. Study two is from today.
+    let today = chrono_today();
+    let study_of = |f: &PathBuf| {
+        dicom_object::open_file(f)
+            .unwrap()
+            .element(tags::STUDY_INSTANCE_UID)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let old = study_of(&files[0]);
+    for f in &files {
+        let mut obj = dicom_object::open_file(f).unwrap();
+        let date = if study_of(f) == old {
+            "20100101"
+        } else {
+            today.as_str()
+        };
+        obj.put(DataElement::new(
+            tags::STUDY_DATE,
+            VR::DA,
+            PrimitiveValue::from(date),
+        ));
+        obj.put(DataElement::new(
+            tags::PATIENT_BIRTH_DATE,
+            VR::DA,
+            PrimitiveValue::from("19500101"),
+        ));
+        obj.write_to_file(f).unwrap();
+    }
+    let recent = files.iter().map(study_of).find(|s| *s != old).unwrap();
+    let old_files: Vec<&PathBuf> = files.iter().filter(|f| study_of(f) == old).collect();
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    // Keep replica a's copies of the old study, to play a replica that missed the deletion.
+    let a = replica_a_copies(&t, &old_files);
+    let server = t.serve();
+    let b = base(&server);
+    add_user(&t, "integ", "integrator");
+    let integ = format!("Bearer {}", token(&t, "integ"));
+    let admin = format!("Bearer {}", token(&t, "admin"));
+    assert_eq!(
+        http(
+            "DELETE",
+            &format!("{b}/dicomweb/studies/{old}"),
+            &[("Authorization", &integ)],
+            None
+        )
+        .status,
+        403
+    );
+    let held = http(
+        "DELETE",
+        &format!("{b}/dicomweb/studies/{recent}"),
+        &[("Authorization", &admin)],
+        None,
+    );
+    assert_eq!(held.status, 409, "{}", held.text());
+    assert!(held.text().contains("retention"), "{}", held.text());
+    let gone = http(
+        "DELETE",
+        &format!("{b}/dicomweb/studies/{old}"),
+        &[("Authorization", &admin)],
+        None,
+    );
+    assert_eq!(gone.status, 204, "{}", gone.text());
+    let search = http(
+        "GET",
+        &format!("{b}/dicomweb/studies?StudyInstanceUID={old}"),
+        &[("Authorization", &admin)],
+        None,
+    );
+    assert_eq!(search.text(), "[]");
+    for (path, _) in &a {
+        assert!(!path.exists(), "the blob {} was removed", path.display());
+    }
+    let audit = t.ok(&["audit", "list", "--action", "http.delete"]);
+    assert!(
+        audit.contains("\"outcome\":\"success\"") && audit.contains("\"outcome\":\"denied\""),
+        "{audit}"
+    );
+
+    // WADO-URI of the remaining study
+    let f = files.iter().find(|f| study_of(f) == recent).unwrap();
+    let obj = dicom_object::open_file(f).unwrap();
+    let se = obj
+        .element(tags::SERIES_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string();
+    let uri = format!("{b}/wado?requestType=WADO&studyUID={recent}&seriesUID={se}&objectUID={}&contentType=application/dicom", sop_uid(f));
+    let got = http("GET", &uri, &[("Authorization", &admin)], None);
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.body,
+        std::fs::read(f).unwrap(),
+        "WADO-URI returns the stored instance"
+    );
+    add_user(&t, "rad", "radiologist");
+    let rad = format!("Bearer {}", token(&t, "rad"));
+    assert_eq!(
+        http("GET", &uri, &[("Authorization", &rad)], None).status,
+        403
+    );
+    let jpeg = http(
+        "GET",
+        &uri.replace("application/dicom", "image/jpeg"),
+        &[("Authorization", &admin)],
+        None,
+    );
+    assert_eq!(jpeg.status, 406, "{}", jpeg.text());
+    drop(server);
+
+    // A replica that missed the deletion still has the blobs; reindex from it must not bring
+    // the deleted study back: the deletion is in the journal.
+    for (path, bytes) in &a {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    t.ok(&["reindex", "--from-replica", "1"]);
+    let studies = t.ok(&["studies"]);
+    assert!(
+        !studies.contains(&old) && studies.contains(&recent),
+        "{studies}"
+    );
+}
+
+fn chrono_today() -> String {
+    let out = std::process::Command::new("date")
+        .arg("+%Y%m%d")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Replica a's files (path and bytes) holding the given instances.
+fn replica_a_copies(t: &TestArchive, files: &[&PathBuf]) -> Vec<(PathBuf, Vec<u8>)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let archive = t.open().await;
+        let mut out = Vec::new();
+        for f in files {
+            let blob = archive
+                .index
+                .instance(&sop_uid(f))
+                .await
+                .unwrap()
+                .unwrap()
+                .blob_id;
+            let path = t.blob_file('a', &blob);
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+        out
+    })
+}

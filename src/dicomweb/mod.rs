@@ -2,9 +2,11 @@
 //! their metadata back, [`stow`] stores through the one ingest path. Every route is behind
 //! authentication (the server adds it) and writes an audit event for the patient data it touches.
 
+pub mod delete;
 pub mod qido;
 pub mod stow;
 pub mod wado;
+pub mod wado_uri;
 
 use crate::archive::Archive;
 use crate::problem::Problem;
@@ -28,16 +30,17 @@ pub fn router() -> Router<Arc<Archive>> {
         )
         .route(
             "/dicomweb/studies/{study}",
-            get(wado::study).post(stow::study),
+            get(wado::study).post(stow::study).delete(delete::study),
         )
         .route(
             "/dicomweb/studies/{study}/series/{series}",
-            get(wado::series),
+            get(wado::series).delete(delete::series),
         )
         .route(
             "/dicomweb/studies/{study}/series/{series}/instances/{instance}",
-            get(wado::instance),
+            get(wado::instance).delete(delete::instance),
         )
+        .route("/wado", get(wado_uri::wado))
         .route(
             "/dicomweb/studies/{study}/metadata",
             get(wado::study_metadata),

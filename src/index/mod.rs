@@ -343,6 +343,19 @@ impl Index {
             .await
     }
 
+    pub async fn retention_facts(
+        &self,
+        sops: Vec<String>,
+    ) -> Result<Vec<RetentionFacts>, IndexError> {
+        self.read(move |c| records::retention_facts(c, &sops)).await
+    }
+
+    /// Removes instances and their history from the index, returning the blobs they used.
+    pub async fn delete_instances(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError> {
+        self.write(move |c| records::delete_instances(c, &sops))
+            .await
+    }
+
     /// True when the database answers: part of readiness.
     pub async fn ping(&self) -> bool {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))

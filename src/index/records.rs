@@ -644,3 +644,63 @@ pub(super) fn instances_under(
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// What deciding a deletion needs to know of one instance.
+#[derive(Debug, Clone)]
+pub struct RetentionFacts {
+    pub sop_uid: String,
+    pub study_date: Option<String>,
+    pub birth_date: Option<String>,
+    pub received_at: i64,
+}
+
+pub(super) fn retention_facts(
+    c: &Connection,
+    sops: &[String],
+) -> Result<Vec<RetentionFacts>, IndexError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT i.sop_uid, st.study_date, p.birth_date, i.received_at
+         FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk
+              JOIN patients p ON p.id = st.patient_fk WHERE i.sop_uid = ?1",
+    )?;
+    let mut out = Vec::new();
+    for sop in sops {
+        let row = stmt
+            .query_row([sop], |r| {
+                Ok(RetentionFacts {
+                    sop_uid: r.get(0)?,
+                    study_date: r.get(1)?,
+                    birth_date: r.get(2)?,
+                    received_at: r.get(3)?,
+                })
+            })
+            .optional()?;
+        out.extend(row);
+    }
+    Ok(out)
+}
+
+/// Removes instances (and their history) from the index; returns the blobs they used.
+pub(super) fn delete_instances(c: &Connection, sops: &[String]) -> Result<Vec<BlobId>, IndexError> {
+    let mut blobs = Vec::new();
+    for sop in sops {
+        let row: Option<(i64, String)> = c
+            .query_row(
+                "SELECT id, blob_id FROM instances WHERE sop_uid = ?1",
+                [sop],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((id, b)) = row {
+            blobs.push(blob(b)?);
+            remove_instance_row(c, id)?;
+        }
+        let mut stmt =
+            c.prepare_cached("SELECT blob_id FROM instance_history WHERE sop_uid = ?1")?;
+        for b in stmt.query_map([sop], |r| r.get::<_, String>(0))? {
+            blobs.push(blob(b?)?);
+        }
+        c.execute("DELETE FROM instance_history WHERE sop_uid = ?1", [sop])?;
+    }
+    Ok(blobs)
+}

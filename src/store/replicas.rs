@@ -452,6 +452,23 @@ impl Replicas {
         dst.make_durable(&path).await
     }
 
+    /// Deletes an object from every replica; returns the replicas that failed (gone is fine).
+    pub async fn delete(&self, key: &str) -> Vec<BadCopy> {
+        let path = ObjectPath::from(key);
+        let results = join_all(self.list.iter().map(|r| r.store.delete(&path))).await;
+        results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(replica, r)| match r {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => Some(BadCopy {
+                    replica,
+                    error: e.into(),
+                }),
+            })
+            .collect()
+    }
+
     /// Lists the blobs one replica holds.
     pub async fn list_blobs(&self, replica: usize) -> Result<Vec<(BlobId, i64)>, ReplicaError> {
         use futures::TryStreamExt;

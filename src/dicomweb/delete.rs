@@ -1,0 +1,85 @@
+//! DELETE of a study, series or instance: administrators only, audited, and refused with 409
+//! while the data is under retention (see [`crate::archive::retained_until`]).
+
+use super::path_uid;
+use crate::archive::{Archive, ArchiveError};
+use crate::audit::Outcome;
+use crate::auth::http::Caller;
+use crate::auth::Permission;
+use crate::problem::Problem;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use std::sync::Arc;
+
+async fn delete(
+    archive: Arc<Archive>,
+    caller: Caller,
+    study: &str,
+    series: Option<&str>,
+    sop: Option<&str>,
+) -> Result<Response, Problem> {
+    caller.require(Permission::Delete)?;
+    let study = path_uid(study, "study")?;
+    let series = series.map(|s| path_uid(s, "series")).transpose()?;
+    let sop = sop.map(|s| path_uid(s, "instance")).transpose()?;
+    let refs = archive
+        .index
+        .instances_under(study.clone(), series, sop)
+        .await
+        .map_err(Problem::internal)?;
+    let Some(first) = refs.first() else {
+        return Err(Problem::not_found("no such study, series or instance"));
+    };
+    let patient = first.patient_id.clone();
+    let sops: Vec<String> = refs.iter().map(|r| r.sop_uid.clone()).collect();
+    let event = |outcome| {
+        caller
+            .event("http.delete", outcome)
+            .patient(Some(patient.clone()), Some(study.clone()))
+    };
+    match archive.delete_instances(sops).await {
+        Ok(n) => {
+            archive
+                .index
+                .audit(event(Outcome::Success).detail(format!("{n} instances")))
+                .await
+                .map_err(Problem::internal)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Err(e @ ArchiveError::Retained { .. }) => {
+            archive
+                .index
+                .audit(event(Outcome::Denied).detail(e.to_string()))
+                .await
+                .map_err(Problem::internal)?;
+            Err(Problem::new(StatusCode::CONFLICT, e.to_string()))
+        }
+        Err(e) => Err(Problem::internal(e)),
+    }
+}
+
+pub async fn study(
+    State(a): State<Arc<Archive>>,
+    Extension(c): Extension<Caller>,
+    Path(st): Path<String>,
+) -> Result<Response, Problem> {
+    delete(a, c, &st, None, None).await
+}
+
+pub async fn series(
+    State(a): State<Arc<Archive>>,
+    Extension(c): Extension<Caller>,
+    Path((st, se)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    delete(a, c, &st, Some(&se), None).await
+}
+
+pub async fn instance(
+    State(a): State<Arc<Archive>>,
+    Extension(c): Extension<Caller>,
+    Path((st, se, i)): Path<(String, String, String)>,
+) -> Result<Response, Problem> {
+    delete(a, c, &st, Some(&se), Some(&i)).await
+}
