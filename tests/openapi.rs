@@ -7,8 +7,12 @@ mod common;
 use common::TestArchive;
 use std::collections::BTreeSet;
 
-/// (path, method) pairs of the spec, read from its indentation: paths at two spaces, methods at four.
-fn spec_routes() -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+/// A route: (path, method).
+type Routes = BTreeSet<(String, String)>;
+
+/// All routes of the spec and the open ones, read from its indentation: paths at two spaces,
+/// methods at four.
+fn spec_routes() -> (Routes, Routes) {
     let spec =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/openapi.yaml"))
             .unwrap();
@@ -39,7 +43,7 @@ fn spec_routes() -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
 }
 
 /// (path, method) pairs the router declares: each `.route("…", get(…).post(…))` of the sources.
-fn router_routes() -> BTreeSet<(String, String)> {
+fn router_routes() -> Routes {
     let mut out = BTreeSet::new();
     for file in ["src/server.rs", "src/dicomweb/mod.rs"] {
         let src =
