@@ -146,6 +146,26 @@ fn dicomweb_client_stores_searches_and_retrieves() {
         );
     }
     assert!(t.ok(&["audit", "verify"]).contains("intact"));
+    drop(server);
+    // Someone with write access to the database drops the guard and edits one event.
+    let db = rusqlite::Connection::open(t.data().join("index.sqlite")).unwrap();
+    assert!(
+        db.execute("UPDATE audit SET actor = 'nobody' WHERE id = 3", [])
+            .is_err(),
+        "append-only"
+    );
+    db.execute_batch(
+        "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'nobody' WHERE id = 3;",
+    )
+    .unwrap();
+    drop(db);
+    let verdict = t.run(&["audit", "verify"]);
+    assert_eq!(verdict.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&verdict.stdout).contains("BROKEN at event 3"),
+        "{}",
+        String::from_utf8_lossy(&verdict.stdout)
+    );
 }
 
 #[test]
