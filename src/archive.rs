@@ -250,6 +250,17 @@ impl Archive {
         self.queue_repairs(blob, bad).await
     }
 
+    /// Bytes `range` of a stored blob's plaintext, verified; bad copies are queued for repair.
+    pub async fn read_blob_range(
+        &self,
+        blob: &BlobId,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<u8>, ArchiveError> {
+        let (bytes, bad) = self.store.read_range(blob, range).await?;
+        self.queue_repairs(blob, bad).await?;
+        Ok(bytes)
+    }
+
     /// A stored instance as Part-10 bytes: as received when `target` is None or the stored
     /// syntax, else converted to `target` (pixel data decoded by dicom-pixeldata's codecs).
     pub async fn part10(

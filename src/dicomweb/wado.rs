@@ -115,7 +115,24 @@ fn boundary() -> String {
     format!("strata-{}", hex::encode(rand::random::<[u8; 12]>()))
 }
 
-/// Streams the instances as one multipart/related body, reading one blob at a time.
+/// Bytes read per step when streaming a stored instance: memory per response stays bounded
+/// whatever the instance's size.
+const STREAM_WINDOW: u64 = 4 << 20;
+
+/// Where a multipart response is.
+enum Cursor {
+    /// Between instances: the next part header comes.
+    Next,
+    /// Inside an instance sent as stored, at an offset.
+    Streaming {
+        r: InstanceRef,
+        offset: u64,
+    },
+    Done,
+}
+
+/// Streams the instances as one multipart/related body: an instance sent as stored goes out in
+/// windows read straight from the replicas; one converted to another syntax is converted whole.
 fn multipart_dicom(
     archive: Arc<Archive>,
     refs: Vec<InstanceRef>,
@@ -123,37 +140,52 @@ fn multipart_dicom(
 ) -> Response {
     let b = boundary();
     let ctype = format!("multipart/related; type=\"application/dicom\"; boundary={b}");
-    let stream = futures::stream::unfold((refs.into_iter(), false), move |(mut it, done)| {
+    let state = (refs.into_iter(), Cursor::Next);
+    let stream = futures::stream::unfold(state, move |(mut it, cursor)| {
         let (archive, syntax, b) = (archive.clone(), syntax.clone(), b.clone());
         async move {
-            if done {
-                return None;
-            }
-            match it.next() {
-                None => Some((
-                    Ok::<_, std::io::Error>(format!("--{b}--\r\n").into_bytes()),
-                    (it, true),
-                )),
-                Some(r) => {
-                    let bytes = match archive
+            let header = |ts: &str, len: usize| {
+                format!("--{b}\r\nContent-Type: application/dicom; transfer-syntax={ts}\r\nContent-Length: {len}\r\n\r\n").into_bytes()
+            };
+            match cursor {
+                Cursor::Done => None,
+                Cursor::Streaming { r, offset } => {
+                    let end = (offset + STREAM_WINDOW).min(r.size);
+                    match archive.read_blob_range(&r.blob_id, offset..end).await {
+                        Err(e) => Some((
+                            Err(std::io::Error::other(e.to_string())),
+                            (it, Cursor::Done),
+                        )),
+                        Ok(mut chunk) if end >= r.size => {
+                            chunk.extend_from_slice(b"\r\n");
+                            Some((Ok(chunk), (it, Cursor::Next)))
+                        }
+                        Ok(chunk) => Some((Ok(chunk), (it, Cursor::Streaming { r, offset: end }))),
+                    }
+                }
+                Cursor::Next => match it.next() {
+                    None => Some((Ok(format!("--{b}--\r\n").into_bytes()), (it, Cursor::Done))),
+                    Some(r) if syntax.as_deref().is_none_or(|s| s == r.transfer_syntax) => {
+                        let head = header(&r.transfer_syntax, r.size as usize);
+                        Some((Ok(head), (it, Cursor::Streaming { r, offset: 0 })))
+                    }
+                    Some(r) => match archive
                         .part10(&r.blob_id, &r.transfer_syntax, syntax.as_deref())
                         .await
                     {
-                        Ok(bytes) => bytes,
-                        Err(e) => {
-                            return Some((Err(std::io::Error::other(e.to_string())), (it, true)))
+                        Err(e) => Some((
+                            Err(std::io::Error::other(e.to_string())),
+                            (it, Cursor::Done),
+                        )),
+                        Ok(bytes) => {
+                            let mut part =
+                                header(syntax.as_deref().unwrap_or_default(), bytes.len());
+                            part.extend_from_slice(&bytes);
+                            part.extend_from_slice(b"\r\n");
+                            Some((Ok(part), (it, Cursor::Next)))
                         }
-                    };
-                    let ts = syntax.clone().unwrap_or(r.transfer_syntax.clone());
-                    let mut part = format!(
-                        "--{b}\r\nContent-Type: application/dicom; transfer-syntax={ts}\r\nContent-Length: {}\r\n\r\n",
-                        bytes.len()
-                    )
-                    .into_bytes();
-                    part.extend_from_slice(&bytes);
-                    part.extend_from_slice(b"\r\n");
-                    Some((Ok(part), (it, false)))
-                }
+                    },
+                },
             }
         }
     });

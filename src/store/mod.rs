@@ -150,6 +150,15 @@ impl Store {
         Ok(self.replicas.read(&self.key, id, sink).await?)
     }
 
+    /// Reads and verifies bytes `range` of `id`'s plaintext (clipped to its length).
+    pub async fn read_range(
+        &self,
+        id: &BlobId,
+        range: std::ops::Range<u64>,
+    ) -> Result<(Vec<u8>, Vec<BadCopy>), StoreError> {
+        Ok(self.replicas.read_range(&self.key, id, range).await?)
+    }
+
     /// Streams `id` from one replica only, with no fallback to the others.
     pub async fn read_from<S>(
         &self,
@@ -256,6 +265,33 @@ mod tests {
         let (back, _) = s.get(&id).await.unwrap();
         assert!(back == plain, "streamed blob reads back identical");
         s.verify(&id, 1).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn byte_ranges_decrypt_only_what_they_need() {
+        let s = store(2, 2);
+        let plain: Vec<u8> = (0..500_000u32).map(|i| (i % 253) as u8).collect();
+        let id = address_of(s.address_key(), &plain);
+        s.put(&id, &plain).await.unwrap();
+        for r in [
+            0..1,
+            0..65536,
+            65535..65537,
+            100_000..300_000,
+            499_990..500_000,
+            499_990..600_000,
+        ] {
+            let (got, bad) = s.read_range(&id, r.clone()).await.unwrap();
+            let end = (r.end as usize).min(plain.len());
+            assert_eq!(got, &plain[r.start as usize..end], "{r:?}");
+            assert!(bad.is_empty());
+        }
+        assert!(s
+            .read_range(&id, 600_000..700_000)
+            .await
+            .unwrap()
+            .0
+            .is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -364,6 +364,51 @@ impl Replicas {
         Err(QuorumError::Read { failed: bad })
     }
 
+    /// Reads and verifies plaintext bytes `range` of `blob`, opening only the segments that hold
+    /// them, from the first replica whose copy serves them. Returns the bytes and the copies
+    /// found bad on the way.
+    pub async fn read_range(
+        &self,
+        key: &MasterKey,
+        blob: &BlobId,
+        range: std::ops::Range<u64>,
+    ) -> Result<(Vec<u8>, Vec<BadCopy>), QuorumError> {
+        let path = ObjectPath::from(blob.object_key());
+        let mut bad = Vec::new();
+        for (i, replica) in self.list.iter().enumerate() {
+            let attempt = async {
+                let opener = replica.opener(key, blob).await?;
+                let header = opener.header().clone();
+                let end = range.end.min(header.plaintext_len());
+                if range.start >= end {
+                    return Ok(Vec::new());
+                }
+                let segs = header.segments_for(range.start..end);
+                let first_byte = header.segment_range(segs.start).start;
+                let window = replica
+                    .get_range(&path, first_byte..header.segment_range(segs.end - 1).end)
+                    .await?;
+                let mut plain = Vec::with_capacity(
+                    (end - range.start) as usize + header.segment_size() as usize,
+                );
+                for s in segs.clone() {
+                    let r = header.segment_range(s);
+                    let slice = window
+                        .get((r.start - first_byte) as usize..(r.end - first_byte) as usize)
+                        .ok_or(ReplicaError::Corrupt(CryptError::BadSegment(s)))?;
+                    opener.open_segment(s, slice, &mut plain)?;
+                }
+                let skip = (range.start - segs.start * header.segment_size() as u64) as usize;
+                Ok::<_, ReplicaError>(plain[skip..skip + (end - range.start) as usize].to_vec())
+            };
+            match attempt.await {
+                Ok(bytes) => return Ok((bytes, bad)),
+                Err(error) => bad.push(BadCopy { replica: i, error }),
+            }
+        }
+        Err(QuorumError::Read { failed: bad })
+    }
+
     /// Reads `blob` from one replica only (no fallback): what `reindex --from-replica` needs.
     pub async fn read_from<S>(
         &self,
