@@ -125,7 +125,7 @@ enum Cursor {
     Next,
     /// Inside an instance sent as stored, at an offset.
     Streaming {
-        r: InstanceRef,
+        r: Box<InstanceRef>,
         offset: u64,
     },
     Done,
@@ -167,7 +167,16 @@ fn multipart_dicom(
                     None => Some((Ok(format!("--{b}--\r\n").into_bytes()), (it, Cursor::Done))),
                     Some(r) if syntax.as_deref().is_none_or(|s| s == r.transfer_syntax) => {
                         let head = header(&r.transfer_syntax, r.size as usize);
-                        Some((Ok(head), (it, Cursor::Streaming { r, offset: 0 })))
+                        Some((
+                            Ok(head),
+                            (
+                                it,
+                                Cursor::Streaming {
+                                    r: Box::new(r),
+                                    offset: 0,
+                                },
+                            ),
+                        ))
                     }
                     Some(r) => match archive
                         .part10(&r.blob_id, &r.transfer_syntax, syntax.as_deref())
