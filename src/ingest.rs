@@ -40,10 +40,13 @@ pub enum Source {
     Import,
     Dimse {
         calling_ae: String,
+        remote: String,
     },
     /// STOW-RS; `study` is the study the request URL names, which every instance must be of.
     Web {
         user: String,
+        role: String,
+        remote: String,
         study: Option<String>,
     },
 }
@@ -52,8 +55,24 @@ impl Source {
     pub fn label(&self) -> String {
         match self {
             Source::Import => "import".into(),
-            Source::Dimse { calling_ae } => format!("dimse:{calling_ae}"),
+            Source::Dimse { calling_ae, .. } => format!("dimse:{calling_ae}"),
             Source::Web { user, .. } => format!("web:{user}"),
+        }
+    }
+
+    /// The audit event a stored instance from this source writes (none for a local import,
+    /// which the operator ran); patient, study and instance are filled in by ingest.
+    fn audit_event(&self) -> Option<crate::audit::AuditEvent> {
+        use crate::audit::{AuditEvent, Outcome};
+        match self {
+            Source::Import => None,
+            Source::Dimse { calling_ae, remote } => Some(
+                AuditEvent::now(calling_ae, "dimse", "dimse.store", Outcome::Success)
+                    .remote(remote),
+            ),
+            Source::Web {
+                user, role, remote, ..
+            } => Some(AuditEvent::now(user, role, "http.stow", Outcome::Success).remote(remote)),
         }
     }
 
@@ -245,18 +264,10 @@ pub async fn ingest_file(
     .await
     .expect("inspect task panicked")?;
     let path = path.to_path_buf();
-    finish(
-        archive,
-        record_base,
-        blob_id,
-        size,
-        started,
-        source.expected_study(),
-        |id| {
-            let path = path.clone();
-            async move { archive.store.put_file(&id, &path).await }
-        },
-    )
+    finish(archive, record_base, blob_id, size, started, source, |id| {
+        let path = path.clone();
+        async move { archive.store.put_file(&id, &path).await }
+    })
     .await
 }
 
@@ -282,18 +293,10 @@ pub async fn ingest_bytes(
         })
         .await
         .expect("inspect task panicked")?;
-    finish(
-        archive,
-        inspected,
-        blob_id,
-        size,
-        started,
-        source.expected_study(),
-        |id| {
-            let bytes = &bytes;
-            async move { archive.store.put(&id, bytes).await }
-        },
-    )
+    finish(archive, inspected, blob_id, size, started, source, |id| {
+        let bytes = &bytes;
+        async move { archive.store.put(&id, bytes).await }
+    })
     .await
 }
 
@@ -315,7 +318,7 @@ async fn finish<F, Fut>(
     blob_id: BlobId,
     size: u64,
     started: Instant,
-    expect_study: Option<&str>,
+    source: &Source,
     store: F,
 ) -> Result<Ingested, IngestError>
 where
@@ -334,7 +337,14 @@ where
         size,
         disposition,
     };
-    if let Some(expected) = expect_study {
+    let audit = source.audit_event().map(|e| {
+        e.patient(
+            Some(record.patient.patient_id.clone()),
+            Some(record.study.uid.clone()),
+        )
+        .detail(record.instance.sop_uid.clone())
+    });
+    if let Some(expected) = source.expected_study() {
         if expected != record.study.uid {
             return Err(IngestError::WrongStudy {
                 found: record.study.uid.clone(),
@@ -348,6 +358,12 @@ where
             archive
                 .metrics
                 .ingested("already_present", size, started.elapsed());
+            if let Some(event) = audit {
+                archive
+                    .index
+                    .audit(event.detail(format!("{sop_uid} already present")))
+                    .await?;
+            }
             return Ok(ack(Disposition::AlreadyPresent));
         }
         if on_conflict == OnConflict::Reject {
@@ -372,7 +388,7 @@ where
     }
     let outcome = archive
         .index
-        .insert_instance(record.clone(), on_conflict, failed)
+        .insert_instance_audited(record.clone(), on_conflict, failed, audit)
         .await?;
     let (label, disposition) = match outcome {
         InsertOutcome::Inserted => ("stored", Disposition::Stored),

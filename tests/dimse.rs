@@ -802,8 +802,10 @@ fn run_python(secs: u64, script: &str, args: &[String]) -> Output {
 #[test]
 fn pynetdicom_c_cancel_stops_a_c_find() {
     let t = TestArchive::new();
-    // enough that the server is still sending when a cancel sent after the first one arrives
+    // An instance-level query over 3,000 instances: the server is still sending when a cancel,
+    // sent right behind the request or after the first response, arrives.
     let studies = 100;
+    let instances = studies * 30;
     t.generate(
         "in",
         &SynthOptions {
@@ -811,7 +813,7 @@ fn pynetdicom_c_cancel_stops_a_c_find() {
             patients: 5,
             studies,
             series_per_study: 1,
-            slices: 1,
+            slices: 30,
             rows: 8,
             cols: 8,
             modality: None,
@@ -824,7 +826,12 @@ fn pynetdicom_c_cancel_stops_a_c_find() {
         let out = run_python(
             60,
             "find_cancel.py",
-            &[LOCALHOST.into(), server.port(), cancel_after.to_string()],
+            &[
+                LOCALHOST.into(),
+                server.port(),
+                cancel_after.to_string(),
+                "IMAGE".into(),
+            ],
         );
         assert!(out.status.success(), "{}", text(&out));
         serde_json::from_slice(
@@ -838,7 +845,7 @@ fn pynetdicom_c_cancel_stops_a_c_find() {
     };
     // Without a cancel: every study, then success.
     let all = run(usize::MAX);
-    assert_eq!(all["pending"], studies);
+    assert_eq!(all["pending"], instances);
     assert_eq!(all["final"], 0x0000);
     // C-CANCEL right behind the C-FIND-RQ: Cancel (0xFE00) before or after a few matches.
     let cancelled = run(0);
@@ -849,7 +856,7 @@ fn pynetdicom_c_cancel_stops_a_c_find() {
         server.log_text()
     );
     assert!(
-        cancelled["pending"].as_u64().unwrap() < studies as u64,
+        cancelled["pending"].as_u64().unwrap() < instances as u64,
         "{cancelled}"
     );
     // C-CANCEL after the first pending response: the stream ends with Cancel (0xFE00).
@@ -861,7 +868,7 @@ fn pynetdicom_c_cancel_stops_a_c_find() {
         server.log_text()
     );
     assert!(
-        cancelled["pending"].as_u64().unwrap() < studies as u64,
+        cancelled["pending"].as_u64().unwrap() < instances as u64,
         "{cancelled}"
     );
     // The association is usable afterwards.

@@ -56,6 +56,17 @@ fn echo_and_store_over_tls() {
         },
     );
     let server = t.serve();
+    // the TLS listener announces itself just after the plain ones
+    let announced = format!("over TLS as STRATA on 127.0.0.1:{tls_port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.log_text().contains(&announced) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        server.log_text().contains(&announced),
+        "{}",
+        server.log_text()
+    );
     assert!(
         server
             .log_text()

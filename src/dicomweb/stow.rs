@@ -142,8 +142,11 @@ async fn store(
             failed.push(failure("", "", CANNOT_UNDERSTAND));
             continue;
         }
+        // the success audit event is written by ingest, with the instance's index row
         let source = Source::Web {
             user: caller.principal.user.clone(),
+            role: caller.principal.role.as_str().to_string(),
+            remote: caller.remote.clone(),
             study: study.clone(),
         };
         match ingest::ingest_spool(&archive, spool, &source).await {
@@ -157,14 +160,6 @@ async fn store(
                     "00081155": {"vr": "UI", "Value": [i.sop_instance_uid]},
                     "00081190": {"vr": "UR", "Value": [url]},
                 }));
-                let event = caller
-                    .event("http.stow", Outcome::Success)
-                    .patient(Some(i.patient_id), Some(i.study_instance_uid.clone()));
-                archive
-                    .index
-                    .audit(event.detail(i.sop_instance_uid))
-                    .await
-                    .map_err(Problem::internal)?;
                 if !studies.contains(&i.study_instance_uid) {
                     studies.push(i.study_instance_uid);
                 }

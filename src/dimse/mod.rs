@@ -421,8 +421,9 @@ impl<'a> Session<'a> {
         if self.pending.is_some() {
             return false;
         }
-        let Ok(Ok(Some(pdu))) = tokio::time::timeout(Duration::ZERO, self.reader.next()).await
-        else {
+        // One poll, no timer (a zero timeout still waits for the timer's next 1 ms tick). The
+        // reader keeps what it read in its buffer, so dropping an unfinished read loses nothing.
+        let Some(Ok(Some(pdu))) = futures::FutureExt::now_or_never(self.reader.next()) else {
             return false;
         };
         if let Pdu::PData { data } = &pdu {

@@ -68,18 +68,13 @@ pub async fn c_store(
     } else {
         match data {
             Some(DataSink::Spool(spool)) => {
+                // the success audit event is written by ingest, with the instance's index row
                 let source = Source::Dimse {
                     calling_ae: session.calling_ae.clone(),
+                    remote: session.remote.clone(),
                 };
                 match ingest::ingest_spool(&session.archive, spool, &source).await {
-                    Ok(i) => {
-                        let detail = format!("{} {:?}", i.sop_instance_uid, i.disposition);
-                        let (p, s) = (Some(i.patient_id), Some(i.study_instance_uid));
-                        session
-                            .audit("dimse.store", Outcome::Success, p, s, detail)
-                            .await;
-                        respond(status::SUCCESS, None)
-                    }
+                    Ok(_) => respond(status::SUCCESS, None),
                     Err(e) => {
                         tracing::warn!(
                             calling_ae = session.calling_ae,

@@ -180,10 +180,26 @@ impl Index {
         on_conflict: OnConflict,
         failed_copies: Vec<(BlobId, usize, String)>,
     ) -> Result<InsertOutcome, IndexError> {
+        self.insert_instance_audited(rec, on_conflict, failed_copies, None)
+            .await
+    }
+
+    /// [`Index::insert_instance`], with the audit event of the store committed in the same
+    /// transaction: one fsync for both.
+    pub async fn insert_instance_audited(
+        &self,
+        rec: InstanceRecord,
+        on_conflict: OnConflict,
+        failed_copies: Vec<(BlobId, usize, String)>,
+        audit: Option<crate::audit::AuditEvent>,
+    ) -> Result<InsertOutcome, IndexError> {
         self.write(move |c| {
             let outcome = records::insert_instance(c, &rec, on_conflict)?;
             for (blob, replica, reason) in &failed_copies {
                 records::enqueue_repair(c, blob, *replica, reason)?;
+            }
+            if let Some(event) = &audit {
+                records::append_audit(c, event)?;
             }
             Ok(outcome)
         })

@@ -7,11 +7,12 @@
 //! writer does. A writer waits for the first `syncfs` that starts after its write returned.
 //!
 //! `syncfs` flushes the whole filesystem the replica lives on, including other programs' dirty
-//! data: on a filesystem shared with heavy unrelated writes, a sync can take longer.
+//! data: on a filesystem shared with heavy unrelated writes, a sync can take longer. Replicas on
+//! one filesystem (the default three folders) share one syncer: one `syncfs` covers them all.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
@@ -19,6 +20,26 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 /// Hands out durability barriers for one local replica.
 pub struct Syncer {
     requests: mpsc::Sender<Waiter>,
+}
+
+/// The syncer of each filesystem (by device id) in this process.
+static SYNCERS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<u64, Arc<Syncer>>>> =
+    std::sync::OnceLock::new();
+
+/// The syncer for the filesystem holding `root`, shared with other replicas on it.
+pub fn for_folder(root: &Path) -> std::io::Result<Arc<Syncer>> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(root)?.dev();
+    let mut map = SYNCERS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("syncer registry lock");
+    if let Some(s) = map.get(&dev) {
+        return Ok(s.clone());
+    }
+    let s = Arc::new(Syncer::start(root)?);
+    map.insert(dev, s.clone());
+    Ok(s)
 }
 
 impl Syncer {

@@ -76,12 +76,12 @@ impl Replica {
                         .map_err(|e| bad(e.to_string()))?
                         .with_automatic_cleanup(true),
                 );
-                let syncer =
-                    Syncer::start(&dir).map_err(|e| bad(format!("starting its syncer: {e}")))?;
+                let syncer = super::durability::for_folder(&dir)
+                    .map_err(|e| bad(format!("starting its syncer: {e}")))?;
                 Ok(Replica {
                     url: url.to_string(),
                     store: fs.clone(),
-                    local: Some((fs, Arc::new(syncer))),
+                    local: Some((fs, syncer)),
                 })
             }
             "memory" => Ok(Replica {

@@ -1,8 +1,9 @@
 """C-FIND with C-CANCEL, as a pynetdicom SCU.
 
-Usage: find_cancel.py HOST PORT CANCEL_AFTER
+Usage: find_cancel.py HOST PORT CANCEL_AFTER [LEVEL]
 
-Sends a Study Root C-FIND for every study, then a C-CANCEL for it: right after the request when
+Sends a Study Root C-FIND for every study (or, with LEVEL IMAGE, every instance), then a C-CANCEL
+for it: right after the request when
 CANCEL_AFTER is 0, otherwise after that many pending responses. Prints one JSON line:
 {"pending": <pending responses received>, "final": <final status>}.
 """
@@ -15,6 +16,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 host, port, cancel_after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+level = sys.argv[4] if len(sys.argv) > 4 else "STUDY"
 
 ae = AE(ae_title="CANCELSCU")
 ae.acse_timeout = 10
@@ -27,9 +29,11 @@ if not assoc.is_established:
     sys.exit(2)
 
 query = Dataset()
-query.QueryRetrieveLevel = "STUDY"
+query.QueryRetrieveLevel = level
 query.StudyInstanceUID = ""
 query.PatientName = ""
+if level == "IMAGE":
+    query.SOPInstanceUID = ""
 
 MSG_ID = 7
 responses = assoc.send_c_find(
