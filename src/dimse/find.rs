@@ -4,7 +4,7 @@
 
 use super::message::{field, status, Command};
 use super::{attr_text, AssociationError, DataSink, Session};
-use crate::audit::Outcome;
+use crate::audit::{AuditEvent, Outcome};
 use crate::config::DimsePermission;
 use crate::index::query::{Key, Level, Query, QueryError};
 use dicom_dictionary_std::{tags, uids};
@@ -38,10 +38,12 @@ pub async fn c_find(
         matches = matches.len(),
         "C-FIND"
     );
-    let detail = format!("{} matches", matches.len());
-    session
-        .audit("dimse.find", Outcome::Success, None, None, detail)
-        .await;
+    // The audit event commits while the matches go out; the final response waits for it.
+    let event = AuditEvent::now(&session.calling_ae, "dimse", "dimse.find", Outcome::Success)
+        .remote(&session.remote)
+        .detail(format!("{} matches", matches.len()));
+    let index = session.archive.index.clone();
+    let audited = tokio::spawn(async move { index.audit(event).await });
     let ts = session.syntax(pc);
     let message_id = command.message_id();
     for m in matches {
@@ -64,6 +66,9 @@ pub async fn c_find(
         }
         let rsp = Command::response_to(&command, field::C_FIND_RSP, status::PENDING, true);
         session.writer.send(pc, &rsp, Some(&bytes)).await?;
+    }
+    if !matches!(audited.await, Ok(Ok(()))) {
+        tracing::error!("audit trail write failed for a C-FIND");
     }
     let done = Command::response_to(&command, field::C_FIND_RSP, status::SUCCESS, false);
     session.writer.send(pc, &done, None).await?;

@@ -243,41 +243,34 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
         MessageWriter { inner, fragment }
     }
 
-    async fn send_fragments(
-        &mut self,
+    /// Appends `bytes` to `out` as P-DATA-TF PDUs of at most the peer's size.
+    fn encode_fragments(
+        &self,
+        out: &mut Vec<u8>,
         pc: u8,
         kind: PDataValueType,
         bytes: &[u8],
         last: bool,
     ) -> Result<(), MessageError> {
-        let mut chunks = bytes.chunks(self.fragment).peekable();
+        let mut chunks = bytes.chunks(self.fragment.max(1)).peekable();
+        let mut pdv = |data: &[u8], is_last: bool| {
+            let pdu = Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc,
+                    value_type: kind.clone(),
+                    is_last,
+                    data: data.to_vec(),
+                }],
+            };
+            dicom_ul::pdu::write_pdu(out, &pdu).map_err(|e| MessageError::Pdu(e.to_string()))
+        };
         if bytes.is_empty() {
-            return self.send_pdv(pc, kind, Vec::new(), last).await;
+            return pdv(&[], last);
         }
         while let Some(chunk) = chunks.next() {
-            let is_last = last && chunks.peek().is_none();
-            self.send_pdv(pc, kind.clone(), chunk.to_vec(), is_last)
-                .await?;
+            pdv(chunk, last && chunks.peek().is_none())?;
         }
         Ok(())
-    }
-
-    async fn send_pdv(
-        &mut self,
-        pc: u8,
-        kind: PDataValueType,
-        data: Vec<u8>,
-        is_last: bool,
-    ) -> Result<(), MessageError> {
-        self.send_pdu(&Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: pc,
-                value_type: kind,
-                is_last,
-                data,
-            }],
-        })
-        .await
     }
 
     pub async fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), MessageError> {
@@ -287,35 +280,28 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
         Ok(())
     }
 
-    /// Sends a command and, when given, its data set (already encoded in the context's syntax).
+    /// Sends a command and, when given, its data set (already encoded in the context's syntax),
+    /// in one write: a small response is one segment on the wire.
     pub async fn send(
         &mut self,
         pc: u8,
         command: &Command,
         data: Option<&[u8]>,
     ) -> Result<(), MessageError> {
-        self.send_fragments(pc, PDataValueType::Command, &command.encode(), true)
-            .await?;
+        let data_len = data.map_or(0, <[u8]>::len);
+        let mut out =
+            Vec::with_capacity(256 + data_len + data_len / self.fragment.max(1) * 12 + 12);
+        self.encode_fragments(
+            &mut out,
+            pc,
+            PDataValueType::Command,
+            &command.encode(),
+            true,
+        )?;
         if let Some(d) = data {
-            self.send_fragments(pc, PDataValueType::Data, d, true)
-                .await?;
+            self.encode_fragments(&mut out, pc, PDataValueType::Data, d, true)?;
         }
-        self.inner.flush().await?;
-        Ok(())
-    }
-
-    /// Sends part of a data set whose command was already sent; `last` closes it.
-    pub async fn send_data_part(
-        &mut self,
-        pc: u8,
-        bytes: &[u8],
-        last: bool,
-    ) -> Result<(), MessageError> {
-        self.send_fragments(pc, PDataValueType::Data, bytes, last)
-            .await
-    }
-
-    pub async fn flush(&mut self) -> Result<(), MessageError> {
+        self.inner.write_all(&out).await?;
         self.inner.flush().await?;
         Ok(())
     }
