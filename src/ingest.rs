@@ -125,19 +125,6 @@ pub enum IngestError {
     Io(#[from] std::io::Error),
 }
 
-impl IngestError {
-    /// True when the sender's data is at fault (as opposed to the archive failing).
-    pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            IngestError::Invalid(_)
-                | IngestError::TooLarge { .. }
-                | IngestError::Conflict { .. }
-                | IngestError::WrongStudy { .. }
-        )
-    }
-}
-
 fn invalid(msg: impl Into<String>) -> IngestError {
     IngestError::Invalid(msg.into())
 }

@@ -129,19 +129,6 @@ impl Store {
         Ok(self.replicas.put_streamed(&id.object_key(), next).await?)
     }
 
-    /// Reads `id` into memory (for instances small enough to hold).
-    pub async fn get(&self, id: &BlobId) -> Result<(Vec<u8>, Vec<BadCopy>), StoreError> {
-        let mut out = Vec::new();
-        let bad = self
-            .replicas
-            .read(&self.key, id, |chunk| {
-                out.extend_from_slice(chunk);
-                Ok(())
-            })
-            .await?;
-        Ok((out, bad))
-    }
-
     /// Streams the verified plaintext of `id` into `sink`.
     pub async fn read_to<S>(&self, id: &BlobId, sink: S) -> Result<Vec<BadCopy>, StoreError>
     where
@@ -226,6 +213,18 @@ impl Store {
 mod tests {
     use super::*;
 
+    async fn get(s: &Store, id: &BlobId) -> (Vec<u8>, Vec<BadCopy>) {
+        let mut out = Vec::new();
+        let bad = s
+            .read_to(id, |c| {
+                out.extend_from_slice(c);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        (out, bad)
+    }
+
     fn store(n: usize, quorum: usize) -> Store {
         let list = (0..n)
             .map(|_| Replica::open("memory://").unwrap())
@@ -242,7 +241,7 @@ mod tests {
         let plain: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let id = address_of(s.address_key(), &plain);
         assert!(s.put(&id, &plain).await.unwrap().failed.is_empty());
-        let (back, bad) = s.get(&id).await.unwrap();
+        let (back, bad) = get(&s, &id).await;
         assert_eq!(back, plain);
         assert!(bad.is_empty());
         for r in 0..3 {
@@ -262,7 +261,7 @@ mod tests {
         let id = address_of_file(s.address_key(), &path).unwrap();
         assert_eq!(id, address_of(s.address_key(), &plain));
         s.put_file(&id, &path).await.unwrap();
-        let (back, _) = s.get(&id).await.unwrap();
+        let (back, _) = get(&s, &id).await;
         assert!(back == plain, "streamed blob reads back identical");
         s.verify(&id, 1).await.unwrap();
     }

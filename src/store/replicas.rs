@@ -220,10 +220,6 @@ impl Replicas {
         self.list.is_empty()
     }
 
-    pub fn url(&self, replica: usize) -> &str {
-        &self.list[replica].url
-    }
-
     pub fn write_quorum(&self) -> usize {
         self.write_quorum
     }
@@ -559,18 +555,6 @@ impl Replicas {
             .map_err(not_found_is_missing)?
             .bytes()
             .await?)
-    }
-
-    /// Reads a small whole object from the first replica that has it.
-    pub async fn get_object_any(&self, key: &str) -> Result<Bytes, ReplicaError> {
-        let mut last = ReplicaError::Missing;
-        for i in 0..self.list.len() {
-            match self.get_object(i, key).await {
-                Ok(b) => return Ok(b),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
     }
 
     /// How many replicas hold a copy of `blob` of at least a header's size (a metadata check,
