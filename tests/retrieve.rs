@@ -60,32 +60,36 @@ fn assert_same_content(originals: &[PathBuf], received: &Path) {
     }
 }
 
+/// Retrieves a whole study with dcmtk's getscu into `<tmp>/got`, asserting it succeeded.
+fn getscu_study(t: &TestArchive, server: &common::Server, study: &str) -> PathBuf {
+    let out = t.path("got");
+    std::fs::create_dir_all(&out).unwrap();
+    let key = format!("StudyInstanceUID={study}");
+    let args = [
+        "-aec",
+        "STRATA",
+        "-S",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &key,
+        "-od",
+        out.to_str().unwrap(),
+        "127.0.0.1",
+        &server.port(),
+    ];
+    let res = tool(60, "getscu", &args);
+    assert!(res.status.success(), "{}", text(&res));
+    out
+}
+
 #[test]
 fn getscu_retrieves_a_whole_study_identical() {
     let t = TestArchive::new();
     let files = t.generate("in", &study(3));
     t.ok(&["import", t.path("in").to_str().unwrap()]);
     let server = t.serve();
-    let out = t.path("got");
-    std::fs::create_dir_all(&out).unwrap();
-    let res = tool(
-        60,
-        "getscu",
-        &[
-            "-aec",
-            "STRATA",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &format!("StudyInstanceUID={}", study_uid(&files[0])),
-            "-od",
-            out.to_str().unwrap(),
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
-    assert!(res.status.success(), "{}", text(&res));
+    let out = getscu_study(&t, &server, &study_uid(&files[0]));
     assert_same_content(&files, &out);
     // series and image levels take only what they name
     let one = t.path("one");
@@ -330,28 +334,8 @@ fn compressed_instances_are_decoded_for_a_peer_that_accepts_only_uncompressed() 
     }
     t.ok(&["import", jpeg.to_str().unwrap()]);
     let server = t.serve();
-    let out = t.path("got");
-    std::fs::create_dir_all(&out).unwrap();
     // getscu accepts only uncompressed syntaxes for its storage sub-operations by default
-    let res = tool(
-        60,
-        "getscu",
-        &[
-            "-aec",
-            "STRATA",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &format!("StudyInstanceUID={}", study_uid(&files[0])),
-            "-od",
-            out.to_str().unwrap(),
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
-    assert!(res.status.success(), "{}", text(&res));
-    let got = files_under(&out);
+    let got = files_under(&getscu_study(&t, &server, &study_uid(&files[0])));
     assert_eq!(got.len(), files.len());
     for g in &got {
         let obj = dicom_object::open_file(g).unwrap();
