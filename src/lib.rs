@@ -16,6 +16,7 @@ pub mod dimse;
 pub mod index;
 pub mod ingest;
 pub mod metrics;
+pub mod mpi;
 pub mod problem;
 pub mod server;
 pub mod store;

@@ -776,3 +776,75 @@ fn a_large_instance_streams_back_byte_identical() {
         "the streamed part is the stored instance"
     );
 }
+
+#[test]
+fn fuzzy_matching_finds_names_that_sound_alike() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    let t = TestArchive::new();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            seed: 41,
+            patients: 1,
+            studies: 1,
+            series_per_study: 1,
+            slices: 1,
+            rows: 16,
+            cols: 16,
+            modality: Some(Modality::Ct),
+            noise: false,
+        },
+    );
+    let mut obj = dicom_object::open_file(&files[0]).unwrap();
+    obj.put(DataElement::new(
+        dicom_dictionary_std::tags::PATIENT_NAME,
+        VR::PN,
+        PrimitiveValue::from("Smith^John"),
+    ));
+    obj.write_to_file(&files[0]).unwrap();
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let server = t.serve();
+    let auth = format!("Bearer {}", token(&t, "admin"));
+    let count = |query: &str| {
+        let a = http(
+            "GET",
+            &format!("{}/dicomweb/studies?{query}", base(&server)),
+            &[("Authorization", &auth)],
+            None,
+        );
+        assert_eq!(a.status, 200, "{query}: {}", a.text());
+        serde_json::from_slice::<Vec<serde_json::Value>>(&a.body)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        count("PatientName=Smyth"),
+        0,
+        "exact matching does not forgive spelling"
+    );
+    assert_eq!(
+        count("PatientName=Smyth&fuzzymatching=true"),
+        1,
+        "sounds alike"
+    );
+    assert_eq!(
+        count("PatientName=smyth%5Ejon&fuzzymatching=true"),
+        1,
+        "family and given alike"
+    );
+    assert_eq!(
+        count("PatientName=smi%5Ejo&fuzzymatching=true"),
+        1,
+        "prefixes of each component"
+    );
+    assert_eq!(
+        count("PatientName=Jones&fuzzymatching=true"),
+        0,
+        "another name"
+    );
+    assert_eq!(
+        count("PatientName=Smith%5EMary&fuzzymatching=true"),
+        0,
+        "another given name"
+    );
+}

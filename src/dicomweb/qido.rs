@@ -2,7 +2,8 @@
 //! attributes by keyword or tag; matching is the index's (the same as C-FIND): single values,
 //! `*` and `?` wildcards, date and time ranges, UID lists, case- and accent-insensitive person
 //! names. `includefield` adds attributes (or `all`), `limit` and `offset` page, and
-//! `fuzzymatching=true` also lets each name component match as a prefix.
+//! `fuzzymatching=true` lets each patient name component also match as a prefix, and names that
+//! sound alike match (the person index's phonetic keys).
 
 use super::path_uid;
 use crate::archive::Archive;
@@ -104,11 +105,7 @@ fn decode(s: &str) -> String {
 }
 
 /// Builds the index query from the request's parameters and the UIDs of its path.
-fn build_query(
-    level: Level,
-    raw: Option<&str>,
-    fixed: &[(Tag, String)],
-) -> Result<(Query, bool), Problem> {
+fn build_query(level: Level, raw: Option<&str>, fixed: &[(Tag, String)]) -> Result<Query, Problem> {
     let mut keys: Vec<Key> = defaults(level).iter().map(|t| Key::new(*t, "")).collect();
     if level >= Level::Series {
         keys.push(Key::new(tags::STUDY_INSTANCE_UID, ""));
@@ -181,39 +178,14 @@ fn build_query(
     for (tag, uid) in fixed {
         set(&mut keys, *tag, uid.clone());
     }
-    if fuzzy {
-        for k in keys
-            .iter_mut()
-            .filter(|k| k.tag == tags::PATIENT_NAME && !k.value.is_empty())
-        {
-            // each component as a prefix: "smi^jo" finds "SMITH^JOHN"
-            k.value = k
-                .value
-                .split('^')
-                .map(|c| {
-                    if c.is_empty() || c.ends_with('*') {
-                        c.to_string()
-                    } else {
-                        format!("{c}*")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("^");
-            if !k.value.contains('^') {
-                k.value.push('*');
-            }
-        }
-    }
-    Ok((
-        Query {
-            level,
-            keys,
-            retrieve_ae_title: String::new(),
-            limit: Some(limit),
-            offset,
-        },
+    Ok(Query {
+        level,
+        keys,
+        retrieve_ae_title: String::new(),
+        limit: Some(limit),
+        offset,
         fuzzy,
-    ))
+    })
 }
 
 async fn search(
@@ -239,7 +211,7 @@ async fn search(
             ));
         }
     }
-    let (query, _) = build_query(level, raw.as_deref(), &fixed)?;
+    let query = build_query(level, raw.as_deref(), &fixed)?;
     let base = super::base_url(archive);
     let found = archive.index.find(query).await.map_err(|e| match e {
         QueryError::Invalid(why) => Problem::bad_request(why),

@@ -140,5 +140,6 @@ fn to_query(id: &InMemDicomObject, model: &str, ae_title: &str) -> Result<Query,
         retrieve_ae_title: ae_title.to_string(),
         limit: None,
         offset: 0,
+        fuzzy: false,
     })
 }

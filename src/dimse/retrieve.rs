@@ -82,6 +82,7 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
             retrieve_ae_title: String::new(),
             limit: None,
             offset: 0,
+            fuzzy: false,
         })
         .await
         .map_err(|e| e.to_string())?;

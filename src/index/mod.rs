@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "audit", include_str!("../../schemas/index/0002_audit.sql")),
     (3, "ae_peers", include_str!("../../schemas/index/0003_ae_peers.sql")),
     (4, "auth", include_str!("../../schemas/index/0004_auth.sql")),
+    (5, "name_phonetic", include_str!("../../schemas/index/0005_name_phonetic.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.

@@ -187,6 +187,9 @@ pub struct Query {
     pub retrieve_ae_title: String,
     pub limit: Option<usize>,
     pub offset: usize,
+    /// Fuzzy matching of patient names (QIDO-RS `fuzzymatching=true`): each name component
+    /// also matches as a prefix, and names that sound alike (Double Metaphone) match.
+    pub fuzzy: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +227,7 @@ fn has_wildcard(v: &str) -> bool {
 fn condition(
     a: &Attribute,
     value: &str,
+    fuzzy: bool,
     conds: &mut Vec<String>,
     params: &mut Vec<Value>,
 ) -> Result<(), QueryError> {
@@ -294,6 +298,41 @@ fn condition(
                 .map_err(|_| QueryError::Invalid(format!("{value:?} is not a number")))?;
             conds.push(format!("{e} = ?"));
             params.push(Value::Integer(n));
+        }
+        Kind::Name if fuzzy && a.tag == tags::PATIENT_NAME => {
+            // each component as a prefix ("smi^jo" finds "SMITH^JOHN"), or alike in sound
+            let prefixes: Vec<String> = name_key(value)
+                .split('^')
+                .map(|c| {
+                    if c.is_empty() || c.ends_with('*') {
+                        c.to_string()
+                    } else {
+                        format!("{c}*")
+                    }
+                })
+                .collect();
+            let prefix = if prefixes.len() == 1 {
+                format!("{}*", prefixes[0])
+            } else {
+                prefixes.join("^")
+            };
+            let plain = |c: &str| c.replace(['*', '?'], "");
+            let mut parts = value.split('=').next().unwrap_or("").split('^');
+            let family = crate::mpi::phonetic(&plain(parts.next().unwrap_or("")));
+            let given = crate::mpi::phonetic(&plain(parts.next().unwrap_or("")));
+            if family.is_empty() {
+                conds.push(format!("{e} GLOB ?"));
+                params.push(Value::Text(glob(&prefix)));
+            } else {
+                let sound = if given.is_empty() {
+                    format!("{family}^*")
+                } else {
+                    format!("{family}^{given}")
+                };
+                conds.push(format!("({e} GLOB ? OR p.name_phonetic GLOB ?)"));
+                params.push(Value::Text(glob(&prefix)));
+                params.push(Value::Text(glob(&sound)));
+            }
         }
         Kind::Name => {
             let folded = name_key(value);
@@ -368,7 +407,7 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
         }
         match catalog(key.tag) {
             Some(a) if a.level <= q.level => {
-                condition(a, &key.value, &mut conds, &mut params)?;
+                condition(a, &key.value, q.fuzzy, &mut conds, &mut params)?;
                 returned.push((a.tag, a.vr, selects.len()));
                 selects.push(a.expr.to_string());
             }

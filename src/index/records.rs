@@ -126,26 +126,7 @@ pub struct RepairItem {
     pub attempts: i64,
 }
 
-/// Upper case with Latin accents folded, so "Müller" matches "MULLER".
-pub fn name_key(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' => {
-                'A'
-            }
-            'ç' | 'Ç' => 'C',
-            'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => 'E',
-            'ì' | 'í' | 'î' | 'ï' | 'Ì' | 'Í' | 'Î' | 'Ï' => 'I',
-            'ñ' | 'Ñ' => 'N',
-            'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ø' => {
-                'O'
-            }
-            'ù' | 'ú' | 'û' | 'ü' | 'Ù' | 'Ú' | 'Û' | 'Ü' => 'U',
-            'ý' | 'ÿ' | 'Ý' => 'Y',
-            c => c.to_ascii_uppercase(),
-        })
-        .collect()
-}
+pub use crate::mpi::name_key;
 
 fn blob(s: String) -> rusqlite::Result<BlobId> {
     s.parse().map_err(|e| {
@@ -155,10 +136,11 @@ fn blob(s: String) -> rusqlite::Result<BlobId> {
 
 fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, IndexError> {
     Ok(c.query_row(
-        "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at, name_phonetic)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (patient_id, issuer) DO UPDATE SET
             patient_name = excluded.patient_name, patient_name_key = excluded.patient_name_key,
+            name_phonetic = excluded.name_phonetic,
             birth_date = excluded.birth_date, sex = excluded.sex, updated_at = excluded.updated_at
          RETURNING id",
         params![
@@ -168,7 +150,8 @@ fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, In
             p.name.as_deref().map(name_key),
             p.birth_date,
             p.sex,
-            now
+            now,
+            p.name.as_deref().map(crate::mpi::phonetic_key)
         ],
         |r| r.get(0),
     )?)
