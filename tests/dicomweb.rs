@@ -848,3 +848,85 @@ fn fuzzy_matching_finds_names_that_sound_alike() {
         "another given name"
     );
 }
+
+#[test]
+fn frames_of_a_compressed_instance_are_decoded_unless_asked_as_stored() {
+    let t = TestArchive::new();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            seed: 51,
+            patients: 1,
+            studies: 1,
+            series_per_study: 1,
+            slices: 1,
+            rows: 32,
+            cols: 32,
+            modality: Some(Modality::Ct),
+            noise: false,
+        },
+    );
+    let jpeg = t.path("jpeg.dcm");
+    let r = tool(
+        60,
+        "dcmcjpeg",
+        &["+e1", files[0].to_str().unwrap(), jpeg.to_str().unwrap()],
+    );
+    assert!(r.status.success(), "{}", text(&r));
+    t.ok(&["import", jpeg.to_str().unwrap()]);
+    let server = t.serve();
+    let obj = dicom_object::open_file(&files[0]).unwrap();
+    let uid = |tag| {
+        obj.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let (st, se) = (
+        uid(dicom_dictionary_std::tags::STUDY_INSTANCE_UID),
+        uid(dicom_dictionary_std::tags::SERIES_INSTANCE_UID),
+    );
+    let url = format!(
+        "{}/dicomweb/studies/{st}/series/{se}/instances/{}/frames/1",
+        base(&server),
+        sop_uid(&files[0])
+    );
+    let auth = format!("Bearer {}", token(&t, "admin"));
+    let part = |a: &Answer| {
+        let start = a.body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let end = a.body.windows(4).rposition(|w| w == b"\r\n--").unwrap();
+        a.body[start..end].to_vec()
+    };
+    let native = http("GET", &url, &[("Authorization", &auth)], None);
+    assert_eq!(native.status, 200, "{}", native.text());
+    let pixels = obj
+        .element(dicom_dictionary_std::tags::PIXEL_DATA)
+        .unwrap()
+        .to_bytes()
+        .unwrap()
+        .to_vec();
+    assert!(
+        part(&native) == pixels,
+        "the default is the decoded, native frame (lossless: the original pixels)"
+    );
+    let stored = http(
+        "GET",
+        &url,
+        &[
+            ("Authorization", &auth),
+            (
+                "Accept",
+                "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*",
+            ),
+        ],
+        None,
+    );
+    assert_eq!(stored.status, 200);
+    assert_eq!(
+        &part(&stored)[..2],
+        &[0xFF, 0xD8],
+        "as stored: a JPEG bit stream"
+    );
+}

@@ -26,6 +26,17 @@ const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 /// Inline binary values larger than this are replaced by a BulkDataURI in metadata.
 const INLINE_BINARY_LIMIT: usize = 1024;
 
+/// Native (not encapsulated) pixel data.
+fn is_native(transfer_syntax: &str) -> bool {
+    matches!(
+        transfer_syntax,
+        "1.2.840.10008.1.2"
+            | "1.2.840.10008.1.2.1"
+            | "1.2.840.10008.1.2.2"
+            | "1.2.840.10008.1.2.1.99"
+    )
+}
+
 /// Which instances a request names.
 struct Target {
     study: String,
@@ -247,13 +258,7 @@ fn metadata_json(base: &str, r: &InstanceRef) -> String {
         "{base}/dicomweb/studies/{}/series/{}/instances/{}/bulk",
         r.study_uid, r.series_uid, r.sop_uid
     );
-    let encapsulated = !matches!(
-        r.transfer_syntax.as_str(),
-        "1.2.840.10008.1.2"
-            | "1.2.840.10008.1.2.1"
-            | "1.2.840.10008.1.2.2"
-            | "1.2.840.10008.1.2.1.99"
-    );
+    let encapsulated = !is_native(&r.transfer_syntax);
     let mut json = if r.metadata.contains("InlineBinary") {
         // rare: a header with binary values of its own; large ones become bulk data too
         let mut v: serde_json::Value =
@@ -343,18 +348,29 @@ async fn open_instance(
     caller: &Caller,
     t: &Target,
     action: &str,
+    decode: bool,
 ) -> Result<(InstanceRef, dicom_object::DefaultDicomObject), Problem> {
     caller.require(Permission::OriginalPixels)?;
     let refs = resolve(archive, t).await?;
     audit(archive, caller, action, &refs).await?;
-    let r = refs
+    let mut r = refs
         .into_iter()
         .next()
         .expect("resolve returns at least one");
+    // decoded: compressed pixel data becomes native Explicit VR Little Endian
+    let target = (decode && !is_native(&r.transfer_syntax)).then_some(EXPLICIT_LE);
     let bytes = archive
-        .part10(&r.blob_id, &r.transfer_syntax, None)
+        .part10(&r.blob_id, &r.transfer_syntax, target)
         .await
-        .map_err(Problem::internal)?;
+        .map_err(|e| match e {
+            crate::archive::ArchiveError::Convert(why) => {
+                Problem::new(StatusCode::NOT_ACCEPTABLE, why)
+            }
+            e => Problem::internal(e),
+        })?;
+    if let Some(t) = target {
+        r.transfer_syntax = t.to_string();
+    }
     let preamble = if bytes.get(128..132) == Some(b"DICM") {
         128
     } else {
@@ -400,8 +416,16 @@ fn frames_of(obj: &dicom_object::DefaultDicomObject) -> Result<Vec<Vec<u8>>, Pro
 pub async fn frames(
     State(a): State<Arc<Archive>>,
     Extension(c): Extension<Caller>,
+    h: HeaderMap,
     Path((st, se, i, list)): Path<(String, String, String, String)>,
 ) -> Result<Response, Problem> {
+    // As stored only when asked for (`transfer-syntax=*` or a named syntax); the default,
+    // application/octet-stream, is native pixel data (PS3.18 8.7.3.3.2).
+    let accept = h
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let decode = !accept.contains("transfer-syntax=");
     let wanted: Vec<usize> = list
         .split(',')
         .map(|n| n.trim().parse::<usize>().ok().filter(|n| *n >= 1))
@@ -414,15 +438,12 @@ pub async fn frames(
         &c,
         &Target::parse(&st, Some(&se), Some(&i))?,
         "http.wado.frames",
+        decode,
     )
     .await?;
     let frames = frames_of(&obj)?;
     let b = boundary();
-    let native = matches!(
-        r.transfer_syntax.as_str(),
-        "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2.2"
-    );
-    let part_type = if native {
+    let part_type = if is_native(&r.transfer_syntax) {
         "application/octet-stream".to_string()
     } else {
         format!(
@@ -502,6 +523,7 @@ pub async fn bulkdata(
         &c,
         &Target::parse(&st, Some(&se), Some(&i))?,
         "http.wado.bulkdata",
+        false,
     )
     .await?;
     let bytes = if t == tags::PIXEL_DATA {
