@@ -18,6 +18,11 @@ use axum::Extension;
 use futures::TryStreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use tokio::task::JoinSet;
+
+/// Parts of one request ingested at once: enough for their writes to share syncs, few enough
+/// that spooled parts do not pile up.
+const MAX_PARTS_IN_FLIGHT: usize = 8;
 
 /// PS3.4 B.2.3 failure reasons used in FailedSOPSequence.
 const PROCESSING_FAILURE: u16 = 0x0110;
@@ -97,17 +102,27 @@ async fn store(
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut multipart = multer::Multipart::new(stream, boundary);
     let (mut stored, mut failed, mut studies) = (Vec::new(), Vec::new(), Vec::new());
+    // Parts arrive one after another; their ingests run side by side (so their writes share
+    // syncs), and their results are read back in part order.
+    let mut running: JoinSet<(usize, Result<ingest::Ingested, IngestError>)> = JoinSet::new();
+    let mut outcomes: Vec<(usize, Option<Result<ingest::Ingested, IngestError>>)> = Vec::new();
     let mut parts = 0;
+    let refused = |running: &mut JoinSet<_>, p: Problem| {
+        running.detach_all(); // ingests under way finish cleanly
+        Err(p)
+    };
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
-                return Err(Problem::bad_request(format!(
-                    "malformed multipart body: {e}"
-                )))
+                return refused(
+                    &mut running,
+                    Problem::bad_request(format!("malformed multipart body: {e}")),
+                )
             }
         };
+        let n = parts;
         parts += 1;
         let part_type = field
             .content_type()
@@ -120,26 +135,29 @@ async fn store(
                 Ok(Some(chunk)) => {
                     received += chunk.len() as u64;
                     if received > limit {
-                        return Err(Problem::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!("the body exceeds http.max_body_bytes ({limit})"),
-                        ));
+                        let why = format!("the body exceeds http.max_body_bytes ({limit})");
+                        return refused(
+                            &mut running,
+                            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, why),
+                        );
                     }
                     if part_type == "application/dicom" {
-                        tokio::task::block_in_place(|| spool.write_all(&chunk))
-                            .map_err(Problem::internal)?;
+                        if let Err(e) = tokio::task::block_in_place(|| spool.write_all(&chunk)) {
+                            return refused(&mut running, Problem::internal(e));
+                        }
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(Problem::bad_request(format!(
-                        "malformed multipart body: {e}"
-                    )))
+                    return refused(
+                        &mut running,
+                        Problem::bad_request(format!("malformed multipart body: {e}")),
+                    )
                 }
             }
         }
         if part_type != "application/dicom" {
-            failed.push(failure("", "", CANNOT_UNDERSTAND));
+            outcomes.push((n, None));
             continue;
         }
         // the success audit event is written by ingest, with the instance's index row
@@ -149,8 +167,24 @@ async fn store(
             remote: caller.remote.clone(),
             study: study.clone(),
         };
-        match ingest::ingest_spool(&archive, spool, &source).await {
-            Ok(i) => {
+        if running.len() >= MAX_PARTS_IN_FLIGHT {
+            if let Some(done) = running.join_next().await {
+                let (k, r) = done.map_err(Problem::internal)?;
+                outcomes.push((k, Some(r)));
+            }
+        }
+        let a = archive.clone();
+        running.spawn(async move { (n, ingest::ingest_spool(&a, spool, &source).await) });
+    }
+    while let Some(done) = running.join_next().await {
+        let (k, r) = done.map_err(Problem::internal)?;
+        outcomes.push((k, Some(r)));
+    }
+    outcomes.sort_by_key(|(k, _)| *k);
+    for (_, outcome) in outcomes {
+        match outcome {
+            None => failed.push(failure("", "", CANNOT_UNDERSTAND)),
+            Some(Ok(i)) => {
                 let url = format!(
                     "{base}/dicomweb/studies/{}/series/{}/instances/{}",
                     i.study_instance_uid, i.series_instance_uid, i.sop_instance_uid
@@ -164,7 +198,7 @@ async fn store(
                     studies.push(i.study_instance_uid);
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 let reason = match &e {
                     IngestError::WrongStudy { .. } => STUDY_MISMATCH,
                     IngestError::Invalid(_) => CANNOT_UNDERSTAND,
@@ -173,13 +207,12 @@ async fn store(
                     _ => PROCESSING_FAILURE,
                 };
                 tracing::warn!(user = caller.principal.user, "STOW-RS part refused: {e}");
+                let event = caller
+                    .event("http.stow", Outcome::Failure)
+                    .detail(e.to_string());
                 archive
                     .index
-                    .audit(
-                        caller
-                            .event("http.stow", Outcome::Failure)
-                            .detail(e.to_string()),
-                    )
+                    .audit(event)
                     .await
                     .map_err(Problem::internal)?;
                 failed.push(failure("", "", reason));

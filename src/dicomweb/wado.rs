@@ -122,6 +122,23 @@ fn requested_syntax(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     ))
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn first_number_reads_one_attribute() {
+        let json = r#"{"00280010":{"vr":"US","Value":[512]},"00280100":{"vr":"US","Value":[16]}}"#;
+        assert_eq!(super::first_number(json, "00280100"), Some(16));
+        assert_eq!(super::first_number(json, "00280010"), Some(512));
+        assert_eq!(super::first_number(json, "00280101"), None);
+        let empty = r#"{"00280100":{"vr":"US"},"00280101":{"vr":"US","Value":[12]}}"#;
+        assert_eq!(
+            super::first_number(empty, "00280100"),
+            None,
+            "an empty value is no value"
+        );
+    }
+}
+
 fn boundary() -> String {
     format!("strata-{}", hex::encode(rand::random::<[u8; 12]>()))
 }
@@ -252,6 +269,21 @@ pub async fn instance(
     retrieve(a, c, h, Target::parse(&st, Some(&se), Some(&i))?).await
 }
 
+/// The first value of a numeric attribute in DICOM JSON text, found without parsing the whole
+/// document (a metadata request may cover hundreds of instances).
+fn first_number(json: &str, tag: &str) -> Option<u32> {
+    let at = json.find(&format!("\"{tag}\""))?;
+    let rest = &json[at..];
+    let rest = &rest[..rest.find('}')?]; // this element's object only
+    let value = rest.find("\"Value\"")?;
+    let digits: String = rest[value..]
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// One instance's metadata: the DICOM JSON precomputed at ingest, with BulkDataURIs added.
 fn metadata_json(base: &str, r: &InstanceRef) -> String {
     let url = format!(
@@ -279,10 +311,7 @@ fn metadata_json(base: &str, r: &InstanceRef) -> String {
     } else {
         r.metadata.clone()
     };
-    let bits: u32 = serde_json::from_str::<serde_json::Value>(&r.metadata)
-        .ok()
-        .and_then(|v| v.get("00280100")?.get("Value")?.get(0)?.as_u64())
-        .unwrap_or(16) as u32;
+    let bits = first_number(&r.metadata, "00280100").unwrap_or(16);
     let has_pixels = r.metadata.contains("\"00280010\"");
     if has_pixels && json.ends_with('}') {
         let vr = if encapsulated || bits <= 8 {
