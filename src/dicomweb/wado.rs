@@ -122,23 +122,6 @@ fn requested_syntax(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn first_number_reads_one_attribute() {
-        let json = r#"{"00280010":{"vr":"US","Value":[512]},"00280100":{"vr":"US","Value":[16]}}"#;
-        assert_eq!(super::first_number(json, "00280100"), Some(16));
-        assert_eq!(super::first_number(json, "00280010"), Some(512));
-        assert_eq!(super::first_number(json, "00280101"), None);
-        let empty = r#"{"00280100":{"vr":"US"},"00280101":{"vr":"US","Value":[12]}}"#;
-        assert_eq!(
-            super::first_number(empty, "00280100"),
-            None,
-            "an empty value is no value"
-        );
-    }
-}
-
 fn boundary() -> String {
     format!("strata-{}", hex::encode(rand::random::<[u8; 12]>()))
 }
@@ -605,4 +588,21 @@ pub async fn bulkdata(
             .insert(header::CONTENT_RANGE, range.parse().expect("ASCII header"));
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn first_number_reads_one_attribute() {
+        let json = r#"{"00280010":{"vr":"US","Value":[512]},"00280100":{"vr":"US","Value":[16]}}"#;
+        assert_eq!(super::first_number(json, "00280100"), Some(16));
+        assert_eq!(super::first_number(json, "00280010"), Some(512));
+        assert_eq!(super::first_number(json, "00280101"), None);
+        let empty = r#"{"00280100":{"vr":"US"},"00280101":{"vr":"US","Value":[12]}}"#;
+        assert_eq!(
+            super::first_number(empty, "00280100"),
+            None,
+            "an empty value is no value"
+        );
+    }
 }
