@@ -10,10 +10,9 @@
 //! ciphertext followed by a 16-byte tag.
 
 use super::address::BlobId;
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
 use hkdf::Hkdf;
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use sha2::Sha256;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -56,7 +55,7 @@ pub enum CryptError {
 /// The archive's root secret and what is derived from it. Losing it loses every blob.
 pub struct MasterKey {
     key_id: [u8; 8],
-    wrap: Aes256Gcm,
+    wrap: LessSafeKey,
     address_key: Zeroizing<[u8; 32]>,
 }
 
@@ -73,7 +72,7 @@ impl MasterKey {
         hk.expand(b"key id", &mut key_id).expect("valid length");
         MasterKey {
             key_id,
-            wrap: Aes256Gcm::new_from_slice(wrap.as_ref()).expect("32-byte key"),
+            wrap: aes_key(wrap.as_ref()),
             address_key,
         }
     }
@@ -230,7 +229,7 @@ impl BlobHeader {
 /// Seals one blob, segment by segment, so a large instance streams through in constant memory.
 pub struct Sealer {
     header: BlobHeader,
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
     aad: Vec<u8>,
     next: u64,
 }
@@ -246,10 +245,7 @@ impl Sealer {
         raw[12..20].copy_from_slice(&key.key_id);
         rng.fill_bytes(&mut raw[20..32]); // wrap nonce
         let mut wrapped = data_key.to_vec();
-        let tag = key
-            .wrap
-            .encrypt_in_place_detached(Nonce::from_slice(&raw[20..32]), &raw[0..20], &mut wrapped)
-            .expect("wrapping 32 bytes cannot fail");
+        let tag = seal_detached(&key.wrap, &raw[20..32], &raw[0..20], &mut wrapped);
         raw[32..64].copy_from_slice(&wrapped);
         raw[64..80].copy_from_slice(&tag);
         raw[80..84].copy_from_slice(&segment_size.to_le_bytes());
@@ -258,7 +254,7 @@ impl Sealer {
         let header = BlobHeader::parse(&raw).expect("a header we just built parses");
         Sealer {
             aad: segment_aad(&header, blob),
-            cipher: Aes256Gcm::new_from_slice(data_key.as_ref()).expect("32-byte key"),
+            cipher: aes_key(data_key.as_ref()),
             header,
             next: 0,
         }
@@ -287,10 +283,7 @@ impl Sealer {
             .expect("segment count fits in u32");
         let start = out.len();
         out.extend_from_slice(plain);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.aad, &mut out[start..])
-            .expect("segment within AES-GCM limits");
+        let tag = seal_detached(&self.cipher, &nonce, &self.aad, &mut out[start..]);
         out.extend_from_slice(&tag);
         self.next += 1;
     }
@@ -303,7 +296,7 @@ impl Sealer {
 /// Opens the segments of one blob; built from its header.
 pub struct Opener {
     header: BlobHeader,
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
     aad: Vec<u8>,
 }
 
@@ -318,17 +311,17 @@ impl Opener {
         }
         let raw = header.bytes();
         let mut data_key = Zeroizing::new(raw[32..64].to_vec());
-        key.wrap
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&raw[20..32]),
-                &raw[0..20],
-                &mut data_key,
-                aes_gcm::Tag::from_slice(&raw[64..80]),
-            )
-            .map_err(|_| CryptError::BadWrappedKey)?;
+        open_detached(
+            &key.wrap,
+            &raw[20..32],
+            &raw[0..20],
+            &mut data_key,
+            &raw[64..80],
+        )
+        .map_err(|_| CryptError::BadWrappedKey)?;
         Ok(Opener {
             aad: segment_aad(&header, blob),
-            cipher: Aes256Gcm::new_from_slice(&data_key).expect("32-byte key"),
+            cipher: aes_key(&data_key),
             header,
         })
     }
@@ -357,18 +350,44 @@ impl Opener {
         let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
         let start = out.len();
         out.extend_from_slice(ct);
-        self.cipher
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
-                &self.aad,
-                &mut out[start..],
-                aes_gcm::Tag::from_slice(tag),
-            )
-            .map_err(|_| {
-                out.truncate(start);
-                CryptError::BadSegment(index)
-            })
+        open_detached(&self.cipher, &nonce, &self.aad, &mut out[start..], tag).map_err(|_| {
+            out.truncate(start);
+            CryptError::BadSegment(index)
+        })
     }
+}
+
+// AES-256-GCM through ring: the same construction as RustCrypto's aes-gcm, about three times
+// faster here (VAES and VPCLMULQDQ), which matters when every byte served is decrypted.
+
+fn aes_key(key: &[u8]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte AES-256 key"))
+}
+
+fn nonce(bytes: &[u8]) -> Nonce {
+    Nonce::assume_unique_for_key(bytes.try_into().expect("a 12-byte nonce"))
+}
+
+/// Encrypts `buf` in place and returns the tag.
+fn seal_detached(key: &LessSafeKey, n: &[u8], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+    let tag = key
+        .seal_in_place_separate_tag(nonce(n), Aad::from(aad), buf)
+        .expect("within AES-GCM's length limits");
+    tag.as_ref().try_into().expect("a 16-byte tag")
+}
+
+/// Authenticates and decrypts `buf` in place.
+fn open_detached(
+    key: &LessSafeKey,
+    n: &[u8],
+    aad: &[u8],
+    buf: &mut [u8],
+    tag: &[u8],
+) -> Result<(), ()> {
+    let tag = Tag::try_from(tag).map_err(|_| ())?;
+    key.open_in_place_separate_tag(nonce(n), Aad::from(aad), tag, buf, 0..)
+        .map(|_| ())
+        .map_err(|_| ())
 }
 
 fn segment_aad(header: &BlobHeader, blob: &BlobId) -> Vec<u8> {
