@@ -130,86 +130,106 @@ fn boundary() -> String {
 /// whatever the instance's size.
 const STREAM_WINDOW: u64 = 4 << 20;
 
-/// Where a multipart response is.
-enum Cursor {
-    /// Between instances: the next part header comes.
-    Next,
-    /// Inside an instance sent as stored, at an offset.
-    Streaming {
-        r: Box<InstanceRef>,
-        offset: u64,
-    },
-    Done,
+/// Instances fetched ahead while the current one is sent: each fetch (read, verify, decrypt)
+/// runs as its own task, so two cores work on one response.
+const PREFETCH: usize = 2;
+
+/// One instance of a multipart response, fetched.
+enum Part {
+    /// Header, bytes and the closing line of a part, ready to send.
+    Whole(Vec<u8>),
+    /// Larger than one window: sent window by window as it is read.
+    Large(Box<InstanceRef>),
 }
 
-/// Streams the instances as one multipart/related body: an instance sent as stored goes out in
-/// windows read straight from the replicas; one converted to another syntax is converted whole.
+fn part_header(b: &str, ts: &str, len: usize) -> Vec<u8> {
+    format!("--{b}\r\nContent-Type: application/dicom; transfer-syntax={ts}\r\nContent-Length: {len}\r\n\r\n").into_bytes()
+}
+
+async fn fetch_part(
+    archive: Arc<Archive>,
+    r: InstanceRef,
+    syntax: Option<String>,
+    b: String,
+) -> Result<Part, String> {
+    let as_stored = syntax.as_deref().is_none_or(|s| s == r.transfer_syntax);
+    if as_stored && r.size > STREAM_WINDOW {
+        return Ok(Part::Large(Box::new(r)));
+    }
+    let (ts, bytes) = if as_stored {
+        let bytes = archive
+            .read_blob_range(&r.blob_id, 0..r.size)
+            .await
+            .map_err(|e| e.to_string())?;
+        (r.transfer_syntax.clone(), bytes)
+    } else {
+        let bytes = archive
+            .part10(&r.blob_id, &r.transfer_syntax, syntax.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        (syntax.unwrap_or_default(), bytes)
+    };
+    let mut part = part_header(&b, &ts, bytes.len());
+    part.extend_from_slice(&bytes);
+    part.extend_from_slice(b"\r\n");
+    Ok(Part::Whole(part))
+}
+
+/// A large instance as stored, window by window: memory stays bounded whatever its size.
+fn windows(
+    archive: Arc<Archive>,
+    r: Box<InstanceRef>,
+    b: String,
+) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
+    let head = part_header(&b, &r.transfer_syntax, r.size as usize);
+    let body = futures::stream::unfold(Some(0u64), move |offset| {
+        let (archive, r) = (archive.clone(), r.clone());
+        async move {
+            let offset = offset?;
+            let end = (offset + STREAM_WINDOW).min(r.size);
+            match archive.read_blob_range(&r.blob_id, offset..end).await {
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+                Ok(mut chunk) if end >= r.size => {
+                    chunk.extend_from_slice(b"\r\n");
+                    Some((Ok(chunk), None))
+                }
+                Ok(chunk) => Some((Ok(chunk), Some(end))),
+            }
+        }
+    });
+    use futures::StreamExt;
+    futures::stream::once(async move { Ok(head) }).chain(body)
+}
+
+/// Streams the instances as one multipart/related body: the next instances are fetched while
+/// the current one is sent; an instance sent as stored and larger than a window goes out window
+/// by window; one converted to another syntax is converted whole.
 fn multipart_dicom(
     archive: Arc<Archive>,
     refs: Vec<InstanceRef>,
     syntax: Option<String>,
 ) -> Response {
+    use futures::StreamExt;
     let b = boundary();
     let ctype = format!("multipart/related; type=\"application/dicom\"; boundary={b}");
-    let state = (refs.into_iter(), Cursor::Next);
-    let stream = futures::stream::unfold(state, move |(mut it, cursor)| {
-        let (archive, syntax, b) = (archive.clone(), syntax.clone(), b.clone());
-        async move {
-            let header = |ts: &str, len: usize| {
-                format!("--{b}\r\nContent-Type: application/dicom; transfer-syntax={ts}\r\nContent-Length: {len}\r\n\r\n").into_bytes()
-            };
-            match cursor {
-                Cursor::Done => None,
-                Cursor::Streaming { r, offset } => {
-                    let end = (offset + STREAM_WINDOW).min(r.size);
-                    match archive.read_blob_range(&r.blob_id, offset..end).await {
-                        Err(e) => Some((
-                            Err(std::io::Error::other(e.to_string())),
-                            (it, Cursor::Done),
-                        )),
-                        Ok(mut chunk) if end >= r.size => {
-                            chunk.extend_from_slice(b"\r\n");
-                            Some((Ok(chunk), (it, Cursor::Next)))
-                        }
-                        Ok(chunk) => Some((Ok(chunk), (it, Cursor::Streaming { r, offset: end }))),
-                    }
-                }
-                Cursor::Next => match it.next() {
-                    None => Some((Ok(format!("--{b}--\r\n").into_bytes()), (it, Cursor::Done))),
-                    Some(r) if syntax.as_deref().is_none_or(|s| s == r.transfer_syntax) => {
-                        let head = header(&r.transfer_syntax, r.size as usize);
-                        Some((
-                            Ok(head),
-                            (
-                                it,
-                                Cursor::Streaming {
-                                    r: Box::new(r),
-                                    offset: 0,
-                                },
-                            ),
-                        ))
-                    }
-                    Some(r) => match archive
-                        .part10(&r.blob_id, &r.transfer_syntax, syntax.as_deref())
-                        .await
-                    {
-                        Err(e) => Some((
-                            Err(std::io::Error::other(e.to_string())),
-                            (it, Cursor::Done),
-                        )),
-                        Ok(bytes) => {
-                            let mut part =
-                                header(syntax.as_deref().unwrap_or_default(), bytes.len());
-                            part.extend_from_slice(&bytes);
-                            part.extend_from_slice(b"\r\n");
-                            Some((Ok(part), (it, Cursor::Next)))
-                        }
-                    },
-                },
+    let closing = format!("--{b}--\r\n").into_bytes();
+    let (a, bb) = (archive.clone(), b.clone());
+    let parts = futures::stream::iter(refs)
+        .map(move |r| tokio::spawn(fetch_part(a.clone(), r, syntax.clone(), bb.clone())))
+        .buffered(PREFETCH)
+        .flat_map(move |fetched| match fetched {
+            Ok(Ok(Part::Whole(bytes))) => futures::stream::once(async move { Ok(bytes) }).boxed(),
+            Ok(Ok(Part::Large(r))) => windows(archive.clone(), r, b.clone()).boxed(),
+            Ok(Err(e)) => {
+                futures::stream::once(async move { Err(std::io::Error::other(e)) }).boxed()
             }
-        }
-    });
-    ([(header::CONTENT_TYPE, ctype)], Body::from_stream(stream)).into_response()
+            Err(e) => {
+                futures::stream::once(async move { Err(std::io::Error::other(e.to_string())) })
+                    .boxed()
+            }
+        })
+        .chain(futures::stream::once(async move { Ok(closing) }));
+    ([(header::CONTENT_TYPE, ctype)], Body::from_stream(parts)).into_response()
 }
 
 async fn retrieve(
