@@ -132,7 +132,7 @@ const STREAM_WINDOW: u64 = 4 << 20;
 
 /// Instances fetched ahead while the current one is sent: each fetch (read, verify, decrypt)
 /// runs as its own task, so two cores work on one response.
-const PREFETCH: usize = 2;
+const PREFETCH: usize = 4;
 
 /// One instance of a multipart response, fetched.
 enum Part {
