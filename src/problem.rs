@@ -46,6 +46,20 @@ impl Problem {
     }
 }
 
+/// The archive's errors as a client sees them: what it asked for cannot be converted (406),
+/// does not exist (404) or is under retention (409); anything else is the archive failing.
+impl From<crate::archive::ArchiveError> for Problem {
+    fn from(e: crate::archive::ArchiveError) -> Problem {
+        use crate::archive::ArchiveError as E;
+        match e {
+            E::Convert(why) => Problem::new(StatusCode::NOT_ACCEPTABLE, why),
+            e @ E::NotFound(_) => Problem::not_found(e.to_string()),
+            e @ E::Retained { .. } => Problem::new(StatusCode::CONFLICT, e.to_string()),
+            e => Problem::internal(e),
+        }
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = serde_json::json!({

@@ -54,9 +54,9 @@ async fn delete(
                 .audit(event(Outcome::Denied).detail(e.to_string()))
                 .await
                 .map_err(Problem::internal)?;
-            Err(Problem::new(StatusCode::CONFLICT, e.to_string()))
+            Err(e.into())
         }
-        Err(e) => Err(Problem::internal(e)),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -393,13 +393,7 @@ async fn open_instance(
     let target = (decode && !is_native(&r.transfer_syntax)).then_some(EXPLICIT_LE);
     let bytes = archive
         .part10(&r.blob_id, &r.transfer_syntax, target)
-        .await
-        .map_err(|e| match e {
-            crate::archive::ArchiveError::Convert(why) => {
-                Problem::new(StatusCode::NOT_ACCEPTABLE, why)
-            }
-            e => Problem::internal(e),
-        })?;
+        .await?;
     if let Some(t) = target {
         r.transfer_syntax = t.to_string();
     }

@@ -53,13 +53,7 @@ pub async fn wado(
         .ok_or_else(|| Problem::not_found("no such instance"))?;
     let bytes = a
         .part10(&r.blob_id, &r.transfer_syntax, target.as_deref())
-        .await
-        .map_err(|e| match e {
-            crate::archive::ArchiveError::Convert(why) => {
-                Problem::new(StatusCode::NOT_ACCEPTABLE, why)
-            }
-            e => Problem::internal(e),
-        })?;
+        .await?;
     let event = c
         .event("http.wado_uri", Outcome::Success)
         .patient(Some(r.patient_id.clone()), Some(study));
