@@ -15,6 +15,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Where the audit trail is copied on every replica: sealed JSON batches named by their first
+/// and last event ids, so listing order is trail order.
+const AUDIT_PREFIX: &str = "audit";
+/// Events per exported batch.
+const AUDIT_BATCH: usize = 10_000;
+/// How often a serving archive copies new audit events to the replicas: a lost index loses at
+/// most this much of the trail.
+const AUDIT_EXPORT_PERIOD: Duration = Duration::from_secs(30);
+
 /// Where the decision journal lives on every replica: one sealed JSON object per decision,
 /// named so that listing order is decision order.
 const JOURNAL_PREFIX: &str = "journal";
@@ -454,8 +463,40 @@ impl Archive {
         Ok((total, left_all))
     }
 
-    /// Starts the background repair worker and the slow background scrub.
+    /// Copies the audit events not yet on the replicas there, in sealed batches; returns how
+    /// many were copied.
+    pub async fn export_audit(&self) -> Result<usize, ArchiveError> {
+        let mut copied = 0;
+        loop {
+            let after = self.index.audit_exported().await?;
+            let filter = crate::index::AuditFilter {
+                after_id: Some(after),
+                limit: Some(AUDIT_BATCH),
+                ..Default::default()
+            };
+            let events = self.index.audit_events(filter).await?;
+            let (Some(first), Some(last)) = (events.first(), events.last()) else {
+                return Ok(copied);
+            };
+            let name = format!("{AUDIT_PREFIX}/{:012}-{:012}.json", first.id, last.id);
+            let body = serde_json::to_vec(&events).expect("audit events serialise");
+            self.store.put_record(&name, &body).await?;
+            self.index.set_audit_exported(last.id).await?;
+            copied += events.len();
+        }
+    }
+
+    /// Starts the background repair worker, the audit export and the slow background scrub.
     pub fn spawn_background(self: &Arc<Self>) {
+        let a = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(AUDIT_EXPORT_PERIOD).await;
+                if let Err(e) = a.export_audit().await {
+                    tracing::error!("copying the audit trail to the replicas: {e}");
+                }
+            }
+        });
         let a = self.clone();
         tokio::spawn(async move {
             let period = Duration::from_secs(a.config.repair.interval_seconds.max(1));
@@ -495,6 +536,7 @@ pub struct ReindexReport {
     pub superseded: u64,
     pub unreadable: Vec<(BlobId, String)>,
     pub journal_entries: u64,
+    pub audit_events: u64,
 }
 
 /// Rebuilds the index from one replica alone (1-based `replica_no`): every blob on it, then the
@@ -578,6 +620,21 @@ pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport
                 index.delete_instances(sop_instance_uids).await?;
             }
         }
+    }
+    for key in store
+        .replicas()
+        .list_keys(r, AUDIT_PREFIX)
+        .await
+        .map_err(StoreError::from)?
+    {
+        let body = store
+            .get_record(r, &key)
+            .await
+            .map_err(|e| ArchiveError::Setup(format!("audit batch {key}: {e}")))?;
+        let events: Vec<crate::audit::StoredEvent> = serde_json::from_slice(&body)
+            .map_err(|e| ArchiveError::Setup(format!("audit batch {key}: {e}")))?;
+        report.audit_events += events.len() as u64;
+        index.restore_audit(events).await?;
     }
     index.close().await?;
     remove_db(&final_path);

@@ -5,13 +5,13 @@
 //! the database file and drop the triggers — breaks the chain at that event, and
 //! [`verify`] names it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The hash the first event chains from.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditEvent {
     pub at: i64,
     pub actor: String,
@@ -24,7 +24,7 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Success,
@@ -106,7 +106,7 @@ pub fn chain_hash(prev: &str, event: &AuditEvent) -> String {
 }
 
 /// A stored event with its place in the chain.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredEvent {
     pub id: i64,
     #[serde(flatten)]

@@ -137,6 +137,8 @@ enum AeCommand {
 enum AuditCommand {
     /// Check the hash chain; exit non-zero and name the first broken event if it is broken.
     Verify,
+    /// Copy the events not yet on the replicas there now (a server does it every 30 s).
+    Export,
     /// Print events as JSON lines, oldest first.
     List {
         #[arg(long)]
@@ -220,8 +222,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Reindex { from_replica } => {
             let r = archive::reindex(&config, from_replica).await?;
             println!(
-                "reindexed from replica {from_replica}: {} blobs, {} instances indexed, {} replacements replayed from {} journal entries",
-                r.blobs, r.indexed, r.superseded, r.journal_entries
+                "reindexed from replica {from_replica}: {} blobs, {} instances indexed, {} replacements replayed from {} journal entries, {} audit events restored",
+                r.blobs, r.indexed, r.superseded, r.journal_entries, r.audit_events
             );
             for (blob, why) in &r.unreadable {
                 println!("unreadable blob {blob}: {why}");
@@ -422,6 +424,13 @@ async fn audit(archive: &Archive, command: AuditCommand) -> anyhow::Result<std::
                     Ok(std::process::ExitCode::FAILURE)
                 }
             }
+        }
+        AuditCommand::Export => {
+            println!(
+                "copied {} audit events to the replicas",
+                archive.export_audit().await?
+            );
+            Ok(std::process::ExitCode::SUCCESS)
         }
         AuditCommand::List {
             actor,

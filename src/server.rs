@@ -82,6 +82,7 @@ async fn audit(
         }
     }
     let filter = AuditFilter {
+        after_id: None,
         actor: q.get("actor").cloned(),
         action: q.get("action").cloned(),
         patient_id: q.get("patient_id").cloned(),

@@ -930,3 +930,67 @@ fn frames_of_a_compressed_instance_are_decoded_unless_asked_as_stored() {
         "as stored: a JPEG bit stream"
     );
 }
+
+#[test]
+fn the_audit_trail_survives_the_loss_of_the_index() {
+    let t = TestArchive::new();
+    t.generate("in", &study());
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let server = t.serve();
+    let auth = format!("Bearer {}", token(&t, "admin"));
+    for q in [
+        "PatientName=a*",
+        "ModalitiesInStudy=CT",
+        "StudyDate=20000101-",
+    ] {
+        assert_eq!(
+            http(
+                "GET",
+                &format!("{}/dicomweb/studies?{q}", base(&server)),
+                &[("Authorization", &auth)],
+                None
+            )
+            .status,
+            200
+        );
+    }
+    drop(server);
+    let exported = t.ok(&["audit", "export"]);
+    assert!(!exported.contains("copied 0 "), "{exported}");
+    let before = t.ok(&["audit", "list"]);
+    assert!(before.matches("http.qido").count() == 3, "{before}");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(t.data().join(format!("index.sqlite{suffix}")));
+    }
+    let out = t.ok(&["reindex", "--from-replica", "2"]);
+    assert!(
+        out.contains(&format!("{} audit events restored", before.lines().count())),
+        "{out}"
+    );
+    assert_eq!(
+        t.ok(&["audit", "list"]),
+        before,
+        "the trail is back, event for event"
+    );
+    assert!(t.ok(&["audit", "verify"]).contains("intact"));
+    assert!(
+        t.ok(&["audit", "export"]).contains("copied 0 "),
+        "nothing new to copy"
+    );
+    // new events chain on from the restored ones
+    let server = t.serve();
+    let auth = format!("Bearer {}", token(&t, "admin"));
+    assert_eq!(
+        http(
+            "GET",
+            &format!("{}/dicomweb/studies", base(&server)),
+            &[("Authorization", &auth)],
+            None
+        )
+        .status,
+        200
+    );
+    drop(server);
+    assert_eq!(t.ok(&["audit", "list"]).matches("http.qido").count(), 4);
+    assert!(t.ok(&["audit", "verify"]).contains("intact"));
+}

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "ae_peers", include_str!("../../schemas/index/0003_ae_peers.sql")),
     (4, "auth", include_str!("../../schemas/index/0004_auth.sql")),
     (5, "name_phonetic", include_str!("../../schemas/index/0005_name_phonetic.sql")),
+    (6, "audit_export", include_str!("../../schemas/index/0006_audit_export.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -305,6 +306,49 @@ impl Index {
     /// Appends an event to the audit trail, chained to the last one; returns once committed.
     pub async fn audit(&self, event: crate::audit::AuditEvent) -> Result<(), IndexError> {
         self.write(move |c| records::append_audit(c, &event)).await
+    }
+
+    /// The id of the last audit event copied to the replicas.
+    pub async fn audit_exported(&self) -> Result<i64, IndexError> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT last_id FROM audit_export WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
+    pub async fn set_audit_exported(&self, last_id: i64) -> Result<(), IndexError> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE audit_export SET last_id = ?1 WHERE id = 1",
+                [last_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts back audit events exactly as they were (ids and hashes), for reindex.
+    pub async fn restore_audit(
+        &self,
+        events: Vec<crate::audit::StoredEvent>,
+    ) -> Result<(), IndexError> {
+        self.write(move |c| {
+            for e in &events {
+                records::restore_audit(c, e)?;
+            }
+            if let Some(last) = events.last() {
+                c.execute(
+                    "UPDATE audit_export SET last_id = max(last_id, ?1) WHERE id = 1",
+                    [last.id],
+                )?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Audit events matching the filter, oldest first.

@@ -504,6 +504,8 @@ pub(super) fn repair_failed(
 /// Which audit events to list; empty fields do not filter.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
+    /// Only events after this id.
+    pub after_id: Option<i64>,
     pub actor: Option<String>,
     pub action: Option<String>,
     pub patient_id: Option<String>,
@@ -528,6 +530,19 @@ pub(super) fn append_audit(c: &Connection, e: &crate::audit::AuditEvent) -> Resu
     Ok(())
 }
 
+pub(super) fn restore_audit(
+    c: &Connection,
+    e: &crate::audit::StoredEvent,
+) -> Result<(), IndexError> {
+    let v = &e.event;
+    c.execute(
+        "INSERT OR IGNORE INTO audit (id, at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![e.id, v.at, v.actor, v.role, v.action, v.patient_id, v.study_uid, v.outcome.as_str(), v.remote, v.detail, e.prev_hash, e.hash],
+    )?;
+    Ok(())
+}
+
 pub(super) fn audit_events(
     c: &Connection,
     f: &AuditFilter,
@@ -541,6 +556,9 @@ pub(super) fn audit_events(
         sql.push_str(&format!(" AND {cond} ?{}", p.len() + 1));
         p.push(v);
     };
+    if let Some(id) = f.after_id {
+        add("id >", id.into());
+    }
     if let Some(a) = &f.actor {
         add("actor =", a.clone().into());
     }
