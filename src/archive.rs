@@ -125,10 +125,31 @@ pub enum JournalEntry {
         at: i64,
     },
     /// A C-MOVE destination was removed.
-    PeerRemoved { aet: String, at: i64 },
+    PeerRemoved {
+        aet: String,
+        at: i64,
+    },
     /// Instances deleted by an administrator; reindex must not bring them back.
     Deleted {
         sop_instance_uids: Vec<String>,
+        at: i64,
+    },
+    /// A user was added (with the argon2 hash of the password, never the password).
+    UserAdded {
+        name: String,
+        role: String,
+        password_hash: String,
+        at: i64,
+    },
+    /// An API token was created (its SHA-256, never the token).
+    TokenCreated {
+        user: String,
+        token_hash: String,
+        label: Option<String>,
+        at: i64,
+    },
+    TokenRevoked {
+        token_hash: String,
         at: i64,
     },
 }
@@ -210,12 +231,7 @@ impl Archive {
         let path = self.config.data_dir.join("initial-admin-password");
         write_private(&path, &format!("{password}\n"))
             .map_err(|e| ArchiveError::Setup(format!("writing {}: {e}", path.display())))?;
-        self.index
-            .create_user(
-                "admin".into(),
-                "admin".into(),
-                crate::auth::hash_password(&password),
-            )
+        self.add_user("admin", "admin", crate::auth::hash_password(&password))
             .await?;
         eprintln!(
             "strata: created user admin with password {password} (also in {}); sign in and change it",
@@ -392,6 +408,79 @@ impl Archive {
             }
         }
         Ok(facts.len())
+    }
+
+    /// Adds a user (journaled, so reindex restores it); false if the name is taken.
+    pub async fn add_user(
+        &self,
+        name: &str,
+        role: &str,
+        password_hash: String,
+    ) -> Result<bool, ArchiveError> {
+        if self
+            .index
+            .user_credentials(name.to_string())
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let at = crate::index::now_ms();
+        let entry = JournalEntry::UserAdded {
+            name: name.into(),
+            role: role.into(),
+            password_hash: password_hash.clone(),
+            at,
+        };
+        self.journal(entry).await?;
+        Ok(self
+            .index
+            .create_user(name.into(), role.into(), password_hash)
+            .await?)
+    }
+
+    /// Records a token for a user (journaled); false if there is no such user.
+    pub async fn add_token(
+        &self,
+        user: &str,
+        token_hash: String,
+        label: Option<String>,
+    ) -> Result<bool, ArchiveError> {
+        if self
+            .index
+            .user_credentials(user.to_string())
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let at = crate::index::now_ms();
+        let entry = JournalEntry::TokenCreated {
+            user: user.into(),
+            token_hash: token_hash.clone(),
+            label: label.clone(),
+            at,
+        };
+        self.journal(entry).await?;
+        Ok(self.index.add_token(user.into(), token_hash, label).await?)
+    }
+
+    /// Revokes a token (journaled); false if no live token has that hash.
+    pub async fn revoke_token(&self, token_hash: String) -> Result<bool, ArchiveError> {
+        if self
+            .index
+            .token_principal(token_hash.clone())
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        self.journal(JournalEntry::TokenRevoked {
+            token_hash: token_hash.clone(),
+            at: crate::index::now_ms(),
+        })
+        .await?;
+        Ok(self.index.revoke_token(token_hash).await?)
     }
 
     /// Adds or changes a C-MOVE destination: journaled first, then indexed.
@@ -618,6 +707,25 @@ pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport
                 sop_instance_uids, ..
             } => {
                 index.delete_instances(sop_instance_uids).await?;
+            }
+            JournalEntry::UserAdded {
+                name,
+                role,
+                password_hash,
+                ..
+            } => {
+                index.create_user(name, role, password_hash).await?;
+            }
+            JournalEntry::TokenCreated {
+                user,
+                token_hash,
+                label,
+                ..
+            } => {
+                index.add_token(user, token_hash, label).await?;
+            }
+            JournalEntry::TokenRevoked { token_hash, .. } => {
+                index.revoke_token(token_hash).await?;
             }
         }
     }

@@ -507,11 +507,7 @@ async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::pr
                 bail!("the password (first line of standard input) needs at least 8 characters");
             }
             let hash = hash_password(password);
-            if !archive
-                .index
-                .create_user(name.clone(), role.as_str().into(), hash)
-                .await?
-            {
+            if !archive.add_user(&name, role.as_str(), hash).await? {
                 bail!("a user named {name} exists already");
             }
             println!("added {name} ({})", role.as_str());
@@ -530,21 +526,13 @@ async fn token(archive: &Archive, command: TokenCommand) -> anyhow::Result<std::
     match command {
         TokenCommand::Create { user, label } => {
             let token = new_secret("stk_");
-            if !archive
-                .index
-                .add_token(user.clone(), secret_hash(&token), label)
-                .await?
-            {
+            if !archive.add_token(&user, secret_hash(&token), label).await? {
                 bail!("no user named {user}");
             }
             println!("{token}");
         }
         TokenCommand::Revoke { token } => {
-            if !archive
-                .index
-                .revoke_token(secret_hash(token.trim()))
-                .await?
-            {
+            if !archive.revoke_token(secret_hash(token.trim())).await? {
                 bail!("no live token like that");
             }
             println!("revoked");

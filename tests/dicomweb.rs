@@ -932,12 +932,15 @@ fn frames_of_a_compressed_instance_are_decoded_unless_asked_as_stored() {
 }
 
 #[test]
-fn the_audit_trail_survives_the_loss_of_the_index() {
+fn the_audit_trail_and_the_accounts_survive_the_loss_of_the_index() {
     let t = TestArchive::new();
     t.generate("in", &study());
     t.ok(&["import", t.path("in").to_str().unwrap()]);
     let server = t.serve();
     let auth = format!("Bearer {}", token(&t, "admin"));
+    let old = token(&t, "admin");
+    t.ok(&["token", "revoke", &old]);
+    let revoked = format!("Bearer {old}");
     for q in [
         "PatientName=a*",
         "ModalitiesInStudy=CT",
@@ -977,9 +980,9 @@ fn the_audit_trail_survives_the_loss_of_the_index() {
         t.ok(&["audit", "export"]).contains("copied 0 "),
         "nothing new to copy"
     );
-    // new events chain on from the restored ones
+    // users and tokens come back from the journal: the old token works, a revoked one does not;
+    // and new events chain on from the restored ones
     let server = t.serve();
-    let auth = format!("Bearer {}", token(&t, "admin"));
     assert_eq!(
         http(
             "GET",
@@ -989,6 +992,16 @@ fn the_audit_trail_survives_the_loss_of_the_index() {
         )
         .status,
         200
+    );
+    assert_eq!(
+        http(
+            "GET",
+            &format!("{}/dicomweb/studies", base(&server)),
+            &[("Authorization", &revoked)],
+            None
+        )
+        .status,
+        401
     );
     drop(server);
     assert_eq!(t.ok(&["audit", "list"]).matches("http.qido").count(), 4);
