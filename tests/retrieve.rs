@@ -33,6 +33,16 @@ fn study_uid(path: &Path) -> String {
         .to_string()
 }
 
+/// A child process killed when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A port nobody listens on right now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -132,7 +142,7 @@ fn movescu_sends_a_study_to_a_peer_from_the_ae_table() {
     let dest_port = free_port();
     let out = t.path("moved");
     std::fs::create_dir_all(&out).unwrap();
-    let mut scp = std::process::Command::new("storescp")
+    let scp = std::process::Command::new("storescp")
         .args([
             "-aet",
             "MOVESCP",
@@ -144,6 +154,7 @@ fn movescu_sends_a_study_to_a_peer_from_the_ae_table() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("storescp (dcmtk) is installed by scripts/test.sh");
+    let scp = KillOnDrop(scp);
     // The destination comes from the managed AE table, added while nothing runs.
     t.ok(&["ae", "add", "MOVESCP", "127.0.0.1", &dest_port.to_string()]);
     assert!(t.ok(&["ae", "list"]).contains("MOVESCP"));
@@ -188,8 +199,7 @@ fn movescu_sends_a_study_to_a_peer_from_the_ae_table() {
             &server.port(),
         ],
     );
-    let _ = scp.kill();
-    let _ = scp.wait();
+    drop(scp);
     assert!(res.status.success(), "{}", text(&res));
     assert_same_content(&files, &out);
     drop(server);
