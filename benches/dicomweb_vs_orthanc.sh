@@ -108,20 +108,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-load() {
-    echo "# load $(date -u +%T): $(uptime | sed 's/.*load average/load average/'); busiest:" \
-        "$(top -bn1 -o %CPU | sed -n '8,11p' | awk '{printf "%s %s%%, ", $12, $9}')"
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() {
-    local deadline=$(( $(date +%s) + $1 )); shift
-    until "$@" >/dev/null 2>&1; do
-        (( $(date +%s) < deadline )) || return 1
-        sleep 0.02
-    done
-}
-cpu_of() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/t}' "/proc/$1/stat"; }
-rate() { python3 -c "print(f'{$1/$2:.0f}')"; }
 
 # strata_token DATA_DIR: a bearer token for admin (STOKEN); the server creates admin on its first
 # start, so this runs while it serves.
@@ -137,10 +123,6 @@ start_strata() {
     wait_for 60 curl -sf "http://127.0.0.1:$SHTTP/readyz" \
         || { echo "strata did not start:"; cat "$1.log"; exit 1; }
     SBASE="http://127.0.0.1:$SHTTP/dicomweb"
-}
-stop_strata() { kill "$SPID"; wait "$SPID" || true; SPID=""; }
-strata_count() {
-    "$STRATA" --data "$1" studies 2>/dev/null | awk 'NF>3 && $NF ~ /^[0-9.]+$/ {s+=$(NF-1)} END{print s+0}'
 }
 
 # start_orthanc DIR: sets OPID, OPORT, OHTTP, OBASE.
@@ -179,10 +161,6 @@ EOF
     wait_for 60 curl -sf "http://127.0.0.1:$OHTTP/dicom-web/studies?limit=1" \
         || { echo "Orthanc (with DICOMweb) did not start:"; tail -20 "$d.log"; exit 1; }
     OBASE="http://127.0.0.1:$OHTTP/dicom-web"
-}
-stop_orthanc() { kill "$OPID"; wait "$OPID" || true; OPID=""; }
-orthanc_count() {
-    curl -sf "http://127.0.0.1:$OHTTP/statistics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])'
 }
 
 # ---- data --------------------------------------------------------------------------------------

@@ -91,24 +91,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-load() {
-    echo "# load $(date -u +%T): $(uptime | sed 's/.*load average/load average/'); busiest:" \
-        "$(top -bn1 -o %CPU | sed -n '8,11p' | awk '{printf "%s %s%%, ", $12, $9}')"
-}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# wait_for SECONDS CMD...: polls CMD every 20 ms.
-wait_for() {
-    local deadline=$(( $(date +%s) + $1 )); shift
-    until "$@" >/dev/null 2>&1; do
-        (( $(date +%s) < deadline )) || return 1
-        sleep 0.02
-    done
-}
 
-# CPU seconds (user+sys, all threads) a process has used so far.
-cpu_of() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/t}' "/proc/$1/stat"; }
 
 # start_strata DATA_DIR: sets SPID, SPORT.
 start_strata() {
@@ -118,10 +103,6 @@ start_strata() {
     SPID=$!
     wait_for 60 grep -q "serving DIMSE as STRATA" "$1.log" \
         || { echo "strata did not start:"; cat "$1.log"; exit 1; }
-}
-stop_strata() { kill "$SPID"; wait "$SPID" || true; SPID=""; }
-strata_count() {
-    "$STRATA" --data "$1" studies 2>/dev/null | awk 'NF>3 && $NF ~ /^[0-9.]+$/ {s+=$(NF-1)} END{print s+0}'
 }
 
 # start_orthanc DIR: sets OPID, OPORT, OHTTP.
@@ -152,10 +133,6 @@ EOF
     wait_for 60 grep -q "DICOM server listening" "$d.log" \
         && wait_for 60 curl -sf "http://127.0.0.1:$OHTTP/system" \
         || { echo "Orthanc did not start:"; tail -20 "$d.log"; exit 1; }
-}
-stop_orthanc() { kill "$OPID"; wait "$OPID" || true; OPID=""; }
-orthanc_count() {
-    curl -sf "http://127.0.0.1:$OHTTP/statistics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])'
 }
 
 # storescu_timed AE PORT DIR...: one storescu (one association) per DIR, all at once; prints the
@@ -189,7 +166,6 @@ for i, d in enumerate(sorted(os.listdir(src), key=lambda s: (len(s), s))):
 EOF
 }
 
-rate() { python3 -c "print(f'{$1/$2:.0f}')"; }
 ceiling_rate() { sed -E 's/.* = ([0-9]+) instances\/s.*/\1/' <<<"$1"; }
 
 # ---- data --------------------------------------------------------------------------------------

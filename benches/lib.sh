@@ -41,3 +41,38 @@ need_gnu_time() {
         echo "needs GNU time at /usr/bin/time (apt-get install time)" >&2; exit 1
     fi
 }
+
+# ---- helpers of the side-by-side scripts (strata and Orthanc as foreground servers) ----
+
+load() {
+    echo "# load $(date -u +%T): $(uptime | sed 's/.*load average/load average/'); busiest:" \
+        "$(top -bn1 -o %CPU | sed -n '8,11p' | awk '{printf "%s %s%%, ", $12, $9}')"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_for SECONDS CMD...: polls CMD every 20 ms.
+wait_for() {
+    local deadline=$(( $(date +%s) + $1 )); shift
+    until "$@" >/dev/null 2>&1; do
+        (( $(date +%s) < deadline )) || return 1
+        sleep 0.02
+    done
+}
+
+# CPU seconds (user+sys, all threads) a process has used so far.
+cpu_of() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/t}' "/proc/$1/stat"; }
+
+rate() { python3 -c "print(f'{$1/$2:.0f}')"; }
+
+stop_strata() { kill "$SPID"; wait "$SPID" || true; SPID=""; }
+
+strata_count() {
+    "$STRATA" --data "$1" studies 2>/dev/null | awk 'NF>3 && $NF ~ /^[0-9.]+$/ {s+=$(NF-1)} END{print s+0}'
+}
+
+stop_orthanc() { kill "$OPID"; wait "$OPID" || true; OPID=""; }
+
+orthanc_count() {
+    curl -sf "http://127.0.0.1:$OHTTP/statistics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])'
+}
