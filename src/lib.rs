@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod mpi;
 pub mod problem;
+pub mod render;
 pub mod server;
 pub mod store;
 pub mod synth;

@@ -1,9 +1,41 @@
-//! The master person index: which local patient keys are one person. For now it holds the name
-//! normalisation the whole archive shares, so that searching and (later) matching agree: a
-//! search key (upper case, Latin accents folded) and a phonetic key (Double Metaphone of the
-//! family and given names) for fuzzy matching.
+//! The master person index: which local patient keys are one person. It holds the name
+//! normalisation the whole archive shares, so that searching and matching agree: a search key
+//! (upper case, Latin accents folded) and a phonetic key (Double Metaphone of the family and
+//! given names) for fuzzy matching.
 
 use rphonetic::{DoubleMetaphone, Encoder};
+use serde::{Deserialize, Serialize};
+
+/// The raw demographics of one local patient key, as a DICOM header or a CSV row gives them.
+/// Any field may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Normalised IssuerOfPatientID, or the source (AE title, user) when the file has none.
+    pub issuer: String,
+    pub patient_id: String,
+    pub family_name: String,
+    pub given_name: String,
+    pub middle_name: String,
+    /// YYYYMMDD as received (may be malformed).
+    pub birth_date: String,
+    pub sex: String,
+    pub street: String,
+    pub city: String,
+    pub postcode: String,
+    pub phone: String,
+}
+
+/// What the matcher decided for one incoming identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Linked to an existing person above the upper threshold.
+    Linked,
+    /// A new person: no candidate above the lower threshold.
+    New,
+    /// Between the thresholds, or would bridge two persons: a person decides.
+    Review,
+}
 
 /// Upper case with Latin accents folded, so "Müller" matches "MULLER".
 pub fn name_key(name: &str) -> String {
