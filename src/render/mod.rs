@@ -104,3 +104,49 @@ impl Default for View {
         }
     }
 }
+
+/// Who is waiting for a render: interactive streams go before HTTP renders, which go before
+/// thumbnails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    Interactive,
+    Http,
+    Thumbnail,
+}
+
+/// Renders frame `frame` (0-based) of the stored instance `sop_uid` as `view` asks. The one entry
+/// point for everything that shows pixels (`/rendered`, thumbnails, the stream).
+pub async fn render_instance(
+    archive: &crate::archive::Archive,
+    sop_uid: &str,
+    frame: u32,
+    view: View,
+    _priority: Priority,
+) -> Result<Rendered, RenderInstanceError> {
+    let mut bytes = Vec::new();
+    archive
+        .read_instance(sop_uid, |c| {
+            bytes.extend_from_slice(c);
+            Ok(())
+        })
+        .await?;
+    tokio::task::spawn_blocking(move || {
+        let obj = dicom_object::from_reader(std::io::Cursor::new(bytes.get(128..).unwrap_or_default()))
+            .map_err(|e| RenderError::Decode(e.to_string()))?;
+        let decoded = decode_frame(&obj, frame)?;
+        let presentation = Presentation::from_object(&obj, frame);
+        render(&decoded, &presentation, &view)
+    })
+    .await
+    .map_err(|e| RenderError::Decode(format!("render task failed: {e}")))?
+    .map_err(RenderInstanceError::Render)
+}
+
+/// Why [`render_instance`] gave no image: the instance could not be read, or not rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderInstanceError {
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
