@@ -24,6 +24,11 @@ const AUDIT_BATCH: usize = 10_000;
 /// most this much of the trail.
 const AUDIT_EXPORT_PERIOD: Duration = Duration::from_secs(30);
 
+/// Fewest local keys worth estimating MPI weights from; below it the prior weights serve.
+const MPI_MIN_ESTIMATE_RECORDS: usize = 1000;
+/// How often the MPI checks whether its population grew enough to re-estimate its weights.
+const MPI_ESTIMATE_PERIOD: Duration = Duration::from_secs(600);
+
 /// Where the decision journal lives on every replica: one sealed JSON object per decision,
 /// named so that listing order is decision order.
 const JOURNAL_PREFIX: &str = "journal";
@@ -151,6 +156,11 @@ pub enum JournalEntry {
     TokenRevoked {
         token_hash: String,
         at: i64,
+    },
+    /// A manual MPI decision (link, unlink, merge, unmerge, review, demographics), stated as
+    /// the memberships it left, so replaying it over re-derived links restores it.
+    Mpi {
+        change: Box<crate::index::MpiChange>,
     },
 }
 
@@ -379,6 +389,30 @@ impl Archive {
         Ok(())
     }
 
+    /// Carries out a manual MPI operation: applied in the index, journaled on the write quorum
+    /// inside the same transaction (a failed journal write undoes it), audited.
+    pub async fn mpi_op(
+        self: &Arc<Self>,
+        op: crate::index::MpiOp,
+        actor: String,
+        audit: crate::audit::AuditEvent,
+    ) -> Result<crate::index::MpiChange, ArchiveError> {
+        let archive = self.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let change = self
+            .index
+            .mpi_op(op, actor, audit, move |change| {
+                let entry = JournalEntry::Mpi {
+                    change: Box::new(change.clone()),
+                };
+                runtime
+                    .block_on(archive.journal(entry))
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        Ok(change)
+    }
+
     /// Deletes instances: refused if any is under retention; else journaled (so reindex leaves
     /// them out), removed from the index, and their blobs removed from every replica.
     /// Returns how many were deleted.
@@ -596,6 +630,19 @@ impl Archive {
                 tokio::time::sleep(period).await;
             }
         });
+        let a = self.clone();
+        tokio::spawn(async move {
+            // The matcher's weights follow the archive's own population: re-estimated (EM, no
+            // labels) whenever the number of local keys has doubled since the last estimate.
+            loop {
+                match a.index.mpi_estimate(MPI_MIN_ESTIMATE_RECORDS, false).await {
+                    Ok(Some(n)) => tracing::info!("MPI weights re-estimated from {n} identities"),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!("estimating the MPI weights: {e}"),
+                }
+                tokio::time::sleep(MPI_ESTIMATE_PERIOD).await;
+            }
+        });
         let rate = self.config.scrub.blobs_per_second;
         if rate > 0.0 {
             let a = self.clone();
@@ -726,6 +773,9 @@ pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport
             }
             JournalEntry::TokenRevoked { token_hash, .. } => {
                 index.revoke_token(token_hash).await?;
+            }
+            JournalEntry::Mpi { change } => {
+                index.mpi_replay(*change).await?;
             }
         }
     }

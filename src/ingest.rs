@@ -620,6 +620,27 @@ pub fn local_issuer(issuer: Option<&str>, source_ae: Option<&str>) -> String {
         .unwrap_or_else(|| "LOCAL".to_string())
 }
 
+/// The keys of OtherPatientIDsSequence: the sender's statement that they are this patient too.
+fn other_patient_ids(
+    ds: &InMemDicomObject,
+    source_ae: Option<&str>,
+) -> Vec<crate::index::LocalKey> {
+    let Ok(Some(seq)) = ds.element_opt(tags::OTHER_PATIENT_I_DS_SEQUENCE) else {
+        return vec![];
+    };
+    seq.items()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|item| {
+            let patient_id = text(item, tags::PATIENT_ID)?;
+            Some(crate::index::LocalKey {
+                issuer: local_issuer(text(item, tags::ISSUER_OF_PATIENT_ID).as_deref(), source_ae),
+                patient_id,
+            })
+        })
+        .collect()
+}
+
 fn record_from(
     obj: &dicom_object::DefaultDicomObject,
     meta: &FileMetaTable,
@@ -654,6 +675,9 @@ fn record_from(
             name: text(ds, tags::PATIENT_NAME),
             birth_date: text(ds, tags::PATIENT_BIRTH_DATE),
             sex: text(ds, tags::PATIENT_SEX),
+            address: text(ds, tags::PATIENT_ADDRESS),
+            phone: text(ds, tags::PATIENT_TELEPHONE_NUMBERS),
+            other_ids: other_patient_ids(ds, source_ae),
         },
         study: StudyRecord {
             uid: study_uid,

@@ -24,6 +24,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .route("/api/logout", post(auth_http::logout))
         .route("/api/audit", get(audit))
         .merge(crate::dicomweb::router())
+        .merge(crate::mpi::http::router())
         .route_layer(axum::middleware::from_fn_with_state(
             archive.clone(),
             auth_http::require_caller,

@@ -4,75 +4,12 @@
 
 mod common;
 
-use common::{files_under, peer_script, python, sop_uid, text, tool, Server, TestArchive};
+use common::{
+    add_user, base, files_under, http, multipart, peer_script, python, sop_uid, text, token, tool,
+    Answer, TestArchive,
+};
 use std::path::PathBuf;
 use strata::synth::{Modality, SynthOptions};
-
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).to_string()
-    }
-}
-
-/// One HTTP request; any status comes back as an answer (never an error).
-fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<(&str, &[u8])>) -> Answer {
-    let mut req = ureq::request(method, url);
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let result = match body {
-        Some((ctype, bytes)) => req.set("Content-Type", ctype).send_bytes(bytes),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
-    };
-    let status = resp.status();
-    let content_type = resp.header("Content-Type").unwrap_or("").to_string();
-    let mut body = Vec::new();
-    std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).unwrap();
-    Answer {
-        status,
-        content_type,
-        body,
-    }
-}
-
-fn base(server: &Server) -> String {
-    format!("http://{}", server.http)
-}
-
-fn token(t: &TestArchive, user: &str) -> String {
-    t.ok(&["token", "create", "--user", user])
-        .trim()
-        .to_string()
-}
-
-fn add_user(t: &TestArchive, name: &str, role: &str) {
-    use std::io::Write;
-    let mut child = t
-        .cmd()
-        .args(["user", "add", name, "--role", role])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a long enough password\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
 
 fn study() -> SynthOptions {
     SynthOptions {
@@ -86,21 +23,6 @@ fn study() -> SynthOptions {
         modality: Some(Modality::Ct),
         noise: false,
     }
-}
-
-fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
-    let b = "testboundary42";
-    let mut body = Vec::new();
-    for (ctype, bytes) in parts {
-        body.extend_from_slice(format!("--{b}\r\nContent-Type: {ctype}\r\n\r\n").as_bytes());
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    (
-        format!("multipart/related; type=\"application/dicom\"; boundary={b}"),
-        body,
-    )
 }
 
 #[test]

@@ -42,12 +42,16 @@ fn spec_routes() -> (Routes, Routes) {
     (all, open)
 }
 
-/// (path, method) pairs the router declares: each `.route("…", get(…).post(…))` of the sources.
+/// (path, method) pairs the router declares: each `.route("…", get(…).post(…))` of every source
+/// file.
 fn router_routes() -> Routes {
     let mut out = BTreeSet::new();
-    for file in ["src/server.rs", "src/dicomweb/mod.rs"] {
-        let src =
-            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let sources = walkdir::WalkDir::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"));
+    for file in sources {
+        let src = std::fs::read_to_string(&file).unwrap();
         let mut rest = src.as_str();
         while let Some(i) = rest.find(".route(") {
             rest = &rest[i + ".route(".len()..];

@@ -9,11 +9,16 @@
 //! failing job never spoils the others, and its answer is sent only after COMMIT returned:
 //! nothing is acknowledged before its row is durable. Reads use a small pool of connections.
 
+mod mpi;
 pub mod query;
 mod records;
 mod users;
 mod writer;
 
+pub use mpi::{
+    HistoryEntry, Identifier, LocalKey, MatchAnswer, MpiChange, MpiError, MpiOp, PersonSearch,
+    PersonState, PersonStudy, PersonSummary, PersonView, ReviewItem,
+};
 pub use records::*;
 pub use users::UserRow;
 
@@ -32,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "auth", include_str!("../../schemas/index/0004_auth.sql")),
     (5, "name_phonetic", include_str!("../../schemas/index/0005_name_phonetic.sql")),
     (6, "audit_export", include_str!("../../schemas/index/0006_audit_export.sql")),
+    (7, "mpi", include_str!("../../schemas/index/0007_mpi.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -52,6 +58,10 @@ pub enum IndexError {
     WriterGone,
     #[error("index commit failed: {0}")]
     Commit(String),
+    #[error(transparent)]
+    Mpi(#[from] MpiError),
+    #[error("journal: {0}")]
+    Journal(String),
 }
 
 #[derive(Clone)]
@@ -206,6 +216,83 @@ impl Index {
             Ok(outcome)
         })
         .await
+    }
+
+    /// Carries out a manual MPI operation by `actor`; `journal` records the resulting change
+    /// durably before the transaction commits (if it fails, nothing changes), and `audit` is
+    /// committed with it.
+    pub async fn mpi_op<J>(
+        &self,
+        op: MpiOp,
+        actor: String,
+        audit: crate::audit::AuditEvent,
+        journal: J,
+    ) -> Result<MpiChange, IndexError>
+    where
+        J: FnOnce(&MpiChange) -> Result<(), String> + Send + 'static,
+    {
+        self.write(move |c| {
+            let change = mpi::apply_op(c, &op, &actor)?;
+            journal(&change).map_err(IndexError::Journal)?;
+            records::append_audit(c, &audit)?;
+            Ok(change)
+        })
+        .await
+    }
+
+    /// Applies a journaled MPI change (reindex).
+    pub async fn mpi_replay(&self, change: MpiChange) -> Result<(), IndexError> {
+        self.write(move |c| mpi::replay(c, &change)).await
+    }
+
+    /// Re-runs the matcher over the keys no person decided; returns how many moved.
+    pub async fn mpi_rematch(&self) -> Result<usize, IndexError> {
+        self.write(mpi::rematch).await
+    }
+
+    /// Re-estimates the matcher's weights (EM, no labels) when the number of local keys has
+    /// at least doubled since the last estimate (and is at least `min_records`). Returns the
+    /// number of records the new model was estimated from.
+    pub async fn mpi_estimate(
+        &self,
+        min_records: usize,
+        force: bool,
+    ) -> Result<Option<usize>, IndexError> {
+        let (records, estimated) = self.read(mpi::model_inputs).await?;
+        let n = records.len();
+        if !force && (n < min_records || (n as i64) < estimated.max(1) * 2) {
+            return Ok(None);
+        }
+        let model = tokio::task::spawn_blocking(move || crate::mpi::Model::estimate(&records))
+            .await
+            .map_err(|e| IndexError::Commit(format!("estimating the MPI model: {e}")))?;
+        self.write(move |c| mpi::set_model(c, &model, n as i64))
+            .await?;
+        Ok(Some(n))
+    }
+
+    pub async fn persons(&self, q: PersonSearch) -> Result<Vec<PersonSummary>, IndexError> {
+        self.read(move |c| mpi::search(c, &q)).await
+    }
+
+    pub async fn person(&self, uid: String) -> Result<Option<PersonView>, IndexError> {
+        self.read(move |c| mpi::person(c, &uid)).await
+    }
+
+    pub async fn study_person(&self, study_uid: String) -> Result<Option<String>, IndexError> {
+        self.read(move |c| mpi::study_person(c, &study_uid)).await
+    }
+
+    pub async fn review_items(&self, all: bool) -> Result<Vec<ReviewItem>, IndexError> {
+        self.read(move |c| mpi::review_items(c, all)).await
+    }
+
+    /// Scores demographics against stored persons without storing anything.
+    pub async fn mpi_match(
+        &self,
+        identity: crate::mpi::Identity,
+    ) -> Result<MatchAnswer, IndexError> {
+        self.read(move |c| mpi::match_only(c, &identity)).await
     }
 
     /// The stored instance under a SOP Instance UID.

@@ -12,6 +12,11 @@ pub struct PatientRecord {
     pub name: Option<String>,
     pub birth_date: Option<String>,
     pub sex: Option<String>,
+    /// PatientAddress and PatientTelephoneNumbers: matching evidence when present.
+    pub address: Option<String>,
+    pub phone: Option<String>,
+    /// OtherPatientIDsSequence: keys the sender says are this same patient.
+    pub other_ids: Vec<super::LocalKey>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -134,7 +139,40 @@ fn blob(s: String) -> rusqlite::Result<BlobId> {
     })
 }
 
+impl PatientRecord {
+    /// The demographics the MPI matches on.
+    pub fn identity(&self) -> crate::mpi::Identity {
+        let mut i = crate::mpi::Identity::from_dicom(
+            &self.issuer,
+            &self.patient_id,
+            self.name.as_deref().unwrap_or(""),
+            self.birth_date.as_deref().unwrap_or(""),
+            self.sex.as_deref().unwrap_or(""),
+        );
+        if let Some(address) = &self.address {
+            // PatientAddress is free text: "street, city, postcode" is the common shape.
+            let mut parts = address.split(['^', ',']).map(str::trim);
+            i.street = parts.next().unwrap_or("").to_string();
+            i.city = parts.next().unwrap_or("").to_string();
+            i.postcode = parts.next().unwrap_or("").to_string();
+        }
+        i.phone = self.phone.clone().unwrap_or_default();
+        i
+    }
+}
+
 fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, IndexError> {
+    let manual: Option<(i64, bool)> = c
+        .query_row(
+            "SELECT id, demographics_manual FROM patients WHERE patient_id = ?1 AND issuer = ?2",
+            params![p.patient_id, p.issuer],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((id, true)) = manual {
+        // An administrator corrected this key's demographics: later instances do not undo it.
+        return Ok(id);
+    }
     Ok(c.query_row(
         "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at, name_phonetic)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -271,6 +309,7 @@ pub(super) fn insert_instance(
         None => None,
     };
     let patient = upsert_patient(c, &rec.patient, now)?;
+    super::mpi::on_patient(c, patient, &rec.patient.identity(), &rec.patient.other_ids)?;
     let study = upsert_study(c, &rec.study, patient, now)?;
     let (series, _) = upsert_series(c, &rec.series, study, now)?;
     c.execute(

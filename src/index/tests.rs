@@ -10,6 +10,9 @@ fn record(sop: &str, study: &str, series: &str, content: &[u8]) -> InstanceRecor
             name: Some("Müller^Anna".into()),
             birth_date: Some("19800101".into()),
             sex: Some("F".into()),
+            address: None,
+            phone: None,
+            other_ids: vec![],
         },
         study: StudyRecord {
             uid: study.into(),

@@ -3,12 +3,17 @@
 //! (upper case, Latin accents folded) and a phonetic key (Double Metaphone of the family and
 //! given names) for fuzzy matching.
 
+pub mod http;
+mod interim;
+
+pub use interim::{decide, MatchOutcome, Model, Normalised, ScoredCandidate};
 use rphonetic::{DoubleMetaphone, Encoder};
 use serde::{Deserialize, Serialize};
 
 /// The raw demographics of one local patient key, as a DICOM header or a CSV row gives them.
 /// Any field may be empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Identity {
     /// Normalised IssuerOfPatientID, or the source (AE title, user) when the file has none.
     pub issuer: String,

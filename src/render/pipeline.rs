@@ -2,7 +2,7 @@
 
 use dicom_object::DefaultDicomObject;
 
-use super::{DecodedFrame, Pixels, Rendered, RenderError, View};
+use super::{DecodedFrame, Pixels, RenderError, Rendered, View};
 
 /// What the dataset says about presenting one frame: rescale, window, presentation shape.
 #[derive(Debug, Clone, Default)]
@@ -47,17 +47,22 @@ pub fn render(
     let (w, h) = (frame.columns, frame.rows);
     let pixels = match &frame.pixels {
         Pixels::Grey { values, .. } => {
-            let window = view.window.or(presentation.window).unwrap_or(super::Window {
-                center: 40.0,
-                width: 400.0,
-                function: super::VoiFunction::Linear,
-            });
+            let window = view
+                .window
+                .or(presentation.window)
+                .unwrap_or(super::Window {
+                    center: 40.0,
+                    width: 400.0,
+                    function: super::VoiFunction::Linear,
+                });
             let lo = window.center - window.width / 2.0;
             values
                 .iter()
                 .map(|&v| {
                     let m = v as f64 * presentation.rescale_slope + presentation.rescale_intercept;
-                    (((m - lo) / window.width) * 255.0).round().clamp(0.0, 255.0) as u8
+                    (((m - lo) / window.width) * 255.0)
+                        .round()
+                        .clamp(0.0, 255.0) as u8
                 })
                 .collect()
         }

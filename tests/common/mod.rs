@@ -246,3 +246,91 @@ pub fn peer_script(name: &str) -> PathBuf {
         .join("tests/peers")
         .join(name)
 }
+
+/// One HTTP answer, whatever its status.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+/// One HTTP request; any status comes back as an answer (never an error).
+pub fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Answer {
+    let mut req = ureq::request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let result = match body {
+        Some((ctype, bytes)) => req.set("Content-Type", ctype).send_bytes(bytes),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let content_type = resp.header("Content-Type").unwrap_or("").to_string();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).unwrap();
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+pub fn base(server: &Server) -> String {
+    format!("http://{}", server.http)
+}
+
+pub fn token(t: &TestArchive, user: &str) -> String {
+    t.ok(&["token", "create", "--user", user])
+        .trim()
+        .to_string()
+}
+
+pub fn add_user(t: &TestArchive, name: &str, role: &str) {
+    use std::io::Write;
+    let mut child = t
+        .cmd()
+        .args(["user", "add", name, "--role", role])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// A multipart/related body of the given (content type, bytes) parts, and its content type.
+pub fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let b = "testboundary42";
+    let mut body = Vec::new();
+    for (ctype, bytes) in parts {
+        body.extend_from_slice(format!("--{b}\r\nContent-Type: {ctype}\r\n\r\n").as_bytes());
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    (
+        format!("multipart/related; type=\"application/dicom\"; boundary={b}"),
+        body,
+    )
+}
