@@ -271,6 +271,16 @@ impl Index {
         Ok(Some(n))
     }
 
+    /// Registers local keys from demographics alone (a migrated patient master file), each
+    /// matched as at ingest, in one transaction. None for a key already known.
+    pub async fn mpi_register(
+        &self,
+        identities: Vec<crate::mpi::Identity>,
+    ) -> Result<Vec<Option<crate::mpi::Decision>>, IndexError> {
+        self.write(move |c| identities.iter().map(|i| mpi::register(c, i)).collect())
+            .await
+    }
+
     pub async fn persons(&self, q: PersonSearch) -> Result<Vec<PersonSummary>, IndexError> {
         self.read(move |c| mpi::search(c, &q)).await
     }

@@ -159,7 +159,7 @@ fn match_new_key(
     patient_fk: i64,
     n: &Normalised,
     other_ids: &[LocalKey],
-) -> Result<(), IndexError> {
+) -> Result<Decision, IndexError> {
     let model = model(c)?;
     let candidates = candidates(c, patient_fk, n)?;
     let outcome = mpi::decide(&model, n, &candidates);
@@ -218,7 +218,7 @@ fn match_new_key(
             history(c, "new", MATCHER, Some(p), None, Some(patient_fk), &detail)?;
         }
     }
-    Ok(())
+    Ok(decision)
 }
 
 /// The candidates of a review item as stored: person uid and score, best first.
@@ -317,6 +317,46 @@ pub(super) fn model_inputs(c: &Connection) -> Result<(Vec<Normalised>, i64), Ind
         }
     }
     Ok((out, estimated))
+}
+
+/// Registers a local key from demographics alone (a patient master file migrated before its
+/// images arrive): the same matching as at ingest. Returns the decision, or None when the key
+/// was already known.
+pub(super) fn register(
+    c: &Connection,
+    identity: &Identity,
+) -> Result<Option<Decision>, IndexError> {
+    let name = [
+        identity.family_name.as_str(),
+        identity.given_name.as_str(),
+        identity.middle_name.as_str(),
+    ]
+    .join("^")
+    .trim_end_matches('^')
+    .to_string();
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let inserted = c.execute(
+        "INSERT OR IGNORE INTO patients (patient_id, issuer, patient_name, patient_name_key,
+            name_phonetic, birth_date, sex, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            identity.patient_id,
+            identity.issuer,
+            opt(&name),
+            opt(&name).map(|n| mpi::name_key(&n)),
+            opt(&name).map(|n| mpi::phonetic_key(&n)),
+            opt(&identity.birth_date),
+            opt(&identity.sex),
+            now_ms()
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    let fk = c.last_insert_rowid();
+    let n = Normalised::new(identity);
+    set_demographics(c, fk, &n, &serde_json::to_string(&n).expect("serialises"))?;
+    Ok(Some(match_new_key(c, fk, &n, &[])?))
 }
 
 // ---------------------------------------------------------------------------------------------
