@@ -5,15 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests use. Installed only when missing.
-# cmake, g++ and nasm build the codecs (CharLS, OpenJPEG; openh264 later); dcmtk (echoscu,
-# storescu, findscu, dcmconv, dcmcjpeg, ...) and gdcmconv (JPEG 2000) are the DICOM peers of the
-# tests; openssl makes the DICOM TLS test's certificate; python3-venv holds pynetdicom and
-# dicomweb-client, the Python peers.
-packages=(pkg-config cmake g++ nasm dcmtk libgdcm-tools openssl python3 python3-venv)
+# cmake, g++ and nasm build the codecs (CharLS, OpenJPEG, openh264); dcmtk (echoscu, storescu,
+# findscu, dcmconv, dcmcjpeg, ...) and gdcmconv (JPEG 2000) are the DICOM peers of the tests;
+# openssl makes the DICOM TLS test's certificate; python3-venv holds pynetdicom and
+# dicomweb-client, the Python peers; chromium is the browser of the viewer's end-to-end test.
+packages=(pkg-config cmake g++ nasm dcmtk libgdcm-tools openssl python3 python3-venv chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# Node runs playwright-core, which drives chromium in the viewer's end-to-end test (any Node
+# 18 or later will do: Debian's nodejs and npm when there is none).
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   sudo_cmd=""
@@ -31,6 +34,11 @@ if ! "$venv_python" -c "$venv_check" >/dev/null 2>&1; then
   rm -rf .venv
   /usr/bin/python3 -m venv .venv
   "$venv_python" -m pip install -q --disable-pip-version-check "${pip_pins[@]}"
+fi
+# playwright-core, pinned in tests/viewer/package-lock.json.
+if [[ ! -d tests/viewer/node_modules/playwright-core ]]; then
+  echo "installing playwright-core"
+  npm ci --prefix tests/viewer --no-audit --no-fund
 fi
 # (not STRATA_…: strata reads every STRATA_* variable as a configuration key)
 export PYNETDICOM_PYTHON="$venv_python"

@@ -22,3 +22,4 @@ pub mod render;
 pub mod server;
 pub mod store;
 pub mod synth;
+pub mod web;

@@ -33,6 +33,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/login", post(auth_http::login))
+        .merge(crate::web::router())
         .merge(protected)
         .fallback(|| async { Problem::not_found("no such route") })
         .with_state(archive)

@@ -68,7 +68,8 @@ fn router_routes() -> Routes {
                 }
             }
             let call = &rest[..end];
-            let path = call.split('"').nth(1).unwrap().to_string();
+            // axum's catch-all `{*name}` is OpenAPI's `{name}`
+            let path = call.split('"').nth(1).unwrap().replace("{*", "{");
             // a method router is `get(`, `.post(`, …: the name not part of a longer identifier
             for m in ["get", "post", "delete", "put", "patch"] {
                 let pattern = format!("{m}(");
@@ -105,7 +106,8 @@ fn router_and_spec_agree() {
             .replace("{series}", "1.2.4")
             .replace("{instance}", "1.2.5")
             .replace("{frames}", "1")
-            .replace("{tag}", "7FE00010");
+            .replace("{tag}", "7FE00010")
+            .replace("{file}", "app.js");
         let url = format!("http://{}{concrete}", server.http);
         let r = ureq::request(method, &url).call();
         let status = match r {

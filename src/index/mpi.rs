@@ -998,6 +998,8 @@ pub struct PersonSearch {
     pub birthdate: Option<String>,
     pub sex: Option<String>,
     pub identifier: Option<String>,
+    /// The person of a study (Study Instance UID).
+    pub study: Option<String>,
     pub limit: Option<usize>,
 }
 
@@ -1073,6 +1075,13 @@ pub(super) fn search(c: &Connection, q: &PersonSearch) -> Result<Vec<PersonSumma
                 sql.push_str(&format!(" AND p.patient_id = ?{}", args.len()));
             }
         }
+    }
+    if let Some(study) = q.study.as_deref().filter(|s| !s.is_empty()) {
+        args.push(study.to_string());
+        sql.push_str(&format!(
+            " AND p.id = (SELECT patient_fk FROM studies WHERE study_uid = ?{})",
+            args.len()
+        ));
     }
     let limit = q.limit.unwrap_or(100).min(1000);
     sql.push_str(&format!(" LIMIT {limit}"));

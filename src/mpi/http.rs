@@ -60,24 +60,24 @@ fn person_id(id: &str) -> Result<String, Problem> {
     }
 }
 
-/// `GET /api/persons?name=&birthdate=&sex=&identifier=&limit=`
+/// `GET /api/persons?name=&birthdate=&sex=&identifier=&study=&limit=`
 async fn search(
     State(a): State<Arc<Archive>>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<PersonSearch>,
 ) -> Result<Json<Vec<crate::index::PersonSummary>>, Problem> {
     caller.require(Permission::Search)?;
-    if [&q.name, &q.birthdate, &q.sex, &q.identifier]
+    if [&q.name, &q.birthdate, &q.sex, &q.identifier, &q.study]
         .iter()
         .all(|v| v.as_deref().is_none_or(str::is_empty))
     {
         return Err(Problem::bad_request(
-            "give at least one of name, birthdate, sex, identifier",
+            "give at least one of name, birthdate, sex, identifier, study",
         ));
     }
     let detail = format!(
-        "name={:?} birthdate={:?} sex={:?} identifier={:?}",
-        q.name, q.birthdate, q.sex, q.identifier
+        "name={:?} birthdate={:?} sex={:?} identifier={:?} study={:?}",
+        q.name, q.birthdate, q.sex, q.identifier, q.study
     );
     let found = a.index.persons(q).await.map_err(problem)?;
     let _ = a

@@ -301,6 +301,9 @@ pub fn token(t: &TestArchive, user: &str) -> String {
         .to_string()
 }
 
+/// The password of every user the tests add.
+pub const PASSWORD: &str = "a long enough password";
+
 pub fn add_user(t: &TestArchive, name: &str, role: &str) {
     use std::io::Write;
     let mut child = t
@@ -314,7 +317,7 @@ pub fn add_user(t: &TestArchive, name: &str, role: &str) {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"a long enough password\n")
+        .write_all(format!("{PASSWORD}\n").as_bytes())
         .unwrap();
     assert!(child.wait().unwrap().success());
 }

@@ -1,0 +1,167 @@
+// The viewer end to end, as a radiologist and an administrator use it: Debian's chromium,
+// headless, driven by playwright-core against the running binary. Every step is asserted and
+// screenshotted under $OUT. Prints one JSON line of measurements; exits non-zero on a failure.
+//
+// Environment: BASE (http://127.0.0.1:PORT), RAD_USER/RAD_PASSWORD, ADMIN_USER/ADMIN_PASSWORD,
+// PATIENT (a family name to search), STUDY (the CT study's UID), OUT (screenshot directory).
+
+import { chromium } from "playwright-core";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const env = (k) => {
+  if (!process.env[k]) throw new Error(`${k} is not set`);
+  return process.env[k];
+};
+const BASE = env("BASE");
+const OUT = env("OUT");
+const STUDY = env("STUDY");
+mkdirSync(OUT, { recursive: true });
+const profile = mkdtempSync(join(tmpdir(), "strata-chromium-"));
+
+function check(condition, what) {
+  if (!condition) throw new Error(`failed: ${what}`);
+  console.error(`ok: ${what}`);
+}
+
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1280, height: 800 },
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const results = {};
+let step = 0;
+let page;
+const shot = async (name) => {
+  step += 1;
+  await page.screenshot({ path: join(OUT, `${String(step).padStart(2, "0")}-${name}.png`) });
+};
+
+/** Statistics of what the first viewport shows on screen (mean, spread, a fingerprint). */
+async function viewportPixels() {
+  const png = await page.locator(".viewport").first().screenshot();
+  return page.evaluate(async (b64) => {
+    const img = new Image();
+    img.src = `data:image/png;base64,${b64}`;
+    await img.decode();
+    const c = document.createElement("canvas");
+    c.width = img.width;
+    c.height = img.height;
+    const g = c.getContext("2d");
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let sum = 0; let sq = 0; let hash = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      sum += d[i]; sq += d[i] * d[i];
+      hash = (hash * 31 + d[i]) >>> 0;
+    }
+    const n = d.length / 4;
+    const mean = sum / n;
+    return { mean, std: Math.sqrt(sq / n - mean * mean), hash };
+  }, png.toString("base64"));
+}
+
+const differ = (a, b) => a.hash !== b.hash && Math.abs(a.mean - b.mean) + Math.abs(a.std - b.std) > 0.05;
+
+async function login(user, password) {
+  await page.goto(`${BASE}/`);
+  await page.fill("input[name=user]", user);
+  await page.fill("input[name=password]", password);
+  await page.click("form#login button[type=submit]");
+  await page.waitForSelector("#who:has-text('" + user + "')");
+}
+
+try {
+  page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+
+  // Radiologist: log in, search, open the study.
+  await login(env("RAD_USER"), env("RAD_PASSWORD"));
+  check((await page.textContent("#who")).includes("radiologist"), "the user's name and role are shown");
+  await shot("logged-in");
+  await page.fill("input[name=name]", env("PATIENT"));
+  await page.click("form#search button[type=submit]");
+  await page.waitForSelector(`#studies tr[data-study="${STUDY}"]`);
+  await shot("search");
+  const clicked = Date.now();
+  await page.click(`#studies tr[data-study="${STUDY}"]`);
+  await page.waitForFunction(() => window.strata && window.strata.viewports[0] && window.strata.viewports[0].stats.frames > 0, null, { timeout: 20000 });
+  results.first_image_ms = Date.now() - clicked;
+  await page.waitForTimeout(300);
+  const first = await viewportPixels();
+  check(first.std > 5, `the canvas shows an image (pixel spread ${first.std.toFixed(1)})`);
+  await shot("study-open");
+
+  // Scroll 20 slices with the wheel: the image and the slice counter change.
+  await page.hover(".viewport");
+  for (let i = 0; i < 20; i++) {
+    await page.mouse.wheel(0, 100);
+    await page.waitForTimeout(15);
+  }
+  await page.waitForFunction(() => window.strata.viewports[0].stats.slice === 20, null, { timeout: 10000 });
+  await page.waitForTimeout(300);
+  const scrolled = await viewportPixels();
+  check(differ(first, scrolled), "scrolling 20 slices changes the canvas");
+  check((await page.textContent(".overlay.bl")).includes("Slice 21/"), "the slice counter says 21");
+  await shot("scrolled-20");
+
+  // A preset changes the pixels.
+  await page.keyboard.press("3");
+  await page.waitForTimeout(600);
+  const preset = await viewportPixels();
+  check(differ(scrolled, preset), "the lung preset changes the pixels");
+  await shot("preset-lung");
+
+  // Still: the badge turns LOSSLESS once the still's CRC matched.
+  await page.waitForSelector(".badge.lossless", { timeout: 5000 });
+  check((await page.textContent(".badge")).trim() === "LOSSLESS", "after idle the badge says LOSSLESS");
+  await shot("lossless");
+
+  // Input-to-paint latency of single steps (each waits for its frame).
+  const latencies = [];
+  for (let i = 0; i < 40; i++) {
+    const before = await page.evaluate(() => window.strata.viewports[0].stats.latencies.length);
+    await page.keyboard.press(i % 2 ? "ArrowUp" : "ArrowDown");
+    await page.waitForFunction((n) => window.strata.viewports[0].stats.latencies.length > n, before);
+    latencies.push(await page.evaluate(() => window.strata.viewports[0].stats.latencies.at(-1)));
+  }
+  latencies.sort((a, b) => a - b);
+  results.input_to_paint_ms = { p50: latencies[20], p95: latencies[37] };
+
+  // The radiologist has no download action, and original pixels are refused.
+  check(await page.locator("#download").count() === 0, "no download action for a radiologist");
+  const status = await page.evaluate(async (uid) => (await fetch(`/dicomweb/studies/${uid}`)).status, STUDY);
+  check(status === 403, `a direct request for original pixels is refused (${status})`);
+
+  // Administrator: the person view with studies from two issuers.
+  await page.click("#logout");
+  await page.waitForSelector("form#login");
+  await login(env("ADMIN_USER"), env("ADMIN_PASSWORD"));
+  await page.fill("input[name=name]", env("PATIENT"));
+  await page.click("form#search button[type=submit]");
+  await page.waitForSelector(`#studies tr[data-study="${STUDY}"]`);
+  check(await page.locator("#studies tr[data-study] ").count() >= 2, "both studies are listed");
+  await page.click(`#studies tr[data-study="${STUDY}"] a.person-link`);
+  await page.waitForSelector("#person .identities tr");
+  const issuers = await page.$$eval("#person .identities tr td:first-child", (tds) => [...new Set(tds.map((t) => t.textContent))]);
+  check(issuers.length >= 2, `the person has identities from two issuers (${issuers.join(", ")})`);
+  check(await page.locator("#person .timeline li").count() >= 2, "the timeline shows both studies");
+  check(await page.locator("a[href='#/review']").count() >= 1, "an admin can open the review queue");
+  await shot("person-view");
+
+  // The admin may download originals.
+  await page.goto(`${BASE}/#/study/${STUDY}`);
+  await page.waitForSelector("#download");
+  await shot("admin-viewer");
+  console.log(JSON.stringify(results));
+} catch (e) {
+  if (page) await shot("failure").catch(() => {});
+  console.error(e.stack || String(e));
+  process.exitCode = 1;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}

@@ -1,0 +1,268 @@
+// The viewer's shell: login, the study list, the person view, the review queue, and routing
+// between them (the URL hash). The image viewer itself is viewer.js.
+
+import { openViewer } from "./viewer.js";
+
+const main = document.getElementById("main");
+export const state = { user: null, role: null };
+
+/** Roles that may export original DICOM (the server enforces it; this only hides the action). */
+export const mayExport = (role) => role === "admin" || role === "integrator";
+
+/** Shows a message above the page (null hides it). */
+export function message(text) {
+  const m = document.getElementById("message");
+  m.textContent = text || "";
+  m.hidden = !text;
+}
+
+/** A JSON (or DICOM JSON) API call; a 401 means the session ended: back to the login page. */
+export async function api(path, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  let body = options.body;
+  if (body && typeof body !== "string") {
+    body = JSON.stringify(body);
+    headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(path, { ...options, headers, body, credentials: "same-origin" });
+  if (response.status === 401 && path !== "/api/login") {
+    sessionExpired();
+    throw new Error("session expired");
+  }
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    throw new Error((data && (data.detail || data.title)) || `${response.status}`);
+  }
+  return data;
+}
+
+function sessionExpired() {
+  if (state.user) message("Your session has expired. Please log in again.");
+  state.user = null;
+  showLogin();
+}
+
+const el = (tag, attrs = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) e.append(c instanceof Node ? c : document.createTextNode(c ?? ""));
+  return e;
+};
+export { el };
+
+/** The first value of a DICOM JSON attribute, as text. */
+export function dv(obj, tag) {
+  const a = obj && obj[tag];
+  if (!a || !a.Value || !a.Value.length) return "";
+  const v = a.Value[0];
+  return typeof v === "object" ? (v.Alphabetic || "") : String(v);
+}
+export const pn = (s) => s.replace(/\^+$/, "").replace(/\^/g, ", ");
+export const da = (s) => (s && s.length === 8 ? `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6)}` : s || "");
+
+function showLogin() {
+  document.getElementById("bar").hidden = true;
+  main.replaceChildren();
+  const user = el("input", { name: "user", autocomplete: "username", required: true, "aria-label": "User" });
+  const password = el("input", { name: "password", type: "password", autocomplete: "current-password", required: true, "aria-label": "Password" });
+  const form = el("form", { class: "login", id: "login" },
+    el("h1", {}, "Strata"),
+    el("label", {}, "User", user),
+    el("label", {}, "Password", password),
+    el("button", { type: "submit" }, "Log in"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const who = await api("/api/login", { method: "POST", body: { user: user.value, password: password.value } });
+      message(null);
+      signedIn(who);
+      if (!location.hash || location.hash === "#/login") location.hash = "#/studies";
+      route();
+    } catch (err) {
+      message(`Login failed: ${err.message}`);
+    }
+  });
+  main.append(form);
+  user.focus();
+}
+
+function signedIn(who) {
+  state.user = who.user;
+  state.role = who.role;
+  document.getElementById("bar").hidden = false;
+  document.getElementById("who").textContent = `${who.user} (${who.role})`;
+  document.getElementById("nav-review").hidden = who.role !== "admin";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Study list
+
+const STUDY_FIELDS = ["00080020", "00080030", "00080050", "00080061", "00081030", "00100010",
+  "00100020", "00100021", "00100030", "0020000D", "00201208"];
+const COLUMNS = [
+  ["Patient", "00100010", pn], ["Patient ID", "00100020"], ["Birth date", "00100030", da],
+  ["Study date", "00080020", da], ["Modalities", "00080061"], ["Description", "00081030"],
+  ["Accession", "00080050"], ["Images", "00201208"],
+];
+const PAGE = 25;
+
+async function showStudies(params) {
+  const form = el("form", { class: "search", id: "search" },
+    el("label", {}, "Patient name", el("input", { name: "name", value: params.get("name") || "" })),
+    el("label", {}, "Patient ID", el("input", { name: "pid", value: params.get("pid") || "" })),
+    el("label", {}, "Accession", el("input", { name: "acc", value: params.get("acc") || "" })),
+    el("label", {}, "From", el("input", { name: "from", type: "date", value: params.get("from") || "" })),
+    el("label", {}, "To", el("input", { name: "to", type: "date", value: params.get("to") || "" })),
+    el("label", {}, "Modality", el("select", { name: "mod" },
+      ["", "CT", "MR", "CR", "DX", "US", "PT", "NM", "MG", "XA", "OT"].map((m) =>
+        el("option", { value: m, selected: params.get("mod") === m }, m || "any")))),
+    el("button", { type: "submit" }, "Search"));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const p = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (v) p.set(k, v);
+    location.hash = `#/studies?${p}`;
+  });
+  const table = el("table", { class: "list", id: "studies" });
+  const pager = el("div", { class: "pager" });
+  main.replaceChildren(form, table, pager);
+
+  const q = new URLSearchParams();
+  if (params.get("name")) { q.set("PatientName", `${params.get("name")}*`); q.set("fuzzymatching", "true"); }
+  if (params.get("pid")) q.set("PatientID", params.get("pid"));
+  if (params.get("acc")) q.set("AccessionNumber", params.get("acc"));
+  const from = (params.get("from") || "").replaceAll("-", "");
+  const to = (params.get("to") || "").replaceAll("-", "");
+  if (from || to) q.set("StudyDate", `${from}-${to}`);
+  if (params.get("mod")) q.set("ModalitiesInStudy", params.get("mod"));
+  const offset = Number(params.get("offset") || 0);
+  q.set("limit", PAGE + 1);
+  q.set("offset", offset);
+  for (const f of STUDY_FIELDS) q.append("includefield", f);
+  let studies;
+  try {
+    studies = (await api(`/dicomweb/studies?${q}`, { headers: { Accept: "application/dicom+json" } })) || [];
+  } catch (err) {
+    message(`Search failed: ${err.message}`);
+    return;
+  }
+  const more = studies.length > PAGE;
+  studies = studies.slice(0, PAGE);
+  let sort = { col: 3, dir: -1 };
+  const draw = () => {
+    const [, tag] = COLUMNS[sort.col];
+    studies.sort((a, b) => dv(a, tag).localeCompare(dv(b, tag), undefined, { numeric: true }) * sort.dir);
+    const head = el("tr", {}, COLUMNS.map(([label], i) => el("th", {
+      onclick: () => { sort = { col: i, dir: sort.col === i ? -sort.dir : 1 }; draw(); },
+    }, label + (sort.col === i ? (sort.dir > 0 ? " ▲" : " ▼") : ""))), el("th", {}, ""));
+    const rows = studies.map((s) => {
+      const uid = dv(s, "0020000D");
+      return el("tr", { "data-study": uid, onclick: () => { location.hash = `#/study/${uid}`; } },
+        COLUMNS.map(([, tag, f]) => el("td", {}, (f || String)(dv(s, tag)))),
+        el("td", {}, el("a", {
+          href: "#", class: "person-link",
+          onclick: async (e) => {
+            e.preventDefault(); e.stopPropagation();
+            const found = await api(`/api/persons?study=${encodeURIComponent(uid)}`);
+            if (found.length) location.hash = `#/person/${found[0].id}`;
+          },
+        }, "person")));
+    });
+    table.replaceChildren(el("thead", {}, head), el("tbody", {}, rows));
+  };
+  draw();
+  const page = (o) => { const p = new URLSearchParams(params); p.set("offset", o); location.hash = `#/studies?${p}`; };
+  pager.append(
+    el("button", { type: "button", disabled: offset === 0, onclick: () => page(Math.max(0, offset - PAGE)) }, "‹ Previous"),
+    el("span", {}, studies.length ? `${offset + 1}–${offset + studies.length}` : "No studies"),
+    el("button", { type: "button", disabled: !more, onclick: () => page(offset + PAGE) }, "Next ›"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Person view and review queue
+
+async function showPerson(id) {
+  let p;
+  try {
+    p = await api(`/api/persons/${id}`);
+  } catch (err) {
+    message(`Person ${id}: ${err.message}`);
+    return;
+  }
+  const view = el("div", { class: "person", id: "person" },
+    el("h2", {}, p.identifiers.length ? pn(p.identifiers[0].name || "") : id),
+    p.merged_into ? el("p", {}, "Merged into ", el("a", { href: `#/person/${p.merged_into}` }, p.merged_into)) : "",
+    el("h3", {}, "Identities"),
+    el("table", { class: "list identities" }, el("tbody", {}, p.identifiers.map((i) =>
+      el("tr", {}, el("td", {}, i.issuer), el("td", {}, i.patient_id), el("td", {}, pn(i.name || "")),
+        el("td", {}, da(i.birth_date)), el("td", {}, i.sex || ""), el("td", {}, i.manual ? "linked by hand" : "matched"))))),
+    el("h3", {}, `Studies (${p.studies.length})`),
+    el("ul", { class: "timeline" }, p.studies.map((s) =>
+      el("li", { "data-study": s.study_uid },
+        el("a", { href: `#/study/${s.study_uid}` }, `${da(s.study_date)} ${s.modalities} ${s.description || ""}`),
+        ` — ${s.issuer} ${s.patient_id}, ${s.num_instances} images`))),
+    el("h3", {}, "Link history"),
+    el("ul", {}, p.history.map((h) => el("li", {},
+      `${new Date(h.at).toLocaleString()} ${h.action} by ${h.actor}` +
+      (h.identifier ? ` (${h.identifier.issuer} ${h.identifier.patient_id})` : "")))),
+    state.role === "admin" ? el("p", {}, el("a", { href: "#/review" }, "Open the review queue")) : "");
+  main.replaceChildren(view);
+}
+
+async function showReview() {
+  const items = await api("/api/mpi/review");
+  const list = el("table", { class: "list", id: "review" }, el("tbody", {}, items.map((r) =>
+    el("tr", {},
+      el("td", {}, `${r.identifier.issuer} ${r.identifier.patient_id}`),
+      el("td", {}, pn(r.identifier.name || "")), el("td", {}, da(r.identifier.birth_date)),
+      el("td", {}, r.candidates.map((c) => el("div", {},
+        el("a", { href: `#/person/${c.person}` }, c.person), ` score ${Number(c.score).toFixed(1)} `,
+        el("button", { type: "button", onclick: () => decide(r.id, { decision: "accept", person: c.person }) }, "Same person")))),
+      el("td", {}, el("button", { type: "button", onclick: () => decide(r.id, { decision: "reject" }) }, "Different person"))))));
+  main.replaceChildren(el("div", { class: "person" }, el("h2", {}, `Review queue (${items.length})`), list));
+}
+
+async function decide(id, body) {
+  try {
+    await api(`/api/mpi/review/${id}`, { method: "POST", body });
+    showReview();
+  } catch (err) {
+    message(err.message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+let leaveView = null;
+
+async function route() {
+  if (leaveView) { leaveView(); leaveView = null; }
+  if (!state.user) {
+    try {
+      signedIn(await api("/api/me"));
+    } catch {
+      return;
+    }
+  }
+  const [path, query] = (location.hash.slice(1) || "/studies").split("?");
+  const parts = path.split("/").filter(Boolean);
+  const params = new URLSearchParams(query || "");
+  if (parts[0] === "person" && parts[1]) await showPerson(parts[1]);
+  else if (parts[0] === "review") await showReview();
+  else if (parts[0] === "study" && parts[1]) leaveView = await openViewer(main, parts[1]);
+  else await showStudies(params);
+}
+
+document.getElementById("logout").addEventListener("click", async () => {
+  try { await api("/api/logout", { method: "POST" }); } catch { /* ended anyway */ }
+  state.user = null;
+  message(null);
+  location.hash = "#/login";
+  showLogin();
+});
+window.addEventListener("hashchange", () => { message(null); route(); });
+route();

@@ -1,0 +1,326 @@
+// The image viewer: series thumbnails, one to four viewports, each showing a series through its
+// own stream (worker.js), and the inputs that change what they show: wheel, arrow keys and drag
+// scroll; right-drag (or shift-drag) windows; ctrl-drag or pinch zooms; middle-drag (or alt-drag)
+// pans; presets by key and menu. Overlays are drawn here, never burned into the pixels.
+
+import { api, dv, el, da, pn, mayExport, message, state } from "./app.js";
+
+const PRESETS = [
+  ["brain", "Brain"], ["subdural", "Subdural"], ["lung", "Lung"], ["mediastinum", "Mediastinum"],
+  ["bone", "Bone"], ["abdomen", "Abdomen"], ["liver", "Liver"],
+];
+const KEYS = [
+  ["Wheel, ↑ ↓, drag", "previous / next slice"], ["PgUp PgDn, Home End", "10 slices, first / last"],
+  ["Right-drag or Shift-drag", "window / level"], ["1 … 7", "presets: " + PRESETS.map((p) => p[1]).join(", ")],
+  ["0", "the series' own window"], ["Ctrl-drag, Ctrl-wheel, + −, pinch", "zoom"],
+  ["Middle-drag or Alt-drag", "pan"], ["F", "fit"], ["R", "reset"], ["L", "next layout"],
+  ["Tab", "next viewport"], ["?", "this help"],
+];
+
+/** Viewports and their statistics, for whoever wants to look (the end-to-end tests do). */
+window.strata = { viewports: [] };
+
+class Viewport {
+  constructor(grid, onSelect) {
+    this.box = el("div", { class: "viewport", tabindex: "0" });
+    this.canvas = el("canvas", {});
+    this.tl = el("div", { class: "overlay tl" });
+    this.tr = el("div", { class: "overlay tr" });
+    this.bl = el("div", { class: "overlay bl" });
+    this.br = el("div", { class: "overlay br" });
+    this.badge = el("div", { class: "badge", hidden: true }, "LOSSY");
+    this.errorBox = el("div", { class: "vp-error", hidden: true });
+    this.box.append(this.canvas, this.tl, this.tr, this.bl, this.br, this.badge, this.errorBox);
+    grid.append(this.box);
+    this.seq = 0;
+    this.series = null;
+    this.view = { slice: 0, window: null, preset: null, zoom: 1, pan: [0, 0] };
+    this.sent = new Map();
+    this.stats = { painted: 0, latencies: [], lastSeq: 0, slice: null, lossless: false, frames: 0, errors: [] };
+    this.worker = new Worker("/app/worker.js");
+    const offscreen = this.canvas.transferControlToOffscreen();
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    this.worker.postMessage({ type: "init", canvas: offscreen, url: `${proto}//${location.host}/api/stream` }, [offscreen]);
+    this.worker.onmessage = (e) => this.fromWorker(e.data);
+    this.box.addEventListener("pointerdown", () => onSelect(this));
+    this.resize = new ResizeObserver(() => this.sendView({}));
+    this.resize.observe(this.box);
+    window.strata.viewports.push(this);
+  }
+
+  close() {
+    this.resize.disconnect();
+    this.worker.postMessage({ type: "close" });
+    this.worker.terminate();
+    window.strata.viewports = window.strata.viewports.filter((v) => v !== this);
+  }
+
+  open(study, series) {
+    this.series = null;
+    this.view = { slice: 0, window: null, preset: null, zoom: 1, pan: [0, 0] };
+    this.errorBox.hidden = true;
+    this.worker.postMessage({ type: "open", message: { type: "open", study, series } });
+    this.sendView({});
+  }
+
+  viewportSize() {
+    const r = this.box.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    return [Math.max(16, Math.round(r.width * dpr)), Math.max(16, Math.round(r.height * dpr))];
+  }
+
+  /** Sends a change of view state (merged into the current one), stamped with a new seq. */
+  sendView(change) {
+    Object.assign(this.view, change);
+    const seq = ++this.seq;
+    const message = { type: "view", seq, viewport: this.viewportSize(), zoom: this.view.zoom, pan: this.view.pan, slice: this.view.slice };
+    if (this.view.preset) message.preset = this.view.preset;
+    else if (this.view.window) message.window = this.view.window;
+    this.sent.set(seq, performance.now());
+    this.worker.postMessage({ type: "view", message });
+    this.drawOverlays();
+  }
+
+  fromWorker(m) {
+    if (m.type === "text") this.text(m.message);
+    else if (m.type === "painted") {
+      const sentAt = this.sent.get(m.seq);
+      if (sentAt !== undefined && m.seq > this.stats.lastSeq) {
+        this.stats.latencies.push(performance.now() - sentAt);
+        for (const k of this.sent.keys()) if (k <= m.seq) this.sent.delete(k);
+      }
+      this.stats.lastSeq = Math.max(this.stats.lastSeq, m.seq);
+      this.stats.slice = m.slice;
+      this.stats.frames++;
+      this.stats.lossless = false;
+      this.badge.hidden = false;
+      this.badge.textContent = "LOSSY";
+      this.badge.classList.remove("lossless");
+    } else if (m.type === "lossless") {
+      this.stats.lossless = m.ok;
+      if (m.ok) {
+        this.badge.textContent = "LOSSLESS";
+        this.badge.classList.add("lossless");
+      }
+    } else if (m.type === "status") {
+      if (!m.connected) {
+        message("Connection to the server lost: reconnecting…");
+        api("/api/me").catch(() => {});
+      } else message(null);
+    } else if (m.type === "error") this.showError(m.message);
+  }
+
+  text(m) {
+    if (m.type === "series") {
+      this.series = m;
+      this.errorBox.hidden = true;
+      this.drawOverlays();
+    } else if (m.type === "error") {
+      this.stats.errors.push(m.message);
+      this.showError(m.message);
+    }
+  }
+
+  showError(text) {
+    this.errorBox.textContent = `This image cannot be shown: ${text}`;
+    this.errorBox.hidden = false;
+  }
+
+  windowText() {
+    if (this.view.preset) return this.view.preset;
+    const w = this.view.window || (this.series && this.series.default_window);
+    return w ? `W ${Math.round(w.width)} L ${Math.round(w.center)}` : "";
+  }
+
+  drawOverlays() {
+    const s = this.series;
+    if (!s) { this.tl.textContent = this.tr.textContent = this.bl.textContent = this.br.textContent = ""; return; }
+    const p = s.patient || {};
+    const st = s.study_info || {};
+    this.tl.textContent = `${pn(p.name || "")}\n${p.id || ""}\n${da(p.birth_date)} ${p.sex || ""}`;
+    this.tr.textContent = `${da(st.date)} ${st.description || ""}\n${s.modality || ""} #${s.series_number || ""} ${s.series_description || ""}`;
+    this.bl.textContent = `Slice ${this.view.slice + 1}/${s.slices}`;
+    this.br.textContent = `${this.windowText()}\nZoom ${Math.round(this.view.zoom * 100)}%`;
+    this.bl.dataset.slice = String(this.view.slice + 1);
+  }
+
+  scroll(delta) {
+    if (!this.series) return;
+    const slice = Math.max(0, Math.min(this.series.slices - 1, this.view.slice + delta));
+    if (slice !== this.view.slice) this.sendView({ slice });
+  }
+
+  windowBy(dx, dy) {
+    const base = this.view.window || (this.series && this.series.default_window) || { center: 40, width: 400 };
+    const width = Math.max(1, base.width + dx * 4);
+    const center = base.center + dy * 2;
+    this.sendView({ window: { center, width }, preset: null });
+  }
+
+  zoomBy(factor) {
+    this.sendView({ zoom: Math.max(0.05, Math.min(50, this.view.zoom * factor)) });
+  }
+}
+
+/** Opens the viewer on a study in `main`; returns what closes it. */
+export async function openViewer(main, study) {
+  let series;
+  try {
+    const q = ["0008103E", "00200011", "00080060", "00201209"].map((t) => `includefield=${t}`).join("&");
+    series = await api(`/dicomweb/studies/${study}/series?${q}`, { headers: { Accept: "application/dicom+json" } });
+  } catch (err) {
+    message(`Study ${study}: ${err.message}`);
+    return () => {};
+  }
+  series.sort((a, b) => Number(dv(a, "00200011")) - Number(dv(b, "00200011")));
+  const thumbs = el("div", { class: "thumbs", id: "thumbs" });
+  const grid = el("div", { class: "grid l1x1", id: "grid" });
+  const presetMenu = el("select", { id: "preset", "aria-label": "Window preset" },
+    el("option", { value: "" }, "Window…"), el("option", { value: "default" }, "Series default"),
+    PRESETS.map(([v, label]) => el("option", { value: v }, label)));
+  const help = el("div", { class: "help", id: "help", hidden: true },
+    el("h3", {}, "Keyboard and mouse"),
+    el("table", {}, el("tbody", {}, KEYS.map(([k, what]) => el("tr", {}, el("td", {}, k), el("td", {}, what))))));
+  const tools = el("div", { class: "tools" },
+    ["1x1", "1x2", "2x2"].map((l) => el("button", { type: "button", "data-layout": l, onclick: () => layout(l) }, l)),
+    presetMenu,
+    el("button", { type: "button", onclick: () => selected.sendView({ zoom: 1, pan: [0, 0] }) }, "Fit"),
+    el("button", { type: "button", onclick: () => reset() }, "Reset"),
+    el("button", { type: "button", id: "help-button", onclick: () => { help.hidden = !help.hidden; } }, "?"),
+    mayExport(state.role)
+      ? el("a", { href: `/dicomweb/studies/${study}`, download: `${study}.dcm.multipart`, id: "download" }, "Download study")
+      : "");
+  main.replaceChildren(el("div", { class: "viewer", id: "viewer" }, thumbs, el("div", { class: "stage" }, tools, grid)), help);
+
+  let viewports = [];
+  let selected = null;
+  const select = (vp) => {
+    selected = vp;
+    for (const v of viewports) v.box.classList.toggle("selected", v === vp && viewports.length > 1);
+    for (const f of thumbs.children) f.classList.toggle("active", vp.seriesUid === f.dataset.series);
+  };
+  const show = (vp, uid) => { vp.seriesUid = uid; vp.open(study, uid); select(vp); };
+  const layout = (l) => {
+    const n = { "1x1": 1, "1x2": 2, "2x2": 4 }[l];
+    grid.className = `grid l${l}`;
+    while (viewports.length > n) viewports.pop().close();
+    while (viewports.length < n) {
+      const vp = new Viewport(grid, select);
+      attachInput(vp);
+      viewports.push(vp);
+      const uid = dv(series[(viewports.length - 1) % series.length], "0020000E");
+      show(vp, uid);
+    }
+    select(viewports[0]);
+  };
+  const reset = () => selected.sendView({ zoom: 1, pan: [0, 0], window: null, preset: null });
+
+  for (const s of series) {
+    const uid = dv(s, "0020000E");
+    thumbs.append(el("figure", { "data-series": uid, onclick: () => show(selected, uid) },
+      el("img", { src: `/dicomweb/studies/${study}/series/${uid}/thumbnail`, alt: dv(s, "0008103E") || "series", loading: "lazy" }),
+      el("figcaption", {}, `${dv(s, "00080060")} #${dv(s, "00200011")} ${dv(s, "0008103E")} (${dv(s, "00201209")})`)));
+  }
+  presetMenu.addEventListener("change", () => {
+    if (presetMenu.value) selected.sendView({ preset: presetMenu.value, window: null });
+    presetMenu.value = "";
+  });
+  const keydown = (e) => {
+    if (!selected || e.target.tagName === "INPUT" || e.target.tagName === "SELECT") return;
+    const k = e.key;
+    if (k === "ArrowDown" || k === "ArrowRight") selected.scroll(1);
+    else if (k === "ArrowUp" || k === "ArrowLeft") selected.scroll(-1);
+    else if (k === "PageDown") selected.scroll(10);
+    else if (k === "PageUp") selected.scroll(-10);
+    else if (k === "Home") selected.scroll(-1e9);
+    else if (k === "End") selected.scroll(1e9);
+    else if (k >= "1" && k <= "7") selected.sendView({ preset: PRESETS[Number(k) - 1][0], window: null });
+    else if (k === "0") selected.sendView({ preset: "default", window: null });
+    else if (k === "+" || k === "=") selected.zoomBy(1.25);
+    else if (k === "-") selected.zoomBy(0.8);
+    else if (k === "f" || k === "F") selected.sendView({ zoom: 1, pan: [0, 0] });
+    else if (k === "r" || k === "R") reset();
+    else if (k === "l" || k === "L") layout({ 1: "1x2", 2: "2x2", 4: "1x1" }[viewports.length]);
+    else if (k === "Tab") select(viewports[(viewports.indexOf(selected) + 1) % viewports.length]);
+    else if (k === "?") help.hidden = !help.hidden;
+    else return;
+    e.preventDefault();
+  };
+  document.addEventListener("keydown", keydown);
+  layout("1x1");
+  return () => {
+    document.removeEventListener("keydown", keydown);
+    for (const v of viewports) v.close();
+    viewports = [];
+  };
+}
+
+/** Mouse, wheel and touch on one viewport. */
+function attachInput(vp) {
+  const box = vp.box;
+  box.addEventListener("contextmenu", (e) => e.preventDefault());
+  box.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    if (e.ctrlKey) vp.zoomBy(e.deltaY < 0 ? 1.1 : 1 / 1.1);
+    else vp.scroll(e.deltaY > 0 ? 1 : -1);
+  }, { passive: false });
+  let drag = null;
+  box.addEventListener("pointerdown", (e) => {
+    if (e.pointerType === "touch") return;
+    const mode = e.button === 2 || e.shiftKey ? "window" : e.button === 1 || e.altKey ? "pan" : e.ctrlKey ? "zoom" : "scroll";
+    drag = { mode, x: e.clientX, y: e.clientY, acc: 0 };
+    box.setPointerCapture(e.pointerId);
+    e.preventDefault();
+  });
+  box.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const dx = e.clientX - drag.x;
+    const dy = e.clientY - drag.y;
+    drag.x = e.clientX;
+    drag.y = e.clientY;
+    if (drag.mode === "window") vp.windowBy(dx, dy);
+    else if (drag.mode === "pan") {
+      const dpr = window.devicePixelRatio || 1;
+      vp.sendView({ pan: [vp.view.pan[0] + dx * dpr, vp.view.pan[1] + dy * dpr] });
+    } else if (drag.mode === "zoom") vp.zoomBy(Math.exp(-dy / 200));
+    else {
+      drag.acc += dy;
+      const steps = Math.trunc(drag.acc / 4);
+      if (steps) { drag.acc -= steps * 4; vp.scroll(steps); }
+    }
+  });
+  const end = () => { drag = null; };
+  box.addEventListener("pointerup", end);
+  box.addEventListener("pointercancel", end);
+
+  // Touch: one finger swipes through slices, two fingers pinch to zoom and move to pan.
+  let touch = null;
+  const spread = (t) => Math.hypot(t[0].clientX - t[1].clientX, t[0].clientY - t[1].clientY);
+  const mid = (t) => [(t[0].clientX + t[1].clientX) / 2, (t[0].clientY + t[1].clientY) / 2];
+  box.addEventListener("touchstart", (e) => {
+    e.preventDefault();
+    const t = e.touches;
+    touch = t.length >= 2 ? { spread: spread(t), mid: mid(t) } : { y: t[0].clientY, acc: 0 };
+  }, { passive: false });
+  box.addEventListener("touchmove", (e) => {
+    e.preventDefault();
+    const t = e.touches;
+    if (!touch) return;
+    if (t.length >= 2 && touch.spread) {
+      const s = spread(t);
+      const m = mid(t);
+      const dpr = window.devicePixelRatio || 1;
+      vp.sendView({
+        zoom: Math.max(0.05, Math.min(50, vp.view.zoom * (s / touch.spread))),
+        pan: [vp.view.pan[0] + (m[0] - touch.mid[0]) * dpr, vp.view.pan[1] + (m[1] - touch.mid[1]) * dpr],
+      });
+      touch = { spread: s, mid: m };
+    } else if (t.length === 1 && touch.y !== undefined) {
+      touch.acc += t[0].clientY - touch.y;
+      touch.y = t[0].clientY;
+      const steps = Math.trunc(touch.acc / 8);
+      if (steps) { touch.acc -= steps * 8; vp.scroll(-steps); }
+    }
+  }, { passive: false });
+  box.addEventListener("touchend", (e) => { if (!e.touches.length) touch = null; });
+}
