@@ -36,7 +36,7 @@ class Viewport {
     this.series = null;
     this.view = { slice: 0, window: null, preset: null, zoom: 1, pan: [0, 0] };
     this.sent = new Map();
-    this.stats = { painted: 0, latencies: [], lastSeq: 0, slice: null, lossless: false, frames: 0, errors: [] };
+    this.stats = { latencies: [], paintedAt: [], lastSeq: 0, slice: null, lossless: false, frames: 0, errors: [] };
     this.worker = new Worker("/app/worker.js");
     const offscreen = this.canvas.transferControlToOffscreen();
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
@@ -92,6 +92,8 @@ class Viewport {
       this.stats.lastSeq = Math.max(this.stats.lastSeq, m.seq);
       this.stats.slice = m.slice;
       this.stats.frames++;
+      this.stats.paintedAt.push(performance.now());
+      if (this.stats.paintedAt.length > 10000) this.stats.paintedAt.splice(0, 5000);
       this.stats.lossless = false;
       this.badge.hidden = false;
       this.badge.textContent = "LOSSY";

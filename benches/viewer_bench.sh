@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The viewer's speed in Debian's chromium (headless, playwright-core): time to first image,
+# input-to-paint latency, and frames per second scrolling a 500-slice 512×512 CT in a
+# 1024×1024 viewport, against the release binary on loopback.
+# Usage: bash benches/viewer_bench.sh   (needs `bash scripts/test.sh` once, for chromium and
+# playwright-core)
+source "$(dirname "$0")/lib.sh"
+build
+make_workdir
+machine
+SLICES="${SLICES:-500}"
+"$GEN" --out "$WORK/in" --seed 5 --patients 1 --studies 1 --series 1 --slices "$SLICES" \
+    --rows 512 --cols 512 --modality ct --no-noise >/dev/null
+DATA="$WORK/data"
+"$STRATA" --data "$DATA" import "$WORK/in" >/dev/null
+printf 'bench password 1234\n' | "$STRATA" --data "$DATA" user add bench --role radiologist >/dev/null
+STUDY="$("$STRATA" --data "$DATA" studies | awk 'NR==2{print $NF}')"
+PATIENT="$(python3 - "$WORK/in" <<'PY'
+import sys, pathlib, subprocess
+f = next(pathlib.Path(sys.argv[1]).rglob("*.dcm"))
+out = subprocess.run(["dcmdump", "+P", "0010,0010", str(f)], capture_output=True, text=True).stdout
+print(out.split("[")[1].split("^")[0])
+PY
+)"
+PORT="$(free_port)"
+"$STRATA" --data "$DATA" serve --http "127.0.0.1:$PORT" --dimse "127.0.0.1:$(free_port)" >"$WORK/serve.log" 2>&1 &
+SPID=$!
+trap 'kill $SPID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+wait_for 30 curl -sf "http://127.0.0.1:$PORT/healthz"
+load
+BASE="http://127.0.0.1:$PORT" USER=bench PASSWORD="bench password 1234" STUDY="$STUDY" \
+    PATIENT="$PATIENT" node "$REPO_ROOT/benches/viewer_bench.mjs"
+load
