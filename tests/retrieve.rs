@@ -323,6 +323,46 @@ fn storage_commitment_reports_each_instance() {
     assert_eq!(r["committed"].as_array().unwrap().len(), all.len(), "{r}");
     let audit = t.ok(&["audit", "list", "--action", "dimse.commit"]);
     assert!(audit.contains("COMMITSCU"), "{audit}");
+
+    // A requester that releases at once gets its report on a new association, to the address
+    // the AE table gives for it.
+    let listen = free_port();
+    t.ok(&["ae", "add", "LATESCU", "127.0.0.1", &listen.to_string()]);
+    let mut args = vec![
+        peer_script("commit_later.py").display().to_string(),
+        server.port(),
+        listen.to_string(),
+        ct.into(),
+    ];
+    args.extend(all.iter().cloned());
+    let r = run_json(&args);
+    assert_eq!(r["action_status"], 0, "{r}");
+    assert_eq!(r["event_type"], 1, "all committed: {r}");
+    assert_eq!(r["transaction"], r["sent_transaction"], "{r}");
+    assert_eq!(
+        r["on_listener"], true,
+        "the report came on a new association: {r}"
+    );
+    assert_eq!(r["calling_ae"], "STRATA", "{r}");
+    assert_eq!(r["committed"].as_array().unwrap().len(), all.len(), "{r}");
+    // (audited once the requester released the new association: it may take a moment)
+    let mut audit = String::new();
+    for _ in 0..50 {
+        audit = t.ok(&["audit", "list", "--action", "dimse.commit.report"]);
+        if audit.contains("LATESCU") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        audit.contains("delivered on a new association to LATESCU"),
+        "{audit}\n{}",
+        server.log_text()
+    );
+    assert!(
+        !audit.contains("COMMITSCU"),
+        "reports answered on the association: {audit}"
+    );
 }
 
 #[test]

@@ -555,7 +555,6 @@ pub async fn c_move(
                         sub_pc,
                         &store_rq(next_id, inst, Some((&calling, move_id))),
                         &dataset,
-                        next_id,
                     )
                     .await
                 }
@@ -646,33 +645,42 @@ async fn refuse_move(
 }
 
 /// The association C-MOVE opens to its destination, as a storage SCU.
-struct SubAssociation<R, W> {
-    reader: PduReader<R>,
-    writer: MessageWriter<W>,
+/// An association we opened to a peer (C-MOVE sub-operations, a commitment report).
+pub(super) struct SubAssociation<R, W> {
+    pub(super) reader: PduReader<R>,
+    pub(super) writer: MessageWriter<W>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SubAssociation<R, W> {
-    async fn store(
+    /// Sends a request and returns its response (which must answer it, with `expected`).
+    pub(super) async fn exchange(
         &mut self,
         pc: u8,
         rq: &Command,
-        dataset: &[u8],
-        id: u16,
-    ) -> Result<u16, String> {
+        dataset: Option<&[u8]>,
+        expected: u16,
+    ) -> Result<Command, String> {
         self.writer
-            .send(pc, rq, Some(dataset))
+            .send(pc, rq, dataset)
             .await
             .map_err(|e: MessageError| e.to_string())?;
         let rsp = read_command(&mut self.reader)
             .await
             .map_err(|e| e.to_string())?;
-        if rsp.field() != Some(field::C_STORE_RSP) || rsp.message_id_being_responded_to() != id {
-            return Err("unexpected response from the destination".into());
+        if rsp.field() != Some(expected) || rsp.message_id_being_responded_to() != rq.message_id() {
+            return Err("the peer answered something else".into());
         }
+        Ok(rsp)
+    }
+
+    async fn store(&mut self, pc: u8, rq: &Command, dataset: &[u8]) -> Result<u16, String> {
+        let rsp = self
+            .exchange(pc, rq, Some(dataset), field::C_STORE_RSP)
+            .await?;
         Ok(rsp.status().unwrap_or(0xC000))
     }
 
-    async fn release(mut self) {
+    pub(super) async fn release(mut self) {
         if self.writer.send_pdu(&Pdu::ReleaseRQ).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.reader.next()).await;
         }

@@ -16,7 +16,7 @@ def on_report(event):
     report["transaction"] = str(info.TransactionUID)
     report["committed"] = [str(i.ReferencedSOPInstanceUID) for i in info.get("ReferencedSOPSequence", [])]
     report["failed"] = [[str(i.ReferencedSOPInstanceUID), int(i.FailureReason)] for i in info.get("FailedSOPSequence", [])]
-    return 0x0000
+    return 0x0000, None
 
 ae = AE(ae_title="COMMITSCU")
 ae.add_requested_context(StorageCommitmentPushModel)
