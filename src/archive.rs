@@ -38,6 +38,8 @@ pub struct Archive {
     pub store: Store,
     pub index: Index,
     pub metrics: Metrics,
+    /// Render workers and the decoded-frame cache (`render.*`).
+    pub render: crate::render::RenderPool,
     /// Where clients reach the HTTP side: `http.public_url`, or set once the listener is bound.
     pub public_url: std::sync::OnceLock<String>,
 }
@@ -222,7 +224,10 @@ impl Archive {
     pub async fn open(config: Config) -> Result<Arc<Archive>, ArchiveError> {
         let store = open_store(&config)?;
         let index = Index::open(&config.index_path())?;
+        let render =
+            crate::render::RenderPool::new(config.render.workers, config.render.cache_bytes);
         Ok(Arc::new(Archive {
+            render,
             config,
             store,
             index,

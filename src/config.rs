@@ -21,6 +21,7 @@ const SECTIONS: &[&str] = &[
     "scrub",
     "repair",
     "retention",
+    "render",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,7 @@ pub struct Config {
     pub scrub: ScrubConfig,
     pub repair: RepairConfig,
     pub retention: RetentionConfig,
+    pub render: RenderConfig,
     /// The data directory (index, key, default replicas); set from `--data`, not the file.
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -180,6 +182,7 @@ impl Default for Config {
             scrub: ScrubConfig::default(),
             repair: RepairConfig::default(),
             retention: RetentionConfig::default(),
+            render: RenderConfig::default(),
             data_dir: PathBuf::from("strata-data"),
         }
     }
@@ -229,6 +232,26 @@ impl Default for RetentionConfig {
         RetentionConfig {
             adult_years: 7,
             minor_until_age: 25,
+        }
+    }
+}
+
+/// The render pool (decode, window, resample) and its decoded-frame cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenderConfig {
+    /// Worker threads; default one per core. More would only take turns on the same cores.
+    pub workers: usize,
+    /// Bytes of decoded frames kept for reuse (a 512×512 CT slice takes 1 MiB): scrolling back
+    /// and forth through a series decodes each slice once.
+    pub cache_bytes: u64,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        RenderConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cache_bytes: 1 << 30,
         }
     }
 }
@@ -366,6 +389,9 @@ impl Config {
         if self.ingest.spool_threshold_bytes > self.ingest.max_instance_bytes {
             return bad("ingest.spool_threshold_bytes exceeds ingest.max_instance_bytes".into());
         }
+        if self.render.workers == 0 {
+            return bad("render.workers must be at least 1".into());
+        }
         if self.scrub.blobs_per_second.is_nan() || self.scrub.blobs_per_second < 0.0 {
             return bad("scrub.blobs_per_second must be 0 or more".into());
         }
@@ -462,6 +488,18 @@ mod tests {
             e.contains("write_quorum") && e.contains("STRATA_STORE_WRITE_QUORUM"),
             "{e}"
         );
+        let e = Config::load(dir.path(), None, env(&[("STRATA_RENDER_WORKERS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("render.workers"), "{e}");
+        let c = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_RENDER_CACHE_BYTES", "1048576")]),
+        )
+        .unwrap();
+        assert_eq!(c.render.cache_bytes, 1 << 20);
+        assert!(c.render.workers >= 1);
         let e = Config::load(dir.path(), None, env(&[("STRATA_BOGUS", "1")]))
             .unwrap_err()
             .to_string();

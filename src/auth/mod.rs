@@ -29,6 +29,9 @@ pub enum Permission {
     Metadata,
     /// Read original DICOM objects and pixel data: instances, frames, bulk data, WADO-URI.
     OriginalPixels,
+    /// See images rendered by the server (`/rendered`, thumbnails, WADO-URI JPEG/PNG, the
+    /// stream): windowed 8-bit pictures, never the original pixel data.
+    Rendered,
     /// Store instances (STOW-RS).
     Store,
     /// Delete studies, series, instances.
@@ -67,8 +70,8 @@ impl Role {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::Radiologist => matches!(p, Search | Metadata),
-            Role::Integrator => matches!(p, Search | Metadata | OriginalPixels | Store),
+            Role::Radiologist => matches!(p, Search | Metadata | Rendered),
+            Role::Integrator => matches!(p, Search | Metadata | OriginalPixels | Rendered | Store),
             Role::Modality => matches!(p, Store),
             Role::Patient => false,
         }
@@ -155,6 +158,8 @@ mod tests {
     fn radiologists_never_get_original_pixels() {
         assert!(Role::Radiologist.may(Permission::Metadata));
         assert!(!Role::Radiologist.may(Permission::OriginalPixels));
+        assert!(Role::Radiologist.may(Permission::Rendered));
+        assert!(!Role::Patient.may(Permission::Rendered));
         assert!(Role::Integrator.may(Permission::OriginalPixels));
         assert!(!Role::Integrator.may(Permission::Delete));
         assert!(Role::Admin.may(Permission::Delete));

@@ -1,9 +1,11 @@
 //! DICOMweb (PS3.18) under `/dicomweb`: [`qido`] searches the index, [`wado`] reads instances and
-//! their metadata back, [`stow`] stores through the one ingest path. Every route is behind
+//! their metadata back, [`rendered`] serves them as pictures through the render pool, [`stow`]
+//! stores through the one ingest path. Every route is behind
 //! authentication (the server adds it) and writes an audit event for the patient data it touches.
 
 pub mod delete;
 pub mod qido;
+pub mod rendered;
 pub mod stow;
 pub mod wado;
 pub mod wado_uri;
@@ -60,6 +62,31 @@ pub fn router() -> Router<Arc<Archive>> {
         .route(
             "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulk/{tag}",
             get(wado::bulkdata),
+        )
+        .route("/dicomweb/studies/{study}/rendered", get(rendered::study))
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/rendered",
+            get(rendered::series),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(rendered::instance),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+            get(rendered::frames),
+        )
+        .route(
+            "/dicomweb/studies/{study}/thumbnail",
+            get(rendered::study_thumbnail),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/thumbnail",
+            get(rendered::series_thumbnail),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            get(rendered::instance_thumbnail),
         )
 }
 

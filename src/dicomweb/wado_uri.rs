@@ -1,14 +1,17 @@
-//! WADO-URI (PS3.18 9): `GET /wado?requestType=WADO&studyUID=…&seriesUID=…&objectUID=…` with
-//! `contentType=application/dicom` (and optionally `transferSyntax`). Rendered content types
-//! (image/jpeg, the standard's default) belong to the rendering pipeline and are answered 406
-//! until it exists.
+//! WADO-URI (PS3.18 9): `GET /wado?requestType=WADO&studyUID=…&seriesUID=…&objectUID=…`.
+//! `contentType=application/dicom` (optionally with `transferSyntax`) is the stored instance;
+//! image/jpeg (the standard's default) and image/png are a picture from the render pool, as
+//! `/rendered` makes it, with `windowCenter`/`windowWidth`, `rows`/`columns` (the picture fits
+//! in them), `frameNumber` and `imageQuality`.
 
 use super::path_uid;
+use super::rendered::{picture, Format, Request};
 use crate::archive::Archive;
 use crate::audit::Outcome;
 use crate::auth::http::Caller;
 use crate::auth::Permission;
 use crate::problem::Problem;
+use crate::render::{Priority, VoiFunction, Window};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,11 +35,25 @@ pub async fn wado(
         .get("contentType")
         .map(String::as_str)
         .unwrap_or("image/jpeg");
-    if content_type != "application/dicom" {
-        return Err(Problem::new(
-            StatusCode::NOT_ACCEPTABLE,
-            format!("contentType {content_type}: only application/dicom is served here"),
-        ));
+    // a list names the types the client takes, preferred first
+    let chosen = content_type
+        .split(',')
+        .find_map(|t| match t.split(';').next().unwrap_or("").trim() {
+            "application/dicom" => Some(None),
+            "image/jpeg" | "image/*" | "*/*" => Some(Some(Format::Jpeg)),
+            "image/png" => Some(Some(Format::Png)),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_ACCEPTABLE,
+                format!(
+                    "contentType {content_type}: served are application/dicom, image/jpeg, image/png"
+                ),
+            )
+        })?;
+    if let Some(format) = chosen {
+        return rendered(&a, &c, &q, (study, series, sop), format).await;
     }
     c.require(Permission::OriginalPixels)?;
     let target = match q.get("transferSyntax") {
@@ -62,4 +79,92 @@ pub async fn wado(
         .await
         .map_err(Problem::internal)?;
     Ok(([(header::CONTENT_TYPE, "application/dicom")], bytes).into_response())
+}
+
+/// A picture of the instance, as `/rendered` makes it.
+async fn rendered(
+    a: &Archive,
+    c: &Caller,
+    q: &HashMap<String, String>,
+    (study, series, sop): (String, String, String),
+    format: Format,
+) -> Result<Response, Problem> {
+    c.require(Permission::Rendered)?;
+    let num = |k: &str| -> Result<Option<f64>, Problem> {
+        q.get(k)
+            .map(|v| {
+                v.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite())
+                    .ok_or_else(|| Problem::bad_request(format!("{k}={v:?} is not a number")))
+            })
+            .transpose()
+    };
+    let whole = |k: &str, max: u32| -> Result<Option<u32>, Problem> {
+        q.get(k)
+            .map(|v| {
+                v.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        Problem::bad_request(format!("{k}={v:?}: a whole number from 1 to {max}"))
+                    })
+            })
+            .transpose()
+    };
+    let window = match (num("windowCenter")?, num("windowWidth")?) {
+        (Some(center), Some(width)) => {
+            let w = Window {
+                center,
+                width,
+                function: VoiFunction::Linear,
+            };
+            w.validate()
+                .map_err(|e| Problem::bad_request(format!("windowWidth: {e}")))?;
+            Some(w)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(Problem::bad_request(
+                "windowCenter and windowWidth go together",
+            ))
+        }
+    };
+    let viewport = match (whole("columns", 8192)?, whole("rows", 8192)?) {
+        (None, None) => None,
+        v => Some(v),
+    };
+    let req = Request {
+        window,
+        viewport,
+        format,
+        quality: whole("imageQuality", 100)?.unwrap_or(90) as u8,
+    };
+    let frame = whole("frameNumber", u32::MAX)?.unwrap_or(1) - 1;
+    let refs = a
+        .index
+        .instances_under(study.clone(), Some(series), Some(sop))
+        .await
+        .map_err(Problem::internal)?;
+    let r = refs
+        .first()
+        .ok_or_else(|| Problem::not_found("no such instance"))?;
+    let outcome = picture(a, r, frame, &req, Priority::Http).await;
+    let event = c
+        .event(
+            "http.wado_uri",
+            if outcome.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+        )
+        .patient(Some(r.patient_id.clone()), Some(study));
+    a.index
+        .audit(event.detail(format!("{} as {}", r.sop_uid, format.media_type())))
+        .await
+        .map_err(Problem::internal)?;
+    Ok(([(header::CONTENT_TYPE, format.media_type())], outcome?).into_response())
 }

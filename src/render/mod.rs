@@ -2,13 +2,18 @@
 //! never leaves the archive. [`decode`] turns one frame of a stored instance into stored values
 //! (grey) or 8-bit RGB, correcting what dicom-pixeldata gets wrong; [`pipeline`] applies the
 //! PS3.3 C.11 grey pipeline (modality LUT, VOI LUT, presentation) and resamples to the
-//! viewport. `stream` (issue 6) serves the result as H.264 over a WebSocket.
+//! viewport; [`pool`] runs both on worker threads by priority and caches decoded frames.
+//! `stream` (issue 6) serves the result as H.264 over a WebSocket.
 
 pub mod decode;
 pub mod pipeline;
+pub mod pool;
 
 pub use decode::decode_frame;
 pub use pipeline::{render, Presentation};
+pub use pool::{CachedFrame, RenderPool};
+
+use std::sync::Arc;
 
 /// What could not be rendered, and why: mapped to 415/422 on HTTP and to an error message on a
 /// stream.
@@ -115,14 +120,38 @@ pub enum Priority {
 }
 
 /// Renders frame `frame` (0-based) of the stored instance `sop_uid` as `view` asks. The one entry
-/// point for everything that shows pixels (`/rendered`, thumbnails, the stream).
+/// point for everything that shows pixels (`/rendered`, thumbnails, the stream). The decoded
+/// frame comes from the pool's cache when it is there; otherwise the instance is read (verified
+/// and decrypted by the archive), parsed and decoded on a render worker, and cached.
 pub async fn render_instance(
     archive: &crate::archive::Archive,
     sop_uid: &str,
     frame: u32,
     view: View,
-    _priority: Priority,
+    priority: Priority,
 ) -> Result<Rendered, RenderInstanceError> {
+    let decoded = decoded_frame(archive, sop_uid, frame, priority).await?;
+    archive
+        .render
+        .run(priority, move || {
+            render(&decoded.frame, &decoded.presentation, &view)
+        })
+        .await
+        .map_err(|e| RenderError::Decode(e.to_string()))?
+        .map_err(RenderInstanceError::Render)
+}
+
+/// Frame `frame` of `sop_uid`, decoded, with its presentation: from the cache, else read and
+/// decoded on a worker at `priority` and cached.
+pub async fn decoded_frame(
+    archive: &crate::archive::Archive,
+    sop_uid: &str,
+    frame: u32,
+    priority: Priority,
+) -> Result<Arc<CachedFrame>, RenderInstanceError> {
+    if let Some(hit) = archive.render.cached(sop_uid, frame) {
+        return Ok(hit);
+    }
     let mut bytes = Vec::new();
     archive
         .read_instance(sop_uid, |c| {
@@ -130,17 +159,51 @@ pub async fn render_instance(
             Ok(())
         })
         .await?;
-    tokio::task::spawn_blocking(move || {
-        let obj =
-            dicom_object::from_reader(std::io::Cursor::new(bytes.get(128..).unwrap_or_default()))
-                .map_err(|e| RenderError::Decode(e.to_string()))?;
-        let decoded = decode_frame(&obj, frame)?;
-        let presentation = Presentation::from_object(&obj, frame);
-        render(&decoded, &presentation, &view)
+    let decoded = archive
+        .render
+        .run(priority, move || decode_part10(&bytes, frame))
+        .await
+        .map_err(|e| RenderError::Decode(e.to_string()))??;
+    let decoded = Arc::new(decoded);
+    archive.render.remember(sop_uid, frame, decoded.clone());
+    Ok(decoded)
+}
+
+/// Parses Part-10 bytes and decodes one frame with its presentation.
+pub fn decode_part10(bytes: &[u8], frame: u32) -> Result<CachedFrame, RenderError> {
+    let preamble = if bytes.get(128..132) == Some(b"DICM") {
+        128
+    } else {
+        0
+    };
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .from_reader(&bytes[preamble..])
+        .map_err(|e| RenderError::Decode(e.to_string()))?;
+    let decoded = decode_frame(&obj, frame)?;
+    let presentation = Presentation::from_object(&obj, frame);
+    Ok(CachedFrame {
+        frame: decoded,
+        presentation,
     })
-    .await
-    .map_err(|e| RenderError::Decode(format!("render task failed: {e}")))?
-    .map_err(RenderInstanceError::Render)
+}
+
+/// Decodes frame 0 of each instance into the cache ahead of need, at the lowest priority: the
+/// stream calls this with the slices next to the one shown, so scrolling finds them decoded.
+/// Instances already cached cost nothing; failures are only logged (the real request will
+/// report them).
+pub fn prefetch(archive: &Arc<crate::archive::Archive>, sop_uids: &[String]) {
+    for sop in sop_uids {
+        if archive.render.cached(sop, 0).is_some() {
+            continue;
+        }
+        let (archive, sop) = (archive.clone(), sop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = decoded_frame(&archive, &sop, 0, Priority::Thumbnail).await {
+                tracing::debug!(sop, "prefetch: {e}");
+            }
+        });
+    }
 }
 
 /// Why [`render_instance`] gave no image: the instance could not be read, or not rendered.
