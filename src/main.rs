@@ -589,7 +589,11 @@ fn mpi(command: MpiCommand) -> anyhow::Result<std::process::ExitCode> {
                 .unwrap_or(Path::new("."));
             let tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("writing into {}", dir.display()))?;
-            mpi::write_links(std::io::BufWriter::new(tmp.as_file()), &records, &linked.links)?;
+            mpi::write_links(
+                std::io::BufWriter::new(tmp.as_file()),
+                &records,
+                &linked.links,
+            )?;
             tmp.persist(&output)
                 .with_context(|| format!("writing {}", output.display()))?;
             if let Some(path) = model {
@@ -597,12 +601,7 @@ fn mpi(command: MpiCommand) -> anyhow::Result<std::process::ExitCode> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             let count = |d: Decision| linked.links.iter().filter(|(_, x)| *x == d).count();
-            let persons = linked
-                .links
-                .iter()
-                .map(|(p, _)| *p + 1)
-                .max()
-                .unwrap_or(0);
+            let persons = linked.links.iter().map(|(p, _)| *p + 1).max().unwrap_or(0);
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
                 "linked {} records in {secs:.2}s ({:.0}/s): {persons} persons; {} linked, {} new, {} review; {} candidate pairs; EM {} iterations, match proportion {:.4}, thresholds {:.2} / {:.2} bits",

@@ -187,8 +187,7 @@ impl Model {
                 .collect()
         };
         let level_counts = |h: &Histogram, weight: &dyn Fn(&Vector) -> f64| {
-            let mut counts: Vec<Vec<f64>> =
-                FIELDS.iter().map(|f| vec![0.0; f.levels()]).collect();
+            let mut counts: Vec<Vec<f64>> = FIELDS.iter().map(|f| vec![0.0; f.levels()]).collect();
             for (v, &n) in h {
                 let w = weight(v) * n as f64;
                 for (k, &level) in v.iter().enumerate() {
@@ -305,8 +304,22 @@ mod tests {
         "TAYLOR", "MOORE", "THOMAS", "WHITE", "HARRIS", "MARTIN", "THOMPSON", "CLARK", "LEWIS",
     ];
     const GIVEN: &[&str] = &[
-        "JAMES", "MARY", "ROBERT", "PATRICIA", "JOHN", "JENNIFER", "MICHAEL", "LINDA", "DAVID",
-        "ELIZABETH", "WILLIAM", "BARBARA", "RICHARD", "SUSAN", "JOSEPH", "JESSICA",
+        "JAMES",
+        "MARY",
+        "ROBERT",
+        "PATRICIA",
+        "JOHN",
+        "JENNIFER",
+        "MICHAEL",
+        "LINDA",
+        "DAVID",
+        "ELIZABETH",
+        "WILLIAM",
+        "BARBARA",
+        "RICHARD",
+        "SUSAN",
+        "JOSEPH",
+        "JESSICA",
     ];
 
     fn typo(rng: &mut impl Rng, s: &str) -> String {
@@ -365,7 +378,10 @@ mod tests {
         // Exact birth-date agreement is strong evidence; disagreement strong evidence against.
         assert!(model.field_weight(3, 0) > 2.0);
         assert!(model.field_weight(3, 4) < -3.0);
-        assert!(model.field_weight(4, 1) < -2.0, "sex disagreeing: {model:?}");
+        assert!(
+            model.field_weight(4, 1) < -2.0,
+            "sex disagreeing: {model:?}"
+        );
         // The two thresholds are the posterior probabilities, as match weights.
         assert!((Model::probability(model.upper) - LINK_PROBABILITY).abs() < 1e-9);
         assert!(model.lower < model.upper);

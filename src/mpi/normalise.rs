@@ -75,7 +75,10 @@ impl Normalised {
         if given.is_empty() {
             if let Some((f, g)) = id.family_name.split_once(',') {
                 family = name_text(f);
-                let mut rest = name_text(g).split(' ').map(str::to_string).collect::<Vec<_>>();
+                let mut rest = name_text(g)
+                    .split(' ')
+                    .map(str::to_string)
+                    .collect::<Vec<_>>();
                 rest.retain(|t| !t.is_empty());
                 if !rest.is_empty() {
                     given = rest.remove(0);
@@ -136,7 +139,8 @@ impl Normalised {
     /// - `S`: the same pair with the birth year (swapped names in a common-name block too large
     ///   to compare whole);
     /// - `A`: postcode + either phonetic name (survives a wrong date and swapped names);
-    /// - `H`: house number + phonetic street name (survives everything but a move);
+    /// - `H`: house number + phonetic street name, `K`: postcode + phonetic street name (survive
+    ///   everything but a move);
     /// - `P`: phone number; `L`: the local key itself (issuer + patient ID).
     pub fn block_keys(&self) -> Vec<String> {
         let mut keys = Vec::with_capacity(7);
@@ -166,14 +170,22 @@ impl Normalised {
                 }
             }
         }
-        let mut words = self.street.split(' ');
-        if let (Some(number), Some(name)) = (
-            words.find(|w| w.bytes().all(|b| b.is_ascii_digit())),
-            self.street
+        let street_name = self
+            .street
+            .split(' ')
+            .find(|w| w.len() > 2 && w.bytes().all(|b| b.is_ascii_alphabetic()))
+            .map(phonetic);
+        if let Some(name) = &street_name {
+            let number = self
+                .street
                 .split(' ')
-                .find(|w| w.len() > 2 && w.bytes().all(|b| b.is_ascii_alphabetic())),
-        ) {
-            keys.push(format!("H:{number}:{}", phonetic(name)));
+                .find(|w| w.bytes().all(|b| b.is_ascii_digit()));
+            if let Some(number) = number {
+                keys.push(format!("H:{number}:{name}"));
+            }
+            if !self.postcode.is_empty() {
+                keys.push(format!("K:{}:{name}", self.postcode));
+            }
         }
         if self.phone.len() >= 7 {
             keys.push(format!("P:{}", self.phone));
@@ -243,7 +255,9 @@ fn fold(s: &str) -> String {
 fn name_text(s: &str) -> String {
     fold(s)
         .split(' ')
-        .filter(|t| !t.is_empty() && !NAME_NOISE.contains(t) && t.chars().all(|c| c.is_ascii_alphabetic()))
+        .filter(|t| {
+            !t.is_empty() && !NAME_NOISE.contains(t) && t.chars().all(|c| c.is_ascii_alphabetic())
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -323,7 +337,10 @@ mod tests {
         let n = Normalised::new(&id);
         assert_eq!((n.family.as_str(), n.sex.as_str()), ("YAMADA", "M"));
         let bare = Identity::from_dicom("", "", "Doe", "", "");
-        assert_eq!((bare.family_name.as_str(), bare.given_name.as_str()), ("Doe", ""));
+        assert_eq!(
+            (bare.family_name.as_str(), bare.given_name.as_str()),
+            ("Doe", "")
+        );
     }
 
     #[test]
