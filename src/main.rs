@@ -1,5 +1,5 @@
 //! The `strata` command: serve the archive, import files, get an instance back, list studies,
-//! scrub the replicas, rebuild the index from one replica.
+//! scrub the replicas, rebuild the index from one replica, link patient records into persons.
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -86,11 +86,32 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The master person index: which patient records are one person.
+    Mpi {
+        #[command(subcommand)]
+        command: MpiCommand,
+    },
     /// Rebuild the index from one replica alone (stop the server first).
     Reindex {
         /// Replica number, 1 to N, in configuration order.
         #[arg(long)]
         from_replica: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum MpiCommand {
+    /// Link a CSV file of patient records into persons (no archive needed). Input columns:
+    /// record_id,issuer,patient_id,family_name,given_name,middle_name,birth_date,sex,street,
+    /// city,postcode,phone; output: record_id,person_id,decision (linked, new or review).
+    Link {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// Also write the model estimated from the file (weights, thresholds) as JSON here.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
 }
 
@@ -176,6 +197,10 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    // The person index's batch tools work on files alone: no configuration, no archive.
+    if let Some(Command::Mpi { command }) = cli.command {
+        return mpi(command);
+    }
     let mut config = Config::load(&cli.data, cli.config.as_deref(), std::env::vars())?;
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command.unwrap_or(Command::Serve {
@@ -219,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Token { command } => token(&*Archive::open(config).await?, command).await,
         Command::Ae { command } => ae(&*Archive::open(config).await?, command).await,
         Command::Audit { command } => audit(&*Archive::open(config).await?, command).await,
+        Command::Mpi { command } => mpi(command),
         Command::Reindex { from_replica } => {
             let r = archive::reindex(&config, from_replica).await?;
             println!(
@@ -539,4 +565,58 @@ async fn token(archive: &Archive, command: TokenCommand) -> anyhow::Result<std::
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn mpi(command: MpiCommand) -> anyhow::Result<std::process::ExitCode> {
+    use strata::mpi::{self, Decision};
+    match command {
+        MpiCommand::Link {
+            input,
+            output,
+            model,
+        } => {
+            let started = std::time::Instant::now();
+            let file = std::fs::File::open(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let records = mpi::read_records(std::io::BufReader::new(file))
+                .with_context(|| format!("{}", input.display()))?;
+            let identities: Vec<mpi::Identity> =
+                records.iter().map(|r| r.identity.clone()).collect();
+            let linked = mpi::link_batch_with_model(&identities);
+            let dir = output
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("writing into {}", dir.display()))?;
+            mpi::write_links(
+                std::io::BufWriter::new(tmp.as_file()),
+                &records,
+                &linked.links,
+            )?;
+            tmp.persist(&output)
+                .with_context(|| format!("writing {}", output.display()))?;
+            if let Some(path) = model {
+                std::fs::write(&path, serde_json::to_vec_pretty(&linked.model)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            let count = |d: Decision| linked.links.iter().filter(|(_, x)| *x == d).count();
+            let persons = linked.links.iter().map(|(p, _)| *p + 1).max().unwrap_or(0);
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "linked {} records in {secs:.2}s ({:.0}/s): {persons} persons; {} linked, {} new, {} review; {} candidate pairs; EM {} iterations, match proportion {:.4}, thresholds {:.2} / {:.2} bits",
+                records.len(),
+                records.len() as f64 / secs.max(1e-9),
+                count(Decision::Linked),
+                count(Decision::New),
+                count(Decision::Review),
+                linked.candidate_pairs,
+                linked.model.iterations,
+                linked.model.match_proportion,
+                linked.model.upper,
+                linked.model.lower,
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
 }

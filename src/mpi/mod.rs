@@ -2,13 +2,38 @@
 //! normalisation the whole archive shares, so that searching and matching agree: a search key
 //! (upper case, Latin accents folded) and a phonetic key (Double Metaphone of the family and
 //! given names) for fuzzy matching.
+//!
+//! Matching goes in four steps, one module each: [`normalise`] puts a record's demographics in
+//! one form and gives its blocking keys; [`compare`] grades two records field by field; [`model`]
+//! weighs the grades (Fellegi–Sunter, estimated by EM without labels) and holds the thresholds;
+//! [`decide`] links an incoming record to a person, makes a new one, or sends it to review.
+//! [`batch`] links a whole file at once (`strata mpi link`). Storing persons is the index's job,
+//! not this module's.
 
-pub mod http;
-mod interim;
-
-pub use interim::{decide, MatchOutcome, Model, Normalised, ScoredCandidate};
 use rphonetic::{DoubleMetaphone, Encoder};
 use serde::{Deserialize, Serialize};
+
+pub mod batch;
+mod block;
+pub mod compare;
+pub mod decide;
+pub mod http;
+pub mod model;
+pub mod normalise;
+
+pub use batch::{link_batch, link_batch_with_model, read_records, write_links, InputRecord};
+pub use decide::{decide, MatchOutcome, ScoredCandidate};
+pub use model::Model;
+pub use normalise::Normalised;
+
+/// What can go wrong linking a file of records.
+#[derive(Debug, thiserror::Error)]
+pub enum MpiError {
+    #[error("line {line}: {message}")]
+    Csv { line: u64, message: String },
+    #[error("writing the output: {0}")]
+    Write(String),
+}
 
 /// The raw demographics of one local patient key, as a DICOM header or a CSV row gives them.
 /// Any field may be empty.

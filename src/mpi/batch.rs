@@ -1,0 +1,284 @@
+//! Linking a whole file of records at once (`strata mpi link`), for evaluation and for migrating
+//! another index. The records are taken in file order, each decided against the persons of the
+//! records before it exactly as the archive decides for an arriving record; only the work that
+//! does not depend on earlier decisions (normalising, blocking, comparing, estimating the model)
+//! runs in parallel.
+
+use super::block::BlockIndex;
+use super::compare::{compare, Vector};
+use super::decide::choose;
+use super::model::{random_pairs, Histogram};
+use super::{Decision, Identity, Model, MpiError, Normalised};
+use rayon::prelude::*;
+use std::io::{Read, Write};
+
+/// The columns of an input file, all required in the header (in any order).
+pub const INPUT_COLUMNS: [&str; 12] = [
+    "record_id",
+    "issuer",
+    "patient_id",
+    "family_name",
+    "given_name",
+    "middle_name",
+    "birth_date",
+    "sex",
+    "street",
+    "city",
+    "postcode",
+    "phone",
+];
+
+/// One input row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRecord {
+    pub record_id: String,
+    pub identity: Identity,
+}
+
+/// The result of linking a batch: per record, in input order, its person (numbered from 0 in
+/// order of creation) and the decision; and the model estimated from the batch.
+#[derive(Debug, Clone)]
+pub struct BatchOutcome {
+    pub links: Vec<(usize, Decision)>,
+    pub model: Model,
+    pub candidate_pairs: u64,
+}
+
+/// Links records into persons. A record sent to review gets a person of its own and is not a
+/// candidate for later records: until somebody decides, it links nothing.
+pub fn link_batch(records: &[Identity]) -> Vec<(usize, Decision)> {
+    link_batch_with_model(records).links
+}
+
+/// [`link_batch`], also returning the model it estimated.
+pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
+    let normalised: Vec<Normalised> = records.par_iter().map(Normalised::new).collect();
+    let index = BlockIndex::new(&normalised);
+    // Every record's earlier candidates and their comparison vectors, in parallel.
+    let compared: Vec<Vec<(u32, Vector, bool)>> = (0..normalised.len())
+        .into_par_iter()
+        .map(|i| {
+            let r = &normalised[i];
+            index
+                .earlier_candidates(i)
+                .into_iter()
+                .map(|j| {
+                    let other = &normalised[j];
+                    (j as u32, compare(r, other), r.same_local_key(other))
+                })
+                .collect()
+        })
+        .collect();
+    let histogram = compared
+        .par_iter()
+        .fold(Histogram::new, |mut h, cands| {
+            for (_, v, _) in cands {
+                *h.entry(*v).or_default() += 1;
+            }
+            h
+        })
+        .reduce(Histogram::new, |mut a, b| {
+            for (v, n) in b {
+                *a.entry(v).or_default() += n;
+            }
+            a
+        });
+    let model = Model::default().fit(&histogram, &random_pairs(&normalised), normalised.len());
+    let weights: std::collections::HashMap<Vector, f64> =
+        histogram.keys().map(|v| (*v, model.weight(v))).collect();
+
+    let mut person_of: Vec<Option<usize>> = vec![None; normalised.len()];
+    let mut links = Vec::with_capacity(normalised.len());
+    let mut persons = 0usize;
+    for (i, cands) in compared.iter().enumerate() {
+        let outcome = choose(
+            &model,
+            cands.iter().filter_map(|(j, v, same_key)| {
+                person_of[*j as usize].map(|p| (p as i64, weights[v], *same_key))
+            }),
+        );
+        let person = match (outcome.decision, outcome.person) {
+            (Decision::Linked, Some(p)) => {
+                person_of[i] = Some(p as usize);
+                p as usize
+            }
+            (Decision::New, _) => {
+                person_of[i] = Some(persons);
+                persons += 1;
+                persons - 1
+            }
+            _ => {
+                persons += 1;
+                persons - 1
+            }
+        };
+        links.push((person, outcome.decision));
+    }
+    BatchOutcome {
+        links,
+        model,
+        candidate_pairs: histogram.values().sum(),
+    }
+}
+
+/// Reads an input file: a header naming [`INPUT_COLUMNS`], then one record per line. Any column
+/// but record_id may be empty; record IDs must be unique.
+pub fn read_records(input: impl Read) -> Result<Vec<InputRecord>, MpiError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(input);
+    let line_of = |e: &csv::Error| e.position().map(|p| p.line()).unwrap_or(1);
+    let headers = reader
+        .headers()
+        .map_err(|e| MpiError::Csv {
+            line: line_of(&e),
+            message: e.to_string(),
+        })?
+        .clone();
+    let mut column = [0usize; INPUT_COLUMNS.len()];
+    for (k, name) in INPUT_COLUMNS.iter().enumerate() {
+        column[k] = headers
+            .iter()
+            .position(|h| h.trim() == *name)
+            .ok_or_else(|| MpiError::Csv {
+                line: 1,
+                message: format!(
+                    "the header has no column {name} (it needs {})",
+                    INPUT_COLUMNS.join(",")
+                ),
+            })?;
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    let mut row = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut row) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let message = match e.kind() {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => format!("{len} fields where the header has {expected_len}"),
+                    csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+                    _ => e.to_string(),
+                };
+                return Err(MpiError::Csv {
+                    line: line_of(&e),
+                    message,
+                });
+            }
+        }
+        let line = row.position().map(|p| p.line()).unwrap_or(0);
+        let get = |k: usize| row.get(column[k]).unwrap_or("").trim().to_string();
+        let record_id = get(0);
+        if record_id.is_empty() {
+            return Err(MpiError::Csv {
+                line,
+                message: "record_id is empty".into(),
+            });
+        }
+        let birth_date = get(6);
+        let well_formed = birth_date.len() == 8 && birth_date.bytes().all(|b| b.is_ascii_digit());
+        if !birth_date.is_empty() && !well_formed {
+            return Err(MpiError::Csv {
+                line,
+                message: format!("birth_date {birth_date:?} is not YYYYMMDD"),
+            });
+        }
+        if let Some(first) = seen.insert(record_id.clone(), line) {
+            return Err(MpiError::Csv {
+                line,
+                message: format!("record_id {record_id:?} already on line {first}"),
+            });
+        }
+        out.push(InputRecord {
+            identity: Identity {
+                issuer: get(1),
+                patient_id: get(2),
+                family_name: get(3),
+                given_name: get(4),
+                middle_name: get(5),
+                birth_date,
+                sex: get(7),
+                street: get(8),
+                city: get(9),
+                postcode: get(10),
+                phone: get(11),
+            },
+            record_id,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes `record_id,person_id,decision`, one line per record in input order.
+pub fn write_links(
+    output: impl Write,
+    records: &[InputRecord],
+    links: &[(usize, Decision)],
+) -> Result<(), MpiError> {
+    let mut w = csv::Writer::from_writer(output);
+    let io = |e: csv::Error| MpiError::Write(e.to_string());
+    w.write_record(["record_id", "person_id", "decision"])
+        .map_err(io)?;
+    for (r, (person, decision)) in records.iter().zip(links) {
+        let decision = match decision {
+            Decision::Linked => "linked",
+            Decision::New => "new",
+            Decision::Review => "review",
+        };
+        let person = (person + 1).to_string();
+        w.write_record([r.record_id.as_str(), person.as_str(), decision])
+            .map_err(io)?;
+    }
+    w.flush().map_err(|e| MpiError::Write(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str =
+        "record_id,issuer,patient_id,family_name,given_name,middle_name,birth_date,sex,street,city,postcode,phone\n";
+
+    #[test]
+    fn bad_files_name_the_line() {
+        let err = |text: &str| read_records(text.as_bytes()).unwrap_err().to_string();
+        let short = format!("{HEADER}r1,A,1,Smith,John,,19650310,M,,,,\nr2,A,2,Smith\n");
+        assert!(err(&short).contains("line 3"), "{}", err(&short));
+        let date = format!("{HEADER}r1,A,1,Smith,John,,1965-03-10,M,,,,\n");
+        assert!(err(&date).contains("line 2") && err(&date).contains("YYYYMMDD"));
+        let dup = format!("{HEADER}r1,A,1,Smith,John,,,M,,,,\nr1,A,2,Jones,Mary,,,F,,,,\n");
+        assert!(err(&dup).contains("line 3") && err(&dup).contains("line 2"));
+        let empty_id = format!("{HEADER},A,1,Smith,John,,,M,,,,\n");
+        assert!(err(&empty_id).contains("record_id is empty"));
+        assert!(err("record_id,family_name\nr1,Smith\n").contains("no column issuer"));
+    }
+
+    #[test]
+    fn a_batch_links_duplicates_and_keeps_strangers_apart() {
+        let text = format!(
+            "{HEADER}\
+             a1,A,100,Smith,John,,19650310,M,12 High St,Boston,02139,617-555-0100\n\
+             a2,A,101,Jones,Mary,,19720101,F,3 Elm Rd,Salem,01970,\n\
+             b1,B,7,SMYTH,Jon,,19651003,M,12 High Street,Boston,02139,\n\
+             b2,B,8,Garcia,Ana,,19800505,F,,,,\n\
+             c1,,,John,Smith,,19650310,M,,Boston,02139,(617) 555 0100\n"
+        );
+        let records = read_records(text.as_bytes()).unwrap();
+        let ids: Vec<Identity> = records.iter().map(|r| r.identity.clone()).collect();
+        let links = link_batch(&ids);
+        assert_eq!(links[0], (0, Decision::New));
+        assert_eq!(links[1], (1, Decision::New));
+        assert_eq!(links[2], (0, Decision::Linked));
+        assert_eq!(links[3], (2, Decision::New));
+        assert_eq!(links[4], (0, Decision::Linked));
+        let mut out = Vec::new();
+        write_links(&mut out, &records, &links).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("record_id,person_id,decision\na1,1,new\n"));
+        assert!(out.contains("b1,1,linked\n"));
+    }
+}

@@ -1,0 +1,380 @@
+//! From raw demographics to comparable ones: one spelling per name (upper case ASCII letters,
+//! accents folded, punctuation gone, "FAMILY, GIVEN" split), one form per date (YYYYMMDD digits),
+//! one code per sex, and the blocking keys that decide which stored records are compared at all.
+
+use super::{phonetic, Identity};
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+
+/// One local patient key's demographics, normalised for comparison. Stored as JSON beside the
+/// key, so the matcher never normalises a stored record twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Normalised {
+    pub issuer: String,
+    pub patient_id: String,
+    /// Upper case ASCII letters and single spaces: "VAN DER BERG".
+    pub family: String,
+    pub given: String,
+    pub middle: String,
+    /// Eight digits, YYYYMMDD, or empty when the date given had not eight digits.
+    pub birth_date: String,
+    /// "M", "F" or empty (unknown, other, missing).
+    pub sex: String,
+    pub street: String,
+    pub city: String,
+    /// Letters and digits only.
+    pub postcode: String,
+    /// The last ten digits at most, so a country prefix does not hide a match.
+    pub phone: String,
+}
+
+/// Tokens that are no part of a person's name when they turn up in a name field: generational
+/// suffixes and honorifics. DICOM has components for them; free-text sources put them anywhere.
+const NAME_NOISE: &[&str] = &[
+    "JR", "SR", "II", "III", "IV", "MR", "MRS", "MS", "MISS", "DR", "PROF",
+];
+
+/// Phone numbers are compared on at most this many trailing digits (a national number without
+/// its country code in North America and most of Europe).
+const PHONE_DIGITS: usize = 10;
+
+impl Identity {
+    /// The identity a DICOM header gives: the person name's alphabetic group (before the first
+    /// '=') split into Family^Given^Middle^Prefix^Suffix; prefix and suffix are not kept.
+    pub fn from_dicom(
+        issuer: &str,
+        patient_id: &str,
+        patient_name: &str,
+        birth_date: &str,
+        sex: &str,
+    ) -> Identity {
+        let alphabetic = patient_name.split('=').next().unwrap_or("");
+        let mut parts = alphabetic.split('^').map(str::trim);
+        Identity {
+            issuer: issuer.trim().to_string(),
+            patient_id: patient_id.trim().to_string(),
+            family_name: parts.next().unwrap_or("").to_string(),
+            given_name: parts.next().unwrap_or("").to_string(),
+            middle_name: parts.next().unwrap_or("").to_string(),
+            birth_date: birth_date.trim().to_string(),
+            sex: sex.trim().to_string(),
+            ..Identity::default()
+        }
+    }
+}
+
+impl Normalised {
+    pub fn new(id: &Identity) -> Normalised {
+        let (mut family, mut given, mut middle) = (
+            name_text(&id.family_name),
+            name_text(&id.given_name),
+            name_text(&id.middle_name),
+        );
+        // "SMITH, JOHN A" in the family field with nothing in the given field: the source put the
+        // whole name in one field, family first, as PN and most registration systems order it.
+        if given.is_empty() {
+            if let Some((f, g)) = id.family_name.split_once(',') {
+                family = name_text(f);
+                let mut rest = name_text(g)
+                    .split(' ')
+                    .map(str::to_string)
+                    .collect::<Vec<_>>();
+                rest.retain(|t| !t.is_empty());
+                if !rest.is_empty() {
+                    given = rest.remove(0);
+                    if middle.is_empty() {
+                        middle = rest.join(" ");
+                    }
+                }
+            }
+        }
+        // A given field with two words and no middle name: the second word is the middle name
+        // ("JOHN PAUL" against "JOHN" "PAUL").
+        if middle.is_empty() {
+            if let Some((g, m)) = given.split_once(' ') {
+                let (g, m) = (g.to_string(), m.to_string());
+                given = g;
+                middle = m;
+            }
+        }
+        Normalised {
+            issuer: id.issuer.trim().to_string(),
+            patient_id: id.patient_id.trim().to_string(),
+            family,
+            given,
+            middle,
+            birth_date: birth_date(&id.birth_date),
+            sex: sex(&id.sex),
+            street: plain_text(&id.street),
+            city: plain_text(&id.city),
+            postcode: id
+                .postcode
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
+            phone: {
+                let digits: Vec<char> = id.phone.chars().filter(char::is_ascii_digit).collect();
+                digits[digits.len().saturating_sub(PHONE_DIGITS)..]
+                    .iter()
+                    .collect()
+            },
+        }
+    }
+
+    /// The birth year, when the date is known.
+    pub fn birth_year(&self) -> Option<&str> {
+        (self.birth_date.len() == 8).then(|| &self.birth_date[..4])
+    }
+
+    /// The blocking keys: two records are compared when they share at least one. Each key
+    /// survives a different kind of error, so a true match is missed only when every key is
+    /// broken at once:
+    /// - `F`: phonetic family name + birth year (survives typos in the given name and in day or
+    ///   month);
+    /// - `G`: phonetic given name + full birth date (survives a changed or misspelt family name);
+    /// - `D`: birth date + sex (survives both names being wrong);
+    /// - `N`: both phonetic names, in either order, without a date (survives a wrong date, and
+    ///   family and given names swapped);
+    /// - `S`: the same pair with the birth year (swapped names in a common-name block too large
+    ///   to compare whole);
+    /// - `A`: postcode + either phonetic name (survives a wrong date and swapped names);
+    /// - `H`: house number + phonetic street name, `K`: postcode + phonetic street name (survive
+    ///   everything but a move);
+    /// - `P`: phone number; `L`: the local key itself (issuer + patient ID).
+    pub fn block_keys(&self) -> Vec<String> {
+        let mut keys = Vec::with_capacity(7);
+        let pf = phonetic(&self.family);
+        let pg = phonetic(&self.given);
+        let year = self.birth_year();
+        if let (false, Some(y)) = (pf.is_empty(), year) {
+            keys.push(format!("F:{pf}:{y}"));
+        }
+        if !pg.is_empty() && !self.birth_date.is_empty() {
+            keys.push(format!("G:{pg}:{}", self.birth_date));
+        }
+        if !self.birth_date.is_empty() {
+            keys.push(format!("D:{}:{}", self.birth_date, self.sex));
+        }
+        if !pf.is_empty() && !pg.is_empty() {
+            let (a, b) = if pf <= pg { (&pf, &pg) } else { (&pg, &pf) };
+            keys.push(format!("N:{a}:{b}"));
+            if let Some(y) = year {
+                keys.push(format!("S:{a}:{b}:{y}"));
+            }
+        }
+        if !self.postcode.is_empty() {
+            for p in [&pf, &pg] {
+                if !p.is_empty() {
+                    keys.push(format!("A:{}:{p}", self.postcode));
+                }
+            }
+        }
+        let street_name = self
+            .street
+            .split(' ')
+            .find(|w| w.len() > 2 && w.bytes().all(|b| b.is_ascii_alphabetic()))
+            .map(phonetic);
+        if let Some(name) = &street_name {
+            let number = self
+                .street
+                .split(' ')
+                .find(|w| w.bytes().all(|b| b.is_ascii_digit()));
+            if let Some(number) = number {
+                keys.push(format!("H:{number}:{name}"));
+            }
+            if !self.postcode.is_empty() {
+                keys.push(format!("K:{}:{name}", self.postcode));
+            }
+        }
+        if self.phone.len() >= 7 {
+            keys.push(format!("P:{}", self.phone));
+        }
+        if !self.patient_id.is_empty() {
+            keys.push(format!("L:{}:{}", self.issuer, self.patient_id));
+        }
+        keys
+    }
+
+    /// True when both records carry the same issuer and patient ID: one local key, one person.
+    pub fn same_local_key(&self, other: &Normalised) -> bool {
+        !self.patient_id.is_empty()
+            && self.patient_id == other.patient_id
+            && self.issuer == other.issuer
+    }
+}
+
+/// Letters folded to upper case ASCII (accents dropped, ß → SS, Ø → O), anything else a single
+/// space between words.
+fn fold(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    let mut push = |c: char, out: &mut String| {
+        if c.is_ascii_alphanumeric() {
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            out.push(c.to_ascii_uppercase());
+        } else {
+            space = true;
+        }
+    };
+    for c in s.chars() {
+        if c.is_ascii() {
+            push(c, &mut out);
+            continue;
+        }
+        // Letters that canonical decomposition leaves whole.
+        let spelled: &str = match c {
+            'ß' => "SS",
+            'Æ' | 'æ' => "AE",
+            'Œ' | 'œ' => "OE",
+            'Ø' | 'ø' => "O",
+            'Ł' | 'ł' => "L",
+            'Đ' | 'đ' | 'Ð' | 'ð' => "D",
+            'Þ' | 'þ' => "TH",
+            'ı' => "I",
+            _ => "",
+        };
+        if !spelled.is_empty() {
+            spelled.chars().for_each(|c| push(c, &mut out));
+            continue;
+        }
+        for d in std::iter::once(c).nfkd() {
+            if unicode_normalization::char::is_combining_mark(d) {
+                continue;
+            }
+            push(d, &mut out);
+        }
+    }
+    out
+}
+
+/// A name field: folded, without digits, honorifics or generational suffixes.
+fn name_text(s: &str) -> String {
+    fold(s)
+        .split(' ')
+        .filter(|t| {
+            !t.is_empty() && !NAME_NOISE.contains(t) && t.chars().all(|c| c.is_ascii_alphabetic())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An address field: folded, digits kept.
+fn plain_text(s: &str) -> String {
+    fold(s)
+}
+
+/// YYYYMMDD from "19650310", "1965-03-10" or "1965/03/10"; empty when not eight digits.
+fn birth_date(s: &str) -> String {
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() == 8 && digits != "00000000" {
+        digits
+    } else {
+        String::new()
+    }
+}
+
+fn sex(s: &str) -> String {
+    match fold(s).as_str() {
+        "M" | "MALE" => "M".into(),
+        "F" | "FEMALE" => "F".into(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(family: &str, given: &str, birth: &str) -> Normalised {
+        Normalised::new(&Identity {
+            family_name: family.into(),
+            given_name: given.into(),
+            birth_date: birth.into(),
+            ..Identity::default()
+        })
+    }
+
+    #[test]
+    fn names_fold_accents_case_and_punctuation() {
+        let n = person("Müller-Lüdenscheidt", "  José  ", "1965-03-10");
+        assert_eq!(n.family, "MULLER LUDENSCHEIDT");
+        assert_eq!(n.given, "JOSE");
+        assert_eq!(n.birth_date, "19650310");
+        assert_eq!(person("O'Brien", "Zoë", "").family, "O BRIEN");
+        assert_eq!(person("Straße", "Łukasz", "").family, "STRASSE");
+        assert_eq!(person("Straße", "Łukasz", "").given, "LUKASZ");
+        assert_eq!(person("Smith Jr.", "Dr John", "").family, "SMITH");
+        assert_eq!(person("Smith Jr.", "Dr John", "").given, "JOHN");
+        assert_eq!(person("x", "y", "1965031").birth_date, "");
+    }
+
+    #[test]
+    fn name_order_and_middle_names() {
+        let n = person("SMITH, John Paul", "", "");
+        assert_eq!((n.family.as_str(), n.given.as_str()), ("SMITH", "JOHN"));
+        assert_eq!(n.middle, "PAUL");
+        let n = person("Smith", "John Paul", "");
+        assert_eq!((n.given.as_str(), n.middle.as_str()), ("JOHN", "PAUL"));
+    }
+
+    #[test]
+    fn dicom_person_names_split_into_components() {
+        let id = Identity::from_dicom(
+            "HOSP A",
+            " 123 ",
+            "Yamada^Tarou^K^Dr^Jr=山田^太郎=やまだ^たろう",
+            "19800101",
+            "M",
+        );
+        assert_eq!(id.family_name, "Yamada");
+        assert_eq!(id.given_name, "Tarou");
+        assert_eq!(id.middle_name, "K");
+        assert_eq!(id.patient_id, "123");
+        let n = Normalised::new(&id);
+        assert_eq!((n.family.as_str(), n.sex.as_str()), ("YAMADA", "M"));
+        let bare = Identity::from_dicom("", "", "Doe", "", "");
+        assert_eq!(
+            (bare.family_name.as_str(), bare.given_name.as_str()),
+            ("Doe", "")
+        );
+    }
+
+    #[test]
+    fn swapped_names_share_a_block_key() {
+        let a = person("Smith", "John", "19650310");
+        let b = person("John", "Smith", "19650310");
+        let c = person("Jones", "Mary", "19650310");
+        let shared = |x: &Normalised, y: &Normalised, prefix: &str| {
+            let ky = y.block_keys();
+            x.block_keys()
+                .into_iter()
+                .any(|k| k.starts_with(prefix) && ky.contains(&k))
+        };
+        assert!(shared(&a, &b, "N:"));
+        assert!(shared(&a, &b, "S:"));
+        assert!(!shared(&a, &c, "N:"));
+        // A typo in the family name still shares the given name + date key.
+        let typo = person("Smiht", "John", "19650310");
+        assert!(shared(&a, &typo, "G:"));
+        // A wrong birth date still shares the names key.
+        let wrong_date = person("Smith", "John", "19560310");
+        assert!(shared(&a, &wrong_date, "N:"));
+    }
+
+    #[test]
+    fn phone_and_postcode_keep_what_identifies() {
+        let n = Normalised::new(&Identity {
+            phone: "+1 (617) 555-0100".into(),
+            postcode: "sw1a 1aa".into(),
+            sex: "female".into(),
+            ..Identity::default()
+        });
+        assert_eq!(n.phone, "6175550100");
+        assert_eq!(n.postcode, "SW1A1AA");
+        assert_eq!(n.sex, "F");
+    }
+}
