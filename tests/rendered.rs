@@ -128,8 +128,8 @@ fn audit_of(server: &Server, admin: &str, action: &str) -> String {
 fn rendered_instances_are_the_pipelines_pictures() {
     let t = TestArchive::new();
     let files = ct_study(&t);
-    add_user(&t, "rad", "radiologist");
     let server = t.serve();
+    add_user(&t, "rad", "radiologist");
     let (rad, admin) = (token(&t, "rad"), token(&t, "admin"));
     let f = &files[1];
     let (st, se, sop) = (
@@ -353,8 +353,8 @@ fn what_cannot_be_decoded_gets_a_reason_and_an_audit_row() {
     let mut ids = stdout.split_whitespace();
     let (se, sop) = (ids.next().unwrap(), ids.next().unwrap());
     t.ok(&["import", t.path("broken").to_str().unwrap()]);
-    add_user(&t, "rad", "radiologist");
     let server = t.serve();
+    add_user(&t, "rad", "radiologist");
     let (rad, admin) = (token(&t, "rad"), token(&t, "admin"));
     let b = format!("http://{}/dicomweb/studies/{study}", server.http);
     for url in [

@@ -418,6 +418,12 @@ async fn rendered_frames(
     let req = Request::parse(&headers, &q)?;
     let refs = resolve(&archive, &study, Some(&series), Some(&sop)).await?;
     let r = &refs[0];
+    let count = json_number(r, "00280008").unwrap_or(1).max(1);
+    if let Some(n) = frames.iter().find(|&&n| n > count) {
+        return Err(Problem::not_found(format!(
+            "frame {n}: the instance has {count} frame(s)"
+        )));
+    }
     let mut outcome = Ok(Vec::with_capacity(frames.len()));
     for &f in &frames {
         match picture(&archive, r, f - 1, &req, Priority::Http).await {
