@@ -281,6 +281,7 @@ fn rendered_instances_are_the_pipelines_pictures() {
         get(&format!("{uri}&windowCenter=40"), &rad, None).status,
         400
     );
+    assert_eq!(get(&format!("{uri}&frameNumber=2"), &rad, None).status, 404);
 
     // bad requests
     for (url, accept, status) in [
