@@ -429,16 +429,21 @@ async fn rendered_frames(
             "frame {n}: the instance has {count} frame(s)"
         )));
     }
-    let mut outcome = Ok(Vec::with_capacity(frames.len()));
+    let mut pictures = Vec::with_capacity(frames.len());
+    let mut failed = None;
     for &f in &frames {
         match picture(&archive, r, f - 1, &req, Priority::Http).await {
-            Ok(p) => outcome.as_mut().map(|v| v.push(p)).unwrap_or(()),
+            Ok(p) => pictures.push(p),
             Err(e) => {
-                outcome = Err(e);
+                failed = Some(e);
                 break;
             }
         }
     }
+    let outcome = match failed {
+        Some(e) => Err(e),
+        None => Ok(pictures),
+    };
     audit(&archive, &caller, "http.wado.rendered", &refs, &outcome).await?;
     let mut pictures = outcome?;
     Ok(if pictures.len() == 1 {
