@@ -90,7 +90,7 @@ fn rank(p: Priority) -> usize {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("the render worker stopped before finishing the job")]
+    #[error("the render job failed without an answer (the decoder panicked)")]
     WorkerLost,
 }
 
@@ -135,7 +135,11 @@ impl RenderPool {
                             q = ready.wait(q).expect("render queue lock");
                         }
                     };
-                    job();
+                    // A decoder that panics on a malformed file must not take the worker
+                    // with it; the job's requester sees its answer channel close.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                        tracing::error!("a render job panicked; the worker carries on");
+                    }
                 });
             if let Err(e) = spawned {
                 tracing::error!("starting render worker {i}: {e}");
@@ -217,6 +221,16 @@ mod tests {
         assert!(pool.cached_bytes() <= 3 * (300 + 256));
         pool.remember("huge", 0, frame(10_000));
         assert!(pool.cached("huge", 0).is_none() && pool.cached("a", 0).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone() {
+        let pool = RenderPool::new(1, 0);
+        let failed = pool
+            .run(Priority::Http, || -> u32 { panic!("a malformed file") })
+            .await;
+        assert!(matches!(failed, Err(PoolError::WorkerLost)));
+        assert_eq!(pool.run(Priority::Http, || 7).await.unwrap(), 7);
     }
 
     #[tokio::test]
