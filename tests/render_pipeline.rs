@@ -519,3 +519,44 @@ fn enhanced_multi_frame_uses_each_frames_functional_groups() {
         assert_same(&format!("frame {frame}"), &r.pixels, &want);
     }
 }
+
+#[test]
+fn colour_frames_are_only_resampled() {
+    let path = pydicom_file("examples_rgb_color.dcm");
+    let obj = dicom_object::open_file(&path).unwrap();
+    let decoded = decode_frame(&obj, 0).unwrap();
+    let strata::render::Pixels::Rgb(rgb) = &decoded.pixels else {
+        panic!("an RGB file decodes to RGB")
+    };
+    let p = Presentation::from_object(&obj, 0);
+    let same = render(&decoded, &p, &View::default()).unwrap();
+    assert_eq!(same.channels, 3);
+    assert_eq!(&same.pixels, rgb, "no LUT touches colour");
+    let (w, h) = (decoded.columns / 2, decoded.rows / 2);
+    let half = render(
+        &decoded,
+        &p,
+        &View {
+            viewport: Some((w, h)),
+            ..View::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((half.width, half.height, half.channels), (w, h, 3));
+    // each output pixel is the mean of the 2×2 block it covers
+    let at = |x: u32, y: u32, c: u32| f64::from(rgb[((y * decoded.columns + x) * 3 + c) as usize]);
+    for (x, y) in [(0, 0), (w / 2, h / 2), (w - 1, h - 1)] {
+        for c in 0..3 {
+            let mean = (at(2 * x, 2 * y, c)
+                + at(2 * x + 1, 2 * y, c)
+                + at(2 * x, 2 * y + 1, c)
+                + at(2 * x + 1, 2 * y + 1, c))
+                / 4.0;
+            let got = f64::from(half.pixels[((y * w + x) * 3 + c) as usize]);
+            assert!(
+                (got - mean).abs() <= 0.5,
+                "({x},{y}) channel {c}: {got} vs {mean}"
+            );
+        }
+    }
+}

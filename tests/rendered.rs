@@ -128,8 +128,8 @@ fn audit_of(server: &Server, admin: &str, action: &str) -> String {
 fn rendered_instances_are_the_pipelines_pictures() {
     let t = TestArchive::new();
     let files = ct_study(&t);
-    add_user(&t, "rad", "radiologist");
     let server = t.serve();
+    add_user(&t, "rad", "radiologist");
     let (rad, admin) = (token(&t, "rad"), token(&t, "admin"));
     let f = &files[1];
     let (st, se, sop) = (
@@ -281,6 +281,7 @@ fn rendered_instances_are_the_pipelines_pictures() {
         get(&format!("{uri}&windowCenter=40"), &rad, None).status,
         400
     );
+    assert_eq!(get(&format!("{uri}&frameNumber=2"), &rad, None).status, 404);
 
     // bad requests
     for (url, accept, status) in [
@@ -353,8 +354,8 @@ fn what_cannot_be_decoded_gets_a_reason_and_an_audit_row() {
     let mut ids = stdout.split_whitespace();
     let (se, sop) = (ids.next().unwrap(), ids.next().unwrap());
     t.ok(&["import", t.path("broken").to_str().unwrap()]);
-    add_user(&t, "rad", "radiologist");
     let server = t.serve();
+    add_user(&t, "rad", "radiologist");
     let (rad, admin) = (token(&t, "rad"), token(&t, "admin"));
     let b = format!("http://{}/dicomweb/studies/{study}", server.http);
     for url in [

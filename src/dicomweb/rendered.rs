@@ -241,6 +241,11 @@ fn json_number(r: &InstanceRef, tag: &str) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
+/// Number of Frames of an instance (1 when it has none).
+pub fn frame_count(r: &InstanceRef) -> u32 {
+    json_number(r, "00280008").unwrap_or(1).max(1)
+}
+
 /// Rows and columns of an image instance, None for instances without pixels (reports, SR).
 fn image_size(r: &InstanceRef) -> Option<(u32, u32)> {
     Some((json_number(r, "00280011")?, json_number(r, "00280010")?))
@@ -418,16 +423,27 @@ async fn rendered_frames(
     let req = Request::parse(&headers, &q)?;
     let refs = resolve(&archive, &study, Some(&series), Some(&sop)).await?;
     let r = &refs[0];
-    let mut outcome = Ok(Vec::with_capacity(frames.len()));
+    let count = frame_count(r);
+    if let Some(n) = frames.iter().find(|&&n| n > count) {
+        return Err(Problem::not_found(format!(
+            "frame {n}: the instance has {count} frame(s)"
+        )));
+    }
+    let mut pictures = Vec::with_capacity(frames.len());
+    let mut failed = None;
     for &f in &frames {
         match picture(&archive, r, f - 1, &req, Priority::Http).await {
-            Ok(p) => outcome.as_mut().map(|v| v.push(p)).unwrap_or(()),
+            Ok(p) => pictures.push(p),
             Err(e) => {
-                outcome = Err(e);
+                failed = Some(e);
                 break;
             }
         }
     }
+    let outcome = match failed {
+        Some(e) => Err(e),
+        None => Ok(pictures),
+    };
     audit(&archive, &caller, "http.wado.rendered", &refs, &outcome).await?;
     let mut pictures = outcome?;
     Ok(if pictures.len() == 1 {
@@ -492,10 +508,7 @@ async fn thumbnail(
             StatusCode::UNPROCESSABLE_ENTITY,
             "no instance here holds an image",
         )),
-        Some(r) => {
-            let frames = json_number(r, "00280008").unwrap_or(1).max(1);
-            picture(&archive, r, frames / 2, &req, Priority::Thumbnail).await
-        }
+        Some(r) => picture(&archive, r, frame_count(r) / 2, &req, Priority::Thumbnail).await,
     };
     audit(&archive, &caller, "http.wado.thumbnail", &refs, &outcome).await?;
     Ok(single(req.format, outcome?))

@@ -5,7 +5,7 @@
 //! in them), `frameNumber` and `imageQuality`.
 
 use super::path_uid;
-use super::rendered::{picture, Format, Request};
+use super::rendered::{frame_count, picture, Format, Request};
 use crate::archive::Archive;
 use crate::audit::Outcome;
 use crate::auth::http::Caller;
@@ -151,6 +151,13 @@ async fn rendered(
     let r = refs
         .first()
         .ok_or_else(|| Problem::not_found("no such instance"))?;
+    if frame >= frame_count(r) {
+        return Err(Problem::not_found(format!(
+            "frameNumber {}: the instance has {} frame(s)",
+            frame + 1,
+            frame_count(r)
+        )));
+    }
     let outcome = picture(a, r, frame, &req, Priority::Http).await;
     let event = c
         .event(

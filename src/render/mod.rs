@@ -152,6 +152,23 @@ pub async fn decoded_frame(
     if let Some(hit) = archive.render.cached(sop_uid, frame) {
         return Ok(hit);
     }
+    let turn = archive.render.decode_turn(sop_uid, frame).await;
+    let decoded = decode_missing(archive, sop_uid, frame, priority).await;
+    archive.render.end_turn(turn);
+    decoded
+}
+
+/// The frame from the cache (another caller may have decoded it while this one waited for its
+/// turn), else read and decoded, and cached.
+async fn decode_missing(
+    archive: &crate::archive::Archive,
+    sop_uid: &str,
+    frame: u32,
+    priority: Priority,
+) -> Result<Arc<CachedFrame>, RenderInstanceError> {
+    if let Some(hit) = archive.render.cached(sop_uid, frame) {
+        return Ok(hit);
+    }
     let mut bytes = Vec::new();
     archive
         .read_instance(sop_uid, |c| {

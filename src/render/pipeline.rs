@@ -709,6 +709,37 @@ mod tests {
     }
 
     #[test]
+    fn zoom_and_pan_move_the_image_in_the_viewport() {
+        let f = grey_frame(4, 4, (0..16).map(|i| (i % 4) * 85).collect());
+        let p = Presentation {
+            windows: vec![Window {
+                center: 127.5,
+                width: 255.0,
+                function: VoiFunction::LinearExact,
+            }],
+            ..Presentation::default()
+        };
+        let view = |zoom, pan| View {
+            viewport: Some((4, 4)),
+            zoom,
+            pan,
+            ..View::default()
+        };
+        let plain = render(&f, &p, &view(1.0, (0.0, 0.0))).unwrap();
+        assert_eq!(&plain.pixels[..4], &[0, 85, 170, 255]);
+        // panned one pixel right: the left column is background, the rest shifted
+        let panned = render(&f, &p, &view(1.0, (1.0, 0.0))).unwrap();
+        assert_eq!(&panned.pixels[..4], &[0, 0, 85, 170]);
+        // panned out of sight: all background
+        let gone = render(&f, &p, &view(1.0, (10.0, 0.0))).unwrap();
+        assert!(gone.pixels.iter().all(|&v| v == 0));
+        // zoom 2 shows the middle half, magnified: columns 1 and 2 spread over four pixels
+        let zoomed = render(&f, &p, &view(2.0, (0.0, 0.0))).unwrap();
+        assert_eq!(&zoomed.pixels[..4], &[64, 106, 149, 191]);
+        assert!(render(&f, &p, &view(0.0, (0.0, 0.0))).is_err());
+    }
+
+    #[test]
     fn presets_and_functions_parse() {
         assert_eq!(preset("CT", "Lung").unwrap().center, -600.0);
         assert!(preset("MR", "lung").is_none());

@@ -9,7 +9,7 @@
 
 use super::pipeline::Presentation;
 use super::{DecodedFrame, Priority};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// A decoded frame with what its dataset says about presenting it: everything a render needs,
@@ -90,7 +90,7 @@ fn rank(p: Priority) -> usize {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("the render worker stopped before finishing the job")]
+    #[error("the render job failed without an answer (the decoder panicked)")]
     WorkerLost,
 }
 
@@ -98,6 +98,16 @@ pub struct RenderPool {
     workers: usize,
     shared: Arc<(Mutex<Queues>, Condvar)>,
     cache: Mutex<FrameCache>,
+    /// Frames being decoded now: whoever asks for one of them waits for that decode (and then
+    /// finds it cached) instead of decoding it a second time — a prefetch and the viewer's own
+    /// request for the same slice, say.
+    decoding: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A caller's exclusive turn at decoding one frame (see [`RenderPool::decode_turn`]).
+pub struct DecodeTurn {
+    key: Key,
+    guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl RenderPool {
@@ -112,6 +122,7 @@ impl RenderPool {
                 used: 0,
                 frames: hashlink::LruCache::new_unbounded(),
             }),
+            decoding: Mutex::new(HashMap::new()),
         }
     }
 
@@ -135,7 +146,11 @@ impl RenderPool {
                             q = ready.wait(q).expect("render queue lock");
                         }
                     };
-                    job();
+                    // A decoder that panics on a malformed file must not take the worker
+                    // with it; the job's requester sees its answer channel close.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                        tracing::error!("a render job panicked; the worker carries on");
+                    }
                 });
             if let Err(e) = spawned {
                 tracing::error!("starting render worker {i}: {e}");
@@ -182,6 +197,38 @@ impl RenderPool {
             .insert((sop_uid.to_string(), frame), decoded);
     }
 
+    /// Waits until no one else is decoding frame `frame` of `sop_uid`, then holds the turn:
+    /// the caller looks in the cache again (the previous holder has usually just put the frame
+    /// there) and decodes only if it is still missing, then hands the turn back with
+    /// [`RenderPool::end_turn`].
+    pub async fn decode_turn(&self, sop_uid: &str, frame: u32) -> DecodeTurn {
+        let key = (sop_uid.to_string(), frame);
+        let gate = self
+            .decoding
+            .lock()
+            .expect("decoding lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        DecodeTurn {
+            key,
+            guard: gate.lock_owned().await,
+        }
+    }
+
+    /// Ends a turn; the frame's gate goes once no one else waits at it.
+    pub fn end_turn(&self, turn: DecodeTurn) {
+        let DecodeTurn { key, guard } = turn;
+        drop(guard);
+        let mut decoding = self.decoding.lock().expect("decoding lock");
+        if decoding
+            .get(&key)
+            .is_some_and(|gate| Arc::strong_count(gate) == 1)
+        {
+            decoding.remove(&key);
+        }
+    }
+
     /// Bytes the cache holds now.
     pub fn cached_bytes(&self) -> usize {
         self.cache.lock().expect("frame cache lock").used
@@ -217,6 +264,47 @@ mod tests {
         assert!(pool.cached_bytes() <= 3 * (300 + 256));
         pool.remember("huge", 0, frame(10_000));
         assert!(pool.cached("huge", 0).is_none() && pool.cached("a", 0).is_some());
+    }
+
+    #[tokio::test]
+    async fn one_frame_is_decoded_by_one_caller_at_a_time() {
+        let pool = Arc::new(RenderPool::new(1, 1 << 20));
+        let first = pool.decode_turn("a", 0).await;
+        let second = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let turn = pool.decode_turn("a", 0).await;
+                // the first caller cached the frame before handing over
+                let found = pool.cached("a", 0).is_some();
+                pool.end_turn(turn);
+                found
+            })
+        };
+        // another frame is not held up
+        let other = pool.decode_turn("b", 0).await;
+        pool.end_turn(other);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !second.is_finished(),
+            "the second caller waits for the first"
+        );
+        pool.remember("a", 0, frame(10));
+        pool.end_turn(first);
+        assert!(second.await.unwrap());
+        assert!(
+            pool.decoding.lock().unwrap().is_empty(),
+            "no gate is left behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone() {
+        let pool = RenderPool::new(1, 0);
+        let failed = pool
+            .run(Priority::Http, || -> u32 { panic!("a malformed file") })
+            .await;
+        assert!(matches!(failed, Err(PoolError::WorkerLost)));
+        assert_eq!(pool.run(Priority::Http, || 7).await.unwrap(), 7);
     }
 
     #[tokio::test]
