@@ -9,7 +9,8 @@
 //!   read here, straight from the element's values, so a frame costs one pass and no copy of
 //!   the dataset;
 //! - JPEG (baseline, extended, lossless) goes through `jpeg-decoder`, driven by [`jpeg`] so
-//!   the colour transform follows the dataset and 12-bit DCT frames decode at all;
+//!   the colour transform follows the dataset; 12-bit DCT frames, which it refuses, through
+//!   our own [`jpeg12`];
 //! - RLE is decoded by [`rle`] (PS3.5 Annex G), which also handles 32-bit samples;
 //! - JPEG-LS, JPEG 2000 and whatever else the transfer syntax registry can decode go through
 //!   its codec, fed one frame's fragments at a time;
@@ -21,6 +22,7 @@
 
 mod colour;
 mod jpeg;
+mod jpeg12;
 mod rle;
 
 use std::borrow::Cow;
@@ -77,7 +79,7 @@ pub fn decode_frame(obj: &DefaultDicomObject, frame: u32) -> Result<DecodedFrame
             // 8 comes back in bytes even when Bits Allocated is 16).
             let width = match samples {
                 0 => 8,
-                _ if buffer.len() % samples == 0 => 8 * (buffer.len() / samples) as u16,
+                _ if buffer.len().is_multiple_of(samples) => 8 * (buffer.len() / samples) as u16,
                 _ => 0,
             };
             if !matches!(width, 8 | 16 | 32) {

@@ -69,7 +69,7 @@ pub(super) fn to_rgb8(
         Interpretation::YbrFull422 => {
             // Native 4:2:2 stores Y1 Y2 Cb Cr for each horizontal pair of pixels; each pixel
             // of the pair takes the pair's chroma (the upsampling DICOM implies: no filter).
-            if pixels % 2 != 0 {
+            if !pixels.is_multiple_of(2) {
                 return Err(RenderError::Unsupported(
                     "YBR_FULL_422 with an odd number of pixels".into(),
                 ));

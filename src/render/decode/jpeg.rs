@@ -1,5 +1,5 @@
 //! JPEG frames (PS3.5 A.4.1, ISO 10918-1): baseline, extended and lossless, through
-//! `jpeg-decoder`.
+//! `jpeg-decoder`; 12-bit extended frames, which it refuses, through [`super::jpeg12`].
 //!
 //! The colour transform is decided here, not by the decoder's guess. `jpeg-decoder`, like
 //! libjpeg, takes a three-component stream without an Adobe marker for YCbCr; DICOM says what
@@ -25,9 +25,14 @@ pub(super) fn decode(
             header.components, image.samples_per_pixel
         )));
     }
-    if !header.lossless && header.precision > 8 {
-        return Err(RenderError::Unsupported(format!(
-            "{}-bit lossy JPEG (extended process 4)",
+    if !header.lossless && header.precision == 12 {
+        let (samples, width, height) = super::jpeg12::decode(stream)?;
+        check_size(width, height, image)?;
+        return Ok((samples, image.interpretation.clone()));
+    }
+    if !header.lossless && header.precision != 8 {
+        return Err(RenderError::Decode(format!(
+            "a lossy JPEG frame of precision {} (8 or 12 allowed)",
             header.precision
         )));
     }
@@ -55,12 +60,7 @@ pub(super) fn decode(
     let info = decoder
         .info()
         .ok_or_else(|| RenderError::Decode("JPEG: the stream has no frame header".into()))?;
-    if info.width as u32 != image.columns || info.height as u32 != image.rows {
-        return Err(RenderError::Decode(format!(
-            "the JPEG frame is {}×{}, the dataset says {}×{}",
-            info.width, info.height, image.columns, image.rows
-        )));
-    }
+    check_size(info.width, info.height, image)?;
     // The lossless decoder writes 16-bit samples in machine order.
     if header.lossless && header.precision > 8 && cfg!(target_endian = "big") {
         for pair in samples.chunks_exact_mut(2) {
@@ -74,6 +74,16 @@ pub(super) fn decode(
         image.interpretation.clone()
     };
     Ok((samples, interpretation))
+}
+
+fn check_size(width: u16, height: u16, image: &ImagePixel) -> Result<(), RenderError> {
+    if width as u32 != image.columns || height as u32 != image.rows {
+        return Err(RenderError::Decode(format!(
+            "the JPEG frame is {width}×{height}, the dataset says {}×{}",
+            image.columns, image.rows
+        )));
+    }
+    Ok(())
 }
 
 /// What the markers before the first scan say.
