@@ -141,11 +141,28 @@ pub(super) fn palette(obj: &DefaultDicomObject, values: &[i32]) -> Result<Vec<u8
     for (descriptor, data, segmented, name) in channels {
         luts.push(Lut::read(obj, descriptor, data, segmented, name)?);
     }
+    // One table of RGB triplets over every index any channel maps, so each pixel costs one
+    // lookup (the three channels normally share their first value and length).
+    let first = luts
+        .iter()
+        .map(|l| l.first_mapped as i64)
+        .min()
+        .unwrap_or(0);
+    let end = luts
+        .iter()
+        .map(|l| l.first_mapped as i64 + l.entries.len() as i64)
+        .max()
+        .unwrap_or(1);
+    let table: Vec<[u8; 3]> = (first..end)
+        .map(|i| {
+            let i = i as i32;
+            [luts[0].map(i), luts[1].map(i), luts[2].map(i)]
+        })
+        .collect();
+    let last = table.len() as i64 - 1;
     let mut out = Vec::with_capacity(values.len() * 3);
     for &v in values {
-        for lut in &luts {
-            out.push(lut.map(v));
-        }
+        out.extend_from_slice(&table[(v as i64 - first).clamp(0, last) as usize]);
     }
     Ok(out)
 }
