@@ -77,12 +77,12 @@ pub fn decode_frame(obj: &DefaultDicomObject, frame: u32) -> Result<DecodedFrame
             let samples = pixels * image.samples_per_pixel as usize;
             // The codec decides how wide its output samples are (a JPEG-LS stream of precision
             // 8 comes back in bytes even when Bits Allocated is 16).
-            let width = match samples {
-                0 => 8,
-                _ if buffer.len().is_multiple_of(samples) => 8 * (buffer.len() / samples) as u16,
+            // (Rows and Columns are at least 1, so `samples` is never 0.)
+            let width = match buffer.len() / samples {
+                bytes @ (1 | 2 | 4) if buffer.len().is_multiple_of(samples) => 8 * bytes as u16,
                 _ => 0,
             };
-            if !matches!(width, 8 | 16 | 32) {
+            if width == 0 {
                 return Err(RenderError::Decode(format!(
                     "the codec returned {} bytes for {samples} samples",
                     buffer.len()
