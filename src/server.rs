@@ -23,6 +23,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .route("/api/me", get(auth_http::me))
         .route("/api/logout", post(auth_http::logout))
         .route("/api/audit", get(audit))
+        .route("/api/stream", get(crate::render::stream::handler))
         .merge(crate::dicomweb::router())
         .route_layer(axum::middleware::from_fn_with_state(
             archive.clone(),

@@ -5,7 +5,9 @@
 //! viewport. `stream` (issue 6) serves the result as H.264 over a WebSocket.
 
 pub mod decode;
+pub mod h264;
 pub mod pipeline;
+pub mod stream;
 
 pub use decode::decode_frame;
 pub use pipeline::{render, Presentation};
