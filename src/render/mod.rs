@@ -133,9 +133,8 @@ pub async fn render_instance(
         })
         .await?;
     tokio::task::spawn_blocking(move || {
-        let obj =
-            dicom_object::from_reader(std::io::Cursor::new(bytes.get(128..).unwrap_or_default()))
-                .map_err(|e| RenderError::Decode(e.to_string()))?;
+        let obj = dicom_object::from_reader(std::io::Cursor::new(bytes.get(128..).unwrap_or_default()))
+            .map_err(|e| RenderError::Decode(e.to_string()))?;
         let decoded = decode_frame(&obj, frame)?;
         let presentation = Presentation::from_object(&obj, frame);
         render(&decoded, &presentation, &view)
