@@ -116,8 +116,8 @@ pub struct H264Encoder {
 /// Whether a frame size is one we encode.
 pub fn valid_size(width: u32, height: u32) -> bool {
     let (long, short) = (width.max(height), width.min(height));
-    width % 2 == 0
-        && height % 2 == 0
+    width.is_multiple_of(2)
+        && height.is_multiple_of(2)
         && short >= MIN_SIDE
         && long <= MAX_LONG_SIDE
         && short <= MAX_SHORT_SIDE
