@@ -541,8 +541,10 @@ async fn a_radiologist_scrolls_and_windows_a_ct_series() {
     drop(c);
 
     // the audit trail has every series opened
-    let audit = t.ok(&["audit", "list", "--action", "stream.open"]);
-    assert!(audit.matches("stream.open").count() >= 3, "{audit}");
+    let audit = t.ok(&["audit", "list", "--action", "http.stream.open"]);
+    assert!(audit.matches("http.stream.open").count() >= 3, "{audit}");
+    assert!(audit.contains(&uid(tags::PATIENT_ID)), "{audit}");
+    assert!(audit.contains(&series), "the series is named: {audit}");
 
     // Against the server's own render, computed here on the same data: every frame of the CT
     // series is close, and the still is exact.

@@ -728,7 +728,7 @@ impl Session {
         };
         let event = self
             .caller
-            .event("stream.open", Outcome::Success)
+            .event("http.stream.open", Outcome::Success)
             .patient(Some(patient), Some(opened.study.clone()))
             .detail(format!(
                 "series {}, {} slices",
