@@ -258,6 +258,53 @@ async fn breakdown(data: &str, study: &str, series: &str) {
         place.push(ms(t3, t4));
         encode.push(ms(t4, t5));
     }
+    // Quality and size against QP: 20 consecutive slices (a scroll), each window, at 1024×1024,
+    // decoded and compared with the exact render.
+    let windows = [
+        ("default", None),
+        ("abdomen", strata::render::stream::preset_window("abdomen")),
+        ("brain", strata::render::stream::preset_window("brain")),
+    ];
+    for qp in [14u8, 16, 18, 20, 22] {
+        for (wname, window) in windows {
+            let view = View { window, ..view };
+            let mut enc = H264Encoder::new(VIEWPORT, VIEWPORT, qp).unwrap();
+            let mut dec = openh264::decoder::Decoder::new().unwrap();
+            let (mut worst, mut bytes) = (f64::INFINITY, 0usize);
+            for s in slices.iter().skip(slices.len() / 2).take(20) {
+                let r = strata::render::render_instance(
+                    &archive,
+                    &s.sop_uid,
+                    s.frame,
+                    view,
+                    strata::render::Priority::Interactive,
+                )
+                .await
+                .unwrap();
+                let (pixels, _, _) = strata::render::stream::place(&r, VIEWPORT, VIEWPORT);
+                let f = enc.encode_grey(&pixels).unwrap();
+                bytes += f.annex_b.len();
+                let yuv = dec.decode(&f.annex_b).unwrap().unwrap();
+                use openh264::formats::YUVSource;
+                let stride = yuv.strides().0;
+                let w = VIEWPORT as usize;
+                let mse = (0..w)
+                    .flat_map(|y| (0..w).map(move |x| (y, x)))
+                    .map(|(y, x)| {
+                        let d = f64::from(yuv.y()[y * stride + x]) - f64::from(pixels[y * w + x]);
+                        d * d
+                    })
+                    .sum::<f64>()
+                    / (w * w) as f64;
+                worst = worst.min(10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10());
+            }
+            println!(
+                "qp {qp} window {wname}: lowest PSNR {worst:.1} dB, {:.1} KiB a frame ({:.1} Mbit/s at 60 frames/s)",
+                bytes as f64 / 20.0 / 1024.0,
+                bytes as f64 / 20.0 * 8.0 * 60.0 / 1e6
+            );
+        }
+    }
     for (name, v) in [
         ("read_from_store", &mut read),
         ("parse_and_decode", &mut decode),
