@@ -4,7 +4,8 @@
 # p99 ≤ 16 ms; scrolling at 60 inputs/s: ≥ 58 frames/s, no gap over 50 ms, the last slice on
 # screen within one frame time of the last input, ≤ 15 Mbit/s; nothing sent while idle after
 # the lossless still. Then where one frame's time goes, in process (read, decode, pipeline,
-# encode).
+# encode), and PSNR and frame size against QP. The client is examples/stream_bench.rs; the server's
+# own time per frame comes from its debug log (`stream frame sent`, total_us).
 #
 #   bash benches/stream_bench.sh
 #
@@ -25,7 +26,7 @@ make_workdir
     --rows 512 --cols 512 --modality ct --no-noise | sed 's/^/# gen: /'
 D="$WORK/data"
 "$STRATA" --data "$D" import "$WORK/in" >/dev/null
-FIRST="$(find "$WORK/in" -name '*.dcm' | head -1)"
+FIRST="$(find "$WORK/in" -name '*.dcm' -print -quit)"
 read -r STUDY SERIES < <(python3 - "$FIRST" <<'EOF'
 import sys
 # (0020,000D) and (0020,000E) of an Explicit VR Little Endian file: read the UI values by tag

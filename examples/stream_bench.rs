@@ -54,7 +54,9 @@ async fn client(addr: &str, token: &str, study: &str, series: &str) {
         .unwrap();
     req.headers_mut()
         .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true)
+        .await
+        .unwrap();
     send(
         &mut ws,
         serde_json::json!({"type": "open", "study": study, "series": series}),

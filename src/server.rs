@@ -151,6 +151,11 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
         .public_url
         .set(public.trim_end_matches('/').to_string());
     let dimse = crate::dimse::serve(archive.clone());
+    // No Nagle: a stream frame or an acknowledgement held back for the peer's delayed ACK
+    // costs 40 ms, more than two frames of a scroll.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let app = router(archive).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     tokio::select! {

@@ -54,7 +54,7 @@ async fn connect(server: &Server, token: Option<&str>) -> Result<Socket, String>
         req.headers_mut()
             .insert("Authorization", format!("Bearer {t}").parse().unwrap());
     }
-    tokio_tungstenite::connect_async(req)
+    tokio_tungstenite::connect_async_with_config(req, None, true)
         .await
         .map(|(s, _)| s)
         .map_err(|e| e.to_string())
