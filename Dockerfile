@@ -1,5 +1,7 @@
 # Multi-stage build of the single `strata` binary.
 FROM rust:1-bookworm AS build
+# nasm: openh264 (the H.264 encoder of the render stream) builds its assembly with it; without
+# nasm it silently falls back to plain C, several times slower. cmake builds CharLS.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nasm cmake pkg-config \
  && rm -rf /var/lib/apt/lists/*

@@ -23,6 +23,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .route("/api/me", get(auth_http::me))
         .route("/api/logout", post(auth_http::logout))
         .route("/api/audit", get(audit))
+        .route("/api/stream", get(crate::render::stream::handler))
         .merge(crate::dicomweb::router())
         .merge(crate::mpi::http::router())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -152,6 +153,11 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
         .public_url
         .set(public.trim_end_matches('/').to_string());
     let dimse = crate::dimse::serve(archive.clone());
+    // No Nagle: a stream frame or an acknowledgement held back for the peer's delayed ACK
+    // costs 40 ms, more than two frames of a scroll.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let app = router(archive).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     tokio::select! {

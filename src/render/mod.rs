@@ -2,12 +2,15 @@
 //! never leaves the archive. [`decode`] turns one frame of a stored instance into stored values
 //! (grey) or 8-bit RGB, correcting what dicom-pixeldata gets wrong; [`pipeline`] applies the
 //! PS3.3 C.11 grey pipeline (modality LUT, VOI LUT, presentation) and resamples to the
-//! viewport; [`pool`] runs both on worker threads by priority and caches decoded frames.
-//! `stream` (issue 6) serves the result as H.264 over a WebSocket.
+//! viewport; [`pool`] runs both on worker threads by priority and caches decoded frames;
+//! [`stream`] serves what a viewer asks for as H.264 frames ([`h264`]) over a WebSocket, then a
+//! lossless still.
 
 pub mod decode;
+pub mod h264;
 pub mod pipeline;
 pub mod pool;
+pub mod stream;
 
 pub use decode::decode_frame;
 pub use pipeline::{render, Presentation};

@@ -1,0 +1,618 @@
+//! The render stream against the running binary, with a client in Rust (tokio-tungstenite and
+//! openh264's decoder): a radiologist opens a generated CT series, scrolls and drags the window;
+//! every frame decodes close to the exact render of its state, the lossless still is exact and
+//! its CRC checks, a grey ramp survives the lowest QP, nothing else crosses the socket, and
+//! errors leave the session usable.
+
+mod common;
+
+use common::{Server, TestArchive};
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::{tags, uids};
+use futures::{SinkExt, StreamExt};
+use openh264::formats::YUVSource;
+use std::collections::HashMap;
+use std::time::Duration;
+use strata::render::stream::{Header, KIND_FRAME, KIND_STILL};
+use strata::render::{Rendered, View, VoiFunction, Window};
+use strata::synth::{Modality, SynthOptions};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn add_user(t: &TestArchive, name: &str, role: &str) {
+    use std::io::Write;
+    let mut child = t
+        .cmd()
+        .args(["user", "add", name, "--role", role])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn token(t: &TestArchive, user: &str) -> String {
+    t.ok(&["token", "create", "--user", user])
+        .trim()
+        .to_string()
+}
+
+async fn connect(server: &Server, token: Option<&str>) -> Result<Socket, String> {
+    let mut req = format!("ws://{}/api/stream", server.http)
+        .into_client_request()
+        .unwrap();
+    if let Some(t) = token {
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    tokio_tungstenite::connect_async_with_config(req, None, true)
+        .await
+        .map(|(s, _)| s)
+        .map_err(|e| e.to_string())
+}
+
+/// What the server sent, decoded.
+enum Received {
+    Json(serde_json::Value),
+    Frame(Header),
+    Still(Header, Vec<u8>),
+}
+
+/// The client: sends inputs, acknowledges and decodes every frame as it arrives.
+struct Client {
+    ws: Socket,
+    decoder: openh264::decoder::Decoder,
+    /// Every frame decoded: (header, luma of the frame size).
+    frames: Vec<(Header, Vec<u8>)>,
+    stills: Vec<(Header, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Client {
+    fn new(ws: Socket) -> Client {
+        Client {
+            ws,
+            decoder: openh264::decoder::Decoder::new().unwrap(),
+            frames: Vec::new(),
+            stills: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    async fn send(&mut self, v: serde_json::Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    /// The next message, or None after `wait` of silence. Frames are decoded and acknowledged;
+    /// anything that is neither metadata, an error, a frame nor a still fails the test.
+    async fn next(&mut self, wait: Duration) -> Option<Received> {
+        let msg = match tokio::time::timeout(wait, self.ws.next()).await {
+            Err(_) => return None,
+            Ok(m) => m.expect("the socket stays open").expect("a message"),
+        };
+        match msg {
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+                let kind = v["type"].as_str().unwrap_or("");
+                assert!(
+                    kind == "series" || kind == "error",
+                    "unexpected message {v}"
+                );
+                Some(Received::Json(v))
+            }
+            Message::Binary(b) => {
+                self.bytes += b.len();
+                let (h, payload) = Header::parse(&b).expect("a header");
+                match h.kind {
+                    KIND_FRAME => {
+                        assert!(payload.starts_with(&[0, 0, 0, 1]), "Annex B");
+                        let (w, hgt) = (h.width as usize, h.height as usize);
+                        let yuv = self
+                            .decoder
+                            .decode(payload)
+                            .expect("the frame decodes")
+                            .expect("every frame gives a picture");
+                        assert_eq!(yuv.dimensions(), (w, hgt));
+                        let stride = yuv.strides().0;
+                        let luma: Vec<u8> = (0..hgt)
+                            .flat_map(|y| yuv.y()[y * stride..y * stride + w].to_vec())
+                            .collect();
+                        // chroma stays neutral: grey in, grey out
+                        assert!(yuv.u().iter().all(|&c| c.abs_diff(128) <= 2));
+                        self.ws
+                            .send(Message::text(
+                                serde_json::json!({"type": "ack", "frame": h.frame}).to_string(),
+                            ))
+                            .await
+                            .unwrap();
+                        self.frames.push((h, luma));
+                        Some(Received::Frame(h))
+                    }
+                    KIND_STILL => {
+                        assert!(payload.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+                        let img = image::load_from_memory(payload).expect("the PNG decodes");
+                        let pixels = img.to_luma8().into_raw();
+                        assert_eq!(
+                            crc32fast::hash(&pixels),
+                            h.crc32,
+                            "the still's CRC matches its pixels"
+                        );
+                        self.stills.push((h, pixels.clone()));
+                        Some(Received::Still(h, pixels))
+                    }
+                    k => panic!("unknown binary message kind {k}"),
+                }
+            }
+            Message::Ping(_) | Message::Pong(_) => Box::pin(self.next(wait)).await,
+            m => panic!("unexpected message {m:?}"),
+        }
+    }
+
+    /// Reads (decoding and acknowledging) whatever comes for `d`, as a viewer does between
+    /// inputs; errors fail the test.
+    async fn pump(&mut self, d: Duration) {
+        let end = tokio::time::Instant::now() + d;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            if let Some(Received::Json(v)) = self.next(left).await {
+                panic!("unexpected {v}");
+            }
+        }
+    }
+
+    async fn json(&mut self) -> serde_json::Value {
+        loop {
+            match self.next(Duration::from_secs(30)).await {
+                Some(Received::Json(v)) => return v,
+                Some(_) => continue,
+                None => panic!("no JSON message within 30 s"),
+            }
+        }
+    }
+
+    /// Reads until the still for input `seq` arrives.
+    async fn until_still(&mut self, seq: u32) -> (Header, Vec<u8>) {
+        loop {
+            match self.next(Duration::from_secs(30)).await {
+                Some(Received::Still(h, p)) if h.input_seq == seq => return (h, p),
+                Some(Received::Json(v)) if v["type"] == "error" => panic!("error: {v}"),
+                Some(_) => continue,
+                None => panic!("no still for input {seq} within 30 s"),
+            }
+        }
+    }
+}
+
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
+/// A one-slice study whose pixels are a horizontal 0–255 ramp (8-bit, no rescale), windowed so
+/// the render is the ramp itself.
+fn ramp_file(path: &std::path::Path) {
+    let (rows, cols) = (64u16, 256u16);
+    let mut obj = dicom_object::InMemDicomObject::new_empty();
+    let texts = [
+        (
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
+        ),
+        (
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.10.1.7.3",
+        ),
+        (
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.10.1.7.1",
+        ),
+        (
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.10.1.7.2",
+        ),
+        (tags::MODALITY, VR::CS, "OT"),
+        (tags::PATIENT_ID, VR::LO, "RAMP1"),
+        (tags::PATIENT_NAME, VR::PN, "Ramp^Grey"),
+        (tags::INSTANCE_NUMBER, VR::IS, "1"),
+        (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        (tags::WINDOW_CENTER, VR::DS, "127.5"),
+        (tags::WINDOW_WIDTH, VR::DS, "256"),
+    ];
+    for (tag, vr, v) in texts {
+        obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+    }
+    for (tag, v) in [
+        (tags::SAMPLES_PER_PIXEL, 1),
+        (tags::ROWS, rows),
+        (tags::COLUMNS, cols),
+        (tags::BITS_ALLOCATED, 8),
+        (tags::BITS_STORED, 8),
+        (tags::HIGH_BIT, 7),
+        (tags::PIXEL_REPRESENTATION, 0),
+    ] {
+        obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    }
+    let pixels: Vec<u8> = (0..rows).flat_map(|_| 0..=255u8).collect();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(pixels),
+    ));
+    write(obj, path);
+}
+
+/// A CT instance whose pixel data is far shorter than its rows and columns say.
+fn broken_file(path: &std::path::Path) {
+    let mut obj = dicom_object::InMemDicomObject::new_empty();
+    let texts = [
+        (tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
+        (
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.10.1.8.3",
+        ),
+        (
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.10.1.8.1",
+        ),
+        (
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.10.1.8.2",
+        ),
+        (tags::MODALITY, VR::CS, "CT"),
+        (tags::PATIENT_ID, VR::LO, "BROKEN1"),
+        (tags::INSTANCE_NUMBER, VR::IS, "1"),
+        (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+    ];
+    for (tag, vr, v) in texts {
+        obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+    }
+    for (tag, v) in [
+        (tags::SAMPLES_PER_PIXEL, 1),
+        (tags::ROWS, 512),
+        (tags::COLUMNS, 512),
+        (tags::BITS_ALLOCATED, 16),
+        (tags::BITS_STORED, 12),
+        (tags::HIGH_BIT, 11),
+        (tags::PIXEL_REPRESENTATION, 0),
+    ] {
+        obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    }
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::from(vec![7u8; 16]),
+    ));
+    write(obj, path);
+}
+
+fn write(obj: dicom_object::InMemDicomObject, path: &std::path::Path) {
+    let file = obj
+        .with_meta(
+            dicom_object::meta::FileMetaTableBuilder::new()
+                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN),
+        )
+        .unwrap();
+    file.write_to_file(path).unwrap();
+}
+
+/// The window a state asked for, as the test sent it.
+#[derive(Clone, Copy)]
+struct Sent {
+    slice: u32,
+    window: Option<(f64, f64)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_radiologist_scrolls_and_windows_a_ct_series() {
+    let t = TestArchive::new();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            seed: 6,
+            patients: 1,
+            studies: 1,
+            series_per_study: 1,
+            slices: 8,
+            rows: 256,
+            cols: 256,
+            modality: Some(Modality::Ct),
+            noise: false,
+        },
+    );
+    std::fs::create_dir_all(t.path("in/extra")).unwrap();
+    ramp_file(&t.path("in/extra/ramp.dcm"));
+    broken_file(&t.path("in/extra/broken.dcm"));
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let first = dicom_object::open_file(&files[0]).unwrap();
+    let uid = |tag| {
+        first
+            .element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let (study, series) = (
+        uid(tags::STUDY_INSTANCE_UID),
+        uid(tags::SERIES_INSTANCE_UID),
+    );
+    add_user(&t, "reader", "radiologist");
+    add_user(&t, "robot", "modality");
+    let server = t.serve();
+
+    // no credentials, or a role without access: no socket
+    let Err(refused) = connect(&server, None).await else {
+        panic!("a connection without credentials was accepted")
+    };
+    assert!(refused.contains("401"), "{refused}");
+    let Err(refused) = connect(&server, Some(&token(&t, "robot"))).await else {
+        panic!("a modality's connection was accepted")
+    };
+    assert!(refused.contains("403"), "{refused}");
+
+    let mut c = Client::new(connect(&server, Some(&token(&t, "reader"))).await.unwrap());
+    c.send(serde_json::json!({"type": "open", "study": study, "series": series}))
+        .await;
+    let meta = c.json().await;
+    assert_eq!(meta["type"], "series", "{meta}");
+    assert_eq!(meta["slices"], 8);
+    let positions: Vec<f64> = meta["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert_eq!(meta["patient"]["id"], uid(tags::PATIENT_ID));
+    let default_window = (
+        meta["default_window"]["center"].as_f64().unwrap(),
+        meta["default_window"]["width"].as_f64().unwrap(),
+    );
+
+    // scroll through every slice, then drag the window, as fast as inputs come
+    let mut sent: HashMap<u32, Sent> = HashMap::new();
+    let mut seq = 0;
+    let mut state = Sent {
+        slice: 0,
+        window: None,
+    };
+    for slice in 0..8u32 {
+        seq += 1;
+        state.slice = slice;
+        sent.insert(seq, state);
+        let mut v = serde_json::json!({"type": "view", "seq": seq, "slice": slice});
+        if seq == 1 {
+            v["viewport"] = serde_json::json!([256, 256]);
+        }
+        c.send(v).await;
+        c.pump(Duration::from_millis(30)).await;
+    }
+    for step in 0..8 {
+        seq += 1;
+        let w = (
+            default_window.0 + 10.0 * f64::from(step),
+            default_window.1 + 40.0 * f64::from(step),
+        );
+        state.window = Some(w);
+        sent.insert(seq, state);
+        c.send(serde_json::json!({"type": "view", "seq": seq, "window": {"center": w.0, "width": w.1}}))
+            .await;
+        c.pump(Duration::from_millis(30)).await;
+    }
+    let (still, still_pixels) = c.until_still(seq).await;
+    let distinct = still_pixels
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert!(
+        distinct > 20,
+        "a CT slice has many grey levels, this has {distinct}"
+    );
+    assert_eq!(still.slice, 7);
+    assert!(c.frames.len() >= 2, "{} frames", c.frames.len());
+    assert!(
+        c.frames[0].0.flags & 1 == 1,
+        "the first frame is a keyframe"
+    );
+    assert!(
+        c.frames
+            .windows(2)
+            .all(|w| w[0].0.frame + 1 == w[1].0.frame),
+        "no frame is ever dropped"
+    );
+    let last = c.frames.last().unwrap().0;
+    assert_eq!(last.input_seq, seq, "the last state is on screen");
+    assert_eq!(still.frame, last.frame);
+    // idle after the still: nothing at all
+    assert!(c.next(Duration::from_millis(500)).await.is_none());
+
+    // a preset, then a keyframe on demand
+    seq += 1;
+    c.send(serde_json::json!({"type": "view", "seq": seq, "preset": "lung"}))
+        .await;
+    sent.insert(
+        seq,
+        Sent {
+            slice: 7,
+            window: Some((-600.0, 1500.0)),
+        },
+    );
+    c.until_still(seq).await;
+    c.send(serde_json::json!({"type": "keyframe"})).await;
+    match c.next(Duration::from_secs(30)).await {
+        Some(Received::Frame(h)) => assert!(h.flags & 1 == 1, "a keyframe"),
+        _ => panic!("a keyframe was asked for"),
+    }
+
+    // bad input: an error, and the session goes on
+    c.send(serde_json::json!({"type": "view", "seq": 99, "slice": 8}))
+        .await;
+    let e = c.json().await;
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["seq"], 99);
+    c.send(serde_json::json!({"type": "open", "study": study, "series": "1.2.3.999"}))
+        .await;
+    assert_eq!(c.json().await["type"], "error");
+    c.send(serde_json::json!({"type": "bogus"})).await;
+    assert_eq!(c.json().await["type"], "error");
+
+    // a series that cannot be decoded: an error on the stream, then another series works
+    c.send(
+        serde_json::json!({"type": "open", "study": "1.2.826.0.1.3680043.10.1.8.1",
+        "series": "1.2.826.0.1.3680043.10.1.8.2"}),
+    )
+    .await;
+    assert_eq!(c.json().await["type"], "series");
+    c.send(serde_json::json!({"type": "view", "seq": 150}))
+        .await;
+    let e = c.json().await;
+    assert_eq!(e["type"], "error", "{e}");
+    assert_eq!(e["seq"], 150);
+    assert!(
+        e["message"].as_str().unwrap().contains("cannot be shown"),
+        "{e}"
+    );
+
+    // the ramp at the lowest QP comes back within ±1
+    c.send(
+        serde_json::json!({"type": "open", "study": "1.2.826.0.1.3680043.10.1.7.1",
+        "series": "1.2.826.0.1.3680043.10.1.7.2"}),
+    )
+    .await;
+    assert_eq!(c.json().await["type"], "series");
+    c.send(serde_json::json!({"type": "view", "seq": 200, "viewport": [256, 64], "qp": 0}))
+        .await;
+    let (rh, ramp) = c.until_still(200).await;
+    assert_eq!((rh.width, rh.height, rh.x, rh.y), (256, 64, 0, 0));
+    for row in ramp.chunks(256) {
+        assert!(row.windows(2).all(|w| w[0] <= w[1]), "a ramp");
+        assert_eq!((row[0], row[255]), (0, 255), "the full grey range");
+    }
+    let (fh, luma) = c.frames.last().unwrap();
+    assert_eq!(fh.input_seq, 200);
+    let worst = luma
+        .iter()
+        .zip(&ramp)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "ramp at QP 0: worst difference {worst}");
+    let ct_frames: Vec<(Header, Vec<u8>)> = c
+        .frames
+        .iter()
+        .filter(|(h, _)| sent.contains_key(&h.input_seq))
+        .cloned()
+        .collect();
+    assert!(
+        ct_frames.len() >= 4,
+        "{} frames of the CT series",
+        ct_frames.len()
+    );
+    drop(c);
+
+    // the audit trail has every series opened
+    let audit = t.ok(&["audit", "list", "--action", "http.stream.open"]);
+    assert!(audit.matches("http.stream.open").count() >= 3, "{audit}");
+    assert!(audit.contains(&uid(tags::PATIENT_ID)), "{audit}");
+    assert!(audit.contains(&series), "the series is named: {audit}");
+
+    // Against the server's own render, computed here on the same data: every frame of the CT
+    // series is close, and the still is exact.
+    drop(server);
+    let archive = t.open().await;
+    let sop_of: Vec<String> = {
+        let refs = archive
+            .index
+            .instances_under(study.clone(), Some(series.clone()), None)
+            .await
+            .unwrap();
+        strata::render::stream::open_series(&refs)
+            .unwrap()
+            .slices
+            .into_iter()
+            .map(|s| s.sop_uid)
+            .collect()
+    };
+    let render = |s: Sent| {
+        let archive = archive.clone();
+        let sop = sop_of[s.slice as usize].clone();
+        async move {
+            let view = View {
+                window: s.window.map(|(center, width)| Window {
+                    center,
+                    width,
+                    function: VoiFunction::Linear,
+                }),
+                viewport: Some((256, 256)),
+                ..View::default()
+            };
+            strata::render::render_instance(
+                &archive,
+                &sop,
+                0,
+                view,
+                strata::render::Priority::Interactive,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let mut checked = 0;
+    let mut worst = f64::INFINITY;
+    for (h, luma) in &ct_frames {
+        let s = sent[&h.input_seq];
+        assert_eq!(h.slice, s.slice);
+        let r = render(s).await;
+        let (expected, _, _) = strata::render::stream::place(&r, 256, 256);
+        let p = psnr(luma, &expected);
+        assert!(
+            p >= 42.0,
+            "frame {} (slice {}): PSNR {p:.1} dB",
+            h.frame,
+            h.slice
+        );
+        worst = worst.min(p);
+        checked += 1;
+    }
+    assert_eq!(checked, ct_frames.len());
+    eprintln!("{checked} frames of the CT series, lowest PSNR {worst:.1} dB");
+    let exact: Rendered = render(sent[&still.input_seq]).await;
+    assert_eq!(
+        (u32::from(still.width), u32::from(still.height)),
+        (exact.width, exact.height)
+    );
+    assert!(
+        still_pixels == exact.pixels,
+        "the still is the server's render, exactly"
+    );
+}
