@@ -270,7 +270,12 @@ fn address_level(a: &str, b: &str) -> u8 {
 /// "MCLEODPLACE"): the letters without spaces, and the words sorted, are compared too.
 fn street_level(a: &str, b: &str) -> u8 {
     match address_level(a, b) {
-        2 => {
+        // Streets without a word or house number in common are different streets (and most
+        // pairs are such).
+        2 if a.split(' ').any(|w| {
+            (w.len() > 2 || w.bytes().all(|c| c.is_ascii_digit())) && b.split(' ').any(|v| v == w)
+        }) =>
+        {
             let joined = |s: &str| s.replace(' ', "");
             let sorted = |s: &str| {
                 let mut w: Vec<&str> = s.split(' ').collect();
