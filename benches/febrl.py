@@ -121,8 +121,20 @@ def score(d):
     pred_sets = {frozenset(m) for m in predicted.values()}
     exact = len(true_sets & pred_sets)
     p, r, f = prf(exact, len(pred_sets), len(true_sets))
-    print(f"person-level: true persons {len(true_sets)}, predicted {len(pred_sets)}, exact {exact}")
-    print(f"person-level: precision {p:.5f} recall {r:.5f} F1 {f:.5f}")
+    print(f"person-level exact: true persons {len(true_sets)}, predicted {len(pred_sets)}, exact {exact}")
+    print(f"person-level exact: precision {p:.5f} recall {r:.5f} F1 {f:.5f}")
+    # Person level, merge and split view: a predicted person is pure when all its records are
+    # of one true person (no wrong merge); a true person is whole when all its records are in
+    # one predicted person (no split).
+    true_of = {rid: person for rid, person in truth.items()}
+    pred_of = {rid: key for key, members in predicted.items() for rid in members}
+    pure = sum(1 for m in predicted.values() if len({true_of[r] for r in m}) == 1)
+    whole = sum(1 for m in true.values() if len({pred_of[r] for r in m}) == 1)
+    p, r = pure / len(predicted), whole / len(true)
+    f = 2 * p * r / (p + r)
+    print(f"person-level pure/whole: predicted persons pure {pure}/{len(predicted)}, "
+          f"true persons whole {whole}/{len(true)}")
+    print(f"person-level pure/whole: precision {p:.5f} recall {r:.5f} F1 {f:.5f}")
 
 
 if __name__ == "__main__":

@@ -180,8 +180,8 @@ pub fn read_records(input: impl Read) -> Result<Vec<InputRecord>, MpiError> {
             });
         }
         let birth_date = get(6);
-        let well_formed = birth_date.len() == 8 && birth_date.bytes().all(|b| b.is_ascii_digit());
-        if !birth_date.is_empty() && !well_formed {
+        let yyyymmdd = birth_date.len() == 8 && birth_date.bytes().all(|b| b.is_ascii_digit());
+        if !birth_date.is_empty() && !yyyymmdd {
             return Err(MpiError::Csv {
                 line,
                 message: format!("birth_date {birth_date:?} is not YYYYMMDD"),

@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 /// At most this many earlier records of one block are compared with a record: a block that
 /// large is a very common name or date, where the other keys (each much smaller) find the
 /// true matches. It bounds the work per record, so linking time stays linear in the records.
-const BLOCK_WINDOW: usize = 256;
+const BLOCK_WINDOW: usize = 48;
 
 pub struct BlockIndex {
     /// (key hash, record), sorted: each block is one run, its records in input order.
