@@ -49,6 +49,10 @@ pub const KIND_STILL: u8 = 2;
 pub const FLAG_KEYFRAME: u8 = 1;
 pub const FLAG_RGB: u8 = 2;
 
+/// Slices on either side of the one shown that are decoded ahead (at the lowest priority), so
+/// scrolling finds them in the decoded-frame cache.
+const PREFETCH_SLICES: usize = 6;
+
 /// The presets a client may name, in the order a viewer lists them.
 pub const PRESETS: [&str; 7] = [
     "brain",
@@ -60,23 +64,9 @@ pub const PRESETS: [&str; 7] = [
     "liver",
 ];
 
-/// CT presets (centre, width in HU), as reading rooms commonly set them.
+/// A preset's window: the render pipeline's CT presets (centre, width in HU).
 pub fn preset_window(name: &str) -> Option<Window> {
-    let (center, width) = match name {
-        "brain" => (40.0, 80.0),
-        "subdural" => (75.0, 215.0),
-        "lung" => (-600.0, 1500.0),
-        "mediastinum" => (50.0, 350.0),
-        "bone" => (400.0, 1800.0),
-        "abdomen" => (40.0, 400.0),
-        "liver" => (60.0, 160.0),
-        _ => return None,
-    };
-    Some(Window {
-        center,
-        width,
-        function: VoiFunction::Linear,
-    })
+    super::pipeline::preset("CT", name)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -788,6 +778,16 @@ impl Session {
             }
         };
         let rendered_at = Instant::now();
+        // While the user scrolls, decode the neighbouring slices before they are asked for.
+        let here = state.slice as usize;
+        let neighbours: Vec<String> = series
+            .slices
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.frame == 0 && *i != here && i.abs_diff(here) <= PREFETCH_SLICES)
+            .map(|(_, s)| s.sop_uid.clone())
+            .collect();
+        super::prefetch(&self.archive, &neighbours);
         let mut encoder = match self.encoder.take() {
             Some(e) if e.width() == fw && e.height() == fh => e,
             _ => {
@@ -1011,9 +1011,15 @@ mod tests {
         }
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"view","seq":1,"x":2}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"shell"}"#).is_err());
-        for p in PRESETS {
-            assert!(preset_window(p).is_some(), "{p}");
-        }
+        let pipeline: Vec<&str> = super::super::pipeline::presets("CT")
+            .iter()
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(
+            PRESETS.to_vec(),
+            pipeline,
+            "the stream offers the pipeline's presets"
+        );
         assert_eq!(frame_size(5000, 3000), (3840, 2160));
         assert_eq!(frame_size(3000, 5000), (2160, 3840));
         assert_eq!(frame_size(1, 1), (16, 16));
