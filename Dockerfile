@@ -9,6 +9,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY schemas ./schemas
+# the viewer, embedded in the binary at build time
+COPY web ./web
 RUN cargo build --release --locked --bin strata
 
 FROM debian:bookworm-slim

@@ -14,7 +14,7 @@ const profile = mkdtempSync(join(tmpdir(), "strata-bench-chromium-"));
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   headless: true,
-  viewport: { width: 1190, height: 1100 }, // a 1024×1024 viewport beside the thumbnails
+  viewport: { width: 1174, height: 1102 }, // a 1024×1024 viewport beside the thumbnails
   args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync"],
 });

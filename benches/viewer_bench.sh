@@ -15,13 +15,9 @@ DATA="$WORK/data"
 "$STRATA" --data "$DATA" import "$WORK/in" >/dev/null
 printf 'bench password 1234\n' | "$STRATA" --data "$DATA" user add bench --role radiologist >/dev/null
 STUDY="$("$STRATA" --data "$DATA" studies | awk 'NR==2{print $NF}')"
-PATIENT="$(python3 - "$WORK/in" <<'PY'
-import sys, pathlib, subprocess
+PATIENT="$("$REPO_ROOT/.venv/bin/python" -c 'import pathlib, sys, pydicom
 f = next(pathlib.Path(sys.argv[1]).rglob("*.dcm"))
-out = subprocess.run(["dcmdump", "+P", "0010,0010", str(f)], capture_output=True, text=True).stdout
-print(out.split("[")[1].split("^")[0])
-PY
-)"
+print(str(pydicom.dcmread(f).PatientName).split("^")[0])' "$WORK/in")"
 PORT="$(free_port)"
 "$STRATA" --data "$DATA" serve --http "127.0.0.1:$PORT" --dimse "127.0.0.1:$(free_port)" >"$WORK/serve.log" 2>&1 &
 SPID=$!
