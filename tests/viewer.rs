@@ -82,5 +82,5 @@ fn a_radiologist_reads_a_study_and_an_admin_sees_the_person() {
         "{log}"
     );
     let pngs = std::fs::read_dir(out).unwrap().count();
-    assert!(pngs >= 7, "{pngs} screenshots under {out}");
+    assert!(pngs >= 9, "{pngs} screenshots under {out}");
 }

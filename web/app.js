@@ -4,7 +4,7 @@
 import { openViewer } from "./viewer.js";
 
 const main = document.getElementById("main");
-export const state = { user: null, role: null };
+export const state = { user: null, role: null, expired: false };
 
 /** Roles that may export original DICOM (the server enforces it; this only hides the action). */
 export const mayExport = (role) => role === "admin" || role === "integrator";
@@ -27,7 +27,7 @@ export async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers, body, credentials: "same-origin" });
   if (response.status === 401 && path !== "/api/login") {
     sessionExpired();
-    throw new Error("session expired");
+    throw Object.assign(new Error("session expired"), { expired: true });
   }
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
@@ -38,9 +38,15 @@ export async function api(path, options = {}) {
 }
 
 function sessionExpired() {
-  if (state.user) message("Your session has expired. Please log in again.");
+  // Said until the next login, whatever navigation happens meanwhile.
+  if (state.user) state.expired = true;
   state.user = null;
   showLogin();
+}
+
+/** Says what failed, unless the session ended (the login page says that already). */
+export function failed(what, err) {
+  if (!err.expired) message(`${what}: ${err.message}`);
 }
 
 const el = (tag, attrs = {}, ...children) => {
@@ -67,6 +73,7 @@ export const da = (s) => (s && s.length === 8 ? `${s.slice(0, 4)}-${s.slice(4, 6
 function showLogin() {
   document.getElementById("bar").hidden = true;
   main.replaceChildren();
+  if (state.expired) message("Your session has expired. Please log in again.");
   const user = el("input", { name: "user", autocomplete: "username", required: true, "aria-label": "User" });
   const password = el("input", { name: "password", type: "password", autocomplete: "current-password", required: true, "aria-label": "Password" });
   const form = el("form", { class: "login", id: "login" },
@@ -91,6 +98,7 @@ function showLogin() {
 }
 
 function signedIn(who) {
+  state.expired = false;
   state.user = who.user;
   state.role = who.role;
   document.getElementById("bar").hidden = false;
@@ -147,7 +155,7 @@ async function showStudies(params) {
   try {
     studies = (await api(`/dicomweb/studies?${q}`, { headers: { Accept: "application/dicom+json" } })) || [];
   } catch (err) {
-    message(`Search failed: ${err.message}`);
+    failed("Search failed", err);
     return;
   }
   const more = studies.length > PAGE;
@@ -190,7 +198,7 @@ async function showPerson(id) {
   try {
     p = await api(`/api/persons/${id}`);
   } catch (err) {
-    message(`Person ${id}: ${err.message}`);
+    failed(`Person ${id}`, err);
     return;
   }
   const view = el("div", { class: "person", id: "person" },
@@ -214,7 +222,13 @@ async function showPerson(id) {
 }
 
 async function showReview() {
-  const items = await api("/api/mpi/review");
+  let items;
+  try {
+    items = await api("/api/mpi/review");
+  } catch (err) {
+    failed("Review queue", err);
+    return;
+  }
   const list = el("table", { class: "list", id: "review" }, el("tbody", {}, items.map((r) =>
     el("tr", {},
       el("td", {}, `${r.identifier.issuer} ${r.identifier.patient_id}`),
@@ -231,7 +245,7 @@ async function decide(id, body) {
     await api(`/api/mpi/review/${id}`, { method: "POST", body });
     showReview();
   } catch (err) {
-    message(err.message);
+    failed("The decision was not made", err);
   }
 }
 

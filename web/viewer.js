@@ -3,7 +3,7 @@
 // scroll; right-drag (or shift-drag) windows; ctrl-drag or pinch zooms; middle-drag (or alt-drag)
 // pans; presets by key and menu. Overlays are drawn here, never burned into the pixels.
 
-import { api, dv, el, da, pn, mayExport, message, state } from "./app.js";
+import { api, dv, el, da, pn, failed, mayExport, message, state } from "./app.js";
 
 const PRESETS = [
   ["brain", "Brain"], ["subdural", "Subdural"], ["lung", "Lung"], ["mediastinum", "Mediastinum"],
@@ -171,7 +171,7 @@ export async function openViewer(main, study) {
     const q = ["0008103E", "00200011", "00080060", "00201209"].map((t) => `includefield=${t}`).join("&");
     series = await api(`/dicomweb/studies/${study}/series?${q}`, { headers: { Accept: "application/dicom+json" } });
   } catch (err) {
-    message(`Study ${study}: ${err.message}`);
+    failed(`Study ${study}`, err);
     return () => {};
   }
   series.sort((a, b) => Number(dv(a, "00200011")) - Number(dv(b, "00200011")));

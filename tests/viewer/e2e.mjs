@@ -136,9 +136,26 @@ try {
   const status = await page.evaluate(async (uid) => (await fetch(`/dicomweb/studies/${uid}`)).status, STUDY);
   check(status === 403, `a direct request for original pixels is refused (${status})`);
 
-  // Administrator: the person view with studies from two issuers.
-  await page.click("#logout");
+  // A tablet: the layout fits 1024×768, and the image is rendered again at the new size.
+  const framesBefore = await page.evaluate(() => window.strata.viewports[0].stats.frames);
+  await page.setViewportSize({ width: 1024, height: 768 });
+  await page.waitForFunction((n) => window.strata.viewports[0].stats.frames > n, framesBefore);
+  await page.waitForTimeout(300);
+  const box = await page.locator(".viewport").first().boundingBox();
+  check(box.width >= 700 && box.height >= 600 && box.x + box.width <= 1024 && box.y + box.height <= 768,
+    `the viewport fits a 1024×768 tablet (${Math.round(box.width)}×${Math.round(box.height)})`);
+  check((await viewportPixels()).std > 5, "the image is shown at the tablet's size");
+  await shot("tablet");
+
+  // An expired session says so and asks to log in again.
+  await page.evaluate(() => fetch("/api/logout", { method: "POST" }));
+  await page.evaluate(() => { location.hash = "#/studies"; });
   await page.waitForSelector("form#login");
+  check((await page.textContent("#message")).includes("session has expired"), "an expired session is said so");
+  await shot("session-expired");
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  // Administrator: the person view with studies from two issuers.
   await login(env("ADMIN_USER"), env("ADMIN_PASSWORD"));
   await page.fill("input[name=name]", env("PATIENT"));
   await page.click("form#search button[type=submit]");
