@@ -580,6 +580,9 @@ fn resample(img: &Rendered, view: &View) -> Result<Rendered, RenderError> {
     let c = img.channels as usize;
     let xs = axis_taps(img.width, p.out_w, p.scale, p.x0);
     let ys = axis_taps(img.height, p.out_h, p.scale, p.y0);
+    if c == 1 {
+        return Ok(resample_grey(img, &p, &xs, &ys));
+    }
     let (sw, ow) = (img.width as usize, p.out_w as usize);
     // horizontal pass over the source rows the vertical pass needs
     let mut needed = vec![false; img.height as usize];
@@ -634,6 +637,74 @@ fn resample(img: &Rendered, view: &View) -> Result<Rendered, RenderError> {
         channels: img.channels,
         pixels,
     })
+}
+
+/// [`resample`] for grey images, the stream's every frame: the same filter, with the one- and
+/// two-tap cases (all of bilinear magnification) written out so they compile to straight loops.
+fn resample_grey(img: &Rendered, p: &Placement, xs: &[Taps], ys: &[Taps]) -> Rendered {
+    let (sw, ow, oh) = (img.width as usize, p.out_w as usize, p.out_h as usize);
+    let row_pass = |src: &[u8], out: &mut [f32]| {
+        for (o, taps) in out.iter_mut().zip(xs) {
+            *o = match taps {
+                None => 0.0,
+                Some((i, w)) if w.len() == 1 => f32::from(src[*i]),
+                Some((i, w)) if w.len() == 2 => {
+                    w[0] * f32::from(src[*i]) + w[1] * f32::from(src[*i + 1])
+                }
+                Some((i, w)) => w
+                    .iter()
+                    .enumerate()
+                    .map(|(k, wgt)| wgt * f32::from(src[i + k]))
+                    .sum(),
+            };
+        }
+    };
+    // each source row is filtered horizontally once, however many output rows use it
+    let mut rows: Vec<Option<Vec<f32>>> = vec![None; img.height as usize];
+    for (first, weights) in ys.iter().flatten() {
+        for y in *first..*first + weights.len() {
+            if rows[y].is_none() {
+                let mut out = vec![0f32; ow];
+                row_pass(&img.pixels[y * sw..(y + 1) * sw], &mut out);
+                rows[y] = Some(out);
+            }
+        }
+    }
+    let row = |y: usize| rows[y].as_deref().expect("filtered above");
+    let to_u8 = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+    let mut pixels = vec![0u8; ow * oh];
+    for (out, taps) in pixels.chunks_exact_mut(ow).zip(ys) {
+        match taps {
+            None => {}
+            Some((i, w)) if w.len() == 1 => {
+                for (o, &a) in out.iter_mut().zip(row(*i)) {
+                    *o = to_u8(a);
+                }
+            }
+            Some((i, w)) if w.len() == 2 => {
+                let (w0, w1) = (w[0], w[1]);
+                for ((o, &a), &b) in out.iter_mut().zip(row(*i)).zip(row(*i + 1)) {
+                    *o = to_u8(w0 * a + w1 * b);
+                }
+            }
+            Some((i, w)) => {
+                for (x, o) in out.iter_mut().enumerate() {
+                    *o = to_u8(
+                        w.iter()
+                            .enumerate()
+                            .map(|(k, wgt)| wgt * row(i + k)[x])
+                            .sum(),
+                    );
+                }
+            }
+        }
+    }
+    Rendered {
+        width: p.out_w,
+        height: p.out_h,
+        channels: 1,
+        pixels,
+    }
 }
 
 #[cfg(test)]
