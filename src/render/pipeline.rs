@@ -662,11 +662,11 @@ fn resample_grey(img: &Rendered, p: &Placement, xs: &[Taps], ys: &[Taps]) -> Ren
     // each source row is filtered horizontally once, however many output rows use it
     let mut rows: Vec<Option<Vec<f32>>> = vec![None; img.height as usize];
     for (first, weights) in ys.iter().flatten() {
-        for y in *first..*first + weights.len() {
-            if rows[y].is_none() {
+        for (y, slot) in rows.iter_mut().enumerate().skip(*first).take(weights.len()) {
+            if slot.is_none() {
                 let mut out = vec![0f32; ow];
                 row_pass(&img.pixels[y * sw..(y + 1) * sw], &mut out);
-                rows[y] = Some(out);
+                *slot = Some(out);
             }
         }
     }
