@@ -76,21 +76,24 @@ impl Field {
 /// The comparison vector of two records. Family and given names are compared in both orders and
 /// the closer order kept, so "SMITH JOHN" against "JOHN SMITH" agrees on both names.
 pub fn compare(a: &Normalised, b: &Normalised) -> Vector {
-    let straight = jw(&a.family, &b.family) + jw(&a.given, &b.given);
+    // Each name similarity is computed once and handed to the level functions: Jaro–Winkler is
+    // most of comparing's time.
+    let (ff, gg) = (jw(&a.family, &b.family), jw(&a.given, &b.given));
+    let straight = ff + gg;
     // Two names that already agree (both JW ≥ 0.92) need no look at the other order.
-    let swapped = if straight >= 2.0 * NAME_CLOSE {
-        0.0
+    let (fg, gf) = if straight >= 2.0 * NAME_CLOSE {
+        (0.0, 0.0)
     } else {
-        jw(&a.family, &b.given) + jw(&a.given, &b.family)
+        (jw(&a.family, &b.given), jw(&a.given, &b.family))
     };
-    let (bf, bg) = if swapped > straight + 0.1 {
-        (&b.given, &b.family)
+    let (bf, bg, sf, sg) = if fg + gf > straight + 0.1 {
+        (&b.given, &b.family, fg, gf)
     } else {
-        (&b.family, &b.given)
+        (&b.family, &b.given, ff, gg)
     };
     [
-        family_level(&a.family, bf),
-        given_level(&a.given, bg),
+        family_level_of(&a.family, bf, sf),
+        given_level_of(&a.given, bg, sg),
         middle_level(&a.middle, &b.middle),
         date_level(&a.birth_date, &b.birth_date),
         exact_level(&a.sex, &b.sex),
@@ -171,7 +174,13 @@ fn jw(a: &str, b: &str) -> f64 {
     }
 }
 
+#[cfg(test)]
 fn family_level(a: &str, b: &str) -> u8 {
+    family_level_of(a, b, jw(a, b))
+}
+
+/// The family name level of `a` and `b`, whose Jaro–Winkler similarity is `s`.
+fn family_level_of(a: &str, b: &str, s: f64) -> u8 {
     if a.is_empty() || b.is_empty() {
         return MISSING;
     }
@@ -180,7 +189,6 @@ fn family_level(a: &str, b: &str) -> u8 {
     }
     // A double-barrelled name against one of its parts ("GARCIA LOPEZ" / "GARCIA").
     let part_of = |x: &str, y: &str| x.contains(' ') && x.split(' ').any(|t| t == y);
-    let s = jaro_winkler(a, b);
     if s >= NAME_CLOSE || part_of(a, b) || part_of(b, a) {
         1
     } else if s >= NAME_NEAR {
@@ -190,14 +198,19 @@ fn family_level(a: &str, b: &str) -> u8 {
     }
 }
 
+#[cfg(test)]
 fn given_level(a: &str, b: &str) -> u8 {
+    given_level_of(a, b, jw(a, b))
+}
+
+/// The given name level of `a` and `b`, whose Jaro–Winkler similarity is `s`.
+fn given_level_of(a: &str, b: &str, s: f64) -> u8 {
     if a.is_empty() || b.is_empty() {
         return MISSING;
     }
     if a == b {
         return 0;
     }
-    let s = jaro_winkler(a, b);
     if s >= NAME_CLOSE {
         1
     } else if s >= NAME_NEAR {
