@@ -12,10 +12,16 @@ use std::hash::{Hash, Hasher};
 const BLOCK_WINDOW: usize = 48;
 
 pub struct BlockIndex {
-    /// (key hash, record), sorted: each block is one run, its records in input order.
-    entries: Vec<(u64, u32)>,
-    /// The key hashes of each record.
-    keys: Vec<Vec<u64>>,
+    /// The record of each entry, entries sorted by (key hash, record): each block is one run,
+    /// its records in input order.
+    records: Vec<u32>,
+    /// Where the run of each entry's block starts.
+    run_start: Vec<u32>,
+    /// Where each record's entries stand in `records`: `positions[offsets[i]..offsets[i + 1]]`.
+    /// Looking a block up by position rather than by binary search over millions of entries
+    /// was a third of a batch's time.
+    positions: Vec<u32>,
+    offsets: Vec<u32>,
 }
 
 fn key_hash(key: &str) -> u64 {
@@ -43,17 +49,42 @@ impl BlockIndex {
             .flat_map(|(i, ks)| ks.iter().map(move |&k| (k, i as u32)))
             .collect();
         entries.par_sort_unstable();
-        BlockIndex { entries, keys }
+        let mut run_start = Vec::with_capacity(entries.len());
+        let mut offsets = Vec::with_capacity(records.len() + 1);
+        offsets.push(0u32);
+        for ks in &keys {
+            offsets.push(offsets[offsets.len() - 1] + ks.len() as u32);
+        }
+        // Each record's entries in the order of its (sorted) keys, which is the order they
+        // are met in when walking the sorted entries.
+        let mut filled = offsets.clone();
+        let mut positions = vec![0u32; entries.len()];
+        let mut start = 0u32;
+        for (p, &(k, i)) in entries.iter().enumerate() {
+            if p > 0 && entries[p - 1].0 != k {
+                start = p as u32;
+            }
+            run_start.push(start);
+            let slot = &mut filled[i as usize];
+            positions[*slot as usize] = p as u32;
+            *slot += 1;
+        }
+        BlockIndex {
+            records: entries.into_iter().map(|(_, i)| i).collect(),
+            run_start,
+            positions,
+            offsets,
+        }
     }
 
     /// The records before `i` (in input order) that share a key with it, each once, ascending.
     pub fn earlier_candidates(&self, i: usize) -> Vec<usize> {
         let mut out = Vec::new();
-        for &k in &self.keys[i] {
-            let start = self.entries.partition_point(|&(h, _)| h < k);
-            let here = self.entries.partition_point(|&e| e < (k, i as u32));
-            let from = start.max(here.saturating_sub(BLOCK_WINDOW));
-            out.extend(self.entries[from..here].iter().map(|&(_, j)| j as usize));
+        let mine = &self.positions[self.offsets[i] as usize..self.offsets[i + 1] as usize];
+        for &here in mine {
+            let here = here as usize;
+            let from = (self.run_start[here] as usize).max(here.saturating_sub(BLOCK_WINDOW));
+            out.extend(self.records[from..here].iter().map(|&j| j as usize));
         }
         out.sort_unstable();
         out.dedup();

@@ -76,21 +76,24 @@ impl Field {
 /// The comparison vector of two records. Family and given names are compared in both orders and
 /// the closer order kept, so "SMITH JOHN" against "JOHN SMITH" agrees on both names.
 pub fn compare(a: &Normalised, b: &Normalised) -> Vector {
-    let straight = jw(&a.family, &b.family) + jw(&a.given, &b.given);
+    // Each name similarity is computed once and handed to the level functions: Jaro–Winkler is
+    // most of comparing's time.
+    let (ff, gg) = (jw(&a.family, &b.family), jw(&a.given, &b.given));
+    let straight = ff + gg;
     // Two names that already agree (both JW ≥ 0.92) need no look at the other order.
-    let swapped = if straight >= 2.0 * NAME_CLOSE {
-        0.0
+    let (fg, gf) = if straight >= 2.0 * NAME_CLOSE {
+        (0.0, 0.0)
     } else {
-        jw(&a.family, &b.given) + jw(&a.given, &b.family)
+        (jw(&a.family, &b.given), jw(&a.given, &b.family))
     };
-    let (bf, bg) = if swapped > straight + 0.1 {
-        (&b.given, &b.family)
+    let (bf, bg, sf, sg) = if fg + gf > straight + 0.1 {
+        (&b.given, &b.family, fg, gf)
     } else {
-        (&b.family, &b.given)
+        (&b.family, &b.given, ff, gg)
     };
     [
-        family_level(&a.family, bf),
-        given_level(&a.given, bg),
+        family_level_of(&a.family, bf, sf),
+        given_level_of(&a.given, bg, sg),
         middle_level(&a.middle, &b.middle),
         date_level(&a.birth_date, &b.birth_date),
         exact_level(&a.sex, &b.sex),
@@ -171,7 +174,13 @@ fn jw(a: &str, b: &str) -> f64 {
     }
 }
 
+#[cfg(test)]
 fn family_level(a: &str, b: &str) -> u8 {
+    family_level_of(a, b, jw(a, b))
+}
+
+/// The family name level of `a` and `b`, whose Jaro–Winkler similarity is `s`.
+fn family_level_of(a: &str, b: &str, s: f64) -> u8 {
     if a.is_empty() || b.is_empty() {
         return MISSING;
     }
@@ -180,7 +189,6 @@ fn family_level(a: &str, b: &str) -> u8 {
     }
     // A double-barrelled name against one of its parts ("GARCIA LOPEZ" / "GARCIA").
     let part_of = |x: &str, y: &str| x.contains(' ') && x.split(' ').any(|t| t == y);
-    let s = jaro_winkler(a, b);
     if s >= NAME_CLOSE || part_of(a, b) || part_of(b, a) {
         1
     } else if s >= NAME_NEAR {
@@ -190,14 +198,19 @@ fn family_level(a: &str, b: &str) -> u8 {
     }
 }
 
+#[cfg(test)]
 fn given_level(a: &str, b: &str) -> u8 {
+    given_level_of(a, b, jw(a, b))
+}
+
+/// The given name level of `a` and `b`, whose Jaro–Winkler similarity is `s`.
+fn given_level_of(a: &str, b: &str, s: f64) -> u8 {
     if a.is_empty() || b.is_empty() {
         return MISSING;
     }
     if a == b {
         return 0;
     }
-    let s = jaro_winkler(a, b);
     if s >= NAME_CLOSE {
         1
     } else if s >= NAME_NEAR {
@@ -221,8 +234,13 @@ fn middle_level(a: &str, b: &str) -> u8 {
     }
 }
 
-/// Birth dates: 0 the same; 1 day and month swapped (the US and European orders); 2 the same
-/// year and one of month and day; 3 the same month and day in another year; 4 different.
+/// Birth dates: 0 the same; 1 day and month swapped (the US and European orders); 2 one keying
+/// error (the same year and one of month and day, or two neighbouring digits swapped anywhere,
+/// "19170509" / "19175009"); 3 the same month and day in another year; 4 different.
+///
+/// Swapping two neighbouring digits is the commonest keying error after a wrong digit (Damerau
+/// 1964), and a wrong digit in the month or the day already lands in level 2; a swap across the
+/// month and day, or the year and month, is the same kind of error and is graded with it.
 pub fn date_level(a: &str, b: &str) -> u8 {
     if a.len() != 8 || b.len() != 8 {
         return MISSING;
@@ -238,8 +256,22 @@ pub fn date_level(a: &str, b: &str) -> u8 {
         2
     } else if ma == mb && da == db {
         3
+    } else if neighbours_swapped(a.as_bytes(), b.as_bytes()) {
+        2
     } else {
         4
+    }
+}
+
+/// True when `b` is `a` with exactly two neighbouring, different characters swapped.
+fn neighbours_swapped(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = (0..a.len()).filter(|&i| a[i] != b[i]);
+    match (diff.next(), diff.next(), diff.next()) {
+        (Some(i), Some(j), None) => j == i + 1 && a[i] == b[j] && a[j] == b[i],
+        _ => false,
     }
 }
 
@@ -283,7 +315,9 @@ fn street_level(a: &str, b: &str) -> u8 {
                 w.join(" ")
             };
             let close = jaro_winkler(&joined(a), &joined(b)) >= ADDRESS_CLOSE
-                || jaro_winkler(&sorted(a), &sorted(b)) >= ADDRESS_CLOSE;
+                || jaro_winkler(&sorted(a), &sorted(b)) >= ADDRESS_CLOSE
+                || shorter_form(a, b)
+                || shorter_form(b, a);
             if close {
                 1
             } else {
@@ -292,6 +326,27 @@ fn street_level(a: &str, b: &str) -> u8 {
         }
         level => level,
     }
+}
+
+/// True when street `a` is a shorter form of street `b`: the same house number and at least one
+/// more word, every word of `a` found in `b` (up to a typo), as when one source kept only one of
+/// two address lines ("5 PINE HILL" / "5 BEAUREPAIRE CRESCENT PINE HILL"). The house number is
+/// required because a street or locality name alone is shared by many neighbours.
+fn shorter_form(a: &str, b: &str) -> bool {
+    let number = |s: &str| {
+        s.split(' ')
+            .find(|w| w.bytes().all(|c| c.is_ascii_digit()))
+            .map(str::to_string)
+    };
+    let words = a.split(' ').count();
+    words >= 2
+        && words < b.split(' ').count()
+        && number(a).is_some()
+        && number(a) == number(b)
+        && a.split(' ').all(|w| {
+            b.split(' ')
+                .any(|v| v == w || (w.len() > 3 && jaro_winkler(v, w) >= ADDRESS_CLOSE))
+        })
 }
 
 /// Postcodes: 0 the same; 1 one character changed or two neighbours swapped; 2 different.
@@ -303,18 +358,12 @@ fn postcode_level(a: &str, b: &str) -> u8 {
         return 0;
     }
     let (x, y) = (a.as_bytes(), b.as_bytes());
-    if x.len() == y.len() {
-        let diff: Vec<usize> = (0..x.len()).filter(|&i| x[i] != y[i]).collect();
-        let typo = diff.len() == 1
-            || (diff.len() == 2
-                && diff[1] == diff[0] + 1
-                && x[diff[0]] == y[diff[1]]
-                && x[diff[1]] == y[diff[0]]);
-        if typo {
-            return 1;
-        }
+    let one_changed = x.len() == y.len() && (0..x.len()).filter(|&i| x[i] != y[i]).count() == 1;
+    if one_changed || neighbours_swapped(x, y) {
+        1
+    } else {
+        2
     }
-    2
 }
 
 #[cfg(test)]
@@ -383,6 +432,12 @@ mod tests {
         assert_eq!(date_level("19650310", "19650410"), 2);
         assert_eq!(date_level("19650310", "19560310"), 3);
         assert_eq!(date_level("19650310", "19720822"), 4);
+        // Neighbouring digits swapped across month and day, and across year and month.
+        assert_eq!(date_level("19170509", "19175009"), 2);
+        assert_eq!(date_level("19740614", "19740164"), 2);
+        assert_eq!(date_level("19650310", "19605310"), 2);
+        // Two digits swapped that are not neighbours are not one keying error.
+        assert_eq!(date_level("19650310", "19050316"), 4);
         assert_eq!(date_level("19650310", ""), MISSING);
     }
 
@@ -398,6 +453,24 @@ mod tests {
             1
         );
         assert_eq!(street_level("2 HIGH STREET", "41 HAYSTACK CRESCENT"), 2);
+        // One address line of two, with a typo: the same house number and every word found.
+        assert_eq!(
+            street_level("5 BEAUREPAIRE CRESCENT PINE HILL", "5 PINE HILL"),
+            1
+        );
+        assert_eq!(
+            street_level(
+                "4 RAWORTH COTTAGE MEEDICAL PRACTICE",
+                "4 HODGKINSON STREET RAWORTH COTTAGE MEDICAL PRACTICE"
+            ),
+            1
+        );
+        // Another house number, or a street name alone, is not the same address.
+        assert_eq!(
+            street_level("7 BEAUREPAIRE CRESCENT PINE HILL", "5 PINE HILL"),
+            2
+        );
+        assert_eq!(street_level("5 BEAUREPAIRE CRESCENT", "5"), 2);
     }
 
     #[test]
