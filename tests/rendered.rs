@@ -5,67 +5,19 @@
 
 mod common;
 
-use common::{python, sop_uid, text, tool, Server, TestArchive};
+use common::{add_user, http, python, sop_uid, text, token, tool, Answer, Server, TestArchive};
 use std::path::{Path, PathBuf};
 use strata::render::pipeline::Presentation;
 use strata::render::{decode_frame, render, Rendered, View, VoiFunction, Window};
 use strata::synth::{Modality, SynthOptions};
 
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).to_string()
-    }
-}
-
 fn get(url: &str, token: &str, accept: Option<&str>) -> Answer {
-    let mut req = ureq::get(url).set("Authorization", &format!("Bearer {token}"));
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", auth.as_str())];
     if let Some(a) = accept {
-        req = req.set("Accept", a);
+        headers.push(("Accept", a));
     }
-    let resp = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("GET {url}: {e}"),
-    };
-    let status = resp.status();
-    let content_type = resp.header("Content-Type").unwrap_or("").to_string();
-    let mut body = Vec::new();
-    std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).unwrap();
-    Answer {
-        status,
-        content_type,
-        body,
-    }
-}
-
-fn token(t: &TestArchive, user: &str) -> String {
-    t.ok(&["token", "create", "--user", user])
-        .trim()
-        .to_string()
-}
-
-fn add_user(t: &TestArchive, name: &str, role: &str) {
-    use std::io::Write;
-    let mut child = t
-        .cmd()
-        .args(["user", "add", name, "--role", role])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a long enough password\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    http("GET", url, &headers, None)
 }
 
 fn uid(path: &Path, tag: dicom_core::Tag) -> String {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Server, TestArchive};
+use common::{add_user, token, Server, TestArchive};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use futures::{SinkExt, StreamExt};
@@ -21,30 +21,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn add_user(t: &TestArchive, name: &str, role: &str) {
-    use std::io::Write;
-    let mut child = t
-        .cmd()
-        .args(["user", "add", name, "--role", role])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a long enough password\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
-fn token(t: &TestArchive, user: &str) -> String {
-    t.ok(&["token", "create", "--user", user])
-        .trim()
-        .to_string()
-}
 
 async fn connect(server: &Server, token: Option<&str>) -> Result<Socket, String> {
     let mut req = format!("ws://{}/api/stream", server.http)
