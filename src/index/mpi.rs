@@ -326,14 +326,7 @@ pub(super) fn register(
     c: &Connection,
     identity: &Identity,
 ) -> Result<Option<Decision>, IndexError> {
-    let name = [
-        identity.family_name.as_str(),
-        identity.given_name.as_str(),
-        identity.middle_name.as_str(),
-    ]
-    .join("^")
-    .trim_end_matches('^')
-    .to_string();
+    let name = person_name(identity);
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
     let inserted = c.execute(
         "INSERT OR IGNORE INTO patients (patient_id, issuer, patient_name, patient_name_key,
@@ -816,15 +809,20 @@ fn move_key(c: &Connection, patient_fk: i64, person: i64) -> Result<(), IndexErr
     Ok(())
 }
 
-fn apply_demographics(c: &Connection, fk: i64, identity: &Identity) -> Result<(), IndexError> {
-    let name = [
+/// An identity's name as a DICOM PN (Family^Given^Middle, empty trailing parts dropped).
+fn person_name(identity: &Identity) -> String {
+    [
         identity.family_name.as_str(),
         identity.given_name.as_str(),
         identity.middle_name.as_str(),
     ]
     .join("^")
     .trim_end_matches('^')
-    .to_string();
+    .to_string()
+}
+
+fn apply_demographics(c: &Connection, fk: i64, identity: &Identity) -> Result<(), IndexError> {
+    let name = person_name(identity);
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
     c.execute(
         "UPDATE patients SET patient_name = ?2, patient_name_key = ?3, name_phonetic = ?4,
