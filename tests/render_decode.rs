@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use dicom_object::DefaultDicomObject;
-use strata::render::{decode_frame, DecodedFrame, Pixels, RenderError};
+use strata::render::{decode_frame, render, DecodedFrame, Pixels, Presentation, RenderError, View};
 
 /// pydicom's test file directory, found through the venv's Python. Panics (the tests fail,
 /// never skip) if pydicom or its data are missing.
@@ -216,7 +216,8 @@ fn native_grey_frames_are_pydicoms_stored_values() {
     }
 }
 
-/// Frames of a lossless transfer syntax decode to exactly the uncompressed twin's frames.
+/// Frames of a lossless transfer syntax decode to exactly the uncompressed twin's frames, and
+/// render to exactly its renders.
 fn assert_twins(compressed: &Path, native: &Path) {
     let frames = open(native)
         .get(dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
@@ -264,6 +265,17 @@ fn assert_twins(compressed: &Path, native: &Path) {
                 compressed.display()
             ),
         }
+        // and so the render a viewer is shown is the same, pixel for pixel
+        let shown = |path: &Path, decoded: &DecodedFrame| {
+            let presentation = Presentation::from_object(&open(path), frame);
+            render(decoded, &presentation, &View::default()).expect("renders")
+        };
+        assert!(
+            shown(compressed, &a) == shown(native, &b),
+            "{} frame {frame} renders differently from {}",
+            compressed.display(),
+            native.display()
+        );
     }
 }
 
