@@ -618,27 +618,14 @@ pub(super) fn apply_op(c: &Connection, op: &MpiOp, actor: &str) -> Result<MpiCha
             }
             close_reviews(c, fk, "resolved", actor)?;
             change.reviews_closed.push((key.clone(), "resolved".into()));
-            change.action = "unlink".into();
-            history(
+            between(
                 c,
+                &mut change,
                 "unlink",
-                actor,
-                Some(from),
-                Some(to),
+                (from, to),
                 Some(fk),
-                &serde_json::json!({}),
+                serde_json::json!({}),
             )?;
-            history(
-                c,
-                "unlink",
-                actor,
-                Some(to),
-                Some(from),
-                Some(fk),
-                &serde_json::json!({}),
-            )?;
-            change.persons.push(state(c, from)?);
-            change.persons.push(state(c, to)?);
         }
         MpiOp::Merge { into, from } => {
             let to = live_person(c, into)?;
@@ -658,12 +645,7 @@ pub(super) fn apply_op(c: &Connection, op: &MpiOp, actor: &str) -> Result<MpiCha
             )?;
             let keys: Vec<&LocalKey> = moved.iter().map(|(_, k)| k).collect();
             let detail = serde_json::json!({ "keys": keys });
-            history(c, "merge", actor, Some(to), Some(src), None, &detail)?;
-            history(c, "merge", actor, Some(src), Some(to), None, &detail)?;
-            change.action = "merge".into();
-            change.detail = detail;
-            change.persons.push(state(c, to)?);
-            change.persons.push(state(c, src)?);
+            between(c, &mut change, "merge", (to, src), None, detail)?;
         }
         MpiOp::Unmerge { into, from } => {
             let to = live_person(c, into)?;
@@ -692,12 +674,7 @@ pub(super) fn apply_op(c: &Connection, op: &MpiOp, actor: &str) -> Result<MpiCha
                     move_key(c, key_id(c, k)?, src)?;
                 }
             }
-            history(c, "unmerge", actor, Some(to), Some(src), None, &detail)?;
-            history(c, "unmerge", actor, Some(src), Some(to), None, &detail)?;
-            change.action = "unmerge".into();
-            change.detail = detail;
-            change.persons.push(state(c, to)?);
-            change.persons.push(state(c, src)?);
+            between(c, &mut change, "unmerge", (to, src), None, detail)?;
         }
         MpiOp::Review { id, accept } => {
             let row: Option<(i64, String, String)> = c
@@ -799,6 +776,41 @@ pub(super) fn apply_op(c: &Connection, op: &MpiOp, actor: &str) -> Result<MpiCha
         }
     }
     Ok(change)
+}
+
+/// Records an operation between two persons in `change`: a history row on each (naming the
+/// other), the action and its detail, and both resulting memberships.
+fn between(
+    c: &Connection,
+    change: &mut MpiChange,
+    action: &str,
+    (a, b): (i64, i64),
+    patient_fk: Option<i64>,
+    detail: serde_json::Value,
+) -> Result<(), IndexError> {
+    history(
+        c,
+        action,
+        &change.actor,
+        Some(a),
+        Some(b),
+        patient_fk,
+        &detail,
+    )?;
+    history(
+        c,
+        action,
+        &change.actor,
+        Some(b),
+        Some(a),
+        patient_fk,
+        &detail,
+    )?;
+    change.action = action.into();
+    change.detail = detail;
+    change.persons.push(state(c, a)?);
+    change.persons.push(state(c, b)?);
+    Ok(())
 }
 
 fn move_key(c: &Connection, patient_fk: i64, person: i64) -> Result<(), IndexError> {
