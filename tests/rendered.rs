@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{add_user, http, python, sop_uid, text, token, tool, Answer, Server, TestArchive};
+use common::{add_user, broken_jpeg, http, sop_uid, token, Answer, Server, TestArchive};
 use std::path::{Path, PathBuf};
 use strata::render::pipeline::Presentation;
 use strata::render::{decode_frame, render, Rendered, View, VoiFunction, Window};
@@ -267,44 +267,14 @@ fn rendered_instances_are_the_pipelines_pictures() {
     assert!(audit_of(&server, &admin, "http.wado_uri").contains("image/png"));
 }
 
-/// A JPEG Baseline instance whose one fragment is not a JPEG stream.
-const MAKE_BROKEN: &str = r#"
-import sys
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGBaseline8Bit, generate_uid
-
-ds = Dataset()
-ds.file_meta = FileMetaDataset()
-ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-ds.StudyInstanceUID, ds.SeriesInstanceUID = sys.argv[2], generate_uid()
-ds.Modality, ds.PatientID, ds.PatientName = "OT", "BROKEN1", "Broken^Pixels"
-ds.Rows, ds.Columns = 16, 16
-ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-ds.PixelData = encapsulate([b"\xff\xd8 this is not a JPEG stream at all \xff\xd9"])
-ds["PixelData"].VR = "OB"
-ds.save_as(sys.argv[1], enforce_file_format=True)
-print(ds.SeriesInstanceUID, ds.SOPInstanceUID)
-"#;
-
 #[test]
 fn what_cannot_be_decoded_gets_a_reason_and_an_audit_row() {
     let t = TestArchive::new();
     std::fs::create_dir_all(t.path("broken")).unwrap();
     let path = t.path("broken/broken.dcm");
     let study = "1.2.826.0.1.3680043.8.498.4242";
-    let out = tool(
-        60,
-        python().to_str().unwrap(),
-        &["-c", MAKE_BROKEN, path.to_str().unwrap(), study],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut ids = stdout.split_whitespace();
-    let (se, sop) = (ids.next().unwrap(), ids.next().unwrap());
+    let (se, sop) = broken_jpeg(&path, study);
+    let (se, sop) = (se.as_str(), sop.as_str());
     t.ok(&["import", t.path("broken").to_str().unwrap()]);
     let server = t.serve();
     add_user(&t, "rad", "radiologist");

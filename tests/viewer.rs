@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{add_user, base, TestArchive};
+use common::{add_user, base, broken_jpeg, TestArchive};
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
 use strata::synth::{self, Modality, SynthOptions};
 
 /// A CT study of one person at HOSP_A and a second study of the same person at HOSP_B, imported;
@@ -47,13 +49,18 @@ fn two_hospitals(t: &TestArchive) -> (String, String) {
 fn a_radiologist_reads_a_study_and_an_admin_sees_the_person() {
     let t = TestArchive::new();
     let (family, study) = two_hospitals(&t);
+    // A study whose pixel data cannot be decoded: the viewer must say so.
+    let broken = "1.2.826.0.1.3680043.8.498.77001";
+    std::fs::create_dir_all(t.path("broken")).unwrap();
+    broken_jpeg(&t.path("broken/broken.dcm"), broken);
+    t.ok(&["import", t.path("broken").to_str().unwrap()]);
     add_user(&t, "rad", "radiologist");
     add_user(&t, "boss", "admin");
-    let server = t.serve();
+    let mut server = t.serve();
     let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/viewer-screenshots");
     let _ = std::fs::remove_dir_all(out);
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/viewer");
-    let result = std::process::Command::new("node")
+    let mut node = std::process::Command::new("node")
         .arg("e2e.mjs")
         .current_dir(dir)
         .env("BASE", base(&server))
@@ -63,24 +70,51 @@ fn a_radiologist_reads_a_study_and_an_admin_sees_the_person() {
         .env("ADMIN_PASSWORD", common::PASSWORD)
         .env("PATIENT", &family)
         .env("STUDY", &study)
+        .env("BROKEN_STUDY", broken)
         .env("OUT", out)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("running node (the test command installs it)");
-    let log = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&result.stderr),
-        String::from_utf8_lossy(&result.stdout)
-    );
+    let stderr = node.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    // The script asks on stdout for the server to be restarted (the connection is lost and comes
+    // back where it was); the answer goes to its stdin.
+    let mut to_node = node.stdin.take().unwrap();
+    let mut stdout = String::new();
+    let mut restarts = 0;
+    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
+        let line = line.unwrap_or_default();
+        if line == "restart-server" {
+            let http = server.http.to_string();
+            drop(server);
+            server = t.serve_http_on(&http);
+            restarts += 1;
+            writeln!(to_node, "restarted").unwrap();
+        } else {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+    }
+    let status = node.wait().unwrap();
+    let log = format!("{}\n{stdout}", errors.join().unwrap());
     assert!(
-        result.status.success(),
+        status.success(),
         "viewer end to end:\n{log}\nserver:\n{}",
         server.log_text()
     );
     println!("{log}");
-    assert!(
-        log.contains("ok: after idle the badge says LOSSLESS"),
-        "{log}"
-    );
+    assert_eq!(restarts, 1, "{log}");
+    for step in [
+        "ok: after idle the badge says LOSSLESS",
+        "ok: a swipe scrolls",
+        "ok: a pinch zooms",
+        "ok: a study that cannot be rendered is said so",
+        "ok: after the server came back the view is where it was",
+    ] {
+        assert!(log.contains(step), "{step}:\n{log}");
+    }
     let pngs = std::fs::read_dir(out).unwrap().count();
-    assert!(pngs >= 9, "{pngs} screenshots under {out}");
+    assert!(pngs >= 13, "{pngs} screenshots under {out}");
 }

@@ -124,7 +124,7 @@ class Viewport {
   }
 
   showError(text) {
-    this.errorBox.textContent = `This image cannot be shown: ${text}`;
+    this.errorBox.textContent = text.charAt(0).toUpperCase() + text.slice(1);
     this.errorBox.hidden = false;
   }
 
@@ -220,7 +220,10 @@ export async function openViewer(main, study) {
   for (const s of series) {
     const uid = dv(s, "0020000E");
     thumbs.append(el("figure", { "data-series": uid, onclick: () => show(selected, uid) },
-      el("img", { src: `/dicomweb/studies/${study}/series/${uid}/thumbnail`, alt: dv(s, "0008103E") || "series", loading: "lazy" }),
+      el("img", {
+        src: `/dicomweb/studies/${study}/series/${uid}/thumbnail`, alt: dv(s, "0008103E") || "series", loading: "lazy",
+        onerror: (e) => e.target.replaceWith(el("div", { class: "no-thumb" }, "no preview")),
+      }),
       el("figcaption", {}, `${dv(s, "00080060")} #${dv(s, "00200011")} ${dv(s, "0008103E")} (${dv(s, "00201209")})`)));
   }
   presetMenu.addEventListener("change", () => {

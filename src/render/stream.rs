@@ -771,8 +771,10 @@ impl Session {
             Ok(r) => Arc::new(r),
             Err(e) => {
                 let msg = format!(
-                    "slice {} of series {} cannot be shown: {e}",
-                    state.slice, series.series
+                    "slice {} of {} of series {} cannot be shown: {e}",
+                    state.slice + 1,
+                    series.slices.len(),
+                    series.series
                 );
                 return send_json(tx, error_message(Some(input_seq), &msg)).await;
             }

@@ -112,11 +112,17 @@ impl TestArchive {
     /// Starts `strata serve --http 127.0.0.1:0 --dimse 127.0.0.1:0` and waits (30 s at most)
     /// for it to print both addresses.
     pub fn serve(&self) -> Server {
+        self.serve_http_on("127.0.0.1:0")
+    }
+
+    /// As [`TestArchive::serve`], with HTTP on the given address (to restart a server where
+    /// its clients expect it).
+    pub fn serve_http_on(&self, http: &str) -> Server {
         use std::io::BufRead;
         let mut child = self
             .cmd()
             .env("STRATA_LOG", "info")
-            .args(["serve", "--http", "127.0.0.1:0", "--dimse", "127.0.0.1:0"])
+            .args(["serve", "--http", http, "--dimse", "127.0.0.1:0"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -245,6 +251,21 @@ pub fn peer_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peers")
         .join(name)
+}
+
+/// Writes a JPEG Baseline instance of `study` whose pixel data is not a JPEG stream
+/// (tests/peers/broken_jpeg.py); returns its series and SOP instance UIDs.
+pub fn broken_jpeg(path: &Path, study: &str) -> (String, String) {
+    let script = peer_script("broken_jpeg.py");
+    let out = tool(
+        60,
+        python().to_str().unwrap(),
+        &[script.to_str().unwrap(), path.to_str().unwrap(), study],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut ids = stdout.split_whitespace().map(str::to_string);
+    (ids.next().unwrap(), ids.next().unwrap())
 }
 
 /// One HTTP answer, whatever its status.

@@ -3,12 +3,20 @@
 // screenshotted under $OUT. Prints one JSON line of measurements; exits non-zero on a failure.
 //
 // Environment: BASE (http://127.0.0.1:PORT), RAD_USER/RAD_PASSWORD, ADMIN_USER/ADMIN_PASSWORD,
-// PATIENT (a family name to search), STUDY (the CT study's UID), OUT (screenshot directory).
+// PATIENT (a family name to search), STUDY (the CT study's UID), BROKEN_STUDY (a study whose pixel
+// data cannot be decoded), OUT (screenshot directory).
+//
+// Once, it prints `restart-server` on stdout and waits for a line on stdin: whoever runs it
+// restarts the server on the same address meanwhile, so that the viewer loses its connection.
 
 import { chromium } from "playwright-core";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
+
+const lines = createInterface({ input: process.stdin });
+const stdin = lines[Symbol.asyncIterator]();
 
 const env = (k) => {
   if (!process.env[k]) throw new Error(`${k} is not set`);
@@ -147,6 +155,70 @@ try {
   check((await viewportPixels()).std > 5, "the image is shown at the tablet's size");
   await shot("tablet");
 
+  // Touch: one finger swipes through slices, two fingers pinch to zoom.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Emulation.setTouchEmulationEnabled", { enabled: true, maxTouchPoints: 5 });
+  const vp = await page.locator(".viewport").first().boundingBox();
+  const [cx, cy] = [vp.x + vp.width / 2, vp.y + vp.height / 2];
+  const touch = (type, points) => cdp.send("Input.dispatchTouchEvent", { type, touchPoints: points });
+  const sliceBefore = await page.evaluate(() => window.strata.viewports[0].view.slice);
+  await touch("touchStart", [{ x: cx, y: cy - 60 }]);
+  for (let i = 1; i <= 10; i++) await touch("touchMove", [{ x: cx, y: cy - 60 + i * 8 }]);
+  await touch("touchEnd", []);
+  await page.waitForFunction((s) => window.strata.viewports[0].stats.slice === s, sliceBefore - 10, { timeout: 10000 });
+  check((await page.textContent(".overlay.bl")).includes(`Slice ${sliceBefore - 10 + 1}/`),
+    `a swipe scrolls 10 slices (from ${sliceBefore + 1} to ${sliceBefore - 10 + 1})`);
+  await page.waitForTimeout(300);
+  const swiped = await viewportPixels();
+  await shot("touch-swipe");
+  await touch("touchStart", [{ x: cx - 30, y: cy }, { x: cx + 30, y: cy }]);
+  for (let i = 1; i <= 10; i++) await touch("touchMove", [{ x: cx - 30 - i * 3, y: cy }, { x: cx + 30 + i * 3, y: cy }]);
+  await touch("touchEnd", []);
+  await page.waitForFunction(() => Math.abs(window.strata.viewports[0].view.zoom - 2) < 0.01, null, { timeout: 10000 });
+  await page.waitForTimeout(400);
+  const pinched = await viewportPixels();
+  check((await page.textContent(".overlay.br")).includes("Zoom 200%") && differ(swiped, pinched),
+    "a pinch zooms to 200% and the picture changes");
+  await shot("touch-pinch");
+
+  // A lost connection: the server goes away and comes back; the view is where it was.
+  await page.waitForSelector(".badge.lossless", { timeout: 10000 });
+  const kept = await page.evaluate(() => {
+    const v = window.strata.viewports[0];
+    return { view: JSON.stringify(v.view), slice: v.stats.slice, frames: v.stats.frames };
+  });
+  const beforeLoss = await viewportPixels();
+  const overlayBefore = await page.textContent(".overlay.br");
+  console.log("restart-server");
+  await page.waitForSelector("#message:has-text('Connection to the server lost')", { timeout: 10000 });
+  check(true, "a lost connection is said so");
+  await shot("connection-lost");
+  const answer = await stdin.next();
+  if (answer.done || answer.value !== "restarted") throw new Error("the server was not restarted");
+  await page.waitForSelector("#message", { state: "hidden", timeout: 20000 });
+  await page.waitForFunction((n) => window.strata.viewports[0].stats.frames > n, kept.frames, { timeout: 20000 });
+  await page.waitForSelector(".badge.lossless", { timeout: 10000 });
+  await page.waitForTimeout(200);
+  const afterLoss = await viewportPixels();
+  const now = await page.evaluate(() => {
+    const v = window.strata.viewports[0];
+    return { view: JSON.stringify(v.view), slice: v.stats.slice };
+  });
+  const drift = Math.abs(beforeLoss.mean - afterLoss.mean) + Math.abs(beforeLoss.std - afterLoss.std);
+  check(now.view === kept.view && now.slice === kept.slice && drift < 0.5
+    && (await page.textContent(".overlay.br")) === overlayBefore,
+    `after the server came back the view is where it was (slice ${now.slice + 1}, pixel drift ${drift.toFixed(3)})`);
+  await shot("reconnected");
+  await cdp.send("Emulation.setTouchEmulationEnabled", { enabled: false });
+
+  // A study whose pixels cannot be decoded says so, in the viewport.
+  await page.evaluate((uid) => { location.hash = `#/study/${uid}`; }, env("BROKEN_STUDY"));
+  await page.waitForSelector(".vp-error:not([hidden])", { timeout: 10000 });
+  const why = await page.textContent(".vp-error");
+  check(/cannot be (shown|rendered)/.test(why) && why.includes("decod"), `a study that cannot be rendered is said so: "${why}"`);
+  check(await page.locator("#thumbs .no-thumb").count() === 1, "its thumbnail says there is no preview");
+  await shot("cannot-render");
+
   // An expired session says so and asks to log in again.
   await page.evaluate(() => fetch("/api/logout", { method: "POST" }));
   await page.evaluate(() => { location.hash = "#/studies"; });
@@ -179,6 +251,7 @@ try {
   console.error(e.stack || String(e));
   process.exitCode = 1;
 } finally {
+  lines.close();
   await context.close();
   rmSync(profile, { recursive: true, force: true });
 }
