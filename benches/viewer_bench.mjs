@@ -4,28 +4,15 @@
 // Run by benches/viewer_bench.sh, which starts the archive with such a study.
 // Environment: BASE, USER, PASSWORD, STUDY, PATIENT.
 
-import { chromium } from "../tests/viewer/node_modules/playwright-core/index.mjs";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { launch, login } from "../tests/viewer/lib.mjs";
 
 const { BASE, USER, PASSWORD, STUDY, PATIENT } = process.env;
-const profile = mkdtempSync(join(tmpdir(), "strata-bench-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1174, height: 1102 }, // a 1024×1024 viewport beside the thumbnails
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
+// A 1024×1024 viewport beside the thumbnails.
+const { context, close } = await launch({ width: 1174, height: 1102 });
 const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.round((s.length - 1) * p))]; };
 try {
   const page = await context.newPage();
-  await page.goto(`${BASE}/`);
-  await page.fill("input[name=user]", USER);
-  await page.fill("input[name=password]", PASSWORD);
-  await page.click("form#login button[type=submit]");
-  await page.waitForSelector("#who");
+  await login(page, BASE, USER, PASSWORD);
   const firsts = [];
   for (let i = 0; i < 5; i++) {
     await page.goto(`${BASE}/#/studies?name=${encodeURIComponent(PATIENT)}`);
@@ -75,6 +62,5 @@ try {
     scroll,
   }));
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{add_user, base, broken_jpeg, TestArchive};
 use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use strata::synth::{self, Modality, SynthOptions};
 
 /// A CT study of one person at HOSP_A and a second study of the same person at HOSP_B, imported;
@@ -45,6 +45,51 @@ fn two_hospitals(t: &TestArchive) -> (String, String) {
     (family, first.study_instance_uid)
 }
 
+/// A fresh directory for one test's screenshots: target/viewer-screenshots/NAME.
+fn screenshots(name: &str) -> String {
+    let dir = format!(
+        "{}/target/viewer-screenshots/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a script of tests/viewer with node and `vars` in its environment. When the script
+/// prints `restart-server`, `restart` runs and the script is told `restarted`. Returns whether
+/// it succeeded, and what it printed (stderr, then stdout).
+fn node(script: &str, vars: &[(&str, &str)], mut restart: impl FnMut()) -> (bool, String) {
+    let mut child = Command::new("node")
+        .arg(script)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/viewer"))
+        .envs(vars.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running node (the test command installs it)");
+    let stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let mut to_node = child.stdin.take().unwrap();
+    let mut stdout = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap_or_default();
+        if line == "restart-server" {
+            restart();
+            writeln!(to_node, "restarted").unwrap();
+        } else {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+    }
+    let status = child.wait().unwrap();
+    (
+        status.success(),
+        format!("{}\n{stdout}", errors.join().unwrap()),
+    )
+}
+
 #[test]
 fn a_radiologist_reads_a_study_and_an_admin_sees_the_person() {
     let t = TestArchive::new();
@@ -57,50 +102,30 @@ fn a_radiologist_reads_a_study_and_an_admin_sees_the_person() {
     add_user(&t, "rad", "radiologist");
     add_user(&t, "boss", "admin");
     let mut server = t.serve();
-    let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/viewer-screenshots");
-    let _ = std::fs::remove_dir_all(out);
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/viewer");
-    let mut node = std::process::Command::new("node")
-        .arg("e2e.mjs")
-        .current_dir(dir)
-        .env("BASE", base(&server))
-        .env("RAD_USER", "rad")
-        .env("RAD_PASSWORD", common::PASSWORD)
-        .env("ADMIN_USER", "boss")
-        .env("ADMIN_PASSWORD", common::PASSWORD)
-        .env("PATIENT", &family)
-        .env("STUDY", &study)
-        .env("BROKEN_STUDY", broken)
-        .env("OUT", out)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running node (the test command installs it)");
-    let stderr = node.stderr.take().unwrap();
-    let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    // The script asks on stdout for the server to be restarted (the connection is lost and comes
-    // back where it was); the answer goes to its stdin.
-    let mut to_node = node.stdin.take().unwrap();
-    let mut stdout = String::new();
+    let shots = screenshots("reading");
     let mut restarts = 0;
-    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
-        let line = line.unwrap_or_default();
-        if line == "restart-server" {
+    let (ok, log) = node(
+        "e2e.mjs",
+        &[
+            ("BASE", &base(&server)),
+            ("RAD_USER", "rad"),
+            ("RAD_PASSWORD", common::PASSWORD),
+            ("ADMIN_USER", "boss"),
+            ("ADMIN_PASSWORD", common::PASSWORD),
+            ("PATIENT", &family),
+            ("STUDY", &study),
+            ("BROKEN_STUDY", broken),
+            ("OUT", &shots),
+        ],
+        || {
             let http = server.http.to_string();
-            drop(server);
+            server.stop();
             server = t.serve_http_on(&http);
             restarts += 1;
-            writeln!(to_node, "restarted").unwrap();
-        } else {
-            stdout.push_str(&line);
-            stdout.push('\n');
-        }
-    }
-    let status = node.wait().unwrap();
-    let log = format!("{}\n{stdout}", errors.join().unwrap());
+        },
+    );
     assert!(
-        status.success(),
+        ok,
         "viewer end to end:\n{log}\nserver:\n{}",
         server.log_text()
     );
@@ -115,6 +140,122 @@ fn a_radiologist_reads_a_study_and_an_admin_sees_the_person() {
     ] {
         assert!(log.contains(step), "{step}:\n{log}");
     }
-    let pngs = std::fs::read_dir(out).unwrap().count();
-    assert!(pngs >= 13, "{pngs} screenshots under {out}");
+    let pngs = std::fs::read_dir(&shots).unwrap().count();
+    assert!(pngs >= 13, "{pngs} screenshots");
+}
+
+#[test]
+fn the_study_list_and_the_viewers_tools_work() {
+    let t = TestArchive::new();
+    // 30 small studies of 8 patients in several modalities, and a CT study of two series.
+    let mixed = SynthOptions {
+        seed: 5,
+        patients: 8,
+        studies: 30,
+        series_per_study: 1,
+        slices: 2,
+        rows: 32,
+        cols: 32,
+        modality: None,
+        noise: false,
+    };
+    let ct = SynthOptions {
+        seed: 6,
+        patients: 1,
+        studies: 1,
+        series_per_study: 2,
+        slices: 12,
+        rows: 128,
+        cols: 128,
+        modality: Some(Modality::Ct),
+        noise: false,
+    };
+    let mut specs = synth::plan(&mixed).unwrap();
+    let ct_specs = synth::plan(&ct).unwrap();
+    let dir = t.path("tools-in");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (n, spec) in specs.iter().chain(&ct_specs).enumerate() {
+        std::fs::write(dir.join(format!("{n}.dcm")), synth::instance_bytes(spec)).unwrap();
+    }
+    t.ok(&["import", dir.to_str().unwrap()]);
+    specs.extend(ct_specs.iter().cloned());
+
+    // What each search must find, from what was imported.
+    let mut studies: Vec<&synth::InstanceSpec> = Vec::new();
+    for s in &specs {
+        if !studies
+            .iter()
+            .any(|k| k.study_instance_uid == s.study_instance_uid)
+        {
+            studies.push(s);
+        }
+    }
+    let uids = |keep: &dyn Fn(&synth::InstanceSpec) -> bool| -> Vec<String> {
+        studies
+            .iter()
+            .filter(|s| keep(s))
+            .map(|s| s.study_instance_uid.clone())
+            .collect()
+    };
+    let first = studies[0];
+    let by_pid = uids(&|s| s.patient_id == first.patient_id);
+    let code = first.modality.code();
+    let by_modality = uids(&|s| s.modality.code() == code);
+    let mut dates: Vec<&str> = studies.iter().map(|s| s.study_date.as_str()).collect();
+    dates.sort();
+    let (from, to) = (dates[dates.len() / 4], dates[dates.len() / 2]);
+    let by_range = uids(&|s| (from..=to).contains(&s.study_date.as_str()));
+    let by_accession = uids(&|s| s.accession_number == first.accession_number);
+    assert!((26..=50).contains(&studies.len()), "two pages of studies");
+    assert!(by_modality.len() <= 25 && by_range.len() <= 25 && by_range.len() >= 2);
+    assert_eq!(by_accession.len(), 1, "accession numbers are unique");
+    let iso = |d: &str| format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..]);
+    let mut ct_series: Vec<(usize, String)> = ct_specs
+        .iter()
+        .map(|s| (s.series_number, s.series_instance_uid.clone()))
+        .collect();
+    ct_series.sort();
+    ct_series.dedup();
+    let expect = serde_json::json!({
+        "total": studies.len(),
+        "pid": { "id": first.patient_id, "studies": by_pid },
+        "modality": { "code": code, "studies": by_modality },
+        "range": { "from": iso(from), "to": iso(to), "studies": by_range },
+        "accession": { "number": first.accession_number, "study": by_accession[0] },
+        "ct": {
+            "study": ct_specs[0].study_instance_uid,
+            "series": ct_series.iter().map(|(_, uid)| uid).collect::<Vec<_>>(),
+            "slices": ct.slices,
+        },
+    });
+
+    add_user(&t, "rad", "radiologist");
+    add_user(&t, "boss", "admin");
+    let server = t.serve();
+    let shots = screenshots("tools");
+    let (ok, log) = node(
+        "tools.mjs",
+        &[
+            ("BASE", &base(&server)),
+            ("RAD_USER", "rad"),
+            ("RAD_PASSWORD", common::PASSWORD),
+            ("ADMIN_USER", "boss"),
+            ("ADMIN_PASSWORD", common::PASSWORD),
+            ("EXPECT", &expect.to_string()),
+            ("OUT", &shots),
+        ],
+        || panic!("this script does not restart the server"),
+    );
+    assert!(ok, "viewer tools:\n{log}\nserver:\n{}", server.log_text());
+    println!("{log}");
+    for step in [
+        "ok: the second page lists the other",
+        "ok: a second click sorts descending",
+        "ok: 2×2 shows four viewports, each painted",
+        "ok: after logging out the session is gone (401)",
+        "ok: an admin opens the review queue",
+    ] {
+        assert!(log.contains(step), "{step}:\n{log}");
+    }
+    assert!(std::fs::read_dir(&shots).unwrap().count() >= 10);
 }

@@ -52,6 +52,7 @@ class Viewport {
     this.resize.disconnect();
     this.worker.postMessage({ type: "close" });
     this.worker.terminate();
+    this.box.remove();
     window.strata.viewports = window.strata.viewports.filter((v) => v !== this);
   }
 
@@ -76,6 +77,7 @@ class Viewport {
     const message = { type: "view", seq, viewport: this.viewportSize(), zoom: this.view.zoom, pan: this.view.pan, slice: this.view.slice };
     if (this.view.preset) message.preset = this.view.preset;
     else if (this.view.window) message.window = this.view.window;
+    else message.preset = "default"; // the server keeps what a view leaves out
     this.sent.set(seq, performance.now());
     this.worker.postMessage({ type: "view", message });
     this.drawOverlays();

@@ -184,6 +184,12 @@ impl Server {
             .is_none()
     }
 
+    /// Kills the server and waits for it to exit (a restart on the same address follows).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }

@@ -9,78 +9,20 @@
 // Once, it prints `restart-server` on stdout and waits for a line on stdin: whoever runs it
 // restarts the server on the same address meanwhile, so that the viewer loses its connection.
 
-import { chromium } from "playwright-core";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { check, differ, env, launch, login as signIn, shooter, viewportPixels as pixelsOf } from "./lib.mjs";
 
 const lines = createInterface({ input: process.stdin });
 const stdin = lines[Symbol.asyncIterator]();
-
-const env = (k) => {
-  if (!process.env[k]) throw new Error(`${k} is not set`);
-  return process.env[k];
-};
 const BASE = env("BASE");
 const OUT = env("OUT");
 const STUDY = env("STUDY");
-mkdirSync(OUT, { recursive: true });
-const profile = mkdtempSync(join(tmpdir(), "strata-chromium-"));
-
-function check(condition, what) {
-  if (!condition) throw new Error(`failed: ${what}`);
-  console.error(`ok: ${what}`);
-}
-
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1280, height: 800 },
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
+const { context, close } = await launch();
 const results = {};
-let step = 0;
 let page;
-const shot = async (name) => {
-  step += 1;
-  await page.screenshot({ path: join(OUT, `${String(step).padStart(2, "0")}-${name}.png`) });
-};
-
-/** Statistics of what the first viewport shows on screen (mean, spread, a fingerprint). */
-async function viewportPixels() {
-  const png = await page.locator(".viewport").first().screenshot();
-  return page.evaluate(async (b64) => {
-    const img = new Image();
-    img.src = `data:image/png;base64,${b64}`;
-    await img.decode();
-    const c = document.createElement("canvas");
-    c.width = img.width;
-    c.height = img.height;
-    const g = c.getContext("2d");
-    g.drawImage(img, 0, 0);
-    const d = g.getImageData(0, 0, c.width, c.height).data;
-    let sum = 0; let sq = 0; let hash = 0;
-    for (let i = 0; i < d.length; i += 4) {
-      sum += d[i]; sq += d[i] * d[i];
-      hash = (hash * 31 + d[i]) >>> 0;
-    }
-    const n = d.length / 4;
-    const mean = sum / n;
-    return { mean, std: Math.sqrt(sq / n - mean * mean), hash };
-  }, png.toString("base64"));
-}
-
-const differ = (a, b) => a.hash !== b.hash && Math.abs(a.mean - b.mean) + Math.abs(a.std - b.std) > 0.05;
-
-async function login(user, password) {
-  await page.goto(`${BASE}/`);
-  await page.fill("input[name=user]", user);
-  await page.fill("input[name=password]", password);
-  await page.click("form#login button[type=submit]");
-  await page.waitForSelector("#who:has-text('" + user + "')");
-}
+const shot = shooter(OUT, () => page);
+const viewportPixels = () => pixelsOf(page);
+const login = (user, password) => signIn(page, BASE, user, password);
 
 try {
   page = await context.newPage();
@@ -252,6 +194,5 @@ try {
   process.exitCode = 1;
 } finally {
   lines.close();
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
