@@ -182,6 +182,37 @@ fn retrieval_routes(study: &str, file: &Path) -> Vec<String> {
     ]
 }
 
+/// Opens a series on `/api/stream` and returns the server's first answer (series metadata or
+/// an error).
+fn stream_open(server: &Server, token: &str, study: &str, series: &str) -> Value {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut req = format!("ws://{}/api/stream", server.http)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let open = json!({"type": "open", "study": study, "series": series});
+        ws.send(Message::Text(open.to_string().into()))
+            .await
+            .unwrap();
+        loop {
+            let msg = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next())
+                .await
+                .expect("an answer within 30 s")
+                .expect("the socket stays open")
+                .unwrap();
+            if let Message::Text(t) = msg {
+                return serde_json::from_str(t.as_str()).unwrap();
+            }
+        }
+    })
+}
+
 /// The body of the one part of a multipart/related answer.
 fn single_part(a: &Answer) -> Vec<u8> {
     let body = &a.body;
@@ -322,6 +353,17 @@ fn a_patient_sees_exports_and_is_audited_within_their_own_studies_only() {
         "absent",
     );
 
+    // The viewing stream: the own series opens, the other's is refused as if absent.
+    let pat_token = pat.auth.trim_start_matches("Bearer ").to_string();
+    let (_, a1_series) = sop_and_series(&a1_files[0]);
+    let (_, b1_series) = sop_and_series(&b1_files[0]);
+    let opened = stream_open(&server, &pat_token, &a1, &a1_series);
+    assert_eq!(opened["type"], "series", "{opened}");
+    let other = stream_open(&server, &pat_token, &b1, &b1_series);
+    let absent = stream_open(&server, &pat_token, &b1, "2.25.999999");
+    assert_eq!(other["type"], "error", "{other}");
+    assert_eq!(absent["type"], "error", "{absent}");
+
     // Export: the originals come back byte for byte as stored.
     for (study, file) in [(&a1, &a1_files[0]), (&a2, &a2_files[1])] {
         let stored = std::fs::read(file).unwrap();
@@ -444,6 +486,8 @@ fn a_patient_sees_exports_and_is_audited_within_their_own_studies_only() {
     assert!(has("http.wado.rendered", "success", Some(&a1)));
     assert!(has("http.wado_uri", "success", Some(&a2)));
     assert!(has("mpi.person", "success", None));
+    assert!(has("http.stream.open", "success", Some(&a1)));
+    assert!(has("http.stream.open", "denied", Some(&b1)));
     assert!(
         has("http.refused", "denied", Some(&b1)),
         "404 on B's study is audited"
@@ -522,4 +566,12 @@ fn a_patient_sees_exports_and_is_audited_within_their_own_studies_only() {
         "{}",
         text(&out)
     );
+
+    // The binding is journaled: an index rebuilt from one replica keeps it.
+    drop(server);
+    t.ok(&["reindex", "--from-replica", "1"]);
+    let server = t.serve();
+    let pat = Api::new(&server, &pat_token);
+    assert_eq!(pat.ok(pat.get("/api/me"))["person"], pn.as_str());
+    assert_eq!(pat.studies(""), vec![a2.clone()]);
 }
