@@ -192,7 +192,7 @@ pub async fn require_caller(
             if refused {
                 let detail = if status == StatusCode::FORBIDDEN {
                     format!(
-                        "{what}: 403, not permitted to the {} role",
+                        "{what}: 403 to a caller of the {} role",
                         caller.principal.role.as_str()
                     )
                 } else {
