@@ -211,7 +211,12 @@ async fn breakdown(data: &str, study: &str, series: &str) {
     let archive = strata::archive::Archive::open(config).await.unwrap();
     let refs = archive
         .index
-        .instances_under(study.into(), Some(series.into()), None)
+        .instances_under(
+            study.into(),
+            Some(series.into()),
+            None,
+            strata::index::Scope::All,
+        )
         .await
         .unwrap();
     let slices = strata::render::stream::open_series(&refs).unwrap().slices;

@@ -3,7 +3,9 @@
 //! decision journal, scrub and reindex. Every command and every door starts from here.
 
 use crate::config::Config;
-use crate::index::{Index, IndexError, InsertOutcome, InstanceRecord, OnConflict, StoredInstance};
+use crate::index::{
+    BindRefusal, Index, IndexError, InsertOutcome, InstanceRecord, OnConflict, StoredInstance,
+};
 use crate::metrics::Metrics;
 use crate::store::address::BlobId;
 use crate::store::crypt::MasterKey;
@@ -58,6 +60,10 @@ pub enum ArchiveError {
     Convert(String),
     #[error("{count} instance(s) must be kept until {until} (retention)")]
     Retained { count: usize, until: String },
+    /// A request that cannot be carried out as asked (a user without the person their role
+    /// needs, say); nothing was changed.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The day (YYYYMMDD) until which an instance must be kept: `adult_years` after the study (or
@@ -141,11 +147,20 @@ pub enum JournalEntry {
         sop_instance_uids: Vec<String>,
         at: i64,
     },
-    /// A user was added (with the argon2 hash of the password, never the password).
+    /// A user was added (with the argon2 hash of the password, never the password), and for
+    /// a patient the person they are bound to.
     UserAdded {
         name: String,
         role: String,
         password_hash: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        person: Option<String>,
+        at: i64,
+    },
+    /// A patient user was bound to another person.
+    UserBound {
+        name: String,
+        person: String,
         at: i64,
     },
     /// An API token was created (its SHA-256, never the token).
@@ -246,8 +261,13 @@ impl Archive {
         let path = self.config.data_dir.join("initial-admin-password");
         write_private(&path, &format!("{password}\n"))
             .map_err(|e| ArchiveError::Setup(format!("writing {}: {e}", path.display())))?;
-        self.add_user("admin", "admin", crate::auth::hash_password(&password))
-            .await?;
+        self.add_user(
+            "admin",
+            "admin",
+            crate::auth::hash_password(&password),
+            None,
+        )
+        .await?;
         eprintln!(
             "strata: created user admin with password {password} (also in {}); sign in and change it",
             path.display()
@@ -449,13 +469,31 @@ impl Archive {
         Ok(facts.len())
     }
 
-    /// Adds a user (journaled, so reindex restores it); false if the name is taken.
+    /// Adds a user (journaled, so reindex restores it); false if the name is taken. A patient
+    /// user is bound to `person` (a live person of the MPI); no other role takes one. Refused
+    /// (nothing stored) otherwise.
     pub async fn add_user(
         &self,
         name: &str,
         role: &str,
         password_hash: String,
+        person: Option<&str>,
     ) -> Result<bool, ArchiveError> {
+        match (role == "patient", person) {
+            (true, None) => {
+                return Err(ArchiveError::Invalid(
+                    "a patient user is bound to a person of the person index: give the person id"
+                        .into(),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(ArchiveError::Invalid(format!(
+                    "only a patient user is bound to a person, not a user of the {role} role"
+                )))
+            }
+            (true, Some(p)) => self.check_bindable(p).await?,
+            (false, None) => {}
+        }
         if self
             .index
             .user_credentials(name.to_string())
@@ -469,13 +507,63 @@ impl Archive {
             name: name.into(),
             role: role.into(),
             password_hash: password_hash.clone(),
+            person: person.map(String::from),
             at,
         };
         self.journal(entry).await?;
         Ok(self
             .index
-            .create_user(name.into(), role.into(), password_hash)
+            .create_user(
+                name.into(),
+                role.into(),
+                password_hash,
+                person.map(String::from),
+            )
             .await?)
+    }
+
+    async fn check_bindable(&self, person: &str) -> Result<(), ArchiveError> {
+        match self.index.bindable(person.to_string()).await? {
+            Ok(()) => Ok(()),
+            Err(BindRefusal::NoPerson | BindRefusal::NoUser) => {
+                Err(ArchiveError::Invalid(format!("no person {person}")))
+            }
+            Err(BindRefusal::Merged(into)) => Err(ArchiveError::Invalid(format!(
+                "person {person} was merged into {into}: bind to {into}"
+            ))),
+        }
+    }
+
+    /// Binds a patient user to another person (journaled): how an administrator restores the
+    /// access of a patient whose person was merged away.
+    pub async fn bind_user(&self, name: &str, person: &str) -> Result<(), ArchiveError> {
+        match self.index.user_credentials(name.to_string()).await? {
+            None => return Err(ArchiveError::Invalid(format!("no user named {name}"))),
+            Some((role, _)) if role != "patient" => {
+                return Err(ArchiveError::Invalid(format!(
+                    "only a patient user is bound to a person; {name} is of the {role} role"
+                )))
+            }
+            Some(_) => {}
+        }
+        self.check_bindable(person).await?;
+        self.journal(JournalEntry::UserBound {
+            name: name.into(),
+            person: person.into(),
+            at: crate::index::now_ms(),
+        })
+        .await?;
+        match self
+            .index
+            .bind_user(name.to_string(), person.to_string())
+            .await?
+        {
+            Ok(()) => Ok(()),
+            // changed between the check and the write: the journal entry replays to the same
+            Err(_) => Err(ArchiveError::Invalid(format!(
+                "person {person} or user {name} changed meanwhile; try again"
+            ))),
+        }
     }
 
     /// Records a token for a user (journaled); false if there is no such user.
@@ -764,9 +852,14 @@ pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport
                 name,
                 role,
                 password_hash,
+                person,
                 ..
             } => {
-                index.create_user(name, role, password_hash).await?;
+                index.create_user(name, role, password_hash, person).await?;
+            }
+            JournalEntry::UserBound { name, person, .. } => {
+                // a person that is gone leaves the user unbound (refused until bound again)
+                let _ = index.bind_user(name, person).await?;
             }
             JournalEntry::TokenCreated {
                 user,

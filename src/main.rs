@@ -66,7 +66,8 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Users: add one (password read from standard input), or list them.
+    /// Users: add one (password read from standard input), bind a patient user to a person, or
+    /// list them.
     User {
         #[command(subcommand)]
         command: UserCommand,
@@ -123,6 +124,16 @@ enum UserCommand {
         /// admin, radiologist, integrator, modality or patient.
         #[arg(long)]
         role: String,
+        /// For a patient user (required then, refused otherwise): the person of the person
+        /// index whose studies are theirs, as `GET /api/persons` shows its id.
+        #[arg(long)]
+        person: Option<String>,
+    },
+    /// Bind a patient user to another person (after their person was merged into another, say).
+    Bind {
+        name: String,
+        #[arg(long)]
+        person: String,
     },
     List,
 }
@@ -519,13 +530,26 @@ async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::proces
 async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::process::ExitCode> {
     use strata::auth::{hash_password, valid_user_name, Role};
     match command {
-        UserCommand::Add { name, role } => {
+        UserCommand::Add { name, role, person } => {
             if !valid_user_name(&name) {
                 bail!("{name:?} is not a user name (letters, digits, . _ - @; at most 64)");
             }
             let Some(role) = Role::parse(&role) else {
                 bail!("{role:?} is not a role (admin, radiologist, integrator, modality, patient)");
             };
+            match (role, &person) {
+                (Role::Patient, None) => bail!(
+                    "a patient user is bound to a person: give --person <person-id> \
+                     (the id `GET /api/persons` shows)"
+                ),
+                (Role::Patient, Some(_)) => {}
+                (_, Some(_)) => bail!(
+                    "--person binds a patient user only, not a user of the {} role",
+                    role.as_str()
+                ),
+                (_, None) => {}
+            }
+            let person = person.map(|p| p.to_ascii_lowercase());
             let mut password = String::new();
             std::io::stdin().read_line(&mut password)?;
             let password = password.trim_end_matches(['\n', '\r']);
@@ -533,14 +557,28 @@ async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::pr
                 bail!("the password (first line of standard input) needs at least 8 characters");
             }
             let hash = hash_password(password);
-            if !archive.add_user(&name, role.as_str(), hash).await? {
+            if !archive
+                .add_user(&name, role.as_str(), hash, person.as_deref())
+                .await?
+            {
                 bail!("a user named {name} exists already");
             }
-            println!("added {name} ({})", role.as_str());
+            match person {
+                Some(p) => println!("added {name} ({}, person {p})", role.as_str()),
+                None => println!("added {name} ({})", role.as_str()),
+            }
+        }
+        UserCommand::Bind { name, person } => {
+            let person = person.to_ascii_lowercase();
+            archive.bind_user(&name, &person).await?;
+            println!("bound {name} to person {person}");
         }
         UserCommand::List => {
             for u in archive.index.users().await? {
-                println!("{:<24} {}", u.name, u.role);
+                match u.person {
+                    Some(p) => println!("{:<24} {:<12} person {p}", u.name, u.role),
+                    None => println!("{:<24} {}", u.name, u.role),
+                }
             }
         }
     }

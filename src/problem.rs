@@ -47,7 +47,8 @@ impl Problem {
 }
 
 /// The archive's errors as a client sees them: what it asked for cannot be converted (406),
-/// does not exist (404) or is under retention (409); anything else is the archive failing.
+/// does not exist (404), is under retention (409) or cannot be done as asked (400); anything
+/// else is the archive failing.
 impl From<crate::archive::ArchiveError> for Problem {
     fn from(e: crate::archive::ArchiveError) -> Problem {
         use crate::archive::ArchiveError as E;
@@ -55,6 +56,7 @@ impl From<crate::archive::ArchiveError> for Problem {
             E::Convert(why) => Problem::new(StatusCode::NOT_ACCEPTABLE, why),
             e @ E::NotFound(_) => Problem::not_found(e.to_string()),
             e @ E::Retained { .. } => Problem::new(StatusCode::CONFLICT, e.to_string()),
+            E::Invalid(why) => Problem::bad_request(why),
             e => Problem::internal(e),
         }
     }

@@ -1,7 +1,8 @@
 //! `strata serve`: the HTTP listener, the DIMSE listener and the background workers.
 //!
 //! Only `/healthz`, `/readyz` and `POST /api/login` are open; every other route passes through
-//! [`crate::auth::http::require_caller`] and checks the caller's permission itself.
+//! [`crate::auth::http::require_caller`] (which also audits every refusal), checks the caller's
+//! permission itself, and hands the caller's scope to the index reads it makes.
 
 use crate::archive::Archive;
 use crate::audit::Outcome;

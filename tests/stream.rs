@@ -529,7 +529,12 @@ async fn a_radiologist_scrolls_and_windows_a_ct_series() {
     let sop_of: Vec<String> = {
         let refs = archive
             .index
-            .instances_under(study.clone(), Some(series.clone()), None)
+            .instances_under(
+                study.clone(),
+                Some(series.clone()),
+                None,
+                strata::index::Scope::All,
+            )
             .await
             .unwrap();
         strata::render::stream::open_series(&refs)

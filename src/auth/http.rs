@@ -3,7 +3,7 @@
 //! HttpOnly, SameSite=Strict cookies; a cookie-authenticated request that changes something must
 //! also come from our own origin, so a cross-site form cannot ride on the session.
 
-use super::{Permission, Principal, Role};
+use super::{Permission, Principal, Role, Scope};
 use crate::archive::Archive;
 use crate::audit::{AuditEvent, Outcome};
 use crate::problem::Problem;
@@ -46,6 +46,11 @@ impl Caller {
         }
     }
 
+    /// Whose data this caller may see: hand it to every index read.
+    pub fn scope(&self) -> Scope {
+        self.principal.scope
+    }
+
     /// An audit event by this caller.
     pub fn event(&self, action: &str, outcome: Outcome) -> AuditEvent {
         AuditEvent::now(
@@ -69,13 +74,28 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// (principal, authenticated by cookie) for the request's credentials.
+/// Who presented the request's credentials.
+enum Authenticated {
+    /// A principal, and whether it came by session cookie.
+    Caller(Principal, bool),
+    /// A known user who may not act now (a patient account without a live person): the user,
+    /// the role and why.
+    Refused(String, String, String),
+}
+
+/// The user holding the request's credentials, if any.
 async fn authenticate(
     archive: &Archive,
     headers: &HeaderMap,
-) -> Result<Option<(Principal, bool)>, Problem> {
-    let to_principal = |row: Option<(String, String)>| {
-        row.and_then(|(user, role)| Role::parse(&role).map(|role| Principal { user, role }))
+) -> Result<Option<Authenticated>, Problem> {
+    let resolve = |row: Option<crate::index::PrincipalRow>, by_cookie: bool| {
+        row.map(|row| {
+            let (name, role) = (row.name.clone(), row.role.clone());
+            match Principal::from_row(row) {
+                Ok(p) => Authenticated::Caller(p, by_cookie),
+                Err(why) => Authenticated::Refused(name, role, why),
+            }
+        })
     };
     if let Some(auth) = headers
         .get(header::AUTHORIZATION)
@@ -89,7 +109,7 @@ async fn authenticate(
             .token_principal(super::secret_hash(token))
             .await
             .map_err(Problem::internal)?;
-        return Ok(to_principal(row).map(|p| (p, false)));
+        return Ok(resolve(row, false));
     }
     if let Some(id) = cookie(headers, SESSION_COOKIE) {
         let row = archive
@@ -97,7 +117,7 @@ async fn authenticate(
             .session_principal(super::secret_hash(&id))
             .await
             .map_err(Problem::internal)?;
-        return Ok(to_principal(row).map(|p| (p, true)));
+        return Ok(resolve(row, true));
     }
     Ok(None)
 }
@@ -121,7 +141,16 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-/// Middleware for every protected route.
+/// The study a DICOMweb path names, for the audit event of a refusal.
+fn study_in_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/dicomweb/studies/")?;
+    Some(rest.split('/').next()?.to_string()).filter(|s| !s.is_empty())
+}
+
+/// Middleware for every protected route. It also writes the audit event of every refusal the
+/// route answered, whichever handler refused: a 403, and — for a caller limited to one person's
+/// studies — a 404, which is how such a caller is told "not yours" (it is also the answer when
+/// nothing is there, so the event says both).
 pub async fn require_caller(
     State(archive): State<Arc<Archive>>,
     mut req: Request,
@@ -132,17 +161,53 @@ pub async fn require_caller(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string())
         .unwrap_or_default();
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let study = study_in_path(req.uri().path());
     match authenticate(&archive, req.headers()).await {
         Err(p) => p.into_response(),
         Ok(None) => Problem::unauthorized().into_response(),
-        Ok(Some((principal, by_cookie))) => {
+        Ok(Some(Authenticated::Refused(user, role, why))) => {
+            let event = AuditEvent::now(&user, &role, "http.refused", Outcome::Denied)
+                .remote(&remote)
+                .patient(None, study)
+                .detail(format!("{what}: {why}"));
+            if let Err(e) = archive.index.audit(event).await {
+                return Problem::internal(e).into_response();
+            }
+            Problem::forbidden(why).into_response()
+        }
+        Ok(Some(Authenticated::Caller(principal, by_cookie))) => {
             let unsafe_method =
                 !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
             if by_cookie && unsafe_method && !same_origin(req.headers()) {
                 return Problem::forbidden("cross-origin request refused").into_response();
             }
-            req.extensions_mut().insert(Caller { principal, remote });
-            next.run(req).await
+            let caller = Caller { principal, remote };
+            req.extensions_mut().insert(caller.clone());
+            let response = next.run(req).await;
+            let status = response.status();
+            let scoped = caller.scope() != Scope::All;
+            let refused =
+                status == StatusCode::FORBIDDEN || (scoped && status == StatusCode::NOT_FOUND);
+            if refused {
+                let detail = if status == StatusCode::FORBIDDEN {
+                    format!(
+                        "{what}: 403 to a caller of the {} role",
+                        caller.principal.role.as_str()
+                    )
+                } else {
+                    format!("{what}: 404, outside the caller's studies or absent")
+                };
+                let event = caller
+                    .event("http.refused", Outcome::Denied)
+                    .patient(None, study)
+                    .detail(detail);
+                if let Err(e) = archive.index.audit(event).await {
+                    // no answer without its audit event
+                    return Problem::internal(e).into_response();
+                }
+            }
+            response
         }
     }
 }
@@ -231,9 +296,11 @@ pub async fn logout(
     Ok(([(header::SET_COOKIE, clear)], StatusCode::NO_CONTENT).into_response())
 }
 
-/// `GET /api/me`: who the caller is.
+/// `GET /api/me`: who the caller is (and, for a patient, the person their studies belong to).
 pub async fn me(Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
-    Json(
-        serde_json::json!({ "user": caller.principal.user, "role": caller.principal.role.as_str() }),
-    )
+    let mut me = serde_json::json!({ "user": caller.principal.user, "role": caller.principal.role.as_str() });
+    if let Some(person) = &caller.principal.person {
+        me["person"] = serde_json::json!(person);
+    }
+    Json(me)
 }

@@ -10,6 +10,9 @@ use argon2::Argon2;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::index::PrincipalRow;
+pub use crate::index::Scope;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -36,7 +39,10 @@ pub enum Permission {
     Store,
     /// Delete studies, series, instances.
     Delete,
-    /// Users, tokens, the audit trail, metrics.
+    /// Search the master person index and score demographics against it: identities across
+    /// every patient, so never a patient's.
+    FindPersons,
+    /// Users, tokens, the audit trail, metrics, MPI decisions.
     Administer,
 }
 
@@ -64,16 +70,23 @@ impl Role {
     }
 
     /// A radiologist reads through the rendering pipeline and never receives original pixels;
-    /// an integrator moves DICOM in and out in full; a modality only stores. A patient's access
-    /// to their own studies needs the person index and is not granted yet.
+    /// an integrator moves DICOM in and out in full; a modality only stores. A patient searches,
+    /// reads, views and exports (original objects) — but only their own studies: what a
+    /// permission covers is the caller's [`Principal::scope`], which the index applies to every
+    /// read, so for a patient anything outside it does not exist (404, never 403, so no answer
+    /// confirms that someone else's study is here). A patient never stores, deletes, searches
+    /// the person index or administers anything.
     pub fn may(self, p: Permission) -> bool {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::Radiologist => matches!(p, Search | Metadata | Rendered),
-            Role::Integrator => matches!(p, Search | Metadata | OriginalPixels | Rendered | Store),
+            Role::Radiologist => matches!(p, Search | Metadata | Rendered | FindPersons),
+            Role::Integrator => matches!(
+                p,
+                Search | Metadata | OriginalPixels | Rendered | Store | FindPersons
+            ),
             Role::Modality => matches!(p, Store),
-            Role::Patient => false,
+            Role::Patient => matches!(p, Search | Metadata | Rendered | OriginalPixels),
         }
     }
 }
@@ -83,6 +96,47 @@ impl Role {
 pub struct Principal {
     pub user: String,
     pub role: Role,
+    /// Whose data this caller may see; handed to every index read (see [`Scope`]).
+    pub scope: Scope,
+    /// The person a patient user is bound to (its uid).
+    pub person: Option<String>,
+}
+
+impl Principal {
+    /// The principal of a stored user; Err says why the user may not act now. A patient is
+    /// scoped to their person. A patient whose person was merged into another is refused until
+    /// an administrator binds the account again: following the merge would hand them every
+    /// study of the surviving person on the strength of one (possibly mistaken, and undoable)
+    /// MPI decision, and an unmerge gives the same person back, so the binding is kept and
+    /// works again then.
+    pub fn from_row(row: PrincipalRow) -> Result<Principal, String> {
+        let role = Role::parse(&row.role)
+            .ok_or_else(|| format!("user {} has an unknown role {:?}", row.name, row.role))?;
+        let (scope, person) = match (role, row.person) {
+            (Role::Patient, None) => {
+                return Err(format!(
+                    "patient account {} is bound to no person; an administrator binds it with \
+                     `strata user bind`",
+                    row.name
+                ))
+            }
+            (Role::Patient, Some((_, uid, Some(into)))) => {
+                return Err(format!(
+                    "person {uid}, the person of patient account {}, was merged into another \
+                     ({into}); an administrator must bind the account again (`strata user bind`)",
+                    row.name
+                ))
+            }
+            (Role::Patient, Some((id, uid, None))) => (Scope::Person(id), Some(uid)),
+            (_, _) => (Scope::All, None),
+        };
+        Ok(Principal {
+            user: row.name,
+            role,
+            scope,
+            person,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,13 +213,36 @@ mod tests {
         assert!(Role::Radiologist.may(Permission::Metadata));
         assert!(!Role::Radiologist.may(Permission::OriginalPixels));
         assert!(Role::Radiologist.may(Permission::Rendered));
-        assert!(!Role::Patient.may(Permission::Rendered));
+        assert!(Role::Patient.may(Permission::Rendered));
+        assert!(Role::Patient.may(Permission::OriginalPixels));
+        assert!(!Role::Patient.may(Permission::Store));
+        assert!(!Role::Patient.may(Permission::Delete));
+        assert!(!Role::Patient.may(Permission::FindPersons));
+        assert!(!Role::Patient.may(Permission::Administer));
         assert!(Role::Integrator.may(Permission::OriginalPixels));
         assert!(!Role::Integrator.may(Permission::Delete));
         assert!(Role::Admin.may(Permission::Delete));
         assert!(!Role::Modality.may(Permission::Search));
         assert_eq!(Role::parse("radiologist"), Some(Role::Radiologist));
         assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn patients_are_scoped_to_their_live_person() {
+        let row = |role: &str, person| PrincipalRow {
+            name: "p".into(),
+            role: role.into(),
+            person,
+        };
+        let p = Principal::from_row(row("patient", Some((7, "ab".into(), None)))).unwrap();
+        assert_eq!(p.scope, Scope::Person(7));
+        assert_eq!(p.person.as_deref(), Some("ab"));
+        let merged = Principal::from_row(row("patient", Some((7, "ab".into(), Some("cd".into())))));
+        assert!(merged.unwrap_err().contains("merged into another (cd)"));
+        assert!(Principal::from_row(row("patient", None)).is_err());
+        let staff = Principal::from_row(row("radiologist", None)).unwrap();
+        assert_eq!(staff.scope, Scope::All);
+        assert!(Principal::from_row(row("root", None)).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ async fn delete(
     let sop = sop.map(|s| path_uid(s, "instance")).transpose()?;
     let refs = archive
         .index
-        .instances_under(study.clone(), series, sop)
+        .instances_under(study.clone(), series, sop, caller.scope())
         .await
         .map_err(Problem::internal)?;
     let Some(first) = refs.first() else {

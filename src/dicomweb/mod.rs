@@ -2,6 +2,9 @@
 //! their metadata back, [`rendered`] serves them as pictures through the render pool, [`stow`]
 //! stores through the one ingest path. Every route is behind
 //! authentication (the server adds it) and writes an audit event for the patient data it touches.
+//! Whose data a caller may see is its [`crate::index::Scope`], which every route hands to the
+//! index's reads: a patient's search finds only their own studies, and anything else answers
+//! 404 as if it were not there.
 
 pub mod delete;
 pub mod qido;

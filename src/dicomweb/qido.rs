@@ -11,6 +11,7 @@ use crate::audit::Outcome;
 use crate::auth::http::Caller;
 use crate::auth::Permission;
 use crate::index::query::{Key, Level, Query, QueryError};
+use crate::index::Scope;
 use crate::problem::Problem;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
@@ -105,7 +106,12 @@ fn decode(s: &str) -> String {
 }
 
 /// Builds the index query from the request's parameters and the UIDs of its path.
-fn build_query(level: Level, raw: Option<&str>, fixed: &[(Tag, String)]) -> Result<Query, Problem> {
+fn build_query(
+    level: Level,
+    raw: Option<&str>,
+    fixed: &[(Tag, String)],
+    scope: Scope,
+) -> Result<Query, Problem> {
     let mut keys: Vec<Key> = defaults(level).iter().map(|t| Key::new(*t, "")).collect();
     if level >= Level::Series {
         keys.push(Key::new(tags::STUDY_INSTANCE_UID, ""));
@@ -185,6 +191,7 @@ fn build_query(level: Level, raw: Option<&str>, fixed: &[(Tag, String)]) -> Resu
         limit: Some(limit),
         offset,
         fuzzy,
+        scope,
     })
 }
 
@@ -211,7 +218,7 @@ async fn search(
             ));
         }
     }
-    let query = build_query(level, raw.as_deref(), &fixed)?;
+    let query = build_query(level, raw.as_deref(), &fixed, caller.principal.scope)?;
     let base = super::base_url(archive);
     let found = archive.index.find(query).await.map_err(|e| match e {
         QueryError::Invalid(why) => Problem::bad_request(why),

@@ -303,8 +303,10 @@ async fn audit(
     archive.index.audit(event).await.map_err(Problem::internal)
 }
 
+/// The instances a request names, within the caller's scope (404 outside it).
 async fn resolve(
     archive: &Archive,
+    caller: &Caller,
     study: &str,
     series: Option<&str>,
     sop: Option<&str>,
@@ -315,6 +317,7 @@ async fn resolve(
             path_uid(study, "study")?,
             series.map(|s| path_uid(s, "series")).transpose()?,
             sop.map(|s| path_uid(s, "instance")).transpose()?,
+            caller.scope(),
         )
         .await
         .map_err(Problem::internal)?;
@@ -363,7 +366,7 @@ async fn rendered_many(
     use futures::StreamExt;
     caller.require(Permission::Rendered)?;
     let req = Request::parse(&headers, &q)?;
-    let refs = resolve(&archive, &study, series.as_deref(), None).await?;
+    let refs = resolve(&archive, &caller, &study, series.as_deref(), None).await?;
     let images: Vec<InstanceRef> = refs
         .iter()
         .filter(|r| image_size(r).is_some())
@@ -421,7 +424,7 @@ async fn rendered_frames(
 ) -> Result<Response, Problem> {
     caller.require(Permission::Rendered)?;
     let req = Request::parse(&headers, &q)?;
-    let refs = resolve(&archive, &study, Some(&series), Some(&sop)).await?;
+    let refs = resolve(&archive, &caller, &study, Some(&series), Some(&sop)).await?;
     let r = &refs[0];
     let count = frame_count(r);
     if let Some(n) = frames.iter().find(|&&n| n > count) {
@@ -493,7 +496,7 @@ async fn thumbnail(
     if req.viewport.is_none() {
         req.viewport = Some((Some(THUMBNAIL_BOX.0), Some(THUMBNAIL_BOX.1)));
     }
-    let refs = resolve(&archive, &study, series.as_deref(), sop.as_deref()).await?;
+    let refs = resolve(&archive, &caller, &study, series.as_deref(), sop.as_deref()).await?;
     // the first series holding images, its middle instance, that instance's middle frame
     let first_series = refs
         .iter()

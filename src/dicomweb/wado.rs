@@ -54,10 +54,20 @@ impl Target {
     }
 }
 
-async fn resolve(archive: &Archive, t: &Target) -> Result<Vec<InstanceRef>, Problem> {
+/// The instances a request names, within the caller's scope (404 outside it).
+async fn resolve(
+    archive: &Archive,
+    caller: &Caller,
+    t: &Target,
+) -> Result<Vec<InstanceRef>, Problem> {
     let found = archive
         .index
-        .instances_under(t.study.clone(), t.series.clone(), t.sop.clone())
+        .instances_under(
+            t.study.clone(),
+            t.series.clone(),
+            t.sop.clone(),
+            caller.scope(),
+        )
         .await
         .map_err(Problem::internal)?;
     if found.is_empty() {
@@ -240,7 +250,7 @@ async fn retrieve(
 ) -> Result<Response, Problem> {
     caller.require(Permission::OriginalPixels)?;
     let syntax = requested_syntax(&headers)?;
-    let refs = resolve(&archive, &t).await?;
+    let refs = resolve(&archive, &caller, &t).await?;
     audit(&archive, &caller, "http.wado.retrieve", &refs).await?;
     Ok(multipart_dicom(archive, refs, syntax))
 }
@@ -335,7 +345,7 @@ fn metadata_json(base: &str, r: &InstanceRef) -> String {
 
 async fn metadata(archive: Arc<Archive>, caller: Caller, t: Target) -> Result<Response, Problem> {
     caller.require(Permission::Metadata)?;
-    let refs = resolve(&archive, &t).await?;
+    let refs = resolve(&archive, &caller, &t).await?;
     audit(&archive, &caller, "http.wado.metadata", &refs).await?;
     let base = super::base_url(&archive);
     let mut body = String::with_capacity(refs.iter().map(|r| r.metadata.len() + 200).sum());
@@ -383,7 +393,7 @@ async fn open_instance(
     decode: bool,
 ) -> Result<(InstanceRef, dicom_object::DefaultDicomObject), Problem> {
     caller.require(Permission::OriginalPixels)?;
-    let refs = resolve(archive, t).await?;
+    let refs = resolve(archive, caller, t).await?;
     audit(archive, caller, action, &refs).await?;
     let mut r = refs
         .into_iter()

@@ -62,7 +62,7 @@ pub async fn wado(
     };
     let refs = a
         .index
-        .instances_under(study.clone(), Some(series), Some(sop))
+        .instances_under(study.clone(), Some(series), Some(sop), c.scope())
         .await
         .map_err(Problem::internal)?;
     let r = refs
@@ -145,7 +145,7 @@ async fn rendered(
     let frame = whole("frameNumber", u32::MAX)?.unwrap_or(1) - 1;
     let refs = a
         .index
-        .instances_under(study.clone(), Some(series), Some(sop))
+        .instances_under(study.clone(), Some(series), Some(sop), c.scope())
         .await
         .map_err(Problem::internal)?;
     let r = refs

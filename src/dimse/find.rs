@@ -141,5 +141,8 @@ fn to_query(id: &InMemDicomObject, model: &str, ae_title: &str) -> Result<Query,
         limit: None,
         offset: 0,
         fuzzy: false,
+        // DIMSE peers are authorised by AE title, as systems of the hospital; no patient
+        // account reaches the archive over DIMSE.
+        scope: crate::index::Scope::All,
     })
 }

@@ -83,6 +83,7 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
             limit: None,
             offset: 0,
             fuzzy: false,
+            scope: crate::index::Scope::All,
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -20,7 +20,7 @@ pub use mpi::{
     PersonState, PersonStudy, PersonSummary, PersonView, ReviewItem,
 };
 pub use records::*;
-pub use users::UserRow;
+pub use users::{BindRefusal, PrincipalRow, UserRow};
 
 use crate::store::address::BlobId;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -38,7 +38,30 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "name_phonetic", include_str!("../../schemas/index/0005_name_phonetic.sql")),
     (6, "audit_export", include_str!("../../schemas/index/0006_audit_export.sql")),
     (7, "mpi", include_str!("../../schemas/index/0007_mpi.sql")),
+    (8, "patient_users", include_str!("../../schemas/index/0008_patient_users.sql")),
 ];
+
+/// Whose data a read may return. Every read of the index that hands patient data to a caller
+/// ([`Index::find`] through [`query::Query::scope`], [`Index::instances_under`],
+/// [`Index::person`]) takes one, and applies it in its SQL: the scope of a patient user is
+/// enforced here, in one place, not by each route, so a new route cannot forget it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every patient: staff roles, and DIMSE peers (authorised by AE title, never patients).
+    All,
+    /// Only the local keys that belong to this person (`persons.id`) now: a patient user.
+    Person(i64),
+}
+
+impl Scope {
+    /// The person row a read is limited to, as an SQL parameter (NULL: everyone).
+    fn person_param(self) -> Option<i64> {
+        match self {
+            Scope::All => None,
+            Scope::Person(id) => Some(id),
+        }
+    }
+}
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
 const READER_POOL: usize = 4;
@@ -285,8 +308,15 @@ impl Index {
         self.read(move |c| mpi::search(c, &q)).await
     }
 
-    pub async fn person(&self, uid: String) -> Result<Option<PersonView>, IndexError> {
-        self.read(move |c| mpi::person(c, &uid)).await
+    /// A person as the MPI sees it; None if there is no such person or it is outside `scope`
+    /// (a patient reads their own person only).
+    pub async fn person(
+        &self,
+        uid: String,
+        scope: Scope,
+    ) -> Result<Option<PersonView>, IndexError> {
+        self.read(move |c| mpi::person(c, &uid, scope.person_param()))
+            .await
     }
 
     pub async fn study_person(&self, study_uid: String) -> Result<Option<String>, IndexError> {
@@ -490,15 +520,26 @@ impl Index {
             .await
     }
 
-    /// The instances under a study (and series, and instance), in series and instance order.
+    /// The instances under a study (and series, and instance) within `scope`, in series and
+    /// instance order. Empty when there are none, or none the scope may see: the caller cannot
+    /// tell the two apart, so an answer never confirms that someone else's study exists.
     pub async fn instances_under(
         &self,
         study: String,
         series: Option<String>,
         sop: Option<String>,
+        scope: Scope,
     ) -> Result<Vec<InstanceRef>, IndexError> {
-        self.read(move |c| records::instances_under(c, &study, series.as_deref(), sop.as_deref()))
-            .await
+        self.read(move |c| {
+            records::instances_under(
+                c,
+                &study,
+                series.as_deref(),
+                sop.as_deref(),
+                scope.person_param(),
+            )
+        })
+        .await
     }
 
     pub async fn retention_facts(

@@ -1109,8 +1109,14 @@ pub(super) fn search(c: &Connection, q: &PersonSearch) -> Result<Vec<PersonSumma
     Ok(out)
 }
 
-/// Everything about one person: identities, studies across hospitals, link history.
-pub(super) fn person(c: &Connection, uid: &str) -> Result<Option<PersonView>, IndexError> {
+/// Everything about one person: identities, studies across hospitals, link history. With
+/// `only` (a patient's own person), any other person is None, and the history is left out: it
+/// names other persons and the staff who decided.
+pub(super) fn person(
+    c: &Connection,
+    uid: &str,
+    only: Option<i64>,
+) -> Result<Option<PersonView>, IndexError> {
     let row: Option<(i64, Option<i64>)> = c
         .query_row(
             "SELECT id, merged_into FROM persons WHERE uid = ?1",
@@ -1118,7 +1124,7 @@ pub(super) fn person(c: &Connection, uid: &str) -> Result<Option<PersonView>, In
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let Some((id, merged)) = row else {
+    let Some((id, merged)) = row.filter(|(id, _)| only.is_none_or(|o| o == *id)) else {
         return Ok(None);
     };
     let mut stmt = c.prepare_cached(
@@ -1169,7 +1175,9 @@ pub(super) fn person(c: &Connection, uid: &str) -> Result<Option<PersonView>, In
         })?
         .collect::<Result<_, _>>()?;
     let mut history = vec![];
-    for (at, action, actor, _, other, patient, detail) in rows {
+    for (at, action, actor, _, other, patient, detail) in
+        rows.into_iter().filter(|_| only.is_none())
+    {
         history.push(HistoryEntry {
             at,
             action,

@@ -190,6 +190,9 @@ pub struct Query {
     /// Fuzzy matching of patient names (QIDO-RS `fuzzymatching=true`): each name component
     /// also matches as a prefix, and names that sound alike (Double Metaphone) match.
     pub fuzzy: bool,
+    /// Whose patients may match: a patient user's query never sees another person's rows,
+    /// whatever its keys ask for.
+    pub scope: super::Scope,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -427,6 +430,10 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
         .collect();
     // Sequence keys filter after SQL, so paging does too when there are any.
     let filters_in_rust = templates.iter().any(|(_, t)| has_filter(t));
+    if let Some(person) = q.scope.person_param() {
+        conds.push("p.person_fk = ?".to_string());
+        params.push(Value::Integer(person));
+    }
     let mut sql = format!("SELECT {} FROM {}", selects.join(", "), q.level.tables());
     if !conds.is_empty() {
         sql.push_str(" WHERE ");

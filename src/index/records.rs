@@ -660,6 +660,7 @@ pub(super) fn instances_under(
     study: &str,
     series: Option<&str>,
     sop: Option<&str>,
+    person: Option<i64>,
 ) -> Result<Vec<InstanceRef>, IndexError> {
     let mut stmt = c.prepare_cached(
         "SELECT p.patient_id, st.study_uid, se.series_uid, i.sop_uid, i.sop_class_uid, i.blob_id,
@@ -667,9 +668,10 @@ pub(super) fn instances_under(
          FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk
               JOIN patients p ON p.id = st.patient_fk
          WHERE st.study_uid = ?1 AND (?2 IS NULL OR se.series_uid = ?2) AND (?3 IS NULL OR i.sop_uid = ?3)
+           AND (?4 IS NULL OR p.person_fk = ?4)
          ORDER BY se.series_number, se.id, i.instance_number, i.id",
     )?;
-    let rows = stmt.query_map(params![study, series, sop], |r| {
+    let rows = stmt.query_map(params![study, series, sop, person], |r| {
         Ok(InstanceRef {
             patient_id: r.get(0)?,
             study_uid: r.get(1)?,

@@ -9,6 +9,43 @@ pub struct UserRow {
     pub name: String,
     pub role: String,
     pub created_at: i64,
+    /// The person a patient user is bound to.
+    pub person: Option<String>,
+}
+
+/// The holder of a live token or session, as authentication needs it.
+#[derive(Debug, Clone)]
+pub struct PrincipalRow {
+    pub name: String,
+    pub role: String,
+    /// The person bound to the user (patients): row id, uid, and the person it was merged
+    /// into, if it was.
+    pub person: Option<(i64, String, Option<String>)>,
+}
+
+/// The columns of a [`PrincipalRow`], from `users u` with its person `ps` left-joined.
+const PRINCIPAL_COLUMNS: &str = "u.name, u.role, ps.id, ps.uid,
+    (SELECT m.uid FROM persons m WHERE m.id = ps.merged_into)";
+
+fn principal_row(r: &rusqlite::Row) -> rusqlite::Result<PrincipalRow> {
+    let person = match (r.get::<_, Option<i64>>(2)?, r.get::<_, Option<String>>(3)?) {
+        (Some(id), Some(uid)) => Some((id, uid, r.get(4)?)),
+        _ => None,
+    };
+    Ok(PrincipalRow {
+        name: r.get(0)?,
+        role: r.get(1)?,
+        person,
+    })
+}
+
+/// Why a user cannot be bound to a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindRefusal {
+    NoPerson,
+    /// The person was merged into this one.
+    Merged(String),
+    NoUser,
 }
 
 impl Index {
@@ -17,32 +54,99 @@ impl Index {
             .await
     }
 
-    /// Creates a user; false if the name is taken.
+    /// Creates a user; false if the name is taken. `person` (a person uid) binds a patient
+    /// user; a person that does not exist (any more) leaves the user unbound, so it sees
+    /// nothing until bound again (callers check the person first with [`Index::bindable`]).
     pub async fn create_user(
         &self,
         name: String,
         role: String,
         password_hash: String,
+        person: Option<String>,
     ) -> Result<bool, IndexError> {
         self.write(move |c| {
             let n = c.execute(
-                "INSERT INTO users (name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO users (name, role, password_hash, created_at, person_fk)
+                 VALUES (?1, ?2, ?3, ?4,
+                         (SELECT id FROM persons WHERE uid = ?5 AND merged_into IS NULL))
                  ON CONFLICT (name) DO NOTHING",
-                params![name, role, password_hash, now_ms()],
+                params![name, role, password_hash, now_ms(), person],
             )?;
             Ok(n == 1)
         })
         .await
     }
 
+    /// Whether a user may be bound to the person `uid`: it exists and was not merged away.
+    pub async fn bindable(&self, uid: String) -> Result<Result<(), BindRefusal>, IndexError> {
+        self.read(move |c| {
+            let row: Option<Option<String>> = c
+                .query_row(
+                    "SELECT (SELECT m.uid FROM persons m WHERE m.id = ps.merged_into)
+                     FROM persons ps WHERE ps.uid = ?1",
+                    [uid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(match row {
+                None => Err(BindRefusal::NoPerson),
+                Some(Some(into)) => Err(BindRefusal::Merged(into)),
+                Some(None) => Ok(()),
+            })
+        })
+        .await
+    }
+
+    /// Binds a user to the person `uid` (a live one), replacing any earlier binding.
+    pub async fn bind_user(
+        &self,
+        name: String,
+        uid: String,
+    ) -> Result<Result<(), BindRefusal>, IndexError> {
+        self.write(move |c| {
+            let person: Option<(i64, Option<i64>)> = c
+                .query_row(
+                    "SELECT id, merged_into FROM persons WHERE uid = ?1",
+                    [&uid],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let id = match person {
+                None => return Ok(Err(BindRefusal::NoPerson)),
+                Some((_, Some(into))) => {
+                    let into: String =
+                        c.query_row("SELECT uid FROM persons WHERE id = ?1", [into], |r| {
+                            r.get(0)
+                        })?;
+                    return Ok(Err(BindRefusal::Merged(into)));
+                }
+                Some((id, None)) => id,
+            };
+            let n = c.execute(
+                "UPDATE users SET person_fk = ?2 WHERE name = ?1",
+                params![name, id],
+            )?;
+            Ok(if n == 1 {
+                Ok(())
+            } else {
+                Err(BindRefusal::NoUser)
+            })
+        })
+        .await
+    }
+
     pub async fn users(&self) -> Result<Vec<UserRow>, IndexError> {
         self.read(|c| {
-            let mut stmt = c.prepare("SELECT name, role, created_at FROM users ORDER BY name")?;
+            let mut stmt = c.prepare(
+                "SELECT u.name, u.role, u.created_at, ps.uid
+                 FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk ORDER BY u.name",
+            )?;
             let rows = stmt.query_map([], |r| {
                 Ok(UserRow {
                     name: r.get(0)?,
                     role: r.get(1)?,
                     created_at: r.get(2)?,
+                    person: r.get(3)?,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -95,17 +199,20 @@ impl Index {
         .await
     }
 
-    /// (user, role) holding a live token.
+    /// The user holding a live token.
     pub async fn token_principal(
         &self,
         token_hash: String,
-    ) -> Result<Option<(String, String)>, IndexError> {
+    ) -> Result<Option<PrincipalRow>, IndexError> {
         self.read(move |c| {
             Ok(c.query_row(
-                "SELECT u.name, u.role FROM api_tokens t JOIN users u ON u.id = t.user_fk
-                 WHERE t.token_hash = ?1 AND t.revoked_at IS NULL",
+                &format!(
+                    "SELECT {PRINCIPAL_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_fk
+                     LEFT JOIN persons ps ON ps.id = u.person_fk
+                     WHERE t.token_hash = ?1 AND t.revoked_at IS NULL"
+                ),
                 [token_hash],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                principal_row,
             )
             .optional()?)
         })
@@ -131,17 +238,20 @@ impl Index {
         .await
     }
 
-    /// (user, role) of a live session.
+    /// The user of a live session.
     pub async fn session_principal(
         &self,
         id_hash: String,
-    ) -> Result<Option<(String, String)>, IndexError> {
+    ) -> Result<Option<PrincipalRow>, IndexError> {
         self.read(move |c| {
             Ok(c.query_row(
-                "SELECT u.name, u.role FROM sessions s JOIN users u ON u.id = s.user_fk
-                 WHERE s.id_hash = ?1 AND s.expires_at > ?2",
+                &format!(
+                    "SELECT {PRINCIPAL_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_fk
+                     LEFT JOIN persons ps ON ps.id = u.person_fk
+                     WHERE s.id_hash = ?1 AND s.expires_at > ?2"
+                ),
                 params![id_hash, now_ms()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                principal_row,
             )
             .optional()?)
         })

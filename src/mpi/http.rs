@@ -1,7 +1,9 @@
 //! The MPI's HTTP API: search persons, read one person (identities, studies across hospitals,
 //! link history), the manual operations (link, unlink, merge, unmerge, demographics, review
-//! decisions) and matching demographics without storing them. Searching and reading need the
-//! Search permission; every operation is an administrator's. Every call is audited.
+//! decisions) and matching demographics without storing them. Searching and matching need the
+//! FindPersons permission; reading one person needs Search, within the caller's scope (a patient
+//! reads their own person only: any other is 404); every operation is an administrator's.
+//! Every call is audited.
 
 use crate::archive::{Archive, ArchiveError};
 use crate::audit::Outcome;
@@ -66,7 +68,7 @@ async fn search(
     Extension(caller): Extension<Caller>,
     Query(q): Query<PersonSearch>,
 ) -> Result<Json<Vec<crate::index::PersonSummary>>, Problem> {
-    caller.require(Permission::Search)?;
+    caller.require(Permission::FindPersons)?;
     if [&q.name, &q.birthdate, &q.sex, &q.identifier, &q.study]
         .iter()
         .all(|v| v.as_deref().is_none_or(str::is_empty))
@@ -99,7 +101,11 @@ async fn person(
 ) -> Result<Json<crate::index::PersonView>, Problem> {
     caller.require(Permission::Search)?;
     let id = person_id(&id)?;
-    let view = a.index.person(id.clone()).await.map_err(problem)?;
+    let view = a
+        .index
+        .person(id.clone(), caller.scope())
+        .await
+        .map_err(problem)?;
     let Some(view) = view else {
         return Err(Problem::not_found(format!("no person {id}")));
     };
@@ -337,7 +343,7 @@ async fn match_demographics(
     Extension(caller): Extension<Caller>,
     b: JsonBody<Identity>,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    caller.require(Permission::Search)?;
+    caller.require(Permission::FindPersons)?;
     let identity = body(b)?;
     let (decision, person, scored) = a.index.mpi_match(identity).await.map_err(problem)?;
     let _ = a

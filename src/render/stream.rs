@@ -697,7 +697,12 @@ impl Session {
             (true, true) => self
                 .archive
                 .index
-                .instances_under(o.study.clone(), Some(o.series.clone()), None)
+                .instances_under(
+                    o.study.clone(),
+                    Some(o.series.clone()),
+                    None,
+                    self.caller.scope(),
+                )
                 .await
                 .map_err(|e| e.to_string()),
             _ => Err("study and series must be valid DICOM UIDs".to_string()),
@@ -712,6 +717,21 @@ impl Session {
         let (patient, opened) = match opened {
             Ok(x) => x,
             Err(e) => {
+                // A caller limited to one person's studies is refused here as an HTTP route
+                // refuses with 404: the same answer as for nothing there, and an audit event.
+                if self.caller.scope() != crate::index::Scope::All {
+                    let event = self
+                        .caller
+                        .event("http.stream.open", Outcome::Denied)
+                        .patient(None, Some(o.study.clone()))
+                        .detail(format!(
+                            "series {}: outside the caller's studies or absent",
+                            o.series
+                        ));
+                    if let Err(e) = self.archive.index.audit(event).await {
+                        tracing::error!("audit failed: {e}");
+                    }
+                }
                 send_json(tx, error_message(None, &e)).await?;
                 return Ok(());
             }
