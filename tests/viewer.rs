@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{add_user, base, broken_jpeg, TestArchive};
+use common::{add_patient, add_user, base, broken_jpeg, http, token, TestArchive};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use strata::synth::{self, Modality, SynthOptions};
@@ -232,6 +232,26 @@ fn the_study_list_and_the_viewers_tools_work() {
     add_user(&t, "rad", "radiologist");
     add_user(&t, "boss", "admin");
     let server = t.serve();
+    // A patient account, bound to the CT study's person.
+    let c = &ct_specs[0];
+    let found = http(
+        "GET",
+        &format!(
+            "{}/api/persons?identifier={}%7C{}",
+            base(&server),
+            c.issuer_of_patient_id,
+            c.patient_id
+        ),
+        &[("Authorization", &format!("Bearer {}", token(&t, "boss")))],
+        None,
+    );
+    assert_eq!(found.status, 200, "{}", found.text());
+    let persons: serde_json::Value = serde_json::from_slice(&found.body).unwrap();
+    let person = persons[0]["id"].as_str().unwrap().to_string();
+    add_patient(&t, "pat", &person);
+    let theirs = uids(&|s| s.patient_id == c.patient_id);
+    let mut expect = expect;
+    expect["patient"] = serde_json::json!({ "studies": theirs, "person": person });
     let shots = screenshots("tools");
     let (ok, log) = node(
         "tools.mjs",
@@ -241,6 +261,8 @@ fn the_study_list_and_the_viewers_tools_work() {
             ("RAD_PASSWORD", common::PASSWORD),
             ("ADMIN_USER", "boss"),
             ("ADMIN_PASSWORD", common::PASSWORD),
+            ("PATIENT_USER", "pat"),
+            ("PATIENT_PASSWORD", common::PASSWORD),
             ("EXPECT", &expect.to_string()),
             ("OUT", &shots),
         ],
@@ -254,6 +276,8 @@ fn the_study_list_and_the_viewers_tools_work() {
         "ok: 2×2 shows four viewports, each painted",
         "ok: after logging out the session is gone (401)",
         "ok: an admin opens the review queue",
+        "ok: a patient lists their own studies only",
+        "ok: a patient may download their own study",
     ] {
         assert!(log.contains(step), "{step}:\n{log}");
     }

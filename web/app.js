@@ -4,10 +4,11 @@
 import { openViewer } from "./viewer.js";
 
 const main = document.getElementById("main");
-export const state = { user: null, role: null, expired: false };
+export const state = { user: null, role: null, person: null, expired: false };
 
-/** Roles that may export original DICOM (the server enforces it; this only hides the action). */
-export const mayExport = (role) => role === "admin" || role === "integrator";
+/** Roles that may export original DICOM (the server enforces it; this only hides the action).
+ * A patient may export their own studies, the only ones they can open. */
+export const mayExport = (role) => role === "admin" || role === "integrator" || role === "patient";
 
 /** Shows a message above the page (null hides it). */
 export function message(text) {
@@ -84,9 +85,9 @@ function showLogin() {
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
-      const who = await api("/api/login", { method: "POST", body: { user: user.value, password: password.value } });
+      await api("/api/login", { method: "POST", body: { user: user.value, password: password.value } });
       message(null);
-      signedIn(who);
+      signedIn(await api("/api/me")); // the whole principal: a patient's person too
       if (!location.hash || location.hash === "#/login") location.hash = "#/studies";
       route();
     } catch (err) {
@@ -101,6 +102,7 @@ function signedIn(who) {
   state.expired = false;
   state.user = who.user;
   state.role = who.role;
+  state.person = who.person || null;
   document.getElementById("bar").hidden = false;
   document.getElementById("who").textContent = `${who.user} (${who.role})`;
   document.getElementById("nav-review").hidden = who.role !== "admin";
@@ -175,8 +177,14 @@ async function showStudies(params) {
           href: "#", class: "person-link",
           onclick: async (e) => {
             e.preventDefault(); e.stopPropagation();
-            const found = await api(`/api/persons?study=${encodeURIComponent(uid)}`);
-            if (found.length) location.hash = `#/person/${found[0].id}`;
+            // A patient's studies are all their own person's; staff look the person up.
+            if (state.person) { location.hash = `#/person/${state.person}`; return; }
+            try {
+              const found = await api(`/api/persons?study=${encodeURIComponent(uid)}`);
+              if (found.length) location.hash = `#/person/${found[0].id}`;
+            } catch (err) {
+              failed("Person", err);
+            }
           },
         }, "person")));
     });
@@ -213,10 +221,11 @@ async function showPerson(id) {
       el("li", { "data-study": s.study_uid },
         el("a", { href: `#/study/${s.study_uid}` }, `${da(s.study_date)} ${s.modalities} ${s.description || ""}`),
         ` — ${s.issuer} ${s.patient_id}, ${s.num_instances} images`))),
-    el("h3", {}, "Link history"),
-    el("ul", {}, p.history.map((h) => el("li", {},
-      `${new Date(h.at).toLocaleString()} ${h.action} by ${h.actor}` +
-      (h.identifier ? ` (${h.identifier.issuer} ${h.identifier.patient_id})` : "")))),
+    // A patient's own view has no link history (it names other persons and staff).
+    p.history && p.history.length ? [el("h3", {}, "Link history"),
+      el("ul", {}, p.history.map((h) => el("li", {},
+        `${new Date(h.at).toLocaleString()} ${h.action} by ${h.actor}` +
+        (h.identifier ? ` (${h.identifier.issuer} ${h.identifier.patient_id})` : ""))))] : "",
     state.role === "admin" ? el("p", {}, el("a", { href: "#/review" }, "Open the review queue")) : "");
   main.replaceChildren(view);
 }

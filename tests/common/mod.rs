@@ -332,10 +332,21 @@ pub fn token(t: &TestArchive, user: &str) -> String {
 pub const PASSWORD: &str = "a long enough password";
 
 pub fn add_user(t: &TestArchive, name: &str, role: &str) {
+    user_add(t, &[name, "--role", role]);
+}
+
+/// Adds a patient user bound to `person` (its id in the person index).
+pub fn add_patient(t: &TestArchive, name: &str, person: &str) {
+    user_add(t, &[name, "--role", "patient", "--person", person]);
+}
+
+/// `strata user add ARGS` with the tests' password; panics if it fails.
+fn user_add(t: &TestArchive, args: &[&str]) {
     use std::io::Write;
     let mut child = t
         .cmd()
-        .args(["user", "add", name, "--role", role])
+        .args(["user", "add"])
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

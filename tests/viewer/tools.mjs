@@ -1,11 +1,12 @@
 // The study list and the viewer's tools, in chromium, against the running binary: every search
 // field, sorting, paging; thumbnails, drag scrolling, window/level by right-drag and by menu,
 // zoom, pan, fit, reset, the help panel, the three layouts with independent series; logging
-// out; the review queue for an admin. Screenshots of each step go to $OUT.
+// out; the review queue for an admin; a patient's own studies, record and download. Screenshots
+// of each step go to $OUT.
 //
-// Environment: BASE, RAD_USER/RAD_PASSWORD, ADMIN_USER/ADMIN_PASSWORD, OUT, and EXPECT: JSON of
-// what the archive holds (see tests/viewer.rs: `total`, `pid`, `modality`, `range`, `accession`,
-// `ct`).
+// Environment: BASE, RAD_USER/RAD_PASSWORD, ADMIN_USER/ADMIN_PASSWORD, PATIENT_USER/
+// PATIENT_PASSWORD, OUT, and EXPECT: JSON of what the archive holds (see tests/viewer.rs:
+// `total`, `pid`, `modality`, `range`, `accession`, `ct`, `patient`).
 
 import { check, differ, env, launch, login, shooter, viewportPixels } from "./lib.mjs";
 
@@ -207,6 +208,32 @@ try {
   await page.waitForSelector("#review", { state: "attached" });
   check((await page.textContent("#main h2")).startsWith("Review queue ("), "an admin opens the review queue");
   await shot("review-queue");
+  await page.click("#logout");
+  await page.waitForSelector("form#login");
+
+  // A patient sees their own studies only, may download them, and reaches their own record.
+  await login(page, BASE, env("PATIENT_USER"), env("PATIENT_PASSWORD"));
+  check((await page.textContent("#who")).includes("patient"), "the patient's role is shown");
+  await page.waitForSelector("#studies:not([data-old]) ~ .pager span");
+  check(same(await listed(), EXPECT.patient.studies), `a patient lists their own studies only (${EXPECT.patient.studies.length})`);
+  const other = EXPECT.accession.study === ct.study ? EXPECT.pid.studies.find((u) => u !== ct.study) : EXPECT.accession.study;
+  const status = await page.evaluate(async (uid) => (await fetch(`/dicomweb/studies/${uid}/metadata`)).status, other);
+  check(status === 404, `another person's study does not exist for them (${status})`);
+  await page.click(`#studies tr[data-study="${ct.study}"] a.person-link`);
+  await page.waitForSelector("#person .timeline li");
+  check(await page.locator(`#person .timeline li[data-study="${ct.study}"]`).count() === 1
+    && await page.locator("#person a[href='#/review']").count() === 0, "a patient opens their own record, without the review queue");
+  await shot("patient-record");
+  await page.click(`#person .timeline li[data-study="${ct.study}"] a`);
+  await painted(0);
+  const download = await page.getAttribute("#download", "href");
+  const exported = await page.evaluate(async (href) => {
+    const r = await fetch(href, { headers: { Accept: "multipart/related; type=\"application/dicom\"" } });
+    return { status: r.status, type: r.headers.get("content-type"), size: (await r.arrayBuffer()).byteLength };
+  }, download);
+  check(exported.status === 200 && exported.type.startsWith("multipart/related") && exported.size > 0,
+    `a patient may download their own study (${exported.status}, ${exported.size} bytes)`);
+  await shot("patient-viewer");
 } catch (e) {
   if (page) await shot("failure").catch(() => {});
   console.error(e.stack || String(e));
