@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{add_user, base, http, multipart, token, Answer, Server, TestArchive};
-use serde_json::{json, Value};
+use common::{add_user, http, token, Answer, Api, TestArchive};
+use serde_json::json;
 use strata::synth::{self, Modality, SynthOptions};
 
 /// Writes one single-instance study of the given person under `dir`; returns its study UID.
@@ -41,77 +41,6 @@ fn study(
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(format!("{n}.dcm")), synth::instance_bytes(&spec)).unwrap();
     spec.study_instance_uid
-}
-
-struct Api {
-    base: String,
-    auth: String,
-}
-
-impl Api {
-    fn new(server: &Server, token: &str) -> Api {
-        Api {
-            base: base(server),
-            auth: format!("Bearer {token}"),
-        }
-    }
-    fn get(&self, path: &str) -> Answer {
-        http(
-            "GET",
-            &format!("{}{path}", self.base),
-            &[("Authorization", &self.auth)],
-            None,
-        )
-    }
-    fn post(&self, path: &str, body: Value) -> Answer {
-        let body = body.to_string();
-        http(
-            "POST",
-            &format!("{}{path}", self.base),
-            &[("Authorization", &self.auth)],
-            Some(("application/json", body.as_bytes())),
-        )
-    }
-    fn stow(&self, file: &std::path::Path) -> Answer {
-        let (ctype, body) = multipart(&[("application/dicom", &std::fs::read(file).unwrap())]);
-        http(
-            "POST",
-            &format!("{}/dicomweb/studies", self.base),
-            &[("Authorization", &self.auth)],
-            Some((&ctype, &body)),
-        )
-    }
-    fn ok(&self, answer: Answer) -> Value {
-        assert_eq!(answer.status, 200, "{}", answer.text());
-        serde_json::from_slice(&answer.body).unwrap()
-    }
-    /// The one person holding local key `issuer`/`id`.
-    fn person_of(&self, issuer: &str, id: &str) -> String {
-        let found = self.ok(self.get(&format!("/api/persons?identifier={issuer}%7C{id}")));
-        assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
-        found[0]["id"].as_str().unwrap().to_string()
-    }
-    fn person(&self, id: &str) -> Value {
-        self.ok(self.get(&format!("/api/persons/{id}")))
-    }
-    /// The person's local keys as "ISSUER/ID", sorted.
-    fn keys(&self, id: &str) -> Vec<String> {
-        let p = self.person(id);
-        let mut keys: Vec<String> = p["identifiers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                format!(
-                    "{}/{}",
-                    i["issuer"].as_str().unwrap(),
-                    i["patient_id"].as_str().unwrap()
-                )
-            })
-            .collect();
-        keys.sort();
-        keys
-    }
 }
 
 fn problem(a: &Answer, status: u16) {

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{base, http, peer_script, python, text, token, tool, Answer, Server, TestArchive};
+use common::{base, peer_script, python, text, token, tool, Answer, Api, Server, TestArchive};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use strata::synth::{self, Modality, SynthOptions};
@@ -49,64 +49,6 @@ fn study(
         files.push(path);
     }
     (format!("2.25.8001{n}"), files)
-}
-
-struct Api {
-    base: String,
-    auth: String,
-}
-
-impl Api {
-    fn new(server: &Server, token: &str) -> Api {
-        Api {
-            base: base(server),
-            auth: format!("Bearer {token}"),
-        }
-    }
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<(&str, &[u8])>,
-    ) -> Answer {
-        let mut h = vec![("Authorization", self.auth.as_str())];
-        h.extend_from_slice(headers);
-        http(method, &format!("{}{path}", self.base), &h, body)
-    }
-    fn get(&self, path: &str) -> Answer {
-        self.call("GET", path, &[], None)
-    }
-    fn post(&self, path: &str, body: Value) -> Answer {
-        let body = body.to_string();
-        self.call(
-            "POST",
-            path,
-            &[],
-            Some(("application/json", body.as_bytes())),
-        )
-    }
-    fn ok(&self, answer: Answer) -> Value {
-        assert_eq!(answer.status, 200, "{}", answer.text());
-        serde_json::from_slice(&answer.body).unwrap()
-    }
-    fn person_of(&self, issuer: &str, id: &str) -> String {
-        let found = self.ok(self.get(&format!("/api/persons?identifier={issuer}%7C{id}")));
-        assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
-        found[0]["id"].as_str().unwrap().to_string()
-    }
-    /// Study Instance UIDs a study-level search finds.
-    fn studies(&self, query: &str) -> Vec<String> {
-        let found = self.ok(self.get(&format!("/dicomweb/studies{query}")));
-        let mut uids: Vec<String> = found
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["0020000D"]["Value"][0].as_str().unwrap().to_string())
-            .collect();
-        uids.sort();
-        uids
-    }
 }
 
 fn problem(a: &Answer, status: u16, what: &str) {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{add_patient, add_user, base, broken_jpeg, http, token, TestArchive};
+use common::{add_patient, add_user, base, broken_jpeg, token, Api, TestArchive};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use strata::synth::{self, Modality, SynthOptions};
@@ -234,20 +234,8 @@ fn the_study_list_and_the_viewers_tools_work() {
     let server = t.serve();
     // A patient account, bound to the CT study's person.
     let c = &ct_specs[0];
-    let found = http(
-        "GET",
-        &format!(
-            "{}/api/persons?identifier={}%7C{}",
-            base(&server),
-            c.issuer_of_patient_id,
-            c.patient_id
-        ),
-        &[("Authorization", &format!("Bearer {}", token(&t, "boss")))],
-        None,
-    );
-    assert_eq!(found.status, 200, "{}", found.text());
-    let persons: serde_json::Value = serde_json::from_slice(&found.body).unwrap();
-    let person = persons[0]["id"].as_str().unwrap().to_string();
+    let person =
+        Api::new(&server, &token(&t, "boss")).person_of(&c.issuer_of_patient_id, &c.patient_id);
     add_patient(&t, "pat", &person);
     let theirs = uids(&|s| s.patient_id == c.patient_id);
     let mut expect = expect;

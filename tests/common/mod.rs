@@ -375,3 +375,99 @@ pub fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
         body,
     )
 }
+
+/// An authenticated HTTP client of one running server (bearer token).
+pub struct Api {
+    pub base: String,
+    pub auth: String,
+}
+
+impl Api {
+    pub fn new(server: &Server, token: &str) -> Api {
+        Api {
+            base: base(server),
+            auth: format!("Bearer {token}"),
+        }
+    }
+
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Answer {
+        let mut h = vec![("Authorization", self.auth.as_str())];
+        h.extend_from_slice(headers);
+        http(method, &format!("{}{path}", self.base), &h, body)
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, &[], None)
+    }
+
+    pub fn post(&self, path: &str, body: serde_json::Value) -> Answer {
+        let body = body.to_string();
+        self.call(
+            "POST",
+            path,
+            &[],
+            Some(("application/json", body.as_bytes())),
+        )
+    }
+
+    /// STOW-RS of one file.
+    pub fn stow(&self, file: &Path) -> Answer {
+        let (ctype, body) = multipart(&[("application/dicom", &std::fs::read(file).unwrap())]);
+        self.call("POST", "/dicomweb/studies", &[], Some((&ctype, &body)))
+    }
+
+    /// The JSON of a 200 answer; panics with the answer otherwise.
+    pub fn ok(&self, answer: Answer) -> serde_json::Value {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        serde_json::from_slice(&answer.body).unwrap()
+    }
+
+    /// The one person holding local key `issuer`/`id`.
+    pub fn person_of(&self, issuer: &str, id: &str) -> String {
+        let found = self.ok(self.get(&format!("/api/persons?identifier={issuer}%7C{id}")));
+        assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+        found[0]["id"].as_str().unwrap().to_string()
+    }
+
+    pub fn person(&self, id: &str) -> serde_json::Value {
+        self.ok(self.get(&format!("/api/persons/{id}")))
+    }
+
+    /// The person's local keys as "ISSUER/ID", sorted.
+    pub fn keys(&self, id: &str) -> Vec<String> {
+        let p = self.person(id);
+        let mut keys: Vec<String> = p["identifiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}/{}",
+                    i["issuer"].as_str().unwrap(),
+                    i["patient_id"].as_str().unwrap()
+                )
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Study Instance UIDs a study-level search finds, sorted.
+    pub fn studies(&self, query: &str) -> Vec<String> {
+        let found = self.ok(self.get(&format!("/dicomweb/studies{query}")));
+        let mut uids: Vec<String> = found
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["0020000D"]["Value"][0].as_str().unwrap().to_string())
+            .collect();
+        uids.sort();
+        uids
+    }
+}
