@@ -30,7 +30,8 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             archive.clone(),
             auth_http::require_caller,
-        ));
+        ))
+        .route_layer(axum::middleware::map_response(no_store));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -39,6 +40,16 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(protected)
         .fallback(|| async { Problem::not_found("no such route") })
         .with_state(archive)
+}
+
+/// Nothing an authenticated route answers is kept on the device: patient data, pictures and
+/// refusals all carry `Cache-Control: no-store`, so no browser cache holds them.
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(header::HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The process is up and answering.

@@ -100,6 +100,11 @@ try {
   await painted(0);
   await page.waitForFunction(() => [...document.querySelectorAll("#thumbs img")].every((i) => i.complete && i.naturalWidth > 0));
   check(await page.locator("#thumbs figure").count() === 2, "both series have a thumbnail");
+  const cached = await page.evaluate(async (src) => {
+    const [thumb, meta] = await Promise.all([fetch(src), fetch(src.replace(/\/series\/.*/, "/metadata"))]);
+    return [thumb.status, thumb.headers.get("cache-control"), meta.status, meta.headers.get("cache-control")];
+  }, await page.getAttribute("#thumbs img", "src"));
+  check(cached.join() === "200,no-store,200,no-store", `no picture or metadata is kept in the browser's cache (${cached.join()})`);
   const box = await page.locator(".viewport").first().boundingBox();
   const [cx, cy] = [box.x + box.width / 2, box.y + box.height / 2];
 
