@@ -205,15 +205,12 @@ impl Index {
         token_hash: String,
     ) -> Result<Option<PrincipalRow>, IndexError> {
         self.read(move |c| {
-            Ok(c.query_row(
-                &format!(
-                    "SELECT {PRINCIPAL_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_fk
-                     LEFT JOIN persons ps ON ps.id = u.person_fk
-                     WHERE t.token_hash = ?1 AND t.revoked_at IS NULL"
-                ),
-                [token_hash],
-                principal_row,
-            )
+            Ok(c.prepare_cached(&format!(
+                "SELECT {PRINCIPAL_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_fk
+                 LEFT JOIN persons ps ON ps.id = u.person_fk
+                 WHERE t.token_hash = ?1 AND t.revoked_at IS NULL"
+            ))?
+            .query_row([token_hash], principal_row)
             .optional()?)
         })
         .await
@@ -244,15 +241,12 @@ impl Index {
         id_hash: String,
     ) -> Result<Option<PrincipalRow>, IndexError> {
         self.read(move |c| {
-            Ok(c.query_row(
-                &format!(
-                    "SELECT {PRINCIPAL_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_fk
-                     LEFT JOIN persons ps ON ps.id = u.person_fk
-                     WHERE s.id_hash = ?1 AND s.expires_at > ?2"
-                ),
-                params![id_hash, now_ms()],
-                principal_row,
-            )
+            Ok(c.prepare_cached(&format!(
+                "SELECT {PRINCIPAL_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_fk
+                 LEFT JOIN persons ps ON ps.id = u.person_fk
+                 WHERE s.id_hash = ?1 AND s.expires_at > ?2"
+            ))?
+            .query_row(params![id_hash, now_ms()], principal_row)
             .optional()?)
         })
         .await
