@@ -23,6 +23,10 @@
 #    instances/s. Target: Strata >= 2x Orthanc.
 # Each round also times a trivial GET (Strata /healthz, Orthanc /system) as the client + HTTP
 # floor, and notes the server's CPU time (user+sys, all threads) per request.
+# The floor and both QIDO kinds are timed a second time with examples/http_latency.rs (kinds
+# rs-floor, rs-qido-uid, rs-qido-name): a Rust client on one keep-alive connection with
+# TCP_NODELAY, RS_QUERIES timed requests after RS_WARMUP, whose own cost per request is a few
+# microseconds where the Python client's is about 0.4 ms; the Python figures stay for continuity.
 #
 # Servers are foreground processes started here on free ports, data in the work dir:
 # `strata serve` with its defaults (3 encrypted local replicas, durable before acking; SQLite
@@ -34,6 +38,7 @@
 #
 # Knobs (environment): SLICES=300, SMALL_STUDIES=200, SMALL_SLICES=3, QUERIES=300, WADO_RUNS=5,
 # META_RUNS=50, REPS=3, STOW_REPS=3, STOW_BATCH=0 (all in one POST), NAME_QUERY (default: chosen),
+# RS_QUERIES=1000, RS_WARMUP=100, QIDO_ONLY=1 (the floor and QIDO only: no WADO, metadata, STOW),
 # ORTHANC_ACCEPT, ORTHANC_STUDIES_METADATA=Full, REV=<git rev> (build strata from that commit),
 # BENCH_DIR, KEEP=1, SKIP_BUILD=1, CARGO_TARGET_DIR, PY (a python with requests + pydicom).
 # Needs root or the packages already there: it apt-get installs orthanc, orthanc-dicomweb and
@@ -49,6 +54,9 @@ META_RUNS="${META_RUNS:-50}"
 REPS="${REPS:-3}"
 STOW_REPS="${STOW_REPS:-3}"
 STOW_BATCH="${STOW_BATCH:-0}"
+RS_QUERIES="${RS_QUERIES:-1000}"
+RS_WARMUP="${RS_WARMUP:-100}"
+QIDO_ONLY="${QIDO_ONLY:-0}"
 ACCEPT='multipart/related; type="application/dicom"; transfer-syntax=*'
 ORTHANC_ACCEPT="${ORTHANC_ACCEPT:-$ACCEPT}"
 ORTHANC_STUDIES_METADATA="${ORTHANC_STUDIES_METADATA:-Full}"
@@ -85,15 +93,18 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     if [[ -n "${REV:-}" ]]; then
         src="$(mktemp -d /tmp/strata-src.XXXXXX)"
         git -C "$REPO_ROOT" archive "$REV" | tar -x -C "$src"
-        (cd "$src" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --quiet --bin strata --example gen)
+        (cd "$src" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --quiet --bin strata --example gen --example http_latency)
         rm -rf "$src"
         echo "commit $(git -C "$REPO_ROOT" rev-parse --short "$REV")" >"$STRATA.built-from"
     else
         build
+        (cd "$REPO_ROOT" && cargo build --release --quiet --example http_latency)
         echo "work tree at $(git -C "$REPO_ROOT" rev-parse --short HEAD)$(git -C "$REPO_ROOT" diff --quiet || echo '+dirty')" >"$STRATA.built-from"
     fi
 fi
 SKIP_BUILD=1 build
+RSCLIENT="$TARGET_DIR/release/examples/http_latency"
+[[ -x "$RSCLIENT" ]] || { echo "missing $RSCLIENT" >&2; exit 1; }
 machine
 echo "# strata binary built from: $(cat "$STRATA.built-from" 2>/dev/null || echo 'unknown (built outside this script)')"
 echo "# $(Orthanc --version 2>&1 | head -1); orthanc-dicomweb $(dpkg-query -W -f '${Version}' orthanc-dicomweb); $("$PY" -c 'import requests; print("requests", requests.__version__)')"
@@ -224,7 +235,11 @@ sync
 
 # ---- 1-3: read side ---------------------------------------------------------------------------
 echo
-echo "== 1-3. QIDO ($QUERIES per kind), WADO-RS study ($WADO_RUNS runs), metadata ($META_RUNS runs); $REPS rounds =="
+kinds=(floor qido-uid qido-name rs-floor rs-qido-uid rs-qido-name)
+[[ $QIDO_ONLY == 1 ]] || kinds+=(wado metadata)
+echo "== 1-3. QIDO ($QUERIES per kind; Rust client $RS_QUERIES), WADO-RS study ($WADO_RUNS runs), metadata ($META_RUNS runs); $REPS rounds; kinds: ${kinds[*]} =="
+# The Rust client's request targets: the same queries as the Python client's, same encoding.
+sed 's|^|/studies?StudyInstanceUID=|' "$WORK/uids.txt" >"$WORK/uid-targets.txt"
 load
 declare -A V  # V[who,key] = space-separated values over rounds
 note() { V[$1,$2]+="$3 "; }
@@ -235,17 +250,28 @@ for r in $(seq "$REPS"); do
         if [[ $who == strata ]]; then
             args=(--base "$SBASE" --token "$TOKEN" --floor-url "http://127.0.0.1:$SHTTP/healthz")
             pid=$SPID; accept=$ACCEPT
+            rs=(--addr "127.0.0.1:$SHTTP" --header "Authorization: Bearer $TOKEN"); root=/dicomweb; floor=/healthz
         else
             args=(--base "$OBASE" --floor-url "http://127.0.0.1:$OHTTP/system"); pid=$OPID; accept=$ORTHANC_ACCEPT
+            rs=(--addr "127.0.0.1:$OHTTP"); root=/dicom-web; floor=/system
         fi
-        for kind in floor qido-uid qido-name wado metadata; do
+        rs+=(--label "$who" --n "$RS_QUERIES" --warmup "$RS_WARMUP")
+        for kind in "${kinds[@]}"; do
             c0=$(cpu_of "$pid")
-            out=$("$PY" "$CLIENT" "${args[@]}" --label "$who" --kinds "$kind" --n "$QUERIES" \
-                --uids "$WORK/uids.txt" --name "$NAME_QUERY" --study "$CT_UID" --accept "$accept" \
-                --runs "$([[ $kind == wado ]] && echo "$WADO_RUNS" || echo "$META_RUNS")")
+            case $kind in
+                rs-floor) out=$("$RSCLIENT" "${rs[@]}" --kind "$kind" "$floor");;
+                rs-qido-uid) out=$("$RSCLIENT" "${rs[@]}" --kind "$kind" --json \
+                    --header "Accept: application/dicom+json" $(sed "s|^|$root|" "$WORK/uid-targets.txt"));;
+                rs-qido-name) out=$("$RSCLIENT" "${rs[@]}" --kind "$kind" --json \
+                    --header "Accept: application/dicom+json" "$root/studies?PatientName=$NAME_QUERY");;
+                *) out=$("$PY" "$CLIENT" "${args[@]}" --label "$who" --kinds "$kind" --n "$QUERIES" \
+                    --uids "$WORK/uids.txt" --name "$NAME_QUERY" --study "$CT_UID" --accept "$accept" \
+                    --runs "$([[ $kind == wado ]] && echo "$WADO_RUNS" || echo "$META_RUNS")");;
+            esac
             c1=$(cpu_of "$pid")
             case $kind in
                 floor|qido-*) nreq=$(( QUERIES + 10 ));; wado) nreq=$(( WADO_RUNS + 1 ));; metadata) nreq=$(( META_RUNS + 3 ));;
+                rs-*) nreq=$(( RS_QUERIES + RS_WARMUP ));;
             esac
             cpu_ms=$(python3 -c "print(f'{1000*($c1-$c0)/$nreq:.2f}')")
             sed "s/^/  round $r /; s/\$/ server_cpu_ms_per_req=$cpu_ms/" <<<"$out" | sed '/wado-info/s/ server_cpu.*//'
@@ -259,7 +285,7 @@ for r in $(seq "$REPS"); do
                 for q in p50 p90 p99; do note "$who" "$kind.$q" "$(field $q "$line")"; done
                 if [[ $kind == metadata ]]; then
                     V[$who,meta.info]="$(field instances "$line") instances, $(field bytes "$line") bytes"
-                elif [[ $kind == qido-* ]]; then
+                elif [[ $kind == *qido-* ]]; then
                     V[$who,$kind.matches]=$(field matches "$line")
                 fi
             fi
@@ -271,6 +297,7 @@ stop_strata
 stop_orthanc
 
 # ---- 4: STOW-RS -------------------------------------------------------------------------------
+if [[ $QIDO_ONLY != 1 ]]; then
 echo
 echo "== 4. STOW-RS of the CT study ($SLICES instances, batch ${STOW_BATCH/#0/all}), fresh archives, $STOW_REPS runs =="
 load
@@ -296,25 +323,33 @@ for r in $(seq "$STOW_REPS"); do
     done
 done
 load
+fi
 
 # ---- summary ---------------------------------------------------------------------------------
 med() { median ${V[$1,$2]}; }
 echo
 echo "== summary (medians over rounds) =="
+if [[ $QIDO_ONLY != 1 ]]; then
 echo "WADO-RS answers: strata ${V[strata,wado.info]} (${V[strata,wado.bytes]} bytes)"
 echo "                 orthanc ${V[orthanc,wado.info]} (${V[orthanc,wado.bytes]} bytes)"
 echo "metadata: strata ${V[strata,meta.info]}; orthanc ${V[orthanc,meta.info]}"
+fi
 printf '| %-44s | %-24s | %-24s | %-26s |\n' figure strata orthanc "target: verdict"
 lat() { printf '%s/%s/%s ms' "$(med "$1" "$2.p50")" "$(med "$1" "$2.p90")" "$(med "$1" "$2.p99")"; }
-printf '| %-44s | %-24s | %-24s | %-26s |\n' "floor: GET /healthz | /system (p50/p90/p99)" "$(lat strata floor)" "$(lat orthanc floor)" "(client + HTTP only)"
-for kind in qido-uid qido-name; do
-    s=$(med strata "$kind.p50"); o=$(med orthanc "$kind.p50")
-    label="QIDO StudyInstanceUID=<one> (p50/p90/p99)"
-    [[ $kind == qido-name ]] && label="QIDO PatientName=$NAME_QUERY (p50/p90/p99)"
-    printf '| %-44s | %-24s | %-24s | %-26s |\n' "$label" "$(lat strata $kind)" "$(lat orthanc $kind)" \
-        "$(python3 -c "s,o=$s,$o; print(f'p50 <= o/5: {s/o:.3f}x', 'PASS' if s <= o/5 else 'FAIL')")"
+for client in "" rs-; do
+    tag="python"; [[ $client == rs- ]] && tag="rust"
+    printf '| %-44s | %-24s | %-24s | %-26s |\n' "$tag floor: GET /healthz | /system" "$(lat strata ${client}floor)" "$(lat orthanc ${client}floor)" "(client + HTTP only)"
+    for kind in qido-uid qido-name; do
+        s=$(med strata "$client$kind.p50"); o=$(med orthanc "$client$kind.p50")
+        label="$tag QIDO StudyInstanceUID=<one>"
+        [[ $kind == qido-name ]] && label="$tag QIDO PatientName=$NAME_QUERY"
+        printf '| %-44s | %-24s | %-24s | %-26s |\n' "$label" "$(lat strata $client$kind)" "$(lat orthanc $client$kind)" \
+            "$(python3 -c "s,o=$s,$o; print(f'p50 <= o/5: {s/o:.3f}x', 'PASS' if s <= o/5 else 'FAIL')")"
+    done
 done
 echo "  matches: uid strata ${V[strata,qido-uid.matches]} orthanc ${V[orthanc,qido-uid.matches]}; name strata ${V[strata,qido-name.matches]} orthanc ${V[orthanc,qido-name.matches]}"
+echo "  matches (rust client): uid strata ${V[strata,rs-qido-uid.matches]} orthanc ${V[orthanc,rs-qido-uid.matches]}; name strata ${V[strata,rs-qido-name.matches]} orthanc ${V[orthanc,rs-qido-name.matches]}"
+if [[ $QIDO_ONLY != 1 ]]; then
 s=$(med strata wado.mbps); o=$(med orthanc wado.mbps)
 printf '| %-44s | %-24s | %-24s | %-26s |\n' "WADO-RS study, $SLICES×512² CT (MB/s)" "$s" "$o" \
     "$(python3 -c "s,o=$s,$o; print(f'>= 2x: {s/o:.2f}x', 'PASS' if s >= 2*o else 'FAIL')")"
@@ -324,8 +359,10 @@ printf '| %-44s | %-24s | %-24s | %-26s |\n' "WADO-RS study metadata (p50/p90/p9
 s=$(med strata stow.rate); o=$(med orthanc stow.rate)
 printf '| %-44s | %-24s | %-24s | %-26s |\n' "STOW-RS $SLICES×512² CT (instances/s)" "$s (${V[strata,stow.rate]% })" "$o (${V[orthanc,stow.rate]% })" \
     "$(python3 -c "s,o=$s,$o; print(f'>= 2x: {s/o:.2f}x', 'PASS' if s >= 2*o else 'FAIL')")"
+fi
 echo
 echo "server CPU ms per request (per round): "
 for who in strata orthanc; do
-    echo "  $who: floor ${V[$who,floor.cpu]}| qido-uid ${V[$who,qido-uid.cpu]}| qido-name ${V[$who,qido-name.cpu]}| wado ${V[$who,wado.cpu]}| metadata ${V[$who,metadata.cpu]}"
+    echo "  $who: floor ${V[$who,floor.cpu]}| qido-uid ${V[$who,qido-uid.cpu]}| qido-name ${V[$who,qido-name.cpu]}| wado ${V[$who,wado.cpu]:-}| metadata ${V[$who,metadata.cpu]:-}"
+    echo "  $who (rust client): floor ${V[$who,rs-floor.cpu]}| qido-uid ${V[$who,rs-qido-uid.cpu]}| qido-name ${V[$who,rs-qido-name.cpu]}"
 done

@@ -218,7 +218,12 @@ async fn search(
             ));
         }
     }
-    let query = build_query(level, raw.as_deref(), &fixed, caller.principal.scope)?;
+    let mut query = build_query(level, raw.as_deref(), &fixed, caller.principal.scope)?;
+    // Everything Strata holds is ONLINE, so Instance Availability is answered here rather than
+    // looked up in each match's stored header (which the index would parse for it).
+    let before = query.keys.len();
+    query.keys.retain(|k| k.tag != tags::INSTANCE_AVAILABILITY);
+    let availability = query.keys.len() != before;
     let base = super::base_url(archive);
     let found = archive.index.find(query).await.map_err(|e| match e {
         QueryError::Invalid(why) => Problem::bad_request(why),
@@ -229,29 +234,22 @@ async fn search(
     for mut obj in found {
         obj.remove_element(tags::QUERY_RETRIEVE_LEVEL);
         let text = |t: Tag| crate::dimse::attr_text(&obj, t);
-        let (st, se, sop) = (
-            text(tags::STUDY_INSTANCE_UID),
-            text(tags::SERIES_INSTANCE_UID),
-            text(tags::SOP_INSTANCE_UID),
-        );
+        let st = text(tags::STUDY_INSTANCE_UID);
         let mut url = format!("{base}/dicomweb/studies/{st}");
         if level >= Level::Series {
-            url.push_str(&format!("/series/{se}"));
+            url.push_str("/series/");
+            url.push_str(&text(tags::SERIES_INSTANCE_UID));
         }
         if level >= Level::Image {
-            url.push_str(&format!("/instances/{sop}"));
+            url.push_str("/instances/");
+            url.push_str(&text(tags::SOP_INSTANCE_UID));
         }
         obj.put(DataElement::new(
             tags::RETRIEVE_URL,
             VR::UR,
             PrimitiveValue::from(url),
         ));
-        if obj
-            .element_opt(tags::INSTANCE_AVAILABILITY)
-            .ok()
-            .flatten()
-            .is_some()
-        {
+        if availability {
             obj.put(DataElement::new(
                 tags::INSTANCE_AVAILABILITY,
                 VR::CS,
@@ -261,7 +259,7 @@ async fn search(
         if !studies.contains(&st) {
             studies.push(st);
         }
-        out.push(dicom_json::to_value(&obj).map_err(Problem::internal)?);
+        out.push(obj);
     }
     let event = caller.event("http.qido", Outcome::Success).detail(format!(
         "{} level, {} results",
@@ -273,16 +271,29 @@ async fn search(
     } else {
         event
     };
-    archive
-        .index
-        .audit(event)
-        .await
-        .map_err(Problem::internal)?;
+    // The event commits while the answer is written out below; nothing is sent before it has.
+    let recorded = archive.index.audit_queued(event);
+    let body = json_array(&out);
+    recorded.await.map_err(Problem::internal)?;
     Ok((
         [(header::CONTENT_TYPE, "application/dicom+json")],
-        serde_json::Value::Array(out).to_string(),
+        body.map_err(Problem::internal)?,
     )
         .into_response())
+}
+
+/// The matches as one DICOM JSON array, written straight to its bytes.
+fn json_array(objects: &[dicom_object::InMemDicomObject]) -> Result<Vec<u8>, serde_json::Error> {
+    let mut body = Vec::with_capacity(64 + 1024 * objects.len());
+    body.push(b'[');
+    for (i, obj) in objects.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        dicom_json::to_writer(&mut body, obj)?;
+    }
+    body.push(b']');
+    Ok(body)
 }
 
 pub async fn studies(

@@ -199,9 +199,9 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
 
 /// The text of an attribute, without padding; empty when absent.
 pub fn attr_text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
+    // `get`, not `element_opt`: a missing attribute is no error, and building one captures a
+    // backtrace when RUST_BACKTRACE is set.
+    obj.get(tag)
         .and_then(|e| {
             e.to_str()
                 .ok()

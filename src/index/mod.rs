@@ -65,6 +65,9 @@ impl Scope {
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
 const READER_POOL: usize = 4;
+/// Prepared statements each connection keeps: the writer's jobs, and the readers' searches,
+/// whose SQL differs with the attributes a query matches, each prepared once.
+const STATEMENT_CACHE: usize = 64;
 /// How long a connection waits on another process's lock (an import while serving) before failing.
 const BUSY_TIMEOUT_MS: u64 = 30_000;
 
@@ -124,6 +127,7 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, IndexErro
     if read_only {
         conn.execute_batch("PRAGMA query_only = ON;").map_err(err)?;
     }
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -432,7 +436,19 @@ impl Index {
 
     /// Appends an event to the audit trail, chained to the last one; returns once committed.
     pub async fn audit(&self, event: crate::audit::AuditEvent) -> Result<(), IndexError> {
-        self.write(move |c| records::append_audit(c, &event)).await
+        self.audit_queued(event).await
+    }
+
+    /// [`Index::audit`], with the event handed to the writer at once: the caller prepares its
+    /// answer while the event commits, and awaits the future before sending anything. The
+    /// future resolves once the event is committed (durable), or fails; an answer must not go
+    /// out unless it resolved `Ok`.
+    pub fn audit_queued(
+        &self,
+        event: crate::audit::AuditEvent,
+    ) -> impl std::future::Future<Output = Result<(), IndexError>> + Send + 'static {
+        self.writer
+            .submit(move |c| records::append_audit(c, &event))
     }
 
     /// The id of the last audit event copied to the replicas.

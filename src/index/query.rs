@@ -466,9 +466,7 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
             let json: Option<String> = row.get(metadata_col)?;
             let header: Option<InMemDicomObject> = json.and_then(|j| dicom_json::from_str(&j).ok());
             for tag in &from_metadata {
-                let found = header
-                    .as_ref()
-                    .and_then(|h| h.element_opt(*tag).ok().flatten().cloned());
+                let found = header.as_ref().and_then(|h| h.get(*tag).cloned());
                 if let Some((_, template)) = templates.iter().find(|(t, _)| t == tag) {
                     let stored = found.as_ref().and_then(|e| e.items()).unwrap_or(&[]);
                     let items = matching_items(stored, template);
@@ -544,9 +542,7 @@ fn matching_items(
                     return true;
                 }
                 let value = item
-                    .element_opt(k.header().tag)
-                    .ok()
-                    .flatten()
+                    .get(k.header().tag)
                     .and_then(|e| {
                         e.to_str()
                             .ok()
@@ -559,7 +555,7 @@ fn matching_items(
         .map(|item| {
             let mut reduced = InMemDicomObject::new_empty();
             for k in template.iter() {
-                match item.element_opt(k.header().tag).ok().flatten() {
+                match item.get(k.header().tag) {
                     Some(e) => reduced.put(e.clone()),
                     None => reduced.put(DataElement::new(
                         k.header().tag,

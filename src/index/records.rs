@@ -554,18 +554,18 @@ pub struct AuditFilter {
 }
 
 pub(super) fn append_audit(c: &Connection, e: &crate::audit::AuditEvent) -> Result<(), IndexError> {
+    // Cached statements: every request that touches patient data comes through here.
     let prev: String = c
-        .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
         .optional()?
         .unwrap_or_else(|| crate::audit::GENESIS.to_string());
     let hash = crate::audit::chain_hash(&prev, e);
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO audit (at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![e.at, e.actor, e.role, e.action, e.patient_id, e.study_uid, e.outcome.as_str(), e.remote, e.detail, prev, hash],
-    )?;
+    )?
+    .execute(params![e.at, e.actor, e.role, e.action, e.patient_id, e.study_uid, e.outcome.as_str(), e.remote, e.detail, prev, hash])?;
     Ok(())
 }
 
