@@ -584,7 +584,7 @@ pub fn is_valid_uid(uid: &str) -> bool {
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let e = obj.element_opt(tag).ok().flatten()?;
+    let e = obj.get(tag)?;
     let s = e.to_str().ok()?;
     let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
     (!s.is_empty()).then(|| s.to_string())
@@ -625,7 +625,7 @@ fn other_patient_ids(
     ds: &InMemDicomObject,
     source_ae: Option<&str>,
 ) -> Vec<crate::index::LocalKey> {
-    let Ok(Some(seq)) = ds.element_opt(tags::OTHER_PATIENT_I_DS_SEQUENCE) else {
+    let Some(seq) = ds.get(tags::OTHER_PATIENT_I_DS_SEQUENCE) else {
         return vec![];
     };
     seq.items()

@@ -65,9 +65,7 @@ pub async fn n_action(
         .unwrap_or_default();
     let action = request
         .0
-        .element_opt(tags::ACTION_TYPE_ID)
-        .ok()
-        .flatten()
+        .get(tags::ACTION_TYPE_ID)
         .and_then(|e| e.to_int::<u16>().ok());
     if class != uids::STORAGE_COMMITMENT_PUSH_MODEL || action != Some(1) {
         let r = rsp(status::NO_SUCH_SOP_CLASS)
@@ -87,9 +85,7 @@ pub async fn n_action(
     let mut committed = Vec::new();
     let mut failed = Vec::new();
     let items: Vec<InMemDicomObject> = info
-        .element_opt(tags::REFERENCED_SOP_SEQUENCE)
-        .ok()
-        .flatten()
+        .get(tags::REFERENCED_SOP_SEQUENCE)
         .and_then(|e| e.items().map(|i| i.to_vec()))
         .unwrap_or_default();
     let quorum = session.archive.store.replicas().write_quorum();

@@ -99,11 +99,11 @@ impl Command {
     }
 
     fn u16(&self, tag: Tag) -> Option<u16> {
-        self.0.element_opt(tag).ok().flatten()?.to_int::<u16>().ok()
+        self.0.get(tag)?.to_int::<u16>().ok()
     }
 
     pub fn text(&self, tag: Tag) -> Option<String> {
-        let e = self.0.element_opt(tag).ok().flatten()?;
+        let e = self.0.get(tag)?;
         let s = e.to_str().ok()?;
         Some(s.trim_end_matches(['\0', ' ']).to_string())
     }
