@@ -83,18 +83,31 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
             }
             a
         });
-    let model = Model::default().fit(&histogram, &random_pairs(&normalised), normalised.len());
+    let model = Model::default().fit(&histogram, &random_pairs(&normalised), &normalised);
     let weights: std::collections::HashMap<Vector, f64> =
         histogram.keys().map(|v| (*v, model.weight(v))).collect();
+    // Each candidate pair's match weight, as `Model::score` gives it, in parallel; only the
+    // decisions, which depend on earlier ones, are taken in order.
+    let scored: Vec<Vec<(u32, f64, bool)>> = compared
+        .par_iter()
+        .zip(&normalised)
+        .map(|(cands, r)| {
+            let adjust = model.value_adjustments(r);
+            cands
+                .iter()
+                .map(|(j, v, same_key)| (*j, model.weight_with(v, weights[v], &adjust), *same_key))
+                .collect()
+        })
+        .collect();
 
     let mut person_of: Vec<Option<usize>> = vec![None; normalised.len()];
     let mut links = Vec::with_capacity(normalised.len());
     let mut persons = 0usize;
-    for (i, cands) in compared.iter().enumerate() {
+    for (i, cands) in scored.iter().enumerate() {
         let outcome = choose(
             &model,
-            cands.iter().filter_map(|(j, v, same_key)| {
-                person_of[*j as usize].map(|p| (p as i64, weights[v], *same_key))
+            cands.iter().filter_map(|(j, score, same_key)| {
+                person_of[*j as usize].map(|p| (p as i64, *score, *same_key))
             }),
         );
         let person = match (outcome.decision, outcome.person) {
@@ -265,7 +278,11 @@ mod tests {
              a2,A,101,Jones,Mary,,19720101,F,3 Elm Rd,Salem,01970,\n\
              b1,B,7,SMYTH,Jon,,19651003,M,12 High Street,Boston,02139,\n\
              b2,B,8,Garcia,Ana,,19800505,F,,,,\n\
-             c1,,,John,Smith,,19650310,M,,Boston,02139,(617) 555 0100\n"
+             c1,,,John,Smith,,19650310,M,,Boston,02139,(617) 555 0100\n\
+             d1,D,1,Brown,Lucy,,19910214,F,4 Oak Ave,Lowell,01851,\n\
+             d2,D,2,Nguyen,Minh,,19580930,M,77 Bay Rd,Quincy,02169,\n\
+             d3,D,3,Kowalski,Piotr,,19441122,M,9 Mill St,Worcester,01608,\n\
+             d4,D,4,Okafor,Ada,,20010707,F,5 Pine Ln,Lynn,01901,\n"
         );
         let records = read_records(text.as_bytes()).unwrap();
         let ids: Vec<Identity> = records.iter().map(|r| r.identity.clone()).collect();
@@ -275,6 +292,7 @@ mod tests {
         assert_eq!(links[2], (0, Decision::Linked));
         assert_eq!(links[3], (2, Decision::New));
         assert_eq!(links[4], (0, Decision::Linked));
+        assert!(links[5..].iter().all(|(_, d)| *d == Decision::New));
         let mut out = Vec::new();
         write_links(&mut out, &records, &links).unwrap();
         let out = String::from_utf8(out).unwrap();
