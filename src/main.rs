@@ -618,8 +618,10 @@ fn mpi(command: MpiCommand) -> anyhow::Result<std::process::ExitCode> {
                 .with_context(|| format!("reading {}", input.display()))?;
             let records = mpi::read_records(std::io::BufReader::new(file))
                 .with_context(|| format!("{}", input.display()))?;
-            let identities: Vec<mpi::Identity> =
-                records.iter().map(|r| r.identity.clone()).collect();
+            let (ids, identities): (Vec<String>, Vec<mpi::Identity>) = records
+                .into_iter()
+                .map(|r| (r.record_id, r.identity))
+                .unzip();
             let linked = mpi::link_batch_with_model(&identities);
             let dir = output
                 .parent()
@@ -627,11 +629,7 @@ fn mpi(command: MpiCommand) -> anyhow::Result<std::process::ExitCode> {
                 .unwrap_or(Path::new("."));
             let tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("writing into {}", dir.display()))?;
-            mpi::write_links(
-                std::io::BufWriter::new(tmp.as_file()),
-                &records,
-                &linked.links,
-            )?;
+            mpi::write_links(std::io::BufWriter::new(tmp.as_file()), &ids, &linked.links)?;
             tmp.persist(&output)
                 .with_context(|| format!("writing {}", output.display()))?;
             if let Some(path) = model {
@@ -643,8 +641,8 @@ fn mpi(command: MpiCommand) -> anyhow::Result<std::process::ExitCode> {
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
                 "linked {} records in {secs:.2}s ({:.0}/s): {persons} persons; {} linked, {} new, {} review; {} candidate pairs; EM {} iterations, match proportion {:.4}, thresholds {:.2} / {:.2} bits",
-                records.len(),
-                records.len() as f64 / secs.max(1e-9),
+                ids.len(),
+                ids.len() as f64 / secs.max(1e-9),
                 count(Decision::Linked),
                 count(Decision::New),
                 count(Decision::Review),

@@ -14,6 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 /// Most candidate local keys scored for one incoming key: bounds matching time when a blocking
 /// key is very common (a default birth date, say).
@@ -274,14 +275,29 @@ fn candidates(
     Ok(out)
 }
 
+/// The last stored model parsed, beside its JSON. A stored model carries its value
+/// frequencies (a hundred kilobytes or more of JSON), too much to parse at every match; it
+/// changes only when an estimate replaces it, and comparing the JSON read against the one
+/// parsed is exact whatever database it came from and costs far less than parsing.
+static LAST_MODEL: Mutex<Option<(String, Arc<Model>)>> = Mutex::new(None);
+
 /// The matcher's model: the stored estimate, else the prior.
-pub(super) fn model(c: &Connection) -> Result<Model, IndexError> {
+pub(super) fn model(c: &Connection) -> Result<Arc<Model>, IndexError> {
     let json: Option<String> = c
         .query_row("SELECT model FROM mpi_model WHERE id = 1", [], |r| r.get(0))
         .optional()?;
-    Ok(json
-        .and_then(|j| serde_json::from_str(&j).ok())
-        .unwrap_or_default())
+    let Some(json) = json else {
+        return Ok(Arc::new(Model::default()));
+    };
+    let mut last = LAST_MODEL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((parsed, model)) = last.as_ref() {
+        if *parsed == json {
+            return Ok(model.clone());
+        }
+    }
+    let model: Arc<Model> = Arc::new(serde_json::from_str(&json).unwrap_or_default());
+    *last = Some((json, model.clone()));
+    Ok(model)
 }
 
 /// Stores a newly estimated model.
@@ -1276,4 +1292,35 @@ pub(super) fn match_only(c: &Connection, identity: &Identity) -> Result<MatchAns
         outcome.person.map(|p| person_uid(c, p)).transpose()?,
         scored,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parsed model is reused while the stored one is unchanged, and never outlives it.
+    #[test]
+    fn the_model_read_follows_the_stored_one() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE mpi_model (id INTEGER PRIMARY KEY, model TEXT NOT NULL,
+                records INTEGER NOT NULL, estimated_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        assert_eq!(*model(&c).unwrap(), Model::default());
+        let first = Model {
+            match_proportion: 0.01,
+            ..Model::default()
+        };
+        set_model(&c, &first, 10).unwrap();
+        let read = model(&c).unwrap();
+        assert_eq!(read.match_proportion, 0.01);
+        assert!(Arc::ptr_eq(&read, &model(&c).unwrap()));
+        let second = Model {
+            match_proportion: 0.02,
+            ..first
+        };
+        set_model(&c, &second, 10).unwrap();
+        assert_eq!(model(&c).unwrap().match_proportion, 0.02);
+    }
 }

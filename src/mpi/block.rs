@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 /// At most this many earlier records of one block are compared with a record: a block that
 /// large is a very common name or date, where the other keys (each much smaller) find the
 /// true matches. It bounds the work per record, so linking time stays linear in the records.
-const BLOCK_WINDOW: usize = 48;
+const BLOCK_WINDOW: usize = 8;
 
 pub struct BlockIndex {
     /// The record of each entry, entries sorted by (key hash, record): each block is one run,

@@ -58,31 +58,31 @@ pub(crate) fn choose(
         }
     }
     scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.person.cmp(&b.person)));
-    let score_of = |p: i64| scored.iter().find(|c| c.person == p).map(|c| c.score);
-    let above: Vec<i64> = scored
-        .iter()
-        .filter(|c| c.score >= model.upper)
-        .map(|c| c.person)
-        .collect();
-    let (decision, person) = match local.as_slice() {
-        [p] => {
-            let agrees = score_of(*p).is_some_and(|s| s >= model.lower);
-            let bridge = above.iter().any(|q| q != p);
-            if agrees && !bridge {
-                (Decision::Linked, Some(*p))
-            } else {
-                (Decision::Review, None)
-            }
+    // One rule serves both ways to a person: the person is linked when its score reaches the
+    // bar and no other person reaches the upper threshold (a bridge between two persons is for
+    // a person to decide); otherwise `short` is the decision.
+    let link = |person: i64, bar: f64, short: Decision| {
+        let reaches = scored.iter().any(|c| c.person == person && c.score >= bar);
+        let bridge = scored
+            .iter()
+            .any(|c| c.person != person && c.score >= model.upper);
+        if reaches && !bridge {
+            (Decision::Linked, Some(person))
+        } else {
+            (short, None)
         }
-        [_, _, ..] => (Decision::Review, None),
-        [] => match above.as_slice() {
-            [p] => (Decision::Linked, Some(*p)),
-            [_, _, ..] => (Decision::Review, None),
-            [] if scored.first().is_some_and(|c| c.score >= model.lower) => {
-                (Decision::Review, None)
-            }
-            [] => (Decision::New, None),
-        },
+    };
+    let (decision, person) = match (local.as_slice(), scored.first()) {
+        // The person of the same local key needs only demographics that do not say two people;
+        // when they do, a person reviews rather than the key starting a second person.
+        ([p], _) => link(*p, model.lower, Decision::Review),
+        ([_, _, ..], _) => (Decision::Review, None),
+        // Otherwise the best person must reach the upper threshold; between the two thresholds
+        // a person reviews.
+        ([], Some(best)) if best.score >= model.lower => {
+            link(best.person, model.upper, Decision::Review)
+        }
+        ([], _) => (Decision::New, None),
     };
     MatchOutcome {
         decision,

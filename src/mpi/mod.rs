@@ -27,7 +27,7 @@ pub use model::Model;
 pub use normalise::Normalised;
 
 /// What can go wrong linking a file of records.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MpiError {
     #[error("line {line}: {message}")]
     Csv { line: u64, message: String },

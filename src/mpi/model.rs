@@ -8,6 +8,10 @@
 //!   posterior odds that two records drawn at random are one person;
 //! - the thresholds are posterior probabilities ([`LINK_PROBABILITY`], [`REVIEW_PROBABILITY`]).
 //!
+//! Exact agreement on a name, city or postcode is further weighed by how common the value is
+//! ([`ValueFrequencies`], counted on the same records): two records agreeing on a family name
+//! one record in ten thousand holds are stronger evidence than two agreeing on the commonest.
+//!
 //! u is taken from random pairs rather than from the non-match side of the EM because blocking
 //! selects non-matches that agree on the blocked fields: counted there, agreement on a family
 //! name would look common among different people and weigh almost nothing.
@@ -16,7 +20,7 @@ use super::block::BlockIndex;
 use super::compare::{compare, Field, Vector, FIELDS, MISSING};
 use super::Normalised;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A pair is linked when its posterior probability of being one person is at least this. At
 /// 0.999 the model itself expects one wrong link per thousand links made at the threshold, and
@@ -60,7 +64,107 @@ pub struct Model {
     /// Candidate pairs the estimate was made from (0 for the prior).
     pub pairs: u64,
     pub iterations: usize,
+    /// How common each value of [`VALUE_FIELDS`] is; empty in the prior, which weighs every
+    /// agreement alike.
+    #[serde(default)]
+    pub frequencies: Vec<ValueFrequencies>,
 }
+
+/// The fields whose exact agreement is weighed by the value agreed on: the ones where some
+/// values are far commoner than others (a few family names, given names and towns hold much
+/// of any population). Streets are left out: with the house number, nearly every value is
+/// unique, so its frequency says no more than the field's u.
+pub const VALUE_FIELDS: [Field; 4] = [Field::Family, Field::Given, Field::City, Field::Postcode];
+
+/// At most this many values of a field are listed with their own frequency (the commonest);
+/// the rest share one. It bounds the stored model (tens of kilobytes) while every value held by
+/// more than a few records in ten thousand keeps its own weight.
+const LISTED_VALUES: usize = 1000;
+
+/// Records' worth of the field's average agreement (its u) that every value's frequency is
+/// drawn towards: a value must be counted in about this many records before its own count
+/// outweighs the average, so a handful of records (a small batch, a new archive) gives no
+/// value a strong weight of its own by chance.
+const FREQUENCY_PRIOR_RECORDS: f64 = 100.0;
+
+/// How common the values of one field are among the records a model was estimated from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValueFrequencies {
+    pub field: String,
+    /// For each of the commonest values, the chance that another record holds it.
+    pub common: BTreeMap<String, f64>,
+    /// The same for a value not listed, averaged over the records holding an unlisted value.
+    pub rest: f64,
+}
+
+impl ValueFrequencies {
+    /// Counts the values of `field` in `records` (records without the field are not counted),
+    /// each frequency drawn towards `u`, the chance that two different people agree on the
+    /// field at all.
+    pub fn count(field: Field, records: &[Normalised], u: f64) -> ValueFrequencies {
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for r in records {
+            let v = value_of(field, r);
+            if !v.is_empty() {
+                *counts.entry(v).or_default() += 1;
+            }
+        }
+        let total = counts.values().sum::<u64>() as f64;
+        // The chance that another record holds a value `count` records hold (the record
+        // itself left out), drawn towards u.
+        let other = |count: f64| {
+            let seen = (count - 1.0).max(0.0) / (total - 1.0).max(1.0);
+            (seen * total + FREQUENCY_PRIOR_RECORDS * u) / (total + FREQUENCY_PRIOR_RECORDS)
+        };
+        let mut by_count: Vec<(&str, u64)> = counts.into_iter().collect();
+        by_count.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let rest = &by_count[by_count.len().min(LISTED_VALUES)..];
+        // Averaged over the records holding an unlisted value.
+        let held: f64 = rest.iter().map(|&(_, c)| c as f64).sum();
+        let rest = if held > 0.0 {
+            rest.iter()
+                .map(|&(_, c)| c as f64 * other(c as f64))
+                .sum::<f64>()
+                / held
+        } else {
+            u
+        };
+        ValueFrequencies {
+            field: field.name().into(),
+            common: by_count
+                .iter()
+                .take(LISTED_VALUES)
+                .map(|&(v, c)| (v.to_string(), other(c as f64)))
+                .collect(),
+            rest,
+        }
+    }
+
+    /// The chance that another record holds `value`.
+    pub fn of(&self, value: &str) -> f64 {
+        self.common.get(value).copied().unwrap_or(self.rest)
+    }
+}
+
+/// The value of a field that [`ValueFrequencies`] counts.
+fn value_of(field: Field, r: &Normalised) -> &str {
+    match field {
+        Field::Family => &r.family,
+        Field::Given => &r.given,
+        Field::Middle => &r.middle,
+        Field::BirthDate => &r.birth_date,
+        Field::Sex => &r.sex,
+        Field::Street => &r.street,
+        Field::City => &r.city,
+        Field::Postcode => &r.postcode,
+        Field::Phone => &r.phone,
+    }
+}
+
+/// For one record, what exact agreement on each of [`VALUE_FIELDS`] adds to or takes from the
+/// field's weight, in bits: log2(u / f), the field's u at exact agreement over the frequency of
+/// the record's own value. Computed once per record, not per pair.
+pub type ValueAdjustments = [f64; VALUE_FIELDS.len()];
 
 /// Comparison vectors and how many candidate pairs gave each.
 pub type Histogram = HashMap<Vector, u64>;
@@ -159,6 +263,7 @@ impl Model {
             lower: log2_odds(REVIEW_PROBABILITY),
             pairs,
             iterations,
+            frequencies: Vec::new(),
         }
     }
 
@@ -172,12 +277,15 @@ impl Model {
                 *candidates.entry(compare(r, &records[j])).or_default() += 1;
             }
         }
-        Model::default().fit(&candidates, &random_pairs(records), records.len())
+        Model::default().fit(&candidates, &random_pairs(records), records)
     }
 
     /// Fits the model to the comparison vectors of candidate pairs and of random pairs among
-    /// `records` records, with this model as the starting point and the prior.
-    pub fn fit(&self, candidates: &Histogram, random: &Histogram, records: usize) -> Model {
+    /// `records`, with this model as the starting point and the prior, and counts the values
+    /// of [`VALUE_FIELDS`] in `records`.
+    pub fn fit(&self, candidates: &Histogram, random: &Histogram, records: &[Normalised]) -> Model {
+        let counted = records;
+        let records = records.len();
         let smooth = |counts: &[f64], prior: &[f64]| -> Vec<f64> {
             let sum: f64 = counts.iter().sum::<f64>() + PRIOR_PAIRS;
             counts
@@ -203,6 +311,11 @@ impl Model {
         let random_counts = level_counts(random, &|_| 1.0);
         let u_random: Vec<Vec<f64>> = (0..FIELDS.len())
             .map(|k| smooth(&random_counts[k], &prior.fields[k].u))
+            .collect();
+
+        let frequencies = VALUE_FIELDS
+            .iter()
+            .map(|&f| ValueFrequencies::count(f, counted, u_random[f as usize][0]))
             .collect();
 
         let total: f64 = candidates.values().map(|&n| n as f64).sum();
@@ -257,7 +370,38 @@ impl Model {
         } else {
             self.match_proportion
         };
-        Model::with_thresholds(fields, match_proportion, total as u64, iterations)
+        Model {
+            frequencies,
+            ..Model::with_thresholds(fields, match_proportion, total as u64, iterations)
+        }
+    }
+
+    /// What exact agreement with `a` on each of [`VALUE_FIELDS`] is worth beyond the field's
+    /// own weight (all 0 with the prior, which has no frequencies).
+    pub fn value_adjustments(&self, a: &Normalised) -> ValueAdjustments {
+        let mut out = [0.0; VALUE_FIELDS.len()];
+        for (t, freq) in self.frequencies.iter().enumerate().take(out.len()) {
+            let field = VALUE_FIELDS[t];
+            let value = value_of(field, a);
+            if !value.is_empty() {
+                let u = self.fields[field as usize].u[0];
+                out[t] = (u / freq.of(value).max(FLOOR)).log2();
+            }
+        }
+        out
+    }
+
+    /// The match weight of a pair whose comparison vector is `v` and whose first record's
+    /// [`Model::value_adjustments`] are `adjust`: the vector's weight, plus the adjustment of
+    /// each value field agreeing exactly.
+    pub fn weight_with(&self, v: &Vector, weight: f64, adjust: &ValueAdjustments) -> f64 {
+        let mut w = weight;
+        for (t, field) in VALUE_FIELDS.iter().enumerate() {
+            if v[*field as usize] == 0 {
+                w += adjust[t];
+            }
+        }
+        w
     }
 
     /// log2(m/u) of one field at one level.
@@ -284,7 +428,8 @@ impl Model {
 
     /// The match weight of two records.
     pub fn score(&self, a: &Normalised, b: &Normalised) -> f64 {
-        self.weight(&compare(a, b))
+        let v = compare(a, b);
+        self.weight_with(&v, self.weight(&v), &self.value_adjustments(a))
     }
 
     /// The probability of one person that a match weight stands for.
@@ -396,6 +541,89 @@ mod tests {
             ..Identity::default()
         });
         assert!(model.score(a, &stranger) < model.lower);
+    }
+
+    #[test]
+    fn value_frequencies_list_the_common_and_average_the_rest() {
+        let people = |family: &str, n: usize| {
+            let one = Normalised::new(&Identity {
+                family_name: family.into(),
+                ..Identity::default()
+            });
+            vec![one; n]
+        };
+        let mut records: Vec<Normalised> = people("SMITH", 500);
+        // 1,500 names held by two records each, and one record without a name.
+        for k in 0..1500 {
+            records.extend(people(&format!("RARE{}", alphabetic(k)), 2));
+        }
+        records.push(Normalised::default());
+        let u = 0.001;
+        let f = ValueFrequencies::count(Field::Family, &records, u);
+        assert_eq!(f.common.len(), LISTED_VALUES);
+        // Of the 3,499 records besides one holding a name, how many hold it, drawn towards u.
+        let drawn = |others: f64| {
+            (others / 3499.0 * 3500.0 + FREQUENCY_PRIOR_RECORDS * u) / (3500.0 + 100.0)
+        };
+        assert!((f.of("SMITH") - drawn(499.0)).abs() < 1e-12);
+        // Every unlisted name is held by 2 records of 3,500.
+        assert!((f.rest - drawn(1.0)).abs() < 1e-12, "{}", f.rest);
+        assert_eq!(f.of("NEVER SEEN"), f.rest);
+        // A few records say little: one value in three of them is drawn most of the way to u.
+        let few = ValueFrequencies::count(Field::Family, &people("SMITH", 3), u);
+        assert!(few.of("SMITH") < 0.05, "{few:?}");
+    }
+
+    fn alphabetic(mut k: usize) -> String {
+        let mut s = String::new();
+        loop {
+            s.push((b'A' + (k % 26) as u8) as char);
+            k /= 26;
+            if k == 0 {
+                return s;
+            }
+        }
+    }
+
+    /// A rare family name agreeing weighs more than the field's average agreement, a common one
+    /// less; the prior, without frequencies, weighs both alike; and the batch's way of scoring
+    /// (vector weight plus the record's adjustments) gives `Model::score` exactly.
+    #[test]
+    fn rare_values_agreeing_weigh_more_than_common_ones() {
+        let n = |f: &str, g: &str| {
+            Normalised::new(&Identity {
+                family_name: f.into(),
+                given_name: g.into(),
+                birth_date: "19650310".into(),
+                ..Identity::default()
+            })
+        };
+        let mut records = Vec::new();
+        for k in 0..3000 {
+            let family = if k % 4 == 0 {
+                "SMITH".to_string()
+            } else {
+                format!("ZED{}", alphabetic(k))
+            };
+            records.push(n(&family, &format!("GIV{}", alphabetic(k % 700))));
+        }
+        records.push(n("ZEDQUIST", "ANNA"));
+        records.push(n("ZEDQUIST", "ANNA"));
+        let model = Model::estimate(&records);
+        let (smith, zed) = (n("SMITH", "ANNA"), n("ZEDQUIST", "ANNA"));
+        let rare = model.value_adjustments(&zed)[0];
+        let common = model.value_adjustments(&smith)[0];
+        assert!(rare > 1.0, "{rare}");
+        assert!(common < -1.0, "{common}");
+        assert!(model.score(&zed, &zed) - model.score(&smith, &smith) > 2.0);
+        let prior = Model::default();
+        assert_eq!(prior.value_adjustments(&zed), [0.0; VALUE_FIELDS.len()]);
+        assert_eq!(prior.score(&zed, &zed), prior.score(&smith, &smith));
+        for (a, b) in [(&zed, &zed), (&smith, &zed), (&smith, &smith)] {
+            let v = compare(a, b);
+            let batch = model.weight_with(&v, model.weight(&v), &model.value_adjustments(a));
+            assert_eq!(batch, model.score(a, b));
+        }
     }
 
     #[test]

@@ -34,6 +34,50 @@ const NAME_NOISE: &[&str] = &[
     "JR", "SR", "II", "III", "IV", "MR", "MRS", "MS", "MISS", "DR", "PROF",
 ];
 
+/// Street types and other words that name no particular street: a blocking key on one of them
+/// would hold every house of that number in the country.
+const STREET_TYPES: &[&str] = &[
+    "STREET",
+    "ST",
+    "ROAD",
+    "RD",
+    "AVENUE",
+    "AVE",
+    "PLACE",
+    "PL",
+    "DRIVE",
+    "DR",
+    "LANE",
+    "LN",
+    "COURT",
+    "CT",
+    "CRESCENT",
+    "CRES",
+    "CLOSE",
+    "WAY",
+    "CIRCUIT",
+    "PARADE",
+    "TERRACE",
+    "HIGHWAY",
+    "BOULEVARD",
+    "BLVD",
+    "GROVE",
+    "SQUARE",
+    "PARK",
+    "NORTH",
+    "SOUTH",
+    "EAST",
+    "WEST",
+    "THE",
+    "UNIT",
+    "FLAT",
+    "APARTMENT",
+];
+
+/// Street words used for blocking keys at most: a long street line (two address lines, a
+/// building name) would otherwise give a record a dozen keys.
+const MAX_STREET_WORDS: usize = 4;
+
 /// Phone numbers are compared on at most this many trailing digits (a national number without
 /// its country code in North America and most of Europe).
 const PHONE_DIGITS: usize = 10;
@@ -139,8 +183,10 @@ impl Normalised {
     /// - `S`: the same pair with the birth year (swapped names in a common-name block too large
     ///   to compare whole);
     /// - `A`: postcode + either phonetic name (survives a wrong date and swapped names);
-    /// - `H`: house number + phonetic street name, `K`: postcode + phonetic street name (survive
-    ///   everything but a move);
+    /// - `H`: house number + a phonetic word of the street, `K`: postcode + the same, `C`: the
+    ///   phonetic city + the same, for each word of the street name but its type ("STREET", "PLACE"), so words
+    ///   in another order, one of two address lines kept, or a typo in one word still share a
+    ///   key (survive everything but a move);
     /// - `P`: phone number; `L`: the local key itself (issuer + patient ID).
     pub fn block_keys(&self) -> Vec<String> {
         let mut keys = Vec::with_capacity(7);
@@ -170,21 +216,35 @@ impl Normalised {
                 }
             }
         }
-        let street_name = self
+        // Every distinct name word of the street, not only the first: sources write the words
+        // of an address in another order, or keep one of its two lines.
+        let mut street_words: Vec<String> = Vec::new();
+        for w in self.street.split(' ') {
+            if w.len() > 2
+                && w.bytes().all(|b| b.is_ascii_alphabetic())
+                && !STREET_TYPES.contains(&w)
+            {
+                let code = phonetic(w);
+                if !street_words.contains(&code) {
+                    street_words.push(code);
+                }
+            }
+        }
+        let number = self
             .street
             .split(' ')
-            .find(|w| w.len() > 2 && w.bytes().all(|b| b.is_ascii_alphabetic()))
-            .map(phonetic);
-        if let Some(name) = &street_name {
-            let number = self
-                .street
-                .split(' ')
-                .find(|w| w.bytes().all(|b| b.is_ascii_digit()));
+            .find(|w| w.bytes().all(|b| b.is_ascii_digit()));
+        // The town by its sound, so a typo late in a long name ("MODBURY EHIGHTS") keeps it.
+        let town = phonetic(&self.city);
+        for name in street_words.iter().take(MAX_STREET_WORDS) {
             if let Some(number) = number {
                 keys.push(format!("H:{number}:{name}"));
             }
             if !self.postcode.is_empty() {
                 keys.push(format!("K:{}:{name}", self.postcode));
+            }
+            if !town.is_empty() {
+                keys.push(format!("C:{town}:{name}"));
             }
         }
         if self.phone.len() >= 7 {
@@ -363,6 +423,37 @@ mod tests {
         // A wrong birth date still shares the names key.
         let wrong_date = person("Smith", "John", "19560310");
         assert!(shared(&a, &wrong_date, "N:"));
+    }
+
+    #[test]
+    fn streets_share_a_key_in_any_word_order() {
+        let at = |street: &str, postcode: &str, city: &str| {
+            Normalised::new(&Identity {
+                street: street.into(),
+                postcode: postcode.into(),
+                city: city.into(),
+                ..Identity::default()
+            })
+            .block_keys()
+        };
+        let shared = |x: &[String], y: &[String]| x.iter().filter(|k| y.contains(k)).count();
+        // The same house number and a street word, whatever the order and the typos elsewhere.
+        let a = at("121 blackbutt street ethnam farm", "3088", "maitland");
+        let b = at("121 ethnamf arm blackbutt street", "3089", "maitkand");
+        assert!(shared(&a, &b) > 0, "{a:?} {b:?}");
+        // No house number and another postcode: the city and a street word.
+        let a = at("2 outtrim avenue gowrie", "2260", "crows nest");
+        let b = at("outtrim avenue gowrie", "2262", "crows nest");
+        assert!(shared(&a, &b) > 0, "{a:?} {b:?}");
+        // Another house number and postcode, a typo in the city.
+        let a = at("15 hensman street", "3169", "modbury heights");
+        let b = at("51 hensman street", "3196", "modbury ehights");
+        assert!(shared(&a, &b) > 0, "{a:?} {b:?}");
+        // A street type alone is no key: neighbours' numbers on another street share nothing.
+        let a = at("12 high street", "2000", "sydney");
+        let b = at("12 low street", "3000", "perth");
+        assert_eq!(shared(&a, &b), 0, "{a:?} {b:?}");
+        assert!(a.iter().all(|k| !k.contains("STRT")), "{a:?}");
     }
 
     #[test]
