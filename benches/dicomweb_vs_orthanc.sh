@@ -63,29 +63,8 @@ ORTHANC_STUDIES_METADATA="${ORTHANC_STUDIES_METADATA:-Full}"
 export TCP_NODELAY=1
 
 # ---- tools -------------------------------------------------------------------------------------
-missing=()
-command -v Orthanc >/dev/null || missing+=(orthanc)
-DICOMWEB_SO=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
-[[ -e $DICOMWEB_SO ]] || missing+=(orthanc-dicomweb)
-command -v storescu >/dev/null || missing+=(dcmtk)
-command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-    echo "# installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-[[ -e $DICOMWEB_SO ]] || DICOMWEB_SO=$(dpkg -L orthanc-dicomweb | grep -m1 'libOrthancDicomWeb\.so')
-PY="${PY:-}"
-if [[ -z "$PY" ]]; then
-    for c in "$REPO_ROOT/.venv/bin/python" /tmp/strata-bench-venv/bin/python; do
-        if [[ -x "$c" ]] && "$c" -c 'import requests, pydicom' 2>/dev/null; then PY="$c"; break; fi
-    done
-fi
-if [[ -z "$PY" ]]; then
-    python3 -m venv /tmp/strata-bench-venv
-    /tmp/strata-bench-venv/bin/pip install -q requests pydicom
-    PY=/tmp/strata-bench-venv/bin/python
-fi
+need_orthanc_dicomweb
+bench_python
 CLIENT="$REPO_ROOT/benches/dicomweb_client.py"
 
 # What the binary was built from is noted next to it (others commit while we measure).
@@ -110,14 +89,6 @@ echo "# strata binary built from: $(cat "$STRATA.built-from" 2>/dev/null || echo
 echo "# $(Orthanc --version 2>&1 | head -1); orthanc-dicomweb $(dpkg-query -W -f '${Version}' orthanc-dicomweb); $("$PY" -c 'import requests; print("requests", requests.__version__)')"
 make_workdir
 
-SPID="" OPID=""
-cleanup() {
-    local p
-    for p in $SPID $OPID; do kill "$p" 2>/dev/null || true; done
-    for p in $SPID $OPID; do wait "$p" 2>/dev/null || true; done
-    [[ "${KEEP:-0}" == 1 ]] || rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 
 # strata_token DATA_DIR: a bearer token for admin (STOKEN); the server creates admin on its first

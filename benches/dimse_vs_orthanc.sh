@@ -82,14 +82,6 @@ echo "# $(Orthanc --version 2>&1 | head -1); $(storescu --version 2>&1 | head -1
 make_workdir
 
 # Servers this script started and has not stopped yet (only these are killed on exit).
-SPID="" OPID="" SINK_PID=""
-cleanup() {
-    local p
-    for p in $SPID $OPID $SINK_PID; do kill "$p" 2>/dev/null || true; done
-    for p in $SPID $OPID $SINK_PID; do wait "$p" 2>/dev/null || true; done
-    [[ "${KEEP:-0}" == 1 ]] || rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 
 

@@ -14,12 +14,22 @@ build() {
     [[ -x "$STRATA" && -x "$GEN" ]] || { echo "missing $STRATA or $GEN" >&2; exit 1; }
 }
 
-# Work dir: under BENCH_DIR if set (choose the filesystem to measure), else the system temp dir.
+# The servers a bench starts (strata, Orthanc, a storescp sink): stopped on exit.
+SPID="" OPID="" SINK_PID=""
+cleanup() {
+    local p
+    for p in $SPID $OPID $SINK_PID; do kill "$p" 2>/dev/null || true; done
+    for p in $SPID $OPID $SINK_PID; do wait "$p" 2>/dev/null || true; done
+    [[ "${KEEP:-0}" == 1 || -z "${WORK:-}" ]] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Work dir: under BENCH_DIR if set (choose the filesystem to measure), else the system temp dir;
+# removed on exit unless KEEP=1.
 make_workdir() {
     local base="${BENCH_DIR:-${TMPDIR:-/tmp}}"
     mkdir -p "$base"
     WORK="$(mktemp -d "$base/strata-bench.XXXXXX")"
-    if [[ "${KEEP:-0}" != 1 ]]; then trap 'rm -rf "$WORK"' EXIT; fi
     echo "# work dir: $WORK ($(df -T "$WORK" | awk 'NR==2{print $2" on "$1}'))"
 }
 
@@ -75,4 +85,33 @@ stop_orthanc() { kill "$OPID"; wait "$OPID" || true; OPID=""; }
 
 orthanc_count() {
     curl -sf "http://127.0.0.1:$OHTTP/statistics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])'
+}
+
+# Orthanc with its DICOMweb plugin, dcmtk and curl, installed with apt-get when missing (needs
+# root); sets DICOMWEB_SO to the plugin.
+need_orthanc_dicomweb() {
+    local missing=()
+    command -v Orthanc >/dev/null || missing+=(orthanc)
+    DICOMWEB_SO=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
+    [[ -e $DICOMWEB_SO ]] || missing+=(orthanc-dicomweb)
+    command -v storescu >/dev/null || missing+=(dcmtk)
+    command -v curl >/dev/null || missing+=(curl)
+    if ((${#missing[@]})); then
+        echo "# installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    [[ -e $DICOMWEB_SO ]] || DICOMWEB_SO=$(dpkg -L orthanc-dicomweb | grep -m1 'libOrthancDicomWeb\.so')
+}
+
+# Sets PY to a Python with requests and pydicom: $PY if it has them, else the repository's
+# .venv, else a venv made once in /tmp.
+bench_python() {
+    local c
+    for c in "${PY:-}" "$REPO_ROOT/.venv/bin/python" /tmp/strata-bench-venv/bin/python; do
+        if [[ -n "$c" && -x "$c" ]] && "$c" -c 'import requests, pydicom' 2>/dev/null; then PY="$c"; return; fi
+    done
+    python3 -m venv /tmp/strata-bench-venv
+    /tmp/strata-bench-venv/bin/pip install -q requests pydicom
+    PY=/tmp/strata-bench-venv/bin/python
 }

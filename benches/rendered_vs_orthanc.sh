@@ -25,41 +25,14 @@ SLICES="${SLICES:-50}"
 N="${N:-200}"
 REPS="${REPS:-3}"
 
-missing=()
-command -v Orthanc >/dev/null || missing+=(orthanc)
-DICOMWEB_SO=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
-[[ -e $DICOMWEB_SO ]] || missing+=(orthanc-dicomweb)
-command -v storescu >/dev/null || missing+=(dcmtk)
-command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-    echo "# installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-[[ -e $DICOMWEB_SO ]] || DICOMWEB_SO=$(dpkg -L orthanc-dicomweb | grep -m1 'libOrthancDicomWeb\.so')
-PY="${PY:-}"
-for c in "$PY" "$REPO_ROOT/.venv/bin/python" /tmp/strata-bench-venv/bin/python; do
-    if [[ -n "$c" && -x "$c" ]] && "$c" -c 'import requests, pydicom' 2>/dev/null; then PY="$c"; break; fi
-done
-if ! "$PY" -c 'import requests, pydicom' 2>/dev/null; then
-    python3 -m venv /tmp/strata-bench-venv
-    /tmp/strata-bench-venv/bin/pip install -q requests pydicom
-    PY=/tmp/strata-bench-venv/bin/python
-fi
+need_orthanc_dicomweb
+bench_python
 
 build
 machine
 echo "# $(Orthanc --version 2>&1 | head -1); orthanc-dicomweb $(dpkg-query -W -f '${Version}' orthanc-dicomweb)"
 make_workdir
 
-SPID="" OPID=""
-cleanup() {
-    local p
-    for p in $SPID $OPID; do kill "$p" 2>/dev/null || true; done
-    for p in $SPID $OPID; do wait "$p" 2>/dev/null || true; done
-    [[ "${KEEP:-0}" == 1 ]] || rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # ---- data ----------------------------------------------------------------------------------
 "$GEN" --out "$WORK/ct" --patients 1 --studies 1 --series 1 --slices "$SLICES" \

@@ -44,7 +44,6 @@ PORT="$(free_port)"
 STRATA_LOG="strata::render::stream=debug,warn" "$STRATA" --data "$D" serve \
     --http "127.0.0.1:$PORT" --dimse 127.0.0.1:0 2>"$WORK/server.log" &
 SPID=$!
-trap 'kill $SPID 2>/dev/null || true; [[ "${KEEP:-0}" == 1 ]] || rm -rf "$WORK"' EXIT
 wait_for 30 curl -sf "http://127.0.0.1:$PORT/healthz"
 TOKEN="$("$STRATA" --data "$D" token create --user admin | tail -1)"
 load

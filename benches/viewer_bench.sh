@@ -21,7 +21,6 @@ print(str(pydicom.dcmread(f).PatientName).split("^")[0])' "$WORK/in")"
 PORT="$(free_port)"
 "$STRATA" --data "$DATA" serve --http "127.0.0.1:$PORT" --dimse "127.0.0.1:$(free_port)" >"$WORK/serve.log" 2>&1 &
 SPID=$!
-trap 'kill $SPID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 wait_for 30 curl -sf "http://127.0.0.1:$PORT/healthz"
 load
 BASE="http://127.0.0.1:$PORT" USER=bench PASSWORD="bench password 1234" STUDY="$STUDY" \
