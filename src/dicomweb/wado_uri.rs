@@ -10,6 +10,7 @@ use crate::archive::Archive;
 use crate::audit::Outcome;
 use crate::auth::http::Caller;
 use crate::auth::Permission;
+use crate::index::InstanceRef;
 use crate::problem::Problem;
 use crate::render::{Priority, VoiFunction, Window};
 use axum::extract::{Query, State};
@@ -60,14 +61,7 @@ pub async fn wado(
         Some(ts) => Some(path_uid(ts, "transferSyntax")?),
         None => None,
     };
-    let refs = a
-        .index
-        .instances_under(study.clone(), Some(series), Some(sop), c.scope())
-        .await
-        .map_err(Problem::internal)?;
-    let r = refs
-        .first()
-        .ok_or_else(|| Problem::not_found("no such instance"))?;
+    let r = &instance(&a, &c, &study, series, sop).await?;
     let bytes = a
         .part10(&r.blob_id, &r.transfer_syntax, target.as_deref())
         .await?;
@@ -82,6 +76,24 @@ pub async fn wado(
 }
 
 /// A picture of the instance, as `/rendered` makes it.
+/// The one instance a WADO-URI request names, within the caller's scope.
+async fn instance(
+    a: &Archive,
+    c: &Caller,
+    study: &str,
+    series: String,
+    sop: String,
+) -> Result<InstanceRef, Problem> {
+    let refs = a
+        .index
+        .instances_under(study.to_string(), Some(series), Some(sop), c.scope())
+        .await
+        .map_err(Problem::internal)?;
+    refs.into_iter()
+        .next()
+        .ok_or_else(|| Problem::not_found("no such instance"))
+}
+
 async fn rendered(
     a: &Archive,
     c: &Caller,
@@ -143,14 +155,7 @@ async fn rendered(
         quality: whole("imageQuality", 100)?.unwrap_or(90) as u8,
     };
     let frame = whole("frameNumber", u32::MAX)?.unwrap_or(1) - 1;
-    let refs = a
-        .index
-        .instances_under(study.clone(), Some(series), Some(sop), c.scope())
-        .await
-        .map_err(Problem::internal)?;
-    let r = refs
-        .first()
-        .ok_or_else(|| Problem::not_found("no such instance"))?;
+    let r = &instance(a, c, &study, series, sop).await?;
     if frame >= frame_count(r) {
         return Err(Problem::not_found(format!(
             "frameNumber {}: the instance has {} frame(s)",
