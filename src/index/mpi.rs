@@ -115,11 +115,11 @@ pub(super) fn on_patient(
     identity: &Identity,
     other_ids: &[LocalKey],
 ) -> Result<(), IndexError> {
-    let (person, manual_demo, stored): (Option<i64>, bool, Option<String>) = c.query_row(
-        "SELECT person_fk, demographics_manual, demographics FROM patients WHERE id = ?1",
-        [patient_fk],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+    let (person, manual_demo, stored): (Option<i64>, bool, Option<String>) = c
+        .prepare_cached(
+            "SELECT person_fk, demographics_manual, demographics FROM patients WHERE id = ?1",
+        )?
+        .query_row([patient_fk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     if manual_demo {
         return Ok(());
     }
@@ -140,11 +140,10 @@ fn set_demographics(
     n: &Normalised,
     json: &str,
 ) -> Result<(), IndexError> {
-    c.execute(
-        "UPDATE patients SET demographics = ?2 WHERE id = ?1",
-        params![patient_fk, json],
-    )?;
-    c.execute("DELETE FROM mpi_blocks WHERE patient_fk = ?1", [patient_fk])?;
+    c.prepare_cached("UPDATE patients SET demographics = ?2 WHERE id = ?1")?
+        .execute(params![patient_fk, json])?;
+    c.prepare_cached("DELETE FROM mpi_blocks WHERE patient_fk = ?1")?
+        .execute([patient_fk])?;
     let mut insert = c.prepare_cached(
         "INSERT OR IGNORE INTO mpi_blocks (block_key, patient_fk) VALUES (?1, ?2)",
     )?;
@@ -198,11 +197,16 @@ fn match_new_key(
             let p = new_person(c, Some(patient_fk))?;
             assign(c, patient_fk, p)?;
             let candidates = review_candidates(c, &outcome.scored)?;
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO mpi_review (patient_fk, candidates, reason, created_at)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![patient_fk, candidates.to_string(), reason, now_ms()],
-            )?;
+            )?
+            .execute(params![
+                patient_fk,
+                candidates.to_string(),
+                reason,
+                now_ms()
+            ])?;
             history(
                 c,
                 "review",
@@ -372,10 +376,8 @@ pub(super) fn register(
 // Small pieces
 
 fn assign(c: &Connection, patient_fk: i64, person: i64) -> Result<(), IndexError> {
-    c.execute(
-        "UPDATE patients SET person_fk = ?2 WHERE id = ?1",
-        params![patient_fk, person],
-    )?;
+    c.prepare_cached("UPDATE patients SET person_fk = ?2 WHERE id = ?1")?
+        .execute(params![patient_fk, person])?;
     Ok(())
 }
 
@@ -384,11 +386,9 @@ fn assign(c: &Connection, patient_fk: i64, person: i64) -> Result<(), IndexError
 fn new_person(c: &Connection, founder: Option<i64>) -> Result<i64, IndexError> {
     let derived = match founder {
         Some(fk) => {
-            let (pid, issuer): (String, String) = c.query_row(
-                "SELECT patient_id, issuer FROM patients WHERE id = ?1",
-                [fk],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (pid, issuer): (String, String) = c
+                .prepare_cached("SELECT patient_id, issuer FROM patients WHERE id = ?1")?
+                .query_row([fk], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let digest = Sha256::new()
                 .chain_update(b"strata person\0")
                 .chain_update(issuer.as_bytes())
@@ -400,11 +400,10 @@ fn new_person(c: &Connection, founder: Option<i64>) -> Result<i64, IndexError> {
         None => None,
     };
     let taken = |uid: &str| -> Result<bool, IndexError> {
-        Ok(
-            c.query_row("SELECT 1 FROM persons WHERE uid = ?1", [uid], |_| Ok(()))
-                .optional()?
-                .is_some(),
-        )
+        Ok(c.prepare_cached("SELECT 1 FROM persons WHERE uid = ?1")?
+            .query_row([uid], |_| Ok(()))
+            .optional()?
+            .is_some())
     };
     let uid = match derived {
         Some(uid) if !taken(&uid)? => uid,
@@ -414,64 +413,57 @@ fn new_person(c: &Connection, founder: Option<i64>) -> Result<i64, IndexError> {
 }
 
 fn insert_person(c: &Connection, uid: &str) -> Result<i64, IndexError> {
-    c.execute(
-        "INSERT INTO persons (uid, created_at) VALUES (?1, ?2)",
-        params![uid, now_ms()],
-    )?;
+    c.prepare_cached("INSERT INTO persons (uid, created_at) VALUES (?1, ?2)")?
+        .execute(params![uid, now_ms()])?;
     Ok(c.last_insert_rowid())
 }
 
 fn person_uid(c: &Connection, id: i64) -> Result<String, IndexError> {
-    Ok(c.query_row("SELECT uid FROM persons WHERE id = ?1", [id], |r| r.get(0))?)
+    Ok(c.prepare_cached("SELECT uid FROM persons WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?)
 }
 
 fn key_person(c: &Connection, k: &LocalKey) -> Result<Option<i64>, IndexError> {
-    Ok(c.query_row(
-        "SELECT person_fk FROM patients WHERE issuer = ?1 AND patient_id = ?2",
-        params![k.issuer, k.patient_id],
-        |r| r.get::<_, Option<i64>>(0),
+    Ok(
+        c.prepare_cached("SELECT person_fk FROM patients WHERE issuer = ?1 AND patient_id = ?2")?
+            .query_row(params![k.issuer, k.patient_id], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .optional()?
+            .flatten(),
     )
-    .optional()?
-    .flatten())
 }
 
 fn key_id(c: &Connection, k: &LocalKey) -> Result<i64, IndexError> {
-    c.query_row(
-        "SELECT id FROM patients WHERE issuer = ?1 AND patient_id = ?2",
-        params![k.issuer, k.patient_id],
-        |r| r.get(0),
-    )
-    .optional()?
-    .ok_or_else(|| {
-        MpiError::NoKey {
-            issuer: k.issuer.clone(),
-            patient_id: k.patient_id.clone(),
-        }
-        .into()
-    })
+    c.prepare_cached("SELECT id FROM patients WHERE issuer = ?1 AND patient_id = ?2")?
+        .query_row(params![k.issuer, k.patient_id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| {
+            MpiError::NoKey {
+                issuer: k.issuer.clone(),
+                patient_id: k.patient_id.clone(),
+            }
+            .into()
+        })
 }
 
 fn local_key(c: &Connection, patient_fk: i64) -> Result<LocalKey, IndexError> {
-    Ok(c.query_row(
-        "SELECT issuer, patient_id FROM patients WHERE id = ?1",
-        [patient_fk],
-        |r| {
-            Ok(LocalKey {
-                issuer: r.get(0)?,
-                patient_id: r.get(1)?,
-            })
-        },
-    )?)
+    Ok(
+        c.prepare_cached("SELECT issuer, patient_id FROM patients WHERE id = ?1")?
+            .query_row([patient_fk], |r| {
+                Ok(LocalKey {
+                    issuer: r.get(0)?,
+                    patient_id: r.get(1)?,
+                })
+            })?,
+    )
 }
 
 /// A live (not merged) person by uid.
 fn live_person(c: &Connection, uid: &str) -> Result<i64, IndexError> {
     let row: Option<(i64, Option<i64>)> = c
-        .query_row(
-            "SELECT id, merged_into FROM persons WHERE uid = ?1",
-            [uid],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT id, merged_into FROM persons WHERE uid = ?1")?
+        .query_row([uid], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     match row {
         None => Err(MpiError::NoPerson(uid.into()).into()),

@@ -163,24 +163,24 @@ impl PatientRecord {
 
 fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, IndexError> {
     let manual: Option<(i64, bool)> = c
-        .query_row(
+        .prepare_cached(
             "SELECT id, demographics_manual FROM patients WHERE patient_id = ?1 AND issuer = ?2",
-            params![p.patient_id, p.issuer],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        )?
+        .query_row(params![p.patient_id, p.issuer], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     if let Some((id, true)) = manual {
         // An administrator corrected this key's demographics: later instances do not undo it.
         return Ok(id);
     }
-    Ok(c.query_row(
-        "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at, name_phonetic)
+    Ok(c.prepare_cached("INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at, name_phonetic)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (patient_id, issuer) DO UPDATE SET
             patient_name = excluded.patient_name, patient_name_key = excluded.patient_name_key,
             name_phonetic = excluded.name_phonetic,
             birth_date = excluded.birth_date, sex = excluded.sex, updated_at = excluded.updated_at
-         RETURNING id",
+         RETURNING id")?.query_row(
         params![
             p.patient_id,
             p.issuer,
@@ -203,7 +203,7 @@ fn upsert_study(
 ) -> Result<i64, IndexError> {
     // A study keeps the patient it was first stored under: a later instance claiming the same
     // Study Instance UID for another patient does not move the study.
-    Ok(c.query_row(
+    Ok(c.prepare_cached(
         "INSERT INTO studies (study_uid, patient_fk, study_date, study_time, accession_number,
                               study_id, study_description, referring_physician, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -216,6 +216,8 @@ fn upsert_study(
             referring_physician = coalesce(excluded.referring_physician, referring_physician),
             updated_at = excluded.updated_at
          RETURNING id",
+    )?
+    .query_row(
         params![
             s.uid,
             patient,
@@ -239,42 +241,36 @@ fn upsert_series(
     now: i64,
 ) -> Result<(i64, bool), IndexError> {
     let existing: Option<i64> = c
-        .query_row(
-            "SELECT id FROM series WHERE series_uid = ?1",
-            [&s.uid],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT id FROM series WHERE series_uid = ?1")?
+        .query_row([&s.uid], |r| r.get(0))
         .optional()?;
     if let Some(id) = existing {
-        c.execute(
-            "UPDATE series SET modality = coalesce(?2, modality), series_number = coalesce(?3, series_number),
+        c.prepare_cached("UPDATE series SET modality = coalesce(?2, modality), series_number = coalesce(?3, series_number),
                 series_description = coalesce(?4, series_description), body_part = coalesce(?5, body_part),
                 series_date = coalesce(?6, series_date), series_time = coalesce(?7, series_time),
-                updated_at = ?8 WHERE id = ?1",
+                updated_at = ?8 WHERE id = ?1")?.execute(
             params![id, s.modality, s.number, s.description, s.body_part, s.date, s.time, now],
         )?;
         return Ok((id, false));
     }
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO series (series_uid, study_fk, modality, series_number, series_description,
                              body_part, series_date, series_time, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            s.uid,
-            study,
-            s.modality,
-            s.number,
-            s.description,
-            s.body_part,
-            s.date,
-            s.time,
-            now
-        ],
-    )?;
-    c.execute(
-        "UPDATE studies SET num_series = num_series + 1 WHERE id = ?1",
-        [study],
-    )?;
+    )?
+    .execute(params![
+        s.uid,
+        study,
+        s.modality,
+        s.number,
+        s.description,
+        s.body_part,
+        s.date,
+        s.time,
+        now
+    ])?;
+    c.prepare_cached("UPDATE studies SET num_series = num_series + 1 WHERE id = ?1")?
+        .execute([study])?;
     Ok((c.last_insert_rowid(), true))
 }
 
@@ -286,11 +282,10 @@ pub(super) fn insert_instance(
     let now = now_ms();
     let i = &rec.instance;
     let existing: Option<(i64, String, i64, i64)> = c
-        .query_row(
-            "SELECT id, blob_id, size, received_at FROM instances WHERE sop_uid = ?1",
-            [&i.sop_uid],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
+        .prepare_cached("SELECT id, blob_id, size, received_at FROM instances WHERE sop_uid = ?1")?
+        .query_row([&i.sop_uid], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
     let previous = match existing {
         Some((_, b, _, _)) if b == i.blob_id.to_hex() => return Ok(InsertOutcome::AlreadyPresent),
@@ -298,11 +293,11 @@ pub(super) fn insert_instance(
             return Ok(InsertOutcome::Conflict { stored: blob(b)? })
         }
         Some((id, b, size, received_at)) => {
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO instance_history (sop_uid, blob_id, size, received_at, replaced_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![i.sop_uid, b, size, received_at, now],
-            )?;
+            )?
+            .execute(params![i.sop_uid, b, size, received_at, now])?;
             remove_instance_row(c, id)?;
             Some(blob(b)?)
         }
@@ -312,37 +307,33 @@ pub(super) fn insert_instance(
     super::mpi::on_patient(c, patient, &rec.patient.identity(), &rec.patient.other_ids)?;
     let study = upsert_study(c, &rec.study, patient, now)?;
     let (series, _) = upsert_series(c, &rec.series, study, now)?;
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO instances (sop_uid, series_fk, sop_class_uid, instance_number, blob_id,
             transfer_syntax, size, frames, rows, columns, content_date, content_time, metadata,
             source, received_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        params![
-            i.sop_uid,
-            series,
-            i.sop_class_uid,
-            i.number,
-            i.blob_id.to_hex(),
-            i.transfer_syntax,
-            i.size as i64,
-            i.frames,
-            i.rows,
-            i.columns,
-            i.content_date,
-            i.content_time,
-            i.metadata,
-            i.source,
-            i.received_at
-        ],
-    )?;
-    c.execute(
-        "UPDATE series SET num_instances = num_instances + 1 WHERE id = ?1",
-        [series],
-    )?;
-    c.execute(
-        "UPDATE studies SET num_instances = num_instances + 1 WHERE id = ?1",
-        [study],
-    )?;
+    )?
+    .execute(params![
+        i.sop_uid,
+        series,
+        i.sop_class_uid,
+        i.number,
+        i.blob_id.to_hex(),
+        i.transfer_syntax,
+        i.size as i64,
+        i.frames,
+        i.rows,
+        i.columns,
+        i.content_date,
+        i.content_time,
+        i.metadata,
+        i.source,
+        i.received_at
+    ])?;
+    c.prepare_cached("UPDATE series SET num_instances = num_instances + 1 WHERE id = ?1")?
+        .execute([series])?;
+    c.prepare_cached("UPDATE studies SET num_instances = num_instances + 1 WHERE id = ?1")?
+        .execute([study])?;
     Ok(match previous {
         Some(previous) => InsertOutcome::Replaced { previous },
         None => InsertOutcome::Inserted,
@@ -386,18 +377,17 @@ pub(super) fn stored_instance(
     c: &Connection,
     sop_uid: &str,
 ) -> Result<Option<StoredInstance>, IndexError> {
-    Ok(c.query_row(
+    Ok(c.prepare_cached(
         "SELECT sop_uid, blob_id, size, transfer_syntax FROM instances WHERE sop_uid = ?1",
-        [sop_uid],
-        |r| {
-            Ok(StoredInstance {
-                sop_uid: r.get(0)?,
-                blob_id: blob(r.get(1)?)?,
-                size: r.get::<_, i64>(2)? as u64,
-                transfer_syntax: r.get(3)?,
-            })
-        },
-    )
+    )?
+    .query_row([sop_uid], |r| {
+        Ok(StoredInstance {
+            sop_uid: r.get(0)?,
+            blob_id: blob(r.get(1)?)?,
+            size: r.get::<_, i64>(2)? as u64,
+            transfer_syntax: r.get(3)?,
+        })
+    })
     .optional()?)
 }
 
