@@ -187,7 +187,7 @@ impl Index {
     {
         let pool = self.readers.clone();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
+        let run = move || {
             let conn = pool.lock().expect("pool lock").pop();
             let conn = match conn {
                 Some(c) => c,
@@ -199,9 +199,19 @@ impl Index {
                 pool.push(conn);
             }
             out
-        })
-        .await
-        .expect("index reader panicked")
+        };
+        // On a multi-threaded runtime the read runs on the calling thread, which hands its other
+        // tasks to another worker while it blocks: a request's lookups then cost no round trip
+        // through the blocking pool (two thread wake-ups each). Elsewhere (a current-thread
+        // runtime, as in some tests) it goes to the blocking pool.
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) {
+            tokio::task::block_in_place(run)
+        } else {
+            tokio::task::spawn_blocking(run)
+                .await
+                .expect("index reader panicked")
+        }
     }
 
     /// Runs `f` inside the writer's next group transaction; returns once it is committed.
