@@ -290,7 +290,7 @@ for r in $(seq "$STOW_REPS"); do
         [[ $got == "$SLICES" ]] || { echo "$who stored $got of $SLICES"; exit 1; }
         echo "  run $r $out server_cpu_s=$(python3 -c "print(f'{$c1-$c0:.2f}')")"
         note "$who" stow.rate "$(field rate "$out")"
-        rm -rf "$d" "$d.log"
+        # kept until the script exits: see the note on deleting in benches/dimse_vs_orthanc.sh
     done
 done
 load

@@ -172,6 +172,11 @@ SMALL_BYTES=$(( $(du -sb "$WORK/small-split" | cut -f1) / SMALL_N ))
 SMALL_DIRS=("$WORK"/small-split/*)
 sync
 
+# Nothing is deleted until the script exits. On an ext4 without a journal (this VM's), creating
+# a file or folder skips every free inode freed in the last minute or more (`recently_deleted`
+# in the kernel's inode allocator), one lookup each: deleting thousands of files between runs made
+# the next run's creates a third of the server's CPU, and more so for the archive that creates
+# more files per instance.
 # One store scenario, REPS runs; each run: the sink, the disk ceilings, then the two archives
 # (order alternating between runs), each on a fresh archive. Sets R_<name> to the median rates.
 # store_scenario NAME N JOBS SIZE DIR...
@@ -189,14 +194,14 @@ store_scenario() {
         sink+=("$(rate "$n" "$w")")
         # disk ceilings
         local line
-        line=$(python3 "$REPO_ROOT/benches/disk_ceiling.py" --dir "$WORK/ceil" --instances "$n" --size "$size" --jobs "$jobs")
-        rm -rf "$WORK/ceil"; sync; c3+=("$(ceiling_rate "$line")")
+        line=$(python3 "$REPO_ROOT/benches/disk_ceiling.py" --dir "$WORK/ceil-$name-$r-fsync" --instances "$n" --size "$size" --jobs "$jobs")
+        sync; c3+=("$(ceiling_rate "$line")")
         [[ $r == 1 ]] && echo "  $line"
-        line=$(python3 "$REPO_ROOT/benches/disk_ceiling.py" --dir "$WORK/ceil" --instances "$n" --size "$size" --jobs "$jobs" --mode syncfs)
-        rm -rf "$WORK/ceil"; sync; csf+=("$(ceiling_rate "$line")")
+        line=$(python3 "$REPO_ROOT/benches/disk_ceiling.py" --dir "$WORK/ceil-$name-$r-syncfs" --instances "$n" --size "$size" --jobs "$jobs" --mode syncfs)
+        sync; csf+=("$(ceiling_rate "$line")")
         [[ $r == 1 ]] && echo "  $line"
-        line=$(python3 "$REPO_ROOT/benches/disk_ceiling.py" --dir "$WORK/ceil" --instances "$n" --size "$size" --jobs "$jobs" --replicas 1 --no-dir-fsync)
-        rm -rf "$WORK/ceil"; sync; c1+=("$(ceiling_rate "$line")")
+        line=$(python3 "$REPO_ROOT/benches/disk_ceiling.py" --dir "$WORK/ceil-$name-$r-one" --instances "$n" --size "$size" --jobs "$jobs" --replicas 1 --no-dir-fsync)
+        sync; c1+=("$(ceiling_rate "$line")")
         [[ $r == 1 ]] && echo "  $line"
         local order=(strata orthanc); (( r % 2 == 0 )) && order=(orthanc strata)
         for who in "${order[@]}"; do
@@ -205,13 +210,13 @@ store_scenario() {
                 local d="$WORK/strata-$name-$r"
                 start_strata "$d"; sync; sleep 0.5
                 cpu0=$(cpu_of "$SPID"); w=$(storescu_timed STRATA "$SPORT" "$@"); cpu1=$(cpu_of "$SPID")
-                got=$(strata_count "$d"); stop_strata; rm -rf "$d" "$d.log"
+                got=$(strata_count "$d"); stop_strata
                 st+=("$(rate "$n" "$w")"); stcpu+=("$(python3 -c "print(f'{1000*($cpu1-$cpu0)/$n:.2f}')")")
             else
                 local d="$WORK/orthanc-$name-$r"
                 start_orthanc "$d"; sync; sleep 0.5
                 cpu0=$(cpu_of "$OPID"); w=$(storescu_timed ORTHANC "$OPORT" "$@"); cpu1=$(cpu_of "$OPID")
-                got=$(orthanc_count); stop_orthanc; rm -rf "$d" "$d.log"
+                got=$(orthanc_count); stop_orthanc
                 or+=("$(rate "$n" "$w")"); orcpu+=("$(python3 -c "print(f'{1000*($cpu1-$cpu0)/$n:.2f}')")")
             fi
             [[ $got == "$n" ]] || { echo "$who stored $got of $n instances"; exit 1; }
