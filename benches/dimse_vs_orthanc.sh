@@ -10,8 +10,9 @@
 #    Target: Strata >= 2x Orthanc.
 #    For both, in the same run: `storescp --ignore` (receives, stores nothing) as the
 #    network/client ceiling, and the disk's ceilings (benches/disk_ceiling.py, no archive):
-#    3 copies fsynced file + dirs, 3 copies made durable by syncfs (Strata's pattern since
-#    25ae7cd), and 1 copy with a file fsync only (Orthanc's pattern).
+#    3 copies fsynced file + dirs, 3 copies made durable by one shared syncfs (Strata's pattern:
+#    copies of 128 KiB or more written with O_DIRECT), and 1 copy with a file fsync only
+#    (Orthanc's pattern).
 # 3. C-FIND, study level, Study Root, on an index of STUDIES studies (1 instance of 32x32 each):
 #    latency of a query on StudyInstanceUID (one match) and on a PatientName wildcard
 #    (NAME_QUERY), QUERIES timed queries over ONE association (benches/dimse_find_latency.py,

@@ -7,15 +7,17 @@ object_store's LocalFileSystem + Replica::make_durable do:
   fsync(cd/), fsync(ab/), fsync(blobs/), fsync(root)
 `--jobs` instances are in flight at once (like `strata import -j`).
 
-`--mode syncfs` mimics src/store/durability.rs instead (commit 25ae7cd and later): each replica
-has a syncer thread; a copy is written and renamed, then waits for the next `syncfs(2)` of its
-replica's filesystem that starts after its write, one syncfs shared by every copy that finished
-while the previous one ran (group commit). `--replicas 1 --no-dir-fsync` is Orthanc's pattern
+`--mode syncfs` mimics src/store/durability.rs and src/store/direct.rs instead: one syncer thread
+per filesystem (the replica folders here share one); a copy is written and renamed, then waits
+for the next `syncfs(2)` that starts after its write, one syncfs shared by every copy that
+finished while the previous one ran (group commit). A copy of at least 128 KiB is written with
+O_DIRECT (padded to 4 KiB, then cut to its length), as Strata does; `--buffered` writes every copy
+through the page cache instead (Strata's pattern before direct writes). `--replicas 1 --no-dir-fsync` is Orthanc's pattern
 (one copy, fdatasync-like fsync of the file, no directory fsync).
 
 Prints one line: instances/s, MB/s of plaintext, and per-phase mean ms.
 """
-import argparse, ctypes, os, queue, secrets, sys, threading, time
+import argparse, ctypes, mmap, os, queue, secrets, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 
 p = argparse.ArgumentParser()
@@ -26,6 +28,7 @@ p.add_argument("--replicas", type=int, default=3)
 p.add_argument("--jobs", type=int, default=4)
 p.add_argument("--no-dir-fsync", action="store_true", help="fsync the file only")
 p.add_argument("--mode", choices=["fsync", "syncfs"], default="fsync")
+p.add_argument("--buffered", action="store_true", help="syncfs mode: no direct writes")
 a = p.parse_args()
 
 roots = [os.path.join(a.dir, f"replica-{i+1}") for i in range(a.replicas)]
@@ -76,7 +79,24 @@ class Syncer:
         e.wait()
 
 
-syncers = {r: Syncer(r) for r in roots} if a.mode == "syncfs" else {}
+shared = Syncer(a.dir) if a.mode == "syncfs" else None
+syncers = {r: shared for r in roots} if shared else {}
+DIRECT_MIN, ALIGN = 128 * 1024, 4096
+direct = a.mode == "syncfs" and not a.buffered and a.size >= DIRECT_MIN
+aligned = threading.local()
+
+
+def write_direct(path):
+    """O_DIRECT from a page-aligned buffer (one per thread), padded, then cut to the size."""
+    if not hasattr(aligned, "buf"):
+        aligned.buf = mmap.mmap(-1, (a.size + ALIGN - 1) // ALIGN * ALIGN)
+        aligned.buf[: a.size] = payload
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o644)
+    try:
+        os.write(fd, aligned.buf)
+        os.ftruncate(fd, a.size)
+    finally:
+        os.close(fd)
 
 
 def one_copy(root, h):
@@ -86,8 +106,11 @@ def one_copy(root, h):
     os.makedirs(d, exist_ok=True)
     final = os.path.join(d, h)
     tmp = final + "#1"
-    with open(tmp, "wb") as f:
-        f.write(payload)
+    if direct:
+        write_direct(tmp)
+    else:
+        with open(tmp, "wb") as f:
+            f.write(payload)
     os.rename(tmp, final)
     t1 = time.perf_counter()
     if a.mode == "syncfs":
@@ -128,7 +151,7 @@ with ThreadPoolExecutor(max_workers=a.jobs) as pool:
 elapsed = time.perf_counter() - start
 n = a.instances * a.replicas
 if a.mode == "syncfs":
-    how = f"mode=syncfs ({sum(s.count for s in syncers.values())} syncfs calls)"
+    how = f"mode=syncfs{' direct' if direct else ''} ({shared.count} syncfs calls)"
 else:
     how = f"dir_fsync={'no' if a.no_dir_fsync else 'yes'}"
 print(

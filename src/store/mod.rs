@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod crypt;
+pub mod direct;
 pub mod durability;
 pub mod replicas;
 pub mod scrub;

@@ -5,6 +5,7 @@
 
 use super::address::BlobId;
 use super::crypt::{BlobHeader, CryptError, MasterKey, Opener, HEADER_LEN};
+use super::direct::{self, DIRECT_MIN};
 use super::durability::Syncer;
 use bytes::Bytes;
 use futures::future::join_all;
@@ -39,6 +40,8 @@ pub enum ReplicaError {
     Backend(#[from] object_store::Error),
     #[error("fsync: {0}")]
     Sync(#[from] std::io::Error),
+    #[error("writing: {0}")]
+    Write(std::io::Error),
 }
 
 /// What one replica's copy of a blob turned out to be.
@@ -52,8 +55,9 @@ pub struct BadCopy {
 pub struct Replica {
     pub url: String,
     store: Arc<dyn ObjectStore>,
-    /// For a local folder: the filesystem handle, and the syncer that makes writes durable.
-    local: Option<(Arc<LocalFileSystem>, Arc<Syncer>)>,
+    /// For a local folder: the filesystem handle, the syncer that makes writes durable, and the
+    /// folder (for direct writes of large blobs).
+    local: Option<(Arc<LocalFileSystem>, Arc<Syncer>, PathBuf)>,
 }
 
 impl Replica {
@@ -81,7 +85,7 @@ impl Replica {
                 Ok(Replica {
                     url: url.to_string(),
                     store: fs.clone(),
-                    local: Some((fs, syncer)),
+                    local: Some((fs, syncer, dir)),
                 })
             }
             "memory" => Ok(Replica {
@@ -111,7 +115,7 @@ impl Replica {
     async fn make_durable(&self, _key: &ObjectPath) -> Result<(), ReplicaError> {
         match &self.local {
             None => Ok(()),
-            Some((_, syncer)) => syncer
+            Some((_, syncer, _)) => syncer
                 .barrier()
                 .await
                 .map_err(|e| ReplicaError::Sync(std::io::Error::other(e))),
@@ -119,6 +123,16 @@ impl Replica {
     }
 
     async fn put(&self, key: &ObjectPath, sealed: Bytes) -> Result<(), ReplicaError> {
+        if let Some((_, _, dir)) = self.local.as_ref().filter(|_| sealed.len() >= DIRECT_MIN) {
+            let (dir, name, data) = (dir.clone(), key.to_string(), sealed.clone());
+            let written = tokio::task::spawn_blocking(move || direct::write(&dir, &name, &data))
+                .await
+                .expect("direct write panicked")
+                .map_err(ReplicaError::Write)?;
+            if let direct::Written::Done = written {
+                return self.make_durable(key).await;
+            }
+        }
         self.store.put(key, PutPayload::from_bytes(sealed)).await?;
         self.make_durable(key).await
     }
