@@ -19,6 +19,9 @@ pub const DIRECT_MIN: usize = 128 * 1024;
 /// Alignment of the buffer, the offsets and the lengths of a direct write (a page, which is at
 /// least any disk's logical block size).
 const ALIGN: usize = 4096;
+/// Largest buffer a thread keeps between writes; a larger blob gets a buffer of its own, so idle
+/// blocking threads do not each hold the largest blob they ever wrote.
+const KEEP_MAX: usize = 4 << 20;
 
 /// What happened to a direct write.
 pub enum Written {
@@ -33,6 +36,7 @@ pub fn write(root: &Path, key: &str, data: &[u8]) -> std::io::Result<Written> {
     let dest = root.join(key);
     let mut staging;
     let mut n: u64 = rand::random::<u32>().into();
+    let mut folders_made = false;
     let file = loop {
         staging = dest.clone().into_os_string();
         staging.push(format!("#{n}"));
@@ -44,8 +48,9 @@ pub fn write(root: &Path, key: &str, data: &[u8]) -> std::io::Result<Written> {
         {
             Ok(f) => break f,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                std::fs::create_dir_all(dest.parent().expect("an object key has a folder"))?
+            Err(e) if e.kind() == ErrorKind::NotFound && !folders_made => {
+                std::fs::create_dir_all(dest.parent().expect("an object key has a folder"))?;
+                folders_made = true;
             }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Written::Unsupported),
             Err(e) => return Err(e),
@@ -53,12 +58,17 @@ pub fn write(root: &Path, key: &str, data: &[u8]) -> std::io::Result<Written> {
     };
     let written = (|| {
         let padded = data.len().div_ceil(ALIGN) * ALIGN;
-        ALIGNED.with_borrow_mut(|buf| -> std::io::Result<()> {
+        let write = |buf: &mut AlignedBuf| {
             let buf = buf.take(padded);
             buf[..data.len()].copy_from_slice(data);
             buf[data.len()..].fill(0);
             file.write_all_at(buf, 0)
-        })?;
+        };
+        if padded <= KEEP_MAX {
+            ALIGNED.with_borrow_mut(write)?;
+        } else {
+            write(&mut AlignedBuf(Vec::new()))?;
+        }
         file.set_len(data.len() as u64)?;
         drop(file);
         std::fs::rename(&staging, &dest)
@@ -96,7 +106,7 @@ mod tests {
     #[test]
     fn writes_exact_bytes_and_replaces() {
         let dir = tempfile::tempdir().unwrap();
-        for len in [DIRECT_MIN, DIRECT_MIN + 1, 3 * ALIGN - 7, 1] {
+        for len in [DIRECT_MIN, DIRECT_MIN + 1, KEEP_MAX + 1, 3 * ALIGN - 7, 1] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
             match write(dir.path(), "blobs/ab/cd/x", &data).unwrap() {
                 Written::Done => {
