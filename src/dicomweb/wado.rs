@@ -146,8 +146,8 @@ const PREFETCH: usize = 4;
 
 /// One instance of a multipart response, fetched.
 enum Part {
-    /// Header, bytes and the closing line of a part, ready to send.
-    Whole(Vec<u8>),
+    /// Header, bytes and the closing line of a part, ready to send (as they are, uncopied).
+    Whole([Vec<u8>; 3]),
     /// Larger than one window: sent window by window as it is read.
     Large(Box<InstanceRef>),
 }
@@ -179,10 +179,8 @@ async fn fetch_part(
             .map_err(|e| e.to_string())?;
         (syntax.unwrap_or_default(), bytes)
     };
-    let mut part = part_header(&b, &ts, bytes.len());
-    part.extend_from_slice(&bytes);
-    part.extend_from_slice(b"\r\n");
-    Ok(Part::Whole(part))
+    let head = part_header(&b, &ts, bytes.len());
+    Ok(Part::Whole([head, bytes, b"\r\n".to_vec()]))
 }
 
 /// A large instance as stored, window by window: memory stays bounded whatever its size.
@@ -228,7 +226,7 @@ fn multipart_dicom(
         .map(move |r| tokio::spawn(fetch_part(a.clone(), r, syntax.clone(), bb.clone())))
         .buffered(PREFETCH)
         .flat_map(move |fetched| match fetched {
-            Ok(Ok(Part::Whole(bytes))) => futures::stream::once(async move { Ok(bytes) }).boxed(),
+            Ok(Ok(Part::Whole(chunks))) => futures::stream::iter(chunks.map(Ok)).boxed(),
             Ok(Ok(Part::Large(r))) => windows(archive.clone(), r, b.clone()).boxed(),
             Ok(Err(e)) => {
                 futures::stream::once(async move { Err(std::io::Error::other(e)) }).boxed()

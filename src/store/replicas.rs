@@ -409,7 +409,9 @@ impl Replicas {
                     opener.open_segment(s, slice, &mut plain)?;
                 }
                 let skip = (range.start - segs.start * header.segment_size() as u64) as usize;
-                Ok::<_, ReplicaError>(plain[skip..skip + (end - range.start) as usize].to_vec())
+                plain.truncate(skip + (end - range.start) as usize);
+                plain.drain(..skip);
+                Ok::<_, ReplicaError>(plain)
             };
             match attempt.await {
                 Ok(bytes) => return Ok((bytes, bad)),
