@@ -95,24 +95,16 @@ impl BlockIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mpi::Identity;
+    use crate::mpi::normalise::tests::person;
 
     #[test]
     fn candidates_are_earlier_records_sharing_a_key() {
-        let n = |f: &str, g: &str, d: &str| {
-            Normalised::new(&Identity {
-                family_name: f.into(),
-                given_name: g.into(),
-                birth_date: d.into(),
-                ..Identity::default()
-            })
-        };
         let records = vec![
-            n("Smith", "John", "19650310"),
-            n("Jones", "Mary", "19720101"),
-            n("John", "Smith", "19650310"),
-            n("Smyth", "Jon", "19650310"),
-            n("Brown", "Ann", "19990909"),
+            person("Smith", "John", "19650310"),
+            person("Jones", "Mary", "19720101"),
+            person("John", "Smith", "19650310"),
+            person("Smyth", "Jon", "19650310"),
+            person("Brown", "Ann", "19990909"),
         ];
         let index = BlockIndex::new(&records);
         assert_eq!(index.earlier_candidates(0), Vec::<usize>::new());

@@ -378,7 +378,7 @@ fn postcode_level(a: &str, b: &str) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mpi::Identity;
+    use crate::mpi::normalise::tests::person;
 
     #[test]
     fn jaro_winkler_values() {
@@ -492,14 +492,7 @@ mod tests {
 
     #[test]
     fn swapped_names_compare_as_agreeing() {
-        let n = |f: &str, g: &str| {
-            Normalised::new(&Identity {
-                family_name: f.into(),
-                given_name: g.into(),
-                birth_date: "19650310".into(),
-                ..Identity::default()
-            })
-        };
+        let n = |f: &str, g: &str| person(f, g, "19650310");
         let v = compare(&n("Smith", "John"), &n("John", "Smith"));
         assert_eq!(&v[..2], &[0, 0]);
         let v = compare(&n("Smith", "John"), &n("Brown", "Alice"));

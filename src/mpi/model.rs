@@ -441,6 +441,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mpi::normalise::tests::person;
     use crate::mpi::Identity;
     use rand::{Rng, SeedableRng};
 
@@ -590,14 +591,7 @@ mod tests {
     /// (vector weight plus the record's adjustments) gives `Model::score` exactly.
     #[test]
     fn rare_values_agreeing_weigh_more_than_common_ones() {
-        let n = |f: &str, g: &str| {
-            Normalised::new(&Identity {
-                family_name: f.into(),
-                given_name: g.into(),
-                birth_date: "19650310".into(),
-                ..Identity::default()
-            })
-        };
+        let n = |f: &str, g: &str| person(f, g, "19650310");
         let mut records = Vec::new();
         for k in 0..3000 {
             let family = if k % 4 == 0 {

@@ -346,10 +346,11 @@ fn sex(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn person(family: &str, given: &str, birth: &str) -> Normalised {
+    /// A normalised identity of the three fields most tests need; shared by the MPI's tests.
+    pub(crate) fn person(family: &str, given: &str, birth: &str) -> Normalised {
         Normalised::new(&Identity {
             family_name: family.into(),
             given_name: given.into(),
