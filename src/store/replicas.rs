@@ -51,13 +51,19 @@ pub struct BadCopy {
     pub error: ReplicaError,
 }
 
-/// One object store and, for a local folder, the filesystem handle we need to fsync through.
+/// A local folder replica: the syncer that makes its writes durable, and the folder that large
+/// blobs are written to directly while its filesystem takes direct I/O.
+struct Local {
+    syncer: Arc<Syncer>,
+    dir: PathBuf,
+    direct: std::sync::atomic::AtomicBool,
+}
+
+/// One object store and, for a local folder, what its writes need beyond object_store.
 pub struct Replica {
     pub url: String,
     store: Arc<dyn ObjectStore>,
-    /// For a local folder: the filesystem handle, the syncer that makes writes durable, and the
-    /// folder (for direct writes of large blobs).
-    local: Option<(Arc<LocalFileSystem>, Arc<Syncer>, PathBuf)>,
+    local: Option<Local>,
 }
 
 impl Replica {
@@ -84,8 +90,12 @@ impl Replica {
                     .map_err(|e| bad(format!("starting its syncer: {e}")))?;
                 Ok(Replica {
                     url: url.to_string(),
-                    store: fs.clone(),
-                    local: Some((fs, syncer, dir)),
+                    store: fs,
+                    local: Some(Local {
+                        syncer,
+                        dir,
+                        direct: true.into(),
+                    }),
                 })
             }
             "memory" => Ok(Replica {
@@ -115,7 +125,7 @@ impl Replica {
     async fn make_durable(&self, _key: &ObjectPath) -> Result<(), ReplicaError> {
         match &self.local {
             None => Ok(()),
-            Some((_, syncer, _)) => syncer
+            Some(Local { syncer, .. }) => syncer
                 .barrier()
                 .await
                 .map_err(|e| ReplicaError::Sync(std::io::Error::other(e))),
@@ -123,14 +133,21 @@ impl Replica {
     }
 
     async fn put(&self, key: &ObjectPath, sealed: Bytes) -> Result<(), ReplicaError> {
-        if let Some((_, _, dir)) = self.local.as_ref().filter(|_| sealed.len() >= DIRECT_MIN) {
-            let (dir, name, data) = (dir.clone(), key.to_string(), sealed.clone());
+        use std::sync::atomic::Ordering::Relaxed;
+        let direct_to = self
+            .local
+            .as_ref()
+            .filter(|l| sealed.len() >= DIRECT_MIN && l.direct.load(Relaxed));
+        if let Some(local) = direct_to {
+            let (dir, name, data) = (local.dir.clone(), key.to_string(), sealed.clone());
             let written = tokio::task::spawn_blocking(move || direct::write(&dir, &name, &data))
                 .await
                 .expect("direct write panicked")
                 .map_err(ReplicaError::Write)?;
-            if let direct::Written::Done = written {
-                return self.make_durable(key).await;
+            match written {
+                direct::Written::Done => return self.make_durable(key).await,
+                // the filesystem will not take it next time either
+                direct::Written::Unsupported => local.direct.store(false, Relaxed),
             }
         }
         self.store.put(key, PutPayload::from_bytes(sealed)).await?;
