@@ -684,6 +684,9 @@ impl Archive {
     pub async fn export_audit(&self) -> Result<usize, ArchiveError> {
         let mut copied = 0;
         loop {
+            // Only durable events leave: a batch on the replicas must never hold an event that
+            // a power cut could still take from the index.
+            self.index.sync().await?;
             let after = self.index.audit_exported().await?;
             let filter = crate::index::AuditFilter {
                 after_id: Some(after),

@@ -26,7 +26,7 @@ use crate::store::address::BlobId;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use writer::Writer;
+use writer::{Promise, Writer};
 
 /// The migrations, in order; each runs once, recorded in `schema_migrations`.
 #[rustfmt::skip]
@@ -160,6 +160,25 @@ fn migrate(conn: &mut Connection) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// Runs `f` on a connection from `pool` (or a new one), and puts the connection back.
+fn with_reader<T>(
+    pool: &Mutex<Vec<Connection>>,
+    path: &Path,
+    f: impl FnOnce(&Connection) -> Result<T, IndexError>,
+) -> Result<T, IndexError> {
+    let conn = pool.lock().expect("pool lock").pop();
+    let conn = match conn {
+        Some(c) => c,
+        None => open_connection(path, true)?,
+    };
+    let out = f(&conn);
+    let mut pool = pool.lock().expect("pool lock");
+    if pool.len() < READER_POOL {
+        pool.push(conn);
+    }
+    out
+}
+
 impl Index {
     /// Opens (creating and migrating when needed) the index at `path` and starts its writer.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
@@ -170,7 +189,7 @@ impl Index {
         migrate(&mut conn)?;
         Ok(Index {
             path: path.to_path_buf(),
-            writer: Writer::start(conn),
+            writer: Writer::start(conn, path.to_path_buf()),
             readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
@@ -185,21 +204,8 @@ impl Index {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
     {
-        let pool = self.readers.clone();
-        let path = self.path.clone();
-        let run = move || {
-            let conn = pool.lock().expect("pool lock").pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => open_connection(&path, true)?,
-            };
-            let out = f(&conn);
-            let mut pool = pool.lock().expect("pool lock");
-            if pool.len() < READER_POOL {
-                pool.push(conn);
-            }
-            out
-        };
+        let (pool, path) = (self.readers.clone(), self.path.clone());
+        let run = move || with_reader(&pool, &path, f);
         // On a multi-threaded runtime the read runs on the calling thread, which hands its other
         // tasks to another worker while it blocks: a request's lookups then cost no round trip
         // through the blocking pool (two thread wake-ups each). Elsewhere (a current-thread
@@ -214,13 +220,30 @@ impl Index {
         }
     }
 
+    /// Runs `f` on a pooled read connection on the calling thread, as it is: only for a lookup
+    /// by key that reads a few rows, which takes microseconds. Handing the worker's tasks to
+    /// another thread, as [`Index::read`] does, would cost more than the lookup (a thread
+    /// wake-up each way).
+    pub fn read_point<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        with_reader(&self.readers, &self.path, f)
+    }
+
     /// Runs `f` inside the writer's next group transaction; returns once it is committed.
     pub async fn write<T, F>(&self, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
     {
-        self.writer.run(f).await
+        self.writer.submit(Promise::Durable, f).await
+    }
+
+    /// Returns once everything committed before the call is durable (audit events are committed
+    /// before their answer goes out and fsynced just after).
+    pub async fn sync(&self) -> Result<(), IndexError> {
+        self.writer.sync().await
     }
 
     /// Records an ingested instance (and the replica copies that failed while storing it) in one
@@ -443,6 +466,9 @@ impl Index {
         &self,
         q: query::Query,
     ) -> Result<Vec<dicom_object::InMemDicomObject>, query::QueryError> {
+        if q.is_point() {
+            return self.read_point(|c| Ok(query::find(c, &q)))?;
+        }
         let r = self.read(move |c| Ok(query::find(c, &q))).await?;
         r
     }
@@ -454,14 +480,17 @@ impl Index {
 
     /// [`Index::audit`], with the event handed to the writer at once: the caller prepares its
     /// answer while the event commits, and awaits the future before sending anything. The
-    /// future resolves once the event is committed (durable), or fails; an answer must not go
-    /// out unless it resolved `Ok`.
+    /// future resolves once the event is committed, or fails; an answer must not go out unless
+    /// it resolved `Ok`. Committed means in the index's WAL: the event survives the archive
+    /// process crashing from then on, and the writer fsyncs it right after (a power cut in
+    /// between can lose it). Stores and every other change are durable before they answer.
     pub fn audit_queued(
         &self,
         event: crate::audit::AuditEvent,
     ) -> impl std::future::Future<Output = Result<(), IndexError>> + Send + 'static {
-        self.writer
-            .submit(move |c| records::append_audit(c, &event))
+        self.writer.submit(Promise::Committed, move |c| {
+            records::append_audit(c, &event)
+        })
     }
 
     /// The id of the last audit event copied to the replicas.

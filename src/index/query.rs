@@ -195,6 +195,25 @@ pub struct Query {
     pub scope: super::Scope,
 }
 
+impl Query {
+    /// The query names one entity of its level by its UID (a single value, no wildcard), so it
+    /// reads at most one row and its few related counts.
+    pub fn is_point(&self) -> bool {
+        let unique = match self.level {
+            Level::Patient => return false,
+            Level::Study => tags::STUDY_INSTANCE_UID,
+            Level::Series => tags::SERIES_INSTANCE_UID,
+            Level::Image => tags::SOP_INSTANCE_UID,
+        };
+        self.keys.iter().any(|k| {
+            k.tag == unique
+                && k.item.is_none()
+                && !k.value.is_empty()
+                && !k.value.contains(['*', '?', '\\'])
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("{0}")]
@@ -604,6 +623,39 @@ fn wildcard(pattern: &str, value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn point_queries_name_one_entity_by_uid() {
+        let q = |level, keys: Vec<Key>| Query {
+            level,
+            keys,
+            retrieve_ae_title: String::new(),
+            limit: None,
+            offset: 0,
+            fuzzy: false,
+            scope: crate::index::Scope::All,
+        };
+        let uid = |tag, v: &str| Key::new(tag, v);
+        assert!(q(Level::Study, vec![uid(tags::STUDY_INSTANCE_UID, "1.2.3")]).is_point());
+        assert!(q(
+            Level::Image,
+            vec![
+                uid(tags::PATIENT_NAME, "A*"),
+                uid(tags::SOP_INSTANCE_UID, "1.2.3.4")
+            ]
+        )
+        .is_point());
+        // a wildcard, a UID list, an empty (return-only) key, a key of another level
+        assert!(!q(Level::Study, vec![uid(tags::STUDY_INSTANCE_UID, "1.2.*")]).is_point());
+        assert!(!q(
+            Level::Study,
+            vec![uid(tags::STUDY_INSTANCE_UID, "1.2\\1.3")]
+        )
+        .is_point());
+        assert!(!q(Level::Study, vec![uid(tags::STUDY_INSTANCE_UID, "")]).is_point());
+        assert!(!q(Level::Series, vec![uid(tags::STUDY_INSTANCE_UID, "1.2.3")]).is_point());
+        assert!(!q(Level::Patient, vec![uid(tags::PATIENT_ID, "P1")]).is_point());
+    }
 
     #[test]
     fn wildcards() {

@@ -203,3 +203,54 @@ async fn audit_trail_chains_and_refuses_changes() {
         Verdict::Broken { id: 3, .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_events_commit_beside_durable_writes_and_sync_makes_them_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i.sqlite");
+    let index = Index::open(&path).unwrap();
+    // Read audit events (committed, fsynced after) and stores (durable) in the same groups.
+    let jobs = (0..100).map(|i| {
+        let index = index.clone();
+        tokio::spawn(async move {
+            if i % 2 == 0 {
+                let e = AuditEvent::now("reader", "radiologist", "http.qido", Outcome::Success)
+                    .detail(format!("{i}"));
+                index.audit(e).await
+            } else {
+                let r = record(&format!("1.{i}"), "9.1", "8.1", format!("{i}").as_bytes());
+                index
+                    .insert_instance(r, OnConflict::Reject, vec![])
+                    .await
+                    .map(drop)
+            }
+        })
+    });
+    for j in futures::future::join_all(jobs).await {
+        j.unwrap().unwrap();
+    }
+    // A committed event is visible to every reader at once, before its fsync.
+    let e = AuditEvent::now("reader", "radiologist", "http.wado", Outcome::Success);
+    index.audit(e).await.unwrap();
+    let seen = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    assert_eq!(seen, 51);
+    // The WAL's fsync is found and succeeds (it names the file if it cannot).
+    index.sync().await.unwrap();
+    index.sync().await.unwrap();
+    let events = index.audit_events(AuditFilter::default()).await.unwrap();
+    assert_eq!(crate::audit::verify(events), Verdict::Intact { events: 51 });
+    index.close().await.unwrap();
+    let index = Index::open(&path).unwrap();
+    assert_eq!(index.counts().await.unwrap().instances, 50);
+    assert_eq!(
+        index
+            .audit_events(AuditFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        51
+    );
+}

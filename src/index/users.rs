@@ -204,7 +204,7 @@ impl Index {
         &self,
         token_hash: String,
     ) -> Result<Option<PrincipalRow>, IndexError> {
-        self.read(move |c| {
+        self.read_point(|c| {
             // The token as a subquery, not a join: SQLite marks the join's statement to be
             // re-planned whenever its parameter is bound, which would undo the statement cache.
             Ok(c.prepare_cached(&format!(
@@ -215,7 +215,6 @@ impl Index {
             .query_row([token_hash], principal_row)
             .optional()?)
         })
-        .await
     }
 
     pub async fn create_session(
@@ -242,7 +241,7 @@ impl Index {
         &self,
         id_hash: String,
     ) -> Result<Option<PrincipalRow>, IndexError> {
-        self.read(move |c| {
+        self.read_point(|c| {
             // A subquery, as for tokens (token_principal says why).
             Ok(c.prepare_cached(&format!(
                 "SELECT {PRINCIPAL_COLUMNS} FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk
@@ -252,7 +251,6 @@ impl Index {
             .query_row(params![id_hash, now_ms()], principal_row)
             .optional()?)
         })
-        .await
     }
 
     pub async fn delete_session(&self, id_hash: String) -> Result<(), IndexError> {

@@ -1,7 +1,17 @@
 //! The single writer thread and its group commit.
+//!
+//! A job asks for one of two promises. [`Promise::Durable`]: its transaction is on disk
+//! (`synchronous = FULL`, the WAL fsynced) before the job's caller hears of it; this is what an
+//! acknowledged store needs. [`Promise::Committed`]: its transaction is in the WAL, so it
+//! survives the archive process crashing, and a second thread fsyncs the WAL right after the
+//! caller is told, while the writer goes on with the next group; this is what a read's audit
+//! event needs before its answer goes out. A group holding any durable job is committed
+//! durably, which also makes every earlier committed group durable.
 
 use super::IndexError;
 use rusqlite::Connection;
+use std::fs::File;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -12,8 +22,19 @@ const MAX_GROUP: usize = 512;
 /// transaction's fate is known (true: committed).
 type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<(), String>) + Send> + Send>;
 
+/// When a job's caller hears that it committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Promise {
+    /// Once the transaction is fsynced.
+    Durable,
+    /// Once the transaction is in the WAL; the fsync follows at once.
+    Committed,
+}
+
 enum Message {
-    Run(Job),
+    Run(Job, Promise),
+    /// Answer once everything committed before is durable.
+    Sync(oneshot::Sender<Result<(), String>>),
     /// Close the connection (checkpointing the WAL into the database file) and stop.
     Stop(oneshot::Sender<()>),
 }
@@ -24,28 +45,22 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection) -> Writer {
+    /// Starts the writer on `conn`, the connection to the index at `path`.
+    pub fn start(conn: Connection, path: PathBuf) -> Writer {
         let (tx, rx) = mpsc::channel::<Message>();
         std::thread::Builder::new()
             .name("index-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, path, rx))
             .expect("spawning the index writer");
         Writer { jobs: tx }
     }
 
-    pub async fn run<T, F>(&self, f: F) -> Result<T, IndexError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
-    {
-        self.submit(f).await
-    }
-
     /// Queues `f` for the next group transaction now, not when the answer is first awaited, so
     /// the caller can work while it commits. The future resolves once the transaction has
-    /// committed (or failed); dropping it does not withdraw the job.
+    /// committed as `promise` says (or failed); dropping it does not withdraw the job.
     pub fn submit<T, F>(
         &self,
+        promise: Promise,
         f: F,
     ) -> impl std::future::Future<Output = Result<T, IndexError>> + Send + 'static
     where
@@ -62,11 +77,22 @@ impl Writer {
                 });
             })
         });
-        let sent = self.jobs.send(Message::Run(job));
+        let sent = self.jobs.send(Message::Run(job, promise));
         async move {
             sent.map_err(|_| IndexError::WriterGone)?;
             done_rx.await.map_err(|_| IndexError::WriterGone)?
         }
+    }
+
+    /// Returns once everything committed before the call is durable.
+    pub async fn sync(&self) -> Result<(), IndexError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Message::Sync(tx))
+            .map_err(|_| IndexError::WriterGone)?;
+        rx.await
+            .map_err(|_| IndexError::WriterGone)?
+            .map_err(IndexError::Commit)
     }
 
     /// Stops the writer once the jobs sent before have committed; returns when its connection
@@ -98,47 +124,166 @@ fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Message>) {
+/// Fsyncs the index's write-ahead log on its own thread, after groups the writer committed
+/// without, so the writer goes on committing meanwhile. A request is sent only after the
+/// commits it covers, and each fsync starts after the requests it answers were received.
+/// The file handle stays open for the thread's life: SQLite takes no locks on this file, and
+/// keeping it avoids any close beside SQLite's own.
+struct Syncer {
+    requests: mpsc::Sender<Option<oneshot::Sender<Result<(), String>>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Syncer {
+    fn start(db: PathBuf) -> Syncer {
+        let mut path = db.into_os_string();
+        path.push("-wal");
+        let path = PathBuf::from(path);
+        let (tx, rx) = mpsc::channel::<Option<oneshot::Sender<Result<(), String>>>>();
+        let thread = std::thread::Builder::new()
+            .name("index-wal-sync".into())
+            .spawn(move || {
+                let mut file: Option<File> = None;
+                while let Ok(first) = rx.recv() {
+                    let mut waiting: Vec<_> = first.into_iter().collect();
+                    waiting.extend(rx.try_iter().flatten());
+                    let why = |e: std::io::Error| format!("fsync of {}: {e}", path.display());
+                    let synced = match &file {
+                        Some(f) => f.sync_data().map_err(why),
+                        None => File::open(&path)
+                            .map_err(why)
+                            .and_then(|f| f.sync_data().map_err(why).map(|()| f))
+                            .map(|f| file = Some(f)),
+                    };
+                    if let Err(e) = &synced {
+                        // Callers were told "committed"; the next durable commit fsyncs again.
+                        tracing::error!("index: {e}");
+                    }
+                    for done in waiting {
+                        let _ = done.send(synced.clone());
+                    }
+                }
+            })
+            .expect("spawning the index WAL syncer");
+        Syncer {
+            requests: tx,
+            thread,
+        }
+    }
+
+    /// Fsyncs soon; `done` hears when.
+    fn request(&self, done: Option<oneshot::Sender<Result<(), String>>>) {
+        // The thread lives as long as this handle.
+        let _ = self.requests.send(done);
+    }
+
+    /// Fsyncs once more and waits for the thread to end.
+    fn finish(self) {
+        let (tx, rx) = oneshot::channel();
+        self.request(Some(tx));
+        drop(self.requests);
+        let _ = rx.blocking_recv();
+        let _ = self.thread.join();
+    }
+}
+
+/// Sets `synchronous` for the next commit: FULL fsyncs the WAL at COMMIT, NORMAL does not.
+fn set_synchronous(conn: &Connection, full: bool) -> rusqlite::Result<()> {
+    execute_cached(
+        conn,
+        if full {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        },
+    )
+}
+
+/// What the writer took from its queue for one round.
+#[derive(Default)]
+struct Round {
+    group: Vec<Job>,
+    /// Some job in the group asked to be durable.
+    durable: bool,
+    syncs: Vec<oneshot::Sender<Result<(), String>>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Round {
+    fn take(&mut self, m: Message) {
+        match m {
+            Message::Run(job, promise) => {
+                self.durable |= promise == Promise::Durable;
+                self.group.push(job);
+            }
+            Message::Sync(done) => self.syncs.push(done),
+            Message::Stop(done) => self.stop = Some(done),
+        }
+    }
+}
+
+fn run(conn: Connection, db: PathBuf, rx: mpsc::Receiver<Message>) {
+    let syncer = Syncer::start(db);
+    let mut full = true;
     let mut stop = None;
     while let Ok(first) = rx.recv() {
-        let mut group = Vec::new();
-        match first {
-            Message::Run(job) => group.push(job),
-            Message::Stop(done) => stop = Some(done),
-        }
-        while stop.is_none() && group.len() < MAX_GROUP {
+        let mut round = Round::default();
+        round.take(first);
+        while round.stop.is_none() && round.group.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(Message::Run(job)) => group.push(job),
-                Ok(Message::Stop(done)) => stop = Some(done),
+                Ok(m) => round.take(m),
                 Err(_) => break,
             }
         }
-        if group.is_empty() {
-            break;
+        if !round.group.is_empty() {
+            commit(&conn, &syncer, &mut full, round.durable, round.group);
         }
-        // busy_timeout already waited for any other process; a failure here drops the group,
-        // and each caller sees the writer's error rather than a silent success.
-        if let Err(e) = execute_cached(&conn, "BEGIN IMMEDIATE") {
-            tracing::error!(
-                "index: cannot begin a transaction, {} writes refused: {e}",
-                group.len()
-            );
-            continue;
+        for done in round.syncs {
+            syncer.request(Some(done));
         }
-        let finish: Vec<_> = group.into_iter().map(|job| job(&conn)).collect();
-        let committed = execute_cached(&conn, "COMMIT").map_err(|e| e.to_string());
-        if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for f in finish {
-            f(committed.clone());
-        }
-        if stop.is_some() {
+        if round.stop.is_some() {
+            stop = round.stop;
             break;
         }
     }
+    syncer.finish();
     drop(conn);
     if let Some(done) = stop {
         let _ = done.send(());
+    }
+}
+
+/// Runs `group` in one transaction and tells each job's caller how it ended: after the fsync
+/// when `durable`, else after the commit, with the fsync requested from the syncer.
+fn commit(conn: &Connection, syncer: &Syncer, full: &mut bool, durable: bool, group: Vec<Job>) {
+    if *full != durable {
+        if let Err(e) = set_synchronous(conn, durable) {
+            tracing::error!(
+                "index: cannot set synchronous: {e}, {} writes refused",
+                group.len()
+            );
+            return;
+        }
+        *full = durable;
+    }
+    // busy_timeout already waited for any other process; a failure here drops the group,
+    // and each caller sees the writer's error rather than a silent success.
+    if let Err(e) = execute_cached(conn, "BEGIN IMMEDIATE") {
+        tracing::error!(
+            "index: cannot begin a transaction, {} writes refused: {e}",
+            group.len()
+        );
+        return;
+    }
+    let finish: Vec<_> = group.into_iter().map(|job| job(conn)).collect();
+    let committed = execute_cached(conn, "COMMIT").map_err(|e| e.to_string());
+    if committed.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for f in finish {
+        f(committed.clone());
+    }
+    if committed.is_ok() && !durable {
+        syncer.request(None);
     }
 }
