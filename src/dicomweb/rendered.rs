@@ -300,7 +300,11 @@ async fn audit(
             Some(first.study_uid.clone()),
         )
         .detail(detail);
-    archive.index.audit(event).await.map_err(Problem::internal)
+    archive
+        .index
+        .audit_read(event)
+        .await
+        .map_err(Problem::internal)
 }
 
 /// The instances a request names, within the caller's scope (404 outside it).

@@ -90,7 +90,11 @@ async fn audit(
             Some(first.study_uid.clone()),
         )
         .detail(format!("{} instances", refs.len()));
-    archive.index.audit(event).await.map_err(Problem::internal)
+    archive
+        .index
+        .audit_read(event)
+        .await
+        .map_err(Problem::internal)
 }
 
 /// The transfer syntax asked for by `Accept` for `multipart/related; type="application/dicom"`:

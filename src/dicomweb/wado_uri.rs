@@ -69,7 +69,7 @@ pub async fn wado(
         .event("http.wado_uri", Outcome::Success)
         .patient(Some(r.patient_id.clone()), Some(study));
     a.index
-        .audit(event.detail(r.sop_uid.clone()))
+        .audit_read(event.detail(r.sop_uid.clone()))
         .await
         .map_err(Problem::internal)?;
     Ok(([(header::CONTENT_TYPE, "application/dicom")], bytes).into_response())
@@ -175,7 +175,7 @@ async fn rendered(
         )
         .patient(Some(r.patient_id.clone()), Some(study));
     a.index
-        .audit(event.detail(format!("{} as {}", r.sop_uid, format.media_type())))
+        .audit_read(event.detail(format!("{} as {}", r.sop_uid, format.media_type())))
         .await
         .map_err(Problem::internal)?;
     Ok(([(header::CONTENT_TYPE, format.media_type())], outcome?).into_response())

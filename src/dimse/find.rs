@@ -42,8 +42,7 @@ pub async fn c_find(
     let event = AuditEvent::now(&session.calling_ae, "dimse", "dimse.find", Outcome::Success)
         .remote(&session.remote)
         .detail(format!("{} matches", matches.len()));
-    let index = session.archive.index.clone();
-    let audited = tokio::spawn(async move { index.audit(event).await });
+    let audited = session.archive.index.audit_read(event);
     let ts = session.syntax(pc);
     let message_id = command.message_id();
     for m in matches {
@@ -67,7 +66,7 @@ pub async fn c_find(
         let rsp = Command::response_to(&command, field::C_FIND_RSP, status::PENDING, true);
         session.writer.send(pc, &rsp, Some(&bytes)).await?;
     }
-    if !matches!(audited.await, Ok(Ok(()))) {
+    if audited.await.is_err() {
         tracing::error!("audit trail write failed for a C-FIND");
     }
     let done = Command::response_to(&command, field::C_FIND_RSP, status::SUCCESS, false);

@@ -473,18 +473,22 @@ impl Index {
         r
     }
 
-    /// Appends an event to the audit trail, chained to the last one; returns once committed.
+    /// Appends an event to the audit trail, chained to the last one; returns once it is
+    /// durable. For events of changes, administration and refusals.
     pub async fn audit(&self, event: crate::audit::AuditEvent) -> Result<(), IndexError> {
-        self.audit_queued(event).await
+        self.writer
+            .submit(Promise::Durable, move |c| records::append_audit(c, &event))
+            .await
     }
 
-    /// [`Index::audit`], with the event handed to the writer at once: the caller prepares its
-    /// answer while the event commits, and awaits the future before sending anything. The
-    /// future resolves once the event is committed, or fails; an answer must not go out unless
-    /// it resolved `Ok`. Committed means in the index's WAL: the event survives the archive
-    /// process crashing from then on, and the writer fsyncs it right after (a power cut in
-    /// between can lose it). Stores and every other change are durable before they answer.
-    pub fn audit_queued(
+    /// The audit event of a read of patient data (a search, a retrieval, a rendered view),
+    /// handed to the writer at once: the caller prepares its answer while the event commits,
+    /// and awaits the future before sending anything. The future resolves once the event is
+    /// committed, or fails; the answer must not go out unless it resolved `Ok`. Committed
+    /// means in the index's WAL: from then on the event survives the archive process crashing,
+    /// and the writer's WAL thread fsyncs it at once (a power cut in between can lose it). That
+    /// wait is most of a small search's time, and a read changes nothing stored.
+    pub fn audit_read(
         &self,
         event: crate::audit::AuditEvent,
     ) -> impl std::future::Future<Output = Result<(), IndexError>> + Send + 'static {

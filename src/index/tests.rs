@@ -216,7 +216,7 @@ async fn audit_events_commit_beside_durable_writes_and_sync_makes_them_durable()
             if i % 2 == 0 {
                 let e = AuditEvent::now("reader", "radiologist", "http.qido", Outcome::Success)
                     .detail(format!("{i}"));
-                index.audit(e).await
+                index.audit_read(e).await
             } else {
                 let r = record(&format!("1.{i}"), "9.1", "8.1", format!("{i}").as_bytes());
                 index
@@ -231,7 +231,7 @@ async fn audit_events_commit_beside_durable_writes_and_sync_makes_them_durable()
     }
     // A committed event is visible to every reader at once, before its fsync.
     let e = AuditEvent::now("reader", "radiologist", "http.wado", Outcome::Success);
-    index.audit(e).await.unwrap();
+    index.audit_read(e).await.unwrap();
     let seen = rusqlite::Connection::open(&path)
         .unwrap()
         .query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))

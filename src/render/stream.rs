@@ -728,7 +728,7 @@ impl Session {
                             "series {}: outside the caller's studies or absent",
                             o.series
                         ));
-                    if let Err(e) = self.archive.index.audit(event).await {
+                    if let Err(e) = self.archive.index.audit_read(event).await {
                         tracing::error!("audit failed: {e}");
                     }
                 }
@@ -745,7 +745,7 @@ impl Session {
                 opened.series,
                 opened.slices.len()
             ));
-        if let Err(e) = self.archive.index.audit(event).await {
+        if let Err(e) = self.archive.index.audit_read(event).await {
             // no access without its audit event
             tracing::error!("audit failed: {e}");
             let msg = error_message(None, "the archive cannot record the access now");
