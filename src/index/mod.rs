@@ -486,8 +486,9 @@ impl Index {
     /// and awaits the future before sending anything. The future resolves once the event is
     /// committed, or fails; the answer must not go out unless it resolved `Ok`. Committed
     /// means in the index's WAL: from then on the event survives the archive process crashing,
-    /// and the writer's WAL thread fsyncs it at once (a power cut in between can lose it). That
-    /// wait is most of a small search's time, and a read changes nothing stored.
+    /// and the writer's WAL thread starts its fsync within half a millisecond (a power cut in
+    /// between can lose it). Waiting for the fsync was most of a small search's time, and a read
+    /// changes nothing stored.
     pub fn audit_read(
         &self,
         event: crate::audit::AuditEvent,
