@@ -76,15 +76,7 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
     keys.push(Key::new(tags::AVAILABLE_TRANSFER_SYNTAX_UID, ""));
     let found = archive
         .index
-        .find(Query {
-            level: Level::Image,
-            keys,
-            retrieve_ae_title: String::new(),
-            limit: None,
-            offset: 0,
-            fuzzy: false,
-            scope: crate::index::Scope::All,
-        })
+        .find(Query::all(Level::Image, keys))
         .await
         .map_err(|e| e.to_string())?;
     Ok(found

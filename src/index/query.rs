@@ -196,6 +196,19 @@ pub struct Query {
 }
 
 impl Query {
+    /// A query over every patient's data: exact names, no paging, no Retrieve AE Title.
+    pub fn all(level: Level, keys: Vec<Key>) -> Query {
+        Query {
+            level,
+            keys,
+            retrieve_ae_title: String::new(),
+            limit: None,
+            offset: 0,
+            fuzzy: false,
+            scope: super::Scope::All,
+        }
+    }
+
     /// The query names one entity of its level by its UID (a single value, no wildcard), so it
     /// reads at most one row and its few related counts.
     pub fn is_point(&self) -> bool {
@@ -626,15 +639,7 @@ mod tests {
 
     #[test]
     fn point_queries_name_one_entity_by_uid() {
-        let q = |level, keys: Vec<Key>| Query {
-            level,
-            keys,
-            retrieve_ae_title: String::new(),
-            limit: None,
-            offset: 0,
-            fuzzy: false,
-            scope: crate::index::Scope::All,
-        };
+        let q = Query::all;
         let uid = |tag, v: &str| Key::new(tag, v);
         assert!(q(Level::Study, vec![uid(tags::STUDY_INSTANCE_UID, "1.2.3")]).is_point());
         assert!(q(

@@ -4,8 +4,8 @@
 //! (`synchronous = FULL`, the WAL fsynced) before the job's caller hears of it; this is what an
 //! acknowledged store needs. [`Promise::Committed`]: its transaction is in the WAL, so it
 //! survives the archive process crashing, and a second thread starts an fsync of the WAL within
-//! half a millisecond after the caller is told, while the writer goes on; this is what a read's audit
-//! event needs before its answer goes out. A group holding any durable job is committed
+//! half a millisecond after the caller is told, while the writer goes on; this is what a read's
+//! audit event needs before its answer goes out. A group holding any durable job is committed
 //! durably, which also makes every earlier committed group durable.
 
 use super::IndexError;
@@ -28,7 +28,7 @@ type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<(), String>) + S
 pub enum Promise {
     /// Once the transaction is fsynced.
     Durable,
-    /// Once the transaction is in the WAL; the fsync follows at once.
+    /// Once the transaction is in the WAL; its fsync starts within [`SYNC_GATHER`].
     Committed,
 }
 
