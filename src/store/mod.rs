@@ -267,9 +267,27 @@ mod tests {
         s.verify(&id, 1).await.unwrap();
     }
 
+    /// A store on `n` local folders under `dir`, each written in full before a put returns.
+    fn local_store(dir: &std::path::Path, n: usize) -> Store {
+        let list = (0..n)
+            .map(|i| Replica::open(&format!("file://{}/r{i}", dir.display())).unwrap())
+            .collect();
+        Store::new(
+            Arc::new(MasterKey::from_secret(&[3; 32])),
+            Replicas::new(list, n),
+        )
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn byte_ranges_decrypt_only_what_they_need() {
-        let s = store(2, 2);
+        let dir = tempfile::tempdir().unwrap();
+        // object_store's reads (memory) and the local folder's own
+        for s in [store(2, 2), local_store(dir.path(), 2)] {
+            byte_ranges(&s).await;
+        }
+    }
+
+    async fn byte_ranges(s: &Store) {
         let plain: Vec<u8> = (0..500_000u32).map(|i| (i % 253) as u8).collect();
         let id = address_of(s.address_key(), &plain);
         s.put(&id, &plain).await.unwrap();
@@ -292,6 +310,39 @@ mod tests {
             .unwrap()
             .0
             .is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_bad_local_copy_is_named_and_the_next_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = local_store(dir.path(), 4);
+        let plain: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+        let id = address_of(s.address_key(), &plain);
+        s.put(&id, &plain).await.unwrap();
+        let file = |r: usize| dir.path().join(format!("r{r}")).join(id.object_key());
+        // replica 1: gone; 2: cut short; 3: one ciphertext byte changed; 4: intact
+        std::fs::remove_file(file(0)).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(file(1))
+            .unwrap();
+        f.set_len(200_000).unwrap();
+        let mut bytes = std::fs::read(file(2)).unwrap();
+        bytes[crypt::HEADER_LEN + 70_000] ^= 1;
+        std::fs::write(file(2), bytes).unwrap();
+        let (got, bad) = s.read_range(&id, 60_000..200_000).await.unwrap();
+        assert_eq!(got, &plain[60_000..200_000]);
+        let why: Vec<_> = bad
+            .iter()
+            .map(|b| (b.replica, b.error.to_string()))
+            .collect();
+        assert_eq!(why.len(), 3, "{why:?}");
+        assert!(matches!(bad[0].error, ReplicaError::Missing), "{why:?}");
+        assert!(why[1].1.contains("truncated"), "{why:?}");
+        assert!(
+            why[2].1.contains("segment 1 failed authentication"),
+            "{why:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -42,6 +42,8 @@ pub enum ReplicaError {
     Sync(#[from] std::io::Error),
     #[error("writing: {0}")]
     Write(std::io::Error),
+    #[error("reading: {0}")]
+    Read(std::io::Error),
 }
 
 /// What one replica's copy of a blob turned out to be.
@@ -182,18 +184,105 @@ impl Replica {
             return Err(CryptError::NotABlob.into());
         }
         let head = self.get_range(&path, 0..HEADER_LEN as u64).await?;
-        let opener = Opener::new(key, blob, &head)?;
-        let expected = opener.header().ciphertext_len();
-        if size != expected {
-            return Err(CryptError::SegmentLength {
-                index: opener.header().segment_count() - 1,
-                found: size as usize,
-                expected: expected as usize,
-            }
-            .into());
-        }
-        Ok(opener)
+        checked_opener(key, blob, &head, size)
     }
+
+    /// This replica's copy of `blob`, opened, and the ciphertext of the segments that `range`
+    /// of its plaintext needs (empty when the range is).
+    async fn window(
+        &self,
+        key: &Arc<MasterKey>,
+        blob: &BlobId,
+        range: std::ops::Range<u64>,
+    ) -> Result<(Opener, Bytes), ReplicaError> {
+        if let Some(local) = &self.local {
+            let (key, blob, file) = (key.clone(), *blob, local.dir.join(blob.object_key()));
+            return tokio::task::spawn_blocking(move || local_window(&key, &blob, &file, range))
+                .await
+                .expect("local read panicked");
+        }
+        let opener = self.opener(key, blob).await?;
+        let window = match window_bytes(opener.header(), range) {
+            Some(w) => {
+                self.get_range(&ObjectPath::from(blob.object_key()), w)
+                    .await?
+            }
+            None => Bytes::new(),
+        };
+        Ok((opener, window))
+    }
+}
+
+/// An opener for a copy of `size` bytes whose first bytes are `head`, once its size agrees with
+/// its header.
+fn checked_opener(
+    key: &MasterKey,
+    blob: &BlobId,
+    head: &[u8],
+    size: u64,
+) -> Result<Opener, ReplicaError> {
+    let opener = Opener::new(key, blob, head)?;
+    let expected = opener.header().ciphertext_len();
+    if size != expected {
+        return Err(CryptError::SegmentLength {
+            index: opener.header().segment_count() - 1,
+            found: size as usize,
+            expected: expected as usize,
+        }
+        .into());
+    }
+    Ok(opener)
+}
+
+/// The bytes of a copy that hold the segments `range` of its plaintext needs, if any.
+fn window_bytes(header: &BlobHeader, range: std::ops::Range<u64>) -> Option<std::ops::Range<u64>> {
+    let end = range.end.min(header.plaintext_len());
+    if range.start >= end {
+        return None;
+    }
+    let segs = header.segments_for(range.start..end);
+    Some(header.segment_range(segs.start).start..header.segment_range(segs.end - 1).end)
+}
+
+/// [`Replica::window`] for a local folder's file, in one blocking call: object_store would take
+/// three trips through the blocking pool for it (size, header, segments).
+fn local_window(
+    key: &MasterKey,
+    blob: &BlobId,
+    file: &std::path::Path,
+    range: std::ops::Range<u64>,
+) -> Result<(Opener, Bytes), ReplicaError> {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::FileExt;
+    let mut f = match std::fs::File::open(file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReplicaError::Missing),
+        f => f.map_err(ReplicaError::Read)?,
+    };
+    let size = f.metadata().map_err(ReplicaError::Read)?.len();
+    if size < HEADER_LEN as u64 {
+        return Err(CryptError::NotABlob.into());
+    }
+    let mut head = [0u8; HEADER_LEN];
+    f.read_exact_at(&mut head, 0).map_err(ReplicaError::Read)?;
+    let opener = checked_opener(key, blob, &head, size)?;
+    let window = match window_bytes(opener.header(), range) {
+        Some(w) => {
+            // read_to_end fills the buffer's spare room as it is: no zeroing first
+            let len = (w.end - w.start) as usize;
+            let mut bytes = Vec::with_capacity(len);
+            f.seek(std::io::SeekFrom::Start(w.start))
+                .map_err(ReplicaError::Read)?;
+            f.take(len as u64)
+                .read_to_end(&mut bytes)
+                .map_err(ReplicaError::Read)?;
+            if bytes.len() != len {
+                return Err(ReplicaError::Read(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Bytes::from(bytes)
+        }
+        None => Bytes::new(),
+    };
+    Ok((opener, window))
 }
 
 fn not_found_is_missing(e: object_store::Error) -> ReplicaError {
@@ -396,25 +485,21 @@ impl Replicas {
     /// found bad on the way.
     pub async fn read_range(
         &self,
-        key: &MasterKey,
+        key: &Arc<MasterKey>,
         blob: &BlobId,
         range: std::ops::Range<u64>,
     ) -> Result<(Vec<u8>, Vec<BadCopy>), QuorumError> {
-        let path = ObjectPath::from(blob.object_key());
         let mut bad = Vec::new();
         for (i, replica) in self.list.iter().enumerate() {
             let attempt = async {
-                let opener = replica.opener(key, blob).await?;
-                let header = opener.header().clone();
+                let (opener, window) = replica.window(key, blob, range.clone()).await?;
+                let header = opener.header();
                 let end = range.end.min(header.plaintext_len());
                 if range.start >= end {
                     return Ok(Vec::new());
                 }
                 let segs = header.segments_for(range.start..end);
                 let first_byte = header.segment_range(segs.start).start;
-                let window = replica
-                    .get_range(&path, first_byte..header.segment_range(segs.end - 1).end)
-                    .await?;
                 let mut plain = Vec::with_capacity(
                     (end - range.start) as usize + header.segment_size() as usize,
                 );
