@@ -20,7 +20,7 @@ use crate::index::{
     InsertOutcome, InstanceRecord, InstanceRow, OnConflict, PatientRecord, SeriesRecord,
     StudyRecord,
 };
-use crate::store::address::BlobId;
+use crate::store::address::{Addresser, BlobId};
 use crate::store::StoreError;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
@@ -160,12 +160,15 @@ pub fn part10_header(
 
 /// An instance arriving over the network: held in memory up to the spool threshold, then
 /// written to a temporary file in `<data>/spool`, so a large instance is never whole in memory.
+/// Its address is hashed as the bytes arrive, while the rest of it is still on the wire.
 pub struct Spool {
     mem: Vec<u8>,
     file: Option<std::io::BufWriter<tempfile::NamedTempFile>>,
     len: u64,
     threshold: u64,
     dir: std::path::PathBuf,
+    /// Boxed: the hash state is large, and a spool travels in enums beside small variants.
+    address: Box<Addresser>,
 }
 
 impl Spool {
@@ -176,6 +179,7 @@ impl Spool {
             len: 0,
             threshold: archive.config.ingest.spool_threshold_bytes,
             dir: archive.config.data_dir.join("spool"),
+            address: Box::new(Addresser::new(archive.store.address_key())),
         }
     }
 
@@ -187,9 +191,20 @@ impl Spool {
         self.len == 0
     }
 
+    /// [`Spool::write_all`] from async code: while the instance fits in memory on the caller's
+    /// thread, once it goes to a file in a blocking section.
+    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.file.is_none() && self.len + bytes.len() as u64 <= self.threshold {
+            self.write_all(bytes)
+        } else {
+            tokio::task::block_in_place(|| self.write_all(bytes))
+        }
+    }
+
     pub fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         self.len += bytes.len() as u64;
+        self.address.update(bytes);
         if self.file.is_none() && self.len > self.threshold {
             std::fs::create_dir_all(&self.dir)?;
             let mut f = std::io::BufWriter::with_capacity(
@@ -216,13 +231,14 @@ pub async fn ingest_spool(
     spool: Spool,
     source: &Source,
 ) -> Result<Ingested, IngestError> {
+    let id = spool.address.finish();
     match spool.file {
-        None => ingest_bytes(archive, spool.mem, source).await,
+        None => ingest_in_memory(archive, spool.mem, Some(id), source).await,
         Some(f) => {
             let f = f
                 .into_inner()
                 .map_err(|e| IngestError::Io(e.into_error()))?;
-            ingest_file(archive, f.path(), source).await
+            ingest_path(archive, f.path(), Some(id), source).await
             // the temporary file is removed when `f` drops
         }
     }
@@ -234,18 +250,31 @@ pub async fn ingest_file(
     path: &Path,
     source: &Source,
 ) -> Result<Ingested, IngestError> {
+    ingest_path(archive, path, None, source).await
+}
+
+/// [`ingest_file`], with the file's address when the caller hashed it already.
+async fn ingest_path(
+    archive: &Archive,
+    path: &Path,
+    address: Option<BlobId>,
+    source: &Source,
+) -> Result<Ingested, IngestError> {
     let size = std::fs::metadata(path)?.len();
     check_size(archive, size)?;
     if size <= archive.config.ingest.spool_threshold_bytes {
         let bytes = tokio::fs::read(path).await?;
-        return ingest_bytes(archive, bytes, source).await;
+        return ingest_in_memory(archive, bytes, address, source).await;
     }
     let started = Instant::now();
     let (owned_path, key) = (path.to_path_buf(), *archive.store.address_key());
     let label = source.label();
     let (record_base, blob_id) = tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
         let f = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(&owned_path)?);
-        let id = crate::store::address_of_file(&key, &owned_path)?;
+        let id = match address {
+            Some(id) => id,
+            None => crate::store::address_of_file(&key, &owned_path)?,
+        };
         Ok((inspect(f, size, &label, id)?, id))
     })
     .await
@@ -258,10 +287,11 @@ pub async fn ingest_file(
     .await
 }
 
-/// Ingests a Part-10 instance held in memory.
-pub async fn ingest_bytes(
+/// Ingests a Part-10 instance held in memory, hashing it unless its address is given.
+async fn ingest_in_memory(
     archive: &Archive,
     bytes: Vec<u8>,
+    address: Option<BlobId>,
     source: &Source,
 ) -> Result<Ingested, IngestError> {
     let started = Instant::now();
@@ -271,7 +301,7 @@ pub async fn ingest_bytes(
     let label = source.label();
     let (inspected, blob_id, bytes) =
         tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
-            let id = crate::store::address_of(&key, &bytes);
+            let id = address.unwrap_or_else(|| crate::store::address_of(&key, &bytes));
             Ok((
                 inspect(Cursor::new(&bytes[..]), size, &label, id)?,
                 id,

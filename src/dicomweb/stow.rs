@@ -142,7 +142,7 @@ async fn store(
                         );
                     }
                     if part_type == "application/dicom" {
-                        if let Err(e) = tokio::task::block_in_place(|| spool.write_all(&chunk)) {
+                        if let Err(e) = spool.append(&chunk) {
                             return refused(&mut running, Problem::internal(e));
                         }
                     }

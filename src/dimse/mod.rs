@@ -493,7 +493,7 @@ impl<'a> Session<'a> {
             ) if p == pc => {
                 match &mut sink {
                     DataSink::Spool(s) => {
-                        if let Err(e) = tokio::task::block_in_place(|| s.write_all(&pdv.data)) {
+                        if let Err(e) = s.append(&pdv.data) {
                             // spooling failed: keep reading the data set, then answer with the error
                             tracing::error!("spooling a data set: {e}");
                             return Ok(Incoming::Data {

@@ -24,7 +24,7 @@ pub fn spool_for(session: &Session<'_>, pc: u8, command: &Command) -> DataSink {
         &ctx.transfer_syntax,
         &session.calling_ae,
     ) {
-        Ok(header) => match spool.write_all(&header) {
+        Ok(header) => match spool.append(&header) {
             Ok(()) => DataSink::Spool(spool),
             Err(_) => DataSink::Memory(Vec::new()),
         },

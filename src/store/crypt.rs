@@ -189,7 +189,7 @@ impl BlobHeader {
     }
 
     pub fn ciphertext_len(&self) -> u64 {
-        HEADER_LEN as u64 + self.plaintext_len + self.segment_count() * TAG_LEN as u64
+        sealed_len(self.plaintext_len, self.segment_size)
     }
 
     /// Plaintext bytes in segment `index`.
@@ -396,18 +396,37 @@ fn segment_aad(header: &BlobHeader, blob: &BlobId) -> Vec<u8> {
     aad
 }
 
+/// The length of a sealed blob of `plaintext_len` bytes: header, ciphertext and one tag per
+/// segment (an empty plaintext still has one, empty, segment).
+pub fn sealed_len(plaintext_len: u64, segment_size: u32) -> u64 {
+    let segments = plaintext_len.div_ceil(segment_size as u64).max(1);
+    HEADER_LEN as u64 + plaintext_len + segments * TAG_LEN as u64
+}
+
 /// Seals a whole in-memory plaintext.
 pub fn seal(key: &MasterKey, blob: &BlobId, plain: &[u8], segment_size: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    seal_into(key, blob, plain, segment_size, &mut out);
+    out
+}
+
+/// Seals a whole in-memory plaintext, appending the blob to `out`.
+pub fn seal_into(
+    key: &MasterKey,
+    blob: &BlobId,
+    plain: &[u8],
+    segment_size: u32,
+    out: &mut Vec<u8>,
+) {
     let mut sealer = Sealer::new(key, blob, plain.len() as u64, segment_size);
-    let mut out = Vec::with_capacity(sealer.header().ciphertext_len() as usize);
+    out.reserve(sealer.header().ciphertext_len() as usize);
     out.extend_from_slice(sealer.header().bytes());
     let mut pos = 0;
     while !sealer.is_done() {
         let n = sealer.next_segment_len();
-        sealer.seal_next(&plain[pos..pos + n], &mut out);
+        sealer.seal_next(&plain[pos..pos + n], out);
         pos += n;
     }
-    out
 }
 
 /// Opens a whole in-memory blob, verifying every segment and that nothing trails the last one.

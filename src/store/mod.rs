@@ -15,6 +15,7 @@ pub mod scrub;
 use address::{Addresser, BlobId};
 use bytes::Bytes;
 use crypt::{MasterKey, Sealer};
+use direct::Pages;
 pub use replicas::{BadCopy, QuorumError, Replica, ReplicaError, Replicas, WriteReport};
 use std::io::Read;
 use std::path::Path;
@@ -90,13 +91,15 @@ impl Store {
 
     /// Seals and writes an in-memory plaintext whose address the caller already computed.
     pub async fn put(&self, id: &BlobId, plain: &[u8]) -> Result<WriteReport, StoreError> {
-        // sealing is CPU work: keep it off the threads that serve sockets
-        let sealed =
-            tokio::task::block_in_place(|| crypt::seal(&self.key, id, plain, self.segment_size));
-        Ok(self
-            .replicas
-            .put(&id.object_key(), Bytes::from(sealed))
-            .await?)
+        // sealing is CPU work: keep it off the threads that serve sockets; sealed into a
+        // page-aligned buffer, so local replicas' direct writes take it as it is
+        let len = crypt::sealed_len(plain.len() as u64, self.segment_size) as usize;
+        let sealed = tokio::task::block_in_place(|| {
+            Pages::build(len, |out| {
+                crypt::seal_into(&self.key, id, plain, self.segment_size, out)
+            })
+        });
+        Ok(self.replicas.put(&id.object_key(), sealed).await?)
     }
 
     /// Seals a spooled file segment by segment and streams it to every replica.
@@ -185,7 +188,7 @@ impl Store {
     /// Its address for sealing purposes is the hash of the key name, binding content to name.
     pub async fn put_record(&self, key: &str, plain: &[u8]) -> Result<WriteReport, StoreError> {
         let id = address_of(self.key.address_key(), key.as_bytes());
-        let sealed = Bytes::from(crypt::seal(&self.key, &id, plain, self.segment_size));
+        let sealed = Pages::copy_of(&crypt::seal(&self.key, &id, plain, self.segment_size));
         Ok(self.replicas.put(key, sealed).await?)
     }
 
@@ -205,7 +208,10 @@ impl Store {
         });
         Ok(self
             .replicas
-            .put(replicas::MARKER_KEY, Bytes::from(body.to_string()))
+            .put(
+                replicas::MARKER_KEY,
+                Pages::copy_of(body.to_string().as_bytes()),
+            )
             .await?)
     }
 }

@@ -5,7 +5,7 @@
 
 use super::address::BlobId;
 use super::crypt::{BlobHeader, CryptError, MasterKey, Opener, HEADER_LEN};
-use super::direct::{self, DIRECT_MIN};
+use super::direct::{self, Pages, DIRECT_MIN};
 use super::durability::Syncer;
 use bytes::Bytes;
 use futures::future::join_all;
@@ -122,19 +122,23 @@ impl Replica {
         }
     }
 
-    /// Makes what was just written to a local replica durable (see [`super::durability`]);
-    /// a cloud store's PUT is durable when it returns.
-    async fn make_durable(&self, _key: &ObjectPath) -> Result<(), ReplicaError> {
-        match &self.local {
+    /// The syncer that makes this replica's writes durable (see [`super::durability`]); none for
+    /// a cloud store, whose PUT is durable when it returns.
+    fn syncer(&self) -> Option<&Arc<Syncer>> {
+        self.local.as_ref().map(|l| &l.syncer)
+    }
+
+    /// Writes one object and makes it durable.
+    async fn put(&self, key: &ObjectPath, sealed: Pages) -> Result<(), ReplicaError> {
+        self.write(key, sealed).await?;
+        match self.syncer() {
+            Some(s) => s.barrier().await.map_err(sync_error),
             None => Ok(()),
-            Some(Local { syncer, .. }) => syncer
-                .barrier()
-                .await
-                .map_err(|e| ReplicaError::Sync(std::io::Error::other(e))),
         }
     }
 
-    async fn put(&self, key: &ObjectPath, sealed: Bytes) -> Result<(), ReplicaError> {
+    /// Writes one object; on a local folder it is durable only after a barrier of its syncer.
+    async fn write(&self, key: &ObjectPath, sealed: Pages) -> Result<(), ReplicaError> {
         use std::sync::atomic::Ordering::Relaxed;
         let direct_to = self
             .local
@@ -147,13 +151,15 @@ impl Replica {
                 .expect("direct write panicked")
                 .map_err(ReplicaError::Write)?;
             match written {
-                direct::Written::Done => return self.make_durable(key).await,
+                direct::Written::Done => return Ok(()),
                 // the filesystem will not take it next time either
                 direct::Written::Unsupported => local.direct.store(false, Relaxed),
             }
         }
-        self.store.put(key, PutPayload::from_bytes(sealed)).await?;
-        self.make_durable(key).await
+        self.store
+            .put(key, PutPayload::from_bytes(sealed.bytes()))
+            .await?;
+        Ok(())
     }
 
     async fn get_range(
@@ -285,6 +291,10 @@ fn local_window(
     Ok((opener, window))
 }
 
+fn sync_error(e: String) -> ReplicaError {
+    ReplicaError::Sync(std::io::Error::other(e))
+}
+
 fn not_found_is_missing(e: object_store::Error) -> ReplicaError {
     match e {
         object_store::Error::NotFound { .. } => ReplicaError::Missing,
@@ -359,15 +369,47 @@ impl Replicas {
     }
 
     /// Writes an in-memory sealed blob (or any object) to every replica in parallel.
-    pub async fn put(&self, key: &str, sealed: Bytes) -> Result<WriteReport, QuorumError> {
+    pub async fn put(&self, key: &str, sealed: Pages) -> Result<WriteReport, QuorumError> {
         let path = ObjectPath::from(key);
-        let results = join_all(self.list.iter().map(|r| r.put(&path, sealed.clone()))).await;
-        let failed: Vec<BadCopy> = results
-            .into_iter()
-            .enumerate()
-            .filter_map(|(replica, r)| r.err().map(|error| BadCopy { replica, error }))
-            .collect();
+        let results = join_all(self.list.iter().map(|r| r.write(&path, sealed.clone()))).await;
+        let mut written = Vec::new();
+        let mut failed = Vec::new();
+        for (replica, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(()) => written.push(replica),
+                Err(error) => failed.push(BadCopy { replica, error }),
+            }
+        }
+        failed.extend(self.make_durable(&written).await);
         self.check_quorum(failed, self.list.len())
+    }
+
+    /// Makes what was just written to `replicas` durable, with one barrier for each syncer they
+    /// use: replicas on one filesystem share a syncer, and copies that finish writing at
+    /// different moments must not each wait for a `syncfs` of their own. Returns the replicas
+    /// whose barrier failed.
+    async fn make_durable(&self, replicas: &[usize]) -> Vec<BadCopy> {
+        let mut syncers: Vec<(&Arc<Syncer>, Vec<usize>)> = Vec::new();
+        for &i in replicas {
+            let Some(s) = self.list[i].syncer() else {
+                continue;
+            };
+            match syncers.iter_mut().find(|(t, _)| Arc::ptr_eq(s, t)) {
+                Some((_, members)) => members.push(i),
+                None => syncers.push((s, vec![i])),
+            }
+        }
+        let results = join_all(syncers.iter().map(|(s, _)| s.barrier())).await;
+        let mut failed = Vec::new();
+        for ((_, members), r) in syncers.iter().zip(results) {
+            if let Err(e) = r {
+                failed.extend(members.iter().map(|&replica| BadCopy {
+                    replica,
+                    error: sync_error(e.clone()),
+                }));
+            }
+        }
+        failed
     }
 
     /// Writes a large sealed blob produced chunk by chunk by `next_chunk` (None at the end) to
@@ -422,16 +464,18 @@ impl Replicas {
                 w.put(chunk.clone());
             }
         }
+        let mut written = Vec::new();
         for (i, slot) in writers.into_iter().enumerate() {
             let Some(w) = slot else { continue };
-            let done = match w.finish().await {
-                Ok(_) => self.list[i].make_durable(&path).await,
-                Err(e) => Err(e.into()),
-            };
-            if let Err(error) = done {
-                failed.push(BadCopy { replica: i, error });
+            match w.finish().await {
+                Ok(_) => written.push(i),
+                Err(e) => failed.push(BadCopy {
+                    replica: i,
+                    error: e.into(),
+                }),
             }
         }
+        failed.extend(self.make_durable(&written).await);
         self.check_quorum(failed, self.list.len())
     }
 
@@ -579,7 +623,7 @@ impl Replicas {
                 scratch.clear();
                 opener.open_segment(i, &all[r.start as usize..r.end as usize], &mut scratch)?;
             }
-            return dst.put(&path, all).await;
+            return dst.put(&path, Pages::copy_of(&all)).await;
         }
         let mut w = WriteMultipart::new_with_chunk_size(
             dst.store.put_multipart(&path).await?,
@@ -608,7 +652,10 @@ impl Replicas {
             seg = end;
         }
         w.finish().await?;
-        dst.make_durable(&path).await
+        match self.make_durable(&[to]).await.pop() {
+            Some(bad) => Err(bad.error),
+            None => Ok(()),
+        }
     }
 
     /// Deletes an object from every replica; returns the replicas that failed (gone is fine).
