@@ -297,19 +297,16 @@ async fn ingest_in_memory(
     let started = Instant::now();
     let size = bytes.len() as u64;
     check_size(archive, size)?;
-    let key = *archive.store.address_key();
-    let label = source.label();
-    let (inspected, blob_id, bytes) =
-        tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
-            let id = address.unwrap_or_else(|| crate::store::address_of(&key, &bytes));
-            Ok((
-                inspect(Cursor::new(&bytes[..]), size, &label, id)?,
-                id,
-                bytes,
-            ))
-        })
-        .await
-        .expect("inspect task panicked")?;
+    // CPU work, on this thread in a blocking section: a trip through the blocking pool would
+    // cost two thread wake-ups, more than inspecting an instance whose address is known
+    let (inspected, blob_id) = tokio::task::block_in_place(|| -> Result<_, IngestError> {
+        let id = address
+            .unwrap_or_else(|| crate::store::address_of(archive.store.address_key(), &bytes));
+        Ok((
+            inspect(Cursor::new(&bytes[..]), size, &source.label(), id)?,
+            id,
+        ))
+    })?;
     finish(archive, inspected, blob_id, size, started, source, |id| {
         let bytes = &bytes;
         async move { archive.store.put(&id, bytes).await }
