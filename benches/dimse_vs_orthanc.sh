@@ -68,7 +68,7 @@ fi
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     if [[ -n "${REV:-}" ]]; then
         src="$(mktemp -d /tmp/strata-src.XXXXXX)"
-        git -C "$REPO_ROOT" archive "$REV" | tar -x -C "$src"
+        git -C "$REPO_ROOT" archive "$REV" | tar -x -m -C "$src"
         (cd "$src" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --quiet --bin strata --example gen)
         rm -rf "$src"
         echo "commit $(git -C "$REPO_ROOT" rev-parse --short "$REV")" >"$STRATA.built-from"
