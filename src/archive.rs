@@ -25,6 +25,9 @@ const AUDIT_BATCH: usize = 10_000;
 /// How often a serving archive copies new audit events to the replicas: a lost index loses at
 /// most this much of the trail.
 const AUDIT_EXPORT_PERIOD: Duration = Duration::from_secs(30);
+/// A staging file this old is left over from a write a crash cut short: a write in progress
+/// changes its file until it renames it, seconds at most.
+pub const STALE_STAGING: Duration = Duration::from_secs(3600);
 
 /// Fewest local keys worth estimating MPI weights from; below it the prior weights serve.
 const MPI_MIN_ESTIMATE_RECORDS: usize = 1000;
@@ -657,6 +660,21 @@ impl Archive {
         Ok(all.into_iter().collect())
     }
 
+    /// Removes the staging files that writes cut short by a crash left in local replicas, once
+    /// they are [`STALE_STAGING`] old; returns how many.
+    pub fn remove_stale_staging(&self) -> usize {
+        let (removed, problems) = tokio::task::block_in_place(|| {
+            self.store.replicas().remove_stale_staging(STALE_STAGING)
+        });
+        for p in &problems {
+            tracing::warn!("removing unfinished writes: {p}");
+        }
+        for r in &removed {
+            tracing::info!("removed {}, left by a write a crash cut short", r.display());
+        }
+        removed.len()
+    }
+
     /// Verifies every copy of `blobs`; bad copies are repaired (`repair`) or queued.
     pub async fn scrub(
         &self,
@@ -747,6 +765,7 @@ impl Archive {
                 // every 1/rate seconds, a full pass, then start over.
                 let pause = Duration::from_secs_f64(1.0 / rate);
                 loop {
+                    a.remove_stale_staging();
                     let blobs = a.index.blob_ids().await.unwrap_or_default();
                     for blob in &blobs {
                         if let Err(e) = a.scrub(std::slice::from_ref(blob), false).await {

@@ -424,6 +424,10 @@ fn clip(s: &str) -> String {
 }
 
 async fn scrub(archive: &Archive, repair: bool) -> anyhow::Result<std::process::ExitCode> {
+    let stale = archive.remove_stale_staging();
+    if stale > 0 {
+        println!("scrub: removed {stale} staging files of writes a crash cut short");
+    }
     let blobs = archive.all_blobs().await?;
     let (r, left) = archive.scrub(&blobs, repair).await?;
     println!(

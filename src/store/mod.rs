@@ -352,6 +352,37 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn staging_files_a_crash_left_are_removed_once_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = local_store(dir.path(), 2);
+        let plain = vec![7u8; 300_000];
+        let id = address_of(s.address_key(), &plain);
+        s.put(&id, &plain).await.unwrap();
+        let blob = dir.path().join("r1").join(id.object_key());
+        let folder = blob.parent().unwrap().to_path_buf();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        let make = |name: &str, old: bool| {
+            let f = std::fs::File::create(folder.join(name)).unwrap();
+            if old {
+                f.set_modified(hour_ago).unwrap();
+            }
+            folder.join(name)
+        };
+        let stale = make(&format!("{}#123", id.to_hex()), true);
+        let in_progress = make(&format!("{}#456", id.to_hex()), false);
+        let not_staging = make("notes#draft", true);
+        let (removed, problems) = s
+            .replicas()
+            .remove_stale_staging(std::time::Duration::from_secs(3600));
+        assert_eq!((removed, problems), (vec![stale.clone()], vec![]));
+        assert!(!stale.exists() && in_progress.exists() && not_staging.exists());
+        // the blob itself is untouched, on both replicas
+        assert!(blob.exists());
+        let (back, bad) = get(&s, &id).await;
+        assert!(back == plain && bad.is_empty(), "{bad:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn records_are_bound_to_their_key() {
         let s = store(1, 1);
         s.put_record("journal/1", b"{\"x\":1}").await.unwrap();

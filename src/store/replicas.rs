@@ -693,6 +693,51 @@ impl Replicas {
             .collect())
     }
 
+    /// Removes what writes cut short by a crash left in local replicas' blob folders: staging
+    /// files (`<key>#<digits>`, which listings skip) last modified more than `older_than` ago.
+    /// A write in progress is never that old: it changes its file until it renames it. Returns
+    /// the files removed, and what could not be read or removed. Cloud stores leave no such files.
+    pub fn remove_stale_staging(&self, older_than: Duration) -> (Vec<PathBuf>, Vec<String>) {
+        let (mut removed, mut problems) = (Vec::new(), Vec::new());
+        let cutoff = std::time::SystemTime::now() - older_than;
+        for local in self.list.iter().filter_map(|r| r.local.as_ref()) {
+            let mut folders = vec![(local.dir.join("blobs"), 0)];
+            while let Some((folder, depth)) = folders.pop() {
+                let entries = match std::fs::read_dir(&folder) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        problems.push(format!("{}: {e}", folder.display()));
+                        continue;
+                    }
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let Ok(meta) = entry.metadata() else { continue };
+                    if meta.is_dir() {
+                        // blobs/<ab>/<cd>/<key>: staging files sit two folders down
+                        if depth < 2 {
+                            folders.push((path, depth + 1));
+                        }
+                        continue;
+                    }
+                    let staging = entry.file_name().to_str().is_some_and(|name| {
+                        name.rsplit_once('#').is_some_and(|(_, n)| {
+                            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                        })
+                    });
+                    if staging && meta.modified().is_ok_and(|m| m < cutoff) {
+                        match std::fs::remove_file(&path) {
+                            Ok(()) => removed.push(path),
+                            Err(e) => problems.push(format!("{}: {e}", path.display())),
+                        }
+                    }
+                }
+            }
+        }
+        (removed, problems)
+    }
+
     /// Lists keys under `prefix` on one replica (used for the decision journal).
     pub async fn list_keys(
         &self,
