@@ -128,15 +128,6 @@ impl Replica {
         self.local.as_ref().map(|l| &l.syncer)
     }
 
-    /// Writes one object and makes it durable.
-    async fn put(&self, key: &ObjectPath, sealed: Pages) -> Result<(), ReplicaError> {
-        self.write(key, sealed).await?;
-        match self.syncer() {
-            Some(s) => s.barrier().await.map_err(sync_error),
-            None => Ok(()),
-        }
-    }
-
     /// Writes one object; on a local folder it is durable only after a barrier of its syncer.
     async fn write(&self, key: &ObjectPath, sealed: Pages) -> Result<(), ReplicaError> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -623,7 +614,8 @@ impl Replicas {
                 scratch.clear();
                 opener.open_segment(i, &all[r.start as usize..r.end as usize], &mut scratch)?;
             }
-            return dst.put(&path, Pages::copy_of(&all)).await;
+            dst.write(&path, Pages::copy_of(&all)).await?;
+            return self.made_durable(to).await;
         }
         let mut w = WriteMultipart::new_with_chunk_size(
             dst.store.put_multipart(&path).await?,
@@ -652,7 +644,12 @@ impl Replicas {
             seg = end;
         }
         w.finish().await?;
-        match self.make_durable(&[to]).await.pop() {
+        self.made_durable(to).await
+    }
+
+    /// [`Replicas::make_durable`] for one replica.
+    async fn made_durable(&self, replica: usize) -> Result<(), ReplicaError> {
+        match self.make_durable(&[replica]).await.pop() {
             Some(bad) => Err(bad.error),
             None => Ok(()),
         }
