@@ -161,18 +161,37 @@ impl PatientRecord {
     }
 }
 
+// Every instance names its patient, study and series again. A row is written only when the
+// instance changes something in it: an update rewrites the row and, column by column, the entry
+// of every index on a column it sets, whether the value changed or not (9 of the 19 pages an
+// instance of a known series wrote to the WAL were such rewrites).
+
+/// Whether `new` changes a column that keeps what it has unless an instance gives a value.
+fn fills<T: PartialEq>(new: &Option<T>, stored: &Option<T>) -> bool {
+    new.is_some() && new != stored
+}
+
 fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, IndexError> {
-    let manual: Option<(i64, bool)> = c
+    type Stored = (i64, bool, Option<String>, Option<String>, Option<String>);
+    let stored: Option<Stored> = c
         .prepare_cached(
-            "SELECT id, demographics_manual FROM patients WHERE patient_id = ?1 AND issuer = ?2",
+            "SELECT id, demographics_manual, patient_name, birth_date, sex FROM patients
+             WHERE patient_id = ?1 AND issuer = ?2",
         )?
         .query_row(params![p.patient_id, p.issuer], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    if let Some((id, true)) = manual {
+    match stored {
         // An administrator corrected this key's demographics: later instances do not undo it.
-        return Ok(id);
+        Some((id, true, ..)) => return Ok(id),
+        // the same demographics again: nothing to write
+        Some((id, false, name, birth_date, sex))
+            if name == p.name && birth_date == p.birth_date && sex == p.sex =>
+        {
+            return Ok(id)
+        }
+        _ => {}
     }
     Ok(c.prepare_cached("INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at, name_phonetic)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -201,6 +220,39 @@ fn upsert_study(
     patient: i64,
     now: i64,
 ) -> Result<i64, IndexError> {
+    type Stored = (i64, [Option<String>; 6]);
+    let stored: Option<Stored> = c
+        .prepare_cached(
+            "SELECT id, study_date, study_time, accession_number, study_id, study_description,
+                    referring_physician FROM studies WHERE study_uid = ?1",
+        )?
+        .query_row([&s.uid], |r| {
+            Ok((
+                r.get(0)?,
+                [
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ],
+            ))
+        })
+        .optional()?;
+    if let Some((id, stored)) = stored {
+        let given = [
+            &s.date,
+            &s.time,
+            &s.accession_number,
+            &s.study_id,
+            &s.description,
+            &s.referring_physician,
+        ];
+        if !given.iter().zip(&stored).any(|(g, st)| fills(g, st)) {
+            return Ok(id);
+        }
+    }
     // A study keeps the patient it was first stored under: a later instance claiming the same
     // Study Instance UID for another patient does not move the study.
     Ok(c.prepare_cached(
@@ -240,11 +292,25 @@ fn upsert_series(
     study: i64,
     now: i64,
 ) -> Result<(i64, bool), IndexError> {
-    let existing: Option<i64> = c
-        .prepare_cached("SELECT id FROM series WHERE series_uid = ?1")?
-        .query_row([&s.uid], |r| r.get(0))
+    type Stored = (i64, Option<i64>, [Option<String>; 5]);
+    let existing: Option<Stored> = c
+        .prepare_cached(
+            "SELECT id, series_number, modality, series_description, body_part, series_date,
+                    series_time FROM series WHERE series_uid = ?1",
+        )?
+        .query_row([&s.uid], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
+            ))
+        })
         .optional()?;
-    if let Some(id) = existing {
+    if let Some((id, number, stored)) = existing {
+        let given = [&s.modality, &s.description, &s.body_part, &s.date, &s.time];
+        if !fills(&s.number, &number) && !given.iter().zip(&stored).any(|(g, st)| fills(g, st)) {
+            return Ok((id, false));
+        }
         c.prepare_cached("UPDATE series SET modality = coalesce(?2, modality), series_number = coalesce(?3, series_number),
                 series_description = coalesce(?4, series_description), body_part = coalesce(?5, body_part),
                 series_date = coalesce(?6, series_date), series_time = coalesce(?7, series_time),

@@ -254,3 +254,66 @@ async fn audit_events_commit_beside_durable_writes_and_sync_makes_them_durable()
         51
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_rewrites_its_patient_study_and_series_only_to_change_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let rows = || {
+        index.read(|c| {
+            Ok(c.query_row(
+                "SELECT p.updated_at, p.patient_name, s.updated_at, s.accession_number,
+                        s.study_date, r.updated_at, r.body_part, r.modality, r.num_instances
+                 FROM patients p JOIN studies s ON s.patient_fk = p.id
+                 JOIN series r ON r.study_fk = s.id",
+                [],
+                |r| {
+                    Ok((
+                        [r.get::<_, i64>(0)?, r.get(2)?, r.get(5)?],
+                        [r.get::<_, Option<String>>(1)?, r.get(3)?, r.get(4)?],
+                        [r.get::<_, Option<String>>(6)?, r.get(7)?],
+                        r.get::<_, i64>(8)?,
+                    ))
+                },
+            )?)
+        })
+    };
+    let insert = |rec: InstanceRecord| {
+        let index = &index;
+        async move {
+            // a new millisecond, so a rewritten row would show a new updated_at
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            let got = index.insert_instance(rec, OnConflict::Reject, vec![]);
+            assert_eq!(got.await.unwrap(), InsertOutcome::Inserted);
+        }
+    };
+    insert(record("1.1", "9.1", "8.1", b"a")).await;
+    let (first, values, series, _) = rows().await.unwrap();
+    // the same patient, study and series again: no row rewritten, the counts still kept
+    insert(record("1.2", "9.1", "8.1", b"b")).await;
+    let (stamps, again, same_series, n) = rows().await.unwrap();
+    assert_eq!(
+        (stamps, &again, &same_series, n),
+        (first, &values, &series, 2)
+    );
+    // a value the study lacked, and one the series lacked: those two rows are rewritten
+    let mut rec = record("1.3", "9.1", "8.1", b"c");
+    rec.study.accession_number = Some("ACC7".into());
+    rec.series.body_part = Some("CHEST".into());
+    // a series value given as stored, and a study value left out: no change from them
+    rec.series.modality = Some("CT".into());
+    rec.study.date = None;
+    insert(rec).await;
+    let (stamps, values, series, n) = rows().await.unwrap();
+    assert_eq!(stamps[0], first[0], "the patient did not change");
+    assert!(stamps[1] > first[1] && stamps[2] > first[2]);
+    assert_eq!(values[1..], [Some("ACC7".into()), Some("20240102".into())]);
+    assert_eq!((series, n), ([Some("CHEST".into()), Some("CT".into())], 3));
+    // another name for the patient: the latest instance's demographics win, as before
+    let mut rec = record("1.4", "9.1", "8.1", b"d");
+    rec.patient.name = Some("Müller^Anna Maria".into());
+    insert(rec).await;
+    let (stamps, values, ..) = rows().await.unwrap();
+    assert!(stamps[0] > first[0]);
+    assert_eq!(values[0].as_deref(), Some("Müller^Anna Maria"));
+}
