@@ -375,24 +375,20 @@ impl Index {
         self.read(move |c| mpi::match_only(c, &identity)).await
     }
 
-    /// The stored instance under a SOP Instance UID.
+    /// The stored instance under a SOP Instance UID (a point read: on the calling thread).
     pub async fn instance(&self, sop_uid: &str) -> Result<Option<StoredInstance>, IndexError> {
-        let uid = sop_uid.to_string();
-        self.read(move |c| records::stored_instance(c, &uid)).await
+        self.read_point(|c| records::stored_instance(c, sop_uid))
     }
 
-    /// The SOP Class UID of a stored instance.
+    /// The SOP Class UID of a stored instance (a point read: on the calling thread).
     pub async fn instance_sop_class(&self, sop_uid: &str) -> Result<Option<String>, IndexError> {
-        let uid = sop_uid.to_string();
-        self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT sop_class_uid FROM instances WHERE sop_uid = ?1",
-                [uid],
-                |r| r.get(0),
+        self.read_point(|c| {
+            Ok(
+                c.prepare_cached("SELECT sop_class_uid FROM instances WHERE sop_uid = ?1")?
+                    .query_row([sop_uid], |r| r.get(0))
+                    .optional()?,
             )
-            .optional()?)
         })
-        .await
     }
 
     pub async fn studies(&self) -> Result<Vec<StudySummary>, IndexError> {
