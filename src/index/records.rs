@@ -171,6 +171,20 @@ fn fills<T: PartialEq>(new: &Option<T>, stored: &Option<T>) -> bool {
     new.is_some() && new != stored
 }
 
+/// Whether any of `given` changes the column stored beside it (see [`fills`]).
+fn fills_any(given: &[&Option<String>], stored: &[Option<String>]) -> bool {
+    given.iter().zip(stored).any(|(g, st)| fills(g, st))
+}
+
+/// `N` TEXT (or NULL) columns of a row, from column `first` on.
+fn texts<const N: usize>(r: &rusqlite::Row, first: usize) -> rusqlite::Result<[Option<String>; N]> {
+    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = r.get(first + i)?;
+    }
+    Ok(out)
+}
+
 fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, IndexError> {
     type Stored = (i64, bool, Option<String>, Option<String>, Option<String>);
     let stored: Option<Stored> = c
@@ -226,19 +240,7 @@ fn upsert_study(
             "SELECT id, study_date, study_time, accession_number, study_id, study_description,
                     referring_physician FROM studies WHERE study_uid = ?1",
         )?
-        .query_row([&s.uid], |r| {
-            Ok((
-                r.get(0)?,
-                [
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ],
-            ))
-        })
+        .query_row([&s.uid], |r| Ok((r.get(0)?, texts(r, 1)?)))
         .optional()?;
     if let Some((id, stored)) = stored {
         let given = [
@@ -249,7 +251,7 @@ fn upsert_study(
             &s.description,
             &s.referring_physician,
         ];
-        if !given.iter().zip(&stored).any(|(g, st)| fills(g, st)) {
+        if !fills_any(&given, &stored) {
             return Ok(id);
         }
     }
@@ -298,17 +300,11 @@ fn upsert_series(
             "SELECT id, series_number, modality, series_description, body_part, series_date,
                     series_time FROM series WHERE series_uid = ?1",
         )?
-        .query_row([&s.uid], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
-            ))
-        })
+        .query_row([&s.uid], |r| Ok((r.get(0)?, r.get(1)?, texts(r, 2)?)))
         .optional()?;
     if let Some((id, number, stored)) = existing {
         let given = [&s.modality, &s.description, &s.body_part, &s.date, &s.time];
-        if !fills(&s.number, &number) && !given.iter().zip(&stored).any(|(g, st)| fills(g, st)) {
+        if !fills(&s.number, &number) && !fills_any(&given, &stored) {
             return Ok((id, false));
         }
         c.prepare_cached("UPDATE series SET modality = coalesce(?2, modality), series_number = coalesce(?3, series_number),
