@@ -32,18 +32,20 @@ pub struct Pages {
 }
 
 impl Pages {
-    /// The bytes `fill` appends to an empty buffer that has room for `len` of them.
+    /// The bytes `fill` appends to an empty buffer that has room for `len` of them. (Empty
+    /// pages hold no page, so they need no address.)
     pub fn build(len: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Pages {
         let mut buf = Vec::<u8>::with_capacity(len.div_ceil(ALIGN) * ALIGN + ALIGN);
         let pad = buf.as_ptr().align_offset(ALIGN);
         buf.resize(pad, 0);
         fill(&mut buf);
-        if buf[pad..].as_ptr().align_offset(ALIGN) != 0 {
-            // `fill` appended more than `len` and the buffer moved: place the bytes again
-            return Pages::copy_of(&buf[pad..]);
-        }
         let len = buf.len() - pad;
         buf.resize(pad + len.div_ceil(ALIGN) * ALIGN, 0);
+        if buf[pad..].as_ptr().align_offset(ALIGN) != 0 {
+            // `fill` appended more than `len` and the buffer moved: place the bytes again, in a
+            // buffer with room for exactly them
+            return Pages::copy_of(&buf[pad..pad + len]);
+        }
         Pages {
             padded: Bytes::from(buf).slice(pad..),
             len,
@@ -120,18 +122,15 @@ mod tests {
 
     #[test]
     fn pages_are_aligned_and_padded_however_they_are_filled() {
-        for (room, len) in [
-            (0, 0),
-            (1, 1),
-            (ALIGN, ALIGN),
-            (10, 5000),
-            (DIRECT_MIN, DIRECT_MIN + 1),
-        ] {
+        let sizes = [0, 1, 100, ALIGN - 1, ALIGN, ALIGN + 1, 9000, DIRECT_MIN + 1];
+        for (room, len) in sizes.iter().flat_map(|&r| sizes.map(|l| (r, l))) {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
             // a `fill` that appends more than the room it was given still gives aligned pages
             let p = Pages::build(room, |b| b.extend_from_slice(&data));
             assert_eq!((p.len(), p.bytes()), (len, Bytes::from(data)));
-            assert_eq!(p.padded.as_ptr().align_offset(ALIGN), 0);
+            if len > 0 {
+                assert_eq!(p.padded.as_ptr().align_offset(ALIGN), 0, "{room} {len}");
+            }
             assert_eq!(p.padded.len() % ALIGN, 0);
             assert!(p.padded.len() - len < ALIGN && p.padded[len..].iter().all(|&b| b == 0));
         }
