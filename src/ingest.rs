@@ -201,7 +201,7 @@ impl Spool {
         }
     }
 
-    pub fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         self.len += bytes.len() as u64;
         self.address.update(bytes);

@@ -403,7 +403,8 @@ pub fn sealed_len(plaintext_len: u64, segment_size: u32) -> u64 {
     HEADER_LEN as u64 + plaintext_len + segments * TAG_LEN as u64
 }
 
-/// Seals a whole in-memory plaintext.
+/// Seals a whole in-memory plaintext into a blob of its own.
+#[cfg(test)]
 pub fn seal(key: &MasterKey, blob: &BlobId, plain: &[u8], segment_size: u32) -> Vec<u8> {
     let mut out = Vec::new();
     seal_into(key, blob, plain, segment_size, &mut out);

@@ -91,15 +91,18 @@ impl Store {
 
     /// Seals and writes an in-memory plaintext whose address the caller already computed.
     pub async fn put(&self, id: &BlobId, plain: &[u8]) -> Result<WriteReport, StoreError> {
-        // sealing is CPU work: keep it off the threads that serve sockets; sealed into a
-        // page-aligned buffer, so local replicas' direct writes take it as it is
-        let len = crypt::sealed_len(plain.len() as u64, self.segment_size) as usize;
-        let sealed = tokio::task::block_in_place(|| {
-            Pages::build(len, |out| {
-                crypt::seal_into(&self.key, id, plain, self.segment_size, out)
-            })
-        });
+        // sealing is CPU work: keep it off the threads that serve sockets
+        let sealed = tokio::task::block_in_place(|| self.seal(id, plain));
         Ok(self.replicas.put(&id.object_key(), sealed).await?)
+    }
+
+    /// `plain` sealed under `id`, in page-aligned pages: local replicas' direct writes take them
+    /// as they are.
+    fn seal(&self, id: &BlobId, plain: &[u8]) -> Pages {
+        let len = crypt::sealed_len(plain.len() as u64, self.segment_size) as usize;
+        Pages::build(len, |out| {
+            crypt::seal_into(&self.key, id, plain, self.segment_size, out)
+        })
     }
 
     /// Seals a spooled file segment by segment and streams it to every replica.
@@ -188,8 +191,7 @@ impl Store {
     /// Its address for sealing purposes is the hash of the key name, binding content to name.
     pub async fn put_record(&self, key: &str, plain: &[u8]) -> Result<WriteReport, StoreError> {
         let id = address_of(self.key.address_key(), key.as_bytes());
-        let sealed = Pages::copy_of(&crypt::seal(&self.key, &id, plain, self.segment_size));
-        Ok(self.replicas.put(key, sealed).await?)
+        Ok(self.replicas.put(key, self.seal(&id, plain)).await?)
     }
 
     /// Reads a record written by [`Store::put_record`] from one replica.
@@ -232,14 +234,17 @@ mod tests {
         (out, bad)
     }
 
-    fn store(n: usize, quorum: usize) -> Store {
-        let list = (0..n)
-            .map(|_| Replica::open("memory://").unwrap())
-            .collect();
+    /// A store on the replicas at `urls`, writes needing `quorum` of them.
+    fn store_on(urls: impl Iterator<Item = String>, quorum: usize) -> Store {
+        let list = urls.map(|u| Replica::open(&u).unwrap()).collect();
         Store::new(
             Arc::new(MasterKey::from_secret(&[3; 32])),
             Replicas::new(list, quorum),
         )
+    }
+
+    fn store(n: usize, quorum: usize) -> Store {
+        store_on((0..n).map(|_| "memory://".to_string()), quorum)
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -275,13 +280,7 @@ mod tests {
 
     /// A store on `n` local folders under `dir`, each written in full before a put returns.
     fn local_store(dir: &std::path::Path, n: usize) -> Store {
-        let list = (0..n)
-            .map(|i| Replica::open(&format!("file://{}/r{i}", dir.display())).unwrap())
-            .collect();
-        Store::new(
-            Arc::new(MasterKey::from_secret(&[3; 32])),
-            Replicas::new(list, n),
-        )
+        store_on((0..n).map(|i| format!("file://{}/r{i}", dir.display())), n)
     }
 
     #[tokio::test(flavor = "multi_thread")]
