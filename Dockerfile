@@ -1,4 +1,5 @@
-# Multi-stage build of the single `strata` binary.
+# Multi-stage build of the single `strata` binary (the workspace: the command in src/, its
+# crates in crates/).
 FROM rust:1-bookworm AS build
 # nasm: openh264 (the H.264 encoder of the render stream) builds its assembly with it; without
 # nasm it silently falls back to plain C, several times slower. cmake builds CharLS.
@@ -8,6 +9,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY schemas ./schemas
 # the viewer, embedded in the binary at build time
 COPY web ./web

@@ -41,7 +41,7 @@ EOF
 )
 
 PORT="$(free_port)"
-STRATA_LOG="strata::render::stream=debug,warn" "$STRATA" --data "$D" serve \
+STRATA_LOG="strata_http::stream=debug,warn" "$STRATA" --data "$D" serve \
     --http "127.0.0.1:$PORT" --dimse 127.0.0.1:0 2>"$WORK/server.log" &
 SPID=$!
 wait_for 30 curl -sf "http://127.0.0.1:$PORT/healthz"

@@ -1,4 +1,4 @@
-//! Times `strata::render::decode_frame` on DICOM files: for each file, frame 0 is decoded once
+//! Times `strata_render::decode_frame` on DICOM files: for each file, frame 0 is decoded once
 //! to warm up, then `--runs` more times; prints the median and the 90th percentile per frame.
 //! Used by `benches/decode_frame.sh`.
 //!
@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use strata::render::{decode_frame, Pixels};
+use strata_render::{decode_frame, Pixels};
 
 #[derive(Debug, Parser)]
 #[command(about)]

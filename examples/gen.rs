@@ -1,4 +1,4 @@
-//! Command-line front end for `strata::synth`: writes a reproducible synthetic
+//! Command-line front end for `strata_synth`: writes a reproducible synthetic
 //! DICOM workload (or one large streamed multi-frame instance) to a directory,
 //! for benchmarks, demos and manual testing of the archive.
 //!
@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use strata::synth::{self, Modality, SynthOptions};
+use strata_synth::{self as synth, Modality, SynthOptions};
 
 /// Modality choice on the command line (absent = mix of CT and MR).
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -12,8 +12,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
-use strata::index::Index;
-use strata::mpi::Identity;
+use strata_index::Index;
+use strata_mpi::Identity;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -180,7 +180,7 @@ async fn main() -> Result<()> {
         let t = Instant::now();
         let (decision, _, _) = index.mpi_match(probe).await?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
-        if decision == strata::mpi::Decision::Linked {
+        if decision == strata_mpi::Decision::Linked {
             linked += 1;
         }
     }

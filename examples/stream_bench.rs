@@ -9,7 +9,7 @@
 
 use futures::{SinkExt, StreamExt};
 use std::time::{Duration, Instant};
-use strata::render::stream::{Header, KIND_FRAME, KIND_STILL};
+use strata_render::stream::{Header, KIND_FRAME, KIND_STILL};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -204,22 +204,24 @@ async fn client(addr: &str, token: &str, study: &str, series: &str) {
 }
 
 async fn breakdown(data: &str, study: &str, series: &str) {
-    use strata::render::h264::{H264Encoder, DEFAULT_QP};
-    use strata::render::{decode_frame, render, Presentation, View};
+    use strata_render::h264::{H264Encoder, DEFAULT_QP};
+    use strata_render::{decode_frame, render, Presentation, View};
     let config =
-        strata::config::Config::load(std::path::Path::new(data), None, Vec::new()).unwrap();
-    let archive = strata::archive::Archive::open(config).await.unwrap();
+        strata_core::config::Config::load(std::path::Path::new(data), None, Vec::new()).unwrap();
+    let archive = strata_archive::Archive::open(config).await.unwrap();
     let refs = archive
-        .index
+        .index()
         .instances_under(
             study.into(),
             Some(series.into()),
             None,
-            strata::index::Scope::All,
+            strata_index::Scope::All,
         )
         .await
         .unwrap();
-    let slices = strata::render::stream::open_series(&refs).unwrap().slices;
+    let slices = strata_services::pictures::open_series(&refs)
+        .unwrap()
+        .slices;
     let view = View {
         viewport: Some((VIEWPORT, VIEWPORT)),
         ..View::default()
@@ -231,6 +233,7 @@ async fn breakdown(data: &str, study: &str, series: &str) {
         let t0 = Instant::now();
         let mut bytes = Vec::new();
         archive
+            .reads()
             .read_instance(&s.sop_uid, |c| {
                 bytes.extend_from_slice(c);
                 Ok(())
@@ -243,20 +246,21 @@ async fn breakdown(data: &str, study: &str, series: &str) {
         let t2 = Instant::now();
         let r = render(&decoded, &Presentation::from_object(&obj, s.frame), &view).unwrap();
         let t3 = Instant::now();
-        let (pixels, _, _) = strata::render::stream::place(&r, VIEWPORT, VIEWPORT);
+        let (pixels, _, _) = strata_render::stream::place(&r, VIEWPORT, VIEWPORT);
         let t4 = Instant::now();
         enc.encode_grey(&pixels).unwrap();
         let t5 = Instant::now();
         let w0 = Instant::now();
-        strata::render::render_instance(
-            &archive,
-            &s.sop_uid,
-            s.frame,
-            view,
-            strata::render::Priority::Interactive,
-        )
-        .await
-        .unwrap();
+        archive
+            .pictures()
+            .render(
+                &s.sop_uid,
+                s.frame,
+                view,
+                strata_render::Priority::Interactive,
+            )
+            .await
+            .unwrap();
         whole.push(w0.elapsed().as_secs_f64() * 1e3);
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         read.push(ms(t0, t1));
@@ -269,8 +273,8 @@ async fn breakdown(data: &str, study: &str, series: &str) {
     // decoded and compared with the exact render.
     let windows = [
         ("default", None),
-        ("abdomen", strata::render::stream::preset_window("abdomen")),
-        ("brain", strata::render::stream::preset_window("brain")),
+        ("abdomen", strata_render::stream::preset_window("abdomen")),
+        ("brain", strata_render::stream::preset_window("brain")),
     ];
     for qp in [14u8, 16, 18, 20, 22] {
         for (wname, window) in windows {
@@ -279,16 +283,17 @@ async fn breakdown(data: &str, study: &str, series: &str) {
             let mut dec = openh264::decoder::Decoder::new().unwrap();
             let (mut worst, mut bytes) = (f64::INFINITY, 0usize);
             for s in slices.iter().skip(slices.len() / 2).take(20) {
-                let r = strata::render::render_instance(
-                    &archive,
-                    &s.sop_uid,
-                    s.frame,
-                    view,
-                    strata::render::Priority::Interactive,
-                )
-                .await
-                .unwrap();
-                let (pixels, _, _) = strata::render::stream::place(&r, VIEWPORT, VIEWPORT);
+                let r = archive
+                    .pictures()
+                    .render(
+                        &s.sop_uid,
+                        s.frame,
+                        view,
+                        strata_render::Priority::Interactive,
+                    )
+                    .await
+                    .unwrap();
+                let (pixels, _, _) = strata_render::stream::place(&r, VIEWPORT, VIEWPORT);
                 let f = enc.encode_grey(&pixels).unwrap();
                 bytes += f.annex_b.len();
                 let yuv = dec.decode(&f.annex_b).unwrap().unwrap();

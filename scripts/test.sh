@@ -46,12 +46,12 @@ export PYNETDICOM_PYTHON="$venv_python"
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
-cargo fmt --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # The totals as the closing line (cargo's own last block may be a target without tests).
 log=$(mktemp)
 set +e
-cargo test --locked --all-targets 2>&1 | tee "$log"
+cargo test --workspace --locked --all-targets --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }

@@ -8,9 +8,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use strata::archive::{self, Archive};
-use strata::config::Config;
-use strata::ingest::{self, Disposition, Source};
+use strata_archive::{self as archive, Archive};
+use strata_core::config::Config;
+use strata_services::ingest::{Disposition, Source};
+
+mod serve;
 
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Strata: a DICOM imaging archive")]
@@ -226,7 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 config.dimse.listen = d;
             }
             let _lock = archive::ServeLock::acquire(&config)?;
-            strata::server::serve(Archive::open(config).await?).await?;
+            serve::serve(Archive::open(config).await?).await?;
             Ok(ok)
         }
         Command::Import {
@@ -305,11 +307,11 @@ async fn import(
             .expect("valid template"),
     );
     let started = std::time::Instant::now();
-    let jobs = archive.config.ingest.import_parallelism;
+    let jobs = archive.config().ingest.import_parallelism;
     let mut results = futures::stream::iter(files.into_iter().map(|path| {
         let a = archive.clone();
         async move {
-            let r = ingest::ingest_file(&a, &path, &Source::Import).await;
+            let r = a.ingest().ingest_file(&path, &Source::Import).await;
             (path, r)
         }
     }))
@@ -373,6 +375,7 @@ async fn get(archive: &Archive, uid: &str, output: &Path) -> anyhow::Result<()> 
         .with_context(|| format!("writing into {}", dir.display()))?;
     let mut w = std::io::BufWriter::new(tmp.as_file());
     let stored = archive
+        .reads()
         .read_instance(uid, |chunk| w.write_all(chunk))
         .await?;
     w.flush()?;
@@ -380,7 +383,10 @@ async fn get(archive: &Archive, uid: &str, output: &Path) -> anyhow::Result<()> 
     tmp.persist(output)
         .with_context(|| format!("writing {}", output.display()))?;
     // A copy found bad on the way is repaired now rather than left for a server that may not run.
-    let (repaired, failed) = archive.run_repairs(Some(stored.blob_id)).await?;
+    let (repaired, failed) = archive
+        .maintenance()
+        .run_repairs(Some(stored.blob_id))
+        .await?;
     if repaired + failed > 0 {
         eprintln!(
             "strata: repaired {repaired} replica copies of this instance ({failed} failed, queued)"
@@ -390,7 +396,7 @@ async fn get(archive: &Archive, uid: &str, output: &Path) -> anyhow::Result<()> 
 }
 
 async fn studies(archive: &Archive) -> anyhow::Result<()> {
-    let list = archive.index.studies().await?;
+    let list = archive.index().studies().await?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -424,12 +430,12 @@ fn clip(s: &str) -> String {
 }
 
 async fn scrub(archive: &Archive, repair: bool) -> anyhow::Result<std::process::ExitCode> {
-    let stale = archive.remove_stale_staging();
+    let stale = archive.maintenance().remove_stale_staging();
     if stale > 0 {
         println!("scrub: removed {stale} staging files of writes a crash cut short");
     }
-    let blobs = archive.all_blobs().await?;
-    let (r, left) = archive.scrub(&blobs, repair).await?;
+    let blobs = archive.maintenance().all_blobs().await?;
+    let (r, left) = archive.maintenance().scrub(&blobs, repair).await?;
     println!(
         "scrub: {} blobs, {} copies checked, {} missing, {} corrupt, {} repaired, {} unrepaired, {} lost",
         r.blobs, r.checked, r.missing, r.corrupt, r.repaired, r.unrepaired, r.lost
@@ -450,12 +456,12 @@ async fn scrub(archive: &Archive, repair: bool) -> anyhow::Result<std::process::
 }
 
 async fn audit(archive: &Archive, command: AuditCommand) -> anyhow::Result<std::process::ExitCode> {
-    use strata::audit::Verdict;
-    use strata::index::AuditFilter;
+    use strata_core::audit::Verdict;
+    use strata_index::AuditFilter;
     match command {
         AuditCommand::Verify => {
-            let events = archive.index.audit_events(AuditFilter::default()).await?;
-            match strata::audit::verify(events) {
+            let events = archive.index().audit_events(AuditFilter::default()).await?;
+            match strata_core::audit::verify(events) {
                 Verdict::Intact { events } => {
                     println!("audit trail intact: {events} events");
                     Ok(std::process::ExitCode::SUCCESS)
@@ -469,7 +475,7 @@ async fn audit(archive: &Archive, command: AuditCommand) -> anyhow::Result<std::
         AuditCommand::Export => {
             println!(
                 "copied {} audit events to the replicas",
-                archive.export_audit().await?
+                archive.maintenance().export_audit().await?
             );
             Ok(std::process::ExitCode::SUCCESS)
         }
@@ -487,7 +493,7 @@ async fn audit(archive: &Archive, command: AuditCommand) -> anyhow::Result<std::
                 ..Default::default()
             };
             let mut out = std::io::stdout().lock();
-            for e in archive.index.audit_events(filter).await? {
+            for e in archive.index().audit_events(filter).await? {
                 writeln!(out, "{}", serde_json::to_string(&e)?)?;
             }
             Ok(std::process::ExitCode::SUCCESS)
@@ -498,10 +504,11 @@ async fn audit(archive: &Archive, command: AuditCommand) -> anyhow::Result<std::
 async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::process::ExitCode> {
     match command {
         AeCommand::List => {
-            for p in &archive.config.dimse.peers {
+            let (configured, managed) = archive.admin().peers().await?;
+            for p in &configured {
                 println!("{:<16} {}:{}  (strata.toml)", p.aet, p.host, p.port);
             }
-            for p in archive.index.peers().await? {
+            for p in managed {
                 println!("{:<16} {}:{}", p.aet, p.host, p.port);
             }
         }
@@ -509,11 +516,12 @@ async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::proces
             if aet.is_empty() || aet.len() > 16 || aet.contains('\\') {
                 bail!("{aet:?} is not an AE title (1 to 16 characters, no backslash)");
             }
-            if archive.config.dimse.peers.iter().any(|p| p.aet == aet) {
+            if archive.config().dimse.peers.iter().any(|p| p.aet == aet) {
                 bail!("{aet} is defined in strata.toml; change it there");
             }
             archive
-                .set_peer(strata::config::DimsePeer {
+                .admin()
+                .set_peer(strata_core::config::DimsePeer {
                     aet: aet.clone(),
                     host,
                     port,
@@ -522,7 +530,7 @@ async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::proces
             println!("added {aet}");
         }
         AeCommand::Remove { aet } => {
-            if !archive.remove_peer(&aet).await? {
+            if !archive.admin().remove_peer(&aet).await? {
                 bail!("no managed AE titled {aet}");
             }
             println!("removed {aet}");
@@ -532,7 +540,7 @@ async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::proces
 }
 
 async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::process::ExitCode> {
-    use strata::auth::{hash_password, valid_user_name, Role};
+    use strata_services::auth::{hash_password, valid_user_name, Role};
     match command {
         UserCommand::Add { name, role, person } => {
             if !valid_user_name(&name) {
@@ -562,6 +570,7 @@ async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::pr
             }
             let hash = hash_password(password);
             if !archive
+                .admin()
                 .add_user(&name, role.as_str(), hash, person.as_deref())
                 .await?
             {
@@ -574,11 +583,11 @@ async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::pr
         }
         UserCommand::Bind { name, person } => {
             let person = person.to_ascii_lowercase();
-            archive.bind_user(&name, &person).await?;
+            archive.admin().bind_user(&name, &person).await?;
             println!("bound {name} to person {person}");
         }
         UserCommand::List => {
-            for u in archive.index.users().await? {
+            for u in archive.admin().users().await? {
                 match u.person {
                     Some(p) => println!("{:<24} {:<12} person {p}", u.name, u.role),
                     None => println!("{:<24} {}", u.name, u.role),
@@ -590,17 +599,25 @@ async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::pr
 }
 
 async fn token(archive: &Archive, command: TokenCommand) -> anyhow::Result<std::process::ExitCode> {
-    use strata::auth::{new_secret, secret_hash};
+    use strata_services::auth::{new_secret, secret_hash};
     match command {
         TokenCommand::Create { user, label } => {
             let token = new_secret("stk_");
-            if !archive.add_token(&user, secret_hash(&token), label).await? {
+            if !archive
+                .admin()
+                .add_token(&user, secret_hash(&token), label)
+                .await?
+            {
                 bail!("no user named {user}");
             }
             println!("{token}");
         }
         TokenCommand::Revoke { token } => {
-            if !archive.revoke_token(secret_hash(token.trim())).await? {
+            if !archive
+                .admin()
+                .revoke_token(secret_hash(token.trim()))
+                .await?
+            {
                 bail!("no live token like that");
             }
             println!("revoked");
@@ -610,7 +627,7 @@ async fn token(archive: &Archive, command: TokenCommand) -> anyhow::Result<std::
 }
 
 fn mpi(command: MpiCommand) -> anyhow::Result<std::process::ExitCode> {
-    use strata::mpi::{self, Decision};
+    use strata_mpi::{self as mpi, Decision};
     match command {
         MpiCommand::Link {
             input,

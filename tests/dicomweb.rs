@@ -9,7 +9,7 @@ use common::{
     Answer, TestArchive,
 };
 use std::path::PathBuf;
-use strata::synth::{Modality, SynthOptions};
+use strata_synth::{Modality, SynthOptions};
 
 fn study() -> SynthOptions {
     SynthOptions {

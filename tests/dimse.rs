@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-use strata::synth::{self, InstanceSpec, Modality, SynthOptions};
+use strata_synth::{self as synth, InstanceSpec, Modality, SynthOptions};
 
 const LOCALHOST: &str = "127.0.0.1";
 

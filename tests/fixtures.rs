@@ -3,7 +3,7 @@
 mod common;
 
 use common::{files_under, TestArchive};
-use strata::synth::{self, SynthOptions};
+use strata_synth::{self as synth, SynthOptions};
 
 /// The options `fixtures/make.sh` passes to the generator.
 fn fixture_options() -> SynthOptions {

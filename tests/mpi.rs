@@ -7,7 +7,7 @@ mod common;
 
 use common::{add_user, http, token, Answer, Api, TestArchive};
 use serde_json::json;
-use strata::synth::{self, Modality, SynthOptions};
+use strata_synth::{self as synth, Modality, SynthOptions};
 
 /// Writes one single-instance study of the given person under `dir`; returns its study UID.
 fn study(

@@ -43,10 +43,10 @@ fn spec_routes() -> (Routes, Routes) {
 }
 
 /// (path, method) pairs the router declares: each `.route("…", get(…).post(…))` of every source
-/// file.
+/// file of the HTTP door.
 fn router_routes() -> Routes {
     let mut out = BTreeSet::new();
-    let sources = walkdir::WalkDir::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))
+    let sources = walkdir::WalkDir::new(concat!(env!("CARGO_MANIFEST_DIR"), "/crates/http/src"))
         .into_iter()
         .map(|e| e.unwrap().into_path())
         .filter(|p| p.extension().is_some_and(|e| e == "rs"));
@@ -107,7 +107,7 @@ fn router_and_spec_agree() {
             .replace("{instance}", "1.2.5")
             .replace("{frames}", "1")
             .replace("{tag}", "7FE00010")
-            .replace("{file}", "app.js");
+            .replace("{file}", "common.js");
         let url = format!("http://{}{concrete}", server.http);
         let r = ureq::request(method, &url).call();
         let status = match r {

@@ -11,7 +11,7 @@ mod common;
 use common::{base, peer_script, python, text, token, tool, Answer, Api, Server, TestArchive};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use strata::synth::{self, Modality, SynthOptions};
+use strata_synth::{self as synth, Modality, SynthOptions};
 
 /// One study of two instances of the given person under `dir`; returns (study UID, files).
 fn study(

@@ -1,4 +1,4 @@
-//! Decoding frames to stored values and RGB (`strata::render::decode_frame`) on real files:
+//! Decoding frames to stored values and RGB (`strata_render::decode_frame`) on real files:
 //! pydicom's bundled test files, and lossless twins made with dcmtk.
 //!
 //! References, each independent of the code under test:
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use dicom_object::DefaultDicomObject;
-use strata::render::{decode_frame, render, DecodedFrame, Pixels, Presentation, RenderError, View};
+use strata_render::{decode_frame, render, DecodedFrame, Pixels, Presentation, RenderError, View};
 
 /// pydicom's test file directory, found through the venv's Python. Panics (the tests fail,
 /// never skip) if pydicom or its data are missing.

@@ -9,8 +9,8 @@ mod common;
 
 use common::{python, text, tool};
 use std::path::{Path, PathBuf};
-use strata::render::pipeline::Presentation;
-use strata::render::{decode_frame, render, Rendered, View, VoiFunction, Window};
+use strata_render::pipeline::Presentation;
+use strata_render::{decode_frame, render, Rendered, View, VoiFunction, Window};
 
 const ROWS: usize = 32;
 const COLS: usize = 48;
@@ -354,7 +354,7 @@ fn a_rescale_held_as_un_is_read_as_its_ds_text() {
     let p = Presentation::from_object(&obj, 0);
     assert_eq!(
         p.modality_lut,
-        strata::render::pipeline::ModalityLut::Rescale {
+        strata_render::pipeline::ModalityLut::Rescale {
             slope: 2.5,
             intercept: -100.0
         }
@@ -424,10 +424,10 @@ fn a_one_bit_image_goes_through_the_voi_stage() {
         .collect();
     let ones = values.iter().filter(|&&v| v == 1).count();
     assert!(ones > 0 && ones < rows * cols, "the mask has both values");
-    let frame = strata::render::DecodedFrame {
+    let frame = strata_render::DecodedFrame {
         rows: rows as u32,
         columns: cols as u32,
-        pixels: strata::render::Pixels::Grey {
+        pixels: strata_render::Pixels::Grey {
             values: values.clone(),
             bits_stored: 1,
             bits_allocated: 1,
@@ -453,7 +453,7 @@ fn a_real_mr_with_its_own_window() {
     let path = pydicom_file("MR_small.dcm");
     let obj = dicom_object::open_file(&path).unwrap();
     let decoded = decode_frame(&obj, 0).unwrap();
-    let strata::render::Pixels::Grey { values, .. } = &decoded.pixels else {
+    let strata_render::Pixels::Grey { values, .. } = &decoded.pixels else {
         panic!("MR_small is grey")
     };
     let want: Vec<u8> = values
@@ -525,7 +525,7 @@ fn colour_frames_are_only_resampled() {
     let path = pydicom_file("examples_rgb_color.dcm");
     let obj = dicom_object::open_file(&path).unwrap();
     let decoded = decode_frame(&obj, 0).unwrap();
-    let strata::render::Pixels::Rgb(rgb) = &decoded.pixels else {
+    let strata_render::Pixels::Rgb(rgb) = &decoded.pixels else {
         panic!("an RGB file decodes to RGB")
     };
     let p = Presentation::from_object(&obj, 0);

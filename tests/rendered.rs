@@ -7,9 +7,9 @@ mod common;
 
 use common::{add_user, broken_jpeg, http, sop_uid, token, Answer, Server, TestArchive};
 use std::path::{Path, PathBuf};
-use strata::render::pipeline::Presentation;
-use strata::render::{decode_frame, render, Rendered, View, VoiFunction, Window};
-use strata::synth::{Modality, SynthOptions};
+use strata_render::pipeline::Presentation;
+use strata_render::{decode_frame, render, Rendered, View, VoiFunction, Window};
+use strata_synth::{Modality, SynthOptions};
 
 fn get(url: &str, token: &str, accept: Option<&str>) -> Answer {
     let auth = format!("Bearer {token}");

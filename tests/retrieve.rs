@@ -7,7 +7,7 @@ mod common;
 use common::{files_under, peer_script, python, sop_uid, text, tool, TestArchive};
 use dicom_object::InMemDicomObject;
 use std::path::{Path, PathBuf};
-use strata::synth::{Modality, SynthOptions};
+use strata_synth::{Modality, SynthOptions};
 
 fn study(slices: usize) -> SynthOptions {
     SynthOptions {

@@ -8,7 +8,7 @@ use common::{files_under, sop_uid, TestArchive};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use strata::synth::{Modality, SynthOptions};
+use strata_synth::{Modality, SynthOptions};
 
 fn small_set() -> SynthOptions {
     SynthOptions {
@@ -156,14 +156,15 @@ async fn lost_and_corrupt_copies_are_served_around_and_repaired() {
         text.contains("1 corrupt") && text.contains("1 unrepaired"),
         "{text}"
     );
-    let a = t.open().await;
+    let a = t.open_archive().await;
     let mut served = Vec::new();
-    a.read_instance(&uid1, |c| {
-        served.extend_from_slice(c);
-        Ok(())
-    })
-    .await
-    .unwrap();
+    a.reads()
+        .read_instance(&uid1, |c| {
+            served.extend_from_slice(c);
+            Ok(())
+        })
+        .await
+        .unwrap();
     assert_eq!(
         served,
         std::fs::read(&files[1]).unwrap(),
@@ -478,14 +479,17 @@ async fn kill_9_during_import_loses_nothing_acknowledged() {
     }
     let by_uid: std::collections::HashMap<String, std::path::PathBuf> =
         files.iter().map(|f| (sop_uid(f), f.clone())).collect();
+    let archive = t.open_archive().await;
     for uid in &acknowledged {
         let mut got = Vec::new();
-        a.read_instance(uid, |c| {
-            got.extend_from_slice(c);
-            Ok(())
-        })
-        .await
-        .unwrap();
+        archive
+            .reads()
+            .read_instance(uid, |c| {
+                got.extend_from_slice(c);
+                Ok(())
+            })
+            .await
+            .unwrap();
         assert_eq!(got, std::fs::read(&by_uid[uid]).unwrap(), "{uid}");
     }
     drop(a);

@@ -13,9 +13,9 @@ use futures::{SinkExt, StreamExt};
 use openh264::formats::YUVSource;
 use std::collections::HashMap;
 use std::time::Duration;
-use strata::render::stream::{Header, KIND_FRAME, KIND_STILL};
-use strata::render::{Rendered, View, VoiFunction, Window};
-use strata::synth::{Modality, SynthOptions};
+use strata_render::stream::{Header, KIND_FRAME, KIND_STILL};
+use strata_render::{Rendered, View, VoiFunction, Window};
+use strata_synth::{Modality, SynthOptions};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -525,19 +525,19 @@ async fn a_radiologist_scrolls_and_windows_a_ct_series() {
     // Against the server's own render, computed here on the same data: every frame of the CT
     // series is close, and the still is exact.
     drop(server);
-    let archive = t.open().await;
+    let archive = t.open_archive().await;
     let sop_of: Vec<String> = {
         let refs = archive
-            .index
+            .index()
             .instances_under(
                 study.clone(),
                 Some(series.clone()),
                 None,
-                strata::index::Scope::All,
+                strata_index::Scope::All,
             )
             .await
             .unwrap();
-        strata::render::stream::open_series(&refs)
+        strata_services::pictures::open_series(&refs)
             .unwrap()
             .slices
             .into_iter()
@@ -557,15 +557,11 @@ async fn a_radiologist_scrolls_and_windows_a_ct_series() {
                 viewport: Some((256, 256)),
                 ..View::default()
             };
-            strata::render::render_instance(
-                &archive,
-                &sop,
-                0,
-                view,
-                strata::render::Priority::Interactive,
-            )
-            .await
-            .unwrap()
+            archive
+                .pictures()
+                .render(&sop, 0, view, strata_render::Priority::Interactive)
+                .await
+                .unwrap()
         }
     };
     let mut checked = 0;
@@ -574,7 +570,7 @@ async fn a_radiologist_scrolls_and_windows_a_ct_series() {
         let s = sent[&h.input_seq];
         assert_eq!(h.slice, s.slice);
         let r = render(s).await;
-        let (expected, _, _) = strata::render::stream::place(&r, 256, 256);
+        let (expected, _, _) = strata_render::stream::place(&r, 256, 256);
         let p = psnr(luma, &expected);
         assert!(
             p >= 42.0,

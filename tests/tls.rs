@@ -4,7 +4,7 @@
 mod common;
 
 use common::{text, tool, TestArchive};
-use strata::synth::SynthOptions;
+use strata_synth::SynthOptions;
 
 #[test]
 fn echo_and_store_over_tls() {

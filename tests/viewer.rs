@@ -7,7 +7,7 @@ mod common;
 use common::{add_patient, add_user, base, broken_jpeg, token, Api, TestArchive};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use strata::synth::{self, Modality, SynthOptions};
+use strata_synth::{self as synth, Modality, SynthOptions};
 
 /// A CT study of one person at HOSP_A and a second study of the same person at HOSP_B, imported;
 /// returns (family name, the CT study's UID).

@@ -3,12 +3,12 @@
 // scroll; right-drag (or shift-drag) windows; ctrl-drag or pinch zooms; middle-drag (or alt-drag)
 // pans; presets by key and menu. Overlays are drawn here, never burned into the pixels.
 
-import { api, dv, el, da, pn, failed, mayExport, message, state } from "./app.js";
+import { api, dv, el, da, pn, failed, mayExport, message, state } from "./common.js";
+import { PRESET_NAMES } from "./protocol.js";
 
-const PRESETS = [
-  ["brain", "Brain"], ["subdural", "Subdural"], ["lung", "Lung"], ["mediastinum", "Mediastinum"],
-  ["bone", "Bone"], ["abdomen", "Abdomen"], ["liver", "Liver"],
-];
+/** The window presets the server offers (protocol.js is made by the server from its own list),
+ * each with the label the viewer shows. */
+const PRESETS = PRESET_NAMES.map((p) => [p, p[0].toUpperCase() + p.slice(1)]);
 const KEYS = [
   ["Wheel, ↑ ↓, drag", "previous / next slice"], ["PgUp PgDn, Home End", "10 slices, first / last"],
   ["Right-drag or Shift-drag", "window / level"], ["1 … 7", "presets: " + PRESETS.map((p) => p[1]).join(", ")],
@@ -37,7 +37,7 @@ class Viewport {
     this.view = { slice: 0, window: null, preset: null, zoom: 1, pan: [0, 0] };
     this.sent = new Map();
     this.stats = { latencies: [], paintedAt: [], lastSeq: 0, slice: null, lossless: false, frames: 0, errors: [] };
-    this.worker = new Worker("/app/worker.js");
+    this.worker = new Worker("/app/worker.js", { type: "module" });
     const offscreen = this.canvas.transferControlToOffscreen();
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     this.worker.postMessage({ type: "init", canvas: offscreen, url: `${proto}//${location.host}/api/stream` }, [offscreen]);

@@ -3,6 +3,8 @@
 // OffscreenCanvas, and the lossless still, shown only when its CRC-32 matches what is drawn.
 // The page sends view states here; this worker sends back what was painted.
 
+import { FLAG_KEYFRAME, FLAG_RGB, KIND_FRAME, KIND_STILL } from "./protocol.js";
+
 let canvas = null;
 let ctx = null;
 let url = null;
@@ -95,11 +97,11 @@ function binary(buffer) {
     width: v.getUint16(16, true), height: v.getUint16(18, true),
     waitUs: v.getUint32(20, true), renderUs: v.getUint32(24, true), encodeUs: v.getUint32(28, true),
     crc: v.getUint32(32, true), x: v.getInt32(36, true), y: v.getInt32(40, true),
-    key: (flags & 1) !== 0, rgb: (flags & 2) !== 0,
+    key: (flags & FLAG_KEYFRAME) !== 0, rgb: (flags & FLAG_RGB) !== 0,
   };
   const payload = new Uint8Array(buffer, header);
-  if (kind === 1) frame(h, payload);
-  else if (kind === 2) still(h, payload);
+  if (kind === KIND_FRAME) frame(h, payload);
+  else if (kind === KIND_STILL) still(h, payload);
 }
 
 function frame(h, payload) {

@@ -7,11 +7,17 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use strata::archive::Archive;
-use strata::config::Config;
-use strata::synth::{self, SynthOptions};
+use strata_archive::Archive;
+use strata_core::config::Config;
+use strata_synth::{self as synth, SynthOptions};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_strata");
+
+/// The engines of an archive, as the tests inspect them.
+pub struct Engines {
+    pub index: strata_index::Index,
+    pub store: strata_store::Store,
+}
 
 pub struct TestArchive {
     pub dir: tempfile::TempDir,
@@ -67,12 +73,22 @@ impl TestArchive {
     }
 
     /// The object file of `blob` on one replica.
-    pub fn blob_file(&self, letter: char, blob: &strata::store::address::BlobId) -> PathBuf {
+    pub fn blob_file(&self, letter: char, blob: &strata_core::BlobId) -> PathBuf {
         self.replica(letter).join(blob.object_key())
     }
 
-    /// Opens the archive in this process (the binary must not be running).
-    pub async fn open(&self) -> Arc<Archive> {
+    /// Opens the archive's engines in this process, to check what the binary left behind (the
+    /// binary must not be running).
+    pub async fn open(&self) -> Engines {
+        let config = Config::load(&self.data(), None, Vec::new()).expect("config");
+        Engines {
+            index: strata_index::Index::open(&config.index_path()).expect("opening the index"),
+            store: strata_archive::open_store(&config).expect("opening the store"),
+        }
+    }
+
+    /// Opens the whole archive in this process (the binary must not be running).
+    pub async fn open_archive(&self) -> Arc<Archive> {
         let config = Config::load(&self.data(), None, Vec::new()).expect("config");
         Archive::open(config).await.expect("opening the archive")
     }

@@ -1,0 +1,276 @@
+//! The archive wired from one [`Config`] (layer 3): it opens the engines (the store with its
+//! key and replicas, the index, the render pool, the metrics), builds each service with exactly
+//! the engines and configuration it needs, and starts the background workers. It holds handles
+//! and does no work of its own: every door reaches the archive's work through the services it
+//! hands out.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use strata_core::config::Config;
+use strata_core::Metrics;
+use strata_index::Index;
+use strata_render::RenderPool;
+use strata_services::admin::Admin;
+use strata_services::ingest::Ingest;
+use strata_services::journal::Journal;
+use strata_services::maintenance::Maintenance;
+use strata_services::persons::Persons;
+use strata_services::pictures::Pictures;
+use strata_services::reads::Reads;
+use strata_services::reindex::{rebuild, ReindexReport};
+use strata_services::retention::Retention;
+use strata_services::ServiceError;
+use strata_store::crypt::MasterKey;
+use strata_store::{Replica, Replicas, Store};
+
+pub struct Archive {
+    config: Config,
+    store: Arc<Store>,
+    index: Index,
+    metrics: Arc<Metrics>,
+    ingest: Ingest,
+    reads: Reads,
+    pictures: Pictures,
+    admin: Admin,
+    persons: Persons,
+    retention: Retention,
+    maintenance: Maintenance,
+    /// Where clients reach the HTTP side: `http.public_url`, or set once the listener is bound.
+    public_url: OnceLock<String>,
+}
+
+/// Held by `strata serve` for as long as it runs, so that `reindex`, which swaps the index file,
+/// can refuse to run under a live server. The operating system drops it if the process dies.
+pub struct ServeLock(#[allow(dead_code)] std::fs::File);
+
+impl ServeLock {
+    pub fn acquire(config: &Config) -> Result<ServeLock, ServiceError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ServiceError::Setup(format!("creating {}: {e}", config.data_dir.display()))
+        })?;
+        let path = config.data_dir.join("serve.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ServiceError::Setup(format!("{}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(ServeLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(ServiceError::Setup(format!(
+                "the archive in {} is being served by another process: stop it first",
+                config.data_dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(ServiceError::Setup(format!("{}: {e}", path.display())))
+            }
+        }
+    }
+}
+
+/// Opens the store alone (key and replicas), for commands that must not touch the index.
+pub fn open_store(config: &Config) -> Result<Store, ServiceError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ServiceError::Setup(format!("creating {}: {e}", config.data_dir.display())))?;
+    let env_key = std::env::var("STRATA_MASTER_KEY").ok();
+    let (key, created) = MasterKey::load_or_create(&config.data_dir, env_key.as_deref())
+        .map_err(|e| ServiceError::Setup(e.to_string()))?;
+    if let Some(path) = created {
+        eprintln!(
+            "strata: created a new master key at {}: BACK IT UP NOW, somewhere other than the replicas; without it every stored instance is unreadable.",
+            path.display()
+        );
+    }
+    let replicas = config
+        .replica_urls()
+        .iter()
+        .map(|u| Replica::open(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServiceError::Setup(e.to_string()))?;
+    Ok(Store::new(
+        Arc::new(key),
+        Replicas::new(replicas, config.write_quorum()),
+    ))
+}
+
+impl Archive {
+    pub async fn open(config: Config) -> Result<Arc<Archive>, ServiceError> {
+        let store = Arc::new(open_store(&config)?);
+        let index = Index::open(&config.index_path())?;
+        let metrics = Arc::new(Metrics::new());
+        let pool = Arc::new(RenderPool::new(
+            config.render.workers,
+            config.render.cache_bytes,
+        ));
+        let journal = Journal::new(store.clone());
+        let reads = Reads::new(store.clone(), index.clone(), metrics.clone());
+        Ok(Arc::new(Archive {
+            ingest: Ingest::new(
+                store.clone(),
+                index.clone(),
+                journal.clone(),
+                metrics.clone(),
+                config.ingest.clone(),
+                config.data_dir.join("spool"),
+            ),
+            pictures: Pictures::new(reads.clone(), pool),
+            reads,
+            admin: Admin::new(
+                index.clone(),
+                journal.clone(),
+                config.dimse.peers.clone(),
+                config.data_dir.clone(),
+            ),
+            persons: Persons::new(index.clone(), journal.clone()),
+            retention: Retention::new(
+                store.clone(),
+                index.clone(),
+                journal,
+                config.retention.clone(),
+            ),
+            maintenance: Maintenance::new(
+                store.clone(),
+                index.clone(),
+                metrics.clone(),
+                config.scrub.clone(),
+                config.repair.clone(),
+            ),
+            config,
+            store,
+            index,
+            metrics,
+            public_url: OnceLock::new(),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The catalog, for what the doors read (searches, instance lists, persons, the audit
+    /// trail) and the audit events they write.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn ingest(&self) -> &Ingest {
+        &self.ingest
+    }
+
+    pub fn reads(&self) -> &Reads {
+        &self.reads
+    }
+
+    pub fn pictures(&self) -> &Pictures {
+        &self.pictures
+    }
+
+    pub fn admin(&self) -> &Admin {
+        &self.admin
+    }
+
+    pub fn persons(&self) -> &Persons {
+        &self.persons
+    }
+
+    pub fn retention(&self) -> &Retention {
+        &self.retention
+    }
+
+    pub fn maintenance(&self) -> &Maintenance {
+        &self.maintenance
+    }
+
+    /// Where clients reach the HTTP side (the base of RetrieveURL and BulkDataURI): set once,
+    /// when the HTTP listener is bound.
+    pub fn public_url(&self) -> Option<&str> {
+        self.public_url.get().map(String::as_str)
+    }
+
+    pub fn set_public_url(&self, url: String) {
+        let _ = self.public_url.set(url);
+    }
+
+    /// Ready to acknowledge instances: the index answers and a write quorum of replicas is
+    /// reachable.
+    pub async fn readiness(&self) -> Readiness {
+        Readiness {
+            index_ok: self.index.ping().await,
+            replicas_reachable: self.store.replicas().reachable().await,
+            replicas: self.store.replicas().len(),
+            write_quorum: self.store.replicas().write_quorum(),
+        }
+    }
+
+    /// Marks each replica as part of this archive (the readiness probe looks for the marker).
+    pub async fn write_markers(&self) {
+        if let Err(e) = self.store.write_markers().await {
+            tracing::warn!("writing replica markers: {e}");
+        }
+    }
+
+    /// Starts the background workers of a serving archive.
+    pub fn spawn_workers(&self) {
+        self.maintenance.spawn_workers();
+    }
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Readiness {
+    pub index_ok: bool,
+    pub replicas_reachable: usize,
+    pub replicas: usize,
+    pub write_quorum: usize,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.index_ok && self.replicas_reachable >= self.write_quorum
+    }
+}
+
+/// Rebuilds the index from one replica alone (1-based `replica_no`): every blob on it, then the
+/// decision journal replayed in order. The new index is built beside the old one and moved into
+/// place at the end, so a failed reindex leaves the old index untouched. The archive must not be
+/// serving while this runs.
+pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport, ServiceError> {
+    let _lock = ServeLock::acquire(config)?;
+    let store = open_store(config)?;
+    if replica_no == 0 || replica_no > store.replicas().len() {
+        return Err(ServiceError::Setup(format!(
+            "--from-replica {replica_no}: the archive has replicas 1 to {}",
+            store.replicas().len()
+        )));
+    }
+    let r = replica_no - 1;
+    let final_path = config.index_path();
+    let tmp_path = final_path.with_extension("sqlite.reindex");
+    remove_db(&tmp_path);
+    let index = Index::open(&tmp_path)?;
+    let report = rebuild(
+        &store,
+        &index,
+        r,
+        &config.data_dir,
+        config.ingest.spool_threshold_bytes,
+    )
+    .await?;
+    index.close().await?;
+    remove_db(&final_path);
+    std::fs::rename(&tmp_path, &final_path)
+        .map_err(|e| ServiceError::Setup(format!("moving the new index into place: {e}")))?;
+    Ok(report)
+}
+
+fn remove_db(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}

@@ -1,0 +1,517 @@
+//! One configuration: embedded defaults < `strata.toml` < `STRATA_*` environment variables <
+//! command-line flags. An unknown key or a bad value is an error that names the key and where it
+//! came from; nothing is silently ignored.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Environment variables that are not configuration keys.
+const RESERVED_ENV: &[&str] = &[
+    "STRATA_DATA",
+    "STRATA_CONFIG",
+    "STRATA_MASTER_KEY",
+    "STRATA_LOG",
+];
+const SECTIONS: &[&str] = &[
+    "http",
+    "dimse",
+    "store",
+    "ingest",
+    "scrub",
+    "repair",
+    "retention",
+    "render",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub dimse: DimseConfig,
+    pub store: StoreConfig,
+    pub ingest: IngestConfig,
+    pub scrub: ScrubConfig,
+    pub repair: RepairConfig,
+    pub retention: RetentionConfig,
+    pub render: RenderConfig,
+    /// The data directory (index, key, default replicas); set from `--data`, not the file.
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Loopback by default: exposing the archive is a decision, not an accident.
+    pub listen: String,
+    /// Largest STOW-RS request body; larger ones are refused with 413.
+    pub max_body_bytes: u64,
+    /// The URL clients reach the archive at (behind a proxy, say), used in RetrieveURL and
+    /// BulkDataURI; default: http:// and the address the server listens on.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DimseConfig {
+    /// Where modalities and other PACS connect; loopback by default, like HTTP.
+    pub listen: String,
+    pub ae_title: String,
+    /// Associations served at once; one more is rejected (transient, local limit exceeded).
+    pub max_associations: usize,
+    /// Largest P-DATA PDU we accept, announced in the A-ASSOCIATE-AC.
+    pub max_pdu_length: u32,
+    /// How long a peer may take to send its A-ASSOCIATE-RQ after connecting (ARTIM).
+    pub artim_timeout_seconds: u64,
+    /// An association with no PDU for this long is aborted.
+    pub idle_timeout_seconds: u64,
+    /// The calling AE titles allowed to connect, each with what it may do. Empty: any AE may
+    /// connect and do everything.
+    pub clients: Vec<DimseClient>,
+    /// Destinations C-MOVE may send to.
+    pub peers: Vec<DimsePeer>,
+    /// DICOM TLS: served on `tls_listen` when both the certificate and its key are given (PEM).
+    pub tls_listen: String,
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DimseClient {
+    pub aet: String,
+    #[serde(default = "all_permissions")]
+    pub permissions: Vec<DimsePermission>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DimsePermission {
+    Store,
+    Query,
+    Retrieve,
+}
+
+fn all_permissions() -> Vec<DimsePermission> {
+    vec![
+        DimsePermission::Store,
+        DimsePermission::Query,
+        DimsePermission::Retrieve,
+    ]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DimsePeer {
+    pub aet: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for DimseConfig {
+    fn default() -> Self {
+        DimseConfig {
+            listen: "127.0.0.1:11112".into(),
+            ae_title: "STRATA".into(),
+            max_associations: 64,
+            max_pdu_length: 262_144,
+            artim_timeout_seconds: 30,
+            idle_timeout_seconds: 300,
+            clients: Vec::new(),
+            peers: Vec::new(),
+            tls_listen: "127.0.0.1:2762".into(),
+            tls_certificate: None,
+            tls_private_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// object_store URLs; empty means three folders under the data directory.
+    pub replicas: Vec<String>,
+    /// Replicas that must have a blob durably before it counts as written; default all.
+    pub write_quorum: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Instances larger than this are streamed from a spool file, never held whole in memory.
+    pub spool_threshold_bytes: u64,
+    pub max_instance_bytes: u64,
+    pub on_conflict: OnConflict,
+    /// Files `strata import` ingests at once.
+    pub import_parallelism: usize,
+}
+
+/// What a different instance under a SOP Instance UID already stored does (`ingest.on_conflict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Keep the stored instance, refuse the new one.
+    Reject,
+    /// Index the new one; the old blob stays, listed in the instance's history.
+    Replace,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// Background verification rate while serving; 0 turns the background scrub off.
+    pub blobs_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepairConfig {
+    /// How often the repair worker looks at the queue.
+    pub interval_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            http: HttpConfig::default(),
+            dimse: DimseConfig::default(),
+            store: StoreConfig::default(),
+            ingest: IngestConfig::default(),
+            scrub: ScrubConfig::default(),
+            repair: RepairConfig::default(),
+            retention: RetentionConfig::default(),
+            render: RenderConfig::default(),
+            data_dir: PathBuf::from("strata-data"),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 8 << 30,
+            public_url: None,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            spool_threshold_bytes: 64 << 20,
+            max_instance_bytes: 16 << 30,
+            on_conflict: OnConflict::Reject,
+            import_parallelism: 8,
+        }
+    }
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig {
+            blobs_per_second: 5.0,
+        }
+    }
+}
+
+/// How long records must be kept: deleting a study still under retention is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Years after the study an adult's record is kept.
+    pub adult_years: u32,
+    /// A child's record is kept at least until the patient reaches this age.
+    pub minor_until_age: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            adult_years: 7,
+            minor_until_age: 25,
+        }
+    }
+}
+
+/// The render pool (decode, window, resample) and its decoded-frame cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenderConfig {
+    /// Worker threads; default one per core. More would only take turns on the same cores.
+    pub workers: usize,
+    /// Bytes of decoded frames kept for reuse (a 512×512 CT slice takes 1 MiB): scrolling back
+    /// and forth through a series decodes each slice once.
+    pub cache_bytes: u64,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        RenderConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cache_bytes: 1 << 30,
+        }
+    }
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        RepairConfig {
+            interval_seconds: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration for `data_dir`: `config_file` if given (it must exist), else
+    /// `<data>/strata.toml` when it exists; then the `STRATA_*` variables of `env`.
+    pub fn load(
+        data_dir: &Path,
+        config_file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let default_file = data_dir.join("strata.toml");
+        let file = match config_file {
+            Some(f) => Some(f.to_path_buf()),
+            None => default_file.exists().then_some(default_file),
+        };
+        let mut table = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid {
+                        origin: path.display().to_string(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let origin = file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "defaults".into());
+        let mut from_env = Vec::new();
+        for (name, value) in env {
+            if !name.starts_with("STRATA_") || RESERVED_ENV.contains(&name.as_str()) {
+                continue;
+            }
+            let rest = name["STRATA_".len()..].to_ascii_lowercase();
+            let Some((section, key)) = rest.split_once('_').filter(|(s, _)| SECTIONS.contains(s))
+            else {
+                return Err(ConfigError::Invalid {
+                    origin: format!("environment variable {name}"),
+                    message: format!(
+                        "not a configuration key (sections: {})",
+                        SECTIONS.join(", ")
+                    ),
+                });
+            };
+            let parsed = if key == "replicas" {
+                toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(|s| toml::Value::String(s.trim().into()))
+                        .collect(),
+                )
+            } else {
+                format!("v = {value}")
+                    .parse::<toml::Table>()
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .unwrap_or(toml::Value::String(value.clone()))
+            };
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                t.insert(key.to_string(), parsed);
+            }
+            from_env.push(name);
+        }
+        let origin = if from_env.is_empty() {
+            origin
+        } else {
+            format!("{origin} with {}", from_env.join(", "))
+        };
+        let mut config: Config =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin: origin.clone(),
+                    message: e.message().to_string(),
+                })?;
+        config.data_dir = data_dir.to_path_buf();
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |message: String| {
+            Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                message,
+            })
+        };
+        let n = self.replica_urls().len();
+        if n == 0 {
+            return bad("store.replicas: at least one replica is needed".into());
+        }
+        if let Some(q) = self.store.write_quorum {
+            if q == 0 || q > n {
+                return bad(format!(
+                    "store.write_quorum = {q}: must be between 1 and the {n} replicas"
+                ));
+            }
+        }
+        let ae = &self.dimse.ae_title;
+        if ae.is_empty() || ae.len() > 16 || ae.chars().any(|c| c == '\\' || c.is_control()) {
+            return bad(format!(
+                "dimse.ae_title = {ae:?}: an AE title has 1 to 16 characters, no backslash"
+            ));
+        }
+        if !(4096..=16_777_216).contains(&self.dimse.max_pdu_length) {
+            return bad("dimse.max_pdu_length must be between 4096 and 16777216".into());
+        }
+        if self.dimse.tls_certificate.is_some() != self.dimse.tls_private_key.is_some() {
+            return bad("dimse.tls_certificate and dimse.tls_private_key go together".into());
+        }
+        if self.dimse.max_associations == 0 {
+            return bad("dimse.max_associations must be at least 1".into());
+        }
+        if self.ingest.import_parallelism == 0 {
+            return bad("ingest.import_parallelism must be at least 1".into());
+        }
+        if self.ingest.spool_threshold_bytes > self.ingest.max_instance_bytes {
+            return bad("ingest.spool_threshold_bytes exceeds ingest.max_instance_bytes".into());
+        }
+        if self.render.workers == 0 {
+            return bad("render.workers must be at least 1".into());
+        }
+        if self.scrub.blobs_per_second.is_nan() || self.scrub.blobs_per_second < 0.0 {
+            return bad("scrub.blobs_per_second must be 0 or more".into());
+        }
+        Ok(())
+    }
+
+    /// The replica URLs in force: the configured ones, or three folders in the data directory.
+    pub fn replica_urls(&self) -> Vec<String> {
+        if !self.store.replicas.is_empty() {
+            return self.store.replicas.clone();
+        }
+        let abs = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        ["replica-a", "replica-b", "replica-c"]
+            .iter()
+            .map(|r| {
+                url::Url::from_file_path(abs.join(r))
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|_| format!("file://{}/{r}", abs.display()))
+            })
+            .collect()
+    }
+
+    pub fn write_quorum(&self) -> usize {
+        self.store.write_quorum.unwrap_or(self.replica_urls().len())
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.data_dir.join("index.sqlite")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_three_local_replicas_all_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(dir.path(), None, env(&[])).unwrap();
+        assert_eq!(c.replica_urls().len(), 3);
+        assert!(c.replica_urls()[0].starts_with("file:///"));
+        assert_eq!(c.write_quorum(), 3);
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("strata.toml"),
+            "[http]\nlisten = \"127.0.0.1:9000\"\n[store]\nwrite_quorum = 2\n[ingest]\non_conflict = \"replace\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_STORE_WRITE_QUORUM", "1"), ("STRATA_DATA", "x")]),
+        )
+        .unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:9000");
+        assert_eq!(c.write_quorum(), 1, "environment overrides the file");
+        assert_eq!(c.ingest.on_conflict, OnConflict::Replace);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("strata.toml");
+        std::fs::write(&f, "[store]\nwrite_qorum = 2\n").unwrap();
+        let e = Config::load(dir.path(), None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("write_qorum") && e.contains("strata.toml"),
+            "{e}"
+        );
+        std::fs::write(&f, "[ingest]\non_conflict = \"merge\"\n").unwrap();
+        let e = Config::load(dir.path(), None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("merge"), "{e}");
+        std::fs::remove_file(&f).unwrap();
+        let e = Config::load(dir.path(), None, env(&[("STRATA_STORE_WRITE_QUORUM", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("write_quorum") && e.contains("STRATA_STORE_WRITE_QUORUM"),
+            "{e}"
+        );
+        let e = Config::load(dir.path(), None, env(&[("STRATA_RENDER_WORKERS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("render.workers"), "{e}");
+        let c = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_RENDER_CACHE_BYTES", "1048576")]),
+        )
+        .unwrap();
+        assert_eq!(c.render.cache_bytes, 1 << 20);
+        assert!(c.render.workers >= 1);
+        let e = Config::load(dir.path(), None, env(&[("STRATA_BOGUS", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("STRATA_BOGUS"), "{e}");
+    }
+}

@@ -1,0 +1,630 @@
+//! DIMSE: the DICOM network door (PS3.7 messages, PS3.8 associations, PS3.4 services).
+//!
+//! dicom-ul negotiates each association (presentation contexts, AE titles, maximum PDU sizes);
+//! from then on this module reads and writes PDUs itself, so a C-CANCEL can be read while a
+//! C-FIND is still sending pending responses. [`message`] is the wire layer; [`store`] and
+//! [`find`] are the services. DIMSE never stores or indexes anything itself: C-STORE goes
+//! through the archive's ingest service, C-FIND asks the index.
+
+pub mod commit;
+pub mod find;
+pub mod message;
+pub mod retrieve;
+pub mod storage_classes;
+pub mod store;
+pub mod tls;
+
+use dicom_dictionary_std::uids;
+use dicom_object::InMemDicomObject;
+use dicom_ul::association::server::AccessControl;
+use dicom_ul::association::Association;
+use dicom_ul::pdu::{
+    AbortRQServiceProviderReason, AbortRQSource, AssociationRJServiceUserReason, PDataValueType,
+    Pdu,
+};
+use dicom_ul::ServerAssociationOptions;
+use message::{field, status, Command, MessageError, MessageWriter, PduReader};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_archive::Archive;
+use strata_core::audit::{AuditEvent, Outcome};
+use strata_core::config::{DimseConfig, DimsePermission};
+use strata_dicom::attr::attr_text;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+/// The services this door offers besides storage.
+const QUERY_SOP_CLASSES: &[&str] = &[
+    uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
+    uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
+    uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
+    uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
+    uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
+    uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
+    uids::STORAGE_COMMITMENT_PUSH_MODEL,
+];
+
+/// Every Storage SOP Class of PS3.4 B.5.
+pub fn storage_sop_classes() -> impl Iterator<Item = &'static str> {
+    storage_classes::STORAGE_SOP_CLASSES
+        .iter()
+        .map(|(uid, _)| *uid)
+}
+
+/// The calling-AE allowlist, applied while the association is negotiated. It remembers the
+/// calling AE it saw, so a refused attempt can be audited under that name.
+struct Allowlist {
+    allowed: Vec<String>,
+    seen: std::sync::Mutex<Option<String>>,
+}
+
+impl AccessControl for Allowlist {
+    fn check_access(
+        &self,
+        _this: &str,
+        calling: &str,
+        _called: &str,
+        _user: Option<&dicom_ul::pdu::UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        *self.seen.lock().expect("allowlist lock") = Some(calling.trim().to_string());
+        if self.allowed.is_empty() || self.allowed.iter().any(|a| a == calling.trim()) {
+            Ok(())
+        } else {
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        }
+    }
+}
+
+/// dicom-ul takes its access control by value; this shares ours with the association task.
+struct SharedAllowlist(Arc<Allowlist>);
+
+impl AccessControl for SharedAllowlist {
+    fn check_access(
+        &self,
+        this: &str,
+        calling: &str,
+        called: &str,
+        user: Option<&dicom_ul::pdu::UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        self.0.check_access(this, calling, called, user)
+    }
+}
+
+/// SCP/SCU role selection (PS3.7 D.3.3.4): a C-GET SCU proposes to be the SCP of the storage
+/// classes it wants back; we agree to whatever roles it proposes for them.
+struct RoleSelection;
+
+impl dicom_ul::association::server::Negotiation for RoleSelection {
+    fn negotiate_roles(
+        &self,
+        sop_class_uid: &str,
+        scu: bool,
+        scp: bool,
+    ) -> Option<dicom_ul::pdu::RequestorRoles> {
+        let uid = sop_class_uid.trim_end_matches('\0');
+        storage_sop_classes()
+            .any(|c| c == uid)
+            .then_some(dicom_ul::pdu::RequestorRoles { scu, scp })
+    }
+}
+
+/// What a calling AE may do.
+pub fn permissions(config: &DimseConfig, calling_ae: &str) -> Vec<DimsePermission> {
+    if config.clients.is_empty() {
+        return vec![
+            DimsePermission::Store,
+            DimsePermission::Query,
+            DimsePermission::Retrieve,
+        ];
+    }
+    config
+        .clients
+        .iter()
+        .find(|c| c.aet == calling_ae.trim())
+        .map(|c| c.permissions.clone())
+        .unwrap_or_default()
+}
+
+/// Accepts associations until the process ends.
+pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
+    let cfg = archive.config().dimse.clone();
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (dimse.listen): {e}", cfg.listen))?;
+    eprintln!(
+        "strata: serving DIMSE as {} on {}",
+        cfg.ae_title,
+        listener.local_addr()?
+    );
+    // DICOM TLS (PS3.15 B.1) on its own port, when a certificate is configured.
+    let tls = match (&cfg.tls_certificate, &cfg.tls_private_key) {
+        (Some(cert), Some(key)) => {
+            let config = tls::server_config(cert, key)?;
+            let l = tokio::net::TcpListener::bind(&cfg.tls_listen)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot listen on {} (dimse.tls_listen): {e}",
+                        cfg.tls_listen
+                    )
+                })?;
+            eprintln!(
+                "strata: serving DIMSE over TLS as {} on {}",
+                cfg.ae_title,
+                l.local_addr()?
+            );
+            Some((l, config))
+        }
+        _ => None,
+    };
+    // Plain and TLS associations share one limit.
+    let slots = Arc::new(Semaphore::new(cfg.max_associations));
+    loop {
+        let accepted = match &tls {
+            Some((tls_listener, config)) => tokio::select! {
+                r = listener.accept() => r.map(|(s, p)| (s, p, None)),
+                r = tls_listener.accept() => r.map(|(s, p)| (s, p, Some(config.clone()))),
+            },
+            None => listener.accept().await.map(|(s, p)| (s, p, None)),
+        };
+        let (socket, peer, tls_config) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("dimse accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "association refused: {} associations already open", cfg.max_associations);
+            if tls_config.is_none() {
+                tokio::spawn(reject_over_limit(
+                    socket,
+                    Duration::from_secs(cfg.artim_timeout_seconds),
+                ));
+            }
+            continue;
+        };
+        let archive = archive.clone();
+        tokio::spawn(async move {
+            if let Err(e) = association(archive, socket, tls_config).await {
+                tracing::info!(%peer, "association ended: {e}");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Over the association limit: read the A-ASSOCIATE-RQ, answer A-ASSOCIATE-RJ with result
+/// rejected-transient, source service-provider (presentation), reason local-limit-exceeded
+/// (PS3.8 9.3.4), and close.
+async fn reject_over_limit(mut socket: TcpStream, artim: Duration) {
+    let mut reader = PduReader::new(&mut socket, 1 << 20);
+    let _ = tokio::time::timeout(artim, reader.next()).await;
+    let rj = [0x03, 0, 0, 0, 0, 4, 0, 2, 3, 2];
+    let _ = socket.write_all(&rj).await;
+    let _ = socket.shutdown().await;
+}
+
+/// Why an association stopped other than by release.
+#[derive(Debug, thiserror::Error)]
+pub enum AssociationError {
+    #[error("negotiation failed: {0}")]
+    Negotiation(String),
+    #[error("no A-ASSOCIATE-RQ within the ARTIM timeout")]
+    Artim,
+    #[error("idle for longer than dimse.idle_timeout_seconds")]
+    Idle,
+    #[error("peer aborted")]
+    Aborted,
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+}
+
+/// A negotiated presentation context.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub abstract_syntax: String,
+    pub transfer_syntax: String,
+}
+
+/// One established association: who called, what was agreed, and the socket halves.
+pub struct Session<'a> {
+    pub archive: Arc<Archive>,
+    pub calling_ae: String,
+    pub remote: String,
+    pub permissions: Vec<DimsePermission>,
+    pub contexts: HashMap<u8, Context>,
+    pub reader: PduReader<Box<dyn tokio::io::AsyncRead + Unpin + Send + Sync + 'a>>,
+    pub writer: MessageWriter<Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync + 'a>>,
+    /// A PDU read ahead (looking for a C-CANCEL, or for a response) that belongs to the main loop.
+    pending: Option<Pdu>,
+}
+
+async fn association(
+    archive: Arc<Archive>,
+    socket: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(), AssociationError> {
+    let cfg = &archive.config().dimse;
+    let artim = Duration::from_secs(cfg.artim_timeout_seconds);
+    let remote = socket
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let allowlist = Arc::new(Allowlist {
+        allowed: cfg.clients.iter().map(|c| c.aet.clone()).collect(),
+        seen: std::sync::Mutex::new(None),
+    });
+    let mut options = ServerAssociationOptions::new()
+        .ae_access_control(SharedAllowlist(allowlist.clone()))
+        .ae_title(cfg.ae_title.clone())
+        .max_pdu_length(cfg.max_pdu_length)
+        .with_negotiation(RoleSelection)
+        .read_timeout(artim);
+    options = options.with_abstract_syntax(uids::VERIFICATION);
+    for uid in QUERY_SOP_CLASSES
+        .iter()
+        .copied()
+        .chain(storage_sop_classes())
+    {
+        options = options.with_abstract_syntax(uid);
+    }
+    let refused = |e: String| {
+        let archive = archive.clone();
+        let allowlist = allowlist.clone();
+        let remote = remote.clone();
+        async move {
+            tracing::warn!("association rejected or failed: {e}");
+            let seen = allowlist.seen.lock().expect("allowlist lock").clone();
+            if let Some(ae) = seen.as_deref() {
+                let event = AuditEvent::now(ae, "dimse", "dimse.associate", Outcome::Denied)
+                    .remote(&remote)
+                    .detail(e.clone());
+                let _ = archive.index().audit(event).await;
+            }
+            AssociationError::Negotiation(e)
+        }
+    };
+    match tls {
+        None => match tokio::time::timeout(artim, options.establish_async(socket)).await {
+            Err(_) => Err(AssociationError::Artim),
+            Ok(Err(e)) => Err(refused(e.to_string()).await),
+            Ok(Ok(assoc)) => established(archive.clone(), assoc, remote.clone()).await,
+        },
+        Some(config) => {
+            let options = options.tls_config(config);
+            match tokio::time::timeout(artim, options.establish_tls_async(socket)).await {
+                Err(_) => Err(AssociationError::Artim),
+                Ok(Err(e)) => Err(refused(e.to_string()).await),
+                Ok(Ok(assoc)) => established(archive.clone(), assoc, remote.clone()).await,
+            }
+        }
+    }
+}
+
+/// Serves an established association, plain or TLS, until release or abort.
+async fn established<S>(
+    archive: Arc<Archive>,
+    mut assoc: dicom_ul::association::AsyncServerAssociation<S>,
+    remote: String,
+) -> Result<(), AssociationError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync,
+{
+    let cfg = &archive.config().dimse;
+    let calling_ae = assoc.peer_ae_title().trim().to_string();
+    let contexts: HashMap<u8, Context> = assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance)
+        .map(|pc| {
+            (
+                pc.id,
+                Context {
+                    abstract_syntax: pc.abstract_syntax.trim_end_matches('\0').to_string(),
+                    transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_string(),
+                },
+            )
+        })
+        .collect();
+    let peer_max = assoc.requestor_max_pdu_length();
+    tracing::info!(
+        calling_ae,
+        contexts = contexts.len(),
+        "association accepted"
+    );
+    let event = AuditEvent::now(&calling_ae, "dimse", "dimse.associate", Outcome::Success)
+        .remote(&remote)
+        .detail(format!("{} presentation contexts", contexts.len()));
+    let _ = archive.index().audit(event).await;
+    let idle = Duration::from_secs(cfg.idle_timeout_seconds);
+    let our_max = cfg.max_pdu_length;
+    let permissions = permissions(cfg, &calling_ae);
+    let (rd, wr) = tokio::io::split(assoc.inner_stream());
+    let mut session = Session {
+        archive: archive.clone(),
+        calling_ae,
+        remote,
+        permissions,
+        contexts,
+        reader: PduReader::new(Box::new(rd), our_max),
+        writer: MessageWriter::new(Box::new(wr), peer_max),
+        pending: None,
+    };
+    let result = session.run(idle).await;
+    if let Err(e) = &result {
+        if !matches!(e, AssociationError::Aborted) {
+            let abort = Pdu::AbortRQ {
+                source: AbortRQSource::ServiceProvider(
+                    AbortRQServiceProviderReason::ReasonNotSpecified,
+                ),
+            };
+            let _ = session.writer.send_pdu(&abort).await;
+        }
+    }
+    result
+}
+
+/// A message being received: its command, and its data set so far.
+enum Incoming {
+    Idle,
+    Command {
+        pc: u8,
+        bytes: Vec<u8>,
+    },
+    Data {
+        pc: u8,
+        command: Command,
+        sink: DataSink,
+    },
+}
+
+/// Where a data set goes while it arrives: C-STORE data is spooled for ingest (never whole in
+/// memory when large); identifiers and action information are small and kept in memory.
+pub enum DataSink {
+    Spool(strata_services::ingest::Spool),
+    Memory(Vec<u8>),
+}
+
+impl<'a> Session<'a> {
+    async fn next_pdu(&mut self, idle: Duration) -> Result<Option<Pdu>, AssociationError> {
+        if let Some(p) = self.pending.take() {
+            return Ok(Some(p));
+        }
+        match tokio::time::timeout(idle, self.reader.next()).await {
+            Err(_) => Err(AssociationError::Idle),
+            Ok(r) => Ok(r?),
+        }
+    }
+
+    /// True when the peer has sent a C-CANCEL for `message_id`; never waits. Anything else that
+    /// arrived is kept for the main loop.
+    pub async fn cancelled(&mut self, message_id: u16) -> bool {
+        if self.pending.is_some() {
+            return false;
+        }
+        // One poll, no timer (a zero timeout still waits for the timer's next 1 ms tick). The
+        // reader keeps what it read in its buffer, so dropping an unfinished read loses nothing.
+        let Some(Ok(Some(pdu))) = futures::FutureExt::now_or_never(self.reader.next()) else {
+            return false;
+        };
+        if let Pdu::PData { data } = &pdu {
+            if let [pdv] = &data[..] {
+                if pdv.value_type == PDataValueType::Command && pdv.is_last {
+                    if let Ok(c) = Command::decode(&pdv.data) {
+                        if c.field() == Some(field::C_CANCEL_RQ) {
+                            return c.message_id_being_responded_to() == message_id;
+                        }
+                    }
+                }
+            }
+        }
+        self.pending = Some(pdu);
+        false
+    }
+
+    async fn run(&mut self, idle: Duration) -> Result<(), AssociationError> {
+        let mut incoming = Incoming::Idle;
+        loop {
+            let Some(pdu) = self.next_pdu(idle).await? else {
+                return Err(AssociationError::Protocol(
+                    "connection closed without release".into(),
+                ));
+            };
+            let pdvs = match pdu {
+                Pdu::PData { data } => data,
+                Pdu::ReleaseRQ => {
+                    self.writer.send_pdu(&Pdu::ReleaseRP).await?;
+                    return Ok(());
+                }
+                Pdu::AbortRQ { .. } => return Err(AssociationError::Aborted),
+                other => {
+                    return Err(AssociationError::Protocol(format!(
+                        "unexpected {}",
+                        other.short_description()
+                    )))
+                }
+            };
+            for pdv in pdvs {
+                incoming = self.accept_fragment(incoming, pdv).await?;
+            }
+        }
+    }
+
+    async fn accept_fragment(
+        &mut self,
+        state: Incoming,
+        pdv: dicom_ul::pdu::PDataValue,
+    ) -> Result<Incoming, AssociationError> {
+        let pc = pdv.presentation_context_id;
+        match (state, pdv.value_type) {
+            (Incoming::Idle, PDataValueType::Command) => {
+                self.command_fragment(pc, pdv.data, pdv.is_last).await
+            }
+            (Incoming::Command { pc: p, mut bytes }, PDataValueType::Command) if p == pc => {
+                bytes.extend_from_slice(&pdv.data);
+                self.command_fragment(pc, bytes, pdv.is_last).await
+            }
+            (
+                Incoming::Data {
+                    pc: p,
+                    command,
+                    mut sink,
+                },
+                PDataValueType::Data,
+            ) if p == pc => {
+                match &mut sink {
+                    DataSink::Spool(s) => {
+                        if let Err(e) = s.append(&pdv.data) {
+                            // spooling failed: keep reading the data set, then answer with the error
+                            tracing::error!("spooling a data set: {e}");
+                            return Ok(Incoming::Data {
+                                pc,
+                                command,
+                                sink: DataSink::Memory(Vec::new()),
+                            });
+                        }
+                    }
+                    DataSink::Memory(v) => v.extend_from_slice(&pdv.data),
+                }
+                if pdv.is_last {
+                    self.dispatch(pc, command, Some(sink)).await?;
+                    Ok(Incoming::Idle)
+                } else {
+                    Ok(Incoming::Data { pc, command, sink })
+                }
+            }
+            (_, kind) => Err(AssociationError::Protocol(format!(
+                "unexpected {kind:?} fragment on presentation context {pc}"
+            ))),
+        }
+    }
+
+    async fn command_fragment(
+        &mut self,
+        pc: u8,
+        bytes: Vec<u8>,
+        last: bool,
+    ) -> Result<Incoming, AssociationError> {
+        if !last {
+            return Ok(Incoming::Command { pc, bytes });
+        }
+        if !self.contexts.contains_key(&pc) {
+            return Err(AssociationError::Protocol(format!(
+                "presentation context {pc} was not accepted"
+            )));
+        }
+        let command = Command::decode(&bytes)?;
+        if !command.has_data_set() {
+            self.dispatch(pc, command, None).await?;
+            return Ok(Incoming::Idle);
+        }
+        let sink = if command.field() == Some(field::C_STORE_RQ) {
+            store::spool_for(self, pc, &command)
+        } else {
+            DataSink::Memory(Vec::new())
+        };
+        Ok(Incoming::Data { pc, command, sink })
+    }
+
+    async fn dispatch(
+        &mut self,
+        pc: u8,
+        command: Command,
+        data: Option<DataSink>,
+    ) -> Result<(), AssociationError> {
+        match command.field() {
+            Some(field::C_ECHO_RQ) => {
+                let rsp = Command::response_to(&command, field::C_ECHO_RSP, status::SUCCESS, false);
+                self.writer.send(pc, &rsp, None).await?;
+            }
+            Some(field::C_STORE_RQ) => store::c_store(self, pc, command, data).await?,
+            Some(field::C_FIND_RQ) => find::c_find(self, pc, command, data).await?,
+            Some(field::C_GET_RQ) => retrieve::c_get(self, pc, command, data).await?,
+            Some(field::C_MOVE_RQ) => retrieve::c_move(self, pc, command, data).await?,
+            Some(field::N_ACTION_RQ) => commit::n_action(self, pc, command, data).await?,
+            Some(field::C_CANCEL_RQ) => {} // nothing of that id is in progress any more
+            other => {
+                let rsp = Command::response_to(
+                    &command,
+                    other.unwrap_or(0) | 0x8000,
+                    status::UNRECOGNIZED_OPERATION,
+                    false,
+                )
+                .with_error_comment("operation not supported on this association");
+                self.writer.send(pc, &rsp, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The transfer syntax negotiated on presentation context `pc`.
+    pub fn syntax(&self, pc: u8) -> &'static dicom_encoding::transfer_syntax::TransferSyntax {
+        use dicom_encoding::TransferSyntaxIndex;
+        dicom_transfer_syntax_registry::TransferSyntaxRegistry
+            .get(&self.contexts[&pc].transfer_syntax)
+            .expect("dicom-ul accepts only syntaxes the registry knows")
+    }
+
+    /// Decodes a request's identifier (or action information) in the context's syntax.
+    pub fn identifier(&self, pc: u8, data: Option<DataSink>) -> Result<InMemDicomObject, String> {
+        match data {
+            Some(DataSink::Memory(bytes)) => {
+                InMemDicomObject::read_dataset_with_ts(&bytes[..], self.syntax(pc))
+                    .map_err(|e| format!("unreadable identifier: {e}"))
+            }
+            _ => Err("the request has no identifier".into()),
+        }
+    }
+
+    pub fn may(&self, p: DimsePermission) -> bool {
+        self.permissions.contains(&p)
+    }
+
+    /// Writes an audit event for this association's peer. An event that cannot be written is
+    /// logged loudly; the operation it describes has already happened.
+    pub async fn audit(
+        &self,
+        action: &str,
+        outcome: Outcome,
+        patient_id: Option<String>,
+        study_uid: Option<String>,
+        detail: String,
+    ) {
+        let event = AuditEvent::now(&self.calling_ae, "dimse", action, outcome)
+            .patient(patient_id, study_uid)
+            .remote(&self.remote)
+            .detail(detail);
+        if let Err(e) = self.archive.index().audit(event).await {
+            tracing::error!("audit trail write failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_classes_cover_the_common_ones_and_nothing_else() {
+        let list: Vec<&str> = storage_sop_classes().collect();
+        for uid in [
+            uids::CT_IMAGE_STORAGE,
+            uids::MR_IMAGE_STORAGE,
+            uids::ENHANCED_CT_IMAGE_STORAGE,
+            uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
+            uids::ENCAPSULATED_PDF_STORAGE,
+        ] {
+            assert!(list.contains(&uid), "{uid}");
+        }
+        assert!(!list.contains(&uids::STORAGE_COMMITMENT_PUSH_MODEL));
+        assert!(!list.contains(&uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND));
+        assert!(list.len() > 100, "{}", list.len());
+    }
+}

@@ -1,0 +1,674 @@
+//! C-GET and C-MOVE SCP (PS3.4 C.4.2, C.4.3). Both resolve the identifier to instances through
+//! the index, then send each as a C-STORE sub-operation — C-GET on the same association (the
+//! peer took the SCP role for the storage classes), C-MOVE on a new association to a peer of
+//! the AE table — with a pending response after each, counting remaining, completed, failed and
+//! warning sub-operations, and stopping at a C-CANCEL.
+//!
+//! An instance goes in its stored transfer syntax when the receiver accepted it, else decoded
+//! (dicom-pixeldata's codecs: JPEG, JPEG-LS, JPEG 2000, RLE, deflate) to Explicit or Implicit VR
+//! Little Endian. A syntax no codec decodes fails that sub-operation, with the reason logged.
+
+use super::message::{field, status, Command, MessageError, MessageWriter, PduReader};
+use super::{attr_text, AssociationError, DataSink, Session};
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_ul::pdu::{PDataValueType, Pdu};
+use std::time::Duration;
+use strata_archive::Archive;
+use strata_core::audit::Outcome;
+use strata_core::config::DimsePermission;
+use strata_index::query::{Key, Level, Query};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+/// How long a receiver may take to answer one C-STORE sub-operation.
+const SUB_OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An instance to send.
+#[derive(Debug, Clone)]
+struct Planned {
+    patient_id: String,
+    study_uid: String,
+    sop_uid: String,
+    sop_class: String,
+    transfer_syntax: String,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    remaining: usize,
+    completed: u16,
+    failed: u16,
+    warning: u16,
+    failed_uids: Vec<String>,
+}
+
+/// Resolves a retrieve identifier to the instances it names.
+async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Planned>, String> {
+    let level_text = attr_text(identifier, tags::QUERY_RETRIEVE_LEVEL);
+    let level = Level::parse(&level_text)
+        .ok_or(format!("Query/Retrieve Level {level_text:?} is not valid"))?;
+    let unique = match level {
+        Level::Patient => tags::PATIENT_ID,
+        Level::Study => tags::STUDY_INSTANCE_UID,
+        Level::Series => tags::SERIES_INSTANCE_UID,
+        Level::Image => tags::SOP_INSTANCE_UID,
+    };
+    if attr_text(identifier, unique).is_empty() {
+        return Err(format!(
+            "a {} level retrieve needs the unique key {:?}",
+            level.as_str(),
+            unique
+        ));
+    }
+    let mut keys: Vec<Key> = [
+        tags::PATIENT_ID,
+        tags::STUDY_INSTANCE_UID,
+        tags::SERIES_INSTANCE_UID,
+        tags::SOP_INSTANCE_UID,
+    ]
+    .iter()
+    .map(|t| Key::new(*t, attr_text(identifier, *t)))
+    .collect();
+    keys.push(Key::new(tags::SOP_CLASS_UID, ""));
+    keys.push(Key::new(tags::AVAILABLE_TRANSFER_SYNTAX_UID, ""));
+    let found = archive
+        .index()
+        .find(Query::all(Level::Image, keys))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(found
+        .iter()
+        .map(|m| Planned {
+            patient_id: attr_text(m, tags::PATIENT_ID),
+            study_uid: attr_text(m, tags::STUDY_INSTANCE_UID),
+            sop_uid: attr_text(m, tags::SOP_INSTANCE_UID),
+            sop_class: attr_text(m, tags::SOP_CLASS_UID),
+            transfer_syntax: attr_text(m, tags::AVAILABLE_TRANSFER_SYNTAX_UID),
+        })
+        .collect())
+}
+
+/// The stored instance's data set (without its Part-10 header) in `target` syntax.
+async fn load_dataset(archive: &Archive, inst: &Planned, target: &str) -> Result<Vec<u8>, String> {
+    let blob = archive
+        .index()
+        .instance(&inst.sop_uid)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no longer stored")?
+        .blob_id;
+    let part10 = archive
+        .reads()
+        .part10(&blob, &inst.transfer_syntax, Some(target))
+        .await
+        .map_err(|e| e.to_string())?;
+    strata_dicom::part10::dataset(part10)
+}
+
+/// Chooses a presentation context for `inst` among `(id, abstract syntax, transfer syntax)`.
+fn choose_context(contexts: &[(u8, String, String)], inst: &Planned) -> Option<(u8, String)> {
+    let for_class = || contexts.iter().filter(|(_, a, _)| *a == inst.sop_class);
+    if let Some((id, _, ts)) = for_class().find(|(_, _, ts)| *ts == inst.transfer_syntax) {
+        return Some((*id, ts.clone()));
+    }
+    for pref in [EXPLICIT_LE, IMPLICIT_LE] {
+        if let Some((id, _, ts)) = for_class().find(|(_, _, ts)| ts == pref) {
+            return Some((*id, ts.clone()));
+        }
+    }
+    None
+}
+
+fn store_rq(message_id: u16, inst: &Planned, originator: Option<(&str, u16)>) -> Command {
+    let mut rq = Command::new()
+        .with(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(field::C_STORE_RQ),
+        )
+        .with(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id))
+        .with(tags::PRIORITY, VR::US, PrimitiveValue::from(0u16))
+        .with(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(0u16),
+        )
+        .with(tags::AFFECTED_SOP_CLASS_UID, VR::UI, inst.sop_class.clone())
+        .with(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            inst.sop_uid.clone(),
+        );
+    if let Some((ae, id)) = originator {
+        rq = rq
+            .with(
+                tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE,
+                VR::AE,
+                ae.to_string(),
+            )
+            .with(
+                tags::MOVE_ORIGINATOR_MESSAGE_ID,
+                VR::US,
+                PrimitiveValue::from(id),
+            );
+    }
+    rq
+}
+
+/// Reads PDUs until a complete command arrives. Data fragments (none are expected on the
+/// responses we wait for) are skipped.
+async fn read_command<R: AsyncRead + Unpin>(
+    reader: &mut PduReader<R>,
+) -> Result<Command, AssociationError> {
+    let mut bytes = Vec::new();
+    loop {
+        let pdu = match tokio::time::timeout(SUB_OPERATION_TIMEOUT, reader.next()).await {
+            Err(_) => return Err(AssociationError::Idle),
+            Ok(r) => r?,
+        };
+        match pdu {
+            Some(Pdu::PData { data }) => {
+                for pdv in data {
+                    if pdv.value_type == PDataValueType::Command {
+                        bytes.extend_from_slice(&pdv.data);
+                        if pdv.is_last {
+                            return Ok(Command::decode(&bytes)?);
+                        }
+                    }
+                }
+            }
+            Some(Pdu::AbortRQ { .. }) => return Err(AssociationError::Aborted),
+            Some(other) => {
+                return Err(AssociationError::Protocol(format!(
+                    "expected a response, got {}",
+                    other.short_description()
+                )))
+            }
+            None => return Err(AssociationError::Protocol("connection closed".into())),
+        }
+    }
+}
+
+fn progress(
+    request: &Command,
+    rsp_field: u16,
+    st: u16,
+    c: &Counts,
+    include_remaining: bool,
+) -> Command {
+    let mut rsp = Command::response_to(request, rsp_field, st, false)
+        .with(
+            tags::NUMBER_OF_COMPLETED_SUBOPERATIONS,
+            VR::US,
+            PrimitiveValue::from(c.completed),
+        )
+        .with(
+            tags::NUMBER_OF_FAILED_SUBOPERATIONS,
+            VR::US,
+            PrimitiveValue::from(c.failed),
+        )
+        .with(
+            tags::NUMBER_OF_WARNING_SUBOPERATIONS,
+            VR::US,
+            PrimitiveValue::from(c.warning),
+        );
+    if include_remaining {
+        rsp = rsp.with(
+            tags::NUMBER_OF_REMAINING_SUBOPERATIONS,
+            VR::US,
+            PrimitiveValue::from(c.remaining as u16),
+        );
+    }
+    rsp
+}
+
+/// Sends the final response: success, warning (some failed), refused (all failed) or cancel,
+/// with the Failed SOP Instance UID List when anything failed.
+async fn finish(
+    session: &mut Session<'_>,
+    pc: u8,
+    request: &Command,
+    rsp_field: u16,
+    c: &Counts,
+    cancelled: bool,
+) -> Result<(), AssociationError> {
+    let st = if cancelled {
+        status::CANCEL
+    } else if c.failed == 0 && c.warning == 0 {
+        status::SUCCESS
+    } else if c.completed == 0 && c.warning == 0 {
+        0xA702 // refused: unable to perform sub-operations
+    } else {
+        status::SUB_OPERATIONS_WARNING
+    };
+    let mut rsp = progress(request, rsp_field, st, c, cancelled);
+    let mut data = None;
+    if !c.failed_uids.is_empty() {
+        let mut id = InMemDicomObject::new_empty();
+        id.put(DataElement::new(
+            tags::FAILED_SOP_INSTANCE_UID_LIST,
+            VR::UI,
+            PrimitiveValue::Strs(c.failed_uids.iter().cloned().collect()),
+        ));
+        let ts = session.syntax(pc);
+        let mut bytes = Vec::new();
+        if id.write_dataset_with_ts(&mut bytes, ts).is_ok() {
+            rsp = Command(rsp.0).with(
+                tags::COMMAND_DATA_SET_TYPE,
+                VR::US,
+                PrimitiveValue::from(0u16),
+            );
+            data = Some(bytes);
+        }
+    }
+    session.writer.send(pc, &rsp, data.as_deref()).await?;
+    Ok(())
+}
+
+/// Parses the retrieve identifier and plans; on failure answers the request and returns None.
+async fn start(
+    session: &mut Session<'_>,
+    pc: u8,
+    request: &Command,
+    rsp_field: u16,
+    data: Option<DataSink>,
+) -> Result<Option<Vec<Planned>>, AssociationError> {
+    let fail = |st: u16, why: &str| {
+        Command::response_to(request, rsp_field, st, false).with_error_comment(why)
+    };
+    if !session.may(DimsePermission::Retrieve) {
+        session
+            .audit("dimse.retrieve", Outcome::Denied, None, None, String::new())
+            .await;
+        let rsp = fail(
+            status::NOT_AUTHORIZED,
+            &format!("{} may not retrieve", session.calling_ae),
+        );
+        session.writer.send(pc, &rsp, None).await?;
+        return Ok(None);
+    }
+    let identifier = session.identifier(pc, data);
+    let planned = match identifier {
+        Ok(id) => plan(&session.archive, &id).await,
+        Err(e) => Err(e),
+    };
+    match planned {
+        Ok(p) => Ok(Some(p)),
+        Err(why) => {
+            session
+                .writer
+                .send(
+                    pc,
+                    &fail(status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, &why),
+                    None,
+                )
+                .await?;
+            Ok(None)
+        }
+    }
+}
+
+pub async fn c_get(
+    session: &mut Session<'_>,
+    pc: u8,
+    request: Command,
+    data: Option<DataSink>,
+) -> Result<(), AssociationError> {
+    let Some(planned) = start(session, pc, &request, field::C_GET_RSP, data).await? else {
+        return Ok(());
+    };
+    let contexts: Vec<(u8, String, String)> = session
+        .contexts
+        .iter()
+        .map(|(id, c)| (*id, c.abstract_syntax.clone(), c.transfer_syntax.clone()))
+        .collect();
+    let get_id = request.message_id();
+    let mut c = Counts {
+        remaining: planned.len(),
+        ..Default::default()
+    };
+    let mut cancelled = false;
+    let mut next_id: u16 = 1;
+    for inst in &planned {
+        if cancelled || session.cancelled(get_id).await {
+            cancelled = true;
+            break;
+        }
+        c.remaining -= 1;
+        let outcome = match choose_context(&contexts, inst) {
+            None => Err(format!(
+                "the peer accepted no transfer syntax for {} in {}",
+                inst.sop_class, inst.transfer_syntax
+            )),
+            Some((sub_pc, ts)) => match load_dataset(&session.archive, inst, &ts).await {
+                Err(e) => Err(e),
+                Ok(dataset) => {
+                    next_id = next_id.wrapping_add(1);
+                    session
+                        .writer
+                        .send(sub_pc, &store_rq(next_id, inst, None), Some(&dataset))
+                        .await?;
+                    // wait for the C-STORE-RSP; a C-CANCEL for the C-GET may come first
+                    loop {
+                        let cmd = read_command(&mut session.reader).await?;
+                        match cmd.field() {
+                            Some(field::C_CANCEL_RQ)
+                                if cmd.message_id_being_responded_to() == get_id =>
+                            {
+                                cancelled = true
+                            }
+                            Some(field::C_STORE_RSP)
+                                if cmd.message_id_being_responded_to() == next_id =>
+                            {
+                                break Ok(cmd.status().unwrap_or(0xC000))
+                            }
+                            other => {
+                                return Err(AssociationError::Protocol(format!(
+                                    "unexpected command {other:?} during C-GET"
+                                )))
+                            }
+                        }
+                    }
+                }
+            },
+        };
+        count(&mut c, inst, outcome);
+        if !cancelled && c.remaining > 0 {
+            let rsp = progress(&request, field::C_GET_RSP, status::PENDING, &c, true);
+            session.writer.send(pc, &rsp, None).await?;
+        }
+    }
+    tracing::info!(
+        calling_ae = session.calling_ae,
+        completed = c.completed,
+        failed = c.failed,
+        cancelled,
+        "C-GET"
+    );
+    audit_retrieve(session, "dimse.get", &planned, &c, cancelled, None).await;
+    finish(session, pc, &request, field::C_GET_RSP, &c, cancelled).await
+}
+
+fn count(c: &mut Counts, inst: &Planned, outcome: Result<u16, String>) {
+    match outcome {
+        Ok(0x0000) => c.completed += 1,
+        Ok(st) if (st & 0xF000) == 0xB000 => c.warning += 1,
+        Ok(st) => {
+            tracing::warn!(
+                sop_uid = inst.sop_uid,
+                "sub-operation failed with status {st:#06x}"
+            );
+            c.failed += 1;
+            c.failed_uids.push(inst.sop_uid.clone());
+        }
+        Err(why) => {
+            tracing::warn!(sop_uid = inst.sop_uid, "sub-operation failed: {why}");
+            c.failed += 1;
+            c.failed_uids.push(inst.sop_uid.clone());
+        }
+    }
+}
+
+pub async fn c_move(
+    session: &mut Session<'_>,
+    pc: u8,
+    request: Command,
+    data: Option<DataSink>,
+) -> Result<(), AssociationError> {
+    let destination = request.text(tags::MOVE_DESTINATION).unwrap_or_default();
+    let peer = session
+        .archive
+        .admin()
+        .peer(destination.trim())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!("looking up move destination {destination}: {e}");
+            None
+        });
+    let Some(peer) = peer else {
+        let rsp = Command::response_to(
+            &request,
+            field::C_MOVE_RSP,
+            status::MOVE_DESTINATION_UNKNOWN,
+            false,
+        )
+        .with_error_comment(&format!(
+            "move destination {destination:?} is not in the AE table"
+        ));
+        session.writer.send(pc, &rsp, None).await?;
+        return Ok(());
+    };
+    let Some(planned) = start(session, pc, &request, field::C_MOVE_RSP, data).await? else {
+        return Ok(());
+    };
+    let move_id = request.message_id();
+    let mut c = Counts {
+        remaining: planned.len(),
+        ..Default::default()
+    };
+    if planned.is_empty() {
+        return finish(session, pc, &request, field::C_MOVE_RSP, &c, false).await;
+    }
+    // One presentation context per (SOP class, stored syntax), offering the stored syntax first.
+    let mut options = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title(session.archive.config().dimse.ae_title.clone())
+        .called_ae_title(peer.aet.clone())
+        .max_pdu_length(session.archive.config().dimse.max_pdu_length);
+    let mut proposed: Vec<(String, String)> = Vec::new();
+    for inst in &planned {
+        let key = (inst.sop_class.clone(), inst.transfer_syntax.clone());
+        if !proposed.contains(&key) {
+            let mut ts = vec![inst.transfer_syntax.clone()];
+            for t in [EXPLICIT_LE, IMPLICIT_LE] {
+                if !ts.iter().any(|x| x == t) {
+                    ts.push(t.to_string());
+                }
+            }
+            options = options.with_presentation_context(inst.sop_class.clone(), ts);
+            proposed.push(key);
+        }
+    }
+    let address = format!("{}:{}", peer.host, peer.port);
+    let mut assoc = match tokio::time::timeout(
+        SUB_OPERATION_TIMEOUT,
+        options.establish_async(address.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            return refuse_move(
+                session,
+                pc,
+                &request,
+                &planned,
+                format!("cannot associate with {}: {e}", peer.aet),
+            )
+            .await
+        }
+        Err(_) => {
+            return refuse_move(
+                session,
+                pc,
+                &request,
+                &planned,
+                format!("{} did not answer", peer.aet),
+            )
+            .await
+        }
+    };
+    let contexts: Vec<(u8, String, String)> = assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|p| p.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance)
+        .map(|p| {
+            (
+                p.id,
+                p.abstract_syntax.trim_end_matches('\0').to_string(),
+                p.transfer_syntax.trim_end_matches('\0').to_string(),
+            )
+        })
+        .collect();
+    let peer_max = dicom_ul::association::Association::acceptor_max_pdu_length(&assoc);
+    let our_max = session.archive.config().dimse.max_pdu_length;
+    let calling = session.calling_ae.clone();
+    let (rd, wr) = assoc.inner_stream().split();
+    let mut sub = SubAssociation {
+        reader: PduReader::new(rd, our_max),
+        writer: MessageWriter::new(wr, peer_max),
+    };
+    let mut cancelled = false;
+    let mut next_id: u16 = 0;
+    for inst in &planned {
+        if session.cancelled(move_id).await {
+            cancelled = true;
+            break;
+        }
+        c.remaining -= 1;
+        next_id = next_id.wrapping_add(1);
+        let outcome = match choose_context(&contexts, inst) {
+            None => Err(format!(
+                "{} accepted no transfer syntax for {} in {}",
+                peer.aet, inst.sop_class, inst.transfer_syntax
+            )),
+            Some((sub_pc, ts)) => match load_dataset(&session.archive, inst, &ts).await {
+                Err(e) => Err(e),
+                Ok(dataset) => {
+                    sub.store(
+                        sub_pc,
+                        &store_rq(next_id, inst, Some((&calling, move_id))),
+                        &dataset,
+                    )
+                    .await
+                }
+            },
+        };
+        count(&mut c, inst, outcome);
+        if c.remaining > 0 {
+            let rsp = progress(&request, field::C_MOVE_RSP, status::PENDING, &c, true);
+            session.writer.send(pc, &rsp, None).await?;
+        }
+    }
+    sub.release().await;
+    tracing::info!(
+        calling_ae = session.calling_ae,
+        destination = peer.aet,
+        completed = c.completed,
+        failed = c.failed,
+        cancelled,
+        "C-MOVE"
+    );
+    audit_retrieve(
+        session,
+        "dimse.move",
+        &planned,
+        &c,
+        cancelled,
+        Some(&peer.aet),
+    )
+    .await;
+    finish(session, pc, &request, field::C_MOVE_RSP, &c, cancelled).await
+}
+
+/// One audit event per study a retrieve touched.
+async fn audit_retrieve(
+    session: &Session<'_>,
+    action: &str,
+    planned: &[Planned],
+    c: &Counts,
+    cancelled: bool,
+    destination: Option<&str>,
+) {
+    let mut studies: Vec<(&str, &str)> = planned
+        .iter()
+        .map(|p| (p.patient_id.as_str(), p.study_uid.as_str()))
+        .collect();
+    studies.sort();
+    studies.dedup();
+    let outcome = if c.failed == 0 {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    for (patient, study) in studies {
+        let detail = format!(
+            "{} completed, {} failed, {} warning{}{}",
+            c.completed,
+            c.failed,
+            c.warning,
+            if cancelled { ", cancelled" } else { "" },
+            destination.map(|d| format!(", to {d}")).unwrap_or_default()
+        );
+        session
+            .audit(
+                action,
+                outcome,
+                Some(patient.to_string()),
+                Some(study.to_string()),
+                detail,
+            )
+            .await;
+    }
+}
+
+async fn refuse_move(
+    session: &mut Session<'_>,
+    pc: u8,
+    request: &Command,
+    planned: &[Planned],
+    why: String,
+) -> Result<(), AssociationError> {
+    tracing::warn!("C-MOVE: {why}");
+    let c = Counts {
+        failed: planned.len() as u16,
+        failed_uids: planned.iter().map(|p| p.sop_uid.clone()).collect(),
+        ..Default::default()
+    };
+    finish(session, pc, request, field::C_MOVE_RSP, &c, false).await
+}
+
+/// The association C-MOVE opens to its destination, as a storage SCU.
+/// An association we opened to a peer (C-MOVE sub-operations, a commitment report).
+pub(super) struct SubAssociation<R, W> {
+    pub(super) reader: PduReader<R>,
+    pub(super) writer: MessageWriter<W>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SubAssociation<R, W> {
+    /// Sends a request and returns its response (which must answer it, with `expected`).
+    pub(super) async fn exchange(
+        &mut self,
+        pc: u8,
+        rq: &Command,
+        dataset: Option<&[u8]>,
+        expected: u16,
+    ) -> Result<Command, String> {
+        self.writer
+            .send(pc, rq, dataset)
+            .await
+            .map_err(|e: MessageError| e.to_string())?;
+        let rsp = read_command(&mut self.reader)
+            .await
+            .map_err(|e| e.to_string())?;
+        if rsp.field() != Some(expected) || rsp.message_id_being_responded_to() != rq.message_id() {
+            return Err("the peer answered something else".into());
+        }
+        Ok(rsp)
+    }
+
+    async fn store(&mut self, pc: u8, rq: &Command, dataset: &[u8]) -> Result<u16, String> {
+        let rsp = self
+            .exchange(pc, rq, Some(dataset), field::C_STORE_RSP)
+            .await?;
+        Ok(rsp.status().unwrap_or(0xC000))
+    }
+
+    pub(super) async fn release(mut self) {
+        if self.writer.send_pdu(&Pdu::ReleaseRQ).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.reader.next()).await;
+        }
+    }
+}

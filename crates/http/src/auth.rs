@@ -1,0 +1,310 @@
+//! Authentication on the HTTP side: a middleware that turns a bearer token or a session cookie
+//! into a [`Principal`] (or answers 401), and the login and logout routes. Sessions are
+//! HttpOnly, SameSite=Strict cookies; a cookie-authenticated request that changes something must
+//! also come from our own origin, so a cross-site form cannot ride on the session.
+
+use crate::problem::Problem;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_archive::Archive;
+use strata_core::audit::{AuditEvent, Outcome};
+use strata_services::auth::{Permission, Principal, Role, Scope};
+
+pub const SESSION_COOKIE: &str = "strata_session";
+/// A session lasts a working day.
+const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
+/// Failed logins counted over this window for throttling.
+const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Failures allowed in the window before each answer is delayed.
+const FREE_FAILURES: i64 = 3;
+/// Longest delay of a failed login answer.
+const MAX_DELAY: Duration = Duration::from_secs(8);
+
+/// The caller, as handlers see it: who, and from where.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub remote: String,
+}
+
+impl Caller {
+    /// Fails with 403 unless the caller's role grants `p`.
+    pub fn require(&self, p: Permission) -> Result<(), Problem> {
+        if self.principal.role.may(p) {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!(
+                "the {} role may not do this",
+                self.principal.role.as_str()
+            )))
+        }
+    }
+
+    /// Whose data this caller may see: hand it to every index read.
+    pub fn scope(&self) -> Scope {
+        self.principal.scope
+    }
+
+    /// An audit event by this caller.
+    pub fn event(&self, action: &str, outcome: Outcome) -> AuditEvent {
+        AuditEvent::now(
+            &self.principal.user,
+            self.principal.role.as_str(),
+            action,
+            outcome,
+        )
+        .remote(&self.remote)
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Who presented the request's credentials.
+enum Authenticated {
+    /// A principal, and whether it came by session cookie.
+    Caller(Principal, bool),
+    /// A known user who may not act now (a patient account without a live person): the user,
+    /// the role and why.
+    Refused(String, String, String),
+}
+
+/// The user holding the request's credentials, if any.
+async fn authenticate(
+    archive: &Archive,
+    headers: &HeaderMap,
+) -> Result<Option<Authenticated>, Problem> {
+    let resolve = |row: Option<strata_index::PrincipalRow>, by_cookie: bool| {
+        row.map(|row| {
+            let (name, role) = (row.name.clone(), row.role.clone());
+            match Principal::from_row(row) {
+                Ok(p) => Authenticated::Caller(p, by_cookie),
+                Err(why) => Authenticated::Refused(name, role, why),
+            }
+        })
+    };
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let Some(token) = auth.strip_prefix("Bearer ").map(str::trim) else {
+            return Ok(None);
+        };
+        let row = archive
+            .index()
+            .token_principal(strata_services::auth::secret_hash(token))
+            .await
+            .map_err(Problem::internal)?;
+        return Ok(resolve(row, false));
+    }
+    if let Some(id) = cookie(headers, SESSION_COOKIE) {
+        let row = archive
+            .index()
+            .session_principal(strata_services::auth::secret_hash(&id))
+            .await
+            .map_err(Problem::internal)?;
+        return Ok(resolve(row, true));
+    }
+    Ok(None)
+}
+
+/// The request's origin is ours: `Origin` (or, failing that, `Referer`) names the Host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|h| h.to_str().ok());
+    match origin {
+        None => true, // not a browser form: browsers always send Origin on cross-site writes
+        Some(o) => o
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| rest.split('/').next() == Some(host)),
+    }
+}
+
+/// The study a DICOMweb path names, for the audit event of a refusal.
+fn study_in_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/dicomweb/studies/")?;
+    Some(rest.split('/').next()?.to_string()).filter(|s| !s.is_empty())
+}
+
+/// Middleware for every protected route. It also writes the audit event of every refusal the
+/// route answered, whichever handler refused: a 403, and — for a caller limited to one person's
+/// studies — a 404, which is how such a caller is told "not yours" (it is also the answer when
+/// nothing is there, so the event says both).
+pub async fn require_caller(
+    State(archive): State<Arc<Archive>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let study = study_in_path(req.uri().path());
+    match authenticate(&archive, req.headers()).await {
+        Err(p) => p.into_response(),
+        Ok(None) => Problem::unauthorized().into_response(),
+        Ok(Some(Authenticated::Refused(user, role, why))) => {
+            let event = AuditEvent::now(&user, &role, "http.refused", Outcome::Denied)
+                .remote(&remote)
+                .patient(None, study)
+                .detail(format!("{what}: {why}"));
+            if let Err(e) = archive.index().audit(event).await {
+                return Problem::internal(e).into_response();
+            }
+            Problem::forbidden(why).into_response()
+        }
+        Ok(Some(Authenticated::Caller(principal, by_cookie))) => {
+            let unsafe_method =
+                !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            if by_cookie && unsafe_method && !same_origin(req.headers()) {
+                return Problem::forbidden("cross-origin request refused").into_response();
+            }
+            let caller = Caller { principal, remote };
+            req.extensions_mut().insert(caller.clone());
+            let response = next.run(req).await;
+            let status = response.status();
+            let scoped = caller.scope() != Scope::All;
+            let refused =
+                status == StatusCode::FORBIDDEN || (scoped && status == StatusCode::NOT_FOUND);
+            if refused {
+                let detail = if status == StatusCode::FORBIDDEN {
+                    format!(
+                        "{what}: 403 to a caller of the {} role",
+                        caller.principal.role.as_str()
+                    )
+                } else {
+                    format!("{what}: 404, outside the caller's studies or absent")
+                };
+                let event = caller
+                    .event("http.refused", Outcome::Denied)
+                    .patient(None, study)
+                    .detail(detail);
+                if let Err(e) = archive.index().audit(event).await {
+                    // no answer without its audit event
+                    return Problem::internal(e).into_response();
+                }
+            }
+            response
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct Login {
+    user: String,
+    password: String,
+}
+
+/// `POST /api/login`: a session for a user name and password.
+pub async fn login(
+    State(archive): State<Arc<Archive>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let Json(login) = body.map_err(|e| {
+        Problem::bad_request(format!("expected JSON {{\"user\", \"password\"}}: {e}"))
+    })?;
+    let creds = archive
+        .index()
+        .user_credentials(login.user.clone())
+        .await
+        .map_err(Problem::internal)?;
+    let valid = match &creds {
+        Some((_, hash)) => {
+            let (pw, hash) = (login.password.clone(), hash.clone());
+            tokio::task::spawn_blocking(move || strata_services::auth::verify_password(&pw, &hash))
+                .await
+                .unwrap_or(false)
+        }
+        None => false,
+    };
+    let role = creds.as_ref().and_then(|(r, _)| Role::parse(r));
+    let (true, Some(role)) = (valid, role) else {
+        let failures = archive
+            .index()
+            .login_failed(login.user.clone(), FAILURE_WINDOW_MS)
+            .await
+            .map_err(Problem::internal)?;
+        let event = AuditEvent::now(&login.user, "-", "http.login", Outcome::Failure).remote(addr);
+        let _ = archive
+            .index()
+            .audit(event.detail(format!("{failures} failures in 15 minutes")))
+            .await;
+        if failures > FREE_FAILURES {
+            let delay = Duration::from_secs(1 << (failures - FREE_FAILURES).min(4)).min(MAX_DELAY);
+            tokio::time::sleep(delay).await;
+        }
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong user name or password",
+        ));
+    };
+    let id = strata_services::auth::new_secret("sid_");
+    let expires = strata_core::now_ms() + SESSION_LIFETIME_MS;
+    archive
+        .index()
+        .create_session(
+            strata_services::auth::secret_hash(&id),
+            login.user.clone(),
+            expires,
+        )
+        .await
+        .map_err(Problem::internal)?;
+    let event =
+        AuditEvent::now(&login.user, role.as_str(), "http.login", Outcome::Success).remote(addr);
+    let _ = archive.index().audit(event).await;
+    let cookie = format!(
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_LIFETIME_MS / 1000
+    );
+    let body = serde_json::json!({ "user": login.user, "role": role.as_str() });
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+/// `POST /api/logout`: ends the session.
+pub async fn logout(
+    State(archive): State<Arc<Archive>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
+        archive
+            .index()
+            .delete_session(strata_services::auth::secret_hash(&id))
+            .await
+            .map_err(Problem::internal)?;
+    }
+    let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    Ok(([(header::SET_COOKIE, clear)], StatusCode::NO_CONTENT).into_response())
+}
+
+/// `GET /api/me`: who the caller is (and, for a patient, the person their studies belong to).
+pub async fn me(Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
+    let mut me = serde_json::json!({ "user": caller.principal.user, "role": caller.principal.role.as_str() });
+    if let Some(person) = &caller.principal.person {
+        me["person"] = serde_json::json!(person);
+    }
+    Json(me)
+}

@@ -1,0 +1,184 @@
+//! The HTTP door (layer 4): DICOMweb ([`dicomweb`], PS3.18), the person index's API
+//! ([`persons`]), sign-in and callers ([`auth`]), the render stream's socket ([`stream`]), the
+//! viewer's files ([`web`]), health, readiness, metrics and the audit trail; errors as problem
+//! details ([`problem`]). It stores and indexes nothing itself: it calls the archive's services.
+//!
+//! Only `/healthz`, `/readyz`, `POST /api/login` and the viewer's files are open; every other
+//! route passes through [`auth::require_caller`] (which also audits every refusal), checks the
+//! caller's permission itself, and hands the caller's scope to the index reads it makes.
+
+pub mod auth;
+pub mod dicomweb;
+pub mod persons;
+pub mod problem;
+pub mod stream;
+pub mod web;
+
+use crate::auth::{self as auth_http, Caller};
+use crate::problem::Problem;
+use axum::extract::Query;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use std::sync::Arc;
+use strata_archive::Archive;
+use strata_core::audit::Outcome;
+use strata_index::AuditFilter;
+use strata_services::auth::Permission;
+
+pub fn router(archive: Arc<Archive>) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/me", get(auth_http::me))
+        .route("/api/logout", post(auth_http::logout))
+        .route("/api/audit", get(audit))
+        .route("/api/stream", get(crate::stream::handler))
+        .merge(crate::dicomweb::router())
+        .merge(crate::persons::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            archive.clone(),
+            auth_http::require_caller,
+        ))
+        .route_layer(axum::middleware::map_response(no_store));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/login", post(auth_http::login))
+        .merge(crate::web::router())
+        .merge(protected)
+        .fallback(|| async { Problem::not_found("no such route") })
+        .with_state(archive)
+}
+
+/// Nothing an authenticated route answers is kept on the device: patient data, pictures and
+/// refusals all carry `Cache-Control: no-store`, so no browser cache holds them.
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(header::HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The process is up and answering.
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+/// Ready to acknowledge instances: the index answers and a write quorum of replicas is reachable.
+async fn readyz(State(a): State<Arc<Archive>>) -> impl IntoResponse {
+    let r = a.readiness().await;
+    let body = serde_json::json!({
+        "index": if r.index_ok { "ok" } else { "unavailable" },
+        "replicas_reachable": r.replicas_reachable,
+        "replicas": r.replicas,
+        "write_quorum": r.write_quorum,
+    });
+    let status = if r.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
+}
+
+/// `GET /api/audit?actor=&action=&patient_id=&since=&until=&limit=`: the audit trail (admin).
+async fn audit(
+    State(a): State<Arc<Archive>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Vec<strata_core::audit::StoredEvent>>, Problem> {
+    caller.require(Permission::Administer)?;
+    let num = |k: &str| -> Result<Option<i64>, Problem> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| Problem::bad_request(format!("{k} must be a number")))
+            })
+            .transpose()
+    };
+    for k in q.keys() {
+        if !["actor", "action", "patient_id", "since", "until", "limit"].contains(&k.as_str()) {
+            return Err(Problem::bad_request(format!("unknown parameter {k:?}")));
+        }
+    }
+    let filter = AuditFilter {
+        after_id: None,
+        actor: q.get("actor").cloned(),
+        action: q.get("action").cloned(),
+        patient_id: q.get("patient_id").cloned(),
+        since: num("since")?,
+        until: num("until")?,
+        limit: Some(num("limit")?.unwrap_or(1000).clamp(1, 100_000) as usize),
+    };
+    let events = a
+        .index()
+        .audit_events(filter)
+        .await
+        .map_err(Problem::internal)?;
+    let _ = a
+        .index()
+        .audit(
+            caller
+                .event("http.audit", Outcome::Success)
+                .detail(format!("{} events", events.len())),
+        )
+        .await;
+    Ok(Json(events))
+}
+
+async fn metrics(
+    State(a): State<Arc<Archive>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::Administer)?;
+    if let Ok(n) = a.index().repair_queue_len().await {
+        a.metrics().set_repair_queue(n);
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        a.metrics().render(),
+    ))
+}
+
+/// Serves the HTTP side on `http.listen` until `shutdown` resolves. Once the listener is
+/// bound, the archive learns the URL clients reach it at (`http.public_url`, else this address).
+pub async fn serve(
+    archive: Arc<Archive>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listen = archive.config().http.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
+    eprintln!(
+        "strata: serving http://{} (data in {})",
+        listener.local_addr()?,
+        archive.config().data_dir.display()
+    );
+    let public = archive.config().http.public_url.clone().unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        )
+    });
+    archive.set_public_url(public.trim_end_matches('/').to_string());
+    // No Nagle: a stream frame or an acknowledgement held back for the peer's delayed ACK
+    // costs 40 ms, more than two frames of a scroll.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = router(archive).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! HTTP errors as RFC 9457 problem details (`application/problem+json`): every client mistake
+//! gets a 4xx that says what was wrong; only the archive's own failures are 5xx.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use strata_services::ServiceError;
+
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub detail: String,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    pub fn unauthorized() -> Problem {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication required: a bearer token or a session",
+        )
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, detail)
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Problem {
+        tracing::error!("internal error: {detail}");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the archive failed: {detail}"),
+        )
+    }
+}
+
+/// The archive's errors as a client sees them: what it asked for cannot be converted (406),
+/// does not exist (404), is under retention (409) or cannot be done as asked (400); anything
+/// else is the archive failing.
+impl From<ServiceError> for Problem {
+    fn from(e: ServiceError) -> Problem {
+        use ServiceError as E;
+        match e {
+            E::Convert(why) => Problem::new(StatusCode::NOT_ACCEPTABLE, why),
+            e @ (E::NotFound(_) | E::NotInScope) => Problem::not_found(e.to_string()),
+            e @ E::Retained { .. } => Problem::new(StatusCode::CONFLICT, e.to_string()),
+            E::Invalid(why) => Problem::bad_request(why),
+            e => Problem::internal(e),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut r = (self.status, body.to_string()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            "application/problem+json".parse().expect("valid header"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"strata\"".parse().expect("valid header"),
+            );
+        }
+        r
+    }
+}

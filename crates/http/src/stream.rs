@@ -1,0 +1,502 @@
+//! `/api/stream`: one viewing session per WebSocket (protocol: schemas/render-stream.md).
+//!
+//! The client opens a series and sends view states (slice, window or preset, zoom, pan, viewport
+//! size), each with a sequence number. The session renders only the newest state through
+//! the archive's pictures service, encodes it with [`strata_render::h264`] and sends it as an H.264 frame;
+//! states that arrive while a frame is being made replace each other, so the stale ones are
+//! dropped before encoding, and an encoded frame is always sent (dropping one would break the
+//! decoder's references). At most [`MAX_IN_FLIGHT`] frames wait for the client's
+//! acknowledgement, so a slow client gets fewer, newer frames instead of a queue. About
+//! [`STILL_AFTER`] after the last input the exact render goes out as PNG with its CRC-32, and then
+//! nothing until the next input.
+//!
+//! What crosses the socket is series metadata (JSON), frames, stills and errors: never DICOM
+//! bytes or original pixel values. Opening a series is audited like any access to patient data.
+
+use crate::auth::Caller;
+use crate::problem::Problem;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use axum::Extension;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata_archive::Archive;
+use strata_core::audit::Outcome;
+use strata_render::h264::{self, EncodedFrame, H264Encoder};
+use strata_render::picture::png;
+use strata_render::stream::{
+    place, ClientMessage, Header, OpenSeries, OpenedSeries, ViewState, FLAG_KEYFRAME, FLAG_RGB,
+    HEADER_LEN, KIND_FRAME, KIND_STILL, MAX_IN_FLIGHT, STILL_AFTER,
+};
+use strata_render::{Priority, Rendered};
+use strata_services::auth::Permission;
+use strata_services::pictures::open_series;
+
+/// Largest client message: view states are a few hundred bytes.
+const MAX_CLIENT_MESSAGE: usize = 64 << 10;
+/// Client messages queued while a frame is made; more than this and the reader waits.
+const INBOX: usize = 256;
+
+/// Slices on either side of the one shown that are decoded ahead (at the lowest priority), so
+/// scrolling finds them in the decoded-frame cache.
+const PREFETCH_SLICES: usize = 6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("the client went away: {0}")]
+    Socket(#[from] axum::Error),
+    #[error(transparent)]
+    H264(#[from] h264::H264Error),
+    #[error("a worker failed: {0}")]
+    Task(String),
+}
+
+/// `GET /api/stream`: upgrades to the viewing session. Rendered views are what a role that may
+/// read metadata gets; original pixels never go this way.
+pub async fn handler(
+    State(archive): State<Arc<Archive>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, Problem> {
+    caller.require(Permission::Metadata)?;
+    // A browser sends cookies with a cross-site WebSocket handshake: only our own pages may open
+    // a session on the user's behalf.
+    if !same_origin(&headers) {
+        return Err(Problem::forbidden("cross-origin WebSocket refused"));
+    }
+    let ws =
+        ws.map_err(|e| Problem::bad_request(format!("/api/stream is a WebSocket endpoint: {e}")))?;
+    Ok(ws
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let remote = caller.remote.clone();
+            if let Err(e) = serve(archive, caller, socket).await {
+                tracing::debug!(%remote, "stream ended: {e}");
+            }
+        }))
+}
+
+/// `Origin`, when sent, names the Host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    match headers.get(header::ORIGIN).and_then(|h| h.to_str().ok()) {
+        None => true,
+        Some(o) => o
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| rest.split('/').next() == Some(host)),
+    }
+}
+
+/// What the reader task hands the session: a message and when it arrived.
+enum Inbound {
+    Message(Result<ClientMessage, String>, Instant),
+    Closed,
+}
+
+/// The last frame sent, kept for the still.
+struct Shown {
+    frame: u32,
+    input_seq: u32,
+    slice: u32,
+    rendered: Arc<Rendered>,
+    x: i32,
+    y: i32,
+    render_us: u32,
+}
+
+struct Session {
+    archive: Arc<Archive>,
+    caller: Caller,
+    series: Option<OpenedSeries>,
+    state: ViewState,
+    /// The state changed since the last frame (or a keyframe was asked for).
+    pending: bool,
+    /// Sequence number of the newest input applied, and when it arrived.
+    input_seq: u32,
+    input_at: Instant,
+    force_keyframe: bool,
+    encoder: Option<H264Encoder>,
+    frames_sent: u32,
+    acked: u32,
+    shown: Option<Shown>,
+    still_sent: bool,
+}
+
+type Sink = futures::stream::SplitSink<WebSocket, Message>;
+
+async fn serve(
+    archive: Arc<Archive>,
+    caller: Caller,
+    socket: WebSocket,
+) -> Result<(), StreamError> {
+    let (mut tx, mut rx) = socket.split();
+    let (in_tx, mut inbox) = tokio::sync::mpsc::channel::<Inbound>(INBOX);
+    let reader = tokio::spawn(async move {
+        while let Some(msg) = rx.next().await {
+            let at = Instant::now();
+            let parsed = match msg {
+                Ok(Message::Text(t)) => serde_json::from_str::<ClientMessage>(t.as_str())
+                    .map_err(|e| format!("not a message of the stream protocol: {e}")),
+                Ok(Message::Binary(_)) => Err("the client sends JSON text messages only".into()),
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(Message::Close(_)) | Err(_) => break,
+            };
+            if in_tx.send(Inbound::Message(parsed, at)).await.is_err() {
+                break;
+            }
+        }
+        let _ = in_tx.send(Inbound::Closed).await;
+    });
+    let mut s = Session {
+        archive,
+        caller,
+        series: None,
+        state: ViewState::default(),
+        pending: false,
+        input_seq: 0,
+        input_at: Instant::now(),
+        force_keyframe: true,
+        encoder: None,
+        frames_sent: 0,
+        acked: 0,
+        shown: None,
+        still_sent: true,
+    };
+    let result = s.run(&mut tx, &mut inbox).await;
+    reader.abort();
+    let _ = tx.close().await;
+    result
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        tx: &mut Sink,
+        inbox: &mut tokio::sync::mpsc::Receiver<Inbound>,
+    ) -> Result<(), StreamError> {
+        loop {
+            // Everything that arrived while the last frame was made: only the newest state is
+            // rendered.
+            while let Ok(m) = inbox.try_recv() {
+                if !self.handle(m, tx).await? {
+                    return Ok(());
+                }
+            }
+            if self.pending && self.frames_sent - self.acked < MAX_IN_FLIGHT {
+                self.send_frame(tx).await?;
+                continue;
+            }
+            let still_due = (!self.pending && !self.still_sent && self.shown.is_some())
+                .then(|| self.input_at + STILL_AFTER);
+            tokio::select! {
+                m = inbox.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    if !self.handle(m, tx).await? {
+                        return Ok(());
+                    }
+                }
+                _ = tokio::time::sleep_until(still_due.unwrap_or_else(Instant::now).into()),
+                    if still_due.is_some() => {
+                    self.send_still(tx).await?;
+                }
+            }
+        }
+    }
+
+    /// Applies one client message; false when the client has gone.
+    async fn handle(&mut self, m: Inbound, tx: &mut Sink) -> Result<bool, StreamError> {
+        let (msg, at) = match m {
+            Inbound::Closed => return Ok(false),
+            Inbound::Message(Err(e), _) => {
+                send_json(tx, error_message(None, &e)).await?;
+                return Ok(true);
+            }
+            Inbound::Message(Ok(msg), at) => (msg, at),
+        };
+        match msg {
+            ClientMessage::Open(o) => self.open(o, at, tx).await?,
+            ClientMessage::View(c) => {
+                let Some(series) = &self.series else {
+                    send_json(tx, error_message(Some(c.seq), "open a series first")).await?;
+                    return Ok(true);
+                };
+                match self.state.apply(&c, series.slices.len() as u32) {
+                    Ok(next) => {
+                        if next.qp != self.state.qp {
+                            self.force_keyframe = true;
+                        }
+                        self.state = next;
+                        self.input_seq = c.seq;
+                        self.input_at = at;
+                        self.pending = self.state.frame.is_some();
+                        self.still_sent = false;
+                    }
+                    Err(e) => send_json(tx, error_message(Some(c.seq), &e)).await?,
+                }
+            }
+            ClientMessage::Ack(a) => {
+                if a.frame > self.frames_sent {
+                    let e = format!("frame {} has not been sent", a.frame);
+                    send_json(tx, error_message(None, &e)).await?;
+                } else {
+                    self.acked = self.acked.max(a.frame);
+                }
+            }
+            ClientMessage::Keyframe(_) => {
+                self.force_keyframe = true;
+                self.pending = self.series.is_some() && self.state.frame.is_some();
+            }
+        }
+        Ok(true)
+    }
+
+    async fn open(&mut self, o: OpenSeries, at: Instant, tx: &mut Sink) -> Result<(), StreamError> {
+        let found = match (
+            strata_dicom::is_valid_uid(&o.study),
+            strata_dicom::is_valid_uid(&o.series),
+        ) {
+            (true, true) => self
+                .archive
+                .index()
+                .instances_under(
+                    o.study.clone(),
+                    Some(o.series.clone()),
+                    None,
+                    self.caller.scope(),
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            _ => Err("study and series must be valid DICOM UIDs".to_string()),
+        };
+        let opened = found.and_then(|refs| {
+            if refs.is_empty() {
+                return Err(format!("no series {} in study {}", o.series, o.study));
+            }
+            let opened = open_series(&refs)?;
+            Ok((refs[0].patient_id.clone(), opened))
+        });
+        let (patient, opened) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                // A caller limited to one person's studies is refused here as an HTTP route
+                // refuses with 404: the same answer as for nothing there, and an audit event.
+                if self.caller.scope() != strata_index::Scope::All {
+                    let event = self
+                        .caller
+                        .event("http.stream.open", Outcome::Denied)
+                        .patient(None, Some(o.study.clone()))
+                        .detail(format!(
+                            "series {}: outside the caller's studies or absent",
+                            o.series
+                        ));
+                    if let Err(e) = self.archive.index().audit_read(event).await {
+                        tracing::error!("audit failed: {e}");
+                    }
+                }
+                send_json(tx, error_message(None, &e)).await?;
+                return Ok(());
+            }
+        };
+        let event = self
+            .caller
+            .event("http.stream.open", Outcome::Success)
+            .patient(Some(patient), Some(opened.study.clone()))
+            .detail(format!(
+                "series {}, {} slices",
+                opened.series,
+                opened.slices.len()
+            ));
+        if let Err(e) = self.archive.index().audit_read(event).await {
+            // no access without its audit event
+            tracing::error!("audit failed: {e}");
+            let msg = error_message(None, "the archive cannot record the access now");
+            send_json(tx, msg).await?;
+            return Ok(());
+        }
+        send_json(tx, opened.metadata.clone()).await?;
+        self.state = ViewState {
+            frame: self.state.frame,
+            qp: self.state.qp,
+            ..ViewState::default()
+        };
+        self.series = Some(opened);
+        // the first frame waits for the client's first view state, so every frame answers an
+        // input of this series
+        self.force_keyframe = true;
+        self.input_at = at;
+        self.pending = false;
+        self.still_sent = true;
+        self.shown = None;
+        Ok(())
+    }
+
+    /// Renders the newest state, encodes and sends it.
+    async fn send_frame(&mut self, tx: &mut Sink) -> Result<(), StreamError> {
+        self.pending = false;
+        let (Some(series), Some((fw, fh))) = (&self.series, self.state.frame) else {
+            return Ok(());
+        };
+        let state = self.state;
+        let input_seq = self.input_seq;
+        let slice = &series.slices[state.slice as usize];
+        let started = Instant::now();
+        let rendered = self
+            .archive
+            .pictures()
+            .render(
+                &slice.sop_uid,
+                slice.frame,
+                state.view(),
+                Priority::Interactive,
+            )
+            .await;
+        let rendered = match rendered {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                let msg = format!(
+                    "slice {} of {} of series {} cannot be shown: {e}",
+                    state.slice + 1,
+                    series.slices.len(),
+                    series.series
+                );
+                return send_json(tx, error_message(Some(input_seq), &msg)).await;
+            }
+        };
+        let rendered_at = Instant::now();
+        // While the user scrolls, decode the neighbouring slices before they are asked for.
+        let here = state.slice as usize;
+        let neighbours: Vec<String> = series
+            .slices
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.frame == 0 && *i != here && i.abs_diff(here) <= PREFETCH_SLICES)
+            .map(|(_, s)| s.sop_uid.clone())
+            .collect();
+        self.archive.pictures().prefetch(&neighbours);
+        let mut encoder = match self.encoder.take() {
+            Some(e) if e.width() == fw && e.height() == fh => e,
+            _ => {
+                self.force_keyframe = false; // a new encoder starts with one
+                H264Encoder::new(fw, fh, state.qp)?
+            }
+        };
+        encoder.set_qp(state.qp)?;
+        if std::mem::take(&mut self.force_keyframe) {
+            encoder.force_keyframe();
+        }
+        let r = rendered.clone();
+        let (encoder, placed) = tokio::task::spawn_blocking(move || {
+            let (pixels, x, y) = place(&r, fw, fh);
+            let encoded = if r.channels == 3 {
+                encoder.encode_rgb(&pixels)
+            } else {
+                encoder.encode_grey(&pixels)
+            };
+            (encoder, encoded.map(|e| (e, x, y)))
+        })
+        .await
+        .map_err(|e| StreamError::Task(e.to_string()))?;
+        self.encoder = Some(encoder);
+        let (EncodedFrame { annex_b, keyframe }, x, y) = placed?;
+        let encoded_at = Instant::now();
+        self.frames_sent += 1;
+        let us = |d: Duration| d.as_micros().min(u128::from(u32::MAX)) as u32;
+        let header = Header {
+            kind: KIND_FRAME,
+            flags: if keyframe { FLAG_KEYFRAME } else { 0 },
+            frame: self.frames_sent,
+            input_seq,
+            slice: state.slice,
+            width: fw as u16,
+            height: fh as u16,
+            wait_us: us(started - self.input_at.min(started)),
+            render_us: us(rendered_at - started),
+            encode_us: us(encoded_at - rendered_at),
+            crc32: 0,
+            x: 0,
+            y: 0,
+        };
+        let bytes = annex_b.len();
+        let mut msg = Vec::with_capacity(HEADER_LEN + bytes);
+        msg.extend_from_slice(&header.to_bytes());
+        msg.extend_from_slice(&annex_b);
+        tx.send(Message::Binary(msg.into())).await?;
+        tracing::debug!(
+            frame = header.frame,
+            input_seq,
+            total_us = us(self.input_at.elapsed()),
+            wait_us = header.wait_us,
+            render_us = header.render_us,
+            encode_us = header.encode_us,
+            bytes,
+            keyframe,
+            "stream frame sent"
+        );
+        self.shown = Some(Shown {
+            frame: header.frame,
+            input_seq,
+            slice: state.slice,
+            rendered,
+            x,
+            y,
+            render_us: header.render_us,
+        });
+        Ok(())
+    }
+
+    /// The exact render of the last frame, as PNG with the CRC-32 of its pixels.
+    async fn send_still(&mut self, tx: &mut Sink) -> Result<(), StreamError> {
+        self.still_sent = true;
+        let Some(shown) = &self.shown else {
+            return Ok(());
+        };
+        let r = shown.rendered.clone();
+        let started = Instant::now();
+        let (png, crc) = tokio::task::spawn_blocking(move || (png(&r), crc32fast::hash(&r.pixels)))
+            .await
+            .map_err(|e| StreamError::Task(e.to_string()))?;
+        let png = png.map_err(StreamError::Task)?;
+        let header = Header {
+            kind: KIND_STILL,
+            flags: if shown.rendered.channels == 3 {
+                FLAG_RGB
+            } else {
+                0
+            },
+            frame: shown.frame,
+            input_seq: shown.input_seq,
+            slice: shown.slice,
+            width: shown.rendered.width as u16,
+            height: shown.rendered.height as u16,
+            wait_us: 0,
+            render_us: shown.render_us,
+            encode_us: started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32,
+            crc32: crc,
+            x: shown.x,
+            y: shown.y,
+        };
+        let mut msg = Vec::with_capacity(HEADER_LEN + png.len());
+        msg.extend_from_slice(&header.to_bytes());
+        msg.extend_from_slice(&png);
+        tx.send(Message::Binary(msg.into())).await?;
+        Ok(())
+    }
+}
+
+fn error_message(seq: Option<u32>, message: &str) -> Value {
+    json!({ "type": "error", "seq": seq, "message": message })
+}
+
+async fn send_json(tx: &mut Sink, v: Value) -> Result<(), StreamError> {
+    tx.send(Message::Text(v.to_string().into())).await?;
+    Ok(())
+}

@@ -1,0 +1,709 @@
+//! The rows of the index and the SQL that reads and writes them.
+
+use super::IndexError;
+use rusqlite::{params, Connection, OptionalExtension};
+use strata_core::config::OnConflict;
+use strata_core::{now_ms, BlobId};
+use strata_dicom::record::{InstanceRecord, PatientRecord, SeriesRecord, StudyRecord};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// The same bytes were already stored under this SOP Instance UID.
+    AlreadyPresent,
+    /// Another blob is stored under this SOP Instance UID and was kept.
+    Conflict {
+        stored: BlobId,
+    },
+    /// Another blob was stored under this SOP Instance UID; it is now in the history.
+    Replaced {
+        previous: BlobId,
+    },
+}
+
+/// The row `strata get` and retrieval need.
+#[derive(Debug, Clone)]
+pub struct StoredInstance {
+    pub sop_uid: String,
+    pub blob_id: BlobId,
+    pub size: u64,
+    pub transfer_syntax: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StudySummary {
+    pub study_uid: String,
+    pub patient_name: Option<String>,
+    pub patient_id: String,
+    pub issuer: String,
+    pub study_date: Option<String>,
+    pub modalities: String,
+    pub description: Option<String>,
+    pub num_series: i64,
+    pub num_instances: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub patients: i64,
+    pub studies: i64,
+    pub series: i64,
+    pub instances: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RepairItem {
+    pub blob_id: BlobId,
+    pub replica: usize,
+    pub reason: String,
+    pub attempts: i64,
+}
+
+pub use strata_mpi::name_key;
+
+fn blob(s: String) -> rusqlite::Result<BlobId> {
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+// Every instance names its patient, study and series again. A row is written only when the
+// instance changes something in it: an update rewrites the row and, column by column, the entry
+// of every index on a column it sets, whether the value changed or not (9 of the 19 pages an
+// instance of a known series wrote to the WAL were such rewrites).
+
+/// Whether `new` changes a column that keeps what it has unless an instance gives a value.
+fn fills<T: PartialEq>(new: &Option<T>, stored: &Option<T>) -> bool {
+    new.is_some() && new != stored
+}
+
+/// Whether any of `given` changes the column stored beside it (see [`fills`]).
+fn fills_any(given: &[&Option<String>], stored: &[Option<String>]) -> bool {
+    given.iter().zip(stored).any(|(g, st)| fills(g, st))
+}
+
+/// `N` TEXT (or NULL) columns of a row, from column `first` on.
+fn texts<const N: usize>(r: &rusqlite::Row, first: usize) -> rusqlite::Result<[Option<String>; N]> {
+    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = r.get(first + i)?;
+    }
+    Ok(out)
+}
+
+fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, IndexError> {
+    type Stored = (i64, bool, Option<String>, Option<String>, Option<String>);
+    let stored: Option<Stored> = c
+        .prepare_cached(
+            "SELECT id, demographics_manual, patient_name, birth_date, sex FROM patients
+             WHERE patient_id = ?1 AND issuer = ?2",
+        )?
+        .query_row(params![p.patient_id, p.issuer], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    match stored {
+        // An administrator corrected this key's demographics: later instances do not undo it.
+        Some((id, true, ..)) => return Ok(id),
+        // the same demographics again: nothing to write
+        Some((id, false, name, birth_date, sex))
+            if name == p.name && birth_date == p.birth_date && sex == p.sex =>
+        {
+            return Ok(id)
+        }
+        _ => {}
+    }
+    Ok(c.prepare_cached("INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at, name_phonetic)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (patient_id, issuer) DO UPDATE SET
+            patient_name = excluded.patient_name, patient_name_key = excluded.patient_name_key,
+            name_phonetic = excluded.name_phonetic,
+            birth_date = excluded.birth_date, sex = excluded.sex, updated_at = excluded.updated_at
+         RETURNING id")?.query_row(
+        params![
+            p.patient_id,
+            p.issuer,
+            p.name,
+            p.name.as_deref().map(name_key),
+            p.birth_date,
+            p.sex,
+            now,
+            p.name.as_deref().map(strata_mpi::phonetic_key)
+        ],
+        |r| r.get(0),
+    )?)
+}
+
+fn upsert_study(
+    c: &Connection,
+    s: &StudyRecord,
+    patient: i64,
+    now: i64,
+) -> Result<i64, IndexError> {
+    type Stored = (i64, [Option<String>; 6]);
+    let stored: Option<Stored> = c
+        .prepare_cached(
+            "SELECT id, study_date, study_time, accession_number, study_id, study_description,
+                    referring_physician FROM studies WHERE study_uid = ?1",
+        )?
+        .query_row([&s.uid], |r| Ok((r.get(0)?, texts(r, 1)?)))
+        .optional()?;
+    if let Some((id, stored)) = stored {
+        let given = [
+            &s.date,
+            &s.time,
+            &s.accession_number,
+            &s.study_id,
+            &s.description,
+            &s.referring_physician,
+        ];
+        if !fills_any(&given, &stored) {
+            return Ok(id);
+        }
+    }
+    // A study keeps the patient it was first stored under: a later instance claiming the same
+    // Study Instance UID for another patient does not move the study.
+    Ok(c.prepare_cached(
+        "INSERT INTO studies (study_uid, patient_fk, study_date, study_time, accession_number,
+                              study_id, study_description, referring_physician, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (study_uid) DO UPDATE SET
+            study_date = coalesce(excluded.study_date, study_date),
+            study_time = coalesce(excluded.study_time, study_time),
+            accession_number = coalesce(excluded.accession_number, accession_number),
+            study_id = coalesce(excluded.study_id, study_id),
+            study_description = coalesce(excluded.study_description, study_description),
+            referring_physician = coalesce(excluded.referring_physician, referring_physician),
+            updated_at = excluded.updated_at
+         RETURNING id",
+    )?
+    .query_row(
+        params![
+            s.uid,
+            patient,
+            s.date,
+            s.time,
+            s.accession_number,
+            s.study_id,
+            s.description,
+            s.referring_physician,
+            now
+        ],
+        |r| r.get(0),
+    )?)
+}
+
+/// Returns the series id and whether it was new.
+fn upsert_series(
+    c: &Connection,
+    s: &SeriesRecord,
+    study: i64,
+    now: i64,
+) -> Result<(i64, bool), IndexError> {
+    type Stored = (i64, Option<i64>, [Option<String>; 5]);
+    let existing: Option<Stored> = c
+        .prepare_cached(
+            "SELECT id, series_number, modality, series_description, body_part, series_date,
+                    series_time FROM series WHERE series_uid = ?1",
+        )?
+        .query_row([&s.uid], |r| Ok((r.get(0)?, r.get(1)?, texts(r, 2)?)))
+        .optional()?;
+    if let Some((id, number, stored)) = existing {
+        let given = [&s.modality, &s.description, &s.body_part, &s.date, &s.time];
+        if !fills(&s.number, &number) && !fills_any(&given, &stored) {
+            return Ok((id, false));
+        }
+        c.prepare_cached("UPDATE series SET modality = coalesce(?2, modality), series_number = coalesce(?3, series_number),
+                series_description = coalesce(?4, series_description), body_part = coalesce(?5, body_part),
+                series_date = coalesce(?6, series_date), series_time = coalesce(?7, series_time),
+                updated_at = ?8 WHERE id = ?1")?.execute(
+            params![id, s.modality, s.number, s.description, s.body_part, s.date, s.time, now],
+        )?;
+        return Ok((id, false));
+    }
+    c.prepare_cached(
+        "INSERT INTO series (series_uid, study_fk, modality, series_number, series_description,
+                             body_part, series_date, series_time, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        s.uid,
+        study,
+        s.modality,
+        s.number,
+        s.description,
+        s.body_part,
+        s.date,
+        s.time,
+        now
+    ])?;
+    c.prepare_cached("UPDATE studies SET num_series = num_series + 1 WHERE id = ?1")?
+        .execute([study])?;
+    Ok((c.last_insert_rowid(), true))
+}
+
+pub(super) fn insert_instance(
+    c: &Connection,
+    rec: &InstanceRecord,
+    on_conflict: OnConflict,
+) -> Result<InsertOutcome, IndexError> {
+    let now = now_ms();
+    let i = &rec.instance;
+    let existing: Option<(i64, String, i64, i64)> = c
+        .prepare_cached("SELECT id, blob_id, size, received_at FROM instances WHERE sop_uid = ?1")?
+        .query_row([&i.sop_uid], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let previous = match existing {
+        Some((_, b, _, _)) if b == i.blob_id.to_hex() => return Ok(InsertOutcome::AlreadyPresent),
+        Some((_, b, _, _)) if on_conflict == OnConflict::Reject => {
+            return Ok(InsertOutcome::Conflict { stored: blob(b)? })
+        }
+        Some((id, b, size, received_at)) => {
+            c.prepare_cached(
+                "INSERT INTO instance_history (sop_uid, blob_id, size, received_at, replaced_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![i.sop_uid, b, size, received_at, now])?;
+            remove_instance_row(c, id)?;
+            Some(blob(b)?)
+        }
+        None => None,
+    };
+    let patient = upsert_patient(c, &rec.patient, now)?;
+    super::mpi::on_patient(c, patient, &rec.patient.identity(), &rec.patient.other_ids)?;
+    let study = upsert_study(c, &rec.study, patient, now)?;
+    let (series, _) = upsert_series(c, &rec.series, study, now)?;
+    c.prepare_cached(
+        "INSERT INTO instances (sop_uid, series_fk, sop_class_uid, instance_number, blob_id,
+            transfer_syntax, size, frames, rows, columns, content_date, content_time, metadata,
+            source, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        i.sop_uid,
+        series,
+        i.sop_class_uid,
+        i.number,
+        i.blob_id.to_hex(),
+        i.transfer_syntax,
+        i.size as i64,
+        i.frames,
+        i.rows,
+        i.columns,
+        i.content_date,
+        i.content_time,
+        i.metadata,
+        i.source,
+        i.received_at
+    ])?;
+    c.prepare_cached("UPDATE series SET num_instances = num_instances + 1 WHERE id = ?1")?
+        .execute([series])?;
+    c.prepare_cached("UPDATE studies SET num_instances = num_instances + 1 WHERE id = ?1")?
+        .execute([study])?;
+    Ok(match previous {
+        Some(previous) => InsertOutcome::Replaced { previous },
+        None => InsertOutcome::Inserted,
+    })
+}
+
+/// Removes an instance row and keeps the counters true; empty series and studies go too.
+fn remove_instance_row(c: &Connection, id: i64) -> Result<(), IndexError> {
+    let (series, study): (i64, i64) = c.query_row(
+        "SELECT s.id, s.study_fk FROM instances i JOIN series s ON s.id = i.series_fk WHERE i.id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    c.execute("DELETE FROM instances WHERE id = ?1", [id])?;
+    c.execute(
+        "UPDATE series SET num_instances = num_instances - 1 WHERE id = ?1",
+        [series],
+    )?;
+    c.execute(
+        "UPDATE studies SET num_instances = num_instances - 1 WHERE id = ?1",
+        [study],
+    )?;
+    if c.execute(
+        "DELETE FROM series WHERE id = ?1 AND num_instances = 0",
+        [series],
+    )? > 0
+    {
+        c.execute(
+            "UPDATE studies SET num_series = num_series - 1 WHERE id = ?1",
+            [study],
+        )?;
+        c.execute(
+            "DELETE FROM studies WHERE id = ?1 AND num_series = 0",
+            [study],
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn stored_instance(
+    c: &Connection,
+    sop_uid: &str,
+) -> Result<Option<StoredInstance>, IndexError> {
+    Ok(c.prepare_cached(
+        "SELECT sop_uid, blob_id, size, transfer_syntax FROM instances WHERE sop_uid = ?1",
+    )?
+    .query_row([sop_uid], |r| {
+        Ok(StoredInstance {
+            sop_uid: r.get(0)?,
+            blob_id: blob(r.get(1)?)?,
+            size: r.get::<_, i64>(2)? as u64,
+            transfer_syntax: r.get(3)?,
+        })
+    })
+    .optional()?)
+}
+
+pub(super) fn study_summaries(c: &Connection) -> Result<Vec<StudySummary>, IndexError> {
+    let mut stmt = c.prepare(
+        "SELECT st.study_uid, p.patient_name, p.patient_id, p.issuer, st.study_date,
+                (SELECT group_concat(m, '\\') FROM
+                    (SELECT DISTINCT modality AS m FROM series WHERE study_fk = st.id AND modality IS NOT NULL ORDER BY m)),
+                st.study_description, st.num_series, st.num_instances
+         FROM studies st JOIN patients p ON p.id = st.patient_fk
+         ORDER BY p.patient_name, st.study_date, st.study_uid",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(StudySummary {
+            study_uid: r.get(0)?,
+            patient_name: r.get(1)?,
+            patient_id: r.get(2)?,
+            issuer: r.get(3)?,
+            study_date: r.get(4)?,
+            modalities: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            description: r.get(6)?,
+            num_series: r.get(7)?,
+            num_instances: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn counts(c: &Connection) -> Result<Counts, IndexError> {
+    Ok(c.query_row(
+        "SELECT (SELECT count(*) FROM patients), (SELECT count(*) FROM studies),
+                (SELECT count(*) FROM series), (SELECT count(*) FROM instances)",
+        [],
+        |r| {
+            Ok(Counts {
+                patients: r.get(0)?,
+                studies: r.get(1)?,
+                series: r.get(2)?,
+                instances: r.get(3)?,
+            })
+        },
+    )?)
+}
+
+pub(super) fn blob_ids(c: &Connection) -> Result<Vec<BlobId>, IndexError> {
+    let mut stmt = c.prepare(
+        "SELECT blob_id FROM instances UNION SELECT blob_id FROM instance_history ORDER BY 1",
+    )?;
+    let rows = stmt.query_map([], |r| blob(r.get(0)?))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn instance_blobs(c: &Connection) -> Result<Vec<(String, BlobId)>, IndexError> {
+    let mut stmt = c.prepare("SELECT sop_uid, blob_id FROM instances ORDER BY sop_uid")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, blob(r.get(1)?)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn enqueue_repair(
+    c: &Connection,
+    b: &BlobId,
+    replica: usize,
+    reason: &str,
+) -> Result<(), IndexError> {
+    let now = now_ms();
+    c.execute(
+        "INSERT INTO repair_queue (blob_id, replica, reason, queued_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT (blob_id, replica) DO UPDATE SET reason = excluded.reason",
+        params![b.to_hex(), replica as i64, reason, now],
+    )?;
+    Ok(())
+}
+
+fn repair_rows(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<RepairItem>, IndexError> {
+    let mut stmt = c.prepare(sql)?;
+    let rows = stmt.query_map(p, |r| {
+        Ok(RepairItem {
+            blob_id: blob(r.get(0)?)?,
+            replica: r.get::<_, i64>(1)? as usize,
+            reason: r.get(2)?,
+            attempts: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn due_repairs(
+    c: &Connection,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<RepairItem>, IndexError> {
+    repair_rows(
+        c,
+        "SELECT blob_id, replica, reason, attempts FROM repair_queue
+         WHERE next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
+        params![now, limit as i64],
+    )
+}
+
+pub(super) fn repairs_for(c: &Connection, b: &BlobId) -> Result<Vec<RepairItem>, IndexError> {
+    repair_rows(
+        c,
+        "SELECT blob_id, replica, reason, attempts FROM repair_queue WHERE blob_id = ?1",
+        [b.to_hex()],
+    )
+}
+
+pub(super) fn repair_done(c: &Connection, b: &BlobId, replica: usize) -> Result<(), IndexError> {
+    c.execute(
+        "DELETE FROM repair_queue WHERE blob_id = ?1 AND replica = ?2",
+        params![b.to_hex(), replica as i64],
+    )?;
+    Ok(())
+}
+
+/// Exponential back-off from 5 s, capped at an hour, so a replica that is down for a while is
+/// not hammered and comes back into sync soon after it returns.
+pub(super) fn repair_failed(
+    c: &Connection,
+    item: &RepairItem,
+    reason: &str,
+    now: i64,
+) -> Result<(), IndexError> {
+    let delay = (5_000i64 << item.attempts.clamp(0, 10)).min(3_600_000);
+    c.execute(
+        "UPDATE repair_queue SET attempts = attempts + 1, reason = ?3, next_attempt_at = ?4
+         WHERE blob_id = ?1 AND replica = ?2",
+        params![
+            item.blob_id.to_hex(),
+            item.replica as i64,
+            reason,
+            now + delay
+        ],
+    )?;
+    Ok(())
+}
+
+/// Which audit events to list; empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only events after this id.
+    pub after_id: Option<i64>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub patient_id: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+pub(super) fn append_audit(
+    c: &Connection,
+    e: &strata_core::audit::AuditEvent,
+) -> Result<(), IndexError> {
+    // Cached statements: every request that touches patient data comes through here.
+    let prev: String = c
+        .prepare_cached("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or_else(|| strata_core::audit::GENESIS.to_string());
+    let hash = strata_core::audit::chain_hash(&prev, e);
+    c.prepare_cached(
+        "INSERT INTO audit (at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![e.at, e.actor, e.role, e.action, e.patient_id, e.study_uid, e.outcome.as_str(), e.remote, e.detail, prev, hash])?;
+    Ok(())
+}
+
+pub(super) fn restore_audit(
+    c: &Connection,
+    e: &strata_core::audit::StoredEvent,
+) -> Result<(), IndexError> {
+    let v = &e.event;
+    c.execute(
+        "INSERT OR IGNORE INTO audit (id, at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![e.id, v.at, v.actor, v.role, v.action, v.patient_id, v.study_uid, v.outcome.as_str(), v.remote, v.detail, e.prev_hash, e.hash],
+    )?;
+    Ok(())
+}
+
+pub(super) fn audit_events(
+    c: &Connection,
+    f: &AuditFilter,
+) -> Result<Vec<strata_core::audit::StoredEvent>, IndexError> {
+    let mut sql = String::from(
+        "SELECT id, at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash
+         FROM audit WHERE 1 = 1",
+    );
+    let mut p: Vec<rusqlite::types::Value> = Vec::new();
+    let mut add = |cond: &str, v: rusqlite::types::Value| {
+        sql.push_str(&format!(" AND {cond} ?{}", p.len() + 1));
+        p.push(v);
+    };
+    if let Some(id) = f.after_id {
+        add("id >", id.into());
+    }
+    if let Some(a) = &f.actor {
+        add("actor =", a.clone().into());
+    }
+    if let Some(a) = &f.action {
+        add("action =", a.clone().into());
+    }
+    if let Some(a) = &f.patient_id {
+        add("patient_id =", a.clone().into());
+    }
+    if let Some(t) = f.since {
+        add("at >=", t.into());
+    }
+    if let Some(t) = f.until {
+        add("at <=", t.into());
+    }
+    sql.push_str(" ORDER BY id");
+    if let Some(l) = f.limit {
+        sql.push_str(&format!(" LIMIT {l}"));
+    }
+    let mut stmt = c.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(p), |r| {
+        let outcome: String = r.get(7)?;
+        Ok(strata_core::audit::StoredEvent {
+            id: r.get(0)?,
+            event: strata_core::audit::AuditEvent {
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                role: r.get(3)?,
+                action: r.get(4)?,
+                patient_id: r.get(5)?,
+                study_uid: r.get(6)?,
+                outcome: strata_core::audit::Outcome::parse(&outcome)
+                    .unwrap_or(strata_core::audit::Outcome::Failure),
+                remote: r.get(8)?,
+                detail: r.get(9)?,
+            },
+            prev_hash: r.get(10)?,
+            hash: r.get(11)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// An instance as retrieval needs it: where it sits, its blob, its stored syntax, its metadata.
+#[derive(Debug, Clone)]
+pub struct InstanceRef {
+    pub patient_id: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_uid: String,
+    pub sop_class_uid: String,
+    pub blob_id: BlobId,
+    pub transfer_syntax: String,
+    pub size: u64,
+    pub metadata: String,
+}
+
+pub(super) fn instances_under(
+    c: &Connection,
+    study: &str,
+    series: Option<&str>,
+    sop: Option<&str>,
+    person: Option<i64>,
+) -> Result<Vec<InstanceRef>, IndexError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT p.patient_id, st.study_uid, se.series_uid, i.sop_uid, i.sop_class_uid, i.blob_id,
+                i.transfer_syntax, i.size, i.metadata
+         FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk
+              JOIN patients p ON p.id = st.patient_fk
+         WHERE st.study_uid = ?1 AND (?2 IS NULL OR se.series_uid = ?2) AND (?3 IS NULL OR i.sop_uid = ?3)
+           AND (?4 IS NULL OR p.person_fk = ?4)
+         ORDER BY se.series_number, se.id, i.instance_number, i.id",
+    )?;
+    let rows = stmt.query_map(params![study, series, sop, person], |r| {
+        Ok(InstanceRef {
+            patient_id: r.get(0)?,
+            study_uid: r.get(1)?,
+            series_uid: r.get(2)?,
+            sop_uid: r.get(3)?,
+            sop_class_uid: r.get(4)?,
+            blob_id: blob(r.get(5)?)?,
+            transfer_syntax: r.get(6)?,
+            size: r.get::<_, i64>(7)? as u64,
+            metadata: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What deciding a deletion needs to know of one instance.
+#[derive(Debug, Clone)]
+pub struct RetentionFacts {
+    pub sop_uid: String,
+    pub study_date: Option<String>,
+    pub birth_date: Option<String>,
+    pub received_at: i64,
+}
+
+pub(super) fn retention_facts(
+    c: &Connection,
+    sops: &[String],
+) -> Result<Vec<RetentionFacts>, IndexError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT i.sop_uid, st.study_date, p.birth_date, i.received_at
+         FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk
+              JOIN patients p ON p.id = st.patient_fk WHERE i.sop_uid = ?1",
+    )?;
+    let mut out = Vec::new();
+    for sop in sops {
+        let row = stmt
+            .query_row([sop], |r| {
+                Ok(RetentionFacts {
+                    sop_uid: r.get(0)?,
+                    study_date: r.get(1)?,
+                    birth_date: r.get(2)?,
+                    received_at: r.get(3)?,
+                })
+            })
+            .optional()?;
+        out.extend(row);
+    }
+    Ok(out)
+}
+
+/// Removes instances (and their history) from the index; returns the blobs they used.
+pub(super) fn delete_instances(c: &Connection, sops: &[String]) -> Result<Vec<BlobId>, IndexError> {
+    let mut blobs = Vec::new();
+    for sop in sops {
+        let row: Option<(i64, String)> = c
+            .query_row(
+                "SELECT id, blob_id FROM instances WHERE sop_uid = ?1",
+                [sop],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((id, b)) = row {
+            blobs.push(blob(b)?);
+            remove_instance_row(c, id)?;
+        }
+        let mut stmt =
+            c.prepare_cached("SELECT blob_id FROM instance_history WHERE sop_uid = ?1")?;
+        for b in stmt.query_map([sop], |r| r.get::<_, String>(0))? {
+            blobs.push(blob(b?)?);
+        }
+        c.execute("DELETE FROM instance_history WHERE sop_uid = ?1", [sop])?;
+    }
+    Ok(blobs)
+}

@@ -1,0 +1,332 @@
+use super::*;
+use sha2::{Digest, Sha256};
+use strata_core::audit::{AuditEvent, Outcome, Verdict};
+use strata_core::config::OnConflict;
+use strata_dicom::record::{InstanceRecord, InstanceRow, PatientRecord, SeriesRecord, StudyRecord};
+
+/// A blob address for test content (the store keys its hash; the index only carries it).
+fn address(content: &[u8]) -> BlobId {
+    BlobId::from_bytes(Sha256::digest(content).into())
+}
+
+fn record(sop: &str, study: &str, series: &str, content: &[u8]) -> InstanceRecord {
+    InstanceRecord {
+        patient: PatientRecord {
+            patient_id: "P1".into(),
+            issuer: "HOSP_A".into(),
+            name: Some("Müller^Anna".into()),
+            birth_date: Some("19800101".into()),
+            sex: Some("F".into()),
+            address: None,
+            phone: None,
+            other_ids: vec![],
+        },
+        study: StudyRecord {
+            uid: study.into(),
+            date: Some("20240102".into()),
+            ..Default::default()
+        },
+        series: SeriesRecord {
+            uid: series.into(),
+            modality: Some("CT".into()),
+            ..Default::default()
+        },
+        instance: InstanceRow {
+            sop_uid: sop.into(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            number: Some(1),
+            blob_id: address(content),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            size: content.len() as u64,
+            frames: None,
+            rows: Some(2),
+            columns: Some(2),
+            content_date: None,
+            content_time: None,
+            metadata: "{}".into(),
+            source: "test".into(),
+            received_at: 1,
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn insert_duplicate_conflict_and_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let a = record("1.1", "9.1", "8.1", b"a");
+    assert_eq!(
+        index
+            .insert_instance(a.clone(), OnConflict::Reject, vec![])
+            .await
+            .unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(
+        index
+            .insert_instance(a.clone(), OnConflict::Reject, vec![])
+            .await
+            .unwrap(),
+        InsertOutcome::AlreadyPresent
+    );
+    let b = record("1.1", "9.1", "8.1", b"b");
+    assert!(matches!(
+        index
+            .insert_instance(b.clone(), OnConflict::Reject, vec![])
+            .await
+            .unwrap(),
+        InsertOutcome::Conflict { .. }
+    ));
+    assert_eq!(
+        index.instance("1.1").await.unwrap().unwrap().blob_id,
+        a.instance.blob_id
+    );
+    assert_eq!(
+        index
+            .insert_instance(b.clone(), OnConflict::Replace, vec![])
+            .await
+            .unwrap(),
+        InsertOutcome::Replaced {
+            previous: a.instance.blob_id
+        }
+    );
+    assert_eq!(
+        index.instance("1.1").await.unwrap().unwrap().blob_id,
+        b.instance.blob_id
+    );
+    let counts = index.counts().await.unwrap();
+    assert_eq!(
+        (counts.studies, counts.series, counts.instances),
+        (1, 1, 1),
+        "replacing keeps the counters true"
+    );
+    assert_eq!(
+        index.blob_ids().await.unwrap().len(),
+        2,
+        "the old blob stays known through the history"
+    );
+    let s = &index.studies().await.unwrap()[0];
+    assert_eq!((s.num_series, s.num_instances), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_are_grouped_and_all_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let jobs = (0..200).map(|i| {
+        let index = index.clone();
+        tokio::spawn(async move {
+            let r = record(
+                &format!("1.{i}"),
+                &format!("9.{}", i % 7),
+                &format!("8.{}", i % 13),
+                format!("{i}").as_bytes(),
+            );
+            index.insert_instance(r, OnConflict::Reject, vec![]).await
+        })
+    });
+    for j in futures::future::join_all(jobs).await {
+        assert_eq!(j.unwrap().unwrap(), InsertOutcome::Inserted);
+    }
+    assert_eq!(index.counts().await.unwrap().instances, 200);
+    // A failing job does not spoil the others of its group.
+    let bad = index
+        .write(|c| Ok(c.execute("INSERT INTO nonexistent VALUES (1)", [])?))
+        .await;
+    assert!(bad.is_err());
+    assert_eq!(index.counts().await.unwrap().instances, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_queue_backs_off_and_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let blob = address(b"x");
+    index
+        .enqueue_repairs(vec![(blob, 2, "missing".into())])
+        .await
+        .unwrap();
+    index
+        .enqueue_repairs(vec![(blob, 2, "still missing".into())])
+        .await
+        .unwrap();
+    assert_eq!(
+        index.repair_queue_len().await.unwrap(),
+        1,
+        "one entry per copy"
+    );
+    let due = index.due_repairs(10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    index
+        .repair_failed(due[0].clone(), "down".into())
+        .await
+        .unwrap();
+    assert!(
+        index.due_repairs(10).await.unwrap().is_empty(),
+        "backed off"
+    );
+    assert_eq!(index.repairs_for(blob).await.unwrap().len(), 1);
+    index.repair_done(blob, 2).await.unwrap();
+    assert_eq!(index.repair_queue_len().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_trail_chains_and_refuses_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i.sqlite");
+    let index = Index::open(&path).unwrap();
+    for i in 0..5 {
+        let e = AuditEvent::now("CT1", "dimse", "dimse.store", Outcome::Success)
+            .patient(Some(format!("P{i}")), None);
+        index.audit(e).await.unwrap();
+    }
+    let events = index.audit_events(AuditFilter::default()).await.unwrap();
+    assert_eq!(events.len(), 5);
+    assert_eq!(
+        strata_core::audit::verify(events),
+        Verdict::Intact { events: 5 }
+    );
+    let filtered = index
+        .audit_events(AuditFilter {
+            patient_id: Some("P3".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(filtered.len(), 1);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    assert!(
+        c.execute("UPDATE audit SET actor = 'x' WHERE id = 2", [])
+            .is_err(),
+        "append-only"
+    );
+    assert!(
+        c.execute("DELETE FROM audit WHERE id = 2", []).is_err(),
+        "append-only"
+    );
+    c.execute_batch("DROP TRIGGER audit_no_update").unwrap();
+    c.execute("UPDATE audit SET actor = 'mallory' WHERE id = 3", [])
+        .unwrap();
+    let events = index.audit_events(AuditFilter::default()).await.unwrap();
+    assert!(matches!(
+        strata_core::audit::verify(events),
+        Verdict::Broken { id: 3, .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_events_commit_beside_durable_writes_and_sync_makes_them_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i.sqlite");
+    let index = Index::open(&path).unwrap();
+    // Read audit events (committed, fsynced after) and stores (durable) in the same groups.
+    let jobs = (0..100).map(|i| {
+        let index = index.clone();
+        tokio::spawn(async move {
+            if i % 2 == 0 {
+                let e = AuditEvent::now("reader", "radiologist", "http.qido", Outcome::Success)
+                    .detail(format!("{i}"));
+                index.audit_read(e).await
+            } else {
+                let r = record(&format!("1.{i}"), "9.1", "8.1", format!("{i}").as_bytes());
+                index
+                    .insert_instance(r, OnConflict::Reject, vec![])
+                    .await
+                    .map(drop)
+            }
+        })
+    });
+    for j in futures::future::join_all(jobs).await {
+        j.unwrap().unwrap();
+    }
+    // A committed event is visible to every reader at once, before its fsync.
+    let e = AuditEvent::now("reader", "radiologist", "http.wado", Outcome::Success);
+    index.audit_read(e).await.unwrap();
+    let seen = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    assert_eq!(seen, 51);
+    // The WAL's fsync is found and succeeds (it names the file if it cannot).
+    index.sync().await.unwrap();
+    index.sync().await.unwrap();
+    let events = index.audit_events(AuditFilter::default()).await.unwrap();
+    assert_eq!(
+        strata_core::audit::verify(events),
+        Verdict::Intact { events: 51 }
+    );
+    index.close().await.unwrap();
+    let index = Index::open(&path).unwrap();
+    assert_eq!(index.counts().await.unwrap().instances, 50);
+    assert_eq!(
+        index
+            .audit_events(AuditFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        51
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_rewrites_its_patient_study_and_series_only_to_change_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let rows = || {
+        index.read(|c| {
+            Ok(c.query_row(
+                "SELECT p.updated_at, p.patient_name, s.updated_at, s.accession_number,
+                        s.study_date, r.updated_at, r.body_part, r.modality, r.num_instances
+                 FROM patients p JOIN studies s ON s.patient_fk = p.id
+                 JOIN series r ON r.study_fk = s.id",
+                [],
+                |r| {
+                    Ok((
+                        [r.get::<_, i64>(0)?, r.get(2)?, r.get(5)?],
+                        [r.get::<_, Option<String>>(1)?, r.get(3)?, r.get(4)?],
+                        [r.get::<_, Option<String>>(6)?, r.get(7)?],
+                        r.get::<_, i64>(8)?,
+                    ))
+                },
+            )?)
+        })
+    };
+    let insert = |rec: InstanceRecord| {
+        let index = &index;
+        async move {
+            // a new millisecond, so a rewritten row would show a new updated_at
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            let got = index.insert_instance(rec, OnConflict::Reject, vec![]);
+            assert_eq!(got.await.unwrap(), InsertOutcome::Inserted);
+        }
+    };
+    insert(record("1.1", "9.1", "8.1", b"a")).await;
+    let (first, values, series, _) = rows().await.unwrap();
+    // the same patient, study and series again: no row rewritten, the counts still kept
+    insert(record("1.2", "9.1", "8.1", b"b")).await;
+    let (stamps, again, same_series, n) = rows().await.unwrap();
+    assert_eq!(
+        (stamps, &again, &same_series, n),
+        (first, &values, &series, 2)
+    );
+    // a value the study lacked, and one the series lacked: those two rows are rewritten
+    let mut rec = record("1.3", "9.1", "8.1", b"c");
+    rec.study.accession_number = Some("ACC7".into());
+    rec.series.body_part = Some("CHEST".into());
+    // a series value given as stored, and a study value left out: no change from them
+    rec.series.modality = Some("CT".into());
+    rec.study.date = None;
+    insert(rec).await;
+    let (stamps, values, series, n) = rows().await.unwrap();
+    assert_eq!(stamps[0], first[0], "the patient did not change");
+    assert!(stamps[1] > first[1] && stamps[2] > first[2]);
+    assert_eq!(values[1..], [Some("ACC7".into()), Some("20240102".into())]);
+    assert_eq!((series, n), ([Some("CHEST".into()), Some("CT".into())], 3));
+    // another name for the patient: the latest instance's demographics win, as before
+    let mut rec = record("1.4", "9.1", "8.1", b"d");
+    rec.patient.name = Some("Müller^Anna Maria".into());
+    insert(rec).await;
+    let (stamps, values, ..) = rows().await.unwrap();
+    assert!(stamps[0] > first[0]);
+    assert_eq!(values[0].as_deref(), Some("Müller^Anna Maria"));
+}

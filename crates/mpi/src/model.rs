@@ -1,0 +1,641 @@
+//! The Fellegi–Sunter model: for each field and level, how likely that level is between two
+//! records of one person (m) and between two records of different people (u). No labelled data
+//! is needed anywhere:
+//! - u is counted on random pairs of records, which are almost all two people;
+//! - m and the number of true matches come from expectation–maximisation over the candidate
+//!   pairs blocking yields (a mixture of matches and non-matches);
+//! - the prior odds of a pair are those matches over all pairs, so a match weight is the log2
+//!   posterior odds that two records drawn at random are one person;
+//! - the thresholds are posterior probabilities ([`LINK_PROBABILITY`], [`REVIEW_PROBABILITY`]).
+//!
+//! Exact agreement on a name, city or postcode is further weighed by how common the value is
+//! ([`ValueFrequencies`], counted on the same records): two records agreeing on a family name
+//! one record in ten thousand holds are stronger evidence than two agreeing on the commonest.
+//!
+//! u is taken from random pairs rather than from the non-match side of the EM because blocking
+//! selects non-matches that agree on the blocked fields: counted there, agreement on a family
+//! name would look common among different people and weigh almost nothing.
+
+use super::block::BlockIndex;
+use super::compare::{compare, Field, Vector, FIELDS, MISSING};
+use super::Normalised;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// A pair is linked when its posterior probability of being one person is at least this. At
+/// 0.999 the model itself expects one wrong link per thousand links made at the threshold, and
+/// far fewer above it, where most links are.
+pub const LINK_PROBABILITY: f64 = 0.999;
+/// Below this posterior probability a pair is taken as two people; between the two a person
+/// reviews it.
+pub const REVIEW_PROBABILITY: f64 = 0.5;
+
+/// EM stops when no probability moves by more than this in an iteration.
+const EM_TOLERANCE: f64 = 1e-7;
+const EM_MAX_ITERATIONS: usize = 200;
+/// Pseudo-counts of pairs that pull the estimates towards the prior: enough that a level seen
+/// in a handful of pairs (day and month swapped, say) does not get a weight of ±20 bits from
+/// chance, too few to matter for levels seen thousands of times.
+const PRIOR_PAIRS: f64 = 20.0;
+/// No level is ever certain: a probability is kept at least this far from 0.
+const FLOOR: f64 = 1e-6;
+
+/// m and u per level of one field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldWeights {
+    pub field: String,
+    /// P(level | same person), level 0 first.
+    pub m: Vec<f64>,
+    /// P(level | different people).
+    pub u: Vec<f64>,
+}
+
+/// Weights, the proportion of matches among candidate pairs, and the two thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub fields: Vec<FieldWeights>,
+    /// Probability that two records drawn at random are one person (the prior of every
+    /// comparison).
+    pub match_proportion: f64,
+    /// Match weight (log2 posterior odds) at and above which a pair is linked.
+    pub upper: f64,
+    /// Match weight below which a pair is two people.
+    pub lower: f64,
+    /// Candidate pairs the estimate was made from (0 for the prior).
+    pub pairs: u64,
+    pub iterations: usize,
+    /// How common each value of [`VALUE_FIELDS`] is; empty in the prior, which weighs every
+    /// agreement alike.
+    #[serde(default)]
+    pub frequencies: Vec<ValueFrequencies>,
+}
+
+/// The fields whose exact agreement is weighed by the value agreed on: the ones where some
+/// values are far commoner than others (a few family names, given names and towns hold much
+/// of any population). Streets are left out: with the house number, nearly every value is
+/// unique, so its frequency says no more than the field's u.
+pub const VALUE_FIELDS: [Field; 4] = [Field::Family, Field::Given, Field::City, Field::Postcode];
+
+/// At most this many values of a field are listed with their own frequency (the commonest);
+/// the rest share one. It bounds the stored model (tens of kilobytes) while every value held by
+/// more than a few records in ten thousand keeps its own weight.
+const LISTED_VALUES: usize = 1000;
+
+/// Records' worth of the field's average agreement (its u) that every value's frequency is
+/// drawn towards: a value must be counted in about this many records before its own count
+/// outweighs the average, so a handful of records (a small batch, a new archive) gives no
+/// value a strong weight of its own by chance.
+const FREQUENCY_PRIOR_RECORDS: f64 = 100.0;
+
+/// How common the values of one field are among the records a model was estimated from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValueFrequencies {
+    pub field: String,
+    /// For each of the commonest values, the chance that another record holds it.
+    pub common: BTreeMap<String, f64>,
+    /// The same for a value not listed, averaged over the records holding an unlisted value.
+    pub rest: f64,
+}
+
+impl ValueFrequencies {
+    /// Counts the values of `field` in `records` (records without the field are not counted),
+    /// each frequency drawn towards `u`, the chance that two different people agree on the
+    /// field at all.
+    pub fn count(field: Field, records: &[Normalised], u: f64) -> ValueFrequencies {
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for r in records {
+            let v = value_of(field, r);
+            if !v.is_empty() {
+                *counts.entry(v).or_default() += 1;
+            }
+        }
+        let total = counts.values().sum::<u64>() as f64;
+        // The chance that another record holds a value `count` records hold (the record
+        // itself left out), drawn towards u.
+        let other = |count: f64| {
+            let seen = (count - 1.0).max(0.0) / (total - 1.0).max(1.0);
+            (seen * total + FREQUENCY_PRIOR_RECORDS * u) / (total + FREQUENCY_PRIOR_RECORDS)
+        };
+        let mut by_count: Vec<(&str, u64)> = counts.into_iter().collect();
+        by_count.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let rest = &by_count[by_count.len().min(LISTED_VALUES)..];
+        // Averaged over the records holding an unlisted value.
+        let held: f64 = rest.iter().map(|&(_, c)| c as f64).sum();
+        let rest = if held > 0.0 {
+            rest.iter()
+                .map(|&(_, c)| c as f64 * other(c as f64))
+                .sum::<f64>()
+                / held
+        } else {
+            u
+        };
+        ValueFrequencies {
+            field: field.name().into(),
+            common: by_count
+                .iter()
+                .take(LISTED_VALUES)
+                .map(|&(v, c)| (v.to_string(), other(c as f64)))
+                .collect(),
+            rest,
+        }
+    }
+
+    /// The chance that another record holds `value`.
+    pub fn of(&self, value: &str) -> f64 {
+        self.common.get(value).copied().unwrap_or(self.rest)
+    }
+}
+
+/// The value of a field that [`ValueFrequencies`] counts.
+fn value_of(field: Field, r: &Normalised) -> &str {
+    match field {
+        Field::Family => &r.family,
+        Field::Given => &r.given,
+        Field::Middle => &r.middle,
+        Field::BirthDate => &r.birth_date,
+        Field::Sex => &r.sex,
+        Field::Street => &r.street,
+        Field::City => &r.city,
+        Field::Postcode => &r.postcode,
+        Field::Phone => &r.phone,
+    }
+}
+
+/// For one record, what exact agreement on each of [`VALUE_FIELDS`] adds to or takes from the
+/// field's weight, in bits: log2(u / f), the field's u at exact agreement over the frequency of
+/// the record's own value. Computed once per record, not per pair.
+pub type ValueAdjustments = [f64; VALUE_FIELDS.len()];
+
+/// Comparison vectors and how many candidate pairs gave each.
+pub type Histogram = HashMap<Vector, u64>;
+
+fn log2_odds(p: f64) -> f64 {
+    (p / (1.0 - p)).log2()
+}
+
+impl Default for Model {
+    /// Weights from what is known of registration data in general (names and dates agree in
+    /// most records of one person and in very few random pairs; dates are mistyped in a few
+    /// percent of records), and the prior of an archive of about 100,000 records with one
+    /// further record per person, so the archive links sensibly before it has data of its own.
+    fn default() -> Model {
+        let f = |field: Field, m: &[f64], u: &[f64]| FieldWeights {
+            field: field.name().into(),
+            m: m.to_vec(),
+            u: u.to_vec(),
+        };
+        let fields = vec![
+            f(
+                Field::Family,
+                &[0.86, 0.07, 0.03, 0.04],
+                &[0.003, 0.002, 0.03, 0.965],
+            ),
+            f(
+                Field::Given,
+                &[0.84, 0.07, 0.03, 0.02, 0.04],
+                &[0.006, 0.004, 0.05, 0.002, 0.938],
+            ),
+            f(Field::Middle, &[0.80, 0.15, 0.05], &[0.006, 0.06, 0.934]),
+            f(
+                Field::BirthDate,
+                &[0.90, 0.02, 0.04, 0.02, 0.02],
+                &[0.00004, 0.00001, 0.002, 0.0003, 0.99765],
+            ),
+            f(Field::Sex, &[0.98, 0.02], &[0.5, 0.5]),
+            f(Field::Street, &[0.70, 0.15, 0.15], &[0.0001, 0.001, 0.9989]),
+            f(Field::City, &[0.80, 0.10, 0.10], &[0.01, 0.01, 0.98]),
+            f(Field::Postcode, &[0.80, 0.10, 0.10], &[0.002, 0.01, 0.988]),
+            f(Field::Phone, &[0.85, 0.15], &[0.00001, 0.99999]),
+        ];
+        Model::with_thresholds(fields, 1e-5, 0, 0)
+    }
+}
+
+/// Pairs drawn at random for u: enough that a level a few pairs in ten thousand show is
+/// counted tens of times.
+const RANDOM_PAIRS: usize = 300_000;
+
+/// Comparison vectors of pairs drawn at random (seeded, so the same records give the same
+/// model); pairs of one local key are left out, being one person by definition.
+pub fn random_pairs(records: &[Normalised]) -> Histogram {
+    use rand::{Rng, SeedableRng};
+    use rayon::prelude::*;
+    let n = records.len();
+    if n < 2 {
+        return Histogram::new();
+    }
+    let all = n as u128 * (n as u128 - 1) / 2;
+    let draws = RANDOM_PAIRS.min(all as usize);
+    (0..draws)
+        .into_par_iter()
+        .chunks(10_000)
+        .map(|chunk| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(chunk[0] as u64);
+            let mut h = Histogram::new();
+            for _ in chunk {
+                let i = rng.gen_range(0..n);
+                let j = (i + rng.gen_range(1..n)) % n;
+                if !records[i].same_local_key(&records[j]) {
+                    *h.entry(compare(&records[i], &records[j])).or_default() += 1;
+                }
+            }
+            h
+        })
+        .reduce(Histogram::new, |mut a, b| {
+            for (v, c) in b {
+                *a.entry(v).or_default() += c;
+            }
+            a
+        })
+}
+
+impl Model {
+    fn with_thresholds(
+        fields: Vec<FieldWeights>,
+        match_proportion: f64,
+        pairs: u64,
+        iterations: usize,
+    ) -> Model {
+        Model {
+            fields,
+            match_proportion,
+            upper: log2_odds(LINK_PROBABILITY),
+            lower: log2_odds(REVIEW_PROBABILITY),
+            pairs,
+            iterations,
+            frequencies: Vec::new(),
+        }
+    }
+
+    /// Estimates the model from unlabelled records: u from random pairs, m and the number of
+    /// matches by EM over every candidate pair that blocking yields.
+    pub fn estimate(records: &[Normalised]) -> Model {
+        let index = BlockIndex::new(records);
+        let mut candidates = Histogram::new();
+        for (i, r) in records.iter().enumerate() {
+            for j in index.earlier_candidates(i) {
+                *candidates.entry(compare(r, &records[j])).or_default() += 1;
+            }
+        }
+        Model::default().fit(&candidates, &random_pairs(records), records)
+    }
+
+    /// Fits the model to the comparison vectors of candidate pairs and of random pairs among
+    /// `records`, with this model as the starting point and the prior, and counts the values
+    /// of [`VALUE_FIELDS`] in `records`.
+    pub fn fit(&self, candidates: &Histogram, random: &Histogram, records: &[Normalised]) -> Model {
+        let counted = records;
+        let records = records.len();
+        let smooth = |counts: &[f64], prior: &[f64]| -> Vec<f64> {
+            let sum: f64 = counts.iter().sum::<f64>() + PRIOR_PAIRS;
+            counts
+                .iter()
+                .zip(prior)
+                .map(|(c, p)| ((c + PRIOR_PAIRS * p) / sum).max(FLOOR))
+                .collect()
+        };
+        let level_counts = |h: &Histogram, weight: &dyn Fn(&Vector) -> f64| {
+            let mut counts: Vec<Vec<f64>> = FIELDS.iter().map(|f| vec![0.0; f.levels()]).collect();
+            for (v, &n) in h {
+                let w = weight(v) * n as f64;
+                for (k, &level) in v.iter().enumerate() {
+                    if level != MISSING {
+                        counts[k][level as usize] += w;
+                    }
+                }
+            }
+            counts
+        };
+        let prior = self;
+        // u of random pairs: what two different people share by chance.
+        let random_counts = level_counts(random, &|_| 1.0);
+        let u_random: Vec<Vec<f64>> = (0..FIELDS.len())
+            .map(|k| smooth(&random_counts[k], &prior.fields[k].u))
+            .collect();
+
+        let frequencies = VALUE_FIELDS
+            .iter()
+            .map(|&f| ValueFrequencies::count(f, counted, u_random[f as usize][0]))
+            .collect();
+
+        let total: f64 = candidates.values().map(|&n| n as f64).sum();
+        let mut model = self.clone();
+        // The EM's own u is that of candidate pairs (non-matches that share a blocking key);
+        // it starts halfway between the random pairs' and indifference.
+        for (k, f) in model.fields.iter_mut().enumerate() {
+            let levels = f.u.len() as f64;
+            f.u = u_random[k].iter().map(|u| 0.5 * u + 0.5 / levels).collect();
+        }
+        model.match_proportion = 0.5;
+        let mut iterations = 0;
+        while total > 0.0 && iterations < EM_MAX_ITERATIONS {
+            iterations += 1;
+            let posterior = |v: &Vector| model.posterior(v);
+            let m_counts = level_counts(candidates, &posterior);
+            let u_counts = level_counts(candidates, &|v| 1.0 - posterior(v));
+            let matches: f64 = candidates
+                .iter()
+                .map(|(v, &n)| posterior(v) * n as f64)
+                .sum();
+            let mut next = model.clone();
+            let mut moved: f64 = 0.0;
+            for k in 0..FIELDS.len() {
+                let m = smooth(&m_counts[k], &prior.fields[k].m);
+                let u = smooth(&u_counts[k], &u_random[k]);
+                for l in 0..m.len() {
+                    moved = moved
+                        .max((m[l] - model.fields[k].m[l]).abs())
+                        .max((u[l] - model.fields[k].u[l]).abs());
+                }
+                next.fields[k].m = m;
+                next.fields[k].u = u;
+            }
+            next.match_proportion = (matches / total).clamp(FLOOR, 1.0 - FLOOR);
+            moved = moved.max((next.match_proportion - model.match_proportion).abs());
+            model = next;
+            if moved < EM_TOLERANCE {
+                break;
+            }
+        }
+        let fields = model
+            .fields
+            .into_iter()
+            .zip(u_random)
+            .map(|(f, u)| FieldWeights { u, ..f })
+            .collect();
+        // The matches the EM found among candidate pairs, over all pairs of records.
+        let all_pairs = (records as f64) * (records as f64 - 1.0) / 2.0;
+        let match_proportion = if total > 0.0 && all_pairs > 0.0 {
+            (model.match_proportion * total / all_pairs).clamp(1e-12, 0.5)
+        } else {
+            self.match_proportion
+        };
+        Model {
+            frequencies,
+            ..Model::with_thresholds(fields, match_proportion, total as u64, iterations)
+        }
+    }
+
+    /// What exact agreement with `a` on each of [`VALUE_FIELDS`] is worth beyond the field's
+    /// own weight (all 0 with the prior, which has no frequencies).
+    pub fn value_adjustments(&self, a: &Normalised) -> ValueAdjustments {
+        let mut out = [0.0; VALUE_FIELDS.len()];
+        for (t, freq) in self.frequencies.iter().enumerate().take(out.len()) {
+            let field = VALUE_FIELDS[t];
+            let value = value_of(field, a);
+            if !value.is_empty() {
+                let u = self.fields[field as usize].u[0];
+                out[t] = (u / freq.of(value).max(FLOOR)).log2();
+            }
+        }
+        out
+    }
+
+    /// The match weight of a pair whose comparison vector is `v` and whose first record's
+    /// [`Model::value_adjustments`] are `adjust`: the vector's weight, plus the adjustment of
+    /// each value field agreeing exactly.
+    pub fn weight_with(&self, v: &Vector, weight: f64, adjust: &ValueAdjustments) -> f64 {
+        let mut w = weight;
+        for (t, field) in VALUE_FIELDS.iter().enumerate() {
+            if v[*field as usize] == 0 {
+                w += adjust[t];
+            }
+        }
+        w
+    }
+
+    /// log2(m/u) of one field at one level.
+    pub fn field_weight(&self, field: usize, level: u8) -> f64 {
+        let f = &self.fields[field];
+        (f.m[level as usize] / f.u[level as usize]).log2()
+    }
+
+    /// The match weight of a comparison vector: log2 of the posterior odds that the pair is one
+    /// person (prior odds of a candidate pair plus the evidence of every field present).
+    pub fn weight(&self, v: &Vector) -> f64 {
+        let mut w = log2_odds(self.match_proportion);
+        for (k, &level) in v.iter().enumerate() {
+            if level != MISSING {
+                w += self.field_weight(k, level);
+            }
+        }
+        w
+    }
+
+    fn posterior(&self, v: &Vector) -> f64 {
+        1.0 / (1.0 + (-self.weight(v)).exp2())
+    }
+
+    /// The match weight of two records.
+    pub fn score(&self, a: &Normalised, b: &Normalised) -> f64 {
+        let v = compare(a, b);
+        self.weight_with(&v, self.weight(&v), &self.value_adjustments(a))
+    }
+
+    /// The probability of one person that a match weight stands for.
+    pub fn probability(weight: f64) -> f64 {
+        1.0 / (1.0 + (-weight).exp2())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalise::tests::person;
+    use crate::Identity;
+    use rand::{Rng, SeedableRng};
+
+    const FAMILY: &[&str] = &[
+        "SMITH", "JOHNSON", "WILLIAMS", "BROWN", "JONES", "GARCIA", "MILLER", "DAVIS", "WILSON",
+        "TAYLOR", "MOORE", "THOMAS", "WHITE", "HARRIS", "MARTIN", "THOMPSON", "CLARK", "LEWIS",
+    ];
+    const GIVEN: &[&str] = &[
+        "JAMES",
+        "MARY",
+        "ROBERT",
+        "PATRICIA",
+        "JOHN",
+        "JENNIFER",
+        "MICHAEL",
+        "LINDA",
+        "DAVID",
+        "ELIZABETH",
+        "WILLIAM",
+        "BARBARA",
+        "RICHARD",
+        "SUSAN",
+        "JOSEPH",
+        "JESSICA",
+    ];
+
+    fn typo(rng: &mut impl Rng, s: &str) -> String {
+        let mut b = s.as_bytes().to_vec();
+        let i = rng.gen_range(0..b.len());
+        b[i] = b'A' + rng.gen_range(0..26u8);
+        String::from_utf8(b).unwrap()
+    }
+
+    /// People with one or two noisy copies each: EM must find agreement likely in matches and
+    /// unlikely in non-matches, without being told which pairs are which.
+    #[test]
+    fn em_finds_sensible_weights_without_labels() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut records = Vec::new();
+        for _ in 0..1500 {
+            let id = Identity {
+                family_name: FAMILY[rng.gen_range(0..FAMILY.len())].into(),
+                given_name: GIVEN[rng.gen_range(0..GIVEN.len())].into(),
+                birth_date: format!(
+                    "{}{:02}{:02}",
+                    rng.gen_range(1930..2010),
+                    rng.gen_range(1..13),
+                    rng.gen_range(1..29)
+                ),
+                sex: if rng.gen_bool(0.5) { "M" } else { "F" }.into(),
+                postcode: format!("{}", rng.gen_range(1000..1100)),
+                ..Identity::default()
+            };
+            records.push(Normalised::new(&id));
+            for _ in 0..rng.gen_range(0..3) {
+                let mut dup = id.clone();
+                if rng.gen_bool(0.3) {
+                    dup.family_name = typo(&mut rng, &dup.family_name);
+                }
+                if rng.gen_bool(0.1) {
+                    dup.birth_date = format!(
+                        "{}{}{}",
+                        &id.birth_date[..4],
+                        &id.birth_date[6..],
+                        &id.birth_date[4..6]
+                    );
+                }
+                records.push(Normalised::new(&dup));
+            }
+        }
+        let model = Model::estimate(&records);
+        assert!(model.pairs > 1000, "{model:?}");
+        assert!(model.iterations > 1 && model.iterations < EM_MAX_ITERATIONS);
+        let family = &model.fields[0];
+        // Matches agree exactly on the family name in about 70 % + of pairs, non-matches seldom.
+        assert!(family.m[0] > 0.6 && family.m[0] < 0.9, "{family:?}");
+        assert!(family.u[0] < 0.5, "{family:?}");
+        let date = &model.fields[3];
+        assert!(date.m[0] > 0.8, "{date:?}");
+        // Exact birth-date agreement is strong evidence; disagreement strong evidence against.
+        assert!(model.field_weight(3, 0) > 2.0);
+        assert!(model.field_weight(3, 4) < -3.0);
+        assert!(
+            model.field_weight(4, 1) < -2.0,
+            "sex disagreeing: {model:?}"
+        );
+        // The two thresholds are the posterior probabilities, as match weights.
+        assert!((Model::probability(model.upper) - LINK_PROBABILITY).abs() < 1e-9);
+        assert!(model.lower < model.upper);
+        // A pair agreeing on everything links; a pair agreeing on nothing does not.
+        let a = &records[0];
+        assert!(model.score(a, a) > model.upper);
+        let stranger = Normalised::new(&Identity {
+            family_name: "ZZYZX".into(),
+            given_name: "QUENTIN".into(),
+            birth_date: "18990101".into(),
+            sex: if a.sex == "M" { "F" } else { "M" }.into(),
+            ..Identity::default()
+        });
+        assert!(model.score(a, &stranger) < model.lower);
+    }
+
+    #[test]
+    fn value_frequencies_list_the_common_and_average_the_rest() {
+        let people = |family: &str, n: usize| {
+            let one = Normalised::new(&Identity {
+                family_name: family.into(),
+                ..Identity::default()
+            });
+            vec![one; n]
+        };
+        let mut records: Vec<Normalised> = people("SMITH", 500);
+        // 1,500 names held by two records each, and one record without a name.
+        for k in 0..1500 {
+            records.extend(people(&format!("RARE{}", alphabetic(k)), 2));
+        }
+        records.push(Normalised::default());
+        let u = 0.001;
+        let f = ValueFrequencies::count(Field::Family, &records, u);
+        assert_eq!(f.common.len(), LISTED_VALUES);
+        // Of the 3,499 records besides one holding a name, how many hold it, drawn towards u.
+        let drawn = |others: f64| {
+            (others / 3499.0 * 3500.0 + FREQUENCY_PRIOR_RECORDS * u) / (3500.0 + 100.0)
+        };
+        assert!((f.of("SMITH") - drawn(499.0)).abs() < 1e-12);
+        // Every unlisted name is held by 2 records of 3,500.
+        assert!((f.rest - drawn(1.0)).abs() < 1e-12, "{}", f.rest);
+        assert_eq!(f.of("NEVER SEEN"), f.rest);
+        // A few records say little: one value in three of them is drawn most of the way to u.
+        let few = ValueFrequencies::count(Field::Family, &people("SMITH", 3), u);
+        assert!(few.of("SMITH") < 0.05, "{few:?}");
+    }
+
+    fn alphabetic(mut k: usize) -> String {
+        let mut s = String::new();
+        loop {
+            s.push((b'A' + (k % 26) as u8) as char);
+            k /= 26;
+            if k == 0 {
+                return s;
+            }
+        }
+    }
+
+    /// A rare family name agreeing weighs more than the field's average agreement, a common one
+    /// less; the prior, without frequencies, weighs both alike; and the batch's way of scoring
+    /// (vector weight plus the record's adjustments) gives `Model::score` exactly.
+    #[test]
+    fn rare_values_agreeing_weigh_more_than_common_ones() {
+        let n = |f: &str, g: &str| person(f, g, "19650310");
+        let mut records = Vec::new();
+        for k in 0..3000 {
+            let family = if k % 4 == 0 {
+                "SMITH".to_string()
+            } else {
+                format!("ZED{}", alphabetic(k))
+            };
+            records.push(n(&family, &format!("GIV{}", alphabetic(k % 700))));
+        }
+        records.push(n("ZEDQUIST", "ANNA"));
+        records.push(n("ZEDQUIST", "ANNA"));
+        let model = Model::estimate(&records);
+        let (smith, zed) = (n("SMITH", "ANNA"), n("ZEDQUIST", "ANNA"));
+        let rare = model.value_adjustments(&zed)[0];
+        let common = model.value_adjustments(&smith)[0];
+        assert!(rare > 1.0, "{rare}");
+        assert!(common < -1.0, "{common}");
+        assert!(model.score(&zed, &zed) - model.score(&smith, &smith) > 2.0);
+        let prior = Model::default();
+        assert_eq!(prior.value_adjustments(&zed), [0.0; VALUE_FIELDS.len()]);
+        assert_eq!(prior.score(&zed, &zed), prior.score(&smith, &smith));
+        for (a, b) in [(&zed, &zed), (&smith, &zed), (&smith, &smith)] {
+            let v = compare(a, b);
+            let batch = model.weight_with(&v, model.weight(&v), &model.value_adjustments(a));
+            assert_eq!(batch, model.score(a, b));
+        }
+    }
+
+    #[test]
+    fn the_prior_model_links_the_obvious_and_nothing_else() {
+        let model = Model::default();
+        let n = |f: &str, g: &str, d: &str| {
+            Normalised::new(&Identity {
+                family_name: f.into(),
+                given_name: g.into(),
+                birth_date: d.into(),
+                sex: "F".into(),
+                ..Identity::default()
+            })
+        };
+        let a = n("Smith", "Mary", "19650310");
+        assert!(model.score(&a, &n("SMITH", "MARY", "19650310")) >= model.upper);
+        assert!(model.score(&a, &n("Smyth", "Mary", "19651003")) >= model.lower);
+        assert!(model.score(&a, &n("Jones", "Mary", "19650310")) < model.upper);
+        assert!(model.score(&a, &n("Jones", "Anne", "19650310")) < model.lower);
+    }
+}

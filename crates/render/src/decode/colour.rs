@@ -1,0 +1,275 @@
+//! Colour photometric interpretations to 8-bit RGB: RGB itself, YBR_FULL and YBR_FULL_422
+//! (PS3.3 C.7.6.3.1.2) and PALETTE COLOR (PS3.3 C.7.6.3.1.5, C.7.9).
+
+use dicom_core::value::{PrimitiveValue, Value};
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::DefaultDicomObject;
+
+use super::Interpretation;
+use crate::RenderError;
+
+/// Three-sample stored values (interleaved, or planar when `planar`) to interleaved 8-bit RGB.
+/// Samples wider than 8 bits are scaled so that the full stored range maps onto 0–255.
+pub(super) fn to_rgb8(
+    values: &[i32],
+    pixels: usize,
+    planar: bool,
+    interpretation: Interpretation,
+    bits_stored: u16,
+    signed: bool,
+) -> Result<Vec<u8>, RenderError> {
+    let bits = bits_stored.min(32) as u32;
+    let max = ((1u64 << bits) - 1) as f64;
+    let to8 = move |v: f64| -> u8 {
+        let v = v.clamp(0.0, max);
+        if bits == 8 {
+            v.round() as u8
+        } else {
+            (v * 255.0 / max).round() as u8
+        }
+    };
+    // An unsigned 32-bit sample is carried as its bit pattern.
+    let number = move |v: i32| -> f64 {
+        if signed {
+            v as f64
+        } else {
+            v as u32 as f64
+        }
+    };
+    let sample = |p: usize, s: usize| -> f64 {
+        number(if planar {
+            values[s * pixels + p]
+        } else {
+            values[p * 3 + s]
+        })
+    };
+    let mut out = Vec::with_capacity(pixels * 3);
+    match interpretation {
+        Interpretation::Rgb => {
+            check_len(values, pixels * 3)?;
+            if bits == 8 && !planar {
+                out.extend(values.iter().map(|&v| v.clamp(0, 255) as u8));
+            } else {
+                for p in 0..pixels {
+                    for s in 0..3 {
+                        out.push(to8(sample(p, s)));
+                    }
+                }
+            }
+        }
+        Interpretation::YbrFull => {
+            check_len(values, pixels * 3)?;
+            let half = (1u64 << (bits - 1)) as f64;
+            for p in 0..pixels {
+                let rgb = ybr_full_to_rgb(sample(p, 0), sample(p, 1), sample(p, 2), half);
+                out.extend(rgb.map(to8));
+            }
+        }
+        Interpretation::YbrFull422 => {
+            // Native 4:2:2 stores Y1 Y2 Cb Cr for each horizontal pair of pixels; each pixel
+            // of the pair takes the pair's chroma (the upsampling DICOM implies: no filter).
+            if !pixels.is_multiple_of(2) {
+                return Err(RenderError::Unsupported(
+                    "YBR_FULL_422 with an odd number of pixels".into(),
+                ));
+            }
+            check_len(values, pixels * 2)?;
+            let half = (1u64 << (bits - 1)) as f64;
+            for pair in values[..pixels * 2].chunks_exact(4) {
+                let (cb, cr) = (number(pair[2]), number(pair[3]));
+                for &y in &pair[..2] {
+                    out.extend(ybr_full_to_rgb(number(y), cb, cr, half).map(to8));
+                }
+            }
+        }
+        _ => {
+            return Err(RenderError::Unsupported(
+                "a colour conversion for this photometric interpretation".into(),
+            ))
+        }
+    }
+    Ok(out)
+}
+
+fn check_len(values: &[i32], needed: usize) -> Result<(), RenderError> {
+    if values.len() < needed {
+        return Err(RenderError::Decode(format!(
+            "the frame has {} samples, the image needs {needed}",
+            values.len()
+        )));
+    }
+    Ok(())
+}
+
+/// PS3.3 C.7.6.3.1.2: the inverse of the YBR_FULL equations (ITU-R BT.601 full range), with
+/// `half` the chroma offset (128 for 8-bit samples).
+fn ybr_full_to_rgb(y: f64, cb: f64, cr: f64, half: f64) -> [f64; 3] {
+    let (cb, cr) = (cb - half, cr - half);
+    [
+        y + 1.402 * cr,
+        y - 0.344136 * cb - 0.714136 * cr,
+        y + 1.772 * cb,
+    ]
+}
+
+/// PALETTE COLOR: each stored value indexes the red, green and blue Palette Color Lookup
+/// Tables (PS3.3 C.7.6.3.1.5). Values below the first mapped value take the first entry, values
+/// past the end the last (C.7.6.3.1.5 says they map to the first and last entries).
+pub(super) fn palette(obj: &DefaultDicomObject, values: &[i32]) -> Result<Vec<u8>, RenderError> {
+    let channels = [
+        (
+            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            "Red",
+        ),
+        (
+            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            tags::SEGMENTED_GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            "Green",
+        ),
+        (
+            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            tags::SEGMENTED_BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            "Blue",
+        ),
+    ];
+    let mut luts = Vec::with_capacity(3);
+    for (descriptor, data, segmented, name) in channels {
+        luts.push(Lut::read(obj, descriptor, data, segmented, name)?);
+    }
+    // One table of RGB triplets over every index any channel maps, so each pixel costs one
+    // lookup (the three channels normally share their first value and length).
+    let first = luts
+        .iter()
+        .map(|l| l.first_mapped as i64)
+        .min()
+        .unwrap_or(0);
+    let end = luts
+        .iter()
+        .map(|l| l.first_mapped as i64 + l.entries.len() as i64)
+        .max()
+        .unwrap_or(1);
+    let table: Vec<[u8; 3]> = (first..end)
+        .map(|i| {
+            let i = i as i32;
+            [luts[0].map(i), luts[1].map(i), luts[2].map(i)]
+        })
+        .collect();
+    let last = table.len() as i64 - 1;
+    let mut out = Vec::with_capacity(values.len() * 3);
+    for &v in values {
+        out.extend_from_slice(&table[(v as i64 - first).clamp(0, last) as usize]);
+    }
+    Ok(out)
+}
+
+/// One channel's palette, already reduced to 8 bits.
+struct Lut {
+    first_mapped: i32,
+    entries: Vec<u8>,
+}
+
+impl Lut {
+    fn read(
+        obj: &DefaultDicomObject,
+        descriptor: Tag,
+        data: Tag,
+        segmented: Tag,
+        name: &str,
+    ) -> Result<Lut, RenderError> {
+        let desc: Vec<i64> = obj
+            .get(descriptor)
+            .and_then(|e| e.to_multi_int::<i64>().ok())
+            .filter(|d| d.len() == 3)
+            .ok_or_else(|| {
+                RenderError::Decode(format!(
+                    "{name} Palette Color Lookup Table Descriptor is missing or not 3 numbers"
+                ))
+            })?;
+        // The descriptor is US or SS: an entry count of 0 (or -32768 read as SS) means 65536,
+        // and a first mapped value above 32767 may come back negative from SS.
+        let count = match desc[0] & 0xffff {
+            0 => 65536,
+            n => n as usize,
+        };
+        let first_mapped = desc[1] as i32;
+        let bits = desc[2];
+        if bits != 8 && bits != 16 {
+            return Err(RenderError::Decode(format!(
+                "{name} Palette Color Lookup Table has {bits} bits per entry (8 or 16 allowed)"
+            )));
+        }
+        let Some(element) = obj.get(data) else {
+            if obj.get(segmented).is_some() {
+                return Err(RenderError::Unsupported(
+                    "segmented palette colour lookup tables".into(),
+                ));
+            }
+            return Err(RenderError::Decode(format!(
+                "{name} Palette Color Lookup Table Data is missing"
+            )));
+        };
+        let raw: Vec<u16> = match element.value() {
+            Value::Primitive(PrimitiveValue::U16(words)) => {
+                if bits == 8 && words.len() * 2 == count {
+                    // 8-bit entries packed two to an OW word, first entry in the low byte.
+                    words
+                        .iter()
+                        .flat_map(|w| w.to_le_bytes())
+                        .map(u16::from)
+                        .collect()
+                } else {
+                    words.to_vec()
+                }
+            }
+            Value::Primitive(p) => {
+                let bytes = p.to_bytes();
+                if bits == 8 && bytes.len() == count {
+                    bytes.iter().map(|&b| u16::from(b)).collect()
+                } else {
+                    bytes
+                        .chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                        .collect()
+                }
+            }
+            _ => {
+                return Err(RenderError::Decode(format!(
+                    "{name} Palette Color Lookup Table Data is not a list of numbers"
+                )))
+            }
+        };
+        if raw.len() < count {
+            return Err(RenderError::Decode(format!(
+                "{name} Palette Color Lookup Table Data has {} entries, the descriptor says {count}",
+                raw.len()
+            )));
+        }
+        let entries = raw[..count]
+            .iter()
+            .map(|&v| {
+                if bits == 16 {
+                    // The high byte: 16-bit palettes are nearly always 8-bit colours times
+                    // 256 (0xFF00 is full intensity), which rounding v/257 would dim by one.
+                    (v >> 8) as u8
+                } else {
+                    v.min(255) as u8
+                }
+            })
+            .collect();
+        Ok(Lut {
+            first_mapped,
+            entries,
+        })
+    }
+
+    fn map(&self, value: i32) -> u8 {
+        let index =
+            (value as i64 - self.first_mapped as i64).clamp(0, self.entries.len() as i64 - 1);
+        self.entries[index as usize]
+    }
+}

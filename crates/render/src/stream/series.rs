@@ -1,0 +1,226 @@
+//! A series' geometry: its instances ordered into slices, and what a viewer shows about it.
+
+use super::protocol::PRESETS;
+use serde_json::{json, Value};
+
+/// One instance of a series as the catalog describes it: its SOP Instance UID and its
+/// metadata (DICOM JSON, PS3.18 F.2).
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesInstance<'a> {
+    pub sop_uid: &'a str,
+    pub metadata: &'a str,
+}
+
+/// One image of a series: frame `frame` of instance `sop_uid`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice {
+    pub sop_uid: String,
+    pub frame: u32,
+    /// Position along the slice normal, in mm, when the instance says where it is.
+    pub position: Option<f64>,
+}
+
+/// An opened series: its slices in order, and what the viewer shows about it.
+#[derive(Debug, Clone)]
+pub struct OpenedSeries {
+    pub study: String,
+    pub series: String,
+    pub slices: Vec<Slice>,
+    /// The `series` message sent to the client.
+    pub metadata: Value,
+}
+
+/// The values of one attribute in DICOM JSON (PS3.18 F.2).
+fn values<'a>(attrs: &'a Value, tag: &str) -> Option<&'a Vec<Value>> {
+    attrs.get(tag)?.get("Value")?.as_array()
+}
+
+/// Numbers of an attribute; DS and IS may come as numbers or as strings.
+fn numbers(attrs: &Value, tag: &str) -> Option<Vec<f64>> {
+    values(attrs, tag)?
+        .iter()
+        .map(|v| {
+            v.as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        })
+        .collect()
+}
+
+fn text(attrs: &Value, tag: &str) -> Option<String> {
+    let v = values(attrs, tag)?.first()?;
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(pn) => pn
+            .get("Alphabetic")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Orders a series' instances into slices: along the normal of ImageOrientationPatient by
+/// ImagePositionPatient when every instance has both, else by InstanceNumber (the index's
+/// order); the frames of a multi-frame instance follow each other.
+pub fn open_series(
+    study: &str,
+    series: &str,
+    refs: &[SeriesInstance<'_>],
+) -> Result<OpenedSeries, String> {
+    if refs.is_empty() {
+        return Err("the series has no instances".into());
+    }
+    let parsed: Vec<Value> = refs
+        .iter()
+        .map(|r| serde_json::from_str(r.metadata).unwrap_or(Value::Null))
+        .collect();
+    let has_pixels = |a: &Value| a.get("00280010").is_some();
+    let mut items: Vec<(usize, Option<f64>, Option<f64>)> = Vec::new(); // (ref, position, number)
+    for (i, a) in parsed.iter().enumerate() {
+        if !has_pixels(a) {
+            continue; // a structured report or a presentation state in an image series
+        }
+        let position = match (numbers(a, "00200032"), numbers(a, "00200037")) {
+            (Some(p), Some(o)) if p.len() == 3 && o.len() == 6 => {
+                let n = [
+                    o[1] * o[5] - o[2] * o[4],
+                    o[2] * o[3] - o[0] * o[5],
+                    o[0] * o[4] - o[1] * o[3],
+                ];
+                Some(p[0] * n[0] + p[1] * n[1] + p[2] * n[2])
+            }
+            _ => None,
+        };
+        let number = numbers(a, "00200013").and_then(|v| v.first().copied());
+        items.push((i, position, number));
+    }
+    if items.is_empty() {
+        return Err("the series has no images".into());
+    }
+    if items.iter().all(|(_, p, _)| p.is_some()) {
+        items.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
+    } else {
+        items.sort_by(|a, b| a.2.partial_cmp(&b.2).unwrap_or(std::cmp::Ordering::Equal));
+    }
+    let mut slices = Vec::new();
+    for &(i, position, _) in &items {
+        let frames = numbers(&parsed[i], "00280008")
+            .and_then(|v| v.first().copied())
+            .unwrap_or(1.0)
+            .max(1.0) as u32;
+        for frame in 0..frames {
+            slices.push(Slice {
+                sop_uid: refs[i].sop_uid.to_string(),
+                frame,
+                position: if frames == 1 { position } else { None },
+            });
+        }
+    }
+    let a = &parsed[items[0].0];
+    let window = match (numbers(a, "00281050"), numbers(a, "00281051")) {
+        (Some(c), Some(w)) if !c.is_empty() && !w.is_empty() => {
+            json!({ "center": c[0], "width": w[0] })
+        }
+        _ => Value::Null,
+    };
+    let metadata = json!({
+        "type": "series",
+        "study": study,
+        "series": series,
+        "slices": slices.len(),
+        "positions": slices.iter().map(|s| s.position).collect::<Vec<_>>(),
+        "default_window": window,
+        "presets": PRESETS,
+        "modality": text(a, "00080060"),
+        "rows": numbers(a, "00280010").and_then(|v| v.first().copied()),
+        "columns": numbers(a, "00280011").and_then(|v| v.first().copied()),
+        "pixel_spacing": numbers(a, "00280030"),
+        "series_description": text(a, "0008103E"),
+        "series_number": text(a, "00200011"),
+        "patient": {
+            "name": text(a, "00100010"),
+            "id": text(a, "00100020"),
+            "birth_date": text(a, "00100030"),
+            "sex": text(a, "00100040"),
+        },
+        "study_info": {
+            "date": text(a, "00080020"),
+            "time": text(a, "00080030"),
+            "description": text(a, "00081030"),
+            "accession": text(a, "00080050"),
+        },
+    });
+    Ok(OpenedSeries {
+        study: study.to_string(),
+        series: series.to_string(),
+        slices,
+        metadata,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(sop: &str, number: i32, z: f64, frames: Option<u32>) -> (String, String) {
+        let mut meta = json!({
+            "00080060": {"vr": "CS", "Value": ["CT"]},
+            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
+            "00200013": {"vr": "IS", "Value": [number]},
+            "00200032": {"vr": "DS", "Value": [-100.0, -100.0, z]},
+            "00200037": {"vr": "DS", "Value": [1, 0, 0, 0, 1, 0]},
+            "00280010": {"vr": "US", "Value": [64]},
+            "00281050": {"vr": "DS", "Value": ["40"]},
+            "00281051": {"vr": "DS", "Value": ["400"]},
+        });
+        if let Some(f) = frames {
+            meta["00280008"] = json!({"vr": "IS", "Value": [f]});
+        }
+        (sop.to_string(), meta.to_string())
+    }
+
+    fn open(refs: &[(String, String)]) -> Result<OpenedSeries, String> {
+        let instances: Vec<SeriesInstance> = refs
+            .iter()
+            .map(|(sop, metadata)| SeriesInstance {
+                sop_uid: sop,
+                metadata,
+            })
+            .collect();
+        open_series("1.2.3", "1.2.3.4", &instances)
+    }
+
+    #[test]
+    fn slices_follow_the_normal_not_the_instance_number() {
+        let refs = [
+            instance("1.1", 1, 30.0, None),
+            instance("1.2", 2, 10.0, None),
+            instance("1.3", 3, 20.0, None),
+        ];
+        let s = open(&refs).unwrap();
+        let order: Vec<_> = s.slices.iter().map(|s| s.sop_uid.as_str()).collect();
+        assert_eq!(order, ["1.2", "1.3", "1.1"]);
+        assert_eq!(s.metadata["positions"], json!([10.0, 20.0, 30.0]));
+        assert_eq!(
+            s.metadata["default_window"],
+            json!({"center": 40.0, "width": 400.0})
+        );
+        assert_eq!(s.metadata["patient"]["name"], "Doe^Jane");
+        // without positions, the instance number decides; frames follow each other
+        let mut a = instance("2.1", 2, 0.0, Some(2));
+        let mut b = instance("2.2", 1, 0.0, None);
+        for r in [&mut a, &mut b] {
+            let mut v: Value = serde_json::from_str(&r.1).unwrap();
+            v.as_object_mut().unwrap().remove("00200032");
+            r.1 = v.to_string();
+        }
+        let s = open(&[a, b]).unwrap();
+        let order: Vec<_> = s
+            .slices
+            .iter()
+            .map(|s| (s.sop_uid.as_str(), s.frame))
+            .collect();
+        assert_eq!(order, [("2.2", 0), ("2.1", 0), ("2.1", 1)]);
+        assert!(open(&[]).is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! The decision journal: what the blobs alone cannot tell (replacements, deletions, the AE
+//! table, users and tokens by their hashes, manual MPI decisions), one sealed JSON object per
+//! decision on every replica, so `reindex` can replay it. A decision is journaled before it
+//! takes effect in the index: a failed journal write leaves the decision unmade.
+
+use crate::ServiceError;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use strata_core::now_ms;
+use strata_store::{Store, StoreError};
+
+/// Where the decision journal lives on every replica: one sealed JSON object per decision,
+/// named so that listing order is decision order.
+pub const JOURNAL_PREFIX: &str = "journal";
+
+/// A decision that the blobs alone cannot tell, kept in the object stores so `reindex` can
+/// replay it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JournalEntry {
+    /// `current` superseded `previous` as the instance under `sop_instance_uid`.
+    Replace {
+        sop_instance_uid: String,
+        previous: String,
+        current: String,
+        at: i64,
+    },
+    /// A C-MOVE destination was added or changed.
+    PeerSet {
+        aet: String,
+        host: String,
+        port: u16,
+        at: i64,
+    },
+    /// A C-MOVE destination was removed.
+    PeerRemoved {
+        aet: String,
+        at: i64,
+    },
+    /// Instances deleted by an administrator; reindex must not bring them back.
+    Deleted {
+        sop_instance_uids: Vec<String>,
+        at: i64,
+    },
+    /// A user was added (with the argon2 hash of the password, never the password), and for
+    /// a patient the person they are bound to.
+    UserAdded {
+        name: String,
+        role: String,
+        password_hash: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        person: Option<String>,
+        at: i64,
+    },
+    /// A patient user was bound to another person.
+    UserBound {
+        name: String,
+        person: String,
+        at: i64,
+    },
+    /// An API token was created (its SHA-256, never the token).
+    TokenCreated {
+        user: String,
+        token_hash: String,
+        label: Option<String>,
+        at: i64,
+    },
+    TokenRevoked {
+        token_hash: String,
+        at: i64,
+    },
+    /// A manual MPI decision (link, unlink, merge, unmerge, review, demographics), stated as
+    /// the memberships it left, so replaying it over re-derived links restores it.
+    Mpi {
+        change: Box<strata_index::MpiChange>,
+    },
+}
+
+/// Writes decisions to the replicas.
+#[derive(Clone)]
+pub struct Journal {
+    store: Arc<Store>,
+}
+
+impl Journal {
+    pub fn new(store: Arc<Store>) -> Journal {
+        Journal { store }
+    }
+
+    /// Writes a decision to the journal on the write quorum of replicas.
+    pub async fn record(&self, entry: JournalEntry) -> Result<(), StoreError> {
+        let at = now_ms();
+        let name = format!(
+            "{JOURNAL_PREFIX}/{at:013}-{:08x}.json",
+            rand::random::<u32>()
+        );
+        let body = serde_json::to_vec(&entry).expect("journal entries serialise");
+        self.store.put_record(&name, &body).await?;
+        Ok(())
+    }
+
+    /// Every decision on replica `replica` (0-based), in decision order.
+    pub async fn read_all(
+        store: &Store,
+        replica: usize,
+    ) -> Result<Vec<(String, JournalEntry)>, ServiceError> {
+        let mut out = Vec::new();
+        for key in store
+            .replicas()
+            .list_keys(replica, JOURNAL_PREFIX)
+            .await
+            .map_err(StoreError::from)?
+        {
+            let entry: JournalEntry = match store.get_record(replica, &key).await {
+                Ok(body) => serde_json::from_slice(&body)
+                    .map_err(|e| ServiceError::Setup(format!("journal entry {key}: {e}")))?,
+                Err(e) => return Err(ServiceError::Setup(format!("journal entry {key}: {e}"))),
+            };
+            out.push((key, entry));
+        }
+        Ok(out)
+    }
+}

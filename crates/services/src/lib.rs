@@ -1,0 +1,31 @@
+//! The archive's work (layer 2): each service holds the engines it needs (store, index, render
+//! pool, metrics) and the part of the configuration that concerns it, and nothing else.
+//!
+//! - [`ingest`]: the one path in. Every instance, from any door, is inspected, addressed,
+//!   stored on the replicas and indexed, and acknowledged only then.
+//! - [`journal`]: decisions the blobs cannot tell, kept on the replicas for reindex.
+//! - [`reads`]: instances read back with read-repair, converted, resolved within a scope.
+//! - [`pictures`]: stored frames decoded on the render pool and rendered as a view asks.
+//! - [`maintenance`]: the repair worker, the scrub, the audit export, stale staging, the MPI's
+//!   re-estimation.
+//! - [`reindex`]: the index rebuilt from one replica.
+//! - [`admin`]: users, tokens and the AE table. [`auth`]: roles, permissions, principals,
+//!   passwords and secrets.
+//! - [`retention`]: how long a record is kept, and deletion. [`persons`]: the MPI's decisions.
+//!
+//! A service never speaks a protocol: the doors map its answers ([`ServiceError`], the
+//! ingest's [`ingest::IngestError`]) to DIMSE statuses and HTTP problems.
+
+pub mod admin;
+pub mod auth;
+mod error;
+pub mod ingest;
+pub mod journal;
+pub mod maintenance;
+pub mod persons;
+pub mod pictures;
+pub mod reads;
+pub mod reindex;
+pub mod retention;
+
+pub use error::ServiceError;

@@ -1,0 +1,217 @@
+//! The archive's upkeep, which no request asks for: the repair worker (copies queued as bad are
+//! rewritten from a good one), the scrub (every copy verified), the audit export (the trail
+//! copied to the replicas), stale staging files removed, and the MPI's weights re-estimated as
+//! its population grows.
+
+use crate::ServiceError;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_core::config::{RepairConfig, ScrubConfig};
+use strata_core::{BlobId, Metrics};
+use strata_index::Index;
+use strata_store::scrub::{scrub_blob, BadCopyLeft, ScrubReport};
+use strata_store::Store;
+
+/// Where the audit trail is copied on every replica: sealed JSON batches named by their first
+/// and last event ids, so listing order is trail order.
+pub const AUDIT_PREFIX: &str = "audit";
+/// Events per exported batch.
+const AUDIT_BATCH: usize = 10_000;
+/// How often a serving archive copies new audit events to the replicas: a lost index loses at
+/// most this much of the trail.
+const AUDIT_EXPORT_PERIOD: Duration = Duration::from_secs(30);
+/// A staging file this old is left over from a write a crash cut short: a write in progress
+/// changes its file until it renames it, seconds at most.
+pub const STALE_STAGING: Duration = Duration::from_secs(3600);
+
+/// Fewest local keys worth estimating MPI weights from; below it the prior weights serve.
+const MPI_MIN_ESTIMATE_RECORDS: usize = 1000;
+/// How often the MPI checks whether its population grew enough to re-estimate its weights.
+const MPI_ESTIMATE_PERIOD: Duration = Duration::from_secs(600);
+
+#[derive(Clone)]
+pub struct Maintenance {
+    store: Arc<Store>,
+    index: Index,
+    metrics: Arc<Metrics>,
+    scrub: ScrubConfig,
+    repair: RepairConfig,
+}
+
+impl Maintenance {
+    pub fn new(
+        store: Arc<Store>,
+        index: Index,
+        metrics: Arc<Metrics>,
+        scrub: ScrubConfig,
+        repair: RepairConfig,
+    ) -> Maintenance {
+        Maintenance {
+            store,
+            index,
+            metrics,
+            scrub,
+            repair,
+        }
+    }
+
+    /// Every blob worth checking: the index's and any a replica holds that the index lacks.
+    pub async fn all_blobs(&self) -> Result<Vec<BlobId>, ServiceError> {
+        let mut all: BTreeSet<BlobId> = self.index.blob_ids().await?.into_iter().collect();
+        for r in 0..self.store.replicas().len() {
+            match self.store.replicas().list_blobs(r).await {
+                Ok(list) => all.extend(list.into_iter().map(|(b, _)| b)),
+                Err(e) => tracing::warn!(replica = r + 1, "listing failed: {e}"),
+            }
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// Removes the staging files that writes cut short by a crash left in local replicas, once
+    /// they are [`STALE_STAGING`] old; returns how many.
+    pub fn remove_stale_staging(&self) -> usize {
+        let (removed, problems) = tokio::task::block_in_place(|| {
+            self.store.replicas().remove_stale_staging(STALE_STAGING)
+        });
+        for p in &problems {
+            tracing::warn!("removing unfinished writes: {p}");
+        }
+        for r in &removed {
+            tracing::info!("removed {}, left by a write a crash cut short", r.display());
+        }
+        removed.len()
+    }
+
+    /// Verifies every copy of `blobs`; bad copies are repaired (`repair`) or queued.
+    pub async fn scrub(
+        &self,
+        blobs: &[BlobId],
+        repair: bool,
+    ) -> Result<(ScrubReport, Vec<BadCopyLeft>), ServiceError> {
+        let mut total = ScrubReport::default();
+        let mut left_all = Vec::new();
+        for blob in blobs {
+            let (report, left) = scrub_blob(&self.store, blob, repair).await;
+            total.add(&report);
+            let queue = left
+                .iter()
+                .filter(|_| report.lost == 0)
+                .map(|l| (l.blob, l.replica, format!("scrub: {}", l.reason)))
+                .collect();
+            self.index.enqueue_repairs(queue).await?;
+            left_all.extend(left);
+        }
+        Ok((total, left_all))
+    }
+
+    /// Copies the audit events not yet on the replicas there, in sealed batches; returns how
+    /// many were copied.
+    pub async fn export_audit(&self) -> Result<usize, ServiceError> {
+        let mut copied = 0;
+        loop {
+            // Only durable events leave: a batch on the replicas must never hold an event that
+            // a power cut could still take from the index.
+            self.index.sync().await?;
+            let after = self.index.audit_exported().await?;
+            let filter = strata_index::AuditFilter {
+                after_id: Some(after),
+                limit: Some(AUDIT_BATCH),
+                ..Default::default()
+            };
+            let events = self.index.audit_events(filter).await?;
+            let (Some(first), Some(last)) = (events.first(), events.last()) else {
+                return Ok(copied);
+            };
+            let name = format!("{AUDIT_PREFIX}/{:012}-{:012}.json", first.id, last.id);
+            let body = serde_json::to_vec(&events).expect("audit events serialise");
+            self.store.put_record(&name, &body).await?;
+            self.index.set_audit_exported(last.id).await?;
+            copied += events.len();
+        }
+    }
+
+    /// Starts the background repair worker, the audit export, the MPI re-estimation and the
+    /// slow background scrub.
+    pub fn spawn_workers(&self) {
+        let a = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(AUDIT_EXPORT_PERIOD).await;
+                if let Err(e) = a.export_audit().await {
+                    tracing::error!("copying the audit trail to the replicas: {e}");
+                }
+            }
+        });
+        let a = self.clone();
+        tokio::spawn(async move {
+            let period = Duration::from_secs(a.repair.interval_seconds.max(1));
+            loop {
+                if let Err(e) = a.run_repairs(None).await {
+                    tracing::error!("repair worker: {e}");
+                }
+                tokio::time::sleep(period).await;
+            }
+        });
+        let a = self.clone();
+        tokio::spawn(async move {
+            // The matcher's weights follow the archive's own population: re-estimated (EM, no
+            // labels) whenever the number of local keys has doubled since the last estimate.
+            loop {
+                match a.index.mpi_estimate(MPI_MIN_ESTIMATE_RECORDS, false).await {
+                    Ok(Some(n)) => tracing::info!("MPI weights re-estimated from {n} identities"),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!("estimating the MPI weights: {e}"),
+                }
+                tokio::time::sleep(MPI_ESTIMATE_PERIOD).await;
+            }
+        });
+        let rate = self.scrub.blobs_per_second;
+        if rate > 0.0 {
+            let a = self.clone();
+            tokio::spawn(async move {
+                // Paced so that scrubbing never competes with ingest for the disks: one blob
+                // every 1/rate seconds, a full pass, then start over.
+                let pause = Duration::from_secs_f64(1.0 / rate);
+                loop {
+                    a.remove_stale_staging();
+                    let blobs = a.index.blob_ids().await.unwrap_or_default();
+                    for blob in &blobs {
+                        if let Err(e) = a.scrub(std::slice::from_ref(blob), false).await {
+                            tracing::error!("background scrub: {e}");
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            });
+        }
+    }
+
+    /// Carries out the repairs that are due (or, with `only`, those of one blob now).
+    /// Returns (repaired, failed).
+    pub async fn run_repairs(&self, only: Option<BlobId>) -> Result<(u64, u64), ServiceError> {
+        let items = match only {
+            Some(blob) => self.index.repairs_for(blob).await?,
+            None => self.index.due_repairs(256).await?,
+        };
+        let (mut ok, mut failed) = (0, 0);
+        for item in items {
+            match self.store.repair(&item.blob_id, item.replica).await {
+                Ok(()) => {
+                    self.index.repair_done(item.blob_id, item.replica).await?;
+                    tracing::info!(blob = %item.blob_id, replica = item.replica + 1, "repaired");
+                    ok += 1;
+                }
+                Err(e) => {
+                    self.metrics.replica_error(item.replica, "repair");
+                    self.index.repair_failed(item, e.to_string()).await?;
+                    failed += 1;
+                }
+            }
+        }
+        self.metrics
+            .set_repair_queue(self.index.repair_queue_len().await?);
+        Ok((ok, failed))
+    }
+}

@@ -1,0 +1,174 @@
+//! Reindex: the index rebuilt from one replica alone, every blob on it, then the decision
+//! journal replayed in order, then the audit trail restored. This is the answer to lock-in: any
+//! replica, on any provider, is the archive.
+
+use crate::journal::{Journal, JournalEntry};
+use crate::maintenance::AUDIT_PREFIX;
+use crate::ServiceError;
+use std::collections::HashMap;
+use std::path::Path;
+use strata_core::audit::StoredEvent;
+use strata_core::config::{DimsePeer, OnConflict};
+use strata_core::BlobId;
+use strata_dicom::record::InstanceRecord;
+use strata_index::{Index, InsertOutcome};
+use strata_store::{Store, StoreError};
+
+#[derive(Debug, Default)]
+pub struct ReindexReport {
+    pub blobs: u64,
+    pub indexed: u64,
+    pub superseded: u64,
+    pub unreadable: Vec<(BlobId, String)>,
+    pub journal_entries: u64,
+    pub audit_events: u64,
+}
+
+/// Fills `index` (new and empty) from replica `r` (0-based) of `store`. Instances larger than
+/// `spool_threshold` bytes are inspected from a temporary file in `spool_dir`.
+pub async fn rebuild(
+    store: &Store,
+    index: &Index,
+    r: usize,
+    spool_dir: &Path,
+    spool_threshold: u64,
+) -> Result<ReindexReport, ServiceError> {
+    let mut report = ReindexReport::default();
+    let mut blobs = store
+        .replicas()
+        .list_blobs(r)
+        .await
+        .map_err(StoreError::from)?;
+    blobs.sort_by_key(|(id, at)| (*at, *id)); // first received wins a SOP Instance UID
+    report.blobs = blobs.len() as u64;
+    let mut superseded: HashMap<BlobId, InstanceRecord> = HashMap::new();
+    for (blob, at) in blobs {
+        match read_record(store, spool_dir, spool_threshold, &blob, r, at).await {
+            Ok(rec) => match index
+                .insert_instance(rec.clone(), OnConflict::Reject, vec![])
+                .await?
+            {
+                InsertOutcome::Conflict { .. } => {
+                    superseded.insert(blob, rec);
+                }
+                _ => report.indexed += 1,
+            },
+            Err(e) => report.unreadable.push((blob, e)),
+        }
+    }
+    for (key, entry) in Journal::read_all(store, r).await? {
+        report.journal_entries += 1;
+        match entry {
+            JournalEntry::Replace { current, .. } => {
+                let current: BlobId = current.parse().map_err(|_| {
+                    ServiceError::Setup(format!("journal entry {key}: bad blob id"))
+                })?;
+                if let Some(rec) = superseded.remove(&current) {
+                    index
+                        .insert_instance(rec, OnConflict::Replace, vec![])
+                        .await?;
+                    report.superseded += 1;
+                }
+            }
+            JournalEntry::PeerSet {
+                aet, host, port, ..
+            } => {
+                index.set_peer(DimsePeer { aet, host, port }).await?;
+            }
+            JournalEntry::PeerRemoved { aet, .. } => {
+                index.remove_peer(aet).await?;
+            }
+            JournalEntry::Deleted {
+                sop_instance_uids, ..
+            } => {
+                index.delete_instances(sop_instance_uids).await?;
+            }
+            JournalEntry::UserAdded {
+                name,
+                role,
+                password_hash,
+                person,
+                ..
+            } => {
+                index.create_user(name, role, password_hash, person).await?;
+            }
+            JournalEntry::UserBound { name, person, .. } => {
+                // a person that is gone leaves the user unbound (refused until bound again)
+                let _ = index.bind_user(name, person).await?;
+            }
+            JournalEntry::TokenCreated {
+                user,
+                token_hash,
+                label,
+                ..
+            } => {
+                index.add_token(user, token_hash, label).await?;
+            }
+            JournalEntry::TokenRevoked { token_hash, .. } => {
+                index.revoke_token(token_hash).await?;
+            }
+            JournalEntry::Mpi { change } => {
+                index.mpi_replay(*change).await?;
+            }
+        }
+    }
+    for key in store
+        .replicas()
+        .list_keys(r, AUDIT_PREFIX)
+        .await
+        .map_err(StoreError::from)?
+    {
+        let body = store
+            .get_record(r, &key)
+            .await
+            .map_err(|e| ServiceError::Setup(format!("audit batch {key}: {e}")))?;
+        let events: Vec<StoredEvent> = serde_json::from_slice(&body)
+            .map_err(|e| ServiceError::Setup(format!("audit batch {key}: {e}")))?;
+        report.audit_events += events.len() as u64;
+        index.restore_audit(events).await?;
+    }
+    Ok(report)
+}
+
+async fn read_record(
+    store: &Store,
+    spool_dir: &Path,
+    spool_threshold: u64,
+    blob: &BlobId,
+    replica: usize,
+    at: i64,
+) -> Result<InstanceRecord, String> {
+    let mut plain = Vec::new();
+    let spool = tempfile::NamedTempFile::new_in(spool_dir).map_err(|e| e.to_string())?;
+    let mut file = spool.as_file().try_clone().map_err(|e| e.to_string())?;
+    let threshold = spool_threshold as usize;
+    let mut spooled = false;
+    store
+        .read_from(blob, replica, |chunk| {
+            use std::io::Write;
+            if !spooled && plain.len() + chunk.len() <= threshold {
+                plain.extend_from_slice(chunk);
+                return Ok(());
+            }
+            if !spooled {
+                file.write_all(&plain)?;
+                plain = Vec::new();
+                spooled = true;
+            }
+            file.write_all(chunk)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rec = if spooled {
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        let f =
+            std::io::BufReader::new(std::fs::File::open(spool.path()).map_err(|e| e.to_string())?);
+        strata_dicom::inspect(f, len, "reindex", *blob)
+    } else {
+        let len = plain.len() as u64;
+        strata_dicom::inspect(std::io::Cursor::new(&plain[..]), len, "reindex", *blob)
+    }
+    .map_err(|e| e.to_string())?;
+    rec.instance.received_at = at;
+    Ok(rec)
+}

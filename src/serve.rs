@@ -1,0 +1,28 @@
+//! `strata serve`: both doors (HTTP and DIMSE) and the background workers, until SIGINT or
+//! SIGTERM.
+
+use std::sync::Arc;
+use strata_archive::Archive;
+
+/// Runs the archive until SIGINT or SIGTERM.
+pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
+    archive.write_markers().await;
+    archive.admin().ensure_initial_admin().await?;
+    archive.spawn_workers();
+    let http = strata_http::serve(archive.clone(), shutdown_signal());
+    let dimse = strata_dimse::serve(archive);
+    tokio::select! {
+        r = http => r?,
+        r = dimse => r?,
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
