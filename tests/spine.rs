@@ -282,6 +282,27 @@ async fn conflicts_are_refused_or_replaced_and_replacements_survive_reindex() {
         "[ingest]\non_conflict = \"replace\"\n",
     )
     .unwrap();
+    // A replacement is journaled before the index holds it: with a file standing where the
+    // journal's folder should be on every replica, it is refused and not made, so the index
+    // never holds a decision that reindex would not restore.
+    for r in ['a', 'b', 'c'] {
+        let journal = t.replica(r).join("journal");
+        let _ = std::fs::remove_dir_all(&journal);
+        std::fs::write(&journal, b"not a folder").unwrap();
+    }
+    let out = t.run(&["import", changed.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("not stored"), "{text}");
+    t.ok(&["get", &uid, "-o", got.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(original).unwrap(),
+        "a replacement the journal could not record is not made"
+    );
+    for r in ['a', 'b', 'c'] {
+        std::fs::remove_file(t.replica(r).join("journal")).unwrap();
+    }
     let out = t.ok(&["import", changed.to_str().unwrap()]);
     assert!(out.contains("1 stored"), "{out}");
     t.ok(&["get", &uid, "-o", got.to_str().unwrap()]);

@@ -95,13 +95,13 @@ pub fn open_store(config: &Config) -> Result<Store, ServiceError> {
 
 impl Archive {
     pub async fn open(config: Config) -> Result<Arc<Archive>, ServiceError> {
-        let store = Arc::new(open_store(&config)?);
-        let index = Index::open(&config.index_path())?;
         let metrics = Arc::new(Metrics::new());
-        let pool = Arc::new(RenderPool::new(
-            config.render.workers,
-            config.render.cache_bytes,
-        ));
+        let store = Arc::new(open_store(&config)?.measured(metrics.clone()));
+        let index = Index::open_measured(&config.index_path(), metrics.clone())?;
+        let pool = Arc::new(
+            RenderPool::new(config.render.workers, config.render.cache_bytes)
+                .measured(metrics.clone()),
+        );
         let journal = Journal::new(store.clone());
         let reads = Reads::new(store.clone(), index.clone(), metrics.clone());
         Ok(Arc::new(Archive {

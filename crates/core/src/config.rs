@@ -170,8 +170,12 @@ pub enum OnConflict {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScrubConfig {
-    /// Background verification rate while serving; 0 turns the background scrub off.
+    /// Background verification rate while serving, at most; 0 turns the background scrub off.
     pub blobs_per_second: f64,
+    /// After verifying a blob, the background scrub rests this many times as long as the
+    /// verification took (garage's "tranquility"): on a busy disk it slows down by itself, so
+    /// it never starves ingest and reads of the disk's time.
+    pub tranquility: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -222,6 +226,7 @@ impl Default for ScrubConfig {
     fn default() -> Self {
         ScrubConfig {
             blobs_per_second: 5.0,
+            tranquility: 2.0,
         }
     }
 }
@@ -403,6 +408,9 @@ impl Config {
         }
         if self.scrub.blobs_per_second.is_nan() || self.scrub.blobs_per_second < 0.0 {
             return bad("scrub.blobs_per_second must be 0 or more".into());
+        }
+        if !(0.0..=1000.0).contains(&self.scrub.tranquility) {
+            return bad("scrub.tranquility must be between 0 and 1000".into());
         }
         Ok(())
     }

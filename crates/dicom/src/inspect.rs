@@ -305,3 +305,35 @@ fn record_from(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader whose every read panics, as a parser meeting crafted input may.
+    struct Panicking;
+
+    impl Read for Panicking {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            panic!("index out of bounds: a crafted length")
+        }
+    }
+
+    impl Seek for Panicking {
+        fn seek(&mut self, _: SeekFrom) -> std::io::Result<u64> {
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn a_panic_while_parsing_refuses_the_file() {
+        let blob = BlobId::from_bytes([0; 32]);
+        match inspect(Panicking, 1000, "test", blob) {
+            Err(InspectError::Invalid(why)) => {
+                assert!(why.contains("parser failed"), "{why}");
+                assert!(why.contains("a crafted length"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

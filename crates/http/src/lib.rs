@@ -34,6 +34,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .route("/api/me", get(auth_http::me))
         .route("/api/logout", post(auth_http::logout))
         .route("/api/audit", get(audit))
+        .route("/api/workers", get(workers))
         .route("/api/stream", get(crate::stream::handler))
         .merge(crate::dicomweb::router())
         .merge(crate::persons::router())
@@ -127,6 +128,24 @@ async fn audit(
         )
         .await;
     Ok(Json(events))
+}
+
+/// `GET /api/workers`: the background workers of this node (repair, audit export, MPI
+/// re-estimation, scrub), how their rounds ended, and where the scrub has got to (admin).
+async fn workers(
+    State(a): State<Arc<Archive>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    caller.require(Permission::Administer)?;
+    let scrub = a
+        .maintenance()
+        .scrub_progress()
+        .await
+        .map_err(Problem::internal)?;
+    Ok(Json(serde_json::json!({
+        "workers": a.maintenance().workers(),
+        "scrub": scrub,
+    })))
 }
 
 async fn metrics(

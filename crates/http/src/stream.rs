@@ -408,6 +408,9 @@ impl Session {
         self.encoder = Some(encoder);
         let (EncodedFrame { annex_b, keyframe }, x, y) = placed?;
         let encoded_at = Instant::now();
+        self.archive
+            .metrics()
+            .observe("render", "h264_encode", encoded_at - rendered_at);
         self.frames_sent += 1;
         let us = |d: Duration| d.as_micros().min(u128::from(u32::MAX)) as u32;
         let header = Header {
@@ -465,6 +468,9 @@ impl Session {
             .await
             .map_err(|e| StreamError::Task(e.to_string()))?;
         let png = png.map_err(StreamError::Task)?;
+        self.archive
+            .metrics()
+            .observe("render", "still_encode", started.elapsed());
         let header = Header {
             kind: KIND_STILL,
             flags: if shown.rendered.channels == 3 {

@@ -1273,7 +1273,7 @@ mod tests {
     fn the_model_read_follows_the_stored_one() {
         // the tables as the migrations make them, not typed again here
         let mut c = Connection::open_in_memory().unwrap();
-        super::super::migrate(&mut c).unwrap();
+        crate::sqlite::migrate(&mut c).unwrap();
         assert_eq!(*model(&c).unwrap(), Model::default());
         let first = Model {
             match_proportion: 0.01,

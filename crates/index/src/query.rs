@@ -7,7 +7,6 @@
 //! precomputed DICOM JSON of a representative instance, and matched universally, which PS3.4
 //! allows for optional keys. Answers come from the index only; no blob is ever opened.
 
-use super::records::name_key;
 use super::IndexError;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -15,6 +14,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use rusqlite::types::Value;
 use rusqlite::Connection;
+use strata_mpi::name_key;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {

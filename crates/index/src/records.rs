@@ -1,65 +1,13 @@
 //! The rows of the index and the SQL that reads and writes them.
 
-use super::IndexError;
+use crate::rows::*;
+use crate::IndexError;
 use rusqlite::{params, Connection, OptionalExtension};
 use strata_core::config::OnConflict;
 use strata_core::{now_ms, BlobId};
 use strata_dicom::record::{InstanceRecord, PatientRecord, SeriesRecord, StudyRecord};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InsertOutcome {
-    Inserted,
-    /// The same bytes were already stored under this SOP Instance UID.
-    AlreadyPresent,
-    /// Another blob is stored under this SOP Instance UID and was kept.
-    Conflict {
-        stored: BlobId,
-    },
-    /// Another blob was stored under this SOP Instance UID; it is now in the history.
-    Replaced {
-        previous: BlobId,
-    },
-}
-
-/// The row `strata get` and retrieval need.
-#[derive(Debug, Clone)]
-pub struct StoredInstance {
-    pub sop_uid: String,
-    pub blob_id: BlobId,
-    pub size: u64,
-    pub transfer_syntax: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct StudySummary {
-    pub study_uid: String,
-    pub patient_name: Option<String>,
-    pub patient_id: String,
-    pub issuer: String,
-    pub study_date: Option<String>,
-    pub modalities: String,
-    pub description: Option<String>,
-    pub num_series: i64,
-    pub num_instances: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Counts {
-    pub patients: i64,
-    pub studies: i64,
-    pub series: i64,
-    pub instances: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct RepairItem {
-    pub blob_id: BlobId,
-    pub replica: usize,
-    pub reason: String,
-    pub attempts: i64,
-}
-
-pub use strata_mpi::name_key;
+use strata_mpi::name_key;
 
 fn blob(s: String) -> rusqlite::Result<BlobId> {
     s.parse().map_err(|e| {
@@ -408,6 +356,68 @@ pub(super) fn blob_ids(c: &Connection) -> Result<Vec<BlobId>, IndexError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+pub(super) fn blob_ids_after(
+    c: &Connection,
+    after: Option<&BlobId>,
+    limit: usize,
+) -> Result<Vec<BlobId>, IndexError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT blob_id FROM instances WHERE ?1 IS NULL OR blob_id > ?1
+         UNION SELECT blob_id FROM instance_history WHERE ?1 IS NULL OR blob_id > ?1
+         ORDER BY 1 LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after.map(BlobId::to_hex), limit as i64], |r| {
+        blob(r.get(0)?)
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn worker_progress(
+    c: &Connection,
+    worker: &str,
+) -> Result<Option<WorkerProgress>, IndexError> {
+    Ok(c.prepare_cached(
+        "SELECT worker, pass, cursor, done, pass_started_at, last_pass_finished_at,
+                    last_pass_blobs
+             FROM worker_progress WHERE worker = ?1",
+    )?
+    .query_row([worker], |r| {
+        Ok(WorkerProgress {
+            worker: r.get(0)?,
+            pass: r.get(1)?,
+            cursor: r.get::<_, Option<String>>(2)?.map(blob).transpose()?,
+            done: r.get(3)?,
+            pass_started_at: r.get(4)?,
+            last_pass_finished_at: r.get(5)?,
+            last_pass_blobs: r.get(6)?,
+        })
+    })
+    .optional()?)
+}
+
+pub(super) fn set_worker_progress(c: &Connection, p: &WorkerProgress) -> Result<(), IndexError> {
+    c.prepare_cached(
+        "INSERT INTO worker_progress (worker, pass, cursor, done, pass_started_at,
+            last_pass_finished_at, last_pass_blobs, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (worker) DO UPDATE SET pass = excluded.pass, cursor = excluded.cursor,
+            done = excluded.done, pass_started_at = excluded.pass_started_at,
+            last_pass_finished_at = excluded.last_pass_finished_at,
+            last_pass_blobs = excluded.last_pass_blobs, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        p.worker,
+        p.pass,
+        p.cursor.map(|b| b.to_hex()),
+        p.done,
+        p.pass_started_at,
+        p.last_pass_finished_at,
+        p.last_pass_blobs,
+        now_ms()
+    ])?;
+    Ok(())
+}
+
 pub(super) fn instance_blobs(c: &Connection) -> Result<Vec<(String, BlobId)>, IndexError> {
     let mut stmt = c.prepare("SELECT sop_uid, blob_id FROM instances ORDER BY sop_uid")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, blob(r.get(1)?)?)))?;
@@ -496,19 +506,6 @@ pub(super) fn repair_failed(
         ],
     )?;
     Ok(())
-}
-
-/// Which audit events to list; empty fields do not filter.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    /// Only events after this id.
-    pub after_id: Option<i64>,
-    pub actor: Option<String>,
-    pub action: Option<String>,
-    pub patient_id: Option<String>,
-    pub since: Option<i64>,
-    pub until: Option<i64>,
-    pub limit: Option<usize>,
 }
 
 pub(super) fn append_audit(
@@ -602,20 +599,6 @@ pub(super) fn audit_events(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// An instance as retrieval needs it: where it sits, its blob, its stored syntax, its metadata.
-#[derive(Debug, Clone)]
-pub struct InstanceRef {
-    pub patient_id: String,
-    pub study_uid: String,
-    pub series_uid: String,
-    pub sop_uid: String,
-    pub sop_class_uid: String,
-    pub blob_id: BlobId,
-    pub transfer_syntax: String,
-    pub size: u64,
-    pub metadata: String,
-}
-
 pub(super) fn instances_under(
     c: &Connection,
     study: &str,
@@ -646,15 +629,6 @@ pub(super) fn instances_under(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// What deciding a deletion needs to know of one instance.
-#[derive(Debug, Clone)]
-pub struct RetentionFacts {
-    pub sop_uid: String,
-    pub study_date: Option<String>,
-    pub birth_date: Option<String>,
-    pub received_at: i64,
 }
 
 pub(super) fn retention_facts(

@@ -1,8 +1,15 @@
 use super::*;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use strata_core::audit::{AuditEvent, Outcome, Verdict};
 use strata_core::config::OnConflict;
+use strata_core::BlobId;
 use strata_dicom::record::{InstanceRecord, InstanceRow, PatientRecord, SeriesRecord, StudyRecord};
+
+/// The SQLite backend itself, for tests that run SQL of their own.
+fn sqlite_index(path: &std::path::Path) -> sqlite::SqliteIndex {
+    sqlite::SqliteIndex::open(path, Arc::new(strata_core::Metrics::new())).unwrap()
+}
 
 /// A blob address for test content (the store keys its hash; the index only carries it).
 fn address(content: &[u8]) -> BlobId {
@@ -112,7 +119,7 @@ async fn insert_duplicate_conflict_and_replace() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_writes_are_grouped_and_all_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let index = Arc::new(sqlite_index(&dir.path().join("i.sqlite")));
     let jobs = (0..200).map(|i| {
         let index = index.clone();
         tokio::spawn(async move {
@@ -131,7 +138,9 @@ async fn concurrent_writes_are_grouped_and_all_committed() {
     assert_eq!(index.counts().await.unwrap().instances, 200);
     // A failing job does not spoil the others of its group.
     let bad = index
-        .write(|c| Ok(c.execute("INSERT INTO nonexistent VALUES (1)", [])?))
+        .write("test", |c| {
+            Ok(c.execute("INSERT INTO nonexistent VALUES (1)", [])?)
+        })
         .await;
     assert!(bad.is_err());
     assert_eq!(index.counts().await.unwrap().instances, 200);
@@ -271,9 +280,9 @@ async fn audit_events_commit_beside_durable_writes_and_sync_makes_them_durable()
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_rewrites_its_patient_study_and_series_only_to_change_them() {
     let dir = tempfile::tempdir().unwrap();
-    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let index = sqlite_index(&dir.path().join("i.sqlite"));
     let rows = || {
-        index.read(|c| {
+        index.read("test", |c| {
             Ok(c.query_row(
                 "SELECT p.updated_at, p.patient_name, s.updated_at, s.accession_number,
                         s.study_date, r.updated_at, r.body_part, r.modality, r.num_instances

@@ -11,6 +11,7 @@ use super::pipeline::Presentation;
 use super::{DecodedFrame, Priority};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
+use strata_core::Metrics;
 
 /// A decoded frame with what its dataset says about presenting it: everything a render needs,
 /// so a cached frame renders without reading its instance again.
@@ -102,6 +103,8 @@ pub struct RenderPool {
     /// finds it cached) instead of decoding it a second time — a prefetch and the viewer's own
     /// request for the same slice, say.
     decoding: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where each job's duration goes (`strata_operation_seconds{engine="render"}`).
+    metrics: Arc<Metrics>,
 }
 
 /// A caller's exclusive turn at decoding one frame (see [`RenderPool::decode_turn`]).
@@ -123,7 +126,14 @@ impl RenderPool {
                 frames: hashlink::LruCache::new_unbounded(),
             }),
             decoding: Mutex::new(HashMap::new()),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The pool, recording every job's duration in `metrics`.
+    pub fn measured(mut self, metrics: Arc<Metrics>) -> RenderPool {
+        self.metrics = metrics;
+        self
     }
 
     fn start(&self, q: &mut Queues) {
@@ -160,16 +170,23 @@ impl RenderPool {
 
     /// Runs `job` on a worker at `priority` and returns its result. If the returned future is
     /// dropped before a worker takes the job, the job is skipped.
-    pub async fn run<T, F>(&self, priority: Priority, job: F) -> Result<T, PoolError>
+    pub async fn run<T, F>(
+        &self,
+        priority: Priority,
+        op: &'static str,
+        job: F,
+    ) -> Result<T, PoolError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let metrics = self.metrics.clone();
         let wrapped: Job = Box::new(move || {
             if tx.is_closed() {
                 return; // nobody waits for it any more
             }
+            let _timer = metrics.time("render", op);
             let _ = tx.send(job());
         });
         {
@@ -301,10 +318,12 @@ mod tests {
     async fn a_panicking_job_fails_alone() {
         let pool = RenderPool::new(1, 0);
         let failed = pool
-            .run(Priority::Http, || -> u32 { panic!("a malformed file") })
+            .run(Priority::Http, "test", || -> u32 {
+                panic!("a malformed file")
+            })
             .await;
         assert!(matches!(failed, Err(PoolError::WorkerLost)));
-        assert_eq!(pool.run(Priority::Http, || 7).await.unwrap(), 7);
+        assert_eq!(pool.run(Priority::Http, "test", || 7).await.unwrap(), 7);
     }
 
     #[tokio::test]
@@ -315,7 +334,7 @@ mod tests {
         let busy = {
             let pool = pool.clone();
             tokio::spawn(async move {
-                pool.run(Priority::Http, move || hold_rx.recv().ok())
+                pool.run(Priority::Http, "test", move || hold_rx.recv().ok())
                     .await
                     .unwrap()
             })
@@ -326,7 +345,7 @@ mod tests {
         for p in [Priority::Thumbnail, Priority::Http, Priority::Interactive] {
             let (pool, order) = (pool.clone(), order.clone());
             waits.push(tokio::spawn(async move {
-                pool.run(p, move || order.lock().unwrap().push(p))
+                pool.run(p, "test", move || order.lock().unwrap().push(p))
                     .await
                     .unwrap()
             }));

@@ -30,14 +30,19 @@ impl Persons {
         let runtime = tokio::runtime::Handle::current();
         let change = self
             .index
-            .mpi_op(op, actor, audit, move |change| {
-                let entry = JournalEntry::Mpi {
-                    change: Box::new(change.clone()),
-                };
-                runtime
-                    .block_on(journal.record(entry))
-                    .map_err(|e| e.to_string())
-            })
+            .mpi_op(
+                op,
+                actor,
+                audit,
+                Box::new(move |change: &MpiChange| {
+                    let entry = JournalEntry::Mpi {
+                        change: Box::new(change.clone()),
+                    };
+                    runtime
+                        .block_on(journal.record(entry))
+                        .map_err(|e| e.to_string())
+                }),
+            )
             .await?;
         Ok(change)
     }

@@ -34,7 +34,7 @@ impl Pictures {
     ) -> Result<Rendered, RenderInstanceError> {
         let decoded = self.decoded_frame(sop_uid, frame, priority).await?;
         self.pool
-            .run(priority, move || {
+            .run(priority, "render", move || {
                 strata_render::render(&decoded.frame, &decoded.presentation, &view)
             })
             .await
@@ -54,7 +54,9 @@ impl Pictures {
     ) -> Result<Vec<u8>, RenderInstanceError> {
         let rendered = self.render(sop_uid, frame, view, priority).await?;
         self.pool
-            .run(priority, move || picture::encode(&rendered, format))
+            .run(priority, "encode", move || {
+                picture::encode(&rendered, format)
+            })
             .await
             .map_err(|e| RenderInstanceError::Encode(e.to_string()))?
             .map_err(RenderInstanceError::Encode)
@@ -97,7 +99,7 @@ impl Pictures {
             .await?;
         let decoded = self
             .pool
-            .run(priority, move || {
+            .run(priority, "decode", move || {
                 strata_render::decode_part10(&bytes, frame)
             })
             .await

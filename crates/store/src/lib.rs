@@ -20,6 +20,7 @@ pub use replicas::{BadCopy, QuorumError, Replica, ReplicaError, Replicas, WriteR
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+use strata_core::Metrics;
 
 /// Plaintext read per step when sealing a spooled file: 128 segments, 8 MiB.
 const SEAL_CHUNK_SEGMENTS: usize = 128;
@@ -45,6 +46,8 @@ pub struct Store {
     key: Arc<MasterKey>,
     replicas: Replicas,
     segment_size: u32,
+    /// Where every operation's duration goes (`strata_operation_seconds{engine="store"}`).
+    metrics: Arc<Metrics>,
 }
 
 /// The address an in-memory plaintext is stored under.
@@ -77,7 +80,14 @@ impl Store {
             key,
             replicas,
             segment_size: crypt::DEFAULT_SEGMENT_SIZE,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The store, recording every operation's duration in `metrics`.
+    pub fn measured(mut self, metrics: Arc<Metrics>) -> Store {
+        self.metrics = metrics;
+        self
     }
 
     pub fn replicas(&self) -> &Replicas {
@@ -91,6 +101,7 @@ impl Store {
 
     /// Seals and writes an in-memory plaintext whose address the caller already computed.
     pub async fn put(&self, id: &BlobId, plain: &[u8]) -> Result<WriteReport, StoreError> {
+        let _timer = self.metrics.time("store", "put");
         // sealing is CPU work: keep it off the threads that serve sockets
         let sealed = tokio::task::block_in_place(|| self.seal(id, plain));
         Ok(self.replicas.put(&id.object_key(), sealed).await?)
@@ -107,6 +118,7 @@ impl Store {
 
     /// Seals a spooled file segment by segment and streams it to every replica.
     pub async fn put_file(&self, id: &BlobId, path: &Path) -> Result<WriteReport, StoreError> {
+        let _timer = self.metrics.time("store", "put_file");
         let io = |source| StoreError::Io {
             path: path.display().to_string(),
             source,
@@ -141,6 +153,7 @@ impl Store {
     where
         S: FnMut(&[u8]) -> std::io::Result<()>,
     {
+        let _timer = self.metrics.time("store", "read");
         Ok(self.replicas.read(&self.key, id, sink).await?)
     }
 
@@ -150,6 +163,7 @@ impl Store {
         id: &BlobId,
         range: std::ops::Range<u64>,
     ) -> Result<(Vec<u8>, Vec<BadCopy>), StoreError> {
+        let _timer = self.metrics.time("store", "read_range");
         Ok(self.replicas.read_range(&self.key, id, range).await?)
     }
 
@@ -163,16 +177,19 @@ impl Store {
     where
         S: FnMut(&[u8]) -> std::io::Result<()>,
     {
+        let _timer = self.metrics.time("store", "read_from");
         self.replicas.read_from(&self.key, id, replica, sink).await
     }
 
     /// Verifies one replica's copy.
     pub async fn verify(&self, id: &BlobId, replica: usize) -> Result<(), ReplicaError> {
+        let _timer = self.metrics.time("store", "verify");
         self.replicas.verify(&self.key, id, replica).await
     }
 
     /// Rewrites replica `target`'s copy of `id` from the first other replica whose copy verifies.
     pub async fn repair(&self, id: &BlobId, target: usize) -> Result<(), StoreError> {
+        let _timer = self.metrics.time("store", "repair");
         let mut reasons = Vec::new();
         for from in (0..self.replicas.len()).filter(|&r| r != target) {
             match self
@@ -190,12 +207,14 @@ impl Store {
     /// Writes a small sealed record (a journal entry, a marker) under `key` on every replica.
     /// Its address for sealing purposes is the hash of the key name, binding content to name.
     pub async fn put_record(&self, key: &str, plain: &[u8]) -> Result<WriteReport, StoreError> {
+        let _timer = self.metrics.time("store", "put_record");
         let id = address_of(self.key.address_key(), key.as_bytes());
         Ok(self.replicas.put(key, self.seal(&id, plain)).await?)
     }
 
     /// Reads a record written by [`Store::put_record`] from one replica.
     pub async fn get_record(&self, replica: usize, key: &str) -> Result<Vec<u8>, StoreError> {
+        let _timer = self.metrics.time("store", "get_record");
         let sealed = self.replicas.get_object(replica, key).await?;
         let id = address_of(self.key.address_key(), key.as_bytes());
         Ok(crypt::open(&self.key, &id, &sealed)?)

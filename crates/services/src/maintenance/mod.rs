@@ -1,17 +1,23 @@
 //! The archive's upkeep, which no request asks for: the repair worker (copies queued as bad are
-//! rewritten from a good one), the scrub (every copy verified), the audit export (the trail
-//! copied to the replicas), stale staging files removed, and the MPI's weights re-estimated as
-//! its population grows.
+//! rewritten from a good one), the scrub (every copy verified; [`scrub`]), the audit export
+//! (the trail copied to the replicas), stale staging files removed, and the MPI's weights
+//! re-estimated as its population grows. Each runs as a supervised worker ([`workers`]) whose
+//! status an operator can read.
+
+pub mod scrub;
+pub mod workers;
 
 use crate::ServiceError;
+use scrub::{Scrubber, SCRUB};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use strata_core::config::{RepairConfig, ScrubConfig};
 use strata_core::{BlobId, Metrics};
-use strata_index::Index;
+use strata_index::{Index, WorkerProgress};
 use strata_store::scrub::{scrub_blob, BadCopyLeft, ScrubReport};
 use strata_store::Store;
+use workers::{RoundDone, WorkerStatus, Workers};
 
 /// Where the audit trail is copied on every replica: sealed JSON batches named by their first
 /// and last event ids, so listing order is trail order.
@@ -37,6 +43,7 @@ pub struct Maintenance {
     metrics: Arc<Metrics>,
     scrub: ScrubConfig,
     repair: RepairConfig,
+    workers: Workers,
 }
 
 impl Maintenance {
@@ -53,6 +60,7 @@ impl Maintenance {
             metrics,
             scrub,
             repair,
+            workers: Workers::default(),
         }
     }
 
@@ -71,16 +79,7 @@ impl Maintenance {
     /// Removes the staging files that writes cut short by a crash left in local replicas, once
     /// they are [`STALE_STAGING`] old; returns how many.
     pub fn remove_stale_staging(&self) -> usize {
-        let (removed, problems) = tokio::task::block_in_place(|| {
-            self.store.replicas().remove_stale_staging(STALE_STAGING)
-        });
-        for p in &problems {
-            tracing::warn!("removing unfinished writes: {p}");
-        }
-        for r in &removed {
-            tracing::info!("removed {}, left by a write a crash cut short", r.display());
-        }
-        removed.len()
+        remove_stale_staging(&self.store)
     }
 
     /// Verifies every copy of `blobs`; bad copies are repaired (`repair`) or queued.
@@ -131,61 +130,93 @@ impl Maintenance {
         }
     }
 
-    /// Starts the background repair worker, the audit export, the MPI re-estimation and the
-    /// slow background scrub.
+    /// Starts the background workers, each under a supervisor that reports how its rounds end
+    /// ([`Maintenance::workers`]): the repair worker, the audit export, the MPI's re-estimation
+    /// and the scrub.
     pub fn spawn_workers(&self) {
-        let a = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(AUDIT_EXPORT_PERIOD).await;
-                if let Err(e) = a.export_audit().await {
-                    tracing::error!("copying the audit trail to the replicas: {e}");
-                }
-            }
-        });
-        let a = self.clone();
-        tokio::spawn(async move {
-            let period = Duration::from_secs(a.repair.interval_seconds.max(1));
-            loop {
-                if let Err(e) = a.run_repairs(None).await {
-                    tracing::error!("repair worker: {e}");
-                }
-                tokio::time::sleep(period).await;
-            }
-        });
-        let a = self.clone();
-        tokio::spawn(async move {
-            // The matcher's weights follow the archive's own population: re-estimated (EM, no
-            // labels) whenever the number of local keys has doubled since the last estimate.
-            loop {
-                match a.index.mpi_estimate(MPI_MIN_ESTIMATE_RECORDS, false).await {
-                    Ok(Some(n)) => tracing::info!("MPI weights re-estimated from {n} identities"),
-                    Ok(None) => {}
-                    Err(e) => tracing::error!("estimating the MPI weights: {e}"),
-                }
-                tokio::time::sleep(MPI_ESTIMATE_PERIOD).await;
-            }
-        });
-        let rate = self.scrub.blobs_per_second;
-        if rate > 0.0 {
-            let a = self.clone();
-            tokio::spawn(async move {
-                // Paced so that scrubbing never competes with ingest for the disks: one blob
-                // every 1/rate seconds, a full pass, then start over.
-                let pause = Duration::from_secs_f64(1.0 / rate);
-                loop {
-                    a.remove_stale_staging();
-                    let blobs = a.index.blob_ids().await.unwrap_or_default();
-                    for blob in &blobs {
-                        if let Err(e) = a.scrub(std::slice::from_ref(blob), false).await {
-                            tracing::error!("background scrub: {e}");
-                        }
-                        tokio::time::sleep(pause).await;
-                    }
-                    tokio::time::sleep(Duration::from_secs(60)).await;
+        let m = self.clone();
+        self.workers
+            .supervise("repair", self.metrics.clone(), Duration::ZERO, move || {
+                let m = m.clone();
+                async move {
+                    let (repaired, failed) = m.run_repairs(None).await?;
+                    Ok(RoundDone {
+                        pause: Duration::from_secs(m.repair.interval_seconds.max(1)),
+                        detail: Some(format!(
+                            "last round: {repaired} copies repaired, {failed} failed"
+                        )),
+                    })
                 }
             });
+        let m = self.clone();
+        self.workers.supervise(
+            "audit_export",
+            self.metrics.clone(),
+            AUDIT_EXPORT_PERIOD,
+            move || {
+                let m = m.clone();
+                async move {
+                    let copied = m.export_audit().await?;
+                    Ok(RoundDone {
+                        pause: AUDIT_EXPORT_PERIOD,
+                        detail: Some(format!("last round: {copied} events copied")),
+                    })
+                }
+            },
+        );
+        let m = self.clone();
+        self.workers.supervise(
+            "mpi_estimate",
+            self.metrics.clone(),
+            Duration::ZERO,
+            move || {
+                let m = m.clone();
+                async move {
+                    // The matcher's weights follow the archive's own population: re-estimated
+                    // (EM, no labels) whenever the number of local keys has doubled since the
+                    // last estimate.
+                    let detail = match m
+                        .index
+                        .mpi_estimate(MPI_MIN_ESTIMATE_RECORDS, false)
+                        .await?
+                    {
+                        Some(n) => {
+                            tracing::info!("MPI weights re-estimated from {n} identities");
+                            Some(format!("weights re-estimated from {n} identities"))
+                        }
+                        None => None,
+                    };
+                    Ok(RoundDone {
+                        pause: MPI_ESTIMATE_PERIOD,
+                        detail,
+                    })
+                }
+            },
+        );
+        if self.scrub.blobs_per_second > 0.0 {
+            let scrubber = Arc::new(Scrubber::new(
+                self.store.clone(),
+                self.index.clone(),
+                self.scrub.clone(),
+            ));
+            self.workers
+                .supervise(SCRUB, self.metrics.clone(), Duration::ZERO, move || {
+                    let s = scrubber.clone();
+                    async move { s.round().await }
+                });
+        } else {
+            self.workers.off(SCRUB, "scrub.blobs_per_second = 0");
         }
+    }
+
+    /// The background workers' statuses (empty in a process that started none).
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.workers.statuses()
+    }
+
+    /// Where the scrub has got to in its pass over the archive, as the index keeps it.
+    pub async fn scrub_progress(&self) -> Result<Option<WorkerProgress>, ServiceError> {
+        Ok(self.index.worker_progress(SCRUB.to_string()).await?)
     }
 
     /// Carries out the repairs that are due (or, with `only`, those of one blob now).
@@ -214,4 +245,18 @@ impl Maintenance {
             .set_repair_queue(self.index.repair_queue_len().await?);
         Ok((ok, failed))
     }
+}
+
+/// Removes the staging files that writes cut short by a crash left in `store`'s local replicas,
+/// once they are [`STALE_STAGING`] old; returns how many.
+fn remove_stale_staging(store: &Store) -> usize {
+    let (removed, problems) =
+        tokio::task::block_in_place(|| store.replicas().remove_stale_staging(STALE_STAGING));
+    for p in &problems {
+        tracing::warn!("removing unfinished writes: {p}");
+    }
+    for r in &removed {
+        tracing::info!("removed {}, left by a write a crash cut short", r.display());
+    }
+    removed.len()
 }

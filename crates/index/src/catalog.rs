@@ -1,0 +1,254 @@
+//! The catalog's interface: everything the rest of the archive asks of the index, and the one
+//! seam a second backend implements (SQLite today, [`crate::sqlite`]). Callers hold an
+//! [`crate::Index`], which derefs to `dyn Catalog`, and never see a connection, a row or SQL.
+
+use crate::*;
+use futures::future::BoxFuture;
+use strata_core::config::OnConflict;
+use strata_core::BlobId;
+use strata_dicom::record::InstanceRecord;
+
+/// Writes a manual MPI decision to the decision journal from inside the transaction that makes
+/// it; an error undoes the decision.
+pub type Journal = Box<dyn FnOnce(&MpiChange) -> Result<(), String> + Send>;
+
+#[async_trait::async_trait]
+pub trait Catalog: Send + Sync {
+    /// Returns once everything committed before the call is durable (audit events are committed
+    /// before their answer goes out and fsynced just after).
+    async fn sync(&self) -> Result<(), IndexError>;
+
+    /// Records an ingested instance (and the replica copies that failed while storing it) in one
+    /// committed transaction. `on_conflict` decides what a different blob under an existing
+    /// SOP Instance UID does.
+    async fn insert_instance(
+        &self,
+        rec: InstanceRecord,
+        on_conflict: OnConflict,
+        failed_copies: Vec<(BlobId, usize, String)>,
+    ) -> Result<InsertOutcome, IndexError>;
+
+    /// [`Catalog::insert_instance`], with the audit event of the store committed in the same
+    /// transaction: one fsync for both.
+    async fn insert_instance_audited(
+        &self,
+        rec: InstanceRecord,
+        on_conflict: OnConflict,
+        failed_copies: Vec<(BlobId, usize, String)>,
+        audit: Option<strata_core::audit::AuditEvent>,
+    ) -> Result<InsertOutcome, IndexError>;
+
+    /// Carries out a manual MPI operation by `actor`; `journal` records the resulting change
+    /// durably before the transaction commits (if it fails, nothing changes), and `audit` is
+    /// committed with it.
+    async fn mpi_op(
+        &self,
+        op: MpiOp,
+        actor: String,
+        audit: strata_core::audit::AuditEvent,
+        journal: Journal,
+    ) -> Result<MpiChange, IndexError>;
+
+    /// Applies a journaled MPI change (reindex).
+    async fn mpi_replay(&self, change: MpiChange) -> Result<(), IndexError>;
+
+    /// Re-runs the matcher over the keys no person decided; returns how many moved.
+    async fn mpi_rematch(&self) -> Result<usize, IndexError>;
+
+    /// Re-estimates the matcher's weights (EM, no labels) when the number of local keys has
+    /// at least doubled since the last estimate (and is at least `min_records`). Returns the
+    /// number of records the new model was estimated from.
+    async fn mpi_estimate(
+        &self,
+        min_records: usize,
+        force: bool,
+    ) -> Result<Option<usize>, IndexError>;
+
+    /// Registers local keys from demographics alone (a migrated patient master file), each
+    /// matched as at ingest, in one transaction. None for a key already known.
+    async fn mpi_register(
+        &self,
+        identities: Vec<strata_mpi::Identity>,
+    ) -> Result<Vec<Option<strata_mpi::Decision>>, IndexError>;
+
+    async fn persons(&self, q: PersonSearch) -> Result<Vec<PersonSummary>, IndexError>;
+
+    /// A person as the MPI sees it; None if there is no such person or it is outside `scope`
+    /// (a patient reads their own person only).
+    async fn person(&self, uid: String, scope: Scope) -> Result<Option<PersonView>, IndexError>;
+
+    async fn review_items(&self, all: bool) -> Result<Vec<ReviewItem>, IndexError>;
+
+    /// Scores demographics against stored persons without storing anything.
+    async fn mpi_match(&self, identity: strata_mpi::Identity) -> Result<MatchAnswer, IndexError>;
+
+    /// The stored instance under a SOP Instance UID (a point read: on the calling thread).
+    async fn instance(&self, sop_uid: &str) -> Result<Option<StoredInstance>, IndexError>;
+
+    /// The SOP Class UID of a stored instance (a point read: on the calling thread).
+    async fn instance_sop_class(&self, sop_uid: &str) -> Result<Option<String>, IndexError>;
+
+    async fn studies(&self) -> Result<Vec<StudySummary>, IndexError>;
+
+    async fn counts(&self) -> Result<Counts, IndexError>;
+
+    /// Every blob the index refers to, current or superseded.
+    async fn blob_ids(&self) -> Result<Vec<BlobId>, IndexError>;
+
+    /// Up to `limit` blobs the index refers to, in blob order, after `after` (from the first
+    /// when None): how a worker walks the archive a batch at a time.
+    async fn blob_ids_after(
+        &self,
+        after: Option<BlobId>,
+        limit: usize,
+    ) -> Result<Vec<BlobId>, IndexError>;
+
+    /// Where worker `worker` has got to (None: it never ran).
+    async fn worker_progress(&self, worker: String) -> Result<Option<WorkerProgress>, IndexError>;
+
+    /// Records where a worker has got to.
+    async fn set_worker_progress(&self, progress: WorkerProgress) -> Result<(), IndexError>;
+
+    /// Every SOP Instance UID with its blob, for checks that walk the whole archive.
+    async fn instance_blobs(&self) -> Result<Vec<(String, BlobId)>, IndexError>;
+
+    async fn enqueue_repairs(&self, items: Vec<(BlobId, usize, String)>) -> Result<(), IndexError>;
+
+    async fn due_repairs(&self, limit: usize) -> Result<Vec<RepairItem>, IndexError>;
+
+    async fn repairs_for(&self, blob: BlobId) -> Result<Vec<RepairItem>, IndexError>;
+
+    async fn repair_done(&self, blob: BlobId, replica: usize) -> Result<(), IndexError>;
+
+    async fn repair_failed(&self, item: RepairItem, reason: String) -> Result<(), IndexError>;
+
+    async fn repair_queue_len(&self) -> Result<i64, IndexError>;
+
+    /// Closes every connection (so the WAL is folded into the database file) and stops the
+    /// writer. The index is unusable afterwards.
+    async fn close(&self) -> Result<(), IndexError>;
+
+    /// Matches `q` against the index (C-FIND, QIDO-RS).
+    async fn find(
+        &self,
+        q: query::Query,
+    ) -> Result<Vec<dicom_object::InMemDicomObject>, query::QueryError>;
+
+    /// Appends an event to the audit trail, chained to the last one; returns once it is
+    /// durable. For events of changes, administration and refusals.
+    async fn audit(&self, event: strata_core::audit::AuditEvent) -> Result<(), IndexError>;
+
+    /// The audit event of a read of patient data (a search, a retrieval, a rendered view),
+    /// handed to the writer at once: the caller prepares its answer while the event commits,
+    /// and awaits the future before sending anything. The future resolves once the event is
+    /// committed, or fails; the answer must not go out unless it resolved `Ok`. Committed
+    /// means in the index's WAL: from then on the event survives the archive process crashing,
+    /// and the writer's WAL thread starts its fsync within half a millisecond (a power cut in
+    /// between can lose it). Waiting for the fsync was most of a small search's time, and a read
+    /// changes nothing stored.
+    fn audit_read(
+        &self,
+        event: strata_core::audit::AuditEvent,
+    ) -> BoxFuture<'static, Result<(), IndexError>>;
+
+    /// The id of the last audit event copied to the replicas.
+    async fn audit_exported(&self) -> Result<i64, IndexError>;
+
+    async fn set_audit_exported(&self, last_id: i64) -> Result<(), IndexError>;
+
+    /// Puts back audit events exactly as they were (ids and hashes), for reindex.
+    async fn restore_audit(
+        &self,
+        events: Vec<strata_core::audit::StoredEvent>,
+    ) -> Result<(), IndexError>;
+
+    /// Audit events matching the filter, oldest first.
+    async fn audit_events(
+        &self,
+        filter: AuditFilter,
+    ) -> Result<Vec<strata_core::audit::StoredEvent>, IndexError>;
+
+    /// The C-MOVE destinations managed at run time.
+    async fn peers(&self) -> Result<Vec<strata_core::config::DimsePeer>, IndexError>;
+
+    async fn set_peer(&self, p: strata_core::config::DimsePeer) -> Result<(), IndexError>;
+
+    async fn remove_peer(&self, aet: String) -> Result<bool, IndexError>;
+
+    /// The instances under a study (and series, and instance) within `scope`, in series and
+    /// instance order. Empty when there are none, or none the scope may see: the caller cannot
+    /// tell the two apart, so an answer never confirms that someone else's study exists.
+    async fn instances_under(
+        &self,
+        study: String,
+        series: Option<String>,
+        sop: Option<String>,
+        scope: Scope,
+    ) -> Result<Vec<InstanceRef>, IndexError>;
+
+    async fn retention_facts(&self, sops: Vec<String>) -> Result<Vec<RetentionFacts>, IndexError>;
+
+    /// Removes instances and their history from the index, returning the blobs they used.
+    async fn delete_instances(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError>;
+
+    /// True when the database answers: part of readiness.
+    async fn ping(&self) -> bool;
+
+    async fn count_users(&self) -> Result<i64, IndexError>;
+
+    /// Creates a user; false if the name is taken. `person` (a person uid) binds a patient
+    /// user; a person that does not exist (any more) leaves the user unbound, so it sees
+    /// nothing until bound again (callers check the person first with [`Catalog::bindable`]).
+    async fn create_user(
+        &self,
+        name: String,
+        role: String,
+        password_hash: String,
+        person: Option<String>,
+    ) -> Result<bool, IndexError>;
+
+    /// Whether a user may be bound to the person `uid`: it exists and was not merged away.
+    async fn bindable(&self, uid: String) -> Result<Result<(), BindRefusal>, IndexError>;
+
+    /// Binds a user to the person `uid` (a live one), replacing any earlier binding.
+    async fn bind_user(
+        &self,
+        name: String,
+        uid: String,
+    ) -> Result<Result<(), BindRefusal>, IndexError>;
+
+    async fn users(&self) -> Result<Vec<UserRow>, IndexError>;
+
+    /// (role, password hash) of a user.
+    async fn user_credentials(&self, name: String) -> Result<Option<(String, String)>, IndexError>;
+
+    /// Records a token for a user; false if there is no such user.
+    async fn add_token(
+        &self,
+        user: String,
+        token_hash: String,
+        label: Option<String>,
+    ) -> Result<bool, IndexError>;
+
+    /// Revokes a token; false if no live token has that hash.
+    async fn revoke_token(&self, token_hash: String) -> Result<bool, IndexError>;
+
+    /// The user holding a live token.
+    async fn token_principal(&self, token_hash: String)
+        -> Result<Option<PrincipalRow>, IndexError>;
+
+    async fn create_session(
+        &self,
+        id_hash: String,
+        user: String,
+        expires_at: i64,
+    ) -> Result<(), IndexError>;
+
+    /// The user of a live session.
+    async fn session_principal(&self, id_hash: String) -> Result<Option<PrincipalRow>, IndexError>;
+
+    async fn delete_session(&self, id_hash: String) -> Result<(), IndexError>;
+
+    /// Records a failed login and returns how many failures the name had in `window_ms`.
+    async fn login_failed(&self, name: String, window_ms: i64) -> Result<i64, IndexError>;
+}

@@ -1,0 +1,813 @@
+//! The SQLite backend of the catalog: one database (WAL) holding what every query needs, written
+//! by one writer thread that commits jobs in groups ([`crate::writer`]) and read through a small
+//! pool of connections. The SQL itself is in the modules beside this one: [`crate::records`]
+//! (instances and the rows around them), [`crate::users`], [`crate::mpi`] and
+//! [`crate::query`] (C-FIND and QIDO-RS matching).
+
+use crate::catalog::{Catalog, Journal};
+use crate::users::{principal_row, PRINCIPAL_COLUMNS};
+use crate::writer::{Promise, Writer};
+use crate::*;
+use futures::future::BoxFuture;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use strata_core::config::OnConflict;
+use strata_core::{now_ms, BlobId, Metrics};
+use strata_dicom::record::InstanceRecord;
+
+/// The migrations, in order; each runs once, recorded in `schema_migrations`.
+#[rustfmt::skip]
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../../schemas/index/0001_init.sql")),
+    (2, "audit", include_str!("../../../schemas/index/0002_audit.sql")),
+    (3, "ae_peers", include_str!("../../../schemas/index/0003_ae_peers.sql")),
+    (4, "auth", include_str!("../../../schemas/index/0004_auth.sql")),
+    (5, "name_phonetic", include_str!("../../../schemas/index/0005_name_phonetic.sql")),
+    (6, "audit_export", include_str!("../../../schemas/index/0006_audit_export.sql")),
+    (7, "mpi", include_str!("../../../schemas/index/0007_mpi.sql")),
+    (8, "patient_users", include_str!("../../../schemas/index/0008_patient_users.sql")),
+    (9, "name_keys", include_str!("../../../schemas/index/0009_name_keys.sql")),
+    (10, "worker_progress", include_str!("../../../schemas/index/0010_worker_progress.sql")),
+];
+
+/// Reader connections kept open for reuse; more are opened under load and closed after.
+const READER_POOL: usize = 4;
+/// Prepared statements each connection keeps: the writer's jobs, and the readers' searches,
+/// whose SQL differs with the attributes a query matches, each prepared once.
+const STATEMENT_CACHE: usize = 64;
+/// How long a connection waits on another process's lock (an import while serving) before failing.
+const BUSY_TIMEOUT_MS: u64 = 30_000;
+
+/// The SQLite backend: one database file in WAL mode, one writer thread with group commit,
+/// a small pool of reader connections.
+pub struct SqliteIndex {
+    path: PathBuf,
+    writer: Writer,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    metrics: Arc<Metrics>,
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection, IndexError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let err = |source| IndexError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(err)?;
+    // FULL: a commit is on disk when COMMIT returns, which is what an acknowledgement promises.
+    // temp_store MEMORY: the statement journal of each writer job's savepoint stays in memory
+    // instead of spilling into a new temporary file every group transaction.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(err)?;
+    if read_only {
+        conn.execute_batch("PRAGMA query_only = ON;").map_err(err)?;
+    }
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// The archive's own functions that migrations call: a key the index stores is made by the
+/// same Rust code whether a row is written today or rewritten by a migration.
+fn register_functions(conn: &Connection) -> Result<(), IndexError> {
+    use rusqlite::functions::FunctionFlags;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("strata_name_key", 1, flags, |ctx| {
+        Ok(ctx
+            .get::<Option<String>>(0)?
+            .map(|n| strata_mpi::name_key(&n)))
+    })?;
+    conn.create_scalar_function("strata_phonetic_key", 1, flags, |ctx| {
+        Ok(ctx
+            .get::<Option<String>>(0)?
+            .map(|n| strata_mpi::phonetic_key(&n)))
+    })?;
+    Ok(())
+}
+
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), IndexError> {
+    register_functions(conn)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for (version, name, sql) in MIGRATIONS {
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_none() {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![version, name, now_ms()],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Runs `f` on a connection from `pool` (or a new one), and puts the connection back.
+fn with_reader<T>(
+    pool: &Mutex<Vec<Connection>>,
+    path: &Path,
+    f: impl FnOnce(&Connection) -> Result<T, IndexError>,
+) -> Result<T, IndexError> {
+    let conn = pool.lock().expect("pool lock").pop();
+    let conn = match conn {
+        Some(c) => c,
+        None => open_connection(path, true)?,
+    };
+    let out = f(&conn);
+    let mut pool = pool.lock().expect("pool lock");
+    if pool.len() < READER_POOL {
+        pool.push(conn);
+    }
+    out
+}
+
+impl SqliteIndex {
+    /// Opens (creating and migrating when needed) the index at `path` and starts its writer;
+    /// every operation's duration goes to `metrics`.
+    pub fn open(path: &Path, metrics: Arc<Metrics>) -> Result<SqliteIndex, IndexError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| IndexError::Commit(e.to_string()))?;
+        }
+        let mut conn = open_connection(path, false)?;
+        migrate(&mut conn)?;
+        Ok(SqliteIndex {
+            path: path.to_path_buf(),
+            writer: Writer::start(conn, path.to_path_buf()),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            metrics,
+        })
+    }
+
+    /// Runs `f` (operation `op`) on a pooled read connection, off the async threads.
+    pub(crate) async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+    {
+        let _timer = self.metrics.time("index", op);
+        let (pool, path) = (self.readers.clone(), self.path.clone());
+        let run = move || with_reader(&pool, &path, f);
+        // On a multi-threaded runtime the read runs on the calling thread, which hands its other
+        // tasks to another worker while it blocks: a request's lookups then cost no round trip
+        // through the blocking pool (two thread wake-ups each). Elsewhere (a current-thread
+        // runtime, as in some tests) it goes to the blocking pool.
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) {
+            tokio::task::block_in_place(run)
+        } else {
+            tokio::task::spawn_blocking(run)
+                .await
+                .expect("index reader panicked")
+        }
+    }
+
+    /// Runs `f` on a pooled read connection on the calling thread, as it is: only for a lookup
+    /// by key that reads a few rows, which takes microseconds. Handing the worker's tasks to
+    /// another thread, as [`SqliteIndex::read`] does, would cost more than the lookup (a thread
+    /// wake-up each way).
+    pub(crate) fn read_point<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let _timer = self.metrics.time("index", op);
+        with_reader(&self.readers, &self.path, f)
+    }
+
+    /// Runs `f` (operation `op`) inside the writer's next group transaction; returns once it
+    /// is durable.
+    pub(crate) async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+    {
+        self.submit(op, Promise::Durable, f).await
+    }
+
+    /// Runs `f` (operation `op`) in the writer's next group transaction; returns once it is
+    /// committed as `promise` says.
+    async fn submit<T, F>(&self, op: &'static str, promise: Promise, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+    {
+        let _timer = self.metrics.time("index", op);
+        self.writer.submit(promise, f).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for SqliteIndex {
+    async fn sync(&self) -> Result<(), IndexError> {
+        self.writer.sync().await
+    }
+
+    async fn insert_instance(
+        &self,
+        rec: InstanceRecord,
+        on_conflict: OnConflict,
+        failed_copies: Vec<(BlobId, usize, String)>,
+    ) -> Result<InsertOutcome, IndexError> {
+        self.insert_instance_audited(rec, on_conflict, failed_copies, None)
+            .await
+    }
+
+    async fn insert_instance_audited(
+        &self,
+        rec: InstanceRecord,
+        on_conflict: OnConflict,
+        failed_copies: Vec<(BlobId, usize, String)>,
+        audit: Option<strata_core::audit::AuditEvent>,
+    ) -> Result<InsertOutcome, IndexError> {
+        self.write("insert_instance_audited", move |c| {
+            let outcome = records::insert_instance(c, &rec, on_conflict)?;
+            for (blob, replica, reason) in &failed_copies {
+                records::enqueue_repair(c, blob, *replica, reason)?;
+            }
+            if let Some(event) = &audit {
+                records::append_audit(c, event)?;
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn mpi_op(
+        &self,
+        op: MpiOp,
+        actor: String,
+        audit: strata_core::audit::AuditEvent,
+        journal: Journal,
+    ) -> Result<MpiChange, IndexError> {
+        self.write("mpi_op", move |c| {
+            let change = mpi::apply_op(c, &op, &actor)?;
+            journal(&change).map_err(IndexError::Journal)?;
+            records::append_audit(c, &audit)?;
+            Ok(change)
+        })
+        .await
+    }
+
+    async fn mpi_replay(&self, change: MpiChange) -> Result<(), IndexError> {
+        self.write("mpi_replay", move |c| mpi::replay(c, &change))
+            .await
+    }
+
+    async fn mpi_rematch(&self) -> Result<usize, IndexError> {
+        self.write("mpi_rematch", mpi::rematch).await
+    }
+
+    async fn mpi_estimate(
+        &self,
+        min_records: usize,
+        force: bool,
+    ) -> Result<Option<usize>, IndexError> {
+        let (records, estimated) = self.read("mpi_estimate", mpi::model_inputs).await?;
+        let n = records.len();
+        if !force && (n < min_records || (n as i64) < estimated.max(1) * 2) {
+            return Ok(None);
+        }
+        let model = tokio::task::spawn_blocking(move || strata_mpi::Model::estimate(&records))
+            .await
+            .map_err(|e| IndexError::Commit(format!("estimating the MPI model: {e}")))?;
+        self.write("mpi_estimate", move |c| mpi::set_model(c, &model, n as i64))
+            .await?;
+        Ok(Some(n))
+    }
+
+    async fn mpi_register(
+        &self,
+        identities: Vec<strata_mpi::Identity>,
+    ) -> Result<Vec<Option<strata_mpi::Decision>>, IndexError> {
+        self.write("mpi_register", move |c| {
+            identities.iter().map(|i| mpi::register(c, i)).collect()
+        })
+        .await
+    }
+
+    async fn persons(&self, q: PersonSearch) -> Result<Vec<PersonSummary>, IndexError> {
+        self.read("persons", move |c| mpi::search(c, &q)).await
+    }
+
+    async fn person(&self, uid: String, scope: Scope) -> Result<Option<PersonView>, IndexError> {
+        self.read("person", move |c| {
+            mpi::person(c, &uid, scope.person_param())
+        })
+        .await
+    }
+
+    async fn review_items(&self, all: bool) -> Result<Vec<ReviewItem>, IndexError> {
+        self.read("review_items", move |c| mpi::review_items(c, all))
+            .await
+    }
+
+    async fn mpi_match(&self, identity: strata_mpi::Identity) -> Result<MatchAnswer, IndexError> {
+        self.read("mpi_match", move |c| mpi::match_only(c, &identity))
+            .await
+    }
+
+    async fn instance(&self, sop_uid: &str) -> Result<Option<StoredInstance>, IndexError> {
+        self.read_point("instance", |c| records::stored_instance(c, sop_uid))
+    }
+
+    async fn instance_sop_class(&self, sop_uid: &str) -> Result<Option<String>, IndexError> {
+        self.read_point("instance_sop_class", |c| {
+            Ok(
+                c.prepare_cached("SELECT sop_class_uid FROM instances WHERE sop_uid = ?1")?
+                    .query_row([sop_uid], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+    }
+
+    async fn studies(&self) -> Result<Vec<StudySummary>, IndexError> {
+        self.read("studies", records::study_summaries).await
+    }
+
+    async fn counts(&self) -> Result<Counts, IndexError> {
+        self.read("counts", records::counts).await
+    }
+
+    async fn blob_ids(&self) -> Result<Vec<BlobId>, IndexError> {
+        self.read("blob_ids", records::blob_ids).await
+    }
+
+    async fn blob_ids_after(
+        &self,
+        after: Option<BlobId>,
+        limit: usize,
+    ) -> Result<Vec<BlobId>, IndexError> {
+        self.read("blob_ids_after", move |c| {
+            records::blob_ids_after(c, after.as_ref(), limit)
+        })
+        .await
+    }
+
+    async fn worker_progress(&self, worker: String) -> Result<Option<WorkerProgress>, IndexError> {
+        self.read("worker_progress", move |c| {
+            records::worker_progress(c, &worker)
+        })
+        .await
+    }
+
+    async fn set_worker_progress(&self, progress: WorkerProgress) -> Result<(), IndexError> {
+        self.write("set_worker_progress", move |c| {
+            records::set_worker_progress(c, &progress)
+        })
+        .await
+    }
+
+    async fn instance_blobs(&self) -> Result<Vec<(String, BlobId)>, IndexError> {
+        self.read("instance_blobs", records::instance_blobs).await
+    }
+
+    async fn enqueue_repairs(&self, items: Vec<(BlobId, usize, String)>) -> Result<(), IndexError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.write("enqueue_repairs", move |c| {
+            for (blob, replica, reason) in &items {
+                records::enqueue_repair(c, blob, *replica, reason)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn due_repairs(&self, limit: usize) -> Result<Vec<RepairItem>, IndexError> {
+        self.read("due_repairs", move |c| {
+            records::due_repairs(c, now_ms(), limit)
+        })
+        .await
+    }
+
+    async fn repairs_for(&self, blob: BlobId) -> Result<Vec<RepairItem>, IndexError> {
+        self.read("repairs_for", move |c| records::repairs_for(c, &blob))
+            .await
+    }
+
+    async fn repair_done(&self, blob: BlobId, replica: usize) -> Result<(), IndexError> {
+        self.write("repair_done", move |c| {
+            records::repair_done(c, &blob, replica)
+        })
+        .await
+    }
+
+    async fn repair_failed(&self, item: RepairItem, reason: String) -> Result<(), IndexError> {
+        self.write("repair_failed", move |c| {
+            records::repair_failed(c, &item, &reason, now_ms())
+        })
+        .await
+    }
+
+    async fn repair_queue_len(&self) -> Result<i64, IndexError> {
+        self.read("repair_queue_len", |c| {
+            Ok(c.query_row("SELECT count(*) FROM repair_queue", [], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<(), IndexError> {
+        self.readers.lock().expect("pool lock").clear();
+        self.writer.stop().await;
+        Ok(())
+    }
+
+    async fn find(
+        &self,
+        q: query::Query,
+    ) -> Result<Vec<dicom_object::InMemDicomObject>, query::QueryError> {
+        if q.is_point() {
+            return self.read_point("find", |c| Ok(query::find(c, &q)))?;
+        }
+        let r = self.read("find", move |c| Ok(query::find(c, &q))).await?;
+        r
+    }
+
+    async fn audit(&self, event: strata_core::audit::AuditEvent) -> Result<(), IndexError> {
+        self.submit("audit", Promise::Durable, move |c| {
+            records::append_audit(c, &event)
+        })
+        .await
+    }
+
+    fn audit_read(
+        &self,
+        event: strata_core::audit::AuditEvent,
+    ) -> BoxFuture<'static, Result<(), IndexError>> {
+        let job = self.writer.submit(Promise::Committed, move |c| {
+            records::append_audit(c, &event)
+        });
+        let (metrics, started) = (self.metrics.clone(), Instant::now());
+        Box::pin(async move {
+            let r = job.await;
+            metrics.observe("index", "audit_read", started.elapsed());
+            r
+        })
+    }
+
+    async fn audit_exported(&self) -> Result<i64, IndexError> {
+        self.read("audit_exported", |c| {
+            Ok(
+                c.query_row("SELECT last_id FROM audit_export WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
+    async fn set_audit_exported(&self, last_id: i64) -> Result<(), IndexError> {
+        self.write("set_audit_exported", move |c| {
+            c.execute(
+                "UPDATE audit_export SET last_id = ?1 WHERE id = 1",
+                [last_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn restore_audit(
+        &self,
+        events: Vec<strata_core::audit::StoredEvent>,
+    ) -> Result<(), IndexError> {
+        self.write("restore_audit", move |c| {
+            for e in &events {
+                records::restore_audit(c, e)?;
+            }
+            if let Some(last) = events.last() {
+                c.execute(
+                    "UPDATE audit_export SET last_id = max(last_id, ?1) WHERE id = 1",
+                    [last.id],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_events(
+        &self,
+        filter: AuditFilter,
+    ) -> Result<Vec<strata_core::audit::StoredEvent>, IndexError> {
+        self.read("audit_events", move |c| records::audit_events(c, &filter))
+            .await
+    }
+
+    async fn peers(&self) -> Result<Vec<strata_core::config::DimsePeer>, IndexError> {
+        self.read("peers", |c| {
+            let mut stmt = c.prepare("SELECT aet, host, port FROM ae_peers ORDER BY aet")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(strata_core::config::DimsePeer {
+                    aet: r.get(0)?,
+                    host: r.get(1)?,
+                    port: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn set_peer(&self, p: strata_core::config::DimsePeer) -> Result<(), IndexError> {
+        self.write("set_peer", move |c| {
+            c.execute(
+                "INSERT INTO ae_peers (aet, host, port, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (aet) DO UPDATE SET host = excluded.host, port = excluded.port,
+                    updated_at = excluded.updated_at",
+                params![p.aet, p.host, p.port, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_peer(&self, aet: String) -> Result<bool, IndexError> {
+        self.write("remove_peer", move |c| {
+            Ok(c.execute("DELETE FROM ae_peers WHERE aet = ?1", [aet])? > 0)
+        })
+        .await
+    }
+
+    async fn instances_under(
+        &self,
+        study: String,
+        series: Option<String>,
+        sop: Option<String>,
+        scope: Scope,
+    ) -> Result<Vec<InstanceRef>, IndexError> {
+        self.read("instances_under", move |c| {
+            records::instances_under(
+                c,
+                &study,
+                series.as_deref(),
+                sop.as_deref(),
+                scope.person_param(),
+            )
+        })
+        .await
+    }
+
+    async fn retention_facts(&self, sops: Vec<String>) -> Result<Vec<RetentionFacts>, IndexError> {
+        self.read("retention_facts", move |c| {
+            records::retention_facts(c, &sops)
+        })
+        .await
+    }
+
+    async fn delete_instances(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError> {
+        self.write("delete_instances", move |c| {
+            records::delete_instances(c, &sops)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> bool {
+        self.read("ping", |c| {
+            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+        })
+        .await
+        .is_ok()
+    }
+
+    async fn count_users(&self) -> Result<i64, IndexError> {
+        self.read("count_users", |c| {
+            Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn create_user(
+        &self,
+        name: String,
+        role: String,
+        password_hash: String,
+        person: Option<String>,
+    ) -> Result<bool, IndexError> {
+        self.write("create_user", move |c| {
+            let n = c.execute(
+                "INSERT INTO users (name, role, password_hash, created_at, person_fk)
+                 VALUES (?1, ?2, ?3, ?4,
+                         (SELECT id FROM persons WHERE uid = ?5 AND merged_into IS NULL))
+                 ON CONFLICT (name) DO NOTHING",
+                params![name, role, password_hash, now_ms(), person],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn bindable(&self, uid: String) -> Result<Result<(), BindRefusal>, IndexError> {
+        self.read("bindable", move |c| {
+            let row: Option<Option<String>> = c
+                .query_row(
+                    "SELECT (SELECT m.uid FROM persons m WHERE m.id = ps.merged_into)
+                     FROM persons ps WHERE ps.uid = ?1",
+                    [uid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(match row {
+                None => Err(BindRefusal::NoPerson),
+                Some(Some(into)) => Err(BindRefusal::Merged(into)),
+                Some(None) => Ok(()),
+            })
+        })
+        .await
+    }
+
+    async fn bind_user(
+        &self,
+        name: String,
+        uid: String,
+    ) -> Result<Result<(), BindRefusal>, IndexError> {
+        self.write("bind_user", move |c| {
+            let person: Option<(i64, Option<i64>)> = c
+                .query_row(
+                    "SELECT id, merged_into FROM persons WHERE uid = ?1",
+                    [&uid],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let id = match person {
+                None => return Ok(Err(BindRefusal::NoPerson)),
+                Some((_, Some(into))) => {
+                    let into: String =
+                        c.query_row("SELECT uid FROM persons WHERE id = ?1", [into], |r| {
+                            r.get(0)
+                        })?;
+                    return Ok(Err(BindRefusal::Merged(into)));
+                }
+                Some((id, None)) => id,
+            };
+            let n = c.execute(
+                "UPDATE users SET person_fk = ?2 WHERE name = ?1",
+                params![name, id],
+            )?;
+            Ok(if n == 1 {
+                Ok(())
+            } else {
+                Err(BindRefusal::NoUser)
+            })
+        })
+        .await
+    }
+
+    async fn users(&self) -> Result<Vec<UserRow>, IndexError> {
+        self.read("users", |c| {
+            let mut stmt = c.prepare(
+                "SELECT u.name, u.role, u.created_at, ps.uid
+                 FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk ORDER BY u.name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(UserRow {
+                    name: r.get(0)?,
+                    role: r.get(1)?,
+                    created_at: r.get(2)?,
+                    person: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn user_credentials(&self, name: String) -> Result<Option<(String, String)>, IndexError> {
+        self.read("user_credentials", move |c| {
+            Ok(c.query_row(
+                "SELECT role, password_hash FROM users WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn add_token(
+        &self,
+        user: String,
+        token_hash: String,
+        label: Option<String>,
+    ) -> Result<bool, IndexError> {
+        self.write("add_token", move |c| {
+            let n = c.execute(
+                "INSERT INTO api_tokens (user_fk, token_hash, label, created_at)
+                 SELECT id, ?2, ?3, ?4 FROM users WHERE name = ?1",
+                params![user, token_hash, label, now_ms()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, token_hash: String) -> Result<bool, IndexError> {
+        self.write("revoke_token", move |c| {
+            Ok(c.execute(
+                "UPDATE api_tokens SET revoked_at = ?2 WHERE token_hash = ?1 AND revoked_at IS NULL",
+                params![token_hash, now_ms()],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn token_principal(
+        &self,
+        token_hash: String,
+    ) -> Result<Option<PrincipalRow>, IndexError> {
+        self.read_point("token_principal", |c| {
+            // The token as a subquery, not a join: SQLite marks the join's statement to be
+            // re-planned whenever its parameter is bound, which would undo the statement cache.
+            Ok(c.prepare_cached(&format!(
+                "SELECT {PRINCIPAL_COLUMNS} FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk
+                 WHERE u.id = (SELECT t.user_fk FROM api_tokens t
+                               WHERE t.token_hash = ?1 AND t.revoked_at IS NULL)"
+            ))?
+            .query_row([token_hash], principal_row)
+            .optional()?)
+        })
+    }
+
+    async fn create_session(
+        &self,
+        id_hash: String,
+        user: String,
+        expires_at: i64,
+    ) -> Result<(), IndexError> {
+        self.write("create_session", move |c| {
+            c.execute(
+                "INSERT INTO sessions (id_hash, user_fk, created_at, expires_at)
+                 SELECT ?1, id, ?3, ?4 FROM users WHERE name = ?2",
+                params![id_hash, user, now_ms(), expires_at],
+            )?;
+            // expired sessions go when new ones come
+            c.execute("DELETE FROM sessions WHERE expires_at < ?1", [now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_principal(&self, id_hash: String) -> Result<Option<PrincipalRow>, IndexError> {
+        self.read_point("session_principal", |c| {
+            // A subquery, as for tokens (token_principal says why).
+            Ok(c.prepare_cached(&format!(
+                "SELECT {PRINCIPAL_COLUMNS} FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk
+                 WHERE u.id = (SELECT s.user_fk FROM sessions s
+                               WHERE s.id_hash = ?1 AND s.expires_at > ?2)"
+            ))?
+            .query_row(params![id_hash, now_ms()], principal_row)
+            .optional()?)
+        })
+    }
+
+    async fn delete_session(&self, id_hash: String) -> Result<(), IndexError> {
+        self.write("delete_session", move |c| {
+            c.execute("DELETE FROM sessions WHERE id_hash = ?1", [id_hash])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn login_failed(&self, name: String, window_ms: i64) -> Result<i64, IndexError> {
+        self.write("login_failed", move |c| {
+            let now = now_ms();
+            c.execute(
+                "DELETE FROM login_failures WHERE at < ?1",
+                [now - window_ms],
+            )?;
+            c.execute(
+                "INSERT INTO login_failures (name, at) VALUES (?1, ?2)",
+                params![name, now],
+            )?;
+            Ok(c.query_row(
+                "SELECT count(*) FROM login_failures WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+}
