@@ -459,19 +459,16 @@ async fn audit(archive: &Archive, command: AuditCommand) -> anyhow::Result<std::
     use strata_core::audit::Verdict;
     use strata_index::AuditFilter;
     match command {
-        AuditCommand::Verify => {
-            let events = archive.index().audit_events(AuditFilter::default()).await?;
-            match strata_core::audit::verify(events) {
-                Verdict::Intact { events } => {
-                    println!("audit trail intact: {events} events");
-                    Ok(std::process::ExitCode::SUCCESS)
-                }
-                Verdict::Broken { id, reason } => {
-                    println!("audit trail BROKEN at event {id}: {reason}");
-                    Ok(std::process::ExitCode::FAILURE)
-                }
+        AuditCommand::Verify => match archive.audit().verify().await? {
+            Verdict::Intact { events } => {
+                println!("audit trail intact: {events} events");
+                Ok(std::process::ExitCode::SUCCESS)
             }
-        }
+            Verdict::Broken { id, reason } => {
+                println!("audit trail BROKEN at event {id}: {reason}");
+                Ok(std::process::ExitCode::FAILURE)
+            }
+        },
         AuditCommand::Export => {
             println!(
                 "copied {} audit events to the replicas",
@@ -493,7 +490,7 @@ async fn audit(archive: &Archive, command: AuditCommand) -> anyhow::Result<std::
                 ..Default::default()
             };
             let mut out = std::io::stdout().lock();
-            for e in archive.index().audit_events(filter).await? {
+            for e in archive.audit().events(filter).await? {
                 writeln!(out, "{}", serde_json::to_string(&e)?)?;
             }
             Ok(std::process::ExitCode::SUCCESS)

@@ -11,6 +11,8 @@ use strata_core::Metrics;
 use strata_index::Index;
 use strata_render::RenderPool;
 use strata_services::admin::Admin;
+use strata_services::audit::AuditTrail;
+use strata_services::auth::Access;
 use strata_services::ingest::Ingest;
 use strata_services::journal::Journal;
 use strata_services::maintenance::Maintenance;
@@ -32,6 +34,8 @@ pub struct Archive {
     reads: Reads,
     pictures: Pictures,
     admin: Admin,
+    access: Access,
+    audit: AuditTrail,
     persons: Persons,
     retention: Retention,
     maintenance: Maintenance,
@@ -121,6 +125,8 @@ impl Archive {
                 config.dimse.peers.clone(),
                 config.data_dir.clone(),
             ),
+            access: Access::new(index.clone()),
+            audit: AuditTrail::new(index.clone()),
             persons: Persons::new(index.clone(), journal.clone()),
             retention: Retention::new(
                 store.clone(),
@@ -147,8 +153,7 @@ impl Archive {
         &self.config
     }
 
-    /// The catalog, for what the doors read (searches, instance lists, persons, the audit
-    /// trail) and the audit events they write.
+    /// The catalog, for what the doors read: searches, instance lists, persons, users.
     pub fn index(&self) -> &Index {
         &self.index
     }
@@ -171,6 +176,16 @@ impl Archive {
 
     pub fn admin(&self) -> &Admin {
         &self.admin
+    }
+
+    /// Credentials: tokens, sessions, signing in and out.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// The audit trail, for the events every door writes.
+    pub fn audit(&self) -> &AuditTrail {
+        &self.audit
     }
 
     pub fn persons(&self) -> &Persons {

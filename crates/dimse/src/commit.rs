@@ -243,7 +243,7 @@ async fn report_later(
         async move {
             let event =
                 AuditEvent::now(&requester, "dimse", "dimse.commit.report", outcome).detail(detail);
-            if let Err(e) = archive.index().audit(event).await {
+            if let Err(e) = archive.audit().record(event).await {
                 tracing::error!("audit trail write failed: {e}");
             }
         }

@@ -42,7 +42,7 @@ pub async fn c_find(
     let event = AuditEvent::now(&session.calling_ae, "dimse", "dimse.find", Outcome::Success)
         .remote(&session.remote)
         .detail(format!("{} matches", matches.len()));
-    let audited = session.archive.index().audit_read(event);
+    let audited = session.archive.audit().record_read(event);
     let ts = session.syntax(pc);
     let message_id = command.message_id();
     for m in matches {

@@ -286,7 +286,7 @@ async fn association(
                 let event = AuditEvent::now(ae, "dimse", "dimse.associate", Outcome::Denied)
                     .remote(&remote)
                     .detail(e.clone());
-                let _ = archive.index().audit(event).await;
+                let _ = archive.audit().record(event).await;
             }
             AssociationError::Negotiation(e)
         }
@@ -342,7 +342,7 @@ where
     let event = AuditEvent::now(&calling_ae, "dimse", "dimse.associate", Outcome::Success)
         .remote(&remote)
         .detail(format!("{} presentation contexts", contexts.len()));
-    let _ = archive.index().audit(event).await;
+    let _ = archive.audit().record(event).await;
     let idle = Duration::from_secs(cfg.idle_timeout_seconds);
     let our_max = cfg.max_pdu_length;
     let permissions = permissions(cfg, &calling_ae);
@@ -601,7 +601,7 @@ impl<'a> Session<'a> {
             .patient(patient_id, study_uid)
             .remote(&self.remote)
             .detail(detail);
-        if let Err(e) = self.archive.index().audit(event).await {
+        if let Err(e) = self.archive.audit().record(event).await {
             tracing::error!("audit trail write failed: {e}");
         }
     }

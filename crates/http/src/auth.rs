@@ -11,20 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use strata_archive::Archive;
 use strata_core::audit::{AuditEvent, Outcome};
-use strata_services::auth::{Permission, Principal, Role, Scope};
+use strata_services::auth::{Holder, Permission, Principal, Scope, SignIn, SESSION_LIFETIME_MS};
 
 pub const SESSION_COOKIE: &str = "strata_session";
-/// A session lasts a working day.
-const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
-/// Failed logins counted over this window for throttling.
-const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
-/// Failures allowed in the window before each answer is delayed.
-const FREE_FAILURES: i64 = 3;
-/// Longest delay of a failed login answer.
-const MAX_DELAY: Duration = Duration::from_secs(8);
 
 /// The caller, as handlers see it: who, and from where.
 #[derive(Debug, Clone)]
@@ -74,29 +65,11 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// Who presented the request's credentials.
-enum Authenticated {
-    /// A principal, and whether it came by session cookie.
-    Caller(Principal, bool),
-    /// A known user who may not act now (a patient account without a live person): the user,
-    /// the role and why.
-    Refused(String, String, String),
-}
-
-/// The user holding the request's credentials, if any.
+/// Who presented the request's credentials, and whether by session cookie.
 async fn authenticate(
     archive: &Archive,
     headers: &HeaderMap,
-) -> Result<Option<Authenticated>, Problem> {
-    let resolve = |row: Option<strata_index::PrincipalRow>, by_cookie: bool| {
-        row.map(|row| {
-            let (name, role) = (row.name.clone(), row.role.clone());
-            match Principal::from_row(row) {
-                Ok(p) => Authenticated::Caller(p, by_cookie),
-                Err(why) => Authenticated::Refused(name, role, why),
-            }
-        })
-    };
+) -> Result<Option<(Holder, bool)>, Problem> {
     if let Some(auth) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -104,20 +77,20 @@ async fn authenticate(
         let Some(token) = auth.strip_prefix("Bearer ").map(str::trim) else {
             return Ok(None);
         };
-        let row = archive
-            .index()
-            .token_principal(strata_services::auth::secret_hash(token))
+        let holder = archive
+            .access()
+            .by_token(token)
             .await
             .map_err(Problem::internal)?;
-        return Ok(resolve(row, false));
+        return Ok(holder.map(|h| (h, false)));
     }
     if let Some(id) = cookie(headers, SESSION_COOKIE) {
-        let row = archive
-            .index()
-            .session_principal(strata_services::auth::secret_hash(&id))
+        let holder = archive
+            .access()
+            .by_session(&id)
             .await
             .map_err(Problem::internal)?;
-        return Ok(resolve(row, true));
+        return Ok(holder.map(|h| (h, true)));
     }
     Ok(None)
 }
@@ -166,17 +139,17 @@ pub async fn require_caller(
     match authenticate(&archive, req.headers()).await {
         Err(p) => p.into_response(),
         Ok(None) => Problem::unauthorized().into_response(),
-        Ok(Some(Authenticated::Refused(user, role, why))) => {
+        Ok(Some((Holder::Refused { user, role, why }, _))) => {
             let event = AuditEvent::now(&user, &role, "http.refused", Outcome::Denied)
                 .remote(&remote)
                 .patient(None, study)
                 .detail(format!("{what}: {why}"));
-            if let Err(e) = archive.index().audit(event).await {
+            if let Err(e) = archive.audit().record(event).await {
                 return Problem::internal(e).into_response();
             }
             Problem::forbidden(why).into_response()
         }
-        Ok(Some(Authenticated::Caller(principal, by_cookie))) => {
+        Ok(Some((Holder::Principal(principal), by_cookie))) => {
             let unsafe_method =
                 !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
             if by_cookie && unsafe_method && !same_origin(req.headers()) {
@@ -202,7 +175,7 @@ pub async fn require_caller(
                     .event("http.refused", Outcome::Denied)
                     .patient(None, study)
                     .detail(detail);
-                if let Err(e) = archive.index().audit(event).await {
+                if let Err(e) = archive.audit().record(event).await {
                     // no answer without its audit event
                     return Problem::internal(e).into_response();
                 }
@@ -227,55 +200,29 @@ pub async fn login(
     let Json(login) = body.map_err(|e| {
         Problem::bad_request(format!("expected JSON {{\"user\", \"password\"}}: {e}"))
     })?;
-    let creds = archive
-        .index()
-        .user_credentials(login.user.clone())
+    let signed_in = archive
+        .access()
+        .sign_in(&login.user, &login.password)
         .await
         .map_err(Problem::internal)?;
-    let valid = match &creds {
-        Some((_, hash)) => {
-            let (pw, hash) = (login.password.clone(), hash.clone());
-            tokio::task::spawn_blocking(move || strata_services::auth::verify_password(&pw, &hash))
-                .await
-                .unwrap_or(false)
+    let (id, role) = match signed_in {
+        SignIn::Session { id, role } => (id, role),
+        SignIn::Refused { failures } => {
+            let event =
+                AuditEvent::now(&login.user, "-", "http.login", Outcome::Failure).remote(addr);
+            let _ = archive
+                .audit()
+                .record(event.detail(format!("{failures} failures in 15 minutes")))
+                .await;
+            return Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong user name or password",
+            ));
         }
-        None => false,
     };
-    let role = creds.as_ref().and_then(|(r, _)| Role::parse(r));
-    let (true, Some(role)) = (valid, role) else {
-        let failures = archive
-            .index()
-            .login_failed(login.user.clone(), FAILURE_WINDOW_MS)
-            .await
-            .map_err(Problem::internal)?;
-        let event = AuditEvent::now(&login.user, "-", "http.login", Outcome::Failure).remote(addr);
-        let _ = archive
-            .index()
-            .audit(event.detail(format!("{failures} failures in 15 minutes")))
-            .await;
-        if failures > FREE_FAILURES {
-            let delay = Duration::from_secs(1 << (failures - FREE_FAILURES).min(4)).min(MAX_DELAY);
-            tokio::time::sleep(delay).await;
-        }
-        return Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "wrong user name or password",
-        ));
-    };
-    let id = strata_services::auth::new_secret("sid_");
-    let expires = strata_core::now_ms() + SESSION_LIFETIME_MS;
-    archive
-        .index()
-        .create_session(
-            strata_services::auth::secret_hash(&id),
-            login.user.clone(),
-            expires,
-        )
-        .await
-        .map_err(Problem::internal)?;
     let event =
         AuditEvent::now(&login.user, role.as_str(), "http.login", Outcome::Success).remote(addr);
-    let _ = archive.index().audit(event).await;
+    let _ = archive.audit().record(event).await;
     let cookie = format!(
         "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
         SESSION_LIFETIME_MS / 1000
@@ -291,8 +238,8 @@ pub async fn logout(
 ) -> Result<Response, Problem> {
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
         archive
-            .index()
-            .delete_session(strata_services::auth::secret_hash(&id))
+            .access()
+            .sign_out(&id)
             .await
             .map_err(Problem::internal)?;
     }

@@ -114,14 +114,10 @@ async fn audit(
         until: num("until")?,
         limit: Some(num("limit")?.unwrap_or(1000).clamp(1, 100_000) as usize),
     };
-    let events = a
-        .index()
-        .audit_events(filter)
-        .await
-        .map_err(Problem::internal)?;
+    let events = a.audit().events(filter).await.map_err(Problem::internal)?;
     let _ = a
-        .index()
-        .audit(
+        .audit()
+        .record(
             caller
                 .event("http.audit", Outcome::Success)
                 .detail(format!("{} events", events.len())),

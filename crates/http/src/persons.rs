@@ -85,8 +85,8 @@ async fn search(
     );
     let found = a.index().persons(q).await.map_err(problem)?;
     let _ = a
-        .index()
-        .audit(
+        .audit()
+        .record(
             caller
                 .event("mpi.search", Outcome::Success)
                 .detail(format!("{detail}: {} persons", found.len())),
@@ -117,8 +117,8 @@ async fn person(
         .map(|i| format!("{}/{}", i.issuer, i.patient_id))
         .collect();
     let _ = a
-        .index()
-        .audit(
+        .audit()
+        .record(
             caller
                 .event("mpi.person", Outcome::Success)
                 .patient(view.identifiers.first().map(|i| i.patient_id.clone()), None)
@@ -135,8 +135,8 @@ async fn operate(
 ) -> Result<Json<strata_index::MpiChange>, Problem> {
     if let Err(p) = caller.require(Permission::Administer) {
         let _ = a
-            .index()
-            .audit(
+            .audit()
+            .record(
                 caller
                     .event("mpi.operation", Outcome::Denied)
                     .detail(format!("{op:?}")),
@@ -155,8 +155,8 @@ async fn operate(
         Ok(change) => Ok(Json(change)),
         Err(e) => {
             let _ = a
-                .index()
-                .audit(
+                .audit()
+                .record(
                     caller
                         .event("mpi.operation", Outcome::Failure)
                         .detail(format!("{op:?}: {e}")),
@@ -298,8 +298,8 @@ async fn review_items(
     caller.require(Permission::Administer)?;
     let items = a.index().review_items(q.all).await.map_err(problem)?;
     let _ = a
-        .index()
-        .audit(
+        .audit()
+        .record(
             caller
                 .event("mpi.review_list", Outcome::Success)
                 .detail(format!("{} items", items.len())),
@@ -350,8 +350,8 @@ async fn match_demographics(
     let identity = body(b)?;
     let (decision, person, scored) = a.index().mpi_match(identity).await.map_err(problem)?;
     let _ = a
-        .index()
-        .audit(
+        .audit()
+        .record(
             caller
                 .event("mpi.match", Outcome::Success)
                 .detail(format!("{} candidates", scored.len())),
@@ -375,8 +375,8 @@ async fn rematch(
     caller.require(Permission::Administer)?;
     let moved = a.persons().rematch().await.map_err(problem)?;
     let _ = a
-        .index()
-        .audit(
+        .audit()
+        .record(
             caller
                 .event("mpi.rematch", Outcome::Success)
                 .detail(format!("{moved} identities moved")),

@@ -35,6 +35,7 @@ use strata_render::stream::{
 use strata_render::{Priority, Rendered};
 use strata_services::auth::Permission;
 use strata_services::pictures::open_series;
+use strata_services::ServiceError;
 
 /// Largest client message: view states are a few hundred bytes.
 const MAX_CLIENT_MESSAGE: usize = 64 << 10;
@@ -266,21 +267,18 @@ impl Session {
         ) {
             (true, true) => self
                 .archive
-                .index()
-                .instances_under(
-                    o.study.clone(),
-                    Some(o.series.clone()),
-                    None,
-                    self.caller.scope(),
-                )
+                .reads()
+                .resolve(&o.study, Some(&o.series), None, self.caller.scope())
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| match e {
+                    ServiceError::NotInScope => {
+                        format!("no series {} in study {}", o.series, o.study)
+                    }
+                    e => e.to_string(),
+                }),
             _ => Err("study and series must be valid DICOM UIDs".to_string()),
         };
         let opened = found.and_then(|refs| {
-            if refs.is_empty() {
-                return Err(format!("no series {} in study {}", o.series, o.study));
-            }
             let opened = open_series(&refs)?;
             Ok((refs[0].patient_id.clone(), opened))
         });
@@ -298,7 +296,7 @@ impl Session {
                             "series {}: outside the caller's studies or absent",
                             o.series
                         ));
-                    if let Err(e) = self.archive.index().audit_read(event).await {
+                    if let Err(e) = self.archive.audit().record_read(event).await {
                         tracing::error!("audit failed: {e}");
                     }
                 }
@@ -315,7 +313,7 @@ impl Session {
                 opened.series,
                 opened.slices.len()
             ));
-        if let Err(e) = self.archive.index().audit_read(event).await {
+        if let Err(e) = self.archive.audit().record_read(event).await {
             // no access without its audit event
             tracing::error!("audit failed: {e}");
             let msg = error_message(None, "the archive cannot record the access now");

@@ -8,8 +8,19 @@ use argon2::Argon2;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use strata_index::PrincipalRow;
+use crate::ServiceError;
+use std::time::Duration;
 pub use strata_index::Scope;
+use strata_index::{Index, PrincipalRow};
+
+/// A session lasts a working day.
+pub const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
+/// Failed sign-ins of one user name counted over this window for throttling.
+const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Failures allowed in the window before each refusal is delayed.
+const FREE_FAILURES: i64 = 3;
+/// Longest delay of a refused sign-in.
+const MAX_DELAY: Duration = Duration::from_secs(8);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -134,6 +145,100 @@ impl Principal {
             scope,
             person,
         })
+    }
+}
+
+/// Who holds a credential (a token or a session).
+#[derive(Debug, Clone)]
+pub enum Holder {
+    Principal(Principal),
+    /// A known user who may not act now (a patient account without a live person): the user,
+    /// the role and why.
+    Refused {
+        user: String,
+        role: String,
+        why: String,
+    },
+}
+
+/// How a sign-in ended.
+#[derive(Debug, Clone)]
+pub enum SignIn {
+    /// A new session: its id (shown once, only its hash is kept) and the user's role.
+    Session { id: String, role: Role },
+    /// Wrong user name or password; `failures` in the last 15 minutes for this name (after the
+    /// first few, each refusal came only after a delay that doubles up to 8 s).
+    Refused { failures: i64 },
+}
+
+/// Credentials: who holds a token or a session, signing in and out.
+#[derive(Clone)]
+pub struct Access {
+    index: Index,
+}
+
+impl Access {
+    pub fn new(index: Index) -> Access {
+        Access { index }
+    }
+
+    /// The holder of API token `token`, if it is live.
+    pub async fn by_token(&self, token: &str) -> Result<Option<Holder>, ServiceError> {
+        let row = self.index.token_principal(secret_hash(token)).await?;
+        Ok(row.map(holder))
+    }
+
+    /// The holder of session `id`, if it is live.
+    pub async fn by_session(&self, id: &str) -> Result<Option<Holder>, ServiceError> {
+        let row = self.index.session_principal(secret_hash(id)).await?;
+        Ok(row.map(holder))
+    }
+
+    /// Checks a user name and password; a new session when they are right. Refusals are
+    /// counted per name, and after the first few each one is answered only after a delay.
+    pub async fn sign_in(&self, user: &str, password: &str) -> Result<SignIn, ServiceError> {
+        let creds = self.index.user_credentials(user.to_string()).await?;
+        let valid = match &creds {
+            Some((_, hash)) => {
+                let (pw, hash) = (password.to_string(), hash.clone());
+                tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
+                    .await
+                    .unwrap_or(false)
+            }
+            None => false,
+        };
+        let role = creds.as_ref().and_then(|(r, _)| Role::parse(r));
+        let (true, Some(role)) = (valid, role) else {
+            let failures = self
+                .index
+                .login_failed(user.to_string(), FAILURE_WINDOW_MS)
+                .await?;
+            if failures > FREE_FAILURES {
+                let delay =
+                    Duration::from_secs(1 << (failures - FREE_FAILURES).min(4)).min(MAX_DELAY);
+                tokio::time::sleep(delay).await;
+            }
+            return Ok(SignIn::Refused { failures });
+        };
+        let id = new_secret("sid_");
+        let expires = strata_core::now_ms() + SESSION_LIFETIME_MS;
+        self.index
+            .create_session(secret_hash(&id), user.to_string(), expires)
+            .await?;
+        Ok(SignIn::Session { id, role })
+    }
+
+    /// Ends session `id`.
+    pub async fn sign_out(&self, id: &str) -> Result<(), ServiceError> {
+        Ok(self.index.delete_session(secret_hash(id)).await?)
+    }
+}
+
+fn holder(row: PrincipalRow) -> Holder {
+    let (user, role) = (row.name.clone(), row.role.clone());
+    match Principal::from_row(row) {
+        Ok(p) => Holder::Principal(p),
+        Err(why) => Holder::Refused { user, role, why },
     }
 }
 

@@ -10,13 +10,14 @@
 //!   re-estimation.
 //! - [`reindex`]: the index rebuilt from one replica.
 //! - [`admin`]: users, tokens and the AE table. [`auth`]: roles, permissions, principals,
-//!   passwords and secrets.
+//!   credentials, signing in and out. [`audit`]: the audit trail as the doors write it.
 //! - [`retention`]: how long a record is kept, and deletion. [`persons`]: the MPI's decisions.
 //!
 //! A service never speaks a protocol: the doors map its answers ([`ServiceError`], the
 //! ingest's [`ingest::IngestError`]) to DIMSE statuses and HTTP problems.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 mod error;
 pub mod ingest;

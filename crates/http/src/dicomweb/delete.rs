@@ -39,16 +39,16 @@ async fn delete(
     match archive.retention().delete_instances(sops).await {
         Ok(n) => {
             archive
-                .index()
-                .audit(event(Outcome::Success).detail(format!("{n} instances")))
+                .audit()
+                .record(event(Outcome::Success).detail(format!("{n} instances")))
                 .await
                 .map_err(Problem::internal)?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Err(e @ ServiceError::Retained { .. }) => {
             archive
-                .index()
-                .audit(event(Outcome::Denied).detail(e.to_string()))
+                .audit()
+                .record(event(Outcome::Denied).detail(e.to_string()))
                 .await
                 .map_err(Problem::internal)?;
             Err(e.into())

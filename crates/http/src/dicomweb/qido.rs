@@ -272,7 +272,7 @@ async fn search(
         event
     };
     // The event commits while the answer is written out below; nothing is sent before it has.
-    let recorded = archive.index().audit_read(event);
+    let recorded = archive.audit().record_read(event);
     let body = json_array(&out);
     recorded.await.map_err(Problem::internal)?;
     Ok((

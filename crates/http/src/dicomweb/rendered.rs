@@ -276,8 +276,8 @@ async fn audit(
         )
         .detail(detail);
     archive
-        .index()
-        .audit_read(event)
+        .audit()
+        .record_read(event)
         .await
         .map_err(Problem::internal)
 }

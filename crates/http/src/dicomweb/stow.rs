@@ -211,8 +211,8 @@ async fn store(
                     .event("http.stow", Outcome::Failure)
                     .detail(e.to_string());
                 archive
-                    .index()
-                    .audit(event)
+                    .audit()
+                    .record(event)
                     .await
                     .map_err(Problem::internal)?;
                 failed.push(failure("", "", reason));

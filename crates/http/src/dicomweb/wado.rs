@@ -86,8 +86,8 @@ async fn audit(
         )
         .detail(format!("{} instances", refs.len()));
     archive
-        .index()
-        .audit_read(event)
+        .audit()
+        .record_read(event)
         .await
         .map_err(Problem::internal)
 }

@@ -69,8 +69,8 @@ pub async fn wado(
     let event = c
         .event("http.wado_uri", Outcome::Success)
         .patient(Some(r.patient_id.clone()), Some(study));
-    a.index()
-        .audit_read(event.detail(r.sop_uid.clone()))
+    a.audit()
+        .record_read(event.detail(r.sop_uid.clone()))
         .await
         .map_err(Problem::internal)?;
     Ok(([(header::CONTENT_TYPE, "application/dicom")], bytes).into_response())
@@ -174,8 +174,8 @@ async fn rendered(
             },
         )
         .patient(Some(r.patient_id.clone()), Some(study));
-    a.index()
-        .audit_read(event.detail(format!("{} as {}", r.sop_uid, format.media_type())))
+    a.audit()
+        .record_read(event.detail(format!("{} as {}", r.sop_uid, format.media_type())))
         .await
         .map_err(Problem::internal)?;
     Ok(([(header::CONTENT_TYPE, format.media_type())], outcome?).into_response())
