@@ -41,7 +41,9 @@ EOF
 )
 
 PORT="$(free_port)"
-STRATA_LOG="strata_http::stream=debug,warn" "$STRATA" --data "$D" serve \
+# (the stream module's log target moved with the workspace; both are named so that older builds
+# can be measured too)
+STRATA_LOG="strata_http::stream=debug,strata::render::stream=debug,warn" "$STRATA" --data "$D" serve \
     --http "127.0.0.1:$PORT" --dimse 127.0.0.1:0 2>"$WORK/server.log" &
 SPID=$!
 wait_for 30 curl -sf "http://127.0.0.1:$PORT/healthz"

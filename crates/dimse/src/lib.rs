@@ -1,10 +1,12 @@
-//! DIMSE: the DICOM network door (PS3.7 messages, PS3.8 associations, PS3.4 services).
+//! DIMSE, the DICOM network door (layer 4): PS3.7 messages, PS3.8 associations, PS3.4 services.
 //!
 //! dicom-ul negotiates each association (presentation contexts, AE titles, maximum PDU sizes);
-//! from then on this module reads and writes PDUs itself, so a C-CANCEL can be read while a
-//! C-FIND is still sending pending responses. [`message`] is the wire layer; [`store`] and
-//! [`find`] are the services. DIMSE never stores or indexes anything itself: C-STORE goes
-//! through the archive's ingest service, C-FIND asks the index.
+//! from then on this crate reads and writes PDUs itself, so a C-CANCEL can be read while a
+//! C-FIND is still sending pending responses. [`message`] is the wire layer; the services are
+//! [`store`] (C-STORE), [`find`] (C-FIND), [`retrieve`] (C-MOVE and C-GET) and [`commit`]
+//! (Storage Commitment); [`storage_classes`] lists what may be stored and [`tls`] is DICOM TLS.
+//! DIMSE never stores, indexes or audits anything itself: C-STORE goes through the archive's
+//! ingest service, C-FIND reads the catalog, every event goes to the audit trail service.
 
 pub mod commit;
 pub mod find;

@@ -8,16 +8,20 @@
 //! - [`sqlite`] is the embedded backend: one database file (WAL), one writer thread that
 //!   commits jobs in groups so concurrent ingests share fsyncs ([`writer`]: each job in its own
 //!   savepoint, answered only after COMMIT), a small pool of reader connections. Its SQL lives
-//!   in [`records`] (instances and the rows around them), [`users`], [`mpi`] (the person index's
-//!   tables) and [`query`] (C-FIND and QIDO-RS matching).
+//!   in [`records`] (instances and the rows around them), [`repairs`], [`audit`], [`users`],
+//!   [`mpi`] (the person index's tables), [`progress`] (the workers' places) and [`query`]
+//!   (C-FIND and QIDO-RS matching).
 //! - [`rows`] and the types re-exported here are what the catalog answers.
 //!
 //! This crate is the only one that writes SQL.
 
+mod audit;
 mod catalog;
 mod mpi;
+mod progress;
 pub mod query;
 mod records;
+mod repairs;
 mod rows;
 pub mod sqlite;
 mod users;

@@ -244,10 +244,10 @@ impl Catalog for SqliteIndex {
         self.write("insert_instance_audited", move |c| {
             let outcome = records::insert_instance(c, &rec, on_conflict)?;
             for (blob, replica, reason) in &failed_copies {
-                records::enqueue_repair(c, blob, *replica, reason)?;
+                repairs::enqueue_repair(c, blob, *replica, reason)?;
             }
             if let Some(event) = &audit {
-                records::append_audit(c, event)?;
+                audit::append_audit(c, event)?;
             }
             Ok(outcome)
         })
@@ -264,7 +264,7 @@ impl Catalog for SqliteIndex {
         self.write("mpi_op", move |c| {
             let change = mpi::apply_op(c, &op, &actor)?;
             journal(&change).map_err(IndexError::Journal)?;
-            records::append_audit(c, &audit)?;
+            audit::append_audit(c, &audit)?;
             Ok(change)
         })
         .await
@@ -367,14 +367,14 @@ impl Catalog for SqliteIndex {
 
     async fn worker_progress(&self, worker: String) -> Result<Option<WorkerProgress>, IndexError> {
         self.read("worker_progress", move |c| {
-            records::worker_progress(c, &worker)
+            progress::worker_progress(c, &worker)
         })
         .await
     }
 
     async fn set_worker_progress(&self, progress: WorkerProgress) -> Result<(), IndexError> {
         self.write("set_worker_progress", move |c| {
-            records::set_worker_progress(c, &progress)
+            progress::set_worker_progress(c, &progress)
         })
         .await
     }
@@ -389,7 +389,7 @@ impl Catalog for SqliteIndex {
         }
         self.write("enqueue_repairs", move |c| {
             for (blob, replica, reason) in &items {
-                records::enqueue_repair(c, blob, *replica, reason)?;
+                repairs::enqueue_repair(c, blob, *replica, reason)?;
             }
             Ok(())
         })
@@ -398,26 +398,26 @@ impl Catalog for SqliteIndex {
 
     async fn due_repairs(&self, limit: usize) -> Result<Vec<RepairItem>, IndexError> {
         self.read("due_repairs", move |c| {
-            records::due_repairs(c, now_ms(), limit)
+            repairs::due_repairs(c, now_ms(), limit)
         })
         .await
     }
 
     async fn repairs_for(&self, blob: BlobId) -> Result<Vec<RepairItem>, IndexError> {
-        self.read("repairs_for", move |c| records::repairs_for(c, &blob))
+        self.read("repairs_for", move |c| repairs::repairs_for(c, &blob))
             .await
     }
 
     async fn repair_done(&self, blob: BlobId, replica: usize) -> Result<(), IndexError> {
         self.write("repair_done", move |c| {
-            records::repair_done(c, &blob, replica)
+            repairs::repair_done(c, &blob, replica)
         })
         .await
     }
 
     async fn repair_failed(&self, item: RepairItem, reason: String) -> Result<(), IndexError> {
         self.write("repair_failed", move |c| {
-            records::repair_failed(c, &item, &reason, now_ms())
+            repairs::repair_failed(c, &item, &reason, now_ms())
         })
         .await
     }
@@ -448,7 +448,7 @@ impl Catalog for SqliteIndex {
 
     async fn audit(&self, event: strata_core::audit::AuditEvent) -> Result<(), IndexError> {
         self.submit("audit", Promise::Durable, move |c| {
-            records::append_audit(c, &event)
+            audit::append_audit(c, &event)
         })
         .await
     }
@@ -457,9 +457,9 @@ impl Catalog for SqliteIndex {
         &self,
         event: strata_core::audit::AuditEvent,
     ) -> BoxFuture<'static, Result<(), IndexError>> {
-        let job = self.writer.submit(Promise::Committed, move |c| {
-            records::append_audit(c, &event)
-        });
+        let job = self
+            .writer
+            .submit(Promise::Committed, move |c| audit::append_audit(c, &event));
         let (metrics, started) = (self.metrics.clone(), Instant::now());
         Box::pin(async move {
             let r = job.await;
@@ -496,7 +496,7 @@ impl Catalog for SqliteIndex {
     ) -> Result<(), IndexError> {
         self.write("restore_audit", move |c| {
             for e in &events {
-                records::restore_audit(c, e)?;
+                audit::restore_audit(c, e)?;
             }
             if let Some(last) = events.last() {
                 c.execute(
@@ -513,7 +513,7 @@ impl Catalog for SqliteIndex {
         &self,
         filter: AuditFilter,
     ) -> Result<Vec<strata_core::audit::StoredEvent>, IndexError> {
-        self.read("audit_events", move |c| records::audit_events(c, &filter))
+        self.read("audit_events", move |c| audit::audit_events(c, &filter))
             .await
     }
 

@@ -1,14 +1,16 @@
-//! The master person index: which local patient keys are one person. It holds the name
-//! normalisation the whole archive shares, so that searching and matching agree: a search key
-//! (upper case, Latin accents folded) and a phonetic key (Double Metaphone of the family and
+//! Person matching for the master person index (layer 0, pure: no storage, no protocol): which
+//! local patient keys are one person. It holds the name normalisation the whole archive shares,
+//! so that searching and matching agree: a search key ([`name_key`]: upper case, accents folded
+//! by the one folding of [`normalise`]) and a phonetic key (Double Metaphone of the family and
 //! given names) for fuzzy matching.
 //!
-//! Matching goes in four steps, one module each: [`normalise`] puts a record's demographics in
-//! one form and gives its blocking keys; [`compare`] grades two records field by field; [`model`]
-//! weighs the grades (Fellegi–Sunter, estimated by EM without labels) and holds the thresholds;
-//! [`decide`] links an incoming record to a person, makes a new one, or sends it to review.
-//! [`batch`] links a whole file at once (`strata mpi link`). Storing persons is the index's job,
-//! not this module's.
+//! [`key`] is the local patient key and its issuer rule. Matching goes in four steps, one module
+//! each: [`normalise`] puts a record's demographics in one form and gives its blocking keys;
+//! [`compare`] grades two records field by field; [`model`] weighs the grades (Fellegi–Sunter,
+//! estimated by EM without labels) and holds the thresholds; [`decide`] links an incoming record
+//! to a person, makes a new one, or sends it to review, and weighs the sender's own word
+//! (OtherPatientIDsSequence). [`batch`] links a whole file at once (`strata mpi link`). Storing
+//! persons is the index's job; the HTTP API is the HTTP door's.
 
 use rphonetic::{DoubleMetaphone, Encoder};
 use serde::{Deserialize, Serialize};

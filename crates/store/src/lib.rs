@@ -1,6 +1,14 @@
-//! The store: content-addressed, encrypted, replicated blobs. It is the only module that touches
-//! object_store. Callers hand it plaintext (bytes or a spooled file) and get back a [`BlobId`];
-//! they read plaintext back by id. What lies on the replicas is ciphertext under keyed names.
+//! The store (layer 1): content-addressed, encrypted, replicated blobs. It is the only crate that
+//! touches object_store. Callers hand it plaintext (bytes or a spooled file) and get back a
+//! [`BlobId`]; they read plaintext back by id. What lies on the replicas is ciphertext under
+//! keyed names.
+//!
+//! - [`address`]: the keyed hash that names a blob.
+//! - [`crypt`]: sealing (AES-256-GCM in segments, keys derived from the master key).
+//! - [`direct`]: page-aligned buffers written straight to local disks (`O_DIRECT`).
+//! - [`replicas`]: the copies on every replica, the write quorum, reads with fallback.
+//! - [`durability`]: one `syncfs` barrier per filesystem shared by concurrent puts.
+//! - [`scrub`]: one blob's copies verified, and repaired when asked.
 //!
 //! The store never writes the index: it reports the replicas whose copy failed (on write or on
 //! read) and the caller queues those repairs durably; [`Store::repair`] carries one out.

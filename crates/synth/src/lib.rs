@@ -1,4 +1,5 @@
-//! Synthetic DICOM workload generator.
+//! Synthetic DICOM workload generator (dev only: a dependency of the tests, examples and
+//! benchmarks, never of the archive itself).
 //!
 //! Strata needs realistic-looking DICOM data for tests, benchmarks and demos, but
 //! real patient data cannot be shipped or shared. This module fabricates CT and MR

@@ -1,0 +1,96 @@
+//! The audit trail's rows: appended with their chain hash, restored as they were, read back.
+
+use crate::rows::*;
+use crate::IndexError;
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub(super) fn append_audit(
+    c: &Connection,
+    e: &strata_core::audit::AuditEvent,
+) -> Result<(), IndexError> {
+    // Cached statements: every request that touches patient data comes through here.
+    let prev: String = c
+        .prepare_cached("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or_else(|| strata_core::audit::GENESIS.to_string());
+    let hash = strata_core::audit::chain_hash(&prev, e);
+    c.prepare_cached(
+        "INSERT INTO audit (at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![e.at, e.actor, e.role, e.action, e.patient_id, e.study_uid, e.outcome.as_str(), e.remote, e.detail, prev, hash])?;
+    Ok(())
+}
+
+pub(super) fn restore_audit(
+    c: &Connection,
+    e: &strata_core::audit::StoredEvent,
+) -> Result<(), IndexError> {
+    let v = &e.event;
+    c.execute(
+        "INSERT OR IGNORE INTO audit (id, at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![e.id, v.at, v.actor, v.role, v.action, v.patient_id, v.study_uid, v.outcome.as_str(), v.remote, v.detail, e.prev_hash, e.hash],
+    )?;
+    Ok(())
+}
+
+pub(super) fn audit_events(
+    c: &Connection,
+    f: &AuditFilter,
+) -> Result<Vec<strata_core::audit::StoredEvent>, IndexError> {
+    let mut sql = String::from(
+        "SELECT id, at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash
+         FROM audit WHERE 1 = 1",
+    );
+    let mut p: Vec<rusqlite::types::Value> = Vec::new();
+    let mut add = |cond: &str, v: rusqlite::types::Value| {
+        sql.push_str(&format!(" AND {cond} ?{}", p.len() + 1));
+        p.push(v);
+    };
+    if let Some(id) = f.after_id {
+        add("id >", id.into());
+    }
+    if let Some(a) = &f.actor {
+        add("actor =", a.clone().into());
+    }
+    if let Some(a) = &f.action {
+        add("action =", a.clone().into());
+    }
+    if let Some(a) = &f.patient_id {
+        add("patient_id =", a.clone().into());
+    }
+    if let Some(t) = f.since {
+        add("at >=", t.into());
+    }
+    if let Some(t) = f.until {
+        add("at <=", t.into());
+    }
+    sql.push_str(" ORDER BY id");
+    if let Some(l) = f.limit {
+        sql.push_str(&format!(" LIMIT {l}"));
+    }
+    let mut stmt = c.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(p), |r| {
+        let outcome: String = r.get(7)?;
+        Ok(strata_core::audit::StoredEvent {
+            id: r.get(0)?,
+            event: strata_core::audit::AuditEvent {
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                role: r.get(3)?,
+                action: r.get(4)?,
+                patient_id: r.get(5)?,
+                study_uid: r.get(6)?,
+                outcome: strata_core::audit::Outcome::parse(&outcome)
+                    .unwrap_or(strata_core::audit::Outcome::Failure),
+                remote: r.get(8)?,
+                detail: r.get(9)?,
+            },
+            prev_hash: r.get(10)?,
+            hash: r.get(11)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,53 @@
+//! Where the workers that walk the archive have got to.
+
+use crate::records::blob;
+use crate::rows::*;
+use crate::IndexError;
+use rusqlite::{params, Connection, OptionalExtension};
+use strata_core::now_ms;
+
+pub(super) fn worker_progress(
+    c: &Connection,
+    worker: &str,
+) -> Result<Option<WorkerProgress>, IndexError> {
+    Ok(c.prepare_cached(
+        "SELECT worker, pass, cursor, done, pass_started_at, last_pass_finished_at,
+                    last_pass_blobs
+             FROM worker_progress WHERE worker = ?1",
+    )?
+    .query_row([worker], |r| {
+        Ok(WorkerProgress {
+            worker: r.get(0)?,
+            pass: r.get(1)?,
+            cursor: r.get::<_, Option<String>>(2)?.map(blob).transpose()?,
+            done: r.get(3)?,
+            pass_started_at: r.get(4)?,
+            last_pass_finished_at: r.get(5)?,
+            last_pass_blobs: r.get(6)?,
+        })
+    })
+    .optional()?)
+}
+
+pub(super) fn set_worker_progress(c: &Connection, p: &WorkerProgress) -> Result<(), IndexError> {
+    c.prepare_cached(
+        "INSERT INTO worker_progress (worker, pass, cursor, done, pass_started_at,
+            last_pass_finished_at, last_pass_blobs, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (worker) DO UPDATE SET pass = excluded.pass, cursor = excluded.cursor,
+            done = excluded.done, pass_started_at = excluded.pass_started_at,
+            last_pass_finished_at = excluded.last_pass_finished_at,
+            last_pass_blobs = excluded.last_pass_blobs, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        p.worker,
+        p.pass,
+        p.cursor.map(|b| b.to_hex()),
+        p.done,
+        p.pass_started_at,
+        p.last_pass_finished_at,
+        p.last_pass_blobs,
+        now_ms()
+    ])?;
+    Ok(())
+}
