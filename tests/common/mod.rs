@@ -50,6 +50,43 @@ impl TestArchive {
         self.cmd().args(args).output().expect("running strata")
     }
 
+    /// Runs `strata <args>`; returns its output and its peak resident memory in KiB (from the
+    /// kernel's accounting when it is reaped).
+    // the child is reaped by wait4, which also gives its peak memory; std's wait would not
+    #[allow(clippy::zombie_processes)]
+    pub fn run_measured(&self, args: &[&str]) -> (Output, u64) {
+        use std::io::Read;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running strata");
+        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let out = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            out.read_to_end(&mut b).map(|_| b)
+        });
+        let err = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            err.read_to_end(&mut b).map(|_| b)
+        });
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value; wait4 reaps this child, which nothing
+        // else waits for.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        assert_eq!(pid, child.id() as i32, "wait4 failed");
+        let output = Output {
+            status: std::os::unix::process::ExitStatusExt::from_raw(status),
+            stdout: out.join().unwrap().unwrap(),
+            stderr: err.join().unwrap().unwrap(),
+        };
+        (output, usage.ru_maxrss as u64)
+    }
+
     /// Runs `strata <args>` and insists it succeeded; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -103,6 +140,27 @@ pub fn sop_uid(path: &Path) -> String {
         .expect("text")
         .trim_end_matches('\0')
         .to_string()
+}
+
+/// The DICOMweb path of the instance in a Part-10 file:
+/// `/dicomweb/studies/{study}/series/{series}/instances/{instance}`.
+pub fn instance_path(path: &Path) -> String {
+    use dicom_dictionary_std::tags;
+    let obj = dicom_object::open_file(path).expect("a DICOM file");
+    let uid = |tag| {
+        obj.element(tag)
+            .expect("a UID")
+            .to_str()
+            .expect("text")
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    format!(
+        "/dicomweb/studies/{}/series/{}/instances/{}",
+        uid(tags::STUDY_INSTANCE_UID),
+        uid(tags::SERIES_INSTANCE_UID),
+        uid(tags::SOP_INSTANCE_UID)
+    )
 }
 
 /// Every regular file below `dir`.
@@ -188,6 +246,17 @@ impl TestArchive {
 }
 
 impl Server {
+    /// The server's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+
     pub fn port(&self) -> String {
         self.dimse.port().to_string()
     }

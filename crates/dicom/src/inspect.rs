@@ -74,29 +74,101 @@ fn inspect_unguarded<R: Read + Seek>(
         .ok_or_else(|| invalid(format!("unknown transfer syntax {ts_uid}")))?;
 
     // Walk every element to the end: a truncated or garbled file is refused here, before
-    // anything is stored. A deflated data set is checked by parsing it whole instead.
+    // anything is stored. A deflated data set is walked as it inflates, within bounds.
     if ts.is_unsupported() {
         return Err(invalid(format!(
             "transfer syntax {ts_uid} ({}) is not supported",
             ts.name()
         )));
     }
-    let deflated = matches!(ts.codec(), Codec::Dataset(_));
-    if !deflated {
+    if matches!(ts.codec(), Codec::Dataset(_)) {
+        walk_deflated(&mut r, dataset_start, len)?;
+    } else {
         let mut dec = DynStatefulDecoder::new_with_ts(&mut r, ts, dataset_start)
             .map_err(|e| invalid(format!("cannot decode transfer syntax {ts_uid}: {e}")))?;
         walk_elements(&mut dec, None, len, 0)?;
     }
 
     r.seek(SeekFrom::Start(meta_start))?;
-    let mut opts = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
-    if !deflated {
-        opts = opts.read_until(tags::PIXEL_DATA);
-    }
-    let obj = opts
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .read_until(tags::PIXEL_DATA)
         .from_reader(&mut r)
         .map_err(|e| invalid(format!("malformed data set: {e}")))?;
     record_from(&obj, &meta, &ts_uid, source, blob_id, len)
+}
+
+/// Walks a data set held in memory (a query's identifier, an action's information) to its end,
+/// keeping nothing: its nesting and the lengths its elements declare are checked against the
+/// bytes present before anything parses it into an object. A deflated one is refused: nothing
+/// of a query is worth inflating.
+pub fn walk(bytes: &[u8], ts: &dicom_encoding::TransferSyntax) -> Result<(), InspectError> {
+    if matches!(ts.codec(), Codec::Dataset(_)) {
+        return Err(invalid(format!(
+            "a deflated data set ({}) is not accepted here",
+            ts.name()
+        )));
+    }
+    let mut r = std::io::Cursor::new(bytes);
+    let mut dec = DynStatefulDecoder::new_with_ts(&mut r, ts, 0)
+        .map_err(|e| invalid(format!("cannot decode transfer syntax {}: {e}", ts.name())))?;
+    walk_elements(&mut dec, None, bytes.len() as u64, 0)
+}
+
+/// Most bytes a deflated data set may inflate to: beyond, it is refused as a bomb. Deflated
+/// data sets are rare (structured reports, waveforms, a few images); this holds a multi-frame
+/// image of some hundred 512×512 frames.
+pub const MAX_INFLATED_BYTES: u64 = 256 << 20;
+
+/// Reads at most `left` bytes from `inner`; one more is an error naming the limit.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the deflated data set inflates to more than {MAX_INFLATED_BYTES} bytes"),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A deflated data set (from `start`) inflated as it is read, and never to more than
+/// [`MAX_INFLATED_BYTES`].
+fn inflating<R: Read + Seek>(
+    r: &mut R,
+    start: u64,
+) -> std::io::Result<Bounded<flate2::read::DeflateDecoder<std::io::BufReader<&mut R>>>> {
+    r.seek(SeekFrom::Start(start))?;
+    Ok(Bounded {
+        inner: flate2::read::DeflateDecoder::new(std::io::BufReader::new(r)),
+        left: MAX_INFLATED_BYTES,
+    })
+}
+
+/// Checks a deflated data set as [`walk_elements`] checks the others: once inflated to count
+/// its length (nothing kept), then walked element by element as it inflates again.
+fn walk_deflated<R: Read + Seek>(r: &mut R, start: u64, len: u64) -> Result<(), InspectError> {
+    let bad = |e: std::io::Error| invalid(format!("the deflated data set cannot be inflated: {e}"));
+    let inflated_len =
+        std::io::copy(&mut inflating(r, start)?, &mut std::io::sink()).map_err(bad)?;
+    if inflated_len == 0 && len > start {
+        return Err(invalid("the deflated data set inflates to nothing"));
+    }
+    let explicit = TransferSyntaxRegistry
+        .get(crate::syntax::EXPLICIT_VR_LITTLE_ENDIAN)
+        .expect("the registry knows Explicit VR Little Endian");
+    let mut inflater = inflating(r, start)?;
+    let mut dec = DynStatefulDecoder::new_with_ts(&mut inflater, explicit, 0)
+        .map_err(|e| invalid(format!("cannot decode the inflated data set: {e}")))?;
+    walk_elements(&mut dec, None, inflated_len, 0)
 }
 
 fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use strata_archive::Archive;
 use strata_core::audit::{AuditEvent, Outcome};
+use strata_core::config::DimsePermission;
 
 /// Failure Reason values (PS3.4 J.3.2.1.1.2).
 const NO_SUCH_OBJECT_INSTANCE: u16 = 0x0112;
@@ -70,6 +71,16 @@ pub async fn n_action(
     if class != uids::STORAGE_COMMITMENT_PUSH_MODEL || action != Some(1) {
         let r = rsp(status::NO_SUCH_SOP_CLASS)
             .with_error_comment("only Storage Commitment Push Model, action 1");
+        session.writer.send(pc, &r, None).await?;
+        return Ok(());
+    }
+    // Storage Commitment is part of storing: it needs the permission to store, like C-STORE.
+    if !session.may(DimsePermission::Store) {
+        let why = format!("{} may not request storage commitment", session.calling_ae);
+        session
+            .audit("dimse.commit", Outcome::Denied, None, None, why.clone())
+            .await;
+        let r = rsp(status::NOT_AUTHORIZED).with_error_comment(&why);
         session.writer.send(pc, &r, None).await?;
         return Ok(());
     }

@@ -388,11 +388,22 @@ enum Incoming {
 }
 
 /// Where a data set goes while it arrives: C-STORE data is spooled for ingest (never whole in
-/// memory when large); identifiers and action information are small and kept in memory.
+/// memory when large); identifiers and action information are small and kept in memory, up to
+/// [`MAX_IDENTIFIER_BYTES`]; a data set that is refused while it arrives (too large, not
+/// permitted, unspoolable) is read to its end and dropped, and its request answered with the
+/// status and comment kept here.
 pub enum DataSink {
     Spool(strata_services::ingest::Spool),
     Memory(Vec<u8>),
+    Refused { status: u16, reason: String },
 }
+
+/// Largest command set accepted. A DIMSE command is a few hundred bytes (PS3.7 E); a peer that
+/// sends more is not speaking DIMSE, and its association is aborted before it costs memory.
+pub const MAX_COMMAND_BYTES: usize = 64 << 10;
+/// Largest identifier (C-FIND, C-MOVE and C-GET keys, N-ACTION information) kept in memory:
+/// real ones are a few kilobytes. A larger one is read to its end, dropped, and refused.
+pub const MAX_IDENTIFIER_BYTES: usize = 1 << 20;
 
 impl<'a> Session<'a> {
     async fn next_pdu(&mut self, idle: Duration) -> Result<Option<Pdu>, AssociationError> {
@@ -470,6 +481,11 @@ impl<'a> Session<'a> {
                 self.command_fragment(pc, pdv.data, pdv.is_last).await
             }
             (Incoming::Command { pc: p, mut bytes }, PDataValueType::Command) if p == pc => {
+                if bytes.len() + pdv.data.len() > MAX_COMMAND_BYTES {
+                    return Err(AssociationError::Protocol(format!(
+                        "a command set of more than {MAX_COMMAND_BYTES} bytes"
+                    )));
+                }
                 bytes.extend_from_slice(&pdv.data);
                 self.command_fragment(pc, bytes, pdv.is_last).await
             }
@@ -484,16 +500,33 @@ impl<'a> Session<'a> {
                 match &mut sink {
                     DataSink::Spool(s) => {
                         if let Err(e) = s.append(&pdv.data) {
-                            // spooling failed: keep reading the data set, then answer with the error
-                            tracing::error!("spooling a data set: {e}");
-                            return Ok(Incoming::Data {
-                                pc,
-                                command,
-                                sink: DataSink::Memory(Vec::new()),
-                            });
+                            // refused or failed: read the rest of the data set without keeping
+                            // it, then answer with the reason
+                            let status = if e.kind() == std::io::ErrorKind::FileTooLarge {
+                                status::OUT_OF_RESOURCES
+                            } else {
+                                tracing::error!("spooling a data set: {e}");
+                                status::PROCESSING_FAILURE
+                            };
+                            sink = DataSink::Refused {
+                                status,
+                                reason: e.to_string(),
+                            };
                         }
                     }
-                    DataSink::Memory(v) => v.extend_from_slice(&pdv.data),
+                    DataSink::Memory(v) => {
+                        if v.len() + pdv.data.len() > MAX_IDENTIFIER_BYTES {
+                            sink = DataSink::Refused {
+                                status: status::CANNOT_UNDERSTAND,
+                                reason: format!(
+                                    "the request's data set exceeds {MAX_IDENTIFIER_BYTES} bytes"
+                                ),
+                            };
+                        } else {
+                            v.extend_from_slice(&pdv.data);
+                        }
+                    }
+                    DataSink::Refused { .. } => {}
                 }
                 if pdv.is_last {
                     self.dispatch(pc, command, Some(sink)).await?;
@@ -528,7 +561,15 @@ impl<'a> Session<'a> {
             return Ok(Incoming::Idle);
         }
         let sink = if command.field() == Some(field::C_STORE_RQ) {
-            store::spool_for(self, pc, &command)
+            // an AE that may not store is refused before anything of its data set is kept
+            if self.may(DimsePermission::Store) {
+                store::spool_for(self, pc, &command)
+            } else {
+                DataSink::Refused {
+                    status: status::NOT_AUTHORIZED,
+                    reason: format!("{} may not store", self.calling_ae),
+                }
+            }
         } else {
             DataSink::Memory(Vec::new())
         };
@@ -578,9 +619,13 @@ impl<'a> Session<'a> {
     pub fn identifier(&self, pc: u8, data: Option<DataSink>) -> Result<InMemDicomObject, String> {
         match data {
             Some(DataSink::Memory(bytes)) => {
+                // its nesting and declared lengths checked before dicom-rs parses it
+                strata_dicom::inspect::walk(&bytes, self.syntax(pc))
+                    .map_err(|e| format!("unreadable identifier: {e}"))?;
                 InMemDicomObject::read_dataset_with_ts(&bytes[..], self.syntax(pc))
                     .map_err(|e| format!("unreadable identifier: {e}"))
             }
+            Some(DataSink::Refused { reason, .. }) => Err(reason),
             _ => Err("the request has no identifier".into()),
         }
     }

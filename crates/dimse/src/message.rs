@@ -40,6 +40,8 @@ pub mod status {
     pub const NO_SUCH_SOP_CLASS: u16 = 0x0118;
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
     pub const NOT_AUTHORIZED: u16 = 0x0124;
+    /// PS3.7 C.4.1: Processing Failure.
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
     pub const OUT_OF_RESOURCES: u16 = 0xA700;
     /// C-MOVE: Move Destination unknown.
     pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;

@@ -26,10 +26,16 @@ pub fn spool_for(session: &Session<'_>, pc: u8, command: &Command) -> DataSink {
     ) {
         Ok(header) => match spool.append(&header) {
             Ok(()) => DataSink::Spool(spool),
-            Err(_) => DataSink::Memory(Vec::new()),
+            Err(e) => DataSink::Refused {
+                status: status::PROCESSING_FAILURE,
+                reason: format!("the data set could not be spooled: {e}"),
+            },
         },
-        // an unusable command (no SOP Instance UID, say): collect the data set, then refuse
-        Err(_) => DataSink::Memory(Vec::new()),
+        // an unusable command (no SOP Instance UID, say): read the data set, then refuse
+        Err(e) => DataSink::Refused {
+            status: status::CANNOT_UNDERSTAND,
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -89,12 +95,16 @@ pub async fn c_store(
                     }
                 }
             }
+            Some(DataSink::Refused { status, reason }) => {
+                let detail = format!("{sop_instance}: {reason}");
+                session
+                    .audit("dimse.store", Outcome::Failure, None, None, detail)
+                    .await;
+                respond(status, Some(reason))
+            }
             _ => respond(
                 status::CANNOT_UNDERSTAND,
-                Some(
-                    "missing Affected SOP Instance UID, or the data set could not be spooled"
-                        .into(),
-                ),
+                Some("the request has no data set".into()),
             ),
         }
     };

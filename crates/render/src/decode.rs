@@ -38,6 +38,11 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::{DecodedFrame, Pixels, RenderError};
 
+/// Most samples one frame may hold before anything is allocated for it: 2^26, a 8192×8192 grey
+/// image (a large mammogram is 4096×5120) or a 4730×4730 colour one. A decoded frame keeps 4
+/// bytes a sample, so one frame costs at most 256 MiB.
+pub const MAX_FRAME_SAMPLES: u64 = 1 << 26;
+
 /// Decode frame `frame` (0-based) of `obj`.
 pub fn decode_frame(obj: &DefaultDicomObject, frame: u32) -> Result<DecodedFrame, RenderError> {
     let Some(pixel_data) = obj.get(tags::PIXEL_DATA) else {
@@ -246,6 +251,13 @@ impl ImagePixel {
                 "{samples_per_pixel} samples per pixel"
             )));
         }
+        let samples = rows as u64 * columns as u64 * samples_per_pixel as u64;
+        if samples > MAX_FRAME_SAMPLES {
+            return Err(RenderError::Unsupported(format!(
+                "a frame of {columns}×{rows}×{samples_per_pixel} samples, more than the \
+                 {MAX_FRAME_SAMPLES} the archive renders"
+            )));
+        }
         let interpretation = Interpretation::parse(&interpretation_text);
         Ok(ImagePixel {
             rows: rows as u32,
@@ -426,29 +438,89 @@ fn decode_encapsulated(
                 )));
             };
             let stream = frame_codestream(sequence, image.frames, frame, false)?;
-            let one = OneFrame {
-                ts: ts_uid,
-                image,
-                stream: &stream,
-            };
-            let bytes = guard(ts.name(), || {
-                let mut out = Vec::new();
-                reader
-                    .decode_frame(&one, 0, &mut out)
-                    .map_err(|e| RenderError::Decode(format!("{}: {e}", ts.name())))?;
-                Ok(out)
-            })?;
-            // JPEG 2000's multi-component transforms are undone by the codec.
-            let interpretation = match image.interpretation_text.as_str() {
-                "YBR_ICT" | "YBR_RCT" => Interpretation::Rgb,
-                _ => image.interpretation.clone(),
-            };
-            Ok((bytes, interpretation))
+            // the size the codestream declares, checked before the codec allocates for it
+            match ts_uid {
+                JPEG_LS_LOSSLESS | JPEG_LS_NEAR_LOSSLESS => jpeg::check_jpeg_ls(&stream, image)?,
+                JPEG_2000_LOSSLESS | JPEG_2000 => check_j2k(&stream, image)?,
+                _ => {}
+            }
+            decode_with_codec(reader.as_ref(), ts, ts_uid, image, &stream)
         }
     }
 }
 
+/// A frame decoded by the transfer syntax registry's codec (JPEG-LS, JPEG 2000, ...).
+fn decode_with_codec(
+    reader: &dyn dicom_encoding::adapters::PixelDataReader,
+    ts: &dicom_encoding::TransferSyntax,
+    ts_uid: &str,
+    image: &ImagePixel,
+    stream: &[u8],
+) -> Result<(Vec<u8>, Interpretation), RenderError> {
+    let one = OneFrame {
+        ts: ts_uid,
+        image,
+        stream,
+    };
+    let bytes = guard(ts.name(), || {
+        let mut out = Vec::new();
+        reader
+            .decode_frame(&one, 0, &mut out)
+            .map_err(|e| RenderError::Decode(format!("{}: {e}", ts.name())))?;
+        Ok(out)
+    })?;
+    // JPEG 2000's multi-component transforms are undone by the codec.
+    let interpretation = match image.interpretation_text.as_str() {
+        "YBR_ICT" | "YBR_RCT" => Interpretation::Rgb,
+        _ => image.interpretation.clone(),
+    };
+    Ok((bytes, interpretation))
+}
+
+/// Refuses a codestream whose own header declares another size than the dataset's Rows and
+/// Columns: a decoder allocates for what the stream claims, and a 16×16 image whose stream claims
+/// 65535×65535 would otherwise cost gigabytes.
+fn check_codestream_size(
+    codec: &str,
+    width: u32,
+    height: u32,
+    image: &ImagePixel,
+) -> Result<(), RenderError> {
+    if width != image.columns || height != image.rows {
+        return Err(RenderError::Decode(format!(
+            "the {codec} frame is {width}×{height}, the dataset says {}×{}",
+            image.columns, image.rows
+        )));
+    }
+    Ok(())
+}
+
+/// The image size a JPEG 2000 codestream declares in its SIZ segment (ISO 15444-1 A.5.1),
+/// checked against the dataset; a JP2 file wrapper is looked into for its codestream.
+fn check_j2k(stream: &[u8], image: &ImagePixel) -> Result<(), RenderError> {
+    let bad = |why: &str| RenderError::Decode(format!("JPEG 2000: {why}"));
+    // SOC then SIZ, at the start of a raw codestream or after the boxes of a JP2 file
+    let start = stream
+        .windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
+        .ok_or_else(|| bad("no SIZ marker segment"))?;
+    let siz = stream
+        .get(start + 4..start + 4 + 2 + 2 + 16)
+        .ok_or_else(|| bad("the SIZ marker segment is cut short"))?;
+    let be = |i: usize| u32::from_be_bytes([siz[i], siz[i + 1], siz[i + 2], siz[i + 3]]);
+    // Lsiz (2), Rsiz (2), Xsiz, Ysiz, XOsiz, YOsiz
+    let (xsiz, ysiz, xo, yo) = (be(4), be(8), be(12), be(16));
+    if xo > xsiz || yo > ysiz {
+        return Err(bad("the SIZ offsets exceed the image size"));
+    }
+    check_codestream_size("JPEG 2000", xsiz - xo, ysiz - yo, image)
+}
+
 const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
+const JPEG_LS_NEAR_LOSSLESS: &str = "1.2.840.10008.1.2.4.81";
+const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
+const JPEG_2000: &str = "1.2.840.10008.1.2.4.91";
 const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
 const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";

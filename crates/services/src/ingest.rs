@@ -156,6 +156,9 @@ pub struct Spool {
     file: Option<std::io::BufWriter<tempfile::NamedTempFile>>,
     len: u64,
     threshold: u64,
+    /// `ingest.max_instance_bytes`: enforced while the bytes arrive, so an instance too large is
+    /// refused before it fills the disk, not after.
+    limit: u64,
     dir: std::path::PathBuf,
     /// Boxed: the hash state is large, and a spool travels in enums beside small variants.
     address: Box<Addresser>,
@@ -172,7 +175,21 @@ impl Spool {
 
     /// [`Spool::write_all`] from async code: while the instance fits in memory on the caller's
     /// thread, once it goes to a file in a blocking section.
+    ///
+    /// More than `ingest.max_instance_bytes` in all is refused with an error of kind
+    /// [`std::io::ErrorKind::FileTooLarge`], and nothing of it is kept.
     pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.len + bytes.len() as u64 > self.limit {
+            self.mem = Vec::new();
+            self.file = None; // the temporary file is removed as it drops
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "the instance exceeds the limit of {} bytes (ingest.max_instance_bytes)",
+                    self.limit
+                ),
+            ));
+        }
         if self.file.is_none() && self.len + bytes.len() as u64 <= self.threshold {
             self.write_all(bytes)
         } else {
@@ -230,6 +247,7 @@ impl Ingest {
             file: None,
             len: 0,
             threshold: self.config.spool_threshold_bytes,
+            limit: self.config.max_instance_bytes,
             dir: self.spool_dir.clone(),
             address: Box::new(Addresser::new(self.store.address_key())),
         }

@@ -101,6 +101,41 @@ pub fn base_url(archive: &Archive) -> String {
         .to_string()
 }
 
+/// Most frames one request may name: more than a viewer asks for at once, few enough that the
+/// answer stays bounded.
+pub const MAX_FRAMES_PER_REQUEST: usize = 1024;
+
+/// A frame list from the path (PS3.18 8.3.3.1: `1,3,5`), 1-based, each frame once in the order
+/// first named: a list that names one frame thousands of times gets it once. Refused with 400
+/// when a number is not a frame number or the list names more than
+/// [`MAX_FRAMES_PER_REQUEST`] frames.
+pub fn frame_list(list: &str) -> Result<Vec<u32>, Problem> {
+    let mut seen = std::collections::HashSet::new();
+    let mut wanted = Vec::new();
+    for n in list.split(',') {
+        let n = n
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                Problem::bad_request(format!(
+                    "frame list {list:.64}: {n:.16} is not a frame number (they start at 1)"
+                ))
+            })?;
+        if seen.insert(n) {
+            wanted.push(n);
+            if wanted.len() > MAX_FRAMES_PER_REQUEST {
+                return Err(Problem::bad_request(format!(
+                    "the frame list names more than {MAX_FRAMES_PER_REQUEST} frames; ask for \
+                     them in several requests"
+                )));
+            }
+        }
+    }
+    Ok(wanted)
+}
+
 /// A UID from the path, refused with 400 unless it is a valid UID.
 pub fn path_uid(value: &str, what: &str) -> Result<String, Problem> {
     if strata_dicom::is_valid_uid(value) {
@@ -109,5 +144,23 @@ pub fn path_uid(value: &str, what: &str) -> Result<String, Problem> {
         Err(Problem::bad_request(format!(
             "{what} {value:?} is not a valid DICOM UID"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_lists_are_deduplicated_capped_and_checked() {
+        assert_eq!(frame_list("3,1,3,2,1").unwrap(), [3, 1, 2]);
+        let repeated = vec!["1"; 8000].join(",");
+        assert_eq!(frame_list(&repeated).unwrap(), [1]);
+        let many: Vec<String> = (1..=1025).map(|n| n.to_string()).collect();
+        assert!(frame_list(&many.join(",")).is_err());
+        assert_eq!(frame_list(&many[..1024].join(",")).unwrap().len(), 1024);
+        for bad in ["0", "1,,2", "x", "-1", "1.5"] {
+            assert!(frame_list(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -445,13 +445,7 @@ pub async fn frames(
     Query(q): Query<HashMap<String, String>>,
     Path((st, se, i, list)): Path<(String, String, String, String)>,
 ) -> Result<Response, Problem> {
-    let wanted: Vec<u32> = list
-        .split(',')
-        .map(|n| n.trim().parse::<u32>().ok().filter(|n| *n >= 1))
-        .collect::<Option<_>>()
-        .ok_or_else(|| {
-            Problem::bad_request(format!("frame list {list:?}: frame numbers start at 1"))
-        })?;
+    let wanted = super::frame_list(&list)?;
     rendered_frames(a, c, h, q, (st, se, i), wanted).await
 }
 

@@ -143,7 +143,12 @@ async fn store(
                     }
                     if part_type == "application/dicom" {
                         if let Err(e) = spool.append(&chunk) {
-                            return refused(&mut running, Problem::internal(e));
+                            let problem = if e.kind() == std::io::ErrorKind::FileTooLarge {
+                                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+                            } else {
+                                Problem::internal(e)
+                            };
+                            return refused(&mut running, problem);
                         }
                     }
                 }

@@ -458,13 +458,7 @@ pub async fn frames(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let decode = !accept.contains("transfer-syntax=");
-    let wanted: Vec<usize> = list
-        .split(',')
-        .map(|n| n.trim().parse::<usize>().ok().filter(|n| *n >= 1))
-        .collect::<Option<_>>()
-        .ok_or_else(|| {
-            Problem::bad_request(format!("frame list {list:?}: frame numbers start at 1"))
-        })?;
+    let wanted = super::frame_list(&list)?;
     let (r, obj) = open_instance(
         &a,
         &c,
@@ -485,7 +479,7 @@ pub async fn frames(
     };
     let mut body = Vec::new();
     for n in wanted {
-        let f = frames.get(n - 1).ok_or_else(|| {
+        let f = frames.get(n as usize - 1).ok_or_else(|| {
             Problem::not_found(format!(
                 "frame {n}: the instance has {} frames",
                 frames.len()

@@ -19,6 +19,8 @@ pub(super) fn decode(
     image: &ImagePixel,
 ) -> Result<(Vec<u8>, Interpretation), RenderError> {
     let header = Header::scan(stream)?;
+    // before any decoder allocates for what the stream claims
+    check_size(header.width, header.height, image)?;
     if header.components != image.samples_per_pixel as usize {
         return Err(RenderError::Decode(format!(
             "the JPEG stream has {} components, the dataset says {} samples per pixel",
@@ -77,32 +79,36 @@ pub(super) fn decode(
 }
 
 fn check_size(width: u16, height: u16, image: &ImagePixel) -> Result<(), RenderError> {
-    if width as u32 != image.columns || height as u32 != image.rows {
-        return Err(RenderError::Decode(format!(
-            "the JPEG frame is {width}×{height}, the dataset says {}×{}",
-            image.columns, image.rows
-        )));
-    }
-    Ok(())
+    super::check_codestream_size("JPEG", width.into(), height.into(), image)
+}
+
+/// Checks the size a JPEG-LS frame header declares against the dataset, before CharLS is handed
+/// the stream.
+pub(super) fn check_jpeg_ls(stream: &[u8], image: &ImagePixel) -> Result<(), RenderError> {
+    let h = Header::scan(stream)?;
+    super::check_codestream_size("JPEG-LS", h.width.into(), h.height.into(), image)
 }
 
 /// What the markers before the first scan say.
 #[derive(Debug)]
-struct Header {
+pub(super) struct Header {
     precision: u8,
+    /// X and Y of the frame header: what a decoder would allocate for.
+    width: u16,
+    height: u16,
     components: usize,
     lossless: bool,
     adobe_transform: Option<u8>,
 }
 
 impl Header {
-    fn scan(stream: &[u8]) -> Result<Header, RenderError> {
+    pub(super) fn scan(stream: &[u8]) -> Result<Header, RenderError> {
         let bad = |why: &str| RenderError::Decode(format!("JPEG: {why}"));
         if !stream.starts_with(&[0xFF, 0xD8]) {
             return Err(bad("the frame does not start with an SOI marker"));
         }
         let mut i = 2;
-        let mut frame: Option<(u8, usize, bool)> = None;
+        let mut frame: Option<(u8, u16, u16, usize, bool)> = None;
         let mut adobe_transform = None;
         loop {
             // Markers may be preceded by any number of 0xFF fill bytes.
@@ -124,13 +130,16 @@ impl Header {
                 .get(i + 2..i + len.max(2))
                 .ok_or_else(|| bad("a marker segment is cut short"))?;
             match marker {
-                // SOF0–SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-                0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                // SOF0–SOF15 except DHT (C4), JPG (C8) and DAC (CC); SOF55 (F7) of JPEG-LS
+                // (ISO 14495-1 C.2.2) has the same layout.
+                0xC0..=0xCF | 0xF7 if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
                     if payload.len() < 6 {
                         return Err(bad("the frame header is cut short"));
                     }
-                    let lossless = matches!(marker, 0xC3 | 0xC7 | 0xCB | 0xCF);
-                    frame = Some((payload[0], payload[5] as usize, lossless));
+                    let lossless = matches!(marker, 0xC3 | 0xC7 | 0xCB | 0xCF | 0xF7);
+                    let height = u16::from_be_bytes([payload[1], payload[2]]);
+                    let width = u16::from_be_bytes([payload[3], payload[4]]);
+                    frame = Some((payload[0], width, height, payload[5] as usize, lossless));
                 }
                 0xEE if payload.starts_with(b"Adobe") && payload.len() >= 12 => {
                     adobe_transform = Some(payload[11]);
@@ -140,10 +149,12 @@ impl Header {
             }
             i += len;
         }
-        let (precision, components, lossless) =
+        let (precision, width, height, components, lossless) =
             frame.ok_or_else(|| bad("no frame header before the first scan"))?;
         Ok(Header {
             precision,
+            width,
+            height,
             components,
             lossless,
             adobe_transform,
