@@ -29,7 +29,7 @@ pub trait Catalog: Send + Sync {
     ) -> Result<InsertOutcome, IndexError>;
 
     /// [`Catalog::insert_instance`], with the audit event of the store committed in the same
-    /// transaction: one fsync for both.
+    /// transaction: one fsync for both. A conflict writes no event (nothing was stored).
     async fn insert_instance_audited(
         &self,
         rec: InstanceRecord,

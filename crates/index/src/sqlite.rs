@@ -246,7 +246,11 @@ impl Catalog for SqliteIndex {
             for (blob, replica, reason) in &failed_copies {
                 repairs::enqueue_repair(c, blob, *replica, reason)?;
             }
-            if let Some(event) = &audit {
+            // the store's event records a store; a conflict stored nothing, and the door that
+            // refuses it writes its own event
+            if let (Some(event), false) =
+                (&audit, matches!(outcome, InsertOutcome::Conflict { .. }))
+            {
                 audit::append_audit(c, event)?;
             }
             Ok(outcome)
