@@ -13,7 +13,7 @@ use futures::{SinkExt, StreamExt};
 use openh264::formats::YUVSource;
 use std::collections::HashMap;
 use std::time::Duration;
-use strata_render::stream::{Header, KIND_FRAME, KIND_STILL};
+use strata_render::stream::{Header, FLAG_KEYFRAME, KIND_FRAME, KIND_STILL};
 use strata_render::{Rendered, View, VoiFunction, Window};
 use strata_synth::{Modality, SynthOptions};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -591,5 +591,123 @@ async fn a_radiologist_scrolls_and_windows_a_ct_series() {
     assert!(
         still_pixels == exact.pixels,
         "the still is the server's render, exactly"
+    );
+}
+
+/// The stream's own bounds: sessions per user, keyframes on demand, idle sockets, and a
+/// credential revoked while its socket is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_keyframes_idle_sockets_and_revoked_tokens_are_bounded() {
+    let t = TestArchive::new();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            seed: 8,
+            patients: 1,
+            studies: 1,
+            series_per_study: 1,
+            slices: 2,
+            rows: 64,
+            cols: 64,
+            modality: Some(Modality::Ct),
+            noise: false,
+        },
+    );
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    std::fs::write(
+        t.data().join("strata.toml"),
+        "[http]\nstream_idle_seconds = 2\n",
+    )
+    .unwrap();
+    let first = dicom_object::open_file(&files[0]).unwrap();
+    let uid = |tag| {
+        first
+            .element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let open = serde_json::json!({
+        "type": "open",
+        "study": uid(tags::STUDY_INSTANCE_UID),
+        "series": uid(tags::SERIES_INSTANCE_UID),
+    });
+    add_user(&t, "reader", "radiologist");
+    add_user(&t, "colleague", "radiologist");
+    let server = t.serve();
+    let reader = token(&t, "reader");
+    let colleague = token(&t, "colleague");
+
+    // 16 sessions a user; the 17th is refused until one ends
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(connect(&server, Some(&reader)).await.unwrap());
+    }
+    let Err(refused) = connect(&server, Some(&reader)).await else {
+        panic!("a 17th session was accepted")
+    };
+    assert!(refused.contains("429"), "{refused}");
+    connect(&server, Some(&colleague))
+        .await
+        .expect("another user has sessions of their own");
+    let mut last = held.pop().unwrap();
+    last.close(None).await.unwrap();
+    drop(last);
+    drop(held);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(s) = connect(&server, Some(&reader)).await {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut c = Client::new(again.expect("a session again once one has ended"));
+
+    // keyframes on demand: at most one per 250 ms, however many are asked for
+    c.send(open.clone()).await;
+    assert_eq!(c.json().await["type"], "series");
+    c.send(serde_json::json!({"type": "view", "seq": 1, "slice": 0, "viewport": [64, 64]}))
+        .await;
+    c.until_still(1).await;
+    let before = c.frames.len();
+    for _ in 0..15 {
+        c.send(serde_json::json!({"type": "keyframe"})).await;
+        c.pump(Duration::from_millis(30)).await;
+    }
+    c.pump(Duration::from_millis(300)).await;
+    let keyframes = c.frames[before..]
+        .iter()
+        .filter(|(h, _)| h.flags & FLAG_KEYFRAME != 0)
+        .count();
+    assert!(
+        (1..=3).contains(&keyframes),
+        "{keyframes} keyframes for 15 requests over 450 ms"
+    );
+
+    // a socket whose token is revoked is closed at the next series it opens
+    let out = t.ok(&["token", "revoke", &reader]);
+    assert!(out.contains("revoked"), "{out}");
+    c.send(open.clone()).await;
+    let refused = c.json().await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer valid"),
+        "{refused}"
+    );
+
+    // an idle socket is closed after http.stream_idle_seconds
+    let mut idle = Client::new(connect(&server, Some(&colleague)).await.unwrap());
+    let said = idle.json().await;
+    assert!(
+        said["message"]
+            .as_str()
+            .unwrap()
+            .contains("closed after 2 s without a message"),
+        "{said}"
     );
 }

@@ -60,6 +60,9 @@ pub struct HttpConfig {
     /// The URL clients reach the archive at (behind a proxy, say), used in RetrieveURL and
     /// BulkDataURI; default: http:// and the address the server listens on.
     pub public_url: Option<String>,
+    /// A viewing session (`/api/stream`) with no message from its client for this long is
+    /// closed: an idle socket holds a render encoder and one of the sessions allowed.
+    pub stream_idle_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -207,6 +210,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 8 << 30,
             public_url: None,
+            stream_idle_seconds: 600,
         }
     }
 }
@@ -402,6 +406,9 @@ impl Config {
         }
         if self.ingest.spool_threshold_bytes > self.ingest.max_instance_bytes {
             return bad("ingest.spool_threshold_bytes exceeds ingest.max_instance_bytes".into());
+        }
+        if self.http.stream_idle_seconds == 0 {
+            return bad("http.stream_idle_seconds must be at least 1".into());
         }
         if self.render.workers == 0 {
             return bad("render.workers must be at least 1".into());

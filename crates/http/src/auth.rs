@@ -17,11 +17,41 @@ use strata_services::auth::{Holder, Permission, Principal, Scope, SignIn, SESSIO
 
 pub const SESSION_COOKIE: &str = "strata_session";
 
-/// The caller, as handlers see it: who, and from where.
+/// The caller, as handlers see it: who, from where, and with which credential.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
     pub remote: String,
+    /// What the caller presented, so that a long-lived connection (the render stream) can ask
+    /// again whether it is still good.
+    pub credential: Credential,
+}
+
+/// A bearer token or a session id. Never printed: its `Debug` says which kind only.
+#[derive(Clone)]
+pub enum Credential {
+    Token(String),
+    Session(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::Token(_) => "Token(…)",
+            Credential::Session(_) => "Session(…)",
+        })
+    }
+}
+
+impl Credential {
+    /// Who holds this credential now: None once it is revoked or expired.
+    pub async fn holder(&self, archive: &Archive) -> Result<Option<Holder>, Problem> {
+        match self {
+            Credential::Token(t) => archive.access().by_token(t).await,
+            Credential::Session(s) => archive.access().by_session(s).await,
+        }
+        .map_err(Problem::internal)
+    }
 }
 
 impl Caller {
@@ -65,34 +95,26 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// Who presented the request's credentials, and whether by session cookie.
+/// Who presented the request's credentials, and with which.
 async fn authenticate(
     archive: &Archive,
     headers: &HeaderMap,
-) -> Result<Option<(Holder, bool)>, Problem> {
-    if let Some(auth) = headers
+) -> Result<Option<(Holder, Credential)>, Problem> {
+    let credential = if let Some(auth) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
         let Some(token) = auth.strip_prefix("Bearer ").map(str::trim) else {
             return Ok(None);
         };
-        let holder = archive
-            .access()
-            .by_token(token)
-            .await
-            .map_err(Problem::internal)?;
-        return Ok(holder.map(|h| (h, false)));
-    }
-    if let Some(id) = cookie(headers, SESSION_COOKIE) {
-        let holder = archive
-            .access()
-            .by_session(&id)
-            .await
-            .map_err(Problem::internal)?;
-        return Ok(holder.map(|h| (h, true)));
-    }
-    Ok(None)
+        Credential::Token(token.to_string())
+    } else if let Some(id) = cookie(headers, SESSION_COOKIE) {
+        Credential::Session(id)
+    } else {
+        return Ok(None);
+    };
+    let holder = credential.holder(archive).await?;
+    Ok(holder.map(|h| (h, credential)))
 }
 
 /// The request's origin is ours: `Origin` (or, failing that, `Referer`) names the Host.
@@ -149,13 +171,18 @@ pub async fn require_caller(
             }
             Problem::forbidden(why).into_response()
         }
-        Ok(Some((Holder::Principal(principal), by_cookie))) => {
+        Ok(Some((Holder::Principal(principal), credential))) => {
             let unsafe_method =
                 !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            let by_cookie = matches!(credential, Credential::Session(_));
             if by_cookie && unsafe_method && !same_origin(req.headers()) {
                 return Problem::forbidden("cross-origin request refused").into_response();
             }
-            let caller = Caller { principal, remote };
+            let caller = Caller {
+                principal,
+                remote,
+                credential,
+            };
             req.extensions_mut().insert(caller.clone());
             let response = next.run(req).await;
             let status = response.status();

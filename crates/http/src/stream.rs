@@ -17,11 +17,12 @@ use crate::auth::Caller;
 use crate::problem::Problem;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_archive::Archive;
@@ -33,6 +34,7 @@ use strata_render::stream::{
     HEADER_LEN, KIND_FRAME, KIND_STILL, MAX_IN_FLIGHT, STILL_AFTER,
 };
 use strata_render::{Priority, Rendered};
+use strata_services::auth::Holder;
 use strata_services::auth::Permission;
 use strata_services::pictures::open_series;
 use strata_services::ServiceError;
@@ -45,6 +47,63 @@ const INBOX: usize = 256;
 /// Slices on either side of the one shown that are decoded ahead (at the lowest priority), so
 /// scrolling finds them in the decoded-frame cache.
 const PREFETCH_SLICES: usize = 6;
+/// Viewing sessions open at once on this node: each holds an encoder and renders on the shared
+/// pool, so their number is what bounds the stream's memory and CPU.
+pub const MAX_SESSIONS: usize = 256;
+/// Viewing sessions one user may hold at once: a viewer uses one per viewport (four in a 2×2
+/// layout), a few tabs more.
+pub const MAX_SESSIONS_PER_USER: usize = 16;
+/// Least time between two keyframes a client asks for: each costs a full encode; the ones
+/// asked for sooner are folded into the next allowed one.
+const KEYFRAME_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The sessions open now, in all and per user.
+#[derive(Default)]
+struct Sessions {
+    by_user: HashMap<String, usize>,
+    total: usize,
+}
+
+static SESSIONS: std::sync::LazyLock<std::sync::Mutex<Sessions>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// One session's place among [`MAX_SESSIONS`], given back when it ends.
+struct SessionSlot {
+    user: String,
+}
+
+impl SessionSlot {
+    fn take(user: &str) -> Result<SessionSlot, Problem> {
+        let mut s = SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = s.by_user.get(user).copied().unwrap_or(0);
+        if s.total >= MAX_SESSIONS || mine >= MAX_SESSIONS_PER_USER {
+            let why = if mine >= MAX_SESSIONS_PER_USER {
+                format!("{user} has {MAX_SESSIONS_PER_USER} viewing sessions open already")
+            } else {
+                format!("this node serves {MAX_SESSIONS} viewing sessions already")
+            };
+            return Err(Problem::new(StatusCode::TOO_MANY_REQUESTS, why));
+        }
+        s.total += 1;
+        *s.by_user.entry(user.to_string()).or_default() += 1;
+        Ok(SessionSlot {
+            user: user.to_string(),
+        })
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut s = SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.by_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                s.by_user.remove(&self.user);
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -72,6 +131,7 @@ pub async fn handler(
     }
     let ws =
         ws.map_err(|e| Problem::bad_request(format!("/api/stream is a WebSocket endpoint: {e}")))?;
+    let slot = SessionSlot::take(&caller.principal.user)?;
     Ok(ws
         .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| async move {
@@ -79,6 +139,7 @@ pub async fn handler(
             if let Err(e) = serve(archive, caller, socket).await {
                 tracing::debug!(%remote, "stream ended: {e}");
             }
+            drop(slot);
         }))
 }
 
@@ -125,6 +186,8 @@ struct Session {
     input_seq: u32,
     input_at: Instant,
     force_keyframe: bool,
+    /// When the client last got a keyframe it asked for.
+    keyframe_at: Option<Instant>,
     encoder: Option<H264Encoder>,
     frames_sent: u32,
     acked: u32,
@@ -166,6 +229,7 @@ async fn serve(
         input_seq: 0,
         input_at: Instant::now(),
         force_keyframe: true,
+        keyframe_at: None,
         encoder: None,
         frames_sent: 0,
         acked: 0,
@@ -198,8 +262,14 @@ impl Session {
             }
             let still_due = (!self.pending && !self.still_sent && self.shown.is_some())
                 .then(|| self.input_at + STILL_AFTER);
+            let idle = Duration::from_secs(self.archive.config().http.stream_idle_seconds);
             tokio::select! {
-                m = inbox.recv() => {
+                m = tokio::time::timeout(idle, inbox.recv()) => {
+                    let Ok(m) = m else {
+                        let why = format!("closed after {} s without a message", idle.as_secs());
+                        send_json(tx, error_message(None, &why)).await?;
+                        return Ok(());
+                    };
                     let Some(m) = m else { return Ok(()) };
                     if !self.handle(m, tx).await? {
                         return Ok(());
@@ -224,7 +294,17 @@ impl Session {
             Inbound::Message(Ok(msg), at) => (msg, at),
         };
         match msg {
-            ClientMessage::Open(o) => self.open(o, at, tx).await?,
+            ClientMessage::Open(o) => {
+                // the credential may have been revoked, or the session ended, since the socket
+                // opened: asked again at every series opened
+                let still = self.caller.credential.holder(&self.archive).await;
+                if !matches!(still, Ok(Some(Holder::Principal(_)))) {
+                    let msg = "the session or token of this socket is no longer valid";
+                    send_json(tx, error_message(None, msg)).await?;
+                    return Ok(false);
+                }
+                self.open(o, at, tx).await?
+            }
             ClientMessage::View(c) => {
                 let Some(series) = &self.series else {
                     send_json(tx, error_message(Some(c.seq), "open a series first")).await?;
@@ -253,8 +333,16 @@ impl Session {
                 }
             }
             ClientMessage::Keyframe(_) => {
-                self.force_keyframe = true;
-                self.pending = self.series.is_some() && self.state.frame.is_some();
+                // a keyframe is a full encode: one per KEYFRAME_INTERVAL at most; one asked
+                // for sooner is dropped (the last one is at most that old)
+                let due = self
+                    .keyframe_at
+                    .is_none_or(|t| at.duration_since(t) >= KEYFRAME_INTERVAL);
+                if due {
+                    self.keyframe_at = Some(at);
+                    self.force_keyframe = true;
+                    self.pending = self.series.is_some() && self.state.frame.is_some();
+                }
             }
         }
         Ok(true)
