@@ -619,21 +619,8 @@ async fn sessions_keyframes_idle_sockets_and_revoked_tokens_are_bounded() {
         "[http]\nstream_idle_seconds = 2\n",
     )
     .unwrap();
-    let first = dicom_object::open_file(&files[0]).unwrap();
-    let uid = |tag| {
-        first
-            .element(tag)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end_matches('\0')
-            .to_string()
-    };
-    let open = serde_json::json!({
-        "type": "open",
-        "study": uid(tags::STUDY_INSTANCE_UID),
-        "series": uid(tags::SERIES_INSTANCE_UID),
-    });
+    let [study, series, _] = common::uids(&files[0]);
+    let open = serde_json::json!({"type": "open", "study": study, "series": series});
     add_user(&t, "reader", "radiologist");
     add_user(&t, "colleague", "radiologist");
     let server = t.serve();

@@ -142,25 +142,30 @@ pub fn sop_uid(path: &Path) -> String {
         .to_string()
 }
 
-/// The DICOMweb path of the instance in a Part-10 file:
-/// `/dicomweb/studies/{study}/series/{series}/instances/{instance}`.
-pub fn instance_path(path: &Path) -> String {
+/// The Study, Series and SOP Instance UIDs of a Part-10 file.
+pub fn uids(path: &Path) -> [String; 3] {
     use dicom_dictionary_std::tags;
     let obj = dicom_object::open_file(path).expect("a DICOM file");
-    let uid = |tag| {
+    [
+        tags::STUDY_INSTANCE_UID,
+        tags::SERIES_INSTANCE_UID,
+        tags::SOP_INSTANCE_UID,
+    ]
+    .map(|tag| {
         obj.element(tag)
             .expect("a UID")
             .to_str()
             .expect("text")
             .trim_end_matches('\0')
             .to_string()
-    };
-    format!(
-        "/dicomweb/studies/{}/series/{}/instances/{}",
-        uid(tags::STUDY_INSTANCE_UID),
-        uid(tags::SERIES_INSTANCE_UID),
-        uid(tags::SOP_INSTANCE_UID)
-    )
+    })
+}
+
+/// The DICOMweb path of the instance in a Part-10 file:
+/// `/dicomweb/studies/{study}/series/{series}/instances/{instance}`.
+pub fn instance_path(path: &Path) -> String {
+    let [study, series, sop] = uids(path);
+    format!("/dicomweb/studies/{study}/series/{series}/instances/{sop}")
 }
 
 /// Every regular file below `dir`.

@@ -91,14 +91,8 @@ impl Maintenance {
         let mut total = ScrubReport::default();
         let mut left_all = Vec::new();
         for blob in blobs {
-            let (report, left) = scrub_blob(&self.store, blob, repair).await;
+            let (report, left) = check_blob(&self.store, &self.index, blob, repair).await?;
             total.add(&report);
-            let queue = left
-                .iter()
-                .filter(|_| report.lost == 0)
-                .map(|l| (l.blob, l.replica, format!("scrub: {}", l.reason)))
-                .collect();
-            self.index.enqueue_repairs(queue).await?;
             left_all.extend(left);
         }
         Ok((total, left_all))
@@ -259,4 +253,22 @@ fn remove_stale_staging(store: &Store) -> usize {
         tracing::info!("removed {}, left by a write a crash cut short", r.display());
     }
     removed.len()
+}
+
+/// Verifies every copy of `blob` (repairing bad ones when `repair`), and queues for repair the
+/// bad copies left, unless no good copy is left to repair them from.
+async fn check_blob(
+    store: &Store,
+    index: &Index,
+    blob: &BlobId,
+    repair: bool,
+) -> Result<(ScrubReport, Vec<BadCopyLeft>), ServiceError> {
+    let (report, left) = scrub_blob(store, blob, repair).await;
+    let queue = left
+        .iter()
+        .filter(|_| report.lost == 0)
+        .map(|l| (l.blob, l.replica, format!("scrub: {}", l.reason)))
+        .collect();
+    index.enqueue_repairs(queue).await?;
+    Ok((report, left))
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use strata_core::config::ScrubConfig;
 use strata_core::now_ms;
 use strata_index::{Index, WorkerProgress};
-use strata_store::scrub::scrub_blob;
 use strata_store::Store;
 
 /// The name the scrub's progress and status go by.
@@ -81,14 +80,8 @@ impl Scrubber {
         let mut bad = 0;
         for blob in &batch {
             let started = Instant::now();
-            let (report, left) = scrub_blob(&self.store, blob, false).await;
-            let queue: Vec<_> = left
-                .iter()
-                .filter(|_| report.lost == 0)
-                .map(|l| (l.blob, l.replica, format!("scrub: {}", l.reason)))
-                .collect();
+            let (_, left) = super::check_blob(&self.store, &self.index, blob, false).await?;
             bad += left.len();
-            self.index.enqueue_repairs(queue).await?;
             p.cursor = Some(*blob);
             p.done += 1;
             tokio::time::sleep(self.rest_after(started.elapsed())).await;
