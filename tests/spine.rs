@@ -687,11 +687,15 @@ async fn a_failed_replica_write_is_queued_and_repaired_in_the_background() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // The worker writes the copy, then clears its queue row: wait for both.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while files_under(&t.replica('c').join("blobs")).len() < files.len()
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    loop {
+        let copies = files_under(&t.replica('c').join("blobs")).len();
+        let queued = t.open().await.index.repair_queue_len().await.unwrap();
+        if (copies == files.len() && queued == 0) || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     server.kill().unwrap();
     server.wait().unwrap();
