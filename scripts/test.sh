@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the build and the tests use. Installed only when missing.
 # cmake, g++ and nasm build the codecs (CharLS, OpenJPEG, openh264); dcmtk (echoscu, storescu,
 # findscu, dcmconv, dcmcjpeg, ...) and gdcmconv (JPEG 2000) are the DICOM peers of the tests;
-# openssl makes the DICOM TLS test's certificate; python3-venv holds pynetdicom and
-# dicomweb-client, the Python peers; chromium is the browser of the viewer's end-to-end test.
-packages=(pkg-config cmake g++ nasm dcmtk libgdcm-tools openssl python3 python3-venv chromium)
+# openssl makes the TLS tests' certificates and curl is their HTTPS client; python3-venv holds
+# pynetdicom and dicomweb-client, the Python peers; chromium is the browser of the viewer's end-to-end test.
+packages=(pkg-config cmake g++ nasm dcmtk libgdcm-tools openssl curl python3 python3-venv chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -364,3 +364,123 @@ fn a_codestream_claiming_a_huge_frame_is_refused_before_it_is_decoded() {
     drop(server);
     still_served(&t, &originals);
 }
+
+/// Opens a connection and sends the start of a request's headers, never the end (slowloris).
+fn half_request(server: &Server) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(server.http).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: strata\r\nX-Slow: ")
+        .unwrap();
+    s
+}
+
+/// Reads until the server closes the connection or `within` passes; true if it closed.
+fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn slow_and_many_http_clients_are_bounded_and_dimse_keeps_serving() {
+    let (t, originals) = archive_with_fixtures();
+    configure(
+        &t,
+        "[http]\nheader_timeout_seconds = 2\nbody_idle_seconds = 2\nmax_connections = 6\nmax_connections_per_ip = 4\n",
+    );
+    let server = t.serve();
+    let url = format!("http://{}/healthz", server.http);
+    // one address holds its four connections with headers that never end; a fifth is turned
+    // away at once with 503, and the modality's DIMSE association is not affected
+    let mut slow: Vec<_> = (0..4).map(|_| half_request(&server)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let turned_away = common::http("GET", &url, &[], None);
+    assert_eq!(turned_away.status, 503, "{}", turned_away.text());
+    assert!(turned_away.content_type.contains("problem+json"));
+    assert_echo_ok(&server);
+    // the header deadline closes every slow connection, and the address is served again
+    for s in &mut slow {
+        assert!(
+            closed_within(s, Duration::from_secs(6)),
+            "a connection whose headers never end is closed after http.header_timeout_seconds"
+        );
+    }
+    assert_eq!(common::http("GET", &url, &[], None).status, 200);
+    // an idle keep-alive connection is closed by the same deadline
+    let mut idle = std::net::TcpStream::connect(server.http).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: strata\r\n\r\n")
+        .unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(6)));
+    // a body that stops arriving is abandoned after http.body_idle_seconds
+    let tok = common::token(&t, "admin");
+    let mut stalled = std::net::TcpStream::connect(server.http).unwrap();
+    write!(
+        stalled,
+        "POST /dicomweb/studies HTTP/1.1\r\nHost: strata\r\nAuthorization: Bearer {tok}\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Type: application/dicom\r\n\r\nDICM"
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut stalled, Duration::from_secs(10)));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    // the process lives, its memory is bounded, and nothing stored changed
+    let mut server = server;
+    assert!(server.alive());
+    assert!(server.peak_rss_kib() < 512 * 1024);
+    still_served(&t, &originals);
+}
+
+#[test]
+fn one_host_cannot_hold_every_association_and_a_find_is_capped() {
+    let (t, originals) = archive_with_fixtures();
+    configure(
+        &t,
+        "[dimse]\nmax_associations_per_ip = 2\nmax_find_results = 2\n",
+    );
+    let server = t.serve();
+    // A C-FIND matching the three stored studies: two go out, then Out of Resources.
+    let find = tool(
+        30,
+        "findscu",
+        &[
+            "-v",
+            "-S",
+            "-aec",
+            "STRATA",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID",
+            LOCALHOST,
+            &server.port(),
+        ],
+    );
+    let said = text(&find);
+    assert_eq!(said.matches("(Pending)").count(), 2, "{said}");
+    assert!(
+        said.contains("Received Final Find Response (Refused: OutOfResources)"),
+        "{said}"
+    );
+    // Two connections from this address that never associate hold its two places: a third
+    // association is rejected, and served again once they are gone.
+    let holders: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(server.dimse).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = tool(
+        30,
+        "echoscu",
+        &["-aec", "STRATA", LOCALHOST, &server.port()],
+    );
+    assert!(!refused.status.success(), "{}", text(&refused));
+    drop(holders);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_echo_ok(&server);
+    still_served(&t, &originals);
+}

@@ -517,3 +517,71 @@ fn a_patient_sees_exports_and_is_audited_within_their_own_studies_only() {
     assert_eq!(pat.ok(pat.get("/api/me"))["person"], pn.as_str());
     assert_eq!(pat.studies(""), vec![a2.clone()]);
 }
+
+#[test]
+fn a_patient_scope_widens_only_by_a_human_decision() {
+    let t = TestArchive::new();
+    let dir = t.path("in");
+    let (a1, _) = study(&dir, 1, "SMITH^JOHN", ("HOSP_A", "A1"), "19700101", "M");
+    t.ok(&["import", dir.to_str().unwrap()]);
+    let server = t.serve();
+    let admin = Api::new(&server, &token(&t, "admin"));
+    let pa = admin.person_of("HOSP_A", "A1");
+    let out = user_cmd(&t, &["add", "pat", "--role", "patient", "--person", &pa]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pat = Api::new(&server, &token(&t, "pat"));
+    assert_eq!(pat.studies(""), vec![a1.clone()]);
+
+    // The same demographics under another hospital's key: the matcher may link it to the
+    // person, but the patient does not see it.
+    let later = t.path("later");
+    let (a6, a6_files) = study(&later, 6, "SMITH^JOHN", ("HOSP_D", "D9"), "19700101", "M");
+    // Someone else's study whose file claims to be the patient (OtherPatientIDsSequence).
+    let (x5, x5_files) = study(&later, 5, "DOE^EVE", ("HOSP_X", "X1"), "19910707", "F");
+    for f in &x5_files {
+        let r = tool(
+            30,
+            "dcmodify",
+            &[
+                "-nb",
+                "-i",
+                "(0010,1002)[0].(0010,0020)=A1",
+                "-i",
+                "(0010,1002)[0].(0010,0021)=HOSP_A",
+                f.to_str().unwrap(),
+            ],
+        );
+        assert!(r.status.success(), "{}", text(&r));
+    }
+    for f in a6_files.iter().chain(&x5_files) {
+        admin.ok(admin.stow(f));
+    }
+    assert_eq!(
+        pat.studies(""),
+        vec![a1.clone()],
+        "no automatic link widens a patient's scope"
+    );
+    for (study, _) in [(&a6, ()), (&x5, ())] {
+        problem(
+            &pat.get(&format!("/dicomweb/studies/{study}/metadata")),
+            404,
+            "a study linked by the matcher alone",
+        );
+    }
+    let own = pat.ok(pat.get(&format!("/api/persons/{pa}")));
+    assert_eq!(
+        own["identifiers"].as_array().unwrap().len(),
+        1,
+        "the patient's view lists the confirmed key only: {own}"
+    );
+
+    // An administrator's link (of a key the matcher may already have put there) confirms it.
+    admin.ok(admin.post(
+        &format!("/api/persons/{pa}/link"),
+        json!({"issuer": "HOSP_D", "patient_id": "D9"}),
+    ));
+    let mut both = vec![a1, a6];
+    both.sort();
+    assert_eq!(pat.studies(""), both);
+    assert!(!pat.studies("").contains(&x5));
+}

@@ -115,3 +115,169 @@ fn echo_and_store_over_tls() {
     );
     assert!(plain_port.status.success(), "{}", text(&plain_port));
 }
+
+/// Runs openssl, which makes the certificates of these tests.
+fn openssl(args: &[&str]) {
+    let r = tool(60, "openssl", args);
+    assert!(r.status.success(), "openssl {args:?}: {}", text(&r));
+}
+
+/// A certificate authority (`<name>.pem`, `<name>-key.pem`) under the test's folder.
+fn authority(t: &TestArchive, name: &str) -> (String, String) {
+    let (cert, key) = (
+        t.path(&format!("{name}.pem")),
+        t.path(&format!("{name}-key.pem")),
+    );
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let subject = format!("/CN={name}");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-subj",
+        &subject,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    (cert.to_string(), key.to_string())
+}
+
+/// A certificate for `name` issued by the authority `ca` (cert, key), for a server or a client.
+fn issued(t: &TestArchive, ca: &(String, String), name: &str, usage: &str) -> (String, String) {
+    let p = |suffix: &str| {
+        t.path(&format!("{name}{suffix}"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (cert, key, csr, ext) = (p(".pem"), p("-key.pem"), p(".csr"), p(".ext"));
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+    std::fs::write(
+        &ext,
+        format!("basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca.0,
+        "-CAkey",
+        &ca.1,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    (cert, key)
+}
+
+#[test]
+fn mutual_tls_refuses_a_peer_without_a_trusted_certificate() {
+    let t = TestArchive::new();
+    std::fs::create_dir_all(t.data()).unwrap();
+    let server_ca = authority(&t, "server-ca");
+    let client_ca = authority(&t, "modality-ca");
+    let stranger_ca = authority(&t, "stranger-ca");
+    let server = issued(&t, &server_ca, "archive", "serverAuth");
+    let modality = issued(&t, &client_ca, "modality", "clientAuth");
+    let stranger = issued(&t, &stranger_ca, "stranger", "clientAuth");
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        t.data().join("strata.toml"),
+        format!(
+            "[dimse]\ntls_listen = \"127.0.0.1:{tls_port}\"\ntls_certificate = \"{}\"\ntls_private_key = \"{}\"\ntls_client_ca = \"{}\"\n",
+            server.0, server.1, client_ca.0
+        ),
+    )
+    .unwrap();
+    t.generate(
+        "in",
+        &SynthOptions {
+            studies: 1,
+            patients: 1,
+            slices: 1,
+            series_per_study: 1,
+            rows: 16,
+            cols: 16,
+            ..Default::default()
+        },
+    );
+    let running = t.serve();
+    let announced = format!("over TLS as STRATA on 127.0.0.1:{tls_port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !running.log_text().contains(&announced) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let port = tls_port.to_string();
+    let with = |identity: Option<&(String, String)>| {
+        let mut args: Vec<&str> = match identity {
+            Some((cert, key)) => vec!["+tls", key, cert],
+            None => vec!["+tla"],
+        };
+        args.extend(["+cf", &server_ca.0, "-aec", "STRATA", "127.0.0.1", &port]);
+        tool(30, "echoscu", &args)
+    };
+    let trusted = with(Some(&modality));
+    assert!(trusted.status.success(), "{}", text(&trusted));
+    let anonymous = with(None);
+    assert!(
+        !anonymous.status.success(),
+        "a peer without a certificate is refused"
+    );
+    let foreign = with(Some(&stranger));
+    assert!(
+        !foreign.status.success(),
+        "a certificate from an authority not configured is refused"
+    );
+    let store = tool(
+        60,
+        "storescu",
+        &[
+            "+tls",
+            &modality.1,
+            &modality.0,
+            "+cf",
+            &server_ca.0,
+            "-aec",
+            "STRATA",
+            "127.0.0.1",
+            &port,
+            "+sd",
+            "+r",
+            t.path("in").to_str().unwrap(),
+        ],
+    );
+    assert!(store.status.success(), "{}", text(&store));
+    assert!(t.ok(&["studies"]).contains(&format!("{:>9}", 1)));
+}

@@ -233,7 +233,10 @@ impl TestArchive {
                     );
                 }
             };
-            if let Some(rest) = line.strip_prefix("strata: serving http://") {
+            let served = line
+                .strip_prefix("strata: serving http://")
+                .or_else(|| line.strip_prefix("strata: serving https://"));
+            if let Some(rest) = served {
                 let addr = rest.split_whitespace().next().unwrap_or("");
                 http = Some(addr.trim_end_matches('/').parse().expect("HTTP address"));
             } else if let Some(rest) = line.strip_prefix("strata: serving DIMSE as ") {

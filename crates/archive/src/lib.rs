@@ -4,6 +4,8 @@
 //! and does no work of its own: every door reaches the archive's work through the services it
 //! hands out.
 
+pub mod tls;
+
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use strata_core::config::Config;

@@ -63,6 +63,23 @@ pub struct HttpConfig {
     /// A viewing session (`/api/stream`) with no message from its client for this long is
     /// closed: an idle socket holds a render encoder and one of the sessions allowed.
     pub stream_idle_seconds: u64,
+    /// A client gets this long to send a request's headers (and, over HTTPS, to finish the
+    /// handshake); a connection idle between requests for as long is closed. Slow-header
+    /// clients (slowloris) cannot hold connections open.
+    pub header_timeout_seconds: u64,
+    /// A request body that sends no byte for this long is abandoned (408).
+    pub body_idle_seconds: u64,
+    /// Connections served at once; one more is closed at once. Kept well under the process's
+    /// file descriptor limit so HTTP can never starve DIMSE or storage of descriptors.
+    pub max_connections: usize,
+    /// Connections one client address may hold at once.
+    pub max_connections_per_ip: usize,
+    /// HTTPS: served on `listen` instead of plain HTTP when both are given (PEM files).
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+    /// HTTPS with a certificate the archive makes itself on first start (kept under
+    /// `<data>/tls/`), for a trial or a closed network; a real deployment names its own.
+    pub tls_self_signed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +90,11 @@ pub struct DimseConfig {
     pub ae_title: String,
     /// Associations served at once; one more is rejected (transient, local limit exceeded).
     pub max_associations: usize,
+    /// Associations one peer address may hold at once, so one host cannot take every slot.
+    pub max_associations_per_ip: usize,
+    /// Matches one C-FIND returns; beyond, the first ones go out and the final status is
+    /// Refused: Out of Resources (A700), asking the peer to narrow its query.
+    pub max_find_results: usize,
     /// Largest P-DATA PDU we accept, announced in the A-ASSOCIATE-AC.
     pub max_pdu_length: u32,
     /// How long a peer may take to send its A-ASSOCIATE-RQ after connecting (ARTIM).
@@ -88,6 +110,9 @@ pub struct DimseConfig {
     pub tls_listen: String,
     pub tls_certificate: Option<PathBuf>,
     pub tls_private_key: Option<PathBuf>,
+    /// Mutual TLS: when given (PEM, one or more CA certificates), a peer on `tls_listen` must
+    /// present a certificate issued by one of them; a peer without one is refused.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -128,6 +153,8 @@ impl Default for DimseConfig {
             listen: "127.0.0.1:11112".into(),
             ae_title: "STRATA".into(),
             max_associations: 64,
+            max_associations_per_ip: 16,
+            max_find_results: 10_000,
             max_pdu_length: 262_144,
             artim_timeout_seconds: 30,
             idle_timeout_seconds: 300,
@@ -136,6 +163,7 @@ impl Default for DimseConfig {
             tls_listen: "127.0.0.1:2762".into(),
             tls_certificate: None,
             tls_private_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -211,6 +239,13 @@ impl Default for HttpConfig {
             max_body_bytes: 8 << 30,
             public_url: None,
             stream_idle_seconds: 600,
+            header_timeout_seconds: 15,
+            body_idle_seconds: 60,
+            max_connections: 512,
+            max_connections_per_ip: 64,
+            tls_certificate: None,
+            tls_private_key: None,
+            tls_self_signed: false,
         }
     }
 }
@@ -398,14 +433,42 @@ impl Config {
         if self.dimse.tls_certificate.is_some() != self.dimse.tls_private_key.is_some() {
             return bad("dimse.tls_certificate and dimse.tls_private_key go together".into());
         }
-        if self.dimse.max_associations == 0 {
-            return bad("dimse.max_associations must be at least 1".into());
+        if self.dimse.tls_client_ca.is_some() && self.dimse.tls_certificate.is_none() {
+            return bad("dimse.tls_client_ca needs dimse.tls_certificate and its key".into());
+        }
+        if self.dimse.max_associations == 0
+            || self.dimse.max_associations_per_ip == 0
+            || self.dimse.max_find_results == 0
+        {
+            return bad(
+                "dimse.max_associations, dimse.max_associations_per_ip and dimse.max_find_results must be at least 1"
+                    .into(),
+            );
         }
         if self.ingest.import_parallelism == 0 {
             return bad("ingest.import_parallelism must be at least 1".into());
         }
         if self.ingest.spool_threshold_bytes > self.ingest.max_instance_bytes {
             return bad("ingest.spool_threshold_bytes exceeds ingest.max_instance_bytes".into());
+        }
+        if self.http.tls_certificate.is_some() != self.http.tls_private_key.is_some() {
+            return bad("http.tls_certificate and http.tls_private_key go together".into());
+        }
+        if self.http.tls_self_signed && self.http.tls_certificate.is_some() {
+            return bad(
+                "http.tls_self_signed and http.tls_certificate: name a certificate or ask for one"
+                    .into(),
+            );
+        }
+        if self.http.header_timeout_seconds == 0 || self.http.body_idle_seconds == 0 {
+            return bad(
+                "http.header_timeout_seconds and http.body_idle_seconds must be at least 1".into(),
+            );
+        }
+        if self.http.max_connections == 0 || self.http.max_connections_per_ip == 0 {
+            return bad(
+                "http.max_connections and http.max_connections_per_ip must be at least 1".into(),
+            );
         }
         if self.http.stream_idle_seconds == 0 {
             return bad("http.stream_idle_seconds must be at least 1".into());

@@ -13,6 +13,7 @@ pub mod blob;
 pub mod clock;
 pub mod config;
 pub mod metrics;
+pub mod peers;
 
 pub use blob::BlobId;
 pub use clock::now_ms;

@@ -16,7 +16,8 @@ pub async fn c_find(
     command: Command,
     data: Option<DataSink>,
 ) -> Result<(), AssociationError> {
-    let matches = match matches(session, pc, data).await {
+    let cap = session.archive.config().dimse.max_find_results;
+    let mut matches = match matches(session, pc, data, cap).await {
         Ok(m) => m,
         Err((st, why)) => {
             let outcome = if st == status::NOT_AUTHORIZED {
@@ -33,15 +34,22 @@ pub async fn c_find(
             return Ok(());
         }
     };
+    let over = matches.len() > cap;
+    matches.truncate(cap);
     tracing::info!(
         calling_ae = session.calling_ae,
         matches = matches.len(),
+        over,
         "C-FIND"
     );
     // The audit event commits while the matches go out; the final response waits for it.
     let event = AuditEvent::now(&session.calling_ae, "dimse", "dimse.find", Outcome::Success)
         .remote(&session.remote)
-        .detail(format!("{} matches", matches.len()));
+        .detail(format!(
+            "{} matches{}",
+            matches.len(),
+            if over { " (more not sent)" } else { "" }
+        ));
     let audited = session.archive.audit().record_read(event);
     let ts = session.syntax(pc);
     let message_id = command.message_id();
@@ -69,7 +77,14 @@ pub async fn c_find(
     if audited.await.is_err() {
         tracing::error!("audit trail write failed for a C-FIND");
     }
-    let done = Command::response_to(&command, field::C_FIND_RSP, status::SUCCESS, false);
+    let done = if over {
+        Command::response_to(&command, field::C_FIND_RSP, status::OUT_OF_RESOURCES, false)
+            .with_error_comment(&format!(
+                "more than {cap} matches (dimse.max_find_results): narrow the query"
+            ))
+    } else {
+        Command::response_to(&command, field::C_FIND_RSP, status::SUCCESS, false)
+    };
     session.writer.send(pc, &done, None).await?;
     Ok(())
 }
@@ -79,6 +94,7 @@ async fn matches(
     session: &Session<'_>,
     pc: u8,
     data: Option<DataSink>,
+    cap: usize,
 ) -> Result<Vec<InMemDicomObject>, (u16, String)> {
     if !session.may(DimsePermission::Query) {
         return Err((
@@ -89,8 +105,10 @@ async fn matches(
     let bad = |why: String| (status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, why);
     let identifier = session.identifier(pc, data).map_err(bad)?;
     let model = &session.contexts[&pc].abstract_syntax;
-    let query =
+    let mut query =
         to_query(&identifier, model, &session.archive.config().dimse.ae_title).map_err(bad)?;
+    // One more than the cap: enough to know the cap was passed.
+    query.limit = Some(cap + 1);
     session
         .archive
         .index()

@@ -4,7 +4,7 @@
 //! from then on this crate reads and writes PDUs itself, so a C-CANCEL can be read while a
 //! C-FIND is still sending pending responses. [`message`] is the wire layer; the services are
 //! [`store`] (C-STORE), [`find`] (C-FIND), [`retrieve`] (C-MOVE and C-GET) and [`commit`]
-//! (Storage Commitment); [`storage_classes`] lists what may be stored and [`tls`] is DICOM TLS.
+//! (Storage Commitment); [`storage_classes`] lists what may be stored (DICOM TLS: the archive's [`strata_archive::tls`]).
 //! DIMSE never stores, indexes or audits anything itself: C-STORE goes through the archive's
 //! ingest service, C-FIND reads the catalog, every event goes to the audit trail service.
 
@@ -14,7 +14,6 @@ pub mod message;
 pub mod retrieve;
 pub mod storage_classes;
 pub mod store;
-pub mod tls;
 
 use dicom_dictionary_std::uids;
 use dicom_object::InMemDicomObject;
@@ -143,7 +142,13 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
     // DICOM TLS (PS3.15 B.1) on its own port, when a certificate is configured.
     let tls = match (&cfg.tls_certificate, &cfg.tls_private_key) {
         (Some(cert), Some(key)) => {
-            let config = tls::server_config(cert, key)?;
+            let config = strata_archive::tls::server_config(
+                "dimse",
+                cert,
+                key,
+                cfg.tls_client_ca.as_deref(),
+                &[],
+            )?;
             let l = tokio::net::TcpListener::bind(&cfg.tls_listen)
                 .await
                 .map_err(|e| {
@@ -161,8 +166,9 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    // Plain and TLS associations share one limit.
+    // Plain and TLS associations share one limit, in all and per peer address.
     let slots = Arc::new(Semaphore::new(cfg.max_associations));
+    let addresses = Arc::new(strata_core::peers::PerAddress::default());
     loop {
         let accepted = match &tls {
             Some((tls_listener, config)) => tokio::select! {
@@ -180,8 +186,14 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
             }
         };
         let _ = socket.set_nodelay(true);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "association refused: {} associations already open", cfg.max_associations);
+        let held = match slots.clone().try_acquire_owned() {
+            Ok(slot) => addresses
+                .take(peer.ip(), cfg.max_associations_per_ip)
+                .map(|address| (slot, address)),
+            Err(_) => None,
+        };
+        let Some(held) = held else {
+            tracing::warn!(%peer, "association refused: over dimse.max_associations ({}) or dimse.max_associations_per_ip ({})", cfg.max_associations, cfg.max_associations_per_ip);
             if tls_config.is_none() {
                 tokio::spawn(reject_over_limit(
                     socket,
@@ -195,7 +207,7 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
             if let Err(e) = association(archive, socket, tls_config).await {
                 tracing::info!(%peer, "association ended: {e}");
             }
-            drop(slot);
+            drop(held);
         });
     }
 }

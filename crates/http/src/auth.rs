@@ -251,11 +251,29 @@ pub async fn login(
         AuditEvent::now(&login.user, role.as_str(), "http.login", Outcome::Success).remote(addr);
     let _ = archive.audit().record(event).await;
     let cookie = format!(
-        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_LIFETIME_MS / 1000
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        SESSION_LIFETIME_MS / 1000,
+        secure(&archive)
     );
     let body = serde_json::json!({ "user": login.user, "role": role.as_str() });
     Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+/// The session cookie is `Secure` whenever clients reach the archive over HTTPS (served here,
+/// or by a proxy in front named in `http.public_url`): the browser never sends it in clear.
+fn secure(archive: &Archive) -> &'static str {
+    if serves_https(archive) {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+/// Clients reach the archive over HTTPS.
+pub fn serves_https(archive: &Archive) -> bool {
+    archive
+        .public_url()
+        .is_some_and(|u| u.starts_with("https://"))
 }
 
 /// `POST /api/logout`: ends the session.
@@ -270,7 +288,10 @@ pub async fn logout(
             .await
             .map_err(Problem::internal)?;
     }
-    let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let clear = format!(
+        "{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+        secure(&archive)
+    );
     Ok(([(header::SET_COOKIE, clear)], StatusCode::NO_CONTENT).into_response())
 }
 

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod dicomweb;
+mod listen;
 pub mod persons;
 pub mod problem;
 pub mod stream;
@@ -50,7 +51,25 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::web::router())
         .merge(protected)
         .fallback(|| async { Problem::not_found("no such route") })
+        .layer(axum::middleware::from_fn_with_state(archive.clone(), hsts))
         .with_state(archive)
+}
+
+/// Over HTTPS every answer carries HSTS: a browser that has seen the archive once never tries
+/// it over plain HTTP again (for a year).
+async fn hsts(
+    State(a): State<Arc<Archive>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    if auth_http::serves_https(&a) {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            header::HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
 }
 
 /// Nothing an authenticated route answers is kept on the device: patient data, pictures and
@@ -161,39 +180,70 @@ async fn metrics(
     ))
 }
 
-/// Serves the HTTP side on `http.listen` until `shutdown` resolves. Once the listener is
-/// bound, the archive learns the URL clients reach it at (`http.public_url`, else this address).
+/// Serves the HTTP side on `http.listen` until `shutdown` resolves: HTTPS when a certificate
+/// is configured or asked for, else plain HTTP. Once the listener is bound, the archive learns
+/// the URL clients reach it at (`http.public_url`, else this address).
 pub async fn serve(
     archive: Arc<Archive>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listen = archive.config().http.listen.clone();
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let cfg = archive.config().http.clone();
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (http.listen): {e}", cfg.listen))?;
+    let local = listener.local_addr()?;
+    let tls = https_config(&archive, local)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "strata: serving http://{} (data in {})",
-        listener.local_addr()?,
+        "strata: serving {scheme}://{local} (data in {})",
         archive.config().data_dir.display()
     );
-    let public = archive.config().http.public_url.clone().unwrap_or_else(|| {
-        format!(
-            "http://{}",
-            listener
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default()
-        )
-    });
+    let public = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{local}"));
     archive.set_public_url(public.trim_end_matches('/').to_string());
-    // No Nagle: a stream frame or an acknowledgement held back for the peer's delayed ACK
-    // costs 40 ms, more than two frames of a scroll.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let app = router(archive).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let limits = listen::Limits {
+        header_timeout: std::time::Duration::from_secs(cfg.header_timeout_seconds),
+        body_idle: std::time::Duration::from_secs(cfg.body_idle_seconds),
+        max_connections: cfg.max_connections,
+        max_connections_per_ip: cfg.max_connections_per_ip,
+    };
+    listen::run(listener, router(archive), tls, limits, shutdown).await
+}
+
+/// The HTTPS configuration: the configured certificate, or the one the archive made for itself
+/// (`http.tls_self_signed`), valid for localhost, the listening address and the public URL's
+/// host. None serves plain HTTP.
+fn https_config(
+    archive: &Archive,
+    local: std::net::SocketAddr,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let cfg = &archive.config().http;
+    let (cert, key) = match (&cfg.tls_certificate, &cfg.tls_private_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ if cfg.tls_self_signed => {
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+            if !local.ip().is_unspecified() {
+                names.push(local.ip().to_string());
+            }
+            let public_host = cfg
+                .public_url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()));
+            names.extend(public_host);
+            names.dedup();
+            let dir = archive.config().data_dir.join("tls");
+            let (cert, key) = strata_archive::tls::self_signed(&dir, &names)?;
+            eprintln!(
+                "strata: HTTPS with the self-signed certificate {} (SHA-256 {})",
+                cert.display(),
+                strata_archive::tls::fingerprint(&cert)?
+            );
+            (cert, key)
+        }
+        _ => return Ok(None),
+    };
+    strata_archive::tls::server_config("http", &cert, &key, None, &[b"http/1.1"]).map(Some)
 }

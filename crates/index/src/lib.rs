@@ -71,7 +71,11 @@ impl std::ops::Deref for Index {
 pub enum Scope {
     /// Every patient: staff roles, and DIMSE peers (authorised by AE title, never patients).
     All,
-    /// Only the local keys that belong to this person (`persons.id`) now: a patient user.
+    /// Only the local keys a person decided belong to this person (`persons.id`): a patient
+    /// user. A key the matcher linked on its own (or on what a file says about itself, such as
+    /// OtherPatientIDsSequence) widens no patient's scope until a human confirms it: binding the
+    /// user to the person (which confirms the keys the person has then), a link, a merge or an
+    /// accepted review. Such keys are the ones marked `mpi_manual`.
     Person(i64),
 }
 

@@ -561,13 +561,15 @@ pub(super) fn apply_op(c: &Connection, op: &MpiOp, actor: &str) -> Result<MpiCha
             let fk = key_id(c, key)?;
             let from = key_person(c, key)?;
             change.action = "link".into();
-            if from == Some(to) {
+            if from == Some(to) && is_manual(c, fk)? {
                 return Err(MpiError::Conflict(format!(
                     "{}/{} is already linked to person {person}",
                     key.issuer, key.patient_id
                 ))
                 .into());
             }
+            // A link to the person the matcher chose confirms it: from now on the key is the
+            // person's by decision (and in a patient user's scope).
             move_key(c, fk, to)?;
             close_reviews(c, fk, "resolved", actor)?;
             change.reviews_closed.push((key.clone(), "resolved".into()));
@@ -691,9 +693,7 @@ pub(super) fn apply_op(c: &Connection, op: &MpiOp, actor: &str) -> Result<MpiCha
             let status = match accept {
                 Some(person) => {
                     let to = live_person(c, person)?;
-                    if from != Some(to) {
-                        move_key(c, fk, to)?;
-                    }
+                    move_key(c, fk, to)?;
                     history(
                         c,
                         "accept",
@@ -806,6 +806,22 @@ fn between(
     change.detail = detail;
     change.persons.push(state(c, a)?);
     change.persons.push(state(c, b)?);
+    Ok(())
+}
+
+/// Whether a person decided this key's person (a link, a merge, a review, a user's binding).
+fn is_manual(c: &Connection, patient_fk: i64) -> Result<bool, IndexError> {
+    Ok(
+        c.prepare_cached("SELECT mpi_manual FROM patients WHERE id = ?1")?
+            .query_row([patient_fk], |r| r.get(0))?,
+    )
+}
+
+/// A person's keys, as they are now, become theirs by decision: a user bound to the person
+/// sees them. Keys the matcher adds later wait for a decision of their own.
+pub(super) fn confirm_keys(c: &Connection, person: i64) -> Result<(), IndexError> {
+    c.prepare_cached("UPDATE patients SET mpi_manual = 1 WHERE person_fk = ?1")?
+        .execute([person])?;
     Ok(())
 }
 
@@ -1128,10 +1144,11 @@ pub(super) fn person(
                 (SELECT group_concat(DISTINCT se.modality) FROM series se WHERE se.study_fk = st.id),
                 p.issuer, p.patient_id, st.num_instances
          FROM studies st JOIN patients p ON p.id = st.patient_fk
-         WHERE p.person_fk = ?1 ORDER BY st.study_date DESC, st.study_time DESC",
+         WHERE p.person_fk = ?1 AND (?2 = 0 OR p.mpi_manual = 1)
+         ORDER BY st.study_date DESC, st.study_time DESC",
     )?;
     let studies = stmt
-        .query_map([id], |r| {
+        .query_map(params![id, only.is_some()], |r| {
             Ok(PersonStudy {
                 study_uid: r.get(0)?,
                 study_date: r.get(1)?,
@@ -1186,7 +1203,10 @@ pub(super) fn person(
     Ok(Some(PersonView {
         id: uid.to_string(),
         merged_into: merged.map(|m| person_uid(c, m)).transpose()?,
-        identifiers: identifiers(c, id)?,
+        identifiers: identifiers(c, id)?
+            .into_iter()
+            .filter(|i| only.is_none() || i.manual)
+            .collect(),
         studies,
         history,
     }))

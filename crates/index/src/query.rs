@@ -463,7 +463,7 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
     // Sequence keys filter after SQL, so paging does too when there are any.
     let filters_in_rust = templates.iter().any(|(_, t)| has_filter(t));
     if let Some(person) = q.scope.person_param() {
-        conds.push("p.person_fk = ?".to_string());
+        conds.push("p.person_fk = ? AND p.mpi_manual = 1".to_string());
         params.push(Value::Integer(person));
     }
     let mut sql = format!("SELECT {} FROM {}", selects.join(", "), q.level.tables());

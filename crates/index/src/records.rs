@@ -392,7 +392,7 @@ pub(super) fn instances_under(
          FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk
               JOIN patients p ON p.id = st.patient_fk
          WHERE st.study_uid = ?1 AND (?2 IS NULL OR se.series_uid = ?2) AND (?3 IS NULL OR i.sop_uid = ?3)
-           AND (?4 IS NULL OR p.person_fk = ?4)
+           AND (?4 IS NULL OR (p.person_fk = ?4 AND p.mpi_manual = 1))
          ORDER BY se.series_number, se.id, i.instance_number, i.id",
     )?;
     let rows = stmt.query_map(params![study, series, sop, person], |r| {

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "patient_users", include_str!("../../../schemas/index/0008_patient_users.sql")),
     (9, "name_keys", include_str!("../../../schemas/index/0009_name_keys.sql")),
     (10, "worker_progress", include_str!("../../../schemas/index/0010_worker_progress.sql")),
+    (13, "confirmed_keys", include_str!("../../../schemas/index/0013_confirmed_keys.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -619,6 +620,16 @@ impl Catalog for SqliteIndex {
                  ON CONFLICT (name) DO NOTHING",
                 params![name, role, password_hash, now_ms(), person],
             )?;
+            if n == 1 {
+                let bound: Option<i64> = c.query_row(
+                    "SELECT person_fk FROM users WHERE name = ?1",
+                    [&name],
+                    |r| r.get(0),
+                )?;
+                if let Some(person) = bound {
+                    mpi::confirm_keys(c, person)?;
+                }
+            }
             Ok(n == 1)
         })
         .await
@@ -671,6 +682,9 @@ impl Catalog for SqliteIndex {
                 "UPDATE users SET person_fk = ?2 WHERE name = ?1",
                 params![name, id],
             )?;
+            if n == 1 {
+                mpi::confirm_keys(c, id)?;
+            }
             Ok(if n == 1 {
                 Ok(())
             } else {
