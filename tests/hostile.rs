@@ -484,3 +484,49 @@ fn one_host_cannot_hold_every_association_and_a_find_is_capped() {
     assert_echo_ok(&server);
     still_served(&t, &originals);
 }
+
+#[test]
+fn a_study_rendered_at_the_largest_viewport_streams_one_picture_after_another() {
+    let t = TestArchive::new();
+    let files = t.generate(
+        "in",
+        &strata_synth::SynthOptions {
+            studies: 1,
+            patients: 1,
+            series_per_study: 1,
+            slices: 6,
+            rows: 64,
+            cols: 64,
+            ..Default::default()
+        },
+    );
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let study = common::uids(&files[0])[0].clone();
+    let mut server = t.serve();
+    let tok = common::token(&t, "admin");
+    let answer = common::http(
+        "GET",
+        &format!(
+            "http://{}/dicomweb/studies/{study}/rendered?viewport=8192,8192",
+            server.http
+        ),
+        &[
+            ("Authorization", &format!("Bearer {tok}")),
+            ("Accept", "multipart/related; type=\"image/jpeg\""),
+        ],
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(answer.content_type.starts_with("multipart/related"));
+    let parts = answer
+        .body
+        .windows(b"Content-Type: image/jpeg".len())
+        .filter(|w| *w == b"Content-Type: image/jpeg")
+        .count();
+    assert_eq!(parts, files.len(), "one 8192-pixel picture per instance");
+    assert!(answer.body.len() > files.len() * 8192, "whole pictures");
+    assert!(server.alive());
+    let peak = server.peak_rss_kib();
+    eprintln!("peak resident memory rendering at 8192: {peak} KiB");
+    assert!(peak < 512 * 1024, "peak resident memory {peak} KiB");
+}

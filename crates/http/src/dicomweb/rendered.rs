@@ -13,6 +13,7 @@
 use super::path_uid;
 use crate::auth::Caller;
 use crate::problem::Problem;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -303,27 +304,47 @@ fn single(format: Format, bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, format.media_type())], bytes).into_response()
 }
 
-fn multipart(format: Format, pictures: Vec<Vec<u8>>) -> Response {
+/// Pictures as multipart/related, rendered while the answer goes out, a few at a time: never
+/// all of them in memory, however many the request names. The first is rendered before the
+/// answer starts (so a request that cannot be served gets its error status); a later failure
+/// ends the answer early, after whole parts only.
+fn multipart(
+    archive: Arc<Archive>,
+    req: Request,
+    first: Vec<u8>,
+    rest: Vec<(InstanceRef, u32)>,
+) -> Response {
+    use futures::StreamExt;
     let b = format!("strata-{}", hex::encode(rand::random::<[u8; 12]>()));
-    let mut body = Vec::with_capacity(pictures.iter().map(|p| p.len() + 100).sum());
-    for p in pictures {
-        body.extend_from_slice(
-            format!(
-                "--{b}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-                format.media_type(),
+    let media = req.format.media_type();
+    let part = {
+        let b = b.clone();
+        move |p: Vec<u8>| {
+            let mut out = format!(
+                "--{b}\r\nContent-Type: {media}\r\nContent-Length: {}\r\n\r\n",
                 p.len()
             )
-            .as_bytes(),
-        );
-        body.extend_from_slice(&p);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    let ctype = format!(
-        "multipart/related; type=\"{}\"; boundary={b}",
-        format.media_type()
-    );
-    ([(header::CONTENT_TYPE, ctype)], body).into_response()
+            .into_bytes();
+            out.extend_from_slice(&p);
+            out.extend_from_slice(b"\r\n");
+            out
+        }
+    };
+    let first = futures::stream::once(std::future::ready(Ok(part.clone()(first))));
+    let rest = futures::stream::iter(rest)
+        .map(move |(r, frame)| {
+            let archive = archive.clone();
+            async move { picture(&archive, &r, frame, &req, Priority::Http).await }
+        })
+        .buffered(PARALLEL_RENDERS)
+        .map(move |p| p.map(&part).map_err(|e| std::io::Error::other(e.detail)));
+    let end = futures::stream::once(std::future::ready(Ok(format!("--{b}--\r\n").into_bytes())));
+    let ctype = format!("multipart/related; type=\"{media}\"; boundary={b}");
+    (
+        [(header::CONTENT_TYPE, ctype)],
+        Body::from_stream(first.chain(rest).chain(end)),
+    )
+        .into_response()
 }
 
 /// A study or series: the first frame of each image instance, as multipart/related.
@@ -335,7 +356,6 @@ async fn rendered_many(
     study: String,
     series: Option<String>,
 ) -> Result<Response, Problem> {
-    use futures::StreamExt;
     caller.require(Permission::Rendered)?;
     let req = Request::parse(&headers, &q)?;
     let refs = resolve(&archive, &caller, &study, series.as_deref(), None).await?;
@@ -344,25 +364,16 @@ async fn rendered_many(
         .filter(|r| image_size(r).is_some())
         .cloned()
         .collect();
-    let outcome = if images.is_empty() {
-        Err(Problem::new(
+    let mut jobs = images.into_iter().map(|r| (r, 0));
+    let outcome = match jobs.next() {
+        None => Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "no instance here holds an image",
-        ))
-    } else {
-        futures::stream::iter(images)
-            .map(|r| {
-                let archive = archive.clone();
-                async move { picture(&archive, &r, 0, &req, Priority::Http).await }
-            })
-            .buffered(PARALLEL_RENDERS)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
+        )),
+        Some((r, frame)) => picture(&archive, &r, frame, &req, Priority::Http).await,
     };
     audit(&archive, &caller, "http.wado.rendered", &refs, &outcome).await?;
-    Ok(multipart(req.format, outcome?))
+    Ok(multipart(archive, req, outcome?, jobs.collect()))
 }
 
 pub async fn study(
@@ -404,27 +415,14 @@ async fn rendered_frames(
             "frame {n}: the instance has {count} frame(s)"
         )));
     }
-    let mut pictures = Vec::with_capacity(frames.len());
-    let mut failed = None;
-    for &f in &frames {
-        match picture(&archive, r, f - 1, &req, Priority::Http).await {
-            Ok(p) => pictures.push(p),
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
-    let outcome = match failed {
-        Some(e) => Err(e),
-        None => Ok(pictures),
-    };
+    let outcome = picture(&archive, r, frames[0] - 1, &req, Priority::Http).await;
     audit(&archive, &caller, "http.wado.rendered", &refs, &outcome).await?;
-    let mut pictures = outcome?;
-    Ok(if pictures.len() == 1 {
-        single(req.format, pictures.remove(0))
+    let first = outcome?;
+    Ok(if frames.len() == 1 {
+        single(req.format, first)
     } else {
-        multipart(req.format, pictures)
+        let rest = frames[1..].iter().map(|&f| (r.clone(), f - 1)).collect();
+        multipart(archive, req, first, rest)
     })
 }
 
