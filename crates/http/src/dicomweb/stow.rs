@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::TryStreamExt;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use strata_archive::Archive;
 use strata_core::audit::Outcome;
 use strata_services::auth::Permission;
@@ -75,6 +76,49 @@ fn boundary_of(headers: &HeaderMap) -> Result<String, Problem> {
         .ok_or_else(|| Problem::bad_request("multipart/related without a boundary"))
 }
 
+/// Bytes of part headers, boundaries and preamble allowed per part: a part header that never
+/// ends would otherwise be buffered whole by the multipart parser.
+const HEADER_ALLOWANCE: u64 = 64 * 1024;
+
+/// The request body as the multipart parser pulls it, counted: every byte (part headers,
+/// boundaries and preamble included) against `http.max_body_bytes`, and the bytes that are not
+/// part data against [`HEADER_ALLOWANCE`] per part. What went over is kept for the answer.
+#[derive(Default)]
+struct Counted {
+    raw: AtomicU64,
+    data: AtomicU64,
+    parts: AtomicU64,
+    over: Mutex<Option<String>>,
+}
+
+impl Counted {
+    /// Takes the next chunk from the client, or refuses it.
+    fn take(&self, len: u64, limit: u64) -> std::io::Result<()> {
+        let before = self.raw.fetch_add(len, Ordering::Relaxed);
+        // The parser asks for more only once it has used what it had: whatever is not part
+        // data by then was headers, boundaries or preamble.
+        let overhead = before.saturating_sub(self.data.load(Ordering::Relaxed));
+        let allowed = HEADER_ALLOWANCE * (self.parts.load(Ordering::Relaxed) + 1);
+        let why = if before + len > limit {
+            format!("the body exceeds http.max_body_bytes ({limit})")
+        } else if overhead > allowed {
+            format!("part headers exceed {HEADER_ALLOWANCE} bytes per part")
+        } else {
+            return Ok(());
+        };
+        *self.over.lock().expect("stow counter") = Some(why.clone());
+        Err(std::io::Error::other(why))
+    }
+
+    /// 413 when the body went over a limit, else the parser's complaint as 400.
+    fn refusal(&self, e: multer::Error) -> Problem {
+        match self.over.lock().expect("stow counter").clone() {
+            Some(why) => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, why),
+            None => Problem::bad_request(format!("malformed multipart body: {e}")),
+        }
+    }
+}
+
 fn failure(sop_class: &str, sop: &str, reason: u16) -> Value {
     let mut item = serde_json::Map::new();
     if !sop_class.is_empty() {
@@ -98,8 +142,16 @@ async fn store(
     let boundary = boundary_of(&headers)?;
     let limit = archive.config().http.max_body_bytes;
     let base = super::base_url(archive.as_ref());
-    let mut received: u64 = 0;
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let counted = Arc::new(Counted::default());
+    let stream = {
+        let counted = counted.clone();
+        body.into_data_stream()
+            .map_err(std::io::Error::other)
+            .and_then(move |chunk| {
+                let taken = counted.take(chunk.len() as u64, limit);
+                std::future::ready(taken.map(|()| chunk))
+            })
+    };
     let mut multipart = multer::Multipart::new(stream, boundary);
     let (mut stored, mut failed, mut studies) = (Vec::new(), Vec::new(), Vec::new());
     // Parts arrive one after another; their ingests run side by side (so their writes share
@@ -115,15 +167,11 @@ async fn store(
         let field = match multipart.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) => {
-                return refused(
-                    &mut running,
-                    Problem::bad_request(format!("malformed multipart body: {e}")),
-                )
-            }
+            Err(e) => return refused(&mut running, counted.refusal(e)),
         };
         let n = parts;
         parts += 1;
+        counted.parts.fetch_add(1, Ordering::Relaxed);
         let part_type = field
             .content_type()
             .map(|m| m.essence_str().to_string())
@@ -133,14 +181,9 @@ async fn store(
         loop {
             match field.chunk().await {
                 Ok(Some(chunk)) => {
-                    received += chunk.len() as u64;
-                    if received > limit {
-                        let why = format!("the body exceeds http.max_body_bytes ({limit})");
-                        return refused(
-                            &mut running,
-                            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, why),
-                        );
-                    }
+                    counted
+                        .data
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     if part_type == "application/dicom" {
                         if let Err(e) = spool.append(&chunk) {
                             let problem = if e.kind() == std::io::ErrorKind::FileTooLarge {
@@ -153,12 +196,7 @@ async fn store(
                     }
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    return refused(
-                        &mut running,
-                        Problem::bad_request(format!("malformed multipart body: {e}")),
-                    )
-                }
+                Err(e) => return refused(&mut running, counted.refusal(e)),
             }
         }
         if part_type != "application/dicom" {
