@@ -580,3 +580,54 @@ fn multipart_headers_and_preamble_count_against_the_body_limit() {
     assert!(server.alive());
     still_served(&t, &originals);
 }
+
+#[test]
+fn expensive_requests_are_rate_limited_per_user() {
+    let (t, originals) = archive_with_fixtures();
+    configure(
+        &t,
+        "[http]\nrenders_per_second = 1\nexports_per_minute = 3\n",
+    );
+    let study = common::uids(&originals[0])[0].clone();
+    let mut server = t.serve();
+    common::add_user(&t, "reader", "radiologist");
+    let (admin, reader) = (common::token(&t, "admin"), common::token(&t, "reader"));
+    let get = |tok: &str, path: &str| {
+        common::http(
+            "GET",
+            &format!("http://{}/dicomweb/studies/{study}{path}", server.http),
+            &[
+                ("Authorization", &format!("Bearer {tok}")),
+                ("Accept", "*/*"),
+            ],
+            None,
+        )
+    };
+    // five seconds' worth of renders at once (and one more per second taken), then 429 with
+    // when to come back
+    let started = std::time::Instant::now();
+    let answers: Vec<_> = (0..12).map(|_| get(&admin, "/thumbnail")).collect();
+    let served = answers.iter().filter(|a| a.status == 200).count();
+    let refilled = started.elapsed().as_secs() as usize + 1;
+    assert!(
+        (5..=5 + refilled).contains(&served),
+        "{served} served in {:?}",
+        started.elapsed()
+    );
+    let limited = answers
+        .iter()
+        .find(|a| a.status != 200)
+        .expect("a request over the rate");
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert!(limited.content_type.contains("problem+json"));
+    assert!(limited.text().contains("http.renders_per_second"));
+    // another user has a bucket of their own; searches and metadata are not limited
+    assert_eq!(get(&reader, "/thumbnail").status, 200);
+    for _ in 0..10 {
+        assert_eq!(get(&admin, "/metadata").status, 200);
+    }
+    // a minute's worth of exports, then 429
+    let exports: Vec<u16> = (0..4).map(|_| get(&admin, "").status).collect();
+    assert_eq!(exports, [200, 200, 200, 429]);
+    assert!(server.alive());
+}

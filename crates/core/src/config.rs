@@ -74,6 +74,12 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Connections one client address may hold at once.
     pub max_connections_per_ip: usize,
+    /// Rendered pictures and thumbnails one user may ask for per second (a burst of five
+    /// seconds' worth); beyond, 429.
+    pub renders_per_second: u32,
+    /// Original studies, series, instances, frames or bulk data one user may retrieve per
+    /// minute (a burst of a minute's worth); beyond, 429.
+    pub exports_per_minute: u32,
     /// HTTPS: served on `listen` instead of plain HTTP when both are given (PEM files).
     pub tls_certificate: Option<PathBuf>,
     pub tls_private_key: Option<PathBuf>,
@@ -243,6 +249,8 @@ impl Default for HttpConfig {
             body_idle_seconds: 60,
             max_connections: 512,
             max_connections_per_ip: 64,
+            renders_per_second: 50,
+            exports_per_minute: 6000,
             tls_certificate: None,
             tls_private_key: None,
             tls_self_signed: false,
@@ -463,6 +471,11 @@ impl Config {
         if self.http.header_timeout_seconds == 0 || self.http.body_idle_seconds == 0 {
             return bad(
                 "http.header_timeout_seconds and http.body_idle_seconds must be at least 1".into(),
+            );
+        }
+        if self.http.renders_per_second == 0 || self.http.exports_per_minute == 0 {
+            return bad(
+                "http.renders_per_second and http.exports_per_minute must be at least 1".into(),
             );
         }
         if self.http.max_connections == 0 || self.http.max_connections_per_ip == 0 {

@@ -13,6 +13,7 @@ mod listen;
 pub mod persons;
 pub mod problem;
 pub mod stream;
+mod throttle;
 pub mod web;
 
 use crate::auth::{self as auth_http, Caller};
@@ -39,6 +40,10 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .route("/api/stream", get(crate::stream::handler))
         .merge(crate::dicomweb::router())
         .merge(crate::persons::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(throttle::Throttles::new(&archive.config().http)),
+            throttle::limit,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             archive.clone(),
             auth_http::require_caller,
