@@ -942,3 +942,56 @@ fn the_audit_trail_and_the_accounts_survive_the_loss_of_the_index() {
     assert_eq!(t.ok(&["audit", "list"]).matches("http.qido").count(), 4);
     assert!(t.ok(&["audit", "verify"]).contains("intact"));
 }
+
+#[test]
+fn binary_values_leave_only_as_bulk_data_for_those_allowed_originals() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &study());
+    // An instance carrying a small binary attribute of its own besides the pixel data.
+    let f = &files[0];
+    let r = tool(
+        30,
+        "dcmodify",
+        &[
+            "-nb",
+            "-i",
+            "(0042,0011)=01\\02\\03\\04",
+            "-i",
+            "(0042,0012)=application/pdf",
+            f.to_str().unwrap(),
+        ],
+    );
+    assert!(r.status.success(), "{}", text(&r));
+    let server = t.serve();
+    add_user(&t, "reader", "radiologist");
+    let admin = common::Api::new(&server, &token(&t, "admin"));
+    let reader = common::Api::new(&server, &token(&t, "reader"));
+    admin.ok(admin.stow(f));
+    let [study_uid, series_uid, sop] = common::uids(f);
+    // a search never returns the binary value, even when asked for it by name
+    let found = reader.ok(reader.get(&format!(
+        "/dicomweb/instances?SOPInstanceUID={sop}&includefield=00420011&includefield=00420012"
+    )));
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert!(
+        found[0].get("00420012").is_some(),
+        "text still answered: {found}"
+    );
+    assert!(found[0].get("00420011").is_none(), "{found}");
+    // metadata names it as bulk data, which a radiologist may not fetch and an integrator may
+    let metadata = reader.ok(reader.get(&format!(
+        "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop}/metadata"
+    )));
+    let element = &metadata[0]["00420011"];
+    assert!(element.get("InlineBinary").is_none(), "{element}");
+    let uri = element["BulkDataURI"].as_str().expect("a BulkDataURI");
+    let path = uri.trim_start_matches(&base(&server)).to_string();
+    let refused = reader.call("GET", &path, &[("Accept", "*/*")], None);
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let served = admin.call("GET", &path, &[("Accept", "*/*")], None);
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert!(
+        served.body.windows(4).any(|w| w == [1, 2, 3, 4]),
+        "the value itself, to one allowed originals"
+    );
+}

@@ -521,6 +521,20 @@ async fn a_radiologist_scrolls_and_windows_a_ct_series() {
     assert!(audit.matches("http.stream.open").count() >= 3, "{audit}");
     assert!(audit.contains(&uid(tags::PATIENT_ID)), "{audit}");
     assert!(audit.contains(&series), "the series is named: {audit}");
+    // and every image shown, named once per session when it is first shown
+    let views = t.ok(&["audit", "list", "--action", "http.stream.view"]);
+    let ct_sops: Vec<String> = files.iter().map(|f| common::sop_uid(f)).collect();
+    let shown: std::collections::BTreeSet<u32> = ct_frames.iter().map(|(h, _)| h.slice).collect();
+    let viewed: std::collections::BTreeSet<&String> = ct_sops
+        .iter()
+        .filter(|sop| views.contains(sop.as_str()))
+        .collect();
+    assert!(
+        viewed.len() >= shown.len(),
+        "{} CT slices shown, {} audited: {views}",
+        shown.len(),
+        viewed.len()
+    );
 
     // Against the server's own render, computed here on the same data: every frame of the CT
     // series is close, and the still is exact.

@@ -11,7 +11,9 @@
 //! nothing until the next input.
 //!
 //! What crosses the socket is series metadata (JSON), frames, stills and errors: never DICOM
-//! bytes or original pixel values. Opening a series is audited like any access to patient data.
+//! bytes or original pixel values. Opening a series is audited like any access to patient data,
+//! and so is each image the session shows, the first time it shows it (`http.stream.view`,
+//! written while the frame goes out; a session whose view cannot be recorded stops showing).
 
 use crate::auth::Caller;
 use crate::problem::Problem;
@@ -22,7 +24,8 @@ use axum::response::Response;
 use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_archive::Archive;
@@ -193,6 +196,11 @@ struct Session {
     acked: u32,
     shown: Option<Shown>,
     still_sent: bool,
+    /// The patient of the open series, and the images this session has shown (each audited
+    /// once per session).
+    patient: String,
+    viewed: HashSet<String>,
+    audit_failed: Arc<AtomicBool>,
 }
 
 type Sink = futures::stream::SplitSink<WebSocket, Message>;
@@ -235,6 +243,9 @@ async fn serve(
         acked: 0,
         shown: None,
         still_sent: true,
+        patient: String::new(),
+        viewed: HashSet::new(),
+        audit_failed: Arc::new(AtomicBool::new(false)),
     };
     let result = s.run(&mut tx, &mut inbox).await;
     reader.abort();
@@ -243,6 +254,34 @@ async fn serve(
 }
 
 impl Session {
+    /// Audits the first showing of an image in this session, while its frame goes out (a
+    /// scroll through a series must not wait on the trail's commit for every slice). False
+    /// once any view of the session failed to be recorded: then nothing more is shown.
+    fn audit_view(&mut self, sop_uid: String) -> bool {
+        if self.audit_failed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(series) = &self.series else {
+            return true;
+        };
+        if !self.viewed.insert(sop_uid.clone()) {
+            return true;
+        }
+        let event = self
+            .caller
+            .event("http.stream.view", Outcome::Success)
+            .patient(Some(self.patient.clone()), Some(series.study.clone()))
+            .detail(sop_uid);
+        let (archive, failed) = (self.archive.clone(), self.audit_failed.clone());
+        tokio::spawn(async move {
+            if let Err(e) = archive.audit().record_read(event).await {
+                tracing::error!("audit failed: {e}");
+                failed.store(true, Ordering::Relaxed);
+            }
+        });
+        true
+    }
+
     async fn run(
         &mut self,
         tx: &mut Sink,
@@ -395,7 +434,7 @@ impl Session {
         let event = self
             .caller
             .event("http.stream.open", Outcome::Success)
-            .patient(Some(patient), Some(opened.study.clone()))
+            .patient(Some(patient.clone()), Some(opened.study.clone()))
             .detail(format!(
                 "series {}, {} slices",
                 opened.series,
@@ -409,6 +448,7 @@ impl Session {
             return Ok(());
         }
         send_json(tx, opened.metadata.clone()).await?;
+        self.patient = patient;
         self.state = ViewState {
             frame: self.state.frame,
             qp: self.state.qp,
@@ -456,6 +496,15 @@ impl Session {
                 );
                 return send_json(tx, error_message(Some(input_seq), &msg)).await;
             }
+        };
+        let sop_uid = slice.sop_uid.clone();
+        if !self.audit_view(sop_uid) {
+            self.series = None;
+            let msg = error_message(Some(input_seq), "the archive cannot record the access now");
+            return send_json(tx, msg).await;
+        }
+        let Some(series) = &self.series else {
+            return Ok(());
         };
         let rendered_at = Instant::now();
         // While the user scrolls, decode the neighbouring slices before they are asked for.

@@ -509,6 +509,10 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
                     continue;
                 }
                 match (found, *tag) {
+                    // A search finds; it never hands out binary values (pixel-like data such
+                    // as overlays, icons or float pixel data): those are retrieved, by whoever
+                    // may retrieve originals.
+                    (Some(e), _) if is_binary(e.vr()) => None,
                     (Some(e), _) => obj.put(e),
                     (None, tags::RETRIEVE_AE_TITLE) => obj.put(DataElement::new(
                         *tag,
@@ -631,6 +635,14 @@ fn wildcard(pattern: &str, value: &str) -> bool {
         }
     }
     p[pi..].iter().all(|c| *c == '*')
+}
+
+/// Value representations holding bytes rather than text or numbers.
+fn is_binary(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::UN
+    )
 }
 
 #[cfg(test)]

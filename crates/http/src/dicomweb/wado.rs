@@ -23,8 +23,6 @@ use strata_index::InstanceRef;
 use strata_services::auth::Permission;
 
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
-/// Inline binary values larger than this are replaced by a BulkDataURI in metadata.
-const INLINE_BINARY_LIMIT: usize = 1024;
 
 /// Native (not encapsulated) pixel data.
 fn is_native(transfer_syntax: &str) -> bool {
@@ -308,16 +306,14 @@ fn metadata_json(base: &str, r: &InstanceRef) -> String {
     );
     let encapsulated = !is_native(&r.transfer_syntax);
     let mut json = if r.metadata.contains("InlineBinary") {
-        // rare: a header with binary values of its own; large ones become bulk data too
+        // A header with binary values of its own (overlays, icons, float pixel data, private
+        // blobs): each becomes bulk data, which only a caller allowed original pixels may
+        // fetch. Metadata carries no binary value inline, however small.
         let mut v: serde_json::Value =
             serde_json::from_str(&r.metadata).unwrap_or(serde_json::Value::Null);
         if let Some(map) = v.as_object_mut() {
             for (tag, e) in map.iter_mut() {
-                let large = e
-                    .get("InlineBinary")
-                    .and_then(|b| b.as_str())
-                    .is_some_and(|b| b.len() > INLINE_BINARY_LIMIT);
-                if large {
+                if e.get("InlineBinary").is_some() {
                     let vr = e.get("vr").cloned().unwrap_or(serde_json::json!("UN"));
                     *e = serde_json::json!({ "vr": vr, "BulkDataURI": format!("{url}/{tag}") });
                 }
