@@ -199,12 +199,14 @@ pub trait Catalog: Send + Sync {
     /// Creates a user; false if the name is taken. `person` (a person uid) binds a patient
     /// user; a person that does not exist (any more) leaves the user unbound, so it sees
     /// nothing until bound again (callers check the person first with [`Catalog::bindable`]).
+    /// `must_change_password` makes the user choose a new password at the first sign-in.
     async fn create_user(
         &self,
         name: String,
         role: String,
         password_hash: String,
         person: Option<String>,
+        must_change_password: bool,
     ) -> Result<bool, IndexError>;
 
     /// Whether a user may be bound to the person `uid`: it exists and was not merged away.
@@ -240,15 +242,15 @@ pub trait Catalog: Send + Sync {
     /// Removes a user with its tokens and sessions; false if there is no such user.
     async fn remove_user(&self, name: String) -> Result<bool, IndexError>;
 
-    /// Records a token for a user, live until `expires_at` (None: forever); false if there
-    /// is no such user.
+    /// Records a token for a user, live until `expires_at` (None: forever); its id, None if
+    /// there is no such user.
     async fn add_token(
         &self,
         user: String,
         token_hash: String,
         label: Option<String>,
         expires_at: Option<i64>,
-    ) -> Result<bool, IndexError>;
+    ) -> Result<Option<i64>, IndexError>;
 
     /// Revokes a token; false if no live token has that hash.
     async fn revoke_token(&self, token_hash: String) -> Result<bool, IndexError>;

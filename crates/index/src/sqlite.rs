@@ -611,14 +611,16 @@ impl Catalog for SqliteIndex {
         role: String,
         password_hash: String,
         person: Option<String>,
+        must_change_password: bool,
     ) -> Result<bool, IndexError> {
         self.write("create_user", move |c| {
             let n = c.execute(
-                "INSERT INTO users (name, role, password_hash, created_at, person_fk)
+                "INSERT INTO users (name, role, password_hash, created_at, person_fk,
+                                   must_change_password)
                  VALUES (?1, ?2, ?3, ?4,
-                         (SELECT id FROM persons WHERE uid = ?5 AND merged_into IS NULL))
+                         (SELECT id FROM persons WHERE uid = ?5 AND merged_into IS NULL), ?6)
                  ON CONFLICT (name) DO NOTHING",
-                params![name, role, password_hash, now_ms(), person],
+                params![name, role, password_hash, now_ms(), person, must_change_password],
             )?;
             Ok(n == 1)
         })
@@ -783,14 +785,14 @@ impl Catalog for SqliteIndex {
         token_hash: String,
         label: Option<String>,
         expires_at: Option<i64>,
-    ) -> Result<bool, IndexError> {
+    ) -> Result<Option<i64>, IndexError> {
         self.write("add_token", move |c| {
             let n = c.execute(
                 "INSERT INTO api_tokens (user_fk, token_hash, label, created_at, expires_at)
                  SELECT id, ?2, ?3, ?4, ?5 FROM users WHERE name = ?1",
                 params![user, token_hash, label, now_ms(), expires_at],
             )?;
-            Ok(n == 1)
+            Ok((n == 1).then(|| c.last_insert_rowid()))
         })
         .await
     }
