@@ -648,12 +648,22 @@ async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::pr
             user_name(&name)?;
             let person = person.to_ascii_lowercase();
             archive.admin().bind_user(&name, &person).await?;
-            audited(archive, "cli.user.bind", format!("user {name} to person {person}")).await?;
+            audited(
+                archive,
+                "cli.user.bind",
+                format!("user {name} to person {person}"),
+            )
+            .await?;
             println!("bound {name} to person {person}");
         }
         UserCommand::List => {
             let users = archive.admin().users().await?;
-            audited(archive, "cli.users", format!("{} users listed", users.len())).await?;
+            audited(
+                archive,
+                "cli.users",
+                format!("{} users listed", users.len()),
+            )
+            .await?;
             for u in users {
                 let mut flags = String::new();
                 if u.disabled {

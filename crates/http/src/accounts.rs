@@ -204,7 +204,9 @@ async fn change_password(
     };
     audit(
         &a,
-        caller.event("http.user.password", Outcome::Success).detail(detail),
+        caller
+            .event("http.user.password", Outcome::Success)
+            .detail(detail),
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

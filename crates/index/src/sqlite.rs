@@ -620,7 +620,14 @@ impl Catalog for SqliteIndex {
                  VALUES (?1, ?2, ?3, ?4,
                          (SELECT id FROM persons WHERE uid = ?5 AND merged_into IS NULL), ?6)
                  ON CONFLICT (name) DO NOTHING",
-                params![name, role, password_hash, now_ms(), person, must_change_password],
+                params![
+                    name,
+                    role,
+                    password_hash,
+                    now_ms(),
+                    person,
+                    must_change_password
+                ],
             )?;
             Ok(n == 1)
         })
@@ -766,7 +773,9 @@ impl Catalog for SqliteIndex {
     async fn remove_user(&self, name: String) -> Result<bool, IndexError> {
         self.write("remove_user", move |c| {
             let Some(id): Option<i64> = c
-                .query_row("SELECT id FROM users WHERE name = ?1", [&name], |r| r.get(0))
+                .query_row("SELECT id FROM users WHERE name = ?1", [&name], |r| {
+                    r.get(0)
+                })
                 .optional()?
             else {
                 return Ok(false);

@@ -244,9 +244,7 @@ impl Access {
     ) -> Result<SignIn, ServiceError> {
         let checked = self.check_password(user, password, remote).await?;
         let (role, must_change_password) = match checked {
-            Checked::Right {
-                disabled: true, ..
-            } => return Ok(SignIn::Disabled),
+            Checked::Right { disabled: true, .. } => return Ok(SignIn::Disabled),
             Checked::Right {
                 role,
                 must_change_password,
@@ -304,7 +302,11 @@ impl Access {
             _ => self.index.user_credentials(name.to_string()).await?,
         };
         let valid = {
-            let _permit = self.checks.acquire().await.expect("the semaphore is never closed");
+            let _permit = self
+                .checks
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
             let pw = password.to_string();
             let hash = creds.as_ref().map(|c| c.password_hash.clone());
             tokio::task::spawn_blocking(move || match hash {
