@@ -516,6 +516,8 @@ fn first_admin_changes_the_printed_password_first() {
         403,
         "POST /api/users/admin/password",
     );
+    let me = with_session(&server, &cookie, "GET", "/api/me", None);
+    assert_eq!(json_of(&me)["must_change_password"], true);
     let change = with_session(
         &server,
         &cookie,
@@ -533,6 +535,19 @@ fn first_admin_changes_the_printed_password_first() {
     );
     assert_eq!(audit.status, 200, "{}", audit.text());
     assert_eq!(json_of(&audit).as_array().unwrap().len(), 1);
+    let refused = with_session(
+        &server,
+        &cookie,
+        "GET",
+        "/api/audit?action=http.refused",
+        None,
+    );
+    let refused = json_of(&refused);
+    assert_eq!(refused.as_array().unwrap().len(), 1, "{refused}");
+    assert_eq!(
+        refused[0]["detail"],
+        "GET /api/audit: the password must be changed first"
+    );
     assert_eq!(login(&server, "admin", printed).0.status, 401);
     assert_eq!(
         json_of(&login(&server, "admin", "my own password").0)["must_change_password"],

@@ -194,13 +194,24 @@ pub async fn require_caller(
                 && principal.must_change_password
                 && !may_before_password_change(req.method(), req.uri().path(), &principal.user)
             {
-                return Problem::forbidden(format!(
+                let why = format!(
                     "the password of {} must be changed first: POST {} \
                      {{\"old_password\", \"password\"}}",
                     principal.user,
                     crate::accounts::password_path(&principal.user)
-                ))
-                .into_response();
+                );
+                let event = AuditEvent::now(
+                    &principal.user,
+                    principal.role.as_str(),
+                    "http.refused",
+                    Outcome::Denied,
+                )
+                .remote(&remote)
+                .detail(format!("{what}: the password must be changed first"));
+                if let Err(e) = archive.audit().record(event).await {
+                    return Problem::internal(e).into_response();
+                }
+                return Problem::forbidden(why).into_response();
             }
             let caller = Caller {
                 principal,
