@@ -187,6 +187,20 @@ try {
   await page.goto(`${BASE}/#/study/${STUDY}`);
   await page.waitForSelector("#download");
   await shot("admin-viewer");
+
+  // The admin's accounts page: users, tokens and sessions, managed in place.
+  await page.goto(`${BASE}/#/accounts`);
+  await page.waitForSelector("#users tr[data-user]");
+  const accounts = await page.$$eval("#users tr[data-user]", (trs) => trs.map((t) => t.dataset.user));
+  check(accounts.includes(env("RAD_USER")) && accounts.includes(env("ADMIN_USER")), `the accounts page lists the users (${accounts.join(", ")})`);
+  check(await page.locator(`#sessions tr[data-session] td:nth-child(2):text-is("${env("ADMIN_USER")}")`).count() >= 1, "the admin's own session is listed");
+  await page.click(`#users tr[data-user="${env("RAD_USER")}"] button.toggle`);
+  await page.waitForSelector(`#users tr[data-user="${env("RAD_USER")}"] td:has-text("disabled")`);
+  await page.click(`#users tr[data-user="${env("RAD_USER")}"] button.toggle`);
+  await page.waitForSelector(`#users tr[data-user="${env("RAD_USER")}"] button.toggle:text-is("Disable")`);
+  check(!(await page.textContent(`#users tr[data-user="${env("RAD_USER")}"]`)).includes("disabled"),
+    "a user is disabled and enabled again from the accounts page");
+  await shot("accounts");
   console.log(JSON.stringify(results));
 } catch (e) {
   if (page) await shot("failure").catch(() => {});
