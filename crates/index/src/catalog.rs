@@ -288,20 +288,16 @@ pub trait Catalog: Send + Sync {
 
     async fn delete_session(&self, id_hash: String) -> Result<(), IndexError>;
 
-    /// Records a failed login of `name` from `remote`; the failures within `window_ms`
-    /// afterwards.
-    async fn login_failed(
+    /// Records a sign-in attempt of `name` from `remote` as a failure until it is shown right
+    /// ([`Catalog::login_succeeded`]), so attempts made at once count against each other;
+    /// returns its id and the failures within `window_ms`, this one included.
+    async fn login_attempt(
         &self,
         name: String,
         remote: String,
         window_ms: i64,
-    ) -> Result<LoginFailures, IndexError>;
+    ) -> Result<(i64, LoginFailures), IndexError>;
 
-    /// The failed logins within `window_ms` of `name`, from `remote` and in all.
-    async fn login_failures(
-        &self,
-        name: String,
-        remote: String,
-        window_ms: i64,
-    ) -> Result<LoginFailures, IndexError>;
+    /// Forgets attempt `id`: its password was right.
+    async fn login_succeeded(&self, id: i64) -> Result<(), IndexError>;
 }

@@ -958,13 +958,13 @@ impl Catalog for SqliteIndex {
         .await
     }
 
-    async fn login_failed(
+    async fn login_attempt(
         &self,
         name: String,
         remote: String,
         window_ms: i64,
-    ) -> Result<LoginFailures, IndexError> {
-        self.write("login_failed", move |c| {
+    ) -> Result<(i64, LoginFailures), IndexError> {
+        self.write("login_attempt", move |c| {
             let now = now_ms();
             c.execute(
                 "DELETE FROM login_failures WHERE at < ?1",
@@ -974,19 +974,19 @@ impl Catalog for SqliteIndex {
                 "INSERT INTO login_failures (name, remote, at) VALUES (?1, ?2, ?3)",
                 params![name, remote, now],
             )?;
-            count_login_failures(c, &name, &remote, now - window_ms)
+            let id = c.last_insert_rowid();
+            Ok((
+                id,
+                count_login_failures(c, &name, &remote, now - window_ms)?,
+            ))
         })
         .await
     }
 
-    async fn login_failures(
-        &self,
-        name: String,
-        remote: String,
-        window_ms: i64,
-    ) -> Result<LoginFailures, IndexError> {
-        self.read("login_failures", move |c| {
-            count_login_failures(c, &name, &remote, now_ms() - window_ms)
+    async fn login_succeeded(&self, id: i64) -> Result<(), IndexError> {
+        self.write("login_succeeded", move |c| {
+            c.execute("DELETE FROM login_failures WHERE rowid = ?1", [id])?;
+            Ok(())
         })
         .await
     }

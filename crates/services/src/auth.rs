@@ -6,7 +6,9 @@
 //! Guessing passwords is slowed three ways: failures of one user name, from one address and
 //! in all are counted over 15 minutes, and once any count is past its free allowance every
 //! attempt that matches it waits before its password is even checked (so a right guess is as
-//! slow as a wrong one); at most a few passwords are checked at once. A user name that does
+//! slow as a wrong one). An attempt counts as a failure from the moment it arrives until its
+//! password is shown right, so guesses sent together are slowed as if sent one by one; at
+//! most a few passwords are checked at once. A user name that does
 //! not exist is checked against a dummy hash, so it takes as long as one that does.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -278,10 +280,12 @@ impl Access {
         ))
     }
 
-    /// The throttled check of a password: waits as long as the failures counted so far ask,
-    /// checks the password (against a dummy hash for a user who does not exist) and counts a
-    /// failure. A name that is not a valid user name is never stored: its failure is counted
-    /// under an empty name (per address and in all).
+    /// The throttled check of a password: the attempt is counted as a failure at once (so a
+    /// burst of attempts made together is throttled as if they came one by one), waits as long
+    /// as the failures before it ask, checks the password (against a dummy hash for a user who
+    /// does not exist) and forgets the attempt if it was right. A name that is not a valid
+    /// user name is never stored: its attempt is counted under an empty name (per address and
+    /// in all).
     async fn check_password(
         &self,
         user: &str,
@@ -289,10 +293,15 @@ impl Access {
         remote: &str,
     ) -> Result<Checked, ServiceError> {
         let name = if valid_user_name(user) { user } else { "" };
-        let before = self
+        let (attempt, failures) = self
             .index
-            .login_failures(name.into(), remote.into(), FAILURE_WINDOW_MS)
+            .login_attempt(name.into(), remote.into(), FAILURE_WINDOW_MS)
             .await?;
+        let before = LoginFailures {
+            name: failures.name - 1,
+            remote: failures.remote - 1,
+            all: failures.all - 1,
+        };
         let delay = throttle(before);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -320,22 +329,16 @@ impl Access {
             .await
             .unwrap_or(false)
         };
-        match creds {
-            Some(c) if valid => {
-                if let Some(role) = Role::parse(&c.role) {
-                    return Ok(Checked::Right {
-                        role,
-                        disabled: c.disabled,
-                        must_change_password: c.must_change_password,
-                    });
-                }
+        if let Some(c) = creds.filter(|_| valid) {
+            if let Some(role) = Role::parse(&c.role) {
+                self.index.login_succeeded(attempt).await?;
+                return Ok(Checked::Right {
+                    role,
+                    disabled: c.disabled,
+                    must_change_password: c.must_change_password,
+                });
             }
-            _ => {}
         }
-        let failures = self
-            .index
-            .login_failed(name.to_string(), remote.to_string(), FAILURE_WINDOW_MS)
-            .await?;
         Ok(Checked::Wrong(failures))
     }
 
@@ -355,13 +358,14 @@ enum Checked {
     Wrong(LoginFailures),
 }
 
-/// How long an attempt waits given the failures counted before it: nothing within every free
-/// allowance, then 2 s, doubling with each failure past the most exceeded allowance, up to
-/// [`MAX_DELAY`].
+/// How long an attempt waits given the failures counted before it: nothing while every count
+/// is below its free allowance, then 2 s, doubling with each failure past the most exceeded
+/// allowance, up to [`MAX_DELAY`].
 pub fn throttle(f: LoginFailures) -> Duration {
     let excess = (f.name - FREE_FAILURES_PER_NAME)
         .max(f.remote - FREE_FAILURES_PER_REMOTE)
-        .max(f.all - FREE_FAILURES_ALL);
+        .max(f.all - FREE_FAILURES_ALL)
+        + 1;
     if excess <= 0 {
         return Duration::ZERO;
     }
@@ -520,11 +524,11 @@ mod tests {
     #[test]
     fn sign_ins_slow_down_per_name_per_address_and_in_all() {
         let f = |name, remote, all| LoginFailures { name, remote, all };
-        assert_eq!(throttle(f(3, 20, 200)), Duration::ZERO);
-        assert_eq!(throttle(f(4, 4, 4)), Duration::from_secs(2));
-        assert_eq!(throttle(f(5, 5, 5)), Duration::from_secs(4));
-        assert_eq!(throttle(f(1, 21, 21)), Duration::from_secs(2));
-        assert_eq!(throttle(f(0, 0, 201)), Duration::from_secs(2));
+        assert_eq!(throttle(f(2, 19, 199)), Duration::ZERO);
+        assert_eq!(throttle(f(3, 3, 3)), Duration::from_secs(2));
+        assert_eq!(throttle(f(4, 4, 4)), Duration::from_secs(4));
+        assert_eq!(throttle(f(1, 20, 20)), Duration::from_secs(2));
+        assert_eq!(throttle(f(0, 0, 200)), Duration::from_secs(2));
         assert_eq!(throttle(f(0, 0, 10_000)), MAX_DELAY);
     }
 
@@ -541,5 +545,52 @@ mod tests {
         assert!(!valid_user_name(&"a".repeat(65)));
         assert!(!valid_user_name("a b"));
         assert!(valid_user_name("jane.doe@example.org"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn guessing_from_everywhere_or_in_a_burst_is_slowed() {
+        use std::time::Instant;
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("everywhere.db")).unwrap();
+        // failures from as many names and addresses as the global allowance: the next
+        // attempt, from a fresh name and address, waits
+        for i in 0..FREE_FAILURES_ALL {
+            let remote = format!("10.0.{}.{}", i / 256, i % 256);
+            let attempt = index.login_attempt(format!("n{i}"), remote, FAILURE_WINDOW_MS);
+            attempt.await.unwrap();
+        }
+        let access = Access::new(index);
+        let start = Instant::now();
+        let r = access.sign_in("fresh", "guess", "192.0.2.1").await.unwrap();
+        let all = FREE_FAILURES_ALL + 1;
+        let counted = LoginFailures {
+            name: 1,
+            remote: 1,
+            all,
+        };
+        assert!(matches!(r, SignIn::Refused { failures } if failures == counted));
+        assert!(
+            start.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+
+        // five guesses at one name sent together: each counts against the next, so the last
+        // waits as if they had come one by one
+        let index = Index::open(&dir.path().join("burst.db")).unwrap();
+        let access = Access::new(index);
+        let start = Instant::now();
+        let burst = (0..5).map(|_| {
+            let access = access.clone();
+            tokio::spawn(async move { access.sign_in("rad", "guess", "192.0.2.2").await })
+        });
+        for r in futures::future::join_all(burst).await {
+            assert!(matches!(r.unwrap().unwrap(), SignIn::Refused { .. }));
+        }
+        assert!(
+            start.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }
