@@ -78,7 +78,8 @@ function showPassword() {
         { method: "POST", body: { old_password: f.get("old"), password: f.get("new") } });
       state.mustChangePassword = false;
       message("Your password was changed.");
-      location.hash = "#/studies";
+      if (location.hash === "#/studies") route();
+      else location.hash = "#/studies";
     } catch (err) {
       failed("The password was not changed", err);
     }
