@@ -366,6 +366,8 @@ fn api_manages_accounts_and_audits_every_call() {
     let as_nurse = Api::new(&server, &nurse_token);
     assert_eq!(as_nurse.get("/dicomweb/studies").status, 200);
     assert_eq!(as_nurse.get("/api/tokens").status, 403);
+    let label = json!({"user": "nurse", "label": "x".repeat(129)});
+    assert_problem(&admin.post("/api/tokens", label), 400, "at most 128");
     let never = admin.post(
         "/api/tokens",
         json!({"user": "nurse", "expires_in_days": 0}),
