@@ -68,13 +68,14 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Users: add one (password read from standard input), bind a patient user to a person, or
-    /// list them.
+    /// Users: add one or change a password (read from standard input), bind a patient user to
+    /// a person, disable, enable or remove one, list them and their sessions. Every command is
+    /// written to the audit trail, as the operating-system user who ran it.
     User {
         #[command(subcommand)]
         command: UserCommand,
     },
-    /// API tokens: create one for a user (printed once), or revoke one.
+    /// API tokens: create one for a user (printed once), list them, or revoke one by its id.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
@@ -137,7 +138,25 @@ enum UserCommand {
         #[arg(long)]
         person: String,
     },
+    /// List the users (disabled ones, and those who must change their password, say so).
     List,
+    /// Set a user's password: the first line of standard input. The user's sessions end.
+    Passwd {
+        name: String,
+        /// The user must change it at the next sign-in (a password chosen for them).
+        #[arg(long)]
+        temporary: bool,
+    },
+    /// Disable a user: every token and session refused, sessions ended; nothing deleted.
+    Disable { name: String },
+    /// Enable a disabled user again.
+    Enable { name: String },
+    /// Remove a user with their tokens and sessions.
+    Remove { name: String },
+    /// List live sessions (of one user, or everyone's) by id.
+    Sessions { name: Option<String> },
+    /// End a session, given its id as `user sessions` lists it.
+    EndSession { id: String },
 }
 
 #[derive(Subcommand)]
@@ -148,8 +167,16 @@ enum TokenCommand {
         user: String,
         #[arg(long)]
         label: Option<String>,
+        /// Days until it expires (1 to 3650).
+        #[arg(long, default_value_t = strata_services::auth::DEFAULT_TOKEN_DAYS)]
+        days: i64,
     },
-    /// Revoke a token (give the token itself).
+    /// List tokens (of one user, or everyone's) by id, revoked and expired ones included.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token: its id as `token list` shows it (or the token itself).
     Revoke { token: String },
 }
 
@@ -536,13 +563,55 @@ async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::proces
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// The audit event of an administrative command run here. Whoever can run `strata` on the
+/// data directory administers the archive; the event names them by their operating-system
+/// user.
+async fn audited(archive: &Archive, action: &str, detail: String) -> anyhow::Result<()> {
+    use strata_core::audit::{AuditEvent, Outcome};
+    let who = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "-".into());
+    let event = AuditEvent::now(&who, "cli", action, Outcome::Success)
+        .remote("local")
+        .detail(detail);
+    archive.audit().record(event).await?;
+    Ok(())
+}
+
+/// The first line of standard input as a new password, refused unless it may be one.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    if let Err(why) = strata_services::auth::check_new_password(&password) {
+        bail!("{why} (first line of standard input)");
+    }
+    Ok(password)
+}
+
+/// Refuses what is not a user name before anything is written.
+fn user_name(name: &str) -> anyhow::Result<()> {
+    if !strata_services::auth::valid_user_name(name) {
+        bail!(
+            "{:?} is not a user name (letters, digits, . _ - @; at most 64)",
+            strata_core::audit::capped(name, 64)
+        );
+    }
+    Ok(())
+}
+
+/// A time in milliseconds since the epoch, as UTC.
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::process::ExitCode> {
-    use strata_services::auth::{hash_password, valid_user_name, Role};
+    use strata_services::auth::{hash_password, Role};
     match command {
         UserCommand::Add { name, role, person } => {
-            if !valid_user_name(&name) {
-                bail!("{name:?} is not a user name (letters, digits, . _ - @; at most 64)");
-            }
+            user_name(&name)?;
             let Some(role) = Role::parse(&role) else {
                 bail!("{role:?} is not a role (admin, radiologist, integrator, modality, patient)");
             };
@@ -559,13 +628,8 @@ async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::pr
                 (_, None) => {}
             }
             let person = person.map(|p| p.to_ascii_lowercase());
-            let mut password = String::new();
-            std::io::stdin().read_line(&mut password)?;
-            let password = password.trim_end_matches(['\n', '\r']);
-            if password.chars().count() < 8 {
-                bail!("the password (first line of standard input) needs at least 8 characters");
-            }
-            let hash = hash_password(password);
+            let password = password_from_stdin()?;
+            let hash = hash_password(&password);
             if !archive
                 .admin()
                 .add_user(&name, role.as_str(), hash, person.as_deref())
@@ -573,50 +637,189 @@ async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::pr
             {
                 bail!("a user named {name} exists already");
             }
+            let detail = format!("user {name}, role {}", role.as_str());
+            audited(archive, "cli.user.add", detail).await?;
             match person {
                 Some(p) => println!("added {name} ({}, person {p})", role.as_str()),
                 None => println!("added {name} ({})", role.as_str()),
             }
         }
         UserCommand::Bind { name, person } => {
+            user_name(&name)?;
             let person = person.to_ascii_lowercase();
             archive.admin().bind_user(&name, &person).await?;
+            audited(
+                archive,
+                "cli.user.bind",
+                format!("user {name} to person {person}"),
+            )
+            .await?;
             println!("bound {name} to person {person}");
         }
         UserCommand::List => {
-            for u in archive.admin().users().await? {
+            let users = archive.admin().users().await?;
+            audited(
+                archive,
+                "cli.users",
+                format!("{} users listed", users.len()),
+            )
+            .await?;
+            for u in users {
+                let mut flags = String::new();
+                if u.disabled {
+                    flags.push_str("  disabled");
+                }
+                if u.must_change_password {
+                    flags.push_str("  must change password");
+                }
                 match u.person {
-                    Some(p) => println!("{:<24} {:<12} person {p}", u.name, u.role),
-                    None => println!("{:<24} {}", u.name, u.role),
+                    Some(p) => println!("{:<24} {:<12} person {p}{flags}", u.name, u.role),
+                    None => println!("{:<24} {:<12}{flags}", u.name, u.role),
                 }
             }
+        }
+        UserCommand::Passwd { name, temporary } => {
+            user_name(&name)?;
+            let hash = hash_password(&password_from_stdin()?);
+            if !archive
+                .admin()
+                .set_password(&name, hash, temporary, None)
+                .await?
+            {
+                bail!("no user named {name}");
+            }
+            let detail = if temporary {
+                format!("user {name}: password set, to be changed at sign-in")
+            } else {
+                format!("user {name}: password set")
+            };
+            audited(archive, "cli.user.passwd", detail).await?;
+            println!("changed the password of {name}; their sessions ended");
+        }
+        UserCommand::Disable { name } => set_disabled(archive, &name, true).await?,
+        UserCommand::Enable { name } => set_disabled(archive, &name, false).await?,
+        UserCommand::Remove { name } => {
+            user_name(&name)?;
+            if !archive.admin().remove_user(&name).await? {
+                bail!("no user named {name}");
+            }
+            let detail = format!("user {name}, with their tokens and sessions");
+            audited(archive, "cli.user.remove", detail).await?;
+            println!("removed {name} with their tokens and sessions");
+        }
+        UserCommand::Sessions { name } => {
+            if let Some(n) = &name {
+                user_name(n)?;
+            }
+            let list = archive.admin().sessions(name.as_deref()).await?;
+            let whose = name.map(|n| format!(" of {n}")).unwrap_or_default();
+            let detail = format!("{} sessions{whose} listed", list.len());
+            audited(archive, "cli.sessions", detail).await?;
+            for s in list {
+                println!(
+                    "{}  {:<24} since {}  until {}",
+                    s.id,
+                    s.user,
+                    when(s.created_at),
+                    when(s.expires_at)
+                );
+            }
+        }
+        UserCommand::EndSession { id } => {
+            let Some(user) = archive.admin().end_session(&id, None).await? else {
+                bail!("no live session {id} (`strata user sessions` lists them)");
+            };
+            audited(
+                archive,
+                "cli.session.end",
+                format!("session {id} of user {user}"),
+            )
+            .await?;
+            println!("ended session {id} of {user}");
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// `strata user disable|enable NAME`.
+async fn set_disabled(archive: &Archive, name: &str, disabled: bool) -> anyhow::Result<()> {
+    user_name(name)?;
+    if !archive.admin().set_disabled(name, disabled).await? {
+        bail!("no user named {name}");
+    }
+    let (action, done) = if disabled {
+        ("cli.user.disable", "disabled")
+    } else {
+        ("cli.user.enable", "enabled")
+    };
+    audited(archive, action, format!("user {name}")).await?;
+    println!("{done} {name}");
+    Ok(())
+}
+
 async fn token(archive: &Archive, command: TokenCommand) -> anyhow::Result<std::process::ExitCode> {
-    use strata_services::auth::{new_secret, secret_hash};
+    use strata_services::auth::{new_secret, secret_hash, token_expiry, MAX_TOKEN_DAYS};
     match command {
-        TokenCommand::Create { user, label } => {
+        TokenCommand::Create { user, label, days } => {
+            user_name(&user)?;
+            let Some(expires_at) = token_expiry(Some(days)) else {
+                bail!("--days must be 1 to {MAX_TOKEN_DAYS}");
+            };
             let token = new_secret("stk_");
-            if !archive
+            let Some(id) = archive
                 .admin()
-                .add_token(&user, secret_hash(&token), label)
+                .add_token(&user, secret_hash(&token), label, Some(expires_at))
                 .await?
-            {
+            else {
                 bail!("no user named {user}");
-            }
+            };
+            let detail = format!("token {id} for user {user}");
+            audited(archive, "cli.token.create", detail).await?;
+            eprintln!("token {id} for {user}, expires {}", when(expires_at));
             println!("{token}");
         }
-        TokenCommand::Revoke { token } => {
-            if !archive
-                .admin()
-                .revoke_token(secret_hash(token.trim()))
-                .await?
-            {
-                bail!("no live token like that");
+        TokenCommand::List { user } => {
+            if let Some(u) = &user {
+                user_name(u)?;
             }
+            let list = archive.admin().tokens(user.as_deref()).await?;
+            let whose = user.map(|u| format!(" of {u}")).unwrap_or_default();
+            let detail = format!("{} tokens{whose} listed", list.len());
+            audited(archive, "cli.tokens", detail).await?;
+            let now = strata_core::now_ms();
+            for t in list {
+                let state = match (t.revoked_at, t.expires_at) {
+                    (Some(r), _) => format!("revoked {}", when(r)),
+                    (None, Some(e)) if e <= now => format!("expired {}", when(e)),
+                    (None, Some(e)) => format!("expires {}", when(e)),
+                    (None, None) => "never expires".into(),
+                };
+                println!(
+                    "{:>6}  {:<24} {:<24} {state}",
+                    t.id,
+                    t.user,
+                    t.label.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        TokenCommand::Revoke { token } => {
+            let token = token.trim();
+            let revoked = match token.parse::<i64>() {
+                Ok(id) => archive
+                    .admin()
+                    .revoke_token_id(id)
+                    .await?
+                    .map(|user| format!("token {id} of user {user}")),
+                Err(_) => archive
+                    .admin()
+                    .revoke_token(secret_hash(token))
+                    .await?
+                    .then(|| "a token given by its value".to_string()),
+            };
+            let Some(detail) = revoked else {
+                bail!("no live token like that (`strata token list` shows their ids)");
+            };
+            audited(archive, "cli.token.revoke", detail).await?;
             println!("revoked");
         }
     }

@@ -1,5 +1,6 @@
-// The viewer's shell: login, the study list, the person view, the review queue, and routing
-// between them (the URL hash). The image viewer itself is viewer.js.
+// The viewer's shell: login, the study list, the person view, the review queue, changing one's
+// password, the administrators' accounts page, and routing between them (the URL hash). The
+// image viewer itself is viewer.js.
 
 import { api, da, dv, el, failed, message, pn, state, whenSessionExpires } from "./common.js";
 import { openViewer } from "./viewer.js";
@@ -33,7 +34,7 @@ function showLogin() {
       message(null);
       signedIn(await api("/api/me")); // the whole principal: a patient's person too
       if (!location.hash || location.hash === "#/login") location.hash = "#/studies";
-      route();
+      route(); // a password that must be changed is asked for first (route says so)
     } catch (err) {
       message(`Login failed: ${err.message}`);
     }
@@ -50,6 +51,123 @@ function signedIn(who) {
   document.getElementById("bar").hidden = false;
   document.getElementById("who").textContent = `${who.user} (${who.role})`;
   document.getElementById("nav-review").hidden = who.role !== "admin";
+  document.getElementById("nav-accounts").hidden = who.role !== "admin";
+  state.mustChangePassword = !!who.must_change_password;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Passwords and accounts
+
+/** Changing one's own password; the only page a session whose password must change may see. */
+function showPassword() {
+  const field = (name, label, autocomplete) =>
+    el("label", {}, label, el("input", { name, type: "password", autocomplete, required: true }));
+  const form = el("form", { class: "login", id: "password" },
+    el("h2", {}, "Change your password"),
+    state.mustChangePassword ? el("p", {}, "Your password must be changed before you go on.") : "",
+    field("old", "Current password", "current-password"),
+    field("new", "New password (at least 8 characters)", "new-password"),
+    field("again", "New password again", "new-password"),
+    el("button", { type: "submit" }, "Change password"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    if (f.get("new") !== f.get("again")) { message("The new passwords differ."); return; }
+    try {
+      await api(`/api/users/${encodeURIComponent(state.user)}/password`,
+        { method: "POST", body: { old_password: f.get("old"), password: f.get("new") } });
+      state.mustChangePassword = false;
+      message("Your password was changed.");
+      if (location.hash === "#/studies") route();
+      else location.hash = "#/studies";
+    } catch (err) {
+      failed("The password was not changed", err);
+    }
+  });
+  main.replaceChildren(form);
+}
+
+const when = (ms) => (ms ? new Date(ms).toLocaleString() : "");
+
+/** The administrators' page: users, API tokens and sessions, each managed in place. */
+async function showAccounts() {
+  let users, tokens, sessions;
+  try {
+    [users, tokens, sessions] = await Promise.all(
+      ["/api/users", "/api/tokens", "/api/sessions"].map((p) => api(p)));
+  } catch (err) {
+    failed("Accounts", err);
+    return;
+  }
+  const act = (what, call) => async () => {
+    try { await call(); showAccounts(); } catch (err) { failed(what, err); }
+  };
+  const user = (name) => `/api/users/${encodeURIComponent(name)}`;
+  const userRows = users.map((u) => el("tr", { "data-user": u.name },
+    el("td", {}, u.name), el("td", {}, u.role), el("td", {}, u.person || ""),
+    el("td", {}, [u.disabled ? "disabled" : "", u.must_change_password ? "must change password" : ""]
+      .filter(Boolean).join(", ")),
+    el("td", {},
+      el("button", { type: "button", class: "toggle", onclick: act(`${u.name}`, () =>
+        api(`${user(u.name)}/${u.disabled ? "enable" : "disable"}`, { method: "POST" })) },
+      u.disabled ? "Enable" : "Disable"),
+      el("button", { type: "button", class: "reset", onclick: act("Password", () => {
+        const pw = prompt(`New password for ${u.name} (they must change it at sign-in)`);
+        return pw ? api(`${user(u.name)}/password`, { method: "POST", body: { password: pw } }) : null;
+      }) }, "Set password"),
+      el("button", { type: "button", class: "remove", onclick: act("Remove", () =>
+        confirm(`Remove ${u.name} with their tokens and sessions?`)
+          ? api(user(u.name), { method: "DELETE" }) : null) }, "Remove"))));
+  const addForm = el("form", { class: "search", id: "add-user" },
+    el("label", {}, "Name", el("input", { name: "name", required: true, pattern: "[A-Za-z0-9._@\\-]{1,64}" })),
+    el("label", {}, "Role", el("select", { name: "role" },
+      ["radiologist", "integrator", "modality", "patient", "admin"].map((r) => el("option", { value: r }, r)))),
+    el("label", {}, "Person (patients)", el("input", { name: "person" })),
+    el("label", {}, "Password", el("input", { name: "password", type: "password", required: true, autocomplete: "new-password" })),
+    el("button", { type: "submit" }, "Add user"));
+  addForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const f = Object.fromEntries(new FormData(addForm));
+    if (!f.person) delete f.person;
+    act("Add user", () => api("/api/users", { method: "POST", body: f }))();
+  });
+  const tokenRows = tokens.map((t) => el("tr", { "data-token": t.id },
+    el("td", {}, String(t.id)), el("td", {}, t.user), el("td", {}, t.label || ""),
+    el("td", {}, when(t.created_at)),
+    el("td", {}, t.revoked_at ? `revoked ${when(t.revoked_at)}` : t.expires_at ? `expires ${when(t.expires_at)}` : "never expires"),
+    el("td", {}, t.revoked_at ? "" : el("button", { type: "button", class: "revoke",
+      onclick: act("Revoke", () => api(`/api/tokens/${t.id}`, { method: "DELETE" })) }, "Revoke"))));
+  const shown = el("p", { id: "new-token" });
+  const tokenForm = el("form", { class: "search", id: "add-token" },
+    el("label", {}, "User", el("input", { name: "user", required: true })),
+    el("label", {}, "Label", el("input", { name: "label" })),
+    el("label", {}, "Days", el("input", { name: "days", type: "number", min: 1, max: 3650, value: 90 })),
+    el("button", { type: "submit" }, "Create token"));
+  tokenForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = Object.fromEntries(new FormData(tokenForm));
+    try {
+      const t = await api("/api/tokens", { method: "POST",
+        body: { user: f.user, label: f.label || undefined, expires_in_days: Number(f.days) } });
+      await showAccounts();
+      document.getElementById("new-token").textContent =
+        `Token ${t.id} for ${t.user} (shown once, copy it now): ${t.token}`;
+    } catch (err) {
+      failed("Token", err);
+    }
+  });
+  const sessionRows = sessions.map((s) => el("tr", { "data-session": s.id },
+    el("td", {}, s.id), el("td", {}, s.user), el("td", {}, when(s.created_at)), el("td", {}, when(s.expires_at)),
+    el("td", {}, el("button", { type: "button", class: "end",
+      onclick: act("End session", () => api(`/api/sessions/${s.id}`, { method: "DELETE" })) }, "End"))));
+  const table = (id, heads, rows) => el("table", { class: "list", id },
+    el("thead", {}, el("tr", {}, heads.map((h) => el("th", {}, h)))), el("tbody", {}, rows));
+  main.replaceChildren(el("div", { class: "person", id: "accounts" },
+    el("h2", {}, `Users (${users.length})`),
+    table("users", ["Name", "Role", "Person", "State", ""], userRows), addForm,
+    el("h2", {}, "API tokens"), table("tokens", ["Id", "User", "Label", "Created", "State", ""], tokenRows),
+    tokenForm, shown,
+    el("h2", {}, "Sessions"), table("sessions", ["Id", "User", "Since", "Until", ""], sessionRows)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -218,7 +336,9 @@ async function route() {
   const [path, query] = (location.hash.slice(1) || "/studies").split("?");
   const parts = path.split("/").filter(Boolean);
   const params = new URLSearchParams(query || "");
-  if (parts[0] === "person" && parts[1]) await showPerson(parts[1]);
+  if (state.mustChangePassword || parts[0] === "password") showPassword();
+  else if (parts[0] === "accounts") await showAccounts();
+  else if (parts[0] === "person" && parts[1]) await showPerson(parts[1]);
   else if (parts[0] === "review") await showReview();
   else if (parts[0] === "study" && parts[1]) leaveView = await openViewer(main, parts[1]);
   else await showStudies(params);

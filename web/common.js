@@ -8,7 +8,7 @@ export function whenSessionExpires(f) {
   onExpired = f;
 }
 
-export const state = { user: null, role: null, person: null, expired: false };
+export const state = { user: null, role: null, person: null, expired: false, mustChangePassword: false };
 
 /** Roles that may export original DICOM (the server enforces it; this only hides the action).
  * A patient may export their own studies, the only ones they can open. */

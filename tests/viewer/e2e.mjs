@@ -187,6 +187,39 @@ try {
   await page.goto(`${BASE}/#/study/${STUDY}`);
   await page.waitForSelector("#download");
   await shot("admin-viewer");
+
+  // The admin's accounts page: users, tokens and sessions, managed in place.
+  await page.goto(`${BASE}/#/accounts`);
+  await page.waitForSelector("#users tr[data-user]");
+  const accounts = await page.$$eval("#users tr[data-user]", (trs) => trs.map((t) => t.dataset.user));
+  check(accounts.includes(env("RAD_USER")) && accounts.includes(env("ADMIN_USER")), `the accounts page lists the users (${accounts.join(", ")})`);
+  check(await page.locator(`#sessions tr[data-session] td:nth-child(2):text-is("${env("ADMIN_USER")}")`).count() >= 1, "the admin's own session is listed");
+  await page.click(`#users tr[data-user="${env("RAD_USER")}"] button.toggle`);
+  await page.waitForSelector(`#users tr[data-user="${env("RAD_USER")}"] td:has-text("disabled")`);
+  await page.click(`#users tr[data-user="${env("RAD_USER")}"] button.toggle`);
+  await page.waitForSelector(`#users tr[data-user="${env("RAD_USER")}"] button.toggle:text-is("Disable")`);
+  check(!(await page.textContent(`#users tr[data-user="${env("RAD_USER")}"]`)).includes("disabled"),
+    "a user is disabled and enabled again from the accounts page");
+  await shot("accounts");
+
+  // A user added there must change the password the admin chose before anything else.
+  await page.fill("#add-user input[name=name]", "newcomer");
+  await page.selectOption("#add-user select[name=role]", "radiologist");
+  await page.fill("#add-user input[name=password]", "a first password");
+  await page.click("#add-user button[type=submit]");
+  await page.waitForSelector('#users tr[data-user="newcomer"] td:has-text("must change password")');
+  await page.click("#logout");
+  await page.waitForSelector("form#login");
+  await login("newcomer", "a first password");
+  await page.waitForSelector("form#password");
+  check((await page.textContent("form#password")).includes("must be changed"), "a new user is asked for a new password first");
+  await page.fill("form#password input[name=old]", "a first password");
+  await page.fill("form#password input[name=new]", "a second password");
+  await page.fill("form#password input[name=again]", "a second password");
+  await page.click("form#password button[type=submit]");
+  await page.waitForSelector("form#search");
+  check(await page.locator("form#password").count() === 0, "once changed, the study list opens");
+  await shot("password-changed");
   console.log(JSON.stringify(results));
 } catch (e) {
   if (page) await shot("failure").catch(() => {});

@@ -51,14 +51,30 @@ impl Outcome {
     }
 }
 
+/// Longest actor, role, action, remote address, patient id or study UID an event keeps, in
+/// characters: these fields often carry what a caller typed (a user name at sign-in, say), and
+/// the trail is kept forever, so no caller can make one event large.
+pub const MAX_FIELD_CHARS: usize = 128;
+/// Longest detail an event keeps, in characters (it may quote a request path or a reason).
+pub const MAX_DETAIL_CHARS: usize = 1024;
+
+/// `s` cut to `max` characters, the last one an ellipsis when anything was cut.
+pub fn capped(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max.saturating_sub(1)) {
+        Some((i, _)) if s.chars().count() > max => format!("{}…", &s[..i]),
+        _ => s.to_string(),
+    }
+}
+
 impl AuditEvent {
-    /// An event stamped now.
+    /// An event stamped now. Every text field is capped ([`MAX_FIELD_CHARS`],
+    /// [`MAX_DETAIL_CHARS`]) before it is kept.
     pub fn now(actor: &str, role: &str, action: &str, outcome: Outcome) -> AuditEvent {
         AuditEvent {
             at: crate::clock::now_ms(),
-            actor: actor.to_string(),
-            role: role.to_string(),
-            action: action.to_string(),
+            actor: capped(actor, MAX_FIELD_CHARS),
+            role: capped(role, MAX_FIELD_CHARS),
+            action: capped(action, MAX_FIELD_CHARS),
             patient_id: None,
             study_uid: None,
             outcome,
@@ -68,18 +84,19 @@ impl AuditEvent {
     }
 
     pub fn patient(mut self, patient_id: Option<String>, study_uid: Option<String>) -> Self {
-        self.patient_id = patient_id.filter(|s| !s.is_empty());
-        self.study_uid = study_uid.filter(|s| !s.is_empty());
+        let cap = |s: String| capped(&s, MAX_FIELD_CHARS);
+        self.patient_id = patient_id.filter(|s| !s.is_empty()).map(cap);
+        self.study_uid = study_uid.filter(|s| !s.is_empty()).map(cap);
         self
     }
 
     pub fn remote(mut self, remote: impl ToString) -> Self {
-        self.remote = Some(remote.to_string());
+        self.remote = Some(capped(&remote.to_string(), MAX_FIELD_CHARS));
         self
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.detail = Some(capped(&detail.into(), MAX_DETAIL_CHARS));
         self
     }
 }
@@ -189,5 +206,20 @@ mod tests {
         b.actor = "a".into();
         b.role = "bc".into();
         assert_ne!(chain_hash(GENESIS, &a), chain_hash(GENESIS, &b));
+    }
+
+    #[test]
+    fn caller_supplied_text_is_capped() {
+        let long = "é".repeat(5000);
+        let e = AuditEvent::now(&long, "admin", "http.login", Outcome::Failure)
+            .remote(&long)
+            .detail(long.clone());
+        assert_eq!(e.actor.chars().count(), MAX_FIELD_CHARS);
+        assert!(e.actor.ends_with('…'));
+        assert_eq!(e.remote.unwrap().chars().count(), MAX_FIELD_CHARS);
+        assert_eq!(e.detail.unwrap().chars().count(), MAX_DETAIL_CHARS);
+        assert_eq!(capped("short", 8), "short");
+        assert_eq!(capped("exactly8", 8), "exactly8");
+        assert_eq!(capped("nine char", 8), "nine ch…");
     }
 }

@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use strata_archive::Archive;
 use strata_core::audit::{AuditEvent, Outcome};
-use strata_services::auth::{Holder, Permission, Principal, Scope, SignIn, SESSION_LIFETIME_MS};
+use strata_services::auth::{
+    valid_user_name, Holder, Permission, Principal, Scope, SignIn, SESSION_LIFETIME_MS,
+};
 
 pub const SESSION_COOKIE: &str = "strata_session";
 
@@ -136,6 +138,16 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
+/// What a session whose user must change their password may still do: change it, ask who
+/// it is, sign out. (A token is made by an administrator for a program, so it is not held
+/// back: the printed password is what must not stay in use.)
+fn may_before_password_change(method: &Method, path: &str, user: &str) -> bool {
+    matches!(
+        (method, path),
+        (&Method::GET, "/api/me") | (&Method::POST, "/api/logout")
+    ) || (method == Method::POST && path == crate::accounts::password_path(user))
+}
+
 /// The study a DICOMweb path names, for the audit event of a refusal.
 fn study_in_path(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/dicomweb/studies/")?;
@@ -178,6 +190,29 @@ pub async fn require_caller(
             if by_cookie && unsafe_method && !same_origin(req.headers()) {
                 return Problem::forbidden("cross-origin request refused").into_response();
             }
+            if by_cookie
+                && principal.must_change_password
+                && !may_before_password_change(req.method(), req.uri().path(), &principal.user)
+            {
+                let why = format!(
+                    "the password of {} must be changed first: POST {} \
+                     {{\"old_password\", \"password\"}}",
+                    principal.user,
+                    crate::accounts::password_path(&principal.user)
+                );
+                let event = AuditEvent::now(
+                    &principal.user,
+                    principal.role.as_str(),
+                    "http.refused",
+                    Outcome::Denied,
+                )
+                .remote(&remote)
+                .detail(format!("{what}: the password must be changed first"));
+                if let Err(e) = archive.audit().record(event).await {
+                    return Problem::internal(e).into_response();
+                }
+                return Problem::forbidden(why).into_response();
+            }
             let caller = Caller {
                 principal,
                 remote,
@@ -218,7 +253,9 @@ pub struct Login {
     password: String,
 }
 
-/// `POST /api/login`: a session for a user name and password.
+/// `POST /api/login`: a session for a user name and password. The answer says when the
+/// password must be changed before anything else (`must_change_password`). Sign-ins are
+/// throttled per user name, per address and in all (see `strata_services::auth`).
 pub async fn login(
     State(archive): State<Arc<Archive>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -227,35 +264,73 @@ pub async fn login(
     let Json(login) = body.map_err(|e| {
         Problem::bad_request(format!("expected JSON {{\"user\", \"password\"}}: {e}"))
     })?;
+    if !valid_user_name(&login.user) {
+        return Err(Problem::bad_request(
+            "user is not a user name (1 to 64 letters, digits, . _ - @)",
+        ));
+    }
     let signed_in = archive
         .access()
-        .sign_in(&login.user, &login.password)
+        .sign_in(&login.user, &login.password, &addr.ip().to_string())
         .await
         .map_err(Problem::internal)?;
-    let (id, role) = match signed_in {
-        SignIn::Session { id, role } => (id, role),
+    let (id, role, must_change) = match signed_in {
+        SignIn::Session {
+            id,
+            role,
+            must_change_password,
+        } => (id, role, must_change_password),
         SignIn::Refused { failures } => {
             let event =
                 AuditEvent::now(&login.user, "-", "http.login", Outcome::Failure).remote(addr);
-            let _ = archive
+            let detail = format!(
+                "{} failures of this name, {} from this address, {} in all in 15 minutes",
+                failures.name, failures.remote, failures.all
+            );
+            archive
                 .audit()
-                .record(event.detail(format!("{failures} failures in 15 minutes")))
-                .await;
+                .record(event.detail(detail))
+                .await
+                .map_err(Problem::internal)?;
             return Err(Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "wrong user name or password",
             ));
         }
+        SignIn::Disabled => {
+            let event = AuditEvent::now(&login.user, "-", "http.login", Outcome::Denied)
+                .remote(addr)
+                .detail("the account is disabled");
+            archive
+                .audit()
+                .record(event)
+                .await
+                .map_err(Problem::internal)?;
+            return Err(Problem::forbidden(
+                "this account is disabled; an administrator can enable it",
+            ));
+        }
     };
-    let event =
+    let mut event =
         AuditEvent::now(&login.user, role.as_str(), "http.login", Outcome::Success).remote(addr);
-    let _ = archive.audit().record(event).await;
+    if must_change {
+        event = event.detail("the password must be changed before anything else");
+    }
+    archive
+        .audit()
+        .record(event)
+        .await
+        .map_err(Problem::internal)?;
     let cookie = format!(
         "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
         SESSION_LIFETIME_MS / 1000,
         secure(&archive)
     );
-    let body = serde_json::json!({ "user": login.user, "role": role.as_str() });
+    let body = serde_json::json!({
+        "user": login.user,
+        "role": role.as_str(),
+        "must_change_password": must_change,
+    });
     Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
 }
 
@@ -297,7 +372,11 @@ pub async fn logout(
 
 /// `GET /api/me`: who the caller is (and, for a patient, the person their studies belong to).
 pub async fn me(Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
-    let mut me = serde_json::json!({ "user": caller.principal.user, "role": caller.principal.role.as_str() });
+    let mut me = serde_json::json!({
+        "user": caller.principal.user,
+        "role": caller.principal.role.as_str(),
+        "must_change_password": caller.principal.must_change_password,
+    });
     if let Some(person) = &caller.principal.person {
         me["person"] = serde_json::json!(person);
     }

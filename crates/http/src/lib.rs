@@ -1,12 +1,14 @@
 //! The HTTP door (layer 4): DICOMweb ([`dicomweb`], PS3.18), the person index's API
-//! ([`persons`]), sign-in and callers ([`auth`]), the render stream's socket ([`stream`]), the
-//! viewer's files ([`web`]), health, readiness, metrics and the audit trail; errors as problem
-//! details ([`problem`]). It stores and indexes nothing itself: it calls the archive's services.
+//! ([`persons`]), sign-in and callers ([`auth`]), users, tokens and sessions ([`accounts`]),
+//! the render stream's socket ([`stream`]), the viewer's files ([`web`]), health, readiness,
+//! metrics and the audit trail; errors as problem details ([`problem`]). It stores and
+//! indexes nothing itself: it calls the archive's services.
 //!
 //! Only `/healthz`, `/readyz`, `POST /api/login` and the viewer's files are open; every other
 //! route passes through [`auth::require_caller`] (which also audits every refusal), checks the
 //! caller's permission itself, and hands the caller's scope to the index reads it makes.
 
+pub mod accounts;
 pub mod auth;
 pub mod dicomweb;
 mod listen;
@@ -40,6 +42,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .route("/api/stream", get(crate::stream::handler))
         .merge(crate::dicomweb::router())
         .merge(crate::persons::router())
+        .merge(crate::accounts::router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(throttle::Throttles::new(&archive.config().http)),
             throttle::limit,

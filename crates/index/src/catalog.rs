@@ -199,12 +199,14 @@ pub trait Catalog: Send + Sync {
     /// Creates a user; false if the name is taken. `person` (a person uid) binds a patient
     /// user; a person that does not exist (any more) leaves the user unbound, so it sees
     /// nothing until bound again (callers check the person first with [`Catalog::bindable`]).
+    /// `must_change_password` makes the user choose a new password at the first sign-in.
     async fn create_user(
         &self,
         name: String,
         role: String,
         password_hash: String,
         person: Option<String>,
+        must_change_password: bool,
     ) -> Result<bool, IndexError>;
 
     /// Whether a user may be bound to the person `uid`: it exists and was not merged away.
@@ -219,19 +221,56 @@ pub trait Catalog: Send + Sync {
 
     async fn users(&self) -> Result<Vec<UserRow>, IndexError>;
 
-    /// (role, password hash) of a user.
-    async fn user_credentials(&self, name: String) -> Result<Option<(String, String)>, IndexError>;
+    /// What signing in needs to know of a user.
+    async fn user_credentials(&self, name: String) -> Result<Option<Credentials>, IndexError>;
 
-    /// Records a token for a user; false if there is no such user.
+    /// Replaces a user's password hash and sets whether it must be changed at the next
+    /// sign-in; ends every session of the user but `keep_session` (the hash of the session
+    /// that made the change). False if there is no such user.
+    async fn set_password(
+        &self,
+        name: String,
+        password_hash: String,
+        must_change: bool,
+        keep_session: Option<String>,
+    ) -> Result<bool, IndexError>;
+
+    /// Disables (every credential refused, every session ended) or enables a user; false if
+    /// there is no such user.
+    async fn set_disabled(&self, name: String, disabled: bool) -> Result<bool, IndexError>;
+
+    /// Removes a user with its tokens and sessions; false if there is no such user.
+    async fn remove_user(&self, name: String) -> Result<bool, IndexError>;
+
+    /// Records a token for a user, live until `expires_at` (None: forever); its id, None if
+    /// there is no such user.
     async fn add_token(
         &self,
         user: String,
         token_hash: String,
         label: Option<String>,
-    ) -> Result<bool, IndexError>;
+        expires_at: Option<i64>,
+    ) -> Result<Option<i64>, IndexError>;
 
     /// Revokes a token; false if no live token has that hash.
     async fn revoke_token(&self, token_hash: String) -> Result<bool, IndexError>;
+
+    /// The tokens (all of them, or one user's), revoked and expired ones included.
+    async fn tokens(&self, user: Option<String>) -> Result<Vec<TokenRow>, IndexError>;
+
+    /// The hash of the token with row id `id` (as [`TokenRow`] names it) and its user.
+    async fn token_hash(&self, id: i64) -> Result<Option<(String, String)>, IndexError>;
+
+    /// The live sessions (all of them, or one user's).
+    async fn sessions(&self, user: Option<String>) -> Result<Vec<SessionRow>, IndexError>;
+
+    /// Ends the session named `id` (as [`SessionRow`] names it), when it belongs to `user` if
+    /// one is given; the user it belonged to, None if there was no such session.
+    async fn end_session(
+        &self,
+        id: String,
+        user: Option<String>,
+    ) -> Result<Option<String>, IndexError>;
 
     /// The user holding a live token.
     async fn token_principal(&self, token_hash: String)
@@ -249,6 +288,16 @@ pub trait Catalog: Send + Sync {
 
     async fn delete_session(&self, id_hash: String) -> Result<(), IndexError>;
 
-    /// Records a failed login and returns how many failures the name had in `window_ms`.
-    async fn login_failed(&self, name: String, window_ms: i64) -> Result<i64, IndexError>;
+    /// Records a sign-in attempt of `name` from `remote` as a failure until it is shown right
+    /// ([`Catalog::login_succeeded`]), so attempts made at once count against each other;
+    /// returns its id and the failures within `window_ms`, this one included.
+    async fn login_attempt(
+        &self,
+        name: String,
+        remote: String,
+        window_ms: i64,
+    ) -> Result<(i64, LoginFailures), IndexError>;
+
+    /// Forgets attempt `id`: its password was right.
+    async fn login_succeeded(&self, id: i64) -> Result<(), IndexError>;
 }

@@ -33,7 +33,10 @@ pub use mpi::{
     PersonStudy, PersonSummary, PersonView, ReviewItem,
 };
 pub use rows::*;
-pub use users::{BindRefusal, PrincipalRow, UserRow};
+pub use users::{
+    BindRefusal, Credentials, LoginFailures, PrincipalRow, SessionRow, TokenRow, UserRow,
+    SESSION_NAME_LEN,
+};
 
 use std::path::Path;
 use std::sync::Arc;

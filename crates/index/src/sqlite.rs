@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "patient_users", include_str!("../../../schemas/index/0008_patient_users.sql")),
     (9, "name_keys", include_str!("../../../schemas/index/0009_name_keys.sql")),
     (10, "worker_progress", include_str!("../../../schemas/index/0010_worker_progress.sql")),
+    (11, "accounts", include_str!("../../../schemas/index/0011_accounts.sql")),
     (13, "confirmed_keys", include_str!("../../../schemas/index/0013_confirmed_keys.sql")),
 ];
 
@@ -611,14 +612,23 @@ impl Catalog for SqliteIndex {
         role: String,
         password_hash: String,
         person: Option<String>,
+        must_change_password: bool,
     ) -> Result<bool, IndexError> {
         self.write("create_user", move |c| {
             let n = c.execute(
-                "INSERT INTO users (name, role, password_hash, created_at, person_fk)
+                "INSERT INTO users (name, role, password_hash, created_at, person_fk,
+                                   must_change_password)
                  VALUES (?1, ?2, ?3, ?4,
-                         (SELECT id FROM persons WHERE uid = ?5 AND merged_into IS NULL))
+                         (SELECT id FROM persons WHERE uid = ?5 AND merged_into IS NULL), ?6)
                  ON CONFLICT (name) DO NOTHING",
-                params![name, role, password_hash, now_ms(), person],
+                params![
+                    name,
+                    role,
+                    password_hash,
+                    now_ms(),
+                    person,
+                    must_change_password
+                ],
             )?;
             if n == 1 {
                 let bound: Option<i64> = c.query_row(
@@ -697,7 +707,7 @@ impl Catalog for SqliteIndex {
     async fn users(&self) -> Result<Vec<UserRow>, IndexError> {
         self.read("users", |c| {
             let mut stmt = c.prepare(
-                "SELECT u.name, u.role, u.created_at, ps.uid
+                "SELECT u.name, u.role, u.created_at, ps.uid, u.disabled, u.must_change_password
                  FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk ORDER BY u.name",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -706,6 +716,8 @@ impl Catalog for SqliteIndex {
                     role: r.get(1)?,
                     created_at: r.get(2)?,
                     person: r.get(3)?,
+                    disabled: r.get(4)?,
+                    must_change_password: r.get(5)?,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -713,14 +725,79 @@ impl Catalog for SqliteIndex {
         .await
     }
 
-    async fn user_credentials(&self, name: String) -> Result<Option<(String, String)>, IndexError> {
+    async fn user_credentials(&self, name: String) -> Result<Option<Credentials>, IndexError> {
         self.read("user_credentials", move |c| {
             Ok(c.query_row(
-                "SELECT role, password_hash FROM users WHERE name = ?1",
+                "SELECT role, password_hash, disabled, must_change_password
+                 FROM users WHERE name = ?1",
                 [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| {
+                    Ok(Credentials {
+                        role: r.get(0)?,
+                        password_hash: r.get(1)?,
+                        disabled: r.get(2)?,
+                        must_change_password: r.get(3)?,
+                    })
+                },
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn set_password(
+        &self,
+        name: String,
+        password_hash: String,
+        must_change: bool,
+        keep_session: Option<String>,
+    ) -> Result<bool, IndexError> {
+        self.write("set_password", move |c| {
+            let n = c.execute(
+                "UPDATE users SET password_hash = ?2, must_change_password = ?3 WHERE name = ?1",
+                params![name, password_hash, must_change],
+            )?;
+            c.execute(
+                "DELETE FROM sessions WHERE user_fk = (SELECT id FROM users WHERE name = ?1)
+                 AND id_hash IS NOT ?2",
+                params![name, keep_session],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_disabled(&self, name: String, disabled: bool) -> Result<bool, IndexError> {
+        self.write("set_disabled", move |c| {
+            let n = c.execute(
+                "UPDATE users SET disabled = ?2 WHERE name = ?1",
+                params![name, disabled],
+            )?;
+            if disabled {
+                c.execute(
+                    "DELETE FROM sessions WHERE user_fk = (SELECT id FROM users WHERE name = ?1)",
+                    [&name],
+                )?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn remove_user(&self, name: String) -> Result<bool, IndexError> {
+        self.write("remove_user", move |c| {
+            let Some(id): Option<i64> = c
+                .query_row("SELECT id FROM users WHERE name = ?1", [&name], |r| {
+                    r.get(0)
+                })
+                .optional()?
+            else {
+                return Ok(false);
+            };
+            c.execute("DELETE FROM sessions WHERE user_fk = ?1", [id])?;
+            c.execute("DELETE FROM api_tokens WHERE user_fk = ?1", [id])?;
+            c.execute("DELETE FROM users WHERE id = ?1", [id])?;
+            Ok(true)
         })
         .await
     }
@@ -730,14 +807,15 @@ impl Catalog for SqliteIndex {
         user: String,
         token_hash: String,
         label: Option<String>,
-    ) -> Result<bool, IndexError> {
+        expires_at: Option<i64>,
+    ) -> Result<Option<i64>, IndexError> {
         self.write("add_token", move |c| {
             let n = c.execute(
-                "INSERT INTO api_tokens (user_fk, token_hash, label, created_at)
-                 SELECT id, ?2, ?3, ?4 FROM users WHERE name = ?1",
-                params![user, token_hash, label, now_ms()],
+                "INSERT INTO api_tokens (user_fk, token_hash, label, created_at, expires_at)
+                 SELECT id, ?2, ?3, ?4, ?5 FROM users WHERE name = ?1",
+                params![user, token_hash, label, now_ms(), expires_at],
             )?;
-            Ok(n == 1)
+            Ok((n == 1).then(|| c.last_insert_rowid()))
         })
         .await
     }
@@ -752,6 +830,88 @@ impl Catalog for SqliteIndex {
         .await
     }
 
+    async fn tokens(&self, user: Option<String>) -> Result<Vec<TokenRow>, IndexError> {
+        self.read("tokens", move |c| {
+            let mut stmt = c.prepare(
+                "SELECT t.id, u.name, t.label, t.created_at, t.expires_at, t.revoked_at
+                 FROM api_tokens t JOIN users u ON u.id = t.user_fk
+                 WHERE ?1 IS NULL OR u.name = ?1 ORDER BY t.id",
+            )?;
+            let rows = stmt.query_map([user], |r| {
+                Ok(TokenRow {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    label: r.get(2)?,
+                    created_at: r.get(3)?,
+                    expires_at: r.get(4)?,
+                    revoked_at: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn token_hash(&self, id: i64) -> Result<Option<(String, String)>, IndexError> {
+        self.read("token_hash", move |c| {
+            Ok(c.query_row(
+                "SELECT t.token_hash, u.name FROM api_tokens t JOIN users u ON u.id = t.user_fk
+                 WHERE t.id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn sessions(&self, user: Option<String>) -> Result<Vec<SessionRow>, IndexError> {
+        self.read("sessions", move |c| {
+            let mut stmt = c.prepare(
+                "SELECT substr(s.id_hash, 1, ?3), u.name, s.created_at, s.expires_at
+                 FROM sessions s JOIN users u ON u.id = s.user_fk
+                 WHERE (?1 IS NULL OR u.name = ?1) AND s.expires_at > ?2
+                 ORDER BY s.created_at",
+            )?;
+            let rows = stmt.query_map(params![user, now_ms(), SESSION_NAME_LEN as i64], |r| {
+                Ok(SessionRow {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    created_at: r.get(2)?,
+                    expires_at: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn end_session(
+        &self,
+        id: String,
+        user: Option<String>,
+    ) -> Result<Option<String>, IndexError> {
+        self.write("end_session", move |c| {
+            if id.len() != SESSION_NAME_LEN {
+                return Ok(None);
+            }
+            let found: Option<(String, String)> = c
+                .query_row(
+                    "SELECT s.id_hash, u.name FROM sessions s JOIN users u ON u.id = s.user_fk
+                     WHERE substr(s.id_hash, 1, ?3) = ?1 AND (?2 IS NULL OR u.name = ?2)",
+                    params![id, user, SESSION_NAME_LEN as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((hash, name)) = found else {
+                return Ok(None);
+            };
+            c.execute("DELETE FROM sessions WHERE id_hash = ?1", [hash])?;
+            Ok(Some(name))
+        })
+        .await
+    }
+
     async fn token_principal(
         &self,
         token_hash: String,
@@ -762,9 +922,11 @@ impl Catalog for SqliteIndex {
             Ok(c.prepare_cached(&format!(
                 "SELECT {PRINCIPAL_COLUMNS} FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk
                  WHERE u.id = (SELECT t.user_fk FROM api_tokens t
-                               WHERE t.token_hash = ?1 AND t.revoked_at IS NULL)"
+                               WHERE t.token_hash = ?1 AND t.revoked_at IS NULL
+                                 AND (t.expires_at IS NULL OR t.expires_at > ?2))
+                   AND u.disabled = 0"
             ))?
-            .query_row([token_hash], principal_row)
+            .query_row(params![token_hash, now_ms()], principal_row)
             .optional()?)
         })
     }
@@ -794,7 +956,8 @@ impl Catalog for SqliteIndex {
             Ok(c.prepare_cached(&format!(
                 "SELECT {PRINCIPAL_COLUMNS} FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk
                  WHERE u.id = (SELECT s.user_fk FROM sessions s
-                               WHERE s.id_hash = ?1 AND s.expires_at > ?2)"
+                               WHERE s.id_hash = ?1 AND s.expires_at > ?2)
+                   AND u.disabled = 0"
             ))?
             .query_row(params![id_hash, now_ms()], principal_row)
             .optional()?)
@@ -809,23 +972,59 @@ impl Catalog for SqliteIndex {
         .await
     }
 
-    async fn login_failed(&self, name: String, window_ms: i64) -> Result<i64, IndexError> {
-        self.write("login_failed", move |c| {
+    async fn login_attempt(
+        &self,
+        name: String,
+        remote: String,
+        window_ms: i64,
+    ) -> Result<(i64, LoginFailures), IndexError> {
+        self.write("login_attempt", move |c| {
             let now = now_ms();
             c.execute(
                 "DELETE FROM login_failures WHERE at < ?1",
                 [now - window_ms],
             )?;
             c.execute(
-                "INSERT INTO login_failures (name, at) VALUES (?1, ?2)",
-                params![name, now],
+                "INSERT INTO login_failures (name, remote, at) VALUES (?1, ?2, ?3)",
+                params![name, remote, now],
             )?;
-            Ok(c.query_row(
-                "SELECT count(*) FROM login_failures WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )?)
+            let id = c.last_insert_rowid();
+            Ok((
+                id,
+                count_login_failures(c, &name, &remote, now - window_ms)?,
+            ))
         })
         .await
     }
+
+    async fn login_succeeded(&self, id: i64) -> Result<(), IndexError> {
+        self.write("login_succeeded", move |c| {
+            c.execute("DELETE FROM login_failures WHERE rowid = ?1", [id])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Failed logins since `since`: of `name`, from `remote`, in all.
+fn count_login_failures(
+    c: &Connection,
+    name: &str,
+    remote: &str,
+    since: i64,
+) -> Result<LoginFailures, IndexError> {
+    Ok(c.query_row(
+        "SELECT
+            (SELECT count(*) FROM login_failures WHERE name = ?1 AND at >= ?3),
+            (SELECT count(*) FROM login_failures WHERE remote = ?2 AND at >= ?3),
+            (SELECT count(*) FROM login_failures WHERE at >= ?3)",
+        params![name, remote, since],
+        |r| {
+            Ok(LoginFailures {
+                name: r.get(0)?,
+                remote: r.get(1)?,
+                all: r.get(2)?,
+            })
+        },
+    )?)
 }

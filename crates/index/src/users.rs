@@ -8,6 +8,53 @@ pub struct UserRow {
     pub created_at: i64,
     /// The person a patient user is bound to.
     pub person: Option<String>,
+    /// Every credential of a disabled user is refused; nothing of it is deleted.
+    pub disabled: bool,
+    /// The user must choose a new password before doing anything else (the first
+    /// administrator, whose password was printed).
+    pub must_change_password: bool,
+}
+
+/// What signing in needs to know of a user.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub role: String,
+    pub password_hash: String,
+    pub disabled: bool,
+    pub must_change_password: bool,
+}
+
+/// An API token as listed: its row id names it, never the token or its hash.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenRow {
+    pub id: i64,
+    pub user: String,
+    pub label: Option<String>,
+    pub created_at: i64,
+    /// None: the token never expires (tokens made before expiry existed).
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A live browser session as listed: `id` is the first 16 hex digits of the SHA-256 of the
+/// session id, enough to name it and useless to present as a credential.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub user: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Length of the public name of a session: a prefix of the hash of its secret id.
+pub const SESSION_NAME_LEN: usize = 16;
+
+/// Failed sign-ins within a window: of one user name, from one address, and in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginFailures {
+    pub name: i64,
+    pub remote: i64,
+    pub all: i64,
 }
 
 /// The holder of a live token or session, as authentication needs it.
@@ -18,11 +65,12 @@ pub struct PrincipalRow {
     /// The person bound to the user (patients): row id, uid, and the person it was merged
     /// into, if it was.
     pub person: Option<(i64, String, Option<String>)>,
+    pub must_change_password: bool,
 }
 
 /// The columns of a [`PrincipalRow`], from `users u` with its person `ps` left-joined.
 pub(crate) const PRINCIPAL_COLUMNS: &str = "u.name, u.role, ps.id, ps.uid,
-    (SELECT m.uid FROM persons m WHERE m.id = ps.merged_into)";
+    (SELECT m.uid FROM persons m WHERE m.id = ps.merged_into), u.must_change_password";
 
 pub(crate) fn principal_row(r: &rusqlite::Row) -> rusqlite::Result<PrincipalRow> {
     let person = match (r.get::<_, Option<i64>>(2)?, r.get::<_, Option<String>>(3)?) {
@@ -33,6 +81,7 @@ pub(crate) fn principal_row(r: &rusqlite::Row) -> rusqlite::Result<PrincipalRow>
         name: r.get(0)?,
         role: r.get(1)?,
         person,
+        must_change_password: r.get(5)?,
     })
 }
 

@@ -1,12 +1,14 @@
-//! Administration: users (a patient user bound to one person), API tokens and the C-MOVE
-//! destinations. Every change is journaled before the index holds it, so `reindex` restores it.
+//! Administration: users (a patient user bound to one person; passwords, disabling, removal),
+//! API tokens, sessions and the C-MOVE destinations. Every change but a session's end is
+//! journaled before the index holds it, so `reindex` restores it (sessions are not kept
+//! across a reindex). The doors audit what they ask of it.
 
 use crate::journal::{Journal, JournalEntry};
 use crate::ServiceError;
 use std::path::{Path, PathBuf};
 use strata_core::config::DimsePeer;
 use strata_core::now_ms;
-use strata_index::{BindRefusal, Index, UserRow};
+use strata_index::{BindRefusal, Index, SessionRow, TokenRow, UserRow};
 
 #[derive(Clone)]
 pub struct Admin {
@@ -43,7 +45,8 @@ impl Admin {
     }
 
     /// On first start, with no users yet: creates `admin` with a random password, written to
-    /// `<data>/initial-admin-password` (0600) and printed once.
+    /// `<data>/initial-admin-password` (0600) and printed once. The password was printed, so it
+    /// must be changed at the first sign-in before the session may do anything else.
     pub async fn ensure_initial_admin(&self) -> Result<(), ServiceError> {
         if self.index.count_users().await? > 0 {
             return Ok(());
@@ -52,15 +55,17 @@ impl Admin {
         let path = self.data_dir.join("initial-admin-password");
         write_private(&path, &format!("{password}\n"))
             .map_err(|e| ServiceError::Setup(format!("writing {}: {e}", path.display())))?;
-        self.add_user(
+        self.create_user(
             "admin",
             "admin",
             crate::auth::hash_password(&password),
             None,
+            true,
         )
         .await?;
         eprintln!(
-            "strata: created user admin with password {password} (also in {}); sign in and change it",
+            "strata: created user admin with password {password} (also in {}); it must be \
+             changed at the first sign-in",
             path.display()
         );
         Ok(())
@@ -76,6 +81,32 @@ impl Admin {
         password_hash: String,
         person: Option<&str>,
     ) -> Result<bool, ServiceError> {
+        self.create_user(name, role, password_hash, person, false)
+            .await
+    }
+
+    /// [`Admin::add_user`] for a password someone else chose (an administrator over the
+    /// API): the user must change it at the first sign-in.
+    pub async fn add_user_with_temporary_password(
+        &self,
+        name: &str,
+        role: &str,
+        password_hash: String,
+        person: Option<&str>,
+    ) -> Result<bool, ServiceError> {
+        self.create_user(name, role, password_hash, person, true)
+            .await
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        role: &str,
+        password_hash: String,
+        person: Option<&str>,
+        must_change_password: bool,
+    ) -> Result<bool, ServiceError> {
+        valid_name(name)?;
         match (role == "patient", person) {
             (true, None) => {
                 return Err(ServiceError::Invalid(
@@ -105,6 +136,7 @@ impl Admin {
             role: role.into(),
             password_hash: password_hash.clone(),
             person: person.map(String::from),
+            must_change_password,
             at,
         };
         self.journal.record(entry).await?;
@@ -115,7 +147,137 @@ impl Admin {
                 role.into(),
                 password_hash,
                 person.map(String::from),
+                must_change_password,
             )
+            .await?)
+    }
+
+    /// Replaces a user's password (journaled); false if there is no such user. Every session
+    /// of the user ends but `keep_session` (the hash of the session that made the change).
+    /// `must_change` makes the user change it again at the next sign-in: set when an
+    /// administrator chose the password for someone else.
+    pub async fn set_password(
+        &self,
+        name: &str,
+        password_hash: String,
+        must_change: bool,
+        keep_session: Option<String>,
+    ) -> Result<bool, ServiceError> {
+        valid_name(name)?;
+        if self.index.user_credentials(name.into()).await?.is_none() {
+            return Ok(false);
+        }
+        self.journal
+            .record(JournalEntry::PasswordChanged {
+                name: name.into(),
+                password_hash: password_hash.clone(),
+                must_change_password: must_change,
+                at: now_ms(),
+            })
+            .await?;
+        Ok(self
+            .index
+            .set_password(name.into(), password_hash, must_change, keep_session)
+            .await?)
+    }
+
+    /// Disables a user (every token and session refused, sessions ended) or enables them
+    /// again (journaled); false if there is no such user. The last enabled administrator is
+    /// never disabled: nobody could administer the archive then.
+    pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool, ServiceError> {
+        valid_name(name)?;
+        if self.index.user_credentials(name.into()).await?.is_none() {
+            return Ok(false);
+        }
+        if disabled {
+            self.keep_one_admin(name, "disable").await?;
+        }
+        self.journal
+            .record(JournalEntry::UserDisabled {
+                name: name.into(),
+                disabled,
+                at: now_ms(),
+            })
+            .await?;
+        Ok(self.index.set_disabled(name.into(), disabled).await?)
+    }
+
+    /// Removes a user with their tokens and sessions (journaled); false if there is no such
+    /// user. The last enabled administrator is never removed.
+    pub async fn remove_user(&self, name: &str) -> Result<bool, ServiceError> {
+        valid_name(name)?;
+        if self.index.user_credentials(name.into()).await?.is_none() {
+            return Ok(false);
+        }
+        self.keep_one_admin(name, "remove").await?;
+        self.journal
+            .record(JournalEntry::UserRemoved {
+                name: name.into(),
+                at: now_ms(),
+            })
+            .await?;
+        Ok(self.index.remove_user(name.into()).await?)
+    }
+
+    /// Refuses to `what` (disable, remove) `name` when it is the last enabled administrator.
+    async fn keep_one_admin(&self, name: &str, what: &str) -> Result<(), ServiceError> {
+        let users = self.index.users().await?;
+        let admins: Vec<&UserRow> = users
+            .iter()
+            .filter(|u| u.role == "admin" && !u.disabled)
+            .collect();
+        if admins.len() == 1 && admins[0].name == name {
+            return Err(ServiceError::Invalid(format!(
+                "{name} is the last enabled administrator; refusing to {what} it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The tokens (of one user, or all), revoked and expired ones included.
+    pub async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenRow>, ServiceError> {
+        Ok(self.index.tokens(user.map(String::from)).await?)
+    }
+
+    /// Revokes the token with row id `id` (journaled by its hash, as a revocation by the
+    /// token is); the user it belonged to, None if no unrevoked token has that id.
+    pub async fn revoke_token_id(&self, id: i64) -> Result<Option<String>, ServiceError> {
+        let Some((hash, user)) = self.index.token_hash(id).await? else {
+            return Ok(None);
+        };
+        let live = self
+            .index
+            .tokens(Some(user.clone()))
+            .await?
+            .iter()
+            .any(|t| t.id == id && t.revoked_at.is_none());
+        if !live {
+            return Ok(None);
+        }
+        self.journal
+            .record(JournalEntry::TokenRevoked {
+                token_hash: hash.clone(),
+                at: now_ms(),
+            })
+            .await?;
+        Ok(self.index.revoke_token(hash).await?.then_some(user))
+    }
+
+    /// The live sessions (of one user, or all).
+    pub async fn sessions(&self, user: Option<&str>) -> Result<Vec<SessionRow>, ServiceError> {
+        Ok(self.index.sessions(user.map(String::from)).await?)
+    }
+
+    /// Ends the session named `id` (when it is `user`'s, if given); the user it belonged to,
+    /// None if there was no such session.
+    pub async fn end_session(
+        &self,
+        id: &str,
+        user: Option<&str>,
+    ) -> Result<Option<String>, ServiceError> {
+        Ok(self
+            .index
+            .end_session(id.to_ascii_lowercase(), user.map(String::from))
             .await?)
     }
 
@@ -136,9 +298,10 @@ impl Admin {
     pub async fn bind_user(&self, name: &str, person: &str) -> Result<(), ServiceError> {
         match self.index.user_credentials(name.to_string()).await? {
             None => return Err(ServiceError::Invalid(format!("no user named {name}"))),
-            Some((role, _)) if role != "patient" => {
+            Some(c) if c.role != "patient" => {
                 return Err(ServiceError::Invalid(format!(
-                    "only a patient user is bound to a person; {name} is of the {role} role"
+                    "only a patient user is bound to a person; {name} is of the {} role",
+                    c.role
                 )))
             }
             Some(_) => {}
@@ -164,30 +327,44 @@ impl Admin {
         }
     }
 
-    /// Records a token for a user (journaled); false if there is no such user.
+    /// Records a token for a user (journaled), live until `expires_at` (None: forever); its
+    /// id, None if there is no such user.
     pub async fn add_token(
         &self,
         user: &str,
         token_hash: String,
         label: Option<String>,
-    ) -> Result<bool, ServiceError> {
+        expires_at: Option<i64>,
+    ) -> Result<Option<i64>, ServiceError> {
+        valid_name(user)?;
+        if let Some(l) = &label {
+            if l.chars().count() > MAX_LABEL_CHARS {
+                return Err(ServiceError::Invalid(format!(
+                    "a token label has at most {MAX_LABEL_CHARS} characters"
+                )));
+            }
+        }
         if self
             .index
             .user_credentials(user.to_string())
             .await?
             .is_none()
         {
-            return Ok(false);
+            return Ok(None);
         }
         let at = now_ms();
         let entry = JournalEntry::TokenCreated {
             user: user.into(),
             token_hash: token_hash.clone(),
             label: label.clone(),
+            expires_at,
             at,
         };
         self.journal.record(entry).await?;
-        Ok(self.index.add_token(user.into(), token_hash, label).await?)
+        Ok(self
+            .index
+            .add_token(user.into(), token_hash, label, expires_at)
+            .await?)
     }
 
     /// Revokes a token (journaled); false if no live token has that hash.
@@ -244,6 +421,21 @@ impl Admin {
             return Ok(Some(p.clone()));
         }
         Ok(self.index.peers().await?.into_iter().find(|p| p.aet == aet))
+    }
+}
+
+/// Longest label a token may carry: it is listed and audited.
+pub const MAX_LABEL_CHARS: usize = 128;
+
+/// Refuses a name that is not a user name before anything is written.
+fn valid_name(name: &str) -> Result<(), ServiceError> {
+    if crate::auth::valid_user_name(name) {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "{:?} is not a user name (1 to 64 letters, digits, . _ - @)",
+            strata_core::audit::capped(name, 64)
+        )))
     }
 }
 

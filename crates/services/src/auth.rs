@@ -2,6 +2,14 @@
 //! People sign in with a password (argon2) and get a browser session; programs use API tokens.
 //! Tokens and session ids are 256-bit random values shown once; only their SHA-256 is stored.
 //! The HTTP door extracts the caller of a request; what a caller may do is decided here.
+//!
+//! Guessing passwords is slowed three ways: failures of one user name, from one address and
+//! in all are counted over 15 minutes, and once any count is past its free allowance every
+//! attempt that matches it waits before its password is even checked (so a right guess is as
+//! slow as a wrong one). An attempt counts as a failure from the moment it arrives until its
+//! password is shown right, so guesses sent together are slowed as if sent one by one; at
+//! most a few passwords are checked at once. A user name that does
+//! not exist is checked against a dummy hash, so it takes as long as one that does.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -9,18 +17,37 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::ServiceError;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 pub use strata_index::Scope;
-use strata_index::{Index, PrincipalRow};
+use strata_index::{Index, LoginFailures, PrincipalRow};
+use tokio::sync::Semaphore;
 
 /// A session lasts a working day.
 pub const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
-/// Failed sign-ins of one user name counted over this window for throttling.
+/// How long an API token lives unless its creator says otherwise: a quarter, so a forgotten
+/// token dies on its own.
+pub const DEFAULT_TOKEN_DAYS: i64 = 90;
+/// Longest lifetime a token may be given: ten years.
+pub const MAX_TOKEN_DAYS: i64 = 3650;
+/// Failed sign-ins counted over this window for throttling.
 const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
-/// Failures allowed in the window before each refusal is delayed.
-const FREE_FAILURES: i64 = 3;
-/// Longest delay of a refused sign-in.
+/// Failures of one user name allowed in the window before its attempts are delayed: enough
+/// for a person who mistypes.
+const FREE_FAILURES_PER_NAME: i64 = 3;
+/// Failures from one address allowed in the window: an office behind one address mistypes too.
+const FREE_FAILURES_PER_REMOTE: i64 = 20;
+/// Failures from everywhere allowed in the window before every attempt is delayed: guessing
+/// spread over many addresses and names.
+const FREE_FAILURES_ALL: i64 = 200;
+/// Longest delay of a sign-in.
 const MAX_DELAY: Duration = Duration::from_secs(8);
+/// Passwords checked at once: each argon2 check takes tens of milliseconds and 19 MiB, so a
+/// flood of sign-ins queues here instead of taking the machine.
+const CHECKS_AT_ONCE: usize = 4;
+/// Shortest and longest password accepted (the upper bound keeps argon2 input reasonable).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MAX_PASSWORD_CHARS: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,6 +136,8 @@ pub struct Principal {
     pub scope: Scope,
     /// The person a patient user is bound to (its uid).
     pub person: Option<String>,
+    /// The user must change their password before a session of theirs may do anything else.
+    pub must_change_password: bool,
 }
 
 impl Principal {
@@ -144,6 +173,7 @@ impl Principal {
             role,
             scope,
             person,
+            must_change_password: row.must_change_password,
         })
     }
 }
@@ -164,25 +194,37 @@ pub enum Holder {
 /// How a sign-in ended.
 #[derive(Debug, Clone)]
 pub enum SignIn {
-    /// A new session: its id (shown once, only its hash is kept) and the user's role.
-    Session { id: String, role: Role },
-    /// Wrong user name or password; `failures` in the last 15 minutes for this name (after the
-    /// first few, each refusal came only after a delay that doubles up to 8 s).
-    Refused { failures: i64 },
+    /// A new session: its id (shown once, only its hash is kept), the user's role, and whether
+    /// the user must change their password before doing anything else.
+    Session {
+        id: String,
+        role: Role,
+        must_change_password: bool,
+    },
+    /// Wrong user name or password; the failures counted now (see [`throttle`]).
+    Refused { failures: LoginFailures },
+    /// The password was right but the account is disabled.
+    Disabled,
 }
 
 /// Credentials: who holds a token or a session, signing in and out.
 #[derive(Clone)]
 pub struct Access {
     index: Index,
+    /// Password checks running at once ([`CHECKS_AT_ONCE`]).
+    checks: Arc<Semaphore>,
 }
 
 impl Access {
     pub fn new(index: Index) -> Access {
-        Access { index }
+        Access {
+            index,
+            checks: Arc::new(Semaphore::new(CHECKS_AT_ONCE)),
+        }
     }
 
-    /// The holder of API token `token`, if it is live.
+    /// The holder of API token `token`, if it is live (not revoked, not expired, its user
+    /// not disabled).
     pub async fn by_token(&self, token: &str) -> Result<Option<Holder>, ServiceError> {
         let row = self.index.token_principal(secret_hash(token)).await?;
         Ok(row.map(holder))
@@ -194,44 +236,171 @@ impl Access {
         Ok(row.map(holder))
     }
 
-    /// Checks a user name and password; a new session when they are right. Refusals are
-    /// counted per name, and after the first few each one is answered only after a delay.
-    pub async fn sign_in(&self, user: &str, password: &str) -> Result<SignIn, ServiceError> {
-        let creds = self.index.user_credentials(user.to_string()).await?;
-        let valid = match &creds {
-            Some((_, hash)) => {
-                let (pw, hash) = (password.to_string(), hash.clone());
-                tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
-                    .await
-                    .unwrap_or(false)
-            }
-            None => false,
-        };
-        let role = creds.as_ref().and_then(|(r, _)| Role::parse(r));
-        let (true, Some(role)) = (valid, role) else {
-            let failures = self
-                .index
-                .login_failed(user.to_string(), FAILURE_WINDOW_MS)
-                .await?;
-            if failures > FREE_FAILURES {
-                let delay =
-                    Duration::from_secs(1 << (failures - FREE_FAILURES).min(4)).min(MAX_DELAY);
-                tokio::time::sleep(delay).await;
-            }
-            return Ok(SignIn::Refused { failures });
+    /// Checks a user name and password from `remote` (an address, without a port); a new
+    /// session when they are right and the user is not disabled. Throttled (see the module).
+    pub async fn sign_in(
+        &self,
+        user: &str,
+        password: &str,
+        remote: &str,
+    ) -> Result<SignIn, ServiceError> {
+        let checked = self.check_password(user, password, remote).await?;
+        let (role, must_change_password) = match checked {
+            Checked::Right { disabled: true, .. } => return Ok(SignIn::Disabled),
+            Checked::Right {
+                role,
+                must_change_password,
+                ..
+            } => (role, must_change_password),
+            Checked::Wrong(failures) => return Ok(SignIn::Refused { failures }),
         };
         let id = new_secret("sid_");
         let expires = strata_core::now_ms() + SESSION_LIFETIME_MS;
         self.index
             .create_session(secret_hash(&id), user.to_string(), expires)
             .await?;
-        Ok(SignIn::Session { id, role })
+        Ok(SignIn::Session {
+            id,
+            role,
+            must_change_password,
+        })
+    }
+
+    /// Whether `password` is `user`'s (the old password of a change), throttled and counted
+    /// as a sign-in is.
+    pub async fn password_is(
+        &self,
+        user: &str,
+        password: &str,
+        remote: &str,
+    ) -> Result<bool, ServiceError> {
+        Ok(matches!(
+            self.check_password(user, password, remote).await?,
+            Checked::Right { .. }
+        ))
+    }
+
+    /// The throttled check of a password: the attempt is counted as a failure at once (so a
+    /// burst of attempts made together is throttled as if they came one by one), waits as long
+    /// as the failures before it ask, checks the password (against a dummy hash for a user who
+    /// does not exist) and forgets the attempt if it was right. A name that is not a valid
+    /// user name is never stored: its attempt is counted under an empty name (per address and
+    /// in all).
+    async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        remote: &str,
+    ) -> Result<Checked, ServiceError> {
+        let name = if valid_user_name(user) { user } else { "" };
+        let (attempt, failures) = self
+            .index
+            .login_attempt(name.into(), remote.into(), FAILURE_WINDOW_MS)
+            .await?;
+        let before = LoginFailures {
+            name: failures.name - 1,
+            remote: failures.remote - 1,
+            all: failures.all - 1,
+        };
+        let delay = throttle(before);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let creds = match name {
+            "" => None,
+            _ => self.index.user_credentials(name.to_string()).await?,
+        };
+        let valid = {
+            let _permit = self
+                .checks
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            let pw = password.to_string();
+            let hash = creds.as_ref().map(|c| c.password_hash.clone());
+            tokio::task::spawn_blocking(move || match hash {
+                Some(h) => verify_password(&pw, &h),
+                None => {
+                    // the same work as for a real user, so timing tells nothing
+                    verify_password(&pw, dummy_hash());
+                    false
+                }
+            })
+            .await
+            .unwrap_or(false)
+        };
+        if let Some(c) = creds.filter(|_| valid) {
+            if let Some(role) = Role::parse(&c.role) {
+                self.index.login_succeeded(attempt).await?;
+                return Ok(Checked::Right {
+                    role,
+                    disabled: c.disabled,
+                    must_change_password: c.must_change_password,
+                });
+            }
+        }
+        Ok(Checked::Wrong(failures))
     }
 
     /// Ends session `id`.
     pub async fn sign_out(&self, id: &str) -> Result<(), ServiceError> {
         Ok(self.index.delete_session(secret_hash(id)).await?)
     }
+}
+
+/// What a password check found.
+enum Checked {
+    Right {
+        role: Role,
+        disabled: bool,
+        must_change_password: bool,
+    },
+    Wrong(LoginFailures),
+}
+
+/// How long an attempt waits given the failures counted before it: nothing while every count
+/// is below its free allowance, then 2 s, doubling with each failure past the most exceeded
+/// allowance, up to [`MAX_DELAY`].
+pub fn throttle(f: LoginFailures) -> Duration {
+    let excess = (f.name - FREE_FAILURES_PER_NAME)
+        .max(f.remote - FREE_FAILURES_PER_REMOTE)
+        .max(f.all - FREE_FAILURES_ALL)
+        + 1;
+    if excess <= 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs(1 << excess.min(4)).min(MAX_DELAY)
+}
+
+/// An argon2 hash of nothing anyone knows, with the parameters of real ones: what a password
+/// given for a user that does not exist is checked against.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&new_password()))
+}
+
+/// Whether `password` may be someone's new password; why not otherwise.
+pub fn check_new_password(password: &str) -> Result<(), String> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD_CHARS {
+        return Err(format!(
+            "the password needs at least {MIN_PASSWORD_CHARS} characters"
+        ));
+    }
+    if n > MAX_PASSWORD_CHARS {
+        return Err(format!(
+            "the password may have at most {MAX_PASSWORD_CHARS} characters"
+        ));
+    }
+    Ok(())
+}
+
+/// When a token made now for `days` days expires; None when `days` is out of range.
+pub fn token_expiry(days: Option<i64>) -> Option<i64> {
+    let days = days.unwrap_or(DEFAULT_TOKEN_DAYS);
+    (1..=MAX_TOKEN_DAYS)
+        .contains(&days)
+        .then(|| strata_core::now_ms() + days * 24 * 3600 * 1000)
 }
 
 fn holder(row: PrincipalRow) -> Holder {
@@ -282,6 +451,8 @@ pub fn new_password() -> String {
         .collect()
 }
 
+/// What a user name may be: 1 to 64 of letters, digits, `.`, `_`, `-` and `@` (an e-mail
+/// address fits). Checked before anything with the name is written or audited.
 pub fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -328,6 +499,7 @@ mod tests {
             name: "p".into(),
             role: role.into(),
             person,
+            must_change_password: false,
         };
         let p = Principal::from_row(row("patient", Some((7, "ab".into(), None)))).unwrap();
         assert_eq!(p.scope, Scope::Person(7));
@@ -347,5 +519,78 @@ mod tests {
         assert_ne!(a, new_secret("stk_"));
         assert_eq!(secret_hash(&a), secret_hash(&a));
         assert_eq!(new_password().len(), 20);
+    }
+
+    #[test]
+    fn sign_ins_slow_down_per_name_per_address_and_in_all() {
+        let f = |name, remote, all| LoginFailures { name, remote, all };
+        assert_eq!(throttle(f(2, 19, 199)), Duration::ZERO);
+        assert_eq!(throttle(f(3, 3, 3)), Duration::from_secs(2));
+        assert_eq!(throttle(f(4, 4, 4)), Duration::from_secs(4));
+        assert_eq!(throttle(f(1, 20, 20)), Duration::from_secs(2));
+        assert_eq!(throttle(f(0, 0, 200)), Duration::from_secs(2));
+        assert_eq!(throttle(f(0, 0, 10_000)), MAX_DELAY);
+    }
+
+    #[test]
+    fn new_passwords_and_token_lifetimes_are_bounded() {
+        assert!(check_new_password("short").is_err());
+        assert!(check_new_password("long enough").is_ok());
+        assert!(check_new_password(&"x".repeat(MAX_PASSWORD_CHARS + 1)).is_err());
+        assert!(token_expiry(Some(0)).is_none());
+        assert!(token_expiry(Some(MAX_TOKEN_DAYS + 1)).is_none());
+        let in90 = token_expiry(None).unwrap() - strata_core::now_ms();
+        assert!((in90 - DEFAULT_TOKEN_DAYS * 86_400_000).abs() < 60_000);
+        assert!(!valid_user_name(""));
+        assert!(!valid_user_name(&"a".repeat(65)));
+        assert!(!valid_user_name("a b"));
+        assert!(valid_user_name("jane.doe@example.org"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn guessing_from_everywhere_or_in_a_burst_is_slowed() {
+        use std::time::Instant;
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("everywhere.db")).unwrap();
+        // failures from as many names and addresses as the global allowance: the next
+        // attempt, from a fresh name and address, waits
+        for i in 0..FREE_FAILURES_ALL {
+            let remote = format!("10.0.{}.{}", i / 256, i % 256);
+            let attempt = index.login_attempt(format!("n{i}"), remote, FAILURE_WINDOW_MS);
+            attempt.await.unwrap();
+        }
+        let access = Access::new(index);
+        let start = Instant::now();
+        let r = access.sign_in("fresh", "guess", "192.0.2.1").await.unwrap();
+        let all = FREE_FAILURES_ALL + 1;
+        let counted = LoginFailures {
+            name: 1,
+            remote: 1,
+            all,
+        };
+        assert!(matches!(r, SignIn::Refused { failures } if failures == counted));
+        assert!(
+            start.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+
+        // five guesses at one name sent together: each counts against the next, so the last
+        // waits as if they had come one by one
+        let index = Index::open(&dir.path().join("burst.db")).unwrap();
+        let access = Access::new(index);
+        let start = Instant::now();
+        let burst = (0..5).map(|_| {
+            let access = access.clone();
+            tokio::spawn(async move { access.sign_in("rad", "guess", "192.0.2.2").await })
+        });
+        for r in futures::future::join_all(burst).await {
+            assert!(matches!(r.unwrap().unwrap(), SignIn::Refused { .. }));
+        }
+        assert!(
+            start.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

@@ -50,6 +50,29 @@ pub enum JournalEntry {
         password_hash: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         person: Option<String>,
+        /// The user must choose a new password at the first sign-in (the first administrator).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        must_change_password: bool,
+        at: i64,
+    },
+    /// A user's password was replaced (the argon2 hash of the new one).
+    PasswordChanged {
+        name: String,
+        password_hash: String,
+        /// Set when an administrator chose it: the user must change it again at sign-in.
+        #[serde(default)]
+        must_change_password: bool,
+        at: i64,
+    },
+    /// A user was disabled (every credential refused) or enabled again.
+    UserDisabled {
+        name: String,
+        disabled: bool,
+        at: i64,
+    },
+    /// A user was removed with their tokens.
+    UserRemoved {
+        name: String,
         at: i64,
     },
     /// A patient user was bound to another person.
@@ -58,11 +81,13 @@ pub enum JournalEntry {
         person: String,
         at: i64,
     },
-    /// An API token was created (its SHA-256, never the token).
+    /// An API token was created (its SHA-256, never the token), live until `expires_at`.
     TokenCreated {
         user: String,
         token_hash: String,
         label: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<i64>,
         at: i64,
     },
     TokenRevoked {

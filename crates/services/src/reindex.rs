@@ -88,9 +88,28 @@ pub async fn rebuild(
                 role,
                 password_hash,
                 person,
+                must_change_password,
                 ..
             } => {
-                index.create_user(name, role, password_hash, person).await?;
+                index
+                    .create_user(name, role, password_hash, person, must_change_password)
+                    .await?;
+            }
+            JournalEntry::PasswordChanged {
+                name,
+                password_hash,
+                must_change_password,
+                ..
+            } => {
+                index
+                    .set_password(name, password_hash, must_change_password, None)
+                    .await?;
+            }
+            JournalEntry::UserDisabled { name, disabled, .. } => {
+                index.set_disabled(name, disabled).await?;
+            }
+            JournalEntry::UserRemoved { name, .. } => {
+                index.remove_user(name).await?;
             }
             JournalEntry::UserBound { name, person, .. } => {
                 // a person that is gone leaves the user unbound (refused until bound again)
@@ -100,9 +119,10 @@ pub async fn rebuild(
                 user,
                 token_hash,
                 label,
+                expires_at,
                 ..
             } => {
-                index.add_token(user, token_hash, label).await?;
+                index.add_token(user, token_hash, label, expires_at).await?;
             }
             JournalEntry::TokenRevoked { token_hash, .. } => {
                 index.revoke_token(token_hash).await?;
