@@ -50,6 +50,9 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::web::router())
         .merge(protected)
         .fallback(|| async { Problem::not_found("no such route") })
+        .layer(axum::middleware::map_response(
+            crate::problem::plain_errors_as_problems,
+        ))
         .with_state(archive)
 }
 
