@@ -1,6 +1,7 @@
 //! schemas/openapi.yaml and the router agree: every route the router declares is in the spec
 //! with the same methods, every route of the spec answers (with 401 when protected) on the
-//! running server, and only the routes the spec marks `security: []` are open.
+//! running server, and only the routes the spec marks `security: []` are open. The spec is
+//! plain YAML (a strict parser reads it) and a valid OpenAPI document (openapi-spec-validator).
 
 mod common;
 
