@@ -25,10 +25,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
 
-# The Python peer (tests/peers/*.py): a venv with pinned pynetdicom and pydicom, made once.
+# The Python peers (tests/peers/*.py): a venv with pinned pynetdicom, pydicom and
+# dicomweb-client, and the API's checkers (openapi-spec-validator, schemathesis), made once.
 venv_python="$PWD/.venv/bin/python"
-pip_pins=(pynetdicom==3.0.4 pydicom==3.0.2 dicomweb-client==0.61.2)
-venv_check='import pynetdicom, pydicom, dicomweb_client; assert (pynetdicom.__version__, pydicom.__version__, dicomweb_client.__version__) == ("3.0.4", "3.0.2", "0.61.2")'
+pip_pins=(pynetdicom==3.0.4 pydicom==3.0.2 dicomweb-client==0.61.2
+  openapi-spec-validator==0.9.0 schemathesis==4.32.5)
+venv_check='import importlib.metadata as m; assert [m.version(p) for p in ("pynetdicom", "pydicom", "dicomweb-client", "openapi-spec-validator", "schemathesis")] == ["3.0.4", "3.0.2", "0.61.2", "0.9.0", "4.32.5"]'
 if ! "$venv_python" -c "$venv_check" >/dev/null 2>&1; then
   echo "making .venv with ${pip_pins[*]}"
   rm -rf .venv

@@ -1,45 +1,52 @@
 //! schemas/openapi.yaml and the router agree: every route the router declares is in the spec
 //! with the same methods, every route of the spec answers (with 401 when protected) on the
-//! running server, and only the routes the spec marks `security: []` are open.
+//! running server, and only the routes the spec marks `security: []` are open. The spec is
+//! plain YAML (a strict parser reads it) and a valid OpenAPI document (openapi-spec-validator).
 
 mod common;
 
-use common::TestArchive;
+use common::{peer_script, python, text, tool, TestArchive};
 use std::collections::BTreeSet;
 
 /// A route: (path, method).
 type Routes = BTreeSet<(String, String)>;
 
-/// All routes of the spec and the open ones, read from its indentation: paths at two spaces,
-/// methods at four.
+/// All routes of the spec and the open ones (`security: []`), from the spec as a strict YAML
+/// parser reads it (tests/peers/openapi.py: PyYAML, a key given twice refused).
 fn spec_routes() -> (Routes, Routes) {
-    let spec =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/openapi.yaml"))
-            .unwrap();
+    let spec = spec_json();
     let (mut all, mut open) = (BTreeSet::new(), BTreeSet::new());
-    let mut in_paths = false;
-    let (mut path, mut method) = (String::new(), String::new());
-    for line in spec.lines() {
-        if line == "paths:" {
-            in_paths = true;
-            continue;
-        }
-        if !in_paths {
-            continue;
-        }
-        if let Some(p) = line.strip_prefix("  /") {
-            path = format!("/{}", p.trim_end_matches(':'));
-        } else if let Some(m) = line.strip_prefix("    ").filter(|l| !l.starts_with(' ')) {
-            let m = m.trim_end_matches(':');
-            if ["get", "post", "delete", "put", "patch"].contains(&m) {
-                method = m.to_uppercase();
-                all.insert((path.clone(), method.clone()));
+    let paths = spec["paths"].as_object().expect("the spec has paths");
+    for (path, item) in paths {
+        let item = item.as_object().expect("a path item is a mapping");
+        for (method, operation) in item {
+            if !["get", "post", "delete", "put", "patch"].contains(&method.as_str()) {
+                continue;
             }
-        } else if line.trim() == "security: []" && line.starts_with("      ") {
-            open.insert((path.clone(), method.clone()));
+            let route = (path.clone(), method.to_uppercase());
+            let security = operation.get("security").and_then(|s| s.as_array());
+            if security.is_some_and(|s| s.is_empty()) {
+                open.insert(route.clone());
+            }
+            all.insert(route);
         }
     }
     (all, open)
+}
+
+/// schemas/openapi.yaml as JSON; panics (with the parser's message) unless it is plain YAML.
+fn spec_json() -> serde_json::Value {
+    let out = tool(
+        60,
+        python().to_str().unwrap(),
+        &[
+            peer_script("openapi.py").to_str().unwrap(),
+            "json",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/openapi.yaml"),
+        ],
+    );
+    assert!(out.status.success(), "schemas/openapi.yaml: {}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("the spec as JSON")
 }
 
 /// (path, method) pairs the router declares: each `.route("…", get(…).post(…))` of every source
@@ -122,4 +129,22 @@ fn router_and_spec_agree() {
             assert_eq!(status, 401, "{method} {path} needs credentials");
         }
     }
+}
+
+/// The spec is a valid OpenAPI 3.0 document, as `openapi-spec-validator` (pinned in
+/// scripts/test.sh) checks it: every reference resolves, every schema is a schema.
+#[test]
+fn spec_validates() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/openapi.yaml");
+    let out = tool(
+        120,
+        python().to_str().unwrap(),
+        &["-m", "openapi_spec_validator", "--schema", "3.0", spec],
+    );
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator refuses schemas/openapi.yaml:\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("OK"), "{}", text(&out));
 }

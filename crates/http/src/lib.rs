@@ -59,6 +59,9 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::web::router())
         .merge(protected)
         .fallback(|| async { Problem::not_found("no such route") })
+        .layer(axum::middleware::map_response(
+            crate::problem::plain_errors_as_problems,
+        ))
         .layer(axum::middleware::from_fn_with_state(archive.clone(), hsts))
         .with_state(archive)
 }

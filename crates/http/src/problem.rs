@@ -85,3 +85,38 @@ impl IntoResponse for Problem {
         r
     }
 }
+
+/// Longest text of a plain refusal carried over into its problem details.
+const MAX_PLAIN_DETAIL: usize = 4096;
+
+/// Middleware: the refusals axum makes itself (a query, path or body it cannot extract, a
+/// method the route lacks) are plain text or empty; they leave as problem details too, with
+/// the same status, their text as the detail, and their other headers (`Allow`) kept.
+pub async fn plain_errors_as_problems(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_PLAIN_DETAIL)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut problem = Problem::new(status, detail).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().entry(name).or_insert(value.clone());
+        }
+    }
+    problem
+}

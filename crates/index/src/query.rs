@@ -473,7 +473,10 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
     }
     sql.push_str(&format!(" ORDER BY {}", q.level.order()));
     if let (Some(limit), false) = (q.limit, filters_in_rust) {
-        sql.push_str(&format!(" LIMIT {limit} OFFSET {}", q.offset));
+        // SQLite's LIMIT and OFFSET are signed 64-bit: a larger count is a float literal there,
+        // which it refuses; no index holds that many rows, so the largest it takes means the same
+        let (limit, offset) = (sql_count(limit), sql_count(q.offset));
+        sql.push_str(&format!(" LIMIT {limit} OFFSET {offset}"));
     }
     let mut stmt = c.prepare_cached(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
@@ -643,6 +646,11 @@ fn is_binary(vr: VR) -> bool {
         vr,
         VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::UN
     )
+}
+
+/// A row count as SQLite's LIMIT and OFFSET take it: at most `i64::MAX`.
+fn sql_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
