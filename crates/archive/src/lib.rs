@@ -101,7 +101,11 @@ impl Archive {
     pub async fn open(config: Config) -> Result<Arc<Archive>, ServiceError> {
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(open_store(&config)?.measured(metrics.clone()));
-        let index = Index::open_measured(&config.index_path(), metrics.clone())?;
+        let index = Index::open_keyed(
+            &config.index_path(),
+            metrics.clone(),
+            store.audit_key().clone(),
+        )?;
         let pool = Arc::new(
             RenderPool::new(config.render.workers, config.render.cache_bytes)
                 .measured(metrics.clone()),
@@ -126,7 +130,7 @@ impl Archive {
                 config.data_dir.clone(),
             ),
             access: Access::new(index.clone()),
-            audit: AuditTrail::new(index.clone()),
+            audit: AuditTrail::new(index.clone(), store.clone()),
             persons: Persons::new(index.clone(), journal.clone()),
             retention: Retention::new(
                 store.clone(),
@@ -266,7 +270,11 @@ pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport
     let final_path = config.index_path();
     let tmp_path = final_path.with_extension("sqlite.reindex");
     remove_db(&tmp_path);
-    let index = Index::open(&tmp_path)?;
+    let index = Index::open_keyed(
+        &tmp_path,
+        Arc::new(Metrics::new()),
+        store.audit_key().clone(),
+    )?;
     let report = rebuild(
         &store,
         &index,
