@@ -644,13 +644,29 @@ impl<'a> Session<'a> {
         study_uid: Option<String>,
         detail: String,
     ) {
+        if let Err(e) = self
+            .try_audit(action, outcome, patient_id, study_uid, detail)
+            .await
+        {
+            tracing::error!("audit trail write failed: {e}");
+        }
+    }
+
+    /// Writes an audit event for this association's peer, or says why it could not: for an
+    /// operation that must not go ahead unaudited.
+    pub async fn try_audit(
+        &self,
+        action: &str,
+        outcome: Outcome,
+        patient_id: Option<String>,
+        study_uid: Option<String>,
+        detail: String,
+    ) -> Result<(), strata_services::ServiceError> {
         let event = AuditEvent::now(&self.calling_ae, "dimse", action, outcome)
             .patient(patient_id, study_uid)
             .remote(&self.remote)
             .detail(detail);
-        if let Err(e) = self.archive.audit().record(event).await {
-            tracing::error!("audit trail write failed: {e}");
-        }
+        self.archive.audit().record(event).await
     }
 }
 
