@@ -491,6 +491,19 @@ fn known_attributes_sent_as_un_are_read_with_their_dictionary_vr() {
         found.set(tags::MODALITY),
         BTreeSet::from(["OT".to_string()])
     );
+    // A query key sent as UN is read as its dictionary VR too.
+    let out = run_python(
+        60,
+        "find_un.py",
+        &[LOCALHOST.into(), server.port(), "Unknown^Sent".into()],
+    );
+    let answer: serde_json::Value =
+        serde_json::from_str(text(&out).trim()).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(answer["status"], 0, "{answer}");
+    assert_eq!(
+        answer["studies"],
+        serde_json::json!(["1.2.826.0.1.3680043.99.2"])
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -615,15 +615,18 @@ impl<'a> Session<'a> {
             .expect("dicom-ul accepts only syntaxes the registry knows")
     }
 
-    /// Decodes a request's identifier (or action information) in the context's syntax.
+    /// Decodes a request's identifier (or action information) in the context's syntax; keys of
+    /// known attributes sent as UN are read with their dictionary VR.
     pub fn identifier(&self, pc: u8, data: Option<DataSink>) -> Result<InMemDicomObject, String> {
         match data {
             Some(DataSink::Memory(bytes)) => {
                 // its nesting and declared lengths checked before dicom-rs parses it
                 strata_dicom::inspect::walk(&bytes, self.syntax(pc))
                     .map_err(|e| format!("unreadable identifier: {e}"))?;
-                InMemDicomObject::read_dataset_with_ts(&bytes[..], self.syntax(pc))
-                    .map_err(|e| format!("unreadable identifier: {e}"))
+                let mut id = InMemDicomObject::read_dataset_with_ts(&bytes[..], self.syntax(pc))
+                    .map_err(|e| format!("unreadable identifier: {e}"))?;
+                strata_dicom::un::resolve_unknown_vrs(&mut id);
+                Ok(id)
             }
             Some(DataSink::Refused { reason, .. }) => Err(reason),
             _ => Err("the request has no identifier".into()),
