@@ -112,7 +112,7 @@ impl Archive {
         );
         let journal = Journal::new(store.clone());
         let reads = Reads::new(store.clone(), index.clone(), metrics.clone());
-        Ok(Arc::new(Archive {
+        let archive = Arc::new(Archive {
             ingest: Ingest::new(
                 store.clone(),
                 index.clone(),
@@ -150,7 +150,12 @@ impl Archive {
             index,
             metrics,
             public_url: OnceLock::new(),
-        }))
+        });
+        // From the first opening of an archive that keys its chain, the replicas know it.
+        if let Err(e) = archive.audit.mark_keyed().await {
+            tracing::warn!("sealing where the audit chain is keyed from: {e}");
+        }
+        Ok(archive)
     }
 
     pub fn config(&self) -> &Config {

@@ -489,6 +489,13 @@ impl Catalog for SqliteIndex {
         })
     }
 
+    async fn audit_last_id(&self) -> Result<i64, IndexError> {
+        self.read("audit_last_id", |c| {
+            Ok(c.query_row("SELECT coalesce(max(id), 0) FROM audit", [], |r| r.get(0))?)
+        })
+        .await
+    }
+
     async fn audit_exported(&self) -> Result<i64, IndexError> {
         self.read("audit_exported", |c| {
             Ok(

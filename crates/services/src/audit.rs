@@ -9,9 +9,19 @@ use futures::TryFutureExt;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use strata_core::audit::{verify, AuditEvent, StoredEvent, Verdict};
+use strata_core::audit::{verify, AuditEvent, StoredEvent, Verdict, KEYED_PREFIX};
 use strata_index::{AuditFilter, Index};
 use strata_store::Store;
+
+/// The sealed record on the replicas naming the first event id from which this archive's chain
+/// is keyed: from there on an unkeyed event was written by someone without the key, even where
+/// nothing was exported yet to compare it with.
+pub const KEYED_FROM_KEY: &str = "audit-keyed.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyedFrom {
+    keyed_from: i64,
+}
 
 #[derive(Clone)]
 pub struct AuditTrail {
@@ -55,8 +65,48 @@ impl AuditTrail {
         if !matches!(verdict, Verdict::Intact { .. }) {
             return Ok(verdict);
         }
+        if let Some(from) = self.keyed_from().await {
+            let unkeyed = events
+                .iter()
+                .find(|e| e.id >= from && !e.hash.starts_with(KEYED_PREFIX));
+            if let Some(e) = unkeyed {
+                return Ok(Verdict::Broken {
+                    id: e.id,
+                    reason: format!(
+                        "its hash is unkeyed and the chain is keyed from event {from} on (the trail was rewritten)"
+                    ),
+                });
+            }
+        }
         let sealed = self.sealed_copies().await?;
         Ok(compare_with_sealed(&events, &sealed).unwrap_or(verdict))
+    }
+
+    /// Seals on the replicas, once per archive, the id from which its chain is keyed: the next
+    /// event's, the first time an archive that keys its chain opens (every event from then on
+    /// is keyed). Replicas that cannot be written now are written at a later opening.
+    pub async fn mark_keyed(&self) -> Result<(), ServiceError> {
+        if self.keyed_from().await.is_some() {
+            return Ok(());
+        }
+        let body = serde_json::to_vec(&KeyedFrom {
+            keyed_from: self.index.audit_last_id().await? + 1,
+        })
+        .expect("a number serialises");
+        self.store.put_record(KEYED_FROM_KEY, &body).await?;
+        Ok(())
+    }
+
+    /// The sealed id from which the chain is keyed, from the first replica that holds it.
+    async fn keyed_from(&self) -> Option<i64> {
+        for r in 0..self.store.replicas().len() {
+            if let Ok(body) = self.store.get_record(r, KEYED_FROM_KEY).await {
+                if let Ok(k) = serde_json::from_slice::<KeyedFrom>(&body) {
+                    return Some(k.keyed_from);
+                }
+            }
+        }
+        None
     }
 
     /// The events exported to the replicas, by id, from every replica that can be read (a
@@ -113,4 +163,48 @@ fn compare_with_sealed(
             reason: reason.into(),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_core::audit::Outcome;
+
+    fn stored(id: i64, actor: &str) -> StoredEvent {
+        StoredEvent {
+            id,
+            event: AuditEvent::now(actor, "admin", "test", Outcome::Success),
+            prev_hash: format!("p{id}"),
+            hash: format!("h{id}"),
+        }
+    }
+
+    #[test]
+    fn the_first_sealed_event_missing_or_changed_in_the_index_is_named() {
+        let index: Vec<StoredEvent> = (1..=4).map(|i| stored(i, "a")).collect();
+        let sealed = |events: Vec<StoredEvent>| -> BTreeMap<i64, StoredEvent> {
+            events.into_iter().map(|e| (e.id, e)).collect()
+        };
+        // the index may hold more than was exported
+        assert_eq!(
+            compare_with_sealed(&index, &sealed(index[..3].to_vec())),
+            None
+        );
+        let mut changed = index[..3].to_vec();
+        changed[1].event = index[1].event.clone();
+        changed[1].event.actor = "b".into();
+        assert!(matches!(
+            compare_with_sealed(&index, &sealed(changed)),
+            Some(Verdict::Broken { id: 2, reason }) if reason.contains("sealed copy")
+        ));
+        let more: Vec<StoredEvent> = (1..=6).map(|i| stored(i, "a")).collect();
+        let mut cut = index.clone();
+        cut.iter_mut()
+            .zip(&more)
+            .for_each(|(c, m)| c.event = m.event.clone());
+        assert!(matches!(
+            compare_with_sealed(&cut, &sealed(more)),
+            Some(Verdict::Broken { id: 5, reason }) if reason.contains("missing")
+        ));
+    }
 }
