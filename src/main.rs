@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use strata_archive::{self as archive, Archive};
+use strata_core::audit::{AuditEvent, Outcome};
 use strata_core::config::Config;
 use strata_services::ingest::{Disposition, Source};
 
@@ -401,12 +402,30 @@ async fn get(archive: &Archive, uid: &str, output: &Path) -> anyhow::Result<()> 
     let tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("writing into {}", dir.display()))?;
     let mut w = std::io::BufWriter::new(tmp.as_file());
-    let stored = archive
+    let stored = match archive
         .reads()
         .read_instance(uid, |chunk| w.write_all(chunk))
-        .await?;
+        .await
+    {
+        Ok(stored) => stored,
+        Err(e) => {
+            let event = cli_event("cli.get", Outcome::Failure).detail(format!("{uid}: {e}"));
+            if let Err(a) = archive.audit().record(event).await {
+                eprintln!("strata: the audit trail cannot be written: {a}");
+            }
+            return Err(e.into());
+        }
+    };
     w.flush()?;
     drop(w);
+    // audited before the file appears: a read the trail cannot record is not written out
+    let event = cli_event("cli.get", Outcome::Success)
+        .patient(
+            Some(stored.patient_id.clone()),
+            Some(stored.study_uid.clone()),
+        )
+        .detail(format!("instance {uid}"));
+    archive.audit().record(event).await?;
     tmp.persist(output)
         .with_context(|| format!("writing {}", output.display()))?;
     // A copy found bad on the way is repaired now rather than left for a server that may not run.
@@ -422,8 +441,28 @@ async fn get(archive: &Archive, uid: &str, output: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The audit event of a command run on this machine. Commands are not signed in (whoever can run
+/// them can read the data directory): the event names the local account that ran one, with role
+/// `cli`, and its user id as where it came from.
+fn cli_event(action: &str, outcome: Outcome) -> AuditEvent {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let account = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("uid {uid}"));
+    AuditEvent::now(&format!("cli:{account}"), "cli", action, outcome)
+        .remote(format!("local, uid {uid}"))
+}
+
 async fn studies(archive: &Archive) -> anyhow::Result<()> {
     let list = archive.index().studies().await?;
+    let event =
+        cli_event("cli.studies", Outcome::Success).detail(format!("{} studies", list.len()));
+    archive.audit().record(event).await?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -529,6 +568,10 @@ async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::proces
     match command {
         AeCommand::List => {
             let (configured, managed) = archive.admin().peers().await?;
+            let n = configured.len() + managed.len();
+            let event = cli_event("cli.ae.list", Outcome::Success)
+                .detail(format!("{n} AE title{}", if n == 1 { "" } else { "s" }));
+            archive.audit().record(event).await?;
             for p in &configured {
                 println!("{:<16} {}:{}  (strata.toml)", p.aet, p.host, p.port);
             }

@@ -366,6 +366,146 @@ fn storescu_duplicate_is_success_and_conflict_is_refused() {
     );
 }
 
+/// A Secondary Capture instance whose identifying and descriptive attributes are all written
+/// with VR UN (as a router that did not know them re-encodes them), in Explicit VR Little Endian.
+fn un_encoded_instance(path: &Path, patient: &str, study: &str, sop: &str) {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    const SC: &str = "1.2.840.10008.5.1.4.1.1.7";
+    let un = |tag: Tag, value: &[u8]| {
+        let mut v = value.to_vec();
+        if v.len() % 2 == 1 {
+            v.push(if value.contains(&b'.') && value[0].is_ascii_digit() {
+                0
+            } else {
+                b' '
+            });
+        }
+        DataElement::new(tag, VR::UN, PrimitiveValue::from(v))
+    };
+    let mut obj = InMemDicomObject::new_empty();
+    obj.put(un(tags::SOP_CLASS_UID, SC.as_bytes()));
+    obj.put(un(tags::SOP_INSTANCE_UID, sop.as_bytes()));
+    obj.put(un(tags::STUDY_DATE, b"20240229"));
+    obj.put(un(tags::MODALITY, b"OT"));
+    obj.put(un(tags::PATIENT_NAME, patient.as_bytes()));
+    obj.put(un(tags::PATIENT_ID, format!("UN-{sop}").as_bytes()));
+    obj.put(un(tags::STUDY_INSTANCE_UID, study.as_bytes()));
+    obj.put(un(
+        tags::SERIES_INSTANCE_UID,
+        format!("{study}.1").as_bytes(),
+    ));
+    obj.put(un(tags::SAMPLES_PER_PIXEL, &1u16.to_le_bytes()));
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        PrimitiveValue::from("MONOCHROME2"),
+    ));
+    for tag in [tags::ROWS, tags::COLUMNS] {
+        obj.put(un(tag, &2u16.to_le_bytes()));
+    }
+    for (tag, v) in [
+        (tags::BITS_ALLOCATED, 8u16),
+        (tags::BITS_STORED, 8),
+        (tags::HIGH_BIT, 7),
+        (tags::PIXEL_REPRESENTATION, 0),
+    ] {
+        obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    }
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(vec![0u8, 64, 128, 255]),
+    ));
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(SC)
+        .media_storage_sop_instance_uid(sop)
+        .transfer_syntax("1.2.840.10008.1.2.1")
+        .build()
+        .unwrap();
+    obj.with_exact_meta(meta).write_to_file(path).unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    assert!(
+        bytes
+            .windows(6)
+            .any(|w| w == [0x08, 0x00, 0x16, 0x00, b'U', b'N']),
+        "the SOP Class UID is written as UN"
+    );
+}
+
+#[test]
+fn known_attributes_sent_as_un_are_read_with_their_dictionary_vr() {
+    let t = TestArchive::new();
+    let imported = t.path("imported.dcm");
+    let sent = t.path("sent.dcm");
+    un_encoded_instance(
+        &imported,
+        "Unknown^Imported",
+        "1.2.826.0.1.3680043.99.1",
+        "1.2.826.0.1.3680043.99.1.1.1",
+    );
+    un_encoded_instance(
+        &sent,
+        "Unknown^Sent",
+        "1.2.826.0.1.3680043.99.2",
+        "1.2.826.0.1.3680043.99.2.1.1",
+    );
+
+    let out = t.ok(&["import", imported.to_str().unwrap()]);
+    assert!(out.contains("1 stored"), "{out}");
+    let server = t.serve();
+    // storescu looks for the SOP Class UID in the data set and does not read UN: pynetdicom
+    // sends the file's bytes undecoded.
+    let out = run_python(
+        60,
+        "store_raw.py",
+        &[LOCALHOST.into(), server.port(), sent.display().to_string()],
+    );
+    assert_eq!(text(&out).trim(), "status 0x0000", "{}", server.log_text());
+
+    // Both are found by their attributes, read as the dictionary says.
+    let found = findscu(
+        &t,
+        &server,
+        "-S",
+        &[
+            "QueryRetrieveLevel=IMAGE",
+            "StudyInstanceUID",
+            "SOPInstanceUID",
+            "SOPClassUID",
+            "PatientName=Unknown^*",
+            "StudyDate=20240229",
+            "Modality",
+        ],
+    );
+    assert_eq!(found.rsp.len(), 2, "{}", text(&found.out));
+    assert_eq!(
+        found.set(tags::SOP_CLASS_UID),
+        BTreeSet::from(["1.2.840.10008.5.1.4.1.1.7".to_string()])
+    );
+    assert_eq!(
+        found.set(tags::PATIENT_NAME),
+        BTreeSet::from(["Unknown^Imported".to_string(), "Unknown^Sent".to_string()])
+    );
+    assert_eq!(
+        found.set(tags::MODALITY),
+        BTreeSet::from(["OT".to_string()])
+    );
+    // A query key sent as UN is read as its dictionary VR too.
+    let out = run_python(
+        60,
+        "find_un.py",
+        &[LOCALHOST.into(), server.port(), "Unknown^Sent".into()],
+    );
+    let answer: serde_json::Value =
+        serde_json::from_str(text(&out).trim()).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(answer["status"], 0, "{answer}");
+    assert_eq!(
+        answer["studies"],
+        serde_json::json!(["1.2.826.0.1.3680043.99.2"])
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // C-FIND
 

@@ -127,11 +127,84 @@ fn getscu_retrieves_a_whole_study_identical() {
     );
     assert!(res.status.success(), "{}", text(&res));
     assert_same_content(&files[4..5], &one);
-    let audit = t.ok(&["audit", "list", "--action", "dimse.get"]);
-    assert!(
-        audit.contains("GETSCU") && audit.contains("6 completed"),
-        "{audit}"
+    // Each retrieve is audited before its first sub-operation, and again with what arrived.
+    let started = audit_events(&t, "dimse.get");
+    let done = audit_events(&t, "dimse.get.result");
+    assert_eq!((started.len(), done.len()), (2, 2), "{started:?} {done:?}");
+    assert_eq!(started[0]["detail"], "6 instances to send");
+    assert_eq!(started[1]["detail"], "1 instance to send");
+    assert!(done[0]["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("6 completed, 0 failed"));
+    for (s, d) in started.iter().zip(&done) {
+        assert_eq!(s["actor"], "GETSCU");
+        assert!(s["id"].as_i64() < d["id"].as_i64(), "{s} {d}");
+    }
+}
+
+/// The events of one action in the audit trail, oldest first.
+fn audit_events(t: &TestArchive, action: &str) -> Vec<serde_json::Value> {
+    t.ok(&["audit", "list", "--action", action])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_move_whose_every_sub_operation_fails_is_audited_before_it_starts() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &study(2));
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    // in the AE table, and nobody listens there
+    t.ok(&[
+        "ae",
+        "add",
+        "DEADSCP",
+        "127.0.0.1",
+        &free_port().to_string(),
+    ]);
+    let server = t.serve();
+    let study = study_uid(&files[0]);
+    let res = tool(
+        60,
+        "movescu",
+        &[
+            "-aec",
+            "STRATA",
+            "-aem",
+            "DEADSCP",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={study}"),
+            "127.0.0.1",
+            &server.port(),
+        ],
     );
+    assert!(
+        text(&res).to_lowercase().contains("a702") || text(&res).contains("Refused"),
+        "{}",
+        text(&res)
+    );
+    drop(server);
+    let started = audit_events(&t, "dimse.move");
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0]["study_uid"], study.as_str());
+    assert_eq!(started[0]["detail"], "4 instances to send to DEADSCP");
+    let done = audit_events(&t, "dimse.move.result");
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["outcome"], "failure");
+    assert!(
+        done[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("0 completed, 4 failed"),
+        "{}",
+        done[0]
+    );
+    assert!(started[0]["id"].as_i64() < done[0]["id"].as_i64());
 }
 
 #[test]

@@ -24,6 +24,68 @@ fn small_set() -> SynthOptions {
     }
 }
 
+/// The events of one action in the audit trail, oldest first.
+fn audit_events(t: &TestArchive, action: &str) -> Vec<serde_json::Value> {
+    t.ok(&["audit", "list", "--action", action])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn cli_reads_of_patient_data_and_of_the_ae_table_are_audited() {
+    let t = TestArchive::new();
+    let files = t.generate("in", &small_set());
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    t.ok(&["ae", "add", "PACS1", "127.0.0.1", "11112"]);
+    assert!(t.ok(&["studies"]).contains("4 studies"));
+    let got = t.path("got.dcm");
+    t.ok(&["get", &sop_uid(&files[0]), "-o", got.to_str().unwrap()]);
+    let none = t.path("none.dcm");
+    let missing = t.run(&["get", "1.2.3.4.5", "-o", none.to_str().unwrap()]);
+    assert!(!missing.status.success() && !none.exists());
+    assert!(t.ok(&["ae", "list"]).contains("PACS1"));
+
+    let cli = |e: &serde_json::Value| {
+        assert_eq!(e["role"], "cli", "{e}");
+        assert!(e["actor"].as_str().unwrap().starts_with("cli:"), "{e}");
+        assert!(
+            e["remote"].as_str().unwrap().starts_with("local, uid "),
+            "{e}"
+        );
+    };
+    let studies = audit_events(&t, "cli.studies");
+    assert_eq!(studies.len(), 1, "{studies:?}");
+    assert_eq!(studies[0]["detail"], "4 studies");
+    cli(&studies[0]);
+    let gets = audit_events(&t, "cli.get");
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    let obj = dicom_object::open_file(&files[0]).unwrap();
+    let value = |tag| {
+        obj.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(['\0', ' '])
+            .to_string()
+    };
+    use dicom_dictionary_std::tags;
+    assert_eq!(gets[0]["outcome"], "success");
+    assert_eq!(gets[0]["patient_id"], value(tags::PATIENT_ID).as_str());
+    assert_eq!(
+        gets[0]["study_uid"],
+        value(tags::STUDY_INSTANCE_UID).as_str()
+    );
+    assert_eq!(gets[1]["outcome"], "failure");
+    assert!(gets[1]["detail"].as_str().unwrap().contains("1.2.3.4.5"));
+    gets.iter().for_each(cli);
+    let ae = audit_events(&t, "cli.ae.list");
+    assert_eq!(ae.len(), 1, "{ae:?}");
+    assert_eq!(ae[0]["detail"], "1 AE title");
+    cli(&ae[0]);
+    assert!(t.ok(&["audit", "verify"]).contains("intact"));
+}
+
 #[test]
 fn import_then_get_is_byte_identical_and_replicas_hold_ciphertext() {
     let t = TestArchive::new();

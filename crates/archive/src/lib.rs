@@ -103,14 +103,18 @@ impl Archive {
     pub async fn open(config: Config) -> Result<Arc<Archive>, ServiceError> {
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(open_store(&config)?.measured(metrics.clone()));
-        let index = Index::open_measured(&config.index_path(), metrics.clone())?;
+        let index = Index::open_keyed(
+            &config.index_path(),
+            metrics.clone(),
+            store.audit_key().clone(),
+        )?;
         let pool = Arc::new(
             RenderPool::new(config.render.workers, config.render.cache_bytes)
                 .measured(metrics.clone()),
         );
         let journal = Journal::new(store.clone());
         let reads = Reads::new(store.clone(), index.clone(), metrics.clone());
-        Ok(Arc::new(Archive {
+        let archive = Arc::new(Archive {
             ingest: Ingest::new(
                 store.clone(),
                 index.clone(),
@@ -128,7 +132,7 @@ impl Archive {
                 config.data_dir.clone(),
             ),
             access: Access::new(index.clone()),
-            audit: AuditTrail::new(index.clone()),
+            audit: AuditTrail::new(index.clone(), store.clone()),
             persons: Persons::new(index.clone(), journal.clone()),
             retention: Retention::new(
                 store.clone(),
@@ -148,7 +152,12 @@ impl Archive {
             index,
             metrics,
             public_url: OnceLock::new(),
-        }))
+        });
+        // From the first opening of an archive that keys its chain, the replicas know it.
+        if let Err(e) = archive.audit.mark_keyed().await {
+            tracing::warn!("sealing where the audit chain is keyed from: {e}");
+        }
+        Ok(archive)
     }
 
     pub fn config(&self) -> &Config {
@@ -268,7 +277,11 @@ pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport
     let final_path = config.index_path();
     let tmp_path = final_path.with_extension("sqlite.reindex");
     remove_db(&tmp_path);
-    let index = Index::open(&tmp_path)?;
+    let index = Index::open_keyed(
+        &tmp_path,
+        Arc::new(Metrics::new()),
+        store.audit_key().clone(),
+    )?;
     let report = rebuild(
         &store,
         &index,

@@ -90,11 +90,12 @@ fn inspect_unguarded<R: Read + Seek>(
     }
 
     r.seek(SeekFrom::Start(meta_start))?;
-    let obj = OpenFileOptions::new()
+    let mut obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .read_until(tags::PIXEL_DATA)
         .from_reader(&mut r)
         .map_err(|e| invalid(format!("malformed data set: {e}")))?;
+    crate::un::resolve_unknown_vrs(&mut obj);
     record_from(&obj, &meta, &ts_uid, source, blob_id, len)
 }
 

@@ -6,6 +6,7 @@
 //! - [`record`]: that record: patient with its local key, study, series, instance.
 //! - [`attr`]: attribute values as text, the one place an element is read as a string.
 //! - [`part10`]: the file meta group a data set received over the network lacks.
+//! - [`un`]: known attributes that arrived as UN, read with their dictionary VR.
 //! - [`uid`]: UID rules. [`syntax`]: transfer-syntax facts from the dictionary.
 //! - [`transcode`]: an instance converted to another transfer syntax.
 
@@ -16,6 +17,7 @@ pub mod record;
 pub mod syntax;
 pub mod transcode;
 pub mod uid;
+pub mod un;
 
 pub use inspect::inspect;
 pub use uid::is_valid_uid;

@@ -627,15 +627,18 @@ impl<'a> Session<'a> {
             .expect("dicom-ul accepts only syntaxes the registry knows")
     }
 
-    /// Decodes a request's identifier (or action information) in the context's syntax.
+    /// Decodes a request's identifier (or action information) in the context's syntax; keys of
+    /// known attributes sent as UN are read with their dictionary VR.
     pub fn identifier(&self, pc: u8, data: Option<DataSink>) -> Result<InMemDicomObject, String> {
         match data {
             Some(DataSink::Memory(bytes)) => {
                 // its nesting and declared lengths checked before dicom-rs parses it
                 strata_dicom::inspect::walk(&bytes, self.syntax(pc))
                     .map_err(|e| format!("unreadable identifier: {e}"))?;
-                InMemDicomObject::read_dataset_with_ts(&bytes[..], self.syntax(pc))
-                    .map_err(|e| format!("unreadable identifier: {e}"))
+                let mut id = InMemDicomObject::read_dataset_with_ts(&bytes[..], self.syntax(pc))
+                    .map_err(|e| format!("unreadable identifier: {e}"))?;
+                strata_dicom::un::resolve_unknown_vrs(&mut id);
+                Ok(id)
             }
             Some(DataSink::Refused { reason, .. }) => Err(reason),
             _ => Err("the request has no identifier".into()),
@@ -656,13 +659,29 @@ impl<'a> Session<'a> {
         study_uid: Option<String>,
         detail: String,
     ) {
+        if let Err(e) = self
+            .try_audit(action, outcome, patient_id, study_uid, detail)
+            .await
+        {
+            tracing::error!("audit trail write failed: {e}");
+        }
+    }
+
+    /// Writes an audit event for this association's peer, or says why it could not: for an
+    /// operation that must not go ahead unaudited.
+    pub async fn try_audit(
+        &self,
+        action: &str,
+        outcome: Outcome,
+        patient_id: Option<String>,
+        study_uid: Option<String>,
+        detail: String,
+    ) -> Result<(), strata_services::ServiceError> {
         let event = AuditEvent::now(&self.calling_ae, "dimse", action, outcome)
             .patient(patient_id, study_uid)
             .remote(&self.remote)
             .detail(detail);
-        if let Err(e) = self.archive.audit().record(event).await {
-            tracing::error!("audit trail write failed: {e}");
-        }
+        self.archive.audit().record(event).await
     }
 }
 

@@ -320,6 +320,9 @@ pub async fn c_get(
     let Some(planned) = start(session, pc, &request, field::C_GET_RSP, data).await? else {
         return Ok(());
     };
+    if !audit_retrieve_start(session, "dimse.get", &planned, None).await {
+        return refuse_unaudited(session, pc, &request, field::C_GET_RSP).await;
+    }
     let contexts: Vec<(u8, String, String)> = session
         .contexts
         .iter()
@@ -388,7 +391,7 @@ pub async fn c_get(
         cancelled,
         "C-GET"
     );
-    audit_retrieve(session, "dimse.get", &planned, &c, cancelled, None).await;
+    audit_retrieve(session, "dimse.get.result", &planned, &c, cancelled, None).await;
     finish(session, pc, &request, field::C_GET_RSP, &c, cancelled).await
 }
 
@@ -444,6 +447,9 @@ pub async fn c_move(
     let Some(planned) = start(session, pc, &request, field::C_MOVE_RSP, data).await? else {
         return Ok(());
     };
+    if !audit_retrieve_start(session, "dimse.move", &planned, Some(&peer.aet)).await {
+        return refuse_unaudited(session, pc, &request, field::C_MOVE_RSP).await;
+    }
     let move_id = request.message_id();
     let mut c = Counts {
         remaining: planned.len(),
@@ -485,6 +491,7 @@ pub async fn c_move(
                 pc,
                 &request,
                 &planned,
+                &peer.aet,
                 format!("cannot associate with {}: {e}", peer.aet),
             )
             .await
@@ -495,6 +502,7 @@ pub async fn c_move(
                 pc,
                 &request,
                 &planned,
+                &peer.aet,
                 format!("{} did not answer", peer.aet),
             )
             .await
@@ -563,7 +571,7 @@ pub async fn c_move(
     );
     audit_retrieve(
         session,
-        "dimse.move",
+        "dimse.move.result",
         &planned,
         &c,
         cancelled,
@@ -573,7 +581,65 @@ pub async fn c_move(
     finish(session, pc, &request, field::C_MOVE_RSP, &c, cancelled).await
 }
 
-/// One audit event per study a retrieve touched.
+/// Writes one audit event per study a retrieve is about to send, before its first
+/// sub-operation: nothing leaves unaudited, and the event stands even when every
+/// sub-operation then fails. False when the trail cannot be written.
+async fn audit_retrieve_start(
+    session: &Session<'_>,
+    action: &str,
+    planned: &[Planned],
+    destination: Option<&str>,
+) -> bool {
+    for (patient, study) in studies_of(planned) {
+        let count = planned.iter().filter(|p| p.study_uid == study).count();
+        let detail = format!(
+            "{count} instance{} to send{}",
+            if count == 1 { "" } else { "s" },
+            destination.map(|d| format!(" to {d}")).unwrap_or_default()
+        );
+        let written = session
+            .try_audit(
+                action,
+                Outcome::Success,
+                Some(patient.to_string()),
+                Some(study.to_string()),
+                detail,
+            )
+            .await;
+        if let Err(e) = written {
+            tracing::error!("audit trail write failed, the retrieve is refused: {e}");
+            return false;
+        }
+    }
+    true
+}
+
+/// Refuses a retrieve whose audit event could not be written, having sent nothing.
+async fn refuse_unaudited(
+    session: &mut Session<'_>,
+    pc: u8,
+    request: &Command,
+    rsp_field: u16,
+) -> Result<(), AssociationError> {
+    let rsp = Command::response_to(request, rsp_field, status::UNABLE_TO_PROCESS, false)
+        .with_error_comment("the audit trail cannot be written: nothing is sent");
+    session.writer.send(pc, &rsp, None).await?;
+    Ok(())
+}
+
+/// The (patient, study) pairs of a retrieve, each once.
+fn studies_of(planned: &[Planned]) -> Vec<(&str, &str)> {
+    let mut studies: Vec<(&str, &str)> = planned
+        .iter()
+        .map(|p| (p.patient_id.as_str(), p.study_uid.as_str()))
+        .collect();
+    studies.sort();
+    studies.dedup();
+    studies
+}
+
+/// One audit event per study a retrieve touched, once its sub-operations are over: how many
+/// arrived.
 async fn audit_retrieve(
     session: &Session<'_>,
     action: &str,
@@ -582,12 +648,7 @@ async fn audit_retrieve(
     cancelled: bool,
     destination: Option<&str>,
 ) {
-    let mut studies: Vec<(&str, &str)> = planned
-        .iter()
-        .map(|p| (p.patient_id.as_str(), p.study_uid.as_str()))
-        .collect();
-    studies.sort();
-    studies.dedup();
+    let studies = studies_of(planned);
     let outcome = if c.failed == 0 {
         Outcome::Success
     } else {
@@ -619,6 +680,7 @@ async fn refuse_move(
     pc: u8,
     request: &Command,
     planned: &[Planned],
+    destination: &str,
     why: String,
 ) -> Result<(), AssociationError> {
     tracing::warn!("C-MOVE: {why}");
@@ -627,6 +689,15 @@ async fn refuse_move(
         failed_uids: planned.iter().map(|p| p.sop_uid.clone()).collect(),
         ..Default::default()
     };
+    audit_retrieve(
+        session,
+        "dimse.move.result",
+        planned,
+        &c,
+        false,
+        Some(destination),
+    )
+    .await;
     finish(session, pc, request, field::C_MOVE_RSP, &c, false).await
 }
 

@@ -4,8 +4,10 @@ use crate::rows::*;
 use crate::IndexError;
 use rusqlite::{params, Connection, OptionalExtension};
 
+/// Appends `e`, chained from the last event (under `key`: see [`strata_core::audit`]).
 pub(super) fn append_audit(
     c: &Connection,
+    key: Option<&strata_core::audit::AuditKey>,
     e: &strata_core::audit::AuditEvent,
 ) -> Result<(), IndexError> {
     // Cached statements: every request that touches patient data comes through here.
@@ -14,7 +16,7 @@ pub(super) fn append_audit(
         .query_row([], |r| r.get(0))
         .optional()?
         .unwrap_or_else(|| strata_core::audit::GENESIS.to_string());
-    let hash = strata_core::audit::chain_hash(&prev, e);
+    let hash = strata_core::audit::next_hash(key, &prev, e);
     c.prepare_cached(
         "INSERT INTO audit (at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",

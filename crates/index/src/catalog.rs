@@ -151,6 +151,9 @@ pub trait Catalog: Send + Sync {
         event: strata_core::audit::AuditEvent,
     ) -> BoxFuture<'static, Result<(), IndexError>>;
 
+    /// The id of the last audit event in the index (0 when there is none).
+    async fn audit_last_id(&self) -> Result<i64, IndexError>;
+
     /// The id of the last audit event copied to the replicas.
     async fn audit_exported(&self) -> Result<i64, IndexError>;
 

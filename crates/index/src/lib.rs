@@ -56,6 +56,21 @@ impl Index {
     pub fn open_measured(path: &Path, metrics: Arc<Metrics>) -> Result<Index, IndexError> {
         Ok(Index(Arc::new(sqlite::SqliteIndex::open(path, metrics)?)))
     }
+
+    /// [`Index::open_measured`], chaining new audit events under the archive's `audit_key`: the
+    /// archive opens its index so. An index opened without it chains unkeyed (an engine opened
+    /// alone, in tests and tools).
+    pub fn open_keyed(
+        path: &Path,
+        metrics: Arc<Metrics>,
+        audit_key: strata_core::audit::AuditKey,
+    ) -> Result<Index, IndexError> {
+        Ok(Index(Arc::new(sqlite::SqliteIndex::open_keyed(
+            path,
+            metrics,
+            Some(audit_key),
+        )?)))
+    }
 }
 
 impl std::ops::Deref for Index {

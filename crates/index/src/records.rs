@@ -295,7 +295,10 @@ pub(super) fn stored_instance(
     sop_uid: &str,
 ) -> Result<Option<StoredInstance>, IndexError> {
     Ok(c.prepare_cached(
-        "SELECT sop_uid, blob_id, size, transfer_syntax FROM instances WHERE sop_uid = ?1",
+        "SELECT i.sop_uid, i.blob_id, i.size, i.transfer_syntax, p.patient_id, st.study_uid
+         FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk
+              JOIN patients p ON p.id = st.patient_fk
+         WHERE i.sop_uid = ?1",
     )?
     .query_row([sop_uid], |r| {
         Ok(StoredInstance {
@@ -303,6 +306,8 @@ pub(super) fn stored_instance(
             blob_id: blob(r.get(1)?)?,
             size: r.get::<_, i64>(2)? as u64,
             transfer_syntax: r.get(3)?,
+            patient_id: r.get(4)?,
+            study_uid: r.get(5)?,
         })
     })
     .optional()?)

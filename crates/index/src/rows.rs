@@ -17,13 +17,15 @@ pub enum InsertOutcome {
     },
 }
 
-/// The row `strata get` and retrieval need.
+/// The row `strata get` and retrieval need, with whose it is (for the read's audit event).
 #[derive(Debug, Clone)]
 pub struct StoredInstance {
     pub sop_uid: String,
     pub blob_id: BlobId,
     pub size: u64,
     pub transfer_syntax: String,
+    pub patient_id: String,
+    pub study_uid: String,
 }
 
 #[derive(Debug, Clone)]

@@ -45,6 +45,8 @@ const BUSY_TIMEOUT_MS: u64 = 30_000;
 /// The SQLite backend: one database file in WAL mode, one writer thread with group commit,
 /// a small pool of reader connections.
 pub struct SqliteIndex {
+    /// The key new audit events are chained under; none only where the index is opened alone.
+    audit_key: Option<Arc<strata_core::audit::AuditKey>>,
     path: PathBuf,
     writer: Writer,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -149,12 +151,23 @@ impl SqliteIndex {
     /// Opens (creating and migrating when needed) the index at `path` and starts its writer;
     /// every operation's duration goes to `metrics`.
     pub fn open(path: &Path, metrics: Arc<Metrics>) -> Result<SqliteIndex, IndexError> {
+        Self::open_keyed(path, metrics, None)
+    }
+
+    /// [`SqliteIndex::open`], chaining new audit events under `audit_key` (see
+    /// [`strata_core::audit`]).
+    pub fn open_keyed(
+        path: &Path,
+        metrics: Arc<Metrics>,
+        audit_key: Option<strata_core::audit::AuditKey>,
+    ) -> Result<SqliteIndex, IndexError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| IndexError::Commit(e.to_string()))?;
         }
         let mut conn = open_connection(path, false)?;
         migrate(&mut conn)?;
         Ok(SqliteIndex {
+            audit_key: audit_key.map(Arc::new),
             path: path.to_path_buf(),
             writer: Writer::start(conn, path.to_path_buf()),
             readers: Arc::new(Mutex::new(Vec::new())),
@@ -243,6 +256,7 @@ impl Catalog for SqliteIndex {
         failed_copies: Vec<(BlobId, usize, String)>,
         audit: Option<strata_core::audit::AuditEvent>,
     ) -> Result<InsertOutcome, IndexError> {
+        let key = self.audit_key.clone();
         self.write("insert_instance_audited", move |c| {
             let outcome = records::insert_instance(c, &rec, on_conflict)?;
             for (blob, replica, reason) in &failed_copies {
@@ -253,7 +267,7 @@ impl Catalog for SqliteIndex {
             if let (Some(event), false) =
                 (&audit, matches!(outcome, InsertOutcome::Conflict { .. }))
             {
-                audit::append_audit(c, event)?;
+                audit::append_audit(c, key.as_deref(), event)?;
             }
             Ok(outcome)
         })
@@ -267,10 +281,11 @@ impl Catalog for SqliteIndex {
         audit: strata_core::audit::AuditEvent,
         journal: Journal,
     ) -> Result<MpiChange, IndexError> {
+        let key = self.audit_key.clone();
         self.write("mpi_op", move |c| {
             let change = mpi::apply_op(c, &op, &actor)?;
             journal(&change).map_err(IndexError::Journal)?;
-            audit::append_audit(c, &audit)?;
+            audit::append_audit(c, key.as_deref(), &audit)?;
             Ok(change)
         })
         .await
@@ -453,8 +468,9 @@ impl Catalog for SqliteIndex {
     }
 
     async fn audit(&self, event: strata_core::audit::AuditEvent) -> Result<(), IndexError> {
+        let key = self.audit_key.clone();
         self.submit("audit", Promise::Durable, move |c| {
-            audit::append_audit(c, &event)
+            audit::append_audit(c, key.as_deref(), &event)
         })
         .await
     }
@@ -463,15 +479,23 @@ impl Catalog for SqliteIndex {
         &self,
         event: strata_core::audit::AuditEvent,
     ) -> BoxFuture<'static, Result<(), IndexError>> {
-        let job = self
-            .writer
-            .submit(Promise::Committed, move |c| audit::append_audit(c, &event));
+        let key = self.audit_key.clone();
+        let job = self.writer.submit(Promise::Committed, move |c| {
+            audit::append_audit(c, key.as_deref(), &event)
+        });
         let (metrics, started) = (self.metrics.clone(), Instant::now());
         Box::pin(async move {
             let r = job.await;
             metrics.observe("index", "audit_read", started.elapsed());
             r
         })
+    }
+
+    async fn audit_last_id(&self) -> Result<i64, IndexError> {
+        self.read("audit_last_id", |c| {
+            Ok(c.query_row("SELECT coalesce(max(id), 0) FROM audit", [], |r| r.get(0))?)
+        })
+        .await
     }
 
     async fn audit_exported(&self) -> Result<i64, IndexError> {

@@ -192,7 +192,7 @@ async fn audit_trail_chains_and_refuses_changes() {
     let events = index.audit_events(AuditFilter::default()).await.unwrap();
     assert_eq!(events.len(), 5);
     assert_eq!(
-        strata_core::audit::verify(events),
+        strata_core::audit::verify(None, events),
         Verdict::Intact { events: 5 }
     );
     let filtered = index
@@ -218,7 +218,7 @@ async fn audit_trail_chains_and_refuses_changes() {
         .unwrap();
     let events = index.audit_events(AuditFilter::default()).await.unwrap();
     assert!(matches!(
-        strata_core::audit::verify(events),
+        strata_core::audit::verify(None, events),
         Verdict::Broken { id: 3, .. }
     ));
 }
@@ -261,7 +261,7 @@ async fn audit_events_commit_beside_durable_writes_and_sync_makes_them_durable()
     index.sync().await.unwrap();
     let events = index.audit_events(AuditFilter::default()).await.unwrap();
     assert_eq!(
-        strata_core::audit::verify(events),
+        strata_core::audit::verify(None, events),
         Verdict::Intact { events: 51 }
     );
     index.close().await.unwrap();

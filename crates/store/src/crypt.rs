@@ -57,6 +57,7 @@ pub struct MasterKey {
     key_id: [u8; 8],
     wrap: LessSafeKey,
     address_key: Zeroizing<[u8; 32]>,
+    audit_key: strata_core::audit::AuditKey,
 }
 
 impl MasterKey {
@@ -70,11 +71,21 @@ impl MasterKey {
         hk.expand(b"address", address_key.as_mut())
             .expect("valid length");
         hk.expand(b"key id", &mut key_id).expect("valid length");
+        let mut audit_key = Zeroizing::new([0u8; 32]);
+        hk.expand(b"audit chain", audit_key.as_mut())
+            .expect("valid length");
         MasterKey {
             key_id,
             wrap: aes_key(wrap.as_ref()),
             address_key,
+            audit_key: strata_core::audit::AuditKey::from_bytes(*audit_key),
         }
+    }
+
+    /// The key the audit trail's hash chain is keyed with: its own expansion of the master
+    /// key, so the chain's MAC and the blobs' encryption never share a key.
+    pub fn audit_key(&self) -> &strata_core::audit::AuditKey {
+        &self.audit_key
     }
 
     pub fn address_key(&self) -> &[u8; 32] {

@@ -102,6 +102,11 @@ impl Store {
         &self.replicas
     }
 
+    /// The key the audit trail's hash chain is keyed with (see [`MasterKey::audit_key`]).
+    pub fn audit_key(&self) -> &strata_core::audit::AuditKey {
+        self.key.audit_key()
+    }
+
     /// The key instance addresses are computed under (for hashing off the async threads).
     pub fn address_key(&self) -> &[u8; 32] {
         self.key.address_key()
