@@ -592,6 +592,7 @@ async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::proces
                     aet: aet.clone(),
                     host,
                     port,
+                    tls: false,
                 })
                 .await?;
             println!("added {aet}");

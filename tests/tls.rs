@@ -281,3 +281,99 @@ fn mutual_tls_refuses_a_peer_without_a_trusted_certificate() {
     assert!(store.status.success(), "{}", text(&store));
     assert!(t.ok(&["studies"]).contains(&format!("{:>9}", 1)));
 }
+
+/// Kills a peer process when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn c_move_to_a_tls_peer_goes_over_mutual_tls() {
+    let t = TestArchive::new();
+    std::fs::create_dir_all(t.data()).unwrap();
+    let ca = authority(&t, "hospital-ca");
+    let archive = issued(&t, &ca, "archive", "serverAuth,clientAuth");
+    let workstation = issued(&t, &ca, "workstation", "serverAuth,clientAuth");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (tls_port, ws_port) = (free(), free());
+    std::fs::write(
+        t.data().join("strata.toml"),
+        format!(
+            "[dimse]\ntls_listen = \"127.0.0.1:{tls_port}\"\ntls_certificate = \"{}\"\ntls_private_key = \"{}\"\ntls_peer_ca = \"{}\"\n\n[[dimse.peers]]\naet = \"WS\"\nhost = \"127.0.0.1\"\nport = {ws_port}\ntls = true\n",
+            archive.0, archive.1, ca.0
+        ),
+    )
+    .unwrap();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            studies: 1,
+            patients: 1,
+            slices: 3,
+            series_per_study: 1,
+            rows: 16,
+            cols: 16,
+            ..Default::default()
+        },
+    );
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    // The workstation accepts DICOM TLS only, from a peer whose certificate its CA issued.
+    let out = t.path("received");
+    std::fs::create_dir_all(&out).unwrap();
+    let ws = std::process::Command::new("storescp")
+        .args([
+            "+tls",
+            &workstation.1,
+            &workstation.0,
+            "+cf",
+            &ca.0,
+            "-aet",
+            "WS",
+            "-od",
+            out.to_str().unwrap(),
+            &ws_port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("storescp (dcmtk) is installed by scripts/test.sh");
+    let _ws = KillOnDrop(ws);
+    let server = t.serve();
+    let study = format!("StudyInstanceUID={}", common::uids(&files[0])[0]);
+    let moved = tool(
+        60,
+        "movescu",
+        &[
+            "-aec",
+            "STRATA",
+            "-aem",
+            "WS",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &study,
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    assert!(moved.status.success(), "{}", text(&moved));
+    let received = common::files_under(&out);
+    assert_eq!(
+        received.len(),
+        files.len(),
+        "every instance reached the TLS peer: {}",
+        text(&moved)
+    );
+}

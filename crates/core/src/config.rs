@@ -119,6 +119,8 @@ pub struct DimseConfig {
     /// Mutual TLS: when given (PEM, one or more CA certificates), a peer on `tls_listen` must
     /// present a certificate issued by one of them; a peer without one is refused.
     pub tls_client_ca: Option<PathBuf>,
+    /// The CA certificates (PEM) that peers configured with `tls = true` must be issued by.
+    pub tls_peer_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -151,6 +153,9 @@ pub struct DimsePeer {
     pub aet: String,
     pub host: String,
     pub port: u16,
+    /// Associations to this peer use DICOM TLS, verified against `dimse.tls_peer_ca`.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 impl Default for DimseConfig {
@@ -170,6 +175,7 @@ impl Default for DimseConfig {
             tls_certificate: None,
             tls_private_key: None,
             tls_client_ca: None,
+            tls_peer_ca: None,
         }
     }
 }
@@ -440,6 +446,14 @@ impl Config {
         }
         if self.dimse.tls_certificate.is_some() != self.dimse.tls_private_key.is_some() {
             return bad("dimse.tls_certificate and dimse.tls_private_key go together".into());
+        }
+        if let Some(p) = self.dimse.peers.iter().find(|p| p.tls) {
+            if self.dimse.tls_peer_ca.is_none() {
+                return bad(format!(
+                    "dimse.peers {}: a TLS peer needs dimse.tls_peer_ca",
+                    p.aet
+                ));
+            }
         }
         if self.dimse.tls_client_ca.is_some() && self.dimse.tls_certificate.is_none() {
             return bad("dimse.tls_client_ca needs dimse.tls_certificate and its key".into());

@@ -4,8 +4,8 @@
 //! reason: on the same association, or, when the requester released it first, on a new one to
 //! the requester's address in the AE table.
 
-use super::message::{field, status, Command, MessageWriter, PduReader};
-use super::retrieve::SubAssociation;
+use super::message::{field, status, Command};
+use super::outbound::Outbound;
 use super::{attr_text, AssociationError, DataSink, Session};
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -310,11 +310,7 @@ async fn send_report(
             vec![EXPLICIT_LE, IMPLICIT_LE],
         )
         .with_role_selection(uids::STORAGE_COMMITMENT_PUSH_MODEL, false, true);
-    let address = format!("{}:{}", peer.host, peer.port);
-    let mut assoc = tokio::time::timeout(REPORT_TIMEOUT, options.establish_async(address.as_str()))
-        .await
-        .map_err(|_| "no answer".to_string())?
-        .map_err(|e| format!("cannot associate: {e}"))?;
+    let mut assoc = Outbound::open(archive, peer, options, REPORT_TIMEOUT).await?;
     let (pc, ts) = assoc
         .presentation_contexts()
         .iter()
@@ -328,12 +324,7 @@ async fn send_report(
     report
         .write_dataset_with_ts(&mut bytes, ts)
         .map_err(|e| format!("encoding the report: {e}"))?;
-    let theirs = dicom_ul::association::Association::acceptor_max_pdu_length(&assoc);
-    let (rd, wr) = assoc.inner_stream().split();
-    let mut sub = SubAssociation {
-        reader: PduReader::new(rd, ours),
-        writer: MessageWriter::new(wr, theirs),
-    };
+    let mut sub = assoc.halves(ours);
     let rsp = tokio::time::timeout(
         REPORT_TIMEOUT,
         sub.exchange(

@@ -11,6 +11,7 @@
 pub mod commit;
 pub mod find;
 pub mod message;
+mod outbound;
 pub mod retrieve;
 pub mod storage_classes;
 pub mod store;

@@ -9,6 +9,7 @@
 //! Little Endian. A syntax no codec decodes fails that sub-operation, with the reason logged.
 
 use super::message::{field, status, Command, MessageError, MessageWriter, PduReader};
+use super::outbound::Outbound;
 use super::{attr_text, AssociationError, DataSink, Session};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
@@ -477,37 +478,13 @@ pub async fn c_move(
             proposed.push(key);
         }
     }
-    let address = format!("{}:{}", peer.host, peer.port);
-    let mut assoc = match tokio::time::timeout(
-        SUB_OPERATION_TIMEOUT,
-        options.establish_async(address.as_str()),
-    )
-    .await
-    {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => {
-            return refuse_move(
-                session,
-                pc,
-                &request,
-                &planned,
-                &peer.aet,
-                format!("cannot associate with {}: {e}", peer.aet),
-            )
-            .await
-        }
-        Err(_) => {
-            return refuse_move(
-                session,
-                pc,
-                &request,
-                &planned,
-                &peer.aet,
-                format!("{} did not answer", peer.aet),
-            )
-            .await
-        }
-    };
+    let mut assoc =
+        match Outbound::open(&session.archive, &peer, options, SUB_OPERATION_TIMEOUT).await {
+            Ok(a) => a,
+            Err(why) => {
+                return refuse_move(session, pc, &request, &planned, &peer.aet, why).await;
+            }
+        };
     let contexts: Vec<(u8, String, String)> = assoc
         .presentation_contexts()
         .iter()
@@ -520,14 +497,8 @@ pub async fn c_move(
             )
         })
         .collect();
-    let peer_max = dicom_ul::association::Association::acceptor_max_pdu_length(&assoc);
-    let our_max = session.archive.config().dimse.max_pdu_length;
     let calling = session.calling_ae.clone();
-    let (rd, wr) = assoc.inner_stream().split();
-    let mut sub = SubAssociation {
-        reader: PduReader::new(rd, our_max),
-        writer: MessageWriter::new(wr, peer_max),
-    };
+    let mut sub = assoc.halves(session.archive.config().dimse.max_pdu_length);
     let mut cancelled = false;
     let mut next_id: u16 = 0;
     for inst in &planned {

@@ -555,6 +555,8 @@ impl Catalog for SqliteIndex {
                     aet: r.get(0)?,
                     host: r.get(1)?,
                     port: r.get(2)?,
+                    // peers kept in the index are plain; TLS peers are configured
+                    tls: false,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)

@@ -73,7 +73,14 @@ pub async fn rebuild(
             JournalEntry::PeerSet {
                 aet, host, port, ..
             } => {
-                index.set_peer(DimsePeer { aet, host, port }).await?;
+                index
+                    .set_peer(DimsePeer {
+                        aet,
+                        host,
+                        port,
+                        tls: false,
+                    })
+                    .await?;
             }
             JournalEntry::PeerRemoved { aet, .. } => {
                 index.remove_peer(aet).await?;
