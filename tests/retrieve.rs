@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{files_under, peer_script, python, sop_uid, text, tool, TestArchive};
+use common::{
+    files_under, free_port, peer_script, python, sop_uid, text, tool, KillOnDrop, TestArchive,
+};
 use dicom_object::InMemDicomObject;
 use std::path::{Path, PathBuf};
 use strata_synth::{Modality, SynthOptions};
@@ -31,25 +33,6 @@ fn study_uid(path: &Path) -> String {
         .unwrap()
         .trim_end_matches('\0')
         .to_string()
-}
-
-/// A child process killed when the test ends, pass or fail.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Asserts that every file in `received` has the content (data set, not file meta) of the

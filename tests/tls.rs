@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{text, tool, TestArchive};
+use common::{free_port, text, tool, KillOnDrop, TestArchive};
 use strata_synth::SynthOptions;
 
 #[test]
@@ -33,11 +33,7 @@ fn echo_and_store_over_tls() {
         ],
     );
     assert!(r.status.success(), "{}", text(&r));
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let tls_port = free_port();
     std::fs::write(
         t.data().join("strata.toml"),
         format!("[dimse]\ntls_listen = \"127.0.0.1:{tls_port}\"\ntls_certificate = \"{}\"\ntls_private_key = \"{}\"\n", cert.display(), key.display()),
@@ -208,11 +204,7 @@ fn mutual_tls_refuses_a_peer_without_a_trusted_certificate() {
     let server = issued(&t, &server_ca, "archive", "serverAuth");
     let modality = issued(&t, &client_ca, "modality", "clientAuth");
     let stranger = issued(&t, &stranger_ca, "stranger", "clientAuth");
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let tls_port = free_port();
     std::fs::write(
         t.data().join("strata.toml"),
         format!(
@@ -282,16 +274,6 @@ fn mutual_tls_refuses_a_peer_without_a_trusted_certificate() {
     assert!(t.ok(&["studies"]).contains(&format!("{:>9}", 1)));
 }
 
-/// Kills a peer process when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn c_move_to_a_tls_peer_goes_over_mutual_tls() {
     let t = TestArchive::new();
@@ -299,14 +281,7 @@ fn c_move_to_a_tls_peer_goes_over_mutual_tls() {
     let ca = authority(&t, "hospital-ca");
     let archive = issued(&t, &ca, "archive", "serverAuth,clientAuth");
     let workstation = issued(&t, &ca, "workstation", "serverAuth,clientAuth");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (tls_port, ws_port) = (free(), free());
+    let (tls_port, ws_port) = (free_port(), free_port());
     std::fs::write(
         t.data().join("strata.toml"),
         format!(
