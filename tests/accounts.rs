@@ -7,29 +7,11 @@
 
 mod common;
 
-use common::{add_user, base, http, token, Answer, Api, Server, TestArchive, PASSWORD};
+use common::{
+    add_user, base, http, run_with_input, token, Answer, Api, Server, TestArchive, PASSWORD,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-/// `strata ARGS` with `stdin` as its standard input; its output, whatever the status.
-fn run_with_input(t: &TestArchive, args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = t
-        .cmd()
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 /// The audit events of `action`, as `strata audit list` prints them.
 fn cli_events(t: &TestArchive, action: &str) -> Vec<Value> {

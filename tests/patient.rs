@@ -62,23 +62,9 @@ fn problem(a: &Answer, status: u16, what: &str) {
 
 /// `strata user <args>` with the test password on standard input.
 fn user_cmd(t: &TestArchive, args: &[&str]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = t
-        .cmd()
-        .arg("user")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // a refused command may exit before it reads its password
-    let _ = child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{}\n", common::PASSWORD).as_bytes());
-    child.wait_with_output().unwrap()
+    let mut full = vec!["user"];
+    full.extend_from_slice(args);
+    common::run_with_input(t, &full, &format!("{}\n", common::PASSWORD))
 }
 
 fn sop_and_series(file: &Path) -> (String, String) {

@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    files_under, free_port, peer_script, python, sop_uid, text, tool, KillOnDrop, TestArchive,
+    audit_events, files_under, free_port, peer_script, python, sop_uid, text, tool, KillOnDrop,
+    TestArchive,
 };
 use dicom_object::InMemDicomObject;
 use std::path::{Path, PathBuf};
@@ -124,14 +125,6 @@ fn getscu_retrieves_a_whole_study_identical() {
         assert_eq!(s["actor"], "GETSCU");
         assert!(s["id"].as_i64() < d["id"].as_i64(), "{s} {d}");
     }
-}
-
-/// The events of one action in the audit trail, oldest first.
-fn audit_events(t: &TestArchive, action: &str) -> Vec<serde_json::Value> {
-    t.ok(&["audit", "list", "--action", action])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

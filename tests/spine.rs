@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{files_under, sop_uid, TestArchive};
+use common::{audit_events, files_under, sop_uid, TestArchive};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -22,14 +22,6 @@ fn small_set() -> SynthOptions {
         modality: None,
         noise: true,
     }
-}
-
-/// The events of one action in the audit trail, oldest first.
-fn audit_events(t: &TestArchive, action: &str) -> Vec<serde_json::Value> {
-    t.ok(&["audit", "list", "--action", action])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

@@ -433,24 +433,36 @@ pub fn add_patient(t: &TestArchive, name: &str, person: &str) {
     user_add(t, &[name, "--role", "patient", "--person", person]);
 }
 
-/// `strata user add ARGS` with the tests' password; panics if it fails.
-fn user_add(t: &TestArchive, args: &[&str]) {
+/// Runs `strata ARGS` with `stdin` on its standard input. A command that refuses may exit
+/// before it reads its input: that is not an error here.
+pub fn run_with_input(t: &TestArchive, args: &[&str], stdin: &str) -> Output {
     use std::io::Write;
     let mut child = t
         .cmd()
-        .args(["user", "add"])
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+/// `strata user add ARGS` with the tests' password; panics if it fails.
+fn user_add(t: &TestArchive, args: &[&str]) {
+    let mut full = vec!["user", "add"];
+    full.extend_from_slice(args);
+    let out = run_with_input(t, &full, &format!("{PASSWORD}\n"));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The events of one action in the audit trail, oldest first.
+pub fn audit_events(t: &TestArchive, action: &str) -> Vec<serde_json::Value> {
+    t.ok(&["audit", "list", "--action", action])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A multipart/related body of the given (content type, bytes) parts, and its content type.
