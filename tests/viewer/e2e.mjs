@@ -173,7 +173,11 @@ try {
   await login(env("ADMIN_USER"), env("ADMIN_PASSWORD"));
   await page.fill("input[name=name]", env("PATIENT"));
   await page.click("form#search button[type=submit]");
-  await page.waitForSelector(`#studies tr[data-study="${STUDY}"]`);
+  // The list before the search (every study, the broken one too) stays on screen until the
+  // search's own list replaces it: wait for that one.
+  await page.waitForFunction(([study, broken]) => location.hash.includes("name=")
+    && document.querySelector(`#studies tr[data-study="${study}"]`)
+    && !document.querySelector(`#studies tr[data-study="${broken}"]`), [STUDY, env("BROKEN_STUDY")]);
   check(await page.locator("#studies tr[data-study] ").count() >= 2, "both studies are listed");
   await page.click(`#studies tr[data-study="${STUDY}"] a.person-link`);
   await page.waitForSelector("#person .identities tr");
