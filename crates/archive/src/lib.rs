@@ -103,10 +103,10 @@ impl Archive {
     pub async fn open(config: Config) -> Result<Arc<Archive>, ServiceError> {
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(open_store(&config)?.measured(metrics.clone()));
-        let index = Index::open_keyed(
-            &config.index_path(),
+        let index = Index::open_at(
+            &config.index_location(),
             metrics.clone(),
-            store.audit_key().clone(),
+            Some(store.audit_key().clone()),
         )?;
         let pool = Arc::new(
             RenderPool::new(config.render.workers, config.render.cache_bytes)

@@ -21,6 +21,7 @@ const SECTIONS: &[&str] = &[
     "repair",
     "retention",
     "render",
+    "index",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,7 @@ pub struct Config {
     pub repair: RepairConfig,
     pub retention: RetentionConfig,
     pub render: RenderConfig,
+    pub index: IndexConfig,
     /// The data directory (index, key, default replicas); set from `--data`, not the file.
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -239,6 +241,7 @@ impl Default for Config {
             repair: RepairConfig::default(),
             retention: RetentionConfig::default(),
             render: RenderConfig::default(),
+            index: IndexConfig::default(),
             data_dir: PathBuf::from("strata-data"),
         }
     }
@@ -301,6 +304,24 @@ impl Default for RetentionConfig {
             minor_until_age: 25,
         }
     }
+}
+
+/// Where the index lives: the embedded SQLite file in the data directory (the default), or a
+/// PostgreSQL database shared by the nodes of a cluster.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// `postgres://user:password@host:port/database` (or `STRATA_INDEX_URL`); none: SQLite.
+    pub url: Option<String>,
+}
+
+/// Where the index is, as [`Config::index_location`] names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexLocation {
+    /// The embedded index: this SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its connection URL (which may hold a password: never logged).
+    Postgres(String),
 }
 
 /// The render pool (decode, window, resample) and its decoded-frame cache.
@@ -435,6 +456,14 @@ impl Config {
                 ));
             }
         }
+        if let Some(url) = &self.index.url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return bad(
+                    "index.url: a PostgreSQL URL (postgres://user:password@host:port/database)"
+                        .into(),
+                );
+            }
+        }
         let ae = &self.dimse.ae_title;
         if ae.is_empty() || ae.len() > 16 || ae.chars().any(|c| c == '\\' || c.is_control()) {
             return bad(format!(
@@ -534,6 +563,15 @@ impl Config {
 
     pub fn index_path(&self) -> PathBuf {
         self.data_dir.join("index.sqlite")
+    }
+
+    /// The index the archive opens: `index.url` when set (`postgres://` or `postgresql://`),
+    /// else the SQLite file in the data directory.
+    pub fn index_location(&self) -> IndexLocation {
+        match &self.index.url {
+            Some(url) => IndexLocation::Postgres(url.clone()),
+            None => IndexLocation::Sqlite(self.index_path()),
+        }
     }
 }
 

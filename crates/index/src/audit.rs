@@ -1,8 +1,9 @@
 //! The audit trail's rows: appended with their chain hash, restored as they were, read back.
 
+use crate::db::{Connection, OptionalExtension};
+use crate::params;
 use crate::rows::*;
 use crate::IndexError;
-use rusqlite::{params, Connection, OptionalExtension};
 
 /// Appends `e`, chained from the last event (under `key`: see [`strata_core::audit`]).
 pub(super) fn append_audit(
@@ -11,17 +12,19 @@ pub(super) fn append_audit(
     e: &strata_core::audit::AuditEvent,
 ) -> Result<(), IndexError> {
     // Cached statements: every request that touches patient data comes through here.
-    let prev: String = c
-        .prepare_cached("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")?
-        .query_row([], |r| r.get(0))
+    // The id is the last one's plus one, written out: the chain's order is the ids', on either
+    // engine (one writer appends), and no sequence can skip a number.
+    let (last, prev): (i64, String) = c
+        .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
+        .query_row(params![], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
-        .unwrap_or_else(|| strata_core::audit::GENESIS.to_string());
+        .unwrap_or_else(|| (0, strata_core::audit::GENESIS.to_string()));
     let hash = strata_core::audit::next_hash(key, &prev, e);
     c.prepare_cached(
-        "INSERT INTO audit (at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO audit (id, at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
-    .execute(params![e.at, e.actor, e.role, e.action, e.patient_id, e.study_uid, e.outcome.as_str(), e.remote, e.detail, prev, hash])?;
+    .execute(params![last + 1, e.at, e.actor, e.role, e.action, e.patient_id, e.study_uid, e.outcome.as_str(), e.remote, e.detail, prev, hash])?;
     Ok(())
 }
 
@@ -31,8 +34,9 @@ pub(super) fn restore_audit(
 ) -> Result<(), IndexError> {
     let v = &e.event;
     c.execute(
-        "INSERT OR IGNORE INTO audit (id, at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO audit (id, at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (id) DO NOTHING",
         params![e.id, v.at, v.actor, v.role, v.action, v.patient_id, v.study_uid, v.outcome.as_str(), v.remote, v.detail, e.prev_hash, e.hash],
     )?;
     Ok(())
@@ -46,8 +50,8 @@ pub(super) fn audit_events(
         "SELECT id, at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash
          FROM audit WHERE 1 = 1",
     );
-    let mut p: Vec<rusqlite::types::Value> = Vec::new();
-    let mut add = |cond: &str, v: rusqlite::types::Value| {
+    let mut p: Vec<crate::db::Value> = Vec::new();
+    let mut add = |cond: &str, v: crate::db::Value| {
         sql.push_str(&format!(" AND {cond} ?{}", p.len() + 1));
         p.push(v);
     };
@@ -74,7 +78,7 @@ pub(super) fn audit_events(
         sql.push_str(&format!(" LIMIT {l}"));
     }
     let mut stmt = c.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(p), |r| {
+    let rows = stmt.query_map(p, |r| {
         let outcome: String = r.get(7)?;
         Ok(strata_core::audit::StoredEvent {
             id: r.get(0)?,
@@ -94,5 +98,5 @@ pub(super) fn audit_events(
             hash: r.get(11)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }

@@ -17,7 +17,9 @@
 
 mod audit;
 mod catalog;
+pub mod db;
 mod mpi;
+mod pg;
 mod progress;
 pub mod query;
 mod records;
@@ -73,6 +75,26 @@ impl Index {
     }
 }
 
+impl Index {
+    /// Opens the index at `location` (the embedded SQLite file, or a PostgreSQL database),
+    /// creating and migrating it when needed, chaining new audit events under `audit_key`.
+    pub fn open_at(
+        location: &strata_core::config::IndexLocation,
+        metrics: Arc<Metrics>,
+        audit_key: Option<strata_core::audit::AuditKey>,
+    ) -> Result<Index, IndexError> {
+        use strata_core::config::IndexLocation;
+        Ok(Index(Arc::new(match location {
+            IndexLocation::Sqlite(path) => {
+                sqlite::SqliteIndex::open_keyed(path, metrics, audit_key)?
+            }
+            IndexLocation::Postgres(url) => {
+                sqlite::SqliteIndex::open_postgres(url, metrics, audit_key)?
+            }
+        })))
+    }
+}
+
 impl std::ops::Deref for Index {
     type Target = dyn Catalog;
 
@@ -109,13 +131,16 @@ impl Scope {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("index database {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    #[error("index database {path}: {reason}")]
+    Open { path: String, reason: String },
     #[error("index: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("index: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("index: no row for {0}")]
+    NoRow(String),
+    #[error("index: column {0}: {1}")]
+    Column(usize, String),
     #[error("index writer has stopped")]
     WriterGone,
     #[error("index commit failed: {0}")]

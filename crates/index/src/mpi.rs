@@ -9,7 +9,8 @@
 //! changes in order over the matcher's re-derived links, so manual decisions survive a rebuild.
 
 use super::IndexError;
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::db::{Connection, OptionalExtension};
+use crate::params;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -140,7 +141,7 @@ fn set_demographics(
     c.prepare_cached("DELETE FROM mpi_blocks WHERE patient_fk = ?1")?
         .execute([patient_fk])?;
     let mut insert = c.prepare_cached(
-        "INSERT OR IGNORE INTO mpi_blocks (block_key, patient_fk) VALUES (?1, ?2)",
+        "INSERT INTO mpi_blocks (block_key, patient_fk) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
     )?;
     for key in n.block_keys() {
         insert.execute(params![key, patient_fk])?;
@@ -246,11 +247,7 @@ fn candidates(
     let mut out = vec![];
     for key in n.block_keys() {
         let rows = stmt.query_map(params![key, patient_fk, MAX_CANDIDATES as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-            ))
+            Ok((r.get::<i64>(0)?, r.get::<i64>(1)?, r.get::<String>(2)?))
         })?;
         for row in rows {
             let (id, person, json) = row?;
@@ -276,7 +273,9 @@ static LAST_MODEL: Mutex<Option<(String, Arc<Model>)>> = Mutex::new(None);
 /// The matcher's model: the stored estimate, else the prior.
 pub(super) fn model(c: &Connection) -> Result<Arc<Model>, IndexError> {
     let json: Option<String> = c
-        .query_row("SELECT model FROM mpi_model WHERE id = 1", [], |r| r.get(0))
+        .query_row("SELECT model FROM mpi_model WHERE id = 1", params![], |r| {
+            r.get(0)
+        })
         .optional()?;
     let Some(json) = json else {
         return Ok(Arc::new(Model::default()));
@@ -311,13 +310,15 @@ pub(super) fn set_model(c: &Connection, model: &Model, records: i64) -> Result<(
 /// now against how many the stored model was estimated from.
 pub(super) fn model_inputs(c: &Connection) -> Result<(Vec<Normalised>, i64), IndexError> {
     let estimated: i64 = c
-        .query_row("SELECT records FROM mpi_model WHERE id = 1", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT records FROM mpi_model WHERE id = 1",
+            params![],
+            |r| r.get(0),
+        )
         .optional()?
         .unwrap_or(0);
     let mut stmt = c.prepare("SELECT demographics FROM patients WHERE demographics IS NOT NULL")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let rows = stmt.query_map(params![], |r| r.get::<String>(0))?;
     let mut out = vec![];
     for row in rows {
         if let Ok(n) = serde_json::from_str(&row?) {
@@ -337,9 +338,9 @@ pub(super) fn register(
     let name = person_name(identity);
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
     let inserted = c.execute(
-        "INSERT OR IGNORE INTO patients (patient_id, issuer, patient_name, patient_name_key,
+        "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key,
             name_phonetic, birth_date, sex, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
         params![
             identity.patient_id,
             identity.issuer,
@@ -354,7 +355,7 @@ pub(super) fn register(
     if inserted == 0 {
         return Ok(None);
     }
-    let fk = c.last_insert_rowid();
+    let fk = c.last_insert_rowid()?;
     let n = Normalised::new(identity);
     set_demographics(c, fk, &n, &serde_json::to_string(&n).expect("serialises"))?;
     Ok(Some(match_new_key(c, fk, &n, &[])?))
@@ -403,20 +404,18 @@ fn new_person(c: &Connection, founder: Option<i64>) -> Result<i64, IndexError> {
 fn insert_person(c: &Connection, uid: &str) -> Result<i64, IndexError> {
     c.prepare_cached("INSERT INTO persons (uid, created_at) VALUES (?1, ?2)")?
         .execute(params![uid, now_ms()])?;
-    Ok(c.last_insert_rowid())
+    c.last_insert_rowid()
 }
 
 fn person_uid(c: &Connection, id: i64) -> Result<String, IndexError> {
-    Ok(c.prepare_cached("SELECT uid FROM persons WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))?)
+    c.prepare_cached("SELECT uid FROM persons WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
 }
 
 fn key_person(c: &Connection, k: &LocalKey) -> Result<Option<i64>, IndexError> {
     Ok(
         c.prepare_cached("SELECT person_fk FROM patients WHERE issuer = ?1 AND patient_id = ?2")?
-            .query_row(params![k.issuer, k.patient_id], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
+            .query_row(params![k.issuer, k.patient_id], |r| r.get::<Option<i64>>(0))
             .optional()?
             .flatten(),
     )
@@ -436,15 +435,13 @@ fn key_id(c: &Connection, k: &LocalKey) -> Result<i64, IndexError> {
 }
 
 fn local_key(c: &Connection, patient_fk: i64) -> Result<LocalKey, IndexError> {
-    Ok(
-        c.prepare_cached("SELECT issuer, patient_id FROM patients WHERE id = ?1")?
-            .query_row([patient_fk], |r| {
-                Ok(LocalKey {
-                    issuer: r.get(0)?,
-                    patient_id: r.get(1)?,
-                })
-            })?,
-    )
+    c.prepare_cached("SELECT issuer, patient_id FROM patients WHERE id = ?1")?
+        .query_row([patient_fk], |r| {
+            Ok(LocalKey {
+                issuer: r.get(0)?,
+                patient_id: r.get(1)?,
+            })
+        })
 }
 
 /// A live (not merged) person by uid.
@@ -473,7 +470,7 @@ fn person_keys(c: &Connection, person: i64) -> Result<Vec<(i64, LocalKey)>, Inde
             },
         ))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 fn state(c: &Connection, person: i64) -> Result<PersonState, IndexError> {
@@ -520,7 +517,7 @@ fn history(
 fn separate(c: &Connection, a: i64, b: i64) -> Result<(), IndexError> {
     let (a, b) = (a.min(b), a.max(b));
     c.execute(
-        "INSERT OR IGNORE INTO mpi_separations (a, b) VALUES (?1, ?2)",
+        "INSERT INTO mpi_separations (a, b) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         params![a, b],
     )?;
     Ok(())
@@ -811,10 +808,8 @@ fn between(
 
 /// Whether a person decided this key's person (a link, a merge, a review, a user's binding).
 fn is_manual(c: &Connection, patient_fk: i64) -> Result<bool, IndexError> {
-    Ok(
-        c.prepare_cached("SELECT mpi_manual FROM patients WHERE id = ?1")?
-            .query_row([patient_fk], |r| r.get(0))?,
-    )
+    c.prepare_cached("SELECT mpi_manual FROM patients WHERE id = ?1")?
+        .query_row([patient_fk], |r| r.get(0))
 }
 
 /// A person's keys, as they are now, become theirs by decision: a user bound to the person
@@ -937,7 +932,7 @@ pub(super) fn rematch(c: &Connection) -> Result<usize, IndexError> {
             "SELECT id, person_fk, demographics FROM patients
              WHERE mpi_manual = 0 AND person_fk IS NOT NULL AND demographics IS NOT NULL ORDER BY id",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect::<Result<_, _>>()?
     };
     let mut moved = 0;
@@ -1046,7 +1041,7 @@ fn identifiers(c: &Connection, person: i64) -> Result<Vec<Identifier>, IndexErro
             manual: r.get(5)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// Persons with a local key matching every given criterion. Names match case- and
@@ -1106,10 +1101,10 @@ pub(super) fn search(c: &Connection, q: &PersonSearch) -> Result<Vec<PersonSumma
         ));
     }
     let limit = q.limit.unwrap_or(100).min(1000);
-    sql.push_str(&format!(" LIMIT {limit}"));
+    sql.push_str(&format!(" ORDER BY p.person_fk LIMIT {limit}"));
     let mut stmt = c.prepare(&sql)?;
     let persons: Vec<i64> = stmt
-        .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?
+        .query_map(&args, |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut out = vec![];
     for p in persons {
@@ -1141,11 +1136,12 @@ pub(super) fn person(
     };
     let mut stmt = c.prepare_cached(
         "SELECT st.study_uid, st.study_date, st.study_description, st.accession_number,
-                (SELECT group_concat(DISTINCT se.modality) FROM series se WHERE se.study_fk = st.id),
+                (SELECT string_agg(m, ',' ORDER BY m) FROM
+                    (SELECT DISTINCT se.modality AS m FROM series se WHERE se.study_fk = st.id) AS ms),
                 p.issuer, p.patient_id, st.num_instances
          FROM studies st JOIN patients p ON p.id = st.patient_fk
          WHERE p.person_fk = ?1 AND (?2 = 0 OR p.mpi_manual = 1)
-         ORDER BY st.study_date DESC, st.study_time DESC",
+         ORDER BY st.study_date DESC NULLS LAST, st.study_time DESC NULLS LAST, st.id",
     )?;
     let studies = stmt
         .query_map(params![id, only.is_some()], |r| {
@@ -1154,7 +1150,7 @@ pub(super) fn person(
                 study_date: r.get(1)?,
                 description: r.get(2)?,
                 accession_number: r.get(3)?,
-                modalities: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                modalities: r.get::<Option<String>>(4)?.unwrap_or_default(),
                 issuer: r.get(5)?,
                 patient_id: r.get(6)?,
                 num_instances: r.get(7)?,
@@ -1238,7 +1234,7 @@ pub(super) fn review_items(c: &Connection, all: bool) -> Result<Vec<ReviewItem>,
                 ReviewItem {
                     id: r.get(0)?,
                     reason: r.get(2)?,
-                    candidates: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+                    candidates: serde_json::from_str(&r.get::<String>(3)?).unwrap_or_default(),
                     status: r.get(4)?,
                     created_at: r.get(5)?,
                     identifier: Identifier {
@@ -1292,8 +1288,9 @@ mod tests {
     #[test]
     fn the_model_read_follows_the_stored_one() {
         // the tables as the migrations make them, not typed again here
-        let mut c = Connection::open_in_memory().unwrap();
-        crate::sqlite::migrate(&mut c).unwrap();
+        let mut raw = rusqlite::Connection::open_in_memory().unwrap();
+        crate::sqlite::migrate(&mut raw).unwrap();
+        let c = Connection::sqlite(&raw);
         assert_eq!(*model(&c).unwrap(), Model::default());
         let first = Model {
             match_proportion: 0.01,

@@ -1,16 +1,17 @@
 //! Where the workers that walk the archive have got to.
 
+use crate::db::{Connection, OptionalExtension};
+use crate::params;
 use crate::records::blob;
 use crate::rows::*;
 use crate::IndexError;
-use rusqlite::{params, Connection, OptionalExtension};
 use strata_core::now_ms;
 
 pub(super) fn worker_progress(
     c: &Connection,
     worker: &str,
 ) -> Result<Option<WorkerProgress>, IndexError> {
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "SELECT worker, pass, cursor, done, pass_started_at, last_pass_finished_at,
                     last_pass_blobs
              FROM worker_progress WHERE worker = ?1",
@@ -19,14 +20,14 @@ pub(super) fn worker_progress(
         Ok(WorkerProgress {
             worker: r.get(0)?,
             pass: r.get(1)?,
-            cursor: r.get::<_, Option<String>>(2)?.map(blob).transpose()?,
+            cursor: r.get::<Option<String>>(2)?.map(blob).transpose()?,
             done: r.get(3)?,
             pass_started_at: r.get(4)?,
             last_pass_finished_at: r.get(5)?,
             last_pass_blobs: r.get(6)?,
         })
     })
-    .optional()?)
+    .optional()
 }
 
 pub(super) fn set_worker_progress(c: &Connection, p: &WorkerProgress) -> Result<(), IndexError> {

@@ -8,12 +8,11 @@
 //! allows for optional keys. Answers come from the index only; no blob is ever opened.
 
 use super::IndexError;
+use crate::db::{Connection, Dialect, Value};
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use rusqlite::types::Value;
-use rusqlite::Connection;
 use strata_mpi::name_key;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,10 +54,10 @@ impl Level {
 
     fn order(self) -> &'static str {
         match self {
-            Level::Patient => "p.patient_name, p.id",
-            Level::Study => "st.study_date, st.study_time, st.id",
-            Level::Series => "se.series_number, se.id",
-            Level::Image => "i.instance_number, i.id",
+            Level::Patient => "p.patient_name NULLS FIRST, p.id",
+            Level::Study => "st.study_date NULLS FIRST, st.study_time NULLS FIRST, st.id",
+            Level::Series => "se.series_number NULLS FIRST, se.id",
+            Level::Image => "i.instance_number NULLS FIRST, i.id",
         }
     }
 
@@ -66,9 +65,9 @@ impl Level {
     fn representative(self) -> &'static str {
         match self {
             Level::Image => "i.metadata",
-            Level::Series => "(SELECT x.metadata FROM instances x WHERE x.series_fk = se.id ORDER BY x.instance_number LIMIT 1)",
-            Level::Study => "(SELECT x.metadata FROM instances x JOIN series y ON y.id = x.series_fk WHERE y.study_fk = st.id LIMIT 1)",
-            Level::Patient => "(SELECT x.metadata FROM instances x JOIN series y ON y.id = x.series_fk JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id ORDER BY z.study_date DESC LIMIT 1)",
+            Level::Series => "(SELECT x.metadata FROM instances x WHERE x.series_fk = se.id ORDER BY x.instance_number NULLS FIRST, x.id LIMIT 1)",
+            Level::Study => "(SELECT x.metadata FROM instances x JOIN series y ON y.id = x.series_fk WHERE y.study_fk = st.id ORDER BY x.id LIMIT 1)",
+            Level::Patient => "(SELECT x.metadata FROM instances x JOIN series y ON y.id = x.series_fk JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id ORDER BY z.study_date DESC NULLS LAST, z.id LIMIT 1)",
         }
     }
 }
@@ -131,8 +130,8 @@ static CATALOG: &[Attribute] = &[
     attr(tags::STUDY_ID, VR::SH, Level::Study, "st.study_id", Kind::Text),
     attr(tags::STUDY_DESCRIPTION, VR::LO, Level::Study, "st.study_description", Kind::Text),
     Attribute { tag: tags::REFERRING_PHYSICIAN_NAME, vr: VR::PN, level: Level::Study, expr: "st.referring_physician", match_expr: Some("upper(st.referring_physician)"), kind: Kind::Name },
-    attr(tags::MODALITIES_IN_STUDY, VR::CS, Level::Study, "(SELECT group_concat(m, '\\') FROM (SELECT DISTINCT z.modality AS m FROM series z WHERE z.study_fk = st.id AND z.modality IS NOT NULL ORDER BY m))", Kind::Modalities),
-    attr(tags::SOP_CLASSES_IN_STUDY, VR::UI, Level::Study, "(SELECT group_concat(c, '\\') FROM (SELECT DISTINCT x.sop_class_uid AS c FROM instances x JOIN series z ON z.id = x.series_fk WHERE z.study_fk = st.id ORDER BY c))", Kind::Computed),
+    attr(tags::MODALITIES_IN_STUDY, VR::CS, Level::Study, "(SELECT string_agg(m, '\\' ORDER BY m) FROM (SELECT DISTINCT z.modality AS m FROM series z WHERE z.study_fk = st.id AND z.modality IS NOT NULL) AS ms)", Kind::Modalities),
+    attr(tags::SOP_CLASSES_IN_STUDY, VR::UI, Level::Study, "(SELECT string_agg(c, '\\' ORDER BY c) FROM (SELECT DISTINCT x.sop_class_uid AS c FROM instances x JOIN series z ON z.id = x.series_fk WHERE z.study_fk = st.id) AS cs)", Kind::Computed),
     attr(tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, Level::Study, "st.num_series", Kind::Computed),
     attr(tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, Level::Study, "st.num_instances", Kind::Computed),
     attr(tags::SERIES_INSTANCE_UID, VR::UI, Level::Series, "se.series_uid", Kind::Uid),
@@ -235,20 +234,29 @@ pub enum QueryError {
     Index(#[from] IndexError),
 }
 
-impl From<rusqlite::Error> for QueryError {
-    fn from(e: rusqlite::Error) -> Self {
-        QueryError::Index(e.into())
+/// The operator that matches a column against a pattern made by [`pattern`]: SQLite's GLOB,
+/// PostgreSQL's LIKE (both case-sensitive and byte-wise over the catalog's text).
+fn like(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => "GLOB",
+        Dialect::Postgres => "LIKE",
     }
 }
 
-/// Turns DICOM wildcards into a GLOB pattern, escaping GLOB's own metacharacters.
-fn glob(value: &str) -> String {
+/// Turns DICOM wildcards (`*`, `?`) into the engine's pattern, escaping its own metacharacters.
+fn pattern(d: Dialect, value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
-        match c {
-            '[' => out.push_str("[[]"),
-            ']' => out.push_str("[]]"),
-            c => out.push(c),
+        match (d, c) {
+            (Dialect::Sqlite, '[') => out.push_str("[[]"),
+            (Dialect::Sqlite, ']') => out.push_str("[]]"),
+            (Dialect::Postgres, '*') => out.push('%'),
+            (Dialect::Postgres, '?') => out.push('_'),
+            (Dialect::Postgres, '%' | '_' | '\\') => {
+                out.push('\\');
+                out.push(c);
+            }
+            (_, c) => out.push(c),
         }
     }
     out
@@ -260,6 +268,7 @@ fn has_wildcard(v: &str) -> bool {
 
 /// Adds the SQL condition for one key to `conds`/`params`.
 fn condition(
+    d: Dialect,
     a: &Attribute,
     value: &str,
     fuzzy: bool,
@@ -312,9 +321,9 @@ fn condition(
                 }
                 if !to.is_empty() {
                     // inclusive of everything the end value is a prefix of (1000 → 10:00:59.99)
-                    conds.push(format!("({e} <= ? OR {e} GLOB ?)"));
+                    conds.push(format!("({e} <= ? OR {e} {} ?)", like(d)));
                     params.push(Value::Text(clean(to)));
-                    params.push(Value::Text(format!("{}*", clean(to))));
+                    params.push(Value::Text(pattern(d, &format!("{}*", clean(to)))));
                 }
             } else {
                 if !valid(value) {
@@ -322,9 +331,9 @@ fn condition(
                         "{value:?} is not a valid date or time"
                     )));
                 }
-                conds.push(format!("({e} = ? OR {e} GLOB ?)"));
+                conds.push(format!("({e} = ? OR {e} {} ?)", like(d)));
                 params.push(Value::Text(clean(value)));
-                params.push(Value::Text(format!("{}.*", clean(value))));
+                params.push(Value::Text(pattern(d, &format!("{}.*", clean(value)))));
             }
         }
         Kind::Int => {
@@ -356,24 +365,27 @@ fn condition(
             let family = strata_mpi::phonetic(&plain(parts.next().unwrap_or("")));
             let given = strata_mpi::phonetic(&plain(parts.next().unwrap_or("")));
             if family.is_empty() {
-                conds.push(format!("{e} GLOB ?"));
-                params.push(Value::Text(glob(&prefix)));
+                conds.push(format!("{e} {} ?", like(d)));
+                params.push(Value::Text(pattern(d, &prefix)));
             } else {
                 let sound = if given.is_empty() {
                     format!("{family}^*")
                 } else {
                     format!("{family}^{given}")
                 };
-                conds.push(format!("({e} GLOB ? OR p.name_phonetic GLOB ?)"));
-                params.push(Value::Text(glob(&prefix)));
-                params.push(Value::Text(glob(&sound)));
+                conds.push(format!(
+                    "({e} {op} ? OR p.name_phonetic {op} ?)",
+                    op = like(d)
+                ));
+                params.push(Value::Text(pattern(d, &prefix)));
+                params.push(Value::Text(pattern(d, &sound)));
             }
         }
         Kind::Name => {
             let folded = name_key(value);
             if has_wildcard(&folded) {
-                conds.push(format!("{e} GLOB ?"));
-                params.push(Value::Text(glob(&folded)));
+                conds.push(format!("{e} {} ?", like(d)));
+                params.push(Value::Text(pattern(d, &folded)));
             } else {
                 conds.push(format!("{e} = ?"));
                 params.push(Value::Text(folded));
@@ -385,13 +397,13 @@ fn condition(
                 .collect::<Vec<_>>()
                 .join(" ")
                 .to_uppercase();
-            conds.push(format!("{e} GLOB ?"));
-            params.push(Value::Text(glob(&norm)));
+            conds.push(format!("{e} {} ?", like(d)));
+            params.push(Value::Text(pattern(d, &norm)));
         }
         Kind::Text => {
             if has_wildcard(value) {
-                conds.push(format!("{e} GLOB ?"));
-                params.push(Value::Text(glob(value)));
+                conds.push(format!("{e} {} ?", like(d)));
+                params.push(Value::Text(pattern(d, value)));
             } else {
                 conds.push(format!("{e} = ?"));
                 params.push(Value::Text(value.to_string()));
@@ -442,7 +454,7 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
         }
         match catalog(key.tag) {
             Some(a) if a.level <= q.level => {
-                condition(a, &key.value, q.fuzzy, &mut conds, &mut params)?;
+                condition(c.dialect(), a, &key.value, q.fuzzy, &mut conds, &mut params)?;
                 returned.push((a.tag, a.vr, selects.len()));
                 selects.push(a.expr.to_string());
             }
@@ -479,9 +491,8 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
         sql.push_str(&format!(" LIMIT {limit} OFFSET {offset}"));
     }
     let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
     let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
+    stmt.query_each(&params, |row| {
         let mut excluded = false;
         let mut obj = InMemDicomObject::new_empty();
         obj.put(DataElement::new(
@@ -495,7 +506,7 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
             PrimitiveValue::from(q.level.as_str()),
         ));
         for (tag, vr, col) in &returned {
-            obj.put(element(*tag, *vr, &row.get::<_, Value>(*col)?));
+            obj.put(element(*tag, *vr, &row.get::<Value>(*col)?));
         }
         if !from_metadata.is_empty() {
             let json: Option<String> = row.get(metadata_col)?;
@@ -539,11 +550,11 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
                 };
             }
         }
-        if excluded {
-            continue;
+        if !excluded {
+            out.push(obj);
         }
-        out.push(obj);
-    }
+        Ok(true)
+    })?;
     if filters_in_rust {
         out = out
             .into_iter()

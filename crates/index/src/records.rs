@@ -1,19 +1,19 @@
 //! Instances and the rows around them (patients, studies, series, history): the SQL that
 //! writes an ingested instance, reads it back, lists, counts and deletes.
 
+use crate::db::{Connection, OptionalExtension};
+use crate::params;
 use crate::rows::*;
 use crate::IndexError;
-use rusqlite::{params, Connection, OptionalExtension};
 use strata_core::config::OnConflict;
 use strata_core::{now_ms, BlobId};
 use strata_dicom::record::{InstanceRecord, PatientRecord, SeriesRecord, StudyRecord};
 
 use strata_mpi::name_key;
 
-pub(crate) fn blob(s: String) -> rusqlite::Result<BlobId> {
-    s.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
+pub(crate) fn blob(s: String) -> Result<BlobId, IndexError> {
+    s.parse()
+        .map_err(|e| IndexError::Column(0, format!("blob id {s:?}: {e}")))
 }
 
 // Every instance names its patient, study and series again. A row is written only when the
@@ -32,7 +32,10 @@ fn fills_any(given: &[&Option<String>], stored: &[Option<String>]) -> bool {
 }
 
 /// `N` TEXT (or NULL) columns of a row, from column `first` on.
-fn texts<const N: usize>(r: &rusqlite::Row, first: usize) -> rusqlite::Result<[Option<String>; N]> {
+fn texts<const N: usize>(
+    r: &crate::db::Row,
+    first: usize,
+) -> Result<[Option<String>; N], IndexError> {
     let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
     for (i, v) in out.iter_mut().enumerate() {
         *v = r.get(first + i)?;
@@ -62,7 +65,7 @@ fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, In
         }
         _ => {}
     }
-    Ok(c.prepare_cached("INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at, name_phonetic)
+    c.prepare_cached("INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at, name_phonetic)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (patient_id, issuer) DO UPDATE SET
             patient_name = excluded.patient_name, patient_name_key = excluded.patient_name_key,
@@ -80,7 +83,7 @@ fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, In
             p.name.as_deref().map(strata_mpi::phonetic_key)
         ],
         |r| r.get(0),
-    )?)
+    )
 }
 
 fn upsert_study(
@@ -112,17 +115,17 @@ fn upsert_study(
     }
     // A study keeps the patient it was first stored under: a later instance claiming the same
     // Study Instance UID for another patient does not move the study.
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "INSERT INTO studies (study_uid, patient_fk, study_date, study_time, accession_number,
                               study_id, study_description, referring_physician, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (study_uid) DO UPDATE SET
-            study_date = coalesce(excluded.study_date, study_date),
-            study_time = coalesce(excluded.study_time, study_time),
-            accession_number = coalesce(excluded.accession_number, accession_number),
-            study_id = coalesce(excluded.study_id, study_id),
-            study_description = coalesce(excluded.study_description, study_description),
-            referring_physician = coalesce(excluded.referring_physician, referring_physician),
+            study_date = coalesce(excluded.study_date, studies.study_date),
+            study_time = coalesce(excluded.study_time, studies.study_time),
+            accession_number = coalesce(excluded.accession_number, studies.accession_number),
+            study_id = coalesce(excluded.study_id, studies.study_id),
+            study_description = coalesce(excluded.study_description, studies.study_description),
+            referring_physician = coalesce(excluded.referring_physician, studies.referring_physician),
             updated_at = excluded.updated_at
          RETURNING id",
     )?
@@ -139,7 +142,7 @@ fn upsert_study(
             now
         ],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// Returns the series id and whether it was new.
@@ -188,7 +191,7 @@ fn upsert_series(
     ])?;
     c.prepare_cached("UPDATE studies SET num_series = num_series + 1 WHERE id = ?1")?
         .execute([study])?;
-    Ok((c.last_insert_rowid(), true))
+    Ok((c.last_insert_rowid()?, true))
 }
 
 pub(super) fn insert_instance(
@@ -294,7 +297,7 @@ pub(super) fn stored_instance(
     c: &Connection,
     sop_uid: &str,
 ) -> Result<Option<StoredInstance>, IndexError> {
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "SELECT i.sop_uid, i.blob_id, i.size, i.transfer_syntax, p.patient_id, st.study_uid
          FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk
               JOIN patients p ON p.id = st.patient_fk
@@ -304,45 +307,45 @@ pub(super) fn stored_instance(
         Ok(StoredInstance {
             sop_uid: r.get(0)?,
             blob_id: blob(r.get(1)?)?,
-            size: r.get::<_, i64>(2)? as u64,
+            size: r.get::<i64>(2)? as u64,
             transfer_syntax: r.get(3)?,
             patient_id: r.get(4)?,
             study_uid: r.get(5)?,
         })
     })
-    .optional()?)
+    .optional()
 }
 
 pub(super) fn study_summaries(c: &Connection) -> Result<Vec<StudySummary>, IndexError> {
     let mut stmt = c.prepare(
         "SELECT st.study_uid, p.patient_name, p.patient_id, p.issuer, st.study_date,
-                (SELECT group_concat(m, '\\') FROM
-                    (SELECT DISTINCT modality AS m FROM series WHERE study_fk = st.id AND modality IS NOT NULL ORDER BY m)),
+                (SELECT string_agg(m, '\\' ORDER BY m) FROM
+                    (SELECT DISTINCT modality AS m FROM series WHERE study_fk = st.id AND modality IS NOT NULL) AS ms),
                 st.study_description, st.num_series, st.num_instances
          FROM studies st JOIN patients p ON p.id = st.patient_fk
-         ORDER BY p.patient_name, st.study_date, st.study_uid",
+         ORDER BY p.patient_name NULLS FIRST, st.study_date NULLS FIRST, st.study_uid",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map(params![], |r| {
         Ok(StudySummary {
             study_uid: r.get(0)?,
             patient_name: r.get(1)?,
             patient_id: r.get(2)?,
             issuer: r.get(3)?,
             study_date: r.get(4)?,
-            modalities: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            modalities: r.get::<Option<String>>(5)?.unwrap_or_default(),
             description: r.get(6)?,
             num_series: r.get(7)?,
             num_instances: r.get(8)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub(super) fn counts(c: &Connection) -> Result<Counts, IndexError> {
-    Ok(c.query_row(
+    c.query_row(
         "SELECT (SELECT count(*) FROM patients), (SELECT count(*) FROM studies),
                 (SELECT count(*) FROM series), (SELECT count(*) FROM instances)",
-        [],
+        params![],
         |r| {
             Ok(Counts {
                 patients: r.get(0)?,
@@ -351,15 +354,15 @@ pub(super) fn counts(c: &Connection) -> Result<Counts, IndexError> {
                 instances: r.get(3)?,
             })
         },
-    )?)
+    )
 }
 
 pub(super) fn blob_ids(c: &Connection) -> Result<Vec<BlobId>, IndexError> {
     let mut stmt = c.prepare(
         "SELECT blob_id FROM instances UNION SELECT blob_id FROM instance_history ORDER BY 1",
     )?;
-    let rows = stmt.query_map([], |r| blob(r.get(0)?))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = stmt.query_map(params![], |r| blob(r.get(0)?))?;
+    rows.collect::<Result<_, _>>()
 }
 
 pub(super) fn blob_ids_after(
@@ -375,13 +378,13 @@ pub(super) fn blob_ids_after(
     let rows = stmt.query_map(params![after.map(BlobId::to_hex), limit as i64], |r| {
         blob(r.get(0)?)
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub(super) fn instance_blobs(c: &Connection) -> Result<Vec<(String, BlobId)>, IndexError> {
     let mut stmt = c.prepare("SELECT sop_uid, blob_id FROM instances ORDER BY sop_uid")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, blob(r.get(1)?)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = stmt.query_map(params![], |r| Ok((r.get(0)?, blob(r.get(1)?)?)))?;
+    rows.collect::<Result<_, _>>()
 }
 
 pub(super) fn instances_under(
@@ -398,7 +401,7 @@ pub(super) fn instances_under(
               JOIN patients p ON p.id = st.patient_fk
          WHERE st.study_uid = ?1 AND (?2 IS NULL OR se.series_uid = ?2) AND (?3 IS NULL OR i.sop_uid = ?3)
            AND (?4 IS NULL OR (p.person_fk = ?4 AND p.mpi_manual = 1))
-         ORDER BY se.series_number, se.id, i.instance_number, i.id",
+         ORDER BY se.series_number NULLS FIRST, se.id, i.instance_number NULLS FIRST, i.id",
     )?;
     let rows = stmt.query_map(params![study, series, sop, person], |r| {
         Ok(InstanceRef {
@@ -409,11 +412,11 @@ pub(super) fn instances_under(
             sop_class_uid: r.get(4)?,
             blob_id: blob(r.get(5)?)?,
             transfer_syntax: r.get(6)?,
-            size: r.get::<_, i64>(7)? as u64,
+            size: r.get::<i64>(7)? as u64,
             metadata: r.get(8)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub(super) fn retention_facts(
@@ -459,7 +462,7 @@ pub(super) fn delete_instances(c: &Connection, sops: &[String]) -> Result<Vec<Bl
         }
         let mut stmt =
             c.prepare_cached("SELECT blob_id FROM instance_history WHERE sop_uid = ?1")?;
-        for b in stmt.query_map([sop], |r| r.get::<_, String>(0))? {
+        for b in stmt.query_map([sop], |r| r.get::<String>(0))? {
             blobs.push(blob(b?)?);
         }
         c.execute("DELETE FROM instance_history WHERE sop_uid = ?1", [sop])?;

@@ -1,9 +1,10 @@
 //! The repair queue: copies found bad, waiting to be rewritten from a good one, with backoff.
 
+use crate::db::Connection;
+use crate::params;
 use crate::records::blob;
 use crate::rows::*;
 use crate::IndexError;
-use rusqlite::{params, Connection};
 use strata_core::{now_ms, BlobId};
 
 pub(super) fn enqueue_repair(
@@ -25,18 +26,18 @@ pub(super) fn enqueue_repair(
 fn repair_rows(
     c: &Connection,
     sql: &str,
-    p: impl rusqlite::Params,
+    p: impl crate::db::Params,
 ) -> Result<Vec<RepairItem>, IndexError> {
     let mut stmt = c.prepare(sql)?;
     let rows = stmt.query_map(p, |r| {
         Ok(RepairItem {
             blob_id: blob(r.get(0)?)?,
-            replica: r.get::<_, i64>(1)? as usize,
+            replica: r.get::<i64>(1)? as usize,
             reason: r.get(2)?,
             attempts: r.get(3)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub(super) fn due_repairs(

@@ -5,11 +5,15 @@
 //! [`crate::query`] (C-FIND and QIDO-RS matching).
 
 use crate::catalog::{Catalog, Journal};
+use crate::db::{Connection, OptionalExtension};
+use crate::params;
+use crate::pg::PgClient;
 use crate::users::{principal_row, PRINCIPAL_COLUMNS};
 use crate::writer::{Promise, Writer};
 use crate::*;
 use futures::future::BoxFuture;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::OpenFlags;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -32,6 +36,25 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "worker_progress", include_str!("../../../schemas/index/0010_worker_progress.sql")),
     (11, "accounts", include_str!("../../../schemas/index/0011_accounts.sql")),
     (13, "confirmed_keys", include_str!("../../../schemas/index/0013_confirmed_keys.sql")),
+    (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.sql")),
+];
+
+/// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
+#[rustfmt::skip]
+const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../../schemas/index/0001_init.pg.sql")),
+    (2, "audit", include_str!("../../../schemas/index/0002_audit.pg.sql")),
+    (3, "ae_peers", include_str!("../../../schemas/index/0003_ae_peers.pg.sql")),
+    (4, "auth", include_str!("../../../schemas/index/0004_auth.pg.sql")),
+    (5, "name_phonetic", include_str!("../../../schemas/index/0005_name_phonetic.pg.sql")),
+    (6, "audit_export", include_str!("../../../schemas/index/0006_audit_export.pg.sql")),
+    (7, "mpi", include_str!("../../../schemas/index/0007_mpi.pg.sql")),
+    (8, "patient_users", include_str!("../../../schemas/index/0008_patient_users.pg.sql")),
+    (9, "name_keys", include_str!("../../../schemas/index/0009_name_keys.pg.sql")),
+    (10, "worker_progress", include_str!("../../../schemas/index/0010_worker_progress.pg.sql")),
+    (11, "accounts", include_str!("../../../schemas/index/0011_accounts.pg.sql")),
+    (13, "confirmed_keys", include_str!("../../../schemas/index/0013_confirmed_keys.pg.sql")),
+    (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -47,13 +70,13 @@ const BUSY_TIMEOUT_MS: u64 = 30_000;
 pub struct SqliteIndex {
     /// The key new audit events are chained under; none only where the index is opened alone.
     audit_key: Option<Arc<strata_core::audit::AuditKey>>,
-    path: PathBuf,
+    engine: Engine,
     writer: Writer,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: Arc<Mutex<Vec<Reader>>>,
     metrics: Arc<Metrics>,
 }
 
-fn open_connection(path: &Path, read_only: bool) -> Result<Connection, IndexError> {
+fn open_connection(path: &Path, read_only: bool) -> Result<rusqlite::Connection, IndexError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -61,11 +84,11 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, IndexErro
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let err = |source| IndexError::Open {
+    let err = |source: rusqlite::Error| IndexError::Open {
         path: path.display().to_string(),
-        source,
+        reason: source.to_string(),
     };
-    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
         .map_err(err)?;
     // FULL: a commit is on disk when COMMIT returns, which is what an acknowledgement promises.
@@ -85,7 +108,7 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, IndexErro
 
 /// The archive's own functions that migrations call: a key the index stores is made by the
 /// same Rust code whether a row is written today or rewritten by a migration.
-fn register_functions(conn: &Connection) -> Result<(), IndexError> {
+fn register_functions(conn: &rusqlite::Connection) -> Result<(), IndexError> {
     use rusqlite::functions::FunctionFlags;
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("strata_name_key", 1, flags, |ctx| {
@@ -101,15 +124,22 @@ fn register_functions(conn: &Connection) -> Result<(), IndexError> {
     Ok(())
 }
 
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), IndexError> {
+pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<(), IndexError> {
     register_functions(conn)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
     )?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for (version, name, sql) in MIGRATIONS {
-        let done: Option<i64> = tx
+    run_migrations(&Connection::sqlite(&tx), MIGRATIONS)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Runs, inside the caller's transaction, each migration of `list` not yet recorded.
+fn run_migrations(c: &Connection, list: &[(i64, &str, &str)]) -> Result<(), IndexError> {
+    for (version, name, sql) in list {
+        let done: Option<i64> = c
             .query_row(
                 "SELECT version FROM schema_migrations WHERE version = ?1",
                 [version],
@@ -117,31 +147,89 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), IndexError> {
             )
             .optional()?;
         if done.is_none() {
-            tx.execute_batch(sql)?;
-            tx.execute(
+            c.execute_batch(sql)?;
+            c.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
                 params![version, name, now_ms()],
             )?;
         }
     }
-    tx.commit()?;
     Ok(())
+}
+
+/// [`migrate`] for PostgreSQL. Nodes starting together take turns (an advisory lock held by
+/// the transaction), so each migration runs once.
+fn migrate_postgres(client: &RefCell<PgClient>) -> Result<(), IndexError> {
+    let c = Connection::postgres(client);
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL);
+         BEGIN;
+         SELECT pg_advisory_xact_lock(7449217236);",
+    )?;
+    match run_migrations(&c, PG_MIGRATIONS) {
+        Ok(()) => c.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Where the index lives.
+#[derive(Clone)]
+enum Engine {
+    Sqlite(PathBuf),
+    /// The connection URL (it may hold a password: never logged).
+    Postgres(String),
+}
+
+/// A pooled connection for reads.
+enum Reader {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<RefCell<PgClient>>),
+}
+
+impl Reader {
+    fn open(engine: &Engine) -> Result<Reader, IndexError> {
+        Ok(match engine {
+            Engine::Sqlite(path) => Reader::Sqlite(open_connection(path, true)?),
+            Engine::Postgres(url) => {
+                Reader::Postgres(Box::new(RefCell::new(PgClient::connect(url)?)))
+            }
+        })
+    }
+
+    /// False once the server has closed it.
+    fn usable(&self) -> bool {
+        match self {
+            Reader::Sqlite(_) => true,
+            Reader::Postgres(c) => !c.borrow().is_closed(),
+        }
+    }
+
+    fn db(&self) -> Connection<'_> {
+        match self {
+            Reader::Sqlite(c) => Connection::sqlite(c),
+            Reader::Postgres(c) => Connection::postgres(c),
+        }
+    }
 }
 
 /// Runs `f` on a connection from `pool` (or a new one), and puts the connection back.
 fn with_reader<T>(
-    pool: &Mutex<Vec<Connection>>,
-    path: &Path,
+    pool: &Mutex<Vec<Reader>>,
+    engine: &Engine,
     f: impl FnOnce(&Connection) -> Result<T, IndexError>,
 ) -> Result<T, IndexError> {
     let conn = pool.lock().expect("pool lock").pop();
     let conn = match conn {
-        Some(c) => c,
-        None => open_connection(path, true)?,
+        Some(c) if c.usable() => c,
+        _ => Reader::open(engine)?,
     };
-    let out = f(&conn);
+    let out = f(&conn.db());
     let mut pool = pool.lock().expect("pool lock");
-    if pool.len() < READER_POOL {
+    if pool.len() < READER_POOL && conn.usable() {
         pool.push(conn);
     }
     out
@@ -168,8 +256,29 @@ impl SqliteIndex {
         migrate(&mut conn)?;
         Ok(SqliteIndex {
             audit_key: audit_key.map(Arc::new),
-            path: path.to_path_buf(),
+            engine: Engine::Sqlite(path.to_path_buf()),
             writer: Writer::start(conn, path.to_path_buf()),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            metrics,
+        })
+    }
+
+    /// Opens (creating the tables and migrating when needed) the PostgreSQL index at `url`
+    /// (`postgres://user:password@host:port/database`) and starts its writer.
+    pub fn open_postgres(
+        url: &str,
+        metrics: Arc<Metrics>,
+        audit_key: Option<strata_core::audit::AuditKey>,
+    ) -> Result<SqliteIndex, IndexError> {
+        let client = crate::pg::off_runtime(|| {
+            let client = RefCell::new(PgClient::connect(url)?);
+            migrate_postgres(&client)?;
+            Ok::<_, IndexError>(client.into_inner())
+        })?;
+        Ok(SqliteIndex {
+            audit_key: audit_key.map(Arc::new),
+            engine: Engine::Postgres(url.to_string()),
+            writer: Writer::start_postgres(client, url.to_string()),
             readers: Arc::new(Mutex::new(Vec::new())),
             metrics,
         })
@@ -182,8 +291,8 @@ impl SqliteIndex {
         F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
     {
         let _timer = self.metrics.time("index", op);
-        let (pool, path) = (self.readers.clone(), self.path.clone());
-        let run = move || with_reader(&pool, &path, f);
+        let (pool, engine) = (self.readers.clone(), self.engine.clone());
+        let run = move || with_reader(&pool, &engine, f);
         // On a multi-threaded runtime the read runs on the calling thread, which hands its other
         // tasks to another worker while it blocks: a request's lookups then cost no round trip
         // through the blocking pool (two thread wake-ups each). Elsewhere (a current-thread
@@ -202,13 +311,17 @@ impl SqliteIndex {
     /// by key that reads a few rows, which takes microseconds. Handing the worker's tasks to
     /// another thread, as [`SqliteIndex::read`] does, would cost more than the lookup (a thread
     /// wake-up each way).
-    pub(crate) fn read_point<T>(
+    pub(crate) fn read_point<T: Send>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&Connection) -> Result<T, IndexError>,
+        f: impl FnOnce(&Connection) -> Result<T, IndexError> + Send,
     ) -> Result<T, IndexError> {
         let _timer = self.metrics.time("index", op);
-        with_reader(&self.readers, &self.path, f)
+        let run = || with_reader(&self.readers, &self.engine, f);
+        match self.engine {
+            Engine::Sqlite(_) => run(),
+            Engine::Postgres(_) => crate::pg::off_runtime(run),
+        }
     }
 
     /// Runs `f` (operation `op`) inside the writer's next group transaction; returns once it
@@ -355,11 +468,9 @@ impl Catalog for SqliteIndex {
 
     async fn instance_sop_class(&self, sop_uid: &str) -> Result<Option<String>, IndexError> {
         self.read_point("instance_sop_class", |c| {
-            Ok(
-                c.prepare_cached("SELECT sop_class_uid FROM instances WHERE sop_uid = ?1")?
-                    .query_row([sop_uid], |r| r.get(0))
-                    .optional()?,
-            )
+            c.prepare_cached("SELECT sop_class_uid FROM instances WHERE sop_uid = ?1")?
+                .query_row([sop_uid], |r| r.get(0))
+                .optional()
         })
     }
 
@@ -445,7 +556,7 @@ impl Catalog for SqliteIndex {
 
     async fn repair_queue_len(&self) -> Result<i64, IndexError> {
         self.read("repair_queue_len", |c| {
-            Ok(c.query_row("SELECT count(*) FROM repair_queue", [], |r| r.get(0))?)
+            c.query_row("SELECT count(*) FROM repair_queue", params![], |r| r.get(0))
         })
         .await
     }
@@ -493,17 +604,19 @@ impl Catalog for SqliteIndex {
 
     async fn audit_last_id(&self) -> Result<i64, IndexError> {
         self.read("audit_last_id", |c| {
-            Ok(c.query_row("SELECT coalesce(max(id), 0) FROM audit", [], |r| r.get(0))?)
+            c.query_row("SELECT coalesce(max(id), 0) FROM audit", params![], |r| {
+                r.get(0)
+            })
         })
         .await
     }
 
     async fn audit_exported(&self) -> Result<i64, IndexError> {
         self.read("audit_exported", |c| {
-            Ok(
-                c.query_row("SELECT last_id FROM audit_export WHERE id = 1", [], |r| {
-                    r.get(0)
-                })?,
+            c.query_row(
+                "SELECT last_id FROM audit_export WHERE id = 1",
+                params![],
+                |r| r.get(0),
             )
         })
         .await
@@ -550,7 +663,7 @@ impl Catalog for SqliteIndex {
     async fn peers(&self) -> Result<Vec<strata_core::config::DimsePeer>, IndexError> {
         self.read("peers", |c| {
             let mut stmt = c.prepare("SELECT aet, host, port FROM ae_peers ORDER BY aet")?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map(params![], |r| {
                 Ok(strata_core::config::DimsePeer {
                     aet: r.get(0)?,
                     host: r.get(1)?,
@@ -559,7 +672,7 @@ impl Catalog for SqliteIndex {
                     tls: false,
                 })
             })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            rows.collect::<Result<_, _>>()
         })
         .await
     }
@@ -619,7 +732,7 @@ impl Catalog for SqliteIndex {
 
     async fn ping(&self) -> bool {
         self.read("ping", |c| {
-            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+            c.query_row("SELECT 1", params![], |r| r.get::<i64>(0))
         })
         .await
         .is_ok()
@@ -627,7 +740,7 @@ impl Catalog for SqliteIndex {
 
     async fn count_users(&self) -> Result<i64, IndexError> {
         self.read("count_users", |c| {
-            Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+            c.query_row("SELECT count(*) FROM users", params![], |r| r.get(0))
         })
         .await
     }
@@ -736,7 +849,7 @@ impl Catalog for SqliteIndex {
                 "SELECT u.name, u.role, u.created_at, ps.uid, u.disabled, u.must_change_password
                  FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk ORDER BY u.name",
             )?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map(params![], |r| {
                 Ok(UserRow {
                     name: r.get(0)?,
                     role: r.get(1)?,
@@ -746,14 +859,14 @@ impl Catalog for SqliteIndex {
                     must_change_password: r.get(5)?,
                 })
             })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            rows.collect::<Result<_, _>>()
         })
         .await
     }
 
     async fn user_credentials(&self, name: String) -> Result<Option<Credentials>, IndexError> {
         self.read("user_credentials", move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT role, password_hash, disabled, must_change_password
                  FROM users WHERE name = ?1",
                 [name],
@@ -766,7 +879,7 @@ impl Catalog for SqliteIndex {
                     })
                 },
             )
-            .optional()?)
+            .optional()
         })
         .await
     }
@@ -841,7 +954,11 @@ impl Catalog for SqliteIndex {
                  SELECT id, ?2, ?3, ?4, ?5 FROM users WHERE name = ?1",
                 params![user, token_hash, label, now_ms(), expires_at],
             )?;
-            Ok((n == 1).then(|| c.last_insert_rowid()))
+            if n == 1 {
+                Ok(Some(c.last_insert_rowid()?))
+            } else {
+                Ok(None)
+            }
         })
         .await
     }
@@ -873,20 +990,20 @@ impl Catalog for SqliteIndex {
                     revoked_at: r.get(5)?,
                 })
             })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            rows.collect::<Result<_, _>>()
         })
         .await
     }
 
     async fn token_hash(&self, id: i64) -> Result<Option<(String, String)>, IndexError> {
         self.read("token_hash", move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT t.token_hash, u.name FROM api_tokens t JOIN users u ON u.id = t.user_fk
                  WHERE t.id = ?1",
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()?)
+            .optional()
         })
         .await
     }
@@ -907,7 +1024,7 @@ impl Catalog for SqliteIndex {
                     expires_at: r.get(3)?,
                 })
             })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            rows.collect::<Result<_, _>>()
         })
         .await
     }
@@ -945,7 +1062,7 @@ impl Catalog for SqliteIndex {
         self.read_point("token_principal", |c| {
             // The token as a subquery, not a join: SQLite marks the join's statement to be
             // re-planned whenever its parameter is bound, which would undo the statement cache.
-            Ok(c.prepare_cached(&format!(
+            c.prepare_cached(&format!(
                 "SELECT {PRINCIPAL_COLUMNS} FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk
                  WHERE u.id = (SELECT t.user_fk FROM api_tokens t
                                WHERE t.token_hash = ?1 AND t.revoked_at IS NULL
@@ -953,7 +1070,7 @@ impl Catalog for SqliteIndex {
                    AND u.disabled = 0"
             ))?
             .query_row(params![token_hash, now_ms()], principal_row)
-            .optional()?)
+            .optional()
         })
     }
 
@@ -979,14 +1096,14 @@ impl Catalog for SqliteIndex {
     async fn session_principal(&self, id_hash: String) -> Result<Option<PrincipalRow>, IndexError> {
         self.read_point("session_principal", |c| {
             // A subquery, as for tokens (token_principal says why).
-            Ok(c.prepare_cached(&format!(
+            c.prepare_cached(&format!(
                 "SELECT {PRINCIPAL_COLUMNS} FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk
                  WHERE u.id = (SELECT s.user_fk FROM sessions s
                                WHERE s.id_hash = ?1 AND s.expires_at > ?2)
                    AND u.disabled = 0"
             ))?
             .query_row(params![id_hash, now_ms()], principal_row)
-            .optional()?)
+            .optional()
         })
     }
 
@@ -1010,11 +1127,11 @@ impl Catalog for SqliteIndex {
                 "DELETE FROM login_failures WHERE at < ?1",
                 [now - window_ms],
             )?;
-            c.execute(
-                "INSERT INTO login_failures (name, remote, at) VALUES (?1, ?2, ?3)",
+            let id: i64 = c.query_row(
+                "INSERT INTO login_failures (name, remote, at) VALUES (?1, ?2, ?3) RETURNING id",
                 params![name, remote, now],
+                |r| r.get(0),
             )?;
-            let id = c.last_insert_rowid();
             Ok((
                 id,
                 count_login_failures(c, &name, &remote, now - window_ms)?,
@@ -1025,7 +1142,7 @@ impl Catalog for SqliteIndex {
 
     async fn login_succeeded(&self, id: i64) -> Result<(), IndexError> {
         self.write("login_succeeded", move |c| {
-            c.execute("DELETE FROM login_failures WHERE rowid = ?1", [id])?;
+            c.execute("DELETE FROM login_failures WHERE id = ?1", [id])?;
             Ok(())
         })
         .await
@@ -1039,7 +1156,7 @@ fn count_login_failures(
     remote: &str,
     since: i64,
 ) -> Result<LoginFailures, IndexError> {
-    Ok(c.query_row(
+    c.query_row(
         "SELECT
             (SELECT count(*) FROM login_failures WHERE name = ?1 AND at >= ?3),
             (SELECT count(*) FROM login_failures WHERE remote = ?2 AND at >= ?3),
@@ -1052,5 +1169,5 @@ fn count_login_failures(
                 all: r.get(2)?,
             })
         },
-    )?)
+    )
 }

@@ -11,6 +11,51 @@ fn sqlite_index(path: &std::path::Path) -> sqlite::SqliteIndex {
     sqlite::SqliteIndex::open(path, Arc::new(strata_core::Metrics::new())).unwrap()
 }
 
+/// The engines the catalog runs on; the tests below that speak only through the catalog run on
+/// each (`on_both_engines!`).
+#[derive(Clone, Copy)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// An empty catalog on `engine` (the SQLite file in `dir`; a new database on the test cluster).
+fn open_engine(engine: Engine, dir: &std::path::Path) -> sqlite::SqliteIndex {
+    match engine {
+        Engine::Sqlite => sqlite_index(&dir.join("i.sqlite")),
+        Engine::Postgres => sqlite::SqliteIndex::open_postgres(
+            &strata_testkit::postgres::database(),
+            Arc::new(strata_core::Metrics::new()),
+            None,
+        )
+        .unwrap(),
+    }
+}
+
+/// A test per engine of `case(engine)`: `<case>::sqlite` and `<case>::postgres`.
+macro_rules! on_both_engines {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                super::$case(super::Engine::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                super::$case(super::Engine::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    insert_duplicate_conflict_and_replace,
+    concurrent_writes_are_grouped_and_all_committed,
+    repair_queue_backs_off_and_clears,
+    an_instance_rewrites_its_patient_study_and_series_only_to_change_them,
+    the_audit_trail_chains_and_reads_back_by_filter,
+);
+
 /// A blob address for test content (the store keys its hash; the index only carries it).
 fn address(content: &[u8]) -> BlobId {
     BlobId::from_bytes(Sha256::digest(content).into())
@@ -57,10 +102,9 @@ fn record(sop: &str, study: &str, series: &str, content: &[u8]) -> InstanceRecor
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn insert_duplicate_conflict_and_replace() {
+async fn insert_duplicate_conflict_and_replace(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let index = Index(Arc::new(open_engine(engine, dir.path())));
     let a = record("1.1", "9.1", "8.1", b"a");
     assert_eq!(
         index
@@ -116,10 +160,9 @@ async fn insert_duplicate_conflict_and_replace() {
     assert_eq!((s.num_series, s.num_instances), (1, 1));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_writes_are_grouped_and_all_committed() {
+async fn concurrent_writes_are_grouped_and_all_committed(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let index = Arc::new(sqlite_index(&dir.path().join("i.sqlite")));
+    let index = Arc::new(open_engine(engine, dir.path()));
     let jobs = (0..200).map(|i| {
         let index = index.clone();
         tokio::spawn(async move {
@@ -139,17 +182,16 @@ async fn concurrent_writes_are_grouped_and_all_committed() {
     // A failing job does not spoil the others of its group.
     let bad = index
         .write("test", |c| {
-            Ok(c.execute("INSERT INTO nonexistent VALUES (1)", [])?)
+            c.execute("INSERT INTO nonexistent VALUES (1)", crate::params![])
         })
         .await;
     assert!(bad.is_err());
     assert_eq!(index.counts().await.unwrap().instances, 200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn repair_queue_backs_off_and_clears() {
+async fn repair_queue_backs_off_and_clears(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+    let index = Index(Arc::new(open_engine(engine, dir.path())));
     let blob = address(b"x");
     index
         .enqueue_repairs(vec![(blob, 2, "missing".into())])
@@ -177,6 +219,65 @@ async fn repair_queue_backs_off_and_clears() {
     assert_eq!(index.repairs_for(blob).await.unwrap().len(), 1);
     index.repair_done(blob, 2).await.unwrap();
     assert_eq!(index.repair_queue_len().await.unwrap(), 0);
+}
+
+/// The chain and the filters, on either engine; that the trail refuses changes is each
+/// engine's own trigger (below).
+async fn the_audit_trail_chains_and_reads_back_by_filter(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index(Arc::new(open_engine(engine, dir.path())));
+    for i in 0..5 {
+        let e = AuditEvent::now("CT1", "dimse", "dimse.store", Outcome::Success)
+            .patient(Some(format!("P{i}")), None);
+        index.audit(e).await.unwrap();
+    }
+    let events = index.audit_events(AuditFilter::default()).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        strata_core::audit::verify(None, events),
+        Verdict::Intact { events: 5 }
+    );
+    let filtered = index
+        .audit_events(AuditFilter {
+            patient_id: Some("P3".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(filtered.len(), 1);
+    assert_eq!(index.audit_last_id().await.unwrap(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_postgres_audit_trail_refuses_changes() {
+    let url = strata_testkit::postgres::database();
+    let index = Index(Arc::new(
+        sqlite::SqliteIndex::open_postgres(&url, Arc::new(strata_core::Metrics::new()), None)
+            .unwrap(),
+    ));
+    for i in 0..3 {
+        let e = AuditEvent::now("CT1", "dimse", "dimse.store", Outcome::Success)
+            .patient(Some(format!("P{i}")), None);
+        index.audit(e).await.unwrap();
+    }
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let update = c.execute("UPDATE audit SET actor = 'x' WHERE id = 2", &[]);
+        let delete = c.execute("DELETE FROM audit WHERE id = 2", &[]);
+        let truncate = c.batch_execute("TRUNCATE audit");
+        (update.is_err(), delete.is_err(), truncate.is_err())
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcome, (true, true, true), "append-only");
+    let events = index.audit_events(AuditFilter::default()).await.unwrap();
+    assert_eq!(
+        strata_core::audit::verify(None, events),
+        Verdict::Intact { events: 3 }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -277,27 +378,26 @@ async fn audit_events_commit_beside_durable_writes_and_sync_makes_them_durable()
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_instance_rewrites_its_patient_study_and_series_only_to_change_them() {
+async fn an_instance_rewrites_its_patient_study_and_series_only_to_change_them(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let index = sqlite_index(&dir.path().join("i.sqlite"));
+    let index = open_engine(engine, dir.path());
     let rows = || {
         index.read("test", |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT p.updated_at, p.patient_name, s.updated_at, s.accession_number,
                         s.study_date, r.updated_at, r.body_part, r.modality, r.num_instances
                  FROM patients p JOIN studies s ON s.patient_fk = p.id
                  JOIN series r ON r.study_fk = s.id",
-                [],
+                crate::params![],
                 |r| {
                     Ok((
-                        [r.get::<_, i64>(0)?, r.get(2)?, r.get(5)?],
-                        [r.get::<_, Option<String>>(1)?, r.get(3)?, r.get(4)?],
-                        [r.get::<_, Option<String>>(6)?, r.get(7)?],
-                        r.get::<_, i64>(8)?,
+                        [r.get::<i64>(0)?, r.get(2)?, r.get(5)?],
+                        [r.get::<Option<String>>(1)?, r.get(3)?, r.get(4)?],
+                        [r.get::<Option<String>>(6)?, r.get(7)?],
+                        r.get::<i64>(8)?,
                     ))
                 },
-            )?)
+            )
         })
     };
     let insert = |rec: InstanceRecord| {

@@ -72,8 +72,8 @@ pub struct PrincipalRow {
 pub(crate) const PRINCIPAL_COLUMNS: &str = "u.name, u.role, ps.id, ps.uid,
     (SELECT m.uid FROM persons m WHERE m.id = ps.merged_into), u.must_change_password";
 
-pub(crate) fn principal_row(r: &rusqlite::Row) -> rusqlite::Result<PrincipalRow> {
-    let person = match (r.get::<_, Option<i64>>(2)?, r.get::<_, Option<String>>(3)?) {
+pub(crate) fn principal_row(r: &crate::db::Row) -> Result<PrincipalRow, crate::IndexError> {
+    let person = match (r.get::<Option<i64>>(2)?, r.get::<Option<String>>(3)?) {
         (Some(id), Some(uid)) => Some((id, uid, r.get(4)?)),
         _ => None,
     };

@@ -7,9 +7,15 @@
 //! half a millisecond after the caller is told, while the writer goes on; this is what a read's
 //! audit event needs before its answer goes out. A group holding any durable job is committed
 //! durably, which also makes every earlier committed group durable.
+//!
+//! On PostgreSQL every group commits durably (`synchronous_commit` on): the server's own WAL
+//! flush is the fsync, so both promises are kept at COMMIT and a sync has nothing left to wait
+//! for. A connection the server closed is opened again before the next group.
 
 use super::IndexError;
-use rusqlite::Connection;
+use crate::db::Connection;
+use crate::pg::PgClient;
+use std::cell::RefCell;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -47,11 +53,21 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer on `conn`, the connection to the index at `path`.
-    pub fn start(conn: Connection, path: PathBuf) -> Writer {
+    pub fn start(conn: rusqlite::Connection, path: PathBuf) -> Writer {
         let (tx, rx) = mpsc::channel::<Message>();
         std::thread::Builder::new()
             .name("index-writer".into())
             .spawn(move || run(conn, path, rx))
+            .expect("spawning the index writer");
+        Writer { jobs: tx }
+    }
+
+    /// Starts the writer on `client`, connected to the PostgreSQL index at `url`.
+    pub fn start_postgres(client: PgClient, url: String) -> Writer {
+        let (tx, rx) = mpsc::channel::<Message>();
+        std::thread::Builder::new()
+            .name("index-writer".into())
+            .spawn(move || run_postgres(client, url, rx))
             .expect("spawning the index writer");
         Writer { jobs: tx }
     }
@@ -111,17 +127,20 @@ fn in_savepoint<T>(
     f: impl FnOnce(&Connection) -> Result<T, IndexError>,
 ) -> Result<T, IndexError> {
     // Cached statements: a job as small as one audit event costs little more than its fsync.
-    execute_cached(conn, "SAVEPOINT job")?;
+    conn.execute("SAVEPOINT job", crate::params![])?;
     let result = f(conn);
     match &result {
-        Ok(_) => execute_cached(conn, "RELEASE job")?,
-        Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job")?,
-    }
+        Ok(_) => conn.execute("RELEASE job", crate::params![])?,
+        Err(_) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            0
+        }
+    };
     result
 }
 
 /// Runs one statement without rows through the connection's statement cache.
-fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+fn execute_cached(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
@@ -201,7 +220,7 @@ impl Syncer {
 }
 
 /// Sets `synchronous` for the next commit: FULL fsyncs the WAL at COMMIT, NORMAL does not.
-fn set_synchronous(conn: &Connection, full: bool) -> rusqlite::Result<()> {
+fn set_synchronous(conn: &rusqlite::Connection, full: bool) -> rusqlite::Result<()> {
     execute_cached(
         conn,
         if full {
@@ -235,7 +254,7 @@ impl Round {
     }
 }
 
-fn run(conn: Connection, db: PathBuf, rx: mpsc::Receiver<Message>) {
+fn run(conn: rusqlite::Connection, db: PathBuf, rx: mpsc::Receiver<Message>) {
     let syncer = Syncer::start(db);
     let mut full = true;
     let mut stop = None;
@@ -268,7 +287,13 @@ fn run(conn: Connection, db: PathBuf, rx: mpsc::Receiver<Message>) {
 
 /// Runs `group` in one transaction and tells each job's caller how it ended: after the fsync
 /// when `durable`, else after the commit, with the fsync requested from the syncer.
-fn commit(conn: &Connection, syncer: &Syncer, full: &mut bool, durable: bool, group: Vec<Job>) {
+fn commit(
+    conn: &rusqlite::Connection,
+    syncer: &Syncer,
+    full: &mut bool,
+    durable: bool,
+    group: Vec<Job>,
+) {
     if *full != durable {
         if let Err(e) = set_synchronous(conn, durable) {
             tracing::error!(
@@ -288,7 +313,8 @@ fn commit(conn: &Connection, syncer: &Syncer, full: &mut bool, durable: bool, gr
         );
         return;
     }
-    let finish: Vec<_> = group.into_iter().map(|job| job(conn)).collect();
+    let db = Connection::sqlite(conn);
+    let finish: Vec<_> = group.into_iter().map(|job| job(&db)).collect();
     let committed = execute_cached(conn, "COMMIT").map_err(|e| e.to_string());
     if committed.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
@@ -298,5 +324,61 @@ fn commit(conn: &Connection, syncer: &Syncer, full: &mut bool, durable: bool, gr
     }
     if committed.is_ok() && !durable {
         syncer.request(None);
+    }
+}
+
+/// [`run`] for PostgreSQL: each round one transaction, committed durably.
+fn run_postgres(client: PgClient, url: String, rx: mpsc::Receiver<Message>) {
+    let client = RefCell::new(client);
+    let mut stop = None;
+    while let Ok(first) = rx.recv() {
+        let mut round = Round::default();
+        round.take(first);
+        while round.stop.is_none() && round.group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(m) => round.take(m),
+                Err(_) => break,
+            }
+        }
+        if !round.group.is_empty() {
+            if client.borrow().is_closed() {
+                match PgClient::connect(&url) {
+                    Ok(c) => *client.borrow_mut() = c,
+                    Err(e) => tracing::error!("index: reconnecting the writer: {e}"),
+                }
+            }
+            commit_postgres(&client, round.group);
+        }
+        // every commit was durable when it returned
+        for done in round.syncs {
+            let _ = done.send(Ok(()));
+        }
+        if round.stop.is_some() {
+            stop = round.stop;
+            break;
+        }
+    }
+    drop(client);
+    if let Some(done) = stop {
+        let _ = done.send(());
+    }
+}
+
+fn commit_postgres(client: &RefCell<PgClient>, group: Vec<Job>) {
+    let db = Connection::postgres(client);
+    if let Err(e) = db.execute_batch("BEGIN") {
+        tracing::error!(
+            "index: cannot begin a transaction, {} writes refused: {e}",
+            group.len()
+        );
+        return;
+    }
+    let finish: Vec<_> = group.into_iter().map(|job| job(&db)).collect();
+    let committed = db.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if committed.is_err() {
+        let _ = db.execute_batch("ROLLBACK");
+    }
+    for f in finish {
+        f(committed.clone());
     }
 }

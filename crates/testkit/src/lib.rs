@@ -1,0 +1,6 @@
+//! Real servers for the tests (dev only). Nothing here is a mock: each is the program users run,
+//! started on loopback in a temporary folder.
+//!
+//! - [`postgres`]: one PostgreSQL cluster per test process, a fresh database per caller.
+
+pub mod postgres;
