@@ -102,6 +102,26 @@ enum Command {
         #[arg(long)]
         from_replica: usize,
     },
+    /// Move the index to another engine.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Build the index in an empty PostgreSQL database from a replica (everything the index
+    /// holds comes from the replicas), then run the archive on it with `index.url` (or
+    /// STRATA_INDEX_URL). The archive must not be serving meanwhile.
+    Migrate {
+        /// postgres://user:password@host:port/database
+        #[arg(long)]
+        to: String,
+        /// Replica number, 1 to N, in configuration order.
+        #[arg(long, default_value_t = 1)]
+        from_replica: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -286,6 +306,32 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Ae { command } => ae(&*Archive::open(config).await?, command).await,
         Command::Audit { command } => audit(&*Archive::open(config).await?, command).await,
         Command::Mpi { command } => mpi(command),
+        Command::Index {
+            command: IndexCommand::Migrate { to, from_replica },
+        } => {
+            if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+                anyhow::bail!(
+                    "--to: a PostgreSQL URL (postgres://user:password@host:port/database)"
+                );
+            }
+            let r = archive::migrate_index_to(&config, &to, from_replica).await?;
+            println!(
+                "built the index in {} from replica {from_replica}: {} blobs, {} instances indexed, {} replacements replayed from {} journal entries, {} audit events restored",
+                strata_index::redacted_url(&to),
+                r.blobs, r.indexed, r.superseded, r.journal_entries, r.audit_events
+            );
+            println!(
+                "set index.url (or STRATA_INDEX_URL) to this database to run the archive on it"
+            );
+            for (blob, why) in &r.unreadable {
+                println!("unreadable blob {blob}: {why}");
+            }
+            Ok(if r.unreadable.is_empty() {
+                ok
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
         Command::Reindex { from_replica } => {
             let r = archive::reindex(&config, from_replica).await?;
             println!(

@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     add_user, base, files_under, http, multipart, peer_script, python, sop_uid, text, token, tool,
-    Answer, TestArchive,
+    Answer, IndexEngine, TestArchive,
 };
 use std::path::PathBuf;
 use strata_synth::{Modality, SynthOptions};
@@ -27,7 +27,17 @@ fn study() -> SynthOptions {
 
 #[test]
 fn dicomweb_client_stores_searches_and_retrieves() {
-    let t = TestArchive::new();
+    dicomweb_client_stores_searches_and_retrieves_on(IndexEngine::Sqlite)
+}
+
+/// The same, with the index on PostgreSQL.
+#[test]
+fn dicomweb_client_stores_searches_and_retrieves_on_postgres() {
+    dicomweb_client_stores_searches_and_retrieves_on(IndexEngine::Postgres)
+}
+
+fn dicomweb_client_stores_searches_and_retrieves_on(engine: IndexEngine) {
+    let t = TestArchive::on(engine);
     let files = t.generate("in", &study());
     let server = t.serve();
     let tok = token(&t, "admin");
@@ -70,17 +80,33 @@ fn dicomweb_client_stores_searches_and_retrieves() {
     assert!(t.ok(&["audit", "verify"]).contains("intact"));
     drop(server);
     // Someone with write access to the database drops the guard and edits one event.
-    let db = rusqlite::Connection::open(t.data().join("index.sqlite")).unwrap();
-    assert!(
-        db.execute("UPDATE audit SET actor = 'nobody' WHERE id = 3", [])
-            .is_err(),
-        "append-only"
-    );
-    db.execute_batch(
-        "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'nobody' WHERE id = 3;",
-    )
-    .unwrap();
-    drop(db);
+    match &t.index_url {
+        None => {
+            let db = rusqlite::Connection::open(t.data().join("index.sqlite")).unwrap();
+            assert!(
+                db.execute("UPDATE audit SET actor = 'nobody' WHERE id = 3", [])
+                    .is_err(),
+                "append-only"
+            );
+            db.execute_batch(
+                "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'nobody' WHERE id = 3;",
+            )
+            .unwrap();
+        }
+        Some(url) => {
+            let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            assert!(
+                db.execute("UPDATE strata.audit SET actor = 'nobody' WHERE id = 3", &[])
+                    .is_err(),
+                "append-only"
+            );
+            db.batch_execute(
+                "ALTER TABLE strata.audit DISABLE TRIGGER audit_no_change;
+                 UPDATE strata.audit SET actor = 'nobody' WHERE id = 3;",
+            )
+            .unwrap();
+        }
+    }
     let verdict = t.run(&["audit", "verify"]);
     assert_eq!(verdict.status.code(), Some(1));
     assert!(
@@ -714,8 +740,18 @@ fn a_large_instance_streams_back_byte_identical() {
 
 #[test]
 fn fuzzy_matching_finds_names_that_sound_alike() {
+    fuzzy_matching_finds_names_that_sound_alike_on(IndexEngine::Sqlite)
+}
+
+/// The same, with the index on PostgreSQL.
+#[test]
+fn fuzzy_matching_finds_names_that_sound_alike_on_postgres() {
+    fuzzy_matching_finds_names_that_sound_alike_on(IndexEngine::Postgres)
+}
+
+fn fuzzy_matching_finds_names_that_sound_alike_on(engine: IndexEngine) {
     use dicom_core::{DataElement, PrimitiveValue, VR};
-    let t = TestArchive::new();
+    let t = TestArchive::on(engine);
     let files = t.generate(
         "in",
         &SynthOptions {

@@ -21,13 +21,48 @@ pub struct Engines {
 
 pub struct TestArchive {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database of the index (`STRATA_INDEX_URL`); none: the embedded SQLite.
+    pub index_url: Option<String>,
+}
+
+/// The engine a test archive's index runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexEngine {
+    Sqlite,
+    /// A new database on this test process's PostgreSQL cluster (`strata_testkit::postgres`).
+    Postgres,
 }
 
 impl TestArchive {
+    /// An archive on the embedded index; `TEST_INDEX_ENGINE=postgres` puts every such archive on
+    /// PostgreSQL instead, to run the whole suite against the second engine by hand.
     pub fn new() -> TestArchive {
+        match std::env::var("TEST_INDEX_ENGINE").as_deref() {
+            Ok("postgres") => TestArchive::on(IndexEngine::Postgres),
+            _ => TestArchive::on(IndexEngine::Sqlite),
+        }
+    }
+
+    /// An archive whose index runs on `engine`.
+    pub fn on(engine: IndexEngine) -> TestArchive {
         TestArchive {
             dir: tempfile::tempdir().expect("temp dir"),
+            index_url: match engine {
+                IndexEngine::Sqlite => None,
+                IndexEngine::Postgres => Some(strata_testkit::postgres::database()),
+            },
         }
+    }
+
+    /// The archive's configuration as the binary reads it (the data directory's file, and the
+    /// index URL the tests give it through the environment).
+    pub fn config(&self) -> Config {
+        let env: Vec<(String, String)> = self
+            .index_url
+            .iter()
+            .map(|u| ("STRATA_INDEX_URL".to_string(), u.clone()))
+            .collect();
+        Config::load(&self.data(), None, env).expect("config")
     }
 
     pub fn data(&self) -> PathBuf {
@@ -42,7 +77,22 @@ impl TestArchive {
         let mut c = Command::new(BIN);
         c.arg("--data").arg(self.data());
         c.env_remove("STRATA_MASTER_KEY").env("STRATA_LOG", "warn");
+        match &self.index_url {
+            Some(url) => c.env("STRATA_INDEX_URL", url),
+            None => c.env_remove("STRATA_INDEX_URL"),
+        };
         c
+    }
+
+    /// Loses the index (the binary must not be running): the SQLite file is deleted, the
+    /// PostgreSQL schema dropped. Everything in it must come back from the replicas.
+    pub fn lose_index(&self) {
+        match &self.index_url {
+            None => std::fs::remove_file(self.data().join("index.sqlite")).expect("the index file"),
+            Some(url) => postgres::Client::connect(url, postgres::NoTls)
+                .and_then(|mut c| c.batch_execute("DROP SCHEMA strata CASCADE"))
+                .expect("dropping the index schema"),
+        }
     }
 
     /// Runs `strata <args>` and returns its output, whatever the exit status.
@@ -117,16 +167,21 @@ impl TestArchive {
     /// Opens the archive's engines in this process, to check what the binary left behind (the
     /// binary must not be running).
     pub async fn open(&self) -> Engines {
-        let config = Config::load(&self.data(), None, Vec::new()).expect("config");
+        let config = self.config();
         Engines {
-            index: strata_index::Index::open(&config.index_path()).expect("opening the index"),
+            index: strata_index::Index::open_at(
+                &config.index_location(),
+                Arc::new(strata_core::Metrics::new()),
+                None,
+            )
+            .expect("opening the index"),
             store: strata_archive::open_store(&config).expect("opening the store"),
         }
     }
 
     /// Opens the whole archive in this process (the binary must not be running).
     pub async fn open_archive(&self) -> Arc<Archive> {
-        let config = Config::load(&self.data(), None, Vec::new()).expect("config");
+        let config = self.config();
         Archive::open(config).await.expect("opening the archive")
     }
 }

@@ -8,9 +8,9 @@ pub mod tls;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use strata_core::config::Config;
+use strata_core::config::{Config, IndexLocation};
 use strata_core::Metrics;
-use strata_index::Index;
+use strata_index::{Index, PG_REINDEX_SCHEMA, PG_SCHEMA};
 use strata_render::RenderPool;
 use strata_services::admin::Admin;
 use strata_services::audit::AuditTrail;
@@ -274,26 +274,89 @@ pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport
         )));
     }
     let r = replica_no - 1;
-    let final_path = config.index_path();
-    let tmp_path = final_path.with_extension("sqlite.reindex");
-    remove_db(&tmp_path);
-    let index = Index::open_keyed(
-        &tmp_path,
-        Arc::new(Metrics::new()),
-        store.audit_key().clone(),
-    )?;
+    match config.index_location() {
+        IndexLocation::Sqlite(final_path) => {
+            let tmp_path = final_path.with_extension("sqlite.reindex");
+            remove_db(&tmp_path);
+            let index = Index::open_keyed(
+                &tmp_path,
+                Arc::new(Metrics::new()),
+                store.audit_key().clone(),
+            )?;
+            let report = rebuild_into(&store, &index, r, config).await?;
+            remove_db(&final_path);
+            std::fs::rename(&tmp_path, &final_path).map_err(|e| {
+                ServiceError::Setup(format!("moving the new index into place: {e}"))
+            })?;
+            Ok(report)
+        }
+        // Built in a schema beside the archive's, which it replaces in one transaction.
+        IndexLocation::Postgres(url) => {
+            strata_index::postgres_drop_schema(&url, PG_REINDEX_SCHEMA)?;
+            let index = Index::open_postgres(
+                &url,
+                PG_REINDEX_SCHEMA,
+                Arc::new(Metrics::new()),
+                Some(store.audit_key().clone()),
+            )?;
+            let report = rebuild_into(&store, &index, r, config).await?;
+            strata_index::postgres_replace_schema(&url, PG_REINDEX_SCHEMA, PG_SCHEMA)?;
+            Ok(report)
+        }
+    }
+}
+
+/// Rebuilds `index` from replica `r` (0-based) and closes it.
+async fn rebuild_into(
+    store: &Store,
+    index: &Index,
+    r: usize,
+    config: &Config,
+) -> Result<ReindexReport, ServiceError> {
     let report = rebuild(
-        &store,
-        &index,
+        store,
+        index,
         r,
         &config.data_dir,
         config.ingest.spool_threshold_bytes,
     )
     .await?;
     index.close().await?;
-    remove_db(&final_path);
-    std::fs::rename(&tmp_path, &final_path)
-        .map_err(|e| ServiceError::Setup(format!("moving the new index into place: {e}")))?;
+    Ok(report)
+}
+
+/// Copies the archive's index into the empty PostgreSQL database at `url` by rebuilding it from
+/// replica `replica_no` (1-based), as a reindex would: everything the index holds comes from the
+/// replicas (instances, the decision journal, the sealed audit trail). The archive then runs on
+/// PostgreSQL once `index.url` names it. The archive must not be serving while this runs.
+pub async fn migrate_index_to(
+    config: &Config,
+    url: &str,
+    replica_no: usize,
+) -> Result<ReindexReport, ServiceError> {
+    let _lock = ServeLock::acquire(config)?;
+    let store = open_store(config)?;
+    if replica_no == 0 || replica_no > store.replicas().len() {
+        return Err(ServiceError::Setup(format!(
+            "--from-replica {replica_no}: the archive has replicas 1 to {}",
+            store.replicas().len()
+        )));
+    }
+    if !strata_index::postgres_is_empty(url, PG_SCHEMA)? {
+        return Err(ServiceError::Setup(format!(
+            "{}: its index already holds instances; migrate into an empty database",
+            strata_index::redacted_url(url)
+        )));
+    }
+    strata_index::postgres_drop_schema(url, PG_REINDEX_SCHEMA)?;
+    let index = Index::open_postgres(
+        url,
+        PG_REINDEX_SCHEMA,
+        Arc::new(Metrics::new()),
+        Some(store.audit_key().clone()),
+    )?;
+    let report = rebuild_into(&store, &index, replica_no - 1, config).await?;
+    strata_index::postgres_replace_schema(url, PG_REINDEX_SCHEMA, PG_SCHEMA)?;
     Ok(report)
 }
 

@@ -60,8 +60,16 @@ pub const MAX_FIELD_CHARS: usize = 128;
 /// Longest detail an event keeps, in characters (it may quote a request path or a reason).
 pub const MAX_DETAIL_CHARS: usize = 1024;
 
-/// `s` cut to `max` characters, the last one an ellipsis when anything was cut.
+/// `s` cut to `max` characters, the last one an ellipsis when anything was cut. A NUL becomes
+/// U+FFFD: no text column of PostgreSQL holds one, and the chain's hash must cover what is kept.
 pub fn capped(s: &str, max: usize) -> String {
+    let clean;
+    let s = if s.contains('\0') {
+        clean = s.replace('\0', "\u{FFFD}");
+        clean.as_str()
+    } else {
+        s
+    };
     match s.char_indices().nth(max.saturating_sub(1)) {
         Some((i, _)) if s.chars().count() > max => format!("{}…", &s[..i]),
         _ => s.to_string(),
@@ -360,6 +368,7 @@ mod tests {
         assert_eq!(e.remote.unwrap().chars().count(), MAX_FIELD_CHARS);
         assert_eq!(e.detail.unwrap().chars().count(), MAX_DETAIL_CHARS);
         assert_eq!(capped("short", 8), "short");
+        assert_eq!(capped("a\0b", 8), "a\u{FFFD}b");
         assert_eq!(capped("exactly8", 8), "exactly8");
         assert_eq!(capped("nine char", 8), "nine ch…");
     }

@@ -62,8 +62,28 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .layer(axum::middleware::map_response(
             crate::problem::plain_errors_as_problems,
         ))
+        .layer(axum::middleware::from_fn(refuse_nul))
         .layer(axum::middleware::from_fn_with_state(archive.clone(), hsts))
         .with_state(archive)
+}
+
+/// A request whose path or query holds an encoded NUL is refused before any route sees it: no
+/// name, UID or search value has one, and no text column of PostgreSQL can hold one.
+async fn refuse_nul(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let uri = request.uri();
+    let has_nul = |s: &str| {
+        s.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    };
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return Problem::bad_request("the request's path or query holds a NUL character (%00)")
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Over HTTPS every answer carries HSTS: a browser that has seen the archive once never tries

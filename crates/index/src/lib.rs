@@ -89,10 +89,62 @@ impl Index {
                 sqlite::SqliteIndex::open_keyed(path, metrics, audit_key)?
             }
             IndexLocation::Postgres(url) => {
-                sqlite::SqliteIndex::open_postgres(url, metrics, audit_key)?
+                sqlite::SqliteIndex::open_postgres(url, PG_SCHEMA, metrics, audit_key)?
             }
         })))
     }
+
+    /// Opens the PostgreSQL index at `url` in `schema` (a reindex builds in
+    /// [`PG_REINDEX_SCHEMA`] beside the archive's [`PG_SCHEMA`]).
+    pub fn open_postgres(
+        url: &str,
+        schema: &str,
+        metrics: Arc<Metrics>,
+        audit_key: Option<strata_core::audit::AuditKey>,
+    ) -> Result<Index, IndexError> {
+        Ok(Index(Arc::new(sqlite::SqliteIndex::open_postgres(
+            url, schema, metrics, audit_key,
+        )?)))
+    }
+}
+
+/// The schema of the archive's tables in a PostgreSQL index.
+pub const PG_SCHEMA: &str = "strata";
+/// The schema a reindex of a PostgreSQL index builds in, moved into [`PG_SCHEMA`]'s place at
+/// the end.
+pub const PG_REINDEX_SCHEMA: &str = "strata_reindex";
+
+/// Drops `schema` and everything in it at `url` (a reindex's leftovers).
+pub fn postgres_drop_schema(url: &str, schema: &str) -> Result<(), IndexError> {
+    pg::admin(
+        url,
+        &format!("SET client_min_messages = warning; DROP SCHEMA IF EXISTS {schema} CASCADE"),
+    )
+}
+
+/// Puts the schema `new` in the place of `old` at `url`, in one transaction: readers see the
+/// old index or the new one, never neither.
+pub fn postgres_replace_schema(url: &str, new: &str, old: &str) -> Result<(), IndexError> {
+    pg::admin(
+        url,
+        &format!(
+            "SET client_min_messages = warning;
+             BEGIN;
+             DROP SCHEMA IF EXISTS {old} CASCADE;
+             ALTER SCHEMA {new} RENAME TO {old};
+             COMMIT;"
+        ),
+    )
+}
+
+/// `url` without its password, for messages.
+pub fn redacted_url(url: &str) -> String {
+    pg::redacted(url)
+}
+
+/// Whether the PostgreSQL index at `url` (in `schema`) holds no instance.
+pub fn postgres_is_empty(url: &str, schema: &str) -> Result<bool, IndexError> {
+    pg::schema_is_empty(url, schema)
 }
 
 impl std::ops::Deref for Index {
@@ -135,8 +187,9 @@ pub enum IndexError {
     Open { path: String, reason: String },
     #[error("index: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// PostgreSQL's own message (its SQLSTATE, what it says, and where), or the client's.
     #[error("index: {0}")]
-    Postgres(#[from] postgres::Error),
+    Postgres(String),
     #[error("index: no row for {0}")]
     NoRow(String),
     #[error("index: column {0}: {1}")]
@@ -149,6 +202,21 @@ pub enum IndexError {
     Mpi(#[from] MpiError),
     #[error("journal: {0}")]
     Journal(String),
+}
+
+impl From<postgres::Error> for IndexError {
+    fn from(e: postgres::Error) -> Self {
+        IndexError::Postgres(match e.as_db_error() {
+            Some(db) => {
+                let mut m = format!("{} {}", db.code().code(), db.message());
+                if let Some(detail) = db.detail() {
+                    m.push_str(&format!(" ({detail})"));
+                }
+                m
+            }
+            None => e.to_string(),
+        })
+    }
 }
 
 #[cfg(test)]

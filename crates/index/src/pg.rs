@@ -34,12 +34,20 @@ impl Drop for PgClient {
 }
 
 impl PgClient {
-    pub fn connect(url: &str) -> Result<PgClient, IndexError> {
-        let client =
+    /// Connects to `url` and works in `schema` (made when missing): the archive's tables live
+    /// in a schema of their own, so a reindex can build a new one beside them and swap.
+    pub fn connect(url: &str, schema: &str) -> Result<PgClient, IndexError> {
+        let mut client =
             postgres::Client::connect(url, postgres::NoTls).map_err(|e| IndexError::Open {
                 path: redacted(url),
-                reason: e.to_string(),
+                reason: IndexError::from(e).to_string(),
             })?;
+        client.batch_execute(&format!(
+            "SET client_min_messages = warning;
+             CREATE SCHEMA IF NOT EXISTS {schema};
+             SET search_path TO {schema};
+             RESET client_min_messages;"
+        ))?;
         Ok(PgClient {
             client: Some(client),
             statements: HashMap::new(),
@@ -102,6 +110,36 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
+/// Runs `sql` (statements without parameters) on a connection of its own to `url`.
+pub fn admin(url: &str, sql: &str) -> Result<(), IndexError> {
+    off_runtime(|| {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        client.batch_execute(sql)?;
+        Ok(())
+    })
+}
+
+/// Whether `schema` at `url` holds no instance (missing, or without rows).
+pub fn schema_is_empty(url: &str, schema: &str) -> Result<bool, IndexError> {
+    off_runtime(|| {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables
+                                WHERE table_schema = $1 AND table_name = 'instances')",
+                &[&schema],
+            )?
+            .get(0);
+        if !exists {
+            return Ok(true);
+        }
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {schema}.instances"), &[])?
+            .get(0);
+        Ok(n == 0)
+    })
+}
+
 /// `url` without its password, for messages.
 pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -140,6 +178,9 @@ impl ToSql for PgParam<'_> {
                 Type::FLOAT4 => (f as f32).to_sql(ty, out),
                 _ => Err(format!("a real given for a {ty} parameter").into()),
             },
+            ValueRef::Text(s) if s.contains('\0') => {
+                Err("text holding a NUL character (PostgreSQL's text cannot)".into())
+            }
             ValueRef::Text(s) => match *ty {
                 Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
                     s.to_sql(ty, out)

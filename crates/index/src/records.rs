@@ -371,8 +371,8 @@ pub(super) fn blob_ids_after(
     limit: usize,
 ) -> Result<Vec<BlobId>, IndexError> {
     let mut stmt = c.prepare_cached(
-        "SELECT blob_id FROM instances WHERE ?1 IS NULL OR blob_id > ?1
-         UNION SELECT blob_id FROM instance_history WHERE ?1 IS NULL OR blob_id > ?1
+        "SELECT blob_id FROM instances WHERE CAST(?1 AS TEXT) IS NULL OR blob_id > ?1
+         UNION SELECT blob_id FROM instance_history WHERE CAST(?1 AS TEXT) IS NULL OR blob_id > ?1
          ORDER BY 1 LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![after.map(BlobId::to_hex), limit as i64], |r| {
@@ -399,8 +399,9 @@ pub(super) fn instances_under(
                 i.transfer_syntax, i.size, i.metadata
          FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk
               JOIN patients p ON p.id = st.patient_fk
-         WHERE st.study_uid = ?1 AND (?2 IS NULL OR se.series_uid = ?2) AND (?3 IS NULL OR i.sop_uid = ?3)
-           AND (?4 IS NULL OR (p.person_fk = ?4 AND p.mpi_manual = 1))
+         WHERE st.study_uid = ?1 AND (CAST(?2 AS TEXT) IS NULL OR se.series_uid = ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR i.sop_uid = ?3)
+           AND (CAST(?4 AS BIGINT) IS NULL OR (p.person_fk = ?4 AND p.mpi_manual = 1))
          ORDER BY se.series_number NULLS FIRST, se.id, i.instance_number NULLS FIRST, i.id",
     )?;
     let rows = stmt.query_map(params![study, series, sop, person], |r| {

@@ -162,10 +162,11 @@ fn run_migrations(c: &Connection, list: &[(i64, &str, &str)]) -> Result<(), Inde
 fn migrate_postgres(client: &RefCell<PgClient>) -> Result<(), IndexError> {
     let c = Connection::postgres(client);
     c.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL);
-         BEGIN;
-         SELECT pg_advisory_xact_lock(7449217236);",
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(7449217236);
+         SET LOCAL client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL);",
     )?;
     match run_migrations(&c, PG_MIGRATIONS) {
         Ok(()) => c.execute_batch("COMMIT"),
@@ -180,8 +181,8 @@ fn migrate_postgres(client: &RefCell<PgClient>) -> Result<(), IndexError> {
 #[derive(Clone)]
 enum Engine {
     Sqlite(PathBuf),
-    /// The connection URL (it may hold a password: never logged).
-    Postgres(String),
+    /// The connection URL (it may hold a password: never logged) and the schema.
+    Postgres(String, String),
 }
 
 /// A pooled connection for reads.
@@ -194,8 +195,8 @@ impl Reader {
     fn open(engine: &Engine) -> Result<Reader, IndexError> {
         Ok(match engine {
             Engine::Sqlite(path) => Reader::Sqlite(open_connection(path, true)?),
-            Engine::Postgres(url) => {
-                Reader::Postgres(Box::new(RefCell::new(PgClient::connect(url)?)))
+            Engine::Postgres(url, schema) => {
+                Reader::Postgres(Box::new(RefCell::new(PgClient::connect(url, schema)?)))
             }
         })
     }
@@ -264,21 +265,22 @@ impl SqliteIndex {
     }
 
     /// Opens (creating the tables and migrating when needed) the PostgreSQL index at `url`
-    /// (`postgres://user:password@host:port/database`) and starts its writer.
+    /// (`postgres://user:password@host:port/database`), in `schema`, and starts its writer.
     pub fn open_postgres(
         url: &str,
+        schema: &str,
         metrics: Arc<Metrics>,
         audit_key: Option<strata_core::audit::AuditKey>,
     ) -> Result<SqliteIndex, IndexError> {
         let client = crate::pg::off_runtime(|| {
-            let client = RefCell::new(PgClient::connect(url)?);
+            let client = RefCell::new(PgClient::connect(url, schema)?);
             migrate_postgres(&client)?;
             Ok::<_, IndexError>(client.into_inner())
         })?;
         Ok(SqliteIndex {
             audit_key: audit_key.map(Arc::new),
-            engine: Engine::Postgres(url.to_string()),
-            writer: Writer::start_postgres(client, url.to_string()),
+            engine: Engine::Postgres(url.to_string(), schema.to_string()),
+            writer: Writer::start_postgres(client, url.to_string(), schema.to_string()),
             readers: Arc::new(Mutex::new(Vec::new())),
             metrics,
         })
@@ -320,7 +322,7 @@ impl SqliteIndex {
         let run = || with_reader(&self.readers, &self.engine, f);
         match self.engine {
             Engine::Sqlite(_) => run(),
-            Engine::Postgres(_) => crate::pg::off_runtime(run),
+            Engine::Postgres(..) => crate::pg::off_runtime(run),
         }
     }
 
@@ -898,7 +900,7 @@ impl Catalog for SqliteIndex {
             )?;
             c.execute(
                 "DELETE FROM sessions WHERE user_fk = (SELECT id FROM users WHERE name = ?1)
-                 AND id_hash IS NOT ?2",
+                 AND id_hash IS DISTINCT FROM CAST(?2 AS TEXT)",
                 params![name, keep_session],
             )?;
             Ok(n == 1)
@@ -978,7 +980,7 @@ impl Catalog for SqliteIndex {
             let mut stmt = c.prepare(
                 "SELECT t.id, u.name, t.label, t.created_at, t.expires_at, t.revoked_at
                  FROM api_tokens t JOIN users u ON u.id = t.user_fk
-                 WHERE ?1 IS NULL OR u.name = ?1 ORDER BY t.id",
+                 WHERE CAST(?1 AS TEXT) IS NULL OR u.name = ?1 ORDER BY t.id",
             )?;
             let rows = stmt.query_map([user], |r| {
                 Ok(TokenRow {
@@ -1013,7 +1015,7 @@ impl Catalog for SqliteIndex {
             let mut stmt = c.prepare(
                 "SELECT substr(s.id_hash, 1, ?3), u.name, s.created_at, s.expires_at
                  FROM sessions s JOIN users u ON u.id = s.user_fk
-                 WHERE (?1 IS NULL OR u.name = ?1) AND s.expires_at > ?2
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR u.name = ?1) AND s.expires_at > ?2
                  ORDER BY s.created_at",
             )?;
             let rows = stmt.query_map(params![user, now_ms(), SESSION_NAME_LEN as i64], |r| {
@@ -1041,7 +1043,7 @@ impl Catalog for SqliteIndex {
             let found: Option<(String, String)> = c
                 .query_row(
                     "SELECT s.id_hash, u.name FROM sessions s JOIN users u ON u.id = s.user_fk
-                     WHERE substr(s.id_hash, 1, ?3) = ?1 AND (?2 IS NULL OR u.name = ?2)",
+                     WHERE substr(s.id_hash, 1, ?3) = ?1 AND (CAST(?2 AS TEXT) IS NULL OR u.name = ?2)",
                     params![id, user, SESSION_NAME_LEN as i64],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )

@@ -25,6 +25,7 @@ fn open_engine(engine: Engine, dir: &std::path::Path) -> sqlite::SqliteIndex {
         Engine::Sqlite => sqlite_index(&dir.join("i.sqlite")),
         Engine::Postgres => sqlite::SqliteIndex::open_postgres(
             &strata_testkit::postgres::database(),
+            PG_SCHEMA,
             Arc::new(strata_core::Metrics::new()),
             None,
         )
@@ -255,8 +256,13 @@ async fn the_audit_trail_chains_and_reads_back_by_filter(engine: Engine) {
 async fn the_postgres_audit_trail_refuses_changes() {
     let url = strata_testkit::postgres::database();
     let index = Index(Arc::new(
-        sqlite::SqliteIndex::open_postgres(&url, Arc::new(strata_core::Metrics::new()), None)
-            .unwrap(),
+        sqlite::SqliteIndex::open_postgres(
+            &url,
+            PG_SCHEMA,
+            Arc::new(strata_core::Metrics::new()),
+            None,
+        )
+        .unwrap(),
     ));
     for i in 0..3 {
         let e = AuditEvent::now("CT1", "dimse", "dimse.store", Outcome::Success)
@@ -265,9 +271,9 @@ async fn the_postgres_audit_trail_refuses_changes() {
     }
     let outcome = tokio::task::spawn_blocking(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        let update = c.execute("UPDATE audit SET actor = 'x' WHERE id = 2", &[]);
-        let delete = c.execute("DELETE FROM audit WHERE id = 2", &[]);
-        let truncate = c.batch_execute("TRUNCATE audit");
+        let update = c.execute("UPDATE strata.audit SET actor = 'x' WHERE id = 2", &[]);
+        let delete = c.execute("DELETE FROM strata.audit WHERE id = 2", &[]);
+        let truncate = c.batch_execute("TRUNCATE strata.audit");
         (update.is_err(), delete.is_err(), truncate.is_err())
     })
     .await

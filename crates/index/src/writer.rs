@@ -62,12 +62,12 @@ impl Writer {
         Writer { jobs: tx }
     }
 
-    /// Starts the writer on `client`, connected to the PostgreSQL index at `url`.
-    pub fn start_postgres(client: PgClient, url: String) -> Writer {
+    /// Starts the writer on `client`, connected to the PostgreSQL index at `url` (`schema`).
+    pub fn start_postgres(client: PgClient, url: String, schema: String) -> Writer {
         let (tx, rx) = mpsc::channel::<Message>();
         std::thread::Builder::new()
             .name("index-writer".into())
-            .spawn(move || run_postgres(client, url, rx))
+            .spawn(move || run_postgres(client, url, schema, rx))
             .expect("spawning the index writer");
         Writer { jobs: tx }
     }
@@ -328,7 +328,7 @@ fn commit(
 }
 
 /// [`run`] for PostgreSQL: each round one transaction, committed durably.
-fn run_postgres(client: PgClient, url: String, rx: mpsc::Receiver<Message>) {
+fn run_postgres(client: PgClient, url: String, schema: String, rx: mpsc::Receiver<Message>) {
     let client = RefCell::new(client);
     let mut stop = None;
     while let Ok(first) = rx.recv() {
@@ -342,7 +342,7 @@ fn run_postgres(client: PgClient, url: String, rx: mpsc::Receiver<Message>) {
         }
         if !round.group.is_empty() {
             if client.borrow().is_closed() {
-                match PgClient::connect(&url) {
+                match PgClient::connect(&url, &schema) {
                     Ok(c) => *client.borrow_mut() = c,
                     Err(e) => tracing::error!("index: reconnecting the writer: {e}"),
                 }
