@@ -107,6 +107,17 @@ pub struct DimseConfig {
     pub artim_timeout_seconds: u64,
     /// An association with no PDU for this long is aborted.
     pub idle_timeout_seconds: u64,
+    /// A PDU must arrive whole within this of its first byte, and a peer must take what we
+    /// send within it; else the association is aborted. A peer trickling bytes cannot hold a
+    /// slot.
+    pub pdu_timeout_seconds: u64,
+    /// The longest an association lives: past it, it is aborted at its next PDU (an operation
+    /// under way is finished first). Generous, so that a large C-STORE, C-GET or C-MOVE is not
+    /// cut, but it bounds how long any peer can keep a slot.
+    pub max_association_seconds: u64,
+    /// When every slot is taken, the association that has made no progress for the longest,
+    /// and for at least this long, is aborted to make room for a new one.
+    pub reclaim_idle_seconds: u64,
     /// The calling AE titles allowed to connect, each with what it may do. Empty: any AE may
     /// connect and do everything.
     pub clients: Vec<DimseClient>,
@@ -169,6 +180,9 @@ impl Default for DimseConfig {
             max_pdu_length: 262_144,
             artim_timeout_seconds: 30,
             idle_timeout_seconds: 300,
+            pdu_timeout_seconds: 60,
+            max_association_seconds: 4 * 3600,
+            reclaim_idle_seconds: 10,
             clients: Vec::new(),
             peers: Vec::new(),
             tls_listen: "127.0.0.1:2762".into(),
@@ -464,6 +478,20 @@ impl Config {
         {
             return bad(
                 "dimse.max_associations, dimse.max_associations_per_ip and dimse.max_find_results must be at least 1"
+                    .into(),
+            );
+        }
+        if [
+            self.dimse.artim_timeout_seconds,
+            self.dimse.idle_timeout_seconds,
+            self.dimse.pdu_timeout_seconds,
+            self.dimse.max_association_seconds,
+            self.dimse.reclaim_idle_seconds,
+        ]
+        .contains(&0)
+        {
+            return bad(
+                "dimse.artim_timeout_seconds, idle_timeout_seconds, pdu_timeout_seconds, max_association_seconds and reclaim_idle_seconds must be at least 1"
                     .into(),
             );
         }
