@@ -622,3 +622,97 @@ fn sign_in_is_throttled_and_unknown_names_cost_the_same() {
         "1 failures of this name, 20 from this address, 20 in all in 15 minutes"
     );
 }
+
+/// A sign-in with a wrong password sent by curl with `X-Forwarded-For: forwarded`: its status.
+fn curl_login_forwarded(server: &Server, user: &str, forwarded: &str) -> String {
+    let body = json!({ "user": user, "password": "wrong" }).to_string();
+    let out = common::tool(
+        30,
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            &format!("X-Forwarded-For: {forwarded}"),
+            "--data",
+            &body,
+            &format!("{}/api/login", base(server)),
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The failed sign-ins of the audit trail, oldest first.
+fn failed_logins(t: &TestArchive) -> Vec<Value> {
+    cli_events(t, "http.login")
+        .into_iter()
+        .filter(|e| e["outcome"] == "failure")
+        .collect()
+}
+
+#[test]
+fn a_forwarded_address_is_believed_only_from_a_trusted_proxy() {
+    let t = TestArchive::new();
+    let configure = |proxies: &str| {
+        std::fs::create_dir_all(t.data()).unwrap();
+        std::fs::write(
+            t.data().join("strata.toml"),
+            format!("[http]\ntrusted_proxies = [{proxies}]\n"),
+        )
+        .unwrap();
+    };
+    // 127.0.0.1 is not a trusted proxy: what the client writes in the header is ignored
+    configure("\"10.20.0.0/16\"");
+    let server = t.serve();
+    assert_eq!(curl_login_forwarded(&server, "who1", "203.0.113.9"), "401");
+    drop(server);
+    let failed = failed_logins(&t);
+    assert_eq!(failed.len(), 1);
+    let remote = failed[0]["remote"].as_str().unwrap();
+    assert!(remote.starts_with("127.0.0.1:"), "{remote}");
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(", 1 from this address,"),
+        "{}",
+        failed[0]["detail"]
+    );
+
+    // 127.0.0.1 is trusted: the right-most address it did not append is the client, for the
+    // audit trail and for the sign-in throttle's count per address; an address the client
+    // prepended itself is not believed
+    configure("\"10.20.0.0/16\", \"127.0.0.1\"");
+    let server = t.serve();
+    for i in 0..3 {
+        let forwarded = format!("6.6.6.6, 203.0.113.9, 10.20.0.{i}");
+        assert_eq!(
+            curl_login_forwarded(&server, &format!("who{}", i + 2), &forwarded),
+            "401"
+        );
+    }
+    assert_eq!(curl_login_forwarded(&server, "who5", "203.0.113.10"), "401");
+    drop(server);
+    let failed = failed_logins(&t);
+    let remotes: Vec<&str> = failed[1..]
+        .iter()
+        .map(|e| e["remote"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        remotes,
+        ["203.0.113.9", "203.0.113.9", "203.0.113.9", "203.0.113.10"]
+    );
+    // counted per client: three from 203.0.113.9, then the first from 203.0.113.10
+    for (event, n) in failed[1..].iter().zip([1, 2, 3, 1]) {
+        let detail = event["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!(", {n} from this address,")),
+            "{detail}"
+        );
+    }
+}

@@ -80,6 +80,10 @@ pub struct HttpConfig {
     /// Original studies, series, instances, frames or bulk data one user may retrieve per
     /// minute (a burst of a minute's worth); beyond, 429.
     pub exports_per_minute: u32,
+    /// Reverse proxies (addresses or networks, `10.0.0.0/8`): only when one of them connects
+    /// is `X-Forwarded-For` read, its right-most address that is not a trusted proxy taken as
+    /// the client's (for the sign-in throttle and the audit trail). Empty: never read.
+    pub trusted_proxies: Vec<String>,
     /// HTTPS: served on `listen` instead of plain HTTP when both are given (PEM files).
     pub tls_certificate: Option<PathBuf>,
     pub tls_private_key: Option<PathBuf>,
@@ -271,6 +275,7 @@ impl Default for HttpConfig {
             max_connections_per_ip: 64,
             renders_per_second: 50,
             exports_per_minute: 6000,
+            trusted_proxies: Vec::new(),
             tls_certificate: None,
             tls_private_key: None,
             tls_self_signed: false,
@@ -392,7 +397,7 @@ impl Config {
                     ),
                 });
             };
-            let parsed = if key == "replicas" {
+            let parsed = if key == "replicas" || key == "trusted_proxies" {
                 toml::Value::Array(
                     value
                         .split(',')
@@ -525,6 +530,9 @@ impl Config {
                 "http.max_connections and http.max_connections_per_ip must be at least 1".into(),
             );
         }
+        if let Err(e) = self.trusted_proxies() {
+            return bad(format!("http.trusted_proxies: {e}"));
+        }
         if self.http.stream_idle_seconds == 0 {
             return bad("http.stream_idle_seconds must be at least 1".into());
         }
@@ -538,6 +546,15 @@ impl Config {
             return bad("scrub.tranquility must be between 0 and 1000".into());
         }
         Ok(())
+    }
+
+    /// `http.trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> Result<Vec<crate::peers::Cidr>, String> {
+        self.http
+            .trusted_proxies
+            .iter()
+            .map(|s| s.parse())
+            .collect()
     }
 
     /// The replica URLs in force: the configured ones, or three folders in the data directory.
@@ -646,5 +663,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("STRATA_BOGUS"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_HTTP_TRUSTED_PROXIES", "10.0.0.5, 10.1.0.0/16")]),
+        )
+        .unwrap();
+        assert_eq!(c.trusted_proxies().unwrap().len(), 2);
+        assert!(Config::default().trusted_proxies().unwrap().is_empty());
+        let e = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_HTTP_TRUSTED_PROXIES", "10.0.0.0/40")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("http.trusted_proxies"), "{e}");
     }
 }

@@ -219,6 +219,11 @@ pub async fn serve(
         body_idle: std::time::Duration::from_secs(cfg.body_idle_seconds),
         max_connections: cfg.max_connections,
         max_connections_per_ip: cfg.max_connections_per_ip,
+        trusted_proxies: archive
+            .config()
+            .trusted_proxies()
+            .map_err(|e| anyhow::anyhow!("http.trusted_proxies: {e}"))?
+            .into(),
     };
     listen::run(listener, router(archive), tls, limits, shutdown).await
 }
