@@ -716,3 +716,111 @@ fn a_forwarded_address_is_believed_only_from_a_trusted_proxy() {
         );
     }
 }
+
+/// A JSON `PUT` through `api`.
+fn put(api: &Api, path: &str, body: Value) -> Answer {
+    let body = body.to_string();
+    api.call(
+        "PUT",
+        path,
+        &[],
+        Some(("application/json", body.as_bytes())),
+    )
+}
+
+#[test]
+fn the_ae_table_is_managed_through_the_api_as_through_the_cli() {
+    let t = TestArchive::new();
+    std::fs::create_dir_all(t.data()).unwrap();
+    std::fs::write(
+        t.data().join("strata.toml"),
+        "[[dimse.peers]]\naet = \"FIXED\"\nhost = \"10.0.0.9\"\nport = 104\n",
+    )
+    .unwrap();
+    t.ok(&["ae", "add", "BYCLI", "10.0.0.10", "11112"]);
+    add_user(&t, "boss", "admin");
+    add_user(&t, "rad", "radiologist");
+    let server = t.serve();
+    let admin = Api::new(&server, &token(&t, "boss"));
+    let rad = Api::new(&server, &token(&t, "rad"));
+
+    // the list: strata.toml's first, then the managed ones
+    let list = admin.ok(admin.get("/api/ae"));
+    assert_eq!(
+        list,
+        json!([
+            { "aet": "FIXED", "host": "10.0.0.9", "port": 104, "tls": false, "managed": false },
+            { "aet": "BYCLI", "host": "10.0.0.10", "port": 11112, "tls": false, "managed": true },
+        ])
+    );
+    // add and change, seen by the CLI at once
+    let added = admin.ok(put(
+        &admin,
+        "/api/ae/BYAPI",
+        json!({ "host": "ws.example.org", "port": 104 }),
+    ));
+    assert_eq!(added["managed"], true);
+    admin.ok(put(
+        &admin,
+        "/api/ae/BYAPI",
+        json!({ "host": "ws.example.org", "port": 4242 }),
+    ));
+    let cli = t.ok(&["ae", "list"]);
+    assert!(cli.contains("ws.example.org:4242"), "{cli}");
+    // refused before anything is written: not an AE title, a destination of strata.toml, no port
+    for (path, body) in [
+        (
+            "/api/ae/SEVENTEEN_LETTERS",
+            json!({ "host": "h", "port": 104 }),
+        ),
+        ("/api/ae/%20%20", json!({ "host": "h", "port": 104 })),
+        ("/api/ae/FIXED", json!({ "host": "h", "port": 104 })),
+        ("/api/ae/OTHER", json!({ "host": "h" })),
+        ("/api/ae/OTHER", json!({ "host": "two words", "port": 104 })),
+    ] {
+        let r = put(&admin, path, body);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.content_type.contains("problem+json"));
+    }
+    // remove: a managed one goes, strata.toml's and unknown ones are not found among the managed
+    assert_eq!(admin.call("DELETE", "/api/ae/BYAPI", &[], None).status, 204);
+    assert_eq!(admin.call("DELETE", "/api/ae/BYAPI", &[], None).status, 404);
+    assert_eq!(admin.call("DELETE", "/api/ae/FIXED", &[], None).status, 404);
+    let aets: Vec<Value> = admin
+        .ok(admin.get("/api/ae"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["aet"].clone())
+        .collect();
+    assert_eq!(aets, [json!("FIXED"), json!("BYCLI")]);
+    // administrators only, and never without a caller
+    assert_eq!(rad.get("/api/ae").status, 403);
+    assert_eq!(
+        put(&rad, "/api/ae/X", json!({ "host": "h", "port": 1 })).status,
+        403
+    );
+    assert_eq!(rad.call("DELETE", "/api/ae/BYCLI", &[], None).status, 403);
+    assert_eq!(
+        http("GET", &format!("{}/api/ae", base(&server)), &[], None).status,
+        401
+    );
+
+    // every call audited, the lists included
+    let listed = api_events(&admin, "http.ae.list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["actor"], "boss");
+    assert_eq!(listed[0]["detail"], "2 AE titles");
+    let set: Vec<Value> = api_events(&admin, "http.ae.set");
+    let details: Vec<&str> = set.iter().map(|e| e["detail"].as_str().unwrap()).collect();
+    assert_eq!(
+        details,
+        [
+            "BYAPI at ws.example.org:104",
+            "BYAPI at ws.example.org:4242"
+        ]
+    );
+    let removed = api_events(&admin, "http.ae.remove");
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0]["detail"], "BYAPI");
+}

@@ -9,6 +9,7 @@
 //! caller's permission itself, and hands the caller's scope to the index reads it makes.
 
 pub mod accounts;
+mod ae;
 pub mod auth;
 pub mod dicomweb;
 mod listen;
@@ -43,6 +44,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::dicomweb::router())
         .merge(crate::persons::router())
         .merge(crate::accounts::router())
+        .merge(crate::ae::router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(throttle::Throttles::new(&archive.config().http)),
             throttle::limit,
