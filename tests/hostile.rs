@@ -741,9 +741,10 @@ fn trickle(mut s: std::net::TcpStream, bytes: Vec<u8>, every: Duration) {
 #[test]
 fn slow_peers_on_many_hosts_cannot_keep_a_modality_out() {
     let (t, originals) = archive_with_fixtures();
+    // the default 64 slots; short deadlines, so the test does not wait minutes for them
     configure(
         &t,
-        "[dimse]\nmax_associations = 8\nartim_timeout_seconds = 5\npdu_timeout_seconds = 5\nidle_timeout_seconds = 8\nreclaim_idle_seconds = 1\n",
+        "[dimse]\nartim_timeout_seconds = 5\npdu_timeout_seconds = 5\nidle_timeout_seconds = 8\nreclaim_idle_seconds = 1\n",
     );
     let fresh = t.generate(
         "fresh",
@@ -760,22 +761,22 @@ fn slow_peers_on_many_hosts_cannot_keep_a_modality_out() {
         },
     );
     let mut server = t.serve();
-    // Eight hosts take every slot: three send the start of an A-ASSOCIATE-RQ and no more, three
-    // associate and then trickle a P-DATA PDU a byte at a time, two associate and idle.
+    // 64 hosts take every slot: 20 send the start of an A-ASSOCIATE-RQ and no more, 24
+    // associate and then trickle a P-DATA PDU a byte at a time, 20 associate and idle.
     let mut slow = Vec::new();
-    for host in 10..13u8 {
+    for host in 10..30u8 {
         let mut s = dimse_from(host, &server);
         s.write_all(&associate_rq()[..20]).unwrap();
         slow.push(s);
     }
-    for host in 13..16u8 {
+    for host in 30..54u8 {
         let s = associated_from(host, &server);
         let mut pdu = vec![0x04, 0, 0, 0, 0x10, 0];
         pdu.extend_from_slice(&[0; 4096]);
         trickle(s.try_clone().unwrap(), pdu, Duration::from_millis(200));
         slow.push(s);
     }
-    for host in 16..18u8 {
+    for host in 54..74u8 {
         slow.push(associated_from(host, &server));
     }
     std::thread::sleep(Duration::from_millis(1500));
@@ -826,6 +827,12 @@ fn slow_peers_on_many_hosts_cannot_keep_a_modality_out() {
         assert!(log.contains(reason), "{reason}:\n{log}");
     }
     assert!(server.alive());
+    let peak = server.peak_rss_kib();
+    assert!(
+        peak < 512 * 1024,
+        "the server peaked at {} MiB",
+        peak / 1024
+    );
     assert_echo_ok(&server);
     drop(server);
     still_served(&t, &originals);
