@@ -460,7 +460,9 @@ where
     };
     let result = session.run(idle).await;
     if let Err(e) = &result {
-        if !matches!(e, AssociationError::Aborted) {
+        // a peer that took nothing for the stall timeout would not take the A-ABORT either
+        let stalled = matches!(e, AssociationError::Message(MessageError::WriteStalled(_)));
+        if !matches!(e, AssociationError::Aborted) && !stalled {
             let abort = Pdu::AbortRQ {
                 source: AbortRQSource::ServiceProvider(
                     AbortRQServiceProviderReason::ReasonNotSpecified,

@@ -464,6 +464,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pdu_begun_must_end_within_its_deadline_and_silence_is_idle() {
+        let (mut a, b) = tokio::io::duplex(1024);
+        let mut r = PduReader::new(b, 16384).with_pdu_timeout(Duration::from_millis(200));
+        let idle = r.next_within(Some(Duration::from_millis(50))).await;
+        assert!(matches!(idle, Err(MessageError::Idle)), "{idle:?}");
+        // a release request's first bytes, then nothing more
+        a.write_all(&[0x05, 0, 0, 0]).await.unwrap();
+        let started = Instant::now();
+        let cut = r.next_within(Some(Duration::from_secs(60))).await;
+        assert!(matches!(cut, Err(MessageError::PduTimeout(_))), "{cut:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // a whole PDU that arrives in pieces within the deadline is read
+        let (mut a, b) = tokio::io::duplex(1024);
+        let mut r = PduReader::new(b, 16384).with_pdu_timeout(Duration::from_secs(5));
+        let writer = tokio::spawn(async move {
+            a.write_all(&[0x05, 0, 0, 0]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            a.write_all(&[0, 4, 0, 0, 0, 0]).await.unwrap();
+            a
+        });
+        let pdu = r.next_within(Some(Duration::from_secs(5))).await.unwrap();
+        assert!(matches!(pdu, Some(Pdu::ReleaseRQ)), "{pdu:?}");
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_takes_nothing_stalls_the_writer_within_its_deadline() {
+        let (a, _b) = tokio::io::duplex(64);
+        let mut w = MessageWriter::new(a, 4096).with_stall_timeout(Duration::from_millis(200));
+        let cmd = Command::new().with(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(field::C_STORE_RQ),
+        );
+        let sent = w.send(1, &cmd, Some(&[0u8; 10_000])).await;
+        assert!(
+            matches!(sent, Err(MessageError::WriteStalled(_))),
+            "{sent:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn oversized_pdu_claims_are_refused_without_buffering() {
         let (mut a, b) = tokio::io::duplex(1024);
         a.write_all(&[0x04, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0])
