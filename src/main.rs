@@ -581,12 +581,15 @@ async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::proces
         }
         AeCommand::Add { aet, host, port } => {
             let peer = archive.admin().add_peer(&aet, &host, port).await?;
+            let detail = format!("{} at {}:{}", peer.aet, peer.host, peer.port);
+            audited(archive, "cli.ae.add", detail).await?;
             println!("added {}", peer.aet);
         }
         AeCommand::Remove { aet } => {
             if !archive.admin().remove_peer(&aet).await? {
                 bail!("no managed AE titled {aet}");
             }
+            audited(archive, "cli.ae.remove", aet.clone()).await?;
             println!("removed {aet}");
         }
     }

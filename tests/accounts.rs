@@ -823,4 +823,12 @@ fn the_ae_table_is_managed_through_the_api_as_through_the_cli() {
     let removed = api_events(&admin, "http.ae.remove");
     assert_eq!(removed.len(), 1);
     assert_eq!(removed[0]["detail"], "BYAPI");
+    // and the CLI's changes as well as its list
+    t.ok(&["ae", "remove", "BYCLI"]);
+    assert_eq!(
+        cli_events(&t, "cli.ae.add")[0]["detail"],
+        "BYCLI at 10.0.0.10:11112"
+    );
+    assert_eq!(cli_events(&t, "cli.ae.remove")[0]["detail"], "BYCLI");
+    assert_eq!(cli_events(&t, "cli.ae.list").len(), 1);
 }
