@@ -744,7 +744,7 @@ fn slow_peers_on_many_hosts_cannot_keep_a_modality_out() {
     // the default 64 slots; short deadlines, so the test does not wait minutes for them
     configure(
         &t,
-        "[dimse]\nartim_timeout_seconds = 5\npdu_timeout_seconds = 5\nidle_timeout_seconds = 8\nreclaim_idle_seconds = 1\n",
+        "[dimse]\nartim_timeout_seconds = 8\npdu_timeout_seconds = 8\nidle_timeout_seconds = 10\nreclaim_idle_seconds = 1\n",
     );
     let fresh = t.generate(
         "fresh",
@@ -804,12 +804,12 @@ fn slow_peers_on_many_hosts_cannot_keep_a_modality_out() {
         server.log_text()
     );
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_secs(6),
         "served before any slow peer's own deadline ran out"
     );
     // Every slow peer is answered A-ABORT and closed: reclaimed, or at its own deadline.
     for (i, s) in slow.iter_mut().enumerate() {
-        let answer = pdu_type(s, Duration::from_secs(12));
+        let answer = pdu_type(s, Duration::from_secs(15));
         assert_eq!(
             answer,
             Some(0x07),
@@ -859,7 +859,7 @@ fn an_association_ends_at_its_maximum_lifetime_however_busy() {
     };
     assert_eq!(ended, Some(0x07), "A-ABORT after {answered} echoes");
     let lived = started.elapsed();
-    assert!(answered >= 5, "{answered} echoes answered first");
+    assert!(answered >= 3, "{answered} echoes answered first");
     assert!(
         lived >= Duration::from_secs(3) && lived < Duration::from_secs(6),
         "{lived:?}"
