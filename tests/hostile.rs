@@ -826,6 +826,18 @@ fn slow_peers_on_many_hosts_cannot_keep_a_modality_out() {
     ] {
         assert!(log.contains(reason), "{reason}:\n{log}");
     }
+    // A flood from one more host: its 16 connections hold slots, 64 more wait to be answered
+    // A-ASSOCIATE-RJ, and the rest are closed at once instead of holding descriptors.
+    let mut flood: Vec<_> = (0..300).map(|_| dimse_from(80, &server)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let closed = flood
+        .iter_mut()
+        .map(|s| closed_within(s, Duration::from_millis(20)))
+        .filter(|closed| *closed)
+        .count();
+    assert!(closed >= 300 - 16 - 64, "{closed} of 300 closed at once");
+    assert_echo_ok(&server);
+    drop(flood);
     assert!(server.alive());
     let peak = server.peak_rss_kib();
     assert!(

@@ -172,6 +172,9 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
     let slots = slots::Slots::new(cfg.max_associations);
     let addresses = Arc::new(strata_core::peers::PerAddress::default());
     let reclaim_grace = Duration::from_secs(cfg.reclaim_idle_seconds);
+    // Connections turned away are answered A-ASSOCIATE-RJ, as many at once as there are slots;
+    // beyond, a flood of them is simply closed rather than holding descriptors for ARTIM.
+    let rejecting = Arc::new(tokio::sync::Semaphore::new(cfg.max_associations));
     loop {
         let accepted = match &tls {
             Some((tls_listener, config)) => tokio::select! {
@@ -191,8 +194,11 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
         let _ = socket.set_nodelay(true);
         let artim = Duration::from_secs(cfg.artim_timeout_seconds);
         let refuse = |socket: TcpStream, tls: &Option<Arc<rustls::ServerConfig>>| {
-            if tls.is_none() {
-                tokio::spawn(reject_over_limit(socket, artim));
+            if let (None, Ok(permit)) = (tls, rejecting.clone().try_acquire_owned()) {
+                tokio::spawn(async move {
+                    reject_over_limit(socket, artim).await;
+                    drop(permit);
+                });
             }
         };
         let Some(address) = addresses.take(peer.ip(), cfg.max_associations_per_ip) else {
