@@ -626,27 +626,16 @@ async fn ae(archive: &Archive, command: AeCommand) -> anyhow::Result<std::proces
             }
         }
         AeCommand::Add { aet, host, port } => {
-            if aet.is_empty() || aet.len() > 16 || aet.contains('\\') {
-                bail!("{aet:?} is not an AE title (1 to 16 characters, no backslash)");
-            }
-            if archive.config().dimse.peers.iter().any(|p| p.aet == aet) {
-                bail!("{aet} is defined in strata.toml; change it there");
-            }
-            archive
-                .admin()
-                .set_peer(strata_core::config::DimsePeer {
-                    aet: aet.clone(),
-                    host,
-                    port,
-                    tls: false,
-                })
-                .await?;
-            println!("added {aet}");
+            let peer = archive.admin().add_peer(&aet, &host, port).await?;
+            let detail = format!("{} at {}:{}", peer.aet, peer.host, peer.port);
+            audited(archive, "cli.ae.add", detail).await?;
+            println!("added {}", peer.aet);
         }
         AeCommand::Remove { aet } => {
             if !archive.admin().remove_peer(&aet).await? {
                 bail!("no managed AE titled {aet}");
             }
+            audited(archive, "cli.ae.remove", aet.clone()).await?;
             println!("removed {aet}");
         }
     }

@@ -622,3 +622,213 @@ fn sign_in_is_throttled_and_unknown_names_cost_the_same() {
         "1 failures of this name, 20 from this address, 20 in all in 15 minutes"
     );
 }
+
+/// A sign-in with a wrong password sent by curl with `X-Forwarded-For: forwarded`: its status.
+fn curl_login_forwarded(server: &Server, user: &str, forwarded: &str) -> String {
+    let body = json!({ "user": user, "password": "wrong" }).to_string();
+    let out = common::tool(
+        30,
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            &format!("X-Forwarded-For: {forwarded}"),
+            "--data",
+            &body,
+            &format!("{}/api/login", base(server)),
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The failed sign-ins of the audit trail, oldest first.
+fn failed_logins(t: &TestArchive) -> Vec<Value> {
+    cli_events(t, "http.login")
+        .into_iter()
+        .filter(|e| e["outcome"] == "failure")
+        .collect()
+}
+
+#[test]
+fn a_forwarded_address_is_believed_only_from_a_trusted_proxy() {
+    let t = TestArchive::new();
+    let configure = |proxies: &str| {
+        std::fs::create_dir_all(t.data()).unwrap();
+        std::fs::write(
+            t.data().join("strata.toml"),
+            format!("[http]\ntrusted_proxies = [{proxies}]\n"),
+        )
+        .unwrap();
+    };
+    // 127.0.0.1 is not a trusted proxy: what the client writes in the header is ignored
+    configure("\"10.20.0.0/16\"");
+    let server = t.serve();
+    assert_eq!(curl_login_forwarded(&server, "who1", "203.0.113.9"), "401");
+    drop(server);
+    let failed = failed_logins(&t);
+    assert_eq!(failed.len(), 1);
+    let remote = failed[0]["remote"].as_str().unwrap();
+    assert!(remote.starts_with("127.0.0.1:"), "{remote}");
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(", 1 from this address,"),
+        "{}",
+        failed[0]["detail"]
+    );
+
+    // 127.0.0.1 is trusted: the right-most address it did not append is the client, for the
+    // audit trail and for the sign-in throttle's count per address; an address the client
+    // prepended itself is not believed
+    configure("\"10.20.0.0/16\", \"127.0.0.1\"");
+    let server = t.serve();
+    for i in 0..3 {
+        let forwarded = format!("6.6.6.6, 203.0.113.9, 10.20.0.{i}");
+        assert_eq!(
+            curl_login_forwarded(&server, &format!("who{}", i + 2), &forwarded),
+            "401"
+        );
+    }
+    assert_eq!(curl_login_forwarded(&server, "who5", "203.0.113.10"), "401");
+    drop(server);
+    let failed = failed_logins(&t);
+    let remotes: Vec<&str> = failed[1..]
+        .iter()
+        .map(|e| e["remote"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        remotes,
+        ["203.0.113.9", "203.0.113.9", "203.0.113.9", "203.0.113.10"]
+    );
+    // counted per client: three from 203.0.113.9, then the first from 203.0.113.10
+    for (event, n) in failed[1..].iter().zip([1, 2, 3, 1]) {
+        let detail = event["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!(", {n} from this address,")),
+            "{detail}"
+        );
+    }
+}
+
+/// A JSON `PUT` through `api`.
+fn put(api: &Api, path: &str, body: Value) -> Answer {
+    let body = body.to_string();
+    api.call(
+        "PUT",
+        path,
+        &[],
+        Some(("application/json", body.as_bytes())),
+    )
+}
+
+#[test]
+fn the_ae_table_is_managed_through_the_api_as_through_the_cli() {
+    let t = TestArchive::new();
+    std::fs::create_dir_all(t.data()).unwrap();
+    std::fs::write(
+        t.data().join("strata.toml"),
+        "[[dimse.peers]]\naet = \"FIXED\"\nhost = \"10.0.0.9\"\nport = 104\n",
+    )
+    .unwrap();
+    t.ok(&["ae", "add", "BYCLI", "10.0.0.10", "11112"]);
+    add_user(&t, "boss", "admin");
+    add_user(&t, "rad", "radiologist");
+    let server = t.serve();
+    let admin = Api::new(&server, &token(&t, "boss"));
+    let rad = Api::new(&server, &token(&t, "rad"));
+
+    // the list: strata.toml's first, then the managed ones
+    let list = admin.ok(admin.get("/api/ae"));
+    assert_eq!(
+        list,
+        json!([
+            { "aet": "FIXED", "host": "10.0.0.9", "port": 104, "tls": false, "managed": false },
+            { "aet": "BYCLI", "host": "10.0.0.10", "port": 11112, "tls": false, "managed": true },
+        ])
+    );
+    // add and change, seen by the CLI at once
+    let added = admin.ok(put(
+        &admin,
+        "/api/ae/BYAPI",
+        json!({ "host": "ws.example.org", "port": 104 }),
+    ));
+    assert_eq!(added["managed"], true);
+    admin.ok(put(
+        &admin,
+        "/api/ae/BYAPI",
+        json!({ "host": "ws.example.org", "port": 4242 }),
+    ));
+    let cli = t.ok(&["ae", "list"]);
+    assert!(cli.contains("ws.example.org:4242"), "{cli}");
+    // refused before anything is written: not an AE title, a destination of strata.toml, no port
+    for (path, body) in [
+        (
+            "/api/ae/SEVENTEEN_LETTERS",
+            json!({ "host": "h", "port": 104 }),
+        ),
+        ("/api/ae/%20%20", json!({ "host": "h", "port": 104 })),
+        ("/api/ae/FIXED", json!({ "host": "h", "port": 104 })),
+        ("/api/ae/OTHER", json!({ "host": "h" })),
+        ("/api/ae/OTHER", json!({ "host": "two words", "port": 104 })),
+    ] {
+        let r = put(&admin, path, body);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.content_type.contains("problem+json"));
+    }
+    // remove: a managed one goes, strata.toml's and unknown ones are not found among the managed
+    assert_eq!(admin.call("DELETE", "/api/ae/BYAPI", &[], None).status, 204);
+    assert_eq!(admin.call("DELETE", "/api/ae/BYAPI", &[], None).status, 404);
+    assert_eq!(admin.call("DELETE", "/api/ae/FIXED", &[], None).status, 404);
+    let aets: Vec<Value> = admin
+        .ok(admin.get("/api/ae"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["aet"].clone())
+        .collect();
+    assert_eq!(aets, [json!("FIXED"), json!("BYCLI")]);
+    // administrators only, and never without a caller
+    assert_eq!(rad.get("/api/ae").status, 403);
+    assert_eq!(
+        put(&rad, "/api/ae/X", json!({ "host": "h", "port": 1 })).status,
+        403
+    );
+    assert_eq!(rad.call("DELETE", "/api/ae/BYCLI", &[], None).status, 403);
+    assert_eq!(
+        http("GET", &format!("{}/api/ae", base(&server)), &[], None).status,
+        401
+    );
+
+    // every call audited, the lists included
+    let listed = api_events(&admin, "http.ae.list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["actor"], "boss");
+    assert_eq!(listed[0]["detail"], "2 AE titles");
+    let set: Vec<Value> = api_events(&admin, "http.ae.set");
+    let details: Vec<&str> = set.iter().map(|e| e["detail"].as_str().unwrap()).collect();
+    assert_eq!(
+        details,
+        [
+            "BYAPI at ws.example.org:104",
+            "BYAPI at ws.example.org:4242"
+        ]
+    );
+    let removed = api_events(&admin, "http.ae.remove");
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0]["detail"], "BYAPI");
+    // and the CLI's changes as well as its list
+    t.ok(&["ae", "remove", "BYCLI"]);
+    assert_eq!(
+        cli_events(&t, "cli.ae.add")[0]["detail"],
+        "BYCLI at 10.0.0.10:11112"
+    );
+    assert_eq!(cli_events(&t, "cli.ae.remove")[0]["detail"], "BYCLI");
+    assert_eq!(cli_events(&t, "cli.ae.list").len(), 1);
+}

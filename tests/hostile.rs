@@ -631,3 +631,253 @@ fn expensive_requests_are_rate_limited_per_user() {
     assert_eq!(exports, [200, 200, 200, 429]);
     assert!(server.alive());
 }
+
+/// A connection to the DIMSE door from `127.0.0.<host>`: a peer on another host, as far as the
+/// server's per-address accounting can tell.
+fn dimse_from(host: u8, server: &Server) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let to = server.dimse;
+    let s = rt
+        .block_on(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(format!("127.0.0.{host}:0").parse().unwrap())?;
+            socket.connect(to).await?.into_std()
+        })
+        .unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+/// An A-ASSOCIATE-RQ (PS3.8 9.3.2) from AE `SLOW` proposing Verification in Implicit VR Little
+/// Endian on presentation context 1.
+fn associate_rq() -> Vec<u8> {
+    fn item(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![kind, 0];
+        v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+    let mut body = vec![0, 1, 0, 0];
+    body.extend_from_slice(b"STRATA          SLOW            ");
+    body.extend_from_slice(&[0; 32]);
+    body.extend(item(0x10, b"1.2.840.10008.3.1.1.1"));
+    let mut pc = vec![1, 0, 0, 0];
+    pc.extend(item(0x30, b"1.2.840.10008.1.1"));
+    pc.extend(item(0x40, b"1.2.840.10008.1.2"));
+    body.extend(item(0x20, &pc));
+    let mut user = item(0x51, &16384u32.to_be_bytes());
+    user.extend(item(0x52, b"2.25.42"));
+    body.extend(item(0x50, &user));
+    let mut pdu = vec![0x01, 0];
+    pdu.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    pdu.extend(body);
+    pdu
+}
+
+/// Reads one PDU: its type, or None when the connection closed (or nothing came in `within`).
+fn pdu_type(s: &mut std::net::TcpStream, within: Duration) -> Option<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut header = [0u8; 6];
+    s.read_exact(&mut header).ok()?;
+    let len = u32::from_be_bytes(header[2..6].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some(header[0])
+}
+
+/// An associated connection from `127.0.0.<host>`.
+fn associated_from(host: u8, server: &Server) -> std::net::TcpStream {
+    let mut s = dimse_from(host, server);
+    s.write_all(&associate_rq()).unwrap();
+    assert_eq!(
+        pdu_type(&mut s, Duration::from_secs(10)),
+        Some(0x02),
+        "A-ASSOCIATE-AC"
+    );
+    s
+}
+
+/// A P-DATA-TF PDU carrying a whole C-ECHO-RQ on presentation context 1.
+fn echo_rq(message_id: u16) -> Vec<u8> {
+    let element = |out: &mut Vec<u8>, e: u16, v: &[u8]| {
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&e.to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    };
+    let mut body = Vec::new();
+    element(&mut body, 0x0002, b"1.2.840.10008.1.1\0");
+    element(&mut body, 0x0100, &0x0030u16.to_le_bytes());
+    element(&mut body, 0x0110, &message_id.to_le_bytes());
+    element(&mut body, 0x0800, &0x0101u16.to_le_bytes());
+    let mut command = Vec::new();
+    element(&mut command, 0x0000, &(body.len() as u32).to_le_bytes());
+    command.extend(body);
+    let mut pdv = ((command.len() + 2) as u32).to_be_bytes().to_vec();
+    pdv.extend_from_slice(&[1, 0x03]);
+    pdv.extend(command);
+    let mut pdu = vec![0x04, 0];
+    pdu.extend_from_slice(&(pdv.len() as u32).to_be_bytes());
+    pdu.extend(pdv);
+    pdu
+}
+
+/// Writes `bytes` one at a time, `every` apart, until they are all out or the server closes.
+fn trickle(mut s: std::net::TcpStream, bytes: Vec<u8>, every: Duration) {
+    std::thread::spawn(move || {
+        for b in bytes {
+            if s.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(every);
+        }
+    });
+}
+
+#[test]
+fn slow_peers_on_many_hosts_cannot_keep_a_modality_out() {
+    let (t, originals) = archive_with_fixtures();
+    // the default 64 slots; short deadlines, so the test does not wait minutes for them
+    configure(
+        &t,
+        "[dimse]\nartim_timeout_seconds = 8\npdu_timeout_seconds = 8\nidle_timeout_seconds = 10\nreclaim_idle_seconds = 1\n",
+    );
+    let fresh = t.generate(
+        "fresh",
+        &strata_synth::SynthOptions {
+            seed: 16,
+            patients: 1,
+            studies: 1,
+            series_per_study: 1,
+            slices: 1,
+            rows: 32,
+            cols: 32,
+            modality: Some(strata_synth::Modality::Ct),
+            noise: false,
+        },
+    );
+    let mut server = t.serve();
+    // 64 hosts take every slot: 20 send the start of an A-ASSOCIATE-RQ and no more, 24
+    // associate and then trickle a P-DATA PDU a byte at a time, 20 associate and idle.
+    let mut slow = Vec::new();
+    for host in 10..30u8 {
+        let mut s = dimse_from(host, &server);
+        s.write_all(&associate_rq()[..20]).unwrap();
+        slow.push(s);
+    }
+    for host in 30..54u8 {
+        let s = associated_from(host, &server);
+        let mut pdu = vec![0x04, 0, 0, 0, 0x10, 0];
+        pdu.extend_from_slice(&[0; 4096]);
+        trickle(s.try_clone().unwrap(), pdu, Duration::from_millis(200));
+        slow.push(s);
+    }
+    for host in 54..74u8 {
+        slow.push(associated_from(host, &server));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // A modality still gets served: the slot of the peer idle the longest is given to it.
+    let started = std::time::Instant::now();
+    assert_echo_ok(&server);
+    let store = tool(
+        30,
+        "storescu",
+        &[
+            "-v",
+            "-aet",
+            "MODALITY",
+            "-aec",
+            "STRATA",
+            LOCALHOST,
+            &server.port(),
+            fresh[0].to_str().unwrap(),
+        ],
+    );
+    let said = text(&store);
+    assert!(
+        store.status.success() && said.contains("Received Store Response (Success)"),
+        "C-STORE: {said}\n{}",
+        server.log_text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "served before any slow peer's own deadline ran out"
+    );
+    // Every slow peer is answered A-ABORT and closed: reclaimed, or at its own deadline.
+    for (i, s) in slow.iter_mut().enumerate() {
+        let answer = pdu_type(s, Duration::from_secs(15));
+        assert_eq!(
+            answer,
+            Some(0x07),
+            "slow peer {i} is aborted:\n{}",
+            server.log_text()
+        );
+    }
+    let log = server.log_text();
+    for reason in [
+        "its slot went to a new association",
+        "dimse.pdu_timeout_seconds",
+        "no A-ASSOCIATE-RQ within the ARTIM timeout",
+        "dimse.idle_timeout_seconds",
+    ] {
+        assert!(log.contains(reason), "{reason}:\n{log}");
+    }
+    // A flood from one more host: its 16 connections hold slots, 64 more wait to be answered
+    // A-ASSOCIATE-RJ, and the rest are closed at once instead of holding descriptors.
+    let mut flood: Vec<_> = (0..300).map(|_| dimse_from(80, &server)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let closed = flood
+        .iter_mut()
+        .map(|s| closed_within(s, Duration::from_millis(20)))
+        .filter(|closed| *closed)
+        .count();
+    assert!(closed >= 300 - 16 - 64, "{closed} of 300 closed at once");
+    assert_echo_ok(&server);
+    drop(flood);
+    assert!(server.alive());
+    let peak = server.peak_rss_kib();
+    assert!(
+        peak < 512 * 1024,
+        "the server peaked at {} MiB",
+        peak / 1024
+    );
+    assert_echo_ok(&server);
+    drop(server);
+    still_served(&t, &originals);
+}
+
+#[test]
+fn an_association_ends_at_its_maximum_lifetime_however_busy() {
+    let t = TestArchive::new();
+    configure(&t, "[dimse]\nmax_association_seconds = 3\n");
+    let server = t.serve();
+    let started = std::time::Instant::now();
+    let mut s = associated_from(1, &server);
+    // a C-ECHO every 300 ms: never idle, but cut at three seconds
+    let mut answered = 0;
+    let ended = loop {
+        if s.write_all(&echo_rq(answered + 1)).is_err() {
+            break None;
+        }
+        match pdu_type(&mut s, Duration::from_secs(10)) {
+            Some(0x04) => answered += 1,
+            other => break other,
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(ended, Some(0x07), "A-ABORT after {answered} echoes");
+    let lived = started.elapsed();
+    assert!(answered >= 3, "{answered} echoes answered first");
+    assert!(
+        lived >= Duration::from_secs(3) && lived < Duration::from_secs(6),
+        "{lived:?}"
+    );
+    assert!(server
+        .log_text()
+        .contains("open for longer than dimse.max_association_seconds"));
+    assert_echo_ok(&server);
+}

@@ -82,6 +82,10 @@ pub struct HttpConfig {
     /// Original studies, series, instances, frames or bulk data one user may retrieve per
     /// minute (a burst of a minute's worth); beyond, 429.
     pub exports_per_minute: u32,
+    /// Reverse proxies (addresses or networks, `10.0.0.0/8`): only when one of them connects
+    /// is `X-Forwarded-For` read, its right-most address that is not a trusted proxy taken as
+    /// the client's (for the sign-in throttle and the audit trail). Empty: never read.
+    pub trusted_proxies: Vec<String>,
     /// HTTPS: served on `listen` instead of plain HTTP when both are given (PEM files).
     pub tls_certificate: Option<PathBuf>,
     pub tls_private_key: Option<PathBuf>,
@@ -109,6 +113,17 @@ pub struct DimseConfig {
     pub artim_timeout_seconds: u64,
     /// An association with no PDU for this long is aborted.
     pub idle_timeout_seconds: u64,
+    /// A PDU must arrive whole within this of its first byte, and a peer must take what we
+    /// send within it; else the association is aborted. A peer trickling bytes cannot hold a
+    /// slot.
+    pub pdu_timeout_seconds: u64,
+    /// The longest an association lives: past it, it is aborted at its next PDU (an operation
+    /// under way is finished first). Generous, so that a large C-STORE, C-GET or C-MOVE is not
+    /// cut, but it bounds how long any peer can keep a slot.
+    pub max_association_seconds: u64,
+    /// When every slot is taken, the association that has made no progress for the longest,
+    /// and for at least this long, is aborted to make room for a new one.
+    pub reclaim_idle_seconds: u64,
     /// The calling AE titles allowed to connect, each with what it may do. Empty: any AE may
     /// connect and do everything.
     pub clients: Vec<DimseClient>,
@@ -171,6 +186,9 @@ impl Default for DimseConfig {
             max_pdu_length: 262_144,
             artim_timeout_seconds: 30,
             idle_timeout_seconds: 300,
+            pdu_timeout_seconds: 60,
+            max_association_seconds: 4 * 3600,
+            reclaim_idle_seconds: 10,
             clients: Vec::new(),
             peers: Vec::new(),
             tls_listen: "127.0.0.1:2762".into(),
@@ -260,6 +278,7 @@ impl Default for HttpConfig {
             max_connections_per_ip: 64,
             renders_per_second: 50,
             exports_per_minute: 6000,
+            trusted_proxies: Vec::new(),
             tls_certificate: None,
             tls_private_key: None,
             tls_self_signed: false,
@@ -399,7 +418,7 @@ impl Config {
                     ),
                 });
             };
-            let parsed = if key == "replicas" {
+            let parsed = if key == "replicas" || key == "trusted_proxies" {
                 toml::Value::Array(
                     value
                         .split(',')
@@ -496,6 +515,20 @@ impl Config {
                     .into(),
             );
         }
+        if [
+            self.dimse.artim_timeout_seconds,
+            self.dimse.idle_timeout_seconds,
+            self.dimse.pdu_timeout_seconds,
+            self.dimse.max_association_seconds,
+            self.dimse.reclaim_idle_seconds,
+        ]
+        .contains(&0)
+        {
+            return bad(
+                "dimse.artim_timeout_seconds, idle_timeout_seconds, pdu_timeout_seconds, max_association_seconds and reclaim_idle_seconds must be at least 1"
+                    .into(),
+            );
+        }
         if self.ingest.import_parallelism == 0 {
             return bad("ingest.import_parallelism must be at least 1".into());
         }
@@ -526,6 +559,9 @@ impl Config {
                 "http.max_connections and http.max_connections_per_ip must be at least 1".into(),
             );
         }
+        if let Err(e) = self.trusted_proxies() {
+            return bad(format!("http.trusted_proxies: {e}"));
+        }
         if self.http.stream_idle_seconds == 0 {
             return bad("http.stream_idle_seconds must be at least 1".into());
         }
@@ -539,6 +575,15 @@ impl Config {
             return bad("scrub.tranquility must be between 0 and 1000".into());
         }
         Ok(())
+    }
+
+    /// `http.trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> Result<Vec<crate::peers::Cidr>, String> {
+        self.http
+            .trusted_proxies
+            .iter()
+            .map(|s| s.parse())
+            .collect()
     }
 
     /// The replica URLs in force: the configured ones, or three folders in the data directory.
@@ -656,5 +701,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("STRATA_BOGUS"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_HTTP_TRUSTED_PROXIES", "10.0.0.5, 10.1.0.0/16")]),
+        )
+        .unwrap();
+        assert_eq!(c.trusted_proxies().unwrap().len(), 2);
+        assert!(Config::default().trusted_proxies().unwrap().is_empty());
+        let e = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_HTTP_TRUSTED_PROXIES", "10.0.0.0/40")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("http.trusted_proxies"), "{e}");
     }
 }

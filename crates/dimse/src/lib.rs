@@ -13,6 +13,7 @@ pub mod find;
 pub mod message;
 mod outbound;
 pub mod retrieve;
+mod slots;
 pub mod storage_classes;
 pub mod store;
 
@@ -35,7 +36,7 @@ use strata_core::config::{DimseConfig, DimsePermission};
 use strata_dicom::attr::attr_text;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 /// The services this door offers besides storage.
 const QUERY_SOP_CLASSES: &[&str] = &[
@@ -168,8 +169,12 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
         _ => None,
     };
     // Plain and TLS associations share one limit, in all and per peer address.
-    let slots = Arc::new(Semaphore::new(cfg.max_associations));
+    let slots = slots::Slots::new(cfg.max_associations);
     let addresses = Arc::new(strata_core::peers::PerAddress::default());
+    let reclaim_grace = Duration::from_secs(cfg.reclaim_idle_seconds);
+    // Connections turned away are answered A-ASSOCIATE-RJ, as many at once as there are slots;
+    // beyond, a flood of them is simply closed rather than holding descriptors for ARTIM.
+    let rejecting = Arc::new(tokio::sync::Semaphore::new(cfg.max_associations));
     loop {
         let accepted = match &tls {
             Some((tls_listener, config)) => tokio::select! {
@@ -187,28 +192,55 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
             }
         };
         let _ = socket.set_nodelay(true);
-        let held = match slots.clone().try_acquire_owned() {
-            Ok(slot) => addresses
-                .take(peer.ip(), cfg.max_associations_per_ip)
-                .map(|address| (slot, address)),
-            Err(_) => None,
-        };
-        let Some(held) = held else {
-            tracing::warn!(%peer, "association refused: over dimse.max_associations ({}) or dimse.max_associations_per_ip ({})", cfg.max_associations, cfg.max_associations_per_ip);
-            if tls_config.is_none() {
-                tokio::spawn(reject_over_limit(
-                    socket,
-                    Duration::from_secs(cfg.artim_timeout_seconds),
-                ));
+        let artim = Duration::from_secs(cfg.artim_timeout_seconds);
+        let refuse = |socket: TcpStream, tls: &Option<Arc<rustls::ServerConfig>>| {
+            if let (None, Ok(permit)) = (tls, rejecting.clone().try_acquire_owned()) {
+                tokio::spawn(async move {
+                    reject_over_limit(socket, artim).await;
+                    drop(permit);
+                });
             }
+        };
+        let Some(address) = addresses.take(peer.ip(), cfg.max_associations_per_ip) else {
+            tracing::warn!(%peer, "association refused: over dimse.max_associations_per_ip ({})", cfg.max_associations_per_ip);
+            refuse(socket, &tls_config);
             continue;
+        };
+        // Every slot taken: the association idle the longest gives its slot up, if one has
+        // been idle long enough; the new one waits a moment for it.
+        let slot = match slots.try_take() {
+            Some(slot) => Ok(slot),
+            None if slots.reclaim(reclaim_grace) => Err(slots.clone()),
+            None => {
+                tracing::warn!(%peer, "association refused: all dimse.max_associations ({}) are working", cfg.max_associations);
+                refuse(socket, &tls_config);
+                continue;
+            }
         };
         let archive = archive.clone();
         tokio::spawn(async move {
-            if let Err(e) = association(archive, socket, tls_config).await {
-                tracing::info!(%peer, "association ended: {e}");
+            let slot = match slot {
+                Ok(slot) => slot,
+                Err(slots) => match slots.take_within(Duration::from_secs(5)).await {
+                    Some(slot) => slot,
+                    None => {
+                        tracing::warn!(%peer, "association refused: no slot came free");
+                        if tls_config.is_none() {
+                            reject_over_limit(socket, artim).await;
+                        }
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = association(archive, socket, tls_config, slot.live.clone()).await {
+                match e {
+                    AssociationError::Aborted | AssociationError::Negotiation(_) => {
+                        tracing::info!(%peer, "association ended: {e}")
+                    }
+                    _ => tracing::warn!(%peer, "association aborted: {e}"),
+                }
             }
-            drop(held);
+            drop((slot, address));
         });
     }
 }
@@ -229,10 +261,14 @@ async fn reject_over_limit(mut socket: TcpStream, artim: Duration) {
 pub enum AssociationError {
     #[error("negotiation failed: {0}")]
     Negotiation(String),
-    #[error("no A-ASSOCIATE-RQ within the ARTIM timeout")]
+    #[error("no A-ASSOCIATE-RQ within the ARTIM timeout (dimse.artim_timeout_seconds)")]
     Artim,
     #[error("idle for longer than dimse.idle_timeout_seconds")]
     Idle,
+    #[error("open for longer than dimse.max_association_seconds")]
+    Lifetime,
+    #[error("idle while every slot was taken: its slot went to a new association")]
+    Reclaimed,
     #[error("peer aborted")]
     Aborted,
     #[error(transparent)]
@@ -259,12 +295,19 @@ pub struct Session<'a> {
     pub writer: MessageWriter<Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync + 'a>>,
     /// A PDU read ahead (looking for a C-CANCEL, or for a response) that belongs to the main loop.
     pending: Option<Pdu>,
+    /// This association's entry in the door's table.
+    live: Arc<slots::Live>,
+    /// When `dimse.max_association_seconds` runs out.
+    ends: Instant,
+    /// Bytes of the message under way received since progress was last recorded.
+    unrecorded: usize,
 }
 
 async fn association(
     archive: Arc<Archive>,
     socket: TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
+    live: Arc<slots::Live>,
 ) -> Result<(), AssociationError> {
     let cfg = &archive.config().dimse;
     let artim = Duration::from_secs(cfg.artim_timeout_seconds);
@@ -281,7 +324,9 @@ async fn association(
         .ae_title(cfg.ae_title.clone())
         .max_pdu_length(cfg.max_pdu_length)
         .with_negotiation(RoleSelection)
-        .read_timeout(artim);
+        // ARTIM is ours (below, answered with A-ABORT); dicom-ul's own read timeout only
+        // backs it up
+        .read_timeout(artim * 2);
     options = options.with_abstract_syntax(uids::VERIFICATION);
     for uid in QUERY_SOP_CLASSES
         .iter()
@@ -306,28 +351,68 @@ async fn association(
             AssociationError::Negotiation(e)
         }
     };
+    // The A-ASSOCIATE-RQ must arrive whole within ARTIM (PS3.8 9.1.5); a connection that has
+    // not associated yet is reclaimable like an idle association.
+    let expired = || async {
+        tokio::select! {
+            _ = tokio::time::sleep(artim) => AssociationError::Artim,
+            _ = live.reclaim.notified() => AssociationError::Reclaimed,
+        }
+    };
     match tls {
-        None => match tokio::time::timeout(artim, options.establish_async(socket)).await {
-            Err(_) => Err(AssociationError::Artim),
-            Ok(Err(e)) => Err(refused(e.to_string()).await),
-            Ok(Ok(assoc)) => established(archive.clone(), assoc, remote.clone()).await,
-        },
+        None => {
+            // a second handle on the socket, to answer A-ABORT when the request never came whole
+            let (socket, spare) = spare_handle(socket)?;
+            tokio::select! {
+                e = expired() => {
+                    abort_unassociated(spare);
+                    Err(e)
+                }
+                r = options.establish_async(socket) => match r {
+                    Err(e) => Err(refused(e.to_string()).await),
+                    Ok(assoc) => established(archive.clone(), assoc, remote.clone(), live.clone()).await,
+                },
+            }
+        }
         Some(config) => {
             let options = options.tls_config(config);
-            match tokio::time::timeout(artim, options.establish_tls_async(socket)).await {
-                Err(_) => Err(AssociationError::Artim),
-                Ok(Err(e)) => Err(refused(e.to_string()).await),
-                Ok(Ok(assoc)) => established(archive.clone(), assoc, remote.clone()).await,
+            tokio::select! {
+                e = expired() => Err(e),
+                r = options.establish_tls_async(socket) => match r {
+                    Err(e) => Err(refused(e.to_string()).await),
+                    Ok(assoc) => established(archive.clone(), assoc, remote.clone(), live.clone()).await,
+                },
             }
         }
     }
 }
+
+/// The socket, and a second handle on the same connection.
+fn spare_handle(socket: TcpStream) -> Result<(TcpStream, std::net::TcpStream), AssociationError> {
+    let io = |e: std::io::Error| AssociationError::Message(MessageError::Io(e));
+    let std = socket.into_std().map_err(io)?;
+    let spare = std.try_clone().map_err(io)?;
+    Ok((TcpStream::from_std(std).map_err(io)?, spare))
+}
+
+/// A-ABORT, source service provider, reason not specified (PS3.8 9.3.8), on a connection whose
+/// A-ASSOCIATE-RQ never came whole: the peer learns why before the connection closes. Ten bytes
+/// into an empty send buffer; a peer that does not read them loses nothing it was owed.
+fn abort_unassociated(mut spare: std::net::TcpStream) {
+    use std::io::Write;
+    let _ = spare.write(&A_ABORT_BY_PROVIDER);
+    let _ = spare.shutdown(std::net::Shutdown::Both);
+}
+
+/// A-ABORT PDU: type 7, length 4, two reserved bytes, source 2 (service provider), reason 0.
+const A_ABORT_BY_PROVIDER: [u8; 10] = [0x07, 0, 0, 0, 0, 4, 0, 0, 2, 0];
 
 /// Serves an established association, plain or TLS, until release or abort.
 async fn established<S>(
     archive: Arc<Archive>,
     mut assoc: dicom_ul::association::AsyncServerAssociation<S>,
     remote: String,
+    live: Arc<slots::Live>,
 ) -> Result<(), AssociationError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync,
@@ -358,7 +443,10 @@ where
         .remote(&remote)
         .detail(format!("{} presentation contexts", contexts.len()));
     let _ = archive.audit().record(event).await;
+    live.progress();
     let idle = Duration::from_secs(cfg.idle_timeout_seconds);
+    let pdu_timeout = Duration::from_secs(cfg.pdu_timeout_seconds);
+    let ends = Instant::now() + Duration::from_secs(cfg.max_association_seconds);
     let our_max = cfg.max_pdu_length;
     let permissions = permissions(cfg, &calling_ae);
     let (rd, wr) = tokio::io::split(assoc.inner_stream());
@@ -368,13 +456,19 @@ where
         remote,
         permissions,
         contexts,
-        reader: PduReader::new(Box::new(rd), our_max),
-        writer: MessageWriter::new(Box::new(wr), peer_max),
+        reader: PduReader::new(Box::new(rd) as Box<_>, our_max).with_pdu_timeout(pdu_timeout),
+        writer: MessageWriter::new(Box::new(wr) as Box<_>, peer_max)
+            .with_stall_timeout(pdu_timeout),
         pending: None,
+        live,
+        ends,
+        unrecorded: 0,
     };
     let result = session.run(idle).await;
     if let Err(e) = &result {
-        if !matches!(e, AssociationError::Aborted) {
+        // a peer that took nothing for the stall timeout would not take the A-ABORT either
+        let stalled = matches!(e, AssociationError::Message(MessageError::WriteStalled(_)));
+        if !matches!(e, AssociationError::Aborted) && !stalled {
             let abort = Pdu::AbortRQ {
                 source: AbortRQSource::ServiceProvider(
                     AbortRQServiceProviderReason::ReasonNotSpecified,
@@ -423,9 +517,27 @@ impl<'a> Session<'a> {
         if let Some(p) = self.pending.take() {
             return Ok(Some(p));
         }
-        match tokio::time::timeout(idle, self.reader.next()).await {
-            Err(_) => Err(AssociationError::Idle),
-            Ok(r) => Ok(r?),
+        let now = Instant::now();
+        if now >= self.ends {
+            return Err(AssociationError::Lifetime);
+        }
+        let wait = idle.min(self.ends - now);
+        tokio::select! {
+            r = self.reader.next_within(Some(wait)) => match r {
+                Err(MessageError::Idle) if Instant::now() >= self.ends => Err(AssociationError::Lifetime),
+                Err(MessageError::Idle) => Err(AssociationError::Idle),
+                r => Ok(r?),
+            },
+            _ = self.live.reclaim.notified() => Err(AssociationError::Reclaimed),
+        }
+    }
+
+    /// Records `bytes` more of a message under way as progress, once there are enough of them.
+    fn received(&mut self, bytes: usize) {
+        self.unrecorded += bytes;
+        if self.unrecorded >= slots::PROGRESS_BYTES {
+            self.unrecorded = 0;
+            self.live.progress();
         }
     }
 
@@ -478,6 +590,7 @@ impl<'a> Session<'a> {
                 }
             };
             for pdv in pdvs {
+                self.received(pdv.data.len());
                 incoming = self.accept_fragment(incoming, pdv).await?;
             }
         }
@@ -589,7 +702,22 @@ impl<'a> Session<'a> {
         Ok(Incoming::Data { pc, command, sink })
     }
 
+    /// Carries out a whole message's operation; the association counts as working meanwhile,
+    /// never reclaimed, and its lifetime is checked only once the operation is done.
     async fn dispatch(
+        &mut self,
+        pc: u8,
+        command: Command,
+        data: Option<DataSink>,
+    ) -> Result<(), AssociationError> {
+        self.unrecorded = 0;
+        self.live.busy(true);
+        let done = self.operate(pc, command, data).await;
+        self.live.busy(false);
+        done
+    }
+
+    async fn operate(
         &mut self,
         pc: u8,
         command: Command,

@@ -8,7 +8,9 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// Command Field values (PS3.7 E.1).
 pub mod field {
@@ -62,6 +64,12 @@ pub enum MessageError {
     Io(#[from] std::io::Error),
     #[error("protocol: {0}")]
     Pdu(String),
+    #[error("a PDU not whole within dimse.pdu_timeout_seconds ({0} s) of its first byte")]
+    PduTimeout(u64),
+    #[error("no PDU within the time allowed")]
+    Idle,
+    #[error("the peer took no data for dimse.pdu_timeout_seconds ({0} s)")]
+    WriteStalled(u64),
 }
 
 /// A DIMSE command set.
@@ -176,12 +184,20 @@ impl Default for Command {
     }
 }
 
+/// How long a PDU may take to arrive whole once its first byte is in, unless told otherwise.
+const DEFAULT_PDU_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Reads PDUs off a socket: a buffer that survives between calls, so the read can be cancelled
 /// at any await point without losing bytes.
 pub struct PduReader<R> {
     inner: R,
     buf: BytesMut,
     max_pdu_length: u32,
+    /// A PDU that has begun must be whole within this: a peer trickling bytes cannot hold an
+    /// association (and its slot) by never finishing one.
+    pdu_timeout: Duration,
+    /// When the first byte of the PDU in the buffer arrived.
+    begun: Option<Instant>,
 }
 
 impl<R: AsyncRead + Unpin> PduReader<R> {
@@ -190,19 +206,39 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
             inner,
             buf: BytesMut::with_capacity(max_pdu_length as usize + 6),
             max_pdu_length,
+            pdu_timeout: DEFAULT_PDU_TIMEOUT,
+            begun: None,
         }
+    }
+
+    /// The deadline for a PDU to arrive whole once it has begun.
+    pub fn with_pdu_timeout(mut self, pdu_timeout: Duration) -> Self {
+        self.pdu_timeout = pdu_timeout;
+        self
     }
 
     /// The next PDU; `Ok(None)` when the peer closed the connection between PDUs. A PDU longer
     /// than we announced is an error (the peer must respect our maximum), so a 4 GB length
     /// claim is refused before anything is buffered.
     pub async fn next(&mut self) -> Result<Option<Pdu>, MessageError> {
+        self.next_within(None).await
+    }
+
+    /// The next PDU, when its first byte comes within `first_byte` (if given; else
+    /// [`MessageError::Idle`]); once begun, a PDU has the PDU timeout to arrive whole.
+    pub async fn next_within(
+        &mut self,
+        first_byte: Option<Duration>,
+    ) -> Result<Option<Pdu>, MessageError> {
+        let waiting_since = Instant::now();
         loop {
             let mut cursor = std::io::Cursor::new(&self.buf[..]);
             match dicom_ul::pdu::read_pdu(&mut cursor, self.max_pdu_length, true) {
                 Ok(Some(pdu)) => {
                     let used = cursor.position() as usize;
                     self.buf.advance(used);
+                    // bytes left over are the start of the next PDU
+                    self.begun = (!self.buf.is_empty()).then(Instant::now);
                     return Ok(Some(pdu));
                 }
                 Ok(None) => {}
@@ -211,7 +247,25 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
             if self.buf.capacity() - self.buf.len() < 8192 {
                 self.buf.reserve(65536);
             }
-            let n = self.inner.read_buf(&mut self.buf).await?;
+            let (deadline, expired) = match (self.begun, first_byte) {
+                (Some(t), _) => (
+                    Some(t + self.pdu_timeout),
+                    MessageError::PduTimeout(self.pdu_timeout.as_secs()),
+                ),
+                (None, Some(idle)) => (Some(waiting_since + idle), MessageError::Idle),
+                (None, None) => (None, MessageError::Idle),
+            };
+            let read = self.inner.read_buf(&mut self.buf);
+            let n = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, read).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(expired),
+                },
+                None => read.await?,
+            };
+            if n > 0 && self.begun.is_none() {
+                self.begun = Some(Instant::now());
+            }
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -230,6 +284,9 @@ pub struct MessageWriter<W> {
     inner: W,
     /// Largest data fragment per PDU: the peer's maximum less the PDV item header (6 bytes).
     fragment: usize,
+    /// A peer that takes none of what we send for this long is dropped: one that stops reading
+    /// (a C-GET it never drains) cannot hold its association for ever.
+    stall_timeout: Duration,
 }
 
 /// Used when the peer announces no limit (0): large enough to keep overhead negligible.
@@ -242,7 +299,34 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
         } else {
             (peer_max_pdu_length as usize).saturating_sub(6).max(16)
         };
-        MessageWriter { inner, fragment }
+        MessageWriter {
+            inner,
+            fragment,
+            stall_timeout: DEFAULT_PDU_TIMEOUT,
+        }
+    }
+
+    /// How long the peer may take none of what we send.
+    pub fn with_stall_timeout(mut self, stall_timeout: Duration) -> Self {
+        self.stall_timeout = stall_timeout;
+        self
+    }
+
+    /// Writes all of `bytes`, each write having to make progress within the stall timeout.
+    async fn write_out(&mut self, mut bytes: &[u8]) -> Result<(), MessageError> {
+        let stalled = || MessageError::WriteStalled(self.stall_timeout.as_secs());
+        while !bytes.is_empty() {
+            match tokio::time::timeout(self.stall_timeout, self.inner.write(bytes)).await {
+                Err(_) => return Err(stalled()),
+                Ok(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                Ok(Ok(n)) => bytes = &bytes[n..],
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
+        match tokio::time::timeout(self.stall_timeout, self.inner.flush()).await {
+            Err(_) => Err(stalled()),
+            Ok(r) => Ok(r?),
+        }
     }
 
     /// Appends `bytes` to `out` as P-DATA-TF PDUs of at most the peer's size.
@@ -278,8 +362,7 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
     pub async fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), MessageError> {
         let mut out = Vec::new();
         dicom_ul::pdu::write_pdu(&mut out, pdu).map_err(|e| MessageError::Pdu(e.to_string()))?;
-        self.inner.write_all(&out).await?;
-        Ok(())
+        self.write_out(&out).await
     }
 
     /// Sends a command and, when given, its data set (already encoded in the context's syntax),
@@ -303,9 +386,7 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
         if let Some(d) = data {
             self.encode_fragments(&mut out, pc, PDataValueType::Data, d, true)?;
         }
-        self.inner.write_all(&out).await?;
-        self.inner.flush().await?;
-        Ok(())
+        self.write_out(&out).await
     }
 }
 
@@ -380,6 +461,48 @@ mod tests {
         }
         assert_eq!(got.len(), 10_000);
         assert_eq!(pdus, 1 + 3, "one command PDU, three data PDUs");
+    }
+
+    #[tokio::test]
+    async fn a_pdu_begun_must_end_within_its_deadline_and_silence_is_idle() {
+        let (mut a, b) = tokio::io::duplex(1024);
+        let mut r = PduReader::new(b, 16384).with_pdu_timeout(Duration::from_millis(200));
+        let idle = r.next_within(Some(Duration::from_millis(50))).await;
+        assert!(matches!(idle, Err(MessageError::Idle)), "{idle:?}");
+        // a release request's first bytes, then nothing more
+        a.write_all(&[0x05, 0, 0, 0]).await.unwrap();
+        let started = Instant::now();
+        let cut = r.next_within(Some(Duration::from_secs(60))).await;
+        assert!(matches!(cut, Err(MessageError::PduTimeout(_))), "{cut:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // a whole PDU that arrives in pieces within the deadline is read
+        let (mut a, b) = tokio::io::duplex(1024);
+        let mut r = PduReader::new(b, 16384).with_pdu_timeout(Duration::from_secs(5));
+        let writer = tokio::spawn(async move {
+            a.write_all(&[0x05, 0, 0, 0]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            a.write_all(&[0, 4, 0, 0, 0, 0]).await.unwrap();
+            a
+        });
+        let pdu = r.next_within(Some(Duration::from_secs(5))).await.unwrap();
+        assert!(matches!(pdu, Some(Pdu::ReleaseRQ)), "{pdu:?}");
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_takes_nothing_stalls_the_writer_within_its_deadline() {
+        let (a, _b) = tokio::io::duplex(64);
+        let mut w = MessageWriter::new(a, 4096).with_stall_timeout(Duration::from_millis(200));
+        let cmd = Command::new().with(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(field::C_STORE_RQ),
+        );
+        let sent = w.send(1, &cmd, Some(&[0u8; 10_000])).await;
+        assert!(
+            matches!(sent, Err(MessageError::WriteStalled(_))),
+            "{sent:?}"
+        );
     }
 
     #[tokio::test]

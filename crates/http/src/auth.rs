@@ -166,7 +166,7 @@ pub async fn require_caller(
     let remote = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
+        .map(|c| remote_text(c.0))
         .unwrap_or_default();
     let what = format!("{} {}", req.method(), req.uri().path());
     let study = study_in_path(req.uri().path());
@@ -253,6 +253,16 @@ pub struct Login {
     password: String,
 }
 
+/// A client's address as the audit trail writes it: `ip:port`, or the address alone for a
+/// client named by a trusted proxy (whose port is not known).
+pub fn remote_text(addr: SocketAddr) -> String {
+    if addr.port() == 0 {
+        addr.ip().to_string()
+    } else {
+        addr.to_string()
+    }
+}
+
 /// `POST /api/login`: a session for a user name and password. The answer says when the
 /// password must be changed before anything else (`must_change_password`). Sign-ins are
 /// throttled per user name, per address and in all (see `strata_services::auth`).
@@ -281,8 +291,8 @@ pub async fn login(
             must_change_password,
         } => (id, role, must_change_password),
         SignIn::Refused { failures } => {
-            let event =
-                AuditEvent::now(&login.user, "-", "http.login", Outcome::Failure).remote(addr);
+            let event = AuditEvent::now(&login.user, "-", "http.login", Outcome::Failure)
+                .remote(remote_text(addr));
             let detail = format!(
                 "{} failures of this name, {} from this address, {} in all in 15 minutes",
                 failures.name, failures.remote, failures.all
@@ -299,7 +309,7 @@ pub async fn login(
         }
         SignIn::Disabled => {
             let event = AuditEvent::now(&login.user, "-", "http.login", Outcome::Denied)
-                .remote(addr)
+                .remote(remote_text(addr))
                 .detail("the account is disabled");
             archive
                 .audit()
@@ -311,8 +321,8 @@ pub async fn login(
             ));
         }
     };
-    let mut event =
-        AuditEvent::now(&login.user, role.as_str(), "http.login", Outcome::Success).remote(addr);
+    let mut event = AuditEvent::now(&login.user, role.as_str(), "http.login", Outcome::Success)
+        .remote(remote_text(addr));
     if must_change {
         event = event.detail("the password must be changed before anything else");
     }

@@ -9,6 +9,7 @@
 //! caller's permission itself, and hands the caller's scope to the index reads it makes.
 
 pub mod accounts;
+mod ae;
 pub mod auth;
 pub mod dicomweb;
 mod listen;
@@ -43,6 +44,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::dicomweb::router())
         .merge(crate::persons::router())
         .merge(crate::accounts::router())
+        .merge(crate::ae::router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(throttle::Throttles::new(&archive.config().http)),
             throttle::limit,
@@ -239,6 +241,11 @@ pub async fn serve(
         body_idle: std::time::Duration::from_secs(cfg.body_idle_seconds),
         max_connections: cfg.max_connections,
         max_connections_per_ip: cfg.max_connections_per_ip,
+        trusted_proxies: archive
+            .config()
+            .trusted_proxies()
+            .map_err(|e| anyhow::anyhow!("http.trusted_proxies: {e}"))?
+            .into(),
     };
     listen::run(listener, router(archive), tls, limits, shutdown).await
 }

@@ -13,19 +13,21 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use strata_core::peers::{AddressHold, PerAddress};
+use strata_core::peers::{AddressHold, Cidr, PerAddress};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 /// What one connection may take, from `http.*`.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Limits {
     pub header_timeout: Duration,
     pub body_idle: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// `http.trusted_proxies`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<[Cidr]>,
 }
 
 /// One connection's places: in all, and for its client address.
@@ -82,11 +84,13 @@ pub async fn run(
             continue;
         };
         let (router, acceptor, stop) = (router.clone(), acceptor.clone(), stop_rx.clone());
+        let limits = limits.clone();
         tokio::spawn(async move {
             match acceptor {
                 None => connection(tcp, peer, router, limits, stop).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                    let handshake = limits.header_timeout;
+                    match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => connection(tls, peer, router, limits, stop).await,
                         Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake: {e}"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -114,11 +118,15 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = limits.header_timeout;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let router = router.clone();
+        let trusted = limits.trusted_proxies.clone();
         async move {
             let (mut parts, body) = request.into_parts();
-            parts.extensions.insert(ConnectInfo(peer));
+            parts
+                .extensions
+                .insert(ConnectInfo(client(peer, &trusted, &parts.headers)));
             let body = if body.is_end_stream() {
                 Body::empty()
             } else {
@@ -132,7 +140,7 @@ async fn connection<S>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(header_timeout);
     let conn = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
@@ -147,6 +155,25 @@ async fn connection<S>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// The address a request comes from, as the sign-in throttle and the audit trail see it: the
+/// TCP peer, or, when the peer is a trusted proxy, the client its `X-Forwarded-For` names (with
+/// port 0: the client's own port is not known).
+fn client(peer: SocketAddr, trusted: &[Cidr], headers: &axum::http::HeaderMap) -> SocketAddr {
+    if trusted.is_empty() {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let ip = strata_core::peers::forwarded_client(peer.ip(), trusted, forwarded);
+    if ip == peer.ip() {
+        peer
+    } else {
+        SocketAddr::new(ip, 0)
     }
 }
 

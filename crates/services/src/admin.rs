@@ -386,6 +386,49 @@ impl Admin {
         Ok(self.index.revoke_token(token_hash).await?)
     }
 
+    /// Adds or changes a managed C-MOVE destination, for every door alike: refused (nothing
+    /// written) unless `aet` is an AE title, `host` a host name or address and `port` not 0,
+    /// and for a destination of strata.toml, which is changed there.
+    pub async fn add_peer(
+        &self,
+        aet: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<DimsePeer, ServiceError> {
+        let aet = aet.trim();
+        if !valid_ae_title(aet) {
+            return Err(ServiceError::Invalid(format!(
+                "{:?} is not an AE title (1 to 16 characters, no backslash)",
+                strata_core::audit::capped(aet, 32)
+            )));
+        }
+        if host.is_empty()
+            || host.len() > 253
+            || host.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ServiceError::Invalid(format!(
+                "{:?} is not a host name or address",
+                strata_core::audit::capped(host, 64)
+            )));
+        }
+        if port == 0 {
+            return Err(ServiceError::Invalid("port 0 is not a port".into()));
+        }
+        if self.configured_peers.iter().any(|p| p.aet == aet) {
+            return Err(ServiceError::Invalid(format!(
+                "{aet} is defined in strata.toml; change it there"
+            )));
+        }
+        let peer = DimsePeer {
+            aet: aet.to_string(),
+            host: host.to_string(),
+            port,
+            tls: false,
+        };
+        self.set_peer(peer.clone()).await?;
+        Ok(peer)
+    }
+
     /// Adds or changes a C-MOVE destination: journaled first, then indexed.
     pub async fn set_peer(&self, peer: DimsePeer) -> Result<(), ServiceError> {
         let at = now_ms();
@@ -422,6 +465,16 @@ impl Admin {
         }
         Ok(self.index.peers().await?.into_iter().find(|p| p.aet == aet))
     }
+}
+
+/// An AE title (PS3.5 6.2: 1 to 16 characters of the default repertoire, no backslash, no
+/// control characters, not only spaces).
+pub fn valid_ae_title(aet: &str) -> bool {
+    !aet.trim().is_empty()
+        && aet.len() <= 16
+        && aet
+            .chars()
+            .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
 }
 
 /// Longest label a token may carry: it is listed and audited.
