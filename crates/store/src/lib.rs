@@ -4,6 +4,7 @@
 //! keyed names.
 //!
 //! - [`address`]: the keyed hash that names a blob.
+//! - [`cloud`]: a cloud replica's URL made into a client: its options, its credentials.
 //! - [`crypt`]: sealing (AES-256-GCM in segments, keys derived from the master key).
 //! - [`direct`]: page-aligned buffers written straight to local disks (`O_DIRECT`).
 //! - [`replicas`]: the copies on every replica, the write quorum, reads with fallback.
@@ -14,6 +15,7 @@
 //! read) and the caller queues those repairs durably; [`Store::repair`] carries one out.
 
 pub mod address;
+pub mod cloud;
 pub mod crypt;
 pub mod direct;
 pub mod durability;

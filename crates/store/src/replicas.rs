@@ -4,6 +4,7 @@
 //! so the caller can queue a repair. Replicas only ever see ciphertext under keyed names.
 
 use super::address::BlobId;
+use super::cloud;
 use super::crypt::{BlobHeader, CryptError, MasterKey, Opener, HEADER_LEN};
 use super::direct::{self, Pages, DIRECT_MIN};
 use super::durability::Syncer;
@@ -70,7 +71,7 @@ pub struct Replica {
 
 impl Replica {
     /// Opens a replica from its URL: `file:///abs/path`, `memory://`, and with the `cloud`
-    /// feature `s3://`, `gs://`, `az://` (credentials from the provider's usual environment).
+    /// feature `s3://`, `gs://`, `az://` (see [`cloud`] for their options and credentials).
     pub fn open(url: &str) -> Result<Replica, ReplicaError> {
         let bad = |reason: String| ReplicaError::Url {
             url: url.to_string(),
@@ -105,20 +106,11 @@ impl Replica {
                 store: Arc::new(InMemory::new()),
                 local: None,
             }),
-            _ => {
-                let (store, prefix) = object_store::parse_url_opts(&parsed, std::env::vars())
-                    .map_err(|e| bad(format!("{e} (is the scheme supported by this build?)")))?;
-                let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
-                    Arc::from(store)
-                } else {
-                    Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
-                };
-                Ok(Replica {
-                    url: url.to_string(),
-                    store,
-                    local: None,
-                })
-            }
+            _ => Ok(Replica {
+                url: url.to_string(),
+                store: cloud::open(&parsed, std::env::vars()).map_err(bad)?,
+                local: None,
+            }),
         }
     }
 
