@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod garage;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -21,13 +23,22 @@ pub struct Engines {
 
 pub struct TestArchive {
     pub dir: tempfile::TempDir,
+    /// Environment variables every `strata` this archive runs is given (cloud credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestArchive {
     pub fn new() -> TestArchive {
         TestArchive {
             dir: tempfile::tempdir().expect("temp dir"),
+            env: Vec::new(),
         }
+    }
+
+    /// This archive, its commands given the variables `vars` too.
+    pub fn with_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> TestArchive {
+        self.env.extend(vars);
+        self
     }
 
     pub fn data(&self) -> PathBuf {
@@ -42,6 +53,7 @@ impl TestArchive {
         let mut c = Command::new(BIN);
         c.arg("--data").arg(self.data());
         c.env_remove("STRATA_MASTER_KEY").env("STRATA_LOG", "warn");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

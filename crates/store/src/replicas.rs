@@ -73,6 +73,15 @@ impl Replica {
     /// Opens a replica from its URL: `file:///abs/path`, `memory://`, and with the `cloud`
     /// feature `s3://`, `gs://`, `az://` (see [`cloud`] for their options and credentials).
     pub fn open(url: &str) -> Result<Replica, ReplicaError> {
+        Replica::open_with_env(url, std::env::vars())
+    }
+
+    /// [`Replica::open`] with `env` standing for the process's environment (what a cloud
+    /// replica's credentials are read from).
+    pub fn open_with_env(
+        url: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Replica, ReplicaError> {
         let bad = |reason: String| ReplicaError::Url {
             url: url.to_string(),
             reason,
@@ -108,7 +117,7 @@ impl Replica {
             }),
             _ => Ok(Replica {
                 url: url.to_string(),
-                store: cloud::open(&parsed, std::env::vars()).map_err(bad)?,
+                store: cloud::open(&parsed, env).map_err(bad)?,
                 local: None,
             }),
         }
