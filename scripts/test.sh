@@ -53,7 +53,7 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 # it between runs. Its build folder is temporary: only the binary is kept.
 garage_version=2.5.0
 garage_root="${XDG_CACHE_HOME:-$HOME/.cache}/strata/garage"
-if ! "$garage_root/bin/garage" --version 2>/dev/null | grep -q "v$garage_version"; then
+if ! "$garage_root/bin/garage" --version 2>/dev/null | grep -qF "cargo:$garage_version "; then
   echo "building garage $garage_version into $garage_root (once; about 15 minutes)"
   garage_build=$(mktemp -d)
   CARGO_TARGET_DIR="$garage_build" nice -n 19 cargo install garage --version "$garage_version" \
