@@ -13,7 +13,7 @@ use futures::future::join_all;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,13 +175,28 @@ impl Replica {
     }
 
     /// Opens this replica's copy of `blob`: checks its size against its header and unwraps its key.
+    /// One request: a ranged GET of the header also tells the whole object's size (from S3's
+    /// `Content-Range`), where a HEAD first would cost a cloud store a round trip per read.
     async fn opener(&self, key: &MasterKey, blob: &BlobId) -> Result<Opener, ReplicaError> {
         let path = ObjectPath::from(blob.object_key());
-        let size = self.size(&path).await?;
+        let header_range = GetOptions {
+            range: Some(GetRange::Bounded(0..HEADER_LEN as u64)),
+            ..GetOptions::default()
+        };
+        let got = match self.store.get_opts(&path, header_range).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Err(ReplicaError::Missing),
+            // an empty object has no range to give: say what it is, not how the GET failed
+            Err(e) => match self.size(&path).await? {
+                size if size < HEADER_LEN as u64 => return Err(CryptError::NotABlob.into()),
+                _ => return Err(e.into()),
+            },
+        };
+        let size = got.meta.size;
         if size < HEADER_LEN as u64 {
             return Err(CryptError::NotABlob.into());
         }
-        let head = self.get_range(&path, 0..HEADER_LEN as u64).await?;
+        let head = got.bytes().await?;
         checked_opener(key, blob, &head, size)
     }
 
