@@ -7,7 +7,7 @@
 mod common;
 
 use common::garage::Garage;
-use common::{add_user, base, http, sop_uid, text, token, tool, uids, Server, TestArchive};
+use common::{add_user, base, http, sop_uid, text, token, tool, uids, Api, Server, TestArchive};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use strata_synth::{Modality, SynthOptions};
@@ -134,10 +134,10 @@ fn configure(t: &TestArchive, replicas: &[String], quorum: usize) {
     .unwrap();
 }
 
-/// The archive's admin and a bearer header of theirs.
+/// The archive's admin: a token of theirs.
 fn admin(t: &TestArchive) -> String {
     add_user(t, "admin", "admin");
-    format!("Bearer {}", token(t, "admin"))
+    token(t, "admin")
 }
 
 /// Asserts no credential appears in what the archive logged.
@@ -173,7 +173,9 @@ fn three_providers_with_a_quorum_of_two_ingest_through_an_outage_and_heal() {
     configure(&t, &urls, 2);
     let before = t.generate("before", &study(1));
     let during = t.generate("during", &study(2));
-    let bearer = admin(&t);
+    let stowed = t.generate("stowed", &study(3));
+    let admin = admin(&t);
+    let bearer = format!("Bearer {admin}");
     let mut server = t.serve();
 
     store(&server, &before);
@@ -192,11 +194,28 @@ fn three_providers_with_a_quorum_of_two_ingest_through_an_outage_and_heal() {
         "a provider down costs retries, not minutes: {:?}",
         started.elapsed()
     );
+    let api = Api::new(&server, &admin);
+    for f in &stowed {
+        let answer = api.stow(f);
+        assert_eq!(answer.status, 200, "STOW-RS: {}", answer.text());
+    }
     assert!(
-        repair_queue(&server, &bearer) >= during.len() as u64,
+        repair_queue(&server, &bearer) >= (during.len() + stowed.len()) as u64,
         "B's missed copies are queued"
     );
-    for f in before.iter().chain(&during) {
+    let ready = http("GET", &format!("{}/readyz", base(&server)), &[], None);
+    assert_eq!(
+        ready.status,
+        200,
+        "two of three meet the quorum: {}",
+        ready.text()
+    );
+    assert!(
+        ready.text().contains("\"replicas_reachable\":2"),
+        "{}",
+        ready.text()
+    );
+    for f in before.iter().chain(&during).chain(&stowed) {
         assert!(same_instance(&wado(&server, &bearer, f), f));
     }
 
@@ -215,7 +234,8 @@ fn three_providers_with_a_quorum_of_two_ingest_through_an_outage_and_heal() {
     let log = server.log_text();
     no_secrets_in(&log, &garages.iter().collect::<Vec<_>>());
 
-    let n = before.len() + during.len();
+    let all: Vec<PathBuf> = before.into_iter().chain(during).chain(stowed).collect();
+    let n = all.len();
     let scrub = t.ok(&["scrub"]);
     assert!(
         scrub.contains(&format!(
@@ -225,11 +245,19 @@ fn three_providers_with_a_quorum_of_two_ingest_through_an_outage_and_heal() {
         "{scrub}"
     );
 
-    // B alone holds every instance: with A and C down, each reads back byte for byte from it.
+    // B alone is the archive: with A and C down and the index gone, B rebuilds it, and every
+    // instance reads back from B byte for byte.
     garages[0].stop(0);
     garages[2].stop(0);
-    get_each(&t, &before);
-    get_each(&t, &during);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(t.data().join(format!("index.sqlite{suffix}")));
+    }
+    let reindexed = t.ok(&["reindex", "--from-replica", "2"]);
+    assert!(
+        reindexed.contains(&format!("{n} instances indexed")),
+        "{reindexed}"
+    );
+    get_each(&t, &all);
 }
 
 #[test]
@@ -242,7 +270,7 @@ fn one_garage_cluster_of_three_nodes_as_a_replica_loses_nothing_when_a_node_dies
     let before = t.generate("before", &study(11));
     let during = t.generate("during", &study(12));
     let after = t.generate("after", &study(13));
-    let bearer = admin(&t);
+    let bearer = format!("Bearer {}", admin(&t));
     let mut server = t.serve();
 
     store(&server, &before);
