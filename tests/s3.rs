@@ -308,7 +308,8 @@ fn one_garage_cluster_of_three_nodes_as_a_replica_loses_nothing_when_a_node_dies
 
 /// The store itself on Garage, through object_store's S3 client: a blob written twice (plain
 /// PUTs, no `If-None-Match`, which Garage does not honour), a large one through a multipart
-/// upload, and byte ranges read back by ranged GETs of only the segments they need.
+/// upload, byte ranges read back by ranged GETs of only the segments they need, and a refused
+/// key reported without a word of it.
 #[tokio::test(flavor = "multi_thread")]
 async fn blobs_on_garage_are_overwritten_uploaded_in_parts_and_read_by_range() {
     use std::sync::Arc;
@@ -323,6 +324,26 @@ async fn blobs_on_garage_are_overwritten_uploaded_in_parts_and_read_by_range() {
 
     let plain: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let id = address_of(store.address_key(), &plain);
+
+    // A refused key: the error says so, and names neither the key nor its secret.
+    let wrong_secret = "0".repeat(64);
+    let wrong = [
+        ("AWS_ACCESS_KEY_ID".to_string(), g.key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), wrong_secret.clone()),
+    ];
+    let refused = Store::new(
+        Arc::new(MasterKey::from_secret(&[5; 32])),
+        Replicas::new(
+            vec![Replica::open_with_env(&g.replica_url(0, None), wrong.into_iter()).unwrap()],
+            1,
+        ),
+    );
+    let error = refused.put(&id, &plain).await.unwrap_err().to_string();
+    assert!(error.contains("403"), "{error}");
+    assert!(
+        !error.contains(&g.key_id) && !error.contains(&wrong_secret),
+        "{error}"
+    );
     for _ in 0..2 {
         let report = store.put(&id, &plain).await.unwrap();
         assert!(report.failed.is_empty(), "{:?}", report.failed);
