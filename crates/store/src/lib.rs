@@ -441,6 +441,46 @@ mod tests {
         assert!(back == plain && bad.is_empty(), "{bad:?}");
     }
 
+    /// A provider that takes connections and never answers (a hung server, a dropped route)
+    /// holds a write only for the grace the quorum allows; its copy is then reported failed,
+    /// to be queued for repair.
+    #[cfg(feature = "cloud")]
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_hung_provider_costs_a_write_its_grace_not_its_timeouts() {
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "s3://b?endpoint=http://{}&region=r&allow_http=true",
+            hung.local_addr().unwrap()
+        );
+        let keys = [("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        let list = vec![
+            Replica::open("memory://").unwrap(),
+            Replica::open_with_env(&url, keys.into_iter()).unwrap(),
+            Replica::open("memory://").unwrap(),
+        ];
+        let s = Store::new(
+            Arc::new(MasterKey::from_secret(&[3; 32])),
+            Replicas::new(list, 2),
+        );
+        let plain = vec![9u8; 100_000];
+        let id = address_of(s.address_key(), &plain);
+        let started = std::time::Instant::now();
+        let report = s.put(&id, &plain).await.unwrap();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+        assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+        assert_eq!(report.failed[0].replica, 1);
+        assert!(
+            matches!(report.failed[0].error, ReplicaError::Straggler(_)),
+            "{:?}",
+            report.failed
+        );
+        let (back, _) = get(&s, &id).await;
+        assert!(back == plain);
+        drop(hung);
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn records_are_bound_to_their_key() {
         let s = store(1, 1);

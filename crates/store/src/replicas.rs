@@ -24,6 +24,10 @@ use url::Url;
 const READ_WINDOW_SEGMENTS: u64 = 64;
 /// Part size of multipart uploads for large blobs (S3's minimum part is 5 MiB).
 const MULTIPART_CHUNK: usize = 8 * 1024 * 1024;
+/// The least time the replicas still writing get once a quorum has a blob (see
+/// [`Replicas::put`]): a few of a cloud client's brief retries, and far longer than a local disk
+/// or a provider that answers takes.
+const STRAGGLER_GRACE: Duration = Duration::from_secs(2);
 /// How long a health probe may take before a replica counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The object that marks a replica as belonging to a Strata archive; also the readiness probe.
@@ -45,6 +49,8 @@ pub enum ReplicaError {
     Write(std::io::Error),
     #[error("reading: {0}")]
     Read(std::io::Error),
+    #[error("still writing {0:?} after the write quorum had the blob")]
+    Straggler(Duration),
 }
 
 /// What one replica's copy of a blob turned out to be.
@@ -375,18 +381,61 @@ impl Replicas {
         }
     }
 
-    /// Writes an in-memory sealed blob (or any object) to every replica in parallel.
+    /// Writes an in-memory sealed blob (or any object) to every replica in parallel. Once a
+    /// quorum has written it, the others get as long again as the quorum took (at least
+    /// [`STRAGGLER_GRACE`]); one still writing then counts as failed, and its copy is queued for
+    /// repair, so a provider that hangs costs each write seconds, not its client's timeouts.
     pub async fn put(&self, key: &str, sealed: Pages) -> Result<WriteReport, QuorumError> {
+        use futures::stream::{FuturesUnordered, StreamExt};
         let path = ObjectPath::from(key);
-        let results = join_all(self.list.iter().map(|r| r.write(&path, sealed.clone()))).await;
-        let mut written = Vec::new();
-        let mut failed = Vec::new();
-        for (replica, r) in results.into_iter().enumerate() {
-            match r {
+        let started = tokio::time::Instant::now();
+        let mut writes: FuturesUnordered<_> = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (path, sealed) = (&path, sealed.clone());
+                async move { (i, r.write(path, sealed).await) }
+            })
+            .collect();
+        let quorum = self.write_quorum.min(self.list.len());
+        let (mut written, mut failed) = (Vec::new(), Vec::new());
+        let mut grace = None;
+        loop {
+            let next = match grace {
+                None => writes.next().await,
+                Some((until, _)) => match tokio::time::timeout_at(until, writes.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            let Some((replica, result)) = next else { break };
+            match result {
                 Ok(()) => written.push(replica),
                 Err(error) => failed.push(BadCopy { replica, error }),
             }
+            if grace.is_none() && written.len() >= quorum {
+                let allowed = started.elapsed().max(STRAGGLER_GRACE);
+                grace = Some((tokio::time::Instant::now() + allowed, allowed));
+            }
         }
+        drop(writes);
+        if let Some((_, allowed)) = grace {
+            let answered: Vec<usize> = written
+                .iter()
+                .copied()
+                .chain(failed.iter().map(|b| b.replica))
+                .collect();
+            failed.extend(
+                (0..self.list.len())
+                    .filter(|i| !answered.contains(i))
+                    .map(|replica| BadCopy {
+                        replica,
+                        error: ReplicaError::Straggler(allowed),
+                    }),
+            );
+        }
+        failed.sort_by_key(|b| b.replica);
         failed.extend(self.make_durable(&written).await);
         self.check_quorum(failed, self.list.len())
     }
