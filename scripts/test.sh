@@ -49,6 +49,21 @@ export PYNETDICOM_PYTHON="$venv_python"
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
+# Garage, a distributed S3 server (tests/s3.rs runs its replicas on it): built once from crates.io
+# (15 to 30 minutes on two cores, at low priority) and cached outside the checkout, so CI can keep
+# it between runs. Its build folder is temporary: only the binary is kept.
+garage_version=2.5.0
+garage_root="${XDG_CACHE_HOME:-$HOME/.cache}/strata/garage"
+if ! "$garage_root/bin/garage" --version 2>/dev/null | grep -qF "cargo:$garage_version "; then
+  echo "building garage $garage_version into $garage_root (once; 15 to 30 minutes)"
+  garage_build=$(mktemp -d)
+  CARGO_TARGET_DIR="$garage_build" nice -n 19 cargo install garage --version "$garage_version" \
+    --locked --force --root "$garage_root"
+  rm -rf "$garage_build"
+fi
+# (not STRATA_…, for the same reason as PYNETDICOM_PYTHON)
+export GARAGE_BIN="$garage_root/bin/garage"
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The totals as the closing line (cargo's own last block may be a target without tests).

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod garage;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -23,6 +25,8 @@ pub struct TestArchive {
     pub dir: tempfile::TempDir,
     /// The PostgreSQL database of the index (`STRATA_INDEX_URL`); none: the embedded SQLite.
     pub index_url: Option<String>,
+    /// Environment variables every `strata` this archive runs is given (cloud credentials).
+    pub env: Vec<(String, String)>,
 }
 
 /// The engine a test archive's index runs on.
@@ -51,16 +55,24 @@ impl TestArchive {
                 IndexEngine::Sqlite => None,
                 IndexEngine::Postgres => Some(strata_testkit::postgres::database()),
             },
+            env: Vec::new(),
         }
     }
 
+    /// This archive, its commands given the variables `vars` too.
+    pub fn with_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> TestArchive {
+        self.env.extend(vars);
+        self
+    }
+
     /// The archive's configuration as the binary reads it (the data directory's file, and the
-    /// index URL the tests give it through the environment).
+    /// index URL and variables the tests give it through the environment).
     pub fn config(&self) -> Config {
         let env: Vec<(String, String)> = self
             .index_url
             .iter()
             .map(|u| ("STRATA_INDEX_URL".to_string(), u.clone()))
+            .chain(self.env.iter().cloned())
             .collect();
         Config::load(&self.data(), None, env).expect("config")
     }
@@ -81,6 +93,7 @@ impl TestArchive {
             Some(url) => c.env("STRATA_INDEX_URL", url),
             None => c.env_remove("STRATA_INDEX_URL"),
         };
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

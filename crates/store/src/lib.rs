@@ -4,6 +4,7 @@
 //! keyed names.
 //!
 //! - [`address`]: the keyed hash that names a blob.
+//! - [`cloud`]: a cloud replica's URL made into a client: its options, its credentials.
 //! - [`crypt`]: sealing (AES-256-GCM in segments, keys derived from the master key).
 //! - [`direct`]: page-aligned buffers written straight to local disks (`O_DIRECT`).
 //! - [`replicas`]: the copies on every replica, the write quorum, reads with fallback.
@@ -14,6 +15,7 @@
 //! read) and the caller queues those repairs durably; [`Store::repair`] carries one out.
 
 pub mod address;
+pub mod cloud;
 pub mod crypt;
 pub mod direct;
 pub mod durability;
@@ -437,6 +439,46 @@ mod tests {
         assert!(blob.exists());
         let (back, bad) = get(&s, &id).await;
         assert!(back == plain && bad.is_empty(), "{bad:?}");
+    }
+
+    /// A provider that takes connections and never answers (a hung server, a dropped route)
+    /// holds a write only for the grace the quorum allows; its copy is then reported failed,
+    /// to be queued for repair.
+    #[cfg(feature = "cloud")]
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_hung_provider_costs_a_write_its_grace_not_its_timeouts() {
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "s3://b?endpoint=http://{}&region=r&allow_http=true",
+            hung.local_addr().unwrap()
+        );
+        let keys = [("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        let list = vec![
+            Replica::open("memory://").unwrap(),
+            Replica::open_with_env(&url, keys.into_iter()).unwrap(),
+            Replica::open("memory://").unwrap(),
+        ];
+        let s = Store::new(
+            Arc::new(MasterKey::from_secret(&[3; 32])),
+            Replicas::new(list, 2),
+        );
+        let plain = vec![9u8; 100_000];
+        let id = address_of(s.address_key(), &plain);
+        let started = std::time::Instant::now();
+        let report = s.put(&id, &plain).await.unwrap();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+        assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+        assert_eq!(report.failed[0].replica, 1);
+        assert!(
+            matches!(report.failed[0].error, ReplicaError::Straggler(_)),
+            "{:?}",
+            report.failed
+        );
+        let (back, _) = get(&s, &id).await;
+        assert!(back == plain);
+        drop(hung);
     }
 
     #[tokio::test(flavor = "multi_thread")]

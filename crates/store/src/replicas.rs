@@ -4,6 +4,7 @@
 //! so the caller can queue a repair. Replicas only ever see ciphertext under keyed names.
 
 use super::address::BlobId;
+use super::cloud;
 use super::crypt::{BlobHeader, CryptError, MasterKey, Opener, HEADER_LEN};
 use super::direct::{self, Pages, DIRECT_MIN};
 use super::durability::Syncer;
@@ -12,7 +13,7 @@ use futures::future::join_all;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,10 @@ use url::Url;
 const READ_WINDOW_SEGMENTS: u64 = 64;
 /// Part size of multipart uploads for large blobs (S3's minimum part is 5 MiB).
 const MULTIPART_CHUNK: usize = 8 * 1024 * 1024;
+/// The least time the replicas still writing get once a quorum has a blob (see
+/// [`Replicas::put`]): a few of a cloud client's brief retries, and far longer than a local disk
+/// or a provider that answers takes.
+const STRAGGLER_GRACE: Duration = Duration::from_secs(2);
 /// How long a health probe may take before a replica counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The object that marks a replica as belonging to a Strata archive; also the readiness probe.
@@ -44,6 +49,8 @@ pub enum ReplicaError {
     Write(std::io::Error),
     #[error("reading: {0}")]
     Read(std::io::Error),
+    #[error("still writing {0:?} after the write quorum had the blob")]
+    Straggler(Duration),
 }
 
 /// What one replica's copy of a blob turned out to be.
@@ -70,8 +77,17 @@ pub struct Replica {
 
 impl Replica {
     /// Opens a replica from its URL: `file:///abs/path`, `memory://`, and with the `cloud`
-    /// feature `s3://`, `gs://`, `az://` (credentials from the provider's usual environment).
+    /// feature `s3://`, `gs://`, `az://` (see [`cloud`] for their options and credentials).
     pub fn open(url: &str) -> Result<Replica, ReplicaError> {
+        Replica::open_with_env(url, std::env::vars())
+    }
+
+    /// [`Replica::open`] with `env` standing for the process's environment (what a cloud
+    /// replica's credentials are read from).
+    pub fn open_with_env(
+        url: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Replica, ReplicaError> {
         let bad = |reason: String| ReplicaError::Url {
             url: url.to_string(),
             reason,
@@ -105,20 +121,11 @@ impl Replica {
                 store: Arc::new(InMemory::new()),
                 local: None,
             }),
-            _ => {
-                let (store, prefix) = object_store::parse_url_opts(&parsed, std::env::vars())
-                    .map_err(|e| bad(format!("{e} (is the scheme supported by this build?)")))?;
-                let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
-                    Arc::from(store)
-                } else {
-                    Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
-                };
-                Ok(Replica {
-                    url: url.to_string(),
-                    store,
-                    local: None,
-                })
-            }
+            _ => Ok(Replica {
+                url: url.to_string(),
+                store: cloud::open(&parsed, env).map_err(bad)?,
+                local: None,
+            }),
         }
     }
 
@@ -174,13 +181,28 @@ impl Replica {
     }
 
     /// Opens this replica's copy of `blob`: checks its size against its header and unwraps its key.
+    /// One request: a ranged GET of the header also tells the whole object's size (from S3's
+    /// `Content-Range`), where a HEAD first would cost a cloud store a round trip per read.
     async fn opener(&self, key: &MasterKey, blob: &BlobId) -> Result<Opener, ReplicaError> {
         let path = ObjectPath::from(blob.object_key());
-        let size = self.size(&path).await?;
+        let header_range = GetOptions {
+            range: Some(GetRange::Bounded(0..HEADER_LEN as u64)),
+            ..GetOptions::default()
+        };
+        let got = match self.store.get_opts(&path, header_range).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Err(ReplicaError::Missing),
+            // an empty object has no range to give: say what it is, not how the GET failed
+            Err(e) => match self.size(&path).await? {
+                size if size < HEADER_LEN as u64 => return Err(CryptError::NotABlob.into()),
+                _ => return Err(e.into()),
+            },
+        };
+        let size = got.meta.size;
         if size < HEADER_LEN as u64 {
             return Err(CryptError::NotABlob.into());
         }
-        let head = self.get_range(&path, 0..HEADER_LEN as u64).await?;
+        let head = got.bytes().await?;
         checked_opener(key, blob, &head, size)
     }
 
@@ -359,18 +381,61 @@ impl Replicas {
         }
     }
 
-    /// Writes an in-memory sealed blob (or any object) to every replica in parallel.
+    /// Writes an in-memory sealed blob (or any object) to every replica in parallel. Once a
+    /// quorum has written it, the others get as long again as the quorum took (at least
+    /// [`STRAGGLER_GRACE`]); one still writing then counts as failed, and its copy is queued for
+    /// repair, so a provider that hangs costs each write seconds, not its client's timeouts.
     pub async fn put(&self, key: &str, sealed: Pages) -> Result<WriteReport, QuorumError> {
+        use futures::stream::{FuturesUnordered, StreamExt};
         let path = ObjectPath::from(key);
-        let results = join_all(self.list.iter().map(|r| r.write(&path, sealed.clone()))).await;
-        let mut written = Vec::new();
-        let mut failed = Vec::new();
-        for (replica, r) in results.into_iter().enumerate() {
-            match r {
+        let started = tokio::time::Instant::now();
+        let mut writes: FuturesUnordered<_> = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (path, sealed) = (&path, sealed.clone());
+                async move { (i, r.write(path, sealed).await) }
+            })
+            .collect();
+        let quorum = self.write_quorum.min(self.list.len());
+        let (mut written, mut failed) = (Vec::new(), Vec::new());
+        let mut grace = None;
+        loop {
+            let next = match grace {
+                None => writes.next().await,
+                Some((until, _)) => match tokio::time::timeout_at(until, writes.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            let Some((replica, result)) = next else { break };
+            match result {
                 Ok(()) => written.push(replica),
                 Err(error) => failed.push(BadCopy { replica, error }),
             }
+            if grace.is_none() && written.len() >= quorum {
+                let allowed = started.elapsed().max(STRAGGLER_GRACE);
+                grace = Some((tokio::time::Instant::now() + allowed, allowed));
+            }
         }
+        drop(writes);
+        if let Some((_, allowed)) = grace {
+            let answered: Vec<usize> = written
+                .iter()
+                .copied()
+                .chain(failed.iter().map(|b| b.replica))
+                .collect();
+            failed.extend(
+                (0..self.list.len())
+                    .filter(|i| !answered.contains(i))
+                    .map(|replica| BadCopy {
+                        replica,
+                        error: ReplicaError::Straggler(allowed),
+                    }),
+            );
+        }
+        failed.sort_by_key(|b| b.replica);
         failed.extend(self.make_durable(&written).await);
         self.check_quorum(failed, self.list.len())
     }
