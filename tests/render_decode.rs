@@ -267,7 +267,7 @@ fn assert_twins(compressed: &Path, native: &Path) {
         }
         // and so the render a viewer is shown is the same, pixel for pixel
         let shown = |path: &Path, decoded: &DecodedFrame| {
-            let presentation = Presentation::from_object(&open(path), frame);
+            let presentation = Presentation::from_object(&open(path), frame).unwrap();
             render(decoded, &presentation, &View::default()).expect("renders")
         };
         assert!(

@@ -123,7 +123,13 @@ impl Archive {
                 config.ingest.clone(),
                 config.data_dir.join("spool"),
             ),
-            pictures: Pictures::new(reads.clone(), pool),
+            pictures: Pictures::new(
+                reads.clone(),
+                pool,
+                strata_render::DecodeLimits {
+                    max_frame_samples: config.render.max_frame_samples,
+                },
+            ),
             reads,
             admin: Admin::new(
                 index.clone(),
