@@ -851,3 +851,79 @@ fn crafted_pixel_headers_are_refused_when_rendered_and_the_archive_serves_on() {
     still_served(&t, &originals);
     still_served(&t, &[rle, bad_rle, frames, lut, palette]);
 }
+
+/// `source` compressed to JPEG-LS lossless by dcmtk, at `to`.
+fn jpeg_ls(source: &Path, to: &Path) {
+    let out = tool(
+        120,
+        "dcmcjpls",
+        &[source.to_str().unwrap(), to.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_decoder_process_that_dies_fails_its_frame_and_the_next_frame_gets_a_fresh_one() {
+    let (t, originals) = archive_with_fixtures();
+    // the JPEG-LS decoder may take 4 MiB beyond what its process holds at start: a 2048×2048
+    // 16-bit frame (8 MiB of samples) exhausts it, a 16×16 one does not
+    configure(&t, "[render]\ncodec_worker_memory_bytes = 4194304\n");
+    let synth = |name: &str, size: u16, seed: u64| {
+        t.generate(
+            name,
+            &strata_synth::SynthOptions {
+                patients: 1,
+                studies: 1,
+                series_per_study: 1,
+                slices: 1,
+                rows: size,
+                cols: size,
+                seed,
+                ..Default::default()
+            },
+        )
+        .remove(0)
+    };
+    let (large, small) = (t.path("large-ls.dcm"), t.path("small-ls.dcm"));
+    jpeg_ls(&synth("large", 2048, 81), &large);
+    jpeg_ls(&synth("small", 16, 82), &small);
+    for f in [&large, &small] {
+        t.ok(&["import", f.to_str().unwrap()]);
+    }
+    let mut server = t.serve();
+    let admin = common::Api::new(&server, &common::token(&t, "admin"));
+    let render = |file: &Path| admin.get(&format!("{}/rendered", common::instance_path(file)));
+    for _ in 0..2 {
+        let died = render(&large);
+        assert_eq!(died.status, 422, "{}", died.text());
+        assert!(died.content_type.contains("problem+json"));
+        assert!(
+            died.text()
+                .contains("the JPEG-LS Lossless Image Compression decoder's process ended"),
+            "{}",
+            died.text()
+        );
+        // a fresh decoder process for the next frame
+        let next = render(&small);
+        assert_eq!(next.status, 200, "{}", next.text());
+        assert!(!next.body.is_empty());
+    }
+    assert!(server.alive(), "the server died:\n{}", server.log_text());
+    // it was the memory limit that ended the decoder (the worker's stderr is the server's):
+    // an allocation refused to Rust code, or one that aborted
+    let log = server.log_text();
+    assert!(
+        log.contains("decode-worker: out of memory") || log.contains("memory allocation of"),
+        "{log}"
+    );
+    let peak = server.peak_rss_kib();
+    assert!(
+        peak < 256 * 1024,
+        "the server peaked at {} MiB",
+        peak / 1024
+    );
+    assert_echo_ok(&server);
+    drop(server);
+    still_served(&t, &originals);
+    still_served(&t, &[large, small]);
+}

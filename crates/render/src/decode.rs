@@ -24,6 +24,7 @@ mod colour;
 mod jpeg;
 mod jpeg12;
 mod rle;
+pub mod worker;
 
 use std::borrow::Cow;
 
@@ -40,17 +41,20 @@ use super::{DecodedFrame, Pixels, RenderError};
 
 /// What one decode may take, from the configuration: the bounds a hostile file meets before
 /// anything is allocated for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DecodeLimits {
     /// `render.max_frame_samples`: most samples (Rows × Columns × Samples per Pixel) one frame
     /// may hold.
     pub max_frame_samples: u64,
+    /// Where the C decoders (JPEG-LS, JPEG 2000) run: worker processes, or (None) this process.
+    pub codec_workers: Option<std::sync::Arc<worker::CodecWorkers>>,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
         DecodeLimits {
             max_frame_samples: strata_core::config::DEFAULT_MAX_FRAME_SAMPLES,
+            codec_workers: None,
         }
     }
 }
@@ -105,7 +109,8 @@ pub fn decode_frame_within(
         }
         Value::PixelSequence(sequence) => {
             let ts = obj.meta().transfer_syntax();
-            let (buffer, interpretation) = decode_encapsulated(&image, sequence, ts, frame)?;
+            let (buffer, interpretation) =
+                decode_encapsulated(&image, sequence, ts, frame, limits)?;
             let samples = pixels * image.samples_per_pixel as usize;
             // The codec decides how wide its output samples are (a JPEG-LS stream of precision
             // 8 comes back in bytes even when Bits Allocated is 16).
@@ -507,6 +512,7 @@ fn decode_encapsulated(
     sequence: &PixelFragmentSequence<dicom_object::mem::InMemFragment>,
     ts_uid: &str,
     frame: u32,
+    limits: &DecodeLimits,
 ) -> Result<(Vec<u8>, Interpretation), RenderError> {
     let ts_uid = ts_uid.trim_end_matches(['\0', ' ']);
     let ts = TransferSyntaxRegistry
@@ -548,7 +554,17 @@ fn decode_encapsulated(
                 JPEG_2000_LOSSLESS | JPEG_2000 => check_j2k(&stream, image)?,
                 _ => {}
             }
-            decode_with_codec(reader.as_ref(), ts, ts_uid, image, &stream)
+            match (&limits.codec_workers, ts_uid) {
+                // CharLS and OpenJPEG are C and C++: their failures are contained in a process
+                (
+                    Some(workers),
+                    JPEG_LS_LOSSLESS | JPEG_LS_NEAR_LOSSLESS | JPEG_2000_LOSSLESS | JPEG_2000,
+                ) => {
+                    let samples = workers.decode(ts_uid, ts.name(), image, &stream)?;
+                    Ok((samples, codec_interpretation(image)))
+                }
+                _ => decode_with_codec(reader.as_ref(), ts, ts_uid, image, &stream),
+            }
         }
     }
 }
@@ -573,12 +589,16 @@ fn decode_with_codec(
             .map_err(|e| RenderError::Decode(format!("{}: {e}", ts.name())))?;
         Ok(out)
     })?;
-    // JPEG 2000's multi-component transforms are undone by the codec.
-    let interpretation = match image.interpretation_text.as_str() {
+    Ok((bytes, codec_interpretation(image)))
+}
+
+/// What a registry codec's samples are in: JPEG 2000's multi-component transforms are undone by
+/// the codec.
+fn codec_interpretation(image: &ImagePixel) -> Interpretation {
+    match image.interpretation_text.as_str() {
         "YBR_ICT" | "YBR_RCT" => Interpretation::Rgb,
         _ => image.interpretation.clone(),
-    };
-    Ok((bytes, interpretation))
+    }
 }
 
 /// Refuses a codestream whose own header declares another size than the dataset's Rows and

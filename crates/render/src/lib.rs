@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod stream;
 
+pub use decode::worker::CodecWorkers;
 pub use decode::{decode_frame, decode_frame_within, DecodeLimits};
 pub use pipeline::{render, Presentation};
 pub use pool::{CachedFrame, RenderPool};

@@ -103,7 +103,7 @@ impl Pictures {
                 Ok(())
             })
             .await?;
-        let limits = self.limits;
+        let limits = self.limits.clone();
         let decoded = self
             .pool
             .run(priority, "decode", move || {

@@ -126,6 +126,7 @@ fn the_frame_size_limit_comes_from_the_configuration_and_names_its_key() {
     let obj = native(64, 64, vec![1; 64 * 64], &[]);
     let limits = DecodeLimits {
         max_frame_samples: 4095,
+        ..DecodeLimits::default()
     };
     let e = decode_frame_within(&obj, 0, &limits).unwrap_err();
     assert!(matches!(e, RenderError::Unsupported(_)), "{e}");
@@ -136,6 +137,7 @@ fn the_frame_size_limit_comes_from_the_configuration_and_names_its_key() {
     );
     let limits = DecodeLimits {
         max_frame_samples: 4096,
+        ..DecodeLimits::default()
     };
     assert!(decode_frame_within(&obj, 0, &limits).is_ok());
     assert_eq!(
@@ -509,5 +511,56 @@ fn modality_and_voi_lut_descriptors_must_describe_their_data() {
     for (obj, expected) in cases {
         let e = Presentation::from_object(&obj, 0).unwrap_err().to_string();
         assert!(e.contains(expected), "{e} (expected: {expected})");
+    }
+}
+
+/// A worker program that is a shell script: `body` runs in place of the decoder.
+fn script(name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("strata-render-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("worker.sh");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_decoder_process_that_crashes_or_hangs_fails_the_frame_with_a_reason() {
+    let obj = native(4, 4, vec![0; 16], &[]);
+    let image = ImagePixel::from_object(&obj, &DecodeLimits::default()).unwrap();
+    let cases = [
+        (
+            "crash",
+            "kill -SEGV $$",
+            10,
+            "process ended (signal: 11 (SIGSEGV))",
+        ),
+        (
+            "hang",
+            "exec sleep 30",
+            1,
+            "process took more than 1 s (render.codec_worker_seconds) and was stopped",
+        ),
+        ("gone", "exit 3", 10, "process ended (exit status: 3)"),
+    ];
+    for (name, body, seconds, expected) in cases {
+        let program = script(name, body);
+        let workers = worker::CodecWorkers::new(
+            program.clone(),
+            1 << 20,
+            std::time::Duration::from_secs(seconds),
+        );
+        let started = std::time::Instant::now();
+        for _ in 0..2 {
+            // each frame a fresh process, each failure named
+            let e = workers
+                .decode(JPEG_LS_LOSSLESS, "JPEG-LS", &image, &[0xFF, 0xD8])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{name}: {e}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        std::fs::remove_dir_all(program.parent().unwrap()).unwrap();
     }
 }
