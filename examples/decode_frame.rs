@@ -1,9 +1,11 @@
 //! Times `strata_render::decode_frame` on DICOM files: for each file, frame 0 is decoded once
 //! to warm up, then `--runs` more times; prints the median and the 90th percentile per frame.
-//! Used by `benches/decode_frame.sh`.
+//! Used by `benches/decode_frame.sh`. With `--isolated`, JPEG-LS and JPEG 2000 frames are
+//! decoded as the server decodes them, in a worker process (this program, re-executed), so the
+//! two runs give what isolation costs a frame.
 //!
 //! ```text
-//! cargo run --release --example decode_frame -- [--runs N] FILE...
+//! cargo run --release --example decode_frame -- [--runs N] [--isolated] FILE...
 //! ```
 
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use strata_render::{decode_frame, Pixels};
+use strata_render::{decode_frame_within, CodecWorkers, DecodeLimits, Pixels};
 
 #[derive(Debug, Parser)]
 #[command(about)]
@@ -19,12 +21,31 @@ struct Args {
     /// Timed decodes per file.
     #[arg(long, default_value_t = 500)]
     runs: usize,
+    /// Decode JPEG-LS and JPEG 2000 in a worker process, as the server does.
+    #[arg(long)]
+    isolated: bool,
     /// DICOM Part-10 files.
     files: Vec<PathBuf>,
 }
 
 fn main() -> Result<()> {
+    let mut argv = std::env::args().skip(1);
+    if argv.next().as_deref() == Some(strata_render::decode::worker::SUBCOMMAND) {
+        let memory = argv.nth(1).context("--memory-bytes N")?.parse()?;
+        return Ok(strata_render::decode::worker::serve(memory)?);
+    }
     let args = Args::parse();
+    let mut limits = DecodeLimits::default();
+    if args.isolated {
+        limits.codec_workers = Some(std::sync::Arc::new(CodecWorkers::new(
+            std::env::current_exe()?,
+            1 << 30,
+            std::time::Duration::from_secs(30),
+        )));
+    }
+    let decode_frame = |obj: &dicom_object::DefaultDicomObject, frame: u32| {
+        decode_frame_within(obj, frame, &limits)
+    };
     for path in &args.files {
         let obj = dicom_object::open_file(path).with_context(|| format!("{}", path.display()))?;
         let first = decode_frame(&obj, 0).with_context(|| format!("{}", path.display()))?;
@@ -42,8 +63,9 @@ fn main() -> Result<()> {
         micros.sort_by(f64::total_cmp);
         let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
         println!(
-            "{}: {}x{} {kind}, {} runs: median {:.0} µs, p90 {:.0} µs",
+            "{}{}: {}x{} {kind}, {} runs: median {:.0} µs, p90 {:.0} µs",
             path.file_name().unwrap_or_default().to_string_lossy(),
+            if args.isolated { " (isolated)" } else { "" },
             first.columns,
             first.rows,
             micros.len(),

@@ -244,7 +244,12 @@ async fn breakdown(data: &str, study: &str, series: &str) {
         let obj = dicom_object::from_reader(std::io::Cursor::new(&bytes[128..])).unwrap();
         let decoded = decode_frame(&obj, s.frame).unwrap();
         let t2 = Instant::now();
-        let r = render(&decoded, &Presentation::from_object(&obj, s.frame), &view).unwrap();
+        let r = render(
+            &decoded,
+            &Presentation::from_object(&obj, s.frame).unwrap(),
+            &view,
+        )
+        .unwrap();
         let t3 = Instant::now();
         let (pixels, _, _) = strata_render::stream::place(&r, VIEWPORT, VIEWPORT);
         let t4 = Instant::now();

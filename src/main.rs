@@ -107,6 +107,14 @@ enum Command {
         #[command(subcommand)]
         command: IndexCommand,
     },
+    /// A JPEG-LS / JPEG 2000 decoder process, started by the server itself: frames on standard
+    /// input, samples on standard output.
+    #[command(hide = true)]
+    DecodeWorker {
+        /// Address space it may take beyond what it holds at start.
+        #[arg(long)]
+        memory_bytes: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -244,6 +252,16 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // a decoder process needs no runtime, configuration or archive
+    if let Some(Command::DecodeWorker { memory_bytes }) = cli.command {
+        return match archive::serve_codec_worker(memory_bytes) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strata {}: {e}", archive::CODEC_WORKER);
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -263,6 +281,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         return mpi(command);
     }
     let mut config = Config::load(&cli.data, cli.config.as_deref(), std::env::vars())?;
+    // JPEG-LS and JPEG 2000 frames are decoded by this same program, in processes of their own
+    config.render.codec_worker_program = std::env::current_exe().ok();
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command.unwrap_or(Command::Serve {
         http: None,
@@ -332,6 +352,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 std::process::ExitCode::FAILURE
             })
         }
+        Command::DecodeWorker { .. } => bail!("{} is started by the server", archive::CODEC_WORKER),
         Command::Reindex { from_replica } => {
             let r = archive::reindex(&config, from_replica).await?;
             println!(

@@ -881,3 +881,299 @@ fn an_association_ends_at_its_maximum_lifetime_however_busy() {
         .contains("open for longer than dimse.max_association_seconds"));
     assert_echo_ok(&server);
 }
+
+/// `source` opened, given a new SOP Instance UID `sop`, changed by `edit` and written to `to`:
+/// a crafted instance that ingest stores as any other.
+fn crafted(
+    source: &Path,
+    to: &Path,
+    sop: &str,
+    edit: impl FnOnce(&mut dicom_object::DefaultDicomObject),
+) {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let mut obj = dicom_object::open_file(source).unwrap();
+    obj.put(DataElement::new(
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from(sop),
+    ));
+    obj.meta_mut().media_storage_sop_instance_uid = sop.to_string();
+    edit(&mut obj);
+    obj.write_to_file(to).unwrap();
+}
+
+/// Three US values, as the LUT and palette descriptors hold them.
+fn descriptor(values: [u16; 3]) -> dicom_core::PrimitiveValue {
+    dicom_core::PrimitiveValue::U16(values.to_vec().into())
+}
+
+#[test]
+fn crafted_pixel_headers_are_refused_when_rendered_and_the_archive_serves_on() {
+    use dicom_core::value::{DataSetSequence, PixelFragmentSequence, Value};
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+
+    let (t, originals) = archive_with_fixtures();
+    configure(&t, "[render]\nmax_frame_samples = 1000000\n");
+    let small = t.generate(
+        "small",
+        &strata_synth::SynthOptions {
+            patients: 1,
+            studies: 1,
+            series_per_study: 1,
+            slices: 1,
+            rows: 16,
+            cols: 16,
+            seed: 79,
+            ..Default::default()
+        },
+    );
+    let source = &small[0];
+    // RLE Lossless by dcmtk, rendered as is; then its header made to point a segment 4 GB on
+    let rle = t.path("rle.dcm");
+    let out = tool(
+        60,
+        "dcmcrle",
+        &[source.to_str().unwrap(), rle.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let bad_rle = t.path("bad-rle.dcm");
+    crafted(&rle, &bad_rle, "2.25.9000000000000000001", |obj| {
+        let Value::PixelSequence(seq) = obj.get(tags::PIXEL_DATA).unwrap().value() else {
+            panic!("dcmcrle wrote native pixel data");
+        };
+        let mut fragment = seq.fragments()[0].clone();
+        assert_eq!(&fragment[..4], &2u32.to_le_bytes(), "two segments, 16 bits");
+        fragment[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            Value::PixelSequence(PixelFragmentSequence::new(vec![], vec![fragment])),
+        ));
+    });
+    // native: Number of Frames claims a million frames of the one present
+    let frames = t.path("frames.dcm");
+    crafted(source, &frames, "2.25.9000000000000000002", |obj| {
+        obj.put(DataElement::new(
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            PrimitiveValue::from("1000000"),
+        ));
+    });
+    // a Modality LUT whose descriptor claims 65536 entries and holds 4
+    let lut = t.path("lut.dcm");
+    crafted(source, &lut, "2.25.9000000000000000003", |obj| {
+        let mut item = dicom_object::InMemDicomObject::new_empty();
+        item.put(DataElement::new(
+            tags::LUT_DESCRIPTOR,
+            VR::US,
+            descriptor([0, 0, 16]),
+        ));
+        item.put(DataElement::new(
+            tags::LUT_DATA,
+            VR::OW,
+            PrimitiveValue::U16(vec![0, 1, 2, 3].into()),
+        ));
+        obj.put(DataElement::new(
+            tags::MODALITY_LUT_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![item]),
+        ));
+    });
+    // a palette whose red table claims 4096 entries and holds 16
+    let palette = t.path("palette.dcm");
+    crafted(source, &palette, "2.25.9000000000000000004", |obj| {
+        obj.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from("PALETTE COLOR"),
+        ));
+        for (d, data, count) in [
+            (
+                tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                4096,
+            ),
+            (
+                tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                16,
+            ),
+            (
+                tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                16,
+            ),
+        ] {
+            obj.put(DataElement::new(d, VR::US, descriptor([count, 0, 16])));
+            obj.put(DataElement::new(
+                data,
+                VR::OW,
+                PrimitiveValue::U16(vec![0xFF00; 16].into()),
+            ));
+        }
+    });
+    // a 1024×1024 frame, over the configured render.max_frame_samples
+    let large = t.generate(
+        "large",
+        &strata_synth::SynthOptions {
+            patients: 1,
+            studies: 1,
+            series_per_study: 1,
+            slices: 1,
+            rows: 1024,
+            cols: 1024,
+            seed: 80,
+            ..Default::default()
+        },
+    );
+    for f in [&rle, &bad_rle, &frames, &lut, &palette, &large[0]] {
+        t.ok(&["import", f.to_str().unwrap()]);
+    }
+
+    let mut server = t.serve();
+    let admin = common::Api::new(&server, &common::token(&t, "admin"));
+    let refused = |file: &Path, what: &str, status: u16, expected: &str| {
+        let answer = admin.get(&format!("{}{what}", common::instance_path(file)));
+        assert_eq!(answer.status, status, "{what}: {}", answer.text());
+        assert!(
+            answer.content_type.contains("problem+json"),
+            "{}",
+            answer.content_type
+        );
+        assert!(answer.text().contains(expected), "{}", answer.text());
+    };
+    assert_eq!(
+        admin
+            .get(&format!("{}/rendered", common::instance_path(&rle)))
+            .status,
+        200
+    );
+    refused(
+        &bad_rle,
+        "/rendered",
+        422,
+        "RLE segment 1 starts at byte 4294967295, past the fragment",
+    );
+    // frame 1 is there; frame 500000 (the thumbnail's middle frame too) is not
+    assert_eq!(
+        admin
+            .get(&format!("{}/rendered", common::instance_path(&frames)))
+            .status,
+        200
+    );
+    for what in ["/frames/500000/rendered", "/thumbnail"] {
+        refused(
+            &frames,
+            what,
+            422,
+            "1 whole frames of 512 bytes, and Number of Frames says 1000000",
+        );
+    }
+    refused(
+        &lut,
+        "/rendered",
+        422,
+        "the Modality LUT: the LUT Data hold 4 entries, the LUT Descriptor says 65536",
+    );
+    refused(
+        &palette,
+        "/rendered",
+        422,
+        "Red Palette Color Lookup Table Data has 16 entries, the descriptor says 4096",
+    );
+    refused(
+        &large[0],
+        "/rendered",
+        415,
+        "more than the 1000000 render.max_frame_samples allows",
+    );
+    assert!(server.alive(), "the server died:\n{}", server.log_text());
+    let peak = server.peak_rss_kib();
+    assert!(
+        peak < 256 * 1024,
+        "the server peaked at {} MiB",
+        peak / 1024
+    );
+    assert_echo_ok(&server);
+    drop(server);
+    still_served(&t, &originals);
+    still_served(&t, &[rle, bad_rle, frames, lut, palette]);
+}
+
+/// `source` compressed to JPEG-LS lossless by dcmtk, at `to`.
+fn jpeg_ls(source: &Path, to: &Path) {
+    let out = tool(
+        120,
+        "dcmcjpls",
+        &[source.to_str().unwrap(), to.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_decoder_process_that_dies_fails_its_frame_and_the_next_frame_gets_a_fresh_one() {
+    let (t, originals) = archive_with_fixtures();
+    // the JPEG-LS decoder may take 4 MiB beyond what its process holds at start: a 2048×2048
+    // 16-bit frame (8 MiB of samples) exhausts it, a 16×16 one does not
+    configure(&t, "[render]\ncodec_worker_memory_bytes = 4194304\n");
+    let synth = |name: &str, size: u16, seed: u64| {
+        t.generate(
+            name,
+            &strata_synth::SynthOptions {
+                patients: 1,
+                studies: 1,
+                series_per_study: 1,
+                slices: 1,
+                rows: size,
+                cols: size,
+                seed,
+                ..Default::default()
+            },
+        )
+        .remove(0)
+    };
+    let (large, small) = (t.path("large-ls.dcm"), t.path("small-ls.dcm"));
+    jpeg_ls(&synth("large", 2048, 81), &large);
+    jpeg_ls(&synth("small", 16, 82), &small);
+    for f in [&large, &small] {
+        t.ok(&["import", f.to_str().unwrap()]);
+    }
+    let mut server = t.serve();
+    let admin = common::Api::new(&server, &common::token(&t, "admin"));
+    let render = |file: &Path| admin.get(&format!("{}/rendered", common::instance_path(file)));
+    for _ in 0..2 {
+        let died = render(&large);
+        assert_eq!(died.status, 422, "{}", died.text());
+        assert!(died.content_type.contains("problem+json"));
+        assert!(
+            died.text()
+                .contains("the JPEG-LS Lossless Image Compression decoder's process ended"),
+            "{}",
+            died.text()
+        );
+        // a fresh decoder process for the next frame
+        let next = render(&small);
+        assert_eq!(next.status, 200, "{}", next.text());
+        assert!(!next.body.is_empty());
+    }
+    assert!(server.alive(), "the server died:\n{}", server.log_text());
+    // it was the memory limit that ended the decoder (the worker's stderr is the server's):
+    // an allocation refused to Rust code, or one that aborted
+    let log = server.log_text();
+    assert!(
+        log.contains("decode-worker: out of memory") || log.contains("memory allocation of"),
+        "{log}"
+    );
+    let peak = server.peak_rss_kib();
+    assert!(
+        peak < 256 * 1024,
+        "the server peaked at {} MiB",
+        peak / 1024
+    );
+    assert_echo_ok(&server);
+    drop(server);
+    still_served(&t, &originals);
+    still_served(&t, &[large, small]);
+}

@@ -267,7 +267,7 @@ fn assert_twins(compressed: &Path, native: &Path) {
         }
         // and so the render a viewer is shown is the same, pixel for pixel
         let shown = |path: &Path, decoded: &DecodedFrame| {
-            let presentation = Presentation::from_object(&open(path), frame);
+            let presentation = Presentation::from_object(&open(path), frame).unwrap();
             render(decoded, &presentation, &View::default()).expect("renders")
         };
         assert!(
@@ -593,4 +593,40 @@ fn twelve_bit_lossy_jpeg_matches_dcmtk() {
         b.iter().any(|&v| v > 255),
         "the reference is not 12-bit data"
     );
+}
+
+#[test]
+fn frames_decoded_in_a_decoder_process_equal_those_decoded_in_process() {
+    use std::sync::Arc;
+    use strata_render::{decode_frame_within, CodecWorkers, DecodeLimits};
+    // the server's own binary as the decoder process, as `strata serve` runs it
+    let isolated = DecodeLimits {
+        codec_workers: Some(Arc::new(CodecWorkers::new(
+            env!("CARGO_BIN_EXE_strata").into(),
+            1 << 30,
+            std::time::Duration::from_secs(30),
+        ))),
+        ..DecodeLimits::default()
+    };
+    for name in [
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_jp2klossless.dcm",
+        "SC_rgb_jls_lossy_line.dcm",
+        "693_J2KI.dcm",
+    ] {
+        let obj = open(&file(name));
+        let here = decode_frame(&obj, 0).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // twice: the second frame goes to the worker the first one started
+        for _ in 0..2 {
+            let there = decode_frame_within(&obj, 0, &isolated)
+                .unwrap_or_else(|e| panic!("{name} in a decoder process: {e}"));
+            assert_eq!((there.rows, there.columns), (here.rows, here.columns));
+            let same = match (&here.pixels, &there.pixels) {
+                (Pixels::Grey { values: a, .. }, Pixels::Grey { values: b, .. }) => a == b,
+                (Pixels::Rgb(a), Pixels::Rgb(b)) => a == b,
+                _ => false,
+            };
+            assert!(same, "{name} decodes differently in a decoder process");
+        }
+    }
 }

@@ -227,7 +227,7 @@ fn reference(case: &Case) -> Vec<u8> {
 fn render_file(path: &Path, frame: u32, view: &View) -> Rendered {
     let obj = dicom_object::open_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let decoded = decode_frame(&obj, frame).expect("decodes");
-    let p = Presentation::from_object(&obj, frame);
+    let p = Presentation::from_object(&obj, frame).unwrap();
     render(&decoded, &p, view).expect("renders")
 }
 
@@ -351,7 +351,7 @@ fn a_rescale_held_as_un_is_read_as_its_ds_text() {
         VR::UN,
         PrimitiveValue::U8(b"350 \\1500".as_slice().into()),
     ));
-    let p = Presentation::from_object(&obj, 0);
+    let p = Presentation::from_object(&obj, 0).unwrap();
     assert_eq!(
         p.modality_lut,
         strata_render::pipeline::ModalityLut::Rescale {
@@ -437,7 +437,7 @@ fn a_one_bit_image_goes_through_the_voi_stage() {
     };
     let r = render(
         &frame,
-        &Presentation::from_object(&obj, 0),
+        &Presentation::from_object(&obj, 0).unwrap(),
         &View::default(),
     )
     .unwrap();
@@ -528,7 +528,7 @@ fn colour_frames_are_only_resampled() {
     let strata_render::Pixels::Rgb(rgb) = &decoded.pixels else {
         panic!("an RGB file decodes to RGB")
     };
-    let p = Presentation::from_object(&obj, 0);
+    let p = Presentation::from_object(&obj, 0).unwrap();
     let same = render(&decoded, &p, &View::default()).unwrap();
     assert_eq!(same.channels, 3);
     assert_eq!(&same.pixels, rgb, "no LUT touches colour");

@@ -35,7 +35,7 @@ fn uid(path: &Path, tag: dicom_core::Tag) -> String {
 fn local_render(path: &Path, view: &View) -> Rendered {
     let obj = dicom_object::open_file(path).unwrap();
     let decoded = decode_frame(&obj, 0).unwrap();
-    render(&decoded, &Presentation::from_object(&obj, 0), view).unwrap()
+    render(&decoded, &Presentation::from_object(&obj, 0).unwrap(), view).unwrap()
 }
 
 fn decode_png(a: &Answer) -> image::GrayImage {

@@ -6,6 +6,9 @@
 
 pub mod tls;
 
+/// The decoder process's side, for the command that is its program.
+pub use strata_render::decode::worker::{serve as serve_codec_worker, SUBCOMMAND as CODEC_WORKER};
+
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use strata_core::config::{Config, IndexLocation};
@@ -123,7 +126,20 @@ impl Archive {
                 config.ingest.clone(),
                 config.data_dir.join("spool"),
             ),
-            pictures: Pictures::new(reads.clone(), pool),
+            pictures: Pictures::new(
+                reads.clone(),
+                pool,
+                strata_render::DecodeLimits {
+                    max_frame_samples: config.render.max_frame_samples,
+                    codec_workers: config.render.codec_worker_program.clone().map(|program| {
+                        Arc::new(strata_render::CodecWorkers::new(
+                            program,
+                            config.render.codec_worker_memory_bytes,
+                            std::time::Duration::from_secs(config.render.codec_worker_seconds),
+                        ))
+                    }),
+                },
+            ),
             reads,
             admin: Admin::new(
                 index.clone(),

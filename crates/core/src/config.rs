@@ -352,13 +352,35 @@ pub struct RenderConfig {
     /// Bytes of decoded frames kept for reuse (a 512×512 CT slice takes 1 MiB): scrolling back
     /// and forth through a series decodes each slice once.
     pub cache_bytes: u64,
+    /// Most samples (Rows × Columns × Samples per Pixel) one frame may hold before anything is
+    /// allocated for it; a larger frame is refused. A decoded frame keeps 4 bytes a sample, so
+    /// this bounds what one decode can take.
+    pub max_frame_samples: u64,
+    /// Memory a JPEG-LS or JPEG 2000 decoder process may take beyond what it holds when it
+    /// starts (its address space is limited to that); an allocation past it ends the process
+    /// and fails that frame alone.
+    pub codec_worker_memory_bytes: u64,
+    /// Longest a JPEG-LS or JPEG 2000 decoder process may work on one frame before it is killed.
+    pub codec_worker_seconds: u64,
+    /// The program the decoder processes run (the `strata` binary itself); set by the command,
+    /// not the file. None: the decoders run in this process.
+    #[serde(skip)]
+    pub codec_worker_program: Option<PathBuf>,
 }
+
+/// 2^26 samples: a 8192×8192 grey image (a large mammogram is 4096×5120) or a 4730×4730 colour
+/// one, 256 MiB once decoded.
+pub const DEFAULT_MAX_FRAME_SAMPLES: u64 = 1 << 26;
 
 impl Default for RenderConfig {
     fn default() -> Self {
         RenderConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cache_bytes: 1 << 30,
+            max_frame_samples: DEFAULT_MAX_FRAME_SAMPLES,
+            codec_worker_memory_bytes: 1 << 30,
+            codec_worker_seconds: 30,
+            codec_worker_program: None,
         }
     }
 }
@@ -568,6 +590,15 @@ impl Config {
         if self.render.workers == 0 {
             return bad("render.workers must be at least 1".into());
         }
+        if self.render.max_frame_samples == 0 {
+            return bad("render.max_frame_samples must be at least 1".into());
+        }
+        if self.render.codec_worker_memory_bytes == 0 || self.render.codec_worker_seconds == 0 {
+            return bad(
+                "render.codec_worker_memory_bytes and render.codec_worker_seconds must be at least 1"
+                    .into(),
+            );
+        }
         if self.scrub.blobs_per_second.is_nan() || self.scrub.blobs_per_second < 0.0 {
             return bad("scrub.blobs_per_second must be 0 or more".into());
         }
@@ -697,6 +728,24 @@ mod tests {
         .unwrap();
         assert_eq!(c.render.cache_bytes, 1 << 20);
         assert!(c.render.workers >= 1);
+        assert_eq!(c.render.max_frame_samples, DEFAULT_MAX_FRAME_SAMPLES);
+        let e = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_RENDER_MAX_FRAME_SAMPLES", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("render.max_frame_samples"), "{e}");
+        let e = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_RENDER_CODEC_WORKER_SECONDS", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("render.codec_worker_seconds"), "{e}");
+        assert!(c.render.codec_worker_program.is_none());
         let e = Config::load(dir.path(), None, env(&[("STRATA_BOGUS", "1")]))
             .unwrap_err()
             .to_string();

@@ -24,6 +24,7 @@ mod colour;
 mod jpeg;
 mod jpeg12;
 mod rle;
+pub mod worker;
 
 use std::borrow::Cow;
 
@@ -38,13 +39,37 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::{DecodedFrame, Pixels, RenderError};
 
-/// Most samples one frame may hold before anything is allocated for it: 2^26, a 8192×8192 grey
-/// image (a large mammogram is 4096×5120) or a 4730×4730 colour one. A decoded frame keeps 4
-/// bytes a sample, so one frame costs at most 256 MiB.
-pub const MAX_FRAME_SAMPLES: u64 = 1 << 26;
+/// What one decode may take, from the configuration: the bounds a hostile file meets before
+/// anything is allocated for it.
+#[derive(Debug, Clone)]
+pub struct DecodeLimits {
+    /// `render.max_frame_samples`: most samples (Rows × Columns × Samples per Pixel) one frame
+    /// may hold.
+    pub max_frame_samples: u64,
+    /// Where the C decoders (JPEG-LS, JPEG 2000) run: worker processes, or (None) this process.
+    pub codec_workers: Option<std::sync::Arc<worker::CodecWorkers>>,
+}
 
-/// Decode frame `frame` (0-based) of `obj`.
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_frame_samples: strata_core::config::DEFAULT_MAX_FRAME_SAMPLES,
+            codec_workers: None,
+        }
+    }
+}
+
+/// Decode frame `frame` (0-based) of `obj` within the default limits.
 pub fn decode_frame(obj: &DefaultDicomObject, frame: u32) -> Result<DecodedFrame, RenderError> {
+    decode_frame_within(obj, frame, &DecodeLimits::default())
+}
+
+/// Decode frame `frame` (0-based) of `obj`, refusing what exceeds `limits`.
+pub fn decode_frame_within(
+    obj: &DefaultDicomObject,
+    frame: u32,
+    limits: &DecodeLimits,
+) -> Result<DecodedFrame, RenderError> {
     let Some(pixel_data) = obj.get(tags::PIXEL_DATA) else {
         if obj.get(tags::FLOAT_PIXEL_DATA).is_some()
             || obj.get(tags::DOUBLE_FLOAT_PIXEL_DATA).is_some()
@@ -55,7 +80,7 @@ pub fn decode_frame(obj: &DefaultDicomObject, frame: u32) -> Result<DecodedFrame
         }
         return Err(RenderError::NoPixelData);
     };
-    let image = ImagePixel::from_object(obj)?;
+    let image = ImagePixel::from_object(obj, limits)?;
     if frame >= image.frames {
         return Err(RenderError::NoSuchFrame {
             frame,
@@ -63,11 +88,17 @@ pub fn decode_frame(obj: &DefaultDicomObject, frame: u32) -> Result<DecodedFrame
         });
     }
     let pixels = image.rows as usize * image.columns as usize;
+    // The palette's descriptors and data are checked before the frame is decoded.
+    let palette = match image.interpretation {
+        Interpretation::Palette => Some(colour::Palette::read(obj)?),
+        _ => None,
+    };
 
     let (values, interpretation, planar) = match pixel_data.value() {
         Value::Primitive(value) => {
             let samples = image.native_samples_per_frame();
             let source = Samples::from_primitive(value, is_big_endian(obj));
+            image.check_native_frame(frame, source.byte_len())?;
             let values = source.stored_values(
                 image.bits_allocated,
                 frame as usize * samples,
@@ -78,7 +109,8 @@ pub fn decode_frame(obj: &DefaultDicomObject, frame: u32) -> Result<DecodedFrame
         }
         Value::PixelSequence(sequence) => {
             let ts = obj.meta().transfer_syntax();
-            let (buffer, interpretation) = decode_encapsulated(&image, sequence, ts, frame)?;
+            let (buffer, interpretation) =
+                decode_encapsulated(&image, sequence, ts, frame, limits)?;
             let samples = pixels * image.samples_per_pixel as usize;
             // The codec decides how wide its output samples are (a JPEG-LS stream of precision
             // 8 comes back in bytes even when Bits Allocated is 16).
@@ -119,7 +151,10 @@ pub fn decode_frame(obj: &DefaultDicomObject, frame: u32) -> Result<DecodedFrame
                 monochrome1: interpretation == Interpretation::Monochrome1,
             }
         }
-        Interpretation::Palette => Pixels::Rgb(colour::palette(obj, &values)?),
+        Interpretation::Palette => match &palette {
+            Some(palette) => Pixels::Rgb(palette.apply(&values)),
+            None => Pixels::Rgb(colour::Palette::read(obj)?.apply(&values)),
+        },
         Interpretation::Rgb | Interpretation::YbrFull | Interpretation::YbrFull422 => {
             Pixels::Rgb(colour::to_rgb8(
                 &values,
@@ -141,6 +176,28 @@ pub fn decode_frame(obj: &DefaultDicomObject, frame: u32) -> Result<DecodedFrame
         columns: image.columns,
         pixels,
     })
+}
+
+/// Refuses a photometric interpretation whose sample count is not the one the dataset gives,
+/// before anything is decoded: grey and palette images have one sample per pixel, colour ones
+/// three (PS3.3 C.7.6.3.1.2).
+fn check_interpretation(
+    interpretation: &Interpretation,
+    text: &str,
+    samples_per_pixel: i64,
+) -> Result<(), RenderError> {
+    let needed = match interpretation {
+        Interpretation::Monochrome1 | Interpretation::Monochrome2 | Interpretation::Palette => 1,
+        Interpretation::Rgb | Interpretation::YbrFull | Interpretation::YbrFull422 => 3,
+        Interpretation::Other(_) => return Ok(()),
+    };
+    if samples_per_pixel != needed {
+        return Err(RenderError::Decode(format!(
+            "Photometric Interpretation {text} with {samples_per_pixel} samples per pixel \
+             ({needed} required)"
+        )));
+    }
+    Ok(())
 }
 
 fn is_big_endian(obj: &DefaultDicomObject) -> bool {
@@ -195,7 +252,10 @@ struct ImagePixel {
 }
 
 impl ImagePixel {
-    fn from_object(obj: &DefaultDicomObject) -> Result<ImagePixel, RenderError> {
+    fn from_object(
+        obj: &DefaultDicomObject,
+        limits: &DecodeLimits,
+    ) -> Result<ImagePixel, RenderError> {
         let int = |tag: Tag| -> Option<i64> { obj.get(tag).and_then(|e| e.to_int::<i64>().ok()) };
         let required = |tag: Tag, name: &str| -> Result<i64, RenderError> {
             int(tag)
@@ -207,8 +267,10 @@ impl ImagePixel {
         let samples_per_pixel = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
         let bits_stored = int(tags::BITS_STORED).unwrap_or(bits_allocated);
         let high_bit = int(tags::HIGH_BIT).unwrap_or(bits_stored - 1);
-        let signed = int(tags::PIXEL_REPRESENTATION).unwrap_or(0) == 1;
-        let planar = samples_per_pixel > 1 && int(tags::PLANAR_CONFIGURATION).unwrap_or(0) == 1;
+        let representation = int(tags::PIXEL_REPRESENTATION).unwrap_or(0);
+        let planar_configuration = int(tags::PLANAR_CONFIGURATION).unwrap_or(0);
+        let signed = representation == 1;
+        let planar = samples_per_pixel > 1 && planar_configuration == 1;
         // Number of Frames is IS; a value that does not parse (seen in the wild) means one.
         let frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
         let interpretation_text = obj
@@ -251,14 +313,31 @@ impl ImagePixel {
                 "{samples_per_pixel} samples per pixel"
             )));
         }
+        if !matches!(representation, 0 | 1) {
+            return Err(RenderError::Decode(format!(
+                "Pixel Representation {representation} (0 unsigned or 1 signed allowed)"
+            )));
+        }
+        if samples_per_pixel > 1 && !matches!(planar_configuration, 0 | 1) {
+            return Err(RenderError::Decode(format!(
+                "Planar Configuration {planar_configuration} (0 interleaved or 1 planar allowed)"
+            )));
+        }
+        if bits_allocated == 1 && samples_per_pixel != 1 {
+            return Err(RenderError::Decode(format!(
+                "Bits Allocated 1 with {samples_per_pixel} samples per pixel (1-bit images are grey)"
+            )));
+        }
         let samples = rows as u64 * columns as u64 * samples_per_pixel as u64;
-        if samples > MAX_FRAME_SAMPLES {
+        if samples > limits.max_frame_samples {
             return Err(RenderError::Unsupported(format!(
-                "a frame of {columns}×{rows}×{samples_per_pixel} samples, more than the \
-                 {MAX_FRAME_SAMPLES} the archive renders"
+                "a frame of {columns}×{rows}×{samples_per_pixel} samples, more than the {} \
+                 render.max_frame_samples allows",
+                limits.max_frame_samples
             )));
         }
         let interpretation = Interpretation::parse(&interpretation_text);
+        check_interpretation(&interpretation, &interpretation_text, samples_per_pixel)?;
         Ok(ImagePixel {
             rows: rows as u32,
             columns: columns as u32,
@@ -272,6 +351,31 @@ impl ImagePixel {
             interpretation_text,
             frames: u32::try_from(frames).unwrap_or(u32::MAX),
         })
+    }
+
+    /// Frames the native pixel data's `byte_len` bytes hold whole: Number of Frames is clamped
+    /// to it, so a count larger than the bytes present allows reads nothing past them (a frame
+    /// past the bytes is refused by [`ImagePixel::check_native_frame`]).
+    fn native_frames_present(&self, byte_len: usize) -> u64 {
+        let bits = self.native_samples_per_frame() as u64 * self.bits_allocated as u64;
+        (byte_len as u64 * 8 / bits).min(self.frames as u64)
+    }
+
+    /// Refuses `frame` of native pixel data of `byte_len` bytes when the bytes end before it
+    /// does, naming what Number of Frames claims against what is there.
+    fn check_native_frame(&self, frame: u32, byte_len: usize) -> Result<(), RenderError> {
+        let present = self.native_frames_present(byte_len);
+        if frame as u64 >= present {
+            let frame_bytes =
+                (self.native_samples_per_frame() as u64 * self.bits_allocated as u64).div_ceil(8);
+            return Err(RenderError::Decode(format!(
+                "the pixel data is truncated: it holds {byte_len} bytes, {present} whole \
+                 frames of {frame_bytes} bytes, and Number of Frames says {}; frame {frame} \
+                 is not there",
+                self.frames
+            )));
+        }
+        Ok(())
     }
 
     /// Samples one native frame holds. YBR_FULL_422 stores two samples per pixel (PS3.3
@@ -408,6 +512,7 @@ fn decode_encapsulated(
     sequence: &PixelFragmentSequence<dicom_object::mem::InMemFragment>,
     ts_uid: &str,
     frame: u32,
+    limits: &DecodeLimits,
 ) -> Result<(Vec<u8>, Interpretation), RenderError> {
     let ts_uid = ts_uid.trim_end_matches(['\0', ' ']);
     let ts = TransferSyntaxRegistry
@@ -419,6 +524,11 @@ fn decode_encapsulated(
             guard("JPEG", || jpeg::decode(&stream, image))
         }
         RLE_LOSSLESS => {
+            if image.bits_allocated == 1 {
+                return Err(RenderError::Unsupported(
+                    "RLE Lossless with Bits Allocated 1".into(),
+                ));
+            }
             let stream = frame_codestream(sequence, image.frames, frame, false)?;
             let bytes = guard("RLE", || {
                 rle::decode(
@@ -444,7 +554,17 @@ fn decode_encapsulated(
                 JPEG_2000_LOSSLESS | JPEG_2000 => check_j2k(&stream, image)?,
                 _ => {}
             }
-            decode_with_codec(reader.as_ref(), ts, ts_uid, image, &stream)
+            match (&limits.codec_workers, ts_uid) {
+                // CharLS and OpenJPEG are C and C++: their failures are contained in a process
+                (
+                    Some(workers),
+                    JPEG_LS_LOSSLESS | JPEG_LS_NEAR_LOSSLESS | JPEG_2000_LOSSLESS | JPEG_2000,
+                ) => {
+                    let samples = workers.decode(ts_uid, ts.name(), image, &stream)?;
+                    Ok((samples, codec_interpretation(image)))
+                }
+                _ => decode_with_codec(reader.as_ref(), ts, ts_uid, image, &stream),
+            }
         }
     }
 }
@@ -469,12 +589,16 @@ fn decode_with_codec(
             .map_err(|e| RenderError::Decode(format!("{}: {e}", ts.name())))?;
         Ok(out)
     })?;
-    // JPEG 2000's multi-component transforms are undone by the codec.
-    let interpretation = match image.interpretation_text.as_str() {
+    Ok((bytes, codec_interpretation(image)))
+}
+
+/// What a registry codec's samples are in: JPEG 2000's multi-component transforms are undone by
+/// the codec.
+fn codec_interpretation(image: &ImagePixel) -> Interpretation {
+    match image.interpretation_text.as_str() {
         "YBR_ICT" | "YBR_RCT" => Interpretation::Rgb,
         _ => image.interpretation.clone(),
-    };
-    Ok((bytes, interpretation))
+    }
 }
 
 /// Refuses a codestream whose own header declares another size than the dataset's Rows and
@@ -551,6 +675,15 @@ fn frame_codestream<'s>(
             "the encapsulated pixel data has no fragments".into(),
         ));
     }
+    // Every frame takes at least one fragment (PS3.5 A.4): a larger count cannot be mapped to
+    // the fragments, so which bytes a frame is cannot be told.
+    if frames as usize > fragments.len() {
+        return Err(RenderError::Decode(format!(
+            "Number of Frames is {frames}, but the encapsulated pixel data has only {} \
+             fragments",
+            fragments.len()
+        )));
+    }
     if fragments.len() == frames as usize {
         return Ok(Cow::Borrowed(&fragments[frame as usize]));
     }
@@ -559,6 +692,11 @@ fn frame_codestream<'s>(
     }
     let table = sequence.offset_table();
     if table.len() == frames as usize {
+        if table.first() != Some(&0) || table.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(RenderError::Decode(
+                "the Basic Offset Table's offsets do not start at 0 and increase".into(),
+            ));
+        }
         let begin = table[frame as usize] as usize;
         let end = table.get(frame as usize + 1).map(|&o| o as usize);
         let mut position = 0usize;
@@ -649,3 +787,6 @@ impl PixelDataObject for OneFrame<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,7 +14,8 @@ pub mod pipeline;
 pub mod pool;
 pub mod stream;
 
-pub use decode::decode_frame;
+pub use decode::worker::CodecWorkers;
+pub use decode::{decode_frame, decode_frame_within, DecodeLimits};
 pub use pipeline::{render, Presentation};
 pub use pool::{CachedFrame, RenderPool};
 
@@ -122,11 +123,16 @@ pub enum Priority {
     Thumbnail,
 }
 
-/// Parses Part-10 bytes and decodes one frame with its presentation.
-pub fn decode_part10(bytes: &[u8], frame: u32) -> Result<CachedFrame, RenderError> {
+/// Parses Part-10 bytes and decodes one frame with its presentation, within `limits`.
+pub fn decode_part10(
+    bytes: &[u8],
+    frame: u32,
+    limits: &DecodeLimits,
+) -> Result<CachedFrame, RenderError> {
     let obj = strata_dicom::part10::open(bytes).map_err(RenderError::Decode)?;
-    let decoded = decode_frame(&obj, frame)?;
-    let presentation = Presentation::from_object(&obj, frame);
+    // the LUTs are checked before the frame is decoded
+    let presentation = Presentation::from_object(&obj, frame)?;
+    let decoded = decode_frame_within(&obj, frame, limits)?;
     Ok(CachedFrame {
         frame: decoded,
         presentation,

@@ -187,24 +187,55 @@ fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
 /// One LUT of a Modality or VOI LUT Sequence item (PS3.3 C.11.1.1.1): the descriptor gives the
 /// number of entries (0 meaning 65536), the first value mapped (signed when the pixel data is)
 /// and the bits per entry; the data are 16-bit words, or bytes for some 8-bit tables.
-fn read_lut(item: &InMemDicomObject, signed_input: bool) -> Option<Lut> {
-    let desc = item.get(tags::LUT_DESCRIPTOR)?;
-    let d: Vec<i64> = desc.to_multi_int::<i64>().ok()?;
-    if d.len() != 3 {
-        return None;
+///
+/// `Ok(None)` for an item that holds no table; a table whose descriptor is out of range or whose
+/// data are not as long as the descriptor says is an error, never used in part.
+fn read_lut(
+    item: &InMemDicomObject,
+    signed_input: bool,
+    what: &str,
+) -> Result<Option<Lut>, RenderError> {
+    let bad = |why: String| RenderError::Decode(format!("the {what}: {why}"));
+    let (Some(desc), data) = (item.get(tags::LUT_DESCRIPTOR), item.get(tags::LUT_DATA)) else {
+        if item.get(tags::LUT_DATA).is_some() {
+            return Err(bad("LUT Data without a LUT Descriptor".into()));
+        }
+        return Ok(None);
+    };
+    let e = data.ok_or_else(|| bad("a LUT Descriptor without LUT Data".into()))?;
+    let d: Vec<i64> = desc
+        .to_multi_int::<i64>()
+        .ok()
+        .filter(|d| d.len() == 3)
+        .ok_or_else(|| bad("the LUT Descriptor is not 3 numbers".into()))?;
+    if !(-32768..=65535).contains(&d[0]) || !(-32768..=65535).contains(&d[1]) {
+        return Err(bad(format!(
+            "the LUT Descriptor {d:?} is out of range (16-bit entry count and first value)"
+        )));
     }
-    let entries = if d[0] == 0 { 65536 } else { d[0] as usize };
+    // PS3.3 C.11.1.1.1 and C.11.2.1.1: 8 to 16 bits an entry
+    if !(8..=16).contains(&d[2]) {
+        return Err(bad(format!(
+            "the LUT Descriptor gives {} bits an entry (8 to 16 allowed)",
+            d[2]
+        )));
+    }
+    let entries = match d[0] & 0xFFFF {
+        0 => 65536,
+        n => n as usize,
+    };
     let first = if desc.vr() == dicom_core::VR::SS || (signed_input && d[1] > 32767) {
         (d[1] as u16) as i16 as i64
     } else {
         d[1] & 0xFFFF
     };
-    let bits = d[2].clamp(1, 16) as u16;
-    let e = item.get(tags::LUT_DATA)?;
+    let bits = d[2] as u16;
     let data: Vec<u16> = match e.vr() {
         dicom_core::VR::OB | dicom_core::VR::UN => {
-            let bytes = e.to_bytes().ok()?;
-            if bits <= 8 && bytes.len() < entries * 2 {
+            let bytes = e
+                .to_bytes()
+                .map_err(|_| bad("the LUT Data are not bytes".into()))?;
+            if bits <= 8 && (bytes.len() == entries || bytes.len() == entries + 1) {
                 bytes.iter().map(|&b| u16::from(b)).collect()
             } else {
                 bytes
@@ -213,22 +244,33 @@ fn read_lut(item: &InMemDicomObject, signed_input: bool) -> Option<Lut> {
                     .collect()
             }
         }
-        _ => e.to_multi_int::<u16>().ok()?,
+        // US, SS or OW: each value's 16-bit pattern
+        _ => e
+            .to_multi_int::<i64>()
+            .map_err(|_| bad("the LUT Data are not numbers".into()))?
+            .into_iter()
+            .map(|v| v as u16)
+            .collect(),
     };
     // 8-bit entries packed two per word (PS3.3 C.11.1.1.1, retired usage): unpack
-    let data = if bits <= 8 && data.len() * 2 == entries {
+    let data = if bits <= 8 && data.len() != entries && data.len() == entries.div_ceil(2) {
         data.iter()
             .flat_map(|w| [w & 0xFF, w >> 8])
             .collect::<Vec<u16>>()
     } else {
         data
     };
-    if data.is_empty() {
-        return None;
+    // what the descriptor says, or (8-bit, odd count) one byte of padding more
+    let padded = bits <= 8 && entries % 2 == 1 && data.len() == entries + 1;
+    if data.len() != entries && !padded {
+        return Err(bad(format!(
+            "the LUT Data hold {} entries, the LUT Descriptor says {entries}",
+            data.len()
+        )));
     }
     let mut data = data;
     data.truncate(entries);
-    Some(Lut { first, bits, data })
+    Ok(Some(Lut { first, bits, data }))
 }
 
 /// Windows of one dataset or functional-group item.
@@ -251,8 +293,9 @@ fn read_windows(obj: &InMemDicomObject) -> Vec<Window> {
 }
 
 impl Presentation {
-    /// What `obj` says about presenting frame `frame` (0-based).
-    pub fn from_object(obj: &InMemDicomObject, frame: u32) -> Presentation {
+    /// What `obj` says about presenting frame `frame` (0-based). A Modality or VOI LUT whose
+    /// descriptor does not describe its data is an error.
+    pub fn from_object(obj: &InMemDicomObject, frame: u32) -> Result<Presentation, RenderError> {
         let signed = obj
             .get(tags::PIXEL_REPRESENTATION)
             .and_then(|e| e.to_int::<u16>().ok())
@@ -262,9 +305,10 @@ impl Presentation {
             inverse: text(obj, tags::PRESENTATION_LUT_SHAPE).as_deref() == Some("INVERSE"),
             ..Presentation::default()
         };
-        let table = items(obj, tags::MODALITY_LUT_SEQUENCE)
-            .first()
-            .and_then(|i| read_lut(i, signed));
+        let table = match items(obj, tags::MODALITY_LUT_SEQUENCE).first() {
+            Some(item) => read_lut(item, signed, "Modality LUT")?,
+            None => None,
+        };
         p.modality_lut = match table {
             Some(lut) => ModalityLut::Table(lut),
             None => ModalityLut::Rescale {
@@ -274,10 +318,10 @@ impl Presentation {
         };
         p.windows = read_windows(obj);
         // VOI LUT input is the modality LUT's output: signed when a rescale can make it so
-        p.voi_luts = items(obj, tags::VOILUT_SEQUENCE)
-            .iter()
-            .filter_map(|i| read_lut(i, true))
-            .collect();
+        p.voi_luts = Vec::new();
+        for item in items(obj, tags::VOILUT_SEQUENCE) {
+            p.voi_luts.extend(read_lut(item, true, "VOI LUT")?);
+        }
         // enhanced multi-frame: shared groups, then this frame's own, each overriding
         let shared = items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).first();
         let own = items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).get(frame as usize);
@@ -297,7 +341,7 @@ impl Presentation {
                 }
             }
         }
-        p
+        Ok(p)
     }
 }
 

@@ -8,17 +8,23 @@ use std::sync::Arc;
 use strata_index::InstanceRef;
 use strata_render::picture::{self, PictureFormat};
 use strata_render::stream::{OpenedSeries, SeriesInstance};
-use strata_render::{CachedFrame, Priority, RenderError, RenderPool, Rendered, View};
+use strata_render::{CachedFrame, DecodeLimits, Priority, RenderError, RenderPool, Rendered, View};
 
 #[derive(Clone)]
 pub struct Pictures {
     reads: Reads,
     pool: Arc<RenderPool>,
+    /// The configured bounds every decode runs within (`render.max_frame_samples`, ...).
+    limits: DecodeLimits,
 }
 
 impl Pictures {
-    pub fn new(reads: Reads, pool: Arc<RenderPool>) -> Pictures {
-        Pictures { reads, pool }
+    pub fn new(reads: Reads, pool: Arc<RenderPool>, limits: DecodeLimits) -> Pictures {
+        Pictures {
+            reads,
+            pool,
+            limits,
+        }
     }
 
     /// Renders frame `frame` (0-based) of the stored instance `sop_uid` as `view` asks. The one entry
@@ -97,10 +103,11 @@ impl Pictures {
                 Ok(())
             })
             .await?;
+        let limits = self.limits.clone();
         let decoded = self
             .pool
             .run(priority, "decode", move || {
-                strata_render::decode_part10(&bytes, frame)
+                strata_render::decode_part10(&bytes, frame, &limits)
             })
             .await
             .map_err(|e| RenderError::Decode(e.to_string()))??;

@@ -116,55 +116,75 @@ fn ybr_full_to_rgb(y: f64, cb: f64, cr: f64, half: f64) -> [f64; 3] {
 /// PALETTE COLOR: each stored value indexes the red, green and blue Palette Color Lookup
 /// Tables (PS3.3 C.7.6.3.1.5). Values below the first mapped value take the first entry, values
 /// past the end the last (C.7.6.3.1.5 says they map to the first and last entries).
-pub(super) fn palette(obj: &DefaultDicomObject, values: &[i32]) -> Result<Vec<u8>, RenderError> {
-    let channels = [
-        (
-            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
-            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-            tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-            "Red",
-        ),
-        (
-            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
-            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-            tags::SEGMENTED_GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-            "Green",
-        ),
-        (
-            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
-            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-            tags::SEGMENTED_BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-            "Blue",
-        ),
-    ];
-    let mut luts = Vec::with_capacity(3);
-    for (descriptor, data, segmented, name) in channels {
-        luts.push(Lut::read(obj, descriptor, data, segmented, name)?);
+///
+/// Read and checked from the dataset before the frame is decoded, so a file whose descriptors
+/// do not match their data is refused before anything is allocated for its pixels.
+pub(super) struct Palette {
+    /// The stored value `table[0]` is for.
+    first: i64,
+    /// RGB for each stored value from `first` on.
+    table: Vec<[u8; 3]>,
+}
+
+impl Palette {
+    pub(super) fn read(obj: &DefaultDicomObject) -> Result<Palette, RenderError> {
+        let channels = [
+            (
+                tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                "Red",
+            ),
+            (
+                tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                tags::SEGMENTED_GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                "Green",
+            ),
+            (
+                tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                tags::SEGMENTED_BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                "Blue",
+            ),
+        ];
+        let mut luts = Vec::with_capacity(3);
+        for (descriptor, data, segmented, name) in channels {
+            luts.push(Lut::read(obj, descriptor, data, segmented, name)?);
+        }
+        // One table of RGB triplets over every index any channel maps, so each pixel costs one
+        // lookup (the three channels normally share their first value and length). Each
+        // channel has at most 65536 entries from a first value in -32768..=65535, so the
+        // table has fewer than 2^18.
+        let first = luts
+            .iter()
+            .map(|l| l.first_mapped as i64)
+            .min()
+            .unwrap_or(0);
+        let end = luts
+            .iter()
+            .map(|l| l.first_mapped as i64 + l.entries.len() as i64)
+            .max()
+            .unwrap_or(1);
+        let table = (first..end)
+            .map(|i| {
+                let i = i as i32;
+                [luts[0].map(i), luts[1].map(i), luts[2].map(i)]
+            })
+            .collect();
+        Ok(Palette { first, table })
     }
-    // One table of RGB triplets over every index any channel maps, so each pixel costs one
-    // lookup (the three channels normally share their first value and length).
-    let first = luts
-        .iter()
-        .map(|l| l.first_mapped as i64)
-        .min()
-        .unwrap_or(0);
-    let end = luts
-        .iter()
-        .map(|l| l.first_mapped as i64 + l.entries.len() as i64)
-        .max()
-        .unwrap_or(1);
-    let table: Vec<[u8; 3]> = (first..end)
-        .map(|i| {
-            let i = i as i32;
-            [luts[0].map(i), luts[1].map(i), luts[2].map(i)]
-        })
-        .collect();
-    let last = table.len() as i64 - 1;
-    let mut out = Vec::with_capacity(values.len() * 3);
-    for &v in values {
-        out.extend_from_slice(&table[(v as i64 - first).clamp(0, last) as usize]);
+
+    /// Stored values to interleaved 8-bit RGB.
+    pub(super) fn apply(&self, values: &[i32]) -> Vec<u8> {
+        let (first, table) = (self.first, &self.table);
+        let last = table.len() as i64 - 1;
+        let mut out = Vec::with_capacity(values.len() * 3);
+        for &v in values {
+            out.extend_from_slice(&table[(v as i64 - first).clamp(0, last) as usize]);
+        }
+        out
     }
-    Ok(out)
 }
 
 /// One channel's palette, already reduced to 8 bits.
@@ -192,6 +212,12 @@ impl Lut {
             })?;
         // The descriptor is US or SS: an entry count of 0 (or -32768 read as SS) means 65536,
         // and a first mapped value above 32767 may come back negative from SS.
+        if !(-32768..=65535).contains(&desc[0]) || !(-32768..=65535).contains(&desc[1]) {
+            return Err(RenderError::Decode(format!(
+                "{name} Palette Color Lookup Table Descriptor {desc:?} is out of range (16-bit \
+                 entry count and first mapped value)"
+            )));
+        }
         let count = match desc[0] & 0xffff {
             0 => 65536,
             n => n as usize,
@@ -215,7 +241,7 @@ impl Lut {
         };
         let raw: Vec<u16> = match element.value() {
             Value::Primitive(PrimitiveValue::U16(words)) => {
-                if bits == 8 && words.len() * 2 == count {
+                if bits == 8 && words.len() == count.div_ceil(2) && words.len() != count {
                     // 8-bit entries packed two to an OW word, first entry in the low byte.
                     words
                         .iter()
@@ -228,7 +254,7 @@ impl Lut {
             }
             Value::Primitive(p) => {
                 let bytes = p.to_bytes();
-                if bits == 8 && bytes.len() == count {
+                if bits == 8 && (bytes.len() == count || bytes.len() == count + 1) {
                     bytes.iter().map(|&b| u16::from(b)).collect()
                 } else {
                     bytes
@@ -243,7 +269,10 @@ impl Lut {
                 )))
             }
         };
-        if raw.len() < count {
+        // The data must be what the descriptor says: 8-bit entries packed two to a word may
+        // end with one byte of padding (an odd count), nothing else may differ.
+        let padded = bits == 8 && count % 2 == 1 && raw.len() == count + 1;
+        if raw.len() != count && !padded {
             return Err(RenderError::Decode(format!(
                 "{name} Palette Color Lookup Table Data has {} entries, the descriptor says {count}",
                 raw.len()

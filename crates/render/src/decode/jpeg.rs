@@ -28,7 +28,7 @@ pub(super) fn decode(
         )));
     }
     if !header.lossless && header.precision == 12 {
-        let (samples, width, height) = super::jpeg12::decode(stream)?;
+        let (samples, width, height) = super::jpeg12::decode(stream, image)?;
         check_size(width, height, image)?;
         return Ok((samples, image.interpretation.clone()));
     }

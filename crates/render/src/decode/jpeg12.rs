@@ -10,7 +10,12 @@
 use crate::RenderError;
 
 /// Decodes a single-component 12-bit sequential DCT frame into 16-bit little-endian samples.
-pub(super) fn decode(stream: &[u8]) -> Result<(Vec<u8>, u16, u16), RenderError> {
+/// The frame header this decoder itself reads is checked against `image` before the output is
+/// allocated.
+pub(super) fn decode(
+    stream: &[u8],
+    image: &super::ImagePixel,
+) -> Result<(Vec<u8>, u16, u16), RenderError> {
     let mut quant: [Option<[u16; 64]>; 4] = [None; 4];
     let mut dc_tables: [Option<Huffman>; 4] = Default::default();
     let mut ac_tables: [Option<Huffman>; 4] = Default::default();
@@ -53,6 +58,12 @@ pub(super) fn decode(stream: &[u8]) -> Result<(Vec<u8>, u16, u16), RenderError> 
             }
             0xDA => {
                 let frame = frame.ok_or_else(|| bad("a scan comes before the frame header"))?;
+                super::check_codestream_size(
+                    "12-bit JPEG",
+                    frame.width.into(),
+                    frame.height.into(),
+                    image,
+                )?;
                 let scan = Scan::read(payload, &frame)?;
                 let q = quant[frame.quant_table]
                     .ok_or_else(|| bad("the quantisation table is missing"))?;
