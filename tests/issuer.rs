@@ -68,6 +68,37 @@ fn holders(api: &Api, issuer: &str, id: &str) -> usize {
     found.as_array().unwrap().len()
 }
 
+/// Adds an OtherPatientIDsSequence item to `file`: the sender's word that its patient is also
+/// `id` of `issuer`.
+fn claim_other_id(file: &Path, issuer: &str, id: &str) {
+    let out = tool(
+        30,
+        "dcmodify",
+        &[
+            "-nb",
+            "-i",
+            &format!("(0010,1002)[0].(0010,0020)={id}"),
+            "-i",
+            &format!("(0010,1002)[0].(0010,0021)={issuer}"),
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// OtherPatientIDsSequence names a foreign key only from a trusted source: HOSP_B/P2's person
+/// gains the trusted client's P8 (the sender's word links it), not the untrusted one's P7.
+fn check_other_ids(api: &Api) {
+    let p2 = api.person_of("HOSP_B", "P2");
+    assert_eq!(api.person_of("HOSP_B", "P8"), p2, "a trusted sender's word");
+    assert_ne!(
+        api.person_of("HOSP_A", "P7"),
+        p2,
+        "an untrusted sender's word"
+    );
+    assert_eq!(api.keys(&p2), ["HOSP_B/P2", "HOSP_B/P8"]);
+}
+
 /// The keys each study was filed under, and those it was not, as the archive answers now.
 fn check_keys(api: &Api, studies: &[(&str, &str, &str)], stated: &str) {
     for (study, issuer, id) in studies {
@@ -113,6 +144,11 @@ aet = "CT_PLAIN"
     let (s4, f4) = study(&dir, 4, "HOSP_B", "P4");
     let (s5, f5) = study(&dir, 5, "HOSP_B", "P5");
     let (s6, f6) = study(&dir, 6, "", "P6");
+    // and two claim, besides, to be HOSP_B's P2 (OtherPatientIDsSequence)
+    let (_, f7) = study(&dir, 7, "HOSP_B", "P7");
+    let (_, f8) = study(&dir, 8, "HOSP_B", "P8");
+    claim_other_id(&f7, "HOSP_B", "P2");
+    claim_other_id(&f8, "HOSP_B", "P2");
 
     let server = t.serve();
     // a STOW-RS account with an issuer, and one without (its name is its issuer)
@@ -148,6 +184,8 @@ aet = "CT_PLAIN"
     store(&server, "CT_TRUSTED", &f2);
     store(&server, "CT_PLAIN", &f3);
     store(&server, "CT_TRUSTED", &f6);
+    store(&server, "CT_A", &f7);
+    store(&server, "CT_TRUSTED", &f8);
     let ris = Api::new(&server, &token(&t, "ris"));
     assert_eq!(ris.stow(&f4).status, 200);
     let robot = Api::new(&server, &token(&t, "robot"));
@@ -163,6 +201,7 @@ aet = "CT_PLAIN"
     ];
     let admin = Api::new(&server, &token(&t, "admin"));
     check_keys(&admin, &expected, "HOSP_B");
+    check_other_ids(&admin);
     // the account's issuer is shown to administrators
     let users = admin.ok(admin.get("/api/users"));
     let ris_row = users
@@ -173,6 +212,26 @@ aet = "CT_PLAIN"
         .unwrap()
         .clone();
     assert_eq!(ris_row["issuer"], "HOSP C", "{users}");
+    // an administrator gives one over the API too; a blank one is refused, nothing added
+    let added = admin.post(
+        "/api/users",
+        serde_json::json!({"name": "pacs", "role": "integrator", "password": common::PASSWORD, "issuer": "hosp_e"}),
+    );
+    assert_eq!(added.status, 201, "{}", added.text());
+    let added: serde_json::Value = serde_json::from_slice(&added.body).unwrap();
+    assert_eq!(added["issuer"], "HOSP_E");
+    let blank = admin.post(
+        "/api/users",
+        serde_json::json!({"name": "pacs2", "role": "integrator", "password": common::PASSWORD, "issuer": "  "}),
+    );
+    assert_eq!(blank.status, 400, "{}", blank.text());
+    assert!(blank.content_type.starts_with("application/problem+json"));
+    assert!(!t.ok(&["user", "list"]).contains("pacs2"));
+    let event = &common::audit_events(&t, "http.user.add")[0];
+    assert!(
+        event.to_string().contains("issuer HOSP_E"),
+        "the issuer is in the audit trail: {event}"
+    );
 
     // An index rebuilt from one replica reads the same keys from the same blobs.
     drop(server);
@@ -180,11 +239,14 @@ aet = "CT_PLAIN"
     let server = t.serve();
     let admin = Api::new(&server, &token(&t, "admin"));
     check_keys(&admin, &expected, "HOSP_B");
+    check_other_ids(&admin);
     drop(server);
 
     // The issuer is the one of the time of storing: a later change of the account's issuer
     // (journaled too) leaves the keys already given as they are, through a rebuild as well.
     t.ok(&["user", "issuer", "ris", "HOSP_D"]);
+    let event = &common::audit_events(&t, "cli.user.issuer")[0];
+    assert!(event.to_string().contains("ris: issuer HOSP_D"), "{event}");
     t.ok(&["reindex", "--from-replica", "2"]);
     assert!(t.ok(&["user", "list"]).contains("issuer HOSP_D"));
     let server = t.serve();
