@@ -4,7 +4,8 @@
 //! ```text
 //! bytes ─▶ inspect: preamble, file meta, a walk over every element to the end (truncation),
 //!          the header parsed up to the pixel data, UIDs and SOP class validated
-//!       ─▶ identify: the local patient key (PatientID, normalised issuer or the source)
+//!       ─▶ identify: the local patient key (PatientID under the issuer the source names: the
+//!          door's own, or the file's from a source trusted for it)
 //!       ─▶ address: keyed hash of the bytes; same SOP Instance UID already stored?
 //!          same bytes → success without writing; other bytes → conflict, or replace
 //!       ─▶ store: seal and write to the replicas (write quorum, fsynced)
