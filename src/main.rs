@@ -160,6 +160,19 @@ enum UserCommand {
         /// index whose studies are theirs, as `GET /api/persons` shows its id.
         #[arg(long)]
         person: Option<String>,
+        /// The issuer of the local patient keys of what the user stores over STOW-RS,
+        /// whatever the files say (IssuerOfPatientID). Unset: the user's name; an
+        /// administrator's uploads keep the files' own issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+    /// Set (or with --clear remove) the issuer of the local patient keys of what a user stores.
+    Issuer {
+        name: String,
+        #[arg(required_unless_present = "clear")]
+        issuer: Option<String>,
+        #[arg(long, conflicts_with = "issuer")]
+        clear: bool,
     },
     /// Bind a patient user to another person (after their person was merged into another, say).
     Bind {
@@ -710,7 +723,12 @@ fn when(ms: i64) -> String {
 async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::process::ExitCode> {
     use strata_services::auth::{hash_password, Role};
     match command {
-        UserCommand::Add { name, role, person } => {
+        UserCommand::Add {
+            name,
+            role,
+            person,
+            issuer,
+        } => {
             user_name(&name)?;
             let Some(role) = Role::parse(&role) else {
                 bail!("{role:?} is not a role (admin, radiologist, integrator, modality, patient)");
@@ -732,17 +750,42 @@ async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::pr
             let hash = hash_password(&password);
             if !archive
                 .admin()
-                .add_user(&name, role.as_str(), hash, person.as_deref())
+                .add_user(
+                    &name,
+                    role.as_str(),
+                    hash,
+                    person.as_deref(),
+                    issuer.as_deref(),
+                )
                 .await?
             {
                 bail!("a user named {name} exists already");
             }
-            let detail = format!("user {name}, role {}", role.as_str());
+            let mut detail = format!("user {name}, role {}", role.as_str());
+            if let Some(i) = &issuer {
+                detail.push_str(&format!(", issuer {}", strata_core::audit::capped(i, 64)));
+            }
             audited(archive, "cli.user.add", detail).await?;
             match person {
                 Some(p) => println!("added {name} ({}, person {p})", role.as_str()),
                 None => println!("added {name} ({})", role.as_str()),
             }
+        }
+        UserCommand::Issuer {
+            name,
+            issuer,
+            clear: _,
+        } => {
+            user_name(&name)?;
+            if !archive.admin().set_issuer(&name, issuer.as_deref()).await? {
+                bail!("no user named {name}");
+            }
+            let what = match &issuer {
+                Some(i) => format!("issuer {}", strata_core::audit::capped(i, 64)),
+                None => "issuer cleared".to_string(),
+            };
+            audited(archive, "cli.user.issuer", format!("user {name}: {what}")).await?;
+            println!("{name}: {what}");
         }
         UserCommand::Bind { name, person } => {
             user_name(&name)?;
@@ -771,6 +814,9 @@ async fn user(archive: &Archive, command: UserCommand) -> anyhow::Result<std::pr
                 }
                 if u.must_change_password {
                     flags.push_str("  must change password");
+                }
+                if let Some(i) = &u.issuer {
+                    flags.push_str(&format!("  issuer {i}"));
                 }
                 match u.person {
                     Some(p) => println!("{:<24} {:<12} person {p}{flags}", u.name, u.role),

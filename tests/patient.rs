@@ -527,7 +527,8 @@ fn a_patient_scope_widens_only_by_a_human_decision() {
     let pa = admin.person_of("HOSP_A", "A1");
     let out = user_cmd(&t, &["add", "pat", "--role", "patient", "--person", &pa]);
     assert!(out.status.success(), "{}", text(&out));
-    let pat = Api::new(&server, &token(&t, "pat"));
+    let pat_token = token(&t, "pat");
+    let pat = Api::new(&server, &pat_token);
     assert_eq!(pat.studies(""), vec![a1.clone()]);
 
     // The same demographics under another hospital's key: the matcher may link it to the
@@ -573,13 +574,61 @@ fn a_patient_scope_widens_only_by_a_human_decision() {
         "the patient's view lists the confirmed key only: {own}"
     );
 
-    // An administrator's link (of a key the matcher may already have put there) confirms it.
+    assert_eq!(
+        admin.person_of("HOSP_D", "D9"),
+        pa,
+        "the matcher linked the key to the patient's person on its own"
+    );
+
+    // A decision about another key of the person (a link by hand) confirms that key alone:
+    // the key the matcher linked stays unconfirmed.
+    let (e3, e3_files) = study(&later, 3, "ROE^RICHARD", ("HOSP_E", "E3"), "19600202", "M");
+    for f in &e3_files {
+        admin.ok(admin.stow(f));
+    }
+    admin.ok(admin.post(
+        &format!("/api/persons/{pa}/link"),
+        json!({"issuer": "HOSP_E", "patient_id": "E3"}),
+    ));
+    let mut decided = vec![a1.clone(), e3.clone()];
+    decided.sort();
+    assert_eq!(pat.studies(""), decided);
+
+    // An index rebuilt from one replica widens nothing either: the binding confirmed the keys
+    // the person held then, the link the key it linked, and the matcher's link is again the
+    // matcher's alone.
+    drop(server);
+    t.ok(&["reindex", "--from-replica", "1"]);
+    let server = t.serve();
+    let admin = Api::new(&server, &token(&t, "admin"));
+    let pat = Api::new(&server, &pat_token);
+    assert_eq!(admin.person_of("HOSP_D", "D9"), pa);
+    assert_eq!(
+        pat.studies(""),
+        decided,
+        "a rebuild widens no patient's scope"
+    );
+    for study in [&a6, &x5] {
+        problem(
+            &pat.get(&format!("/dicomweb/studies/{study}/metadata")),
+            404,
+            "after a rebuild, a study linked by the matcher alone",
+        );
+    }
+    let own = pat.ok(pat.get(&format!("/api/persons/{pa}")));
+    assert_eq!(
+        own["identifiers"].as_array().unwrap().len(),
+        2,
+        "the patient's view lists the confirmed keys only: {own}"
+    );
+
+    // An administrator's link (of a key the matcher already put there) confirms it.
     admin.ok(admin.post(
         &format!("/api/persons/{pa}/link"),
         json!({"issuer": "HOSP_D", "patient_id": "D9"}),
     ));
-    let mut both = vec![a1, a6];
-    both.sort();
-    assert_eq!(pat.studies(""), both);
+    let mut all = vec![a1, a6, e3];
+    all.sort();
+    assert_eq!(pat.studies(""), all);
     assert!(!pat.studies("").contains(&x5));
 }

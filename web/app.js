@@ -105,7 +105,8 @@ async function showAccounts() {
   const user = (name) => `/api/users/${encodeURIComponent(name)}`;
   const userRows = users.map((u) => el("tr", { "data-user": u.name },
     el("td", {}, u.name), el("td", {}, u.role), el("td", {}, u.person || ""),
-    el("td", {}, [u.disabled ? "disabled" : "", u.must_change_password ? "must change password" : ""]
+    el("td", {}, [u.disabled ? "disabled" : "", u.must_change_password ? "must change password" : "",
+      u.issuer ? `issuer ${u.issuer}` : ""]
       .filter(Boolean).join(", ")),
     el("td", {},
       el("button", { type: "button", class: "toggle", onclick: act(`${u.name}`, () =>
@@ -123,12 +124,15 @@ async function showAccounts() {
     el("label", {}, "Role", el("select", { name: "role" },
       ["radiologist", "integrator", "modality", "patient", "admin"].map((r) => el("option", { value: r }, r)))),
     el("label", {}, "Person (patients)", el("input", { name: "person" })),
+    el("label", { title: "Issuer of the patient keys of what the user stores, whatever the files say" },
+      "Issuer (uploads)", el("input", { name: "issuer", maxlength: 64 })),
     el("label", {}, "Password", el("input", { name: "password", type: "password", required: true, autocomplete: "new-password" })),
     el("button", { type: "submit" }, "Add user"));
   addForm.addEventListener("submit", (e) => {
     e.preventDefault();
     const f = Object.fromEntries(new FormData(addForm));
     if (!f.person) delete f.person;
+    if (!f.issuer) delete f.issuer;
     act("Add user", () => api("/api/users", { method: "POST", body: f }))();
   });
   const tokenRows = tokens.map((t) => el("tr", { "data-token": t.id },

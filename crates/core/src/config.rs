@@ -146,6 +146,15 @@ pub struct DimseClient {
     pub aet: String,
     #[serde(default = "all_permissions")]
     pub permissions: Vec<DimsePermission>,
+    /// The issuer of the local patient keys of what this AE stores (its hospital's assigning
+    /// authority). Unset: its AE title.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Believe the IssuerOfPatientID the files of this AE state (and those in their
+    /// OtherPatientIDsSequence), falling back to `issuer`. Off by default: a file's claim to
+    /// be another hospital's patient is how one patient could be given another's studies.
+    #[serde(default)]
+    pub trust_issuer: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -15,21 +15,23 @@ use dicom_parser::stateful::decode::{DynStatefulDecoder, StatefulDecode};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::io::{Read, Seek, SeekFrom};
 use strata_core::BlobId;
-use strata_mpi::{local_issuer, LocalKey};
+use strata_mpi::{IssuerSource, LocalKey};
 
 /// Reads and validates one Part-10 instance from `r` (`len` bytes in all) and returns what the
 /// index keeps of it, stored under `blob_id`.
 ///
 /// A parser that panics on crafted input refuses the file like any other malformed input: the
 /// panic is caught here, so it never takes down the request, the association or the import.
+/// `issuers` is the source that names the issuers of the instance's local keys.
 pub fn inspect<R: Read + Seek>(
     r: R,
     len: u64,
     source: &str,
     blob_id: BlobId,
+    issuers: &IssuerSource,
 ) -> Result<InstanceRecord, InspectError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        inspect_unguarded(r, len, source, blob_id)
+        inspect_unguarded(r, len, source, blob_id, issuers)
     }))
     .unwrap_or_else(|panic| {
         let why = panic
@@ -48,6 +50,7 @@ fn inspect_unguarded<R: Read + Seek>(
     len: u64,
     source: &str,
     blob_id: BlobId,
+    issuers: &IssuerSource,
 ) -> Result<InstanceRecord, InspectError> {
     // Preamble and magic: the 128-byte preamble is optional in a stream, "DICM" is not.
     let mut head = [0u8; 132];
@@ -96,7 +99,30 @@ fn inspect_unguarded<R: Read + Seek>(
         .from_reader(&mut r)
         .map_err(|e| invalid(format!("malformed data set: {e}")))?;
     crate::un::resolve_unknown_vrs(&mut obj);
-    record_from(&obj, &meta, &ts_uid, source, blob_id, len)
+    let mut record = record_from(&obj, &meta, &ts_uid, source, blob_id, len)?;
+    let file_alone = patient_keys(&obj, &meta, &IssuerSource::operator());
+    let (issuer, other_ids) = patient_keys(&obj, &meta, issuers);
+    if (&issuer, &other_ids) != (&file_alone.0, &file_alone.1) {
+        record.patient.issuer_source = Some(issuers.clone());
+    }
+    record.patient.issuer = issuer;
+    record.patient.other_ids = other_ids;
+    Ok(record)
+}
+
+/// The issuer of the patient's key and the keys of OtherPatientIDsSequence, as `issuers`
+/// names them.
+fn patient_keys(
+    ds: &InMemDicomObject,
+    meta: &FileMetaTable,
+    issuers: &IssuerSource,
+) -> (String, Vec<LocalKey>) {
+    let source_ae = meta
+        .source_application_entity_title
+        .as_deref()
+        .map(|s| s.trim_end_matches(['\0', ' ']));
+    let issuer = issuers.issuer_of(text(ds, tags::ISSUER_OF_PATIENT_ID).as_deref(), source_ae);
+    (issuer, other_patient_ids(ds, source_ae, issuers))
 }
 
 /// Walks a data set held in memory (a query's identifier, an action's information) to its end,
@@ -286,8 +312,13 @@ fn walk_items<D: StatefulDecode>(
     }
 }
 
-/// The keys of OtherPatientIDsSequence: the sender's statement that they are this patient too.
-fn other_patient_ids(ds: &InMemDicomObject, source_ae: Option<&str>) -> Vec<LocalKey> {
+/// The keys of OtherPatientIDsSequence: the sender's statement that they are this patient too,
+/// each under the issuer `issuers` names (a source not trusted for issuers names none but its own).
+fn other_patient_ids(
+    ds: &InMemDicomObject,
+    source_ae: Option<&str>,
+    issuers: &IssuerSource,
+) -> Vec<LocalKey> {
     let Some(seq) = ds.get(tags::OTHER_PATIENT_I_DS_SEQUENCE) else {
         return vec![];
     };
@@ -297,7 +328,8 @@ fn other_patient_ids(ds: &InMemDicomObject, source_ae: Option<&str>) -> Vec<Loca
         .filter_map(|item| {
             let patient_id = text(item, tags::PATIENT_ID)?;
             Some(LocalKey {
-                issuer: local_issuer(text(item, tags::ISSUER_OF_PATIENT_ID).as_deref(), source_ae),
+                issuer: issuers
+                    .issuer_of(text(item, tags::ISSUER_OF_PATIENT_ID).as_deref(), source_ae),
                 patient_id,
             })
         })
@@ -327,20 +359,18 @@ fn record_from(
     let series_uid = required_uid(ds, tags::SERIES_INSTANCE_UID, "Series Instance UID")?;
     let metadata = dicom_json::to_string(ds)
         .map_err(|e| invalid(format!("header cannot be expressed as DICOM JSON: {e}")))?;
-    let source_ae = meta
-        .source_application_entity_title
-        .as_deref()
-        .map(|s| s.trim_end_matches(['\0', ' ']));
     Ok(InstanceRecord {
         patient: PatientRecord {
             patient_id: text(ds, tags::PATIENT_ID).unwrap_or_default(),
-            issuer: local_issuer(text(ds, tags::ISSUER_OF_PATIENT_ID).as_deref(), source_ae),
+            // named by the source: see `inspect_unguarded`
+            issuer: String::new(),
             name: text(ds, tags::PATIENT_NAME),
             birth_date: text(ds, tags::PATIENT_BIRTH_DATE),
             sex: text(ds, tags::PATIENT_SEX),
             address: text(ds, tags::PATIENT_ADDRESS),
             phone: text(ds, tags::PATIENT_TELEPHONE_NUMBERS),
-            other_ids: other_patient_ids(ds, source_ae),
+            other_ids: vec![],
+            issuer_source: None,
         },
         study: StudyRecord {
             uid: study_uid,
@@ -401,7 +431,7 @@ mod tests {
     #[test]
     fn a_panic_while_parsing_refuses_the_file() {
         let blob = BlobId::from_bytes([0; 32]);
-        match inspect(Panicking, 1000, "test", blob) {
+        match inspect(Panicking, 1000, "test", blob, &IssuerSource::operator()) {
             Err(InspectError::Invalid(why)) => {
                 assert!(why.contains("parser failed"), "{why}");
                 assert!(why.contains("a crafted length"), "{why}");

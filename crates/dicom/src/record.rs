@@ -2,7 +2,7 @@
 //! study, series and instance attributes. [`crate::inspect`] makes it; the index stores it.
 
 use strata_core::BlobId;
-use strata_mpi::LocalKey;
+use strata_mpi::{IssuerSource, LocalKey};
 
 /// Patient-level attributes as received. The local patient key is (patient_id, issuer).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -17,6 +17,10 @@ pub struct PatientRecord {
     pub phone: Option<String>,
     /// OtherPatientIDsSequence: keys the sender says are this same patient.
     pub other_ids: Vec<LocalKey>,
+    /// The source that named the issuers of these keys, when its rule gave other keys than
+    /// the file alone gives ([`IssuerSource::operator`]): it must be kept with the instance,
+    /// so a rebuild from the blob reads the same keys.
+    pub issuer_source: Option<IssuerSource>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -130,6 +130,18 @@ pub fn permissions(config: &DimseConfig, calling_ae: &str) -> Vec<DimsePermissio
         .unwrap_or_default()
 }
 
+/// The issuer of the local patient keys of what a calling AE stores, and whether its files'
+/// own IssuerOfPatientID is believed: its `[[dimse.clients]]` entry's, else (an AE not
+/// configured, or no client list at all) its AE title, not believed.
+pub fn key_issuer(config: &DimseConfig, calling_ae: &str) -> (Option<String>, bool) {
+    config
+        .clients
+        .iter()
+        .find(|c| c.aet == calling_ae.trim())
+        .map(|c| (c.issuer.clone(), c.trust_issuer))
+        .unwrap_or((None, false))
+}
+
 /// Accepts associations until the process ends.
 pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
     let cfg = archive.config().dimse.clone();

@@ -75,9 +75,13 @@ pub async fn c_store(
         match data {
             Some(DataSink::Spool(spool)) => {
                 // the success audit event is written by ingest, with the instance's index row
+                let (issuer, trust_issuer) =
+                    super::key_issuer(&session.archive.config().dimse, &session.calling_ae);
                 let source = Source::Dimse {
                     calling_ae: session.calling_ae.clone(),
                     remote: session.remote.clone(),
+                    issuer,
+                    trust_issuer,
                 };
                 match session.archive.ingest().ingest_spool(spool, &source).await {
                     Ok(_) => respond(status::SUCCESS, None),

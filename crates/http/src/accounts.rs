@@ -97,17 +97,22 @@ struct NewUser {
     role: String,
     password: String,
     person: Option<String>,
+    /// The issuer of the local patient keys of what the user stores, whatever the files say.
+    issuer: Option<String>,
 }
 
-/// `POST /api/users` `{name, role, password, person?}`: adds a user (admin). The new user
-/// must change the password at the first sign-in: an administrator chose it.
+/// `POST /api/users` `{name, role, password, person?, issuer?}`: adds a user (admin). The new
+/// user must change the password at the first sign-in: an administrator chose it.
 async fn add_user(
     State(a): State<Arc<Archive>>,
     Extension(caller): Extension<Caller>,
     b: Result<Json<NewUser>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), Problem> {
     caller.require(Permission::Administer)?;
-    let u = body(b, "{\"name\", \"role\", \"password\", \"person\"?}")?;
+    let u = body(
+        b,
+        "{\"name\", \"role\", \"password\", \"person\"?, \"issuer\"?}",
+    )?;
     let name = user_name(&u.name)?;
     let role = Role::parse(&u.role).ok_or_else(|| {
         Problem::bad_request(format!(
@@ -120,7 +125,13 @@ async fn add_user(
     let hash = hash_password(&u.password);
     let added = a
         .admin()
-        .add_user_with_temporary_password(name, role.as_str(), hash, person.as_deref())
+        .add_user_with_temporary_password(
+            name,
+            role.as_str(),
+            hash,
+            person.as_deref(),
+            u.issuer.as_deref(),
+        )
         .await
         .map_err(service)?;
     if !added {
@@ -129,11 +140,21 @@ async fn add_user(
             format!("a user named {name} exists already"),
         ));
     }
+    let issuer = u
+        .issuer
+        .as_deref()
+        .map(|i| strata_mpi::local_issuer(Some(i), None));
+    let mut detail = format!("user {name}, role {}", role.as_str());
+    if let Some(i) = &issuer {
+        detail.push_str(&format!(", issuer {i}"));
+    }
     let event = caller
         .event("http.user.add", Outcome::Success)
-        .detail(format!("user {name}, role {}", role.as_str()));
+        .detail(detail);
     audit(&a, event).await?;
-    let answer = serde_json::json!({ "name": name, "role": role.as_str(), "person": person });
+    let answer = serde_json::json!({
+        "name": name, "role": role.as_str(), "person": person, "issuer": issuer,
+    });
     Ok((StatusCode::CREATED, Json(answer)))
 }
 

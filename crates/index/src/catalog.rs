@@ -203,23 +203,30 @@ pub trait Catalog: Send + Sync {
     /// user; a person that does not exist (any more) leaves the user unbound, so it sees
     /// nothing until bound again (callers check the person first with [`Catalog::bindable`]).
     /// `must_change_password` makes the user choose a new password at the first sign-in.
-    async fn create_user(
+    /// Binding confirms the keys of the person `confirmed` names (all of them when None).
+    async fn create_user(&self, user: NewUser) -> Result<bool, IndexError>;
+
+    /// Sets (None: clears) the issuer of the keys of what a user stores; false if there is no
+    /// such user.
+    async fn set_user_issuer(
         &self,
         name: String,
-        role: String,
-        password_hash: String,
-        person: Option<String>,
-        must_change_password: bool,
+        issuer: Option<String>,
     ) -> Result<bool, IndexError>;
+
+    /// The local keys a live person holds now (what binding a user to them confirms).
+    async fn person_keys(&self, uid: String) -> Result<Vec<strata_mpi::LocalKey>, IndexError>;
 
     /// Whether a user may be bound to the person `uid`: it exists and was not merged away.
     async fn bindable(&self, uid: String) -> Result<Result<(), BindRefusal>, IndexError>;
 
-    /// Binds a user to the person `uid` (a live one), replacing any earlier binding.
+    /// Binds a user to the person `uid` (a live one), replacing any earlier binding, and
+    /// confirms the keys of the person `confirmed` names (all of them when None).
     async fn bind_user(
         &self,
         name: String,
         uid: String,
+        confirmed: Option<Vec<strata_mpi::LocalKey>>,
     ) -> Result<Result<(), BindRefusal>, IndexError>;
 
     async fn users(&self) -> Result<Vec<UserRow>, IndexError>;

@@ -36,7 +36,7 @@ pub use mpi::{
 };
 pub use rows::*;
 pub use users::{
-    BindRefusal, Credentials, LoginFailures, PrincipalRow, SessionRow, TokenRow, UserRow,
+    BindRefusal, Credentials, LoginFailures, NewUser, PrincipalRow, SessionRow, TokenRow, UserRow,
     SESSION_NAME_LEN,
 };
 

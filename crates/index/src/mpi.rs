@@ -47,6 +47,11 @@ pub struct PersonState {
     pub person: String,
     pub keys: Vec<LocalKey>,
     pub merged_into: Option<String>,
+    /// Of `keys`, those no person decided (the matcher linked them alone): a replay makes
+    /// them members again but not decided, so a rebuild widens no patient's scope. Absent
+    /// from entries written before it was kept, which replay every key as decided.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undecided: Vec<LocalKey>,
 }
 
 /// A manual MPI decision as journaled: replaying it over any index state gives the same links.
@@ -479,13 +484,18 @@ fn state(c: &Connection, person: i64) -> Result<PersonState, IndexError> {
         [person],
         |r| r.get(0),
     )?;
+    let keys = person_keys(c, person)?;
+    let mut undecided = Vec::new();
+    for (fk, k) in &keys {
+        if !is_manual(c, *fk)? {
+            undecided.push(k.clone());
+        }
+    }
     Ok(PersonState {
         person: person_uid(c, person)?,
-        keys: person_keys(c, person)?
-            .into_iter()
-            .map(|(_, k)| k)
-            .collect(),
+        keys: keys.into_iter().map(|(_, k)| k).collect(),
         merged_into: merged.map(|m| person_uid(c, m)).transpose()?,
+        undecided,
     })
 }
 
@@ -812,12 +822,38 @@ fn is_manual(c: &Connection, patient_fk: i64) -> Result<bool, IndexError> {
         .query_row([patient_fk], |r| r.get(0))
 }
 
-/// A person's keys, as they are now, become theirs by decision: a user bound to the person
-/// sees them. Keys the matcher adds later wait for a decision of their own.
-pub(super) fn confirm_keys(c: &Connection, person: i64) -> Result<(), IndexError> {
-    c.prepare_cached("UPDATE patients SET mpi_manual = 1 WHERE person_fk = ?1")?
-        .execute([person])?;
+/// A person's keys become theirs by decision: a user bound to the person sees them. `keys`
+/// names the keys the binding confirmed (those the person held when it was decided), and only
+/// those still the person's are confirmed; None (a binding journaled before the keys were
+/// kept) confirms every key the person holds now. Keys the matcher adds later wait for a
+/// decision of their own.
+pub(super) fn confirm_keys(
+    c: &Connection,
+    person: i64,
+    keys: Option<&[LocalKey]>,
+) -> Result<(), IndexError> {
+    match keys {
+        None => {
+            c.prepare_cached("UPDATE patients SET mpi_manual = 1 WHERE person_fk = ?1")?
+                .execute([person])?;
+        }
+        Some(keys) => {
+            let mut stmt = c.prepare_cached(
+                "UPDATE patients SET mpi_manual = 1
+                 WHERE person_fk = ?1 AND issuer = ?2 AND patient_id = ?3",
+            )?;
+            for k in keys {
+                stmt.execute(params![person, k.issuer, k.patient_id])?;
+            }
+        }
+    }
     Ok(())
+}
+
+/// The keys a person holds now: what binding a user to them confirms.
+pub(super) fn keys_of(c: &Connection, uid: &str) -> Result<Vec<LocalKey>, IndexError> {
+    let id = live_person(c, uid)?;
+    Ok(person_keys(c, id)?.into_iter().map(|(_, k)| k).collect())
 }
 
 fn move_key(c: &Connection, patient_fk: i64, person: i64) -> Result<(), IndexError> {
@@ -889,7 +925,15 @@ pub(super) fn replay(c: &Connection, change: &MpiChange) -> Result<(), IndexErro
         )?;
         for k in &s.keys {
             if let Ok(fk) = key_id(c, k) {
-                move_key(c, fk, id)?;
+                if s.undecided.contains(k) {
+                    // a member by the matcher's link alone: decided by no one
+                    c.execute(
+                        "UPDATE patients SET person_fk = ?2 WHERE id = ?1",
+                        params![fk, id],
+                    )?;
+                } else {
+                    move_key(c, fk, id)?;
+                }
             }
         }
     }

@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "worker_progress", include_str!("../../../schemas/index/0010_worker_progress.sql")),
     (11, "accounts", include_str!("../../../schemas/index/0011_accounts.sql")),
     (13, "confirmed_keys", include_str!("../../../schemas/index/0013_confirmed_keys.sql")),
+    (14, "user_issuer", include_str!("../../../schemas/index/0014_user_issuer.sql")),
     (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.sql")),
 ];
 
@@ -54,6 +55,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "worker_progress", include_str!("../../../schemas/index/0010_worker_progress.pg.sql")),
     (11, "accounts", include_str!("../../../schemas/index/0011_accounts.pg.sql")),
     (13, "confirmed_keys", include_str!("../../../schemas/index/0013_confirmed_keys.pg.sql")),
+    (14, "user_issuer", include_str!("../../../schemas/index/0014_user_issuer.pg.sql")),
     (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.pg.sql")),
 ];
 
@@ -747,43 +749,56 @@ impl Catalog for SqliteIndex {
         .await
     }
 
-    async fn create_user(
-        &self,
-        name: String,
-        role: String,
-        password_hash: String,
-        person: Option<String>,
-        must_change_password: bool,
-    ) -> Result<bool, IndexError> {
+    async fn create_user(&self, user: NewUser) -> Result<bool, IndexError> {
         self.write("create_user", move |c| {
             let n = c.execute(
                 "INSERT INTO users (name, role, password_hash, created_at, person_fk,
-                                   must_change_password)
+                                   must_change_password, issuer)
                  VALUES (?1, ?2, ?3, ?4,
-                         (SELECT id FROM persons WHERE uid = ?5 AND merged_into IS NULL), ?6)
+                         (SELECT id FROM persons WHERE uid = ?5 AND merged_into IS NULL), ?6, ?7)
                  ON CONFLICT (name) DO NOTHING",
                 params![
-                    name,
-                    role,
-                    password_hash,
+                    user.name,
+                    user.role,
+                    user.password_hash,
                     now_ms(),
-                    person,
-                    must_change_password
+                    user.person,
+                    user.must_change_password,
+                    user.issuer
                 ],
             )?;
             if n == 1 {
                 let bound: Option<i64> = c.query_row(
                     "SELECT person_fk FROM users WHERE name = ?1",
-                    [&name],
+                    [&user.name],
                     |r| r.get(0),
                 )?;
                 if let Some(person) = bound {
-                    mpi::confirm_keys(c, person)?;
+                    mpi::confirm_keys(c, person, user.confirmed.as_deref())?;
                 }
             }
             Ok(n == 1)
         })
         .await
+    }
+
+    async fn set_user_issuer(
+        &self,
+        name: String,
+        issuer: Option<String>,
+    ) -> Result<bool, IndexError> {
+        self.write("set_user_issuer", move |c| {
+            Ok(c.execute(
+                "UPDATE users SET issuer = ?2 WHERE name = ?1",
+                params![name, issuer],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn person_keys(&self, uid: String) -> Result<Vec<strata_mpi::LocalKey>, IndexError> {
+        self.read("person_keys", move |c| mpi::keys_of(c, &uid))
+            .await
     }
 
     async fn bindable(&self, uid: String) -> Result<Result<(), BindRefusal>, IndexError> {
@@ -809,6 +824,7 @@ impl Catalog for SqliteIndex {
         &self,
         name: String,
         uid: String,
+        confirmed: Option<Vec<strata_mpi::LocalKey>>,
     ) -> Result<Result<(), BindRefusal>, IndexError> {
         self.write("bind_user", move |c| {
             let person: Option<(i64, Option<i64>)> = c
@@ -834,7 +850,7 @@ impl Catalog for SqliteIndex {
                 params![name, id],
             )?;
             if n == 1 {
-                mpi::confirm_keys(c, id)?;
+                mpi::confirm_keys(c, id, confirmed.as_deref())?;
             }
             Ok(if n == 1 {
                 Ok(())
@@ -848,7 +864,8 @@ impl Catalog for SqliteIndex {
     async fn users(&self) -> Result<Vec<UserRow>, IndexError> {
         self.read("users", |c| {
             let mut stmt = c.prepare(
-                "SELECT u.name, u.role, u.created_at, ps.uid, u.disabled, u.must_change_password
+                "SELECT u.name, u.role, u.created_at, ps.uid, u.disabled, u.must_change_password,
+                        u.issuer
                  FROM users u LEFT JOIN persons ps ON ps.id = u.person_fk ORDER BY u.name",
             )?;
             let rows = stmt.query_map(params![], |r| {
@@ -859,6 +876,7 @@ impl Catalog for SqliteIndex {
                     person: r.get(3)?,
                     disabled: r.get(4)?,
                     must_change_password: r.get(5)?,
+                    issuer: r.get(6)?,
                 })
             })?;
             rows.collect::<Result<_, _>>()
@@ -869,7 +887,7 @@ impl Catalog for SqliteIndex {
     async fn user_credentials(&self, name: String) -> Result<Option<Credentials>, IndexError> {
         self.read("user_credentials", move |c| {
             c.query_row(
-                "SELECT role, password_hash, disabled, must_change_password
+                "SELECT role, password_hash, disabled, must_change_password, issuer
                  FROM users WHERE name = ?1",
                 [name],
                 |r| {
@@ -878,6 +896,7 @@ impl Catalog for SqliteIndex {
                         password_hash: r.get(1)?,
                         disabled: r.get(2)?,
                         must_change_password: r.get(3)?,
+                        issuer: r.get(4)?,
                     })
                 },
             )

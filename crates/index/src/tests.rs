@@ -73,6 +73,7 @@ fn record(sop: &str, study: &str, series: &str, content: &[u8]) -> InstanceRecor
             address: None,
             phone: None,
             other_ids: vec![],
+            issuer_source: None,
         },
         study: StudyRecord {
             uid: study.into(),

@@ -13,6 +13,24 @@ pub struct UserRow {
     /// The user must choose a new password before doing anything else (the first
     /// administrator, whose password was printed).
     pub must_change_password: bool,
+    /// The issuer of the local patient keys of what the user stores (STOW-RS), whatever the
+    /// files say; None: the user's name (an administrator: the data set's issuer).
+    pub issuer: Option<String>,
+}
+
+/// A user to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    pub name: String,
+    pub role: String,
+    pub password_hash: String,
+    /// The person a patient user is bound to (a person uid).
+    pub person: Option<String>,
+    pub must_change_password: bool,
+    /// The issuer of the keys of what the user stores (see [`UserRow::issuer`]).
+    pub issuer: Option<String>,
+    /// The keys of `person` the binding confirms; None: every key the person holds.
+    pub confirmed: Option<Vec<strata_mpi::LocalKey>>,
 }
 
 /// What signing in needs to know of a user.
@@ -22,6 +40,8 @@ pub struct Credentials {
     pub password_hash: String,
     pub disabled: bool,
     pub must_change_password: bool,
+    /// See [`UserRow::issuer`].
+    pub issuer: Option<String>,
 }
 
 /// An API token as listed: its row id names it, never the token or its hash.

@@ -25,7 +25,7 @@ pub mod normalise;
 
 pub use batch::{link_batch, link_batch_with_model, read_records, write_links, InputRecord};
 pub use decide::{decide, decide_with_other_ids, MatchOutcome, ScoredCandidate};
-pub use key::{local_issuer, LocalKey};
+pub use key::{local_issuer, IssuerSource, LocalKey};
 pub use model::Model;
 pub use normalise::Normalised;
 
@@ -43,7 +43,8 @@ pub enum MpiError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Identity {
-    /// Normalised IssuerOfPatientID, or the source (AE title, user) when the file has none.
+    /// The normalised issuer, as the record's source names it ([`IssuerSource`]): the door's
+    /// own, or the file's IssuerOfPatientID from a source trusted for it.
     pub issuer: String,
     pub patient_id: String,
     pub family_name: String,

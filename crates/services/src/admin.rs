@@ -8,7 +8,7 @@ use crate::ServiceError;
 use std::path::{Path, PathBuf};
 use strata_core::config::DimsePeer;
 use strata_core::now_ms;
-use strata_index::{BindRefusal, Index, SessionRow, TokenRow, UserRow};
+use strata_index::{BindRefusal, Index, NewUser, SessionRow, TokenRow, UserRow};
 
 #[derive(Clone)]
 pub struct Admin {
@@ -61,6 +61,7 @@ impl Admin {
             crate::auth::hash_password(&password),
             None,
             true,
+            None,
         )
         .await?;
         eprintln!(
@@ -73,15 +74,17 @@ impl Admin {
 
     /// Adds a user (journaled, so reindex restores it); false if the name is taken. A patient
     /// user is bound to `person` (a live person of the MPI); no other role takes one. Refused
-    /// (nothing stored) otherwise.
+    /// (nothing stored) otherwise. `issuer` is the issuer of the local patient keys of what
+    /// the user stores, whatever the files say (see [`Admin::set_issuer`]).
     pub async fn add_user(
         &self,
         name: &str,
         role: &str,
         password_hash: String,
         person: Option<&str>,
+        issuer: Option<&str>,
     ) -> Result<bool, ServiceError> {
-        self.create_user(name, role, password_hash, person, false)
+        self.create_user(name, role, password_hash, person, false, issuer)
             .await
     }
 
@@ -93,8 +96,9 @@ impl Admin {
         role: &str,
         password_hash: String,
         person: Option<&str>,
+        issuer: Option<&str>,
     ) -> Result<bool, ServiceError> {
-        self.create_user(name, role, password_hash, person, true)
+        self.create_user(name, role, password_hash, person, true, issuer)
             .await
     }
 
@@ -105,8 +109,10 @@ impl Admin {
         password_hash: String,
         person: Option<&str>,
         must_change_password: bool,
+        issuer: Option<&str>,
     ) -> Result<bool, ServiceError> {
         valid_name(name)?;
+        let issuer = issuer.map(valid_issuer).transpose()?;
         match (role == "patient", person) {
             (true, None) => {
                 return Err(ServiceError::Invalid(
@@ -130,26 +136,53 @@ impl Admin {
         {
             return Ok(false);
         }
-        let at = now_ms();
-        let entry = JournalEntry::UserAdded {
+        // the binding confirms the keys the person holds now, and journals them, so that a
+        // rebuild confirms these and not the keys the matcher adds to the person later
+        let confirmed = match person {
+            Some(p) => Some(self.index.person_keys(p.to_string()).await?),
+            None => None,
+        };
+        let user = NewUser {
             name: name.into(),
             role: role.into(),
-            password_hash: password_hash.clone(),
+            password_hash,
             person: person.map(String::from),
             must_change_password,
-            at,
+            issuer,
+            confirmed,
         };
-        self.journal.record(entry).await?;
-        Ok(self
-            .index
-            .create_user(
-                name.into(),
-                role.into(),
-                password_hash,
-                person.map(String::from),
+        self.journal
+            .record(JournalEntry::UserAdded {
+                name: user.name.clone(),
+                role: user.role.clone(),
+                password_hash: user.password_hash.clone(),
+                person: user.person.clone(),
                 must_change_password,
-            )
-            .await?)
+                issuer: user.issuer.clone(),
+                confirmed: user.confirmed.clone(),
+                at: now_ms(),
+            })
+            .await?;
+        Ok(self.index.create_user(user).await?)
+    }
+
+    /// Sets (None: clears) the issuer of the local patient keys of what a user stores over
+    /// STOW-RS (journaled); false if there is no such user. Keys of instances stored before
+    /// keep the issuer they were given.
+    pub async fn set_issuer(&self, name: &str, issuer: Option<&str>) -> Result<bool, ServiceError> {
+        valid_name(name)?;
+        let issuer = issuer.map(valid_issuer).transpose()?;
+        if self.index.user_credentials(name.into()).await?.is_none() {
+            return Ok(false);
+        }
+        self.journal
+            .record(JournalEntry::UserIssuerSet {
+                name: name.into(),
+                issuer: issuer.clone(),
+                at: now_ms(),
+            })
+            .await?;
+        Ok(self.index.set_user_issuer(name.into(), issuer).await?)
     }
 
     /// Replaces a user's password (journaled); false if there is no such user. Every session
@@ -307,16 +340,18 @@ impl Admin {
             Some(_) => {}
         }
         self.check_bindable(person).await?;
+        let confirmed = self.index.person_keys(person.to_string()).await?;
         self.journal
             .record(JournalEntry::UserBound {
                 name: name.into(),
                 person: person.into(),
+                confirmed: Some(confirmed.clone()),
                 at: now_ms(),
             })
             .await?;
         match self
             .index
-            .bind_user(name.to_string(), person.to_string())
+            .bind_user(name.to_string(), person.to_string(), Some(confirmed))
             .await?
         {
             Ok(()) => Ok(()),
@@ -490,6 +525,23 @@ fn valid_name(name: &str) -> Result<(), ServiceError> {
             strata_core::audit::capped(name, 64)
         )))
     }
+}
+
+/// An issuer as keys hold it (upper case, runs of space folded: [`strata_mpi::local_issuer`]),
+/// or why it is not one: empty, or longer than IssuerOfPatientID may be (64 characters, LO).
+pub fn valid_issuer(issuer: &str) -> Result<String, ServiceError> {
+    let norm = strata_mpi::local_issuer(Some(issuer), None);
+    if issuer.trim().is_empty()
+        || norm.chars().count() > 64
+        || norm.contains('\\')
+        || norm.chars().any(char::is_control)
+    {
+        return Err(ServiceError::Invalid(format!(
+            "{:?} is not an issuer (1 to 64 characters, no backslash or control character)",
+            strata_core::audit::capped(issuer, 64)
+        )));
+    }
+    Ok(norm)
 }
 
 /// Writes a file only its owner can read.

@@ -4,7 +4,8 @@
 //! ```text
 //! bytes ─▶ inspect: preamble, file meta, a walk over every element to the end (truncation),
 //!          the header parsed up to the pixel data, UIDs and SOP class validated
-//!       ─▶ identify: the local patient key (PatientID, normalised issuer or the source)
+//!       ─▶ identify: the local patient key (PatientID under the issuer the source names: the
+//!          door's own, or the file's from a source trusted for it)
 //!       ─▶ address: keyed hash of the bytes; same SOP Instance UID already stored?
 //!          same bytes → success without writing; other bytes → conflict, or replace
 //!       ─▶ store: seal and write to the replicas (write quorum, fsynced)
@@ -28,20 +29,26 @@ use strata_index::{Index, InsertOutcome};
 use strata_store::address::Addresser;
 use strata_store::{Store, StoreError, WriteReport};
 
-/// Where an instance came from; recorded with it, and the issuer of last resort.
+/// Where an instance came from; recorded with it, and what names the issuers of its local
+/// patient keys ([`Source::issuers`]).
 #[derive(Debug, Clone)]
 pub enum Source {
     Import,
+    /// C-STORE; `issuer` and `trust_issuer` are the calling AE's `[[dimse.clients]]` ones.
     Dimse {
         calling_ae: String,
         remote: String,
+        issuer: Option<String>,
+        trust_issuer: bool,
     },
-    /// STOW-RS; `study` is the study the request URL names, which every instance must be of.
+    /// STOW-RS; `study` is the study the request URL names, which every instance must be of;
+    /// `issuer` is the account's.
     Web {
         user: String,
         role: String,
         remote: String,
         study: Option<String>,
+        issuer: Option<String>,
     },
 }
 
@@ -54,13 +61,47 @@ impl Source {
         }
     }
 
+    /// Who names the issuers of the local keys of what this source stores. The operator's
+    /// import and an administrator's upload are trusted for the file's own issuer: an
+    /// administrator may link any key to any person by hand anyway. A DIMSE client is trusted
+    /// only when configured so (`trust_issuer`); otherwise its keys are under its configured
+    /// issuer, else its AE title. Any other account's keys are under its issuer, else its name.
+    pub fn issuers(&self) -> strata_mpi::IssuerSource {
+        use strata_mpi::IssuerSource;
+        match self {
+            Source::Import => IssuerSource::operator(),
+            Source::Dimse {
+                calling_ae,
+                issuer,
+                trust_issuer,
+                ..
+            } => IssuerSource {
+                issuer: Some(
+                    issuer
+                        .clone()
+                        .unwrap_or_else(|| calling_ae.trim().to_string()),
+                ),
+                trusted: *trust_issuer,
+            },
+            Source::Web { role, issuer, .. } if role == "admin" => IssuerSource {
+                issuer: issuer.clone(),
+                trusted: true,
+            },
+            Source::Web { user, issuer, .. } => {
+                IssuerSource::untrusted(issuer.as_deref().unwrap_or(user))
+            }
+        }
+    }
+
     /// The audit event a stored instance from this source writes (none for a local import,
     /// which the operator ran); patient, study and instance are filled in by ingest.
     fn audit_event(&self) -> Option<strata_core::audit::AuditEvent> {
         use strata_core::audit::{AuditEvent, Outcome};
         match self {
             Source::Import => None,
-            Source::Dimse { calling_ae, remote } => Some(
+            Source::Dimse {
+                calling_ae, remote, ..
+            } => Some(
                 AuditEvent::now(calling_ae, "dimse", "dimse.store", Outcome::Success)
                     .remote(remote),
             ),
@@ -292,7 +333,7 @@ impl Ingest {
         }
         let started = Instant::now();
         let (owned_path, key) = (path.to_path_buf(), *self.store.address_key());
-        let label = source.label();
+        let (label, issuers) = (source.label(), source.issuers());
         let (record_base, blob_id) =
             tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
                 let f =
@@ -301,7 +342,7 @@ impl Ingest {
                     Some(id) => id,
                     None => strata_store::address_of_file(&key, &owned_path)?,
                 };
-                Ok((inspect(f, size, &label, id)?, id))
+                Ok((inspect(f, size, &label, id, &issuers)?, id))
             })
             .await
             .map_err(|e| invalid(format!("the instance could not be inspected: {e}")))??;
@@ -328,8 +369,9 @@ impl Ingest {
         let (inspected, blob_id) = tokio::task::block_in_place(|| -> Result<_, IngestError> {
             let id = address
                 .unwrap_or_else(|| strata_store::address_of(self.store.address_key(), &bytes));
+            let issuers = source.issuers();
             Ok((
-                inspect(Cursor::new(&bytes[..]), size, &source.label(), id)?,
+                inspect(Cursor::new(&bytes[..]), size, &source.label(), id, &issuers)?,
                 id,
             ))
         })?;
@@ -338,6 +380,31 @@ impl Ingest {
             async move { self.store.put(&id, bytes).await }
         })
         .await
+    }
+
+    /// Stores the blob; when the door named other keys than the file alone gives, the door is
+    /// journaled first, so that reindex reads the same keys: a blob is never on the replicas
+    /// without the source that named its keys (reindex would read the file's own). Either
+    /// failing fails the ingest before the index holds it.
+    async fn store_with_issuers<Fut>(
+        &self,
+        store: Fut,
+        record: &InstanceRecord,
+        blob_id: BlobId,
+    ) -> Result<WriteReport, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<WriteReport, StoreError>>,
+    {
+        let Some(issuers) = record.patient.issuer_source.clone() else {
+            return store.await;
+        };
+        let entry = JournalEntry::KeyIssuer {
+            blob: blob_id.to_hex(),
+            source: issuers,
+            at: now_ms(),
+        };
+        self.journal.record(entry).await?;
+        store.await
     }
 
     fn check_size(&self, size: u64) -> Result<(), IngestError> {
@@ -414,7 +481,8 @@ impl Ingest {
             }
             replacing = Some(stored.blob_id);
         }
-        let report = store(blob_id)
+        let report = self
+            .store_with_issuers(store(blob_id), &record, blob_id)
             .await
             .inspect_err(|_| self.metrics.ingested("failed", 0, started.elapsed()))?;
         let failed: Vec<_> = report

@@ -25,6 +25,14 @@ pub enum JournalEntry {
         current: String,
         at: i64,
     },
+    /// The source that named the issuers of the local keys of the instance stored as `blob`
+    /// (the door it came through), kept when its keys differ from those the file alone gives:
+    /// reindex reads the blob with it. Written with the blob, before the index holds it.
+    KeyIssuer {
+        blob: String,
+        source: strata_mpi::IssuerSource,
+        at: i64,
+    },
     /// A C-MOVE destination was added or changed.
     PeerSet {
         aet: String,
@@ -53,6 +61,19 @@ pub enum JournalEntry {
         /// The user must choose a new password at the first sign-in (the first administrator).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         must_change_password: bool,
+        /// The issuer of the keys of what the user stores.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        issuer: Option<String>,
+        /// The keys of `person` the binding confirmed (those the person held then); absent
+        /// from entries written before they were kept, which confirm every key at replay.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirmed: Option<Vec<strata_mpi::LocalKey>>,
+        at: i64,
+    },
+    /// The issuer of the keys of what a user stores was set (None: cleared).
+    UserIssuerSet {
+        name: String,
+        issuer: Option<String>,
         at: i64,
     },
     /// A user's password was replaced (the argon2 hash of the new one).
@@ -79,6 +100,9 @@ pub enum JournalEntry {
     UserBound {
         name: String,
         person: String,
+        /// The keys of `person` the binding confirmed (see `UserAdded`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirmed: Option<Vec<strata_mpi::LocalKey>>,
         at: i64,
     },
     /// An API token was created (its SHA-256, never the token), live until `expires_at`.

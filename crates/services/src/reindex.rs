@@ -11,7 +11,8 @@ use strata_core::audit::StoredEvent;
 use strata_core::config::{DimsePeer, OnConflict};
 use strata_core::BlobId;
 use strata_dicom::record::InstanceRecord;
-use strata_index::{Index, InsertOutcome};
+use strata_index::{Index, InsertOutcome, NewUser};
+use strata_mpi::IssuerSource;
 use strata_store::{Store, StoreError};
 
 #[derive(Debug, Default)]
@@ -41,9 +42,17 @@ pub async fn rebuild(
         .map_err(StoreError::from)?;
     blobs.sort_by_key(|(id, at)| (*at, *id)); // first received wins a SOP Instance UID
     report.blobs = blobs.len() as u64;
+    // The journal is read first: the sources that named the keys of some blobs are needed to
+    // read those blobs; the rest is replayed after every blob is indexed.
+    let journal = Journal::read_all(store, r).await?;
+    let issuers = key_issuers(&journal);
     let mut superseded: HashMap<BlobId, InstanceRecord> = HashMap::new();
     for (blob, at) in blobs {
-        match read_record(store, spool_dir, spool_threshold, &blob, r, at).await {
+        let source = issuers
+            .get(&blob)
+            .cloned()
+            .unwrap_or_else(IssuerSource::operator);
+        match read_record(store, spool_dir, spool_threshold, &blob, r, at, &source).await {
             Ok(rec) => match index
                 .insert_instance(rec.clone(), OnConflict::Reject, vec![])
                 .await?
@@ -56,9 +65,11 @@ pub async fn rebuild(
             Err(e) => report.unreadable.push((blob, e)),
         }
     }
-    for (key, entry) in Journal::read_all(store, r).await? {
+    for (key, entry) in journal {
         report.journal_entries += 1;
         match entry {
+            // applied while the blobs were read
+            JournalEntry::KeyIssuer { .. } => {}
             JournalEntry::Replace { current, .. } => {
                 let current: BlobId = current.parse().map_err(|_| {
                     ServiceError::Setup(format!("journal entry {key}: bad blob id"))
@@ -96,11 +107,24 @@ pub async fn rebuild(
                 password_hash,
                 person,
                 must_change_password,
+                issuer,
+                confirmed,
                 ..
             } => {
                 index
-                    .create_user(name, role, password_hash, person, must_change_password)
+                    .create_user(NewUser {
+                        name,
+                        role,
+                        password_hash,
+                        person,
+                        must_change_password,
+                        issuer,
+                        confirmed,
+                    })
                     .await?;
+            }
+            JournalEntry::UserIssuerSet { name, issuer, .. } => {
+                index.set_user_issuer(name, issuer).await?;
             }
             JournalEntry::PasswordChanged {
                 name,
@@ -118,9 +142,14 @@ pub async fn rebuild(
             JournalEntry::UserRemoved { name, .. } => {
                 index.remove_user(name).await?;
             }
-            JournalEntry::UserBound { name, person, .. } => {
+            JournalEntry::UserBound {
+                name,
+                person,
+                confirmed,
+                ..
+            } => {
                 // a person that is gone leaves the user unbound (refused until bound again)
-                let _ = index.bind_user(name, person).await?;
+                let _ = index.bind_user(name, person, confirmed).await?;
             }
             JournalEntry::TokenCreated {
                 user,
@@ -157,6 +186,20 @@ pub async fn rebuild(
     Ok(report)
 }
 
+/// The source that named the keys of each blob whose door was journaled; the first entry of
+/// a blob wins, as the first arrival of its bytes was the one stored.
+fn key_issuers(journal: &[(String, JournalEntry)]) -> HashMap<BlobId, IssuerSource> {
+    let mut out = HashMap::new();
+    for (_, entry) in journal {
+        if let JournalEntry::KeyIssuer { blob, source, .. } = entry {
+            if let Ok(id) = blob.parse::<BlobId>() {
+                out.entry(id).or_insert_with(|| source.clone());
+            }
+        }
+    }
+    out
+}
+
 async fn read_record(
     store: &Store,
     spool_dir: &Path,
@@ -164,6 +207,7 @@ async fn read_record(
     blob: &BlobId,
     replica: usize,
     at: i64,
+    issuers: &IssuerSource,
 ) -> Result<InstanceRecord, String> {
     let mut plain = Vec::new();
     let spool = tempfile::NamedTempFile::new_in(spool_dir).map_err(|e| e.to_string())?;
@@ -190,10 +234,16 @@ async fn read_record(
         let len = file.metadata().map_err(|e| e.to_string())?.len();
         let f =
             std::io::BufReader::new(std::fs::File::open(spool.path()).map_err(|e| e.to_string())?);
-        strata_dicom::inspect(f, len, "reindex", *blob)
+        strata_dicom::inspect(f, len, "reindex", *blob, issuers)
     } else {
         let len = plain.len() as u64;
-        strata_dicom::inspect(std::io::Cursor::new(&plain[..]), len, "reindex", *blob)
+        strata_dicom::inspect(
+            std::io::Cursor::new(&plain[..]),
+            len,
+            "reindex",
+            *blob,
+            issuers,
+        )
     }
     .map_err(|e| e.to_string())?;
     rec.instance.received_at = at;

@@ -140,6 +140,13 @@ async fn store(
 ) -> Result<Response, Problem> {
     caller.require(Permission::Store)?;
     let boundary = boundary_of(&headers)?;
+    // the account's issuer names the keys of what it stores (see `Source::issuers`)
+    let issuer = archive
+        .index()
+        .user_credentials(caller.principal.user.clone())
+        .await
+        .map_err(Problem::internal)?
+        .and_then(|c| c.issuer);
     let limit = archive.config().http.max_body_bytes;
     let base = super::base_url(archive.as_ref());
     let counted = Arc::new(Counted::default());
@@ -209,6 +216,7 @@ async fn store(
             role: caller.principal.role.as_str().to_string(),
             remote: caller.remote.clone(),
             study: study.clone(),
+            issuer: issuer.clone(),
         };
         if running.len() >= MAX_PARTS_IN_FLIGHT {
             if let Some(done) = running.join_next().await {
