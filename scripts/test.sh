@@ -71,6 +71,12 @@ log=$(mktemp)
 set +e
 cargo test --workspace --locked --all-targets --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The index's second engine: the DIMSE, DICOMweb, person-index and patient suites again, every
+# test archive's index on PostgreSQL (the catalog's own tests already run on both engines).
+TEST_INDEX_ENGINE=postgres cargo test --locked -p strata --no-fail-fast \
+  --test dimse --test dicomweb --test mpi --test patient 2>&1 | tee -a "$log"
+pg_status=${PIPESTATUS[0]}
+(( status == 0 )) && status=$pg_status
 set -e
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     add_user, base, files_under, http, multipart, peer_script, python, sop_uid, text, token, tool,
-    Answer, IndexEngine, TestArchive,
+    Answer, TestArchive,
 };
 use std::path::PathBuf;
 use strata_synth::{Modality, SynthOptions};
@@ -27,17 +27,7 @@ fn study() -> SynthOptions {
 
 #[test]
 fn dicomweb_client_stores_searches_and_retrieves() {
-    dicomweb_client_stores_searches_and_retrieves_on(IndexEngine::Sqlite)
-}
-
-/// The same, with the index on PostgreSQL.
-#[test]
-fn dicomweb_client_stores_searches_and_retrieves_on_postgres() {
-    dicomweb_client_stores_searches_and_retrieves_on(IndexEngine::Postgres)
-}
-
-fn dicomweb_client_stores_searches_and_retrieves_on(engine: IndexEngine) {
-    let t = TestArchive::on(engine);
+    let t = TestArchive::new();
     let files = t.generate("in", &study());
     let server = t.serve();
     let tok = token(&t, "admin");
@@ -740,18 +730,8 @@ fn a_large_instance_streams_back_byte_identical() {
 
 #[test]
 fn fuzzy_matching_finds_names_that_sound_alike() {
-    fuzzy_matching_finds_names_that_sound_alike_on(IndexEngine::Sqlite)
-}
-
-/// The same, with the index on PostgreSQL.
-#[test]
-fn fuzzy_matching_finds_names_that_sound_alike_on_postgres() {
-    fuzzy_matching_finds_names_that_sound_alike_on(IndexEngine::Postgres)
-}
-
-fn fuzzy_matching_finds_names_that_sound_alike_on(engine: IndexEngine) {
     use dicom_core::{DataElement, PrimitiveValue, VR};
-    let t = TestArchive::on(engine);
+    let t = TestArchive::new();
     let files = t.generate(
         "in",
         &SynthOptions {

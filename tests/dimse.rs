@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{peer_script, python, text, tool, IndexEngine, Server, TestArchive};
+use common::{peer_script, python, text, tool, Server, TestArchive};
 use dicom_core::dictionary::DataDictionary;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
@@ -524,8 +524,8 @@ fn find_set() -> SynthOptions {
 }
 
 /// An archive holding `find_set()`, served.
-fn find_archive(engine: IndexEngine) -> (TestArchive, Server, Vec<InstanceSpec>) {
-    let t = TestArchive::on(engine);
+fn find_archive() -> (TestArchive, Server, Vec<InstanceSpec>) {
+    let t = TestArchive::new();
     let opts = find_set();
     t.generate("in", &opts);
     t.ok(&["import", t.path("in").to_str().unwrap()]);
@@ -632,17 +632,7 @@ fn studies_where(specs: &[InstanceSpec], f: impl Fn(&InstanceSpec) -> bool) -> B
 
 #[test]
 fn findscu_at_every_level_and_both_roots() {
-    findscu_at_every_level_and_both_roots_on(IndexEngine::Sqlite)
-}
-
-/// The same matching, the same answers, with the index on PostgreSQL.
-#[test]
-fn findscu_at_every_level_and_both_roots_on_postgres() {
-    findscu_at_every_level_and_both_roots_on(IndexEngine::Postgres)
-}
-
-fn findscu_at_every_level_and_both_roots_on(engine: IndexEngine) {
-    let (t, server, specs) = find_archive(engine);
+    let (t, server, specs) = find_archive();
     let s0 = &specs[0];
     let family = s0.patient_name.split('^').next().unwrap().to_string();
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{add_user, http, token, Answer, Api, IndexEngine, TestArchive};
+use common::{add_user, http, token, Answer, Api, TestArchive};
 use serde_json::json;
 use strata_synth::{self as synth, Modality, SynthOptions};
 
@@ -54,17 +54,7 @@ fn problem(a: &Answer, status: u16) {
 
 #[test]
 fn persons_are_linked_operated_on_with_history_and_survive_reindex() {
-    persons_are_linked_operated_on_with_history_and_survive_reindex_on(IndexEngine::Sqlite)
-}
-
-/// The same decisions, and the same person index after a reindex, on PostgreSQL.
-#[test]
-fn persons_are_linked_operated_on_with_history_and_survive_reindex_on_postgres() {
-    persons_are_linked_operated_on_with_history_and_survive_reindex_on(IndexEngine::Postgres)
-}
-
-fn persons_are_linked_operated_on_with_history_and_survive_reindex_on(engine: IndexEngine) {
-    let t = TestArchive::on(engine);
+    let t = TestArchive::new();
     let first = t.path("first");
     let john_a = study(&first, 1, "SMITH^JOHN", ("HOSP_A", "A1"), "19700101", "M");
     let john_b = study(&first, 2, "Smith^John", ("HOSP_B", "B1"), "19700101", "M");

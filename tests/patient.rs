@@ -8,9 +8,7 @@
 
 mod common;
 
-use common::{
-    base, peer_script, python, text, token, tool, Answer, Api, IndexEngine, Server, TestArchive,
-};
+use common::{base, peer_script, python, text, token, tool, Answer, Api, Server, TestArchive};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use strata_synth::{self as synth, Modality, SynthOptions};
@@ -158,17 +156,7 @@ fn single_part(a: &Answer) -> Vec<u8> {
 
 #[test]
 fn a_patient_sees_exports_and_is_audited_within_their_own_studies_only() {
-    a_patient_sees_exports_and_is_audited_within_their_own_studies_only_on(IndexEngine::Sqlite)
-}
-
-/// The same scope, with the index (and its person index) on PostgreSQL.
-#[test]
-fn a_patient_sees_exports_and_is_audited_within_their_own_studies_only_on_postgres() {
-    a_patient_sees_exports_and_is_audited_within_their_own_studies_only_on(IndexEngine::Postgres)
-}
-
-fn a_patient_sees_exports_and_is_audited_within_their_own_studies_only_on(engine: IndexEngine) {
-    let t = TestArchive::on(engine);
+    let t = TestArchive::new();
     let dir = t.path("in");
     // Person A at two hospitals, person B at two others.
     let (a1, a1_files) = study(&dir, 1, "SMITH^JOHN", ("HOSP_A", "A1"), "19700101", "M");

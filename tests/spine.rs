@@ -5,7 +5,6 @@
 mod common;
 
 use common::{audit_events, files_under, sop_uid, TestArchive};
-use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use strata_synth::{Modality, SynthOptions};
@@ -500,86 +499,17 @@ async fn kill_9_during_import_loses_nothing_acknowledged() {
         },
     );
     assert_eq!(files.len(), 300);
-    let mut child = t
-        .cmd()
-        .args(["import", "-v", "-j", "4", t.path("in").to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut acknowledged = Vec::new();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    while let Some(Ok(line)) = lines.next() {
-        if let Some(rest) = line.strip_prefix("stored ") {
-            acknowledged.push(rest.split(' ').next().unwrap().to_string());
-        }
-        if acknowledged.len() == 60 {
-            // SIGKILL: no destructor, no flush, no goodbye.
-            nix_kill(child.id());
-            break;
-        }
-    }
-    for line in lines.map_while(Result::ok) {
-        if let Some(rest) = line.strip_prefix("stored ") {
-            acknowledged.push(rest.split(' ').next().unwrap().to_string());
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "the import was killed, not finished");
+    let acknowledged = common::import_killed_after(&t, &t.path("in"), 60);
     assert!(
-        acknowledged.len() >= 60 && acknowledged.len() < 300,
+        acknowledged.len() < 300,
         "killed mid-way: {}",
         acknowledged.len()
     );
-
-    let a = t.open().await;
-    let indexed = a.index.instance_blobs().await.unwrap();
-    let indexed_uids: HashSet<&str> = indexed.iter().map(|(u, _)| u.as_str()).collect();
-    for uid in &acknowledged {
-        assert!(
-            indexed_uids.contains(uid.as_str()),
-            "acknowledged {uid} is not in the index"
-        );
-    }
-    // No index row points at a blob that is not on a write quorum.
-    let quorum = a.store.replicas().write_quorum();
-    for (uid, blob) in &indexed {
-        let mut good = 0;
-        for r in 0..a.store.replicas().len() {
-            if a.store.verify(blob, r).await.is_ok() {
-                good += 1;
-            }
-        }
-        assert!(good >= quorum, "{uid}: {good} good copies, quorum {quorum}");
-    }
-    let by_uid: std::collections::HashMap<String, std::path::PathBuf> =
-        files.iter().map(|f| (sop_uid(f), f.clone())).collect();
-    let archive = t.open_archive().await;
-    for uid in &acknowledged {
-        let mut got = Vec::new();
-        archive
-            .reads()
-            .read_instance(uid, |c| {
-                got.extend_from_slice(c);
-                Ok(())
-            })
-            .await
-            .unwrap();
-        assert_eq!(got, std::fs::read(&by_uid[uid]).unwrap(), "{uid}");
-    }
-    drop(a);
+    common::assert_nothing_acknowledged_lost(&t, &files, &acknowledged).await;
     // Restarted, the import completes; what was already there counts as present.
     let out = t.ok(&["import", t.path("in").to_str().unwrap()]);
     assert!(out.contains("0 refused"), "{out}");
     assert_eq!(t.open().await.index.counts().await.unwrap().instances, 300);
-}
-
-fn nix_kill(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]

@@ -663,3 +663,85 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Imports the folder `dir` with `strata import -v -j 4` and kills the process with SIGKILL
+/// (no destructor, no flush, no goodbye) once `kill_after` instances were acknowledged; returns
+/// the SOP Instance UIDs acknowledged, those printed before the kill took included.
+pub fn import_killed_after(t: &TestArchive, dir: &Path, kill_after: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = t
+        .cmd()
+        .args(["import", "-v", "-j", "4", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("running strata import");
+    let mut acknowledged = Vec::new();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut killed = false;
+    for line in lines.map_while(Result::ok) {
+        if let Some(rest) = line.strip_prefix("stored ") {
+            acknowledged.push(rest.split(' ').next().unwrap().to_string());
+        }
+        if acknowledged.len() == kill_after && !killed {
+            let status = Command::new("kill")
+                .args(["-9", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            killed = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        killed && !status.success(),
+        "the import was killed, not finished"
+    );
+    assert!(acknowledged.len() >= kill_after);
+    acknowledged
+}
+
+/// Every instance `acknowledged` is in the index, every index row's blob is on a write quorum
+/// of replicas, and each acknowledged instance reads back byte for byte as in `files`.
+pub async fn assert_nothing_acknowledged_lost(
+    t: &TestArchive,
+    files: &[PathBuf],
+    acknowledged: &[String],
+) {
+    let a = t.open().await;
+    let indexed = a.index.instance_blobs().await.unwrap();
+    let indexed_uids: std::collections::HashSet<&str> =
+        indexed.iter().map(|(u, _)| u.as_str()).collect();
+    for uid in acknowledged {
+        assert!(
+            indexed_uids.contains(uid.as_str()),
+            "acknowledged {uid} is not in the index"
+        );
+    }
+    let quorum = a.store.replicas().write_quorum();
+    for (uid, blob) in &indexed {
+        let mut good = 0;
+        for r in 0..a.store.replicas().len() {
+            if a.store.verify(blob, r).await.is_ok() {
+                good += 1;
+            }
+        }
+        assert!(good >= quorum, "{uid}: {good} good copies, quorum {quorum}");
+    }
+    drop(a);
+    let by_uid: std::collections::HashMap<String, PathBuf> =
+        files.iter().map(|f| (sop_uid(f), f.clone())).collect();
+    let archive = t.open_archive().await;
+    for uid in acknowledged {
+        let mut got = Vec::new();
+        archive
+            .reads()
+            .read_instance(uid, |c| {
+                got.extend_from_slice(c);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, std::fs::read(&by_uid[uid]).unwrap(), "{uid}");
+    }
+}

@@ -647,7 +647,8 @@ impl Catalog for SqliteIndex {
             }
             if let Some(last) = events.last() {
                 c.execute(
-                    "UPDATE audit_export SET last_id = max(last_id, ?1) WHERE id = 1",
+                    "UPDATE audit_export SET last_id = CASE WHEN last_id > ?1 THEN last_id ELSE ?1 END
+                     WHERE id = 1",
                     [last.id],
                 )?;
             }
