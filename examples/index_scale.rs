@@ -211,7 +211,7 @@ async fn main() -> Result<()> {
     while let Some(r) = inserts.next().await {
         r?;
         done += 1;
-        if done % 100_000 == 0 {
+        if done.is_multiple_of(100_000) {
             eprintln!(
                 "{done} instances in {:.0} s",
                 started.elapsed().as_secs_f64()
