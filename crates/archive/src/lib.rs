@@ -283,13 +283,7 @@ impl Readiness {
 pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport, ServiceError> {
     let _lock = ServeLock::acquire(config)?;
     let store = open_store(config)?;
-    if replica_no == 0 || replica_no > store.replicas().len() {
-        return Err(ServiceError::Setup(format!(
-            "--from-replica {replica_no}: the archive has replicas 1 to {}",
-            store.replicas().len()
-        )));
-    }
-    let r = replica_no - 1;
+    let r = replica_index(&store, replica_no)?;
     match config.index_location() {
         IndexLocation::Sqlite(final_path) => {
             let tmp_path = final_path.with_extension("sqlite.reindex");
@@ -322,6 +316,17 @@ pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport
     }
 }
 
+/// The 0-based position of replica `replica_no` (1-based, as the command line names it).
+fn replica_index(store: &Store, replica_no: usize) -> Result<usize, ServiceError> {
+    if replica_no == 0 || replica_no > store.replicas().len() {
+        return Err(ServiceError::Setup(format!(
+            "--from-replica {replica_no}: the archive has replicas 1 to {}",
+            store.replicas().len()
+        )));
+    }
+    Ok(replica_no - 1)
+}
+
 /// Rebuilds `index` from replica `r` (0-based) and closes it.
 async fn rebuild_into(
     store: &Store,
@@ -352,12 +357,7 @@ pub async fn migrate_index_to(
 ) -> Result<ReindexReport, ServiceError> {
     let _lock = ServeLock::acquire(config)?;
     let store = open_store(config)?;
-    if replica_no == 0 || replica_no > store.replicas().len() {
-        return Err(ServiceError::Setup(format!(
-            "--from-replica {replica_no}: the archive has replicas 1 to {}",
-            store.replicas().len()
-        )));
-    }
+    let r = replica_index(&store, replica_no)?;
     if !strata_index::postgres_is_empty(url, PG_SCHEMA)? {
         return Err(ServiceError::Setup(format!(
             "{}: its index already holds instances; migrate into an empty database",
@@ -371,7 +371,7 @@ pub async fn migrate_index_to(
         Arc::new(Metrics::new()),
         Some(store.audit_key().clone()),
     )?;
-    let report = rebuild_into(&store, &index, replica_no - 1, config).await?;
+    let report = rebuild_into(&store, &index, r, config).await?;
     strata_index::postgres_replace_schema(url, PG_REINDEX_SCHEMA, PG_SCHEMA)?;
     Ok(report)
 }

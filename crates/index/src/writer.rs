@@ -242,6 +242,20 @@ struct Round {
 }
 
 impl Round {
+    /// The next round: the first message waited for, then whatever is queued behind it (up to
+    /// [`MAX_GROUP`] jobs, or a stop). None once every sender is gone.
+    fn next(rx: &mpsc::Receiver<Message>) -> Option<Round> {
+        let mut round = Round::default();
+        round.take(rx.recv().ok()?);
+        while round.stop.is_none() && round.group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(m) => round.take(m),
+                Err(_) => break,
+            }
+        }
+        Some(round)
+    }
+
     fn take(&mut self, m: Message) {
         match m {
             Message::Run(job, promise) => {
@@ -258,15 +272,7 @@ fn run(conn: rusqlite::Connection, db: PathBuf, rx: mpsc::Receiver<Message>) {
     let syncer = Syncer::start(db);
     let mut full = true;
     let mut stop = None;
-    while let Ok(first) = rx.recv() {
-        let mut round = Round::default();
-        round.take(first);
-        while round.stop.is_none() && round.group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(m) => round.take(m),
-                Err(_) => break,
-            }
-        }
+    while let Some(round) = Round::next(&rx) {
         if !round.group.is_empty() {
             commit(&conn, &syncer, &mut full, round.durable, round.group);
         }
@@ -331,15 +337,7 @@ fn commit(
 fn run_postgres(client: PgClient, url: String, schema: String, rx: mpsc::Receiver<Message>) {
     let client = RefCell::new(client);
     let mut stop = None;
-    while let Ok(first) = rx.recv() {
-        let mut round = Round::default();
-        round.take(first);
-        while round.stop.is_none() && round.group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(m) => round.take(m),
-                Err(_) => break,
-            }
-        }
+    while let Some(round) = Round::next(&rx) {
         if !round.group.is_empty() {
             if client.borrow().is_closed() {
                 match PgClient::connect(&url, &schema) {
