@@ -1406,6 +1406,28 @@ fn huge_header_values_are_stored_in_bounded_memory_and_served_as_bulk_data() {
         .to_string();
     assert_eq!(uri, format!("{instance}/bulk/00420011"));
     assert_eq!(json[0]["00420010"]["Value"][0], "a report");
+    assert!(
+        meta.body.len() < 64 << 10,
+        "the document is not in the metadata"
+    );
+    let private = common::http(
+        "GET",
+        &format!(
+            "{}/dicomweb/studies/2.25.9100.1/series/2.25.9100.2/instances/2.25.9100/metadata",
+            common::base(&server)
+        ),
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(private.status, 200, "{}", private.text());
+    let json: serde_json::Value = serde_json::from_slice(&private.body).unwrap();
+    assert!(
+        json[0]["00291000"]["BulkDataURI"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/instances/2.25.9100/bulk/00291000")),
+        "{json}"
+    );
+    assert_eq!(json[0]["00291000"]["vr"], "OB");
     let bulk = common::http(
         "GET",
         &uri,
