@@ -1177,3 +1177,271 @@ fn a_decoder_process_that_dies_fails_its_frame_and_the_next_frame_gets_a_fresh_o
     still_served(&t, &originals);
     still_served(&t, &[large, small]);
 }
+
+/// One Explicit VR Little Endian element: its header (the long form for OB, OW, UN, SQ, UT) and
+/// its value, padded to an even length.
+fn explicit(out: &mut Vec<u8>, g: u16, e: u16, vr: &[u8; 2], v: &[u8]) {
+    let mut v = v.to_vec();
+    if v.len() % 2 == 1 {
+        v.push(if vr == b"UI" { 0 } else { b' ' });
+    }
+    explicit_header(out, g, e, vr, v.len() as u32);
+    out.extend_from_slice(&v);
+}
+
+fn explicit_header(out: &mut Vec<u8>, g: u16, e: u16, vr: &[u8; 2], len: u32) {
+    out.extend_from_slice(&g.to_le_bytes());
+    out.extend_from_slice(&e.to_le_bytes());
+    out.extend_from_slice(vr);
+    if matches!(vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT") {
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&len.to_le_bytes());
+    } else {
+        out.extend_from_slice(&(len as u16).to_le_bytes());
+    }
+}
+
+/// A Part-10 file in Explicit VR Little Endian of SOP class `class` and instance `sop` (study and
+/// series UIDs derived from it): `before` holds the elements between (0008,0018) and
+/// (0010,0020), `after` those after (0020,000E); `big` (its header, then that many patterned
+/// bytes written a megabyte at a time) comes last.
+fn crafted_header_file(
+    path: &Path,
+    class: &str,
+    sop: &str,
+    before: &[u8],
+    after: &[u8],
+    big: Option<(u16, u16, u32)>,
+) {
+    use dicom_object::meta::FileMetaTableBuilder;
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(class)
+        .media_storage_sop_instance_uid(sop)
+        .transfer_syntax("1.2.840.10008.1.2.1")
+        .implementation_class_uid("2.25.1")
+        .build()
+        .unwrap();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    file.write_all(&[0u8; 128]).unwrap();
+    file.write_all(b"DICM").unwrap();
+    meta.write(&mut file).unwrap();
+    let mut head = Vec::new();
+    explicit(&mut head, 0x0008, 0x0016, b"UI", class.as_bytes());
+    explicit(&mut head, 0x0008, 0x0018, b"UI", sop.as_bytes());
+    head.extend_from_slice(before);
+    explicit(&mut head, 0x0010, 0x0020, b"LO", b"HEADER-1");
+    explicit(
+        &mut head,
+        0x0020,
+        0x000D,
+        b"UI",
+        format!("{sop}.1").as_bytes(),
+    );
+    explicit(
+        &mut head,
+        0x0020,
+        0x000E,
+        b"UI",
+        format!("{sop}.2").as_bytes(),
+    );
+    head.extend_from_slice(after);
+    file.write_all(&head).unwrap();
+    if let Some((g, e, len)) = big {
+        let mut h = Vec::new();
+        explicit_header(&mut h, g, e, b"OB", len);
+        file.write_all(&h).unwrap();
+        let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut left = len as usize;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            file.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+    }
+    file.flush().unwrap();
+}
+
+/// The value `crafted_header_file` writes for a big element of `len` bytes.
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i % (1 << 20)) % 251) as u8).collect()
+}
+
+/// An element (0009,1001) SQ of undefined length with `items` small items of one element each.
+fn many_items(items: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    explicit(&mut out, 0x0009, 0x0010, b"LO", b"ITEMS");
+    explicit_header(&mut out, 0x0009, 0x1001, b"SQ", u32::MAX);
+    for _ in 0..items {
+        out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+        out.extend_from_slice(&10u32.to_le_bytes());
+        explicit(&mut out, 0x0008, 0x0100, b"SH", b"A");
+    }
+    out.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    out
+}
+
+/// Whether two files hold the same bytes, compared a megabyte at a time: a test that held both
+/// whole would hand its resident memory to the next process it starts (a forked child starts
+/// with its parent's pages counted), and the importer's peak would be measured wrong.
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let open = |p: &Path| std::io::BufReader::new(std::fs::File::open(p).unwrap());
+    let (mut a, mut b) = (open(a), open(b));
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = a.read(&mut x).unwrap();
+        if n == 0 {
+            return b.read(&mut y).unwrap() == 0;
+        }
+        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
+            return false;
+        }
+    }
+}
+
+/// Imports `file` measuring the importer's peak resident memory, which must stay under 256 MiB.
+fn import_bounded(t: &TestArchive, file: &Path) -> std::process::Output {
+    let (out, peak_kib) = t.run_measured(&["import", file.to_str().unwrap()]);
+    eprintln!(
+        "importing {} peaked at {} MiB",
+        file.display(),
+        peak_kib / 1024
+    );
+    assert!(
+        peak_kib < 256 * 1024,
+        "importing {} peaked at {} MiB",
+        file.display(),
+        peak_kib / 1024
+    );
+    out
+}
+
+#[test]
+fn huge_header_values_are_stored_in_bounded_memory_and_served_as_bulk_data() {
+    let (t, originals) = archive_with_fixtures();
+    // a 512 MiB private OB element before (absent) pixel data
+    let private = t.path("private.dcm");
+    let mut creator = Vec::new();
+    explicit(&mut creator, 0x0029, 0x0010, b"LO", b"HUGE");
+    crafted_header_file(
+        &private,
+        "1.2.840.10008.5.1.4.1.1.7",
+        "2.25.9100",
+        &[],
+        &creator,
+        Some((0x0029, 0x1000, 512 << 20)),
+    );
+    let out = import_bounded(&t, &private);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = t.path("got.dcm");
+    t.ok(&["get", "2.25.9100", "-o", got.to_str().unwrap()]);
+    assert!(same_bytes(&got, &private));
+    std::fs::remove_file(&private).unwrap();
+
+    // an Encapsulated PDF of 200 MB
+    let pdf = t.path("pdf.dcm");
+    let mut mime = Vec::new();
+    explicit(&mut mime, 0x0042, 0x0010, b"ST", b"a report");
+    let pdf_len = 200_000_000u32;
+    crafted_header_file(
+        &pdf,
+        "1.2.840.10008.5.1.4.1.1.104.1",
+        "2.25.9200",
+        &[],
+        &mime,
+        Some((0x0042, 0x0011, pdf_len)),
+    );
+    let out = import_bounded(&t, &pdf);
+    assert!(out.status.success(), "{}", text(&out));
+    t.ok(&["get", "2.25.9200", "-o", got.to_str().unwrap()]);
+    assert!(same_bytes(&got, &pdf));
+    std::fs::remove_file(&pdf).unwrap();
+
+    // a sequence of a million small items is refused, named
+    let items = t.path("items.dcm");
+    crafted_header_file(
+        &items,
+        "1.2.840.10008.5.1.4.1.1.7",
+        "2.25.9300",
+        &many_items(1_000_000),
+        &[],
+        None,
+    );
+    let out = import_bounded(&t, &items);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("elements and items"), "{}", text(&out));
+    // ... and one of a hundred thousand is stored
+    crafted_header_file(
+        &items,
+        "1.2.840.10008.5.1.4.1.1.7",
+        "2.25.9301",
+        &many_items(100_000),
+        &[],
+        None,
+    );
+    let out = import_bounded(&t, &items);
+    assert!(out.status.success(), "{}", text(&out));
+    t.ok(&["get", "2.25.9301", "-o", got.to_str().unwrap()]);
+    assert!(same_bytes(&got, &items));
+
+    // the big values are named in the metadata and served from the stored file
+    let mut server = t.serve();
+    let tok = common::token(&t, "admin");
+    let auth = format!("Bearer {tok}");
+    let instance = format!(
+        "{}/dicomweb/studies/2.25.9200.1/series/2.25.9200.2/instances/2.25.9200",
+        common::base(&server)
+    );
+    let meta = common::http(
+        "GET",
+        &format!("{instance}/metadata"),
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(meta.status, 200, "{}", meta.text());
+    let json: serde_json::Value = serde_json::from_slice(&meta.body).unwrap();
+    let uri = json[0]["00420011"]["BulkDataURI"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no BulkDataURI for the document: {json}"))
+        .to_string();
+    assert_eq!(uri, format!("{instance}/bulk/00420011"));
+    assert_eq!(json[0]["00420010"]["Value"][0], "a report");
+    assert!(
+        meta.body.len() < 64 << 10,
+        "the document is not in the metadata"
+    );
+    let private = common::http(
+        "GET",
+        &format!(
+            "{}/dicomweb/studies/2.25.9100.1/series/2.25.9100.2/instances/2.25.9100/metadata",
+            common::base(&server)
+        ),
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(private.status, 200, "{}", private.text());
+    let json: serde_json::Value = serde_json::from_slice(&private.body).unwrap();
+    assert!(
+        json[0]["00291000"]["BulkDataURI"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/instances/2.25.9100/bulk/00291000")),
+        "{json}"
+    );
+    assert_eq!(json[0]["00291000"]["vr"], "OB");
+    let bulk = common::http(
+        "GET",
+        &uri,
+        &[
+            ("Authorization", &auth),
+            ("Accept", "application/octet-stream"),
+        ],
+        None,
+    );
+    assert_eq!(bulk.status, 200, "{}", bulk.text());
+    assert!(
+        bulk.body == patterned(pdf_len as usize),
+        "the document as sent"
+    );
+    assert!(server.alive());
+    still_served(&t, &originals);
+}

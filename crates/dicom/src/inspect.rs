@@ -5,12 +5,13 @@
 use crate::attr::{int, required_uid, tag_str, text};
 use crate::record::{InstanceRecord, InstanceRow, PatientRecord, SeriesRecord, StudyRecord};
 use crate::{invalid, InspectError};
-use dicom_core::Tag;
+use dicom_core::header::DataElementHeader;
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::Codec;
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::file::ReadPreamble;
-use dicom_object::{FileMetaTable, InMemDicomObject, OpenFileOptions};
+use dicom_object::{FileMetaTable, InMemDicomObject};
 use dicom_parser::stateful::decode::{DynStatefulDecoder, StatefulDecode};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::io::{Read, Seek, SeekFrom};
@@ -84,22 +85,19 @@ fn inspect_unguarded<R: Read + Seek>(
             ts.name()
         )));
     }
+    // The header is kept as it is walked: every value up to the pixel data, but none larger
+    // than MAX_HEADER_VALUE (those stay in the stored file, named by a BulkDataURI).
+    let mut obj = InMemDicomObject::new_empty();
+    let mut budget = Budget::default();
     if matches!(ts.codec(), Codec::Dataset(_)) {
-        walk_deflated(&mut r, dataset_start, len)?;
+        walk_deflated(&mut r, dataset_start, len, &mut obj, &mut budget)?;
     } else {
         let mut dec = DynStatefulDecoder::new_with_ts(&mut r, ts, dataset_start)
             .map_err(|e| invalid(format!("cannot decode transfer syntax {ts_uid}: {e}")))?;
-        walk_elements(&mut dec, None, len, 0)?;
+        walk_elements(&mut dec, None, len, 0, Some(&mut obj), &mut budget)?;
     }
-
-    r.seek(SeekFrom::Start(meta_start))?;
-    let mut obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .read_until(tags::PIXEL_DATA)
-        .from_reader(&mut r)
-        .map_err(|e| invalid(format!("malformed data set: {e}")))?;
     crate::un::resolve_unknown_vrs(&mut obj);
-    let mut record = record_from(&obj, &meta, &ts_uid, source, blob_id, len)?;
+    let mut record = record_from(&obj, &budget.beyond, &meta, &ts_uid, source, blob_id, len)?;
     let file_alone = patient_keys(&obj, &meta, &IssuerSource::operator());
     let (issuer, other_ids) = patient_keys(&obj, &meta, issuers);
     if (&issuer, &other_ids) != (&file_alone.0, &file_alone.1) {
@@ -139,7 +137,14 @@ pub fn walk(bytes: &[u8], ts: &dicom_encoding::TransferSyntax) -> Result<(), Ins
     let mut r = std::io::Cursor::new(bytes);
     let mut dec = DynStatefulDecoder::new_with_ts(&mut r, ts, 0)
         .map_err(|e| invalid(format!("cannot decode transfer syntax {}: {e}", ts.name())))?;
-    walk_elements(&mut dec, None, bytes.len() as u64, 0)
+    walk_elements(
+        &mut dec,
+        None,
+        bytes.len() as u64,
+        0,
+        None,
+        &mut Budget::default(),
+    )
 }
 
 /// Most bytes a deflated data set may inflate to: beyond, it is refused as a bomb. Deflated
@@ -182,7 +187,13 @@ fn inflating<R: Read + Seek>(
 
 /// Checks a deflated data set as [`walk_elements`] checks the others: once inflated to count
 /// its length (nothing kept), then walked element by element as it inflates again.
-fn walk_deflated<R: Read + Seek>(r: &mut R, start: u64, len: u64) -> Result<(), InspectError> {
+fn walk_deflated<R: Read + Seek>(
+    r: &mut R,
+    start: u64,
+    len: u64,
+    into: &mut InMemDicomObject,
+    budget: &mut Budget,
+) -> Result<(), InspectError> {
     let bad = |e: std::io::Error| invalid(format!("the deflated data set cannot be inflated: {e}"));
     let inflated_len =
         std::io::copy(&mut inflating(r, start)?, &mut std::io::sink()).map_err(bad)?;
@@ -195,7 +206,7 @@ fn walk_deflated<R: Read + Seek>(r: &mut R, start: u64, len: u64) -> Result<(), 
     let mut inflater = inflating(r, start)?;
     let mut dec = DynStatefulDecoder::new_with_ts(&mut inflater, explicit, 0)
         .map_err(|e| invalid(format!("cannot decode the inflated data set: {e}")))?;
-    walk_elements(&mut dec, None, inflated_len, 0)
+    walk_elements(&mut dec, None, inflated_len, 0, Some(into), budget)
 }
 
 fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -215,23 +226,71 @@ const ITEM_DELIMITATION: Tag = Tag(0xFFFE, 0xE00D);
 /// Deepest sequence nesting we follow; real data nests a handful of levels.
 const MAX_DEPTH: u32 = 64;
 
+/// Largest value the in-memory header (and the index's metadata) keeps: a larger one (a private
+/// blob, an encapsulated document, waveform or overlay data) is skipped in the stream and stays
+/// in the stored file, where the metadata route names it by a BulkDataURI. A palette or a LUT
+/// of 65536 16-bit entries (128 KiB) is the largest value any header attribute legitimately
+/// needs kept; the rendering pipeline reads those from the file itself.
+pub const MAX_HEADER_VALUE: u32 = 64 << 10;
+
+/// Most elements and sequence items a header may hold in memory: far more than the largest
+/// structure set or structured report, and the bound that keeps a sequence of millions of items
+/// from being built into memory (and into the index) whole.
+pub const MAX_HEADER_ELEMENTS: u64 = 250_000;
+
+/// Most value bytes a header may hold in memory, the values under [`MAX_HEADER_VALUE`] added up.
+pub const MAX_HEADER_BYTES: u64 = 32 << 20;
+
+/// What a walk has kept of a header so far, held to [`MAX_HEADER_ELEMENTS`] and
+/// [`MAX_HEADER_BYTES`], and the top-level values it left in the file.
+#[derive(Default)]
+struct Budget {
+    elements: u64,
+    bytes: u64,
+    beyond: Vec<(Tag, VR)>,
+}
+
+impl Budget {
+    /// Counts one more element (or item) of `bytes` value bytes kept, or refuses the header.
+    fn take(&mut self, bytes: u64) -> Result<(), InspectError> {
+        self.elements += 1;
+        self.bytes += bytes;
+        if self.elements > MAX_HEADER_ELEMENTS {
+            return Err(invalid(format!(
+                "the data set's header has more than {MAX_HEADER_ELEMENTS} elements and items"
+            )));
+        }
+        if self.bytes > MAX_HEADER_BYTES {
+            return Err(invalid(format!(
+                "the data set's header holds more than {} MiB of values",
+                MAX_HEADER_BYTES >> 20
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Walks data elements until `end` (a defined-length item's end), an item delimiter (inside an
-/// undefined-length item), or the end of the file (top level), skipping values without reading
-/// them into memory.
+/// undefined-length item), or the end of the file (top level). Each value is read into `into`
+/// when there is one, it comes before the pixel data and is no larger than
+/// [`MAX_HEADER_VALUE`]; every other value is skipped without being read into memory.
 fn walk_elements<D: StatefulDecode>(
     d: &mut D,
     end: Option<u64>,
     file_len: u64,
     depth: u32,
+    mut into: Option<&mut InMemDicomObject>,
+    budget: &mut Budget,
 ) -> Result<(), InspectError> {
     if depth > MAX_DEPTH {
         return Err(invalid("sequences nested too deeply"));
     }
+    let top = depth == 0 && end.is_none();
     loop {
         let pos = d.position();
         match end {
             Some(e) if pos >= e => return Ok(()),
-            None if depth == 0 && pos >= file_len => return Ok(()),
+            None if top && pos >= file_len => return Ok(()),
             _ => {}
         }
         let h = d.decode_header().map_err(|e| {
@@ -246,6 +305,10 @@ fn walk_elements<D: StatefulDecode>(
                 Err(invalid(format!("unexpected item delimiter at byte {pos}")))
             };
         }
+        // the header ends at the pixel data: what follows it is walked, not kept
+        if top && h.tag >= tags::PIXEL_DATA {
+            into = None;
+        }
         match h.len.get() {
             Some(n) => {
                 let remaining = file_len.saturating_sub(d.position());
@@ -255,22 +318,78 @@ fn walk_elements<D: StatefulDecode>(
                         tag_str(h.tag)
                     )));
                 }
-                d.skip_bytes(n).map_err(|e| {
-                    invalid(format!("truncated at element {}: {e}", tag_str(h.tag)))
-                })?;
+                if h.vr == VR::SQ {
+                    let item_end = d.position() + n as u64;
+                    walk_sequence(
+                        d,
+                        &h,
+                        Some(item_end),
+                        file_len,
+                        depth,
+                        into.as_deref_mut(),
+                        budget,
+                    )?;
+                } else if let Some(obj) = into.as_deref_mut().filter(|_| n <= MAX_HEADER_VALUE) {
+                    budget.take(n as u64)?;
+                    let value = d.read_value_preserved(&h).map_err(|e| {
+                        invalid(format!(
+                            "malformed value of element {}: {e}",
+                            tag_str(h.tag)
+                        ))
+                    })?;
+                    obj.put(DataElement::new(h.tag, h.vr, value));
+                } else {
+                    if top && into.is_some() {
+                        budget.beyond.push((h.tag, h.vr));
+                    }
+                    d.skip_bytes(n).map_err(|e| {
+                        invalid(format!("truncated at element {}: {e}", tag_str(h.tag)))
+                    })?;
+                }
             }
-            None => walk_items(d, None, file_len, depth + 1, h.tag == tags::PIXEL_DATA)?,
+            None if h.tag == tags::PIXEL_DATA => {
+                walk_items(d, None, file_len, depth + 1, true, None, budget)?
+            }
+            None => walk_sequence(d, &h, None, file_len, depth, into.as_deref_mut(), budget)?,
         }
     }
 }
 
-/// Walks the items of a sequence (or the fragments of encapsulated pixel data).
+/// Walks a sequence's items (to `end`, or to its delimiter) and puts the sequence into `into`
+/// when there is one. An undefined-length element other than the pixel data is read as a
+/// sequence whatever its VR, as dicom-rs reads it.
+fn walk_sequence<D: StatefulDecode>(
+    d: &mut D,
+    h: &DataElementHeader,
+    end: Option<u64>,
+    file_len: u64,
+    depth: u32,
+    into: Option<&mut InMemDicomObject>,
+    budget: &mut Budget,
+) -> Result<(), InspectError> {
+    let mut items = into.is_some().then(Vec::new);
+    walk_items(d, end, file_len, depth + 1, false, items.as_mut(), budget)?;
+    if let (Some(obj), Some(items)) = (into, items) {
+        budget.take(0)?;
+        obj.put(DataElement::new(
+            h.tag,
+            VR::SQ,
+            DataSetSequence::new(items, h.len),
+        ));
+    }
+    Ok(())
+}
+
+/// Walks the items of a sequence (or the fragments of encapsulated pixel data, never kept),
+/// each item's data set pushed to `items` when there are any.
 fn walk_items<D: StatefulDecode>(
     d: &mut D,
     end: Option<u64>,
     file_len: u64,
     depth: u32,
     fragments: bool,
+    mut items: Option<&mut Vec<InMemDicomObject>>,
+    budget: &mut Budget,
 ) -> Result<(), InspectError> {
     use dicom_core::header::SequenceItemHeader as H;
     loop {
@@ -283,6 +402,13 @@ fn walk_items<D: StatefulDecode>(
                 "truncated or malformed sequence at byte {pos}: {e}"
             ))
         })?;
+        let mut kept = match items.as_deref_mut() {
+            Some(_) if !fragments => {
+                budget.take(0)?;
+                Some(InMemDicomObject::new_empty())
+            }
+            _ => None,
+        };
         match item {
             H::SequenceDelimiter => return Ok(()),
             H::ItemDelimiter => {
@@ -300,14 +426,17 @@ fn walk_items<D: StatefulDecode>(
                             .map_err(|e| invalid(format!("truncated pixel data: {e}")))?;
                     } else {
                         let item_end = d.position() + n as u64;
-                        walk_elements(d, Some(item_end), file_len, depth)?;
+                        walk_elements(d, Some(item_end), file_len, depth, kept.as_mut(), budget)?;
                     }
                 }
                 None if fragments => {
                     return Err(invalid("pixel data fragment of undefined length"))
                 }
-                None => walk_elements(d, None, file_len, depth)?,
+                None => walk_elements(d, None, file_len, depth, kept.as_mut(), budget)?,
             },
+        }
+        if let (Some(items), Some(kept)) = (items.as_deref_mut(), kept) {
+            items.push(kept);
         }
     }
 }
@@ -337,14 +466,14 @@ fn other_patient_ids(
 }
 
 fn record_from(
-    obj: &dicom_object::DefaultDicomObject,
+    ds: &InMemDicomObject,
+    beyond: &[(Tag, VR)],
     meta: &FileMetaTable,
     ts_uid: &str,
     source: &str,
     blob_id: BlobId,
     size: u64,
 ) -> Result<InstanceRecord, InspectError> {
-    let ds: &InMemDicomObject = obj;
     let sop_class_uid = required_uid(ds, tags::SOP_CLASS_UID, "SOP Class UID")?;
     let sop_uid = required_uid(ds, tags::SOP_INSTANCE_UID, "SOP Instance UID")?;
     let meta_uid = meta
@@ -358,6 +487,8 @@ fn record_from(
     let study_uid = required_uid(ds, tags::STUDY_INSTANCE_UID, "Study Instance UID")?;
     let series_uid = required_uid(ds, tags::SERIES_INSTANCE_UID, "Series Instance UID")?;
     let metadata = dicom_json::to_string(ds)
+        .map_err(|e| invalid(format!("header cannot be expressed as DICOM JSON: {e}")))?;
+    let metadata = with_bulk_data(metadata, beyond)
         .map_err(|e| invalid(format!("header cannot be expressed as DICOM JSON: {e}")))?;
     Ok(InstanceRecord {
         patient: PatientRecord {
@@ -409,6 +540,24 @@ fn record_from(
     })
 }
 
+/// The header's JSON with each top-level value too large to keep named by a BulkDataURI
+/// relative to the instance (its tag), which the metadata route resolves against the stored
+/// file: the value is left out of the index, not out of what a client can ask for.
+fn with_bulk_data(json: String, beyond: &[(Tag, VR)]) -> serde_json::Result<String> {
+    if beyond.is_empty() {
+        return Ok(json);
+    }
+    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json)?;
+    for (tag, vr) in beyond {
+        let key = format!("{:04X}{:04X}", tag.0, tag.1);
+        map.insert(
+            key.clone(),
+            serde_json::json!({ "vr": vr.to_string(), "BulkDataURI": key }),
+        );
+    }
+    serde_json::to_string(&map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,5 +587,100 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// One Explicit VR Little Endian element, the long header form for OB and SQ.
+    fn element(out: &mut Vec<u8>, tag: (u16, u16), vr: &[u8; 2], v: &[u8], len: Option<u32>) {
+        out.extend_from_slice(&tag.0.to_le_bytes());
+        out.extend_from_slice(&tag.1.to_le_bytes());
+        out.extend_from_slice(vr);
+        let len = len.unwrap_or(v.len() as u32);
+        if matches!(vr, b"OB" | b"SQ") {
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&len.to_le_bytes());
+        } else {
+            out.extend_from_slice(&(len as u16).to_le_bytes());
+        }
+        out.extend_from_slice(v);
+    }
+
+    /// A Part-10 instance whose data set is the UIDs it needs with `rest` between the SOP
+    /// Instance UID and the Study Instance UID.
+    fn part10(rest: &[u8]) -> Vec<u8> {
+        let meta = dicom_object::meta::FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+            .media_storage_sop_instance_uid("2.25.1")
+            .transfer_syntax(crate::syntax::EXPLICIT_VR_LITTLE_ENDIAN)
+            .implementation_class_uid("2.25.9")
+            .build()
+            .unwrap();
+        let mut out = vec![0u8; 128];
+        out.extend_from_slice(b"DICM");
+        meta.write(&mut out).unwrap();
+        element(
+            &mut out,
+            (0x0008, 0x0016),
+            b"UI",
+            b"1.2.840.10008.5.1.4.1.1.7\0",
+            None,
+        );
+        element(&mut out, (0x0008, 0x0018), b"UI", b"2.25.1", None);
+        out.extend_from_slice(rest);
+        element(&mut out, (0x0020, 0x000D), b"UI", b"2.25.2", None);
+        element(&mut out, (0x0020, 0x000E), b"UI", b"2.25.3", None);
+        out
+    }
+
+    fn inspected(bytes: &[u8]) -> Result<InstanceRecord, InspectError> {
+        let blob = BlobId::from_bytes([0; 32]);
+        let r = std::io::Cursor::new(bytes);
+        inspect(
+            r,
+            bytes.len() as u64,
+            "test",
+            blob,
+            &IssuerSource::operator(),
+        )
+    }
+
+    #[test]
+    fn a_value_over_the_limit_stays_in_the_file_named_by_a_bulk_data_uri() {
+        let mut rest = Vec::new();
+        element(&mut rest, (0x0009, 0x0010), b"LO", b"CREATOR ", None);
+        element(&mut rest, (0x0009, 0x1000), b"OB", &[7; 16], None);
+        let big = vec![9u8; MAX_HEADER_VALUE as usize + 2];
+        element(&mut rest, (0x0009, 0x1001), b"OB", &big, None);
+        let record = inspected(&part10(&rest)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&record.instance.metadata).unwrap();
+        assert!(json["00091000"]["InlineBinary"].is_string(), "{json}");
+        assert_eq!(
+            json["00091001"],
+            serde_json::json!({ "vr": "OB", "BulkDataURI": "00091001" })
+        );
+        assert!(record.instance.metadata.len() < 4096);
+        assert_eq!(json["0020000E"]["Value"][0], "2.25.3");
+    }
+
+    #[test]
+    fn a_header_of_too_many_items_is_refused() {
+        let items = MAX_HEADER_ELEMENTS as usize;
+        let mut rest = Vec::new();
+        element(&mut rest, (0x0009, 0x0010), b"LO", b"CREATOR ", None);
+        element(&mut rest, (0x0009, 0x1001), b"SQ", &[], Some(u32::MAX));
+        for _ in 0..items {
+            rest.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+            rest.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        }
+        rest.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        match inspected(&part10(&rest)) {
+            Err(InspectError::Invalid(why)) => assert!(why.contains("elements and items"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // a sequence of some items is kept whole
+        rest.truncate(rest.len() - 16 * (items - 3) - 8);
+        rest.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        let record = inspected(&part10(&rest)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&record.instance.metadata).unwrap();
+        assert_eq!(json["00091001"]["Value"].as_array().map(Vec::len), Some(3));
     }
 }

@@ -305,15 +305,16 @@ fn metadata_json(base: &str, r: &InstanceRef) -> String {
         r.study_uid, r.series_uid, r.sop_uid
     );
     let encapsulated = !is_native(&r.transfer_syntax);
-    let mut json = if r.metadata.contains("InlineBinary") {
+    let mut json = if r.metadata.contains("InlineBinary") || r.metadata.contains("BulkDataURI") {
         // A header with binary values of its own (overlays, icons, float pixel data, private
         // blobs): each becomes bulk data, which only a caller allowed original pixels may
-        // fetch. Metadata carries no binary value inline, however small.
+        // fetch. Metadata carries no binary value inline, however small. A value too large
+        // for the index was kept out of it at ingest and named by its tag alone.
         let mut v: serde_json::Value =
             serde_json::from_str(&r.metadata).unwrap_or(serde_json::Value::Null);
         if let Some(map) = v.as_object_mut() {
             for (tag, e) in map.iter_mut() {
-                if e.get("InlineBinary").is_some() {
+                if e.get("InlineBinary").is_some() || e.get("BulkDataURI").is_some() {
                     let vr = e.get("vr").cloned().unwrap_or(serde_json::json!("UN"));
                     *e = serde_json::json!({ "vr": vr, "BulkDataURI": format!("{url}/{tag}") });
                 }
