@@ -6,7 +6,6 @@
 
 mod common;
 
-use common::garage::Garage;
 use common::{IndexEngine, TestArchive};
 use strata_synth::{Modality, SynthOptions};
 
@@ -100,22 +99,9 @@ fn an_embedded_archive_moves_to_postgres_and_reindexes_there() {
 
 #[test]
 fn kill_9_mid_ingest_on_postgres_and_garage_loses_nothing_acknowledged() {
-    let garages: Vec<Garage> = std::thread::scope(|s| {
-        let started: Vec<_> = (0..3).map(|_| s.spawn(Garage::single)).collect();
-        started.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let prefixes = ["PROVIDER_A_", "PROVIDER_B_", "PROVIDER_C_"];
-    let t = TestArchive::on(IndexEngine::Postgres).with_env(
-        garages
-            .iter()
-            .zip(prefixes)
-            .flat_map(|(g, p)| g.credentials(p)),
-    );
-    let replicas: Vec<String> = garages
-        .iter()
-        .zip(prefixes)
-        .map(|(g, p)| format!("{:?}", g.replica_url(0, Some(p))))
-        .collect();
+    let (_garages, env, urls) = common::garage::three_providers();
+    let t = TestArchive::on(IndexEngine::Postgres).with_env(env);
+    let replicas: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
     std::fs::create_dir_all(t.data()).unwrap();
     std::fs::write(
         t.data().join("strata.toml"),

@@ -154,22 +154,8 @@ fn no_secrets_in(log: &str, garages: &[&Garage]) {
 #[test]
 fn three_providers_with_a_quorum_of_two_ingest_through_an_outage_and_heal() {
     // Three single-node Garages, each with a key of its own, started side by side.
-    let mut garages: Vec<Garage> = std::thread::scope(|s| {
-        let started: Vec<_> = (0..3).map(|_| s.spawn(Garage::single)).collect();
-        started.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let prefixes = ["PROVIDER_A_", "PROVIDER_B_", "PROVIDER_C_"];
-    let t = TestArchive::new().with_env(
-        garages
-            .iter()
-            .zip(prefixes)
-            .flat_map(|(g, p)| g.credentials(p)),
-    );
-    let urls: Vec<String> = garages
-        .iter()
-        .zip(prefixes)
-        .map(|(g, p)| g.replica_url(0, Some(p)))
-        .collect();
+    let (mut garages, env, urls) = common::garage::three_providers();
+    let t = TestArchive::new().with_env(env);
     configure(&t, &urls, 2);
     let before = t.generate("before", &study(1));
     let during = t.generate("during", &study(2));

@@ -267,3 +267,25 @@ impl Garage {
             .join("\n")
     }
 }
+
+/// Three single-node Garages started side by side, each a provider with a key of its own: the
+/// variables that give the archive their credentials, and their replica URLs (prefixes
+/// `PROVIDER_A_`, `PROVIDER_B_`, `PROVIDER_C_`).
+pub fn three_providers() -> (Vec<Garage>, Vec<(String, String)>, Vec<String>) {
+    let garages: Vec<Garage> = std::thread::scope(|s| {
+        let started: Vec<_> = (0..3).map(|_| s.spawn(Garage::single)).collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let prefixes = ["PROVIDER_A_", "PROVIDER_B_", "PROVIDER_C_"];
+    let env = garages
+        .iter()
+        .zip(prefixes)
+        .flat_map(|(g, p)| g.credentials(p))
+        .collect();
+    let urls = garages
+        .iter()
+        .zip(prefixes)
+        .map(|(g, p)| g.replica_url(0, Some(p)))
+        .collect();
+    (garages, env, urls)
+}

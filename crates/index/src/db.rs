@@ -307,7 +307,7 @@ impl Params for &[&dyn Param] {
 
 impl<T: Param, const N: usize> Params for [T; N] {
     fn with<R>(self, f: impl FnOnce(&[&dyn Param]) -> R) -> R {
-        let refs: Vec<&dyn Param> = self.iter().map(|p| p as &dyn Param).collect();
+        let refs: [&dyn Param; N] = std::array::from_fn(|i| &self[i] as &dyn Param);
         f(&refs)
     }
 }
