@@ -545,3 +545,221 @@ fn findscu_matches_inside_sequences_and_returns_only_requested_item_keys() {
         "an empty item key matches every study: {all}"
     );
 }
+
+/// One instance of `frames` frames of `rows` × `columns` 16-bit pixels made from a small
+/// generated one: large enough that holding it whole, or twice, shows in the server's resident
+/// memory. Sample `i` of the pixel data is `i % 251`.
+fn large_instance(t: &TestArchive, rows: u16, columns: u16, frames: u32) -> PathBuf {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let small = t.generate("small", &study(1));
+    let mut obj = dicom_object::open_file(&small[0]).unwrap();
+    let pixels: Vec<u8> = (0..rows as usize * columns as usize * frames as usize)
+        .flat_map(|i| ((i % 251) as u16).to_le_bytes())
+        .collect();
+    obj.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from(frames.to_string()),
+    ));
+    obj.put(DataElement::new(
+        tags::ROWS,
+        VR::US,
+        PrimitiveValue::from(rows),
+    ));
+    obj.put(DataElement::new(
+        tags::COLUMNS,
+        VR::US,
+        PrimitiveValue::from(columns),
+    ));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::from(pixels),
+    ));
+    let path = t.path("large.dcm");
+    obj.write_to_file(&path).unwrap();
+    path
+}
+
+#[test]
+fn a_large_instance_leaves_by_every_door_as_it_is_read_and_conversions_stay_within_budget() {
+    let t = TestArchive::new();
+    let (rows, columns, frames) = (2000u16, 2000u16, 20u32);
+    let file = large_instance(&t, rows, columns, frames); // 160 MB of pixel data
+    let size = std::fs::metadata(&file).unwrap().len();
+    t.ok(&["import", file.to_str().unwrap()]);
+    let dest_port = free_port();
+    t.ok(&["ae", "add", "BIGSCP", "127.0.0.1", &dest_port.to_string()]);
+    let server = t.serve();
+    let study = study_uid(&file);
+    let sop = sop_uid(&file);
+    let obj = dicom_object::open_file(&file).unwrap();
+    let series = obj
+        .element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string();
+    drop(obj);
+
+    // C-GET and C-MOVE: the data set goes out window by window
+    let got = getscu_study(&t, &server, &study);
+    assert_same_content(std::slice::from_ref(&file), &got);
+    let moved = t.path("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    let scp = std::process::Command::new("storescp")
+        .args([
+            "-aet",
+            "BIGSCP",
+            "-od",
+            moved.to_str().unwrap(),
+            &dest_port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("storescp (dcmtk) is installed by scripts/test.sh");
+    let scp = KillOnDrop(scp);
+    let res = tool(
+        120,
+        "movescu",
+        &[
+            "-aec",
+            "STRATA",
+            "-aem",
+            "BIGSCP",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={study}"),
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    drop(scp);
+    assert!(res.status.success(), "{}", text(&res));
+    assert_same_content(std::slice::from_ref(&file), &moved);
+
+    // WADO-URI as stored: the stored bytes, streamed
+    let admin = format!("Bearer {}", common::token(&t, "admin"));
+    let uri = format!(
+        "http://{}/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}&contentType=application/dicom",
+        server.http
+    );
+    let answer = common::http("GET", &uri, &[("Authorization", &admin)], None);
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.body == std::fs::read(&file).unwrap(),
+        "WADO-URI returns the stored instance"
+    );
+    drop(answer);
+    // none of these held the instance whole: the server stays far below its size
+    let peak = server.peak_rss_kib();
+    eprintln!("peak resident memory sending a {size}-byte instance: {peak} KiB");
+    assert!(
+        peak * 1024 < size * 3 / 4,
+        "the server peaked at {} MiB sending a {} MiB instance",
+        peak / 1024,
+        size >> 20
+    );
+
+    // Its frames, as stored, are read by their byte ranges; rendering one reads that frame alone
+    let base = format!(
+        "http://{}/dicomweb/studies/{study}/series/{series}/instances/{sop}",
+        server.http
+    );
+    let samples = rows as usize * columns as usize;
+    for n in [1usize, 20] {
+        let got = common::http(
+            "GET",
+            &format!("{base}/frames/{n}"),
+            &[("Authorization", &admin)],
+            None,
+        );
+        assert_eq!(got.status, 200, "{}", got.text());
+        let first = (n - 1) * samples;
+        let expected: Vec<u8> = (first..first + samples)
+            .flat_map(|i| ((i % 251) as u16).to_le_bytes())
+            .collect();
+        let at = got
+            .body
+            .windows(expected.len().min(64))
+            .position(|w| w == &expected[..64])
+            .expect("the frame's first bytes");
+        assert!(
+            got.body[at..at + expected.len()] == expected[..],
+            "frame {n} differs"
+        );
+    }
+    let rendered = common::http(
+        "GET",
+        &format!("{base}/frames/20/rendered"),
+        &[("Authorization", &admin), ("Accept", "image/png")],
+        None,
+    );
+    assert_eq!(rendered.status, 200, "{}", rendered.text());
+    assert_eq!(rendered.content_type, "image/png");
+    // its pixel data as bulk data streams from the stored bytes, a range of it too
+    let bulk = common::http(
+        "GET",
+        &format!("{base}/bulk/7FE00010"),
+        &[
+            ("Authorization", &admin),
+            ("Accept", "application/octet-stream"),
+            ("Range", "bytes=1000-1999"),
+        ],
+        None,
+    );
+    assert_eq!(bulk.status, 206, "{}", bulk.text());
+    let expected: Vec<u8> = (500..1000)
+        .flat_map(|i| ((i % 251) as u16).to_le_bytes())
+        .collect();
+    assert!(bulk.body == expected, "the range of the pixel data");
+    let whole = common::http(
+        "GET",
+        &format!("{base}/bulk/7FE00010"),
+        &[
+            ("Authorization", &admin),
+            ("Accept", "application/octet-stream"),
+        ],
+        None,
+    );
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.body.len(), samples * 2 * frames as usize);
+    drop(whole);
+    // none of these held the instance whole (which alone would take its size)
+    let peak = server.peak_rss_kib();
+    eprintln!("peak resident memory with frames and rendering: {peak} KiB");
+    assert!(
+        peak * 1024 < size,
+        "the server peaked at {} MiB serving frames of a {} MiB instance",
+        peak / 1024,
+        size >> 20
+    );
+
+    // What needs it whole is held to render.instance_memory_bytes (256 MiB): converted, the
+    // instance would need twice its size, and is refused clearly.
+    let converted = common::http(
+        "GET",
+        &format!("{uri}&transferSyntax=1.2.840.10008.1.2"),
+        &[("Authorization", &admin)],
+        None,
+    );
+    assert_eq!(converted.status, 406, "{}", converted.text());
+    assert_eq!(converted.content_type, "application/problem+json");
+    assert!(
+        converted.text().contains("render.instance_memory_bytes"),
+        "{}",
+        converted.text()
+    );
+    let peak = server.peak_rss_kib();
+    assert!(
+        peak < 512 * 1024,
+        "the server peaked at {} MiB",
+        peak / 1024
+    );
+    drop(server);
+}

@@ -116,7 +116,20 @@ impl Archive {
                 .measured(metrics.clone()),
         );
         let journal = Journal::new(store.clone());
-        let reads = Reads::new(store.clone(), index.clone(), metrics.clone());
+        let codec_workers = config.render.codec_worker_program.clone().map(|program| {
+            Arc::new(strata_render::CodecWorkers::new(
+                program,
+                config.render.codec_worker_memory_bytes,
+                std::time::Duration::from_secs(config.render.codec_worker_seconds),
+            ))
+        });
+        let reads = Reads::new(
+            store.clone(),
+            index.clone(),
+            metrics.clone(),
+            config.render.instance_memory_bytes,
+            codec_workers.clone(),
+        );
         let archive = Arc::new(Archive {
             ingest: Ingest::new(
                 store.clone(),
@@ -131,13 +144,7 @@ impl Archive {
                 pool,
                 strata_render::DecodeLimits {
                     max_frame_samples: config.render.max_frame_samples,
-                    codec_workers: config.render.codec_worker_program.clone().map(|program| {
-                        Arc::new(strata_render::CodecWorkers::new(
-                            program,
-                            config.render.codec_worker_memory_bytes,
-                            std::time::Duration::from_secs(config.render.codec_worker_seconds),
-                        ))
-                    }),
+                    codec_workers,
                 },
             ),
             reads,

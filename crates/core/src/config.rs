@@ -369,8 +369,15 @@ pub struct RenderConfig {
     /// starts (its address space is limited to that); an allocation past it ends the process
     /// and fails that frame alone.
     pub codec_worker_memory_bytes: u64,
-    /// Longest a JPEG-LS or JPEG 2000 decoder process may work on one frame before it is killed.
+    /// Longest a JPEG-LS or JPEG 2000 decoder process may work on one frame (or a conversion
+    /// on one instance) before it is killed.
     pub codec_worker_seconds: u64,
+    /// Most bytes of stored instances held whole in memory at once, by all requests together:
+    /// a conversion to another transfer syntax (the stored bytes, then the converted ones),
+    /// frames, bulk data and rendering read an instance whole. A request that would need more
+    /// than this is refused (the instance is still sent as stored, which streams); requests
+    /// beyond it together wait their turn.
+    pub instance_memory_bytes: u64,
     /// The program the decoder processes run (the `strata` binary itself); set by the command,
     /// not the file. None: the decoders run in this process.
     #[serde(skip)]
@@ -389,6 +396,7 @@ impl Default for RenderConfig {
             max_frame_samples: DEFAULT_MAX_FRAME_SAMPLES,
             codec_worker_memory_bytes: 1 << 30,
             codec_worker_seconds: 30,
+            instance_memory_bytes: 256 << 20,
             codec_worker_program: None,
         }
     }
@@ -598,6 +606,9 @@ impl Config {
         }
         if self.render.workers == 0 {
             return bad("render.workers must be at least 1".into());
+        }
+        if self.render.instance_memory_bytes < 1 << 20 {
+            return bad("render.instance_memory_bytes must be at least 1 MiB".into());
         }
         if self.render.max_frame_samples == 0 {
             return bad("render.max_frame_samples must be at least 1".into());

@@ -108,6 +108,265 @@ fn inspect_unguarded<R: Read + Seek>(
     Ok(record)
 }
 
+/// Where a stored instance's pixel data lies, found by reading its header and, for encapsulated
+/// pixel data, the item headers of its fragments, never the pixels: a frame of a large instance
+/// is then read by its byte range.
+pub struct Layout {
+    pub meta: FileMetaTable,
+    /// Every element before the pixel data, held as [`inspect`] holds it (values larger than
+    /// [`MAX_HEADER_VALUE`] left out).
+    pub header: InMemDicomObject,
+    pub pixels: Option<PixelLayout>,
+    /// The top-level values left out of the header for their size: tag, offset and length.
+    pub values: Vec<(Tag, u64, u32)>,
+}
+
+/// The pixel data's bytes within the stored file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PixelLayout {
+    /// Native pixel data: `len` bytes from `offset`.
+    Native { offset: u64, len: u64 },
+    /// Encapsulated: the Basic Offset Table's entries and each fragment's (offset, length),
+    /// the offset table's own item excepted.
+    Encapsulated {
+        offset_table: Vec<u32>,
+        fragments: Vec<(u64, u32)>,
+    },
+}
+
+impl Layout {
+    /// The layout with only what locating frames needs of its header (Rows, Columns, Samples
+    /// per Pixel, Bits Allocated, Number of Frames): what is worth keeping between requests.
+    pub fn slim(mut self) -> Layout {
+        let mut kept = InMemDicomObject::new_empty();
+        for t in [
+            tags::ROWS,
+            tags::COLUMNS,
+            tags::SAMPLES_PER_PIXEL,
+            tags::BITS_ALLOCATED,
+            tags::NUMBER_OF_FRAMES,
+        ] {
+            if let Ok(e) = self.header.take_element(t) {
+                kept.put(e);
+            }
+        }
+        self.header = kept;
+        self
+    }
+
+    /// Number of Frames (1 when absent).
+    pub fn frames(&self) -> u32 {
+        int(&self.header, tags::NUMBER_OF_FRAMES)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// The byte ranges holding frame `frame` (0-based): one for native pixel data, the frame's
+    /// fragments for encapsulated. An error says why the frame cannot be located.
+    pub fn frame_ranges(&self, frame: u32) -> Result<Vec<std::ops::Range<u64>>, String> {
+        let frames = self.frames();
+        if frame >= frames {
+            return Err(format!("no frame {} in {frames}", frame + 1));
+        }
+        match self
+            .pixels
+            .as_ref()
+            .ok_or("the instance has no pixel data")?
+        {
+            PixelLayout::Native { offset, len } => {
+                let get = |t| int(&self.header, t).and_then(|v| u64::try_from(v).ok());
+                let (rows, columns) = (get(tags::ROWS), get(tags::COLUMNS));
+                let samples = get(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+                let bits = get(tags::BITS_ALLOCATED).unwrap_or(0);
+                let (Some(rows), Some(columns)) = (rows, columns) else {
+                    return Err("Rows or Columns is missing".into());
+                };
+                if bits == 0 || bits % 8 != 0 {
+                    return Err(format!("frames of {bits}-bit samples are not byte-aligned"));
+                }
+                let size = rows * columns * samples * (bits / 8);
+                let start = offset + frame as u64 * size;
+                if size == 0 || (frame as u64 + 1) * size > *len {
+                    return Err(format!(
+                        "{frames} frames of {size} bytes do not fit in {len} bytes of pixel data"
+                    ));
+                }
+                Ok(vec![start..start + size])
+            }
+            PixelLayout::Encapsulated {
+                offset_table,
+                fragments,
+            } => {
+                let range = |&(at, n): &(u64, u32)| at..at + n as u64;
+                if fragments.len() == frames as usize {
+                    return Ok(vec![range(&fragments[frame as usize])]);
+                }
+                if frames == 1 {
+                    return Ok(fragments.iter().map(range).collect());
+                }
+                if offset_table.len() != frames as usize || fragments.is_empty() {
+                    return Err(format!(
+                        "{} fragments for {frames} frames and no offset table to group them",
+                        fragments.len()
+                    ));
+                }
+                // offsets count from the first fragment's item header
+                let base = fragments[0].0 - 8;
+                let from = offset_table[frame as usize] as u64;
+                let to = offset_table
+                    .get(frame as usize + 1)
+                    .map_or(u64::MAX, |&o| o as u64);
+                let picked: Vec<_> = fragments
+                    .iter()
+                    .filter(|(at, _)| (from..to).contains(&(at - 8 - base)))
+                    .map(range)
+                    .collect();
+                if picked.is_empty() {
+                    return Err(format!(
+                        "the offset table names no fragment for frame {}",
+                        frame + 1
+                    ));
+                }
+                Ok(picked)
+            }
+        }
+    }
+}
+
+/// Most fragments a layout lists: one a frame, for more frames than any real instance holds.
+pub const MAX_FRAGMENTS: usize = 1 << 20;
+
+/// Reads the layout of a Part-10 instance of `len` bytes from `r`, seeking past the pixels. A
+/// deflated data set has no byte ranges to give (its pixels are compressed with the rest) and
+/// is refused here; its reader reads it whole instead.
+pub fn layout<R: Read + Seek>(r: R, len: u64) -> Result<Layout, InspectError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| layout_unguarded(r, len)))
+        .unwrap_or_else(|_| Err(invalid("malformed data set: the DICOM parser failed on it")))
+}
+
+fn layout_unguarded<R: Read + Seek>(mut r: R, len: u64) -> Result<Layout, InspectError> {
+    let mut head = [0u8; 132];
+    let n = read_up_to(&mut r, &mut head)?;
+    let meta_start = if n >= 132 && &head[128..132] == b"DICM" {
+        128
+    } else {
+        0
+    };
+    r.seek(SeekFrom::Start(meta_start))?;
+    let meta = FileMetaTable::from_reader(&mut r)
+        .map_err(|e| invalid(format!("unreadable file meta information: {e}")))?;
+    let dataset_start = r.stream_position()?;
+    let ts_uid = meta
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    let ts = TransferSyntaxRegistry
+        .get(&ts_uid)
+        .ok_or_else(|| invalid(format!("unknown transfer syntax {ts_uid}")))?;
+    if matches!(ts.codec(), Codec::Dataset(_)) || ts.is_unsupported() {
+        return Err(invalid(format!(
+            "a data set in {} has no pixel byte ranges",
+            ts.name()
+        )));
+    }
+    let mut header = InMemDicomObject::new_empty();
+    let mut budget = Budget {
+        stop_at_pixels: true,
+        ..Budget::default()
+    };
+    let mut dec = DynStatefulDecoder::new_with_ts(&mut r, ts, dataset_start)
+        .map_err(|e| invalid(format!("cannot decode transfer syntax {ts_uid}: {e}")))?;
+    walk_elements(&mut dec, None, len, 0, Some(&mut header), &mut budget)?;
+    crate::un::resolve_unknown_vrs(&mut header);
+    let offset = dec.position();
+    drop(dec);
+    let pixels = match budget.pixels {
+        None => None,
+        Some(h) => Some(match h.len.get() {
+            Some(n) => {
+                if offset + n as u64 > len {
+                    return Err(invalid("truncated: the pixel data runs past the end"));
+                }
+                PixelLayout::Native {
+                    offset,
+                    len: n.into(),
+                }
+            }
+            None => fragments_of(&mut r, offset, len)?,
+        }),
+    };
+    Ok(Layout {
+        meta,
+        header,
+        pixels,
+        values: budget.beyond_at,
+    })
+}
+
+/// The offset table and fragments of encapsulated pixel data (its items from `at`), from the
+/// item headers alone: each is 8 bytes, (FFFE,E000) or (FFFE,E0DD) and a length, little-endian
+/// in every syntax that encapsulates.
+fn fragments_of<R: Read + Seek>(
+    r: &mut R,
+    mut at: u64,
+    len: u64,
+) -> Result<PixelLayout, InspectError> {
+    let mut offset_table = None;
+    let mut fragments = Vec::new();
+    loop {
+        r.seek(SeekFrom::Start(at))?;
+        let mut head = [0u8; 8];
+        if read_up_to(r, &mut head)? < 8 {
+            return Err(invalid(format!("truncated pixel data at byte {at}")));
+        }
+        let tag = (
+            u16::from_le_bytes([head[0], head[1]]),
+            u16::from_le_bytes([head[2], head[3]]),
+        );
+        let n = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let start = at + 8;
+        match tag {
+            (0xFFFE, 0xE0DD) => break,
+            (0xFFFE, 0xE000) if n != u32::MAX => {}
+            (0xFFFE, 0xE000) => return Err(invalid("pixel data fragment of undefined length")),
+            _ => return Err(invalid(format!("not a pixel data item at byte {at}"))),
+        }
+        if start + n as u64 > len {
+            return Err(invalid(format!(
+                "truncated: a fragment at byte {at} needs {n} bytes"
+            )));
+        }
+        at = start + n as u64;
+        if offset_table.is_none() {
+            if n as u64 > 4 * MAX_FRAGMENTS as u64 {
+                return Err(invalid(
+                    "the Basic Offset Table is larger than any frame count",
+                ));
+            }
+            let mut bytes = vec![0u8; n as usize];
+            r.read_exact(&mut bytes)?;
+            offset_table = Some(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            );
+            continue;
+        }
+        if fragments.len() == MAX_FRAGMENTS {
+            return Err(invalid(format!(
+                "more than {MAX_FRAGMENTS} pixel data fragments"
+            )));
+        }
+        fragments.push((start, n));
+    }
+    Ok(PixelLayout::Encapsulated {
+        offset_table: offset_table.unwrap_or_default(),
+        fragments,
+    })
+}
+
 /// The issuer of the patient's key and the keys of OtherPatientIDsSequence, as `issuers`
 /// names them.
 fn patient_keys(
@@ -248,6 +507,11 @@ struct Budget {
     elements: u64,
     bytes: u64,
     beyond: Vec<(Tag, VR)>,
+    /// Stop at the top-level pixel data (a layout, not an inspection), and its header once met.
+    stop_at_pixels: bool,
+    pixels: Option<DataElementHeader>,
+    /// Where each value in `beyond` lies: its tag, offset and length.
+    beyond_at: Vec<(Tag, u64, u32)>,
 }
 
 impl Budget {
@@ -305,6 +569,10 @@ fn walk_elements<D: StatefulDecode>(
                 Err(invalid(format!("unexpected item delimiter at byte {pos}")))
             };
         }
+        if top && budget.stop_at_pixels && h.tag == tags::PIXEL_DATA {
+            budget.pixels = Some(h);
+            return Ok(());
+        }
         // the header ends at the pixel data: what follows it is walked, not kept
         if top && h.tag >= tags::PIXEL_DATA {
             into = None;
@@ -341,6 +609,7 @@ fn walk_elements<D: StatefulDecode>(
                 } else {
                     if top && into.is_some() {
                         budget.beyond.push((h.tag, h.vr));
+                        budget.beyond_at.push((h.tag, d.position(), n));
                     }
                     d.skip_bytes(n).map_err(|e| {
                         invalid(format!("truncated at element {}: {e}", tag_str(h.tag)))
@@ -607,10 +876,14 @@ mod tests {
     /// A Part-10 instance whose data set is the UIDs it needs with `rest` between the SOP
     /// Instance UID and the Study Instance UID.
     fn part10(rest: &[u8]) -> Vec<u8> {
+        part10_in(crate::syntax::EXPLICIT_VR_LITTLE_ENDIAN, rest)
+    }
+
+    fn part10_in(syntax: &str, rest: &[u8]) -> Vec<u8> {
         let meta = dicom_object::meta::FileMetaTableBuilder::new()
             .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
             .media_storage_sop_instance_uid("2.25.1")
-            .transfer_syntax(crate::syntax::EXPLICIT_VR_LITTLE_ENDIAN)
+            .transfer_syntax(syntax)
             .implementation_class_uid("2.25.9")
             .build()
             .unwrap();
@@ -629,6 +902,82 @@ mod tests {
         element(&mut out, (0x0020, 0x000D), b"UI", b"2.25.2", None);
         element(&mut out, (0x0020, 0x000E), b"UI", b"2.25.3", None);
         out
+    }
+
+    /// Image Pixel attributes of `frames` frames of 2×2 16-bit grey samples.
+    fn image_pixel(frames: &[u8]) -> Vec<u8> {
+        let mut h = Vec::new();
+        element(&mut h, (0x0028, 0x0002), b"US", &1u16.to_le_bytes(), None);
+        element(&mut h, (0x0028, 0x0008), b"IS", frames, None);
+        element(&mut h, (0x0028, 0x0010), b"US", &2u16.to_le_bytes(), None);
+        element(&mut h, (0x0028, 0x0011), b"US", &2u16.to_le_bytes(), None);
+        element(&mut h, (0x0028, 0x0100), b"US", &16u16.to_le_bytes(), None);
+        h
+    }
+
+    fn item(out: &mut Vec<u8>, tag: u16, v: &[u8]) {
+        out.extend_from_slice(&0xFFFEu16.to_le_bytes());
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+
+    #[test]
+    fn a_layout_locates_each_native_frame_by_its_bytes() {
+        let mut file = part10(&image_pixel(b"3 "));
+        let pixels: Vec<u8> = (0..24).collect();
+        element(&mut file, (0x7FE0, 0x0010), b"OB", &pixels, None);
+        let layout = layout(std::io::Cursor::new(&file), file.len() as u64).unwrap();
+        assert_eq!(layout.frames(), 3);
+        let second = layout.frame_ranges(1).unwrap();
+        assert_eq!(second.len(), 1);
+        let r = second[0].start as usize..second[0].end as usize;
+        assert_eq!(&file[r], &pixels[8..16]);
+        assert!(layout.frame_ranges(3).is_err());
+        // kept between requests: only what locating frames needs
+        let slim = layout.slim();
+        assert_eq!(slim.frame_ranges(1).unwrap(), second);
+        assert!(slim.header.get(tags::SOP_INSTANCE_UID).is_none());
+    }
+
+    #[test]
+    fn a_layout_groups_fragments_into_frames_by_the_offset_table() {
+        // frame 1: fragment A; frame 2: fragments B and C; frame 3: fragment D
+        let (a, b, c, d) = ([1u8; 10], [2u8; 6], [3u8; 4], [4u8; 8]);
+        let offsets = [0u32, 8 + 10, 8 + 10 + 8 + 6 + 8 + 4];
+        let table: Vec<u8> = offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+        let mut file = part10_in("1.2.840.10008.1.2.4.50", &image_pixel(b"3 "));
+        element(&mut file, (0x7FE0, 0x0010), b"OB", &[], Some(u32::MAX));
+        item(&mut file, 0xE000, &table);
+        for f in [&a[..], &b, &c, &d] {
+            item(&mut file, 0xE000, f);
+        }
+        item(&mut file, 0xE0DD, &[]);
+        let layout = layout(std::io::Cursor::new(&file), file.len() as u64).unwrap();
+        let bytes = |frame| -> Vec<u8> {
+            layout
+                .frame_ranges(frame)
+                .unwrap()
+                .into_iter()
+                .flat_map(|r| file[r.start as usize..r.end as usize].to_vec())
+                .collect()
+        };
+        assert_eq!(bytes(0), a);
+        assert_eq!(bytes(1), [&b[..], &c].concat());
+        assert_eq!(bytes(2), d);
+        // without an offset table, four fragments cannot be told apart into three frames
+        let mut bare = part10_in("1.2.840.10008.1.2.4.50", &image_pixel(b"3 "));
+        element(&mut bare, (0x7FE0, 0x0010), b"OB", &[], Some(u32::MAX));
+        item(&mut bare, 0xE000, &[]);
+        for f in [&a[..], &b, &c, &d] {
+            item(&mut bare, 0xE000, f);
+        }
+        item(&mut bare, 0xE0DD, &[]);
+        let unlocated = super::layout(std::io::Cursor::new(&bare), bare.len() as u64).unwrap();
+        assert!(unlocated.frame_ranges(1).is_err());
+        // a fragment running past the end is refused
+        let cut = &file[..file.len() - 12];
+        assert!(super::layout(std::io::Cursor::new(cut), cut.len() as u64).is_err());
     }
 
     fn inspected(bytes: &[u8]) -> Result<InstanceRecord, InspectError> {

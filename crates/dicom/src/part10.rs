@@ -51,12 +51,18 @@ pub fn open(part10: &[u8]) -> Result<dicom_object::DefaultDicomObject, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Where the data set of Part-10 bytes starts: after the file meta group, which `head` (the
+/// first bytes of the file) must hold whole.
+pub fn data_set_start(head: &[u8]) -> Result<usize, String> {
+    let mut cursor = std::io::Cursor::new(head);
+    cursor.set_position(magic_offset(head) as u64);
+    dicom_object::FileMetaTable::from_reader(&mut cursor).map_err(|e| e.to_string())?;
+    Ok(cursor.position() as usize)
+}
+
 /// The data set of Part-10 bytes: what follows the file meta group.
 pub fn dataset(mut part10: Vec<u8>) -> Result<Vec<u8>, String> {
-    let mut cursor = std::io::Cursor::new(&part10[..]);
-    cursor.set_position(magic_offset(&part10) as u64);
-    dicom_object::FileMetaTable::from_reader(&mut cursor).map_err(|e| e.to_string())?;
-    let start = cursor.position() as usize;
+    let start = data_set_start(&part10)?;
     part10.drain(..start);
     Ok(part10)
 }

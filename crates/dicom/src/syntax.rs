@@ -6,6 +6,9 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 /// Explicit VR Little Endian: what a receiver that names no syntax gets (PS3.18 8.7.3.5.2), and
 /// what encapsulated pixel data is decoded to when a receiver cannot take the stored syntax.
 pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
+/// Explicit VR Big Endian (retired): native pixel data whose words are not in the order the
+/// other syntaxes keep them.
+pub const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 /// Implicit VR Little Endian: the default every DICOM peer accepts (PS3.5 10.1).
 pub const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
 

@@ -287,6 +287,10 @@ pub enum AssociationError {
     Message(#[from] MessageError),
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A stored instance could not be read on while it was being sent: the peer holds part of
+    /// a data set, so the association cannot go on.
+    #[error("a stored instance could not be read while it was sent: {0}")]
+    ReadFailed(String),
 }
 
 /// A negotiated presentation context.

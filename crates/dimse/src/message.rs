@@ -373,18 +373,47 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
         command: &Command,
         data: Option<&[u8]>,
     ) -> Result<(), MessageError> {
-        let data_len = data.map_or(0, <[u8]>::len);
+        self.send_parts(pc, Some(command), data.map(|d| (d, true)))
+            .await
+    }
+
+    /// Sends a command and the first window of its data set in one write; `last` when that
+    /// window is the whole data set, else [`MessageWriter::send_more`] sends the rest.
+    pub async fn send_start(
+        &mut self,
+        pc: u8,
+        command: &Command,
+        data: &[u8],
+        last: bool,
+    ) -> Result<(), MessageError> {
+        self.send_parts(pc, Some(command), Some((data, last))).await
+    }
+
+    /// Sends one more window of a data set whose command went first; `last` for its end.
+    pub async fn send_more(&mut self, pc: u8, data: &[u8], last: bool) -> Result<(), MessageError> {
+        self.send_parts(pc, None, Some((data, last))).await
+    }
+
+    async fn send_parts(
+        &mut self,
+        pc: u8,
+        command: Option<&Command>,
+        data: Option<(&[u8], bool)>,
+    ) -> Result<(), MessageError> {
+        let data_len = data.map_or(0, |(d, _)| d.len());
         let mut out =
             Vec::with_capacity(256 + data_len + data_len / self.fragment.max(1) * 12 + 12);
-        self.encode_fragments(
-            &mut out,
-            pc,
-            PDataValueType::Command,
-            &command.encode(),
-            true,
-        )?;
-        if let Some(d) = data {
-            self.encode_fragments(&mut out, pc, PDataValueType::Data, d, true)?;
+        if let Some(command) = command {
+            self.encode_fragments(
+                &mut out,
+                pc,
+                PDataValueType::Command,
+                &command.encode(),
+                true,
+            )?;
+        }
+        if let Some((d, last)) = data {
+            self.encode_fragments(&mut out, pc, PDataValueType::Data, d, last)?;
         }
         self.write_out(&out).await
     }

@@ -20,6 +20,7 @@ use strata_archive::Archive;
 use strata_core::audit::Outcome;
 use strata_core::config::DimsePermission;
 use strata_index::query::{Key, Level, Query};
+use strata_services::reads::Windows;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
@@ -92,21 +93,45 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
         .collect())
 }
 
-/// The stored instance's data set (without its Part-10 header) in `target` syntax.
-async fn load_dataset(archive: &Archive, inst: &Planned, target: &str) -> Result<Vec<u8>, String> {
-    let blob = archive
+/// The stored instance's data set (without its Part-10 header) in `target` syntax, to be read
+/// window by window as it is sent.
+async fn open_dataset(archive: &Archive, inst: &Planned, target: &str) -> Result<Windows, String> {
+    let stored = archive
         .index()
         .instance(&inst.sop_uid)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or("no longer stored")?
-        .blob_id;
-    let part10 = archive
+        .ok_or("no longer stored")?;
+    archive
         .reads()
-        .part10(&blob, &inst.transfer_syntax, Some(target))
+        .data_set(
+            &stored.blob_id,
+            stored.size,
+            &stored.transfer_syntax,
+            target,
+        )
         .await
-        .map_err(|e| e.to_string())?;
-    strata_dicom::part10::dataset(part10)
+        .map_err(|e| e.to_string())
+}
+
+/// Sends a C-STORE-RQ and its data set, window by window as it is read. A window that cannot
+/// be read once the first is sent leaves the peer with part of a data set: the association
+/// ends ([`AssociationError::ReadFailed`]).
+async fn send_store<W: AsyncWrite + Unpin>(
+    writer: &mut MessageWriter<W>,
+    pc: u8,
+    rq: &Command,
+    mut data: Windows,
+) -> Result<(), AssociationError> {
+    let failed = |e: strata_services::ServiceError| AssociationError::ReadFailed(e.to_string());
+    let first = data.next().await.map_err(failed)?.unwrap_or_default();
+    writer.send_start(pc, rq, &first, data.done()).await?;
+    drop(first);
+    while !data.done() {
+        let window = data.next().await.map_err(failed)?.unwrap_or_default();
+        writer.send_more(pc, &window, data.done()).await?;
+    }
+    Ok(())
 }
 
 /// Chooses a presentation context for `inst` among `(id, abstract syntax, transfer syntax)`.
@@ -347,14 +372,12 @@ pub async fn c_get(
                 "the peer accepted no transfer syntax for {} in {}",
                 inst.sop_class, inst.transfer_syntax
             )),
-            Some((sub_pc, ts)) => match load_dataset(&session.archive, inst, &ts).await {
+            Some((sub_pc, ts)) => match open_dataset(&session.archive, inst, &ts).await {
                 Err(e) => Err(e),
                 Ok(dataset) => {
                     next_id = next_id.wrapping_add(1);
-                    session
-                        .writer
-                        .send(sub_pc, &store_rq(next_id, inst, None), Some(&dataset))
-                        .await?;
+                    let rq = store_rq(next_id, inst, None);
+                    send_store(&mut session.writer, sub_pc, &rq, dataset).await?;
                     // wait for the C-STORE-RSP; a C-CANCEL for the C-GET may come first
                     loop {
                         let cmd = read_command(&mut session.reader).await?;
@@ -513,13 +536,13 @@ pub async fn c_move(
                 "{} accepted no transfer syntax for {} in {}",
                 peer.aet, inst.sop_class, inst.transfer_syntax
             )),
-            Some((sub_pc, ts)) => match load_dataset(&session.archive, inst, &ts).await {
+            Some((sub_pc, ts)) => match open_dataset(&session.archive, inst, &ts).await {
                 Err(e) => Err(e),
                 Ok(dataset) => {
                     sub.store(
                         sub_pc,
                         &store_rq(next_id, inst, Some((&calling, move_id))),
-                        &dataset,
+                        dataset,
                     )
                     .await
                 }
@@ -701,10 +724,26 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SubAssociation<R, W> {
         Ok(rsp)
     }
 
-    async fn store(&mut self, pc: u8, rq: &Command, dataset: &[u8]) -> Result<u16, String> {
-        let rsp = self
-            .exchange(pc, rq, Some(dataset), field::C_STORE_RSP)
-            .await?;
+    /// One C-STORE on the sub-association, its data set streamed; the peer's status.
+    async fn store(&mut self, pc: u8, rq: &Command, dataset: Windows) -> Result<u16, String> {
+        if let Err(e) = send_store(&mut self.writer, pc, rq, dataset).await {
+            // part of a data set is out: the peer must not take it for a whole one
+            let abort = Pdu::AbortRQ {
+                source: dicom_ul::pdu::AbortRQSource::ServiceProvider(
+                    dicom_ul::pdu::AbortRQServiceProviderReason::ReasonNotSpecified,
+                ),
+            };
+            let _ = self.writer.send_pdu(&abort).await;
+            return Err(e.to_string());
+        }
+        let rsp = read_command(&mut self.reader)
+            .await
+            .map_err(|e| e.to_string())?;
+        if rsp.field() != Some(field::C_STORE_RSP)
+            || rsp.message_id_being_responded_to() != rq.message_id()
+        {
+            return Err("the peer answered something else".into());
+        }
         Ok(rsp.status().unwrap_or(0xC000))
     }
 

@@ -54,7 +54,8 @@ impl From<ServiceError> for Problem {
     fn from(e: ServiceError) -> Problem {
         use ServiceError as E;
         match e {
-            E::Convert(why) => Problem::new(StatusCode::NOT_ACCEPTABLE, why),
+            E::Convert(why) | E::TooLarge(why) => Problem::new(StatusCode::NOT_ACCEPTABLE, why),
+            E::Busy(why) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, why),
             e @ (E::NotFound(_) | E::NotInScope) => Problem::not_found(e.to_string()),
             e @ E::Retained { .. } => Problem::new(StatusCode::CONFLICT, e.to_string()),
             E::Invalid(why) => Problem::bad_request(why),

@@ -124,6 +124,21 @@ pub enum Priority {
 }
 
 /// Parses Part-10 bytes and decodes one frame with its presentation, within `limits`.
+/// Frame `frame` of an instance, from an object holding its header and that frame's pixel data
+/// alone (as its only frame): presented as frame `frame`, decoded as the object's first.
+pub fn decode_one_frame(
+    obj: &dicom_object::DefaultDicomObject,
+    frame: u32,
+    limits: &DecodeLimits,
+) -> Result<CachedFrame, RenderError> {
+    let presentation = Presentation::from_object(obj, frame)?;
+    let decoded = decode_frame_within(obj, 0, limits)?;
+    Ok(CachedFrame {
+        frame: decoded,
+        presentation,
+    })
+}
+
 pub fn decode_part10(
     bytes: &[u8],
     frame: u32,

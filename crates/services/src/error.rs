@@ -20,6 +20,13 @@ pub enum ServiceError {
     Setup(String),
     #[error("cannot convert the instance: {0}")]
     Convert(String),
+    /// What the request needs would hold more of an instance in memory than the configuration
+    /// allows; nothing was read.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The memory for this request is taken by others now; it may succeed later.
+    #[error("{0}")]
+    Busy(String),
     #[error("{count} instance(s) must be kept until {until} (retention)")]
     Retained { count: usize, until: String },
     /// A request that cannot be carried out as asked (a user without the person their role

@@ -96,21 +96,33 @@ impl Pictures {
         if let Some(hit) = self.pool.cached(sop_uid, frame) {
             return Ok(hit);
         }
-        let mut bytes = Vec::new();
-        self.reads
-            .read_instance(sop_uid, |c| {
-                bytes.extend_from_slice(c);
-                Ok(())
-            })
-            .await?;
+        let stored = self.reads.stored(sop_uid).await?;
         let limits = self.limits.clone();
-        let decoded = self
-            .pool
-            .run(priority, "decode", move || {
-                strata_render::decode_part10(&bytes, frame, &limits)
-            })
-            .await
-            .map_err(|e| RenderError::Decode(e.to_string()))??;
+        // a large instance: the header and this frame's bytes alone, when they can be located
+        let located = match stored.size > LOCATE_FRAMES_ABOVE {
+            true => self.reads.frame_object(&stored, frame).await.ok(),
+            false => None,
+        };
+        let decoded = match located {
+            Some((obj, held)) => {
+                self.pool
+                    .run(priority, "decode", move || {
+                        let decoded = strata_render::decode_one_frame(&obj, frame, &limits);
+                        drop(held);
+                        decoded
+                    })
+                    .await
+            }
+            None => {
+                let bytes = self.reads.instance_whole(&stored).await?;
+                self.pool
+                    .run(priority, "decode", move || {
+                        strata_render::decode_part10(&bytes, frame, &limits)
+                    })
+                    .await
+            }
+        }
+        .map_err(|e| RenderError::Decode(e.to_string()))??;
         let decoded = Arc::new(decoded);
         self.pool.remember(sop_uid, frame, decoded.clone());
         Ok(decoded)
@@ -134,6 +146,10 @@ impl Pictures {
         }
     }
 }
+
+/// Instances larger than this are rendered from their header and the frame's own bytes (see
+/// [`Reads::frame_object`]) rather than read whole.
+const LOCATE_FRAMES_ABOVE: u64 = 32 << 20;
 
 /// A series' instances, as the catalog lists them, ordered into slices (the render crate's
 /// geometry, fed from the index's rows).

@@ -21,6 +21,7 @@ use strata_archive::Archive;
 use strata_core::audit::Outcome;
 use strata_index::InstanceRef;
 use strata_services::auth::Permission;
+use strata_services::reads::{Then, Windows};
 
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 
@@ -145,8 +146,8 @@ const PREFETCH: usize = 4;
 enum Part {
     /// Header, bytes and the closing line of a part, ready to send (as they are, uncopied).
     Whole([Vec<u8>; 3]),
-    /// Larger than one window: sent window by window as it is read.
-    Large(Box<InstanceRef>),
+    /// Larger than one window, or converted: its header, then its windows as they are read.
+    Streamed(Vec<u8>, Box<Windows>),
 }
 
 fn part_header(b: &str, ts: &str, len: usize) -> Vec<u8> {
@@ -160,61 +161,42 @@ async fn fetch_part(
     b: String,
 ) -> Result<Part, String> {
     let as_stored = syntax.as_deref().is_none_or(|s| s == r.transfer_syntax);
-    if as_stored && r.size > STREAM_WINDOW {
-        return Ok(Part::Large(Box::new(r)));
-    }
-    let (ts, bytes) = if as_stored {
+    if as_stored && r.size <= STREAM_WINDOW {
         let bytes = archive
             .reads()
             .read_blob_range(&r.blob_id, 0..r.size)
             .await
             .map_err(|e| e.to_string())?;
-        (r.transfer_syntax.clone(), bytes)
-    } else {
-        let bytes = archive
-            .reads()
-            .part10(&r.blob_id, &r.transfer_syntax, syntax.as_deref())
-            .await
-            .map_err(|e| e.to_string())?;
-        (syntax.unwrap_or_default(), bytes)
+        let head = part_header(&b, &r.transfer_syntax, bytes.len());
+        return Ok(Part::Whole([head, bytes, b"\r\n".to_vec()]));
+    }
+    let ts = match syntax {
+        Some(s) if !as_stored => s,
+        _ => r.transfer_syntax.clone(),
     };
-    let head = part_header(&b, &ts, bytes.len());
-    Ok(Part::Whole([head, bytes, b"\r\n".to_vec()]))
+    let windows = archive
+        .reads()
+        .part10_windows(&r.blob_id, r.size, &r.transfer_syntax, Some(&ts))
+        .await
+        .map_err(|e| e.to_string())?;
+    let head = part_header(&b, &ts, windows.len() as usize);
+    Ok(Part::Streamed(head, Box::new(windows)))
 }
 
-/// A large instance as stored, window by window: memory stays bounded whatever its size.
-fn windows(
-    archive: Arc<Archive>,
-    r: Box<InstanceRef>,
-    b: String,
+/// A part sent window by window: memory stays bounded whatever the instance's size.
+fn streamed(
+    head: Vec<u8>,
+    windows: Windows,
 ) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
-    let head = part_header(&b, &r.transfer_syntax, r.size as usize);
-    let body = futures::stream::unfold(Some(0u64), move |offset| {
-        let (archive, r) = (archive.clone(), r.clone());
-        async move {
-            let offset = offset?;
-            let end = (offset + STREAM_WINDOW).min(r.size);
-            match archive
-                .reads()
-                .read_blob_range(&r.blob_id, offset..end)
-                .await
-            {
-                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
-                Ok(mut chunk) if end >= r.size => {
-                    chunk.extend_from_slice(b"\r\n");
-                    Some((Ok(chunk), None))
-                }
-                Ok(chunk) => Some((Ok(chunk), Some(end))),
-            }
-        }
-    });
     use futures::StreamExt;
-    futures::stream::once(async move { Ok(head) }).chain(body)
+    futures::stream::once(async move { Ok(head) })
+        .chain(super::window_stream(windows))
+        .chain(futures::stream::once(async { Ok(b"\r\n".to_vec()) }))
 }
 
 /// Streams the instances as one multipart/related body: the next instances are fetched while
-/// the current one is sent; an instance sent as stored and larger than a window goes out window
-/// by window; one converted to another syntax is converted whole.
+/// the current one is sent; an instance larger than a window goes out window by window as it
+/// is read; one converted to another syntax is converted whole, within the read budget.
 fn multipart_dicom(
     archive: Arc<Archive>,
     refs: Vec<InstanceRef>,
@@ -230,7 +212,7 @@ fn multipart_dicom(
         .buffered(PREFETCH)
         .flat_map(move |fetched| match fetched {
             Ok(Ok(Part::Whole(chunks))) => futures::stream::iter(chunks.map(Ok)).boxed(),
-            Ok(Ok(Part::Large(r))) => windows(archive.clone(), r, b.clone()).boxed(),
+            Ok(Ok(Part::Streamed(head, w))) => streamed(head, *w).boxed(),
             Ok(Err(e)) => {
                 futures::stream::once(async move { Err(std::io::Error::other(e)) }).boxed()
             }
@@ -384,32 +366,70 @@ pub async fn instance_metadata(
     metadata(a, c, Target::parse(&st, Some(&se), Some(&i))?).await
 }
 
-/// Reads one instance whole and parses it (frames and bulk data need its values).
-async fn open_instance(
+/// The one instance a frames or bulk data request names, its access audited.
+async fn one_instance(
     archive: &Archive,
     caller: &Caller,
     t: &Target,
     action: &str,
-    decode: bool,
-) -> Result<(InstanceRef, dicom_object::DefaultDicomObject), Problem> {
+) -> Result<InstanceRef, Problem> {
     caller.require(Permission::OriginalPixels)?;
     let refs = resolve(archive, caller, t).await?;
     audit(archive, caller, action, &refs).await?;
-    let mut r = refs
+    Ok(refs
         .into_iter()
         .next()
-        .expect("resolve returns at least one");
-    // decoded: compressed pixel data becomes native Explicit VR Little Endian
+        .expect("resolve returns at least one"))
+}
+
+/// Reads one instance whole (within the read budget) and parses it; `decode`: compressed pixel
+/// data becomes native Explicit VR Little Endian.
+async fn parse_instance(
+    archive: &Archive,
+    mut r: InstanceRef,
+    decode: bool,
+) -> Result<(InstanceRef, dicom_object::DefaultDicomObject), Problem> {
     let target = (decode && !is_native(&r.transfer_syntax)).then_some(EXPLICIT_LE);
     let bytes = archive
         .reads()
-        .part10(&r.blob_id, &r.transfer_syntax, target)
+        .part10(&r.blob_id, r.size, &r.transfer_syntax, target, Then::Parse)
         .await?;
     if let Some(t) = target {
         r.transfer_syntax = t.to_string();
     }
     let obj = strata_dicom::part10::open(&bytes).map_err(Problem::internal)?;
     Ok((r, obj))
+}
+
+/// Where each wanted frame (1-based) lies in the stored instance, when all of them can be
+/// located by its layout (as stored, or native); None when some cannot (the instance is then
+/// read whole). A frame past the last is a 404.
+async fn located_frames(
+    archive: &Archive,
+    r: &InstanceRef,
+    wanted: &[u32],
+) -> Result<Option<Vec<Vec<std::ops::Range<u64>>>>, Problem> {
+    // big-endian words are served in little-endian order, which the parsed object gives
+    if r.transfer_syntax == strata_dicom::syntax::EXPLICIT_VR_BIG_ENDIAN {
+        return Ok(None);
+    }
+    let Ok(layout) = archive.reads().layout(&r.blob_id, r.size).await else {
+        return Ok(None);
+    };
+    let mut located = Vec::with_capacity(wanted.len());
+    for &n in wanted {
+        if n > layout.frames() {
+            return Err(Problem::not_found(format!(
+                "frame {n}: the instance has {} frames",
+                layout.frames()
+            )));
+        }
+        match layout.frame_ranges(n - 1) {
+            Ok(ranges) => located.push(ranges),
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(located))
 }
 
 /// The bytes of each frame: a slice of native pixel data, or the fragments of one frame.
@@ -456,24 +476,46 @@ pub async fn frames(
         .unwrap_or("");
     let decode = !accept.contains("transfer-syntax=");
     let wanted = super::frame_list(&list)?;
-    let (r, obj) = open_instance(
-        &a,
-        &c,
-        &Target::parse(&st, Some(&se), Some(&i))?,
-        "http.wado.frames",
-        decode,
-    )
-    .await?;
-    let frames = frames_of(&obj)?;
+    let t = Target::parse(&st, Some(&se), Some(&i))?;
+    let r = one_instance(&a, &c, &t, "http.wado.frames").await?;
     let b = boundary();
-    let part_type = if is_native(&r.transfer_syntax) {
-        "application/octet-stream".to_string()
-    } else {
-        format!(
-            "application/octet-stream; transfer-syntax={}",
-            r.transfer_syntax
-        )
+    let ctype = format!("multipart/related; type=\"application/octet-stream\"; boundary={b}");
+    let as_stored = !decode || is_native(&r.transfer_syntax);
+    // as stored, each frame is read by its byte ranges as it is sent
+    let located = match as_stored {
+        true => located_frames(&a, &r, &wanted).await?,
+        false => None,
     };
+    if let Some(located) = located {
+        let part_type = frame_part_type(&r.transfer_syntax);
+        let (archive, blob) = (a.clone(), r.blob_id);
+        let closing = format!("--{b}--\r\n").into_bytes();
+        use futures::StreamExt;
+        let parts = futures::stream::iter(located)
+            .then(move |ranges: Vec<std::ops::Range<u64>>| {
+                let (archive, b, part_type) = (archive.clone(), b.clone(), part_type.clone());
+                async move {
+                    let frame = archive
+                        .reads()
+                        .read_ranges(&blob, &ranges)
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    let mut part = format!(
+                        "--{b}\r\nContent-Type: {part_type}\r\nContent-Length: {}\r\n\r\n",
+                        frame.len()
+                    )
+                    .into_bytes();
+                    part.extend_from_slice(&frame);
+                    part.extend_from_slice(b"\r\n");
+                    Ok::<_, std::io::Error>(part)
+                }
+            })
+            .chain(futures::stream::once(async move { Ok(closing) }));
+        return Ok(([(header::CONTENT_TYPE, ctype)], Body::from_stream(parts)).into_response());
+    }
+    let (r, obj) = parse_instance(&a, r, decode).await?;
+    let frames = frames_of(&obj)?;
+    let part_type = frame_part_type(&r.transfer_syntax);
     let mut body = Vec::new();
     for n in wanted {
         let f = frames.get(n as usize - 1).ok_or_else(|| {
@@ -493,8 +535,16 @@ pub async fn frames(
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    let ctype = format!("multipart/related; type=\"application/octet-stream\"; boundary={b}");
     Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
+}
+
+/// A frame's part type: native pixel data, or the stored syntax's bytes.
+fn frame_part_type(syntax: &str) -> String {
+    if is_native(syntax) {
+        "application/octet-stream".to_string()
+    } else {
+        format!("application/octet-stream; transfer-syntax={syntax}")
+    }
 }
 
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n` within `len`.
@@ -541,14 +591,64 @@ pub async fn bulkdata(
         .filter(|_| tag.len() == 8)
         .map(|n| dicom_core::Tag((n >> 16) as u16, (n & 0xFFFF) as u16))
         .ok_or_else(|| Problem::bad_request(format!("{tag:?} is not a tag (eight hex digits)")))?;
-    let (_, obj) = open_instance(
-        &a,
-        &c,
-        &Target::parse(&st, Some(&se), Some(&i))?,
-        "http.wado.bulkdata",
-        false,
-    )
-    .await?;
+    let target = Target::parse(&st, Some(&se), Some(&i))?;
+    let r = one_instance(&a, &c, &target, "http.wado.bulkdata").await?;
+    // multipart/related (PS3.18 8.7.3.3) unless the client asks for the bare bytes
+    let accept = h
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("");
+    let single = accept
+        .split(',')
+        .any(|a| a.split(';').next().unwrap_or("").trim() == "application/octet-stream")
+        && !accept.contains("multipart/related");
+    // native pixel data and the values left out of the header stream from their byte range
+    if let Some(stored) = located_value(&a, &r, t).await {
+        let total = (stored.end - stored.start) as usize;
+        let (status, wanted) = match byte_range(&h, total)? {
+            None => (StatusCode::OK, stored.clone()),
+            Some(w) => (
+                StatusCode::PARTIAL_CONTENT,
+                stored.start + w.start as u64..stored.start + w.end as u64,
+            ),
+        };
+        let len = wanted.end - wanted.start;
+        let windows = a.reads().windows(&r.blob_id, wanted.clone()).await?;
+        let b = boundary();
+        let (ctype, head, tail) = if single {
+            (
+                "application/octet-stream".to_string(),
+                Vec::new(),
+                Vec::new(),
+            )
+        } else {
+            (
+                format!("multipart/related; type=\"application/octet-stream\"; boundary={b}"),
+                format!("--{b}\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n")
+                    .into_bytes(),
+                format!("\r\n--{b}--\r\n").into_bytes(),
+            )
+        };
+        use futures::StreamExt;
+        let body = futures::stream::once(async move { Ok(head) })
+            .chain(super::window_stream(windows))
+            .chain(futures::stream::once(async move { Ok(tail) }));
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, ctype)],
+            Body::from_stream(body),
+        )
+            .into_response();
+        if status == StatusCode::PARTIAL_CONTENT {
+            let first = wanted.start - stored.start;
+            let range = format!("bytes {first}-{}/{total}", first + len - 1);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_RANGE, range.parse().expect("ASCII header"));
+        }
+        return Ok(response);
+    }
+    let (_, obj) = parse_instance(&a, r, false).await?;
     let bytes = if t == tags::PIXEL_DATA {
         frames_of(&obj)?.concat()
     } else {
@@ -559,15 +659,6 @@ pub async fn bulkdata(
             .map_err(|_| Problem::not_found(format!("({tag}) holds no bulk data")))?
             .to_vec()
     };
-    // multipart/related (PS3.18 8.7.3.3) unless the client asks for the bare bytes
-    let accept = h
-        .get(header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .unwrap_or("");
-    let single = accept
-        .split(',')
-        .any(|a| a.split(';').next().unwrap_or("").trim() == "application/octet-stream")
-        && !accept.contains("multipart/related");
     let total = bytes.len();
     let (status, body, range) = match byte_range(&h, total)? {
         None => (StatusCode::OK, bytes, None),
@@ -599,6 +690,31 @@ pub async fn bulkdata(
             .insert(header::CONTENT_RANGE, range.parse().expect("ASCII header"));
     }
     Ok(response)
+}
+
+/// Where a value to be served as bulk data lies in the stored instance, when its layout says:
+/// native pixel data, or a top-level value left out of the header for its size. None for the
+/// rest (read from the parsed instance), and for big-endian data sets, whose words the parsed
+/// instance gives in little-endian order.
+async fn located_value(
+    archive: &Archive,
+    r: &InstanceRef,
+    tag: dicom_core::Tag,
+) -> Option<std::ops::Range<u64>> {
+    if r.transfer_syntax == strata_dicom::syntax::EXPLICIT_VR_BIG_ENDIAN {
+        return None;
+    }
+    let layout = archive.reads().layout(&r.blob_id, r.size).await.ok()?;
+    if tag == tags::PIXEL_DATA {
+        return match layout.pixels {
+            Some(strata_dicom::inspect::PixelLayout::Native { offset, len }) if len > 0 => {
+                Some(offset..offset + len)
+            }
+            _ => None,
+        };
+    }
+    let (_, at, len) = layout.values.iter().find(|(t, _, _)| *t == tag)?;
+    (*len > 0).then(|| *at..*at + *len as u64)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use super::path_uid;
 use super::rendered::{frame_count, picture, Format, Request};
 use crate::auth::Caller;
 use crate::problem::Problem;
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -62,9 +63,9 @@ pub async fn wado(
         None => None,
     };
     let r = &instance(&a, &c, &study, series, sop).await?;
-    let bytes = a
+    let windows = a
         .reads()
-        .part10(&r.blob_id, &r.transfer_syntax, target.as_deref())
+        .part10_windows(&r.blob_id, r.size, &r.transfer_syntax, target.as_deref())
         .await?;
     let event = c
         .event("http.wado_uri", Outcome::Success)
@@ -73,7 +74,14 @@ pub async fn wado(
         .record_read(event.detail(r.sop_uid.clone()))
         .await
         .map_err(Problem::internal)?;
-    Ok(([(header::CONTENT_TYPE, "application/dicom")], bytes).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/dicom".to_string()),
+            (header::CONTENT_LENGTH, windows.len().to_string()),
+        ],
+        Body::from_stream(super::window_stream(windows)),
+    )
+        .into_response())
 }
 
 /// The one instance a WADO-URI request names, within the caller's scope.

@@ -14,7 +14,11 @@
 //! request: ts UID (u16 length, bytes), rows (u32), columns (u32), samples per pixel, bits
 //! allocated, bits stored, high bit (u16 each), signed (u8), photometric interpretation (u16
 //! length, bytes), codestream (u64 length, bytes); answer: status (u8, 0 for samples, 1 for an
-//! error message) and its payload (u64 length, bytes).
+//! error message) and its payload (u64 length, bytes). A conversion of a whole instance to
+//! another transfer syntax (which decodes and encodes its pixel data with the same codecs) is
+//! asked with [`CONVERT`] in place of the first length, then the target syntax UID (u16
+//! length, bytes), the most bytes the answer may have (u64) and the Part-10 instance (u64
+//! length, bytes); its answer's payload is the converted Part-10 instance.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -31,6 +35,9 @@ use crate::RenderError;
 
 /// The subcommand of the worker program that runs [`serve`].
 pub const SUBCOMMAND: &str = "decode-worker";
+
+/// Marks a conversion request where a frame request starts with its syntax UID's length.
+const CONVERT: u16 = u16::MAX;
 
 /// The pool of codec worker processes of one archive.
 pub struct CodecWorkers {
@@ -110,6 +117,36 @@ impl CodecWorkers {
         image: &ImagePixel,
         stream: &[u8],
     ) -> Result<Vec<u8>, RenderError> {
+        self.run(codec, "frame", &request(ts_uid, image, stream), u64::MAX)
+    }
+
+    /// Converts a Part-10 instance to `target` in a worker: the converted instance (refused
+    /// when it would be larger than `max_bytes`), the codec's own error, or an error saying the
+    /// worker died on it.
+    pub fn convert(
+        &self,
+        part10: &[u8],
+        target: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, RenderError> {
+        let mut request = Vec::with_capacity(part10.len() + 80);
+        request.extend_from_slice(&CONVERT.to_le_bytes());
+        request.extend_from_slice(&(target.len() as u16).to_le_bytes());
+        request.extend_from_slice(target.as_bytes());
+        request.extend_from_slice(&max_bytes.to_le_bytes());
+        request.extend_from_slice(&(part10.len() as u64).to_le_bytes());
+        request.extend_from_slice(part10);
+        self.run("conversion", "instance", &request, max_bytes)
+    }
+
+    /// One exchange with an idle worker (or a new one); `what` names the work in errors.
+    fn run(
+        &self,
+        codec: &str,
+        what: &str,
+        request: &[u8],
+        max_answer: u64,
+    ) -> Result<Vec<u8>, RenderError> {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut worker = match idle {
             Some(w) => w,
@@ -117,8 +154,7 @@ impl CodecWorkers {
                 RenderError::Decode(format!("cannot start a {codec} decoder process: {e}"))
             })?,
         };
-        let request = request(ts_uid, image, stream);
-        match self.exchange(&mut worker, &request) {
+        match self.exchange(&mut worker, request, max_answer) {
             Ok((ok, payload)) => {
                 if let Ok(mut idle) = self.idle.lock() {
                     idle.push(worker);
@@ -146,7 +182,7 @@ impl CodecWorkers {
                 };
                 tracing::warn!(codec, "a decoder process {why}");
                 Err(RenderError::Decode(format!(
-                    "the {codec} decoder's process {why} on this frame"
+                    "the {codec} decoder's process {why} on this {what}"
                 )))
             }
         }
@@ -155,7 +191,12 @@ impl CodecWorkers {
     /// Sends `request` and reads the answer, killing the worker if it takes longer than the
     /// timeout. The worker is not waited for until this returns, so the id the watchdog
     /// signals cannot have been reused.
-    fn exchange(&self, worker: &mut Worker, request: &[u8]) -> Result<(bool, Vec<u8>), Lost> {
+    fn exchange(
+        &self,
+        worker: &mut Worker,
+        request: &[u8],
+        max_answer: u64,
+    ) -> Result<(bool, Vec<u8>), Lost> {
         let pid = worker.child.id() as libc::pid_t;
         let (done, wait) = mpsc::channel::<()>();
         let timeout = self.timeout;
@@ -173,7 +214,7 @@ impl CodecWorkers {
         let answer = (|| {
             worker.input.write_all(request)?;
             worker.input.flush()?;
-            read_answer(&mut worker.output)
+            read_answer(&mut worker.output, max_answer)
         })();
         drop(done);
         if watchdog.join().unwrap_or(true) {
@@ -206,9 +247,16 @@ fn request(ts_uid: &str, image: &ImagePixel, stream: &[u8]) -> Vec<u8> {
     out
 }
 
-fn read_answer(from: &mut impl Read) -> io::Result<(bool, Vec<u8>)> {
+fn read_answer(from: &mut impl Read, max: u64) -> io::Result<(bool, Vec<u8>)> {
     let status = read_array::<1>(from)?[0];
     let len = u64::from_le_bytes(read_array(from)?);
+    if status == 0 && len > max {
+        return Err(io::Error::other(format!(
+            "its answer of {} MiB is larger than {} MiB (render.instance_memory_bytes)",
+            len >> 20,
+            max >> 20
+        )));
+    }
     let mut payload = Vec::new();
     from.take(len).read_to_end(&mut payload)?;
     if payload.len() as u64 != len {
@@ -244,6 +292,34 @@ pub fn serve(memory_bytes: u64) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
+        if len == CONVERT {
+            let len = u16::from_le_bytes(read_array(&mut input)?);
+            let target = String::from_utf8_lossy(&read_bytes(&mut input, len.into())?).into_owned();
+            let max = u64::from_le_bytes(read_array(&mut input)?);
+            let len = u64::from_le_bytes(read_array(&mut input)?);
+            let part10 = read_bytes(&mut input, len)?;
+            let answer = strata_dicom::transcode::transcode(&part10, &target);
+            drop(part10);
+            let (status, payload) = match answer {
+                Ok(converted) if converted.len() as u64 > max => (
+                    1u8,
+                    format!(
+                        "converted, the instance would take {} MiB, more than the {} MiB \
+                         render.instance_memory_bytes leaves for it",
+                        (converted.len() as u64).div_ceil(1 << 20),
+                        max >> 20
+                    )
+                    .into_bytes(),
+                ),
+                Ok(converted) => (0u8, converted),
+                Err(e) => (1u8, e.into_bytes()),
+            };
+            output.write_all(&[status])?;
+            output.write_all(&(payload.len() as u64).to_le_bytes())?;
+            output.write_all(&payload)?;
+            output.flush()?;
+            continue;
+        }
         let ts_uid = String::from_utf8_lossy(&read_bytes(&mut input, len.into())?).into_owned();
         let rows = u32::from_le_bytes(read_array(&mut input)?);
         let columns = u32::from_le_bytes(read_array(&mut input)?);
