@@ -192,7 +192,7 @@ impl Layout {
                         "{frames} frames of {size} bytes do not fit in {len} bytes of pixel data"
                     ));
                 }
-                Ok(vec![start..start + size])
+                Ok(std::iter::once(start..start + size).collect())
             }
             PixelLayout::Encapsulated {
                 offset_table,

@@ -14,12 +14,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bytes read per step when a stored instance is streamed: what one transfer holds in memory
 /// whatever the instance's size.
-pub const READ_WINDOW: u64 = 4 << 20;
+pub const READ_WINDOW: u64 = 1 << 20;
 
 /// Layouts kept between requests, and the most fragments one may list to be kept (16 bytes a
 /// fragment).
 const CACHED_LAYOUTS: usize = 32;
 const MAX_CACHED_FRAGMENTS: usize = 1 << 16;
+
+/// Layouts lately read, by blob, oldest first.
+type Layouts = Vec<(BlobId, Arc<Layout>)>;
 
 /// Bytes a [`BlobFile`] reads at a time: a header's elements are small and many.
 const FILE_WINDOW: u64 = 64 << 10;
@@ -35,7 +38,7 @@ pub struct Reads {
     whole: WholeBudget,
     /// Layouts of large instances lately read, so each of their frames does not read the
     /// header (and every fragment's item header) again.
-    layouts: Arc<std::sync::Mutex<Vec<(BlobId, Arc<Layout>)>>>,
+    layouts: Arc<std::sync::Mutex<Layouts>>,
     /// Where conversions run: the codec worker processes (None: this process).
     converter: Option<Arc<CodecWorkers>>,
 }
@@ -142,7 +145,7 @@ impl Reads {
     /// Where a stored instance's pixel data lies (see [`Layout`]), read by ranges: its header
     /// and its fragments' item headers, never its pixels.
     pub async fn layout(&self, blob: &BlobId, size: u64) -> Result<Arc<Layout>, ServiceError> {
-        let cached = |layouts: &Vec<(BlobId, Arc<Layout>)>| {
+        let cached = |layouts: &Layouts| {
             layouts
                 .iter()
                 .find(|(b, _)| b == blob)

@@ -147,6 +147,21 @@ pub fn path_uid(value: &str, what: &str) -> Result<String, Problem> {
     }
 }
 
+/// A stored instance's windows as a response body, read as it is sent; the instance's share of
+/// the read budget (when it was converted) is held until the body ends.
+pub(crate) fn window_stream(
+    windows: strata_services::reads::Windows,
+) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send {
+    futures::stream::unfold(Some(windows), |w| async move {
+        let mut w = w?;
+        match w.next().await {
+            Ok(Some(bytes)) => Some((Ok(bytes), Some(w))),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,19 +178,4 @@ mod tests {
             assert!(frame_list(bad).is_err(), "{bad}");
         }
     }
-}
-
-/// A stored instance's windows as a response body, read as it is sent; the instance's share of
-/// the read budget (when it was converted) is held until the body ends.
-pub(crate) fn window_stream(
-    windows: strata_services::reads::Windows,
-) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send {
-    futures::stream::unfold(Some(windows), |w| async move {
-        let mut w = w?;
-        match w.next().await {
-            Ok(Some(bytes)) => Some((Ok(bytes), Some(w))),
-            Ok(None) => None,
-            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
-        }
-    })
 }
