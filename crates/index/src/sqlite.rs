@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (13, "confirmed_keys", include_str!("../../../schemas/index/0013_confirmed_keys.sql")),
     (14, "user_issuer", include_str!("../../../schemas/index/0014_user_issuer.sql")),
     (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.sql")),
+    (17, "study_order", include_str!("../../../schemas/index/0017_study_order.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
@@ -57,6 +58,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (13, "confirmed_keys", include_str!("../../../schemas/index/0013_confirmed_keys.pg.sql")),
     (14, "user_issuer", include_str!("../../../schemas/index/0014_user_issuer.pg.sql")),
     (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.pg.sql")),
+    (17, "study_order", include_str!("../../../schemas/index/0017_study_order.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
