@@ -52,6 +52,48 @@ impl Level {
         }
     }
 
+    /// The join from this level's rows up to those of `top` (this level or one above it): the
+    /// tables a search's conditions name, where [`Level::tables`] joins all those above.
+    fn tables_up_to(self, top: Level) -> String {
+        const CHAIN: [(Level, &str, &str); 4] = [
+            (Level::Image, "instances i", ""),
+            (
+                Level::Series,
+                "series se",
+                " JOIN series se ON se.id = i.series_fk",
+            ),
+            (
+                Level::Study,
+                "studies st",
+                " JOIN studies st ON st.id = se.study_fk",
+            ),
+            (
+                Level::Patient,
+                "patients p",
+                " JOIN patients p ON p.id = st.patient_fk",
+            ),
+        ];
+        let mut sql = String::new();
+        for (level, table, join) in CHAIN {
+            if level == self {
+                sql.push_str(table);
+            } else if level < self && level >= top {
+                sql.push_str(join);
+            }
+        }
+        sql
+    }
+
+    /// The id of the level's row, the last key of its order.
+    fn id(self) -> &'static str {
+        match self {
+            Level::Patient => "p.id",
+            Level::Study => "st.id",
+            Level::Series => "se.id",
+            Level::Image => "i.id",
+        }
+    }
+
     fn order(self) -> &'static str {
         match self {
             Level::Patient => "p.patient_name NULLS FIRST, p.id",
@@ -262,6 +304,22 @@ fn pattern(d: Dialect, value: &str) -> String {
     out
 }
 
+/// A text above every text that starts with `prefix`, the least one for the dates and times
+/// this is given (digits and `.` only, checked before): its last character raised by one. So
+/// `x < above_prefix(p)` holds for all of `x <= p` and `x` starting with `p`, and an index
+/// range can stop there.
+fn above_prefix(prefix: &str) -> String {
+    let mut out = prefix.to_string();
+    // a character that cannot be raised within one byte is dropped: a looser bound, still true
+    while let Some(last) = out.pop() {
+        if last.is_ascii() && last != '\x7f' {
+            out.push((last as u8 + 1) as char);
+            return out;
+        }
+    }
+    char::MAX.to_string()
+}
+
 fn has_wildcard(v: &str) -> bool {
     v.contains('*') || v.contains('?')
 }
@@ -320,8 +378,10 @@ fn condition(
                     params.push(Value::Text(clean(from)));
                 }
                 if !to.is_empty() {
-                    // inclusive of everything the end value is a prefix of (1000 → 10:00:59.99)
-                    conds.push(format!("({e} <= ? OR {e} {} ?)", like(d)));
+                    // inclusive of everything the end value is a prefix of (1000 → 10:00:59.99);
+                    // the bound below it says the same in a form an index range can use
+                    conds.push(format!("{e} < ? AND ({e} <= ? OR {e} {} ?)", like(d)));
+                    params.push(Value::Text(above_prefix(&clean(to))));
                     params.push(Value::Text(clean(to)));
                     params.push(Value::Text(pattern(d, &format!("{}*", clean(to)))));
                 }
@@ -331,9 +391,17 @@ fn condition(
                         "{value:?} is not a valid date or time"
                     )));
                 }
-                conds.push(format!("({e} = ? OR {e} {} ?)", like(d)));
-                params.push(Value::Text(clean(value)));
-                params.push(Value::Text(pattern(d, &format!("{}.*", clean(value)))));
+                // the value itself or with a fraction; the two bounds say the same in a form
+                // an index range can use
+                let exact = clean(value);
+                conds.push(format!(
+                    "{e} >= ? AND {e} < ? AND ({e} = ? OR {e} {} ?)",
+                    like(d)
+                ));
+                params.push(Value::Text(exact.clone()));
+                params.push(Value::Text(above_prefix(&format!("{exact}."))));
+                params.push(Value::Text(exact.clone()));
+                params.push(Value::Text(pattern(d, &format!("{exact}.*"))));
             }
         }
         Kind::Int => {
@@ -448,13 +516,19 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
     let mut from_metadata: Vec<Tag> = Vec::new();
     let mut conds = Vec::new();
     let mut params = Vec::new();
+    // the highest level a condition names: a page is chosen over the tables down from it
+    let mut top = q.level;
     for key in &q.keys {
         if key.tag == tags::QUERY_RETRIEVE_LEVEL || key.tag == tags::SPECIFIC_CHARACTER_SET {
             continue;
         }
         match catalog(key.tag) {
             Some(a) if a.level <= q.level => {
+                let before = conds.len();
                 condition(c.dialect(), a, &key.value, q.fuzzy, &mut conds, &mut params)?;
+                if conds.len() > before {
+                    top = top.min(a.level);
+                }
                 returned.push((a.tag, a.vr, selects.len()));
                 selects.push(a.expr.to_string());
             }
@@ -477,19 +551,9 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
     if let Some(person) = q.scope.person_param() {
         conds.push("p.person_fk = ? AND p.mpi_manual = 1".to_string());
         params.push(Value::Integer(person));
+        top = Level::Patient;
     }
-    let mut sql = format!("SELECT {} FROM {}", selects.join(", "), q.level.tables());
-    if !conds.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conds.join(" AND "));
-    }
-    sql.push_str(&format!(" ORDER BY {}", q.level.order()));
-    if let (Some(limit), false) = (q.limit, filters_in_rust) {
-        // SQLite's LIMIT and OFFSET are signed 64-bit: a larger count is a float literal there,
-        // which it refuses; no index holds that many rows, so the largest it takes means the same
-        let (limit, offset) = (sql_count(limit), sql_count(q.offset));
-        sql.push_str(&format!(" LIMIT {limit} OFFSET {offset}"));
-    }
+    let sql = select_sql(q, &selects.join(", "), &conds, top, filters_in_rust);
     let mut stmt = c.prepare_cached(&sql)?;
     let mut out = Vec::new();
     stmt.query_each(&params, |row| {
@@ -563,6 +627,45 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
             .collect();
     }
     Ok(out)
+}
+
+/// The statement of a search. A page (a limit, applied in SQL) is chosen first, as the ids of
+/// its rows in the answer's order, and only its rows are then joined and their columns (counts,
+/// representative headers) computed: the matches beyond the page cost an index entry each, and
+/// when the order has an index (studies by date) the scan stops at the page's end. The page is
+/// chosen over the tables its conditions name alone (`top` down), so a search of studies by
+/// date reads the date index and nothing else. A point query reads one row either way and keeps
+/// the plain form.
+fn select_sql(
+    q: &Query,
+    selects: &str,
+    conds: &[String],
+    top: Level,
+    filters_in_rust: bool,
+) -> String {
+    let (tables, order) = (q.level.tables(), q.level.order());
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    match q.limit {
+        Some(limit) if !filters_in_rust => {
+            // SQLite's LIMIT and OFFSET are signed 64-bit: a larger count is a float literal
+            // there, which it refuses; no index holds that many rows, so the largest it takes
+            // means the same
+            let page = format!("LIMIT {} OFFSET {}", sql_count(limit), sql_count(q.offset));
+            if q.is_point() {
+                return format!("SELECT {selects} FROM {tables}{filter} ORDER BY {order} {page}");
+            }
+            let (id, named) = (q.level.id(), q.level.tables_up_to(top));
+            format!(
+                "SELECT {selects} FROM {tables} WHERE {id} IN \
+                 (SELECT {id} FROM {named}{filter} ORDER BY {order} {page}) ORDER BY {order}"
+            )
+        }
+        _ => format!("SELECT {selects} FROM {tables}{filter} ORDER BY {order}"),
+    }
 }
 
 /// True when a sequence key's item has a value to match (else it only asks for attributes).
@@ -691,6 +794,39 @@ mod tests {
         assert!(!q(Level::Study, vec![uid(tags::STUDY_INSTANCE_UID, "")]).is_point());
         assert!(!q(Level::Series, vec![uid(tags::STUDY_INSTANCE_UID, "1.2.3")]).is_point());
         assert!(!q(Level::Patient, vec![uid(tags::PATIENT_ID, "P1")]).is_point());
+    }
+
+    #[test]
+    fn a_page_is_chosen_over_the_tables_its_conditions_name() {
+        assert_eq!(Level::Study.tables_up_to(Level::Study), "studies st");
+        assert_eq!(
+            Level::Study.tables_up_to(Level::Patient),
+            Level::Study.tables()
+        );
+        assert_eq!(
+            Level::Image.tables_up_to(Level::Series),
+            "instances i JOIN series se ON se.id = i.series_fk"
+        );
+        assert_eq!(
+            Level::Image.tables_up_to(Level::Patient),
+            Level::Image.tables()
+        );
+        assert_eq!(Level::Patient.tables_up_to(Level::Patient), "patients p");
+    }
+
+    #[test]
+    fn the_bound_above_a_prefix_is_above_all_it_prefixes_and_no_more() {
+        assert_eq!(above_prefix("2024"), "2025");
+        assert_eq!(above_prefix("20241229"), "2024122:");
+        assert_eq!(above_prefix("1015."), "1015/");
+        for (prefixed, above) in [("20249999", true), ("2024", true), ("2025", false)] {
+            assert_eq!(
+                prefixed < above_prefix("2024").as_str(),
+                above,
+                "{prefixed}"
+            );
+        }
+        assert_eq!(above_prefix(""), char::MAX.to_string());
     }
 
     #[test]

@@ -55,6 +55,7 @@ on_both_engines!(
     repair_queue_backs_off_and_clears,
     an_instance_rewrites_its_patient_study_and_series_only_to_change_them,
     the_audit_trail_chains_and_reads_back_by_filter,
+    a_page_of_a_search_is_the_slice_of_the_whole_answer,
 );
 
 /// A blob address for test content (the store keys its hash; the index only carries it).
@@ -445,4 +446,147 @@ async fn an_instance_rewrites_its_patient_study_and_series_only_to_change_them(e
     let (stamps, values, ..) = rows().await.unwrap();
     assert!(stamps[0] > first[0]);
     assert_eq!(values[0].as_deref(), Some("Müller^Anna Maria"));
+}
+
+/// The answer of a search at `level` with `keys` (and a page, limit and offset).
+async fn search(
+    index: &Index,
+    level: crate::query::Level,
+    keys: &[(dicom_core::Tag, &str)],
+    page: Option<(usize, usize)>,
+) -> Vec<dicom_object::InMemDicomObject> {
+    let keys = keys.iter().map(|(t, v)| crate::query::Key::new(*t, *v));
+    let mut q = crate::query::Query::all(level, keys.collect());
+    if let Some((limit, offset)) = page {
+        (q.limit, q.offset) = (Some(limit), offset);
+    }
+    index.find(q).await.unwrap()
+}
+
+/// The values of `tag` in `found`, in its order.
+fn values(found: &[dicom_object::InMemDicomObject], tag: dicom_core::Tag) -> Vec<String> {
+    found
+        .iter()
+        .map(|o| o.element(tag).unwrap().to_str().unwrap().to_string())
+        .collect()
+}
+
+/// Searches with a limit choose their page's rows first and compute the columns of those
+/// alone; dates and times match through bounds an index range can use. Neither may change an
+/// answer: every page, at every level, is the same slice of the unlimited answer, in its order,
+/// and the date and time matches are those of DICOM (a range's end includes what it prefixes).
+async fn a_page_of_a_search_is_the_slice_of_the_whole_answer(engine: Engine) {
+    use crate::query::Level;
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index(Arc::new(open_engine(engine, dir.path())));
+    // study k: two patients in turn, dates repeating (one missing), times with fractions
+    let dates = [Some("20240102"), None, Some("20231231"), Some("20240102")];
+    let times = ["101500", "101500.25", "101559.9", "1016"];
+    for k in 0..16usize {
+        let mut r = record(
+            &format!("1.{k}"),
+            &format!("9.{k}"),
+            &format!("8.{k}"),
+            format!("{k}").as_bytes(),
+        );
+        r.patient.patient_id = format!("P{}", k % 2);
+        r.patient.name = Some(if k % 2 == 0 { "SMITH^ANN" } else { "SMYTHE^BO" }.into());
+        r.study.date = dates[k % 4].map(String::from);
+        r.study.time = Some(times[k / 4].into());
+        r.series.modality = Some(if k % 3 == 0 { "MR" } else { "CT" }.into());
+        let added = index.insert_instance(r, OnConflict::Reject, vec![]);
+        assert_eq!(added.await.unwrap(), InsertOutcome::Inserted);
+    }
+    let cases = [
+        (Level::Study, tags::STUDY_INSTANCE_UID, vec![]),
+        (
+            Level::Study,
+            tags::STUDY_INSTANCE_UID,
+            vec![(tags::PATIENT_NAME, "SM*")],
+        ),
+        (
+            Level::Study,
+            tags::STUDY_INSTANCE_UID,
+            vec![(tags::STUDY_DATE, "20240101-")],
+        ),
+        (
+            Level::Study,
+            tags::STUDY_INSTANCE_UID,
+            vec![(tags::MODALITIES_IN_STUDY, "MR")],
+        ),
+        (
+            Level::Series,
+            tags::SERIES_INSTANCE_UID,
+            vec![(tags::STUDY_DATE, "-20240102")],
+        ),
+        (
+            Level::Image,
+            tags::SOP_INSTANCE_UID,
+            vec![(tags::PATIENT_NAME, "SMITH*")],
+        ),
+        (Level::Patient, tags::PATIENT_ID, vec![]),
+    ];
+    for (level, tag, mut keys) in cases {
+        // computed and header-borne attributes returned beside the matched ones
+        keys.push((tag, ""));
+        if level == Level::Study {
+            keys.push((tags::NUMBER_OF_STUDY_RELATED_INSTANCES, ""));
+            keys.push((tags::MODALITIES_IN_STUDY, ""));
+            keys.push((tags::INSTITUTION_NAME, ""));
+        }
+        let whole = search(&index, level, &keys, None).await;
+        assert!(whole.len() > 1, "{level:?} {keys:?} found {}", whole.len());
+        for (limit, offset) in [(1, 0), (2, 1), (5, 3), (100, 0), (3, 100)] {
+            let page = search(&index, level, &keys, Some((limit, offset))).await;
+            let expected: Vec<_> = whole.iter().skip(offset).take(limit).cloned().collect();
+            assert_eq!(
+                values(&page, tag),
+                values(&expected, tag),
+                "{level:?} {keys:?}"
+            );
+            assert_eq!(
+                page, expected,
+                "{level:?} {keys:?} page {limit} at {offset}"
+            );
+        }
+    }
+    let studies = |key, value| {
+        let index = &index;
+        async move {
+            let keys = [(key, value), (tags::STUDY_INSTANCE_UID, "")];
+            let found = search(index, Level::Study, &keys, Some((100, 0))).await;
+            let mut found = values(&found, tags::STUDY_INSTANCE_UID);
+            found.sort();
+            found
+        }
+    };
+    let of = |ks: &[usize]| {
+        let mut v: Vec<String> = ks.iter().map(|k| format!("9.{k}")).collect();
+        v.sort();
+        v
+    };
+    let date = tags::STUDY_DATE;
+    assert_eq!(
+        studies(date, "20240102").await,
+        of(&[0, 3, 4, 7, 8, 11, 12, 15])
+    );
+    assert_eq!(studies(date, "2024").await, of(&[]));
+    assert_eq!(studies(date, "-2023").await, of(&[2, 6, 10, 14]));
+    assert_eq!(
+        studies(date, "20231231-20240101").await,
+        of(&[2, 6, 10, 14])
+    );
+    // a single time matches itself and its fractions; a range's end what it is a prefix of
+    let time = tags::STUDY_TIME;
+    assert_eq!(studies(time, "101500").await, of(&[0, 1, 2, 3, 4, 5, 6, 7]));
+    assert_eq!(studies(time, "1015").await, of(&[]));
+    assert_eq!(
+        studies(time, "-1015").await,
+        of(&(0..12).collect::<Vec<_>>())
+    );
+    assert_eq!(
+        studies(time, "101559-1016").await,
+        of(&(8..16).collect::<Vec<_>>())
+    );
 }
