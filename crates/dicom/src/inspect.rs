@@ -10,7 +10,7 @@ use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::Codec;
-use dicom_encoding::TransferSyntaxIndex;
+use dicom_encoding::{TransferSyntax, TransferSyntaxIndex};
 use dicom_object::{FileMetaTable, InMemDicomObject};
 use dicom_parser::stateful::decode::{DynStatefulDecoder, StatefulDecode};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -53,29 +53,7 @@ fn inspect_unguarded<R: Read + Seek>(
     blob_id: BlobId,
     issuers: &IssuerSource,
 ) -> Result<InstanceRecord, InspectError> {
-    // Preamble and magic: the 128-byte preamble is optional in a stream, "DICM" is not.
-    let mut head = [0u8; 132];
-    let n = read_up_to(&mut r, &mut head)?;
-    let meta_start = if n >= 132 && &head[128..132] == b"DICM" {
-        128
-    } else if n >= 4 && &head[0..4] == b"DICM" {
-        0
-    } else {
-        return Err(invalid(
-            "not a DICOM Part-10 file: no \"DICM\" marker at byte 128 (nor at the start)",
-        ));
-    };
-    r.seek(SeekFrom::Start(meta_start))?;
-    let meta = FileMetaTable::from_reader(&mut r)
-        .map_err(|e| invalid(format!("unreadable file meta information: {e}")))?;
-    let dataset_start = r.stream_position()?;
-    let ts_uid = meta
-        .transfer_syntax()
-        .trim_end_matches(['\0', ' '])
-        .to_string();
-    let ts = TransferSyntaxRegistry
-        .get(&ts_uid)
-        .ok_or_else(|| invalid(format!("unknown transfer syntax {ts_uid}")))?;
+    let (meta, dataset_start, ts_uid, ts) = file_meta(&mut r)?;
 
     // Walk every element to the end: a truncated or garbled file is refused here, before
     // anything is stored. A deflated data set is walked as it inflates, within bounds.
@@ -246,24 +224,7 @@ pub fn layout<R: Read + Seek>(r: R, len: u64) -> Result<Layout, InspectError> {
 }
 
 fn layout_unguarded<R: Read + Seek>(mut r: R, len: u64) -> Result<Layout, InspectError> {
-    let mut head = [0u8; 132];
-    let n = read_up_to(&mut r, &mut head)?;
-    let meta_start = if n >= 132 && &head[128..132] == b"DICM" {
-        128
-    } else {
-        0
-    };
-    r.seek(SeekFrom::Start(meta_start))?;
-    let meta = FileMetaTable::from_reader(&mut r)
-        .map_err(|e| invalid(format!("unreadable file meta information: {e}")))?;
-    let dataset_start = r.stream_position()?;
-    let ts_uid = meta
-        .transfer_syntax()
-        .trim_end_matches(['\0', ' '])
-        .to_string();
-    let ts = TransferSyntaxRegistry
-        .get(&ts_uid)
-        .ok_or_else(|| invalid(format!("unknown transfer syntax {ts_uid}")))?;
+    let (meta, dataset_start, ts_uid, ts) = file_meta(&mut r)?;
     if matches!(ts.codec(), Codec::Dataset(_)) || ts.is_unsupported() {
         return Err(invalid(format!(
             "a data set in {} has no pixel byte ranges",
@@ -365,6 +326,36 @@ fn fragments_of<R: Read + Seek>(
         offset_table: offset_table.unwrap_or_default(),
         fragments,
     })
+}
+
+/// A Part-10 file's meta information, where its data set starts, and its transfer syntax (UID
+/// and codec). The 128-byte preamble is optional in a stream, "DICM" is not.
+fn file_meta<R: Read + Seek>(
+    r: &mut R,
+) -> Result<(FileMetaTable, u64, String, &'static TransferSyntax), InspectError> {
+    let mut head = [0u8; 132];
+    let n = read_up_to(r, &mut head)?;
+    let meta_start = if n >= 132 && &head[128..132] == b"DICM" {
+        128
+    } else if n >= 4 && &head[0..4] == b"DICM" {
+        0
+    } else {
+        return Err(invalid(
+            "not a DICOM Part-10 file: no \"DICM\" marker at byte 128 (nor at the start)",
+        ));
+    };
+    r.seek(SeekFrom::Start(meta_start))?;
+    let meta = FileMetaTable::from_reader(&mut *r)
+        .map_err(|e| invalid(format!("unreadable file meta information: {e}")))?;
+    let dataset_start = r.stream_position()?;
+    let ts_uid = meta
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    let ts = TransferSyntaxRegistry
+        .get(&ts_uid)
+        .ok_or_else(|| invalid(format!("unknown transfer syntax {ts_uid}")))?;
+    Ok((meta, dataset_start, ts_uid, ts))
 }
 
 /// The issuer of the patient's key and the keys of OtherPatientIDsSequence, as `issuers`
