@@ -25,7 +25,8 @@
 #
 # Knobs (environment): INSTANCES=1000000, ENGINE=sqlite, REPS=3, SLICES=300, FIND=1,
 # FIND_N=500, FIND_NAME='SMITH^PATIENT48*' (matches a few dozen studies of the pre-filled index),
-# META_SERIES=1000, META_RUNS=30, BENCH_DIR, KEEP=1, SKIP_BUILD=1, CARGO_TARGET_DIR, PY (a python
+# META_SERIES=1000, META_RUNS=30, BENCH_DIR, IN_DIR (where the generated DICOM files go, e.g.
+# /dev/shm to spare the disk: every run's CT stays in three replicas, ~0.5 GB a run), KEEP=1, SKIP_BUILD=1, CARGO_TARGET_DIR, PY (a python
 # with requests, pydicom and pynetdicom).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$REPO_ROOT/benches/pg_lib.sh"
@@ -48,6 +49,7 @@ on_exit() {
     for p in $EPID $FPID; do kill "$p" 2>/dev/null || true; done
     for p in $EPID $FPID; do wait "$p" 2>/dev/null || true; done
     stop_pg
+    [[ -n "${IN:-}" && "$IN" != "${WORK:-}" && "${KEEP:-0}" != 1 ]] && rm -rf "$IN"
     cleanup
 }
 trap on_exit EXIT
@@ -63,16 +65,18 @@ bench_python
 machine
 echo "# load at start: $(uptime | sed 's/.*load average/load average/')"
 make_workdir
+IN="$WORK"
+[[ -n "${IN_DIR:-}" ]] && IN="$(mkdir -p "$IN_DIR" && mktemp -d "$IN_DIR/strata-bench-in.XXXXXX")"
 
 # ---- data -------------------------------------------------------------------------------------
 for r in $(seq "$REPS"); do
     for how in scu stow; do
         seed=$(( 100 + 2 * r )); [[ $how == stow ]] && seed=$(( seed + 1 ))
-        "$GEN" --out "$WORK/ct-$how-$r" --seed "$seed" --patients 1 --studies 1 --series 1 \
+        "$GEN" --out "$IN/ct-$how-$r" --seed "$seed" --patients 1 --studies 1 --series 1 \
             --slices "$SLICES" --rows 512 --cols 512 --modality ct >/dev/null
     done
 done
-echo "# $((2 * REPS)) CTs of $SLICES x 512x512 ($(du -sb "$WORK/ct-scu-1" | cut -f1) bytes each), one a run"
+echo "# $((2 * REPS)) CTs of $SLICES x 512x512 ($(du -sb "$IN/ct-scu-1" | cut -f1) bytes each), one a run"
 
 # ---- the two archives -------------------------------------------------------------------------
 E="$WORK/empty" F="$WORK/full"
@@ -145,7 +149,7 @@ for r in $(seq "$REPS"); do
     order="empty full"; (( r % 2 == 0 )) && order="full empty"
     for how in scu stow; do
         for who in $order; do
-            out=$(send "$who" "$how" "$WORK/ct-$how-$r")
+            out=$(send "$who" "$how" "$IN/ct-$how-$r")
             read -r wall cpu <<<"$out"
             rate=$(rate "$SLICES" "$wall")
             per=$(python3 -c "print(f'{1000*$cpu/$SLICES:.2f}')")
@@ -180,7 +184,7 @@ n, k = int(sys.argv[1]), 500
 print(''.join(f'2.25.{100_000_000_000 + (i * 7919) % n}\n' for i in range(k)), end='')
 " "$studies" >"$WORK/full-uids.txt"
 # the empty archive's studies are the CTs sent above; its name query, the last CT's family name
-"$PY" - "$WORK" >"$WORK/empty-uids.txt" 2>"$WORK/empty-name.txt" <<'EOF'
+"$PY" - "$IN" >"$WORK/empty-uids.txt" 2>"$WORK/empty-name.txt" <<'EOF'
 import glob, sys
 import pydicom
 seen = []
@@ -202,9 +206,9 @@ done
 # ---- 3. WADO-RS metadata of a large series ----------------------------------------------------
 echo
 echo "== 3. WADO-RS metadata of one series of $META_SERIES instances (64x64), $META_RUNS timed =="
-"$GEN" --out "$WORK/series" --seed 7 --patients 1 --studies 1 --series 1 --slices "$META_SERIES" \
+"$GEN" --out "$IN/series" --seed 7 --patients 1 --studies 1 --series 1 --slices "$META_SERIES" \
     --rows 64 --cols 64 --modality ct >/dev/null
-read -r META_STUDY META_SERIES_UID < <("$PY" - "$WORK/series" <<'EOF'
+read -r META_STUDY META_SERIES_UID < <("$PY" - "$IN/series" <<'EOF'
 import glob, sys
 import pydicom
 f = sorted(glob.glob(f"{sys.argv[1]}/**/*.dcm", recursive=True))[0]
@@ -215,8 +219,9 @@ EOF
 for who in empty full; do
     if [[ $who == empty ]]; then port=$E_PORT base=$E_BASE tok=$E_TOKEN
     else port=$F_PORT base=$F_BASE tok=$F_TOKEN; fi
-    storescu +sd +r -aet BENCH -aec STRATA 127.0.0.1 "$port" "$WORK/series" >"$WORK/scu.log" 2>&1 \
-        && ! grep -q '^E:' "$WORK/scu.log" || { echo "storescu failed"; head "$WORK/scu.log"; exit 1; }
+    storescu +sd +r -aet BENCH -aec STRATA 127.0.0.1 "$port" "$IN/series" >"$WORK/scu.log" 2>&1 \
+        && ! grep -q '^E:' "$WORK/scu.log" \
+        || { echo "storescu to $who failed:"; grep -m5 '^[EW]:' "$WORK/scu.log"; tail -5 "$WORK/$who.log"; exit 1; }
     "$PY" "$REPO_ROOT/benches/dicomweb_client.py" --base "$base" --token "$tok" --label "  $who" \
         --kinds metadata --study "$META_STUDY" --series "$META_SERIES_UID" --runs "$META_RUNS" \
         --expect-instances "$META_SERIES"
