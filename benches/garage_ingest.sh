@@ -21,7 +21,7 @@
 #   GARAGE_FSYNC=1 bash benches/garage_ingest.sh
 #
 # Knobs (environment): REPS=3, SLICES=300, SMALL=2000, REINDEX=1 (0: ingest only), GARAGE_FSYNC=0,
-# GARAGE_COMPRESSION, GARAGE_BIN, BENCH_DIR, KEEP=1, SKIP_BUILD=1, CARGO_TARGET_DIR, PY (a python
+# GARAGE_BIN, BENCH_DIR, KEEP=1, SKIP_BUILD=1, CARGO_TARGET_DIR, PY (a python
 # with requests and pydicom).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$REPO_ROOT/benches/garage_lib.sh"
@@ -46,7 +46,7 @@ command -v storescu >/dev/null || { echo "needs dcmtk's storescu" >&2; exit 1; }
 need_gnu_time
 bench_python
 machine
-echo "# $("$GARAGE_BIN" --version 2>&1 | head -1); Garage fsync: ${GARAGE_FSYNC:-0}, compression: ${GARAGE_COMPRESSION:-default (zstd 1)}"
+echo "# $("$GARAGE_BIN" --version 2>&1 | head -1); Garage fsync: ${GARAGE_FSYNC:-0}"
 echo "# load at start: $(uptime | sed 's/.*load average/load average/')"
 make_workdir
 

@@ -2,9 +2,7 @@
 # not run), set up as tests/common/garage.rs sets them up for the tests: replication factor 1,
 # LMDB metadata, one bucket `strata` and one key with read and write rights on it. Needs
 # GARAGE_BIN (default ~/.cache/strata/garage/bin/garage, which scripts/test.sh builds).
-# GARAGE_FSYNC=1 sets metadata_fsync and data_fsync (Garage's defaults: both off);
-# GARAGE_COMPRESSION sets compression_level (Garage's default: zstd level 1; "none" turns it off,
-# as the archive's blobs are encrypted and do not compress).
+# GARAGE_FSYNC=1 sets metadata_fsync and data_fsync (Garage's defaults: both off).
 
 GARAGE_BIN="${GARAGE_BIN:-$HOME/.cache/strata/garage/bin/garage}"
 GARAGE_PIDS=()
@@ -18,13 +16,9 @@ need_garage() {
 # its pid to GARAGE_PIDS, exports <ENV_PREFIX>ACCESS_KEY_ID and <ENV_PREFIX>SECRET_ACCESS_KEY,
 # and sets GARAGE_URL to the archive's replica URL of that bucket.
 start_garage() {
-    local dir=$1 prefix=$2 s3 rpc fsync=false cfg compression=""
+    local dir=$1 prefix=$2 s3 rpc fsync=false cfg
     s3=$(free_port); rpc=$(free_port)
     [[ "${GARAGE_FSYNC:-0}" == 1 ]] && fsync=true
-    if [[ -n "${GARAGE_COMPRESSION:-}" ]]; then
-        compression="compression_level = $GARAGE_COMPRESSION"
-        [[ $GARAGE_COMPRESSION == none ]] && compression='compression_level = "none"'
-    fi
     mkdir -p "$dir"
     cfg="$dir/garage.toml"
     cat >"$cfg" <<EOF
@@ -33,9 +27,7 @@ data_dir = "$dir/data"
 db_engine = "lmdb"
 replication_factor = 1
 metadata_fsync = $fsync
-$compression
 data_fsync = $fsync
-$compression
 rpc_bind_addr = "127.0.0.1:$rpc"
 rpc_public_addr = "127.0.0.1:$rpc"
 rpc_secret = "$GARAGE_RPC_SECRET"
