@@ -10,7 +10,8 @@ Kinds (--kinds, comma separated):
   qido-name  GET {base}/studies?PatientName=<--name>.
   wado       GET {base}/studies/<--study> with Accept --accept (multipart/related): bytes
              received (the whole body, read in 1 MiB chunks) / wall time, --runs runs.
-  metadata   GET {base}/studies/<--study>/metadata, --runs timed runs.
+  metadata   GET {base}/studies/<--study>/metadata (with --series: .../series/<--series>/metadata),
+             --runs timed runs; with --expect-instances, the answer must hold that many.
   stow       POST {base}/studies, the .dcm files under --stow-dir as multipart/related bodies
              of --batch instances each (built in memory before timing): instances/s.
 
@@ -39,6 +40,7 @@ p.add_argument("--warmup", type=int, default=10)
 p.add_argument("--uids", help="file with one StudyInstanceUID per line")
 p.add_argument("--name", default="")
 p.add_argument("--study", default="")
+p.add_argument("--series", default="", help="metadata of this series of --study, not the study's")
 p.add_argument("--expect-instances", type=int, default=0)
 p.add_argument("--accept", default='multipart/related; type="application/dicom"; transfer-syntax=*')
 p.add_argument("--floor-url", default="")
@@ -135,15 +137,18 @@ for kind in a.kinds.split(","):
         print(f"{label}wado-info: content-type=[{ctype}] first-part=[{part_head[:300]}]", flush=True)
     elif kind == "metadata":
         ms, sizes, counts = [], set(), set()
+        url = f"{a.base}/studies/{a.study}" + (f"/series/{a.series}" if a.series else "") + "/metadata"
         for i in range(min(a.warmup, 3) + a.runs):
             t0 = time.perf_counter()
-            r = s.get(f"{a.base}/studies/{a.study}/metadata", headers={"Accept": "application/dicom+json"})
+            r = s.get(url, headers={"Accept": "application/dicom+json"})
             body = r.content
             t1 = time.perf_counter()
             check(r, kind)
             sizes.add(len(body))
             if i == 0:
                 counts.add(len(r.json()))
+                if a.expect_instances and len(r.json()) != a.expect_instances:
+                    sys.exit(f"{label}metadata: {len(r.json())} instances, expected {a.expect_instances}")
             if i >= min(a.warmup, 3):
                 ms.append((t1 - t0) * 1000)
         lat_line("metadata", ms, f" instances={'/'.join(map(str, counts))} bytes={'/'.join(map(str, sorted(sizes)))}")
