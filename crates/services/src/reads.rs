@@ -51,8 +51,6 @@ struct WholeBudget {
     permits: Arc<Semaphore>,
 }
 
-/// Bytes of a stored instance held whole in memory, with their share of the budget: the share
-/// is given back when these are dropped.
 /// What the caller of [`Reads::part10`] does with the bytes: sends them on, or parses them into
 /// an object (which takes about as much again, and is counted so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +59,8 @@ pub enum Then {
     Parse,
 }
 
+/// Bytes of a stored instance held whole in memory, with their share of the budget: the share
+/// is given back when these are dropped.
 pub struct Held {
     pub bytes: Vec<u8>,
     _share: Vec<OwnedSemaphorePermit>,
