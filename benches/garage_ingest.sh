@@ -32,9 +32,7 @@ SMALL="${SMALL:-2000}"
 
 LPID="" GPID=""
 on_exit() {
-    local p
-    for p in $LPID $GPID; do kill "$p" 2>/dev/null || true; done
-    for p in $LPID $GPID; do wait "$p" 2>/dev/null || true; done
+    stop_all $LPID $GPID
     stop_garages
     cleanup
 }
@@ -135,7 +133,6 @@ done
 echo
 for how in scu stow; do
     for who in local garage; do
-        # shellcheck disable=SC2086
         printf '  %-4s %-6s median: %5s instances/s, strata %s ms cpu an instance, garage %s ms, cores busy %s of 2\n' \
             "$how" "$who" "$(median ${RATES[$who,$how]} | sed 's/\.000$//')" "$(median ${CPUS[$who,$how]})" \
             "$(median ${GCPUS[$who,$how]})" "$(median ${BUSY[$who,$how]})"

@@ -45,9 +45,7 @@ SCALE="$TARGET_DIR/release/examples/index_scale"
 # both servers, the PostgreSQL cluster, then the work dir
 EPID="" FPID=""
 on_exit() {
-    local p
-    for p in $EPID $FPID; do kill "$p" 2>/dev/null || true; done
-    for p in $EPID $FPID; do wait "$p" 2>/dev/null || true; done
+    stop_all $EPID $FPID
     stop_pg
     [[ -n "${IN:-}" && "$IN" != "${WORK:-}" && "${KEEP:-0}" != 1 ]] && rm -rf "$IN"
     cleanup
@@ -161,9 +159,7 @@ for r in $(seq "$REPS"); do
 done
 echo
 for how in scu stow; do
-    # shellcheck disable=SC2086
     e=$(median ${RATES[empty,$how]}); f=$(median ${RATES[full,$how]})
-    # shellcheck disable=SC2086
     ec=$(median ${CPUS[empty,$how]}); fc=$(median ${CPUS[full,$how]})
     pct=$(python3 -c "print(f'{100*$f/$e:.0f}')")
     e=${e%.000} f=${f%.000}

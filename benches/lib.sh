@@ -16,10 +16,14 @@ build() {
 
 # The servers a bench starts (strata, Orthanc, a storescp sink): stopped on exit.
 SPID="" OPID="" SINK_PID=""
-cleanup() {
+# stop_all PID...: signals each, then waits for each (empty ones skipped by word splitting).
+stop_all() {
     local p
-    for p in $SPID $OPID $SINK_PID; do kill "$p" 2>/dev/null || true; done
-    for p in $SPID $OPID $SINK_PID; do wait "$p" 2>/dev/null || true; done
+    for p in "$@"; do kill "$p" 2>/dev/null || true; done
+    for p in "$@"; do wait "$p" 2>/dev/null || true; done
+}
+cleanup() {
+    stop_all $SPID $OPID $SINK_PID
     [[ "${KEEP:-0}" == 1 || -z "${WORK:-}" ]] || rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -87,6 +87,35 @@ fn getscu_study_into(
     out
 }
 
+/// dcmtk's storescp as `aet` on `port`, writing what it receives into `out`; stopped on drop.
+fn storescp(aet: &str, port: u16, out: &Path) -> KillOnDrop {
+    let scp = std::process::Command::new("storescp")
+        .args(["-aet", aet, "-od", out.to_str().unwrap(), &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("storescp (dcmtk) is installed by scripts/test.sh");
+    KillOnDrop(scp)
+}
+
+/// dcmtk's movescu of a study (`key`: "StudyInstanceUID=...") to `destination`.
+fn movescu_study(server: &common::Server, destination: &str, key: &str) -> std::process::Output {
+    let args = [
+        "-aec",
+        "STRATA",
+        "-aem",
+        destination,
+        "-S",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        key,
+        "127.0.0.1",
+        &server.port(),
+    ];
+    tool(120, "movescu", &args)
+}
+
 #[test]
 fn getscu_retrieves_a_whole_study_identical() {
     let t = TestArchive::new();
@@ -152,23 +181,7 @@ fn a_move_whose_every_sub_operation_fails_is_audited_before_it_starts() {
     ]);
     let server = t.serve();
     let study = study_uid(&files[0]);
-    let res = tool(
-        60,
-        "movescu",
-        &[
-            "-aec",
-            "STRATA",
-            "-aem",
-            "DEADSCP",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &format!("StudyInstanceUID={study}"),
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
+    let res = movescu_study(&server, "DEADSCP", &format!("StudyInstanceUID={study}"));
     assert!(
         text(&res).to_lowercase().contains("a702") || text(&res).contains("Refused"),
         "{}",
@@ -201,63 +214,19 @@ fn movescu_sends_a_study_to_a_peer_from_the_ae_table() {
     let dest_port = free_port();
     let out = t.path("moved");
     std::fs::create_dir_all(&out).unwrap();
-    let scp = std::process::Command::new("storescp")
-        .args([
-            "-aet",
-            "MOVESCP",
-            "-od",
-            out.to_str().unwrap(),
-            &dest_port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("storescp (dcmtk) is installed by scripts/test.sh");
-    let scp = KillOnDrop(scp);
+    let scp = storescp("MOVESCP", dest_port, &out);
     // The destination comes from the managed AE table, added while nothing runs.
     t.ok(&["ae", "add", "MOVESCP", "127.0.0.1", &dest_port.to_string()]);
     assert!(t.ok(&["ae", "list"]).contains("MOVESCP"));
     let server = t.serve();
     let study = format!("StudyInstanceUID={}", study_uid(&files[0]));
-    let unknown = tool(
-        60,
-        "movescu",
-        &[
-            "-aec",
-            "STRATA",
-            "-aem",
-            "NOWHERE",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &study,
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
+    let unknown = movescu_study(&server, "NOWHERE", &study);
     assert!(
         text(&unknown).contains("a801") || text(&unknown).contains("MoveDestinationUnknown"),
         "{}",
         text(&unknown)
     );
-    let res = tool(
-        60,
-        "movescu",
-        &[
-            "-aec",
-            "STRATA",
-            "-aem",
-            "MOVESCP",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &study,
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
+    let res = movescu_study(&server, "MOVESCP", &study);
     drop(scp);
     assert!(res.status.success(), "{}", text(&res));
     assert_same_content(&files, &out);
@@ -619,36 +588,8 @@ fn a_large_instance_leaves_by_every_door_as_it_is_read_and_conversions_stay_with
     assert_same_content(std::slice::from_ref(&file), &got);
     let moved = t.path("moved");
     std::fs::create_dir_all(&moved).unwrap();
-    let scp = std::process::Command::new("storescp")
-        .args([
-            "-aet",
-            "BIGSCP",
-            "-od",
-            moved.to_str().unwrap(),
-            &dest_port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("storescp (dcmtk) is installed by scripts/test.sh");
-    let scp = KillOnDrop(scp);
-    let res = tool(
-        120,
-        "movescu",
-        &[
-            "-aec",
-            "STRATA",
-            "-aem",
-            "BIGSCP",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &format!("StudyInstanceUID={study}"),
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
+    let scp = storescp("BIGSCP", dest_port, &moved);
+    let res = movescu_study(&server, "BIGSCP", &format!("StudyInstanceUID={study}"));
     drop(scp);
     assert!(res.status.success(), "{}", text(&res));
     assert_same_content(std::slice::from_ref(&file), &moved);

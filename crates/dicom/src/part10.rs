@@ -59,10 +59,3 @@ pub fn data_set_start(head: &[u8]) -> Result<usize, String> {
     dicom_object::FileMetaTable::from_reader(&mut cursor).map_err(|e| e.to_string())?;
     Ok(cursor.position() as usize)
 }
-
-/// The data set of Part-10 bytes: what follows the file meta group.
-pub fn dataset(mut part10: Vec<u8>) -> Result<Vec<u8>, String> {
-    let start = data_set_start(&part10)?;
-    part10.drain(..start);
-    Ok(part10)
-}
