@@ -87,7 +87,8 @@ fn getscu_study_into(
     out
 }
 
-/// dcmtk's storescp as `aet` on `port`, writing what it receives into `out`; stopped on drop.
+/// dcmtk's storescp as `aet` on `port`, writing what it receives into `out`, once it listens;
+/// stopped on drop.
 fn storescp(aet: &str, port: u16, out: &Path) -> KillOnDrop {
     let scp = std::process::Command::new("storescp")
         .args(["-aet", aet, "-od", out.to_str().unwrap(), &port.to_string()])
@@ -95,7 +96,9 @@ fn storescp(aet: &str, port: u16, out: &Path) -> KillOnDrop {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("storescp (dcmtk) is installed by scripts/test.sh");
-    KillOnDrop(scp)
+    let scp = KillOnDrop(scp);
+    common::wait_listening(port);
+    scp
 }
 
 /// dcmtk's movescu of a study (`key`: "StudyInstanceUID=...") to `destination`.

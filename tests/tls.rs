@@ -324,6 +324,7 @@ fn c_move_to_a_tls_peer_goes_over_mutual_tls() {
         .spawn()
         .expect("storescp (dcmtk) is installed by scripts/test.sh");
     let _ws = KillOnDrop(ws);
+    common::wait_listening(ws_port);
     let server = t.serve();
     let study = format!("StudyInstanceUID={}", common::uids(&files[0])[0]);
     let moved = tool(

@@ -664,6 +664,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits (10 s at most) until something accepts TCP connections on 127.0.0.1:`port`: a peer
+/// started as a child process is listening before the server is asked to reach it.
+pub fn wait_listening(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on port {port} after 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Imports the folder `dir` with `strata import -v -j 4` and kills the process with SIGKILL
 /// (no destructor, no flush, no goodbye) once `kill_after` instances were acknowledged; returns
 /// the SOP Instance UIDs acknowledged, those printed before the kill took included.
