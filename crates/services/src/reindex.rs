@@ -5,6 +5,7 @@
 use crate::journal::{Journal, JournalEntry};
 use crate::maintenance::AUDIT_PREFIX;
 use crate::ServiceError;
+use futures::StreamExt;
 use std::collections::HashMap;
 use std::path::Path;
 use strata_core::audit::StoredEvent;
@@ -14,6 +15,13 @@ use strata_dicom::record::InstanceRecord;
 use strata_index::{Index, InsertOutcome, NewUser};
 use strata_mpi::IssuerSource;
 use strata_store::{Store, StoreError};
+
+/// Blobs read at once: a remote replica's round trips overlap (one blob at a time from S3 is
+/// one request's latency per instance), while the records are indexed one by one, in order.
+const READS_AT_ONCE: usize = 8;
+/// The most of one blob a reindex read keeps in memory (larger ones go through a spool file):
+/// with [`READS_AT_ONCE`] reads, 128 MiB at most.
+const IN_MEMORY: u64 = 16 << 20;
 
 #[derive(Debug, Default)]
 pub struct ReindexReport {
@@ -47,12 +55,20 @@ pub async fn rebuild(
     let journal = Journal::read_all(store, r).await?;
     let issuers = key_issuers(&journal);
     let mut superseded: HashMap<BlobId, InstanceRecord> = HashMap::new();
-    for (blob, at) in blobs {
-        let source = issuers
-            .get(&blob)
-            .cloned()
-            .unwrap_or_else(IssuerSource::operator);
-        match read_record(store, spool_dir, spool_threshold, &blob, r, at, &source).await {
+    let threshold = spool_threshold.min(IN_MEMORY);
+    let issuers = &issuers;
+    let mut records = futures::stream::iter(blobs)
+        .map(|(blob, at)| async move {
+            let source = issuers
+                .get(&blob)
+                .cloned()
+                .unwrap_or_else(IssuerSource::operator);
+            let read = read_record(store, spool_dir, threshold, &blob, r, at, &source).await;
+            (blob, read)
+        })
+        .buffered(READS_AT_ONCE);
+    while let Some((blob, read)) = records.next().await {
+        match read {
             Ok(rec) => match index
                 .insert_instance(rec.clone(), OnConflict::Reject, vec![])
                 .await?

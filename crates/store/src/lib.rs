@@ -377,6 +377,34 @@ mod tests {
             .is_empty());
     }
 
+    /// A cloud copy read window by window is opened once and its opener kept; a copy lost
+    /// after that is still found missing, the next replica serves, and once the copy is
+    /// repaired the first replica serves again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_kept_opener_does_not_hide_a_lost_copy() {
+        let s = store(2, 2);
+        let plain: Vec<u8> = (0..6_000_000u32).map(|i| (i % 241) as u8).collect();
+        let id = address_of(s.address_key(), &plain);
+        s.put(&id, &plain).await.unwrap();
+        let window = 5_000_000..5_100_000;
+        let (got, bad) = s.read_range(&id, window.clone()).await.unwrap();
+        assert_eq!(got, &plain[5_000_000..5_100_000]);
+        assert!(bad.is_empty());
+        s.replicas().lose_copy(0, &id).await;
+        let (got, bad) = s.read_range(&id, window.clone()).await.unwrap();
+        assert_eq!(got, &plain[5_000_000..5_100_000]);
+        assert_eq!(bad.len(), 1);
+        assert!(matches!(bad[0].error, ReplicaError::Missing), "{bad:?}");
+        s.repair(&id, 0).await.unwrap();
+        for range in [window, 0..10, 4_190_000..4_200_000] {
+            let (got, bad) = s.read_range(&id, range.clone()).await.unwrap();
+            assert_eq!(got, &plain[range.start as usize..range.end as usize]);
+            assert!(bad.is_empty(), "the repaired copy serves: {bad:?}");
+        }
+        let (back, bad) = get(&s, &id).await;
+        assert!(back == plain && bad.is_empty());
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn a_bad_local_copy_is_named_and_the_next_one_read() {
         let dir = tempfile::tempdir().unwrap();

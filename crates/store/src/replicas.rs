@@ -5,7 +5,7 @@
 
 use super::address::BlobId;
 use super::cloud;
-use super::crypt::{BlobHeader, CryptError, MasterKey, Opener, HEADER_LEN};
+use super::crypt::{self, BlobHeader, CryptError, MasterKey, Opener, HEADER_LEN, TAG_LEN};
 use super::direct::{self, Pages, DIRECT_MIN};
 use super::durability::Syncer;
 use bytes::Bytes;
@@ -24,6 +24,10 @@ use url::Url;
 const READ_WINDOW_SEGMENTS: u64 = 64;
 /// Part size of multipart uploads for large blobs (S3's minimum part is 5 MiB).
 const MULTIPART_CHUNK: usize = 8 * 1024 * 1024;
+/// Bytes read with a copy's header when the copy is to be read whole: its first read window of
+/// default-sized segments, so a copy of up to 4 MiB is one request.
+const FIRST_READ: u64 = HEADER_LEN as u64
+    + READ_WINDOW_SEGMENTS * (crypt::DEFAULT_SEGMENT_SIZE as u64 + TAG_LEN as u64);
 /// The least time the replicas still writing get once a quorum has a blob (see
 /// [`Replicas::put`]): a few of a cloud client's brief retries, and far longer than a local disk
 /// or a provider that answers takes.
@@ -73,6 +77,7 @@ pub struct Replica {
     pub url: String,
     store: Arc<dyn ObjectStore>,
     local: Option<Local>,
+    openers: Openers,
 }
 
 impl Replica {
@@ -114,17 +119,20 @@ impl Replica {
                         dir,
                         direct: true.into(),
                     }),
+                    openers: Openers::default(),
                 })
             }
             "memory" => Ok(Replica {
                 url: url.to_string(),
                 store: Arc::new(InMemory::new()),
                 local: None,
+                openers: Openers::default(),
             }),
             _ => Ok(Replica {
                 url: url.to_string(),
                 store: cloud::open(&parsed, env).map_err(bad)?,
                 local: None,
+                openers: Openers::default(),
             }),
         }
     }
@@ -180,16 +188,25 @@ impl Replica {
             .size)
     }
 
-    /// Opens this replica's copy of `blob`: checks its size against its header and unwraps its key.
-    /// One request: a ranged GET of the header also tells the whole object's size (from S3's
-    /// `Content-Range`), where a HEAD first would cost a cloud store a round trip per read.
-    async fn opener(&self, key: &MasterKey, blob: &BlobId) -> Result<Opener, ReplicaError> {
+    /// Opens this replica's copy of `blob`: checks its size against its header and unwraps its
+    /// key. One request, a ranged GET of the copy's first `upto` bytes (the header at least),
+    /// which also tells the whole object's size (from S3's `Content-Range`): a HEAD first would
+    /// cost a cloud store a round trip per read, and a small GET of the header alone, then
+    /// another of the segments, costs Garage a delayed-ACK stall (~40 ms) on the small one.
+    /// Returns the opener and the bytes read, from the copy's start (`upto` or the whole copy if
+    /// it is shorter).
+    async fn open_copy(
+        &self,
+        key: &MasterKey,
+        blob: &BlobId,
+        upto: u64,
+    ) -> Result<(Opener, Bytes), ReplicaError> {
         let path = ObjectPath::from(blob.object_key());
-        let header_range = GetOptions {
-            range: Some(GetRange::Bounded(0..HEADER_LEN as u64)),
+        let first_bytes = GetOptions {
+            range: Some(GetRange::Bounded(0..upto.max(HEADER_LEN as u64))),
             ..GetOptions::default()
         };
-        let got = match self.store.get_opts(&path, header_range).await {
+        let got = match self.store.get_opts(&path, first_bytes).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Err(ReplicaError::Missing),
             // an empty object has no range to give: say what it is, not how the GET failed
@@ -203,32 +220,97 @@ impl Replica {
             return Err(CryptError::NotABlob.into());
         }
         let head = got.bytes().await?;
-        checked_opener(key, blob, &head, size)
+        let header = head.get(..HEADER_LEN).ok_or(CryptError::NotABlob)?;
+        Ok((checked_opener(key, blob, header, size)?, head))
     }
 
     /// This replica's copy of `blob`, opened, and the ciphertext of the segments that `range`
-    /// of its plaintext needs (empty when the range is).
+    /// of its plaintext needs (empty when the range is). A cloud copy's opener is kept for the
+    /// next windows of the same blob (see [`Openers`]); a range in the first window is read with
+    /// the header, in one request.
     async fn window(
         &self,
         key: &Arc<MasterKey>,
         blob: &BlobId,
         range: std::ops::Range<u64>,
-    ) -> Result<(Opener, Bytes), ReplicaError> {
+    ) -> Result<(Arc<Opener>, Bytes), ReplicaError> {
         if let Some(local) = &self.local {
             let (key, blob, file) = (key.clone(), *blob, local.dir.join(blob.object_key()));
             return tokio::task::spawn_blocking(move || local_window(&key, &blob, &file, range))
                 .await
-                .expect("local read panicked");
+                .expect("local read panicked")
+                .map(|(opener, window)| (Arc::new(opener), window));
         }
-        let opener = self.opener(key, blob).await?;
-        let window = match window_bytes(opener.header(), range) {
-            Some(w) => {
-                self.get_range(&ObjectPath::from(blob.object_key()), w)
-                    .await?
+        let (opener, prefix) = match self.openers.get(blob) {
+            Some(opener) => (opener, Bytes::new()),
+            None => {
+                let upto = first_window_end(&range).unwrap_or(HEADER_LEN as u64);
+                let (opener, prefix) = self.open_copy(key, blob, upto).await?;
+                let opener = Arc::new(opener);
+                self.openers.put(*blob, opener.clone());
+                (opener, prefix)
             }
+        };
+        let window = match window_bytes(opener.header(), range) {
+            Some(w) if w.end <= prefix.len() as u64 => {
+                prefix.slice(w.start as usize..w.end as usize)
+            }
+            Some(w) => match self
+                .get_range(&ObjectPath::from(blob.object_key()), w)
+                .await
+            {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.openers.forget(blob);
+                    return Err(e);
+                }
+            },
             None => Bytes::new(),
         };
         Ok((opener, window))
+    }
+}
+
+/// The end of the bytes that hold plaintext `range` when the copy has the default segment size
+/// and `range` lies in its first read window ([`FIRST_READ`]): what to read with the header.
+fn first_window_end(range: &std::ops::Range<u64>) -> Option<u64> {
+    let segment = u64::from(crypt::DEFAULT_SEGMENT_SIZE);
+    let sealed = segment + TAG_LEN as u64;
+    let end = HEADER_LEN as u64 + range.end.div_ceil(segment) * sealed;
+    (end <= FIRST_READ).then_some(end)
+}
+
+/// The openers of the cloud copies read last, so that reading a large blob window by window
+/// opens (and reads the header of) each copy once: a few dozen, each a header and a key.
+#[derive(Default)]
+struct Openers(std::sync::Mutex<std::collections::VecDeque<(BlobId, Arc<Opener>)>>);
+
+impl Openers {
+    const KEPT: usize = 32;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(BlobId, Arc<Opener>)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, blob: &BlobId) -> Option<Arc<Opener>> {
+        self.lock()
+            .iter()
+            .find(|(b, _)| b == blob)
+            .map(|(_, o)| o.clone())
+    }
+
+    fn put(&self, blob: BlobId, opener: Arc<Opener>) {
+        let mut kept = self.lock();
+        kept.retain(|(b, _)| *b != blob);
+        if kept.len() == Self::KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((blob, opener));
+    }
+
+    /// Drops `blob`'s opener: its copy failed a read, and the next read opens it anew.
+    fn forget(&self, blob: &BlobId) {
+        self.lock().retain(|(b, _)| b != blob);
     }
 }
 
@@ -553,19 +635,20 @@ impl Replicas {
         let mut next_segment = 0u64;
         let mut plain = Vec::new();
         for (i, replica) in self.list.iter().enumerate() {
-            let opener = match replica.opener(key, blob).await {
+            // a copy read from its start is read with its header
+            let upto = if next_segment == 0 { FIRST_READ } else { 0 };
+            let (opener, prefix) = match replica.open_copy(key, blob, upto).await {
                 Ok(o) => o,
                 Err(error) => {
                     bad.push(BadCopy { replica: i, error });
                     continue;
                 }
             };
-            let header = opener.header().clone();
             match read_segments(
                 replica,
                 &path,
                 &opener,
-                &header,
+                &prefix,
                 &mut next_segment,
                 &mut plain,
                 &mut sink,
@@ -636,10 +719,9 @@ impl Replicas {
     {
         let r = &self.list[replica];
         let path = ObjectPath::from(blob.object_key());
-        let opener = r.opener(key, blob).await?;
-        let header = opener.header().clone();
+        let (opener, prefix) = r.open_copy(key, blob, FIRST_READ).await?;
         let (mut next, mut plain) = (0, Vec::new());
-        match read_segments(r, &path, &opener, &header, &mut next, &mut plain, &mut sink).await {
+        match read_segments(r, &path, &opener, &prefix, &mut next, &mut plain, &mut sink).await {
             Ok(()) => Ok(()),
             Err(ReadStop::Copy(e)) => Err(e),
             Err(ReadStop::Sink(e)) => Err(ReplicaError::Sync(e)),
@@ -668,11 +750,12 @@ impl Replicas {
         let src = &self.list[from];
         let dst = &self.list[to];
         let path = ObjectPath::from(blob.object_key());
-        let opener = src.opener(key, blob).await?;
+        // a copy of up to a part is read whole with its header, in one request
+        let (opener, prefix) = src.open_copy(key, blob, MULTIPART_CHUNK as u64).await?;
         let header = opener.header().clone();
         let total = header.ciphertext_len();
         if total <= MULTIPART_CHUNK as u64 {
-            let all = src.get_range(&path, 0..total).await?;
+            let all = prefix;
             let mut scratch = Vec::new();
             for i in 0..header.segment_count() {
                 let r = header.segment_range(i);
@@ -690,11 +773,8 @@ impl Replicas {
         let mut seg = 0;
         let mut scratch = Vec::new();
         while seg < header.segment_count() {
-            let end = (seg + READ_WINDOW_SEGMENTS).min(header.segment_count());
+            let (window, end) = segments_window(src, &path, &header, &prefix, seg).await?;
             let start_byte = header.segment_range(seg).start;
-            let window = src
-                .get_range(&path, start_byte..header.segment_range(end - 1).end)
-                .await?;
             for i in seg..end {
                 let r = header.segment_range(i);
                 scratch.clear();
@@ -829,6 +909,14 @@ impl Replicas {
             .await?)
     }
 
+    /// Deletes replica `replica`'s copy of `blob` behind the store's back (tests: a provider
+    /// that lost a copy).
+    #[cfg(test)]
+    pub(crate) async fn lose_copy(&self, replica: usize, blob: &BlobId) {
+        let path = ObjectPath::from(blob.object_key());
+        self.list[replica].store.delete(&path).await.unwrap();
+    }
+
     /// How many replicas hold a copy of `blob` of at least a header's size (a metadata check,
     /// not a verification): what storage commitment promises.
     pub async fn copies_present(&self, blob: &BlobId) -> usize {
@@ -869,7 +957,7 @@ async fn read_segments<S>(
     replica: &Replica,
     path: &ObjectPath,
     opener: &Opener,
-    header: &BlobHeader,
+    prefix: &Bytes,
     next_segment: &mut u64,
     plain: &mut Vec<u8>,
     sink: &mut S,
@@ -877,16 +965,15 @@ async fn read_segments<S>(
 where
     S: FnMut(&[u8]) -> std::io::Result<()>,
 {
+    let header = opener.header();
     let count = header.segment_count();
     while *next_segment < count {
-        let end = (*next_segment + READ_WINDOW_SEGMENTS).min(count);
-        let start_byte = header.segment_range(*next_segment).start;
-        let window = replica
-            .get_range(path, start_byte..header.segment_range(end - 1).end)
+        let first = *next_segment;
+        let (window, end) = segments_window(replica, path, header, prefix, first)
             .await
             .map_err(ReadStop::Copy)?;
+        let start_byte = header.segment_range(first).start;
         plain.clear();
-        let first = *next_segment;
         for i in first..end {
             let r = header.segment_range(i);
             let slice = window
@@ -904,4 +991,30 @@ where
         *next_segment = end;
     }
     Ok(())
+}
+
+/// The ciphertext of segments `first..end` of a copy (at most [`READ_WINDOW_SEGMENTS`]) and
+/// `end`: from `prefix` (the copy's first bytes, read with its header) when it holds `first`
+/// whole, else one ranged read.
+async fn segments_window(
+    replica: &Replica,
+    path: &ObjectPath,
+    header: &BlobHeader,
+    prefix: &Bytes,
+    first: u64,
+) -> Result<(Bytes, u64), ReplicaError> {
+    let mut end = (first + READ_WINDOW_SEGMENTS).min(header.segment_count());
+    let start_byte = header.segment_range(first).start;
+    let held = prefix.len() as u64;
+    if header.segment_range(first).end <= held {
+        while header.segment_range(end - 1).end > held {
+            end -= 1;
+        }
+        let end_byte = header.segment_range(end - 1).end;
+        return Ok((prefix.slice(start_byte as usize..end_byte as usize), end));
+    }
+    let window = replica
+        .get_range(path, start_byte..header.segment_range(end - 1).end)
+        .await?;
+    Ok((window, end))
 }
