@@ -175,3 +175,69 @@ fn kill_9_mid_ingest_on_postgres_and_garage_loses_nothing_acknowledged() {
     let scrub = t.ok(&["scrub"]);
     assert!(scrub.contains(" 0 missing, 0 corrupt"), "{scrub}");
 }
+
+/// An index reached over TLS, the server's certificate verified against the CA the URL names
+/// (libpq's `sslmode` and `sslrootcert`): every connection the archive opens to its database
+/// is encrypted, and a server whose certificate that CA did not issue gets no connection.
+#[test]
+fn the_index_is_reached_over_verified_tls_when_the_url_asks() {
+    let mut t = TestArchive::on(IndexEngine::Postgres);
+    let plain = t.index_url.clone().unwrap();
+    let ca = strata_testkit::postgres::ca_file();
+    t.index_url = Some(format!(
+        "{plain}?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    ));
+    t.generate("in", &studies());
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    assert_eq!(listing(&t).len(), 4);
+    let server = t.serve();
+    let tok = common::token(&t, "admin");
+    let answer = common::http(
+        "GET",
+        &format!("{}/dicomweb/studies", common::base(&server)),
+        &[("Authorization", &format!("Bearer {tok}"))],
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let found: Vec<serde_json::Value> = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(found.len(), 4);
+    // What the server says of the archive's connections (this one, in the clear, left out).
+    let mut db = postgres::Client::connect(&plain, postgres::NoTls).unwrap();
+    let encrypted: Vec<bool> = db
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid
+             WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        encrypted.len() >= 2 && encrypted.iter().all(|e| *e),
+        "every connection of the serving archive is over TLS: {encrypted:?}"
+    );
+    drop(server);
+
+    // Roots that did not issue the server's certificate (the server's own certificate): refused,
+    // and said why.
+    let other = ca.with_file_name("server.crt");
+    t.index_url = Some(format!(
+        "{plain}?sslmode=require&sslrootcert={}",
+        other.display()
+    ));
+    let out = t.run(&["studies"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // A mode the archive does not take is named.
+    t.index_url = Some(format!("{plain}?sslmode=allow"));
+    let out = t.run(&["studies"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sslmode=allow"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -20,6 +20,7 @@ mod catalog;
 pub mod db;
 mod mpi;
 mod pg;
+mod pg_tls;
 mod progress;
 pub mod query;
 mod records;
@@ -214,7 +215,11 @@ impl From<postgres::Error> for IndexError {
                 }
                 m
             }
-            None => e.to_string(),
+            // the cause too: "error performing TLS handshake" alone does not say which check
+            None => match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
         })
     }
 }

@@ -37,11 +37,13 @@ impl PgClient {
     /// Connects to `url` and works in `schema` (made when missing): the archive's tables live
     /// in a schema of their own, so a reindex can build a new one beside them and swap.
     pub fn connect(url: &str, schema: &str) -> Result<PgClient, IndexError> {
-        let mut client =
-            postgres::Client::connect(url, postgres::NoTls).map_err(|e| IndexError::Open {
+        let mut client = crate::pg_tls::connect(url).map_err(|e| match e {
+            e @ IndexError::Open { .. } => e,
+            e => IndexError::Open {
                 path: redacted(url),
-                reason: IndexError::from(e).to_string(),
-            })?;
+                reason: e.to_string(),
+            },
+        })?;
         client.batch_execute(&format!(
             "SET client_min_messages = warning;
              CREATE SCHEMA IF NOT EXISTS {schema};
@@ -113,7 +115,7 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// Runs `sql` (statements without parameters) on a connection of its own to `url`.
 pub fn admin(url: &str, sql: &str) -> Result<(), IndexError> {
     off_runtime(|| {
-        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        let mut client = crate::pg_tls::connect(url)?;
         client.batch_execute(sql)?;
         Ok(())
     })
@@ -122,7 +124,7 @@ pub fn admin(url: &str, sql: &str) -> Result<(), IndexError> {
 /// Whether `schema` at `url` holds no instance (missing, or without rows).
 pub fn schema_is_empty(url: &str, schema: &str) -> Result<bool, IndexError> {
     off_runtime(|| {
-        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        let mut client = crate::pg_tls::connect(url)?;
         let exists: bool = client
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM information_schema.tables

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 struct Cluster {
     port: u16,
+    /// The CA that issued the server's certificate (PEM), for clients that verify it.
+    ca_file: PathBuf,
     /// The watchdog shell: it outlives the test process on purpose, to stop the server after.
     _watchdog: std::sync::Mutex<std::process::Child>,
 }
@@ -49,6 +51,53 @@ pub fn admin_url() -> String {
     std::thread::spawn(|| CLUSTER.get_or_init(start).url("postgres"))
         .join()
         .expect("starting the test cluster")
+}
+
+/// The PEM file of the CA that issued the cluster's server certificate (for `localhost` and
+/// 127.0.0.1): the cluster takes TLS connections beside plain ones.
+pub fn ca_file() -> PathBuf {
+    std::thread::spawn(|| CLUSTER.get_or_init(start).ca_file.clone())
+        .join()
+        .expect("starting the test cluster")
+}
+
+/// A CA, and a server certificate it issued for this host, written into `dir`: `ca.crt`,
+/// `server.crt`, `server.key`.
+fn make_certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "strata test PostgreSQL CA");
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let ca_cert = ca.self_signed(&ca_key).expect("the CA certificate");
+    let mut server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("server parameters");
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "strata test PostgreSQL");
+    let server_key = KeyPair::generate().expect("a server key");
+    let server_cert = server
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .expect("the server certificate");
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("writing ca.crt");
+    std::fs::write(dir.join("server.crt"), server_cert.pem()).expect("writing server.crt");
+    let key = dir.join("server.key");
+    std::fs::write(&key, server_key.serialize_pem()).expect("writing server.key");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .expect("making server.key private");
+    if is_root() {
+        // the server reads its key as its own user
+        let ok = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.join("server.crt"))
+            .arg(&key)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "giving the server's key to the postgres user");
+    }
 }
 
 impl Cluster {
@@ -145,12 +194,14 @@ fn start() -> Cluster {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    make_certificates(&dir);
     let port = free_port();
     // The watchdog: the server runs while the test process does, then stops fast and its
     // folder goes. fsync stays on: the archive's durability is tested as it runs.
     let script = format!(
         "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
-           -c max_connections=200 -c shared_buffers=32MB >{dir}/log 2>&1 &
+           -c max_connections=200 -c shared_buffers=32MB -c ssl=on \
+           -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key >{dir}/log 2>&1 &
          pg=$!
          while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done
          kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
@@ -163,6 +214,7 @@ fn start() -> Cluster {
     sh.arg("-c").arg(script);
     let cluster = Cluster {
         port,
+        ca_file: dir.join("ca.crt"),
         _watchdog: std::sync::Mutex::new(sh.spawn().expect("starting postgres")),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
