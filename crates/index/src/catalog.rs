@@ -9,8 +9,10 @@ use strata_core::BlobId;
 use strata_dicom::record::InstanceRecord;
 
 /// Writes a manual MPI decision to the decision journal from inside the transaction that makes
-/// it; an error undoes the decision.
-pub type Journal = Box<dyn FnOnce(&MpiChange) -> Result<(), String> + Send>;
+/// it; an error undoes the decision. Called again when the transaction is retried (another
+/// archive process writing the same PostgreSQL index won a race): the change made then is
+/// journaled again, after the first, and replays over it.
+pub type Journal = Box<dyn FnMut(&MpiChange) -> Result<(), String> + Send>;
 
 #[async_trait::async_trait]
 pub trait Catalog: Send + Sync {

@@ -355,11 +355,12 @@ impl SqliteIndex {
     }
 
     /// Runs `f` (operation `op`) inside the writer's next group transaction; returns once it
-    /// is durable.
+    /// is durable. On PostgreSQL `f` may run again in a later transaction, when another
+    /// archive process writing the same database won a race it lost.
     pub(crate) async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, IndexError> + Send + 'static,
     {
         self.submit(op, Promise::Durable, f).await
     }
@@ -369,7 +370,7 @@ impl SqliteIndex {
     async fn submit<T, F>(&self, op: &'static str, promise: Promise, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, IndexError> + Send + 'static,
     {
         let _timer = self.metrics.time("index", op);
         self.writer.submit(promise, f).await
@@ -425,6 +426,7 @@ impl Catalog for SqliteIndex {
         journal: Journal,
     ) -> Result<MpiChange, IndexError> {
         let key = self.audit_key.clone();
+        let mut journal = journal;
         self.write("mpi_op", move |c| {
             let change = mpi::apply_op(c, &op, &actor)?;
             journal(&change).map_err(IndexError::Journal)?;
@@ -723,7 +725,7 @@ impl Catalog for SqliteIndex {
 
     async fn remove_peer(&self, aet: String) -> Result<bool, IndexError> {
         self.write("remove_peer", move |c| {
-            Ok(c.execute("DELETE FROM ae_peers WHERE aet = ?1", [aet])? > 0)
+            Ok(c.execute("DELETE FROM ae_peers WHERE aet = ?1", [&aet])? > 0)
         })
         .await
     }
@@ -1157,7 +1159,7 @@ impl Catalog for SqliteIndex {
 
     async fn delete_session(&self, id_hash: String) -> Result<(), IndexError> {
         self.write("delete_session", move |c| {
-            c.execute("DELETE FROM sessions WHERE id_hash = ?1", [id_hash])?;
+            c.execute("DELETE FROM sessions WHERE id_hash = ?1", [&id_hash])?;
             Ok(())
         })
         .await
