@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "user_issuer", include_str!("../../../schemas/index/0014_user_issuer.sql")),
     (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.sql")),
     (17, "study_order", include_str!("../../../schemas/index/0017_study_order.sql")),
+    (18, "journal_clock", include_str!("../../../schemas/index/0018_journal_clock.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
@@ -59,6 +60,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "user_issuer", include_str!("../../../schemas/index/0014_user_issuer.pg.sql")),
     (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.pg.sql")),
     (17, "study_order", include_str!("../../../schemas/index/0017_study_order.pg.sql")),
+    (18, "journal_clock", include_str!("../../../schemas/index/0018_journal_clock.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -429,7 +431,9 @@ impl Catalog for SqliteIndex {
         let mut journal = journal;
         self.write("mpi_op", move |c| {
             let change = mpi::apply_op(c, &op, &actor)?;
-            journal(&change).map_err(IndexError::Journal)?;
+            // stamped after the decisions' lock: decisions list in the order they committed
+            let stamp = progress::journal_stamp(c, now_ms())?;
+            journal(&change, stamp).map_err(IndexError::Journal)?;
             audit::append_audit(c, key.as_deref(), &audit)?;
             Ok(change)
         })
@@ -541,6 +545,11 @@ impl Catalog for SqliteIndex {
             progress::set_worker_progress(c, &progress)
         })
         .await
+    }
+
+    async fn journal_stamp(&self, now: i64) -> Result<i64, IndexError> {
+        self.write("journal_stamp", move |c| progress::journal_stamp(c, now))
+            .await
     }
 
     async fn instance_blobs(&self) -> Result<Vec<(String, BlobId)>, IndexError> {

@@ -619,7 +619,7 @@ async fn writers_of_one_postgres_index_store_the_same_patients_at_once() {
         "DAVIES^HELEN",
     ];
     let (rounds, per_node) = (NAMES.len(), 12);
-    for round in 0..rounds {
+    for (round, name) in NAMES.iter().enumerate() {
         // Each node stores its own instances of the round's patient, study and series, and the
         // last four of them are sent to every node (the same bytes).
         let stores = (0..per_node).flat_map(|i| {
@@ -646,7 +646,7 @@ async fn writers_of_one_postgres_index_store_the_same_patients_at_once() {
             if round % 2 == 1 {
                 rec.patient.issuer = format!("HOSP_{n}");
             }
-            rec.patient.name = Some(NAMES[round].into());
+            rec.patient.name = Some(name.to_string());
             rec.patient.birth_date = Some(format!(
                 "19{:02}0{}1{}",
                 40 + round,
@@ -698,6 +698,46 @@ async fn writers_of_one_postgres_index_store_the_same_patients_at_once() {
             events: events.len() as u64
         }
     );
+    for node in &nodes {
+        node.close().await.unwrap();
+    }
+}
+
+/// The decision journal's stamps, taken by three writers of one PostgreSQL index at once (one
+/// of them on a machine whose clock is an hour behind): each distinct, each writer's later
+/// than its last, never behind the clock of whoever took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn journal_stamps_are_one_order_across_writers() {
+    let url = strata_testkit::postgres::database();
+    let nodes: Vec<Index> = (0..3)
+        .map(|_| {
+            Index::open_postgres(&url, PG_SCHEMA, Arc::new(strata_core::Metrics::new()), None)
+                .unwrap()
+        })
+        .collect();
+    let takers = nodes.iter().enumerate().map(|(n, node)| {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut stamps = vec![];
+            for _ in 0..40 {
+                let now = strata_core::now_ms() - if n == 2 { 3_600_000 } else { 0 };
+                let stamp = node.journal_stamp(now).await.unwrap();
+                assert!(stamp >= now, "{stamp} < {now}");
+                stamps.push(stamp);
+            }
+            stamps
+        })
+    });
+    let mut all = vec![];
+    for stamps in futures::future::join_all(takers).await {
+        let stamps = stamps.unwrap();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+        all.extend(stamps);
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "a stamp was given twice");
     for node in &nodes {
         node.close().await.unwrap();
     }
