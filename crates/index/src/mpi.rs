@@ -161,7 +161,7 @@ fn match_new_key(
     n: &Normalised,
     other_ids: &[LocalKey],
 ) -> Result<Decision, IndexError> {
-    lock_matching(c, &local_key(c, patient_fk)?, n, other_ids)?;
+    lock_matching(c, patient_fk, n, other_ids)?;
     let model = model(c)?;
     let candidates = candidates(c, patient_fk, n)?;
     let outcome = mpi::decide(&model, n, &candidates);
@@ -228,11 +228,15 @@ fn match_new_key(
 /// committed: against the person made here, not beside it.
 fn lock_matching(
     c: &Connection,
-    own: &LocalKey,
+    patient_fk: i64,
     n: &Normalised,
     other_ids: &[LocalKey],
 ) -> Result<(), IndexError> {
-    let keys: Vec<String> = std::iter::once(own)
+    if c.dialect() != crate::db::Dialect::Postgres {
+        return Ok(()); // one process writes an embedded index, one transaction at a time
+    }
+    let own = local_key(c, patient_fk)?;
+    let keys: Vec<String> = std::iter::once(&own)
         .chain(other_ids)
         .map(|k| format!("K:{}\0{}", k.issuer, k.patient_id))
         .chain(n.block_keys())
