@@ -758,3 +758,16 @@ pub async fn assert_nothing_acknowledged_lost(
         assert_eq!(got, std::fs::read(&by_uid[uid]).unwrap(), "{uid}");
     }
 }
+
+impl TestArchive {
+    /// Another node of this archive: a data directory of its own, the same index database and
+    /// the same variables (a cluster's nodes share the master key and the replicas through
+    /// them: `STRATA_MASTER_KEY`, `STRATA_STORE_REPLICAS`).
+    pub fn node(&self) -> TestArchive {
+        TestArchive {
+            dir: tempfile::tempdir().expect("temp dir"),
+            index_url: self.index_url.clone(),
+            env: self.env.clone(),
+        }
+    }
+}

@@ -115,7 +115,7 @@ impl Archive {
             RenderPool::new(config.render.workers, config.render.cache_bytes)
                 .measured(metrics.clone()),
         );
-        let journal = Journal::new(store.clone());
+        let journal = Journal::new(store.clone()).stamped_by(index.clone());
         let codec_workers = config.render.codec_worker_program.clone().map(|program| {
             Arc::new(strata_render::CodecWorkers::new(
                 program,

@@ -4,28 +4,108 @@ use crate::db::{Connection, OptionalExtension};
 use crate::params;
 use crate::rows::*;
 use crate::IndexError;
+use std::cell::RefCell;
 
-/// Appends `e`, chained from the last event (under `key`: see [`strata_core::audit`]).
+/// The lock a transaction holds from reading the chain's last event until it commits the
+/// events it chained after it: two archive processes writing one PostgreSQL index take turns
+/// there, so no two events follow the same one (the chain would fork) or take the same id.
+const AUDIT_LOCK: i64 = 7_449_217_237;
+
+/// The audit events a PostgreSQL transaction has appended, chained when it is about to commit
+/// ([`append_queued`]): the chain's lock is then held only for the appends and the commit, not
+/// while the transaction's other writes wait on locks another archive process holds. A lock
+/// taken last cannot close a circle of waits.
+#[derive(Default)]
+pub(crate) struct AuditQueue(RefCell<Vec<QueuedEvent>>);
+
+struct QueuedEvent {
+    key: Option<strata_core::audit::AuditKey>,
+    event: strata_core::audit::AuditEvent,
+}
+
+impl AuditQueue {
+    /// How many events wait: a mark to [`AuditQueue::truncate`] back to.
+    pub(crate) fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+
+    /// Forgets the events appended after `mark` (their job was rolled back).
+    pub(crate) fn truncate(&self, mark: usize) {
+        self.0.borrow_mut().truncate(mark);
+    }
+
+    /// Forgets every waiting event (their transaction was rolled back).
+    pub(crate) fn clear(&self) {
+        self.0.borrow_mut().clear();
+    }
+}
+
+/// Appends `e`, chained from the last event (under `key`: see [`strata_core::audit`]). On the
+/// writer's PostgreSQL connection the event waits in its transaction's [`AuditQueue`].
 pub(super) fn append_audit(
     c: &Connection,
     key: Option<&strata_core::audit::AuditKey>,
     e: &strata_core::audit::AuditEvent,
 ) -> Result<(), IndexError> {
+    if let Some(queue) = c.audit_queue() {
+        queue.0.borrow_mut().push(QueuedEvent {
+            key: key.cloned(),
+            event: e.clone(),
+        });
+        return Ok(());
+    }
+    let (last, prev) = last_event(c)?;
+    insert_chained(c, key, last + 1, &prev, e)?;
+    Ok(())
+}
+
+/// Chains the events waiting in `c`'s queue after the last event, holding the chain's lock
+/// until the transaction ends; the queue is emptied.
+pub(crate) fn append_queued(c: &Connection) -> Result<(), IndexError> {
+    let Some(queue) = c.audit_queue() else {
+        return Ok(());
+    };
+    let events = std::mem::take(&mut *queue.0.borrow_mut());
+    if events.is_empty() {
+        return Ok(());
+    }
+    c.lock(AUDIT_LOCK)?;
+    let (mut last, mut prev) = last_event(c)?;
+    for q in &events {
+        last += 1;
+        prev = insert_chained(c, q.key.as_ref(), last, &prev, &q.event)?;
+    }
+    Ok(())
+}
+
+/// The id and hash of the last event (0 and the genesis hash before the first).
+fn last_event(c: &Connection) -> Result<(i64, String), IndexError> {
     // Cached statements: every request that touches patient data comes through here.
     // The id is the last one's plus one, written out: the chain's order is the ids', on either
-    // engine (one writer appends), and no sequence can skip a number.
-    let (last, prev): (i64, String) = c
-        .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
-        .query_row(params![], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .unwrap_or_else(|| (0, strata_core::audit::GENESIS.to_string()));
-    let hash = strata_core::audit::next_hash(key, &prev, e);
+    // engine (one writer appends at a time), and no sequence can skip a number.
+    Ok(
+        c.prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
+            .query_row(params![], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .unwrap_or_else(|| (0, strata_core::audit::GENESIS.to_string())),
+    )
+}
+
+/// Inserts `e` as event `id` after the event hashed `prev`; returns its own hash.
+fn insert_chained(
+    c: &Connection,
+    key: Option<&strata_core::audit::AuditKey>,
+    id: i64,
+    prev: &str,
+    e: &strata_core::audit::AuditEvent,
+) -> Result<String, IndexError> {
+    let hash = strata_core::audit::next_hash(key, prev, e);
     c.prepare_cached(
         "INSERT INTO audit (id, at, actor, role, action, patient_id, study_uid, outcome, remote, detail, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
-    .execute(params![last + 1, e.at, e.actor, e.role, e.action, e.patient_id, e.study_uid, e.outcome.as_str(), e.remote, e.detail, prev, hash])?;
-    Ok(())
+    .execute(params![id, e.at, e.actor, e.role, e.action, e.patient_id, e.study_uid, e.outcome.as_str(), e.remote, e.detail, prev, hash])?;
+    Ok(hash)
 }
 
 pub(super) fn restore_audit(

@@ -9,8 +9,11 @@ use strata_core::BlobId;
 use strata_dicom::record::InstanceRecord;
 
 /// Writes a manual MPI decision to the decision journal from inside the transaction that makes
-/// it; an error undoes the decision.
-pub type Journal = Box<dyn FnOnce(&MpiChange) -> Result<(), String> + Send>;
+/// it, under the stamp given ([`Catalog::journal_stamp`], taken in that transaction); an error
+/// undoes the decision. Called again when the transaction is retried (another archive process
+/// writing the same PostgreSQL index won a race): the change made then is journaled again,
+/// after the first, and replays over it.
+pub type Journal = Box<dyn FnMut(&MpiChange, i64) -> Result<(), String> + Send>;
 
 #[async_trait::async_trait]
 pub trait Catalog: Send + Sync {
@@ -105,6 +108,11 @@ pub trait Catalog: Send + Sync {
 
     /// Where worker `worker` has got to (None: it never ran).
     async fn worker_progress(&self, worker: String) -> Result<Option<WorkerProgress>, IndexError>;
+
+    /// The next stamp of the decision journal, which names its entries in decision order: the
+    /// later of `now` (ms) and the last stamp plus one, so one order across every archive
+    /// process writing this index, whatever their clocks say.
+    async fn journal_stamp(&self, now: i64) -> Result<i64, IndexError>;
 
     /// Records where a worker has got to.
     async fn set_worker_progress(&self, progress: WorkerProgress) -> Result<(), IndexError>;

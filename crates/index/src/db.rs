@@ -342,7 +342,7 @@ impl<T> OptionalExtension<T> for Result<T, IndexError> {
 
 /// A connection to the index, in or outside a transaction; statements are prepared once per
 /// connection and kept.
-pub struct Connection<'a>(Inner<'a>);
+pub struct Connection<'a>(Inner<'a>, Option<&'a crate::audit::AuditQueue>);
 
 enum Inner<'a> {
     Sqlite(&'a rusqlite::Connection),
@@ -351,11 +351,57 @@ enum Inner<'a> {
 
 impl<'a> Connection<'a> {
     pub(crate) fn sqlite(c: &'a rusqlite::Connection) -> Connection<'a> {
-        Connection(Inner::Sqlite(c))
+        Connection(Inner::Sqlite(c), None)
     }
 
     pub(crate) fn postgres(c: &'a RefCell<crate::pg::PgClient>) -> Connection<'a> {
-        Connection(Inner::Postgres(c))
+        Connection(Inner::Postgres(c), None)
+    }
+
+    /// The writer's connection to PostgreSQL: audit events appended through it wait in `queue`
+    /// and are chained at the end of the transaction ([`crate::audit::append_audit`] says why).
+    pub(crate) fn postgres_writer(
+        c: &'a RefCell<crate::pg::PgClient>,
+        queue: &'a crate::audit::AuditQueue,
+    ) -> Connection<'a> {
+        Connection(Inner::Postgres(c), Some(queue))
+    }
+
+    /// Where audit events appended on this connection wait for the end of its transaction, if
+    /// they do.
+    pub(crate) fn audit_queue(&self) -> Option<&'a crate::audit::AuditQueue> {
+        self.1
+    }
+
+    /// Holds the transaction-scoped lock `key` until this transaction ends, waiting for any
+    /// other index writer (another archive process on the same PostgreSQL database) that
+    /// holds it. Nothing on SQLite, where one process writes (the serve lock) and its writer
+    /// commits one transaction at a time.
+    pub(crate) fn lock(&self, key: i64) -> Result<(), IndexError> {
+        if self.dialect() == Dialect::Postgres {
+            self.prepare_cached("SELECT pg_advisory_xact_lock(?1)")?
+                .query_row([key], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// [`Connection::lock`] on each of `names` in `space` (hashed to lock keys), in one order
+    /// whoever asks, so that two writers locking overlapping sets never wait on each other in
+    /// a circle.
+    pub(crate) fn lock_names<'n>(
+        &self,
+        space: &str,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<(), IndexError> {
+        if self.dialect() != Dialect::Postgres {
+            return Ok(());
+        }
+        let keys: std::collections::BTreeSet<i64> =
+            names.into_iter().map(|n| lock_key(space, n)).collect();
+        for key in keys {
+            self.lock(key)?;
+        }
+        Ok(())
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -493,6 +539,17 @@ impl Statement<'_, '_> {
         })?;
         out.ok_or_else(|| IndexError::NoRow(first_line(self.sql)))
     }
+}
+
+/// The lock key of `name` in `space`: the first eight bytes of a SHA-256 of both.
+pub(crate) fn lock_key(space: &str, name: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(space.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(name.as_bytes())
+        .finalize();
+    i64::from_be_bytes(digest[..8].try_into().expect("eight bytes"))
 }
 
 fn first_line(sql: &str) -> String {

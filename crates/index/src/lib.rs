@@ -205,6 +205,24 @@ pub enum IndexError {
     Journal(String),
 }
 
+/// The SQLSTATEs of a transaction that lost a race to another writer and may succeed when run
+/// again: a serialization failure, a deadlock PostgreSQL broke, a unique key another
+/// transaction inserted (and committed) between this one's check and its insert.
+const TRANSIENT_STATES: [&str; 3] = ["40001", "40P01", "23505"];
+
+impl IndexError {
+    /// Whether the error is PostgreSQL's answer to concurrent writers, which the same work in
+    /// a new transaction may not meet ([`TRANSIENT_STATES`]).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            IndexError::Postgres(m) => TRANSIENT_STATES
+                .iter()
+                .any(|state| m.strip_prefix(state).is_some_and(|r| r.starts_with(' '))),
+            _ => false,
+        }
+    }
+}
+
 impl From<postgres::Error> for IndexError {
     fn from(e: postgres::Error) -> Self {
         IndexError::Postgres(match e.as_db_error() {

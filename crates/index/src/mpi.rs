@@ -161,6 +161,7 @@ fn match_new_key(
     n: &Normalised,
     other_ids: &[LocalKey],
 ) -> Result<Decision, IndexError> {
+    lock_matching(c, patient_fk, n, other_ids)?;
     let model = model(c)?;
     let candidates = candidates(c, patient_fk, n)?;
     let outcome = mpi::decide(&model, n, &candidates);
@@ -219,6 +220,34 @@ fn match_new_key(
     }
     Ok(decision)
 }
+
+/// Holds, until the transaction ends, the locks of everything a new key's match reads: its
+/// blocking keys (the candidates), its own key and the keys the sender asserted are the same
+/// patient. Another archive process matching a key of the same patient on the same PostgreSQL
+/// index at the same moment shares one of them, so it waits, and matches once this transaction
+/// committed: against the person made here, not beside it.
+fn lock_matching(
+    c: &Connection,
+    patient_fk: i64,
+    n: &Normalised,
+    other_ids: &[LocalKey],
+) -> Result<(), IndexError> {
+    if c.dialect() != crate::db::Dialect::Postgres {
+        return Ok(()); // one process writes an embedded index, one transaction at a time
+    }
+    let own = local_key(c, patient_fk)?;
+    let keys: Vec<String> = std::iter::once(&own)
+        .chain(other_ids)
+        .map(|k| format!("K:{}\0{}", k.issuer, k.patient_id))
+        .chain(n.block_keys())
+        .collect();
+    c.lock_names("mpi match", keys.iter().map(String::as_str))
+}
+
+/// The lock of the person index's decisions (manual operations, a re-match): one at a time
+/// across every archive process writing the same PostgreSQL index, each reading the persons
+/// as the one before left them.
+const DECISIONS_LOCK: i64 = 7_449_217_238;
 
 /// The candidates of a review item as stored: person uid and score, best first.
 fn review_candidates(
@@ -552,6 +581,7 @@ fn close_reviews(
 
 /// Carries out a manual operation and returns the change to journal.
 pub(super) fn apply_op(c: &Connection, op: &MpiOp, actor: &str) -> Result<MpiChange, IndexError> {
+    c.lock(DECISIONS_LOCK)?;
     let mut change = MpiChange {
         action: String::new(),
         actor: actor.to_string(),
@@ -970,6 +1000,7 @@ pub(super) fn replay(c: &Connection, change: &MpiChange) -> Result<(), IndexErro
 /// Re-runs the matcher over every local key no person decided, in the order they arrived:
 /// a key moves only when the matcher links it to another person. Returns how many moved.
 pub(super) fn rematch(c: &Connection) -> Result<usize, IndexError> {
+    c.lock(DECISIONS_LOCK)?;
     let model = model(c)?;
     let keys: Vec<(i64, i64, String)> = {
         let mut stmt = c.prepare(

@@ -1,4 +1,5 @@
-//! Where the workers that walk the archive have got to.
+//! Where the workers that walk the archive have got to, and where the decision journal's clock
+//! has got to.
 
 use crate::db::{Connection, OptionalExtension};
 use crate::params;
@@ -51,4 +52,15 @@ pub(super) fn set_worker_progress(c: &Connection, p: &WorkerProgress) -> Result<
         now_ms()
     ])?;
     Ok(())
+}
+
+/// The next stamp of the decision journal: the later of `now` and the last stamp plus one.
+/// On PostgreSQL the clock's row stays locked until the transaction ends, so stamps follow the
+/// order in which the transactions that took them commit, across archive processes.
+pub(super) fn journal_stamp(c: &Connection, now: i64) -> Result<i64, IndexError> {
+    c.prepare_cached(
+        "UPDATE journal_clock SET at = CASE WHEN at + 1 > ?1 THEN at + 1 ELSE ?1 END
+         WHERE id = 1 RETURNING at",
+    )?
+    .query_row([now], |r| r.get(0))
 }

@@ -173,25 +173,36 @@ fn upsert_series(
         )?;
         return Ok((id, false));
     }
-    c.prepare_cached(
-        "INSERT INTO series (series_uid, study_fk, modality, series_number, series_description,
-                             body_part, series_date, series_time, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        s.uid,
-        study,
-        s.modality,
-        s.number,
-        s.description,
-        s.body_part,
-        s.date,
-        s.time,
-        now
-    ])?;
+    // Another archive process writing the same PostgreSQL index may have inserted the series
+    // since the read above: its row is then updated as any known series' is.
+    let inserted: Option<i64> = c
+        .prepare_cached(
+            "INSERT INTO series (series_uid, study_fk, modality, series_number, series_description,
+                                 body_part, series_date, series_time, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (series_uid) DO NOTHING RETURNING id",
+        )?
+        .query_row(
+            params![
+                s.uid,
+                study,
+                s.modality,
+                s.number,
+                s.description,
+                s.body_part,
+                s.date,
+                s.time,
+                now
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(id) = inserted else {
+        return upsert_series(c, s, study, now);
+    };
     c.prepare_cached("UPDATE studies SET num_series = num_series + 1 WHERE id = ?1")?
         .execute([study])?;
-    Ok((c.last_insert_rowid()?, true))
+    Ok((id, true))
 }
 
 pub(super) fn insert_instance(

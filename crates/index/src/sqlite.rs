@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "user_issuer", include_str!("../../../schemas/index/0014_user_issuer.sql")),
     (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.sql")),
     (17, "study_order", include_str!("../../../schemas/index/0017_study_order.sql")),
+    (18, "journal_clock", include_str!("../../../schemas/index/0018_journal_clock.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
@@ -59,6 +60,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "user_issuer", include_str!("../../../schemas/index/0014_user_issuer.pg.sql")),
     (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.pg.sql")),
     (17, "study_order", include_str!("../../../schemas/index/0017_study_order.pg.sql")),
+    (18, "journal_clock", include_str!("../../../schemas/index/0018_journal_clock.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -355,11 +357,12 @@ impl SqliteIndex {
     }
 
     /// Runs `f` (operation `op`) inside the writer's next group transaction; returns once it
-    /// is durable.
+    /// is durable. On PostgreSQL `f` may run again in a later transaction, when another
+    /// archive process writing the same database won a race it lost.
     pub(crate) async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, IndexError> + Send + 'static,
     {
         self.submit(op, Promise::Durable, f).await
     }
@@ -369,7 +372,7 @@ impl SqliteIndex {
     async fn submit<T, F>(&self, op: &'static str, promise: Promise, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, IndexError> + Send + 'static,
     {
         let _timer = self.metrics.time("index", op);
         self.writer.submit(promise, f).await
@@ -425,9 +428,12 @@ impl Catalog for SqliteIndex {
         journal: Journal,
     ) -> Result<MpiChange, IndexError> {
         let key = self.audit_key.clone();
+        let mut journal = journal;
         self.write("mpi_op", move |c| {
             let change = mpi::apply_op(c, &op, &actor)?;
-            journal(&change).map_err(IndexError::Journal)?;
+            // stamped after the decisions' lock: decisions list in the order they committed
+            let stamp = progress::journal_stamp(c, now_ms())?;
+            journal(&change, stamp).map_err(IndexError::Journal)?;
             audit::append_audit(c, key.as_deref(), &audit)?;
             Ok(change)
         })
@@ -539,6 +545,11 @@ impl Catalog for SqliteIndex {
             progress::set_worker_progress(c, &progress)
         })
         .await
+    }
+
+    async fn journal_stamp(&self, now: i64) -> Result<i64, IndexError> {
+        self.write("journal_stamp", move |c| progress::journal_stamp(c, now))
+            .await
     }
 
     async fn instance_blobs(&self) -> Result<Vec<(String, BlobId)>, IndexError> {
@@ -723,7 +734,7 @@ impl Catalog for SqliteIndex {
 
     async fn remove_peer(&self, aet: String) -> Result<bool, IndexError> {
         self.write("remove_peer", move |c| {
-            Ok(c.execute("DELETE FROM ae_peers WHERE aet = ?1", [aet])? > 0)
+            Ok(c.execute("DELETE FROM ae_peers WHERE aet = ?1", [&aet])? > 0)
         })
         .await
     }
@@ -1157,7 +1168,7 @@ impl Catalog for SqliteIndex {
 
     async fn delete_session(&self, id_hash: String) -> Result<(), IndexError> {
         self.write("delete_session", move |c| {
-            c.execute("DELETE FROM sessions WHERE id_hash = ?1", [id_hash])?;
+            c.execute("DELETE FROM sessions WHERE id_hash = ?1", [&id_hash])?;
             Ok(())
         })
         .await

@@ -590,3 +590,155 @@ async fn a_page_of_a_search_is_the_slice_of_the_whole_answer(engine: Engine) {
         of(&(8..16).collect::<Vec<_>>())
     );
 }
+
+/// Three writers (as three archive processes would open it) on one PostgreSQL index, storing
+/// the same new patients' instances at the same moment: one person per patient, one row per
+/// study and series with every instance counted, no store refused, and one audit chain with
+/// an event per store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_of_one_postgres_index_store_the_same_patients_at_once() {
+    let url = strata_testkit::postgres::database();
+    let key = strata_core::audit::AuditKey::from_bytes([7; 32]);
+    let nodes: Vec<Index> = (0..3)
+        .map(|_| {
+            Index::open_postgres(
+                &url,
+                PG_SCHEMA,
+                Arc::new(strata_core::Metrics::new()),
+                Some(key.clone()),
+            )
+            .unwrap()
+        })
+        .collect();
+    const NAMES: [&str; 6] = [
+        "SMITH^JOHN",
+        "JONES^MARY",
+        "BROWN^PETER",
+        "TAYLOR^SUSAN",
+        "WILSON^JAMES",
+        "DAVIES^HELEN",
+    ];
+    let (rounds, per_node) = (NAMES.len(), 12);
+    for (round, name) in NAMES.iter().enumerate() {
+        // Each node stores its own instances of the round's patient, study and series, and the
+        // last four of them are sent to every node (the same bytes).
+        let stores = (0..per_node).flat_map(|i| {
+            (0..nodes.len()).map(move |n| {
+                let sop = if i >= per_node - 4 {
+                    format!("1.{round}.{i}")
+                } else {
+                    format!("1.{round}.{n}.{i}")
+                };
+                (n, sop)
+            })
+        });
+        let jobs = stores.map(|(n, sop)| {
+            let node = nodes[n].clone();
+            let mut rec = record(
+                &sop,
+                &format!("9.{round}"),
+                &format!("8.{round}.{}", sop.len() % 2),
+                sop.as_bytes(),
+            );
+            // even rounds: one local key sent to every node; odd rounds: each node's own key
+            // for the patient (its own issuer), which the matcher links by demographics
+            rec.patient.patient_id = format!("NEW{round}");
+            if round % 2 == 1 {
+                rec.patient.issuer = format!("HOSP_{n}");
+            }
+            rec.patient.name = Some(name.to_string());
+            rec.patient.birth_date = Some(format!(
+                "19{:02}0{}1{}",
+                40 + round,
+                1 + round % 9,
+                round % 10
+            ));
+            rec.patient.sex = Some("M".into());
+            let event = AuditEvent::now("CT1", "dimse", "dimse.store", Outcome::Success)
+                .detail(sop.clone());
+            tokio::spawn(async move {
+                node.insert_instance_audited(rec, OnConflict::Reject, vec![], Some(event))
+                    .await
+            })
+        });
+        for outcome in futures::future::join_all(jobs).await {
+            let outcome = outcome.unwrap().expect("no store is refused");
+            assert!(
+                matches!(
+                    outcome,
+                    InsertOutcome::Inserted | InsertOutcome::AlreadyPresent
+                ),
+                "{outcome:?}"
+            );
+        }
+    }
+    let counts = nodes[1].counts().await.unwrap();
+    let instances = rounds * (4 + 3 * (per_node - 4));
+    let keys = rounds / 2 + rounds / 2 * nodes.len();
+    assert_eq!(
+        (counts.patients, counts.studies, counts.instances),
+        (keys as i64, rounds as i64, instances as i64)
+    );
+    let persons = nodes[2].persons(PersonSearch::default()).await.unwrap();
+    assert_eq!(persons.len(), rounds, "one person per patient: {persons:?}");
+    for s in nodes[0].studies().await.unwrap() {
+        assert_eq!(s.num_instances, (4 + 3 * (per_node - 4)) as i64, "{s:?}");
+    }
+    // Every store wrote its event (an instance another node had just stored too); the chain
+    // holds them in one line.
+    let events = nodes[0].audit_events(AuditFilter::default()).await.unwrap();
+    assert_eq!(events.len(), rounds * 3 * per_node);
+    assert_eq!(
+        events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        (1..=events.len() as i64).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        strata_core::audit::verify(Some(&key), events.clone()),
+        Verdict::Intact {
+            events: events.len() as u64
+        }
+    );
+    for node in &nodes {
+        node.close().await.unwrap();
+    }
+}
+
+/// The decision journal's stamps, taken by three writers of one PostgreSQL index at once (one
+/// of them on a machine whose clock is an hour behind): each distinct, each writer's later
+/// than its last, never behind the clock of whoever took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn journal_stamps_are_one_order_across_writers() {
+    let url = strata_testkit::postgres::database();
+    let nodes: Vec<Index> = (0..3)
+        .map(|_| {
+            Index::open_postgres(&url, PG_SCHEMA, Arc::new(strata_core::Metrics::new()), None)
+                .unwrap()
+        })
+        .collect();
+    let takers = nodes.iter().enumerate().map(|(n, node)| {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut stamps = vec![];
+            for _ in 0..40 {
+                let now = strata_core::now_ms() - if n == 2 { 3_600_000 } else { 0 };
+                let stamp = node.journal_stamp(now).await.unwrap();
+                assert!(stamp >= now, "{stamp} < {now}");
+                stamps.push(stamp);
+            }
+            stamps
+        })
+    });
+    let mut all = vec![];
+    for stamps in futures::future::join_all(takers).await {
+        let stamps = stamps.unwrap();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+        all.extend(stamps);
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "a stamp was given twice");
+    for node in &nodes {
+        node.close().await.unwrap();
+    }
+}

@@ -10,9 +10,15 @@
 //!
 //! On PostgreSQL every group commits durably (`synchronous_commit` on): the server's own WAL
 //! flush is the fsync, so both promises are kept at COMMIT and a sync has nothing left to wait
-//! for. A connection the server closed is opened again before the next group.
+//! for. A connection the server closed is opened again before the next group. Other archive
+//! processes may write the same database at once: a job that lost a race to one of them (a
+//! deadlock broken, a serialization failure, a row it meant to insert inserted meanwhile) is run
+//! again in a new transaction after its group commits, as PostgreSQL's documentation advises;
+//! by then the other's writes are visible to it. Audit events are chained at the end of each
+//! group ([`crate::audit::append_queued`]).
 
 use super::IndexError;
+use crate::audit::AuditQueue;
 use crate::db::Connection;
 use crate::pg::PgClient;
 use std::cell::RefCell;
@@ -25,9 +31,49 @@ use tokio::sync::oneshot;
 /// Most jobs committed in one transaction; bounds how long the first job of a group waits.
 const MAX_GROUP: usize = 512;
 
-/// A job runs against the connection inside a savepoint and returns what to do once the
-/// transaction's fate is known (true: committed).
-type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<(), String>) + Send> + Send>;
+/// Times a job is run when it keeps losing races to other writers of a PostgreSQL index;
+/// the last attempt's error is its caller's.
+const ATTEMPTS: usize = 8;
+
+/// A job: run against the connection inside a savepoint (again, if a PostgreSQL transaction
+/// must be retried), then told how its transaction ended.
+trait Work: Send {
+    /// Runs the job; true when it failed in a way a new transaction may not
+    /// ([`IndexError::is_transient`]).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller: the job's result once its transaction committed, else the commit's
+    /// error.
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+type Job = Box<dyn Work>;
+
+struct Task<T, F> {
+    f: F,
+    result: Option<Result<T, IndexError>>,
+    done: oneshot::Sender<Result<T, IndexError>>,
+}
+
+impl<T, F> Work for Task<T, F>
+where
+    T: Send + 'static,
+    F: FnMut(&Connection) -> Result<T, IndexError> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = in_savepoint(conn, &mut self.f);
+        let transient = matches!(&result, Err(e) if e.is_transient());
+        self.result = Some(result);
+        transient
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let _ = self.done.send(match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(IndexError::Commit("the job did not run".into())),
+            (Err(e), _) => Err(IndexError::Commit(e)),
+        });
+    }
+}
 
 /// When a job's caller hears that it committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,17 +128,13 @@ impl Writer {
     ) -> impl std::future::Future<Output = Result<T, IndexError>> + Send + 'static
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, IndexError> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |commit: Result<(), String>| {
-                let _ = done_tx.send(match commit {
-                    Ok(()) => result,
-                    Err(e) => Err(IndexError::Commit(e)),
-                });
-            })
+        let job: Job = Box::new(Task {
+            f,
+            result: None,
+            done: done_tx,
         });
         let sent = self.jobs.send(Message::Run(job, promise));
         async move {
@@ -128,11 +170,15 @@ fn in_savepoint<T>(
 ) -> Result<T, IndexError> {
     // Cached statements: a job as small as one audit event costs little more than its fsync.
     conn.execute("SAVEPOINT job", crate::params![])?;
+    let queued = conn.audit_queue().map(|q| (q, q.len()));
     let result = f(conn);
     match &result {
         Ok(_) => conn.execute("RELEASE job", crate::params![])?,
         Err(_) => {
             conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            if let Some((queue, mark)) = queued {
+                queue.truncate(mark);
+            }
             0
         }
     };
@@ -320,13 +366,16 @@ fn commit(
         return;
     }
     let db = Connection::sqlite(conn);
-    let finish: Vec<_> = group.into_iter().map(|job| job(&db)).collect();
+    let mut group = group;
+    for job in &mut group {
+        job.run(&db);
+    }
     let committed = execute_cached(conn, "COMMIT").map_err(|e| e.to_string());
     if committed.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
     }
-    for f in finish {
-        f(committed.clone());
+    for job in group {
+        job.finish(committed.clone());
     }
     if committed.is_ok() && !durable {
         syncer.request(None);
@@ -362,21 +411,55 @@ fn run_postgres(client: PgClient, url: String, schema: String, rx: mpsc::Receive
     }
 }
 
+/// Runs `group` in one transaction, its audit events chained at the end, and answers each
+/// job; the jobs that lost a race to another writer run again in the next transaction, after
+/// this one committed and released its locks (a whole group again if COMMIT itself lost one).
 fn commit_postgres(client: &RefCell<PgClient>, group: Vec<Job>) {
-    let db = Connection::postgres(client);
-    if let Err(e) = db.execute_batch("BEGIN") {
-        tracing::error!(
-            "index: cannot begin a transaction, {} writes refused: {e}",
-            group.len()
-        );
-        return;
-    }
-    let finish: Vec<_> = group.into_iter().map(|job| job(&db)).collect();
-    let committed = db.execute_batch("COMMIT").map_err(|e| e.to_string());
-    if committed.is_err() {
-        let _ = db.execute_batch("ROLLBACK");
-    }
-    for f in finish {
-        f(committed.clone());
+    let queue = AuditQueue::default();
+    let db = Connection::postgres_writer(client, &queue);
+    let mut group = group;
+    for attempt in 1..=ATTEMPTS {
+        let last = attempt == ATTEMPTS;
+        if let Err(e) = db.execute_batch("BEGIN") {
+            tracing::error!(
+                "index: cannot begin a transaction, {} writes refused: {e}",
+                group.len()
+            );
+            return;
+        }
+        let (mut done, mut again) = (Vec::new(), Vec::new());
+        for mut job in group {
+            if job.run(&db) && !last {
+                again.push(job);
+            } else {
+                done.push(job);
+            }
+        }
+        let committed = crate::audit::append_queued(&db).and_then(|()| db.execute_batch("COMMIT"));
+        match committed {
+            Err(e) if e.is_transient() && !last => {
+                let _ = db.execute_batch("ROLLBACK");
+                queue.clear();
+                done.append(&mut again);
+                group = done;
+            }
+            committed => {
+                let committed = committed.map_err(|e| e.to_string());
+                if committed.is_err() {
+                    let _ = db.execute_batch("ROLLBACK");
+                    queue.clear();
+                }
+                for job in done {
+                    job.finish(committed.clone());
+                }
+                if again.is_empty() {
+                    return;
+                }
+                group = again;
+            }
+        }
+        // the other writer is committing: a moment for it, longer at each attempt
+        let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=5u64) * attempt as u64;
+        std::thread::sleep(Duration::from_millis(pause));
     }
 }

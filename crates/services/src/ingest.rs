@@ -160,6 +160,15 @@ pub enum IngestError {
     Io(#[from] std::io::Error),
 }
 
+impl From<crate::journal::JournalError> for IngestError {
+    fn from(e: crate::journal::JournalError) -> IngestError {
+        match e {
+            crate::journal::JournalError::Store(e) => IngestError::Store(e),
+            crate::journal::JournalError::Clock(e) => IngestError::Index(e),
+        }
+    }
+}
+
 fn invalid(msg: impl Into<String>) -> IngestError {
     IngestError::Invalid(msg.into())
 }
@@ -403,7 +412,9 @@ impl Ingest {
             source: issuers,
             at: now_ms(),
         };
-        self.journal.record(entry).await?;
+        // by this machine's clock: the source of a blob's keys has no place in the order
+        // (`JournalEntry::is_ordered`), and asking the index for a stamp would cost a commit
+        self.journal.record_at(entry, now_ms()).await?;
         store.await
     }
 

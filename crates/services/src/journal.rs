@@ -7,6 +7,7 @@ use crate::ServiceError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use strata_core::now_ms;
+use strata_index::{Index, IndexError};
 use strata_store::{Store, StoreError};
 
 /// Where the decision journal lives on every replica: one sealed JSON object per decision,
@@ -125,20 +126,69 @@ pub enum JournalEntry {
     },
 }
 
+impl JournalEntry {
+    /// Whether the entry's place among the others changes what a replay gives. Only the source
+    /// of a blob's keys does not: every one is read before the blobs, and two of one blob come
+    /// only from the same bytes stored through two doors at once.
+    fn is_ordered(&self) -> bool {
+        !matches!(self, JournalEntry::KeyIssuer { .. })
+    }
+}
+
+/// Why a decision could not be journaled (and so was not made).
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The index could not give the decision its stamp.
+    #[error(transparent)]
+    Clock(#[from] IndexError),
+}
+
+impl From<JournalError> for ServiceError {
+    fn from(e: JournalError) -> ServiceError {
+        match e {
+            JournalError::Store(e) => ServiceError::Store(e),
+            JournalError::Clock(e) => ServiceError::Index(e),
+        }
+    }
+}
+
 /// Writes decisions to the replicas.
 #[derive(Clone)]
 pub struct Journal {
     store: Arc<Store>,
+    /// Where decisions are stamped ([`Index::journal_stamp`]); without it, by this machine's
+    /// clock alone.
+    clock: Option<Index>,
 }
 
 impl Journal {
     pub fn new(store: Arc<Store>) -> Journal {
-        Journal { store }
+        Journal { store, clock: None }
+    }
+
+    /// This journal, its decisions named by the stamps `index` gives: one order for the
+    /// decisions of every archive process writing that index.
+    pub fn stamped_by(self, index: Index) -> Journal {
+        Journal {
+            clock: Some(index),
+            ..self
+        }
     }
 
     /// Writes a decision to the journal on the write quorum of replicas.
-    pub async fn record(&self, entry: JournalEntry) -> Result<(), StoreError> {
-        let at = now_ms();
+    pub async fn record(&self, entry: JournalEntry) -> Result<(), JournalError> {
+        let at = match &self.clock {
+            Some(index) if entry.is_ordered() => index.journal_stamp(now_ms()).await?,
+            _ => now_ms(),
+        };
+        Ok(self.record_at(entry, at).await?)
+    }
+
+    /// Writes a decision stamped `at` (a stamp the index gave inside the transaction that
+    /// makes the decision) to the journal on the write quorum of replicas.
+    pub async fn record_at(&self, entry: JournalEntry, at: i64) -> Result<(), StoreError> {
         let name = format!(
             "{JOURNAL_PREFIX}/{at:013}-{:08x}.json",
             rand::random::<u32>()

@@ -34,12 +34,12 @@ impl Persons {
                 op,
                 actor,
                 audit,
-                Box::new(move |change: &MpiChange| {
+                Box::new(move |change: &MpiChange, stamp: i64| {
                     let entry = JournalEntry::Mpi {
                         change: Box::new(change.clone()),
                     };
                     runtime
-                        .block_on(journal.record(entry))
+                        .block_on(journal.record_at(entry, stamp))
                         .map_err(|e| e.to_string())
                 }),
             )
