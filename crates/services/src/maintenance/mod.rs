@@ -10,6 +10,7 @@ pub mod scrub;
 pub mod workers;
 
 use crate::ServiceError;
+use leases::Node;
 use scrub::{Scrubber, SCRUB};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use strata_core::{BlobId, Metrics};
 use strata_index::{Index, WorkerProgress};
 use strata_store::scrub::{scrub_blob, BadCopyLeft, ScrubReport};
 use strata_store::Store;
-use leases::Node;
 use workers::{RoundDone, WorkerStatus, Workers};
 
 /// Where the audit trail is copied on every replica: sealed JSON batches named by their first
@@ -145,7 +145,8 @@ impl Maintenance {
     pub fn spawn_workers(&self) {
         if !self.node.role().runs_upkeep() {
             for name in ONCE_PER_ARCHIVE {
-                self.workers.off(name, "node.role = render: the other nodes do the upkeep");
+                self.workers
+                    .off(name, "node.role = render: the other nodes do the upkeep");
             }
             return;
         }
