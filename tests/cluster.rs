@@ -160,6 +160,11 @@ fn two_nodes_share_the_upkeep_through_leases_and_a_dead_holder_is_replaced() {
             "{v}"
         );
     }
+    let metrics = api_b.get("/metrics").text();
+    assert!(
+        metrics.contains("strata_node_info{node=\"node-b\",role=\"all\"} 1"),
+        "{metrics}"
+    );
     let ready = http("GET", &format!("{}/readyz", base(&server_b)), &[], None);
     let ready: Value = serde_json::from_slice(&ready.body).unwrap();
     assert_eq!(
