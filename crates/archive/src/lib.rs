@@ -20,6 +20,7 @@ use strata_services::audit::AuditTrail;
 use strata_services::auth::Access;
 use strata_services::ingest::Ingest;
 use strata_services::journal::Journal;
+use strata_services::maintenance::leases::Node;
 use strata_services::maintenance::Maintenance;
 use strata_services::persons::Persons;
 use strata_services::pictures::Pictures;
@@ -116,6 +117,13 @@ impl Archive {
                 .measured(metrics.clone()),
         );
         let journal = Journal::new(store.clone()).stamped_by(index.clone());
+        let node = Node::new(
+            index.clone(),
+            config.node_id(),
+            config.node.role,
+            std::time::Duration::from_secs(config.node.lease_seconds),
+        );
+        metrics.set_node(node.id(), node.role().as_str());
         let codec_workers = config.render.codec_worker_program.clone().map(|program| {
             Arc::new(strata_render::CodecWorkers::new(
                 program,
@@ -169,6 +177,7 @@ impl Archive {
                 metrics.clone(),
                 config.scrub.clone(),
                 config.repair.clone(),
+                node,
             ),
             config,
             store,
@@ -265,6 +274,16 @@ impl Archive {
     /// Starts the background workers of a serving archive.
     pub fn spawn_workers(&self) {
         self.maintenance.spawn_workers();
+    }
+
+    /// Stops the background workers and hands their leases over to the other nodes.
+    pub async fn stop_workers(&self) {
+        self.maintenance.stop_workers().await;
+    }
+
+    /// This process as a node of the archive: its id and role.
+    pub fn node(&self) -> &Node {
+        self.maintenance.node()
     }
 }
 

@@ -32,6 +32,7 @@ pub struct Metrics {
     repair_queue: Gauge,
     op_seconds: OpHistogram,
     worker_runs: Family<Labels, Counter>,
+    node: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -53,6 +54,7 @@ impl Metrics {
         let repair_queue = Gauge::default();
         let op_seconds = OpHistogram::new_with_constructor(op_histogram);
         let worker_runs = Family::<Labels, Counter>::default();
+        let node = Family::<Labels, Gauge>::default();
         registry.register(
             "ingest_instances",
             "Instances through the ingest path, by outcome",
@@ -88,6 +90,11 @@ impl Metrics {
             "Rounds of each background worker, by worker and outcome",
             worker_runs.clone(),
         );
+        registry.register(
+            "node_info",
+            "This node of the archive, by id and role (always 1): what every other series of its /metrics is about",
+            node.clone(),
+        );
         Metrics {
             registry,
             ingest,
@@ -97,7 +104,18 @@ impl Metrics {
             repair_queue,
             op_seconds,
             worker_runs,
+            node,
         }
+    }
+
+    /// Names the node these metrics are of (`strata_node_info{node, role} 1`).
+    pub fn set_node(&self, id: &str, role: &str) {
+        self.node
+            .get_or_create(&vec![
+                ("node".into(), id.into()),
+                ("role".into(), role.into()),
+            ])
+            .set(1);
     }
 
     pub fn ingested(&self, outcome: &str, bytes: u64, elapsed: Duration) {
@@ -185,7 +203,12 @@ mod tests {
         }
         m.observe("store", "put", Duration::from_millis(3));
         m.worker_ran("scrub", "ok");
+        m.set_node("pacs-1", "all");
         let text = m.render();
+        assert!(
+            text.contains("strata_node_info{node=\"pacs-1\",role=\"all\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("strata_operation_seconds_count{engine=\"index\",op=\"studies\"} 1"),
             "{text}"
