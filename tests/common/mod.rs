@@ -265,11 +265,16 @@ impl TestArchive {
     /// As [`TestArchive::serve`], with HTTP on the given address (to restart a server where
     /// its clients expect it).
     pub fn serve_http_on(&self, http: &str) -> Server {
+        self.serve_on(http, "127.0.0.1:0")
+    }
+
+    /// As [`TestArchive::serve`], with HTTP and DIMSE on the given addresses.
+    pub fn serve_on(&self, http: &str, dimse: &str) -> Server {
         use std::io::BufRead;
         let mut child = self
             .cmd()
             .env("STRATA_LOG", "info")
-            .args(["serve", "--http", http, "--dimse", "127.0.0.1:0"])
+            .args(["serve", "--http", http, "--dimse", dimse])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -756,5 +761,39 @@ pub async fn assert_nothing_acknowledged_lost(
             .await
             .unwrap();
         assert_eq!(got, std::fs::read(&by_uid[uid]).unwrap(), "{uid}");
+    }
+}
+
+impl Server {
+    /// Sends SIGTERM (the server drains, then exits) and waits `within` at most for its exit;
+    /// panics, with its log, if it is still running then.
+    pub fn terminate(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.wait_exit(within)
+    }
+
+    /// Waits `within` at most for the server to exit; panics, with its log, if it has not.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("polling strata serve") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "strata serve still runs after {within:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (`-TERM`, `-INT`...) to the server and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} strata serve");
     }
 }

@@ -22,6 +22,7 @@ const SECTIONS: &[&str] = &[
     "retention",
     "render",
     "index",
+    "node",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub render: RenderConfig,
     pub index: IndexConfig,
+    pub node: NodeConfig,
     /// The data directory (index, key, default replicas); set from `--data`, not the file.
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -269,6 +271,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             render: RenderConfig::default(),
             index: IndexConfig::default(),
+            node: NodeConfig::default(),
             data_dir: PathBuf::from("strata-data"),
         }
     }
@@ -341,6 +344,30 @@ impl Default for RetentionConfig {
 pub struct IndexConfig {
     /// `postgres://user:password@host:port/database` (or `STRATA_INDEX_URL`); none: SQLite.
     pub url: Option<String>,
+}
+
+/// This process as one node of a cluster behind a load balancer (`[node]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    // How the node stops on SIGTERM or SIGINT: first it says not-ready on `/readyz` for
+    // `drain_seconds`, long enough for the load balancer's health check to see it and send
+    // nothing new; then it stops accepting, lets the requests and associations under way finish
+    // for at most `drain_max_seconds`, aborts what is left, and exits.
+    /// Seconds `/readyz` says 503 (draining) before the listeners close.
+    pub drain_seconds: u64,
+    /// Most seconds the requests and associations under way may take to finish once the
+    /// listeners are closed; then they are aborted (nothing unacknowledged is acknowledged).
+    pub drain_max_seconds: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            drain_seconds: 2,
+            drain_max_seconds: 60,
+        }
+    }
 }
 
 /// Where the index is, as [`Config::index_location`] names it.

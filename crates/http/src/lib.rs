@@ -121,7 +121,13 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// Ready to acknowledge instances: the index answers and a write quorum of replicas is reachable.
+/// A node asked to stop says 503 (draining) at once, whatever else holds, so the load balancer
+/// sends it nothing new while it finishes what it has.
 async fn readyz(State(a): State<Arc<Archive>>) -> impl IntoResponse {
+    if a.drain().draining() {
+        let body = serde_json::json!({ "draining": true });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
+    }
     let r = a.readiness().await;
     let body = serde_json::json!({
         "index": if r.index_ok { "ok" } else { "unavailable" },
@@ -213,13 +219,15 @@ async fn metrics(
     ))
 }
 
-/// Serves the HTTP side on `http.listen` until `shutdown` resolves: HTTPS when a certificate
-/// is configured or asked for, else plain HTTP. Once the listener is bound, the archive learns
-/// the URL clients reach it at (`http.public_url`, else this address).
-pub async fn serve(
-    archive: Arc<Archive>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// Serves the HTTP side on `http.listen` until the node's drain closes the doors: HTTPS when a
+/// certificate is configured or asked for, else plain HTTP. Once the listener is bound, the
+/// archive learns the URL clients reach it at (`http.public_url`, else this address). The
+/// requests under way when the listener closes finish; those still running when the drain
+/// aborts are cut off.
+pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
+    use strata_archive::drain::Phase;
+    let shutdown = archive.drain().reached(Phase::Closed);
+    let abort = archive.drain().reached(Phase::Aborting);
     let cfg = archive.config().http.clone();
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -247,7 +255,7 @@ pub async fn serve(
             .map_err(|e| anyhow::anyhow!("http.trusted_proxies: {e}"))?
             .into(),
     };
-    listen::run(listener, router(archive), tls, limits, shutdown).await
+    listen::run(listener, router(archive), tls, limits, shutdown, abort).await
 }
 
 /// The HTTPS configuration: the configured certificate, or the one the archive made for itself
