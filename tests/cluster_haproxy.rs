@@ -87,19 +87,19 @@ impl Proxy {
         cmd.arg("-db")
             .arg("-f")
             .arg(&config)
-            .env("STRATA_PROXY_HTTP_PORT", http.to_string())
-            .env("STRATA_PROXY_DIMSE_PORT", dimse.to_string())
-            .env("STRATA_PROXY_STATS_PORT", stats.to_string())
+            .env("CLUSTER_PROXY_HTTP_PORT", http.to_string())
+            .env("CLUSTER_PROXY_DIMSE_PORT", dimse.to_string())
+            .env("CLUSTER_PROXY_STATS_PORT", stats.to_string())
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
         for (i, n) in nodes.iter().enumerate() {
             cmd.env(
-                format!("STRATA_NODE{}_HTTP_PORT", i + 1),
+                format!("CLUSTER_NODE{}_HTTP_PORT", i + 1),
                 n.http.to_string(),
             )
             .env(
-                format!("STRATA_NODE{}_DIMSE_PORT", i + 1),
+                format!("CLUSTER_NODE{}_DIMSE_PORT", i + 1),
                 n.dimse.to_string(),
             );
         }
