@@ -655,10 +655,30 @@ fn a_draining_node_says_not_ready_while_its_request_finishes_and_cuts_off_what_o
     let auth = format!("Bearer {}", common::token(&t, "admin"));
     let (ctype, body) = common::multipart(&[("application/dicom", &original)]);
 
-    // A STOW-RS request under way when SIGTERM comes.
+    // Under way when SIGTERM comes: a STOW-RS request, an association (held by a pynetdicom
+    // peer), and a viewing session on the stream's WebSocket.
     let half = body.len() / 2;
     let mut upload = start_upload(server.http, &auth, &ctype, &body, half);
-    std::thread::sleep(Duration::from_millis(300));
+    let mut holder = std::process::Command::new(common::python())
+        .arg(common::peer_script("hold.py"))
+        .args(["127.0.0.1", &server.port()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting hold.py");
+    let mut said = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+    assert_eq!(line.trim(), "associated");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut viewer = rt.block_on(async {
+        let mut req = format!("ws://{}/api/stream", server.http)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("Authorization", auth.parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    });
     server.signal("-TERM");
     // Not ready at once, while the listener still accepts (the proxy's health check asks).
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -671,16 +691,45 @@ fn a_draining_node_says_not_ready_while_its_request_finishes_and_cuts_off_what_o
     };
     assert_eq!(ready.status, 503, "{}", ready.text());
     assert!(ready.text().contains("draining"), "{}", ready.text());
-    // Then the listener closes; the request under way goes on and is answered.
+    // Then both listeners close.
     wait_closed(server.http, Duration::from_secs(10));
+    wait_closed(server.dimse, Duration::from_secs(10));
+    // The viewing session is told the node is going away (the viewer reconnects elsewhere).
+    let closed = rt.block_on(async {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), viewer.next())
+                .await
+                .expect("the stream says it closes")
+                .expect("a close frame")
+                .expect("a message");
+            if let Message::Close(frame) = msg {
+                break frame;
+            }
+        }
+    });
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1001), "going away");
+    // The request under way goes on and is answered; the association goes on and is released.
     upload.write_all(&body[half..]).unwrap();
     let mut answer = String::new();
     let _ = upload.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(holder.stdin.take());
+    let mut rest = String::new();
+    said.read_to_string(&mut rest).unwrap();
+    assert!(holder.wait().unwrap().success(), "{rest}");
+    assert_eq!(rest.trim(), "echo ok");
     let status = server.wait_exit(EXIT_WITHIN);
     let log = server.log_text();
     assert!(status.success(), "exit {status}:\n{log}");
-    assert!(log.contains("http: every request finished"), "{log}");
+    for phase in [
+        "SIGTERM: draining",
+        "http: every request finished",
+        "dimse: listener closed; 1 associations finishing",
+        "dimse: every association ended",
+        "drained: exiting",
+    ] {
+        assert!(log.contains(phase), "{phase:?} not logged:\n{log}");
+    }
     drop(server);
     let got = t.path("got.dcm");
     t.ok(&[

@@ -819,4 +819,28 @@ mod tests {
         .to_string();
         assert!(e.contains("http.trusted_proxies"), "{e}");
     }
+
+    #[test]
+    fn the_drain_has_short_defaults_and_its_keys_in_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(dir.path(), None, env(&[])).unwrap();
+        assert_eq!((c.node.drain_seconds, c.node.drain_max_seconds), (2, 60));
+        std::fs::write(
+            dir.path().join("strata.toml"),
+            "[node]\ndrain_seconds = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_NODE_DRAIN_MAX_SECONDS", "10")]),
+        )
+        .unwrap();
+        assert_eq!((c.node.drain_seconds, c.node.drain_max_seconds), (5, 10));
+        std::fs::write(dir.path().join("strata.toml"), "[node]\ndrain = 5\n").unwrap();
+        let e = Config::load(dir.path(), None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("drain"), "{e}");
+    }
 }
