@@ -690,7 +690,8 @@ fn a_draining_node_says_not_ready_while_its_request_finishes_and_cuts_off_what_o
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(ready.status, 503, "{}", ready.text());
-    assert!(ready.text().contains("draining"), "{}", ready.text());
+    let readiness: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(readiness["draining"], true, "{readiness}");
     // Then both listeners close.
     wait_closed(server.http, Duration::from_secs(10));
     wait_closed(server.dimse, Duration::from_secs(10));

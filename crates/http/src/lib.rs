@@ -124,18 +124,16 @@ async fn healthz() -> impl IntoResponse {
 /// A node asked to stop says 503 (draining) at once, whatever else holds, so the load balancer
 /// sends it nothing new while it finishes what it has.
 async fn readyz(State(a): State<Arc<Archive>>) -> impl IntoResponse {
-    if a.drain().draining() {
-        let body = serde_json::json!({ "draining": true });
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
-    }
     let r = a.readiness().await;
+    let draining = a.drain().draining();
     let body = serde_json::json!({
         "index": if r.index_ok { "ok" } else { "unavailable" },
         "replicas_reachable": r.replicas_reachable,
         "replicas": r.replicas,
         "write_quorum": r.write_quorum,
+        "draining": draining,
     });
-    let status = if r.ready() {
+    let status = if r.ready() && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
