@@ -22,8 +22,9 @@ use strata_synth::{Modality, SynthOptions};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Longest a node may take to exit after SIGTERM here: its drain (1 s not-ready, then what is
-/// under way) and its background workers' rounds.
+/// Longest a node may take to exit after SIGTERM here: its drain (2 s not-ready, then what is
+/// under way: 20 s at most in the cluster, 30 s alone) and its background workers' rounds,
+/// bounded by the same.
 const EXIT_WITHIN: Duration = Duration::from_secs(40);
 
 /// One small CT study of its own (one series), seeded by `seed`.
@@ -472,7 +473,7 @@ fn three_nodes_behind_haproxy_answer_alike_and_restart_one_by_one_without_loss()
     // A rolling restart (SIGTERM, exit 0, start again, next node) while a client stores study
     // after study, each on one association retried when it fails, and another searches, each
     // search retried once when it fails.
-    let studies: Vec<Vec<PathBuf>> = (0..40)
+    let studies: Vec<Vec<PathBuf>> = (0..80)
         .map(|i| strata_synth::generate(&dir.join(format!("r{i}")), &study(100 + i, 2)).unwrap())
         .collect();
     let done = Arc::new(AtomicBool::new(false));
@@ -538,7 +539,7 @@ fn three_nodes_behind_haproxy_answer_alike_and_restart_one_by_one_without_loss()
                     eprintln!("a search retried: {}", errors.join("; then "));
                     retried += 1;
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(150));
             }
             (searches, retried, failed)
         })
