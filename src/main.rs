@@ -279,13 +279,17 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("starting the runtime");
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("strata: error: {e:#}");
             std::process::ExitCode::from(2)
         }
-    }
+    };
+    // What is still running once the command is done (a connection a drain cut off, a blocking
+    // read under way) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {

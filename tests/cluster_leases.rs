@@ -235,7 +235,13 @@ fn two_nodes_share_the_upkeep_through_leases_and_a_dead_holder_is_replaced() {
         .status()
         .unwrap();
     assert!(term.success());
-    assert!(server_b.wait_exit(30).success(), "{}", server_b.log_text());
+    assert!(
+        server_b
+            .wait_exit(std::time::Duration::from_secs(30))
+            .success(),
+        "{}",
+        server_b.log_text()
+    );
     let exited = now_ms();
     let freed = leases_in_index(&url);
     for name in ONCE {

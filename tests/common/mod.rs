@@ -265,11 +265,16 @@ impl TestArchive {
     /// As [`TestArchive::serve`], with HTTP on the given address (to restart a server where
     /// its clients expect it).
     pub fn serve_http_on(&self, http: &str) -> Server {
+        self.serve_on(http, "127.0.0.1:0")
+    }
+
+    /// As [`TestArchive::serve`], with HTTP and DIMSE on the given addresses.
+    pub fn serve_on(&self, http: &str, dimse: &str) -> Server {
         use std::io::BufRead;
         let mut child = self
             .cmd()
             .env("STRATA_LOG", "info")
-            .args(["serve", "--http", http, "--dimse", "127.0.0.1:0"])
+            .args(["serve", "--http", http, "--dimse", dimse])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -832,19 +837,35 @@ impl Server {
         self.child.id()
     }
 
-    /// Waits (`secs` at most) for the server to exit by itself; its exit status.
-    pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    /// Sends SIGTERM (the server drains, then exits) and waits `within` at most for its exit;
+    /// panics, with its log, if it is still running then.
+    pub fn terminate(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.wait_exit(within)
+    }
+
+    /// Waits `within` at most for the server to exit; panics, with its log, if it has not.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("polling strata serve") {
                 return status;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "strata serve still running after {secs} s:\n{}",
+                "strata serve still runs after {within:?}:\n{}",
                 self.log_text()
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// Sends a signal (`-TERM`, `-INT`...) to the server and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} strata serve");
     }
 }

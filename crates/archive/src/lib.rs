@@ -4,6 +4,7 @@
 //! and does no work of its own: every door reaches the archive's work through the services it
 //! hands out.
 
+pub mod drain;
 pub mod tls;
 
 /// The decoder process's side, for the command that is its program.
@@ -47,6 +48,8 @@ pub struct Archive {
     maintenance: Maintenance,
     /// Where clients reach the HTTP side: `http.public_url`, or set once the listener is bound.
     public_url: OnceLock<String>,
+    /// Where the node is in its stop (`strata serve` moves it on; the doors watch it).
+    drain: drain::Drain,
 }
 
 /// Held by `strata serve` for as long as it runs, so that `reindex`, which swaps the index file,
@@ -184,6 +187,7 @@ impl Archive {
             index,
             metrics,
             public_url: OnceLock::new(),
+            drain: drain::Drain::default(),
         });
         // From the first opening of an archive that keys its chain, the replicas know it.
         if let Err(e) = archive.audit.mark_keyed().await {
@@ -251,6 +255,11 @@ impl Archive {
 
     pub fn set_public_url(&self, url: String) {
         let _ = self.public_url.set(url);
+    }
+
+    /// The node's stop: its phase, moved on by `strata serve`, watched by the doors.
+    pub fn drain(&self) -> &drain::Drain {
+        &self.drain
     }
 
     /// Ready to acknowledge instances: the index answers and a write quorum of replicas is

@@ -360,6 +360,15 @@ pub struct NodeConfig {
     /// holding one is replaced this long after its last renewal at most. Its holder renews it
     /// every third of it.
     pub lease_seconds: u64,
+    // How the node stops on SIGTERM or SIGINT: first it says not-ready on `/readyz` for
+    // `drain_seconds`, long enough for the load balancer's health check to see it and send
+    // nothing new; then it stops accepting, lets the requests and associations under way finish
+    // for at most `drain_max_seconds`, aborts what is left, and exits.
+    /// Seconds `/readyz` says 503 (draining) before the listeners close.
+    pub drain_seconds: u64,
+    /// Most seconds the requests and associations under way may take to finish once the
+    /// listeners are closed; then they are aborted (nothing unacknowledged is acknowledged).
+    pub drain_max_seconds: u64,
 }
 
 impl Default for NodeConfig {
@@ -368,6 +377,8 @@ impl Default for NodeConfig {
             id: None,
             role: NodeRole::All,
             lease_seconds: 30,
+            drain_seconds: 2,
+            drain_max_seconds: 60,
         }
     }
 }
@@ -928,5 +939,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("http.trusted_proxies"), "{e}");
+    }
+
+    #[test]
+    fn the_drain_has_short_defaults_and_its_keys_in_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(dir.path(), None, env(&[])).unwrap();
+        assert_eq!((c.node.drain_seconds, c.node.drain_max_seconds), (2, 60));
+        std::fs::write(
+            dir.path().join("strata.toml"),
+            "[node]\ndrain_seconds = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_NODE_DRAIN_MAX_SECONDS", "10")]),
+        )
+        .unwrap();
+        assert_eq!((c.node.drain_seconds, c.node.drain_max_seconds), (5, 10));
+        std::fs::write(dir.path().join("strata.toml"), "[node]\ndrain = 5\n").unwrap();
+        let e = Config::load(dir.path(), None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("drain"), "{e}");
     }
 }

@@ -30,6 +30,7 @@ use message::{field, status, Command, MessageError, MessageWriter, PduReader};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use strata_archive::drain::Phase;
 use strata_archive::Archive;
 use strata_core::audit::{AuditEvent, Outcome};
 use strata_core::config::{DimseConfig, DimsePermission};
@@ -142,7 +143,8 @@ pub fn key_issuer(config: &DimseConfig, calling_ae: &str) -> (Option<String>, bo
         .unwrap_or((None, false))
 }
 
-/// Accepts associations until the process ends.
+/// Accepts associations until the node's drain closes the door; then lets the associations open
+/// finish, and aborts those still open when the drain runs out.
 pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
     let cfg = archive.config().dimse.clone();
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
@@ -187,13 +189,20 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
     // Connections turned away are answered A-ASSOCIATE-RJ, as many at once as there are slots;
     // beyond, a flood of them is simply closed rather than holding descriptors for ARTIM.
     let rejecting = Arc::new(tokio::sync::Semaphore::new(cfg.max_associations));
+    let mut closed = std::pin::pin!(archive.drain().reached(Phase::Closed));
     loop {
-        let accepted = match &tls {
-            Some((tls_listener, config)) => tokio::select! {
-                r = listener.accept() => r.map(|(s, p)| (s, p, None)),
-                r = tls_listener.accept() => r.map(|(s, p)| (s, p, Some(config.clone()))),
-            },
-            None => listener.accept().await.map(|(s, p)| (s, p, None)),
+        let accept = async {
+            match &tls {
+                Some((tls_listener, config)) => tokio::select! {
+                    r = listener.accept() => r.map(|(s, p)| (s, p, None)),
+                    r = tls_listener.accept() => r.map(|(s, p)| (s, p, Some(config.clone()))),
+                },
+                None => listener.accept().await.map(|(s, p)| (s, p, None)),
+            }
+        };
+        let accepted = tokio::select! {
+            _ = &mut closed => break,
+            r = accept => r,
         };
         let (socket, peer, tls_config) = match accepted {
             Ok(s) => s,
@@ -255,7 +264,36 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
             drop((slot, address));
         });
     }
+    drop((listener, tls));
+    finish(&archive, &slots).await;
+    Ok(())
 }
+
+/// Once the listeners are closed: waits for the associations open to be released, until the
+/// drain runs out; then aborts those left (A-ABORT at their next read) and gives them a moment
+/// to say so. An association cut off this way acknowledges nothing more.
+async fn finish(archive: &Archive, slots: &slots::Slots) {
+    tracing::info!(
+        "dimse: listener closed; {} associations finishing",
+        slots.open()
+    );
+    tokio::select! {
+        _ = slots.all_free() => {
+            tracing::info!("dimse: every association ended");
+            return;
+        }
+        _ = archive.drain().reached(Phase::Aborting) => {}
+    }
+    tracing::warn!(
+        "dimse: {} associations still open when the drain ran out: aborted",
+        slots.open()
+    );
+    slots.stop_all();
+    let _ = tokio::time::timeout(ABORT_GRACE, slots.all_free()).await;
+}
+
+/// How long associations told to stop get to send their A-ABORT and close.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
 
 /// Over the association limit: read the A-ASSOCIATE-RQ, answer A-ASSOCIATE-RJ with result
 /// rejected-transient, source service-provider (presentation), reason local-limit-exceeded
@@ -281,6 +319,8 @@ pub enum AssociationError {
     Lifetime,
     #[error("idle while every slot was taken: its slot went to a new association")]
     Reclaimed,
+    #[error("still open when the node's drain ran out (node.drain_max_seconds)")]
+    Stopped,
     #[error("peer aborted")]
     Aborted,
     #[error(transparent)]
@@ -373,6 +413,7 @@ async fn association(
         tokio::select! {
             _ = tokio::time::sleep(artim) => AssociationError::Artim,
             _ = live.reclaim.notified() => AssociationError::Reclaimed,
+            _ = live.stop.notified() => AssociationError::Stopped,
         }
     };
     match tls {
@@ -545,6 +586,7 @@ impl<'a> Session<'a> {
                 r => Ok(r?),
             },
             _ = self.live.reclaim.notified() => Err(AssociationError::Reclaimed),
+            _ = self.live.stop.notified() => Err(AssociationError::Stopped),
         }
     }
 

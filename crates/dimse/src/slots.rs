@@ -28,6 +28,8 @@ pub struct Live {
     reclaimed: AtomicBool,
     /// Woken when the slot is reclaimed.
     pub reclaim: Notify,
+    /// Woken when the node's drain runs out: the association is aborted.
+    pub stop: Notify,
 }
 
 impl Live {
@@ -99,6 +101,7 @@ impl Slots {
             busy: AtomicBool::new(false),
             reclaimed: AtomicBool::new(false),
             reclaim: Notify::new(),
+            stop: Notify::new(),
         });
         live.insert(id, entry.clone());
         Some(Slot {
@@ -125,6 +128,29 @@ impl Slots {
                 true
             }
             None => false,
+        }
+    }
+
+    /// The associations (and connections not yet associated) holding a slot.
+    pub fn open(&self) -> usize {
+        self.live.lock().expect("slot table").len()
+    }
+
+    /// Resolves once every slot has been given back.
+    pub async fn all_free(&self) {
+        loop {
+            let freed = self.freed.notified();
+            if self.open() == 0 {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Asks every association to stop now (it answers A-ABORT at its next read).
+    pub fn stop_all(&self) {
+        for l in self.live.lock().expect("slot table").values() {
+            l.stop.notify_one();
         }
     }
 
@@ -175,5 +201,31 @@ mod tests {
         tokio::task::yield_now().await;
         drop(idle);
         assert!(waiting.await.unwrap().is_some(), "the freed slot is taken");
+    }
+
+    #[tokio::test]
+    async fn a_stop_reaches_every_association_and_all_free_waits_for_the_last() {
+        let slots = Slots::new(3);
+        let (a, b) = (slots.try_take().unwrap(), slots.try_take().unwrap());
+        assert_eq!(slots.open(), 2);
+        slots.stop_all();
+        // the stop is kept for an association not waiting yet
+        for s in [&a, &b] {
+            tokio::time::timeout(Duration::from_secs(5), s.live.stop.notified())
+                .await
+                .expect("told to stop");
+        }
+        let all_free = {
+            let slots = slots.clone();
+            tokio::spawn(async move { slots.all_free().await })
+        };
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!all_free.is_finished(), "one is still open");
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(5), all_free)
+            .await
+            .expect("every slot free")
+            .unwrap();
     }
 }

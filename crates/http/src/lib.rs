@@ -126,8 +126,11 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// Ready to acknowledge instances: the index answers and a write quorum of replicas is reachable.
+/// A node asked to stop says 503 (draining) at once, whatever else holds, so the load balancer
+/// sends it nothing new while it finishes what it has.
 async fn readyz(State(a): State<Arc<Archive>>) -> impl IntoResponse {
     let r = a.readiness().await;
+    let draining = a.drain().draining();
     let body = serde_json::json!({
         "index": if r.index_ok { "ok" } else { "unavailable" },
         "replicas_reachable": r.replicas_reachable,
@@ -135,8 +138,9 @@ async fn readyz(State(a): State<Arc<Archive>>) -> impl IntoResponse {
         "write_quorum": r.write_quorum,
         "node": a.node().id(),
         "role": a.node().role().as_str(),
+        "draining": draining,
     });
-    let status = if r.ready() {
+    let status = if r.ready() && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -224,13 +228,15 @@ async fn metrics(
     ))
 }
 
-/// Serves the HTTP side on `http.listen` until `shutdown` resolves: HTTPS when a certificate
-/// is configured or asked for, else plain HTTP. Once the listener is bound, the archive learns
-/// the URL clients reach it at (`http.public_url`, else this address).
-pub async fn serve(
-    archive: Arc<Archive>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// Serves the HTTP side on `http.listen` until the node's drain closes the doors: HTTPS when a
+/// certificate is configured or asked for, else plain HTTP. Once the listener is bound, the
+/// archive learns the URL clients reach it at (`http.public_url`, else this address). The
+/// requests under way when the listener closes finish; those still running when the drain
+/// aborts are cut off.
+pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
+    use strata_archive::drain::Phase;
+    let shutdown = archive.drain().reached(Phase::Closed);
+    let abort = archive.drain().reached(Phase::Aborting);
     let cfg = archive.config().http.clone();
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -258,7 +264,7 @@ pub async fn serve(
             .map_err(|e| anyhow::anyhow!("http.trusted_proxies: {e}"))?
             .into(),
     };
-    listen::run(listener, router(archive), tls, limits, shutdown).await
+    listen::run(listener, router(archive), tls, limits, shutdown, abort).await
 }
 
 /// The HTTPS configuration: the configured certificate, or the one the archive made for itself

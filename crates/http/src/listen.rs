@@ -36,14 +36,16 @@ struct Held {
     _slot: OwnedSemaphorePermit,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets the requests in flight
-/// finish (for at most 30 s).
+/// Serves `router` on `listener` until `shutdown` resolves, then closes the listener and lets
+/// the requests in flight finish (each connection closes once its request is answered) until
+/// `abort` resolves; the connections still open then are left to be cut off.
 pub async fn run(
     listener: tokio::net::TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    abort: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let max = connection_budget(limits.max_connections);
     let slots = Arc::new(Semaphore::new(max));
@@ -102,8 +104,16 @@ pub async fn run(
     }
     drop(listener);
     let _ = stop_tx.send(true);
+    let open = max - slots.available_permits();
+    tracing::info!("http: listener closed; {open} connections finishing their requests");
     // Every connection task holds a slot: all back means all done.
-    let _ = tokio::time::timeout(Duration::from_secs(30), slots.acquire_many(max as u32)).await;
+    tokio::select! {
+        _ = slots.acquire_many(max as u32) => tracing::info!("http: every request finished"),
+        _ = abort => tracing::warn!(
+            "http: {} connections still open when the drain ran out: cut off",
+            max - slots.available_permits()
+        ),
+    }
     Ok(())
 }
 

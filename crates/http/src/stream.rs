@@ -287,6 +287,12 @@ impl Session {
         tx: &mut Sink,
         inbox: &mut tokio::sync::mpsc::Receiver<Inbound>,
     ) -> Result<(), StreamError> {
+        // A node that stops closes its sessions as its listener closes ("going away"): the
+        // viewer reconnects, through the load balancer, to a node that serves on.
+        let mut closing = std::pin::pin!(self
+            .archive
+            .drain()
+            .reached(strata_archive::drain::Phase::Closed));
         loop {
             // Everything that arrived while the last frame was made: only the newest state is
             // rendered.
@@ -317,6 +323,14 @@ impl Session {
                 _ = tokio::time::sleep_until(still_due.unwrap_or_else(Instant::now).into()),
                     if still_due.is_some() => {
                     self.send_still(tx).await?;
+                }
+                _ = &mut closing => {
+                    let frame = axum::extract::ws::CloseFrame {
+                        code: axum::extract::ws::close_code::AWAY,
+                        reason: "the node is stopping: reconnect".into(),
+                    };
+                    let _ = tx.send(Message::Close(Some(frame))).await;
+                    return Ok(());
                 }
             }
         }

@@ -742,6 +742,9 @@ async fn journal_stamps_are_one_order_across_writers() {
     assert_eq!(all.len(), n, "a stamp was given twice");
     for node in &nodes {
         node.close().await.unwrap();
+    }
+}
+
 fn claim(name: &str, holder: &str, now: i64) -> LeaseClaim {
     LeaseClaim {
         name: name.into(),

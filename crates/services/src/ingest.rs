@@ -303,6 +303,27 @@ impl Ingest {
         }
     }
 
+    /// Removes what a previous run left in `<data>/spool`: instances half received when it was
+    /// killed or cut off, never acknowledged. Only a serving process spools, and one at a time
+    /// (the serve lock), so at its start nothing there belongs to anyone. Returns the number
+    /// of files removed.
+    pub fn clear_spool(&self) -> std::io::Result<usize> {
+        let entries = match std::fs::read_dir(&self.spool_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Ingests what a network door spooled (a complete Part-10 instance).
     pub async fn ingest_spool(
         &self,
