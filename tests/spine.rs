@@ -694,3 +694,48 @@ async fn a_failed_replica_write_is_queued_and_repaired_in_the_background() {
         a.store.verify(&blob, 2).await.unwrap();
     }
 }
+
+/// A node asked to stop copies the audit events since the export's last round to the replicas
+/// before it exits: rebuilt from one replica alone, the trail is whole up to the stop.
+#[test]
+fn a_stopping_node_leaves_its_whole_audit_trail_on_the_replicas() {
+    let t = TestArchive::new();
+    t.generate("in", &small_set());
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let mut server = t.serve();
+    let auth = format!("Bearer {}", common::token(&t, "admin"));
+    for _ in 0..5 {
+        let answer = common::http(
+            "GET",
+            &format!("{}/dicomweb/studies", common::base(&server)),
+            &[("Authorization", &auth)],
+            None,
+        );
+        assert_eq!(answer.status, 200);
+    }
+    // within the export's first wait (30 s): nothing of this has been copied by a round
+    let status = server.terminate(std::time::Duration::from_secs(30));
+    assert!(status.success(), "{}", server.log_text());
+    assert!(
+        server
+            .log_text()
+            .contains("audit events copied to the replicas before stopping"),
+        "{}",
+        server.log_text()
+    );
+    let verified = t.ok(&["audit", "verify"]);
+    let events: u64 = verified
+        .split("intact: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{verified}"));
+    assert!(events >= 5, "the five searches at least: {verified}");
+    t.lose_index();
+    let out = t.ok(&["reindex", "--from-replica", "1"]);
+    assert!(
+        out.contains(&format!("{events} audit events restored")),
+        "the index held {events} events; the reindex says: {out}"
+    );
+    assert!(t.ok(&["audit", "verify"]).contains("intact"));
+}

@@ -17,11 +17,12 @@ use strata_mpi::IssuerSource;
 use strata_store::{Store, StoreError};
 
 /// Blobs read at once: a remote replica's round trips overlap (one blob at a time from S3 is
-/// one request's latency per instance), while the records are indexed one by one, in order.
-const READS_AT_ONCE: usize = 8;
+/// one request's latency per instance, ~40 ms for a small object from Garage), while the
+/// records are indexed one by one, in order.
+const READS_AT_ONCE: usize = 16;
 /// The most of one blob a reindex read keeps in memory (larger ones go through a spool file):
 /// with [`READS_AT_ONCE`] reads, 128 MiB at most.
-const IN_MEMORY: u64 = 16 << 20;
+const IN_MEMORY: u64 = 8 << 20;
 
 #[derive(Debug, Default)]
 pub struct ReindexReport {

@@ -230,8 +230,21 @@ impl Maintenance {
 
     /// Stops the background workers (a round under way is cut short) and frees their leases,
     /// so another node takes the work over at once: the process is stopping.
+    /// The node holding the audit export copies the events since its last round first: a
+    /// replica alone (a reindex) then holds the trail up to the stop, not up to a round before.
     pub async fn stop_workers(&self) {
+        let exporting = self
+            .workers
+            .statuses()
+            .iter()
+            .any(|w| w.name == "audit_export" && w.lease.as_ref().is_some_and(|l| l.held_here));
         self.workers.stop().await;
+        if exporting {
+            match self.export_audit().await {
+                Ok(n) => tracing::info!("{n} audit events copied to the replicas before stopping"),
+                Err(e) => tracing::warn!("copying the last audit events to the replicas: {e}"),
+            }
+        }
         match self.node.release().await {
             Ok(n) if n > 0 => tracing::info!("{n} leases handed over"),
             Ok(_) => {}
