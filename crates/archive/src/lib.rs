@@ -20,6 +20,7 @@ use strata_services::audit::AuditTrail;
 use strata_services::auth::Access;
 use strata_services::ingest::Ingest;
 use strata_services::journal::Journal;
+use strata_services::maintenance::leases::Node;
 use strata_services::maintenance::Maintenance;
 use strata_services::persons::Persons;
 use strata_services::pictures::Pictures;
@@ -169,6 +170,12 @@ impl Archive {
                 metrics.clone(),
                 config.scrub.clone(),
                 config.repair.clone(),
+                Node::new(
+                    index.clone(),
+                    config.node_id(),
+                    config.node.role,
+                    std::time::Duration::from_secs(config.node.lease_seconds),
+                ),
             ),
             config,
             store,
@@ -265,6 +272,16 @@ impl Archive {
     /// Starts the background workers of a serving archive.
     pub fn spawn_workers(&self) {
         self.maintenance.spawn_workers();
+    }
+
+    /// Stops the background workers and hands their leases over to the other nodes.
+    pub async fn stop_workers(&self) {
+        self.maintenance.stop_workers().await;
+    }
+
+    /// This process as a node of the archive: its id and role.
+    pub fn node(&self) -> &Node {
+        self.maintenance.node()
     }
 }
 

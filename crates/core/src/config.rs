@@ -22,6 +22,7 @@ const SECTIONS: &[&str] = &[
     "retention",
     "render",
     "index",
+    "node",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub render: RenderConfig,
     pub index: IndexConfig,
+    pub node: NodeConfig,
     /// The data directory (index, key, default replicas); set from `--data`, not the file.
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -269,6 +271,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             render: RenderConfig::default(),
             index: IndexConfig::default(),
+            node: NodeConfig::default(),
             data_dir: PathBuf::from("strata-data"),
         }
     }
@@ -341,6 +344,72 @@ impl Default for RetentionConfig {
 pub struct IndexConfig {
     /// `postgres://user:password@host:port/database` (or `STRATA_INDEX_URL`); none: SQLite.
     pub url: Option<String>,
+}
+
+/// This process as one node of a cluster: several `strata serve` sharing one PostgreSQL index,
+/// the replicas and the master key. Each node has its own name and does the work its role
+/// gives it; the upkeep that must happen once per archive runs on the node holding its lease.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// The node's name in leases, statuses and `/readyz` (`STRATA_NODE_ID`); default the host
+    /// name. Two nodes on one host must be given different ones.
+    pub id: Option<String>,
+    pub role: NodeRole,
+    /// How long a lease on a once-per-archive worker lasts without renewal: a node that dies
+    /// holding one is replaced this long after its last renewal at most. Its holder renews it
+    /// every third of it.
+    pub lease_seconds: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: None,
+            role: NodeRole::All,
+            lease_seconds: 30,
+        }
+    }
+}
+
+/// What a node serves (`node.role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Everything: one node alone, or every node of a uniform cluster.
+    All,
+    /// The viewer's side over HTTP: sign-in, searches and reads, rendered pictures and the
+    /// render stream. No DIMSE listener, no STOW-RS, no changes, no upkeep workers.
+    Render,
+    /// Receiving: DIMSE and STOW-RS, searches and reads, administration and the upkeep
+    /// workers; no rendered pictures and no render stream.
+    Ingest,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::All => "all",
+            NodeRole::Render => "render",
+            NodeRole::Ingest => "ingest",
+        }
+    }
+
+    /// Whether the node listens for DIMSE associations.
+    pub fn serves_dimse(self) -> bool {
+        self != NodeRole::Render
+    }
+
+    /// Whether the node renders pictures (rendered, thumbnails, the render stream).
+    pub fn serves_rendering(self) -> bool {
+        self != NodeRole::Ingest
+    }
+
+    /// Whether the node runs the archive's upkeep (repair, scrub, audit export, MPI
+    /// re-estimation), each under its lease.
+    pub fn runs_upkeep(self) -> bool {
+        self != NodeRole::Render
+    }
 }
 
 /// Where the index is, as [`Config::index_location`] names it.
@@ -457,7 +526,10 @@ impl Config {
                     ),
                 });
             };
-            let parsed = if key == "replicas" || key == "trusted_proxies" {
+            let parsed = if section == "node" && key == "id" {
+                // a name, even one that reads as a number
+                toml::Value::String(value.clone())
+            } else if key == "replicas" || key == "trusted_proxies" {
                 toml::Value::Array(
                     value
                         .split(',')
@@ -619,6 +691,16 @@ impl Config {
                     .into(),
             );
         }
+        if let Some(id) = &self.node.id {
+            if id.is_empty() || id.len() > 64 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return bad(format!(
+                    "node.id = {id:?}: a node id has 1 to 64 characters, no spaces or control characters"
+                ));
+            }
+        }
+        if !(2..=3600).contains(&self.node.lease_seconds) {
+            return bad("node.lease_seconds must be between 2 and 3600".into());
+        }
         if self.scrub.blobs_per_second.is_nan() || self.scrub.blobs_per_second < 0.0 {
             return bad("scrub.blobs_per_second must be 0 or more".into());
         }
@@ -651,6 +733,19 @@ impl Config {
                     .unwrap_or_else(|_| format!("file://{}/{r}", abs.display()))
             })
             .collect()
+    }
+
+    /// This node's id: `node.id`, else the host name (else `strata`).
+    pub fn node_id(&self) -> String {
+        if let Some(id) = &self.node.id {
+            return id.clone();
+        }
+        ["/proc/sys/kernel/hostname", "/etc/hostname"]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|h| h.trim().to_string())
+            .find(|h| !h.is_empty())
+            .unwrap_or_else(|| "strata".into())
     }
 
     pub fn write_quorum(&self) -> usize {
@@ -770,6 +865,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("STRATA_BOGUS"), "{e}");
+    }
+
+    #[test]
+    fn a_node_has_an_id_a_role_and_a_lease_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(dir.path(), None, env(&[])).unwrap();
+        assert_eq!((c.node.role, c.node.lease_seconds), (NodeRole::All, 30));
+        assert!(!c.node_id().is_empty(), "the host name by default");
+        let c = Config::load(
+            dir.path(),
+            None,
+            env(&[("STRATA_NODE_ID", "42"), ("STRATA_NODE_ROLE", "render")]),
+        )
+        .unwrap();
+        assert_eq!((c.node_id().as_str(), c.node.role), ("42", NodeRole::Render));
+        assert!(!c.node.role.serves_dimse() && c.node.role.serves_rendering());
+        let e = Config::load(dir.path(), None, env(&[("STRATA_NODE_ROLE", "viewer")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("viewer") && e.contains("`render`") && e.contains("STRATA_NODE_ROLE"),
+            "{e}"
+        );
+        let e = Config::load(dir.path(), None, env(&[("STRATA_NODE_ID", "node a")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node.id"), "{e}");
+        std::fs::write(dir.path().join("strata.toml"), "[node]\nlease_seconds = 1\n").unwrap();
+        let e = Config::load(dir.path(), None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node.lease_seconds"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod dicomweb;
 mod listen;
 pub mod persons;
 pub mod problem;
+mod role;
 pub mod stream;
 mod throttle;
 pub mod web;
@@ -65,6 +66,10 @@ pub fn router(archive: Arc<Archive>) -> Router {
             crate::problem::plain_errors_as_problems,
         ))
         .layer(axum::middleware::from_fn(refuse_nul))
+        .layer(axum::middleware::from_fn_with_state(
+            archive.clone(),
+            role::serve_only_the_role,
+        ))
         .layer(axum::middleware::from_fn_with_state(archive.clone(), hsts))
         .with_state(archive)
 }
@@ -128,6 +133,8 @@ async fn readyz(State(a): State<Arc<Archive>>) -> impl IntoResponse {
         "replicas_reachable": r.replicas_reachable,
         "replicas": r.replicas,
         "write_quorum": r.write_quorum,
+        "node": a.node().id(),
+        "role": a.node().role().as_str(),
     });
     let status = if r.ready() {
         StatusCode::OK
@@ -178,8 +185,9 @@ async fn audit(
     Ok(Json(events))
 }
 
-/// `GET /api/workers`: the background workers of this node (repair, audit export, MPI
-/// re-estimation, scrub), how their rounds ended, and where the scrub has got to (admin).
+/// `GET /api/workers`: this node (id and role), its background workers (repair, audit export,
+/// MPI re-estimation, scrub) with how their rounds ended and who holds their leases, every
+/// lease as the index holds it, and where the scrub has got to (admin).
 async fn workers(
     State(a): State<Arc<Archive>>,
     Extension(caller): Extension<Caller>,
@@ -190,8 +198,11 @@ async fn workers(
         .scrub_progress()
         .await
         .map_err(Problem::internal)?;
+    let leases = a.index().leases().await.map_err(Problem::internal)?;
     Ok(Json(serde_json::json!({
+        "node": {"id": a.node().id(), "role": a.node().role().as_str()},
         "workers": a.maintenance().workers(),
+        "leases": leases,
         "scrub": scrub,
     })))
 }

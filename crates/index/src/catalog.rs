@@ -109,6 +109,23 @@ pub trait Catalog: Send + Sync {
     /// Records where a worker has got to.
     async fn set_worker_progress(&self, progress: WorkerProgress) -> Result<(), IndexError>;
 
+    /// Takes or renews the lease `claim` asks for when it is free (expired or released) or
+    /// already the claimant's, in one statement; returns the lease as it stands after, held by
+    /// another node when it was not free ([`Lease::held_by`] tells).
+    async fn acquire_lease(&self, claim: LeaseClaim) -> Result<Lease, IndexError>;
+
+    /// Frees, as of `now`, every lease the process `incarnation` of node `holder` holds: it is
+    /// stopping, and another node may take them at once. Returns how many.
+    async fn release_leases(
+        &self,
+        holder: String,
+        incarnation: String,
+        now: i64,
+    ) -> Result<usize, IndexError>;
+
+    /// Every lease, held or expired, by name.
+    async fn leases(&self) -> Result<Vec<Lease>, IndexError>;
+
     /// Every SOP Instance UID with its blob, for checks that walk the whole archive.
     async fn instance_blobs(&self) -> Result<Vec<(String, BlobId)>, IndexError>;
 

@@ -9,7 +9,8 @@
 //!   commits jobs in groups so concurrent ingests share fsyncs ([`writer`]: each job in its own
 //!   savepoint, answered only after COMMIT), a small pool of reader connections. Its SQL lives
 //!   in [`records`] (instances and the rows around them), [`repairs`], [`audit`], [`users`],
-//!   [`mpi`] (the person index's tables), [`progress`] (the workers' places) and [`query`]
+//!   [`mpi`] (the person index's tables), [`progress`] (the workers' places), [`leases`] (who
+//!   does the once-per-archive work) and [`query`]
 //!   (C-FIND and QIDO-RS matching).
 //! - [`rows`] and the types re-exported here are what the catalog answers.
 //!
@@ -18,6 +19,7 @@
 mod audit;
 mod catalog;
 pub mod db;
+mod leases;
 mod mpi;
 mod pg;
 mod pg_tls;
@@ -31,6 +33,7 @@ mod users;
 mod writer;
 
 pub use catalog::{Catalog, Journal};
+pub use leases::{Lease, LeaseClaim};
 pub use mpi::{
     HistoryEntry, Identifier, MatchAnswer, MpiChange, MpiError, MpiOp, PersonSearch, PersonState,
     PersonStudy, PersonSummary, PersonView, ReviewItem,

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "user_issuer", include_str!("../../../schemas/index/0014_user_issuer.sql")),
     (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.sql")),
     (17, "study_order", include_str!("../../../schemas/index/0017_study_order.sql")),
+    (19, "leases", include_str!("../../../schemas/index/0019_leases.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
@@ -59,6 +60,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "user_issuer", include_str!("../../../schemas/index/0014_user_issuer.pg.sql")),
     (16, "login_failure_ids", include_str!("../../../schemas/index/0016_login_failure_ids.pg.sql")),
     (17, "study_order", include_str!("../../../schemas/index/0017_study_order.pg.sql")),
+    (19, "leases", include_str!("../../../schemas/index/0019_leases.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -539,6 +541,27 @@ impl Catalog for SqliteIndex {
             progress::set_worker_progress(c, &progress)
         })
         .await
+    }
+
+    async fn acquire_lease(&self, claim: LeaseClaim) -> Result<Lease, IndexError> {
+        self.write("acquire_lease", move |c| leases::acquire(c, &claim))
+            .await
+    }
+
+    async fn release_leases(
+        &self,
+        holder: String,
+        incarnation: String,
+        now: i64,
+    ) -> Result<usize, IndexError> {
+        self.write("release_leases", move |c| {
+            leases::release(c, &holder, &incarnation, now)
+        })
+        .await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, IndexError> {
+        self.read("leases", leases::all).await
     }
 
     async fn instance_blobs(&self) -> Result<Vec<(String, BlobId)>, IndexError> {

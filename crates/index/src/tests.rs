@@ -56,6 +56,8 @@ on_both_engines!(
     an_instance_rewrites_its_patient_study_and_series_only_to_change_them,
     the_audit_trail_chains_and_reads_back_by_filter,
     a_page_of_a_search_is_the_slice_of_the_whole_answer,
+    a_lease_has_one_holder_until_it_expires_or_is_released,
+    two_nodes_racing_for_a_free_lease_get_one_holder,
 );
 
 /// A blob address for test content (the store keys its hash; the index only carries it).
@@ -589,4 +591,110 @@ async fn a_page_of_a_search_is_the_slice_of_the_whole_answer(engine: Engine) {
         studies(time, "101559-1016").await,
         of(&(8..16).collect::<Vec<_>>())
     );
+}
+
+fn claim(name: &str, holder: &str, now: i64) -> LeaseClaim {
+    LeaseClaim {
+        name: name.into(),
+        holder: holder.into(),
+        incarnation: format!("{holder}-1"),
+        now,
+        duration_ms: 30_000,
+    }
+}
+
+async fn a_lease_has_one_holder_until_it_expires_or_is_released(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index(Arc::new(open_engine(engine, dir.path())));
+    let a = claim("scrub", "node-a", 1_000);
+    let got = index.acquire_lease(a.clone()).await.unwrap();
+    assert!(got.held_by(&a));
+    assert_eq!((got.acquired_at, got.expires_at), (1_000, 31_000));
+    // another node is refused while it runs, and learns who holds it until when
+    let b = claim("scrub", "node-b", 20_000);
+    let seen = index.acquire_lease(b.clone()).await.unwrap();
+    assert!(!seen.held_by(&b));
+    assert_eq!((seen.holder.as_str(), seen.expires_at), ("node-a", 31_000));
+    // the holder renews it: the same acquisition, a later expiry
+    let renewed = index
+        .acquire_lease(LeaseClaim { now: 25_000, ..a.clone() })
+        .await
+        .unwrap();
+    assert_eq!((renewed.acquired_at, renewed.expires_at), (1_000, 55_000));
+    // the same node started again is another process: it waits for the expiry too
+    let restarted = LeaseClaim {
+        incarnation: "node-a-2".into(),
+        now: 30_000,
+        ..a.clone()
+    };
+    assert!(!index.acquire_lease(restarted).await.unwrap().held_by(&b));
+    // once expired, the other node takes it over
+    let taken = index
+        .acquire_lease(LeaseClaim { now: 55_000, ..b.clone() })
+        .await
+        .unwrap();
+    assert!(taken.held_by(&b));
+    assert_eq!((taken.acquired_at, taken.expires_at), (55_000, 85_000));
+    // and the first one, back, is refused
+    let late = index
+        .acquire_lease(LeaseClaim { now: 56_000, ..a.clone() })
+        .await
+        .unwrap();
+    assert!(!late.held_by(&a) && late.holder == "node-b");
+    // a release frees the node's leases at once, and only its own
+    index.acquire_lease(claim("repair", "node-a", 56_000)).await.unwrap();
+    assert_eq!(
+        index
+            .release_leases("node-b".into(), "node-b-1".into(), 57_000)
+            .await
+            .unwrap(),
+        1
+    );
+    let all = index.leases().await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|l| (l.name.as_str(), l.holder.as_str(), l.expires_at))
+            .collect::<Vec<_>>(),
+        [("repair", "node-a", 86_000), ("scrub", "node-b", 57_000)]
+    );
+    let again = index
+        .acquire_lease(LeaseClaim { now: 57_000, ..a.clone() })
+        .await
+        .unwrap();
+    assert!(again.held_by(&a) && again.acquired_at == 57_000);
+}
+
+/// Two nodes' indexes (two connections to one database; on SQLite two handles on one file)
+/// asking for the same free lease at the same moment, many times: each time exactly one gets it.
+async fn two_nodes_racing_for_a_free_lease_get_one_holder(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = match engine {
+        Engine::Sqlite => (
+            Index(Arc::new(sqlite_index(&dir.path().join("i.sqlite")))),
+            Index(Arc::new(sqlite_index(&dir.path().join("i.sqlite")))),
+        ),
+        Engine::Postgres => {
+            let url = strata_testkit::postgres::database();
+            let open = || {
+                Index(Arc::new(
+                    sqlite::SqliteIndex::open_postgres(
+                        &url,
+                        PG_SCHEMA,
+                        Arc::new(strata_core::Metrics::new()),
+                        None,
+                    )
+                    .unwrap(),
+                ))
+            };
+            (open(), open())
+        }
+    };
+    for round in 0..20 {
+        let name = format!("work-{round}");
+        let (a, b) = (claim(&name, "node-a", 1_000), claim(&name, "node-b", 1_000));
+        let (x, y) = tokio::join!(one.acquire_lease(a.clone()), two.acquire_lease(b.clone()));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x, y, "both see the same holder");
+        assert!(x.held_by(&a) != x.held_by(&b), "{x:?}");
+    }
 }

@@ -2,8 +2,10 @@
 //! rewritten from a good one), the scrub (every copy verified; [`scrub`]), the audit export
 //! (the trail copied to the replicas), stale staging files removed, and the MPI's weights
 //! re-estimated as its population grows. Each runs as a supervised worker ([`workers`]) whose
-//! status an operator can read.
+//! status an operator can read. When several nodes share the index, each of these runs on one
+//! node at a time, the one holding its lease ([`leases`]); a `render` node runs none of them.
 
+pub mod leases;
 pub mod scrub;
 pub mod workers;
 
@@ -17,6 +19,7 @@ use strata_core::{BlobId, Metrics};
 use strata_index::{Index, WorkerProgress};
 use strata_store::scrub::{scrub_blob, BadCopyLeft, ScrubReport};
 use strata_store::Store;
+use leases::Node;
 use workers::{RoundDone, WorkerStatus, Workers};
 
 /// Where the audit trail is copied on every replica: sealed JSON batches named by their first
@@ -36,6 +39,9 @@ const MPI_MIN_ESTIMATE_RECORDS: usize = 1000;
 /// How often the MPI checks whether its population grew enough to re-estimate its weights.
 const MPI_ESTIMATE_PERIOD: Duration = Duration::from_secs(600);
 
+/// The workers whose work must happen once per archive, each under the lease of its name.
+pub const ONCE_PER_ARCHIVE: [&str; 4] = ["repair", "audit_export", "mpi_estimate", SCRUB];
+
 #[derive(Clone)]
 pub struct Maintenance {
     store: Arc<Store>,
@@ -44,6 +50,7 @@ pub struct Maintenance {
     scrub: ScrubConfig,
     repair: RepairConfig,
     workers: Workers,
+    node: Node,
 }
 
 impl Maintenance {
@@ -53,6 +60,7 @@ impl Maintenance {
         metrics: Arc<Metrics>,
         scrub: ScrubConfig,
         repair: RepairConfig,
+        node: Node,
     ) -> Maintenance {
         Maintenance {
             store,
@@ -61,7 +69,13 @@ impl Maintenance {
             scrub,
             repair,
             workers: Workers::default(),
+            node,
         }
+    }
+
+    /// This process as a node of the archive: its id, its role, its leases.
+    pub fn node(&self) -> &Node {
+        &self.node
     }
 
     /// Every blob worth checking: the index's and any a replica holds that the index lacks.
@@ -125,81 +139,102 @@ impl Maintenance {
     }
 
     /// Starts the background workers, each under a supervisor that reports how its rounds end
-    /// ([`Maintenance::workers`]): the repair worker, the audit export, the MPI's re-estimation
-    /// and the scrub.
+    /// ([`Maintenance::workers`]) and under its lease ([`ONCE_PER_ARCHIVE`]): the repair
+    /// worker, the audit export, the MPI's re-estimation and the scrub. A `render` node starts
+    /// none: its work is the viewer's, and the other nodes do the upkeep.
     pub fn spawn_workers(&self) {
+        if !self.node.role().runs_upkeep() {
+            for name in ONCE_PER_ARCHIVE {
+                self.workers.off(name, "node.role = render: the other nodes do the upkeep");
+            }
+            return;
+        }
         let m = self.clone();
-        self.workers
-            .supervise("repair", self.metrics.clone(), Duration::ZERO, move || {
-                let m = m.clone();
-                async move {
-                    let (repaired, failed) = m.run_repairs(None).await?;
-                    Ok(RoundDone {
-                        pause: Duration::from_secs(m.repair.interval_seconds.max(1)),
-                        detail: Some(format!(
-                            "last round: {repaired} copies repaired, {failed} failed"
-                        )),
-                    })
-                }
-            });
+        self.supervise("repair", Duration::ZERO, move || {
+            let m = m.clone();
+            async move {
+                let (repaired, failed) = m.run_repairs(None).await?;
+                Ok(RoundDone {
+                    pause: Duration::from_secs(m.repair.interval_seconds.max(1)),
+                    detail: Some(format!(
+                        "last round: {repaired} copies repaired, {failed} failed"
+                    )),
+                })
+            }
+        });
         let m = self.clone();
-        self.workers.supervise(
-            "audit_export",
-            self.metrics.clone(),
-            AUDIT_EXPORT_PERIOD,
-            move || {
-                let m = m.clone();
-                async move {
-                    let copied = m.export_audit().await?;
-                    Ok(RoundDone {
-                        pause: AUDIT_EXPORT_PERIOD,
-                        detail: Some(format!("last round: {copied} events copied")),
-                    })
-                }
-            },
-        );
+        self.supervise("audit_export", AUDIT_EXPORT_PERIOD, move || {
+            let m = m.clone();
+            async move {
+                let copied = m.export_audit().await?;
+                Ok(RoundDone {
+                    pause: AUDIT_EXPORT_PERIOD,
+                    detail: Some(format!("last round: {copied} events copied")),
+                })
+            }
+        });
         let m = self.clone();
-        self.workers.supervise(
-            "mpi_estimate",
-            self.metrics.clone(),
-            Duration::ZERO,
-            move || {
-                let m = m.clone();
-                async move {
-                    // The matcher's weights follow the archive's own population: re-estimated
-                    // (EM, no labels) whenever the number of local keys has doubled since the
-                    // last estimate.
-                    let detail = match m
-                        .index
-                        .mpi_estimate(MPI_MIN_ESTIMATE_RECORDS, false)
-                        .await?
-                    {
-                        Some(n) => {
-                            tracing::info!("MPI weights re-estimated from {n} identities");
-                            Some(format!("weights re-estimated from {n} identities"))
-                        }
-                        None => None,
-                    };
-                    Ok(RoundDone {
-                        pause: MPI_ESTIMATE_PERIOD,
-                        detail,
-                    })
-                }
-            },
-        );
+        self.supervise("mpi_estimate", Duration::ZERO, move || {
+            let m = m.clone();
+            async move {
+                // The matcher's weights follow the archive's own population: re-estimated
+                // (EM, no labels) whenever the number of local keys has doubled since the
+                // last estimate.
+                let detail = match m
+                    .index
+                    .mpi_estimate(MPI_MIN_ESTIMATE_RECORDS, false)
+                    .await?
+                {
+                    Some(n) => {
+                        tracing::info!("MPI weights re-estimated from {n} identities");
+                        Some(format!("weights re-estimated from {n} identities"))
+                    }
+                    None => None,
+                };
+                Ok(RoundDone {
+                    pause: MPI_ESTIMATE_PERIOD,
+                    detail,
+                })
+            }
+        });
         if self.scrub.blobs_per_second > 0.0 {
             let scrubber = Arc::new(Scrubber::new(
                 self.store.clone(),
                 self.index.clone(),
                 self.scrub.clone(),
             ));
-            self.workers
-                .supervise(SCRUB, self.metrics.clone(), Duration::ZERO, move || {
-                    let s = scrubber.clone();
-                    async move { s.round().await }
-                });
+            self.supervise(SCRUB, Duration::ZERO, move || {
+                let s = scrubber.clone();
+                async move { s.round().await }
+            });
         } else {
             self.workers.off(SCRUB, "scrub.blobs_per_second = 0");
+        }
+    }
+
+    /// Supervises the once-per-archive worker `name` under its lease.
+    fn supervise<F, Fut>(&self, name: &'static str, first_wait: Duration, round: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<RoundDone, ServiceError>> + Send,
+    {
+        self.workers.supervise_leased(
+            name,
+            self.metrics.clone(),
+            first_wait,
+            self.node.clone(),
+            round,
+        );
+    }
+
+    /// Stops the background workers (a round under way is cut short) and frees their leases,
+    /// so another node takes the work over at once: the process is stopping.
+    pub async fn stop_workers(&self) {
+        self.workers.stop().await;
+        match self.node.release().await {
+            Ok(n) if n > 0 => tracing::info!("{n} leases handed over"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("freeing the leases: {e}"),
         }
     }
 

@@ -2,7 +2,12 @@
 //! round ended. A round that fails or panics is reported in the worker's status and in the
 //! metrics, and the worker starts again after a pause; it never ends the process, and it never
 //! ends silently.
+//!
+//! A worker whose work must happen once per archive ([`Workers::supervise_leased`]) runs its
+//! rounds only while its node holds the work's lease ([`super::leases`]); on the other nodes it
+//! stands by, saying who holds it until when.
 
+use super::leases::{timestamp, Node};
 use crate::ServiceError;
 use futures::FutureExt;
 use serde::Serialize;
@@ -22,7 +27,8 @@ const AFTER_FAILURE: Duration = Duration::from_secs(30);
 pub struct WorkerStatus {
     pub name: String,
     /// `running` (in a round), `waiting` (between rounds), `failing` (the last round failed;
-    /// it tries again) or `off` (turned off by the configuration).
+    /// it tries again), `standby` (another node holds its lease) or `off` (turned off by the
+    /// configuration or the node's role).
     pub state: &'static str,
     /// Rounds finished, however they ended.
     pub rounds: u64,
@@ -32,6 +38,20 @@ pub struct WorkerStatus {
     pub last_error: Option<String>,
     /// What the worker last said of its work (its progress, what it did).
     pub detail: Option<String>,
+    /// The lease of a once-per-archive worker, as last seen: who holds it, until when.
+    pub lease: Option<LeaseStatus>,
+}
+
+/// A worker's lease as its status shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LeaseStatus {
+    /// The node holding it.
+    pub holder: String,
+    /// Whether this process is that holder (false on a node started again while its earlier
+    /// run's lease lasts).
+    pub held_here: bool,
+    pub acquired_at: i64,
+    pub expires_at: i64,
 }
 
 /// The statuses of every worker of this process.
@@ -39,6 +59,9 @@ pub struct WorkerStatus {
 pub struct Workers {
     statuses: Arc<Mutex<BTreeMap<String, WorkerStatus>>>,
     after_failure: Duration,
+    /// Set once, when the process stops: every worker ends its round there.
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Default for Workers {
@@ -46,6 +69,8 @@ impl Default for Workers {
         Workers {
             statuses: Arc::default(),
             after_failure: AFTER_FAILURE,
+            stop: Arc::new(tokio::sync::watch::channel(false).0),
+            tasks: Arc::default(),
         }
     }
 }
@@ -78,6 +103,7 @@ impl Workers {
             last_finished_at: None,
             last_error: None,
             detail: None,
+            lease: None,
         });
         f(status);
     }
@@ -103,48 +129,162 @@ impl Workers {
         Fut: Future<Output = Result<RoundDone, ServiceError>> + Send,
     {
         let workers = self.clone();
-        workers.update(name, |_| {});
-        tokio::spawn(async move {
+        self.spawn(name, async move {
             tokio::time::sleep(first_wait).await;
             loop {
-                workers.update(name, |s| {
-                    s.state = "running";
-                    s.last_started_at = Some(now_ms());
-                });
-                let ended = AssertUnwindSafe(round()).catch_unwind().await;
-                let pause = match ended {
-                    Ok(Ok(done)) => {
-                        metrics.worker_ran(name, "ok");
-                        workers.update(name, |s| {
-                            s.state = "waiting";
-                            s.rounds += 1;
-                            s.last_finished_at = Some(now_ms());
-                            s.last_error = None;
-                            if done.detail.is_some() {
-                                s.detail = done.detail;
-                            }
-                        });
-                        done.pause
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(worker = name, "{e}");
-                        workers.failed(name, &metrics, e.to_string());
-                        workers.after_failure
-                    }
-                    Err(panic) => {
-                        let why = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "no reason given".into());
-                        tracing::error!(worker = name, "the worker panicked: {why}");
-                        workers.failed(name, &metrics, format!("panicked: {why}"));
-                        workers.after_failure
-                    }
-                };
+                let pause = workers.run_round(name, &metrics, round()).await;
                 tokio::time::sleep(pause).await;
             }
         });
+    }
+
+    /// [`Workers::supervise`] for work that must happen once per archive: each round (and
+    /// the rest after it) runs only while `node` holds the lease named after the worker,
+    /// renewed all along. While another node holds it, the worker stands by and asks again
+    /// every [`Node::renew_every`]; a round whose lease is lost is cut short.
+    pub fn supervise_leased<F, Fut>(
+        &self,
+        name: &'static str,
+        metrics: Arc<Metrics>,
+        first_wait: Duration,
+        node: Node,
+        round: F,
+    ) where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<RoundDone, ServiceError>> + Send,
+    {
+        let workers = self.clone();
+        self.spawn(name, async move {
+            tokio::time::sleep(first_wait).await;
+            loop {
+                let lease = match node.acquire(name).await {
+                    Ok((lease, held)) => {
+                        workers.saw_lease(name, &lease, held);
+                        if !held {
+                            workers.update(name, |s| {
+                                s.state = "standby";
+                                s.detail = Some(format!(
+                                    "held by node {} until {}",
+                                    lease.holder,
+                                    timestamp(lease.expires_at)
+                                ));
+                            });
+                            tokio::time::sleep(node.renew_every()).await;
+                            continue;
+                        }
+                        lease
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = name, "taking the lease: {e}");
+                        workers.failed(name, &metrics, format!("taking the lease: {e}"));
+                        tokio::time::sleep(node.renew_every()).await;
+                        continue;
+                    }
+                };
+                let this_round = round();
+                let work = async {
+                    let pause = workers.run_round(name, &metrics, this_round).await;
+                    tokio::time::sleep(pause).await;
+                };
+                let renewed = |l: &strata_index::Lease| workers.saw_lease(name, l, true);
+                tokio::select! {
+                    () = work => {}
+                    why = node.keep(name, lease, renewed) => {
+                        tracing::warn!(worker = name, "stopped: {why}");
+                        workers.update(name, |s| {
+                            s.state = "standby";
+                            s.detail = Some(format!("stopped: {why}"));
+                        });
+                    }
+                }
+            }
+        });
+    }
+
+    /// Runs `task` as worker `name`'s until the process stops ([`Workers::stop`]).
+    fn spawn(&self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.update(name, |_| {});
+        let mut stop = self.stop.subscribe();
+        let handle = tokio::spawn(async move {
+            tokio::select! {
+                () = task => {}
+                _ = stop.wait_for(|stopped| *stopped) => {}
+            }
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+    }
+
+    /// Ends every worker (a round under way is cut short at its next wait) and returns once
+    /// they have all ended: the process is stopping, and its leases may go to another node.
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+        for s in self.lock().values_mut() {
+            if s.state != "off" {
+                s.state = "stopped";
+            }
+        }
+    }
+
+    fn saw_lease(&self, name: &str, lease: &strata_index::Lease, held_here: bool) {
+        self.update(name, |s| {
+            s.lease = Some(LeaseStatus {
+                holder: lease.holder.clone(),
+                held_here,
+                acquired_at: lease.acquired_at,
+                expires_at: lease.expires_at,
+            })
+        });
+    }
+
+    /// One round of worker `name`, its end recorded; returns the pause before the next.
+    async fn run_round(
+        &self,
+        name: &'static str,
+        metrics: &Metrics,
+        round: impl Future<Output = Result<RoundDone, ServiceError>>,
+    ) -> Duration {
+        self.update(name, |s| {
+            s.state = "running";
+            s.last_started_at = Some(now_ms());
+        });
+        let ended = AssertUnwindSafe(round).catch_unwind().await;
+        match ended {
+            Ok(Ok(done)) => {
+                metrics.worker_ran(name, "ok");
+                self.update(name, |s| {
+                    s.state = "waiting";
+                    s.rounds += 1;
+                    s.last_finished_at = Some(now_ms());
+                    s.last_error = None;
+                    if done.detail.is_some() {
+                        s.detail = done.detail;
+                    }
+                });
+                done.pause
+            }
+            Ok(Err(e)) => {
+                tracing::error!(worker = name, "{e}");
+                self.failed(name, metrics, e.to_string());
+                self.after_failure
+            }
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no reason given".into());
+                tracing::error!(worker = name, "the worker panicked: {why}");
+                self.failed(name, metrics, format!("panicked: {why}"));
+                self.after_failure
+            }
+        }
     }
 
     fn failed(&self, name: &str, metrics: &Metrics, error: String) {
@@ -235,5 +375,70 @@ mod tests {
                 .state,
             "off"
         );
+    }
+
+    /// Two nodes on one index run the same once-per-archive worker: one works, the other
+    /// stands by naming the holder; when the holder stops without a word (as a killed process
+    /// does), the other takes the work over once the lease expires; a release hands it over
+    /// at once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_leased_worker_runs_on_one_node_and_moves_when_its_node_stops() {
+        use strata_core::config::NodeRole;
+        let dir = tempfile::tempdir().unwrap();
+        let index = strata_index::Index::open(&dir.path().join("index.sqlite")).unwrap();
+        let lease = Duration::from_millis(600);
+        let metrics = Arc::new(Metrics::new());
+        let start = |id: &str| {
+            let node = Node::new(index.clone(), id.into(), NodeRole::All, lease);
+            let workers = Workers::default();
+            let rounds = Arc::new(AtomicU32::new(0));
+            let r = rounds.clone();
+            workers.supervise_leased("job", metrics.clone(), Duration::ZERO, node.clone(), move || {
+                let r = r.clone();
+                async move {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    Ok(RoundDone {
+                        pause: Duration::from_millis(20),
+                        detail: None,
+                    })
+                }
+            });
+            (node, workers, rounds)
+        };
+        let (node_a, a, rounds_a) = start("node-a");
+        until(&a, "job", |s| s.rounds >= 1).await;
+        let (node_b, b, rounds_b) = start("node-b");
+        let standby = until(&b, "job", |s| s.state == "standby").await;
+        assert!(
+            standby.detail.as_deref().unwrap().starts_with("held by node node-a until "),
+            "{standby:?}"
+        );
+        let seen = standby.lease.unwrap();
+        assert_eq!((seen.holder.as_str(), seen.held_here), ("node-a", false));
+        // a holder renews it for as long as it lives, well past one lease's length
+        tokio::time::sleep(lease * 2).await;
+        assert_eq!(rounds_b.load(Ordering::SeqCst), 0);
+        let held = until(&a, "job", |s| s.lease.as_ref().is_some_and(|l| l.held_here)).await;
+        assert!(held.lease.unwrap().expires_at > now_ms());
+
+        // node a stops without releasing: b takes over once the lease has expired
+        a.stop().await;
+        let stopped_at = std::time::Instant::now();
+        let before = rounds_a.load(Ordering::SeqCst);
+        let took = until(&b, "job", |s| s.rounds >= 1).await;
+        let after = stopped_at.elapsed();
+        assert!(after >= lease / 2 && after < lease * 3, "{after:?}");
+        assert_eq!(took.lease.unwrap().holder, "node-b");
+        assert_eq!(rounds_a.load(Ordering::SeqCst), before, "a works no more");
+        // b releases on stopping: a new node a takes over at once
+        b.stop().await;
+        assert_eq!(node_b.release().await.unwrap(), 1);
+        let (_, a2, rounds_a2) = start("node-a");
+        let handed = std::time::Instant::now();
+        until(&a2, "job", |s| s.rounds >= 1).await;
+        assert!(handed.elapsed() < lease / 2, "{:?}", handed.elapsed());
+        assert!(rounds_a2.load(Ordering::SeqCst) >= 1);
+        a2.stop().await;
+        drop(node_a);
     }
 }
