@@ -692,7 +692,10 @@ impl Config {
             );
         }
         if let Some(id) = &self.node.id {
-            if id.is_empty() || id.len() > 64 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            if id.is_empty()
+                || id.len() > 64
+                || id.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
                 return bad(format!(
                     "node.id = {id:?}: a node id has 1 to 64 characters, no spaces or control characters"
                 ));
@@ -879,7 +882,10 @@ mod tests {
             env(&[("STRATA_NODE_ID", "42"), ("STRATA_NODE_ROLE", "render")]),
         )
         .unwrap();
-        assert_eq!((c.node_id().as_str(), c.node.role), ("42", NodeRole::Render));
+        assert_eq!(
+            (c.node_id().as_str(), c.node.role),
+            ("42", NodeRole::Render)
+        );
         assert!(!c.node.role.serves_dimse() && c.node.role.serves_rendering());
         let e = Config::load(dir.path(), None, env(&[("STRATA_NODE_ROLE", "viewer")]))
             .unwrap_err()
@@ -892,7 +898,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("node.id"), "{e}");
-        std::fs::write(dir.path().join("strata.toml"), "[node]\nlease_seconds = 1\n").unwrap();
+        std::fs::write(
+            dir.path().join("strata.toml"),
+            "[node]\nlease_seconds = 1\n",
+        )
+        .unwrap();
         let e = Config::load(dir.path(), None, env(&[]))
             .unwrap_err()
             .to_string();

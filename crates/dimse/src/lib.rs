@@ -244,6 +244,7 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
                     }
                 },
             };
+            let _open = archive.metrics().association();
             if let Err(e) = association(archive, socket, tls_config, slot.live.clone()).await {
                 match e {
                     AssociationError::Aborted | AssociationError::Negotiation(_) => {
@@ -254,6 +255,20 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
             }
             drop((slot, address));
         });
+    }
+}
+
+/// A DIMSE message's operation as `/metrics` names it.
+fn operation_name(command_field: Option<u16>) -> &'static str {
+    match command_field {
+        Some(field::C_ECHO_RQ) => "c-echo",
+        Some(field::C_STORE_RQ) => "c-store",
+        Some(field::C_FIND_RQ) => "c-find",
+        Some(field::C_GET_RQ) => "c-get",
+        Some(field::C_MOVE_RQ) => "c-move",
+        Some(field::N_ACTION_RQ) => "n-action",
+        Some(field::C_CANCEL_RQ) => "c-cancel",
+        _ => "other",
     }
 }
 
@@ -728,6 +743,10 @@ impl<'a> Session<'a> {
     ) -> Result<(), AssociationError> {
         self.unrecorded = 0;
         self.live.busy(true);
+        let archive = self.archive.clone();
+        let _timer = archive
+            .metrics()
+            .time("dimse", operation_name(command.field()));
         let done = self.operate(pc, command, data).await;
         self.live.busy(false);
         done

@@ -98,7 +98,11 @@ mod tests {
         for r in [&stow, &qido, &login, &delete, &merge] {
             assert!(serves(NodeRole::Ingest, r), "{r:?}");
         }
-        for r in [&rendered, &stream, &(Method::GET, "/dicomweb/studies/1/thumbnail")] {
+        for r in [
+            &rendered,
+            &stream,
+            &(Method::GET, "/dicomweb/studies/1/thumbnail"),
+        ] {
             assert!(!serves(NodeRole::Ingest, r), "{r:?}");
         }
     }

@@ -617,7 +617,10 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released(engine: Engine) 
     assert_eq!((seen.holder.as_str(), seen.expires_at), ("node-a", 31_000));
     // the holder renews it: the same acquisition, a later expiry
     let renewed = index
-        .acquire_lease(LeaseClaim { now: 25_000, ..a.clone() })
+        .acquire_lease(LeaseClaim {
+            now: 25_000,
+            ..a.clone()
+        })
         .await
         .unwrap();
     assert_eq!((renewed.acquired_at, renewed.expires_at), (1_000, 55_000));
@@ -630,19 +633,28 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released(engine: Engine) 
     assert!(!index.acquire_lease(restarted).await.unwrap().held_by(&b));
     // once expired, the other node takes it over
     let taken = index
-        .acquire_lease(LeaseClaim { now: 55_000, ..b.clone() })
+        .acquire_lease(LeaseClaim {
+            now: 55_000,
+            ..b.clone()
+        })
         .await
         .unwrap();
     assert!(taken.held_by(&b));
     assert_eq!((taken.acquired_at, taken.expires_at), (55_000, 85_000));
     // and the first one, back, is refused
     let late = index
-        .acquire_lease(LeaseClaim { now: 56_000, ..a.clone() })
+        .acquire_lease(LeaseClaim {
+            now: 56_000,
+            ..a.clone()
+        })
         .await
         .unwrap();
     assert!(!late.held_by(&a) && late.holder == "node-b");
     // a release frees the node's leases at once, and only its own
-    index.acquire_lease(claim("repair", "node-a", 56_000)).await.unwrap();
+    index
+        .acquire_lease(claim("repair", "node-a", 56_000))
+        .await
+        .unwrap();
     assert_eq!(
         index
             .release_leases("node-b".into(), "node-b-1".into(), 57_000)
@@ -658,7 +670,10 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released(engine: Engine) 
         [("repair", "node-a", 86_000), ("scrub", "node-b", 57_000)]
     );
     let again = index
-        .acquire_lease(LeaseClaim { now: 57_000, ..a.clone() })
+        .acquire_lease(LeaseClaim {
+            now: 57_000,
+            ..a.clone()
+        })
         .await
         .unwrap();
     assert!(again.held_by(&a) && again.acquired_at == 57_000);

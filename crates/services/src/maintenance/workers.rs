@@ -393,16 +393,22 @@ mod tests {
             let workers = Workers::default();
             let rounds = Arc::new(AtomicU32::new(0));
             let r = rounds.clone();
-            workers.supervise_leased("job", metrics.clone(), Duration::ZERO, node.clone(), move || {
-                let r = r.clone();
-                async move {
-                    r.fetch_add(1, Ordering::SeqCst);
-                    Ok(RoundDone {
-                        pause: Duration::from_millis(20),
-                        detail: None,
-                    })
-                }
-            });
+            workers.supervise_leased(
+                "job",
+                metrics.clone(),
+                Duration::ZERO,
+                node.clone(),
+                move || {
+                    let r = r.clone();
+                    async move {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        Ok(RoundDone {
+                            pause: Duration::from_millis(20),
+                            detail: None,
+                        })
+                    }
+                },
+            );
             (node, workers, rounds)
         };
         let (node_a, a, rounds_a) = start("node-a");
@@ -410,7 +416,11 @@ mod tests {
         let (node_b, b, rounds_b) = start("node-b");
         let standby = until(&b, "job", |s| s.state == "standby").await;
         assert!(
-            standby.detail.as_deref().unwrap().starts_with("held by node node-a until "),
+            standby
+                .detail
+                .as_deref()
+                .unwrap()
+                .starts_with("held by node node-a until "),
             "{standby:?}"
         );
         let seen = standby.lease.unwrap();
