@@ -758,3 +758,82 @@ pub async fn assert_nothing_acknowledged_lost(
         assert_eq!(got, std::fs::read(&by_uid[uid]).unwrap(), "{uid}");
     }
 }
+
+impl TestArchive {
+    /// `strata serve` on a free HTTP port and DIMSE on `dimse` (a port given, so that a node
+    /// with no DIMSE listener can be shown to have none); waits (30 s at most) for the HTTP
+    /// address, and for the DIMSE one when `expect_dimse`. Its `dimse` is that address either
+    /// way.
+    pub fn serve_node(&self, dimse: u16, expect_dimse: bool) -> Server {
+        use std::io::BufRead;
+        let mut child = self
+            .cmd()
+            .env("STRATA_LOG", "info")
+            .args(["serve", "--http", "127.0.0.1:0", "--dimse"])
+            .arg(format!("127.0.0.1:{dimse}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting strata serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let (mut http, mut dimse_seen) = (None, !expect_dimse);
+        while http.is_none() || !dimse_seen {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "strata serve did not print its addresses:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            };
+            if let Some(rest) = line.strip_prefix("strata: serving http://") {
+                let addr = rest.split_whitespace().next().unwrap_or("");
+                http = Some(addr.trim_end_matches('/').parse().expect("HTTP address"));
+            } else if line.starts_with("strata: serving DIMSE as ") {
+                dimse_seen = true;
+            }
+        }
+        Server {
+            child,
+            http: http.unwrap(),
+            dimse: format!("127.0.0.1:{dimse}").parse().unwrap(),
+            log,
+        }
+    }
+}
+
+impl Server {
+    /// The server's process id (to signal it).
+    pub fn process_id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (`secs` at most) for the server to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("polling strata serve") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "strata serve still running after {secs} s:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}

@@ -118,6 +118,13 @@ impl Archive {
                 .measured(metrics.clone()),
         );
         let journal = Journal::new(store.clone());
+        let node = Node::new(
+            index.clone(),
+            config.node_id(),
+            config.node.role,
+            std::time::Duration::from_secs(config.node.lease_seconds),
+        );
+        metrics.set_node(node.id(), node.role().as_str());
         let codec_workers = config.render.codec_worker_program.clone().map(|program| {
             Arc::new(strata_render::CodecWorkers::new(
                 program,
@@ -171,12 +178,7 @@ impl Archive {
                 metrics.clone(),
                 config.scrub.clone(),
                 config.repair.clone(),
-                Node::new(
-                    index.clone(),
-                    config.node_id(),
-                    config.node.role,
-                    std::time::Duration::from_secs(config.node.lease_seconds),
-                ),
+                node,
             ),
             config,
             store,

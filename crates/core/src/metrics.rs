@@ -36,6 +36,9 @@ pub struct Metrics {
     repair_queue: Gauge,
     op_seconds: OpHistogram,
     worker_runs: Family<Labels, Counter>,
+    node: Family<Labels, Gauge>,
+    /// Every series already carries the node's id (a label of the registry).
+    node_labelled: bool,
     queries: Counter,
     http_in_flight: Gauge,
     associations: Gauge,
@@ -63,18 +66,21 @@ impl Default for Metrics {
 impl Metrics {
     /// Metrics without a node label (tools and tests).
     pub fn new() -> Metrics {
-        Metrics::with_registry(Registry::with_prefix("strata"))
+        Metrics::with_registry(Registry::with_prefix("strata"), false)
     }
 
     /// The metrics of node `id`: every series is labelled `node="<id>"`.
     pub fn for_node(id: &str) -> Metrics {
-        Metrics::with_registry(Registry::with_prefix_and_labels(
-            "strata",
-            [("node".into(), id.to_string().into())].into_iter(),
-        ))
+        Metrics::with_registry(
+            Registry::with_prefix_and_labels(
+                "strata",
+                [("node".into(), id.to_string().into())].into_iter(),
+            ),
+            true,
+        )
     }
 
-    fn with_registry(mut registry: Registry) -> Metrics {
+    fn with_registry(mut registry: Registry, node_labelled: bool) -> Metrics {
         let ingest = Family::<Labels, Counter>::default();
         let ingest_bytes = Counter::default();
         // 0.5 ms .. ~16 s: an in-memory instance to a multi-gigabyte one.
@@ -85,6 +91,7 @@ impl Metrics {
         let repair_queue = Gauge::default();
         let op_seconds = OpHistogram::new_with_constructor(op_histogram);
         let worker_runs = Family::<Labels, Counter>::default();
+        let node = Family::<Labels, Gauge>::default();
         let (queries, http_in_flight, associations) =
             (Counter::default(), Gauge::default(), Gauge::default());
         registry.register(
@@ -137,6 +144,11 @@ impl Metrics {
             "Rounds of each background worker, by worker and outcome",
             worker_runs.clone(),
         );
+        registry.register(
+            "node_info",
+            "This node of the archive, by id and role (always 1): what every other series of its /metrics is about",
+            node.clone(),
+        );
         Metrics {
             registry,
             ingest,
@@ -146,6 +158,8 @@ impl Metrics {
             repair_queue,
             op_seconds,
             worker_runs,
+            node,
+            node_labelled,
             queries,
             http_in_flight,
             associations,
@@ -183,6 +197,16 @@ impl Metrics {
             http_in_flight: self.http_in_flight.get(),
             associations: self.associations.get(),
         }
+    }
+
+    /// Names the node these metrics are of (`strata_node_info{node, role} 1`).
+    pub fn set_node(&self, id: &str, role: &str) {
+        let mut labels = vec![("role".to_string(), role.to_string())];
+        // metrics of a node (`for_node`) label every series with it already
+        if !self.node_labelled {
+            labels.insert(0, ("node".into(), id.into()));
+        }
+        self.node.get_or_create(&labels).set(1);
     }
 
     pub fn ingested(&self, outcome: &str, bytes: u64, elapsed: Duration) {
@@ -286,7 +310,12 @@ mod tests {
         }
         m.observe("store", "put", Duration::from_millis(3));
         m.worker_ran("scrub", "ok");
+        m.set_node("pacs-1", "all");
         let text = m.render();
+        assert!(
+            text.contains("strata_node_info{node=\"pacs-1\",role=\"all\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("strata_operation_seconds_count{engine=\"index\",op=\"studies\"} 1"),
             "{text}"
@@ -304,6 +333,7 @@ mod tests {
     #[test]
     fn a_nodes_series_carry_its_id_and_its_load_is_counted() {
         let m = Metrics::for_node("pacs-2");
+        m.set_node("pacs-2", "ingest");
         m.observe("dimse", "c-find", Duration::from_millis(1));
         m.ingested("stored", 10, Duration::from_millis(1));
         m.ingested("duplicate", 10, Duration::from_millis(1));
@@ -314,6 +344,10 @@ mod tests {
         drop(held);
         assert_eq!(m.load().associations, 0);
         let text = m.render();
+        assert!(
+            text.contains("strata_node_info{node=\"pacs-2\",role=\"ingest\"} 1"),
+            "{text}"
+        );
         let line = text
             .lines()
             .find(|l| l.starts_with("strata_operation_seconds_count{"))

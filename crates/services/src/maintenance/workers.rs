@@ -139,7 +139,8 @@ impl Workers {
     }
 
     /// [`Workers::supervise`] for work that must happen once per archive: each round (and
-    /// the rest after it) runs only while `node` holds the lease named after the worker,
+    /// the rest after it, and the first wait) runs only while `node` holds the lease named
+    /// after the worker,
     /// renewed all along. While another node holds it, the worker stands by and asks again
     /// every [`Node::renew_every`]; a round whose lease is lost is cut short.
     pub fn supervise_leased<F, Fut>(
@@ -155,12 +156,23 @@ impl Workers {
     {
         let workers = self.clone();
         self.spawn(name, async move {
-            tokio::time::sleep(first_wait).await;
+            // the first wait is spent holding the lease, so the other nodes see the holder
+            let mut wait = first_wait;
             loop {
                 let lease = match node.acquire(name).await {
                     Ok((lease, held)) => {
                         workers.saw_lease(name, &lease, held);
-                        if !held {
+                        if held {
+                            workers.update(name, |s| {
+                                if s.state == "standby" {
+                                    s.state = "waiting";
+                                    s.detail = Some(format!(
+                                        "took the lease at {}",
+                                        timestamp(lease.renewed_at)
+                                    ));
+                                }
+                            });
+                        } else {
                             workers.update(name, |s| {
                                 s.state = "standby";
                                 s.detail = Some(format!(
@@ -182,10 +194,13 @@ impl Workers {
                     }
                 };
                 let this_round = round();
-                let work = async {
-                    let pause = workers.run_round(name, &metrics, this_round).await;
+                let (w, m) = (&workers, &metrics);
+                let work = async move {
+                    tokio::time::sleep(wait).await;
+                    let pause = w.run_round(name, m, this_round).await;
                     tokio::time::sleep(pause).await;
                 };
+                wait = Duration::ZERO;
                 let renewed = |l: &strata_index::Lease| workers.saw_lease(name, l, true);
                 tokio::select! {
                     () = work => {}
