@@ -25,6 +25,7 @@ try {
   // Nodes: this node, alive, with its rates; the page reads them again by itself.
   const node = `#nodes tr[data-node="${NODE}"]`;
   await page.waitForSelector(`${node} .state.ok`);
+  await page.waitForSelector(`${node} td a[href^="http://"]`);
   const cells = await page.locator(`${node} td`).allTextContents();
   check(cells[0].includes(NODE) && cells[1] === "all" && cells[2] === "alive" && cells[4].startsWith("http://"),
     "the nodes page lists this node alive");

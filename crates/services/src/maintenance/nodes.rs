@@ -71,6 +71,13 @@ impl Heartbeat {
     /// Writes a heartbeat now and every [`HEARTBEAT`] after, until the task is aborted; a
     /// heartbeat the index refuses is logged and the next one tried.
     pub async fn run(mut self) {
+        // The first heartbeat names the URL the node serves: its listener is bound in a moment.
+        for _ in 0..50 {
+            if self.address.get().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
