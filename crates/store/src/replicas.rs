@@ -1043,3 +1043,18 @@ async fn segments_window(
         .await?;
     Ok((window, end))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::shown_url;
+
+    #[test]
+    fn a_shown_url_keeps_no_credentials() {
+        assert_eq!(
+            shown_url("s3://key:secret@bucket/strata?endpoint=http://garage:3900&env=A_#x"),
+            "s3://bucket/strata"
+        );
+        assert_eq!(shown_url("file:///mnt/a"), "file:///mnt/a");
+        assert_eq!(shown_url("not a url"), "(unparsable URL)");
+    }
+}
