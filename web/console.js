@@ -203,6 +203,6 @@ async function showAudit(body, params) {
     el("td", {}, String(e.id)), el("td", {}, when(e.at)), el("td", {}, e.actor), el("td", {}, e.role),
     el("td", {}, e.action), el("td", {}, e.outcome), el("td", {}, e.patient_id || ""),
     el("td", {}, e.remote || ""), el("td", {}, e.detail || "")));
-  body.replaceChildren(form, el("h2", {}, `Audit trail (${events.length} events, newest first)`),
+  body.replaceChildren(form, el("h2", {}, `Audit trail (${events.length} ${events.length === 1 ? "event" : "events"}, newest first)`),
     table("audit", ["#", "When", "Actor", "Role", "Action", "Outcome", "Patient", "From", "Detail"], rows));
 }
