@@ -1,8 +1,9 @@
 // The viewer's shell: login, the study list, the person view, the review queue, changing one's
 // password, the administrators' accounts page, and routing between them (the URL hash). The
-// image viewer itself is viewer.js.
+// image viewer itself is viewer.js, the operator's console console.js.
 
 import { api, da, dv, el, failed, message, pn, state, whenSessionExpires } from "./common.js";
+import { openConsole } from "./console.js";
 import { openViewer } from "./viewer.js";
 
 const main = document.getElementById("main");
@@ -52,6 +53,7 @@ function signedIn(who) {
   document.getElementById("who").textContent = `${who.user} (${who.role})`;
   document.getElementById("nav-review").hidden = who.role !== "admin";
   document.getElementById("nav-accounts").hidden = who.role !== "admin";
+  document.getElementById("nav-console").hidden = who.role !== "admin";
   state.mustChangePassword = !!who.must_change_password;
 }
 
@@ -342,6 +344,7 @@ async function route() {
   const params = new URLSearchParams(query || "");
   if (state.mustChangePassword || parts[0] === "password") showPassword();
   else if (parts[0] === "accounts") await showAccounts();
+  else if (parts[0] === "console") leaveView = await openConsole(main, parts[1], params);
   else if (parts[0] === "person" && parts[1]) await showPerson(parts[1]);
   else if (parts[0] === "review") await showReview();
   else if (parts[0] === "study" && parts[1]) leaveView = await openViewer(main, parts[1]);

@@ -47,7 +47,8 @@ pub struct Archive {
     retention: Retention,
     maintenance: Maintenance,
     /// Where clients reach the HTTP side: `http.public_url`, or set once the listener is bound.
-    public_url: OnceLock<String>,
+    /// Shared with the node's heartbeat, which reports it.
+    public_url: Arc<OnceLock<String>>,
     /// Where the node is in its stop (`strata serve` moves it on; the doors watch it).
     drain: drain::Drain,
 }
@@ -108,7 +109,7 @@ pub fn open_store(config: &Config) -> Result<Store, ServiceError> {
 
 impl Archive {
     pub async fn open(config: Config) -> Result<Arc<Archive>, ServiceError> {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::for_node(&config.node_id()));
         let store = Arc::new(open_store(&config)?.measured(metrics.clone()));
         let index = Index::open_at(
             &config.index_location(),
@@ -186,7 +187,7 @@ impl Archive {
             store,
             index,
             metrics,
-            public_url: OnceLock::new(),
+            public_url: Arc::default(),
             drain: drain::Drain::default(),
         });
         // From the first opening of an archive that keys its chain, the replicas know it.
@@ -280,8 +281,9 @@ impl Archive {
         }
     }
 
-    /// Starts the background workers of a serving archive.
+    /// Starts the background workers of a serving archive, and its node's heartbeat.
     pub fn spawn_workers(&self) {
+        self.maintenance.spawn_heartbeat(self.public_url.clone());
         self.maintenance.spawn_workers();
     }
 

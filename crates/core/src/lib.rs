@@ -17,4 +17,4 @@ pub mod peers;
 
 pub use blob::BlobId;
 pub use clock::now_ms;
-pub use metrics::Metrics;
+pub use metrics::{InFlight, Load, Metrics};

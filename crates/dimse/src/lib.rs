@@ -253,6 +253,7 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
                     }
                 },
             };
+            let _open = archive.metrics().association();
             if let Err(e) = association(archive, socket, tls_config, slot.live.clone()).await {
                 match e {
                     AssociationError::Aborted | AssociationError::Negotiation(_) => {
@@ -294,6 +295,20 @@ async fn finish(archive: &Archive, slots: &slots::Slots) {
 
 /// How long associations told to stop get to send their A-ABORT and close.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// A DIMSE message's operation as `/metrics` names it.
+fn operation_name(command_field: Option<u16>) -> &'static str {
+    match command_field {
+        Some(field::C_ECHO_RQ) => "c-echo",
+        Some(field::C_STORE_RQ) => "c-store",
+        Some(field::C_FIND_RQ) => "c-find",
+        Some(field::C_GET_RQ) => "c-get",
+        Some(field::C_MOVE_RQ) => "c-move",
+        Some(field::N_ACTION_RQ) => "n-action",
+        Some(field::C_CANCEL_RQ) => "c-cancel",
+        _ => "other",
+    }
+}
 
 /// Over the association limit: read the A-ASSOCIATE-RQ, answer A-ASSOCIATE-RJ with result
 /// rejected-transient, source service-provider (presentation), reason local-limit-exceeded
@@ -770,6 +785,10 @@ impl<'a> Session<'a> {
     ) -> Result<(), AssociationError> {
         self.unrecorded = 0;
         self.live.busy(true);
+        let archive = self.archive.clone();
+        let _timer = archive
+            .metrics()
+            .time("dimse", operation_name(command.field()));
         let done = self.operate(pc, command, data).await;
         self.live.busy(false);
         done

@@ -11,6 +11,7 @@
 pub mod accounts;
 mod ae;
 pub mod auth;
+mod cluster;
 pub mod dicomweb;
 mod listen;
 pub mod persons;
@@ -46,6 +47,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::persons::router())
         .merge(crate::accounts::router())
         .merge(crate::ae::router())
+        .merge(crate::cluster::router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(throttle::Throttles::new(&archive.config().http)),
             throttle::limit,
@@ -71,6 +73,10 @@ pub fn router(archive: Arc<Archive>) -> Router {
             role::serve_only_the_role,
         ))
         .layer(axum::middleware::from_fn_with_state(archive.clone(), hsts))
+        .layer(axum::middleware::from_fn_with_state(
+            archive.clone(),
+            count_in_flight,
+        ))
         .with_state(archive)
 }
 
@@ -90,6 +96,17 @@ async fn refuse_nul(
         return Problem::bad_request("the request's path or query holds a NUL character (%00)")
             .into_response();
     }
+    next.run(request).await
+}
+
+/// Counts the request as in flight until its answer is made (the node's load in its
+/// heartbeat and `strata_http_requests_in_flight`).
+async fn count_in_flight(
+    State(a): State<Arc<Archive>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let _counted = a.metrics().http_request();
     next.run(request).await
 }
 

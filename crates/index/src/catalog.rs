@@ -134,6 +134,12 @@ pub trait Catalog: Send + Sync {
     /// Every lease, held or expired, by name.
     async fn leases(&self) -> Result<Vec<Lease>, IndexError>;
 
+    /// Writes node `node.id`'s heartbeat: its row, created or replaced.
+    async fn heartbeat(&self, node: NodeRow) -> Result<(), IndexError>;
+
+    /// Every node that ever wrote a heartbeat, by id.
+    async fn nodes(&self) -> Result<Vec<NodeRow>, IndexError>;
+
     /// Every SOP Instance UID with its blob, for checks that walk the whole archive.
     async fn instance_blobs(&self) -> Result<Vec<(String, BlobId)>, IndexError>;
 

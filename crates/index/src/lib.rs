@@ -10,7 +10,7 @@
 //!   savepoint, answered only after COMMIT), a small pool of reader connections. Its SQL lives
 //!   in [`records`] (instances and the rows around them), [`repairs`], [`audit`], [`users`],
 //!   [`mpi`] (the person index's tables), [`progress`] (the workers' places), [`leases`] (who
-//!   does the once-per-archive work) and [`query`]
+//!   does the once-per-archive work), [`nodes`] (the nodes' heartbeats) and [`query`]
 //!   (C-FIND and QIDO-RS matching).
 //! - [`rows`] and the types re-exported here are what the catalog answers.
 //!
@@ -21,6 +21,7 @@ mod catalog;
 pub mod db;
 mod leases;
 mod mpi;
+mod nodes;
 mod pg;
 mod pg_tls;
 mod progress;
@@ -38,6 +39,7 @@ pub use mpi::{
     HistoryEntry, Identifier, MatchAnswer, MpiChange, MpiError, MpiOp, PersonSearch, PersonState,
     PersonStudy, PersonSummary, PersonView, ReviewItem,
 };
+pub use nodes::NodeRow;
 pub use rows::*;
 pub use users::{
     BindRefusal, Credentials, LoginFailures, NewUser, PrincipalRow, SessionRow, TokenRow, UserRow,

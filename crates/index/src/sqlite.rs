@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (17, "study_order", include_str!("../../../schemas/index/0017_study_order.sql")),
     (18, "journal_clock", include_str!("../../../schemas/index/0018_journal_clock.sql")),
     (19, "leases", include_str!("../../../schemas/index/0019_leases.sql")),
+    (20, "nodes", include_str!("../../../schemas/index/0020_nodes.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
@@ -63,6 +64,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (17, "study_order", include_str!("../../../schemas/index/0017_study_order.pg.sql")),
     (18, "journal_clock", include_str!("../../../schemas/index/0018_journal_clock.pg.sql")),
     (19, "leases", include_str!("../../../schemas/index/0019_leases.pg.sql")),
+    (20, "nodes", include_str!("../../../schemas/index/0020_nodes.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -575,6 +577,17 @@ impl Catalog for SqliteIndex {
         self.read("leases", leases::all).await
     }
 
+    async fn heartbeat(&self, node: NodeRow) -> Result<(), IndexError> {
+        self.submit("heartbeat", Promise::Committed, move |c| {
+            nodes::heartbeat(c, &node)
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRow>, IndexError> {
+        self.read("nodes", nodes::all).await
+    }
+
     async fn instance_blobs(&self) -> Result<Vec<(String, BlobId)>, IndexError> {
         self.read("instance_blobs", records::instance_blobs).await
     }
@@ -635,6 +648,7 @@ impl Catalog for SqliteIndex {
         &self,
         q: query::Query,
     ) -> Result<Vec<dicom_object::InMemDicomObject>, query::QueryError> {
+        self.metrics.query_answered();
         if q.is_point() {
             return self.read_point("find", |c| Ok(query::find(c, &q)))?;
         }

@@ -58,6 +58,7 @@ on_both_engines!(
     a_page_of_a_search_is_the_slice_of_the_whole_answer,
     a_lease_has_one_holder_until_it_expires_or_is_released,
     two_nodes_racing_for_a_free_lease_get_one_holder,
+    a_heartbeat_writes_and_rewrites_its_nodes_row,
 );
 
 /// A blob address for test content (the store keys its hash; the index only carries it).
@@ -864,4 +865,24 @@ async fn two_nodes_racing_for_a_free_lease_get_one_holder(engine: Engine) {
         assert_eq!(x, y, "both see the same holder");
         assert!(x.held_by(&a) != x.held_by(&b), "{x:?}");
     }
+}
+
+/// A node's heartbeat creates its row, the next one replaces it; every node is listed by id.
+async fn a_heartbeat_writes_and_rewrites_its_nodes_row(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index(Arc::new(open_engine(engine, dir.path())));
+    let beat = |id: &str, seen: i64, stored: u64| NodeRow {
+        id: id.into(),
+        role: "all".into(),
+        address: format!("http://{id}:8080"),
+        version: "1.2.3".into(),
+        started_at: 1_000,
+        last_seen: seen,
+        load: serde_json::json!({"stored_last_minute": stored, "http_in_flight": 1}),
+    };
+    index.heartbeat(beat("node-b", 2_000, 1)).await.unwrap();
+    index.heartbeat(beat("node-a", 2_500, 0)).await.unwrap();
+    index.heartbeat(beat("node-b", 7_000, 40)).await.unwrap();
+    let nodes = index.nodes().await.unwrap();
+    assert_eq!(nodes, [beat("node-a", 2_500, 0), beat("node-b", 7_000, 40)]);
 }

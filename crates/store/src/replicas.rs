@@ -934,6 +934,11 @@ impl Replicas {
 
     /// How many replicas answer a probe within [`PROBE_TIMEOUT`]: the readiness check.
     pub async fn reachable(&self) -> usize {
+        self.probe_each().await.into_iter().filter(|ok| *ok).count()
+    }
+
+    /// Whether each replica, in order, answers a probe (its marker) within [`PROBE_TIMEOUT`].
+    pub async fn probe_each(&self) -> Vec<bool> {
         let path = ObjectPath::from(MARKER_KEY);
         let probes = self
             .list
@@ -942,8 +947,28 @@ impl Replicas {
         join_all(probes)
             .await
             .into_iter()
-            .filter(|r| matches!(r, Ok(Ok(_))))
-            .count()
+            .map(|r| matches!(r, Ok(Ok(_))))
+            .collect()
+    }
+
+    /// Each replica's URL, in order, as an operator may see it: without the user, password
+    /// and query of the URL, where credentials could be.
+    pub fn shown_urls(&self) -> Vec<String> {
+        self.list.iter().map(|r| shown_url(&r.url)).collect()
+    }
+}
+
+/// `url` without its user, password, query and fragment.
+fn shown_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".to_string(),
     }
 }
 
@@ -1017,4 +1042,19 @@ async fn segments_window(
         .get_range(path, start_byte..header.segment_range(end - 1).end)
         .await?;
     Ok((window, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_url;
+
+    #[test]
+    fn a_shown_url_keeps_no_credentials() {
+        assert_eq!(
+            shown_url("s3://key:secret@bucket/strata?endpoint=http://garage:3900&env=A_#x"),
+            "s3://bucket/strata"
+        );
+        assert_eq!(shown_url("file:///mnt/a"), "file:///mnt/a");
+        assert_eq!(shown_url("not a url"), "(unparsable URL)");
+    }
 }

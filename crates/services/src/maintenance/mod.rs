@@ -6,6 +6,7 @@
 //! node at a time, the one holding its lease ([`leases`]); a `render` node runs none of them.
 
 pub mod leases;
+pub mod nodes;
 pub mod scrub;
 pub mod workers;
 
@@ -51,6 +52,8 @@ pub struct Maintenance {
     repair: RepairConfig,
     workers: Workers,
     node: Node,
+    /// The heartbeat's task, while the node serves.
+    heartbeat: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Maintenance {
@@ -70,6 +73,7 @@ impl Maintenance {
             repair,
             workers: Workers::default(),
             node,
+            heartbeat: Arc::default(),
         }
     }
 
@@ -228,11 +232,60 @@ impl Maintenance {
         );
     }
 
+    /// Starts the node's heartbeat ([`nodes`]), on every role: `address` is the URL it serves,
+    /// once known.
+    pub fn spawn_heartbeat(&self, address: Arc<std::sync::OnceLock<String>>) {
+        let beat = nodes::Heartbeat::new(
+            self.index.clone(),
+            self.metrics.clone(),
+            self.node.clone(),
+            address,
+        );
+        let task = tokio::spawn(beat.run());
+        if let Some(old) = self.heartbeat.lock().expect("heartbeat lock").replace(task) {
+            old.abort();
+        }
+    }
+
+    /// Each replica's health (its URL without credentials, whether it answers a probe), the
+    /// write quorum, the repair queue's length and where the scrub has got to.
+    pub async fn replicas(&self) -> Result<serde_json::Value, ServiceError> {
+        let replicas = self.store.replicas();
+        let reachable = replicas.probe_each().await;
+        let list: Vec<serde_json::Value> = replicas
+            .shown_urls()
+            .into_iter()
+            .zip(reachable)
+            .enumerate()
+            .map(
+                |(i, (url, ok))| serde_json::json!({"replica": i + 1, "url": url, "reachable": ok}),
+            )
+            .collect();
+        let queue = self.index.repair_queue_len().await?;
+        self.metrics.set_repair_queue(queue);
+        Ok(serde_json::json!({
+            "replicas": list,
+            "write_quorum": replicas.write_quorum(),
+            "repair_queue": queue,
+            "scrub": self.scrub_progress().await?,
+            "scrub_worker": self.workers().into_iter().find(|w| w.name == SCRUB),
+        }))
+    }
+
+    /// Every node of the archive as its heartbeats describe it, alive or not.
+    pub async fn nodes(&self) -> Result<Vec<nodes::NodeStatus>, ServiceError> {
+        let rows = self.index.nodes().await?;
+        Ok(nodes::statuses(rows, self.node.id(), strata_core::now_ms()))
+    }
+
     /// Stops the background workers (a round under way is cut short) and frees their leases,
     /// so another node takes the work over at once: the process is stopping.
     /// The node holding the audit export copies the events since its last round first: a
     /// replica alone (a reindex) then holds the trail up to the stop, not up to a round before.
     pub async fn stop_workers(&self) {
+        if let Some(beat) = self.heartbeat.lock().expect("heartbeat lock").take() {
+            beat.abort();
+        }
         let exporting = self
             .workers
             .statuses()
