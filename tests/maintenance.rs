@@ -53,12 +53,27 @@ fn workers_report_their_rounds_and_the_scrub_its_pass() {
     );
 
     let metrics = admin.get("/metrics").text();
-    for series in [
-        "strata_operation_seconds_count{engine=\"index\",op=\"worker_progress\"}",
-        "strata_operation_seconds_count{engine=\"store\",op=\"verify\"}",
-        "strata_worker_runs_total{worker=\"scrub\",outcome=\"ok\"}",
+    // every series names the node first (`{node="...",`), then its own labels
+    for (name, labels) in [
+        (
+            "strata_operation_seconds_count",
+            "engine=\"index\",op=\"worker_progress\"}",
+        ),
+        (
+            "strata_operation_seconds_count",
+            "engine=\"store\",op=\"verify\"}",
+        ),
+        (
+            "strata_worker_runs_total",
+            "worker=\"scrub\",outcome=\"ok\"}",
+        ),
     ] {
-        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}{{node=")) && l.contains(labels)),
+            "{name}{{..{labels} in:\n{metrics}"
+        );
     }
 
     add_user(&t, "rad", "radiologist");
