@@ -189,8 +189,8 @@ impl Cluster {
             .collect();
         let proxy_http = free_port();
         let replicas: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
-        let mut nodes: Vec<Node> = (0..3)
-            .map(|_| {
+        let mut nodes: Vec<Node> = (1..=3)
+            .map(|n| {
                 let mut env = credentials.to_vec();
                 env.push(("STRATA_MASTER_KEY".into(), key.clone()));
                 let archive = TestArchive {
@@ -205,7 +205,8 @@ impl Cluster {
                         "[store]\nreplicas = [{}]\n\n\
                          [http]\npublic_url = \"http://127.0.0.1:{proxy_http}\"\n\
                          trusted_proxies = [\"127.0.0.1\"]\n\n\
-                         [node]\ndrain_seconds = 2\ndrain_max_seconds = 20\n",
+                         [node]\nid = \"node{n}\"\nlease_seconds = 3\n\
+                         drain_seconds = 2\ndrain_max_seconds = 20\n",
                         replicas.join(", ")
                     ),
                 )
@@ -783,4 +784,122 @@ fn a_draining_node_says_not_ready_while_its_request_finishes_and_cuts_off_what_o
     let server = t.serve();
     assert!(files_in(&spool).is_empty(), "{:?}", files_in(&spool));
     drop(server);
+}
+
+/// The leases as the index holds them: work to the node holding it, once all four are held.
+fn lease_holders(index: &str) -> std::collections::BTreeMap<String, String> {
+    let mut db = postgres::Client::connect(index, postgres::NoTls).unwrap();
+    db.query(
+        "SELECT name, holder FROM strata.leases
+         WHERE expires_at > (extract(epoch from now()) * 1000)::bigint",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// kill -9 of the node holding the upkeep's leases while a client stores through the proxy
+/// (storescu tries a failed association again, as its protocol allows): every instance
+/// acknowledged is there, byte for byte, and the work is another node's within the leases'
+/// expiry (3 s here).
+#[test]
+fn a_node_killed_mid_ingest_loses_nothing_acknowledged_and_its_leases_move() {
+    let mut c = Cluster::start();
+    let (auth, proxy) = (c.auth(), c.proxy.base());
+    let index = c.nodes[0].archive.index_url.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let holders = loop {
+        let h = lease_holders(&index);
+        if h.len() == 4 {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leases were not all taken: {h:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let doomed = holders["repair"].clone();
+    let n: usize = doomed.trim_start_matches("node").parse().unwrap();
+
+    // three clients at once, so every node is in the middle of an association at the kill
+    let dir = c.dir.path().join("killed");
+    let dimse_port = c.proxy.dimse;
+    let storers: Vec<_> = (0..3u64)
+        .map(|k| {
+            let studies: Vec<Vec<PathBuf>> = (0..8)
+                .map(|i| {
+                    let seed = 500 + 10 * k + i;
+                    strata_synth::generate(&dir.join(format!("k{seed}")), &study(seed, 12)).unwrap()
+                })
+                .collect();
+            std::thread::spawn(move || -> Result<(Vec<PathBuf>, usize), String> {
+                let (mut acknowledged, mut retried) = (Vec::new(), 0);
+                for files in studies {
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        let (ok, log) = storescu(dimse_port, &files);
+                        if ok {
+                            break;
+                        }
+                        if tries == 3 {
+                            return Err(format!("a study not stored after 3 associations:\n{log}"));
+                        }
+                        retried += 1;
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    acknowledged.extend(files);
+                }
+                Ok((acknowledged, retried))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = c.nodes[n - 1].server().process_id();
+    let killed = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // the work goes to the nodes still running within the leases' expiry and a renewal's wait
+    let moved = loop {
+        let h = lease_holders(&index);
+        if h.len() == 4 && h.values().all(|holder| *holder != doomed) {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "{doomed}'s leases not taken over: {h:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("{doomed} killed: its leases taken over in {moved:?}");
+    assert!(moved < Duration::from_secs(3 + 2 + 2), "{moved:?}");
+    let (mut acknowledged, mut retried) = (Vec::new(), 0);
+    for storer in storers {
+        let (a, r) = storer.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+        acknowledged.extend(a);
+        retried += r;
+    }
+    eprintln!(
+        "{} instances acknowledged, {retried} associations tried again",
+        acknowledged.len()
+    );
+    assert_eq!(
+        acknowledged.len(),
+        3 * 8 * 12,
+        "every study was stored in the end"
+    );
+    for f in &acknowledged {
+        let via = wado(&proxy, &auth, f);
+        assert!(
+            data_set(&via) == data_set(&std::fs::read(f).unwrap()),
+            "{}",
+            f.display()
+        );
+    }
 }
