@@ -256,6 +256,48 @@ fn storescu(port: u16, files: &[PathBuf]) -> (bool, String) {
     (out.status.success() && acknowledged == files.len(), log)
 }
 
+/// Stores `studies` through the DIMSE port `port`, each on one association tried again (three
+/// associations at most) when it fails, as a modality would; stops early once `until` is set
+/// and a few studies are in. An aborted association is a failure unless `aborts_expected` (a
+/// node killed): a drain lets every open association finish. Returns the instances
+/// acknowledged and how many associations were tried again.
+fn store_through(
+    port: u16,
+    studies: Vec<Vec<PathBuf>>,
+    until: Option<Arc<AtomicBool>>,
+    aborts_expected: bool,
+) -> Result<(Vec<PathBuf>, usize), String> {
+    let (mut acknowledged, mut retried) = (Vec::new(), 0);
+    for files in studies {
+        if until.as_ref().is_some_and(|u| u.load(Ordering::Relaxed)) && acknowledged.len() >= 6 {
+            break;
+        }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (ok, log) = storescu(port, &files);
+            if ok {
+                break;
+            }
+            if tries == 3 {
+                return Err(format!("a study not stored after 3 associations:\n{log}"));
+            }
+            if !aborts_expected && log.to_lowercase().contains("abort") {
+                return Err(format!("an association was aborted:\n{log}"));
+            }
+            let why: Vec<&str> = log
+                .lines()
+                .filter(|l| l.starts_with("I: Rec") || l.starts_with("E:") || l.starts_with("F:"))
+                .collect();
+            eprintln!("storescu failed, tried again: {why:?}");
+            retried += 1;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        acknowledged.extend(files);
+    }
+    Ok((acknowledged, retried))
+}
+
 /// A QIDO-RS answer at `base`, which must be 200.
 fn qido(base: &str, auth: &str, path: &str) -> serde_json::Value {
     let a = common::http(
@@ -481,41 +523,7 @@ fn three_nodes_behind_haproxy_answer_alike_and_restart_one_by_one_without_loss()
     let dimse_port = c.proxy.dimse;
     let storer = {
         let done = done.clone();
-        std::thread::spawn(move || -> Result<(Vec<PathBuf>, usize), String> {
-            let (mut acknowledged, mut retried) = (Vec::new(), 0);
-            for files in studies {
-                if done.load(Ordering::Relaxed) && acknowledged.len() >= 6 {
-                    break;
-                }
-                let mut tries = 0;
-                loop {
-                    tries += 1;
-                    let (ok, log) = storescu(dimse_port, &files);
-                    if ok {
-                        break;
-                    }
-                    if tries == 3 {
-                        return Err(format!("a study not stored after 3 associations:\n{log}"));
-                    }
-                    // an association the drain cut short would be aborted: the drain lets
-                    // every open association finish
-                    if log.to_lowercase().contains("abort") {
-                        return Err(format!("an association was aborted:\n{log}"));
-                    }
-                    let why: Vec<&str> = log
-                        .lines()
-                        .filter(|l| {
-                            l.starts_with("I: Rec") || l.starts_with("E:") || l.starts_with("F:")
-                        })
-                        .collect();
-                    eprintln!("storescu failed, retried: {why:?}");
-                    retried += 1;
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-                acknowledged.extend(files);
-            }
-            Ok((acknowledged, retried))
-        })
+        std::thread::spawn(move || store_through(dimse_port, studies, Some(done), false))
     };
     let searcher = {
         let (done, proxy, auth) = (done.clone(), proxy.clone(), auth.clone());
@@ -835,26 +843,7 @@ fn a_node_killed_mid_ingest_loses_nothing_acknowledged_and_its_leases_move() {
                     strata_synth::generate(&dir.join(format!("k{seed}")), &study(seed, 12)).unwrap()
                 })
                 .collect();
-            std::thread::spawn(move || -> Result<(Vec<PathBuf>, usize), String> {
-                let (mut acknowledged, mut retried) = (Vec::new(), 0);
-                for files in studies {
-                    let mut tries = 0;
-                    loop {
-                        tries += 1;
-                        let (ok, log) = storescu(dimse_port, &files);
-                        if ok {
-                            break;
-                        }
-                        if tries == 3 {
-                            return Err(format!("a study not stored after 3 associations:\n{log}"));
-                        }
-                        retried += 1;
-                        std::thread::sleep(Duration::from_millis(300));
-                    }
-                    acknowledged.extend(files);
-                }
-                Ok((acknowledged, retried))
-            })
+            std::thread::spawn(move || store_through(dimse_port, studies, None, true))
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));

@@ -270,7 +270,22 @@ impl TestArchive {
 
     /// As [`TestArchive::serve`], with HTTP and DIMSE on the given addresses.
     pub fn serve_on(&self, http: &str, dimse: &str) -> Server {
+        self.start_serving(http, dimse, true)
+    }
+
+    /// `strata serve` on a free HTTP port and DIMSE on `dimse` (a port given, so that a node
+    /// with no DIMSE listener can be shown to have none); waits (30 s at most) for the HTTP
+    /// address, and for the DIMSE one when `expect_dimse`. Its `dimse` is that address either
+    /// way.
+    pub fn serve_node(&self, dimse: u16, expect_dimse: bool) -> Server {
+        self.start_serving("127.0.0.1:0", &format!("127.0.0.1:{dimse}"), expect_dimse)
+    }
+
+    /// `strata serve` on `http` and `dimse`, once it has printed the addresses it serves (the
+    /// DIMSE one only when `expect_dimse`; else `dimse` as given), 30 s at most.
+    fn start_serving(&self, http: &str, dimse: &str, expect_dimse: bool) -> Server {
         use std::io::BufRead;
+        let given_dimse: std::net::SocketAddr = dimse.parse().expect("a DIMSE address");
         let mut child = self
             .cmd()
             .env("STRATA_LOG", "info")
@@ -292,7 +307,7 @@ impl TestArchive {
             }
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let (mut http, mut dimse) = (None, None);
+        let (mut http, mut dimse) = (None, (!expect_dimse).then_some(given_dimse));
         while http.is_none() || dimse.is_none() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = match rx.recv_timeout(left) {
@@ -773,60 +788,6 @@ impl TestArchive {
             dir: tempfile::tempdir().expect("temp dir"),
             index_url: self.index_url.clone(),
             env: self.env.clone(),
-        }
-    }
-
-    /// `strata serve` on a free HTTP port and DIMSE on `dimse` (a port given, so that a node
-    /// with no DIMSE listener can be shown to have none); waits (30 s at most) for the HTTP
-    /// address, and for the DIMSE one when `expect_dimse`. Its `dimse` is that address either
-    /// way.
-    pub fn serve_node(&self, dimse: u16, expect_dimse: bool) -> Server {
-        use std::io::BufRead;
-        let mut child = self
-            .cmd()
-            .env("STRATA_LOG", "info")
-            .args(["serve", "--http", "127.0.0.1:0", "--dimse"])
-            .arg(format!("127.0.0.1:{dimse}"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("starting strata serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let (mut http, mut dimse_seen) = (None, !expect_dimse);
-        while http.is_none() || !dimse_seen {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "strata serve did not print its addresses:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            };
-            if let Some(rest) = line.strip_prefix("strata: serving http://") {
-                let addr = rest.split_whitespace().next().unwrap_or("");
-                http = Some(addr.trim_end_matches('/').parse().expect("HTTP address"));
-            } else if line.starts_with("strata: serving DIMSE as ") {
-                dimse_seen = true;
-            }
-        }
-        Server {
-            child,
-            http: http.unwrap(),
-            dimse: format!("127.0.0.1:{dimse}").parse().unwrap(),
-            log,
         }
     }
 }
