@@ -98,7 +98,12 @@ fn repair_queue(server: &Server, bearer: &str) -> u64 {
     assert_eq!(got.status, 200, "{}", got.text());
     got.text()
         .lines()
-        .find_map(|l| l.strip_prefix("strata_repair_queue_length "))
+        // `strata_repair_queue_length{node="…"} N`
+        .find(|l| {
+            l.starts_with("strata_repair_queue_length{")
+                || l.starts_with("strata_repair_queue_length ")
+        })
+        .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.trim().parse().ok())
         .expect("strata_repair_queue_length in /metrics")
 }
