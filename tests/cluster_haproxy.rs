@@ -326,16 +326,7 @@ fn wado(base: &str, auth: &str, file: &Path) -> Vec<u8> {
         None,
     );
     assert_eq!(a.status, 200, "{}", a.text());
-    let boundary = a.content_type.split("boundary=").nth(1).unwrap();
-    let boundary = boundary.trim_matches('"').to_string();
-    let body = a.body;
-    let start = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let end_marker = format!("\r\n--{boundary}--");
-    let end = body
-        .windows(end_marker.len())
-        .rposition(|w| w == end_marker.as_bytes())
-        .unwrap();
-    body[start..end].to_vec()
+    a.only_part().to_vec()
 }
 
 /// The data set of a Part-10 file: what follows its file meta information (which a DIMSE

@@ -40,6 +40,20 @@ fn listing(t: &TestArchive) -> Vec<String> {
     rows
 }
 
+/// The studies a QIDO-RS search of `server` finds, as the admin.
+fn studies_over_dicomweb(t: &TestArchive, server: &common::Server) -> usize {
+    let tok = common::token(t, "admin");
+    let answer = common::http(
+        "GET",
+        &format!("{}/dicomweb/studies", common::base(server)),
+        &[("Authorization", &format!("Bearer {tok}"))],
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let found: Vec<serde_json::Value> = serde_json::from_slice(&answer.body).unwrap();
+    found.len()
+}
+
 #[test]
 fn an_embedded_archive_moves_to_postgres_and_reindexes_there() {
     let mut t = TestArchive::new();
@@ -69,16 +83,7 @@ fn an_embedded_archive_moves_to_postgres_and_reindexes_there() {
     // Served: a search over DICOMweb answers from PostgreSQL, and the log never shows the URL's
     // password.
     let server = t.serve();
-    let tok = common::token(&t, "admin");
-    let answer = common::http(
-        "GET",
-        &format!("{}/dicomweb/studies", common::base(&server)),
-        &[("Authorization", &format!("Bearer {tok}"))],
-        None,
-    );
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    let found: Vec<serde_json::Value> = serde_json::from_slice(&answer.body).unwrap();
-    assert_eq!(found.len(), 4);
+    assert_eq!(studies_over_dicomweb(&t, &server), 4);
     let logged = server.log.lock().unwrap().join("\n");
     assert!(
         !logged.contains("s3cret-pw"),
@@ -192,16 +197,7 @@ fn the_index_is_reached_over_verified_tls_when_the_url_asks() {
     t.ok(&["import", t.path("in").to_str().unwrap()]);
     assert_eq!(listing(&t).len(), 4);
     let server = t.serve();
-    let tok = common::token(&t, "admin");
-    let answer = common::http(
-        "GET",
-        &format!("{}/dicomweb/studies", common::base(&server)),
-        &[("Authorization", &format!("Bearer {tok}"))],
-        None,
-    );
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    let found: Vec<serde_json::Value> = serde_json::from_slice(&answer.body).unwrap();
-    assert_eq!(found.len(), 4);
+    assert_eq!(studies_over_dicomweb(&t, &server), 4);
     // What the server says of the archive's connections (this one, in the clear, left out).
     let mut db = postgres::Client::connect(&plain, postgres::NoTls).unwrap();
     let encrypted: Vec<bool> = db

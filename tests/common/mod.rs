@@ -466,6 +466,25 @@ impl Answer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).to_string()
     }
+
+    /// The content of a multipart answer's one part (after its headers, before the closing
+    /// boundary).
+    pub fn only_part(&self) -> &[u8] {
+        let boundary = self
+            .content_type
+            .split("boundary=")
+            .nth(1)
+            .expect("a multipart answer")
+            .trim_matches('"');
+        let body = &self.body;
+        let start = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let end_marker = format!("\r\n--{boundary}--");
+        let end = body
+            .windows(end_marker.len())
+            .rposition(|w| w == end_marker.as_bytes())
+            .unwrap();
+        &body[start..end]
+    }
 }
 
 /// One HTTP request; any status comes back as an answer (never an error).

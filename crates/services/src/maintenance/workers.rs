@@ -140,8 +140,7 @@ impl Workers {
 
     /// [`Workers::supervise`] for work that must happen once per archive: each round (and
     /// the rest after it, and the first wait) runs only while `node` holds the lease named
-    /// after the worker,
-    /// renewed all along. While another node holds it, the worker stands by and asks again
+    /// after the worker, renewed all along. While another node holds it, the worker stands by and asks again
     /// every [`Node::renew_every`]; a round whose lease is lost is cut short.
     pub fn supervise_leased<F, Fut>(
         &self,
