@@ -921,6 +921,8 @@ fn apply_demographics(c: &Connection, fk: i64, identity: &Identity) -> Result<()
             opt(&identity.sex)
         ],
     )?;
+    let key = opt(&name).map(|n| mpi::name_key(&n));
+    super::records::rename_studies(c, fk, key.as_deref())?;
     let n = Normalised::new(identity);
     set_demographics(c, fk, &n, &serde_json::to_string(&n).expect("serialises"))
 }

@@ -199,6 +199,27 @@ fn catalog(tag: Tag) -> Option<&'static Attribute> {
     CATALOG.iter().find(|a| a.tag == tag)
 }
 
+/// The patient's name as a search of studies (or of their series and instances) matches it:
+/// on the folded name each study carries, so the page is chosen from the studies' own indexes
+/// without a join to the patients. Fuzzy matching also reads the patient's phonetic key, and
+/// keeps [`CATALOG`]'s patient-level form.
+static NAME_OF_STUDIES: Attribute = Attribute {
+    tag: tags::PATIENT_NAME,
+    vr: VR::PN,
+    level: Level::Study,
+    expr: "p.patient_name",
+    match_expr: Some("st.patient_name_key"),
+    kind: Kind::Name,
+};
+
+/// The attribute a query at `level` matches `tag` on.
+fn searched(tag: Tag, level: Level, fuzzy: bool) -> Option<&'static Attribute> {
+    if tag == tags::PATIENT_NAME && level >= Level::Study && !fuzzy {
+        return Some(&NAME_OF_STUDIES);
+    }
+    catalog(tag)
+}
+
 /// One key of a query: an attribute, and the value to match (empty: return only).
 #[derive(Debug, Clone)]
 pub struct Key {
@@ -522,7 +543,7 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
         if key.tag == tags::QUERY_RETRIEVE_LEVEL || key.tag == tags::SPECIFIC_CHARACTER_SET {
             continue;
         }
-        match catalog(key.tag) {
+        match searched(key.tag, q.level, q.fuzzy) {
             Some(a) if a.level <= q.level => {
                 let before = conds.len();
                 condition(c.dialect(), a, &key.value, q.fuzzy, &mut conds, &mut params)?;

@@ -65,7 +65,9 @@ fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, In
         }
         _ => {}
     }
-    c.prepare_cached("INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at, name_phonetic)
+    let renamed = matches!(&stored, Some((_, false, name, ..)) if *name != p.name);
+    let key = p.name.as_deref().map(name_key);
+    let id = c.prepare_cached("INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, updated_at, name_phonetic)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (patient_id, issuer) DO UPDATE SET
             patient_name = excluded.patient_name, patient_name_key = excluded.patient_name_key,
@@ -76,14 +78,30 @@ fn upsert_patient(c: &Connection, p: &PatientRecord, now: i64) -> Result<i64, In
             p.patient_id,
             p.issuer,
             p.name,
-            p.name.as_deref().map(name_key),
+            key,
             p.birth_date,
             p.sex,
             now,
             p.name.as_deref().map(strata_mpi::phonetic_key)
         ],
         |r| r.get(0),
-    )
+    )?;
+    if renamed {
+        rename_studies(c, id, key.as_deref())?;
+    }
+    Ok(id)
+}
+
+/// Keeps the folded name each study of a patient carries (for name searches of studies) equal
+/// to the patient's, after the patient's name changed.
+pub(crate) fn rename_studies(
+    c: &Connection,
+    patient: i64,
+    name_key: Option<&str>,
+) -> Result<(), IndexError> {
+    c.prepare_cached("UPDATE studies SET patient_name_key = ?2 WHERE patient_fk = ?1")?
+        .execute(params![patient, name_key])?;
+    Ok(())
 }
 
 fn upsert_study(
@@ -117,8 +135,10 @@ fn upsert_study(
     // Study Instance UID for another patient does not move the study.
     c.prepare_cached(
         "INSERT INTO studies (study_uid, patient_fk, study_date, study_time, accession_number,
-                              study_id, study_description, referring_physician, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                              study_id, study_description, referring_physician, updated_at,
+                              patient_name_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+                 (SELECT p.patient_name_key FROM patients p WHERE p.id = ?2))
          ON CONFLICT (study_uid) DO UPDATE SET
             study_date = coalesce(excluded.study_date, studies.study_date),
             study_time = coalesce(excluded.study_time, studies.study_time),

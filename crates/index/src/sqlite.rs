@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (18, "journal_clock", include_str!("../../../schemas/index/0018_journal_clock.sql")),
     (19, "leases", include_str!("../../../schemas/index/0019_leases.sql")),
     (20, "nodes", include_str!("../../../schemas/index/0020_nodes.sql")),
+    (25, "study_names", include_str!("../../../schemas/index/0025_study_names.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
@@ -65,6 +66,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (18, "journal_clock", include_str!("../../../schemas/index/0018_journal_clock.pg.sql")),
     (19, "leases", include_str!("../../../schemas/index/0019_leases.pg.sql")),
     (20, "nodes", include_str!("../../../schemas/index/0020_nodes.pg.sql")),
+    (25, "study_names", include_str!("../../../schemas/index/0025_study_names.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.

@@ -56,6 +56,7 @@ on_both_engines!(
     an_instance_rewrites_its_patient_study_and_series_only_to_change_them,
     the_audit_trail_chains_and_reads_back_by_filter,
     a_page_of_a_search_is_the_slice_of_the_whole_answer,
+    a_renamed_patients_studies_are_found_by_the_new_name_only,
     a_lease_has_one_holder_until_it_expires_or_is_released,
     two_nodes_racing_for_a_free_lease_get_one_holder,
     a_heartbeat_writes_and_rewrites_its_nodes_row,
@@ -591,6 +592,96 @@ async fn a_page_of_a_search_is_the_slice_of_the_whole_answer(engine: Engine) {
     assert_eq!(
         studies(time, "101559-1016").await,
         of(&(8..16).collect::<Vec<_>>())
+    );
+}
+
+/// A search of studies matches the patient's name on the folded name each study carries: when
+/// the patient's name changes (a later instance, or an administrator's correction), each of
+/// their studies is found by the new name, at every level and page, and none by the old.
+async fn a_renamed_patients_studies_are_found_by_the_new_name_only(engine: Engine) {
+    use crate::query::Level;
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index(Arc::new(open_engine(engine, dir.path())));
+    for (k, name) in [(0, "Müller^Anna"), (1, "Müller^Anna"), (2, "Mueller^Hans")] {
+        let mut r = record(
+            &format!("1.{k}"),
+            &format!("9.{k}"),
+            &format!("8.{k}"),
+            &[k],
+        );
+        r.patient.name = Some(name.into());
+        if k == 2 {
+            r.patient.patient_id = "P2".into();
+        }
+        let added = index.insert_instance(r, OnConflict::Reject, vec![]);
+        assert_eq!(added.await.unwrap(), InsertOutcome::Inserted);
+    }
+    let found = |level: Level, name: &'static str| {
+        let index = &index;
+        async move {
+            let (uid, page) = match level {
+                Level::Study => (tags::STUDY_INSTANCE_UID, Some((1, 0))),
+                Level::Series => (tags::SERIES_INSTANCE_UID, None),
+                _ => (tags::SOP_INSTANCE_UID, Some((100, 0))),
+            };
+            let keys = [(tags::PATIENT_NAME, name), (uid, "")];
+            let mut all = values(&search(index, level, &keys, None).await, uid);
+            all.sort();
+            if let Some(page) = page {
+                let paged = search(index, level, &keys, Some(page)).await;
+                assert_eq!(paged.len(), all.len().min(page.0), "{level:?} {name}");
+            }
+            all
+        }
+    };
+    let muller = ["9.0".to_string(), "9.1".to_string()];
+    assert_eq!(found(Level::Study, "müller*").await, muller);
+    assert_eq!(found(Level::Study, "MUELLER^HANS").await, ["9.2"]);
+    // a later instance of P1 under another name: both of P1's studies follow it
+    let mut r = record("1.3", "9.1", "8.1", b"3");
+    r.patient.name = Some("Schmidt^Anna".into());
+    let added = index.insert_instance(r, OnConflict::Reject, vec![]);
+    assert_eq!(added.await.unwrap(), InsertOutcome::Inserted);
+    assert_eq!(found(Level::Study, "SCHMIDT*").await, muller);
+    assert_eq!(found(Level::Series, "schmidt^anna").await, ["8.0", "8.1"]);
+    assert_eq!(found(Level::Image, "SCH*").await, ["1.0", "1.1", "1.3"]);
+    assert!(found(Level::Study, "MÜLLER*").await.is_empty());
+    // an administrator corrects P2's name: the study follows it
+    let identity = strata_mpi::Identity {
+        issuer: "HOSP_A".into(),
+        patient_id: "P2".into(),
+        family_name: "Meyer".into(),
+        given_name: "Hans".into(),
+        ..Default::default()
+    };
+    let op = MpiOp::Demographics {
+        key: strata_mpi::LocalKey {
+            issuer: "HOSP_A".into(),
+            patient_id: "P2".into(),
+        },
+        identity: Box::new(identity),
+    };
+    let audit = AuditEvent::now("admin", "admin", "mpi.demographics", Outcome::Success);
+    let journal: Journal = Box::new(|_: &MpiChange, _: i64| Ok(()));
+    index
+        .mpi_op(op, "admin".into(), audit, journal)
+        .await
+        .unwrap();
+    assert_eq!(found(Level::Study, "MEYER^HANS").await, ["9.2"]);
+    assert!(found(Level::Study, "MUELLER*").await.is_empty());
+    // fuzzy matching still reads the patient's own keys
+    let mut q = crate::query::Query::all(
+        Level::Study,
+        vec![
+            crate::query::Key::new(tags::PATIENT_NAME, "meier"),
+            crate::query::Key::new(tags::STUDY_INSTANCE_UID, ""),
+        ],
+    );
+    q.fuzzy = true;
+    assert_eq!(
+        values(&index.find(q).await.unwrap(), tags::STUDY_INSTANCE_UID),
+        ["9.2"]
     );
 }
 
