@@ -539,6 +539,8 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
     let mut params = Vec::new();
     // the highest level a condition names: a page is chosen over the tables down from it
     let mut top = q.level;
+    // the patient's name matched on the name each study carries (see `name_page`)
+    let mut by_study_name = false;
     for key in &q.keys {
         if key.tag == tags::QUERY_RETRIEVE_LEVEL || key.tag == tags::SPECIFIC_CHARACTER_SET {
             continue;
@@ -549,6 +551,7 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
                 condition(c.dialect(), a, &key.value, q.fuzzy, &mut conds, &mut params)?;
                 if conds.len() > before {
                     top = top.min(a.level);
+                    by_study_name |= std::ptr::eq(a, &NAME_OF_STUDIES);
                 }
                 returned.push((a.tag, a.vr, selects.len()));
                 selects.push(a.expr.to_string());
@@ -574,7 +577,37 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
         params.push(Value::Integer(person));
         top = Level::Patient;
     }
-    let sql = select_sql(q, &selects.join(", "), &conds, top, filters_in_rust);
+    let selects = selects.join(", ");
+    let sql = match q.limit {
+        Some(limit)
+            if by_study_name
+                && c.dialect() == Dialect::Sqlite
+                && q.level == Level::Study
+                && top == Level::Study
+                && !filters_in_rust
+                && !q.is_point() =>
+        {
+            let (tables, order) = (q.level.tables(), q.level.order());
+            match name_page(c, &conds, &params, limit, q.offset)? {
+                NamePage::Ids(ids) => {
+                    params = vec![Value::Text(serde_json::to_string(&ids).expect("ids"))];
+                    format!(
+                        "SELECT {selects} FROM {tables} \
+                         WHERE st.id IN (SELECT value FROM json_each(?)) ORDER BY {order}"
+                    )
+                }
+                NamePage::Walk => format!(
+                    "SELECT {selects} FROM {tables} WHERE st.id IN \
+                     (SELECT st.id FROM studies st INDEXED BY studies_date WHERE {} \
+                      ORDER BY {order} LIMIT {} OFFSET {}) ORDER BY {order}",
+                    conds.join(" AND "),
+                    sql_count(limit),
+                    sql_count(q.offset)
+                ),
+            }
+        }
+        _ => select_sql(q, &selects, &conds, top, filters_in_rust),
+    };
     let mut stmt = c.prepare_cached(&sql)?;
     let mut out = Vec::new();
     stmt.query_each(&params, |row| {
@@ -648,6 +681,50 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
             .collect();
     }
     Ok(out)
+}
+
+/// How a page of studies matching a patient's name (and perhaps other study attributes) is
+/// chosen on SQLite, whose planner cannot tell a name matching two studies from one matching a
+/// twentieth of the archive: both costs are bounded by counting the matches up to a bound.
+enum NamePage {
+    /// Few matches: the page's ids, read from the name index and sorted here.
+    Ids(Vec<i64>),
+    /// Many: walk the studies in the answer's order (an index holding the name beside it)
+    /// until the page is full, which takes about page × studies / matches entries, fewer
+    /// than the matches themselves past the bound.
+    Walk,
+}
+
+/// Counts the studies matching `conds` up to a bound (ten pages' worth, at least a thousand),
+/// keeping their order keys: under the bound the page is cut from them, in the order of
+/// [`Level::order`] (NULLs first, texts byte-wise as SQLite's BINARY compares, then the id).
+fn name_page(
+    c: &Connection,
+    conds: &[String],
+    params: &[Value],
+    limit: usize,
+    offset: usize,
+) -> Result<NamePage, QueryError> {
+    let bound = offset
+        .saturating_add(limit)
+        .saturating_mul(10)
+        .clamp(1000, 100_000);
+    let sql = format!(
+        "SELECT st.study_date, st.study_time, st.id FROM studies st WHERE {} LIMIT {}",
+        conds.join(" AND "),
+        bound + 1
+    );
+    type Keys = (Option<String>, Option<String>, i64);
+    let mut rows = c
+        .prepare_cached(&sql)?
+        .query_map(params.to_vec(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<Keys>, IndexError>>()?;
+    if rows.len() > bound {
+        return Ok(NamePage::Walk);
+    }
+    rows.sort_unstable();
+    let ids = rows.into_iter().skip(offset).take(limit).map(|r| r.2);
+    Ok(NamePage::Ids(ids.collect()))
 }
 
 /// The statement of a search. A page (a limit, applied in SQL) is chosen first, as the ids of

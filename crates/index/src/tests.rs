@@ -57,6 +57,7 @@ on_both_engines!(
     the_audit_trail_chains_and_reads_back_by_filter,
     a_page_of_a_search_is_the_slice_of_the_whole_answer,
     a_renamed_patients_studies_are_found_by_the_new_name_only,
+    a_name_matching_many_studies_pages_as_one_matching_few,
     a_lease_has_one_holder_until_it_expires_or_is_released,
     two_nodes_racing_for_a_free_lease_get_one_holder,
     a_heartbeat_writes_and_rewrites_its_nodes_row,
@@ -682,6 +683,70 @@ async fn a_renamed_patients_studies_are_found_by_the_new_name_only(engine: Engin
     assert_eq!(
         values(&index.find(q).await.unwrap(), tags::STUDY_INSTANCE_UID),
         ["9.2"]
+    );
+}
+
+/// A name matching more studies than a search counts before choosing its plan (on SQLite:
+/// walk the answer's order rather than sort every match) pages exactly as one matching few:
+/// each page is the slice of the unlimited answer, with and without another condition.
+async fn a_name_matching_many_studies_pages_as_one_matching_few(engine: Engine) {
+    use crate::query::Level;
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index(Arc::new(open_engine(engine, dir.path())));
+    let inserts = (0..1300usize).map(|k| {
+        let mut r = record(
+            &format!("1.{k}"),
+            &format!("9.{k}"),
+            &format!("8.{k}"),
+            &k.to_be_bytes(),
+        );
+        // 1,200 studies of Smiths (three a patient), 100 of Jones; dates repeat, some missing
+        r.patient.patient_id = format!("P{}", k / 3);
+        r.patient.name = Some(if k < 1200 {
+            format!("SMITH^P{}", k / 3)
+        } else {
+            format!("JONES^P{k}")
+        });
+        r.study.date = (k % 7 != 0).then(|| format!("2024{:02}{:02}", 1 + k % 12, 1 + k % 28));
+        r.study.time = Some(format!("{:02}0000", k % 24));
+        let index = index.clone();
+        async move {
+            index
+                .insert_instance(r, OnConflict::Reject, vec![])
+                .await
+                .unwrap()
+        }
+    });
+    let added = futures::future::join_all(inserts).await;
+    assert!(added.iter().all(|a| *a == InsertOutcome::Inserted));
+    let uid = tags::STUDY_INSTANCE_UID;
+    for keys in [
+        vec![(tags::PATIENT_NAME, "SMITH*"), (uid, "")],
+        vec![
+            (tags::PATIENT_NAME, "SM?TH^*"),
+            (tags::STUDY_DATE, "20240301-"),
+            (uid, ""),
+        ],
+        vec![(tags::PATIENT_NAME, "JONES*"), (uid, "")],
+        vec![(tags::PATIENT_NAME, "SMITH^P7"), (uid, "")],
+    ] {
+        let whole = search(&index, Level::Study, &keys, None).await;
+        assert!(!whole.is_empty(), "{keys:?}");
+        for (limit, offset) in [(100, 0), (100, 150), (7, 1195), (100, 1250)] {
+            let page = search(&index, Level::Study, &keys, Some((limit, offset))).await;
+            let expected: Vec<_> = whole.iter().skip(offset).take(limit).cloned().collect();
+            assert_eq!(
+                values(&page, uid),
+                values(&expected, uid),
+                "{keys:?} page {limit} at {offset}"
+            );
+        }
+    }
+    let smiths = [(tags::PATIENT_NAME, "SMITH*"), (uid, "")];
+    assert_eq!(
+        search(&index, Level::Study, &smiths, None).await.len(),
+        1200
     );
 }
 
