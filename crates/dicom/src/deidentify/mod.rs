@@ -28,8 +28,8 @@ mod table;
 use crate::attr::{int, tag_str, text};
 use chrono::{Duration, NaiveDate};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-use dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
 use dicom_core::header::Header;
+use dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
 use dicom_core::{DataElement, Length, Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
@@ -213,7 +213,13 @@ fn resolve(row: &Row, cfg: &DeidentifyConfig) -> (Action, String) {
     };
     if let Some(r) = option(cfg.modified_dates, row.dates, "modified dates")
         .or_else(|| option(cfg.clean_descriptors, row.descriptors, "clean descriptors"))
-        .or_else(|| option(cfg.patient_characteristics, row.patient, "patient characteristics"))
+        .or_else(|| {
+            option(
+                cfg.patient_characteristics,
+                row.patient,
+                "patient characteristics",
+            )
+        })
         .or_else(|| option(cfg.device_identity, row.device, "device identity"))
     {
         return r;
@@ -587,7 +593,10 @@ impl Walk<'_> {
             VR::TM => (Some(elem), "C"),
             VR::AE | VR::CS | VR::LO | VR::LT | VR::PN | VR::SH | VR::ST | VR::UC | VR::UT => {
                 let clean = scrub(&value, &self.identifiers);
-                (Some(DataElement::new(tag, vr, PrimitiveValue::from(clean))), "C")
+                (
+                    Some(DataElement::new(tag, vr, PrimitiveValue::from(clean))),
+                    "C",
+                )
             }
             // numbers, ages, codes in binary: nothing of a name or an identifier in them
             _ => (Some(elem), "K"),
@@ -622,9 +631,17 @@ impl Walk<'_> {
             "REMOVED"
         };
         let mut added = vec![
-            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from(pseudonym.clone())),
+            DataElement::new(
+                tags::PATIENT_NAME,
+                VR::PN,
+                PrimitiveValue::from(pseudonym.clone()),
+            ),
             DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(pseudonym)),
-            DataElement::new(tags::PATIENT_IDENTITY_REMOVED, VR::CS, PrimitiveValue::from("YES")),
+            DataElement::new(
+                tags::PATIENT_IDENTITY_REMOVED,
+                VR::CS,
+                PrimitiveValue::from("YES"),
+            ),
             DataElement::new(
                 tags::DEIDENTIFICATION_METHOD,
                 VR::LO,
@@ -888,6 +905,9 @@ mod tests {
         );
         assert!(shift_dt("2024", d).is_none());
         let ids = vec!["john doe".to_string(), "12345".to_string()];
-        assert_eq!(scrub("Head CT of John Doe, MRN 12345", &ids), "Head CT of *, MRN *");
+        assert_eq!(
+            scrub("Head CT of John Doe, MRN 12345", &ids),
+            "Head CT of *, MRN *"
+        );
     }
 }
