@@ -770,7 +770,7 @@ fn burned_in_ultrasound_is_refused_unless_its_device_has_a_rule() {
     t.ok(&["import", us.to_str().unwrap()]);
     let study = txt(&open_file(&us).unwrap(), tags::STUDY_INSTANCE_UID).unwrap();
     let out = t.path("refused");
-    let o = export(&t, "trial-a", &[study.clone()], &out);
+    let o = export(&t, "trial-a", std::slice::from_ref(&study), &out);
     assert!(!o.status.success(), "a burned-in image must be refused");
     assert!(text(&o).contains("burned-in annotation"), "{}", text(&o));
     assert!(text(&o).contains("Sono 7"), "{}", text(&o));
