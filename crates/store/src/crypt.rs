@@ -487,6 +487,15 @@ mod tests {
     }
 
     #[test]
+    fn project_keys_are_stable_per_name_and_apart_from_other_keys() {
+        let (k, other) = (key(), MasterKey::from_secret(&[8; 32]));
+        assert_eq!(*k.project_key("trial-a"), *key().project_key("trial-a"));
+        assert_ne!(*k.project_key("trial-a"), *k.project_key("trial-b"));
+        assert_ne!(*k.project_key("trial-a"), *other.project_key("trial-a"));
+        assert_ne!(*k.project_key("trial-a"), *k.address_key());
+    }
+
+    #[test]
     fn round_trip_at_segment_boundaries() {
         let k = key();
         for len in [0usize, 1, 15, 16, 17, 64, 100, 1000] {
