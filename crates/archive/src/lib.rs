@@ -19,6 +19,7 @@ use strata_render::RenderPool;
 use strata_services::admin::Admin;
 use strata_services::audit::AuditTrail;
 use strata_services::auth::Access;
+use strata_services::deidentify::Deidentification;
 use strata_services::ingest::Ingest;
 use strata_services::journal::Journal;
 use strata_services::maintenance::leases::Node;
@@ -46,6 +47,7 @@ pub struct Archive {
     persons: Persons,
     retention: Retention,
     maintenance: Maintenance,
+    deidentification: Deidentification,
     /// Where clients reach the HTTP side: `http.public_url`, or set once the listener is bound.
     /// Shared with the node's heartbeat, which reports it.
     public_url: Arc<OnceLock<String>>,
@@ -159,6 +161,12 @@ impl Archive {
                     codec_workers,
                 },
             ),
+            deidentification: Deidentification::new(
+                store.clone(),
+                index.clone(),
+                reads.clone(),
+                config.deidentify.clone(),
+            ),
             reads,
             admin: Admin::new(
                 index.clone(),
@@ -246,6 +254,10 @@ impl Archive {
 
     pub fn maintenance(&self) -> &Maintenance {
         &self.maintenance
+    }
+
+    pub fn deidentification(&self) -> &Deidentification {
+        &self.deidentification
     }
 
     /// Where clients reach the HTTP side (the base of RetrieveURL and BulkDataURI): set once,

@@ -49,6 +49,7 @@ pub struct Config {
     pub render: RenderConfig,
     pub index: IndexConfig,
     pub node: NodeConfig,
+    pub deidentify: DeidentifyConfig,
     /// The data directory (index, key, default replicas); set from `--data`, not the file.
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -272,6 +273,7 @@ impl Default for Config {
             render: RenderConfig::default(),
             index: IndexConfig::default(),
             node: NodeConfig::default(),
+            deidentify: DeidentifyConfig::default(),
             data_dir: PathBuf::from("strata-data"),
         }
     }
@@ -335,6 +337,61 @@ impl Default for RetentionConfig {
             minor_until_age: 25,
         }
     }
+}
+
+/// De-identification (PS3.15 Annex E): which options of the Basic Application Level
+/// Confidentiality Profile apply, which private attributes are safe to keep, and which devices'
+/// burned-in annotation may be blanked. Every option is on by default: a research copy keeps
+/// what makes it useful (ages, sexes, devices, intervals between dates) and loses who it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeidentifyConfig {
+    /// Retain Longitudinal Temporal Information with Modified Dates: dates shifted per patient.
+    pub modified_dates: bool,
+    /// Retain Patient Characteristics: sex, age, size, weight and the like kept.
+    pub patient_characteristics: bool,
+    /// Retain Device Identity: manufacturer, model, serial numbers kept.
+    pub device_identity: bool,
+    /// Clean Descriptors: descriptions kept with the record's identifiers taken out of them.
+    pub clean_descriptors: bool,
+    /// Private attributes kept (every other private attribute is removed).
+    pub private_safe: Vec<SafePrivate>,
+    /// Devices whose burned-in annotation sits in known places, blanked before export.
+    pub pixel_rules: Vec<PixelRule>,
+}
+
+impl Default for DeidentifyConfig {
+    fn default() -> Self {
+        DeidentifyConfig {
+            modified_dates: true,
+            patient_characteristics: true,
+            device_identity: true,
+            clean_descriptors: true,
+            private_safe: Vec::new(),
+            pixel_rules: Vec::new(),
+        }
+    }
+}
+
+/// A private attribute known to carry no identity: the private creator of its block, its
+/// (odd) group and its element within the block (the low byte, `0x00` to `0xFF`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SafePrivate {
+    pub creator: String,
+    pub group: u16,
+    pub element: u8,
+}
+
+/// Where one device burns text into its images: rectangles `[x, y, width, height]` in pixels,
+/// blanked in every frame of an instance whose Manufacturer and ManufacturerModelName match
+/// (case and surrounding spaces ignored).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PixelRule {
+    pub manufacturer: String,
+    pub model: String,
+    pub rectangles: Vec<[u32; 4]>,
 }
 
 /// Where the index lives: the embedded SQLite file in the data directory (the default), or a

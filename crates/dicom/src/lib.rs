@@ -9,8 +9,10 @@
 //! - [`un`]: known attributes that arrived as UN, read with their dictionary VR.
 //! - [`uid`]: UID rules. [`syntax`]: transfer-syntax facts from the dictionary.
 //! - [`transcode`]: an instance converted to another transfer syntax.
+//! - [`deidentify`]: an instance de-identified by PS3.15 Annex E for a research project.
 
 pub mod attr;
+pub mod deidentify;
 pub mod inspect;
 pub mod part10;
 pub mod record;

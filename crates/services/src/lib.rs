@@ -12,6 +12,7 @@
 //! - [`admin`]: users, tokens and the AE table. [`auth`]: roles, permissions, principals,
 //!   credentials, signing in and out. [`audit`]: the audit trail as the doors write it.
 //! - [`retention`]: how long a record is kept, and deletion. [`persons`]: the MPI's decisions.
+//! - [`deidentify`]: de-identified copies for research projects, keyed per project.
 //!
 //! A service never speaks a protocol: the doors map its answers ([`ServiceError`], the
 //! ingest's [`ingest::IngestError`]) to DIMSE statuses and HTTP problems.
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod deidentify;
 mod error;
 pub mod ingest;
 pub mod journal;

@@ -58,6 +58,7 @@ pub struct MasterKey {
     wrap: LessSafeKey,
     address_key: Zeroizing<[u8; 32]>,
     audit_key: strata_core::audit::AuditKey,
+    deidentify_root: Zeroizing<[u8; 32]>,
 }
 
 impl MasterKey {
@@ -74,7 +75,11 @@ impl MasterKey {
         let mut audit_key = Zeroizing::new([0u8; 32]);
         hk.expand(b"audit chain", audit_key.as_mut())
             .expect("valid length");
+        let mut deidentify_root = Zeroizing::new([0u8; 32]);
+        hk.expand(b"deidentify projects", deidentify_root.as_mut())
+            .expect("valid length");
         MasterKey {
+            deidentify_root,
             key_id,
             wrap: aes_key(wrap.as_ref()),
             address_key,
@@ -86,6 +91,18 @@ impl MasterKey {
     /// key, so the chain's MAC and the blobs' encryption never share a key.
     pub fn audit_key(&self) -> &strata_core::audit::AuditKey {
         &self.audit_key
+    }
+
+    /// The key of a de-identification project: HKDF of the master key's own expansion for
+    /// de-identification, with the project's name as info. Nothing is stored: the same archive
+    /// and name give the same key again (so exports of one project link up), and without the
+    /// master key nobody can link a project's pseudonyms and UIDs back to patients.
+    pub fn project_key(&self, project: &str) -> Zeroizing<[u8; 32]> {
+        let hk = Hkdf::<Sha256>::new(Some(b"strata deidentify v1"), self.deidentify_root.as_ref());
+        let mut key = Zeroizing::new([0u8; 32]);
+        hk.expand(project.as_bytes(), key.as_mut())
+            .expect("32 bytes is a valid HKDF length");
+        key
     }
 
     pub fn address_key(&self) -> &[u8; 32] {
@@ -467,6 +484,15 @@ mod tests {
 
     fn key() -> MasterKey {
         MasterKey::from_secret(&[9; 32])
+    }
+
+    #[test]
+    fn project_keys_are_stable_per_name_and_apart_from_other_keys() {
+        let (k, other) = (key(), MasterKey::from_secret(&[8; 32]));
+        assert_eq!(*k.project_key("trial-a"), *key().project_key("trial-a"));
+        assert_ne!(*k.project_key("trial-a"), *k.project_key("trial-b"));
+        assert_ne!(*k.project_key("trial-a"), *other.project_key("trial-a"));
+        assert_ne!(*k.project_key("trial-a"), *k.address_key());
     }
 
     #[test]

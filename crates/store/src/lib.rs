@@ -109,6 +109,11 @@ impl Store {
         self.key.audit_key()
     }
 
+    /// The key of the de-identification project `project` (see [`MasterKey::project_key`]).
+    pub fn project_key(&self, project: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        self.key.project_key(project)
+    }
+
     /// The key instance addresses are computed under (for hashing off the async threads).
     pub fn address_key(&self) -> &[u8; 32] {
         self.key.address_key()
