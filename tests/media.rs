@@ -112,8 +112,32 @@ fn check_media(zip: &Path, expected: &HashMap<String, Vec<u8>>, series: usize) -
         "dcmftest: {}",
         text(&out)
     );
-    // the records are linked by offsets: pydicom follows them from the root and refuses any
-    // record they do not reach
+    // the records are linked by offsets: dcmtk follows them when it appends to a DICOMDIR (it
+    // finds the record of a file already there, and rewrites every record it reached), and
+    // pydicom follows them from the root, refusing any record they do not reach
+    let records = |dump: &str| dump.matches("DirectoryRecordType").count();
+    let before = records(&text(&tool(60, "dcmdump", &[dir.join("DICOMDIR")])));
+    let copy = dir.with_extension("dcmtk");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(dir.join("DICOMDIR"), copy.join("DICOMDIR")).unwrap();
+    let (first, _) = &refs[0];
+    let first_path: PathBuf = first.split('\\').collect();
+    std::fs::create_dir_all(copy.join(first_path.parent().unwrap())).unwrap();
+    std::fs::copy(dir.join(&first_path), copy.join(&first_path)).unwrap();
+    let out = Command::new("dcmgpdir")
+        .args(["-v", "+A"])
+        .arg(&first_path)
+        .current_dir(&copy)
+        .output()
+        .expect("dcmgpdir (dcmtk)");
+    let said = text(&out);
+    assert!(
+        out.status.success() && said.contains("already exists") && !said.contains("E: "),
+        "dcmgpdir +A: {said}"
+    );
+    let after = records(&text(&tool(60, "dcmdump", &[copy.join("DICOMDIR")])));
+    assert_eq!(before, after, "dcmtk lost records: {said}");
+    assert!(before > expected.len(), "{before} records");
     let script = r#"
 import sys
 from pydicom import dcmread

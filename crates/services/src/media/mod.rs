@@ -387,12 +387,11 @@ impl Export {
     }
 }
 
-/// A picture's size: the image fitted in [`PICTURE_BOX`], never enlarged.
+/// A picture's size: the image fitted in [`PICTURE_BOX`], keeping its aspect (a small image
+/// is enlarged, so that a page of thumbnails-sized scans is still a page one can see).
 fn fitted(columns: u32, rows: u32) -> (u32, u32) {
     let (c, r) = (f64::from(columns.max(1)), f64::from(rows.max(1)));
-    let scale = (f64::from(PICTURE_BOX) / c)
-        .min(f64::from(PICTURE_BOX) / r)
-        .min(1.0);
+    let scale = (f64::from(PICTURE_BOX) / c).min(f64::from(PICTURE_BOX) / r);
     let side = |v: f64| ((v * scale).round() as u32).max(1);
     (side(c), side(r))
 }
