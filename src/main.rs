@@ -349,7 +349,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(ok)
         }
         Command::Export { study, person, out } => {
-            export(&*Archive::open(config).await?, &study, person.as_deref(), &out).await?;
+            export(
+                &*Archive::open(config).await?,
+                &study,
+                person.as_deref(),
+                &out,
+            )
+            .await?;
             Ok(ok)
         }
         Command::Studies => {

@@ -107,7 +107,9 @@ fn check_media(zip: &Path, expected: &HashMap<String, Vec<u8>>, series: usize) -
     }
     let out = tool(60, "dcmftest", &files);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).matches("yes: ").count(),
+        String::from_utf8_lossy(&out.stdout)
+            .matches("yes: ")
+            .count(),
         files.len(),
         "dcmftest: {}",
         text(&out)
@@ -238,7 +240,10 @@ fn studies_export_as_media_that_dcmtk_and_a_browser_open() {
     check_media(&zip, &originals, 4);
     let events = audit_events(&t, "http.export");
     assert_eq!(events.len(), 2, "{events:?}");
-    assert!(events.iter().all(|e| e["study_uid"].is_string()), "{events:?}");
+    assert!(
+        events.iter().all(|e| e["study_uid"].is_string()),
+        "{events:?}"
+    );
 
     // bad input: problem details
     let unknown = "1.2.826.0.1.3680043.8.498.404";

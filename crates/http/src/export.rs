@@ -83,7 +83,9 @@ fn person_id(id: &str) -> Result<String, Problem> {
     if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(id.to_ascii_lowercase())
     } else {
-        Err(Problem::bad_request(format!("{id:.70?} is not a person id")))
+        Err(Problem::bad_request(format!(
+            "{id:.70?} is not a person id"
+        )))
     }
 }
 

@@ -103,10 +103,7 @@ impl Media {
         series: &str,
         scope: Scope,
     ) -> Result<Export, ServiceError> {
-        let refs = self
-            .reads
-            .resolve(study, Some(series), None, scope)
-            .await?;
+        let refs = self.reads.resolve(study, Some(series), None, scope).await?;
         Ok(Export::plan(refs))
     }
 
@@ -226,6 +223,14 @@ enum Job {
     },
 }
 
+/// What the plan keeps of an instance's metadata.
+struct Kept {
+    number: String,
+    /// Columns and rows; None without pixels.
+    size: Option<(u32, u32)>,
+    frames: u32,
+}
+
 /// A study as INDEX.HTM shows it.
 struct PageStudy {
     patient: usize,
@@ -245,11 +250,14 @@ impl Export {
     fn plan(refs: Vec<InstanceRef>) -> Export {
         let mut dir: Vec<DirPatient> = Vec::new();
         let mut pages: Vec<PageStudy> = Vec::new();
-        let mut metas: Vec<Vec<Vec<(InstanceRef, Value)>>> = Vec::new(); // study, series, instance
+        // by study, series, instance: the row (its metadata dropped) and what is kept of it
+        let mut metas: Vec<Vec<Vec<(InstanceRef, Kept)>>> = Vec::new();
         let bytes = refs.iter().map(|r| r.size).sum();
         let instances = refs.len();
-        for r in refs {
+        for mut r in refs {
             let meta: Value = serde_json::from_str(&r.metadata).unwrap_or(Value::Null);
+            // a large study's rows: their JSON is not kept past this one
+            r.metadata = String::new();
             let p = match dir.iter().position(|p| p.id == r.patient_id) {
                 Some(p) => p,
                 None => {
@@ -307,7 +315,12 @@ impl Export {
                     study.series.len() - 1
                 }
             };
-            metas[s][e].push((r, meta));
+            let kept = Kept {
+                number: text(&meta, "00200013"),
+                size: image_size(&meta),
+                frames: number(&meta, "00280008").unwrap_or(1).max(1),
+            };
+            metas[s][e].push((r, kept));
         }
         // names, jobs and the DICOMDIR's instances, in the DICOMDIR's order
         let mut jobs = Vec::with_capacity(instances + metas.len());
@@ -329,9 +342,9 @@ impl Export {
                         format!("E{series_n:07}"),
                     ];
                     let images: Vec<usize> = (0..members.len())
-                        .filter(|&i| image_size(&members[i].1).is_some())
+                        .filter(|&i| members[i].1.size.is_some())
                         .collect();
-                    for (i, (r, meta)) in members.iter().enumerate() {
+                    for (i, (r, kept)) in members.iter().enumerate() {
                         let mut file_id = folder.to_vec();
                         file_id.push(format!("I{:07}", i + 1));
                         jobs.push(Job::Instance {
@@ -344,16 +357,16 @@ impl Export {
                             sop_class_uid: r.sop_class_uid.clone(),
                             sop_instance_uid: r.sop_uid.clone(),
                             transfer_syntax: r.transfer_syntax.clone(),
-                            number: text(meta, "00200013"),
+                            number: kept.number.clone(),
                         });
                     }
                     let page = &mut pages[s].series[e];
                     page.images = members.len();
                     if let Some(&middle) = images.get(images.len() / 2) {
-                        let (r, meta) = &members[middle];
+                        let (r, kept) = &members[middle];
                         let path = format!("IHE_PDI/E{series_n:07}.JPG");
-                        let (columns, rows) = image_size(meta).unwrap_or((1, 1));
-                        let frames = number(meta, "00280008").unwrap_or(1).max(1);
+                        let (columns, rows) = kept.size.unwrap_or((1, 1));
+                        let frames = kept.frames;
                         jobs.push(Job::Picture {
                             path: path.clone(),
                             sop_uid: r.sop_uid.clone(),
@@ -459,7 +472,11 @@ fn html(s: &str) -> String {
 }
 
 fn readme(plan: &Plan, source: &str, now: &chrono::DateTime<chrono::Utc>) -> Vec<u8> {
-    let instances: usize = plan.jobs.iter().filter(|j| matches!(j, Job::Instance { .. })).count();
+    let instances: usize = plan
+        .jobs
+        .iter()
+        .filter(|j| matches!(j, Job::Instance { .. }))
+        .count();
     let mut t = String::new();
     t.push_str("MEDICAL IMAGES\r\n==============\r\n\r\n");
     t.push_str(&format!(
@@ -609,22 +626,44 @@ mod tests {
         assert_eq!(plan.dir[0].studies[0].series.len(), 2);
         let first = &plan.dir[0].studies[0].series[0].instances;
         assert_eq!(first.len(), 3);
-        assert_eq!(first[2].file_id.join("/"), "DICOM/P0000001/S0000001/E0000001/I0000003");
-        assert_eq!(plan.dir[1].studies[0].series[0].instances[0].file_id[3], "E0000003");
+        assert_eq!(
+            first[2].file_id.join("/"),
+            "DICOM/P0000001/S0000001/E0000001/I0000003"
+        );
+        assert_eq!(
+            plan.dir[1].studies[0].series[0].instances[0].file_id[3],
+            "E0000003"
+        );
         let pictures: Vec<_> = plan
             .jobs
             .iter()
             .filter_map(|j| match j {
-                Job::Picture { sop_uid, viewport, .. } => Some((sop_uid.as_str(), *viewport)),
+                Job::Picture {
+                    sop_uid, viewport, ..
+                } => Some((sop_uid.as_str(), *viewport)),
                 _ => None,
             })
             .collect();
-        assert_eq!(pictures, [("9.4", (512, 256)), ("9.3", (512, 256)), ("9.2", (512, 256))]);
-        let page = String::from_utf8(index_page(plan, "here", &chrono::Utc::now(), &HashSet::new())).unwrap();
+        assert_eq!(
+            pictures,
+            [
+                ("9.4", (512, 256)),
+                ("9.3", (512, 256)),
+                ("9.2", (512, 256))
+            ]
+        );
+        let page = String::from_utf8(index_page(
+            plan,
+            "here",
+            &chrono::Utc::now(),
+            &HashSet::new(),
+        ))
+        .unwrap();
         assert_eq!(page.matches("<img ").count(), 3);
         assert!(page.contains("Jane Doe"));
         let missing = HashSet::from(["IHE_PDI/E0000002.JPG".to_string()]);
-        let page = String::from_utf8(index_page(plan, "here", &chrono::Utc::now(), &missing)).unwrap();
+        let page =
+            String::from_utf8(index_page(plan, "here", &chrono::Utc::now(), &missing)).unwrap();
         assert_eq!(page.matches("<img ").count(), 2);
         assert_eq!(export.studies.len(), 2);
         assert_eq!(export.studies[0].instances, 4);

@@ -55,7 +55,10 @@ struct Spool(Arc<Mutex<Vec<u8>>>);
 
 impl Spool {
     fn take(&self) -> Vec<u8> {
-        self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
 }
 
