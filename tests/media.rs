@@ -14,8 +14,14 @@ use std::process::Command;
 use strata_synth::{Modality, SynthOptions};
 
 /// Two CT studies of one patient, two series each, imported; returns the original bytes by
-/// SOP Instance UID and the two study UIDs.
-fn two_studies(t: &TestArchive) -> (HashMap<String, Vec<u8>>, Vec<String>) {
+/// SOP Instance UID, the two study UIDs and the (study, series) of every instance.
+fn two_studies(
+    t: &TestArchive,
+) -> (
+    HashMap<String, Vec<u8>>,
+    Vec<String>,
+    HashMap<String, (String, String)>,
+) {
     let opts = SynthOptions {
         seed: 2026,
         patients: 1,
@@ -31,8 +37,10 @@ fn two_studies(t: &TestArchive) -> (HashMap<String, Vec<u8>>, Vec<String>) {
     t.ok(&["import", t.path("media-in").to_str().unwrap()]);
     let mut originals = HashMap::new();
     let mut studies = Vec::new();
+    let mut series_of = HashMap::new();
     for f in &files {
-        let [study, _, sop] = common::uids(f);
+        let [study, series, sop] = common::uids(f);
+        series_of.insert(sop.clone(), (study.clone(), series));
         if !studies.contains(&study) {
             studies.push(study);
         }
@@ -40,7 +48,7 @@ fn two_studies(t: &TestArchive) -> (HashMap<String, Vec<u8>>, Vec<String>) {
     }
     assert_eq!(studies.len(), 2);
     assert_eq!(originals.len(), 12);
-    (originals, studies)
+    (originals, studies, series_of)
 }
 
 /// (Referenced File ID, Referenced SOP Instance UID in File) of every record of a DICOMDIR,
@@ -184,7 +192,7 @@ fn check_page(dir: &Path, series: usize) {
 #[test]
 fn studies_export_as_media_that_dcmtk_and_a_browser_open() {
     let t = TestArchive::new();
-    let (originals, studies) = two_studies(&t);
+    let (originals, studies, series_of) = two_studies(&t);
     // the CLI: both studies
     let cli_zip = t.path("cli.zip");
     let said = t.ok(&[
@@ -227,6 +235,24 @@ fn studies_export_as_media_that_dcmtk_and_a_browser_open() {
     assert_eq!(first.len(), 6);
     let dir = check_media(&zip, &first, 2);
     check_page(&dir, 2);
+    // one series as a ZIP
+    let (sop, (study, series)) = series_of.iter().next().unwrap();
+    let answer = api.call(
+        "GET",
+        &format!("/dicomweb/studies/{study}/series/{series}"),
+        &[("Accept", "application/zip")],
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let zip = t.path("series.zip");
+    std::fs::write(&zip, &answer.body).unwrap();
+    let one: HashMap<String, Vec<u8>> = series_of
+        .iter()
+        .filter(|(_, (_, se))| se == series)
+        .map(|(s, _)| (s.clone(), originals[s].clone()))
+        .collect();
+    assert_eq!(one.len(), 3, "{sop}");
+    check_media(&zip, &one, 1);
     // multipart is still the default
     let answer = api.get(&format!("/dicomweb/studies/{}", studies[0]));
     assert!(answer.content_type.starts_with("multipart/related"));
