@@ -13,15 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use strata_synth::{Modality, SynthOptions};
 
+/// Instances' bytes as imported, by SOP Instance UID.
+type Originals = HashMap<String, Vec<u8>>;
+
 /// Two CT studies of one patient, two series each, imported; returns the original bytes by
 /// SOP Instance UID, the two study UIDs and the (study, series) of every instance.
-fn two_studies(
-    t: &TestArchive,
-) -> (
-    HashMap<String, Vec<u8>>,
-    Vec<String>,
-    HashMap<String, (String, String)>,
-) {
+fn two_studies(t: &TestArchive) -> (Originals, Vec<String>, HashMap<String, (String, String)>) {
     let opts = SynthOptions {
         seed: 2026,
         patients: 1,
