@@ -1,4 +1,5 @@
-//! The `strata` command: serve the archive, import files, get an instance back, list studies,
+//! The `strata` command: serve the archive, import files, get an instance back, export studies
+//! as a media ZIP, list studies,
 //! scrub the replicas, rebuild the index from one replica, link patient records into persons.
 
 use anyhow::{bail, Context};
@@ -60,6 +61,20 @@ enum Command {
         sop_instance_uid: String,
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
+    },
+    /// Export studies, or a person's whole record, as a ZIP of DICOM media (PS3.10): the
+    /// instances as stored, a DICOMDIR, README.TXT and INDEX.HTM with a picture of each series.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["study", "person"])))]
+    Export {
+        /// A Study Instance UID (repeat for several studies).
+        #[arg(long)]
+        study: Vec<String>,
+        /// A person id of the master person index: every study of theirs.
+        #[arg(long, conflicts_with = "study")]
+        person: Option<String>,
+        /// The ZIP file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// List the studies in the archive.
     Studies,
@@ -351,6 +366,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             get(&*Archive::open(config).await?, &sop_instance_uid, &output).await?;
             Ok(ok)
         }
+        Command::Export { study, person, out } => {
+            export(
+                &*Archive::open(config).await?,
+                &study,
+                person.as_deref(),
+                &out,
+            )
+            .await?;
+            Ok(ok)
+        }
         Command::Studies => {
             studies(&*Archive::open(config).await?).await?;
             Ok(ok)
@@ -563,6 +588,71 @@ async fn get(archive: &Archive, uid: &str, output: &Path) -> anyhow::Result<()> 
 /// The audit event of a command run on this machine. Commands are not signed in (whoever can run
 /// them can read the data directory): the event names the local account that ran one, with role
 /// `cli`, and its user id as where it came from.
+/// Writes the media ZIP of the studies, or of the person, into `out`: streamed into a
+/// temporary file beside it, audited (one event per study) before it is written, and renamed
+/// into place only once whole.
+async fn export(
+    archive: &Archive,
+    studies: &[String],
+    person: Option<&str>,
+    out: &Path,
+) -> anyhow::Result<()> {
+    use strata_index::Scope;
+    let media = archive.media();
+    let found = match person {
+        Some(p) => media.person(&p.to_ascii_lowercase(), Scope::All).await,
+        None => media.studies(studies, Scope::All).await,
+    };
+    let export = match found {
+        Ok(e) => e,
+        Err(e) => {
+            let what = person.map_or_else(|| studies.join(" "), |p| format!("person {p}"));
+            let event = cli_event("cli.export", Outcome::Failure).detail(format!("{what}: {e}"));
+            if let Err(a) = archive.audit().record(event).await {
+                eprintln!("strata: the audit trail cannot be written: {a}");
+            }
+            bail!("{what}: {e}");
+        }
+    };
+    for s in &export.studies {
+        let event = cli_event("cli.export", Outcome::Success)
+            .patient(Some(s.patient_id.clone()), Some(s.study_uid.clone()))
+            .detail(format!("media ZIP, {} instances", s.instances));
+        archive.audit().record(event).await?;
+    }
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing into {}", dir.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let (studies_n, instances) = (export.studies.len(), export.instances);
+    let source = archive
+        .public_url()
+        .map(String::from)
+        .or_else(|| archive.config().http.public_url.clone())
+        .unwrap_or_else(|| "this site".into());
+    let mut zip = std::pin::pin!(media.zip(export, &source));
+    let mut written = 0u64;
+    while let Some(chunk) = zip.next().await {
+        let chunk = chunk.context("exporting")?;
+        written += chunk.len() as u64;
+        w.write_all(&chunk)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    w.flush()?;
+    drop(w);
+    tmp.persist(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{}: {studies_n} study(ies), {instances} instance(s), {} MB",
+        out.display(),
+        written.div_ceil(1_000_000)
+    );
+    Ok(())
+}
+
 fn cli_event(action: &str, outcome: Outcome) -> AuditEvent {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata("/proc/self")

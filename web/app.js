@@ -2,7 +2,7 @@
 // password, the administrators' accounts page, and routing between them (the URL hash). The
 // image viewer itself is viewer.js, the operator's console console.js.
 
-import { api, da, dv, el, failed, message, pn, state, whenSessionExpires } from "./common.js";
+import { api, da, dv, el, failed, mayExport, message, pn, state, whenSessionExpires } from "./common.js";
 import { openConsole } from "./console.js";
 import { openViewer } from "./viewer.js";
 
@@ -285,6 +285,10 @@ async function showPerson(id) {
       el("tr", {}, el("td", {}, i.issuer), el("td", {}, i.patient_id), el("td", {}, pn(i.name || "")),
         el("td", {}, da(i.birth_date)), el("td", {}, i.sex || ""), el("td", {}, i.manual ? "linked by hand" : "matched"))))),
     el("h3", {}, `Studies (${p.studies.length})`),
+    mayExport(state.role) && p.studies.length
+      ? el("p", {}, el("a", { href: `/api/export?person=${encodeURIComponent(id)}`, download: `person-${id}.zip`, id: "export-person" },
+        "Download the whole record (ZIP: DICOM media with a page of pictures)"))
+      : "",
     el("ul", { class: "timeline" }, p.studies.map((s) =>
       el("li", { "data-study": s.study_uid },
         el("a", { href: `#/study/${s.study_uid}` }, `${da(s.study_date)} ${s.modalities} ${s.description || ""}`),

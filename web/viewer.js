@@ -192,7 +192,8 @@ export async function openViewer(main, study) {
     el("button", { type: "button", onclick: () => reset() }, "Reset"),
     el("button", { type: "button", id: "help-button", onclick: () => { help.hidden = !help.hidden; } }, "?"),
     mayExport(state.role)
-      ? el("a", { href: `/dicomweb/studies/${study}`, download: `${study}.dcm.multipart`, id: "download" }, "Download study")
+      ? el("a", { href: `/api/export?study=${encodeURIComponent(study)}`, download: `study-${study}.zip`, id: "download",
+        title: "The study as DICOM media (DICOMDIR) in a ZIP, with a page of pictures any browser opens" }, "Download study (ZIP)")
       : "");
   main.replaceChildren(el("div", { class: "viewer", id: "viewer" }, thumbs, el("div", { class: "stage" }, tools, grid)), help);
 

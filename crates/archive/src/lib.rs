@@ -24,6 +24,7 @@ use strata_services::ingest::Ingest;
 use strata_services::journal::Journal;
 use strata_services::maintenance::leases::Node;
 use strata_services::maintenance::Maintenance;
+use strata_services::media::Media;
 use strata_services::persons::Persons;
 use strata_services::pictures::Pictures;
 use strata_services::reads::Reads;
@@ -41,6 +42,7 @@ pub struct Archive {
     ingest: Ingest,
     reads: Reads,
     pictures: Pictures,
+    media: Media,
     admin: Admin,
     access: Access,
     audit: AuditTrail,
@@ -144,6 +146,14 @@ impl Archive {
             config.render.instance_memory_bytes,
             codec_workers.clone(),
         );
+        let pictures = Pictures::new(
+            reads.clone(),
+            pool,
+            strata_render::DecodeLimits {
+                max_frame_samples: config.render.max_frame_samples,
+                codec_workers,
+            },
+        );
         let archive = Arc::new(Archive {
             ingest: Ingest::new(
                 store.clone(),
@@ -153,20 +163,14 @@ impl Archive {
                 config.ingest.clone(),
                 config.data_dir.join("spool"),
             ),
-            pictures: Pictures::new(
-                reads.clone(),
-                pool,
-                strata_render::DecodeLimits {
-                    max_frame_samples: config.render.max_frame_samples,
-                    codec_workers,
-                },
-            ),
             deidentification: Deidentification::new(
                 store.clone(),
                 index.clone(),
                 reads.clone(),
                 config.deidentify.clone(),
             ),
+            media: Media::new(reads.clone(), pictures.clone(), index.clone()),
+            pictures,
             reads,
             admin: Admin::new(
                 index.clone(),
@@ -228,6 +232,11 @@ impl Archive {
 
     pub fn pictures(&self) -> &Pictures {
         &self.pictures
+    }
+
+    /// Studies exported as PS3.10 media in a ZIP.
+    pub fn media(&self) -> &Media {
+        &self.media
     }
 
     pub fn admin(&self) -> &Admin {

@@ -6,6 +6,7 @@
 //! - [`record`]: that record: patient with its local key, study, series, instance.
 //! - [`attr`]: attribute values as text, the one place an element is read as a string.
 //! - [`part10`]: the file meta group a data set received over the network lacks.
+//! - [`dicomdir`]: the DICOMDIR of a file-set (media), its records linked by byte offsets.
 //! - [`un`]: known attributes that arrived as UN, read with their dictionary VR.
 //! - [`uid`]: UID rules. [`syntax`]: transfer-syntax facts from the dictionary.
 //! - [`transcode`]: an instance converted to another transfer syntax.
@@ -13,6 +14,7 @@
 
 pub mod attr;
 pub mod deidentify;
+pub mod dicomdir;
 pub mod inspect;
 pub mod part10;
 pub mod record;

@@ -1,5 +1,5 @@
 //! The HTTP door (layer 4): DICOMweb ([`dicomweb`], PS3.18), the person index's API
-//! ([`persons`]), sign-in and callers ([`auth`]), users, tokens and sessions ([`accounts`]),
+//! ([`persons`]), media export as a ZIP ([`export`]), sign-in and callers ([`auth`]), users, tokens and sessions ([`accounts`]),
 //! the render stream's socket ([`stream`]), the viewer's files ([`web`]), health, readiness,
 //! metrics and the audit trail; errors as problem details ([`problem`]). It stores and
 //! indexes nothing itself: it calls the archive's services.
@@ -13,6 +13,7 @@ mod ae;
 pub mod auth;
 mod cluster;
 pub mod dicomweb;
+mod export;
 mod listen;
 pub mod persons;
 pub mod problem;
@@ -45,6 +46,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .route("/api/stream", get(crate::stream::handler))
         .merge(crate::dicomweb::router())
         .merge(crate::persons::router())
+        .merge(crate::export::router())
         .merge(crate::accounts::router())
         .merge(crate::ae::router())
         .merge(crate::cluster::router())

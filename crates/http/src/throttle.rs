@@ -49,7 +49,7 @@ fn work(method: &Method, path: &str) -> Option<Work> {
     if method != Method::GET {
         return None;
     }
-    if path == "/wado" {
+    if path == "/wado" || path == "/api/export" {
         return Some(Work::Export);
     }
     let rest = path.strip_prefix("/dicomweb/studies/")?;
@@ -119,6 +119,7 @@ mod tests {
             Some(Work::Render)
         );
         assert_eq!(work(&get, "/wado"), Some(Work::Export));
+        assert_eq!(work(&get, "/api/export"), Some(Work::Export));
         assert_eq!(work(&get, "/dicomweb/studies"), None);
         assert_eq!(work(&Method::DELETE, s), None);
     }

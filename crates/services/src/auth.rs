@@ -73,6 +73,9 @@ pub enum Permission {
     Rendered,
     /// Store instances (STOW-RS).
     Store,
+    /// Export studies as media (a ZIP of the original instances with a DICOMDIR and a page
+    /// of pictures): the roles that may take original objects away.
+    Export,
     /// Delete studies, series, instances.
     Delete,
     /// Search the master person index and score demographics against it: identities across
@@ -119,10 +122,10 @@ impl Role {
             Role::Radiologist => matches!(p, Search | Metadata | Rendered | FindPersons),
             Role::Integrator => matches!(
                 p,
-                Search | Metadata | OriginalPixels | Rendered | Store | FindPersons
+                Search | Metadata | OriginalPixels | Export | Rendered | Store | FindPersons
             ),
             Role::Modality => matches!(p, Store),
-            Role::Patient => matches!(p, Search | Metadata | Rendered | OriginalPixels),
+            Role::Patient => matches!(p, Search | Metadata | Rendered | OriginalPixels | Export),
         }
     }
 }

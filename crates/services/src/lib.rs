@@ -6,6 +6,8 @@
 //! - [`journal`]: decisions the blobs cannot tell, kept on the replicas for reindex.
 //! - [`reads`]: instances read back with read-repair, converted, resolved within a scope.
 //! - [`pictures`]: stored frames decoded on the render pool and rendered as a view asks.
+//! - [`media`]: studies exported as a ZIP of PS3.10 media (DICOMDIR, the instances as stored,
+//!   a page with a picture of each series), streamed as it is built.
 //! - [`maintenance`]: the repair worker, the scrub, the audit export, stale staging, the MPI's
 //!   re-estimation.
 //! - [`reindex`]: the index rebuilt from one replica.
@@ -25,6 +27,7 @@ mod error;
 pub mod ingest;
 pub mod journal;
 pub mod maintenance;
+pub mod media;
 pub mod persons;
 pub mod pictures;
 pub mod reads;

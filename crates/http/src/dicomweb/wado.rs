@@ -130,6 +130,47 @@ fn requested_syntax(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     ))
 }
 
+/// True when `Accept` prefers `application/zip` (PS3.18 10.4.1.1.1 lists it for retrieving
+/// studies and series) to multipart: the first of the two it names wins.
+fn wants_zip(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()) else {
+        return false;
+    };
+    for media in accept.split(',') {
+        let kind = media.split(';').next().unwrap_or("").trim();
+        if kind.eq_ignore_ascii_case("application/zip") {
+            return true;
+        }
+        if kind.starts_with("multipart/") || kind == "*/*" {
+            return false;
+        }
+    }
+    false
+}
+
+/// A study or series as a ZIP of PS3.10 media (DICOMDIR, instances as stored, a page with a
+/// picture per series): the media export, audited as one.
+async fn media_zip(archive: Arc<Archive>, caller: Caller, t: Target) -> Result<Response, Problem> {
+    caller.require(Permission::Export)?;
+    let (export, name) = match &t.series {
+        Some(series) => (
+            archive
+                .media()
+                .series(&t.study, series, caller.scope())
+                .await?,
+            format!("series-{series}"),
+        ),
+        None => (
+            archive
+                .media()
+                .studies(std::slice::from_ref(&t.study), caller.scope())
+                .await?,
+            format!("study-{}", t.study),
+        ),
+    };
+    crate::export::answer(archive, &caller, "http.wado.retrieve", export, &name).await
+}
+
 fn boundary() -> String {
     format!("strata-{}", hex::encode(rand::random::<[u8; 12]>()))
 }
@@ -231,6 +272,9 @@ async fn retrieve(
     headers: HeaderMap,
     t: Target,
 ) -> Result<Response, Problem> {
+    if wants_zip(&headers) && t.sop.is_none() {
+        return media_zip(archive, caller, t).await;
+    }
     caller.require(Permission::OriginalPixels)?;
     let syntax = requested_syntax(&headers)?;
     let refs = resolve(&archive, &caller, &t).await?;
