@@ -12,9 +12,12 @@
 #
 #   bash benches/cluster_cpu.sh
 #
+# The nodes' CPU while idle (IDLE seconds before the work) is measured too, and each figure
+# given again without it: what the work itself costs, apart from the cluster's upkeep.
+#
 # Knobs: INSTANCES=600 (stored, 128×128 CT in studies of 20), QUERIES=2000, SLICES=120 (the
-# streamed series, 512×512), ROUNDS=3 (latency rounds), REPS=1 (1-node/3-node pairs, the order
-# alternating), BENCH_DIR, KEEP=1, SKIP_BUILD=1, CARGO_TARGET_DIR, GARAGE_BIN.
+# streamed series, 512×512), ROUNDS=3 (latency rounds), IDLE=10, REPS=1 (1-node/3-node pairs,
+# the order alternating), BENCH_DIR, KEEP=1, SKIP_BUILD=1, CARGO_TARGET_DIR, GARAGE_BIN.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/pg_lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/garage_lib.sh"
@@ -23,6 +26,7 @@ INSTANCES="${INSTANCES:-600}"
 QUERIES="${QUERIES:-2000}"
 SLICES="${SLICES:-120}"
 ROUNDS="${ROUNDS:-3}"
+IDLE="${IDLE:-10}"
 REPS="${REPS:-1}"
 
 build
@@ -152,8 +156,13 @@ measure() {
     local n=$1 run=$2 c0 c1 g0 g1 k pids=() frames=0 out
     start_cluster "$n" "$run"
     sleep 2
-    local x0 x1
+    # what the nodes spend doing nothing (heartbeats, leases, the proxy's health checks), per
+    # second: the part of each figure below that is not the work itself
+    c0=$(nodes_cpu); sleep "$IDLE"; c1=$(nodes_cpu)
+    echo "$n idle $(python3 -c "print(f'{($c1 - $c0) * 1000 / $IDLE:.2f}')") (ms of CPU a second, all nodes)"
+    local x0 x1 t0 t1
     x0=$(commits "$run")
+    t0=$(date +%s.%N)
     c0=$(nodes_cpu); g0=$(garage_cpu)
     for k in 0 1 2; do
         storescu +sd +r -aet BENCH -aec STRATA 127.0.0.1 "$DIMSE" "$WORK/part$k" >"$WORK/$run/scu$k.log" 2>&1 &
@@ -162,7 +171,8 @@ measure() {
     for k in 0 1 2; do
         wait "${pids[$k]}" || { echo "storescu failed:"; tail "$WORK/$run/scu$k.log"; exit 1; }
     done
-    c1=$(nodes_cpu); g1=$(garage_cpu)
+    c1=$(nodes_cpu); g1=$(garage_cpu); t1=$(date +%s.%N)
+    echo "$n store-seconds $(secs "$t0" "$t1")"
     sleep 1.5
     x1=$(commits "$run")
     local found
@@ -172,21 +182,24 @@ measure() {
     echo "$n store $(per x "$INSTANCES" "$c0" "$c1") (garage $(per x "$INSTANCES" "$g0" "$g1") ms;" \
         "PostgreSQL commits $(python3 -c "print(f'{($x1 - $x0) / $INSTANCES:.2f}')") an instance)"
 
-    c0=$(nodes_cpu)
+    c0=$(nodes_cpu); t0=$(date +%s.%N)
     out=$("$LATENCY" --addr "127.0.0.1:$HTTP" --label "$n" --kind qido --json --warmup 0 --n "$QUERIES" \
         --header "Authorization: Bearer $TOKEN" "/dicomweb/studies?limit=20" \
         "/dicomweb/studies?StudyInstanceUID=$STUDY" "/dicomweb/studies/$STUDY/series")
-    c1=$(nodes_cpu)
+    c1=$(nodes_cpu); t1=$(date +%s.%N)
     echo "# $out"
     echo "$n qido $(per x "$QUERIES" "$c0" "$c1")"
+    echo "$n qido-seconds $(secs "$t0" "$t1")"
 
-    c0=$(nodes_cpu)
+    c0=$(nodes_cpu); t0=$(date +%s.%N)
     for k in 1 2 3; do
         out=$("$STREAM" client "127.0.0.1:$HTTP" "$TOKEN" "$STUDY" "$SERIES")
         frames=$((frames + 300 + $(awk '/^scroll_frames/{print $2}' <<<"$out")))
     done
-    c1=$(nodes_cpu)
+    c1=$(nodes_cpu); t1=$(date +%s.%N)
     echo "$n frame $(per x "$frames" "$c0" "$c1") ($frames frames)"
+    echo "$n frame-seconds $(secs "$t0" "$t1")"
+    echo "$n frame-units $frames"
 
     if ((n == 3)); then
         # the proxy's added latency: node1 directly, then through the proxy, ROUNDS times
@@ -217,7 +230,7 @@ done
 
 echo
 echo "== node CPU per unit of work (ms), median of $REPS =="
-python3 - "$results" <<'EOF'
+python3 - "$results" "$INSTANCES" "$QUERIES" <<'EOF'
 import re, statistics, sys
 per = {}
 lat = {}
@@ -225,14 +238,24 @@ for line in open(sys.argv[1]):
     f = line.split()
     if len(f) >= 3 and f[0] in ("1", "3") and f[1] in ("store", "qido", "frame"):
         per.setdefault((f[1], f[0]), []).append(float(f[2]))
+    elif len(f) >= 3 and f[0] in ("1", "3") and f[1] in ("idle", "store-seconds", "qido-seconds", "frame-seconds", "frame-units"):
+        per.setdefault((f[1], f[0]), []).append(float(f[2]))
     elif line.startswith("latency "):
         via = f[1]
         for k in ("p50", "p99"):
             lat.setdefault((via, k), []).append(float(re.search(k + r"=([0-9.]+)", line).group(1)))
+units = {"store": float(sys.argv[2]), "qido": float(sys.argv[3])}
+m = lambda k, n: statistics.median(per[(k, n)])
 for kind in ("store", "qido", "frame"):
-    one = statistics.median(per[(kind, "1")])
-    three = statistics.median(per[(kind, "3")])
-    print(f"{kind:6} 1 node {one:8.3f}  3 nodes {three:8.3f}  growth {100 * (three / one - 1):+.1f} %")
+    one, three = m(kind, "1"), m(kind, "3")
+    # the same without the idle upkeep over the phase's wall time
+    net = {}
+    for n in ("1", "3"):
+        count = units.get(kind) or m("frame-units", n)
+        net[n] = m(kind, n) - m("idle", n) * m(kind + "-seconds", n) / count
+    print(f"{kind:6} 1 node {one:8.3f}  3 nodes {three:8.3f}  growth {100 * (three / one - 1):+6.1f} %"
+          f"   | less the idle upkeep: {net['1']:8.3f}  {net['3']:8.3f}  growth {100 * (net['3'] / net['1'] - 1):+6.1f} %")
+print(f"idle upkeep (ms of CPU a second, all nodes): 1 node {m('idle', '1'):.2f}, 3 nodes {m('idle', '3'):.2f}")
 for k in ("p50", "p99"):
     d = statistics.median(lat[("direct", k)])
     p = statistics.median(lat[("proxy", k)])
