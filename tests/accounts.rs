@@ -466,6 +466,32 @@ fn api_manages_accounts_and_audits_every_call() {
         logins.iter().any(|e| e["outcome"] == "denied"),
         "the disabled sign-in"
     );
+    // newest first: the latest page of the trail, its newest event at the head
+    let ids = |a: Answer| -> Vec<i64> {
+        admin
+            .ok(a)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect()
+    };
+    let newest = ids(admin.get("/api/audit?order=newest&limit=3"));
+    let all = ids(admin.get("/api/audit?limit=100000"));
+    let latest: Vec<i64> = all
+        .iter()
+        .rev()
+        .filter(|i| **i <= newest[0])
+        .take(3)
+        .copied()
+        .collect();
+    assert_eq!(newest, latest, "{all:?}");
+    assert_eq!(ids(admin.get("/api/audit?order=oldest&limit=3")), all[..3]);
+    assert_problem(
+        &admin.get("/api/audit?order=sideways"),
+        400,
+        "order must be",
+    );
 
     // every change is journaled: reindex brings back the same accounts
     drop(server);

@@ -83,6 +83,7 @@ fn two_nodes_on_one_postgres_are_listed_alive_until_one_stops() {
     assert_eq!(both["this"], "node-a");
     assert_eq!(both["heartbeat_seconds"], 5);
     assert_eq!(both["alive_within_seconds"], 15);
+    assert_eq!(both["forget_after_seconds"], 86_400);
     for (id, server) in [("node-a", &a), ("node-b", &b)] {
         let n = node(&both, id).unwrap();
         assert_eq!(n["role"], "all", "{n}");

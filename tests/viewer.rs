@@ -4,91 +4,9 @@
 
 mod common;
 
+use common::viewer::{node, screenshots, two_hospitals};
 use common::{add_patient, add_user, base, broken_jpeg, token, Api, TestArchive};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use strata_synth::{self as synth, Modality, SynthOptions};
-
-/// A CT study of one person at HOSP_A and a second study of the same person at HOSP_B, imported;
-/// returns (family name, the CT study's UID).
-fn two_hospitals(t: &TestArchive) -> (String, String) {
-    let opts = SynthOptions {
-        seed: 77,
-        patients: 1,
-        studies: 2,
-        series_per_study: 1,
-        slices: 30,
-        rows: 256,
-        cols: 256,
-        modality: Some(Modality::Ct),
-        noise: false,
-    };
-    let dir = t.path("viewer-in");
-    std::fs::create_dir_all(&dir).unwrap();
-    let specs = synth::plan(&opts).unwrap();
-    let first = specs[0].clone();
-    for (n, mut spec) in specs.into_iter().enumerate() {
-        spec.patient_name = first.patient_name.clone();
-        spec.patient_birth_date = first.patient_birth_date.clone();
-        spec.patient_sex = first.patient_sex.clone();
-        if spec.study_instance_uid == first.study_instance_uid {
-            spec.issuer_of_patient_id = "HOSP_A".into();
-            spec.patient_id = "VA-1".into();
-        } else {
-            spec.issuer_of_patient_id = "HOSP_B".into();
-            spec.patient_id = "VB-7".into();
-        }
-        std::fs::write(dir.join(format!("{n}.dcm")), synth::instance_bytes(&spec)).unwrap();
-    }
-    t.ok(&["import", dir.to_str().unwrap()]);
-    let family = first.patient_name.split('^').next().unwrap().to_string();
-    (family, first.study_instance_uid)
-}
-
-/// A fresh directory for one test's screenshots: target/viewer-screenshots/NAME.
-fn screenshots(name: &str) -> String {
-    let dir = format!(
-        "{}/target/viewer-screenshots/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Runs a script of tests/viewer with node and `vars` in its environment. When the script
-/// prints `restart-server`, `restart` runs and the script is told `restarted`. Returns whether
-/// it succeeded, and what it printed (stderr, then stdout).
-fn node(script: &str, vars: &[(&str, &str)], mut restart: impl FnMut()) -> (bool, String) {
-    let mut child = Command::new("node")
-        .arg(script)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/viewer"))
-        .envs(vars.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running node (the test command installs it)");
-    let stderr = child.stderr.take().unwrap();
-    let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let mut to_node = child.stdin.take().unwrap();
-    let mut stdout = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap_or_default();
-        if line == "restart-server" {
-            restart();
-            writeln!(to_node, "restarted").unwrap();
-        } else {
-            stdout.push_str(&line);
-            stdout.push('\n');
-        }
-    }
-    let status = child.wait().unwrap();
-    (
-        status.success(),
-        format!("{}\n{stdout}", errors.join().unwrap()),
-    )
-}
 
 #[test]
 fn a_radiologist_reads_a_study_and_an_admin_sees_the_person() {

@@ -85,7 +85,7 @@ async function showNodes(body) {
   const sum = (k) => alive.reduce((s, n) => s + (n.load[k] || 0), 0);
   body.replaceChildren(
     el("h2", {}, `Nodes (${alive.length} of ${r.nodes.length} alive)`),
-    el("p", { class: "hint" }, `A node writes a heartbeat every ${r.heartbeat_seconds} s; one not seen for ${r.alive_within_seconds} s is down.`),
+    el("p", { class: "hint" }, `A node writes a heartbeat every ${r.heartbeat_seconds} s; one not seen for ${r.alive_within_seconds} s is down, and one not seen for ${r.forget_after_seconds / 3600} h is no longer listed.`),
     table("nodes", ["Node", "Role", "State", "Last seen", "Serves", "Version", "Started", "HTTP in flight", "Associations"], rows),
     el("h2", {}, "Rates (last minute)"),
     el("p", { id: "rate-total" }, `All nodes: ${sum("stored_last_minute")} instances stored, ${sum("queries_last_minute")} queries answered`),
@@ -184,7 +184,7 @@ async function showAudit(body, params) {
     for (const [k, v] of new FormData(form)) p.set(k, v);
     location.hash = `#/console/audit?${p}`;
   });
-  const q = new URLSearchParams({ limit: "1000" });
+  const q = new URLSearchParams({ limit: "1000", order: "newest" });
   for (const k of AUDIT_FILTERS) {
     const v = k === "since" ? since : value(k);
     if (!v) continue;
@@ -198,7 +198,6 @@ async function showAudit(body, params) {
     failed("Audit trail", err);
     return;
   }
-  events.reverse();
   const rows = events.map((e) => el("tr", { "data-event": e.id, class: e.outcome === "success" ? "" : "down" },
     el("td", {}, String(e.id)), el("td", {}, when(e.at)), el("td", {}, e.actor), el("td", {}, e.role),
     el("td", {}, e.action), el("td", {}, e.outcome), el("td", {}, e.patient_id || ""),

@@ -4,7 +4,9 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod cluster;
 pub mod garage;
+pub mod viewer;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -7,7 +7,8 @@
 // data cannot be decoded), OUT (screenshot directory).
 //
 // Once, it prints `restart-server` on stdout and waits for a line on stdin: whoever runs it
-// restarts the server on the same address meanwhile, so that the viewer loses its connection.
+// restarts the server on the same address meanwhile, or kills the node holding the viewer's stream
+// behind a proxy, so that the viewer loses its connection.
 
 import { createInterface } from "node:readline";
 import { check, differ, env, launch, login as signIn, shooter, viewportPixels as pixelsOf } from "./lib.mjs";
@@ -131,8 +132,15 @@ try {
   });
   const beforeLoss = await viewportPixels();
   const overlayBefore = await page.textContent(".overlay.br");
+  // The message may be up only for as long as the reconnection takes (another node answers at
+  // once): the page notes that it was shown.
+  await page.evaluate(() => {
+    const box = document.querySelector("#message");
+    const seen = () => { if (box.textContent.includes("Connection to the server lost")) window.lostShown = true; };
+    new MutationObserver(seen).observe(box, { childList: true, characterData: true, subtree: true, attributes: true });
+  });
   console.log("restart-server");
-  await page.waitForSelector("#message:has-text('Connection to the server lost')", { timeout: 10000 });
+  await page.waitForFunction(() => window.lostShown === true, null, { timeout: 10000 });
   check(true, "a lost connection is said so");
   await shot("connection-lost");
   const answer = await stdin.next();
@@ -151,6 +159,12 @@ try {
     && (await page.textContent(".overlay.br")) === overlayBefore,
     `after the server came back the view is where it was (slice ${now.slice + 1}, pixel drift ${drift.toFixed(3)})`);
   await shot("reconnected");
+  const me = await page.evaluate(async () => {
+    const r = await fetch("/api/me");
+    return { status: r.status, user: r.ok ? (await r.json()).user : null };
+  });
+  check(me.status === 200 && me.user === env("RAD_USER") && await page.locator("form#login").count() === 0,
+    `the signed-in session holds after the reconnection (${me.status} ${me.user})`);
   await cdp.send("Emulation.setTouchEmulationEnabled", { enabled: false });
 
   // A study whose pixels cannot be decoded says so, in the viewport.

@@ -11,7 +11,7 @@ use axum::{Extension, Json, Router};
 use std::sync::Arc;
 use strata_archive::Archive;
 use strata_services::auth::Permission;
-use strata_services::maintenance::nodes::{NodeStatus, ALIVE_WITHIN, HEARTBEAT};
+use strata_services::maintenance::nodes::{NodeStatus, ALIVE_WITHIN, FORGET_AFTER, HEARTBEAT};
 
 pub fn router() -> Router<Arc<Archive>> {
     Router::new()
@@ -19,8 +19,9 @@ pub fn router() -> Router<Arc<Archive>> {
         .route("/api/replicas", get(replicas))
 }
 
-/// `GET /api/nodes`: every node that ever wrote a heartbeat (id, role, address, version, when
-/// it started and was last seen, its load), each said alive when seen within three heartbeats.
+/// `GET /api/nodes`: every node that wrote a heartbeat within the last day (id, role, address,
+/// version, when it started and was last seen, its load), each said alive when seen within
+/// three heartbeats.
 async fn nodes(
     State(a): State<Arc<Archive>>,
     Extension(caller): Extension<Caller>,
@@ -31,6 +32,7 @@ async fn nodes(
         "this": a.node().id(),
         "heartbeat_seconds": HEARTBEAT.as_secs(),
         "alive_within_seconds": ALIVE_WITHIN.as_secs(),
+        "forget_after_seconds": FORGET_AFTER.as_secs(),
         "nodes": nodes,
     })))
 }

@@ -167,7 +167,8 @@ async fn readyz(State(a): State<Arc<Archive>>) -> impl IntoResponse {
     (status, axum::Json(body))
 }
 
-/// `GET /api/audit?actor=&action=&patient_id=&since=&until=&limit=`: the audit trail (admin).
+/// `GET /api/audit?actor=&action=&patient_id=&since=&until=&limit=&order=`: the audit trail
+/// (admin), oldest first unless `order=newest` (the console's latest page).
 async fn audit(
     State(a): State<Arc<Archive>>,
     Extension(caller): Extension<Caller>,
@@ -183,10 +184,29 @@ async fn audit(
             .transpose()
     };
     for k in q.keys() {
-        if !["actor", "action", "patient_id", "since", "until", "limit"].contains(&k.as_str()) {
+        if ![
+            "actor",
+            "action",
+            "patient_id",
+            "since",
+            "until",
+            "limit",
+            "order",
+        ]
+        .contains(&k.as_str())
+        {
             return Err(Problem::bad_request(format!("unknown parameter {k:?}")));
         }
     }
+    let newest_first = match q.get("order").map(String::as_str) {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "order must be oldest or newest, not {other:?}"
+            )))
+        }
+    };
     let filter = AuditFilter {
         after_id: None,
         actor: q.get("actor").cloned(),
@@ -195,6 +215,7 @@ async fn audit(
         since: num("since")?,
         until: num("until")?,
         limit: Some(num("limit")?.unwrap_or(1000).clamp(1, 100_000) as usize),
+        newest_first,
     };
     let events = a.audit().events(filter).await.map_err(Problem::internal)?;
     let _ = a

@@ -153,7 +153,11 @@ pub(super) fn audit_events(
     if let Some(t) = f.until {
         add("at <=", t.into());
     }
-    sql.push_str(" ORDER BY id");
+    sql.push_str(if f.newest_first {
+        " ORDER BY id DESC"
+    } else {
+        " ORDER BY id"
+    });
     if let Some(l) = f.limit {
         sql.push_str(&format!(" LIMIT {l}"));
     }

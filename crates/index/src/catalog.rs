@@ -134,8 +134,9 @@ pub trait Catalog: Send + Sync {
     /// Every lease, held or expired, by name.
     async fn leases(&self) -> Result<Vec<Lease>, IndexError>;
 
-    /// Writes node `node.id`'s heartbeat: its row, created or replaced.
-    async fn heartbeat(&self, node: NodeRow) -> Result<(), IndexError>;
+    /// Writes node `node.id`'s heartbeat: its row, created or replaced; and forgets the nodes
+    /// last seen before `forget_before` (ms).
+    async fn heartbeat(&self, node: NodeRow, forget_before: i64) -> Result<(), IndexError>;
 
     /// Every node that ever wrote a heartbeat, by id.
     async fn nodes(&self) -> Result<Vec<NodeRow>, IndexError>;

@@ -25,8 +25,9 @@ pub struct NodeRow {
 
 const COLUMNS: &str = "id, role, address, version, started_at, last_seen, load";
 
-/// Writes (or rewrites) node `n`'s row.
-pub(super) fn heartbeat(c: &Connection, n: &NodeRow) -> Result<(), IndexError> {
+/// Writes (or rewrites) node `n`'s row, and forgets every node last seen before
+/// `forget_before` (ms): one retired or renamed long ago is no longer listed.
+pub(super) fn heartbeat(c: &Connection, n: &NodeRow, forget_before: i64) -> Result<(), IndexError> {
     c.prepare_cached(&format!(
         "INSERT INTO nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (id) DO UPDATE SET role = excluded.role, address = excluded.address,
@@ -42,6 +43,8 @@ pub(super) fn heartbeat(c: &Connection, n: &NodeRow) -> Result<(), IndexError> {
         n.last_seen,
         n.load.to_string()
     ])?;
+    c.prepare_cached("DELETE FROM nodes WHERE last_seen < ?1")?
+        .execute(params![forget_before])?;
     Ok(())
 }
 

@@ -68,6 +68,9 @@ pub struct AuditFilter {
     pub since: Option<i64>,
     pub until: Option<i64>,
     pub limit: Option<usize>,
+    /// Newest first (highest id first): with `limit`, the latest page of the trail rather than
+    /// its start.
+    pub newest_first: bool,
 }
 
 /// An instance as retrieval needs it: where it sits, its blob, its stored syntax, its metadata.

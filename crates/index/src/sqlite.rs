@@ -579,9 +579,9 @@ impl Catalog for SqliteIndex {
         self.read("leases", leases::all).await
     }
 
-    async fn heartbeat(&self, node: NodeRow) -> Result<(), IndexError> {
+    async fn heartbeat(&self, node: NodeRow, forget_before: i64) -> Result<(), IndexError> {
         self.submit("heartbeat", Promise::Committed, move |c| {
-            nodes::heartbeat(c, &node)
+            nodes::heartbeat(c, &node, forget_before)
         })
         .await
     }

@@ -1023,7 +1023,8 @@ async fn two_nodes_racing_for_a_free_lease_get_one_holder(engine: Engine) {
     }
 }
 
-/// A node's heartbeat creates its row, the next one replaces it; every node is listed by id.
+/// A node's heartbeat creates its row, the next one replaces it; every node is listed by id,
+/// until one not seen for long is forgotten.
 async fn a_heartbeat_writes_and_rewrites_its_nodes_row(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let index = Index(Arc::new(open_engine(engine, dir.path())));
@@ -1036,9 +1037,17 @@ async fn a_heartbeat_writes_and_rewrites_its_nodes_row(engine: Engine) {
         last_seen: seen,
         load: serde_json::json!({"stored_last_minute": stored, "http_in_flight": 1}),
     };
-    index.heartbeat(beat("node-b", 2_000, 1)).await.unwrap();
-    index.heartbeat(beat("node-a", 2_500, 0)).await.unwrap();
-    index.heartbeat(beat("node-b", 7_000, 40)).await.unwrap();
+    index.heartbeat(beat("node-b", 2_000, 1), 0).await.unwrap();
+    index.heartbeat(beat("node-a", 2_500, 0), 0).await.unwrap();
+    index.heartbeat(beat("node-b", 7_000, 40), 0).await.unwrap();
     let nodes = index.nodes().await.unwrap();
     assert_eq!(nodes, [beat("node-a", 2_500, 0), beat("node-b", 7_000, 40)]);
+    // node-a, not seen since 2.5 s, is forgotten by a heartbeat that forgets what is older
+    // than 3 s; node-b's own row stays
+    index
+        .heartbeat(beat("node-b", 9_000, 41), 3_000)
+        .await
+        .unwrap();
+    let nodes = index.nodes().await.unwrap();
+    assert_eq!(nodes, [beat("node-b", 9_000, 41)]);
 }

@@ -14,6 +14,10 @@ use strata_index::{Index, NodeRow};
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A node seen within this long is alive: it missed at most two heartbeats.
 pub const ALIVE_WITHIN: Duration = Duration::from_secs(3 * HEARTBEAT.as_secs());
+/// A node not seen for this long is forgotten (its row deleted by any node's heartbeat): it was
+/// retired or renamed, and the console lists it as down until then. One that starts again
+/// writes its row anew.
+pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// The window of the rates a heartbeat reports.
 const RATE_WINDOW_MS: i64 = 60_000;
 
@@ -82,8 +86,10 @@ impl Heartbeat {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let row = self.row(now_ms(), self.metrics.load());
-            if let Err(e) = self.index.heartbeat(row).await {
+            let now = now_ms();
+            let row = self.row(now, self.metrics.load());
+            let forget_before = now - FORGET_AFTER.as_millis() as i64;
+            if let Err(e) = self.index.heartbeat(row, forget_before).await {
                 tracing::warn!("writing the node's heartbeat: {e}");
             }
         }
@@ -159,11 +165,11 @@ mod tests {
         assert_eq!(row.load["window_seconds"], 40);
         assert_eq!(row.load["http_in_flight"], 2);
         assert_eq!(row.address, "http://n1:8042");
-        index.heartbeat(row.clone()).await.unwrap();
+        index.heartbeat(row.clone(), 0).await.unwrap();
         let mut other = row.clone();
         other.id = "n0".into();
         other.last_seen = 70_000 - ALIVE_WITHIN.as_millis() as i64 - 1;
-        index.heartbeat(other).await.unwrap();
+        index.heartbeat(other, 0).await.unwrap();
         let listed = statuses(index.nodes().await.unwrap(), "n1", 70_000);
         let seen: Vec<_> = listed
             .iter()
