@@ -320,7 +320,7 @@ pub(super) fn model(c: &Connection) -> Result<Arc<Model>, IndexError> {
             return Ok(model.clone());
         }
     }
-    let model: Arc<Model> = Arc::new(Model::from_stored(&json));
+    let model: Arc<Model> = Arc::new(serde_json::from_str(&json).unwrap_or_default());
     *last = Some((json, model.clone()));
     Ok(model)
 }

@@ -7,7 +7,7 @@
 use super::block::BlockIndex;
 use super::compare::{compare, Vector};
 use super::decide::choose;
-use super::model::{random_pairs, Histogram, SourceHistograms, Sources};
+use super::model::{random_pairs, Histogram};
 use super::{Decision, Identity, Model, MpiError, Normalised};
 use rayon::prelude::*;
 use std::io::{Read, Write};
@@ -69,45 +69,21 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
                 .collect()
         })
         .collect();
-    let sources = Sources::new(&normalised);
-    let by_pair = compared
+    let histogram = compared
         .par_iter()
-        .enumerate()
-        .fold(SourceHistograms::new, |mut h, (i, cands)| {
-            for (j, v, _) in cands {
-                *h.entry(sources.pair(i, *j as usize))
-                    .or_default()
-                    .entry(*v)
-                    .or_default() += 1;
+        .fold(Histogram::new, |mut h, cands| {
+            for (_, v, _) in cands {
+                *h.entry(*v).or_default() += 1;
             }
             h
         })
-        .reduce(SourceHistograms::new, |mut a, b| {
-            for (pair, h) in b {
-                let into = a.entry(pair).or_default();
-                for (v, n) in h {
-                    *into.entry(v).or_default() += n;
-                }
+        .reduce(Histogram::new, |mut a, b| {
+            for (v, n) in b {
+                *a.entry(v).or_default() += n;
             }
             a
         });
-    let mut histogram = Histogram::new();
-    for h in by_pair.values() {
-        for (v, n) in h {
-            *histogram.entry(*v).or_default() += n;
-        }
-    }
-    let model = Model::default()
-        .fit(&histogram, &random_pairs(&normalised), &normalised)
-        .with_source_priors(&sources, &by_pair);
-    // What each pair of sources' own prior adds to the overall one.
-    let shift: std::collections::HashMap<(u32, u32), f64> = by_pair
-        .keys()
-        .map(|&(a, b)| {
-            let names = (&sources.names[a as usize], &sources.names[b as usize]);
-            ((a, b), model.source_shift(names.0, names.1))
-        })
-        .collect();
+    let model = Model::default().fit(&histogram, &random_pairs(&normalised), &normalised);
     let weights: std::collections::HashMap<Vector, f64> =
         histogram.keys().map(|v| (*v, model.weight(v))).collect();
     // Each candidate pair's match weight, as `Model::score` gives it, in parallel; only the
@@ -115,16 +91,11 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
     let scored: Vec<Vec<(u32, f64, bool)>> = compared
         .into_par_iter()
         .zip(&normalised)
-        .enumerate()
-        .map(|(i, (cands, r))| {
+        .map(|(cands, r)| {
             let adjust = model.value_adjustments(r);
             cands
                 .iter()
-                .map(|(j, v, same_key)| {
-                    let w = model.weight_with(v, weights[v], &adjust)
-                        + shift[&sources.pair(i, *j as usize)];
-                    (*j, w, *same_key)
-                })
+                .map(|(j, v, same_key)| (*j, model.weight_with(v, weights[v], &adjust), *same_key))
                 .collect()
         })
         .collect();
@@ -291,7 +262,11 @@ fn input_record(
     let [mut birth_date, mut sex] = [birth_date, sex];
     let mut malformed = Vec::new();
     for (field, value, problem) in [
-        ("birth_date", &mut birth_date, date_problem as fn(&str) -> Option<&'static str>),
+        (
+            "birth_date",
+            &mut birth_date,
+            date_problem as fn(&str) -> Option<&'static str>,
+        ),
         ("sex", &mut sex, sex_problem),
     ] {
         if let Some(problem) = problem(value) {
@@ -308,22 +283,25 @@ fn input_record(
             });
         }
     }
-    Ok((InputRecord {
-        record_id,
-        identity: Identity {
-            issuer,
-            patient_id,
-            family_name,
-            given_name,
-            middle_name,
-            birth_date,
-            sex,
-            street,
-            city,
-            postcode,
-            phone,
+    Ok((
+        InputRecord {
+            record_id,
+            identity: Identity {
+                issuer,
+                patient_id,
+                family_name,
+                given_name,
+                middle_name,
+                birth_date,
+                sex,
+                street,
+                city,
+                postcode,
+                phone,
+            },
         },
-    }, malformed))
+        malformed,
+    ))
 }
 
 /// Why a birth date is not one, if it is not: YYYYMMDD, a month 1 to 12 and a day 1 to 31.

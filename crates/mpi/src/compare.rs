@@ -13,19 +13,21 @@ pub enum Field {
     Middle,
     BirthDate,
     Sex,
-    /// Street, city and postcode together: relatives at one address share all three, so they
-    /// are one piece of evidence, weighed by their joint level ([`address_level`]).
-    Address,
+    Street,
+    City,
+    Postcode,
     Phone,
 }
 
-pub const FIELDS: [Field; 7] = [
+pub const FIELDS: [Field; 9] = [
     Field::Family,
     Field::Given,
     Field::Middle,
     Field::BirthDate,
     Field::Sex,
-    Field::Address,
+    Field::Street,
+    Field::City,
+    Field::Postcode,
     Field::Phone,
 ];
 
@@ -42,24 +44,16 @@ const NAME_NEAR: f64 = 0.80;
 /// Addresses this close differ by a typo or an abbreviation.
 const ADDRESS_CLOSE: f64 = 0.90;
 
-/// The levels of one part of an address (street, city, postcode): 0 the same, 1 close, 2
-/// different, and [`PART_MISSING`] when either side lacks it.
-const ADDRESS_PARTS: u8 = 4;
-const PART_MISSING: u8 = 3;
-
 impl Field {
     /// How many levels the field has (missing is not a level).
     pub const fn levels(self) -> usize {
         match self {
-            Field::Family => 5,
-            Field::Given => 6,
+            Field::Family => 4,
+            Field::Given => 5,
             Field::Middle => 3,
-            Field::BirthDate => 6,
+            Field::BirthDate => 5,
             Field::Sex => 2,
-            // Every combination of the three parts' levels but all three missing.
-            Field::Address => {
-                (ADDRESS_PARTS * ADDRESS_PARTS * ADDRESS_PARTS) as usize - 1
-            }
+            Field::Street | Field::City | Field::Postcode => 3,
             Field::Phone => 2,
         }
     }
@@ -71,42 +65,12 @@ impl Field {
             Field::Middle => "middle_name",
             Field::BirthDate => "birth_date",
             Field::Sex => "sex",
-            Field::Address => "address",
+            Field::Street => "street",
+            Field::City => "city",
+            Field::Postcode => "postcode",
             Field::Phone => "phone",
         }
     }
-}
-
-/// One part of an address, as it stands in [`Field::Address`]'s joint level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressPart {
-    Street = 0,
-    City = 1,
-    Postcode = 2,
-}
-
-/// The joint address level of the parts' levels (each 0, 1, 2 or [`PART_MISSING`]);
-/// [`MISSING`] when all three are missing.
-pub fn address_level(street: u8, city: u8, postcode: u8) -> u8 {
-    let level = street + ADDRESS_PARTS * city + ADDRESS_PARTS * ADDRESS_PARTS * postcode;
-    if level as usize == Field::Address.levels() {
-        MISSING
-    } else {
-        level
-    }
-}
-
-/// The level of one part in a joint address level (0, 1, 2 or [`PART_MISSING`]).
-pub fn address_part(level: u8, part: AddressPart) -> u8 {
-    if level == MISSING {
-        return PART_MISSING;
-    }
-    (level / ADDRESS_PARTS.pow(part as u32)) % ADDRESS_PARTS
-}
-
-/// True when the part is present on both sides at `level`.
-pub fn address_part_present(level: u8, part: AddressPart) -> bool {
-    address_part(level, part) != PART_MISSING
 }
 
 /// The comparison vector of two records. Family and given names are compared in both orders and
@@ -133,33 +97,17 @@ pub fn compare(a: &Normalised, b: &Normalised) -> Vector {
     } else {
         (&b.family, &b.given, ff, gg)
     };
-    let mut given = given_level_of(&a.given, bg, sg);
-    // Known by the middle name in one source ("JOHN PAUL" / "PAUL"): another of their names.
-    if given >= 3 && given != MISSING && (a.given == b.middle || a.middle == *bg) {
-        given = 2;
-    }
     [
         family_level_of(&a.family, bf, sf),
-        given,
+        given_level_of(&a.given, bg, sg),
         middle_level(&a.middle, &b.middle),
         date_level(&a.birth_date, &b.birth_date),
         exact_level(&a.sex, &b.sex),
-        address_level(
-            part_level(street_level(&a.street, &b.street)),
-            part_level(text_level(&a.city, &b.city)),
-            part_level(postcode_level(&a.postcode, &b.postcode)),
-        ),
+        street_level(&a.street, &b.street),
+        address_level(&a.city, &b.city),
+        postcode_level(&a.postcode, &b.postcode),
         exact_level(&a.phone, &b.phone),
     ]
-}
-
-/// A part's level as the joint address level takes it.
-fn part_level(level: u8) -> u8 {
-    if level == MISSING {
-        PART_MISSING
-    } else {
-        level
-    }
 }
 
 /// Jaro–Winkler similarity (Winkler's prefix scale 0.1 over at most 4 characters, applied above
@@ -240,9 +188,7 @@ fn family_level(a: &str, b: &str) -> u8 {
     family_level_of(a, b, jw(a, b))
 }
 
-/// The family name level of `a` and `b`, whose Jaro–Winkler similarity is `s`: 0 the same, 1
-/// a typo, 2 one a part of the other (a double-barrelled or married name against one of its
-/// names, "GARCIA LOPEZ" / "LOPEZ"), 3 near, 4 different.
+/// The family name level of `a` and `b`, whose Jaro–Winkler similarity is `s`.
 fn family_level_of(a: &str, b: &str, s: f64) -> u8 {
     if a.is_empty() || b.is_empty() {
         return MISSING;
@@ -250,15 +196,14 @@ fn family_level_of(a: &str, b: &str, s: f64) -> u8 {
     if a == b {
         return 0;
     }
+    // A double-barrelled name against one of its parts ("GARCIA LOPEZ" / "GARCIA").
     let part_of = |x: &str, y: &str| x.contains(' ') && x.split(' ').any(|t| t == y);
-    if s >= NAME_CLOSE {
+    if s >= NAME_CLOSE || part_of(a, b) || part_of(b, a) {
         1
-    } else if part_of(a, b) || part_of(b, a) {
-        2
     } else if s >= NAME_NEAR {
-        3
+        2
     } else {
-        4
+        3
     }
 }
 
@@ -267,9 +212,7 @@ fn given_level(a: &str, b: &str) -> u8 {
     given_level_of(a, b, jw(a, b))
 }
 
-/// The given name level of `a` and `b`, whose Jaro–Winkler similarity is `s`: 0 the same, 1 a
-/// typo, 2 one name in two forms ("ROBERT" / "BOB", [`crate::nicknames`]), 3 near, 4 an
-/// initial and a name it begins, 5 different.
+/// The given name level of `a` and `b`, whose Jaro–Winkler similarity is `s`.
 fn given_level_of(a: &str, b: &str, s: f64) -> u8 {
     if a.is_empty() || b.is_empty() {
         return MISSING;
@@ -279,14 +222,12 @@ fn given_level_of(a: &str, b: &str, s: f64) -> u8 {
     }
     if s >= NAME_CLOSE {
         1
-    } else if crate::nicknames::same_name(a, b) {
-        2
     } else if s >= NAME_NEAR {
-        3
+        2
     } else if (a.len() == 1 || b.len() == 1) && a.as_bytes()[0] == b.as_bytes()[0] {
-        4
+        3
     } else {
-        5
+        4
     }
 }
 
@@ -304,14 +245,11 @@ fn middle_level(a: &str, b: &str) -> u8 {
 
 /// Birth dates: 0 the same; 1 day and month swapped (the US and European orders); 2 one keying
 /// error (the same year and one of month and day, or two neighbouring digits swapped anywhere,
-/// "19170509" / "19175009"); 3 the same month and day in another year; 4 the year alone the
-/// same; 5 different.
+/// "19170509" / "19175009"); 3 the same month and day in another year; 4 different.
 ///
 /// Swapping two neighbouring digits is the commonest keying error after a wrong digit (Damerau
 /// 1964), and a wrong digit in the month or the day already lands in level 2; a swap across the
-/// month and day, or the year and month, is the same kind of error and is graded with it. The
-/// year alone is weak evidence (relatives are often born the same year), but better than none
-/// when a source knew only the year and made up the rest.
+/// month and day, or the year and month, is the same kind of error and is graded with it.
 pub fn date_level(a: &str, b: &str) -> u8 {
     if a.len() != 8 || b.len() != 8 {
         return MISSING;
@@ -329,10 +267,8 @@ pub fn date_level(a: &str, b: &str) -> u8 {
         3
     } else if neighbours_swapped(a.as_bytes(), b.as_bytes()) {
         2
-    } else if ya == yb {
-        4
     } else {
-        5
+        4
     }
 }
 
@@ -358,8 +294,7 @@ fn exact_level(a: &str, b: &str) -> u8 {
     }
 }
 
-/// Free text of an address: 0 the same, 1 close (a typo, an abbreviation), 2 different.
-fn text_level(a: &str, b: &str) -> u8 {
+fn address_level(a: &str, b: &str) -> u8 {
     if a.is_empty() || b.is_empty() {
         MISSING
     } else if a == b {
@@ -371,11 +306,11 @@ fn text_level(a: &str, b: &str) -> u8 {
     }
 }
 
-/// Streets as [`text_level`], but words may come in another order or be run together
+/// Streets as address_level, but words may come in another order or be run together
 /// ("16 HALIFAX CLOSE LINKS COURT" / "LINKS COURT 16 HALIFAX CLOSE", "MCLEOD PLACE" /
 /// "MCLEODPLACE"): the letters without spaces, and the words sorted, are compared too.
 fn street_level(a: &str, b: &str) -> u8 {
-    match text_level(a, b) {
+    match address_level(a, b) {
         // Streets without a word or house number in common are different streets (and most
         // pairs are such).
         2 if a.split(' ').any(|w| {
@@ -452,11 +387,10 @@ mod tests {
         assert!((jaro_winkler("DWAYNE", "DUANE") - 0.84).abs() < 0.001);
         assert!((jaro_winkler("DIXON", "DICKSONX") - 0.813).abs() < 0.001);
         assert_eq!(family_level("MARTHA", "MARHTA"), 1);
-        assert_eq!(given_level("DWAYNE", "DUANE"), 3);
-        assert_eq!(given_level("BOB", "ROBERT"), 2);
-        assert_eq!(given_level("J", "JOHN"), 4);
-        assert_eq!(given_level("MARY", "ZOE"), 5);
-        assert_eq!(family_level("GARCIA LOPEZ", "GARCIA"), 2);
+        assert_eq!(given_level("DWAYNE", "DUANE"), 2);
+        assert_eq!(given_level("J", "JOHN"), 3);
+        assert_eq!(given_level("MARY", "ZOE"), 4);
+        assert_eq!(family_level("GARCIA LOPEZ", "GARCIA"), 1);
         assert_eq!(family_level("", "GARCIA"), MISSING);
     }
 
@@ -506,14 +440,13 @@ mod tests {
         assert_eq!(date_level("19650310", "19650311"), 2);
         assert_eq!(date_level("19650310", "19650410"), 2);
         assert_eq!(date_level("19650310", "19560310"), 3);
-        assert_eq!(date_level("19650310", "19720822"), 5);
-        assert_eq!(date_level("19650310", "19651122"), 4);
+        assert_eq!(date_level("19650310", "19720822"), 4);
         // Neighbouring digits swapped across month and day, and across year and month.
         assert_eq!(date_level("19170509", "19175009"), 2);
         assert_eq!(date_level("19740614", "19740164"), 2);
         assert_eq!(date_level("19650310", "19605310"), 2);
         // Two digits swapped that are not neighbours are not one keying error.
-        assert_eq!(date_level("19650310", "19050316"), 5);
+        assert_eq!(date_level("19650310", "19050316"), 4);
         assert_eq!(date_level("19650310", ""), MISSING);
     }
 
@@ -563,47 +496,8 @@ mod tests {
         let v = compare(&n("Smith", "John"), &n("John", "Smith"));
         assert_eq!(&v[..2], &[0, 0]);
         let v = compare(&n("Smith", "John"), &n("Brown", "Alice"));
-        assert_eq!(&v[..2], &[4, 5]);
+        assert_eq!(&v[..2], &[3, 4]);
         assert_eq!(v[3], 0);
         assert_eq!(v[4], MISSING);
-        assert_eq!(v[5], MISSING);
-    }
-
-    #[test]
-    fn the_address_is_one_level_of_its_three_parts() {
-        let at = |street: &str, city: &str, postcode: &str| {
-            Normalised::new(&crate::Identity {
-                street: street.into(),
-                city: city.into(),
-                postcode: postcode.into(),
-                ..crate::Identity::default()
-            })
-        };
-        let home = at("12 High Street", "Boston", "02139");
-        let level = compare(&home, &at("12 High Street", "Bostn", ""))[5];
-        assert_eq!(address_part(level, AddressPart::Street), 0);
-        assert_eq!(address_part(level, AddressPart::City), 1);
-        assert!(!address_part_present(level, AddressPart::Postcode));
-        assert_eq!(compare(&home, &at("", "", ""))[5], MISSING);
-        // Every level is below the field's count of levels.
-        let all = compare(&home, &at("3 Elm Road", "Salem", "01970"))[5];
-        assert_eq!(all, address_level(2, 2, 2));
-        assert!((all as usize) < Field::Address.levels());
-        assert_eq!(address_level(2, 3, 3) as usize, Field::Address.levels() - 1);
-    }
-
-    #[test]
-    fn a_given_name_against_a_middle_name_or_nickname() {
-        let n = |g: &str, m: &str| {
-            Normalised::new(&crate::Identity {
-                family_name: "Smith".into(),
-                given_name: g.into(),
-                middle_name: m.into(),
-                ..crate::Identity::default()
-            })
-        };
-        assert_eq!(compare(&n("John", "Paul"), &n("Paul", ""))[1], 2);
-        assert_eq!(compare(&n("William", ""), &n("Bill", ""))[1], 2);
-        assert_eq!(compare(&n("William", ""), &n("Mary", ""))[1], 5);
     }
 }

@@ -21,11 +21,11 @@ pub mod compare;
 pub mod decide;
 pub mod key;
 pub mod model;
-pub mod nicknames;
 pub mod normalise;
 
 pub use batch::{
-    link_batch, link_batch_with_model, read_records, write_links, InputRecord, Malformed, ReadRecords,
+    link_batch, link_batch_with_model, read_records, write_links, InputRecord, Malformed,
+    ReadRecords,
 };
 pub use decide::{decide, decide_with_other_ids, MatchOutcome, ScoredCandidate};
 pub use key::{local_issuer, IssuerSource, LocalKey};

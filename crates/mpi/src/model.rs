@@ -17,9 +17,7 @@
 //! name would look common among different people and weigh almost nothing.
 
 use super::block::BlockIndex;
-use super::compare::{
-    address_level, address_part, compare, AddressPart, Field, Vector, FIELDS, MISSING,
-};
+use super::compare::{compare, Field, Vector, FIELDS, MISSING};
 use super::Normalised;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -70,142 +68,13 @@ pub struct Model {
     /// agreement alike.
     #[serde(default)]
     pub frequencies: Vec<ValueFrequencies>,
-    /// The probability that two records drawn at random are one person, for each pair of
-    /// sources (issuers) that had candidate pairs, keyed by [`Model::source_pair`]: two records
-    /// of one survey that holds each person once are almost never one person, two of a
-    /// register that holds several records a person often are. A pair of sources not listed
-    /// takes `match_proportion`.
-    #[serde(default)]
-    pub sources: BTreeMap<String, f64>,
 }
 
-/// Matches the per-source-pair prior is drawn towards the overall one with: as if one more
-/// match were seen at the overall rate, so a pair of sources with few records keeps about the
-/// overall prior.
-const SOURCE_PRIOR_MATCHES: f64 = 1.0;
-
-/// The sources (issuers) of a set of records, numbered in order of appearance.
-#[derive(Debug, Clone, Default)]
-pub struct Sources {
-    pub names: Vec<String>,
-    /// Records of each source.
-    pub counts: Vec<u64>,
-    /// Each record's source.
-    pub of: Vec<u32>,
-}
-
-impl Sources {
-    pub fn new(records: &[Normalised]) -> Sources {
-        let mut index: HashMap<&str, u32> = HashMap::new();
-        let mut out = Sources::default();
-        for r in records {
-            let next = out.names.len() as u32;
-            let k = *index.entry(r.issuer.as_str()).or_insert_with(|| {
-                out.names.push(r.issuer.clone());
-                out.counts.push(0);
-                next
-            });
-            out.counts[k as usize] += 1;
-            out.of.push(k);
-        }
-        out
-    }
-
-    /// The pair of sources of records `i` and `j`, the lower number first.
-    pub fn pair(&self, i: usize, j: usize) -> (u32, u32) {
-        let (a, b) = (self.of[i], self.of[j]);
-        (a.min(b), a.max(b))
-    }
-
-    /// How many pairs of records the pair of sources joins.
-    fn pairs_in(&self, (a, b): (u32, u32)) -> f64 {
-        let (na, nb) = (self.counts[a as usize] as f64, self.counts[b as usize] as f64);
-        if a == b {
-            na * (na - 1.0) / 2.0
-        } else {
-            na * nb
-        }
-    }
-}
-
-/// Candidate pairs' comparison vectors for each pair of sources ([`Sources::pair`]).
-pub type SourceHistograms = HashMap<(u32, u32), Histogram>;
-
-
-/// The values whose exact agreement is weighed by the value agreed on: the ones where some
+/// The fields whose exact agreement is weighed by the value agreed on: the ones where some
 /// values are far commoner than others (a few family names, given names and towns hold much
 /// of any population). Streets are left out: with the house number, nearly every value is
 /// unique, so its frequency says no more than the field's u.
-pub const VALUE_FIELDS: [Valued; 4] = [Valued::Family, Valued::Given, Valued::City, Valued::Postcode];
-
-/// A value weighed by how common it is: a field, or a part of the address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Valued {
-    Family,
-    Given,
-    City,
-    Postcode,
-}
-
-impl Valued {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Valued::Family => "family_name",
-            Valued::Given => "given_name",
-            Valued::City => "city",
-            Valued::Postcode => "postcode",
-        }
-    }
-
-    /// The record's value.
-    fn of(self, r: &Normalised) -> &str {
-        match self {
-            Valued::Family => &r.family,
-            Valued::Given => &r.given,
-            Valued::City => &r.city,
-            Valued::Postcode => &r.postcode,
-        }
-    }
-
-    /// Whether a pair whose comparison vector is `v` agrees exactly on the value.
-    fn agrees(self, v: &Vector) -> bool {
-        let address = v[Field::Address as usize];
-        match self {
-            Valued::Family => v[Field::Family as usize] == 0,
-            Valued::Given => v[Field::Given as usize] == 0,
-            Valued::City => address_part(address, AddressPart::City) == 0,
-            Valued::Postcode => address_part(address, AddressPart::Postcode) == 0,
-        }
-    }
-
-    /// The chance that two different people with the value agree on it exactly, from the
-    /// fields' u (for a part of the address, over the joint levels where the part is present).
-    fn u_exact(self, fields: &[FieldWeights]) -> f64 {
-        let part = match self {
-            Valued::Family => return fields[Field::Family as usize].u[0],
-            Valued::Given => return fields[Field::Given as usize].u[0],
-            Valued::City => AddressPart::City,
-            Valued::Postcode => AddressPart::Postcode,
-        };
-        let u = &fields[Field::Address as usize].u;
-        let (mut exact, mut present) = (0.0, 0.0);
-        for (level, &p) in u.iter().enumerate() {
-            match address_part(level as u8, part) {
-                0 => {
-                    exact += p;
-                    present += p;
-                }
-                1 | 2 => present += p,
-                _ => {}
-            }
-        }
-        if present > 0.0 {
-            exact / present
-        } else {
-            FLOOR
-        }
-    }
-}
+pub const VALUE_FIELDS: [Field; 4] = [Field::Family, Field::Given, Field::City, Field::Postcode];
 
 /// At most this many values of a field are listed with their own frequency (the commonest);
 /// the rest share one. It bounds the stored model (tens of kilobytes) while every value held by
@@ -232,10 +101,10 @@ impl ValueFrequencies {
     /// Counts the values of `field` in `records` (records without the field are not counted),
     /// each frequency drawn towards `u`, the chance that two different people agree on the
     /// field at all.
-    pub fn count(field: Valued, records: &[Normalised], u: f64) -> ValueFrequencies {
+    pub fn count(field: Field, records: &[Normalised], u: f64) -> ValueFrequencies {
         let mut counts: HashMap<&str, u64> = HashMap::new();
         for r in records {
-            let v = field.of(r);
+            let v = value_of(field, r);
             if !v.is_empty() {
                 *counts.entry(v).or_default() += 1;
             }
@@ -277,6 +146,21 @@ impl ValueFrequencies {
     }
 }
 
+/// The value of a field that [`ValueFrequencies`] counts.
+fn value_of(field: Field, r: &Normalised) -> &str {
+    match field {
+        Field::Family => &r.family,
+        Field::Given => &r.given,
+        Field::Middle => &r.middle,
+        Field::BirthDate => &r.birth_date,
+        Field::Sex => &r.sex,
+        Field::Street => &r.street,
+        Field::City => &r.city,
+        Field::Postcode => &r.postcode,
+        Field::Phone => &r.phone,
+    }
+}
+
 /// For one record, what exact agreement on each of [`VALUE_FIELDS`] adds to or takes from the
 /// field's weight, in bits: log2(u / f), the field's u at exact agreement over the frequency of
 /// the record's own value. Computed once per record, not per pair.
@@ -300,55 +184,31 @@ impl Default for Model {
             m: m.to_vec(),
             u: u.to_vec(),
         };
-        let street = ([0.70, 0.15, 0.15], [0.0001, 0.001, 0.9989]);
-        let city = ([0.80, 0.10, 0.10], [0.01, 0.01, 0.98]);
-        let postcode = ([0.80, 0.10, 0.10], [0.002, 0.01, 0.988]);
         let fields = vec![
             f(
                 Field::Family,
-                &[0.86, 0.07, 0.01, 0.03, 0.03],
-                &[0.003, 0.002, 0.0001, 0.03, 0.9649],
+                &[0.86, 0.07, 0.03, 0.04],
+                &[0.003, 0.002, 0.03, 0.965],
             ),
             f(
                 Field::Given,
-                &[0.80, 0.07, 0.04, 0.03, 0.02, 0.04],
-                &[0.006, 0.004, 0.0005, 0.05, 0.002, 0.9375],
+                &[0.84, 0.07, 0.03, 0.02, 0.04],
+                &[0.006, 0.004, 0.05, 0.002, 0.938],
             ),
             f(Field::Middle, &[0.80, 0.15, 0.05], &[0.006, 0.06, 0.934]),
             f(
                 Field::BirthDate,
-                &[0.90, 0.02, 0.04, 0.02, 0.01, 0.01],
-                &[0.00004, 0.00001, 0.002, 0.0003, 0.012, 0.98565],
+                &[0.90, 0.02, 0.04, 0.02, 0.02],
+                &[0.00004, 0.00001, 0.002, 0.0003, 0.99765],
             ),
             f(Field::Sex, &[0.98, 0.02], &[0.5, 0.5]),
-            f(
-                Field::Address,
-                &joint_address(street.0, city.0, postcode.0),
-                &joint_address(street.1, city.1, postcode.1),
-            ),
+            f(Field::Street, &[0.70, 0.15, 0.15], &[0.0001, 0.001, 0.9989]),
+            f(Field::City, &[0.80, 0.10, 0.10], &[0.01, 0.01, 0.98]),
+            f(Field::Postcode, &[0.80, 0.10, 0.10], &[0.002, 0.01, 0.988]),
             f(Field::Phone, &[0.85, 0.15], &[0.00001, 0.99999]),
         ];
         Model::with_thresholds(fields, 1e-5, 0, 0)
     }
-}
-
-/// The joint address levels' probabilities when the parts were independent, each part's
-/// presence as likely as its absence: the prior the data then corrects.
-fn joint_address(street: [f64; 3], city: [f64; 3], postcode: [f64; 3]) -> Vec<f64> {
-    let mut out = vec![0.0; Field::Address.levels()];
-    let part = |p: &[f64; 3], level: usize| p.get(level).copied().unwrap_or(1.0);
-    for s in 0..4 {
-        for c in 0..4 {
-            for p in 0..4 {
-                let level = address_level(s as u8, c as u8, p as u8);
-                if level != MISSING {
-                    // Seven patterns of presence, each of total probability 1 before this.
-                    out[level as usize] = part(&street, s) * part(&city, c) * part(&postcode, p) / 7.0;
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Pairs drawn at random for u: enough that a level a few pairs in ten thousand show is
@@ -404,7 +264,6 @@ impl Model {
             pairs,
             iterations,
             frequencies: Vec::new(),
-            sources: BTreeMap::new(),
         }
     }
 
@@ -412,83 +271,13 @@ impl Model {
     /// matches by EM over every candidate pair that blocking yields.
     pub fn estimate(records: &[Normalised]) -> Model {
         let index = BlockIndex::new(records);
-        let sources = Sources::new(records);
-        let mut by_pair = SourceHistograms::new();
+        let mut candidates = Histogram::new();
         for (i, r) in records.iter().enumerate() {
             for j in index.earlier_candidates(i) {
-                *by_pair
-                    .entry(sources.pair(i, j))
-                    .or_default()
-                    .entry(compare(r, &records[j]))
-                    .or_default() += 1;
+                *candidates.entry(compare(r, &records[j])).or_default() += 1;
             }
         }
-        let mut candidates = Histogram::new();
-        for h in by_pair.values() {
-            for (v, n) in h {
-                *candidates.entry(*v).or_default() += n;
-            }
-        }
-        Model::default()
-            .fit(&candidates, &random_pairs(records), records)
-            .with_source_priors(&sources, &by_pair)
-    }
-
-    /// The key of a pair of sources in [`Model::sources`]: both issuers, in order, a line
-    /// break between them (no issuer holds one: they are trimmed single-line values).
-    pub fn source_pair(a: &str, b: &str) -> String {
-        let (a, b) = if a <= b { (a, b) } else { (b, a) };
-        format!("{a}\n{b}")
-    }
-
-    /// This model with the prior of each pair of sources estimated from its candidate pairs:
-    /// a small EM of the prior alone (the weights fixed), each pair's posterior with its
-    /// source pair's prior, that prior the posteriors' sum over all the pairs the two sources
-    /// join. Non-candidate pairs are taken as two people, as blocking takes them.
-    pub fn with_source_priors(mut self, sources: &Sources, by_pair: &SourceHistograms) -> Model {
-        let overall = self.match_proportion;
-        let mut priors = BTreeMap::new();
-        for (&pair, histogram) in by_pair {
-            let all = sources.pairs_in(pair);
-            if all <= 0.0 {
-                continue;
-            }
-            let evidence: Vec<(f64, f64)> = histogram
-                .iter()
-                .map(|(v, &n)| (self.weight(v) - log2_odds(overall), n as f64))
-                .collect();
-            let mut p = overall;
-            for _ in 0..EM_MAX_ITERATIONS {
-                let matches: f64 = evidence
-                    .iter()
-                    .map(|&(e, n)| n / (1.0 + (-(e + log2_odds(p))).exp2()))
-                    .sum();
-                let next = ((matches + SOURCE_PRIOR_MATCHES)
-                    / (all + SOURCE_PRIOR_MATCHES / overall))
-                    .clamp(1e-12, 0.5);
-                let moved = (next.log2() - p.log2()).abs();
-                p = next;
-                if moved < 1e-6 {
-                    break;
-                }
-            }
-            let (a, b) = (&sources.names[pair.0 as usize], &sources.names[pair.1 as usize]);
-            priors.insert(Model::source_pair(a, b), p);
-        }
-        self.sources = priors;
-        self
-    }
-
-    /// What the prior of records of issuers `a` and `b` adds to the overall prior, in bits (0
-    /// for a pair of sources the model has no prior of its own for).
-    pub fn source_shift(&self, a: &str, b: &str) -> f64 {
-        if self.sources.is_empty() {
-            return 0.0;
-        }
-        match self.sources.get(&Model::source_pair(a, b)) {
-            Some(&p) => log2_odds(p) - log2_odds(self.match_proportion),
-            None => 0.0,
-        }
+        Model::default().fit(&candidates, &random_pairs(records), records)
     }
 
     /// Fits the model to the comparison vectors of candidate pairs and of random pairs among
@@ -524,17 +313,9 @@ impl Model {
             .map(|k| smooth(&random_counts[k], &prior.fields[k].u))
             .collect();
 
-        let random_weights: Vec<FieldWeights> = u_random
-            .iter()
-            .zip(&prior.fields)
-            .map(|(u, f)| FieldWeights {
-                u: u.clone(),
-                ..f.clone()
-            })
-            .collect();
         let frequencies = VALUE_FIELDS
             .iter()
-            .map(|&f| ValueFrequencies::count(f, counted, f.u_exact(&random_weights)))
+            .map(|&f| ValueFrequencies::count(f, counted, u_random[f as usize][0]))
             .collect();
 
         let total: f64 = candidates.values().map(|&n| n as f64).sum();
@@ -601,9 +382,9 @@ impl Model {
         let mut out = [0.0; VALUE_FIELDS.len()];
         for (t, freq) in self.frequencies.iter().enumerate().take(out.len()) {
             let field = VALUE_FIELDS[t];
-            let value = field.of(a);
+            let value = value_of(field, a);
             if !value.is_empty() {
-                let u = field.u_exact(&self.fields);
+                let u = self.fields[field as usize].u[0];
                 out[t] = (u / freq.of(value).max(FLOOR)).log2();
             }
         }
@@ -616,7 +397,7 @@ impl Model {
     pub fn weight_with(&self, v: &Vector, weight: f64, adjust: &ValueAdjustments) -> f64 {
         let mut w = weight;
         for (t, field) in VALUE_FIELDS.iter().enumerate() {
-            if field.agrees(v) {
+            if v[*field as usize] == 0 {
                 w += adjust[t];
             }
         }
@@ -649,27 +430,6 @@ impl Model {
     pub fn score(&self, a: &Normalised, b: &Normalised) -> f64 {
         let v = compare(a, b);
         self.weight_with(&v, self.weight(&v), &self.value_adjustments(a))
-            + self.source_shift(&a.issuer, &b.issuer)
-    }
-
-    /// True when the model weighs the comparisons this build makes: a field for each of
-    /// [`FIELDS`] with a weight for each of its levels. A model stored by a build that compared
-    /// otherwise does not, and is not to be used (its levels mean other things).
-    pub fn fits_comparisons(&self) -> bool {
-        self.fields.len() == FIELDS.len()
-            && self.fields.iter().zip(FIELDS).all(|(f, field)| {
-                f.field == field.name() && f.m.len() == field.levels() && f.u.len() == field.levels()
-            })
-            && self.frequencies.len() <= VALUE_FIELDS.len()
-    }
-
-    /// A stored model: the prior when it does not parse or does not fit this build's
-    /// comparisons ([`Model::fits_comparisons`]), until the next estimate replaces it.
-    pub fn from_stored(json: &str) -> Model {
-        serde_json::from_str::<Model>(json)
-            .ok()
-            .filter(Model::fits_comparisons)
-            .unwrap_or_default()
     }
 
     /// The probability of one person that a match weight stands for.
@@ -763,7 +523,7 @@ mod tests {
         assert!(date.m[0] > 0.8, "{date:?}");
         // Exact birth-date agreement is strong evidence; disagreement strong evidence against.
         assert!(model.field_weight(3, 0) > 2.0);
-        assert!(model.field_weight(3, 5) < -3.0);
+        assert!(model.field_weight(3, 4) < -3.0);
         assert!(
             model.field_weight(4, 1) < -2.0,
             "sex disagreeing: {model:?}"
@@ -785,22 +545,6 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_model_of_other_comparisons_gives_way_to_the_prior() {
-        let prior = Model::default();
-        assert!(prior.fits_comparisons());
-        let mut stored = prior.clone();
-        stored.upper = 3.0;
-        let json = serde_json::to_string(&stored).unwrap();
-        assert_eq!(Model::from_stored(&json).upper, 3.0);
-        let mut old = stored;
-        old.fields[1].m.pop();
-        old.fields[1].u.pop();
-        let json = serde_json::to_string(&old).unwrap();
-        assert_eq!(Model::from_stored(&json), prior);
-        assert_eq!(Model::from_stored("not json"), prior);
-    }
-
-    #[test]
     fn value_frequencies_list_the_common_and_average_the_rest() {
         let people = |family: &str, n: usize| {
             let one = Normalised::new(&Identity {
@@ -816,7 +560,7 @@ mod tests {
         }
         records.push(Normalised::default());
         let u = 0.001;
-        let f = ValueFrequencies::count(Valued::Family, &records, u);
+        let f = ValueFrequencies::count(Field::Family, &records, u);
         assert_eq!(f.common.len(), LISTED_VALUES);
         // Of the 3,499 records besides one holding a name, how many hold it, drawn towards u.
         let drawn = |others: f64| {
@@ -827,7 +571,7 @@ mod tests {
         assert!((f.rest - drawn(1.0)).abs() < 1e-12, "{}", f.rest);
         assert_eq!(f.of("NEVER SEEN"), f.rest);
         // A few records say little: one value in three of them is drawn most of the way to u.
-        let few = ValueFrequencies::count(Valued::Family, &people("SMITH", 3), u);
+        let few = ValueFrequencies::count(Field::Family, &people("SMITH", 3), u);
         assert!(few.of("SMITH") < 0.05, "{few:?}");
     }
 
@@ -871,8 +615,7 @@ mod tests {
         assert_eq!(prior.score(&zed, &zed), prior.score(&smith, &smith));
         for (a, b) in [(&zed, &zed), (&smith, &zed), (&smith, &smith)] {
             let v = compare(a, b);
-            let batch = model.weight_with(&v, model.weight(&v), &model.value_adjustments(a))
-                + model.source_shift(&a.issuer, &b.issuer);
+            let batch = model.weight_with(&v, model.weight(&v), &model.value_adjustments(a));
             assert_eq!(batch, model.score(a, b));
         }
     }

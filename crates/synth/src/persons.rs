@@ -41,16 +41,76 @@ pub struct PopulationOptions {
 /// Common English given names by sex, most common first: the head of the name distribution,
 /// where nicknames live. The tail is made of generated names.
 const MALE: &[&str] = &[
-    "JAMES", "JOHN", "ROBERT", "MICHAEL", "WILLIAM", "DAVID", "RICHARD", "JOSEPH", "THOMAS",
-    "CHARLES", "CHRISTOPHER", "DANIEL", "MATTHEW", "ANTHONY", "DONALD", "STEVEN", "PAUL",
-    "ANDREW", "KENNETH", "GEORGE", "EDWARD", "PETER", "SAMUEL", "PATRICK", "HENRY", "ALEXANDER",
-    "NICHOLAS", "BENJAMIN", "TIMOTHY", "FREDERICK", "GREGORY", "RAYMOND", "LAWRENCE", "WALTER",
+    "JAMES",
+    "JOHN",
+    "ROBERT",
+    "MICHAEL",
+    "WILLIAM",
+    "DAVID",
+    "RICHARD",
+    "JOSEPH",
+    "THOMAS",
+    "CHARLES",
+    "CHRISTOPHER",
+    "DANIEL",
+    "MATTHEW",
+    "ANTHONY",
+    "DONALD",
+    "STEVEN",
+    "PAUL",
+    "ANDREW",
+    "KENNETH",
+    "GEORGE",
+    "EDWARD",
+    "PETER",
+    "SAMUEL",
+    "PATRICK",
+    "HENRY",
+    "ALEXANDER",
+    "NICHOLAS",
+    "BENJAMIN",
+    "TIMOTHY",
+    "FREDERICK",
+    "GREGORY",
+    "RAYMOND",
+    "LAWRENCE",
+    "WALTER",
 ];
 const FEMALE: &[&str] = &[
-    "MARY", "PATRICIA", "JENNIFER", "LINDA", "ELIZABETH", "BARBARA", "SUSAN", "JESSICA", "SARAH",
-    "KAREN", "MARGARET", "CATHERINE", "NANCY", "REBECCA", "DEBORAH", "JUDITH", "CHRISTINE",
-    "SAMANTHA", "KATHERINE", "EMILY", "VICTORIA", "DOROTHY", "ELEANOR", "PAMELA", "NICOLE",
-    "CYNTHIA", "ABIGAIL", "JANET", "HELEN", "ANNA", "RUTH", "LAURA", "ALICE", "JOSEPHINE",
+    "MARY",
+    "PATRICIA",
+    "JENNIFER",
+    "LINDA",
+    "ELIZABETH",
+    "BARBARA",
+    "SUSAN",
+    "JESSICA",
+    "SARAH",
+    "KAREN",
+    "MARGARET",
+    "CATHERINE",
+    "NANCY",
+    "REBECCA",
+    "DEBORAH",
+    "JUDITH",
+    "CHRISTINE",
+    "SAMANTHA",
+    "KATHERINE",
+    "EMILY",
+    "VICTORIA",
+    "DOROTHY",
+    "ELEANOR",
+    "PAMELA",
+    "NICOLE",
+    "CYNTHIA",
+    "ABIGAIL",
+    "JANET",
+    "HELEN",
+    "ANNA",
+    "RUTH",
+    "LAURA",
+    "ALICE",
+    "JOSEPHINE",
 ];
 const ONSETS: &[&str] = &[
     "B", "BR", "C", "CH", "D", "F", "G", "GR", "H", "J", "K", "L", "M", "N", "P", "R", "S", "SH",
@@ -245,9 +305,9 @@ fn typo(rng: &mut StdRng, s: &str) -> String {
     String::from_utf8(b).unwrap()
 }
 
-/// A short form of a given name from the matcher's table of well-known ones, if it has any.
+/// A short form of a given name from the table of well-known ones, if it has any.
 fn nickname(rng: &mut StdRng, given: &str) -> Option<String> {
-    strata_mpi::nicknames::NICKNAMES
+    crate::nicknames::NICKNAMES
         .iter()
         .find(|(formal, _)| *formal == given)
         .and_then(|(_, short)| short.choose(rng))
@@ -307,7 +367,11 @@ fn record(rng: &mut StdRng, p: &Person, e: &Errors) -> PersonRow {
         std::mem::swap(&mut m, &mut d);
         birth = format!("{y}{m:02}{d:02}");
     } else if rng.gen_bool(e.year_only) {
-        birth = format!("{y}{:02}{:02}", rng.gen_range(1..=12), rng.gen_range(1..=28));
+        birth = format!(
+            "{y}{:02}{:02}",
+            rng.gen_range(1..=12),
+            rng.gen_range(1..=28)
+        );
     } else if rng.gen_bool(e.date_typo) {
         let mut b: Vec<u8> = birth.into_bytes();
         let i = rng.gen_range(2..8);
@@ -457,8 +521,15 @@ mod tests {
         assert_eq!(rows, survey_and_register(opts));
         let survey: Vec<_> = rows.iter().filter(|r| r.issuer == "SURVEY").collect();
         let register: Vec<_> = rows.iter().filter(|r| r.issuer == "REGISTER").collect();
-        assert!(survey.len() > 250 && register.len() > 350, "{} {}", survey.len(), register.len());
-        assert!(register.iter().all(|r| r.street.is_empty() && r.postcode.is_empty()));
+        assert!(
+            survey.len() > 250 && register.len() > 350,
+            "{} {}",
+            survey.len(),
+            register.len()
+        );
+        assert!(register
+            .iter()
+            .all(|r| r.street.is_empty() && r.postcode.is_empty()));
         assert!(survey.iter().filter(|r| !r.street.is_empty()).count() == survey.len());
         // Several register records of one person, and relatives sharing an address.
         let mut per_person = std::collections::HashMap::new();

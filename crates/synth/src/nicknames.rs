@@ -1,6 +1,7 @@
 //! Given names and the short forms people are registered under: "BOB" on one record and
 //! "ROBERT" on another are one name. The table is the well-known English diminutives (the
-//! pairs every name-matching list starts from); a name in no group matches only by spelling.
+//! pairs every name-matching list starts from); the person generator ([`crate::persons`])
+//! registers people under them.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -34,7 +35,12 @@ pub const NICKNAMES: &[(&str, &[&str])] = &[
     ("DOUGLAS", &["DOUG"]),
     ("EDWARD", &["ED", "EDDIE", "TED", "TEDDY", "NED"]),
     ("ELEANOR", &["ELLIE", "NELL", "NELLIE", "NORA"]),
-    ("ELIZABETH", &["LIZ", "LIZZIE", "BETH", "BETTY", "BESS", "ELIZA", "LISA", "LIBBY", "ELSIE"]),
+    (
+        "ELIZABETH",
+        &[
+            "LIZ", "LIZZIE", "BETH", "BETTY", "BESS", "ELIZA", "LISA", "LIBBY", "ELSIE",
+        ],
+    ),
     ("EMILY", &["EMMY", "EM"]),
     ("FRANCES", &["FRAN", "FRANNIE", "FRANKIE"]),
     ("FRANCIS", &["FRANK", "FRAN"]),
@@ -57,12 +63,18 @@ pub const NICKNAMES: &[(&str, &[&str])] = &[
     ("JOSEPH", &["JOE", "JOEY", "JO"]),
     ("JOSEPHINE", &["JO", "JOSIE"]),
     ("JUDITH", &["JUDY", "JUDE"]),
-    ("KATHERINE", &["KATHY", "KATE", "KATIE", "KAT", "KAY", "KIT"]),
+    (
+        "KATHERINE",
+        &["KATHY", "KATE", "KATIE", "KAT", "KAY", "KIT"],
+    ),
     ("KATHLEEN", &["KATHY", "KATE", "KAY"]),
     ("KENNETH", &["KEN", "KENNY"]),
     ("LAWRENCE", &["LARRY", "LAURIE"]),
     ("LEONARD", &["LEN", "LENNY", "LEO"]),
-    ("MARGARET", &["MAGGIE", "MEG", "PEGGY", "MARGE", "MADGE", "GRETA", "DAISY"]),
+    (
+        "MARGARET",
+        &["MAGGIE", "MEG", "PEGGY", "MARGE", "MADGE", "GRETA", "DAISY"],
+    ),
     ("MARTHA", &["MARTY", "MATTIE", "PATTY"]),
     ("MARTIN", &["MARTY"]),
     ("MARY", &["MOLLY", "POLLY", "MAMIE", "MAE"]),
