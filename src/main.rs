@@ -178,6 +178,11 @@ enum MpiCommand {
         /// Also write the model estimated from the file (weights, thresholds) as JSON here.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Stop at the first malformed value (a birth date not YYYYMMDD, an unknown sex code).
+        /// Without it such a value is read as missing, and the values so read are counted and
+        /// their lines listed on standard error.
+        #[arg(long)]
+        strict: bool,
     },
 }
 
@@ -1242,6 +1247,45 @@ async fn token(archive: &Archive, command: TokenCommand) -> anyhow::Result<std::
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// Lines listed per field when reporting malformed values; the count is always whole.
+const MALFORMED_LINES_SHOWN: usize = 20;
+
+/// Tells on standard error which values `strata mpi link` read as missing, field by field: how
+/// many, and on which lines (the first [`MALFORMED_LINES_SHOWN`]).
+fn report_malformed(input: &Path, malformed: &[strata_mpi::Malformed]) {
+    if malformed.is_empty() {
+        return;
+    }
+    let mut fields: Vec<&str> = malformed.iter().map(|m| m.field).collect();
+    fields.dedup();
+    fields.sort_unstable();
+    fields.dedup();
+    eprintln!(
+        "{}: {} malformed values read as missing",
+        input.display(),
+        malformed.len()
+    );
+    for field in fields {
+        let of: Vec<&strata_mpi::Malformed> =
+            malformed.iter().filter(|m| m.field == field).collect();
+        let lines: Vec<String> = of
+            .iter()
+            .take(MALFORMED_LINES_SHOWN)
+            .map(|m| format!("{} ({:?})", m.line, m.value))
+            .collect();
+        let more = if of.len() > MALFORMED_LINES_SHOWN {
+            format!(" and {} more", of.len() - MALFORMED_LINES_SHOWN)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "  {field}: {} on lines {}{more}",
+            of.len(),
+            lines.join(", ")
+        );
+    }
+}
+
 fn mpi(command: MpiCommand) -> anyhow::Result<std::process::ExitCode> {
     use strata_mpi::{self as mpi, Decision};
     match command {
@@ -1249,13 +1293,16 @@ fn mpi(command: MpiCommand) -> anyhow::Result<std::process::ExitCode> {
             input,
             output,
             model,
+            strict,
         } => {
             let started = std::time::Instant::now();
             let file = std::fs::File::open(&input)
                 .with_context(|| format!("reading {}", input.display()))?;
-            let records = mpi::read_records(std::io::BufReader::new(file))
+            let read = mpi::read_records(std::io::BufReader::new(file), strict)
                 .with_context(|| format!("{}", input.display()))?;
-            let (ids, identities): (Vec<String>, Vec<mpi::Identity>) = records
+            report_malformed(&input, &read.malformed);
+            let (ids, identities): (Vec<String>, Vec<mpi::Identity>) = read
+                .records
                 .into_iter()
                 .map(|r| (r.record_id, r.identity))
                 .unzip();

@@ -72,3 +72,125 @@ fn a_bad_line_is_named_and_nothing_is_written() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no column record_id"));
 }
+
+/// Pairwise precision, recall and F1 of `persons.csv` against the true person of each record,
+/// and the share of records sent to review (a record sent to review links nothing).
+fn pairwise(persons_csv: &str, truth: &[usize]) -> (f64, f64, f64, f64) {
+    use std::collections::HashMap;
+    let mut predicted: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut review = 0usize;
+    for line in persons_csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let record: usize = f[0].parse::<usize>().unwrap() - 1;
+        let key = if f[2] == "review" {
+            review += 1;
+            format!("review {record}")
+        } else {
+            f[1].to_string()
+        };
+        predicted.entry(key).or_default().push(record);
+    }
+    let pairs = |clusters: &mut dyn Iterator<Item = &Vec<usize>>| {
+        let mut out = std::collections::HashSet::new();
+        for members in clusters {
+            for (i, &a) in members.iter().enumerate() {
+                for &b in &members[i + 1..] {
+                    out.insert((a.min(b), a.max(b)));
+                }
+            }
+        }
+        out
+    };
+    let mut true_clusters: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (record, &person) in truth.iter().enumerate() {
+        true_clusters.entry(person).or_default().push(record);
+    }
+    let (p, t) = (
+        pairs(&mut predicted.values()),
+        pairs(&mut true_clusters.values()),
+    );
+    let correct = p.intersection(&t).count() as f64;
+    let precision = correct / p.len().max(1) as f64;
+    let recall = correct / t.len().max(1) as f64;
+    let f1 = 2.0 * precision * recall / (precision + recall);
+    (precision, recall, f1, review as f64 / truth.len() as f64)
+}
+
+/// A population unlike FEBRL's: a survey with addresses, typos, nicknames and initials, and a
+/// register with no addresses and several records a person, households of relatives at one
+/// address. Linked without labels, with a model estimated from the file alone.
+#[test]
+fn a_survey_and_a_register_without_addresses_are_linked() {
+    use strata_synth::persons::{survey_and_register, to_csv, PopulationOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let rows = survey_and_register(PopulationOptions {
+        seed: 22,
+        households: 2500,
+    });
+    let out = link(dir.path(), &to_csv(&rows));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = std::fs::read_to_string(dir.path().join("persons.csv")).unwrap();
+    let truth: Vec<usize> = rows.iter().map(|r| r.person).collect();
+    let (precision, recall, f1, review) = pairwise(&text, &truth);
+    let figures = format!(
+        "{} records: precision {precision:.5} recall {recall:.5} F1 {f1:.5} review {:.2} %\n{stderr}",
+        rows.len(),
+        100.0 * review
+    );
+    eprintln!("{figures}");
+    // The aim is precision 0.998 and F1 0.99 with at most 2 % to review; the matcher does not
+    // reach it on this population yet (precision 0.996, F1 0.865, 11.1 % to review), and these
+    // bounds keep it from falling further back.
+    assert!(precision >= 0.995, "{figures}");
+    assert!(f1 >= 0.86, "{figures}");
+    assert!(review <= 0.12, "{figures}");
+}
+
+/// Dirty values (birth dates not YYYYMMDD or no date, an unknown sex code) are read as missing,
+/// counted and their lines named, and the rest is linked; `--strict` stops at the first.
+#[test]
+fn malformed_values_are_read_as_missing_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = format!(
+        "{HEADER}\
+         1,HOSP A,100,Smith,John,,19650310,M,12 High St,Boston,02139,\n\
+         2,HOSP B,200,Smith,John,,1965-03-10,M,12 High St,Boston,02139,\n\
+         3,HOSP A,101,Jones,Mary,,19721301,X,3 Elm Rd,Salem,01970,\n\
+         4,HOSP B,201,Jones,Mary,,19721201,F,3 Elm Rd,Salem,01970,\n"
+    );
+    let out = link(dir.path(), &input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 malformed values read as missing"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("birth_date: 2 on lines 3 (\"1965-03-10\"), 4 (\"19721301\")"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sex: 1 on lines 4 (\"X\")"), "{stderr}");
+    assert!(stderr.contains("linked 4 records"), "{stderr}");
+    let text = std::fs::read_to_string(dir.path().join("persons.csv")).unwrap();
+    assert_eq!(text.lines().count(), 5, "{text}");
+
+    std::fs::remove_file(dir.path().join("persons.csv")).unwrap();
+    let path = dir.path().join("records.csv");
+    let strict = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--data")
+        .arg(dir.path().join("no-archive-here"))
+        .args(["mpi", "link", "--strict", "--input"])
+        .arg(&path)
+        .arg("--output")
+        .arg(dir.path().join("persons.csv"))
+        .output()
+        .unwrap();
+    assert!(!strict.status.success());
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(
+        stderr.contains("line 3") && stderr.contains("YYYYMMDD"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("persons.csv").exists());
+}

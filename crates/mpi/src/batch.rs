@@ -138,9 +138,29 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
     }
 }
 
+/// A field value that is not of its column's form (a birth date not YYYYMMDD or no calendar
+/// date, a sex code none of M, F, O, U), read as missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    pub line: u64,
+    pub field: &'static str,
+    pub value: String,
+}
+
+/// What [`read_records`] read: the records, and the values it read as missing.
+#[derive(Debug, Clone, Default)]
+pub struct ReadRecords {
+    pub records: Vec<InputRecord>,
+    /// In file order.
+    pub malformed: Vec<Malformed>,
+}
+
 /// Reads an input file: a header naming [`INPUT_COLUMNS`], then one record per line. Any column
-/// but record_id may be empty; record IDs must be unique.
-pub fn read_records(input: impl Read) -> Result<Vec<InputRecord>, MpiError> {
+/// but record_id may be empty; record IDs must be unique. A line that is not a record (another
+/// number of fields, no record ID, one seen before, not UTF-8) stops the reading. A malformed
+/// value stops it only when `strict`; otherwise it is read as missing and listed, because
+/// registration data has such values and the rest of the record still identifies a person.
+pub fn read_records(input: impl Read, strict: bool) -> Result<ReadRecords, MpiError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -188,14 +208,16 @@ pub fn read_records(input: impl Read) -> Result<Vec<InputRecord>, MpiError> {
             }
         }
     }
-    let made: Vec<Result<InputRecord, MpiError>> = rows
+    let made: Vec<Result<(InputRecord, Vec<Malformed>), MpiError>> = rows
         .par_iter()
-        .map(|row| input_record(row, &column))
+        .map(|row| input_record(row, &column, strict))
         .collect();
     // The first error in file order, whether of one row or a record ID seen before.
     let mut seen = std::collections::HashMap::with_capacity(made.len());
+    let mut malformed = Vec::new();
     for (made, row) in made.iter().zip(&rows) {
-        let record = made.as_ref().map_err(MpiError::clone)?;
+        let (record, bad) = made.as_ref().map_err(MpiError::clone)?;
+        malformed.extend_from_slice(bad);
         let line = row.position().map(|p| p.line()).unwrap_or(0);
         if let Some(first) = seen.insert(record.record_id.as_str(), line) {
             return Err(MpiError::Csv {
@@ -205,15 +227,20 @@ pub fn read_records(input: impl Read) -> Result<Vec<InputRecord>, MpiError> {
         }
     }
     drop(seen);
-    let out = made.into_par_iter().filter_map(Result::ok).collect();
-    Ok(out)
+    let records = made
+        .into_par_iter()
+        .filter_map(|r| r.ok().map(|(record, _)| record))
+        .collect();
+    Ok(ReadRecords { records, malformed })
 }
 
-/// One row as a record, the fields in the order of [`INPUT_COLUMNS`] at `column`.
+/// One row as a record, the fields in the order of [`INPUT_COLUMNS`] at `column`, and the
+/// values it read as missing (an error instead when `strict`).
 fn input_record(
     row: &csv::ByteRecord,
     column: &[usize; INPUT_COLUMNS.len()],
-) -> Result<InputRecord, MpiError> {
+    strict: bool,
+) -> Result<(InputRecord, Vec<Malformed>), MpiError> {
     let line = row.position().map(|p| p.line()).unwrap_or(0);
     let mut fields: [String; INPUT_COLUMNS.len()] = Default::default();
     for (k, field) in fields.iter_mut().enumerate() {
@@ -232,29 +259,74 @@ fn input_record(
             message: "record_id is empty".into(),
         });
     }
-    let yyyymmdd = birth_date.len() == 8 && birth_date.bytes().all(|b| b.is_ascii_digit());
-    if !birth_date.is_empty() && !yyyymmdd {
-        return Err(MpiError::Csv {
-            line,
-            message: format!("birth_date {birth_date:?} is not YYYYMMDD"),
-        });
+    let [mut birth_date, mut sex] = [birth_date, sex];
+    let mut malformed = Vec::new();
+    for (field, value, problem) in [
+        (
+            "birth_date",
+            &mut birth_date,
+            date_problem as fn(&str) -> Option<&'static str>,
+        ),
+        ("sex", &mut sex, sex_problem),
+    ] {
+        if let Some(problem) = problem(value) {
+            if strict {
+                return Err(MpiError::Csv {
+                    line,
+                    message: format!("{field} {value:?} {problem}"),
+                });
+            }
+            malformed.push(Malformed {
+                line,
+                field,
+                value: std::mem::take(value),
+            });
+        }
     }
-    Ok(InputRecord {
-        record_id,
-        identity: Identity {
-            issuer,
-            patient_id,
-            family_name,
-            given_name,
-            middle_name,
-            birth_date,
-            sex,
-            street,
-            city,
-            postcode,
-            phone,
+    Ok((
+        InputRecord {
+            record_id,
+            identity: Identity {
+                issuer,
+                patient_id,
+                family_name,
+                given_name,
+                middle_name,
+                birth_date,
+                sex,
+                street,
+                city,
+                postcode,
+                phone,
+            },
         },
-    })
+        malformed,
+    ))
+}
+
+/// Why a birth date is not one, if it is not: YYYYMMDD, a month 1 to 12 and a day 1 to 31.
+fn date_problem(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
+        return None;
+    }
+    if value.len() != 8 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some("is not YYYYMMDD");
+    }
+    let (month, day): (u32, u32) = (value[4..6].parse().unwrap(), value[6..].parse().unwrap());
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return Some("is no calendar date");
+    }
+    None
+}
+
+/// Why a sex code is not one, if it is not: DICOM's M, F, O, or U for unknown (or the word).
+fn sex_problem(value: &str) -> Option<&'static str> {
+    let known = ["M", "F", "O", "U", "MALE", "FEMALE", "OTHER", "UNKNOWN"];
+    if value.is_empty() || known.iter().any(|k| k.eq_ignore_ascii_case(value)) {
+        None
+    } else {
+        Some("is none of M, F, O, U")
+    }
 }
 
 /// Writes `record_id,person_id,decision`, one line per record in input order (`record_ids`
@@ -290,7 +362,7 @@ mod tests {
 
     #[test]
     fn bad_files_name_the_line() {
-        let err = |text: &str| read_records(text.as_bytes()).unwrap_err().to_string();
+        let err = |text: &str| read_records(text.as_bytes(), true).unwrap_err().to_string();
         let short = format!("{HEADER}r1,A,1,Smith,John,,19650310,M,,,,\nr2,A,2,Smith\n");
         assert!(err(&short).contains("line 3"), "{}", err(&short));
         let date = format!("{HEADER}r1,A,1,Smith,John,,1965-03-10,M,,,,\n");
@@ -300,6 +372,36 @@ mod tests {
         let empty_id = format!("{HEADER},A,1,Smith,John,,,M,,,,\n");
         assert!(err(&empty_id).contains("record_id is empty"));
         assert!(err("record_id,family_name\nr1,Smith\n").contains("no column issuer"));
+    }
+
+    #[test]
+    fn malformed_values_are_read_as_missing_and_listed() {
+        let text = format!(
+            "{HEADER}\
+             r1,A,1,Smith,John,,1965-03-10,M,,,,\n\
+             r2,A,2,Jones,Mary,,19721301,X,,,,\n\
+             r3,A,3,Brown,Ann,,19800505,f,,,,\n"
+        );
+        let read = read_records(text.as_bytes(), false).unwrap();
+        assert_eq!(read.records.len(), 3);
+        assert_eq!(read.records[0].identity.birth_date, "");
+        assert_eq!(read.records[1].identity.sex, "");
+        assert_eq!(read.records[2].identity.birth_date, "19800505");
+        let seen: Vec<(u64, &str, &str)> = read
+            .malformed
+            .iter()
+            .map(|m| (m.line, m.field, m.value.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (2, "birth_date", "1965-03-10"),
+                (3, "birth_date", "19721301"),
+                (3, "sex", "X")
+            ]
+        );
+        let err = read_records(text.as_bytes(), true).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("YYYYMMDD"), "{err}");
     }
 
     #[test]
@@ -316,7 +418,7 @@ mod tests {
              d3,D,3,Kowalski,Piotr,,19441122,M,9 Mill St,Worcester,01608,\n\
              d4,D,4,Okafor,Ada,,20010707,F,5 Pine Ln,Lynn,01901,\n"
         );
-        let records = read_records(text.as_bytes()).unwrap();
+        let records = read_records(text.as_bytes(), false).unwrap().records;
         let ids: Vec<Identity> = records.iter().map(|r| r.identity.clone()).collect();
         let links = link_batch(&ids);
         assert_eq!(links[0], (0, Decision::New));

@@ -23,7 +23,10 @@ pub mod key;
 pub mod model;
 pub mod normalise;
 
-pub use batch::{link_batch, link_batch_with_model, read_records, write_links, InputRecord};
+pub use batch::{
+    link_batch, link_batch_with_model, read_records, write_links, InputRecord, Malformed,
+    ReadRecords,
+};
 pub use decide::{decide, decide_with_other_ids, MatchOutcome, ScoredCandidate};
 pub use key::{local_issuer, IssuerSource, LocalKey};
 pub use model::Model;

@@ -14,6 +14,9 @@
 //! [`write_large_multiframe`] streams a single very large multi-frame instance to
 //! disk without ever holding its pixel data in memory.
 
+pub mod nicknames;
+pub mod persons;
+
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
