@@ -70,17 +70,7 @@ for i in "${!stored[@]}"; do ln "${stored[$i]}" "$WORK/part$((i % 3))/$i.dcm"; d
 "$GEN" --out "$WORK/series" --seed 6 --patients 1 --studies 1 --series 1 --slices "$SLICES" \
     --rows 512 --cols 512 --modality ct --no-noise | sed 's/^/# gen: /'
 FIRST="$(find "$WORK/series" -name '*.dcm' -print -quit)"
-read -r STUDY SERIES < <(python3 - "$FIRST" <<'EOF'
-import sys
-b = open(sys.argv[1], 'rb').read()
-def ui(group, elem):
-    tag = group.to_bytes(2, 'little') + elem.to_bytes(2, 'little') + b'UI'
-    i = b.index(tag)
-    n = int.from_bytes(b[i + 6:i + 8], 'little')
-    return b[i + 8:i + 8 + n].rstrip(b'\0 ').decode()
-print(ui(0x20, 0xD), ui(0x20, 0xE))
-EOF
-)
+read -r STUDY SERIES < <(study_series_uids "$FIRST")
 echo "# $INSTANCES instances to store ($(du -sb "$WORK/store" | cut -f1) bytes); a series of $SLICES × 512×512 to stream"
 
 # start_cluster N RUN: N nodes (fresh data folders, a new database), and HAProxy in front when

@@ -119,3 +119,18 @@ bench_python() {
     /tmp/strata-bench-venv/bin/pip install -q requests pydicom
     PY=/tmp/strata-bench-venv/bin/python
 }
+
+# study_series_uids FILE: prints the Study and Series Instance UIDs of a generated instance (an
+# Explicit VR Little Endian file: the UI values of (0020,000D) and (0020,000E), read by tag).
+study_series_uids() {
+    python3 - "$1" <<'EOF'
+import sys
+b = open(sys.argv[1], 'rb').read()
+def ui(group, elem):
+    tag = group.to_bytes(2, 'little') + elem.to_bytes(2, 'little') + b'UI'
+    i = b.index(tag)
+    n = int.from_bytes(b[i + 6:i + 8], 'little')
+    return b[i + 8:i + 8 + n].rstrip(b'\0 ').decode()
+print(ui(0x20, 0xD), ui(0x20, 0xE))
+EOF
+}

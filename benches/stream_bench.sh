@@ -27,18 +27,7 @@ make_workdir
 D="$WORK/data"
 "$STRATA" --data "$D" import "$WORK/in" >/dev/null
 FIRST="$(find "$WORK/in" -name '*.dcm' -print -quit)"
-read -r STUDY SERIES < <(python3 - "$FIRST" <<'EOF'
-import sys
-# (0020,000D) and (0020,000E) of an Explicit VR Little Endian file: read the UI values by tag
-b = open(sys.argv[1], 'rb').read()
-def ui(group, elem):
-    tag = group.to_bytes(2, 'little') + elem.to_bytes(2, 'little') + b'UI'
-    i = b.index(tag)
-    n = int.from_bytes(b[i + 6:i + 8], 'little')
-    return b[i + 8:i + 8 + n].rstrip(b'\0 ').decode()
-print(ui(0x20, 0xD), ui(0x20, 0xE))
-EOF
-)
+read -r STUDY SERIES < <(study_series_uids "$FIRST")
 
 PORT="$(free_port)"
 # (the stream module's log target moved with the workspace; both are named so that older builds

@@ -9,48 +9,27 @@
 mod common;
 
 use common::cluster::Cluster;
-use common::viewer::{node, screenshots, two_hospitals};
-use common::{add_user, broken_jpeg};
+use common::viewer::{screenshots, EndToEnd};
 use std::time::Duration;
 
 #[test]
 fn the_viewer_goes_on_on_another_node_when_the_one_holding_its_stream_is_killed() {
     let mut c = Cluster::start();
     let t = &c.nodes[0].archive;
-    let (family, study) = two_hospitals(t);
-    let broken = "1.2.826.0.1.3680043.8.498.77001";
-    std::fs::create_dir_all(t.path("broken")).unwrap();
-    broken_jpeg(&t.path("broken/broken.dcm"), broken);
-    t.ok(&["import", t.path("broken").to_str().unwrap()]);
-    add_user(t, "rad", "radiologist");
-    add_user(t, "boss", "admin");
+    let e2e = EndToEnd::prepare(t);
     let shots = screenshots("cluster");
     let base = c.proxy.base();
     let mut moves = Vec::new();
-    let (ok, log) = node(
-        "e2e.mjs",
-        &[
-            ("BASE", &base),
-            ("RAD_USER", "rad"),
-            ("RAD_PASSWORD", common::PASSWORD),
-            ("ADMIN_USER", "boss"),
-            ("ADMIN_PASSWORD", common::PASSWORD),
-            ("PATIENT", &family),
-            ("STUDY", &study),
-            ("BROKEN_STUDY", broken),
-            ("OUT", &shots),
-        ],
-        || {
-            // the page is at rest (settled lossless): its one connection is the stream's
-            let holder = c.proxy.sole_http_holder(Duration::from_secs(20));
-            let n: usize = holder.trim_start_matches("node").parse().unwrap();
-            c.nodes[n - 1].server().stop();
-            // the viewer reconnects by itself, through the proxy, to a node still running
-            let next = c.proxy.sole_http_holder(Duration::from_secs(30));
-            eprintln!("the stream's node {holder} killed; it went on on {next}");
-            moves.push((holder, next));
-        },
-    );
+    let (ok, log) = e2e.run(&base, &shots, || {
+        // the page is at rest (settled lossless): its one connection is the stream's
+        let holder = c.proxy.sole_http_holder(Duration::from_secs(20));
+        let n: usize = holder.trim_start_matches("node").parse().unwrap();
+        c.nodes[n - 1].server().stop();
+        // the viewer reconnects by itself, through the proxy, to a node still running
+        let next = c.proxy.sole_http_holder(Duration::from_secs(30));
+        eprintln!("the stream's node {holder} killed; it went on on {next}");
+        moves.push((holder, next));
+    });
     let logs: Vec<String> = c
         .nodes
         .iter()

@@ -4,44 +4,23 @@
 
 mod common;
 
-use common::viewer::{node, screenshots, two_hospitals};
-use common::{add_patient, add_user, base, broken_jpeg, token, Api, TestArchive};
+use common::viewer::{node, screenshots, EndToEnd};
+use common::{add_patient, add_user, base, token, Api, TestArchive};
 use strata_synth::{self as synth, Modality, SynthOptions};
 
 #[test]
 fn a_radiologist_reads_a_study_and_an_admin_sees_the_person() {
     let t = TestArchive::new();
-    let (family, study) = two_hospitals(&t);
-    // A study whose pixel data cannot be decoded: the viewer must say so.
-    let broken = "1.2.826.0.1.3680043.8.498.77001";
-    std::fs::create_dir_all(t.path("broken")).unwrap();
-    broken_jpeg(&t.path("broken/broken.dcm"), broken);
-    t.ok(&["import", t.path("broken").to_str().unwrap()]);
-    add_user(&t, "rad", "radiologist");
-    add_user(&t, "boss", "admin");
+    let e2e = EndToEnd::prepare(&t);
     let mut server = t.serve();
     let shots = screenshots("reading");
     let mut restarts = 0;
-    let (ok, log) = node(
-        "e2e.mjs",
-        &[
-            ("BASE", &base(&server)),
-            ("RAD_USER", "rad"),
-            ("RAD_PASSWORD", common::PASSWORD),
-            ("ADMIN_USER", "boss"),
-            ("ADMIN_PASSWORD", common::PASSWORD),
-            ("PATIENT", &family),
-            ("STUDY", &study),
-            ("BROKEN_STUDY", broken),
-            ("OUT", &shots),
-        ],
-        || {
-            let http = server.http.to_string();
-            server.stop();
-            server = t.serve_http_on(&http);
-            restarts += 1;
-        },
-    );
+    let (ok, log) = e2e.run(&base(&server), &shots, || {
+        let http = server.http.to_string();
+        server.stop();
+        server = t.serve_http_on(&http);
+        restarts += 1;
+    });
     assert!(
         ok,
         "viewer end to end:\n{log}\nserver:\n{}",

@@ -42,6 +42,49 @@ pub fn two_hospitals(t: &TestArchive) -> (String, String) {
     (family, first.study_instance_uid)
 }
 
+/// What tests/viewer/e2e.mjs reads: a person at two hospitals (the reading study), a study
+/// whose pixel data cannot be decoded, and the radiologist `rad` and administrator `boss`.
+pub struct EndToEnd {
+    family: String,
+    study: String,
+}
+
+/// The Study Instance UID of the study the viewer must say it cannot render.
+const BROKEN_STUDY: &str = "1.2.826.0.1.3680043.8.498.77001";
+
+impl EndToEnd {
+    /// Imports the studies into `t` and adds the two users.
+    pub fn prepare(t: &TestArchive) -> EndToEnd {
+        let (family, study) = two_hospitals(t);
+        std::fs::create_dir_all(t.path("broken")).unwrap();
+        super::broken_jpeg(&t.path("broken/broken.dcm"), BROKEN_STUDY);
+        t.ok(&["import", t.path("broken").to_str().unwrap()]);
+        super::add_user(t, "rad", "radiologist");
+        super::add_user(t, "boss", "admin");
+        EndToEnd { family, study }
+    }
+
+    /// Runs e2e.mjs against `base`, its screenshots into `shots`, with `restart` as its
+    /// restart-server hook (see [`node`]).
+    pub fn run(&self, base: &str, shots: &str, restart: impl FnMut()) -> (bool, String) {
+        node(
+            "e2e.mjs",
+            &[
+                ("BASE", base),
+                ("RAD_USER", "rad"),
+                ("RAD_PASSWORD", super::PASSWORD),
+                ("ADMIN_USER", "boss"),
+                ("ADMIN_PASSWORD", super::PASSWORD),
+                ("PATIENT", &self.family),
+                ("STUDY", &self.study),
+                ("BROKEN_STUDY", BROKEN_STUDY),
+                ("OUT", shots),
+            ],
+            restart,
+        )
+    }
+}
+
 /// A fresh directory for one test's screenshots: target/viewer-screenshots/NAME.
 pub fn screenshots(name: &str) -> String {
     let dir = format!(
