@@ -212,7 +212,9 @@ fn given_level(a: &str, b: &str) -> u8 {
     given_level_of(a, b, jw(a, b))
 }
 
-/// The given name level of `a` and `b`, whose Jaro–Winkler similarity is `s`.
+/// The given name level of `a` and `b`, whose Jaro–Winkler similarity is `s`: 0 the same, 1 a
+/// typo, 2 near in spelling or one name in two forms ("ROBERT" / "BOB", [`crate::nicknames`]),
+/// 3 an initial against a name it begins, 4 different.
 fn given_level_of(a: &str, b: &str, s: f64) -> u8 {
     if a.is_empty() || b.is_empty() {
         return MISSING;
@@ -222,7 +224,7 @@ fn given_level_of(a: &str, b: &str, s: f64) -> u8 {
     }
     if s >= NAME_CLOSE {
         1
-    } else if s >= NAME_NEAR {
+    } else if s >= NAME_NEAR || crate::nicknames::same_name(a, b) {
         2
     } else if (a.len() == 1 || b.len() == 1) && a.as_bytes()[0] == b.as_bytes()[0] {
         3
@@ -389,6 +391,9 @@ mod tests {
         assert_eq!(family_level("MARTHA", "MARHTA"), 1);
         assert_eq!(given_level("DWAYNE", "DUANE"), 2);
         assert_eq!(given_level("J", "JOHN"), 3);
+        // A short form against its formal name, or another short form of it.
+        assert_eq!(given_level("ROBERT", "BOB"), 2);
+        assert_eq!(given_level("BOB", "ROB"), 2);
         assert_eq!(given_level("MARY", "ZOE"), 4);
         assert_eq!(family_level("GARCIA LOPEZ", "GARCIA"), 1);
         assert_eq!(family_level("", "GARCIA"), MISSING);

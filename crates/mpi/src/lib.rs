@@ -21,6 +21,7 @@ pub mod compare;
 pub mod decide;
 pub mod key;
 pub mod model;
+pub mod nicknames;
 pub mod normalise;
 
 pub use batch::{

@@ -357,12 +357,6 @@ impl Model {
                 break;
             }
         }
-        let fields = model
-            .fields
-            .into_iter()
-            .zip(u_random)
-            .map(|(f, u)| FieldWeights { u, ..f })
-            .collect();
         // The matches the EM found among candidate pairs, over all pairs of records.
         let all_pairs = (records as f64) * (records as f64 - 1.0) / 2.0;
         let match_proportion = if total > 0.0 && all_pairs > 0.0 {
@@ -370,6 +364,27 @@ impl Model {
         } else {
             self.match_proportion
         };
+        // Random pairs are almost all two people, but not all: one in 1/match_proportion is one
+        // person, and where chance agreement is rarer still (a full birth date, a phone number)
+        // those few pairs are most of the agreement counted. Their expected share, by the m the
+        // EM found, is taken out, so u is what two different people share.
+        let u_random: Vec<Vec<f64>> = (0..FIELDS.len())
+            .map(|k| {
+                let present: f64 = random_counts[k].iter().sum();
+                let others: Vec<f64> = random_counts[k]
+                    .iter()
+                    .zip(&model.fields[k].m)
+                    .map(|(&c, &m)| (c - match_proportion * present * m).max(0.0))
+                    .collect();
+                smooth(&others, &prior.fields[k].u)
+            })
+            .collect();
+        let fields = model
+            .fields
+            .into_iter()
+            .zip(u_random)
+            .map(|(f, u)| FieldWeights { u, ..f })
+            .collect();
         Model {
             frequencies,
             ..Model::with_thresholds(fields, match_proportion, total as u64, iterations)

@@ -14,7 +14,6 @@
 //! [`write_large_multiframe`] streams a single very large multi-frame instance to
 //! disk without ever holding its pixel data in memory.
 
-pub mod nicknames;
 pub mod persons;
 
 use std::collections::HashSet;

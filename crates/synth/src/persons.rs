@@ -305,9 +305,31 @@ fn typo(rng: &mut StdRng, s: &str) -> String {
     String::from_utf8(b).unwrap()
 }
 
-/// A short form of a given name from the table of well-known ones, if it has any.
+/// Short forms people go by that the matcher's table ([`strata_mpi::nicknames`]) does not
+/// hold: family pet names and forms of one region. A record under one of these is matched on
+/// its other fields alone, as a real source's unlisted nickname would be.
+const UNLISTED_SHORT_FORMS: &[(&str, &[&str])] = &[
+    ("JAMES", &["JAS", "JEM"]),
+    ("JOHN", &["JOCK", "JOHNNIE"]),
+    ("MARGARET", &["MAISIE", "RITA"]),
+    ("ELIZABETH", &["LILIBET", "ELLA"]),
+    ("MARY", &["MINNIE", "MAMEY"]),
+    ("ROBERT", &["RAB", "ROBIN"]),
+    ("WILLIAM", &["WULLIE", "WILS"]),
+    ("EDWARD", &["NEDDY"]),
+    ("PATRICIA", &["PATTIE", "TISH"]),
+    ("CHARLES", &["CHAY"]),
+];
+
+/// A short form of a given name, if it has any: one in ten from forms the matcher's table does
+/// not hold, the rest from the table.
 fn nickname(rng: &mut StdRng, given: &str) -> Option<String> {
-    crate::nicknames::NICKNAMES
+    let table = if rng.gen_bool(0.1) {
+        UNLISTED_SHORT_FORMS
+    } else {
+        strata_mpi::nicknames::NICKNAMES
+    };
+    table
         .iter()
         .find(|(formal, _)| *formal == given)
         .and_then(|(_, short)| short.choose(rng))

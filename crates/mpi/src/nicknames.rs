@@ -1,7 +1,6 @@
 //! Given names and the short forms people are registered under: "BOB" on one record and
 //! "ROBERT" on another are one name. The table is the well-known English diminutives (the
-//! pairs every name-matching list starts from); the person generator ([`crate::persons`])
-//! registers people under them.
+//! pairs every name-matching list starts from); a name in no group matches only by spelling.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
