@@ -139,12 +139,12 @@ fn a_survey_and_a_register_without_addresses_are_linked() {
         100.0 * review
     );
     eprintln!("{figures}");
-    // The aim is precision 0.998 and F1 0.99 with at most 2 % to review; the matcher does not
-    // reach it on this population yet (precision 0.991, F1 0.915, 8.0 % to review), and these
-    // bounds keep it from falling further back.
-    assert!(precision >= 0.99, "{figures}");
+    // The aim is precision 0.998 and F1 0.99 with at most 2 % to review. Precision is met
+    // (0.99896); recall is not (F1 0.916, 5.2 % to review), and these bounds keep it from
+    // falling back.
+    assert!(precision >= 0.998, "{figures}");
     assert!(f1 >= 0.91, "{figures}");
-    assert!(review <= 0.085, "{figures}");
+    assert!(review <= 0.06, "{figures}");
 }
 
 /// Dirty values (birth dates not YYYYMMDD or no date, an unknown sex code) are read as missing,

@@ -320,7 +320,14 @@ pub(super) fn model(c: &Connection) -> Result<Arc<Model>, IndexError> {
             return Ok(model.clone());
         }
     }
-    let model: Arc<Model> = Arc::new(serde_json::from_str(&json).unwrap_or_default());
+    // A model stored by a version that graded some field in other levels is not used: the
+    // prior stands in until the next estimate replaces it.
+    let model: Arc<Model> = Arc::new(
+        serde_json::from_str(&json)
+            .ok()
+            .filter(Model::has_current_levels)
+            .unwrap_or_default(),
+    );
     *last = Some((json, model.clone()));
     Ok(model)
 }

@@ -7,7 +7,7 @@
 use super::block::BlockIndex;
 use super::compare::{compare, Vector};
 use super::decide::choose;
-use super::model::{random_pairs, Histogram};
+use super::model::{half_bits, random_pairs, Candidates};
 use super::{Decision, Identity, Model, MpiError, Normalised};
 use rayon::prelude::*;
 use std::io::{Read, Write};
@@ -69,23 +69,30 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
                 .collect()
         })
         .collect();
+    let random = random_pairs(&normalised);
+    let counted = Model::counted(&random, &normalised);
     let histogram = compared
         .par_iter()
-        .fold(Histogram::new, |mut h, cands| {
+        .zip(&normalised)
+        .fold(Candidates::new, |mut h, (cands, r)| {
+            let adjust = counted.value_adjustments(r);
             for (_, v, _) in cands {
-                *h.entry(*v).or_default() += 1;
+                let half = half_bits(Model::value_adjustment(v, &adjust));
+                *h.entry((*v, half)).or_default() += 1;
             }
             h
         })
-        .reduce(Histogram::new, |mut a, b| {
+        .reduce(Candidates::new, |mut a, b| {
             for (v, n) in b {
                 *a.entry(v).or_default() += n;
             }
             a
         });
-    let model = Model::default().fit(&histogram, &random_pairs(&normalised), &normalised);
-    let weights: std::collections::HashMap<Vector, f64> =
-        histogram.keys().map(|v| (*v, model.weight(v))).collect();
+    let model = counted.fit(&histogram, &random, &normalised);
+    let weights: std::collections::HashMap<Vector, (f64, f64)> = histogram
+        .keys()
+        .map(|(v, _)| (*v, model.weight_parts(v)))
+        .collect();
     // Each candidate pair's match weight, as `Model::score` gives it, in parallel; only the
     // decisions, which depend on earlier ones, are taken in order.
     let scored: Vec<Vec<(u32, f64, bool)>> = compared

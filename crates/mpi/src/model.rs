@@ -1,9 +1,13 @@
 //! The Fellegi–Sunter model: for each field and level, how likely that level is between two
 //! records of one person (m) and between two records of different people (u). No labelled data
 //! is needed anywhere:
-//! - u is counted on random pairs of records, which are almost all two people;
+//! - u is counted on random pairs of records, which are almost all two people (the few that
+//!   are one person are taken out by the m found);
 //! - m and the number of true matches come from expectation–maximisation over the candidate
-//!   pairs blocking yields (a mixture of matches and non-matches);
+//!   pairs blocking yields: a mixture of one person, relatives and strangers. Relatives (one
+//!   household: a family name, an address, often a birth year) agree on several fields at
+//!   once, which strangers seldom do; weighed as strangers, a household would look like one
+//!   person. When the data holds no households the relatives' class is left out;
 //! - the prior odds of a pair are those matches over all pairs, so a match weight is the log2
 //!   posterior odds that two records drawn at random are one person;
 //! - the thresholds are posterior probabilities ([`LINK_PROBABILITY`], [`REVIEW_PROBABILITY`]).
@@ -11,6 +15,9 @@
 //! Exact agreement on a name, city or postcode is further weighed by how common the value is
 //! ([`ValueFrequencies`], counted on the same records): two records agreeing on a family name
 //! one record in ten thousand holds are stronger evidence than two agreeing on the commonest.
+//! The EM weighs candidate pairs so too, else pairs of strangers sharing the commonest names
+//! would pass for one person with a wrong birth date, and teach the model that birth dates
+//! often disagree.
 //!
 //! u is taken from random pairs rather than from the non-match side of the EM because blocking
 //! selects non-matches that agree on the blocked fields: counted there, agreement on a family
@@ -48,6 +55,11 @@ pub struct FieldWeights {
     pub m: Vec<f64>,
     /// P(level | different people).
     pub u: Vec<f64>,
+    /// P(level | relatives): two people of one household, who share a family name and an
+    /// address and are often born in one year. Empty in a model from before households were
+    /// weighed, which then has none.
+    #[serde(default)]
+    pub r: Vec<f64>,
 }
 
 /// Weights, the proportion of matches among candidate pairs, and the two thresholds.
@@ -61,6 +73,9 @@ pub struct Model {
     pub upper: f64,
     /// Match weight below which a pair is two people.
     pub lower: f64,
+    /// Probability that two records drawn at random are two relatives (see [`FieldWeights::r`]).
+    #[serde(default)]
+    pub relative_proportion: f64,
     /// Candidate pairs the estimate was made from (0 for the prior).
     pub pairs: u64,
     pub iterations: usize,
@@ -169,6 +184,16 @@ pub type ValueAdjustments = [f64; VALUE_FIELDS.len()];
 /// Comparison vectors and how many candidate pairs gave each.
 pub type Histogram = HashMap<Vector, u64>;
 
+/// Comparison vectors of candidate pairs with how much the values agreed on are worth (the
+/// [`Model::value_adjustments`] of the fields agreeing exactly, in half bits), and how many
+/// pairs gave each: the EM weighs a pair agreeing on a rare name as the final weights do.
+pub type Candidates = HashMap<(Vector, i16), u64>;
+
+/// The value adjustment of a pair in the half bits of [`Candidates`].
+pub fn half_bits(adjustment: f64) -> i16 {
+    (adjustment * 2.0).round().clamp(-100.0, 100.0) as i16
+}
+
 fn log2_odds(p: f64) -> f64 {
     (p / (1.0 - p)).log2()
 }
@@ -179,37 +204,83 @@ impl Default for Model {
     /// percent of records), and the prior of an archive of about 100,000 records with one
     /// further record per person, so the archive links sensibly before it has data of its own.
     fn default() -> Model {
-        let f = |field: Field, m: &[f64], u: &[f64]| FieldWeights {
+        let f = |field: Field, m: &[f64], u: &[f64], r: &[f64]| FieldWeights {
             field: field.name().into(),
             m: m.to_vec(),
             u: u.to_vec(),
+            r: r.to_vec(),
         };
+        // Relatives share the family name and the address and seldom a given name; a birth
+        // date only as twins do.
         let fields = vec![
             f(
                 Field::Family,
                 &[0.86, 0.07, 0.03, 0.04],
                 &[0.003, 0.002, 0.03, 0.965],
+                &[0.85, 0.03, 0.02, 0.10],
             ),
             f(
                 Field::Given,
                 &[0.84, 0.07, 0.03, 0.02, 0.04],
                 &[0.006, 0.004, 0.05, 0.002, 0.938],
+                &[0.02, 0.02, 0.05, 0.01, 0.90],
             ),
-            f(Field::Middle, &[0.80, 0.15, 0.05], &[0.006, 0.06, 0.934]),
+            f(
+                Field::Middle,
+                &[0.80, 0.15, 0.05],
+                &[0.006, 0.06, 0.934],
+                &[0.05, 0.15, 0.80],
+            ),
             f(
                 Field::BirthDate,
                 &[0.90, 0.02, 0.04, 0.02, 0.02],
                 &[0.00004, 0.00001, 0.002, 0.0003, 0.99765],
+                &[0.02, 0.001, 0.05, 0.005, 0.924],
             ),
-            f(Field::Sex, &[0.98, 0.02], &[0.5, 0.5]),
-            f(Field::Street, &[0.70, 0.15, 0.15], &[0.0001, 0.001, 0.9989]),
-            f(Field::City, &[0.80, 0.10, 0.10], &[0.01, 0.01, 0.98]),
-            f(Field::Postcode, &[0.80, 0.10, 0.10], &[0.002, 0.01, 0.988]),
-            f(Field::Phone, &[0.85, 0.15], &[0.00001, 0.99999]),
+            f(Field::Sex, &[0.98, 0.02], &[0.5, 0.5], &[0.5, 0.5]),
+            f(
+                Field::Street,
+                &[0.70, 0.15, 0.15],
+                &[0.0001, 0.001, 0.9989],
+                &[0.85, 0.05, 0.10],
+            ),
+            f(
+                Field::City,
+                &[0.80, 0.10, 0.10],
+                &[0.01, 0.01, 0.98],
+                &[0.90, 0.03, 0.07],
+            ),
+            f(
+                Field::Postcode,
+                &[0.80, 0.10, 0.10],
+                &[0.002, 0.01, 0.988],
+                &[0.90, 0.03, 0.07],
+            ),
+            f(
+                Field::Phone,
+                &[0.85, 0.15],
+                &[0.00001, 0.99999],
+                &[0.05, 0.95],
+            ),
         ];
         Model::with_thresholds(fields, 1e-5, 0, 0)
     }
 }
+
+/// The stages of the EM ([`Model::fit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// One person against everyone else, every agreement alike.
+    Plain,
+    /// The values agreed on weighed by how common they are.
+    Values,
+    /// Relatives apart from strangers.
+    Households,
+}
+
+/// The fields whose relatives' probabilities are the prior's, not estimated: they define a
+/// household.
+const RELATIVES_BY_DEFINITION: [Field; 2] = [Field::Family, Field::BirthDate];
 
 /// Pairs drawn at random for u: enough that a level a few pairs in ten thousand show is
 /// counted tens of times.
@@ -259,6 +330,7 @@ impl Model {
         Model {
             fields,
             match_proportion,
+            relative_proportion: 0.0,
             upper: log2_odds(LINK_PROBABILITY),
             lower: log2_odds(REVIEW_PROBABILITY),
             pairs,
@@ -267,24 +339,82 @@ impl Model {
         }
     }
 
+    /// True when every field has the levels [`compare`] grades it in today (a model stored by an
+    /// older version may not), and relatives' probabilities, where there are any, as many.
+    pub fn has_current_levels(&self) -> bool {
+        self.fields.len() == FIELDS.len()
+            && self.fields.iter().zip(FIELDS).all(|(f, field)| {
+                let n = field.levels();
+                f.m.len() == n && f.u.len() == n && (f.r.is_empty() || f.r.len() == n)
+            })
+            && (self.relative_proportion == 0.0 || self.fields.iter().all(|f| !f.r.is_empty()))
+    }
+
+    /// The prior model with what random pairs and value counts give before any EM: u of random
+    /// pairs and the values' frequencies, so that candidate pairs can be weighed by the values
+    /// they agree on ([`Model::value_adjustments`]) before [`Model::fit`].
+    pub fn counted(random: &Histogram, records: &[Normalised]) -> Model {
+        let mut model = Model::default();
+        let mut counts: Vec<Vec<f64>> = FIELDS.iter().map(|f| vec![0.0; f.levels()]).collect();
+        for (v, &n) in random {
+            for (k, &level) in v.iter().enumerate() {
+                if level != MISSING {
+                    counts[k][level as usize] += n as f64;
+                }
+            }
+        }
+        for (k, f) in model.fields.iter_mut().enumerate() {
+            let sum: f64 = counts[k].iter().sum::<f64>() + PRIOR_PAIRS;
+            f.u = counts[k]
+                .iter()
+                .zip(&f.u)
+                .map(|(c, p)| ((c + PRIOR_PAIRS * p) / sum).max(FLOOR))
+                .collect();
+        }
+        model.frequencies = VALUE_FIELDS
+            .iter()
+            .map(|&f| ValueFrequencies::count(f, records, model.fields[f as usize].u[0]))
+            .collect();
+        model
+    }
+
+    /// The value adjustments of a pair agreeing as `v` does, `adjust` the first record's.
+    pub fn value_adjustment(v: &Vector, adjust: &ValueAdjustments) -> f64 {
+        VALUE_FIELDS
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| v[**f as usize] == 0)
+            .map(|(t, _)| adjust[t])
+            .sum()
+    }
+
     /// Estimates the model from unlabelled records: u from random pairs, m and the number of
     /// matches by EM over every candidate pair that blocking yields.
     pub fn estimate(records: &[Normalised]) -> Model {
         let index = BlockIndex::new(records);
-        let mut candidates = Histogram::new();
+        let random = random_pairs(records);
+        let counted = Model::counted(&random, records);
+        let mut candidates = Candidates::new();
         for (i, r) in records.iter().enumerate() {
+            let adjust = counted.value_adjustments(r);
             for j in index.earlier_candidates(i) {
-                *candidates.entry(compare(r, &records[j])).or_default() += 1;
+                let v = compare(r, &records[j]);
+                let half = half_bits(Model::value_adjustment(&v, &adjust));
+                *candidates.entry((v, half)).or_default() += 1;
             }
         }
-        Model::default().fit(&candidates, &random_pairs(records), records)
+        counted.fit(&candidates, &random, records)
     }
 
     /// Fits the model to the comparison vectors of candidate pairs and of random pairs among
     /// `records`, with this model as the starting point and the prior, and counts the values
     /// of [`VALUE_FIELDS`] in `records`.
-    pub fn fit(&self, candidates: &Histogram, random: &Histogram, records: &[Normalised]) -> Model {
-        let counted = records;
+    pub fn fit(
+        &self,
+        candidates: &Candidates,
+        random: &Histogram,
+        records: &[Normalised],
+    ) -> Model {
         let records = records.len();
         let smooth = |counts: &[f64], prior: &[f64]| -> Vec<f64> {
             let sum: f64 = counts.iter().sum::<f64>() + PRIOR_PAIRS;
@@ -306,17 +436,25 @@ impl Model {
             }
             counts
         };
-        let prior = self;
+        let prior = Model::default();
         // u of random pairs: what two different people share by chance.
         let random_counts = level_counts(random, &|_| 1.0);
         let u_random: Vec<Vec<f64>> = (0..FIELDS.len())
             .map(|k| smooth(&random_counts[k], &prior.fields[k].u))
             .collect();
-
-        let frequencies = VALUE_FIELDS
-            .iter()
-            .map(|&f| ValueFrequencies::count(f, counted, u_random[f as usize][0]))
-            .collect();
+        let frequencies = self.frequencies.clone();
+        let candidate_counts = |weight: &dyn Fn(&Vector, i16) -> f64| {
+            let mut counts: Vec<Vec<f64>> = FIELDS.iter().map(|f| vec![0.0; f.levels()]).collect();
+            for (&(v, half), &n) in candidates {
+                let w = weight(&v, half) * n as f64;
+                for (k, &level) in v.iter().enumerate() {
+                    if level != MISSING {
+                        counts[k][level as usize] += w;
+                    }
+                }
+            }
+            counts
+        };
 
         let total: f64 = candidates.values().map(|&n| n as f64).sum();
         let mut model = self.clone();
@@ -326,43 +464,115 @@ impl Model {
             let levels = f.u.len() as f64;
             f.u = u_random[k].iter().map(|u| 0.5 * u + 0.5 / levels).collect();
         }
-        model.match_proportion = 0.5;
+        // Three kinds of candidate pair: one person, relatives, strangers. Relatives are
+        // weighed apart because among candidates they are many, and their agreements (family
+        // name, address, birth year) come together rather than one by one. The EM goes in
+        // three stages, each from where the last converged: one person against everyone else;
+        // then with the values agreed on weighed; then with relatives apart. Begun with all at
+        // once, a small population with few names can settle on "one person" meaning
+        // something else (a common given name at one postcode).
+        let (mut pm, mut pr) = (0.5, 0.0);
+        let mut stage = Stage::Plain;
         let mut iterations = 0;
-        while total > 0.0 && iterations < EM_MAX_ITERATIONS {
+        let mut stage_iterations = 0;
+        while total > 0.0 && iterations < 3 * EM_MAX_ITERATIONS {
+            let households = stage == Stage::Households;
             iterations += 1;
-            let posterior = |v: &Vector| model.posterior(v);
-            let m_counts = level_counts(candidates, &posterior);
-            let u_counts = level_counts(candidates, &|v| 1.0 - posterior(v));
-            let matches: f64 = candidates
-                .iter()
-                .map(|(v, &n)| posterior(v) * n as f64)
-                .sum();
+            stage_iterations += 1;
+            // P(v | one person), P(v | relatives), P(v | strangers).
+            let likelihoods = |v: &Vector| {
+                let (mut a, mut b, mut c) = (1.0, 1.0, 1.0);
+                for (k, &level) in v.iter().enumerate() {
+                    if level != MISSING {
+                        let (f, l) = (&model.fields[k], level as usize);
+                        a *= f.m[l];
+                        b *= f.r[l];
+                        c *= f.u[l];
+                    }
+                }
+                (a, b, c)
+            };
+            // A value agreed on that strangers share less often than the field's u (a rare
+            // name) makes strangers less likely by as much.
+            let responsibilities = |v: &Vector, half: i16| {
+                let (a, b, c) = likelihoods(v);
+                let rarity = if stage == Stage::Plain {
+                    1.0
+                } else {
+                    (-(half as f64) / 2.0).exp2()
+                };
+                let (a, b, c) = (pm * a, pr * b, (1.0 - pm - pr) * c * rarity);
+                let sum = a + b + c;
+                (a / sum, b / sum, c / sum)
+            };
+            let m_counts = candidate_counts(&|v, h| responsibilities(v, h).0);
+            let r_counts = candidate_counts(&|v, h| responsibilities(v, h).1);
+            let u_counts = candidate_counts(&|v, h| responsibilities(v, h).2);
+            let (mut matches, mut relatives) = (0.0, 0.0);
+            for (&(v, half), &n) in candidates {
+                let (a, b, _) = responsibilities(&v, half);
+                matches += a * n as f64;
+                relatives += b * n as f64;
+            }
             let mut next = model.clone();
             let mut moved: f64 = 0.0;
             for k in 0..FIELDS.len() {
                 let m = smooth(&m_counts[k], &prior.fields[k].m);
+                let r = smooth(&r_counts[k], &prior.fields[k].r);
                 let u = smooth(&u_counts[k], &u_random[k]);
                 for l in 0..m.len() {
                     moved = moved
                         .max((m[l] - model.fields[k].m[l]).abs())
                         .max((u[l] - model.fields[k].u[l]).abs());
+                    if households {
+                        moved = moved.max((r[l] - model.fields[k].r[l]).abs());
+                    }
                 }
                 next.fields[k].m = m;
+                // What makes relatives relatives is kept as the prior says: one family name,
+                // and birth dates that agree only as twins'. Estimated too, the class could as
+                // well become one person's records with a misspelt family name.
+                if households && !RELATIVES_BY_DEFINITION.contains(&FIELDS[k]) {
+                    next.fields[k].r = r;
+                }
                 next.fields[k].u = u;
             }
-            next.match_proportion = (matches / total).clamp(FLOOR, 1.0 - FLOOR);
-            moved = moved.max((next.match_proportion - model.match_proportion).abs());
+            let qm = (matches / total).clamp(FLOOR, 1.0 - FLOOR);
+            let qr = if households {
+                (relatives / total).clamp(FLOOR, 1.0 - FLOOR)
+            } else {
+                0.0
+            };
+            moved = moved.max((qm - pm).abs()).max((qr - pr).abs());
+            (pm, pr) = (qm, qr);
+            next.match_proportion = pm;
             model = next;
-            if moved < EM_TOLERANCE {
-                break;
+            if moved < EM_TOLERANCE || stage_iterations == EM_MAX_ITERATIONS {
+                stage_iterations = 0;
+                match stage {
+                    Stage::Plain => stage = Stage::Values,
+                    Stage::Values => {
+                        stage = Stage::Households;
+                        pr = 0.1 * (1.0 - pm);
+                    }
+                    Stage::Households => break,
+                }
             }
         }
         // The matches the EM found among candidate pairs, over all pairs of records.
         let all_pairs = (records as f64) * (records as f64 - 1.0) / 2.0;
         let match_proportion = if total > 0.0 && all_pairs > 0.0 {
-            (model.match_proportion * total / all_pairs).clamp(1e-12, 0.5)
+            (pm * total / all_pairs).clamp(1e-12, 0.5)
         } else {
             self.match_proportion
+        };
+        // Fewer than one pair of relatives expected among the candidates: the data has no
+        // households, and the prior's relatives (whose address agreement would be strong
+        // evidence against a match) are not weighed at all.
+        let relative_proportion = if pr * total >= 1.0 && all_pairs > 0.0 {
+            (pr * total / all_pairs).clamp(0.0, 0.5)
+        } else {
+            0.0
         };
         // Random pairs are almost all two people, but not all: one in 1/match_proportion is one
         // person, and where chance agreement is rarer still (a full birth date, a phone number)
@@ -387,6 +597,7 @@ impl Model {
             .collect();
         Model {
             frequencies,
+            relative_proportion,
             ..Model::with_thresholds(fields, match_proportion, total as u64, iterations)
         }
     }
@@ -409,14 +620,18 @@ impl Model {
     /// The match weight of a pair whose comparison vector is `v` and whose first record's
     /// [`Model::value_adjustments`] are `adjust`: the vector's weight, plus the adjustment of
     /// each value field agreeing exactly.
-    pub fn weight_with(&self, v: &Vector, weight: f64, adjust: &ValueAdjustments) -> f64 {
-        let mut w = weight;
-        for (t, field) in VALUE_FIELDS.iter().enumerate() {
-            if v[*field as usize] == 0 {
-                w += adjust[t];
-            }
+    pub fn weight_with(&self, v: &Vector, parts: (f64, f64), adjust: &ValueAdjustments) -> f64 {
+        self.combine(parts, Model::value_adjustment(v, adjust))
+    }
+
+    /// The match weight from [`Model::weight_parts`] and the pair's value adjustment, which
+    /// makes strangers likelier or less likely (not relatives, who share a name however rare).
+    fn combine(&self, (strangers, relatives): (f64, f64), adjustment: f64) -> f64 {
+        if self.relative_proportion > 0.0 {
+            strangers + adjustment - (1.0 + (relatives + adjustment).exp2()).log2()
+        } else {
+            strangers + adjustment
         }
-        w
     }
 
     /// log2(m/u) of one field at one level.
@@ -428,23 +643,32 @@ impl Model {
     /// The match weight of a comparison vector: log2 of the posterior odds that the pair is one
     /// person (prior odds of a candidate pair plus the evidence of every field present).
     pub fn weight(&self, v: &Vector) -> f64 {
+        self.combine(self.weight_parts(v), 0.0)
+    }
+
+    /// The two parts of a vector's weight: log2 of the odds of one person against strangers,
+    /// and of relatives against strangers.
+    pub fn weight_parts(&self, v: &Vector) -> (f64, f64) {
         let mut w = log2_odds(self.match_proportion);
+        // log2 of the odds of relatives against strangers, for the pair's evidence.
+        let mut relatives = (self.relative_proportion / (1.0 - self.match_proportion)).log2();
+        let weigh_relatives = self.relative_proportion > 0.0;
         for (k, &level) in v.iter().enumerate() {
             if level != MISSING {
                 w += self.field_weight(k, level);
+                if weigh_relatives {
+                    let f = &self.fields[k];
+                    relatives += (f.r[level as usize] / f.u[level as usize]).log2();
+                }
             }
         }
-        w
-    }
-
-    fn posterior(&self, v: &Vector) -> f64 {
-        1.0 / (1.0 + (-self.weight(v)).exp2())
+        (w, relatives)
     }
 
     /// The match weight of two records.
     pub fn score(&self, a: &Normalised, b: &Normalised) -> f64 {
         let v = compare(a, b);
-        self.weight_with(&v, self.weight(&v), &self.value_adjustments(a))
+        self.weight_with(&v, self.weight_parts(&v), &self.value_adjustments(a))
     }
 
     /// The probability of one person that a match weight stands for.
@@ -529,7 +753,7 @@ mod tests {
         }
         let model = Model::estimate(&records);
         assert!(model.pairs > 1000, "{model:?}");
-        assert!(model.iterations > 1 && model.iterations < EM_MAX_ITERATIONS);
+        assert!(model.iterations > 1 && model.iterations < 3 * EM_MAX_ITERATIONS);
         let family = &model.fields[0];
         // Matches agree exactly on the family name in about 70 % + of pairs, non-matches seldom.
         assert!(family.m[0] > 0.6 && family.m[0] < 0.9, "{family:?}");
@@ -630,9 +854,34 @@ mod tests {
         assert_eq!(prior.score(&zed, &zed), prior.score(&smith, &smith));
         for (a, b) in [(&zed, &zed), (&smith, &zed), (&smith, &smith)] {
             let v = compare(a, b);
-            let batch = model.weight_with(&v, model.weight(&v), &model.value_adjustments(a));
+            let batch = model.weight_with(&v, model.weight_parts(&v), &model.value_adjustments(a));
             assert_eq!(batch, model.score(a, b));
         }
+    }
+
+    /// A stored model whose fields have other levels than today's comparison grades is not
+    /// one to weigh with.
+    #[test]
+    fn a_model_with_other_levels_is_not_current() {
+        let current = Model::default();
+        assert!(current.has_current_levels());
+        let mut fewer = current.clone();
+        fewer.fields[0].m.pop();
+        fewer.fields[0].u.pop();
+        assert!(!fewer.has_current_levels());
+        // From before relatives were weighed: none of them, and no relatives' probabilities.
+        let mut older = current.clone();
+        older.fields.iter_mut().for_each(|f| f.r.clear());
+        assert!(older.has_current_levels());
+        older.relative_proportion = 1e-4;
+        assert!(!older.has_current_levels());
+        let json = serde_json::to_string(&Model {
+            relative_proportion: 0.0,
+            ..older
+        })
+        .unwrap();
+        let read: Model = serde_json::from_str(&json.replace(",\"r\":[]", "")).unwrap();
+        assert!(read.has_current_levels());
     }
 
     #[test]
