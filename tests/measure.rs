@@ -1,11 +1,13 @@
 //! Measurements computed on the server from stored values, checked against phantoms whose
 //! geometry and values are known exactly, then saved as a TID 1500 Measurement Report and a
 //! Key Object Selection through the ingest path, retrieved by WADO-RS and read by pydicom
-//! (tests/peers/sr_tid1500.py), and read back for the viewer.
+//! (tests/peers/sr_tid1500.py), and read back for the viewer; then the same in chromium, drawn
+//! with the mouse (tests/viewer/measure.mjs).
 
 mod common;
 
-use common::{add_user, peer_script, python, text, token, tool, Api, TestArchive};
+use common::viewer::{node, screenshots};
+use common::{add_user, base, peer_script, python, text, token, tool, Api, TestArchive};
 use serde_json::{json, Value};
 use strata_synth::{self as synth, InstanceSpec, Modality, SynthOptions, Target};
 
@@ -266,3 +268,78 @@ fn measurements_match_the_phantoms_and_are_saved_as_tid_1500() {
     }
 }
 
+#[test]
+fn the_viewer_measures_the_phantoms_with_the_mouse() {
+    let t = TestArchive::new();
+    let specs = phantoms(&t);
+    let (disk, markers) = (&specs[0], &specs[1]);
+    let spacing = disk.pixel_spacing;
+    add_user(&t, "rad", "radiologist");
+    let server = t.serve();
+    let r_px = DISK_RADIUS_MM / spacing;
+    // slices follow the position along the normal: the disk's instance comes first
+    let geometry = json!({
+        "disk_slice": 0,
+        "marker_slice": 1,
+        "marker_a": centre(MARKER_A),
+        "marker_b": centre(MARKER_B),
+        "disk_centre": [256.0, 256.0],
+        // a quarter pixel inside the outline
+        "disk_radius_px": r_px - 0.25,
+    });
+    assert!(disk.z_position < markers.z_position);
+    let shots = screenshots("measure");
+    let (ok, log) = node(
+        "measure.mjs",
+        &[
+            ("BASE", base(&server).as_str()),
+            ("RAD_USER", "rad"),
+            ("RAD_PASSWORD", common::PASSWORD),
+            ("STUDY", disk.study_instance_uid.as_str()),
+            ("GEOMETRY", geometry.to_string().as_str()),
+            ("OUT", shots.as_str()),
+        ],
+        || {},
+    );
+    assert!(ok, "viewer measuring:\n{log}\nserver:\n{}", server.log_text());
+    println!("{log}");
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("result: "))
+        .expect("the script's result");
+    let got: Value = serde_json::from_str(line).unwrap();
+    let truth = 300.0f64.hypot(60.0) * spacing;
+    let length = got["length"].as_f64().unwrap();
+    assert!((length - truth).abs() <= 0.5, "length {length} mm, truth {truth} mm");
+    let mean = got["ellipse_mean"].as_f64().unwrap();
+    assert!((mean - f64::from(DISK_HU)).abs() <= 1.0, "mean {mean} HU");
+    let disk_area = std::f64::consts::PI * DISK_RADIUS_MM * DISK_RADIUS_MM;
+    let area = got["ellipse_area"].as_f64().unwrap();
+    assert!((area / disk_area - 1.0).abs() <= 0.02, "area {area} of {disk_area} mm2");
+    assert_eq!(got["probe"].as_f64(), Some(f64::from(DISK_HU)));
+    // reopened: the three saved measurements, marked saved, with the values saved
+    let disk_again = got["reopened_disk"].as_array().unwrap();
+    assert_eq!(disk_again.len(), 2, "{got}");
+    assert!(disk_again.iter().all(|m| m[2] == true), "{got}");
+    let markers_again = &got["reopened_markers"][0];
+    assert_eq!(markers_again[0], "length");
+    assert!((markers_again[1].as_f64().unwrap() - length).abs() < 1e-3, "{got}");
+    // the report and the key images are instances of the study
+    let rad = Api::new(&server, &token(&t, "rad"));
+    let series = rad.ok(rad.get(&format!(
+        "/dicomweb/studies/{}/series",
+        disk.study_instance_uid
+    )));
+    let mut modalities: Vec<&str> = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["00080060"]["Value"][0].as_str().unwrap())
+        .collect();
+    modalities.sort();
+    assert_eq!(modalities, ["CT", "KO", "SR"], "{series}");
+    // ROI statistics of a 512² slice, from release of the mouse to the answer
+    let p50 = got["roi_p50_ms"].as_f64().unwrap();
+    println!("ellipse ROI on 512x512 in the browser: p50 {p50:.1} ms, all {}", got["roi_ms"]);
+    assert_eq!(got["roi_ms"].as_array().unwrap().len(), 11, "{got}");
+}
