@@ -86,7 +86,11 @@ fn measurements_match_the_phantoms_and_are_saved_as_tid_1500() {
     // a length between the markers' centres: the truth to the micrometre
     let length = rad.ok(rad.post(
         "/api/measure",
-        request(markers, "length", json!([centre(MARKER_A), centre(MARKER_B)])),
+        request(
+            markers,
+            "length",
+            json!([centre(MARKER_A), centre(MARKER_B)]),
+        ),
     ));
     let truth = 300.0f64.hypot(60.0) * spacing;
     assert!(
@@ -113,24 +117,43 @@ fn measurements_match_the_phantoms_and_are_saved_as_tid_1500() {
         (region["area"].as_f64().unwrap() / area - 1.0).abs() < 0.02,
         "{ellipse}"
     );
-    assert_eq!((region["sd"].as_f64(), region["area_unit"].as_str()), (Some(0.0), Some("mm2")));
+    assert_eq!(
+        (region["sd"].as_f64(), region["area_unit"].as_str()),
+        (Some(0.0), Some("mm2"))
+    );
     assert_eq!(ellipse["value_unit"], "HU");
     let pixels = region["pixels"].as_f64().unwrap();
-    assert!((pixels * spacing * spacing / area - 1.0).abs() < 0.02, "{ellipse}");
+    assert!(
+        (pixels * spacing * spacing / area - 1.0).abs() < 0.02,
+        "{ellipse}"
+    );
 
     // a rectangle half inside the disk: its min and max are air and the disk
     let rect = rad.ok(rad.post(
         "/api/measure",
-        request(disk, "rectangle", json!([[256.0, 250.0], [256.0 + r_px + 5.0, 260.0]])),
+        request(
+            disk,
+            "rectangle",
+            json!([[256.0, 250.0], [256.0 + r_px + 5.0, 260.0]]),
+        ),
     ));
     assert_eq!(
-        (rect["region"]["min"].as_f64(), rect["region"]["max"].as_f64()),
+        (
+            rect["region"]["min"].as_f64(),
+            rect["region"]["max"].as_f64()
+        ),
         (Some(f64::from(AIR_HU)), Some(f64::from(DISK_HU)))
     );
 
     // a probe reads the stored value after the rescale (stored 1084, intercept -1024)
-    let probe = rad.ok(rad.post("/api/measure", request(disk, "probe", json!([[256.5, 256.5]]))));
-    assert_eq!((probe["value"].as_f64(), probe["unit"].as_str()), (Some(60.0), Some("HU")));
+    let probe = rad.ok(rad.post(
+        "/api/measure",
+        request(disk, "probe", json!([[256.5, 256.5]])),
+    ));
+    assert_eq!(
+        (probe["value"].as_f64(), probe["unit"].as_str()),
+        (Some(60.0), Some("HU"))
+    );
     let air = rad.ok(rad.post("/api/measure", request(disk, "probe", json!([[3.5, 3.5]]))));
     assert_eq!(air["value"].as_f64(), Some(-1000.0));
 
@@ -144,7 +167,10 @@ fn measurements_match_the_phantoms_and_are_saved_as_tid_1500() {
         ),
     ));
     let truth_deg = (60.0f64).atan2(300.0).to_degrees();
-    assert!((angle["value"].as_f64().unwrap() - truth_deg).abs() < 1e-9, "{angle}");
+    assert!(
+        (angle["value"].as_f64().unwrap() - truth_deg).abs() < 1e-9,
+        "{angle}"
+    );
 
     // refusals: a clear reason, never a panic
     let bad = rad.post("/api/measure", request(disk, "volume", json!([[1, 1]])));
@@ -152,7 +178,10 @@ fn measurements_match_the_phantoms_and_are_saved_as_tid_1500() {
     assert!(bad.text().contains("is not one of"), "{}", bad.text());
     let bad = rad.post("/api/measure", request(disk, "length", json!([[1, 1]])));
     assert_eq!(bad.status, 400, "{}", bad.text());
-    let outside = rad.post("/api/measure", request(disk, "probe", json!([[600.0, 1.0]])));
+    let outside = rad.post(
+        "/api/measure",
+        request(disk, "probe", json!([[600.0, 1.0]])),
+    );
     assert_eq!(outside.status, 422, "{}", outside.text());
     let mut no_frame = request(disk, "probe", json!([[1.0, 1.0]]));
     no_frame["frame"] = json!(2);
@@ -172,7 +201,10 @@ fn measurements_match_the_phantoms_and_are_saved_as_tid_1500() {
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     times.sort_by(f64::total_cmp);
-    println!("ellipse ROI on 512x512, p50 {:.1} ms (this build)", times[10]);
+    println!(
+        "ellipse ROI on 512x512, p50 {:.1} ms (this build)",
+        times[10]
+    );
 
     // saved: a Measurement Report and a Key Object Selection, through the ingest path
     let save = json!({
@@ -193,7 +225,10 @@ fn measurements_match_the_phantoms_and_are_saved_as_tid_1500() {
     let saved: Value = serde_json::from_slice(&saved.body).unwrap();
     let report = &saved["report"];
     assert_eq!(report["study"], disk.study_instance_uid.as_str());
-    assert_eq!(saved["key_images"]["sop_class"], "1.2.840.10008.5.1.4.1.1.88.59");
+    assert_eq!(
+        saved["key_images"]["sop_class"],
+        "1.2.840.10008.5.1.4.1.1.88.59"
+    );
 
     // retrieved by DICOMweb and read by pydicom as TID 1500 with the same values
     let boss = Api::new(&server, &token(&t, "boss"));
@@ -232,24 +267,32 @@ fn measurements_match_the_phantoms_and_are_saved_as_tid_1500() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(text(&out).matches("ok: strata:").count(), 3, "{}", text(&out));
+    assert_eq!(
+        text(&out).matches("ok: strata:").count(),
+        3,
+        "{}",
+        text(&out)
+    );
 
     // the study's reports, read back as the viewer draws them
-    let read = rad.ok(rad.get(&format!(
-        "/api/reports?study={}",
-        disk.study_instance_uid
-    )));
+    let read = rad.ok(rad.get(&format!("/api/reports?study={}", disk.study_instance_uid)));
     let reports = read["reports"].as_array().unwrap();
     assert_eq!(reports.len(), 1, "{read}");
     let m = reports[0]["measurements"].as_array().unwrap();
     assert_eq!(m.len(), 3, "{read}");
     assert_eq!(m[0]["kind"], "length");
     assert_eq!(m[0]["image"]["instance"], markers.sop_instance_uid.as_str());
-    assert_eq!(m[0]["image"]["series"], markers.series_instance_uid.as_str());
+    assert_eq!(
+        m[0]["image"]["series"],
+        markers.series_instance_uid.as_str()
+    );
     assert!((m[0]["values"][0]["value"].as_f64().unwrap() - truth).abs() < 1e-3);
     assert_eq!(m[1]["kind"], "ellipse");
     let drawn = m[1]["points"].as_array().unwrap();
-    assert!((drawn[0][0].as_f64().unwrap() - (256.0 - r_px)).abs() < 1e-3, "{read}");
+    assert!(
+        (drawn[0][0].as_f64().unwrap() - (256.0 - r_px)).abs() < 1e-3,
+        "{read}"
+    );
     assert_eq!(m[2]["values"][0]["value"].as_f64(), Some(60.0));
 
     // the report belongs to the study's patient, and every step was audited
@@ -301,7 +344,11 @@ fn the_viewer_measures_the_phantoms_with_the_mouse() {
         ],
         || {},
     );
-    assert!(ok, "viewer measuring:\n{log}\nserver:\n{}", server.log_text());
+    assert!(
+        ok,
+        "viewer measuring:\n{log}\nserver:\n{}",
+        server.log_text()
+    );
     println!("{log}");
     let line = log
         .lines()
@@ -310,12 +357,18 @@ fn the_viewer_measures_the_phantoms_with_the_mouse() {
     let got: Value = serde_json::from_str(line).unwrap();
     let truth = 300.0f64.hypot(60.0) * spacing;
     let length = got["length"].as_f64().unwrap();
-    assert!((length - truth).abs() <= 0.5, "length {length} mm, truth {truth} mm");
+    assert!(
+        (length - truth).abs() <= 0.5,
+        "length {length} mm, truth {truth} mm"
+    );
     let mean = got["ellipse_mean"].as_f64().unwrap();
     assert!((mean - f64::from(DISK_HU)).abs() <= 1.0, "mean {mean} HU");
     let disk_area = std::f64::consts::PI * DISK_RADIUS_MM * DISK_RADIUS_MM;
     let area = got["ellipse_area"].as_f64().unwrap();
-    assert!((area / disk_area - 1.0).abs() <= 0.02, "area {area} of {disk_area} mm2");
+    assert!(
+        (area / disk_area - 1.0).abs() <= 0.02,
+        "area {area} of {disk_area} mm2"
+    );
     assert_eq!(got["probe"].as_f64(), Some(f64::from(DISK_HU)));
     // reopened: the three saved measurements, marked saved, with the values saved
     let disk_again = got["reopened_disk"].as_array().unwrap();
@@ -323,7 +376,10 @@ fn the_viewer_measures_the_phantoms_with_the_mouse() {
     assert!(disk_again.iter().all(|m| m[2] == true), "{got}");
     let markers_again = &got["reopened_markers"][0];
     assert_eq!(markers_again[0], "length");
-    assert!((markers_again[1].as_f64().unwrap() - length).abs() < 1e-3, "{got}");
+    assert!(
+        (markers_again[1].as_f64().unwrap() - length).abs() < 1e-3,
+        "{got}"
+    );
     // the report and the key images are instances of the study
     let rad = Api::new(&server, &token(&t, "rad"));
     let series = rad.ok(rad.get(&format!(
@@ -340,6 +396,9 @@ fn the_viewer_measures_the_phantoms_with_the_mouse() {
     assert_eq!(modalities, ["CT", "KO", "SR"], "{series}");
     // ROI statistics of a 512² slice, from release of the mouse to the answer
     let p50 = got["roi_p50_ms"].as_f64().unwrap();
-    println!("ellipse ROI on 512x512 in the browser: p50 {p50:.1} ms, all {}", got["roi_ms"]);
+    println!(
+        "ellipse ROI on 512x512 in the browser: p50 {p50:.1} ms, all {}",
+        got["roi_ms"]
+    );
     assert_eq!(got["roi_ms"].as_array().unwrap().len(), 11, "{got}");
 }

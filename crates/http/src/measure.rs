@@ -252,10 +252,7 @@ async fn read(
 fn kind_of(kind: &str) -> Result<Kind, Problem> {
     Kind::parse(kind).ok_or_else(|| {
         let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-        Problem::bad_request(format!(
-            "kind {kind:?} is not one of {}",
-            names.join(", ")
-        ))
+        Problem::bad_request(format!("kind {kind:?} is not one of {}", names.join(", ")))
     })
 }
 
@@ -297,7 +294,8 @@ async fn measured(
     points: &[[f64; 2]],
 ) -> Result<(Measured, u32), Problem> {
     let frame = frame_of(r, frame)?;
-    kind.check(points).map_err(|e| Problem::bad_request(e.to_string()))?;
+    kind.check(points)
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
     let decoded = archive
         .pictures()
         .decoded_frame(&r.sop_uid, frame - 1, Priority::Interactive)

@@ -144,9 +144,13 @@ impl Calibration {
             };
             Some((n(0)?, n(1)?))
         };
-        let shared = meta
-            .get("52009229")
-            .and_then(|s| s.get("Value")?.get(0)?.get("00289110")?.get("Value")?.get(0));
+        let shared = meta.get("52009229").and_then(|s| {
+            s.get("Value")?
+                .get(0)?
+                .get("00289110")?
+                .get("Value")?
+                .get(0)
+        });
         if let Some((row_mm, column_mm)) =
             pair(meta, "00280030").or_else(|| shared.and_then(|s| pair(s, "00280030")))
         {
@@ -339,22 +343,21 @@ fn grey(frame: &DecodedFrame) -> Result<Grey<'_>, MeasureError> {
 
 /// A closed shape in image coordinates.
 enum Region {
-    Ellipse {
-        centre: [f64; 2],
-        a: f64,
-        b: f64,
-    },
-    Rectangle {
-        min: [f64; 2],
-        max: [f64; 2],
-    },
+    Ellipse { centre: [f64; 2], a: f64, b: f64 },
+    Rectangle { min: [f64; 2], max: [f64; 2] },
     Polygon(Vec<[f64; 2]>),
 }
 
 impl Region {
     fn new(kind: Kind, points: &[[f64; 2]]) -> Region {
-        let min = [points[0][0].min(points[1][0]), points[0][1].min(points[1][1])];
-        let max = [points[0][0].max(points[1][0]), points[0][1].max(points[1][1])];
+        let min = [
+            points[0][0].min(points[1][0]),
+            points[0][1].min(points[1][1]),
+        ];
+        let max = [
+            points[0][0].max(points[1][0]),
+            points[0][1].max(points[1][1]),
+        ];
         match kind {
             Kind::Ellipse => Region::Ellipse {
                 centre: [(min[0] + max[0]) / 2.0, (min[1] + max[1]) / 2.0],
@@ -532,7 +535,12 @@ mod tests {
         let m = run(Kind::Length, &[[1.0, 1.0], [5.0, 4.0]], SPACING).unwrap();
         assert!((m.value - 1.0f64.hypot(1.5)).abs() < 1e-12);
         assert_eq!((m.unit.as_str(), m.calibration), ("mm", "pixel spacing"));
-        let m = run(Kind::Length, &[[1.0, 1.0], [4.0, 5.0]], Calibration::Uncalibrated).unwrap();
+        let m = run(
+            Kind::Length,
+            &[[1.0, 1.0], [4.0, 5.0]],
+            Calibration::Uncalibrated,
+        )
+        .unwrap();
         assert_eq!((m.value, m.unit.as_str()), (5.0, "px"));
         assert_eq!(m.calibration, "uncalibrated (pixels)");
     }

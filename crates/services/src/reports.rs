@@ -276,7 +276,9 @@ fn read_num(item: &InMemDicomObject) -> Option<ReadValue> {
     let name = items(item, tags::CONCEPT_NAME_CODE_SEQUENCE)
         .first()
         .map(|c| string(c, tags::CODE_MEANING))?;
-    let measured = items(item, tags::MEASURED_VALUE_SEQUENCE).into_iter().next()?;
+    let measured = items(item, tags::MEASURED_VALUE_SEQUENCE)
+        .into_iter()
+        .next()?;
     let value = string(&measured, tags::NUMERIC_VALUE).trim().parse().ok()?;
     let unit = items(&measured, tags::MEASUREMENT_UNITS_CODE_SEQUENCE)
         .first()
@@ -317,7 +319,10 @@ fn read_scoords(
             image = Some(ImageRef {
                 series,
                 sop_class: string(&sop, tags::REFERENCED_SOP_CLASS_UID),
-                frame: string(&sop, tags::REFERENCED_FRAME_NUMBER).trim().parse().ok(),
+                frame: string(&sop, tags::REFERENCED_FRAME_NUMBER)
+                    .trim()
+                    .parse()
+                    .ok(),
                 instance,
             });
         }
@@ -380,7 +385,10 @@ fn document(
     for (tag, vr, value) in fields {
         obj.put(text(tag, vr, value));
     }
-    obj.put(seq(tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE, vec![]));
+    obj.put(seq(
+        tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
+        vec![],
+    ));
     if sop_class == COMPREHENSIVE_SR {
         obj.put(text(tags::COMPLETION_FLAG, VR::CS, "COMPLETE"));
         obj.put(text(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED"));
@@ -407,8 +415,16 @@ fn evidence(author: &Author, images: &[&ImageRef]) -> Vec<InMemDicomObject> {
     let mut series: Vec<(&str, Vec<InMemDicomObject>)> = Vec::new();
     for image in distinct(images) {
         let mut sop = InMemDicomObject::new_empty();
-        sop.put(text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &image.sop_class));
-        sop.put(text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &image.instance));
+        sop.put(text(
+            tags::REFERENCED_SOP_CLASS_UID,
+            VR::UI,
+            &image.sop_class,
+        ));
+        sop.put(text(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            &image.instance,
+        ));
         match series.iter_mut().find(|(s, _)| *s == image.series) {
             Some((_, sops)) if !sops.iter().any(|s| same_instance(s, image)) => sops.push(sop),
             Some(_) => {}
@@ -558,7 +574,10 @@ fn scoords(f: &Finding) -> Vec<InMemDicomObject> {
     let shape = |graphic: &str, points: Vec<[f64; 2]>| {
         let mut s = content_item("INFERRED FROM", "SCOORD", None);
         s.put(text(tags::GRAPHIC_TYPE, VR::CS, graphic));
-        let data: Vec<f32> = points.iter().flat_map(|q| [q[0] as f32, q[1] as f32]).collect();
+        let data: Vec<f32> = points
+            .iter()
+            .flat_map(|q| [q[0] as f32, q[1] as f32])
+            .collect();
         s.put(DataElement::new(
             tags::GRAPHIC_DATA,
             VR::FL,
@@ -609,8 +628,16 @@ fn scoords(f: &Finding) -> Vec<InMemDicomObject> {
 fn image_item(relationship: &str, image: &ImageRef) -> InMemDicomObject {
     let mut item = content_item(relationship, "IMAGE", None);
     let mut sop = InMemDicomObject::new_empty();
-    sop.put(text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &image.sop_class));
-    sop.put(text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &image.instance));
+    sop.put(text(
+        tags::REFERENCED_SOP_CLASS_UID,
+        VR::UI,
+        &image.sop_class,
+    ));
+    sop.put(text(
+        tags::REFERENCED_SOP_INSTANCE_UID,
+        VR::UI,
+        &image.instance,
+    ));
     if let Some(frame) = image.frame {
         sop.put(text(
             tags::REFERENCED_FRAME_NUMBER,
@@ -747,7 +774,7 @@ mod tests {
     }
 
     fn finding(kind: Kind, points: Vec<[f64; 2]>, value: f64) -> Finding {
-        let region = kind.is_region().then(|| RegionStats {
+        let region = kind.is_region().then_some(RegionStats {
             area: 314.0,
             area_unit: "mm2",
             mean: value,
@@ -782,7 +809,11 @@ mod tests {
             finding(Kind::Length, vec![[10.5, 20.5], [50.5, 20.5]], 24.0),
             finding(Kind::Ellipse, vec![[10.0, 10.0], [30.0, 20.0]], 40.25),
             finding(Kind::Rectangle, vec![[1.0, 2.0], [3.0, 4.0]], -5.0),
-            finding(Kind::Freehand, vec![[1.0, 1.0], [9.0, 1.0], [5.0, 7.0]], 7.0),
+            finding(
+                Kind::Freehand,
+                vec![[1.0, 1.0], [9.0, 1.0], [5.0, 7.0]],
+                7.0,
+            ),
             finding(
                 Kind::Cobb,
                 vec![[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 2.0]],
@@ -805,11 +836,21 @@ mod tests {
         for (r, f) in read.iter().zip(&findings) {
             assert_eq!((r.kind, &r.points), (f.kind, &f.points));
             assert_eq!(r.image, f.image);
-            assert_eq!(r.values[0].value, f.measured.region.as_ref().map_or(f.measured.value, |s| s.area));
+            assert_eq!(
+                r.values[0].value,
+                f.measured
+                    .region
+                    .as_ref()
+                    .map_or(f.measured.value, |s| s.area)
+            );
             assert!(r.tracking_uid.starts_with("2.25."));
         }
         assert_eq!(
-            read[1].values.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+            read[1]
+                .values
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>(),
             ["Area", "Mean", "Standard Deviation", "Minimum", "Maximum"]
         );
         assert_eq!(read[1].values[1].unit, "[hnsf'U]");

@@ -802,7 +802,11 @@ impl Target {
 /// header's Rescale Intercept of -1024; MR pixels as the value itself.
 pub fn target_instance_bytes(spec: &InstanceSpec, target: &Target) -> io::Result<Vec<u8>> {
     let mut obj = build_object(spec)?;
-    let offset = if spec.modality == Modality::Ct { 1024 } else { 0 };
+    let offset = if spec.modality == Modality::Ct {
+        1024
+    } else {
+        0
+    };
     let mut pixels = Vec::with_capacity(spec.rows as usize * spec.cols as usize * 2);
     for row in 0..u32::from(spec.rows) {
         for column in 0..u32::from(spec.cols) {
