@@ -1,10 +1,12 @@
 // The image viewer: series thumbnails, one to four viewports, each showing a series through its
 // own stream (worker.js), and the inputs that change what they show: wheel, arrow keys and drag
 // scroll; right-drag (or shift-drag) windows; ctrl-drag or pinch zooms; middle-drag (or alt-drag)
-// pans; presets by key and menu. Overlays are drawn here, never burned into the pixels.
+// pans; presets by key and menu; the measuring tools (measure.js) draw with the left button.
+// Overlays are drawn here, never burned into the pixels.
 
 import { api, dv, el, da, pn, failed, mayExport, message, state } from "./common.js";
 import { PRESET_NAMES } from "./protocol.js";
+import { Measurements, TOOLS } from "./measure.js";
 
 /** The window presets the server offers (protocol.js is made by the server from its own list),
  * each with the label the viewer shows. */
@@ -14,7 +16,7 @@ const KEYS = [
   ["Right-drag or Shift-drag", "window / level"], ["1 … 7", "presets: " + PRESETS.map((p) => p[1]).join(", ")],
   ["0", "the series' own window"], ["Ctrl-drag, Ctrl-wheel, + −, pinch", "zoom"],
   ["Middle-drag or Alt-drag", "pan"], ["F", "fit"], ["R", "reset"], ["L", "next layout"],
-  ["Tab", "next viewport"], ["?", "this help"],
+  ["Tab", "next viewport"], ["Tool menu, left-drag", "measure (Esc: back to scrolling)"], ["?", "this help"],
 ];
 
 /** Viewports and their statistics, for whoever wants to look (the end-to-end tests do). */
@@ -42,6 +44,8 @@ class Viewport {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     this.worker.postMessage({ type: "init", canvas: offscreen, url: `${proto}//${location.host}/api/stream` }, [offscreen]);
     this.worker.onmessage = (e) => this.fromWorker(e.data);
+    this.measure = new Measurements(this);
+    this.reports = null;
     this.box.addEventListener("pointerdown", () => onSelect(this));
     this.resize = new ResizeObserver(() => this.sendView({}));
     this.resize.observe(this.box);
@@ -81,6 +85,7 @@ class Viewport {
     this.sent.set(seq, performance.now());
     this.worker.postMessage({ type: "view", message });
     this.drawOverlays();
+    this.measure.draw();
   }
 
   fromWorker(m) {
@@ -119,10 +124,18 @@ class Viewport {
       this.series = m;
       this.errorBox.hidden = true;
       this.drawOverlays();
+      this.showReports();
     } else if (m.type === "error") {
       this.stats.errors.push(m.message);
       this.showError(m.message);
     }
+  }
+
+  /** The saved measurements of the study (GET /api/reports) that lie on this series. */
+  showReports() {
+    this.measure.items = this.measure.items.filter((i) => !i.fromReport);
+    if (this.reports && this.series) this.measure.load(this.reports);
+    else this.measure.draw();
   }
 
   showError(text) {
@@ -185,11 +198,18 @@ export async function openViewer(main, study) {
   const help = el("div", { class: "help", id: "help", hidden: true },
     el("h3", {}, "Keyboard and mouse"),
     el("table", {}, el("tbody", {}, KEYS.map(([k, what]) => el("tr", {}, el("td", {}, k), el("td", {}, what))))));
+  const toolMenu = el("select", { id: "tool", "aria-label": "Measuring tool" },
+    el("option", { value: "" }, "Scroll"), TOOLS.map(([v, label]) => el("option", { value: v }, label)));
+  const saveStatus = el("span", { id: "measure-status", class: "measure-status" });
   const tools = el("div", { class: "tools" },
     ["1x1", "1x2", "2x2"].map((l) => el("button", { type: "button", "data-layout": l, onclick: () => layout(l) }, l)),
     presetMenu,
     el("button", { type: "button", onclick: () => selected.sendView({ zoom: 1, pan: [0, 0] }) }, "Fit"),
     el("button", { type: "button", onclick: () => reset() }, "Reset"),
+    toolMenu,
+    el("button", { type: "button", id: "key-image", title: "Mark the slice shown as a key image (saved with the measurements)", onclick: () => markKey() }, "Key image"),
+    el("button", { type: "button", id: "save-measurements", onclick: () => saveAll() }, "Save measurements"),
+    saveStatus,
     el("button", { type: "button", id: "help-button", onclick: () => { help.hidden = !help.hidden; } }, "?"),
     mayExport(state.role)
       ? el("a", { href: `/api/export?study=${encodeURIComponent(study)}`, download: `study-${study}.zip`, id: "download",
@@ -211,6 +231,8 @@ export async function openViewer(main, study) {
     while (viewports.length > n) viewports.pop().close();
     while (viewports.length < n) {
       const vp = new Viewport(grid, select);
+      vp.reports = reports;
+      vp.measure.tool = toolMenu.value || null;
       attachInput(vp);
       viewports.push(vp);
       const uid = dv(series[(viewports.length - 1) % series.length], "0020000E");
@@ -219,6 +241,42 @@ export async function openViewer(main, study) {
     select(viewports[0]);
   };
   const reset = () => selected.sendView({ zoom: 1, pan: [0, 0], window: null, preset: null });
+  const setTool = (tool) => {
+    toolMenu.value = tool || "";
+    for (const v of viewports) { v.measure.tool = tool || null; v.measure.drawing = null; v.measure.draw(); }
+  };
+  toolMenu.addEventListener("change", () => setTool(toolMenu.value));
+  /** Key images marked and not saved yet: (series, instance, frame). */
+  let keyImages = [];
+  const markKey = () => {
+    const here = selected && selected.measure.current();
+    if (!here || keyImages.some((k) => k.instance === here.instance && k.frame === here.frame)) return;
+    keyImages.push({ series: here.series, instance: here.instance, frame: here.frame });
+    saveStatus.textContent = `${keyImages.length} key image(s) marked`;
+  };
+  /** Every measurement not saved yet, of every viewport, as one Measurement Report, and the
+   * key images marked as a Key Object Selection. */
+  const saveAll = async () => {
+    const items = viewports.flatMap((v) => v.measure.items.filter((i) => i.answer && !i.saved));
+    if (!items.length && !keyImages.length) { saveStatus.textContent = "Nothing to save"; return; }
+    saveStatus.textContent = "Saving…";
+    try {
+      const measurements = items.map((i) => ({ series: i.series, instance: i.instance, frame: i.frame, kind: i.kind, points: i.points }));
+      const saved = await api("/api/reports", { method: "POST", body: { study, measurements, key_images: keyImages } });
+      for (const i of items) i.saved = true;
+      for (const v of viewports) v.measure.draw();
+      saveStatus.textContent = `Saved ${items.length} measurement(s), ${keyImages.length} key image(s)`;
+      keyImages = [];
+      if (saved.report) saveStatus.dataset.report = saved.report.instance;
+    } catch (err) {
+      saveStatus.textContent = `Not saved: ${err.message}`;
+    }
+  };
+  let reports = null;
+  api(`/api/reports?study=${encodeURIComponent(study)}`).then((r) => {
+    reports = r.reports;
+    for (const v of viewports) { v.reports = reports; v.showReports(); }
+  }).catch((err) => failed("Saved measurements", err));
 
   for (const s of series) {
     const uid = dv(s, "0020000E");
@@ -251,6 +309,7 @@ export async function openViewer(main, study) {
     else if (k === "l" || k === "L") layout({ 1: "1x2", 2: "2x2", 4: "1x1" }[viewports.length]);
     else if (k === "Tab") select(viewports[(viewports.indexOf(selected) + 1) % viewports.length]);
     else if (k === "?") help.hidden = !help.hidden;
+    else if (k === "Escape") setTool(null);
     else return;
     e.preventDefault();
   };
@@ -275,13 +334,18 @@ function attachInput(vp) {
   let drag = null;
   box.addEventListener("pointerdown", (e) => {
     if (e.pointerType === "touch") return;
+    if (vp.measure.down(e)) {
+      box.setPointerCapture(e.pointerId);
+      e.preventDefault();
+      return;
+    }
     const mode = e.button === 2 || e.shiftKey ? "window" : e.button === 1 || e.altKey ? "pan" : e.ctrlKey ? "zoom" : "scroll";
     drag = { mode, x: e.clientX, y: e.clientY, acc: 0 };
     box.setPointerCapture(e.pointerId);
     e.preventDefault();
   });
   box.addEventListener("pointermove", (e) => {
-    if (!drag) return;
+    if (vp.measure.move(e) || !drag) return;
     const dx = e.clientX - drag.x;
     const dy = e.clientY - drag.y;
     drag.x = e.clientX;
@@ -298,7 +362,7 @@ function attachInput(vp) {
     }
   });
   const end = () => { drag = null; };
-  box.addEventListener("pointerup", end);
+  box.addEventListener("pointerup", (e) => { if (!vp.measure.up(e)) end(); });
   box.addEventListener("pointercancel", end);
 
   // Touch: one finger swipes through slices, two fingers pinch to zoom and move to pan.

@@ -43,7 +43,7 @@ pub fn password_path(user: &str) -> String {
 }
 
 /// A JSON body, or a 400 that names what was expected.
-fn body<T>(b: Result<Json<T>, JsonRejection>, expected: &str) -> Result<T, Problem> {
+pub(crate) fn body<T>(b: Result<Json<T>, JsonRejection>, expected: &str) -> Result<T, Problem> {
     b.map(|Json(t)| t)
         .map_err(|e| Problem::bad_request(format!("expected JSON {expected}: {e}")))
 }

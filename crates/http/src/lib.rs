@@ -1,6 +1,6 @@
 //! The HTTP door (layer 4): DICOMweb ([`dicomweb`], PS3.18), the person index's API
 //! ([`persons`]), media export as a ZIP ([`export`]), sign-in and callers ([`auth`]), users, tokens and sessions ([`accounts`]),
-//! the render stream's socket ([`stream`]), the viewer's files ([`web`]), health, readiness,
+//! measurements and their reports ([`measure`]), the render stream's socket ([`stream`]), the viewer's files ([`web`]), health, readiness,
 //! metrics and the audit trail; errors as problem details ([`problem`]). It stores and
 //! indexes nothing itself: it calls the archive's services.
 //!
@@ -15,6 +15,7 @@ mod cluster;
 pub mod dicomweb;
 mod export;
 mod listen;
+mod measure;
 pub mod persons;
 pub mod problem;
 mod role;
@@ -50,6 +51,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::accounts::router())
         .merge(crate::ae::router())
         .merge(crate::cluster::router())
+        .merge(crate::measure::router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(throttle::Throttles::new(&archive.config().http)),
             throttle::limit,

@@ -3,12 +3,13 @@
 //! (grey) or 8-bit RGB, correcting what dicom-pixeldata gets wrong; [`pipeline`] applies the
 //! PS3.3 C.11 grey pipeline (modality LUT, VOI LUT, presentation) and resamples to the
 //! viewport; [`pool`] runs both on worker threads by priority and caches decoded frames;
-//! [`h264`] encodes what a viewer sees as video and [`picture`] as PNG or JPEG; [`stream`] is the
+//! [`measure`] computes lengths, angles and region statistics from stored values; [`h264`] encodes what a viewer sees as video and [`picture`] as PNG or JPEG; [`stream`] is the
 //! render stream's wire format, view state and series geometry. This crate reads no storage and
 //! speaks no HTTP: the services hand it stored bytes, the doors carry its output.
 
 pub mod decode;
 pub mod h264;
+pub mod measure;
 pub mod picture;
 pub mod pipeline;
 pub mod pool;

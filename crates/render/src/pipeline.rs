@@ -54,7 +54,8 @@ impl Default for ModalityLut {
 }
 
 impl ModalityLut {
-    fn apply(&self, stored: f64) -> f64 {
+    /// The modality value (HU for CT) of a stored value.
+    pub fn apply(&self, stored: f64) -> f64 {
         match self {
             ModalityLut::Rescale { slope, intercept } => stored * slope + intercept,
             ModalityLut::Table(lut) => lut.lookup(stored),

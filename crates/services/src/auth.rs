@@ -73,6 +73,9 @@ pub enum Permission {
     Rendered,
     /// Store instances (STOW-RS).
     Store,
+    /// Save measurements and key images of a study as DICOM documents (a Measurement Report,
+    /// a Key Object Selection): the readers' own findings, never images.
+    Report,
     /// Export studies as media (a ZIP of the original instances with a DICOMDIR and a page
     /// of pictures): the roles that may take original objects away.
     Export,
@@ -119,7 +122,7 @@ impl Role {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::Radiologist => matches!(p, Search | Metadata | Rendered | FindPersons),
+            Role::Radiologist => matches!(p, Search | Metadata | Rendered | Report | FindPersons),
             Role::Integrator => matches!(
                 p,
                 Search | Metadata | OriginalPixels | Export | Rendered | Store | FindPersons
@@ -485,6 +488,9 @@ mod tests {
         assert!(Role::Patient.may(Permission::Rendered));
         assert!(Role::Patient.may(Permission::OriginalPixels));
         assert!(!Role::Patient.may(Permission::Store));
+        assert!(Role::Radiologist.may(Permission::Report));
+        assert!(!Role::Patient.may(Permission::Report));
+        assert!(!Role::Integrator.may(Permission::Report));
         assert!(!Role::Patient.may(Permission::Delete));
         assert!(!Role::Patient.may(Permission::FindPersons));
         assert!(!Role::Patient.may(Permission::Administer));

@@ -50,6 +50,17 @@ pub enum Source {
         study: Option<String>,
         issuer: Option<String>,
     },
+    /// A document the archive built for a reader of a stored study (a measurement report, a
+    /// key object selection): its patient key is the study's own, `issuer` being the issuer
+    /// of that key as the index holds it, so the document joins the study's patient whoever
+    /// wrote it.
+    Report {
+        user: String,
+        role: String,
+        remote: String,
+        study: String,
+        issuer: String,
+    },
 }
 
 impl Source {
@@ -58,6 +69,7 @@ impl Source {
             Source::Import => "import".into(),
             Source::Dimse { calling_ae, .. } => format!("dimse:{calling_ae}"),
             Source::Web { user, .. } => format!("web:{user}"),
+            Source::Report { user, .. } => format!("report:{user}"),
         }
     }
 
@@ -90,6 +102,7 @@ impl Source {
             Source::Web { user, issuer, .. } => {
                 IssuerSource::untrusted(issuer.as_deref().unwrap_or(user))
             }
+            Source::Report { issuer, .. } => IssuerSource::untrusted(issuer),
         }
     }
 
@@ -108,12 +121,16 @@ impl Source {
             Source::Web {
                 user, role, remote, ..
             } => Some(AuditEvent::now(user, role, "http.stow", Outcome::Success).remote(remote)),
+            Source::Report {
+                user, role, remote, ..
+            } => Some(AuditEvent::now(user, role, "http.report", Outcome::Success).remote(remote)),
         }
     }
 
     fn expected_study(&self) -> Option<&str> {
         match self {
             Source::Web { study, .. } => study.as_deref(),
+            Source::Report { study, .. } => Some(study),
             _ => None,
         }
     }

@@ -15,6 +15,8 @@
 //!   credentials, signing in and out. [`audit`]: the audit trail as the doors write it.
 //! - [`retention`]: how long a record is kept, and deletion. [`persons`]: the MPI's decisions.
 //! - [`deidentify`]: de-identified copies for research projects, keyed per project.
+//! - [`reports`]: measurements as a TID 1500 Measurement Report and key images as a Key
+//!   Object Selection, built as instances of their study and read back.
 //!
 //! A service never speaks a protocol: the doors map its answers ([`ServiceError`], the
 //! ingest's [`ingest::IngestError`]) to DIMSE statuses and HTTP problems.
@@ -32,6 +34,7 @@ pub mod persons;
 pub mod pictures;
 pub mod reads;
 pub mod reindex;
+pub mod reports;
 pub mod retention;
 
 pub use error::ServiceError;

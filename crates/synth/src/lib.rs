@@ -737,6 +737,98 @@ pub fn instance_bytes(spec: &InstanceSpec) -> Vec<u8> {
     buf
 }
 
+/// What a measuring phantom shows, in modality values (HU for CT) on a flat background:
+/// geometry and values known exactly, so a measuring tool's answer can be checked against the
+/// truth. Positions are in image coordinates (PS3.3 C.18.6.1.1: the centre of pixel (c, r) is
+/// at (c + 0.5, r + 0.5)).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// A disk of value `value` and radius `radius_mm` centred at `centre`: every pixel whose
+    /// centre lies within the radius (in millimetres, by the instance's pixel spacing).
+    Disk {
+        centre: (f64, f64),
+        radius_mm: f64,
+        value: i32,
+        background: i32,
+    },
+    /// Two markers of value `value`, each a 3×3 square centred on pixel `a` and pixel `b`
+    /// (column, row): their centres are `a` and `b` plus one half.
+    Markers {
+        a: (u32, u32),
+        b: (u32, u32),
+        value: i32,
+        background: i32,
+    },
+}
+
+impl Target {
+    /// The modality value of pixel (column, row) for an instance of `spec`.
+    pub fn value_at(&self, spec: &InstanceSpec, column: u32, row: u32) -> i32 {
+        let (x, y) = (f64::from(column) + 0.5, f64::from(row) + 0.5);
+        match *self {
+            Target::Disk {
+                centre,
+                radius_mm,
+                value,
+                background,
+            } => {
+                let d = (x - centre.0).hypot(y - centre.1) * spec.pixel_spacing;
+                if d <= radius_mm {
+                    value
+                } else {
+                    background
+                }
+            }
+            Target::Markers {
+                a,
+                b,
+                value,
+                background,
+            } => {
+                let near = |p: (u32, u32)| column.abs_diff(p.0) <= 1 && row.abs_diff(p.1) <= 1;
+                if near(a) || near(b) {
+                    value
+                } else {
+                    background
+                }
+            }
+        }
+    }
+}
+
+/// One instance of `spec` (its header as [`instance_bytes`] writes it) whose pixels show
+/// `target` with no noise, as Part-10 bytes. CT pixels are stored as value + 1024 under the
+/// header's Rescale Intercept of -1024; MR pixels as the value itself.
+pub fn target_instance_bytes(spec: &InstanceSpec, target: &Target) -> io::Result<Vec<u8>> {
+    let mut obj = build_object(spec)?;
+    let offset = if spec.modality == Modality::Ct {
+        1024
+    } else {
+        0
+    };
+    let mut pixels = Vec::with_capacity(spec.rows as usize * spec.cols as usize * 2);
+    for row in 0..u32::from(spec.rows) {
+        for column in 0..u32::from(spec.cols) {
+            let stored = target.value_at(spec, column, row) + offset;
+            let stored = i16::try_from(stored).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("the value {stored} does not fit 16-bit signed pixels"),
+                )
+            })?;
+            pixels.extend_from_slice(&stored.to_le_bytes());
+        }
+    }
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::from(pixels),
+    ));
+    let mut buf = Vec::new();
+    obj.write_all(&mut buf).map_err(io::Error::other)?;
+    Ok(buf)
+}
+
 /// Puts text elements given as (tag, VR, value) rows; multi-valued attributes use
 /// the DICOM `\` separator inside the value, exactly as they appear on the wire.
 fn put_texts(obj: &mut InMemDicomObject, rows: &[(Tag, VR, &str)]) {
@@ -1144,6 +1236,43 @@ pub fn write_large_multiframe(
 mod tests {
     use super::*;
     use dicom_object::open_file;
+
+    #[test]
+    fn target_instances_hold_exactly_the_target() {
+        let opts = SynthOptions {
+            modality: Some(Modality::Ct),
+            ..SynthOptions::default()
+        };
+        let spec = &plan(&opts).unwrap()[0];
+        let disk = Target::Disk {
+            centre: (32.0, 32.0),
+            radius_mm: 10.0 * spec.pixel_spacing,
+            value: 60,
+            background: -1000,
+        };
+        let bytes = target_instance_bytes(spec, &disk).unwrap();
+        let obj = dicom_object::OpenFileOptions::new()
+            .read_preamble(dicom_object::file::ReadPreamble::Never)
+            .from_reader(&bytes[128..])
+            .unwrap();
+        let raw = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+        let stored = |c: usize, r: usize| {
+            let i = 2 * (r * usize::from(spec.cols) + c);
+            i16::from_le_bytes([raw[i], raw[i + 1]])
+        };
+        // stored = HU + 1024; the pixel centred 9.5 px from the centre is in, 10.5 px out
+        assert_eq!(stored(32, 32), 60 + 1024);
+        assert_eq!(stored(41, 31), 60 + 1024);
+        assert_eq!(stored(42, 31), -1000 + 1024);
+        let markers = Target::Markers {
+            a: (10, 10),
+            b: (20, 10),
+            value: 1000,
+            background: 0,
+        };
+        assert_eq!(markers.value_at(spec, 11, 9), 1000);
+        assert_eq!(markers.value_at(spec, 12, 10), 0);
+    }
 
     fn tmpdir(name: &str) -> PathBuf {
         let dir =

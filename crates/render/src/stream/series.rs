@@ -129,6 +129,8 @@ pub fn open_series(
         "series": series,
         "slices": slices.len(),
         "positions": slices.iter().map(|s| s.position).collect::<Vec<_>>(),
+        // what each slice is, so a viewer can name the frame it measures on
+        "instances": slices.iter().map(|s| json!([s.sop_uid, s.frame + 1])).collect::<Vec<_>>(),
         "default_window": window,
         "presets": PRESETS,
         "modality": text(a, "00080060"),
@@ -201,6 +203,7 @@ mod tests {
         let order: Vec<_> = s.slices.iter().map(|s| s.sop_uid.as_str()).collect();
         assert_eq!(order, ["1.2", "1.3", "1.1"]);
         assert_eq!(s.metadata["positions"], json!([10.0, 20.0, 30.0]));
+        assert_eq!(s.metadata["instances"][0], json!(["1.2", 1]));
         assert_eq!(
             s.metadata["default_window"],
             json!({"center": 40.0, "width": 400.0})
