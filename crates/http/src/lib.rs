@@ -18,6 +18,7 @@ mod listen;
 pub mod persons;
 pub mod problem;
 mod role;
+mod sends;
 pub mod stream;
 mod throttle;
 pub mod web;
@@ -49,6 +50,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::export::router())
         .merge(crate::accounts::router())
         .merge(crate::ae::router())
+        .merge(crate::sends::router())
         .merge(crate::cluster::router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(throttle::Throttles::new(&archive.config().http)),
