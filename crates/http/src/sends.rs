@@ -155,7 +155,8 @@ async fn peers(
 #[serde(deny_unknown_fields)]
 struct NewShare {
     studies: Vec<String>,
-    valid_hours: i64,
+    /// How long the token lasts (fractions of an hour allowed).
+    valid_hours: f64,
     #[serde(default)]
     label: Option<String>,
 }

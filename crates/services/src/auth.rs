@@ -295,11 +295,11 @@ impl Access {
         user: &str,
         label: Option<String>,
         studies: Vec<String>,
-        hours: i64,
+        hours: f64,
     ) -> Result<(i64, String), ServiceError> {
-        if !(1..=MAX_SHARE_HOURS).contains(&hours) {
+        if !(hours > 0.0 && hours <= MAX_SHARE_HOURS as f64) {
             return Err(ServiceError::Invalid(format!(
-                "valid_hours must be between 1 and {MAX_SHARE_HOURS}"
+                "valid_hours must be more than 0 and at most {MAX_SHARE_HOURS}"
             )));
         }
         if studies.is_empty() || studies.iter().any(|s| s.trim().is_empty()) {
@@ -308,7 +308,7 @@ impl Access {
             ));
         }
         let token = new_secret(SHARE_PREFIX);
-        let expires_at = strata_core::now_ms() + hours * 3_600_000;
+        let expires_at = strata_core::now_ms() + (hours * 3_600_000.0).round().max(1.0) as i64;
         let id = self
             .index
             .create_share(secret_hash(&token), user.to_string(), label, expires_at, studies)
