@@ -133,7 +133,13 @@ fn a_send_to_a_peer_that_is_down_fails_each_instance_and_a_retry_delivers_them_t
     let out = t.path("received");
     std::fs::create_dir_all(&out).unwrap();
     let scp = std::process::Command::new("storescp")
-        .args(["-aet", "SENDSCP", "-od", out.to_str().unwrap(), &port.to_string()])
+        .args([
+            "-aet",
+            "SENDSCP",
+            "-od",
+            out.to_str().unwrap(),
+            &port.to_string(),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -144,7 +150,10 @@ fn a_send_to_a_peer_that_is_down_fails_each_instance_and_a_retry_delivers_them_t
     assert_eq!(retried["requeued"], 4);
     let view = wait_over(&api, id);
     assert_eq!(view["state"], "done", "{view}");
-    assert_eq!((view["sent"].as_i64(), view["failed"].as_i64()), (Some(4), Some(0)));
+    assert_eq!(
+        (view["sent"].as_i64(), view["failed"].as_i64()),
+        (Some(4), Some(0))
+    );
     drop(scp);
     assert_same_content(&files, &out);
 
@@ -313,7 +322,13 @@ fn a_share_token_reads_the_shared_study_by_dicomweb_only_until_it_expires_or_is_
     );
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert_eq!(
-        http("GET", &format!("{}/dicomweb/studies", api.base), &[("Authorization", "Bearer shr_00")], None).status,
+        http(
+            "GET",
+            &format!("{}/dicomweb/studies", api.base),
+            &[("Authorization", "Bearer shr_00")],
+            None
+        )
+        .status,
         401
     );
     drop(server);
@@ -325,7 +340,9 @@ fn a_share_token_reads_the_shared_study_by_dicomweb_only_until_it_expires_or_is_
     let reads = audit_events(&t, "http.wado.retrieve");
     let actor = format!("share:{share_id}");
     assert!(
-        reads.iter().any(|e| e["actor"] == actor.as_str() && e["study_uid"] == shared.as_str()),
+        reads
+            .iter()
+            .any(|e| e["actor"] == actor.as_str() && e["study_uid"] == shared.as_str()),
         "{reads:?}"
     );
     let refused = audit_events(&t, "http.refused");

@@ -325,10 +325,11 @@ impl Archive {
     /// Starts the worker that carries out the sends, with the doors' `carriers`.
     pub fn spawn_send_worker(&self, carriers: Carriers) {
         let sends = self.sends.clone();
-        self.maintenance.spawn_leased(strata_services::sends::WORKER, move || {
-            let (sends, carriers) = (sends.clone(), carriers.clone());
-            async move { sends.round(&carriers).await }
-        });
+        self.maintenance
+            .spawn_leased(strata_services::sends::WORKER, move || {
+                let (sends, carriers) = (sends.clone(), carriers.clone());
+                async move { sends.round(&carriers).await }
+            });
     }
 
     /// Sends to other archives.

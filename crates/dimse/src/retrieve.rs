@@ -828,7 +828,9 @@ pub(crate) async fn store_to(
             )),
             Some((pc, ts)) => match open_dataset(archive, &inst, &ts).await {
                 Err(e) => Err(e),
-                Ok(dataset) => match sub.store(pc, &store_rq(next_id, &inst, None), dataset).await
+                Ok(dataset) => match sub
+                    .store(pc, &store_rq(next_id, &inst, None), dataset)
+                    .await
                 {
                     Ok(0x0000) => Ok(()),
                     Ok(st) if (st & 0xF000) == 0xB000 => Ok(()),

@@ -198,15 +198,18 @@ pub async fn require_caller(
                 return Problem::forbidden("cross-origin request refused").into_response();
             }
             if principal.is_share() && !share_may_ask(req.method(), req.uri().path()) {
-                let event = AuditEvent::now(&principal.user, "share", "http.refused", Outcome::Denied)
-                    .remote(&remote)
-                    .patient(None, study)
-                    .detail(format!("{what}: a share token reads DICOMweb only"));
+                let event =
+                    AuditEvent::now(&principal.user, "share", "http.refused", Outcome::Denied)
+                        .remote(&remote)
+                        .patient(None, study)
+                        .detail(format!("{what}: a share token reads DICOMweb only"));
                 if let Err(e) = archive.audit().record(event).await {
                     return Problem::internal(e).into_response();
                 }
-                return Problem::forbidden("a share token reads the shared studies by DICOMweb only")
-                    .into_response();
+                return Problem::forbidden(
+                    "a share token reads the shared studies by DICOMweb only",
+                )
+                .into_response();
             }
             if by_cookie
                 && principal.must_change_password

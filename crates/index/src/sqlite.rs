@@ -676,8 +676,10 @@ impl Catalog for SqliteIndex {
     }
 
     async fn revoke_share(&self, id: i64) -> Result<bool, IndexError> {
-        self.write("revoke_share", move |c| sends::revoke_share(c, id, now_ms()))
-            .await
+        self.write("revoke_share", move |c| {
+            sends::revoke_share(c, id, now_ms())
+        })
+        .await
     }
 
     async fn heartbeat(&self, node: NodeRow, forget_before: i64) -> Result<(), IndexError> {

@@ -311,7 +311,13 @@ impl Access {
         let expires_at = strata_core::now_ms() + (hours * 3_600_000.0).round().max(1.0) as i64;
         let id = self
             .index
-            .create_share(secret_hash(&token), user.to_string(), label, expires_at, studies)
+            .create_share(
+                secret_hash(&token),
+                user.to_string(),
+                label,
+                expires_at,
+                studies,
+            )
             .await?;
         Ok((id, token))
     }

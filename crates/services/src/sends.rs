@@ -227,12 +227,20 @@ impl Sends {
 
     /// One round of the send worker: every send not yet over gets its due items carried, a
     /// batch each; a send with nothing left pending ends `done` or `failed`.
-    pub async fn round(&self, carriers: &Carriers) -> Result<crate::maintenance::workers::RoundDone, ServiceError> {
+    pub async fn round(
+        &self,
+        carriers: &Carriers,
+    ) -> Result<crate::maintenance::workers::RoundDone, ServiceError> {
         let mut carried = 0usize;
         let mut open = 0usize;
         for job in self.index.active_send_jobs().await? {
             carried += self.advance(&job, carriers).await?;
-            if self.index.send_job(job.id).await?.is_some_and(|j| j.pending > 0) {
+            if self
+                .index
+                .send_job(job.id)
+                .await?
+                .is_some_and(|j| j.pending > 0)
+            {
                 open += 1;
             }
         }
@@ -295,7 +303,12 @@ impl Sends {
             }
         }
         self.index.record_send_attempts(job.id, attempts).await?;
-        if self.index.send_job(job.id).await?.is_some_and(|j| j.pending == 0) {
+        if self
+            .index
+            .send_job(job.id)
+            .await?
+            .is_some_and(|j| j.pending == 0)
+        {
             self.finish(job.id).await?;
         }
         Ok(due.len())

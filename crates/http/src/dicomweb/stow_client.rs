@@ -211,10 +211,7 @@ impl Carrier for StowCarrier {
         Box::pin(async move {
             match target {
                 Target::Dicomweb(peer) => self.stow(peer, sops).await,
-                other => vec![
-                    Err(format!("{} is not a DICOMweb peer", other.name()));
-                    sops.len()
-                ],
+                other => vec![Err(format!("{} is not a DICOMweb peer", other.name())); sops.len()],
             }
         })
     }
@@ -237,6 +234,9 @@ mod tests {
         );
         assert!(a.outcome("B", "1.2.5").unwrap_err().contains("HTTP 202"));
         let refused = StowAnswer::parse(401, "{\"title\":\"no\"}");
-        assert!(refused.outcome("B", "1.2.3").unwrap_err().contains("HTTP 401"));
+        assert!(refused
+            .outcome("B", "1.2.3")
+            .unwrap_err()
+            .contains("HTTP 401"));
     }
 }
