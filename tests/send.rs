@@ -351,3 +351,67 @@ fn a_share_token_reads_the_shared_study_by_dicomweb_only_until_it_expires_or_is_
         "{refused:?}"
     );
 }
+
+#[test]
+fn a_send_cut_by_a_restart_carries_on_when_the_archive_serves_again() {
+    let t = TestArchive::new();
+    std::fs::create_dir_all(t.data()).unwrap();
+    // an instance not sent is tried again 6 s later; a killed node's lease lapses in 3 s
+    std::fs::write(
+        t.data().join("strata.toml"),
+        "[send]\nretry_after_seconds = 6\n[node]\nlease_seconds = 3\n",
+    )
+    .unwrap();
+    let files = t.generate("in", &studies(1, 31));
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let port = free_port();
+    t.ok(&["ae", "add", "LATESCP", "127.0.0.1", &port.to_string()]);
+    add_user(&t, "sender", "integrator");
+    let sender = token(&t, "sender");
+    let mut server = t.serve();
+    let api = Api::new(&server, &sender);
+    let id = send(
+        &api,
+        &study_uid(&files[0]),
+        serde_json::json!({"ae": "LATESCP"}),
+    );
+    // the first attempt failed (nobody listens): the archive stops with the send under way
+    let start = Instant::now();
+    loop {
+        let view = api.ok(api.get(&format!("/api/sends/{id}")));
+        if view["items"][0]["attempts"] == 1 {
+            assert_eq!(view["state"], "running", "{view}");
+            assert_eq!(view["pending"], 4, "{view}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{view}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop(); // killed: no orderly hand-over
+    let out = t.path("received");
+    std::fs::create_dir_all(&out).unwrap();
+    let scp = std::process::Command::new("storescp")
+        .args([
+            "-aet",
+            "LATESCP",
+            "-od",
+            out.to_str().unwrap(),
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("storescp (dcmtk) is installed by scripts/test.sh");
+    let scp = KillOnDrop(scp);
+    common::wait_listening(port);
+    // served again, it carries the send on by itself, with no retry asked
+    let server = t.serve();
+    let api = Api::new(&server, &sender);
+    let view = wait_over(&api, id);
+    assert_eq!(view["state"], "done", "{view}");
+    for item in view["items"].as_array().unwrap() {
+        assert_eq!(item["attempts"], 2, "{item}");
+    }
+    drop(scp);
+    assert_same_content(&files, &out);
+}
