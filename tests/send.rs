@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    add_user, audit_events, files_under, free_port, http, sop_uid, token, Api, KillOnDrop,
-    TestArchive,
+    add_user, audit_events, files_under, free_port, http, sop_uid, text, token, tool, Api,
+    KillOnDrop, TestArchive,
 };
 use dicom_object::InMemDicomObject;
 use std::path::{Path, PathBuf};
@@ -214,7 +214,57 @@ fn a_send_by_stow_reaches_a_second_strata_whole_with_its_credentials() {
     assert!(error.contains("wrong answered HTTP 401"), "{error}");
     assert!(reader.studies("").is_empty());
 
+    // the receiver already holds other bytes under one of the SOP Instance UIDs: it refuses
+    // that instance alone (Failed SOP Sequence), the others arrive
+    let other = t.path("other.dcm");
+    std::fs::copy(&files[1], &other).unwrap();
+    let out = tool(
+        30,
+        "dcmodify",
+        &[
+            "-nb",
+            "-m",
+            "StudyDescription=CHANGED",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let upload = Api::new(&receiver, &inbound);
+    assert_eq!(upload.stow(&other).status, 200);
     let id = send(&api, &study, serde_json::json!({"dicomweb": "second"}));
+    let view = wait_over(&api, id);
+    assert_eq!(view["state"], "failed", "{view}");
+    assert_eq!(
+        (view["sent"].as_i64(), view["failed"].as_i64()),
+        (Some(3), Some(1))
+    );
+    let refused = sop_uid(&files[1]);
+    for item in view["items"].as_array().unwrap() {
+        if item["sop_uid"] == refused.as_str() {
+            assert_eq!(item["outcome"], "failed", "{item}");
+            assert_eq!(item["attempts"], 3, "{item}");
+            let error = item["error"].as_str().unwrap();
+            assert!(
+                error.starts_with("second refused it (failure reason"),
+                "{error}"
+            );
+        } else {
+            assert_eq!(item["outcome"], "sent", "{item}");
+            assert_eq!(item["attempts"], 1, "{item}");
+        }
+    }
+    // once the receiver replaces what it holds (restarted, same address), a retry sends it
+    let address = receiver.http.to_string();
+    drop(receiver);
+    std::fs::write(
+        b.data().join("strata.toml"),
+        "[ingest]\non_conflict = \"replace\"\n",
+    )
+    .unwrap();
+    let receiver = b.serve_http_on(&address);
+    let reader = Api::new(&receiver, &token(&b, "reader"));
+    let retried = api.ok(api.post(&format!("/api/sends/{id}/retry"), serde_json::json!({})));
+    assert_eq!(retried["requeued"], 1);
     let view = wait_over(&api, id);
     assert_eq!(view["state"], "done", "{view}");
     assert_eq!(view["sent"], 4);

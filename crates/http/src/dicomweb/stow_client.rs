@@ -142,6 +142,8 @@ struct StowAnswer {
     stored: Vec<String>,
     /// SOP Instance UID → Failure Reason.
     failed: HashMap<String, Option<u64>>,
+    /// The Failure Reasons of refusals the peer did not name an instance for.
+    unnamed: Vec<Option<u64>>,
 }
 
 impl StowAnswer {
@@ -163,13 +165,15 @@ impl StowAnswer {
             }
         }
         for item in items("00081198") {
-            if let Some(uid) = item["00081155"]["Value"][0].as_str() {
-                answer
-                    .failed
-                    .insert(uid.to_string(), item["00081197"]["Value"][0].as_u64());
+            let reason = item["00081197"]["Value"][0].as_u64();
+            match item["00081155"]["Value"][0].as_str() {
+                Some(uid) => {
+                    answer.failed.insert(uid.to_string(), reason);
+                }
+                None => answer.unnamed.push(reason),
             }
         }
-        if answer.stored.is_empty() && answer.failed.is_empty() {
+        if answer.stored.is_empty() && answer.failed.is_empty() && answer.unnamed.is_empty() {
             answer.excerpt = text.chars().take(200).collect();
         }
         answer
@@ -177,14 +181,20 @@ impl StowAnswer {
 
     /// The outcome of instance `sop`.
     fn outcome(&self, peer: &str, sop: &str) -> Result<(), String> {
+        let refused = |reason: Option<u64>| match reason {
+            Some(r) => Err(format!("{peer} refused it (failure reason {r:#06x})")),
+            None => Err(format!("{peer} refused it")),
+        };
         if let Some(reason) = self.failed.get(sop) {
-            return Err(match reason {
-                Some(r) => format!("{peer} refused it (failure reason {r:#06x})"),
-                None => format!("{peer} refused it"),
-            });
+            return refused(*reason);
         }
         if self.stored.iter().any(|s| s == sop) {
             return Ok(());
+        }
+        // not stored, and the peer refused instances it did not name: one of them
+        if !self.unnamed.is_empty() {
+            let one_reason = self.unnamed.iter().all(|r| *r == self.unnamed[0]);
+            return refused(if one_reason { self.unnamed[0] } else { None });
         }
         if (200..300).contains(&self.status) && self.stored.is_empty() && self.failed.is_empty() {
             // a peer that answers success without the sequences stored all it was sent
@@ -233,6 +243,14 @@ mod tests {
             Err("B refused it (failure reason 0xc000)".into())
         );
         assert!(a.outcome("B", "1.2.5").unwrap_err().contains("HTTP 202"));
+        let unnamed = StowAnswer::parse(
+            409,
+            r#"{"00081198":{"vr":"SQ","Value":[{"00081197":{"vr":"US","Value":[273]}}]}}"#,
+        );
+        assert_eq!(
+            unnamed.outcome("B", "1.2.3"),
+            Err("B refused it (failure reason 0x0111)".into())
+        );
         let refused = StowAnswer::parse(401, "{\"title\":\"no\"}");
         assert!(refused
             .outcome("B", "1.2.3")
