@@ -22,6 +22,13 @@ pub async fn serve(archive: Arc<Archive>) -> anyhow::Result<()> {
     archive.write_markers().await;
     archive.admin().ensure_initial_admin().await?;
     archive.spawn_workers();
+    archive.spawn_send_worker(strata_services::sends::Carriers {
+        ae: Arc::new(strata_dimse::send::StoreCarrier::new(archive.clone())),
+        dicomweb: Arc::new(
+            strata_http::dicomweb::stow_client::StowCarrier::new(archive.clone())
+                .map_err(anyhow::Error::msg)?,
+        ),
+    });
     tokio::spawn(drain_on_signal(archive.clone(), signals));
     let http = strata_http::serve(archive.clone());
     let dimse = dimse(archive.clone());

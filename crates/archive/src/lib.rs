@@ -30,6 +30,7 @@ use strata_services::pictures::Pictures;
 use strata_services::reads::Reads;
 use strata_services::reindex::{rebuild, ReindexReport};
 use strata_services::retention::Retention;
+use strata_services::sends::{Carriers, Sends};
 use strata_services::ServiceError;
 use strata_store::crypt::MasterKey;
 use strata_store::{Replica, Replicas, Store};
@@ -49,6 +50,7 @@ pub struct Archive {
     persons: Persons,
     retention: Retention,
     maintenance: Maintenance,
+    sends: Sends,
     deidentification: Deidentification,
     /// Where clients reach the HTTP side: `http.public_url`, or set once the listener is bound.
     /// Shared with the node's heartbeat, which reports it.
@@ -184,8 +186,20 @@ impl Archive {
             retention: Retention::new(
                 store.clone(),
                 index.clone(),
-                journal,
+                journal.clone(),
                 config.retention.clone(),
+            ),
+            sends: Sends::new(
+                index.clone(),
+                Admin::new(
+                    index.clone(),
+                    journal.clone(),
+                    config.dimse.peers.clone(),
+                    config.data_dir.clone(),
+                ),
+                AuditTrail::new(index.clone(), store.clone()),
+                config.dicomweb_peers.clone(),
+                std::time::Duration::from_secs(config.send.retry_after_seconds.max(1)),
             ),
             maintenance: Maintenance::new(
                 store.clone(),
@@ -306,6 +320,21 @@ impl Archive {
     pub fn spawn_workers(&self) {
         self.maintenance.spawn_heartbeat(self.public_url.clone());
         self.maintenance.spawn_workers();
+    }
+
+    /// Starts the worker that carries out the sends, with the doors' `carriers`.
+    pub fn spawn_send_worker(&self, carriers: Carriers) {
+        let sends = self.sends.clone();
+        self.maintenance
+            .spawn_leased(strata_services::sends::WORKER, move || {
+                let (sends, carriers) = (sends.clone(), carriers.clone());
+                async move { sends.round(&carriers).await }
+            });
+    }
+
+    /// Sends to other archives.
+    pub fn sends(&self) -> &Sends {
+        &self.sends
     }
 
     /// Stops the background workers and hands their leases over to the other nodes.

@@ -50,6 +50,9 @@ pub struct Config {
     pub index: IndexConfig,
     pub node: NodeConfig,
     pub deidentify: DeidentifyConfig,
+    /// DICOMweb archives studies may be sent to by STOW-RS (`[[dicomweb_peers]]`).
+    pub dicomweb_peers: Vec<DicomwebPeer>,
+    pub send: SendConfig,
     /// The data directory (index, key, default replicas); set from `--data`, not the file.
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -187,6 +190,50 @@ pub struct DimsePeer {
     pub tls: bool,
 }
 
+/// Sends to other archives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendConfig {
+    /// The pause before an instance that could not be sent is tried again; it doubles with
+    /// each attempt (three in all).
+    pub retry_after_seconds: u64,
+}
+
+impl Default for SendConfig {
+    fn default() -> Self {
+        SendConfig {
+            retry_after_seconds: 30,
+        }
+    }
+}
+
+/// A DICOMweb archive studies are sent to by STOW-RS: its name (what a send names), the base
+/// URL of its DICOMweb service (`https://pacs.example/dicomweb`; `/studies` is appended) and
+/// its credentials, a bearer token or a user and password (HTTP basic). The credentials are
+/// never shown by the API.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DicomwebPeer {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for DicomwebPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the credentials stay out of logs
+        f.debug_struct("DicomwebPeer")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for DimseConfig {
     fn default() -> Self {
         DimseConfig {
@@ -274,6 +321,8 @@ impl Default for Config {
             index: IndexConfig::default(),
             node: NodeConfig::default(),
             deidentify: DeidentifyConfig::default(),
+            dicomweb_peers: Vec::new(),
+            send: SendConfig::default(),
             data_dir: PathBuf::from("strata-data"),
         }
     }
@@ -680,6 +729,28 @@ impl Config {
                     "dimse.peers {}: a TLS peer needs dimse.tls_peer_ca",
                     p.aet
                 ));
+            }
+        }
+        for (i, p) in self.dicomweb_peers.iter().enumerate() {
+            if p.name.trim().is_empty() || !p.url.starts_with("http") {
+                return bad(format!(
+                    "dicomweb_peers[{i}]: a peer needs a name and an http:// or https:// url"
+                ));
+            }
+            if p.token.is_some() && (p.user.is_some() || p.password.is_some()) {
+                return bad(format!(
+                    "dicomweb_peers {}: a bearer token or a user and password, not both",
+                    p.name
+                ));
+            }
+            if p.user.is_some() != p.password.is_some() {
+                return bad(format!(
+                    "dicomweb_peers {}: user and password go together",
+                    p.name
+                ));
+            }
+            if self.dicomweb_peers[..i].iter().any(|q| q.name == p.name) {
+                return bad(format!("dicomweb_peers {}: named twice", p.name));
             }
         }
         if self.dimse.tls_client_ca.is_some() && self.dimse.tls_certificate.is_none() {

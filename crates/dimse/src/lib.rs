@@ -13,6 +13,7 @@ pub mod find;
 pub mod message;
 mod outbound;
 pub mod retrieve;
+pub mod send;
 mod slots;
 pub mod storage_classes;
 pub mod store;

@@ -753,3 +753,123 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SubAssociation<R, W> {
         }
     }
 }
+
+/// Sends the stored instances `sops` to `peer` on one association, as a storage SCU (a send
+/// job's batch): one outcome per instance, in order. An instance the peer answers with a
+/// warning status arrived; any other status, or no answer, is its failure.
+pub(crate) async fn store_to(
+    archive: &Archive,
+    peer: &strata_core::config::DimsePeer,
+    sops: &[String],
+) -> Vec<Result<(), String>> {
+    let mut planned: Vec<Result<Planned, String>> = Vec::with_capacity(sops.len());
+    for sop in sops {
+        planned.push(plan_one(archive, sop).await);
+    }
+    let mut options = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title(archive.config().dimse.ae_title.clone())
+        .called_ae_title(peer.aet.clone())
+        .max_pdu_length(archive.config().dimse.max_pdu_length);
+    let mut proposed: Vec<(String, String)> = Vec::new();
+    for inst in planned.iter().flatten() {
+        let key = (inst.sop_class.clone(), inst.transfer_syntax.clone());
+        if !proposed.contains(&key) {
+            let mut ts = vec![inst.transfer_syntax.clone()];
+            for t in [EXPLICIT_LE, IMPLICIT_LE] {
+                if !ts.iter().any(|x| x == t) {
+                    ts.push(t.to_string());
+                }
+            }
+            options = options.with_presentation_context(inst.sop_class.clone(), ts);
+            proposed.push(key);
+        }
+    }
+    if proposed.is_empty() {
+        return planned.into_iter().map(|p| p.map(|_| ())).collect();
+    }
+    let mut assoc = match Outbound::open(archive, peer, options, SUB_OPERATION_TIMEOUT).await {
+        Ok(a) => a,
+        Err(why) => return vec![Err(why); sops.len()],
+    };
+    let contexts: Vec<(u8, String, String)> = assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|p| p.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance)
+        .map(|p| {
+            (
+                p.id,
+                p.abstract_syntax.trim_end_matches('\0').to_string(),
+                p.transfer_syntax.trim_end_matches('\0').to_string(),
+            )
+        })
+        .collect();
+    let mut sub = assoc.halves(archive.config().dimse.max_pdu_length);
+    let mut outcomes = Vec::with_capacity(sops.len());
+    let mut next_id: u16 = 0;
+    // once the association is lost, the rest cannot go on it
+    let mut lost: Option<String> = None;
+    for inst in planned {
+        let inst = match (inst, &lost) {
+            (Err(e), _) => {
+                outcomes.push(Err(e));
+                continue;
+            }
+            (Ok(_), Some(why)) => {
+                outcomes.push(Err(why.clone()));
+                continue;
+            }
+            (Ok(inst), None) => inst,
+        };
+        next_id = next_id.wrapping_add(1);
+        let outcome = match choose_context(&contexts, &inst) {
+            None => Err(format!(
+                "{} accepted no transfer syntax for {} in {}",
+                peer.aet, inst.sop_class, inst.transfer_syntax
+            )),
+            Some((pc, ts)) => match open_dataset(archive, &inst, &ts).await {
+                Err(e) => Err(e),
+                Ok(dataset) => match sub
+                    .store(pc, &store_rq(next_id, &inst, None), dataset)
+                    .await
+                {
+                    Ok(0x0000) => Ok(()),
+                    Ok(st) if (st & 0xF000) == 0xB000 => Ok(()),
+                    Ok(st) => Err(format!("{} answered status {st:#06x}", peer.aet)),
+                    Err(why) => {
+                        let why = format!("{}: {why}", peer.aet);
+                        lost = Some(why.clone());
+                        Err(why)
+                    }
+                },
+            },
+        };
+        outcomes.push(outcome);
+    }
+    if lost.is_none() {
+        sub.release().await;
+    }
+    outcomes
+}
+
+/// What a send needs to know of one stored instance.
+async fn plan_one(archive: &Archive, sop: &str) -> Result<Planned, String> {
+    let stored = archive
+        .index()
+        .instance(sop)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no longer stored")?;
+    let sop_class = archive
+        .index()
+        .instance_sop_class(sop)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no longer stored")?;
+    Ok(Planned {
+        patient_id: stored.patient_id,
+        study_uid: stored.study_uid,
+        sop_uid: stored.sop_uid,
+        sop_class,
+        transfer_syntax: stored.transfer_syntax,
+    })
+}

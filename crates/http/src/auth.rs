@@ -59,12 +59,12 @@ impl Credential {
 impl Caller {
     /// Fails with 403 unless the caller's role grants `p`.
     pub fn require(&self, p: Permission) -> Result<(), Problem> {
-        if self.principal.role.may(p) {
+        if self.principal.may(p) {
             Ok(())
         } else {
             Err(Problem::forbidden(format!(
                 "the {} role may not do this",
-                self.principal.role.as_str()
+                self.principal.role_name()
             )))
         }
     }
@@ -78,7 +78,7 @@ impl Caller {
     pub fn event(&self, action: &str, outcome: Outcome) -> AuditEvent {
         AuditEvent::now(
             &self.principal.user,
-            self.principal.role.as_str(),
+            self.principal.role_name(),
             action,
             outcome,
         )
@@ -148,6 +148,13 @@ fn may_before_password_change(method: &Method, path: &str, user: &str) -> bool {
     ) || (method == Method::POST && path == crate::accounts::password_path(user))
 }
 
+/// What the holder of a share token may ask: DICOMweb reads (QIDO-RS, WADO-RS, WADO-URI,
+/// rendered), nothing else.
+fn share_may_ask(method: &Method, path: &str) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
+        && (path.starts_with("/dicomweb/") || path == "/wado")
+}
+
 /// The study a DICOMweb path names, for the audit event of a refusal.
 fn study_in_path(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/dicomweb/studies/")?;
@@ -190,6 +197,20 @@ pub async fn require_caller(
             if by_cookie && unsafe_method && !same_origin(req.headers()) {
                 return Problem::forbidden("cross-origin request refused").into_response();
             }
+            if principal.is_share() && !share_may_ask(req.method(), req.uri().path()) {
+                let event =
+                    AuditEvent::now(&principal.user, "share", "http.refused", Outcome::Denied)
+                        .remote(&remote)
+                        .patient(None, study)
+                        .detail(format!("{what}: a share token reads DICOMweb only"));
+                if let Err(e) = archive.audit().record(event).await {
+                    return Problem::internal(e).into_response();
+                }
+                return Problem::forbidden(
+                    "a share token reads the shared studies by DICOMweb only",
+                )
+                .into_response();
+            }
             if by_cookie
                 && principal.must_change_password
                 && !may_before_password_change(req.method(), req.uri().path(), &principal.user)
@@ -228,7 +249,7 @@ pub async fn require_caller(
                 let detail = if status == StatusCode::FORBIDDEN {
                     format!(
                         "{what}: 403 to a caller of the {} role",
-                        caller.principal.role.as_str()
+                        caller.principal.role_name()
                     )
                 } else {
                     format!("{what}: 404, outside the caller's studies or absent")

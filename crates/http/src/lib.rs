@@ -19,6 +19,7 @@ mod measure;
 pub mod persons;
 pub mod problem;
 mod role;
+mod sends;
 pub mod stream;
 mod throttle;
 pub mod web;
@@ -50,6 +51,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::export::router())
         .merge(crate::accounts::router())
         .merge(crate::ae::router())
+        .merge(crate::sends::router())
         .merge(crate::cluster::router())
         .merge(crate::measure::router())
         .route_layer(axum::middleware::from_fn_with_state(

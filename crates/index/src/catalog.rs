@@ -134,6 +134,61 @@ pub trait Catalog: Send + Sync {
     /// Every lease, held or expired, by name.
     async fn leases(&self) -> Result<Vec<Lease>, IndexError>;
 
+    /// Creates a queued send with its items, all pending; returns its id.
+    async fn create_send(&self, new: NewSend) -> Result<i64, IndexError>;
+
+    /// The most recent sends first, at most `limit`.
+    async fn send_jobs(&self, limit: i64) -> Result<Vec<SendJob>, IndexError>;
+
+    /// The sends not yet over (queued or running), oldest first.
+    async fn active_send_jobs(&self) -> Result<Vec<SendJob>, IndexError>;
+
+    async fn send_job(&self, id: i64) -> Result<Option<SendJob>, IndexError>;
+
+    /// A send's items in order.
+    async fn send_items(&self, id: i64) -> Result<Vec<SendItem>, IndexError>;
+
+    /// Up to `limit` pending items of a send due by `now` (ms), in order.
+    async fn due_send_items(
+        &self,
+        id: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<SendItem>, IndexError>;
+
+    /// Records the attempts just made on items of a send.
+    async fn record_send_attempts(
+        &self,
+        id: i64,
+        attempts: Vec<ItemAttempt>,
+    ) -> Result<(), IndexError>;
+
+    /// Sets a send's state (`running` stamps its start, `done` and `failed` its end).
+    async fn set_send_state(&self, id: i64, state: String, now: i64) -> Result<(), IndexError>;
+
+    /// Puts a send's failed items back in the queue; returns how many.
+    async fn retry_send(&self, id: i64, now: i64) -> Result<usize, IndexError>;
+
+    /// Creates a share of `studies` until `expires_at`, for the token hashing to
+    /// `token_hash`; returns its id.
+    async fn create_share(
+        &self,
+        token_hash: String,
+        created_by: String,
+        label: Option<String>,
+        expires_at: i64,
+        studies: Vec<String>,
+    ) -> Result<i64, IndexError>;
+
+    /// Every share, the most recent first.
+    async fn shares(&self) -> Result<Vec<Share>, IndexError>;
+
+    /// The live share whose token hashes to `token_hash`.
+    async fn share_by_token(&self, token_hash: String) -> Result<Option<Share>, IndexError>;
+
+    /// Revokes a share; false when there is no such live share.
+    async fn revoke_share(&self, id: i64) -> Result<bool, IndexError>;
+
     /// Writes node `node.id`'s heartbeat: its row, created or replaced; and forgets the nodes
     /// last seen before `forget_before` (ms).
     async fn heartbeat(&self, node: NodeRow, forget_before: i64) -> Result<(), IndexError>;

@@ -29,6 +29,7 @@ pub mod query;
 mod records;
 mod repairs;
 mod rows;
+mod sends;
 pub mod sqlite;
 mod users;
 mod writer;
@@ -41,6 +42,7 @@ pub use mpi::{
 };
 pub use nodes::NodeRow;
 pub use rows::*;
+pub use sends::{ItemAttempt, NewSend, SendItem, SendJob, Share};
 pub use users::{
     BindRefusal, Credentials, LoginFailures, NewUser, PrincipalRow, SessionRow, TokenRow, UserRow,
     SESSION_NAME_LEN,
@@ -175,6 +177,9 @@ pub enum Scope {
     /// user to the person (which confirms the keys the person has then), a link, a merge or an
     /// accepted review. Such keys are the ones marked `mpi_manual`.
     Person(i64),
+    /// Only the studies a share names (`shares.id`): a receiving system pulling what was
+    /// shared with it, by a read-only token.
+    Share(i64),
 }
 
 impl Scope {
@@ -183,6 +188,15 @@ impl Scope {
         match self {
             Scope::All => None,
             Scope::Person(id) => Some(id),
+            Scope::Share(_) => None,
+        }
+    }
+
+    /// The share a read is limited to, as an SQL parameter (NULL: no share).
+    pub(crate) fn share_param(self) -> Option<i64> {
+        match self {
+            Scope::Share(id) => Some(id),
+            _ => None,
         }
     }
 }

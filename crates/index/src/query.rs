@@ -577,6 +577,22 @@ pub fn find(c: &Connection, q: &Query) -> Result<Vec<InMemDicomObject>, QueryErr
         params.push(Value::Integer(person));
         top = Level::Patient;
     }
+    if let Some(share) = q.scope.share_param() {
+        if q.level == Level::Patient {
+            conds.push(
+                "p.id IN (SELECT st.patient_fk FROM studies st JOIN share_studies sh \
+                 ON sh.study_uid = st.study_uid WHERE sh.share_fk = ?)"
+                    .to_string(),
+            );
+        } else {
+            conds.push(
+                "st.study_uid IN (SELECT sh.study_uid FROM share_studies sh WHERE sh.share_fk = ?)"
+                    .to_string(),
+            );
+            top = top.min(Level::Study);
+        }
+        params.push(Value::Integer(share));
+    }
     let selects = selects.join(", ");
     let sql = match q.limit {
         Some(limit)

@@ -424,6 +424,7 @@ pub(super) fn instances_under(
     series: Option<&str>,
     sop: Option<&str>,
     person: Option<i64>,
+    share: Option<i64>,
 ) -> Result<Vec<InstanceRef>, IndexError> {
     let mut stmt = c.prepare_cached(
         "SELECT p.patient_id, st.study_uid, se.series_uid, i.sop_uid, i.sop_class_uid, i.blob_id,
@@ -433,9 +434,11 @@ pub(super) fn instances_under(
          WHERE st.study_uid = ?1 AND (CAST(?2 AS TEXT) IS NULL OR se.series_uid = ?2)
            AND (CAST(?3 AS TEXT) IS NULL OR i.sop_uid = ?3)
            AND (CAST(?4 AS BIGINT) IS NULL OR (p.person_fk = ?4 AND p.mpi_manual = 1))
+           AND (CAST(?5 AS BIGINT) IS NULL OR EXISTS (SELECT 1 FROM share_studies sh
+                WHERE sh.share_fk = ?5 AND sh.study_uid = st.study_uid))
          ORDER BY se.series_number NULLS FIRST, se.id, i.instance_number NULLS FIRST, i.id",
     )?;
-    let rows = stmt.query_map(params![study, series, sop, person], |r| {
+    let rows = stmt.query_map(params![study, series, sop, person, share], |r| {
         Ok(InstanceRef {
             patient_id: r.get(0)?,
             study_uid: r.get(1)?,

@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (19, "leases", include_str!("../../../schemas/index/0019_leases.sql")),
     (20, "nodes", include_str!("../../../schemas/index/0020_nodes.sql")),
     (25, "study_names", include_str!("../../../schemas/index/0025_study_names.sql")),
+    (27, "sends", include_str!("../../../schemas/index/0027_sends.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
@@ -67,6 +68,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (19, "leases", include_str!("../../../schemas/index/0019_leases.pg.sql")),
     (20, "nodes", include_str!("../../../schemas/index/0020_nodes.pg.sql")),
     (25, "study_names", include_str!("../../../schemas/index/0025_study_names.pg.sql")),
+    (27, "sends", include_str!("../../../schemas/index/0027_sends.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -488,6 +490,10 @@ impl Catalog for SqliteIndex {
     }
 
     async fn person(&self, uid: String, scope: Scope) -> Result<Option<PersonView>, IndexError> {
+        if scope.share_param().is_some() {
+            // a share names studies, never a person
+            return Ok(None);
+        }
         self.read("person", move |c| {
             mpi::person(c, &uid, scope.person_param())
         })
@@ -577,6 +583,103 @@ impl Catalog for SqliteIndex {
 
     async fn leases(&self) -> Result<Vec<Lease>, IndexError> {
         self.read("leases", leases::all).await
+    }
+
+    async fn create_send(&self, new: NewSend) -> Result<i64, IndexError> {
+        self.write("create_send", move |c| sends::create_send(c, &new))
+            .await
+    }
+
+    async fn send_jobs(&self, limit: i64) -> Result<Vec<SendJob>, IndexError> {
+        self.read("send_jobs", move |c| sends::send_jobs(c, limit))
+            .await
+    }
+
+    async fn active_send_jobs(&self) -> Result<Vec<SendJob>, IndexError> {
+        self.read("active_send_jobs", sends::active_send_jobs).await
+    }
+
+    async fn send_job(&self, id: i64) -> Result<Option<SendJob>, IndexError> {
+        self.read("send_job", move |c| sends::send_job(c, id)).await
+    }
+
+    async fn send_items(&self, id: i64) -> Result<Vec<SendItem>, IndexError> {
+        self.read("send_items", move |c| sends::send_items(c, id))
+            .await
+    }
+
+    async fn due_send_items(
+        &self,
+        id: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<SendItem>, IndexError> {
+        self.read("due_send_items", move |c| {
+            sends::due_send_items(c, id, now, limit)
+        })
+        .await
+    }
+
+    async fn record_send_attempts(
+        &self,
+        id: i64,
+        attempts: Vec<ItemAttempt>,
+    ) -> Result<(), IndexError> {
+        self.write("record_send_attempts", move |c| {
+            sends::record_send_attempts(c, id, &attempts)
+        })
+        .await
+    }
+
+    async fn set_send_state(&self, id: i64, state: String, now: i64) -> Result<(), IndexError> {
+        self.write("set_send_state", move |c| {
+            sends::set_send_state(c, id, &state, now)
+        })
+        .await
+    }
+
+    async fn retry_send(&self, id: i64, now: i64) -> Result<usize, IndexError> {
+        self.write("retry_send", move |c| sends::retry_send(c, id, now))
+            .await
+    }
+
+    async fn create_share(
+        &self,
+        token_hash: String,
+        created_by: String,
+        label: Option<String>,
+        expires_at: i64,
+        studies: Vec<String>,
+    ) -> Result<i64, IndexError> {
+        self.write("create_share", move |c| {
+            sends::create_share(
+                c,
+                &token_hash,
+                &created_by,
+                label.as_deref(),
+                now_ms(),
+                expires_at,
+                &studies,
+            )
+        })
+        .await
+    }
+
+    async fn shares(&self) -> Result<Vec<Share>, IndexError> {
+        self.read("shares", sends::shares).await
+    }
+
+    async fn share_by_token(&self, token_hash: String) -> Result<Option<Share>, IndexError> {
+        self.read_point("share_by_token", |c| {
+            sends::share_by_token(c, &token_hash, now_ms())
+        })
+    }
+
+    async fn revoke_share(&self, id: i64) -> Result<bool, IndexError> {
+        self.write("revoke_share", move |c| {
+            sends::revoke_share(c, id, now_ms())
+        })
+        .await
     }
 
     async fn heartbeat(&self, node: NodeRow, forget_before: i64) -> Result<(), IndexError> {
@@ -792,6 +895,7 @@ impl Catalog for SqliteIndex {
                 series.as_deref(),
                 sop.as_deref(),
                 scope.person_param(),
+                scope.share_param(),
             )
         })
         .await

@@ -84,6 +84,9 @@ pub enum Permission {
     /// Search the master person index and score demographics against it: identities across
     /// every patient, so never a patient's.
     FindPersons,
+    /// Send studies to another archive (an AE or a DICOMweb peer), and share studies with
+    /// one by a read-only token: original objects leave for another system.
+    Send,
     /// Users, tokens, the audit trail, metrics, MPI decisions.
     Administer,
 }
@@ -125,7 +128,7 @@ impl Role {
             Role::Radiologist => matches!(p, Search | Metadata | Rendered | Report | FindPersons),
             Role::Integrator => matches!(
                 p,
-                Search | Metadata | OriginalPixels | Export | Rendered | Store | FindPersons
+                Search | Metadata | OriginalPixels | Export | Rendered | Store | FindPersons | Send
             ),
             Role::Modality => matches!(p, Store),
             Role::Patient => matches!(p, Search | Metadata | Rendered | OriginalPixels | Export),
@@ -184,6 +187,54 @@ impl Principal {
     }
 }
 
+/// What begins every share token, so it is told from an API token before any lookup.
+pub const SHARE_PREFIX: &str = "shr_";
+/// Longest a share lasts.
+pub const MAX_SHARE_HOURS: i64 = 24 * 90;
+
+impl Principal {
+    /// The holder of a share token: the receiving system pulling the shared studies, by
+    /// DICOMweb reads alone ([`Principal::may`]), within [`Scope::Share`].
+    pub fn of_share(share: &strata_index::Share) -> Principal {
+        Principal {
+            user: format!("share:{}", share.id),
+            role: Role::Integrator,
+            scope: Scope::Share(share.id),
+            person: None,
+            must_change_password: false,
+        }
+    }
+
+    /// Whether this caller holds a share token.
+    pub fn is_share(&self) -> bool {
+        matches!(self.scope, Scope::Share(_))
+    }
+
+    /// Whether this caller may do what `p` covers: its role's permissions, and for the holder
+    /// of a share token the reads alone (search, metadata, instances, rendered pictures).
+    pub fn may(&self, p: Permission) -> bool {
+        if self.is_share() {
+            return matches!(
+                p,
+                Permission::Search
+                    | Permission::Metadata
+                    | Permission::OriginalPixels
+                    | Permission::Rendered
+            );
+        }
+        self.role.may(p)
+    }
+
+    /// The role as the audit trail and refusals name it (`share` for a share token).
+    pub fn role_name(&self) -> &'static str {
+        if self.is_share() {
+            "share"
+        } else {
+            self.role.as_str()
+        }
+    }
+}
+
 /// Who holds a credential (a token or a session).
 #[derive(Debug, Clone)]
 pub enum Holder {
@@ -232,8 +283,56 @@ impl Access {
     /// The holder of API token `token`, if it is live (not revoked, not expired, its user
     /// not disabled).
     pub async fn by_token(&self, token: &str) -> Result<Option<Holder>, ServiceError> {
+        if token.starts_with(SHARE_PREFIX) {
+            let share = self.index.share_by_token(secret_hash(token)).await?;
+            return Ok(share.map(|s| Holder::Principal(Principal::of_share(&s))));
+        }
         let row = self.index.token_principal(secret_hash(token)).await?;
         Ok(row.map(holder))
+    }
+
+    /// A new share of `studies` for `hours` by `user`: its id and its token (shown once; only
+    /// its hash is kept).
+    pub async fn create_share(
+        &self,
+        user: &str,
+        label: Option<String>,
+        studies: Vec<String>,
+        hours: f64,
+    ) -> Result<(i64, String), ServiceError> {
+        if !(hours > 0.0 && hours <= MAX_SHARE_HOURS as f64) {
+            return Err(ServiceError::Invalid(format!(
+                "valid_hours must be more than 0 and at most {MAX_SHARE_HOURS}"
+            )));
+        }
+        if studies.is_empty() || studies.iter().any(|s| s.trim().is_empty()) {
+            return Err(ServiceError::Invalid(
+                "a share names one or more studies".into(),
+            ));
+        }
+        let token = new_secret(SHARE_PREFIX);
+        let expires_at = strata_core::now_ms() + (hours * 3_600_000.0).round().max(1.0) as i64;
+        let id = self
+            .index
+            .create_share(
+                secret_hash(&token),
+                user.to_string(),
+                label,
+                expires_at,
+                studies,
+            )
+            .await?;
+        Ok((id, token))
+    }
+
+    /// Every share, the most recent first.
+    pub async fn shares(&self) -> Result<Vec<strata_index::Share>, ServiceError> {
+        Ok(self.index.shares().await?)
+    }
+
+    /// Revokes a share; false when there is no such live share.
+    pub async fn revoke_share(&self, id: i64) -> Result<bool, ServiceError> {
+        Ok(self.index.revoke_share(id).await?)
     }
 
     /// The holder of session `id`, if it is live.

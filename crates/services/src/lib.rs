@@ -17,6 +17,7 @@
 //! - [`deidentify`]: de-identified copies for research projects, keyed per project.
 //! - [`reports`]: measurements as a TID 1500 Measurement Report and key images as a Key
 //!   Object Selection, built as instances of their study and read back.
+//! - [`sends`]: studies pushed to another archive as background jobs with per-instance outcomes.
 //!
 //! A service never speaks a protocol: the doors map its answers ([`ServiceError`], the
 //! ingest's [`ingest::IngestError`]) to DIMSE statuses and HTTP problems.
@@ -36,5 +37,6 @@ pub mod reads;
 pub mod reindex;
 pub mod reports;
 pub mod retention;
+pub mod sends;
 
 pub use error::ServiceError;

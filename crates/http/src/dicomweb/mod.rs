@@ -10,6 +10,7 @@ pub mod delete;
 pub mod qido;
 pub mod rendered;
 pub mod stow;
+pub mod stow_client;
 pub mod wado;
 pub mod wado_uri;
 

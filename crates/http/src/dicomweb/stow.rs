@@ -266,7 +266,12 @@ async fn store(
                     .record(event)
                     .await
                     .map_err(Problem::internal)?;
-                failed.push(failure("", "", reason));
+                // the sender learns which instance was refused when it is known
+                let sop = match &e {
+                    IngestError::Conflict { sop_uid, .. } => sop_uid.as_str(),
+                    _ => "",
+                };
+                failed.push(failure("", sop, reason));
             }
         }
     }

@@ -217,6 +217,22 @@ impl Maintenance {
         }
     }
 
+    /// Starts a worker of another service whose work must happen once per archive (the
+    /// sends), under its lease and among these workers' statuses; on a `render` node it is
+    /// recorded as off.
+    pub fn spawn_leased<F, Fut>(&self, name: &'static str, round: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<RoundDone, ServiceError>> + Send,
+    {
+        if !self.node.role().runs_upkeep() {
+            self.workers
+                .off(name, "node.role = render: the other nodes do this work");
+            return;
+        }
+        self.supervise(name, Duration::ZERO, round);
+    }
+
     /// Supervises the once-per-archive worker `name` under its lease.
     fn supervise<F, Fut>(&self, name: &'static str, first_wait: Duration, round: F)
     where
