@@ -81,6 +81,10 @@ pub enum Permission {
     /// Search the master person index and score demographics against it: identities across
     /// every patient, so never a patient's.
     FindPersons,
+    /// Issue, list and revoke access letters, with which a patient takes an encrypted copy of
+    /// their studies without an account: the staff roles that may take original objects away
+    /// themselves (admin, integrator), since a letter hands them on.
+    IssueLetters,
     /// Users, tokens, the audit trail, metrics, MPI decisions.
     Administer,
 }
@@ -122,7 +126,14 @@ impl Role {
             Role::Radiologist => matches!(p, Search | Metadata | Rendered | FindPersons),
             Role::Integrator => matches!(
                 p,
-                Search | Metadata | OriginalPixels | Export | Rendered | Store | FindPersons
+                Search
+                    | Metadata
+                    | OriginalPixels
+                    | Export
+                    | Rendered
+                    | Store
+                    | FindPersons
+                    | IssueLetters
             ),
             Role::Modality => matches!(p, Store),
             Role::Patient => matches!(p, Search | Metadata | Rendered | OriginalPixels | Export),
@@ -490,6 +501,9 @@ mod tests {
         assert!(!Role::Patient.may(Permission::Administer));
         assert!(Role::Integrator.may(Permission::OriginalPixels));
         assert!(!Role::Integrator.may(Permission::Delete));
+        assert!(Role::Integrator.may(Permission::IssueLetters));
+        assert!(!Role::Radiologist.may(Permission::IssueLetters));
+        assert!(!Role::Patient.may(Permission::IssueLetters));
         assert!(Role::Admin.may(Permission::Delete));
         assert!(!Role::Modality.may(Permission::Search));
         assert_eq!(Role::parse("radiologist"), Some(Role::Radiologist));

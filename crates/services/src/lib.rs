@@ -15,6 +15,7 @@
 //!   credentials, signing in and out. [`audit`]: the audit trail as the doors write it.
 //! - [`retention`]: how long a record is kept, and deletion. [`persons`]: the MPI's decisions.
 //! - [`deidentify`]: de-identified copies for research projects, keyed per project.
+//! - [`letters`]: access letters, with which a patient takes an encrypted copy of their studies.
 //!
 //! A service never speaks a protocol: the doors map its answers ([`ServiceError`], the
 //! ingest's [`ingest::IngestError`]) to DIMSE statuses and HTTP problems.
@@ -26,6 +27,7 @@ pub mod deidentify;
 mod error;
 pub mod ingest;
 pub mod journal;
+pub mod letters;
 pub mod maintenance;
 pub mod media;
 pub mod persons;
