@@ -87,7 +87,7 @@ fn encrypt(
         .partial_chunk_size(PARTIAL_CHUNK)
         .and_then(|b| b.encrypt_with_password(s2k, &Password::from(passphrase)))
         .map_err(pgp_error)?;
-    builder.to_writer(&mut rng, out).map_err(pgp_error)
+    builder.to_writer(rng, out).map_err(pgp_error)
 }
 
 fn pgp_error(e: pgp::errors::Error) -> std::io::Error {
