@@ -4,7 +4,7 @@
 //! encrypted in OpenPGP, which GnuPG decrypts with the passcode into the ZIP a patient account
 //! of that person exports. A wrong code or passcode is refused and, tried too often, throttled
 //! (429, Retry-After); a revoked or expired letter is refused (410); each step is in the audit
-//! trail.
+//! trail. The page where the code is typed does the same in chromium.
 
 mod common;
 
@@ -268,12 +268,40 @@ fn a_patient_takes_an_encrypted_copy_with_a_letter() {
     }
     assert_eq!(got["DICOMDIR"].len(), want["DICOMDIR"].len());
 
+    // the same in a browser, on the page where the code is typed (tests/viewer/letter.mjs)
+    let out = Command::new("node")
+        .arg("letter.mjs")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/viewer"))
+        .env("BASE", &base)
+        .env("CODE", &code)
+        .env("PASSCODE", &passcode)
+        .env("STUDIES", "2")
+        .env("OUT", t.path(""))
+        .output()
+        .expect("running node (the test command installs it)");
+    assert!(
+        out.status.success(),
+        "the letter page in chromium:\n{}",
+        text(&out)
+    );
+    let browser_copy = t.path("browser.zip");
+    let out = gpg_decrypt(&home, &t.path("browser.zip.gpg"), &passcode, &browser_copy);
+    assert!(
+        out.status.success(),
+        "gpg --decrypt of the browser's copy: {}",
+        text(&out)
+    );
+    assert_eq!(
+        unzipped(&browser_copy).keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+
     // listed, then revoked: refused from then on
     let listed = admin.ok(admin.get(&format!("/api/letters?person={person}")));
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
     let mine = listed.iter().find(|l| l["id"] == id).unwrap();
-    assert_eq!(mine["downloads"], 1, "{mine}");
+    assert_eq!(mine["downloads"], 2, "{mine}");
     assert!(mine.get("code").is_none() && !mine.to_string().contains(&passcode));
     let revoked = admin.ok(admin.post(&format!("/api/letters/{id}/revoke"), serde_json::json!({})));
     assert!(revoked["revoked_at"].is_i64(), "{revoked}");
@@ -336,13 +364,13 @@ fn a_patient_takes_an_encrypted_copy_with_a_letter() {
             .filter(|e| e["outcome"] == "success" && e["actor"] == actor.as_str())
             .filter(|e| e["study_uid"].is_string())
             .count(),
-        2,
+        4,
         "{opens:?}"
     );
-    assert!(ok(&opens, "failure") >= 2, "{opens:?}");
+    assert!(ok(&opens, "failure") >= 3, "{opens:?}");
     assert_eq!(ok(&opens, "denied"), 1, "{opens:?}");
     let downloads = audit_events(&t, "letter.download");
-    assert_eq!(ok(&downloads, "success"), 2, "{downloads:?}");
+    assert_eq!(ok(&downloads, "success"), 4, "{downloads:?}");
     assert_eq!(ok(&downloads, "failure"), 1, "{downloads:?}");
     assert_eq!(ok(&downloads, "denied"), 1, "{downloads:?}");
     assert!(downloads
