@@ -12,10 +12,13 @@
 # binaries than the release build's: a test build, whose dependencies are optimised, gives a
 # lower bound).
 #
-# Two ways are timed: `strata export --study UID --out FILE` (the CLI: opens the archive,
-# writes the ZIP to a file; peak RSS from GNU time), and `strata serve` answering a WADO-RS
+# Three ways are timed: `strata export --study UID --out FILE` (the CLI: opens the archive,
+# writes the ZIP to a file; peak RSS from GNU time), `strata serve` answering a WADO-RS
 # retrieve with `Accept: application/zip` to curl (into /dev/null; the server's resident memory
-# is read before the request, its peak after: VmHWM is reset through /proc/PID/clear_refs).
+# is read before the request, its peak after: VmHWM is reset through /proc/PID/clear_refs), and
+# the same ZIP encrypted under an access letter's passcode (OpenPGP), downloaded with the
+# letter's code (`POST /api/letter/download`) to curl; the last run's file is decrypted by gpg
+# and checked to be a ZIP.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SLICES="${SLICES:-300}"
@@ -88,8 +91,42 @@ http() {
         echo "    run $r: $bytes B in $wall s; server RSS idle $idle MiB, peak $peak MiB (+$((peak - idle)) MiB)"
     done
     echo "  http: runs ${rates[*]} MB/s, median $(median "${rates[@]}") MB/s"
+    letter "$d" "$port" "$token" "$uid"
     stop_all "$SPID"
     SPID=""
+}
+
+# letter DIR PORT TOKEN UID: the study's person gets a patient account (which confirms its
+# patient IDs) and an access letter; its download, encrypted, REPS times
+letter() {
+    local d=$1 port=$2 token=$3 uid=$4 rates=()
+    local api="http://127.0.0.1:$port/api"
+    local person
+    person=$(curl -sf -H "Authorization: Bearer $token" "$api/persons?study=$uid" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+    echo "bench password 123" | "$STRATA" --data "$d" user add benchp --role patient \
+        --person "$person" >/dev/null
+    local issued code passcode
+    issued=$(curl -sf -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+        -d "{\"person\": \"$person\"}" "$api/letters")
+    code=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["code"])' "$issued")
+    passcode=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["passcode"])' "$issued")
+    for r in $(seq "$REPS"); do
+        local out
+        out=$(curl -s -o "$WORK/copy.zip.gpg" -w '%{http_code} %{size_download} %{time_total}' \
+            --data-urlencode "code=$code" --data-urlencode "passcode=$passcode" \
+            "$api/letter/download")
+        read -r code_ bytes wall <<<"$out"
+        [[ $code_ == 200 ]] || { echo "HTTP $code_"; cat "$WORK/copy.zip.gpg"; exit 1; }
+        rates+=("$(rate "$bytes/1e6" "$wall")")
+        echo "    run $r: $bytes B in $wall s"
+    done
+    mkdir -p -m 700 "$WORK/gnupg"
+    GNUPGHOME="$WORK/gnupg" gpg --batch --pinentry-mode loopback --passphrase "$passcode" \
+        --output "$WORK/copy.zip" --decrypt "$WORK/copy.zip.gpg" 2>/dev/null
+    unzip -tq "$WORK/copy.zip" >/dev/null || { echo "the decrypted copy is not a ZIP"; exit 1; }
+    rm -f "$WORK/copy.zip" "$WORK/copy.zip.gpg"
+    echo "  letter (OpenPGP): runs ${rates[*]} MB/s, median $(median "${rates[@]}") MB/s"
 }
 
 for n in "$SLICES" $([[ $BIG_SLICES -gt 0 ]] && echo "$BIG_SLICES"); do

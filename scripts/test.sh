@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 # pynetdicom and dicomweb-client, the Python peers; chromium is the browser of the viewer's end-to-end test;
 # postgresql is the index's second engine (each test process starts a throwaway cluster of its own);
 # haproxy is the load balancer in front of the cluster tests' nodes (tests/cluster.rs); unzip
-# opens the media exports (tests/media.rs).
-packages=(pkg-config cmake g++ nasm dcmtk libgdcm-tools openssl curl python3 python3-venv chromium postgresql haproxy unzip)
+# opens the media exports (tests/media.rs); gnupg decrypts a patient's copy taken with an access
+# letter (tests/letters.rs).
+packages=(pkg-config cmake g++ nasm dcmtk libgdcm-tools openssl curl python3 python3-venv chromium postgresql haproxy unzip gnupg)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

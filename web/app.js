@@ -298,8 +298,70 @@ async function showPerson(id) {
       el("ul", {}, p.history.map((h) => el("li", {},
         `${new Date(h.at).toLocaleString()} ${h.action} by ${h.actor}` +
         (h.identifier ? ` (${h.identifier.issuer} ${h.identifier.patient_id})` : ""))))] : "",
-    state.role === "admin" ? el("p", {}, el("a", { href: "#/review" }, "Open the review queue")) : "");
+    state.role === "admin" ? el("p", {}, el("a", { href: "#/review" }, "Open the review queue")) : "",
+    mayIssueLetters(state.role) ? el("section", { id: "letters" }) : "");
   main.replaceChildren(view);
+  if (mayIssueLetters(state.role)) showLetters(id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access letters: a patient's copy without an account (admin, integrator)
+
+function mayIssueLetters(role) {
+  return role === "admin" || role === "integrator";
+}
+
+async function showLetters(person) {
+  const section = document.getElementById("letters");
+  if (!section) return;
+  let letters;
+  try {
+    letters = await api(`/api/letters?person=${encodeURIComponent(person)}`);
+  } catch (err) {
+    failed("Access letters", err);
+    return;
+  }
+  const day = (ms) => new Date(ms).toISOString().slice(0, 10);
+  section.replaceChildren(
+    el("h3", {}, "Access letters"),
+    el("p", {}, el("button", { type: "button", id: "issue-letter", onclick: () => issueLetter(person) },
+      "Issue an access letter (printed; shows its code and passcode once)")),
+    el("table", { class: "list" }, el("tbody", {}, letters.map((l) =>
+      el("tr", {}, el("td", {}, `Letter ${l.id}`), el("td", {}, `issued ${day(l.issued_at)} by ${l.issued_by}`),
+        el("td", {}, l.revoked_at ? `revoked ${day(l.revoked_at)}` : `valid until ${day(l.expires_at)}`),
+        el("td", {}, `${l.downloads} download(s)`),
+        el("td", {}, l.revoked_at ? "" : el("button", { type: "button", onclick: () => revokeLetter(person, l.id) }, "Revoke")))))));
+}
+
+async function issueLetter(person) {
+  const response = await fetch("/api/letters", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { Accept: "text/html", "Content-Type": "application/json" },
+    body: JSON.stringify({ person }),
+  });
+  const text = await response.text();
+  if (!response.ok) {
+    let detail = "";
+    try {
+      detail = JSON.parse(text).detail;
+    } catch {
+      detail = text;
+    }
+    message(`The letter was not issued: ${detail || response.status}`);
+    return;
+  }
+  window.open(URL.createObjectURL(new Blob([text], { type: "text/html" })), "_blank");
+  showLetters(person);
+}
+
+async function revokeLetter(person, id) {
+  try {
+    await api(`/api/letters/${id}/revoke`, { method: "POST" });
+  } catch (err) {
+    failed(`Letter ${id} was not revoked`, err);
+  }
+  showLetters(person);
 }
 
 async function showReview() {

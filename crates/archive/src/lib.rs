@@ -22,6 +22,7 @@ use strata_services::auth::Access;
 use strata_services::deidentify::Deidentification;
 use strata_services::ingest::Ingest;
 use strata_services::journal::Journal;
+use strata_services::letters::Letters;
 use strata_services::maintenance::leases::Node;
 use strata_services::maintenance::Maintenance;
 use strata_services::media::Media;
@@ -44,6 +45,7 @@ pub struct Archive {
     reads: Reads,
     pictures: Pictures,
     media: Media,
+    letters: Letters,
     admin: Admin,
     access: Access,
     audit: AuditTrail,
@@ -156,6 +158,7 @@ impl Archive {
                 codec_workers,
             },
         );
+        let media = Media::new(reads.clone(), pictures.clone(), index.clone());
         let archive = Arc::new(Archive {
             ingest: Ingest::new(
                 store.clone(),
@@ -171,7 +174,8 @@ impl Archive {
                 reads.clone(),
                 config.deidentify.clone(),
             ),
-            media: Media::new(reads.clone(), pictures.clone(), index.clone()),
+            media: media.clone(),
+            letters: Letters::new(index.clone(), media, config.retention.clone()),
             pictures,
             reads,
             admin: Admin::new(
@@ -251,6 +255,11 @@ impl Archive {
     /// Studies exported as PS3.10 media in a ZIP.
     pub fn media(&self) -> &Media {
         &self.media
+    }
+
+    /// Access letters: patients' copies without an account.
+    pub fn letters(&self) -> &Letters {
+        &self.letters
     }
 
     pub fn admin(&self) -> &Admin {

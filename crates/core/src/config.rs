@@ -88,6 +88,9 @@ pub struct HttpConfig {
     /// Original studies, series, instances, frames or bulk data one user may retrieve per
     /// minute (a burst of a minute's worth); beyond, 429.
     pub exports_per_minute: u32,
+    /// Access letter codes (and passcodes) one client address may try per minute (a burst of
+    /// a minute's worth), and sixty times as many from all addresses together; beyond, 429.
+    pub letter_attempts_per_minute: u32,
     /// Reverse proxies (addresses or networks, `10.0.0.0/8`): only when one of them connects
     /// is `X-Forwarded-For` read, its right-most address that is not a trusted proxy taken as
     /// the client's (for the sign-in throttle and the audit trail). Empty: never read.
@@ -341,6 +344,7 @@ impl Default for HttpConfig {
             max_connections_per_ip: 64,
             renders_per_second: 50,
             exports_per_minute: 6000,
+            letter_attempts_per_minute: 10,
             trusted_proxies: Vec::new(),
             tls_certificate: None,
             tls_private_key: None,
@@ -799,10 +803,13 @@ impl Config {
                 "http.header_timeout_seconds and http.body_idle_seconds must be at least 1".into(),
             );
         }
-        if self.http.renders_per_second == 0 || self.http.exports_per_minute == 0 {
-            return bad(
-                "http.renders_per_second and http.exports_per_minute must be at least 1".into(),
-            );
+        if self.http.renders_per_second == 0
+            || self.http.exports_per_minute == 0
+            || self.http.letter_attempts_per_minute == 0
+        {
+            return bad("http.renders_per_second, http.exports_per_minute and \
+                 http.letter_attempts_per_minute must be at least 1"
+                .into());
         }
         if self.http.max_connections == 0 || self.http.max_connections_per_ip == 0 {
             return bad(

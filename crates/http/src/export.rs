@@ -79,7 +79,7 @@ async fn export(
 }
 
 /// A person id: hex, as the MPI makes them.
-fn person_id(id: &str) -> Result<String, Problem> {
+pub(crate) fn person_id(id: &str) -> Result<String, Problem> {
     if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(id.to_ascii_lowercase())
     } else {

@@ -1,10 +1,11 @@
 //! The HTTP door (layer 4): DICOMweb ([`dicomweb`], PS3.18), the person index's API
-//! ([`persons`]), media export as a ZIP ([`export`]), sign-in and callers ([`auth`]), users, tokens and sessions ([`accounts`]),
+//! ([`persons`]), media export as a ZIP ([`export`]), access letters ([`letters`]), sign-in and callers ([`auth`]), users, tokens and sessions ([`accounts`]),
 //! measurements and their reports ([`measure`]), the render stream's socket ([`stream`]), the viewer's files ([`web`]), health, readiness,
 //! metrics and the audit trail; errors as problem details ([`problem`]). It stores and
 //! indexes nothing itself: it calls the archive's services.
 //!
-//! Only `/healthz`, `/readyz`, `POST /api/login` and the viewer's files are open; every other
+//! Only `/healthz`, `/readyz`, `POST /api/login`, an access letter's routes ([`letters`]: its
+//! code is the credential) and the viewer's files are open; every other
 //! route passes through [`auth::require_caller`] (which also audits every refusal), checks the
 //! caller's permission itself, and hands the caller's scope to the index reads it makes.
 
@@ -14,6 +15,7 @@ pub mod auth;
 mod cluster;
 pub mod dicomweb;
 mod export;
+mod letters;
 mod listen;
 mod measure;
 pub mod persons;
@@ -49,6 +51,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::dicomweb::router())
         .merge(crate::persons::router())
         .merge(crate::export::router())
+        .merge(crate::letters::router())
         .merge(crate::accounts::router())
         .merge(crate::ae::router())
         .merge(crate::sends::router())
@@ -67,6 +70,9 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/login", post(auth_http::login))
+        .merge(crate::letters::public(Arc::new(
+            throttle::CodeAttempts::new(&archive.config().http),
+        )))
         .merge(crate::web::router())
         .merge(protected)
         .fallback(|| async { Problem::not_found("no such route") })

@@ -9,6 +9,8 @@ use strata_services::ServiceError;
 pub struct Problem {
     pub status: StatusCode,
     pub detail: String,
+    /// Seconds after which the same request may succeed (429, 503): sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -16,7 +18,14 @@ impl Problem {
         Problem {
             status,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same problem, saying when to try again.
+    pub fn retry_after(mut self, seconds: u64) -> Problem {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Problem {
@@ -77,6 +86,12 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             "application/problem+json".parse().expect("valid header"),
         );
+        if let Some(v) = self
+            .retry_after
+            .and_then(|s| header::HeaderValue::from_str(&s.to_string()).ok())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

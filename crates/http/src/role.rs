@@ -7,7 +7,8 @@
 //! - `all`: everything.
 //! - `render`: the viewer's side: every read (GET and HEAD: QIDO-RS, WADO-RS and WADO-URI,
 //!   metadata, rendered pictures and thumbnails, the render stream, the persons, the statuses),
-//!   signing in and out, and a user's password change (a first sign-in may require it).
+//!   signing in and out, a user's password change (a first sign-in may require it), and an
+//!   access letter's opening and download (reads, for all that they are POSTs).
 //!   Nothing that changes the archive: no STOW-RS, no deletion, no administration, no person
 //!   index decision.
 //! - `ingest`: everything but rendering: no rendered pictures, thumbnails or render stream.
@@ -50,6 +51,7 @@ fn refusal(role: NodeRole, method: &Method, path: &str) -> Option<&'static str> 
             let signing = method == Method::POST
                 && (path == "/api/login"
                     || path == "/api/logout"
+                    || path.starts_with("/api/letter/")
                     || (path.starts_with("/api/users/") && path.ends_with("/password")));
             (!read && !signing).then_some(
                 "it serves reads and rendered pictures only; send stores, deletions and changes to a node of role all or ingest",

@@ -2,7 +2,9 @@
 //! thumbnails) and export (original studies, series, instances, frames and bulk data, and
 //! WADO-URI). Each user has a bucket for each kind of work (governor's GCRA); beyond it the
 //! answer is 429 with Retry-After, and no work is done. Sign-in has its own throttle in the
-//! access service; the stream socket bounds its sessions and keyframes itself.
+//! access service; the stream socket bounds its sessions and keyframes itself. Access letter
+//! codes, tried with no account, are counted per client address and in all
+//! ([`CodeAttempts`]).
 
 use crate::auth::Caller;
 use crate::problem::Problem;
@@ -40,6 +42,56 @@ impl Throttles {
         Throttles {
             render: RateLimiter::keyed(render),
             export: RateLimiter::keyed(export),
+        }
+    }
+}
+
+/// Access letter codes tried, per client address and from everywhere: what bounds guessing
+/// where there is no user to count against. Every attempt counts, right or wrong (a holder
+/// needs two or three); a code has 100 random bits, so the limit is there to keep floods off
+/// the index rather than to make guessing slow. The buckets are this node's: behind a load
+/// balancer each node counts its own.
+pub struct CodeAttempts {
+    per_remote: DefaultKeyedRateLimiter<std::net::IpAddr>,
+    all: governor::DefaultDirectRateLimiter,
+}
+
+/// Attempts from everywhere together, as a multiple of those from one address.
+const ALL_ADDRESSES_FACTOR: u32 = 60;
+
+impl CodeAttempts {
+    /// `http.letter_attempts_per_minute` per address (a burst of a minute's worth), sixty times
+    /// as many in all.
+    pub fn new(cfg: &HttpConfig) -> CodeAttempts {
+        let n = |v: u32| NonZeroU32::new(v.max(1)).expect("at least one");
+        let per = cfg.letter_attempts_per_minute;
+        CodeAttempts {
+            per_remote: RateLimiter::keyed(Quota::per_minute(n(per))),
+            all: RateLimiter::direct(Quota::per_minute(n(
+                per.saturating_mul(ALL_ADDRESSES_FACTOR)
+            ))),
+        }
+    }
+
+    /// Counts an attempt from `remote`: 429 with Retry-After when it is one too many.
+    pub fn check(&self, remote: std::net::IpAddr) -> Result<(), Problem> {
+        let refused = self
+            .per_remote
+            .check_key(&remote)
+            .err()
+            .or_else(|| self.all.check().err());
+        match refused {
+            None => Ok(()),
+            Some(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                tracing::warn!(%remote, "access letter attempts rate limited");
+                Err(Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many access codes tried: retry in {seconds} s"),
+                )
+                .retry_after(seconds))
+            }
         }
     }
 }

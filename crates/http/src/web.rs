@@ -22,6 +22,7 @@ const CSP: &str = "default-src 'self'; img-src 'self' blob: data:; connect-src '
 pub fn router() -> Router<Arc<Archive>> {
     Router::new()
         .route("/", get(index))
+        .route("/letter", get(letter))
         .route("/app/protocol.js", get(protocol))
         .route("/app/{*file}", get(asset))
 }
@@ -54,6 +55,11 @@ async fn protocol() -> Response {
 
 async fn index() -> Response {
     serve("index.html")
+}
+
+/// The page where an access letter's holder types its code ([`crate::letters`]).
+async fn letter() -> Response {
+    serve("letter.html")
 }
 
 async fn asset(Path(file): Path<String>) -> Response {

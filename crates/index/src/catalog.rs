@@ -196,6 +196,26 @@ pub trait Catalog: Send + Sync {
     /// Every node that ever wrote a heartbeat, by id.
     async fn nodes(&self) -> Result<Vec<NodeRow>, IndexError>;
 
+    /// Issues an access letter for a live person with at least one confirmed key; why not
+    /// otherwise.
+    async fn create_letter(
+        &self,
+        letter: NewLetter,
+    ) -> Result<Result<LetterRow, LetterRefusal>, IndexError>;
+
+    /// Every access letter (or one person's, by uid), newest first.
+    async fn letters(&self, person: Option<String>) -> Result<Vec<LetterRow>, IndexError>;
+
+    /// Revokes access letter `id` (by `by`); the letter as it is then, None if there is none.
+    async fn revoke_letter(&self, id: i64, by: String) -> Result<Option<LetterRow>, IndexError>;
+
+    /// The access letter whose code hashes to `code_hash`, revoked and expired ones included
+    /// (a point read: on the calling thread).
+    async fn letter_by_code(&self, code_hash: String) -> Result<Option<LetterHolder>, IndexError>;
+
+    /// Records a use of access letter `id` (a download, or opening it).
+    async fn letter_used(&self, id: i64, download: bool) -> Result<(), IndexError>;
+
     /// Every SOP Instance UID with its blob, for checks that walk the whole archive.
     async fn instance_blobs(&self) -> Result<Vec<(String, BlobId)>, IndexError>;
 

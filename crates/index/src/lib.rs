@@ -10,7 +10,7 @@
 //!   savepoint, answered only after COMMIT), a small pool of reader connections. Its SQL lives
 //!   in [`records`] (instances and the rows around them), [`repairs`], [`audit`], [`users`],
 //!   [`mpi`] (the person index's tables), [`progress`] (the workers' places), [`leases`] (who
-//!   does the once-per-archive work), [`nodes`] (the nodes' heartbeats) and [`query`]
+//!   does the once-per-archive work), [`nodes`] (the nodes' heartbeats), [`letters`] (patients' access letters) and [`query`]
 //!   (C-FIND and QIDO-RS matching).
 //! - [`rows`] and the types re-exported here are what the catalog answers.
 //!
@@ -20,6 +20,7 @@ mod audit;
 mod catalog;
 pub mod db;
 mod leases;
+mod letters;
 mod mpi;
 mod nodes;
 mod pg;
@@ -36,6 +37,7 @@ mod writer;
 
 pub use catalog::{Catalog, Journal};
 pub use leases::{Lease, LeaseClaim};
+pub use letters::{LetterHolder, LetterRefusal, LetterRow, NewLetter};
 pub use mpi::{
     HistoryEntry, Identifier, MatchAnswer, MpiChange, MpiError, MpiOp, PersonSearch, PersonState,
     PersonStudy, PersonSummary, PersonView, ReviewItem,

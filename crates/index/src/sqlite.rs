@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (19, "leases", include_str!("../../../schemas/index/0019_leases.sql")),
     (20, "nodes", include_str!("../../../schemas/index/0020_nodes.sql")),
     (25, "study_names", include_str!("../../../schemas/index/0025_study_names.sql")),
+    (26, "access_letters", include_str!("../../../schemas/index/0026_access_letters.sql")),
     (27, "sends", include_str!("../../../schemas/index/0027_sends.sql")),
 ];
 
@@ -68,6 +69,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (19, "leases", include_str!("../../../schemas/index/0019_leases.pg.sql")),
     (20, "nodes", include_str!("../../../schemas/index/0020_nodes.pg.sql")),
     (25, "study_names", include_str!("../../../schemas/index/0025_study_names.pg.sql")),
+    (26, "access_letters", include_str!("../../../schemas/index/0026_access_letters.pg.sql")),
     (27, "sends", include_str!("../../../schemas/index/0027_sends.pg.sql")),
 ];
 
@@ -691,6 +693,38 @@ impl Catalog for SqliteIndex {
 
     async fn nodes(&self) -> Result<Vec<NodeRow>, IndexError> {
         self.read("nodes", nodes::all).await
+    }
+
+    async fn create_letter(
+        &self,
+        letter: NewLetter,
+    ) -> Result<Result<LetterRow, LetterRefusal>, IndexError> {
+        self.write("create_letter", move |c| {
+            letters::create(c, &letter, now_ms())
+        })
+        .await
+    }
+
+    async fn letters(&self, person: Option<String>) -> Result<Vec<LetterRow>, IndexError> {
+        self.read("letters", move |c| letters::all(c, person)).await
+    }
+
+    async fn revoke_letter(&self, id: i64, by: String) -> Result<Option<LetterRow>, IndexError> {
+        self.write("revoke_letter", move |c| {
+            letters::revoke(c, id, &by, now_ms())
+        })
+        .await
+    }
+
+    async fn letter_by_code(&self, code_hash: String) -> Result<Option<LetterHolder>, IndexError> {
+        self.read_point("letter_by_code", |c| letters::by_code(c, &code_hash))
+    }
+
+    async fn letter_used(&self, id: i64, download: bool) -> Result<(), IndexError> {
+        self.write("letter_used", move |c| {
+            letters::used(c, id, download, now_ms())
+        })
+        .await
     }
 
     async fn instance_blobs(&self) -> Result<Vec<(String, BlobId)>, IndexError> {

@@ -87,6 +87,10 @@ pub enum Permission {
     /// Send studies to another archive (an AE or a DICOMweb peer), and share studies with
     /// one by a read-only token: original objects leave for another system.
     Send,
+    /// Issue, list and revoke access letters, with which a patient takes an encrypted copy of
+    /// their studies without an account: the staff roles that may take original objects away
+    /// themselves (admin, integrator), since a letter hands them on.
+    IssueLetters,
     /// Users, tokens, the audit trail, metrics, MPI decisions.
     Administer,
 }
@@ -128,7 +132,15 @@ impl Role {
             Role::Radiologist => matches!(p, Search | Metadata | Rendered | Report | FindPersons),
             Role::Integrator => matches!(
                 p,
-                Search | Metadata | OriginalPixels | Export | Rendered | Store | FindPersons | Send
+                Search
+                    | Metadata
+                    | OriginalPixels
+                    | Export
+                    | Rendered
+                    | Store
+                    | FindPersons
+                    | Send
+                    | IssueLetters
             ),
             Role::Modality => matches!(p, Store),
             Role::Patient => matches!(p, Search | Metadata | Rendered | OriginalPixels | Export),
@@ -595,6 +607,9 @@ mod tests {
         assert!(!Role::Patient.may(Permission::Administer));
         assert!(Role::Integrator.may(Permission::OriginalPixels));
         assert!(!Role::Integrator.may(Permission::Delete));
+        assert!(Role::Integrator.may(Permission::IssueLetters));
+        assert!(!Role::Radiologist.may(Permission::IssueLetters));
+        assert!(!Role::Patient.may(Permission::IssueLetters));
         assert!(Role::Admin.may(Permission::Delete));
         assert!(!Role::Modality.may(Permission::Search));
         assert_eq!(Role::parse("radiologist"), Some(Role::Radiologist));

@@ -18,6 +18,7 @@
 //! - [`reports`]: measurements as a TID 1500 Measurement Report and key images as a Key
 //!   Object Selection, built as instances of their study and read back.
 //! - [`sends`]: studies pushed to another archive as background jobs with per-instance outcomes.
+//! - [`letters`]: access letters, with which a patient takes an encrypted copy of their studies.
 //!
 //! A service never speaks a protocol: the doors map its answers ([`ServiceError`], the
 //! ingest's [`ingest::IngestError`]) to DIMSE statuses and HTTP problems.
@@ -29,6 +30,7 @@ pub mod deidentify;
 mod error;
 pub mod ingest;
 pub mod journal;
+pub mod letters;
 pub mod maintenance;
 pub mod media;
 pub mod persons;
