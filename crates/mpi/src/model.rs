@@ -443,19 +443,13 @@ impl Model {
             .map(|k| smooth(&random_counts[k], &prior.fields[k].u))
             .collect();
         let frequencies = self.frequencies.clone();
-        let candidate_counts = |weight: &dyn Fn(&Vector, i16) -> f64| {
-            let mut counts: Vec<Vec<f64>> = FIELDS.iter().map(|f| vec![0.0; f.levels()]).collect();
-            for (&(v, half), &n) in candidates {
-                let w = weight(&v, half) * n as f64;
-                for (k, &level) in v.iter().enumerate() {
-                    if level != MISSING {
-                        counts[k][level as usize] += w;
-                    }
-                }
-            }
-            counts
-        };
-
+        // The candidates in a fixed order (by vector, then value adjustment), so the sums are
+        // the same on every run, with what each one's value adjustment does to strangers.
+        let mut entries: Vec<(Vector, f64, f64)> = candidates
+            .iter()
+            .map(|(&(v, half), &n)| (v, (-(half as f64) / 2.0).exp2(), n as f64))
+            .collect();
+        entries.sort_unstable_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
         let total: f64 = candidates.values().map(|&n| n as f64).sum();
         let mut model = self.clone();
         // The EM's own u is that of candidate pairs (non-matches that share a blocking key);
@@ -479,9 +473,14 @@ impl Model {
             let households = stage == Stage::Households;
             iterations += 1;
             stage_iterations += 1;
-            // P(v | one person), P(v | relatives), P(v | strangers).
-            let likelihoods = |v: &Vector| {
-                let (mut a, mut b, mut c) = (1.0, 1.0, 1.0);
+            // One pass over the candidates: each vector's chance of being one person,
+            // relatives or strangers, added to its levels' counts for each.
+            let zeros =
+                || -> Vec<Vec<f64>> { FIELDS.iter().map(|f| vec![0.0; f.levels()]).collect() };
+            let (mut m_counts, mut r_counts, mut u_counts) = (zeros(), zeros(), zeros());
+            let (mut matches, mut relatives) = (0.0, 0.0);
+            for (v, rarity, n) in &entries {
+                let (mut a, mut b, mut c) = (pm, pr, 1.0 - pm - pr);
                 for (k, &level) in v.iter().enumerate() {
                     if level != MISSING {
                         let (f, l) = (&model.fields[k], level as usize);
@@ -490,29 +489,23 @@ impl Model {
                         c *= f.u[l];
                     }
                 }
-                (a, b, c)
-            };
-            // A value agreed on that strangers share less often than the field's u (a rare
-            // name) makes strangers less likely by as much.
-            let responsibilities = |v: &Vector, half: i16| {
-                let (a, b, c) = likelihoods(v);
-                let rarity = if stage == Stage::Plain {
-                    1.0
-                } else {
-                    (-(half as f64) / 2.0).exp2()
-                };
-                let (a, b, c) = (pm * a, pr * b, (1.0 - pm - pr) * c * rarity);
+                // A value agreed on that strangers share less often than the field's u (a
+                // rare name) makes strangers less likely by as much.
+                if stage != Stage::Plain {
+                    c *= rarity;
+                }
                 let sum = a + b + c;
-                (a / sum, b / sum, c / sum)
-            };
-            let m_counts = candidate_counts(&|v, h| responsibilities(v, h).0);
-            let r_counts = candidate_counts(&|v, h| responsibilities(v, h).1);
-            let u_counts = candidate_counts(&|v, h| responsibilities(v, h).2);
-            let (mut matches, mut relatives) = (0.0, 0.0);
-            for (&(v, half), &n) in candidates {
-                let (a, b, _) = responsibilities(&v, half);
-                matches += a * n as f64;
-                relatives += b * n as f64;
+                let (a, b, c) = (a / sum * n, b / sum * n, c / sum * n);
+                for (k, &level) in v.iter().enumerate() {
+                    if level != MISSING {
+                        let l = level as usize;
+                        m_counts[k][l] += a;
+                        r_counts[k][l] += b;
+                        u_counts[k][l] += c;
+                    }
+                }
+                matches += a;
+                relatives += b;
             }
             let mut next = model.clone();
             let mut moved: f64 = 0.0;
