@@ -648,7 +648,11 @@ impl Config {
             let parsed = if section == "node" && key == "id" {
                 // a name, even one that reads as a number
                 toml::Value::String(value.clone())
-            } else if key == "replicas" || key == "trusted_proxies" || key == "stores" || key == "modalities" {
+            } else if key == "replicas"
+                || key == "trusted_proxies"
+                || key == "stores"
+                || key == "modalities"
+            {
                 toml::Value::Array(
                     value
                         .split(',')

@@ -147,8 +147,7 @@ pub trait Catalog: Send + Sync {
     async fn study_tier(&self, study: String) -> Result<Option<StudyTier>, IndexError>;
 
     /// Restored studies whose time in the hot tier ended before `now`.
-    async fn restored_expired(&self, now: i64, limit: usize)
-        -> Result<Vec<StudyTier>, IndexError>;
+    async fn restored_expired(&self, now: i64, limit: usize) -> Result<Vec<StudyTier>, IndexError>;
 
     /// The cold tier's record of `blob`, if its shards are stored.
     async fn cold_blob(&self, blob: BlobId) -> Result<Option<ColdBlob>, IndexError>;

@@ -595,8 +595,10 @@ impl Catalog for SqliteIndex {
     }
 
     async fn set_blobs_hot(&self, blobs: Vec<BlobId>, hot: bool) -> Result<(), IndexError> {
-        self.write("set_blobs_hot", move |c| tiers::set_blobs_hot(c, &blobs, hot))
-            .await
+        self.write("set_blobs_hot", move |c| {
+            tiers::set_blobs_hot(c, &blobs, hot)
+        })
+        .await
     }
 
     async fn set_study_tier(&self, tier: StudyTier) -> Result<(), IndexError> {
@@ -609,11 +611,7 @@ impl Catalog for SqliteIndex {
             .await
     }
 
-    async fn restored_expired(
-        &self,
-        now: i64,
-        limit: usize,
-    ) -> Result<Vec<StudyTier>, IndexError> {
+    async fn restored_expired(&self, now: i64, limit: usize) -> Result<Vec<StudyTier>, IndexError> {
         self.read("restored_expired", move |c| {
             tiers::restored_expired(c, now, limit)
         })

@@ -97,7 +97,13 @@ pub(super) fn candidates(c: &Connection, q: &TierQuery) -> Result<Vec<TierCandid
          ORDER BY st.study_uid LIMIT ?5",
     )?
     .query_map(
-        params![q.received_before, q.unread_since, q.now, q.after, q.limit as i64],
+        params![
+            q.received_before,
+            q.unread_since,
+            q.now,
+            q.after,
+            q.limit as i64
+        ],
         |r| {
             Ok(TierCandidate {
                 study_uid: r.get(0)?,
@@ -189,8 +195,7 @@ fn study_tier_row(r: &Row) -> Result<StudyTier, IndexError> {
     })
 }
 
-const STUDY_TIER_COLUMNS: &str =
-    "study_uid, tier, last_read_at, reads, cold_since, restored_until";
+const STUDY_TIER_COLUMNS: &str = "study_uid, tier, last_read_at, reads, cold_since, restored_until";
 
 pub(super) fn study_tier(c: &Connection, study: &str) -> Result<Option<StudyTier>, IndexError> {
     c.prepare_cached(&format!(

@@ -15,6 +15,8 @@
 //!   credentials, signing in and out. [`audit`]: the audit trail as the doors write it.
 //! - [`retention`]: how long a record is kept, and deletion. [`persons`]: the MPI's decisions.
 //! - [`deidentify`]: de-identified copies for research projects, keyed per project.
+//! - [`tiers`]: hot and cold tiers: the policy, the move to erasure-coded shards, restore on
+//!   read, the shards' scrub.
 //!
 //! A service never speaks a protocol: the doors map its answers ([`ServiceError`], the
 //! ingest's [`ingest::IngestError`]) to DIMSE statuses and HTTP problems.
@@ -33,5 +35,6 @@ pub mod pictures;
 pub mod reads;
 pub mod reindex;
 pub mod retention;
+pub mod tiers;
 
 pub use error::ServiceError;

@@ -252,10 +252,7 @@ impl Shards {
 
     /// The stores' URLs as an operator may see them (no credentials).
     pub fn shown_urls(&self) -> Vec<String> {
-        self.stores
-            .iter()
-            .flat_map(|s| s.shown_urls())
-            .collect()
+        self.stores.iter().flat_map(|s| s.shown_urls()).collect()
     }
 
     /// The name shard `index` of `blob` is stored under: a keyed hash, so it links to nothing.
@@ -272,7 +269,8 @@ impl Shards {
     /// only once every shard is durable.
     pub async fn put(&self, blob: &BlobId, plain: &[u8]) -> Result<(), ShardError> {
         let bodies = tokio::task::block_in_place(|| encode(plain, self.k, self.m, STRIPE_PIECE))?;
-        self.put_bodies(blob, plain.len() as u64, bodies, None).await
+        self.put_bodies(blob, plain.len() as u64, bodies, None)
+            .await
     }
 
     /// Seals and writes the shard bodies given (only those in `only`, when given).
@@ -396,7 +394,10 @@ impl Shards {
             return Err(ShardError::TooFew {
                 found,
                 needed: self.k,
-                reasons: bad.into_iter().map(|(i, e)| format!("{}: {e}", i + 1)).collect(),
+                reasons: bad
+                    .into_iter()
+                    .map(|(i, e)| format!("{}: {e}", i + 1))
+                    .collect(),
             });
         };
         let plain = tokio::task::block_in_place(|| {
@@ -486,10 +487,7 @@ impl Shards {
             .iter()
             .map(|s| s.2 as u64)
             .sum();
-        let one = crypt::sealed_len(
-            SHARD_HEADER_LEN as u64 + body,
-            crypt::DEFAULT_SEGMENT_SIZE,
-        );
+        let one = crypt::sealed_len(SHARD_HEADER_LEN as u64 + body, crypt::DEFAULT_SEGMENT_SIZE);
         one * (self.k + self.m) as u64
     }
 }
@@ -575,11 +573,21 @@ mod tests {
         let (back, bad) = s.get(&blob).await.unwrap();
         assert!(back == plain);
         assert_eq!(bad.len(), 2, "{bad:?}");
-        assert_eq!(s.check(&blob).await.iter().filter(|c| **c == ShardState::Missing).count(), 2);
+        assert_eq!(
+            s.check(&blob)
+                .await
+                .iter()
+                .filter(|c| **c == ShardState::Missing)
+                .count(),
+            2
+        );
         s.repair(&blob, &[1, 4]).await.unwrap();
         assert!(s.check(&blob).await.iter().all(|c| *c == ShardState::Good));
         // corrupt one shard: checked as corrupt, repaired
-        let file = dir.path().join("s0").join(s.shard_id(&blob, 0).object_key());
+        let file = dir
+            .path()
+            .join("s0")
+            .join(s.shard_id(&blob, 0).object_key());
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[5000] ^= 1;
         std::fs::write(&file, bytes).unwrap();
