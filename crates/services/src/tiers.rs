@@ -15,6 +15,7 @@
 //! takes the study up again where it stood (blobs already coded are not coded again).
 
 use crate::ServiceError;
+use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +32,8 @@ const DAY_MS: i64 = 86_400_000;
 const NOTE_READS_EVERY_MS: i64 = 3_600_000;
 /// Candidates the policy's scan reads per query.
 const SCAN_PAGE: usize = 500;
+/// Blobs coded or rebuilt at once.
+const AT_ONCE: usize = 8;
 /// The name the tier worker's status and lease go by.
 pub const TIERS: &str = "tiers";
 
@@ -218,39 +221,32 @@ impl Tiers {
         let _one = self.restoring.lock().await;
         let mut moved = Moved::default();
         let blobs = self.index.study_blobs(study.to_string()).await?;
+        // blobs coded a few at once: their shards' fsyncs are shared ([`strata_store::durability`])
+        let coded =
+            futures::stream::iter(blobs.clone().into_iter().map(|(blob, size)| async move {
+                if self.index.cold_blob(blob).await?.is_some() {
+                    return Ok::<_, ServiceError>(Some(false));
+                }
+                if size > self.config.max_blob_bytes {
+                    return Ok(None);
+                }
+                self.code_blob(shards, &blob, size).await?;
+                Ok(Some(true))
+            }))
+            .buffered(AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
         let mut going = Vec::new();
-        for (blob, size) in &blobs {
+        for ((blob, size), outcome) in blobs.iter().zip(coded) {
             moved.blobs += 1;
             moved.bytes += size;
-            if self.index.cold_blob(*blob).await?.is_none() {
-                if *size > self.config.max_blob_bytes {
-                    moved.left_hot += 1;
-                    continue;
+            match outcome? {
+                None => moved.left_hot += 1,
+                Some(now) => {
+                    moved.coded += u64::from(now);
+                    going.push(*blob);
                 }
-                let mut plain = Vec::with_capacity(*size as usize);
-                self.store
-                    .read_to(blob, |c| {
-                        plain.extend_from_slice(c);
-                        Ok(())
-                    })
-                    .await?;
-                shards
-                    .put(blob, &plain)
-                    .await
-                    .map_err(|e| ServiceError::Setup(format!("coding {blob}: {e}")))?;
-                self.index
-                    .record_cold_blobs(vec![ColdBlob {
-                        blob_id: *blob,
-                        size: *size,
-                        k: shards.data_shards() as u8,
-                        m: shards.parity_shards() as u8,
-                        stored_at: self.clock.now_ms(),
-                        hot: true,
-                    }])
-                    .await?;
-                moved.coded += 1;
             }
-            going.push(*blob);
         }
         // a blob another (hot) study refers to stays on the replicas
         let mut only_here = Vec::new();
@@ -293,6 +289,37 @@ impl Tiers {
             "moved to the cold tier"
         );
         Ok(moved)
+    }
+
+    /// Reads `blob` from the replicas, writes its shards durably, records it as a cold blob.
+    async fn code_blob(
+        &self,
+        shards: &Shards,
+        blob: &BlobId,
+        size: u64,
+    ) -> Result<(), ServiceError> {
+        let mut plain = Vec::with_capacity(size as usize);
+        self.store
+            .read_to(blob, |c| {
+                plain.extend_from_slice(c);
+                Ok(())
+            })
+            .await?;
+        shards
+            .put(blob, &plain)
+            .await
+            .map_err(|e| ServiceError::Setup(format!("coding {blob}: {e}")))?;
+        self.index
+            .record_cold_blobs(vec![ColdBlob {
+                blob_id: *blob,
+                size,
+                k: shards.data_shards() as u8,
+                m: shards.parity_shards() as u8,
+                stored_at: self.clock.now_ms(),
+                hot: true,
+            }])
+            .await?;
+        Ok(())
     }
 
     /// Whether `error` (a read from the replicas) may mean that the blob is in the cold tier:
@@ -360,12 +387,12 @@ impl Tiers {
     /// shards (shards found bad on the way are rewritten).
     async fn restore_blobs(&self, blobs: &[BlobId]) -> Result<u64, ServiceError> {
         let shards = self.cold()?;
-        let mut restored = Vec::new();
-        for blob in blobs {
-            match self.index.cold_blob(*blob).await? {
+        let results = futures::stream::iter(blobs.to_vec().into_iter().map(|blob| async move {
+            match self.index.cold_blob(blob).await? {
                 Some(c) if !c.hot => {}
-                _ => continue,
+                _ => return Ok::<_, ServiceError>(None),
             }
+            let blob = &blob;
             let (plain, bad) = shards
                 .get(blob)
                 .await
@@ -377,7 +404,14 @@ impl Tiers {
                 }
             }
             self.store.put(blob, &plain).await?;
-            restored.push(*blob);
+            Ok(Some(*blob))
+        }))
+        .buffered(AT_ONCE)
+        .collect::<Vec<_>>()
+        .await;
+        let mut restored = Vec::new();
+        for r in results {
+            restored.extend(r?);
         }
         let n = restored.len() as u64;
         self.index.set_blobs_hot(restored, true).await?;

@@ -118,7 +118,7 @@ pub fn encode(plain: &[u8], k: usize, m: usize, piece: usize) -> Result<Vec<Vec<
     for &(start, n, p) in &plan {
         encoder.reset(k, m, p).map_err(code)?;
         let chunk = &plain[start as usize..start as usize + n];
-        for i in 0..k {
+        for (i, shard) in shards.iter_mut().enumerate().take(k) {
             let from = (i * p).min(n);
             let to = ((i + 1) * p).min(n);
             let piece: &[u8] = if to - from == p {
@@ -129,7 +129,7 @@ pub fn encode(plain: &[u8], k: usize, m: usize, piece: usize) -> Result<Vec<Vec<
                 padded.resize(p, 0);
                 &padded
             };
-            shards[i].extend_from_slice(piece);
+            shard.extend_from_slice(piece);
             encoder.add_original_shard(piece).map_err(code)?;
         }
         let result = encoder.encode().map_err(code)?;
