@@ -387,7 +387,7 @@ impl Tiers {
     /// shards (shards found bad on the way are rewritten).
     async fn restore_blobs(&self, blobs: &[BlobId]) -> Result<u64, ServiceError> {
         let shards = self.cold()?;
-        let results = futures::stream::iter(blobs.to_vec().into_iter().map(|blob| async move {
+        let results = futures::stream::iter(blobs.iter().copied().map(|blob| async move {
             match self.index.cold_blob(blob).await? {
                 Some(c) if !c.hot => {}
                 _ => return Ok::<_, ServiceError>(None),
