@@ -142,7 +142,7 @@ fn wado_identical(server: &common::Server, tok: &str, files: &[PathBuf]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cold_studies_survive_two_lost_stores_and_come_back_from_shards() {
-    let t = archive();
+    let t = tokio::task::block_in_place(archive);
     let files = t.generate("in", &studies());
     t.ok(&["import", t.path("in").to_str().unwrap()]);
     let groups = by_study(&files);
@@ -310,7 +310,7 @@ async fn cold_studies_survive_two_lost_stores_and_come_back_from_shards() {
     drop(a);
 
     // A reindex from a replica finds the cold studies on the cold stores.
-    t.lose_index();
+    tokio::task::block_in_place(|| t.lose_index());
     let out = t.ok(&["reindex", "--from-replica", "1"]);
     assert!(out.contains("8 of them indexed from their shards"), "{out}");
     let a = strata_archive::Archive::open(t.config()).await.unwrap();
@@ -328,7 +328,7 @@ async fn cold_studies_survive_two_lost_stores_and_come_back_from_shards() {
     a.index().close().await.unwrap();
     drop(a);
     // and from the cold stores alone: the cold studies, served byte for byte
-    t.lose_index();
+    tokio::task::block_in_place(|| t.lose_index());
     let out = t.ok(&["reindex", "--from-shards"]);
     assert!(out.contains("8 instances indexed"), "{out}");
     let a = strata_archive::Archive::open(t.config()).await.unwrap();
