@@ -129,11 +129,29 @@ enum Command {
         #[command(subcommand)]
         command: MpiCommand,
     },
-    /// Rebuild the index from one replica alone (stop the server first).
+    /// Rebuild the index from one replica alone, or from the cold stores alone (stop the
+    /// server first). With a cold tier, the blobs its stores hold are indexed too.
     Reindex {
         /// Replica number, 1 to N, in configuration order.
+        #[arg(
+            long,
+            required_unless_present = "from_shards",
+            conflicts_with = "from_shards"
+        )]
+        from_replica: Option<usize>,
+        /// From the cold stores' shards alone (instances only: the journal and the audit
+        /// trail are on the replicas).
         #[arg(long)]
-        from_replica: usize,
+        from_shards: bool,
+    },
+    /// Hot and cold tiers: what the policy would move (a dry run), or move it now.
+    Tier {
+        /// Report what would move and what it saves; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most this many studies.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
     },
     /// Move the index to another engine.
     Index {
@@ -435,12 +453,25 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             })
         }
         Command::DecodeWorker { .. } => bail!("{} is started by the server", archive::CODEC_WORKER),
-        Command::Reindex { from_replica } => {
+        Command::Tier { dry_run, limit } => {
+            tier(&*Archive::open(config).await?, dry_run, limit).await
+        }
+        Command::Reindex { from_replica, .. } => {
             let r = archive::reindex(&config, from_replica).await?;
+            let from = match from_replica {
+                Some(n) => format!("replica {n}"),
+                None => "the cold stores".to_string(),
+            };
             println!(
-                "reindexed from replica {from_replica}: {} blobs, {} instances indexed, {} replacements replayed from {} journal entries, {} audit events restored",
+                "reindexed from {from}: {} blobs, {} instances indexed, {} replacements replayed from {} journal entries, {} audit events restored",
                 r.blobs, r.indexed, r.superseded, r.journal_entries, r.audit_events
             );
+            if config.tiers.enabled() {
+                println!(
+                    "cold stores: {} blobs, {} of them indexed from their shards",
+                    r.cold_blobs, r.cold_indexed
+                );
+            }
             for (blob, why) in &r.unreadable {
                 println!("unreadable blob {blob}: {why}");
             }
@@ -869,11 +900,55 @@ async fn scrub(archive: &Archive, repair: bool) -> anyhow::Result<std::process::
             l.reason
         );
     }
-    Ok(if r.unrepaired == 0 {
+    let mut healthy = r.unrepaired == 0;
+    if archive.tiers().shards().is_some() {
+        let s = archive.tiers().scrub_shards(repair).await?;
+        println!("scrub: {} cold blobs, {} lost", s.blobs, s.lost);
+        for h in &s.stores {
+            println!(
+                "  cold store {} ({}): {} good, {} missing, {} corrupt, {} repaired",
+                h.store, h.url, h.good, h.missing, h.corrupt, h.repaired
+            );
+            healthy &= h.missing + h.corrupt == h.repaired;
+        }
+        healthy &= s.lost == 0;
+    }
+    Ok(if healthy {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE
     })
+}
+
+/// `strata tier`: the policy's dry run, or its moves now.
+async fn tier(
+    archive: &Archive,
+    dry_run: bool,
+    limit: usize,
+) -> anyhow::Result<std::process::ExitCode> {
+    let tiers = archive.tiers();
+    let plan = if dry_run {
+        tiers.plan(limit).await?
+    } else {
+        tiers.apply(limit, std::time::Duration::ZERO).await?
+    };
+    let verb = if dry_run { "would move" } else { "moved" };
+    for s in &plan.studies {
+        println!(
+            "{} {} ({} instances, {} bytes)",
+            verb, s.study_uid, s.instances, s.bytes
+        );
+    }
+    println!(
+        "{verb} {} studies to cold: {} instances, {} bytes; the replicas hold {} bytes of them, the cold stores {}: {} bytes saved",
+        plan.studies.len(),
+        plan.instances,
+        plan.bytes,
+        plan.hot_bytes,
+        plan.cold_bytes,
+        plan.saved_bytes()
+    );
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn audit(archive: &Archive, command: AuditCommand) -> anyhow::Result<std::process::ExitCode> {

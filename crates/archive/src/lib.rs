@@ -32,6 +32,7 @@ use strata_services::reads::Reads;
 use strata_services::reindex::{rebuild, ReindexReport};
 use strata_services::retention::Retention;
 use strata_services::sends::{Carriers, Sends};
+use strata_services::tiers::{open_shards, Tiers};
 use strata_services::ServiceError;
 use strata_store::crypt::MasterKey;
 use strata_store::{Replica, Replicas, Store};
@@ -54,6 +55,7 @@ pub struct Archive {
     maintenance: Maintenance,
     sends: Sends,
     deidentification: Deidentification,
+    tiers: Arc<Tiers>,
     /// Where clients reach the HTTP side: `http.public_url`, or set once the listener is bound.
     /// Shared with the node's heartbeat, which reports it.
     public_url: Arc<OnceLock<String>>,
@@ -117,6 +119,15 @@ pub fn open_store(config: &Config) -> Result<Store, ServiceError> {
 
 impl Archive {
     pub async fn open(config: Config) -> Result<Arc<Archive>, ServiceError> {
+        Archive::open_with_clock(config, strata_core::Clock::system()).await
+    }
+
+    /// [`Archive::open`] on `clock`: what decides by age (the tier policy) reads it, so a test
+    /// can move it.
+    pub async fn open_with_clock(
+        config: Config,
+        clock: strata_core::Clock,
+    ) -> Result<Arc<Archive>, ServiceError> {
         let metrics = Arc::new(Metrics::for_node(&config.node_id()));
         let store = Arc::new(open_store(&config)?.measured(metrics.clone()));
         let index = Index::open_at(
@@ -143,13 +154,21 @@ impl Archive {
                 std::time::Duration::from_secs(config.render.codec_worker_seconds),
             ))
         });
+        let tiers = Arc::new(Tiers::new(
+            store.clone(),
+            index.clone(),
+            open_shards(&config.tiers, store.master_key())?,
+            config.tiers.clone(),
+            clock,
+        ));
         let reads = Reads::new(
             store.clone(),
             index.clone(),
             metrics.clone(),
             config.render.instance_memory_bytes,
             codec_workers.clone(),
-        );
+        )
+        .with_tiers(tiers.clone());
         let pictures = Pictures::new(
             reads.clone(),
             pool,
@@ -212,7 +231,9 @@ impl Archive {
                 config.scrub.clone(),
                 config.repair.clone(),
                 node,
-            ),
+            )
+            .with_tiers(tiers.clone()),
+            tiers,
             config,
             store,
             index,
@@ -290,6 +311,11 @@ impl Archive {
 
     pub fn deidentification(&self) -> &Deidentification {
         &self.deidentification
+    }
+
+    /// Hot and cold tiers: the policy, moves, restores, the shards' scrub.
+    pub fn tiers(&self) -> &Tiers {
+        &self.tiers
     }
 
     /// Where clients reach the HTTP side (the base of RetrieveURL and BulkDataURI): set once,
@@ -376,10 +402,25 @@ impl Readiness {
 /// decision journal replayed in order. The new index is built beside the old one and moved into
 /// place at the end, so a failed reindex leaves the old index untouched. The archive must not be
 /// serving while this runs.
-pub async fn reindex(config: &Config, replica_no: usize) -> Result<ReindexReport, ServiceError> {
+/// With `replica_no` None, the index is rebuilt from the cold stores alone (`tiers.stores`):
+/// the instances whose shards they hold, without the journal and the audit trail, which only
+/// the replicas keep. Either way the cold stores' blobs that the replica lacks are indexed
+/// from their shards, and the tiers recorded.
+pub async fn reindex(
+    config: &Config,
+    replica_no: Option<usize>,
+) -> Result<ReindexReport, ServiceError> {
     let _lock = ServeLock::acquire(config)?;
     let store = open_store(config)?;
-    let r = replica_index(&store, replica_no)?;
+    let r = match replica_no {
+        Some(n) => Some(replica_index(&store, n)?),
+        None if config.tiers.enabled() => None,
+        None => {
+            return Err(ServiceError::Invalid(
+                "--from-shards: no cold stores are configured (tiers.stores)".into(),
+            ))
+        }
+    };
     match config.index_location() {
         IndexLocation::Sqlite(final_path) => {
             let tmp_path = final_path.with_extension("sqlite.reindex");
@@ -423,21 +464,36 @@ fn replica_index(store: &Store, replica_no: usize) -> Result<usize, ServiceError
     Ok(replica_no - 1)
 }
 
-/// Rebuilds `index` from replica `r` (0-based) and closes it.
+/// Rebuilds `index` from replica `r` (0-based; None: none) and the cold stores, and closes it.
 async fn rebuild_into(
     store: &Store,
     index: &Index,
-    r: usize,
+    r: Option<usize>,
     config: &Config,
 ) -> Result<ReindexReport, ServiceError> {
-    let report = rebuild(
-        store,
-        index,
-        r,
-        &config.data_dir,
-        config.ingest.spool_threshold_bytes,
-    )
-    .await?;
+    let mut report = match r {
+        Some(r) => {
+            rebuild(
+                store,
+                index,
+                r,
+                &config.data_dir,
+                config.ingest.spool_threshold_bytes,
+            )
+            .await?
+        }
+        None => ReindexReport::default(),
+    };
+    if let Some(shards) = open_shards(&config.tiers, store.master_key())? {
+        let known = index.blob_ids().await?.into_iter().collect();
+        let cold =
+            strata_services::tiers::reindex_cold(&shards, index, &known, strata_core::now_ms())
+                .await?;
+        report.cold_blobs = cold.blobs;
+        report.cold_indexed = cold.indexed;
+        report.indexed += cold.indexed;
+        report.unreadable.extend(cold.unreadable);
+    }
     index.close().await?;
     Ok(report)
 }
@@ -453,7 +509,7 @@ pub async fn migrate_index_to(
 ) -> Result<ReindexReport, ServiceError> {
     let _lock = ServeLock::acquire(config)?;
     let store = open_store(config)?;
-    let r = replica_index(&store, replica_no)?;
+    let r = Some(replica_index(&store, replica_no)?);
     if !strata_index::postgres_is_empty(url, PG_SCHEMA)? {
         return Err(ServiceError::Setup(format!(
             "{}: its index already holds instances; migrate into an empty database",

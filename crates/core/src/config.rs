@@ -23,6 +23,7 @@ const SECTIONS: &[&str] = &[
     "render",
     "index",
     "node",
+    "tiers",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,7 @@ pub struct Config {
     /// DICOMweb archives studies may be sent to by STOW-RS (`[[dicomweb_peers]]`).
     pub dicomweb_peers: Vec<DicomwebPeer>,
     pub send: SendConfig,
+    pub tiers: TiersConfig,
     /// The data directory (index, key, default replicas); set from `--data`, not the file.
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -303,6 +305,54 @@ pub struct ScrubConfig {
     pub tranquility: f64,
 }
 
+/// The cold tier: studies past the policy are erasure-coded into `data_shards` data and
+/// `parity_shards` parity shards, one on each of `stores`, and their replicas removed. Any
+/// `data_shards` of the stores rebuild every cold blob; none of them alone holds a readable
+/// piece (each shard is sealed like a blob, under a name that links it to nothing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TiersConfig {
+    /// The cold stores' URLs, as many as data and parity shards; empty: no cold tier.
+    pub stores: Vec<String>,
+    pub data_shards: usize,
+    pub parity_shards: usize,
+    /// A study moves to cold once it was received this many months ago...
+    pub older_than_months: u32,
+    /// ...and nobody has read it for this many months.
+    pub unread_for_months: u32,
+    /// Only studies with a series of one of these modalities move; empty: every study.
+    pub modalities: Vec<String>,
+    /// A cold study read is restored to the replicas and stays hot this many days after.
+    pub restored_for_days: u32,
+    /// The background worker's pace, at most; 0 turns the worker off (`strata tier` still runs).
+    pub studies_per_minute: f64,
+    /// Blobs larger than this stay hot: a blob is coded in memory.
+    pub max_blob_bytes: u64,
+}
+
+impl Default for TiersConfig {
+    fn default() -> Self {
+        TiersConfig {
+            stores: Vec::new(),
+            data_shards: 4,
+            parity_shards: 2,
+            older_than_months: 12,
+            unread_for_months: 6,
+            modalities: Vec::new(),
+            restored_for_days: 30,
+            studies_per_minute: 60.0,
+            max_blob_bytes: 1 << 30,
+        }
+    }
+}
+
+impl TiersConfig {
+    /// Whether a cold tier is configured.
+    pub fn enabled(&self) -> bool {
+        !self.stores.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RepairConfig {
@@ -326,6 +376,7 @@ impl Default for Config {
             deidentify: DeidentifyConfig::default(),
             dicomweb_peers: Vec::new(),
             send: SendConfig::default(),
+            tiers: TiersConfig::default(),
             data_dir: PathBuf::from("strata-data"),
         }
     }
@@ -650,7 +701,11 @@ impl Config {
             let parsed = if section == "node" && key == "id" {
                 // a name, even one that reads as a number
                 toml::Value::String(value.clone())
-            } else if key == "replicas" || key == "trusted_proxies" {
+            } else if key == "replicas"
+                || key == "trusted_proxies"
+                || key == "stores"
+                || key == "modalities"
+            {
                 toml::Value::Array(
                     value
                         .split(',')
@@ -855,6 +910,24 @@ impl Config {
         }
         if !(0.0..=1000.0).contains(&self.scrub.tranquility) {
             return bad("scrub.tranquility must be between 0 and 1000".into());
+        }
+        let t = &self.tiers;
+        if t.data_shards == 0 || t.parity_shards == 0 || t.data_shards + t.parity_shards > 255 {
+            return bad(
+                "tiers.data_shards and tiers.parity_shards must be at least 1, 255 together at most"
+                    .into(),
+            );
+        }
+        if t.enabled() && t.stores.len() != t.data_shards + t.parity_shards {
+            return bad(format!(
+                "tiers.stores: {} stores for {} data and {} parity shards; one store per shard",
+                t.stores.len(),
+                t.data_shards,
+                t.parity_shards
+            ));
+        }
+        if t.studies_per_minute.is_nan() || t.studies_per_minute < 0.0 {
+            return bad("tiers.studies_per_minute must be 0 or more".into());
         }
         Ok(())
     }

@@ -16,5 +16,5 @@ pub mod metrics;
 pub mod peers;
 
 pub use blob::BlobId;
-pub use clock::now_ms;
+pub use clock::{now_ms, Clock};
 pub use metrics::{InFlight, Load, Metrics};

@@ -81,7 +81,7 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
         .find(Query::all(Level::Image, keys))
         .await
         .map_err(|e| e.to_string())?;
-    Ok(found
+    let planned: Vec<Planned> = found
         .iter()
         .map(|m| Planned {
             patient_id: attr_text(m, tags::PATIENT_ID),
@@ -90,7 +90,12 @@ async fn plan(archive: &Archive, identifier: &InMemDicomObject) -> Result<Vec<Pl
             sop_class: attr_text(m, tags::SOP_CLASS_UID),
             transfer_syntax: attr_text(m, tags::AVAILABLE_TRANSFER_SYNTAX_UID),
         })
-        .collect())
+        .collect();
+    // what the tier policy's "unread for" sees
+    let mut studies: Vec<String> = planned.iter().map(|p| p.study_uid.clone()).collect();
+    studies.dedup();
+    archive.reads().note_reads(&studies).await;
+    Ok(planned)
 }
 
 /// The stored instance's data set (without its Part-10 header) in `target` syntax, to be read

@@ -95,11 +95,13 @@ pub trait Catalog: Send + Sync {
 
     async fn counts(&self) -> Result<Counts, IndexError>;
 
-    /// Every blob the index refers to, current or superseded.
+    /// Every blob the index refers to, current or superseded, but those the cold stores alone
+    /// hold (the replicas' scrub has nothing of them to check).
     async fn blob_ids(&self) -> Result<Vec<BlobId>, IndexError>;
 
     /// Up to `limit` blobs the index refers to, in blob order, after `after` (from the first
-    /// when None): how a worker walks the archive a batch at a time.
+    /// when None), but those the cold stores alone hold: how a worker walks the archive a
+    /// batch at a time.
     async fn blob_ids_after(
         &self,
         after: Option<BlobId>,
@@ -116,6 +118,49 @@ pub trait Catalog: Send + Sync {
 
     /// Records where a worker has got to.
     async fn set_worker_progress(&self, progress: WorkerProgress) -> Result<(), IndexError>;
+
+    /// Notes that `studies` were read at `at` (ms): what the tier policy's "unread for" sees.
+    async fn note_reads(&self, studies: Vec<String>, at: i64) -> Result<(), IndexError>;
+
+    /// Hot studies past the tier policy's age and unread time, in study order.
+    async fn tier_candidates(&self, q: TierQuery) -> Result<Vec<TierCandidate>, IndexError>;
+
+    /// The modalities of a study's series.
+    async fn study_modalities(&self, study: String) -> Result<Vec<String>, IndexError>;
+
+    /// The blobs a study's instances refer to, with their sizes.
+    async fn study_blobs(&self, study: String) -> Result<Vec<(BlobId, u64)>, IndexError>;
+
+    /// The studies whose instances refer to `blob`.
+    async fn studies_of_blob(&self, blob: BlobId) -> Result<Vec<String>, IndexError>;
+
+    /// Records blobs whose every shard is durable on the cold stores.
+    async fn record_cold_blobs(&self, blobs: Vec<ColdBlob>) -> Result<(), IndexError>;
+
+    /// Records whether the replicas hold these cold blobs too.
+    async fn set_blobs_hot(&self, blobs: Vec<BlobId>, hot: bool) -> Result<(), IndexError>;
+
+    /// Sets a study's tier (its reads are kept).
+    async fn set_study_tier(&self, tier: StudyTier) -> Result<(), IndexError>;
+
+    /// A study's tier row (None: hot, never read since it arrived).
+    async fn study_tier(&self, study: String) -> Result<Option<StudyTier>, IndexError>;
+
+    /// Restored studies whose time in the hot tier ended before `now`.
+    async fn restored_expired(&self, now: i64, limit: usize) -> Result<Vec<StudyTier>, IndexError>;
+
+    /// The cold tier's record of `blob`, if its shards are stored.
+    async fn cold_blob(&self, blob: BlobId) -> Result<Option<ColdBlob>, IndexError>;
+
+    /// Up to `limit` cold blobs after `after`, in blob order: the shard scrub's walk.
+    async fn cold_blobs_after(
+        &self,
+        after: Option<BlobId>,
+        limit: usize,
+    ) -> Result<Vec<ColdBlob>, IndexError>;
+
+    /// What the tiers hold in total.
+    async fn tier_totals(&self) -> Result<TierTotals, IndexError>;
 
     /// Takes or renews the lease `claim` asks for when it is free (expired or released) or
     /// already the claimant's, in one statement; returns the lease as it stands after, held by

@@ -10,7 +10,8 @@
 //!   savepoint, answered only after COMMIT), a small pool of reader connections. Its SQL lives
 //!   in [`records`] (instances and the rows around them), [`repairs`], [`audit`], [`users`],
 //!   [`mpi`] (the person index's tables), [`progress`] (the workers' places), [`leases`] (who
-//!   does the once-per-archive work), [`nodes`] (the nodes' heartbeats), [`letters`] (patients' access letters) and [`query`]
+//!   does the once-per-archive work), [`nodes`] (the nodes' heartbeats), [`letters`] (patients' access letters), [`tiers`] (the
+//!   studies' reads and tiers, the cold blobs) and [`query`]
 //!   (C-FIND and QIDO-RS matching).
 //! - [`rows`] and the types re-exported here are what the catalog answers.
 //!
@@ -32,6 +33,7 @@ mod repairs;
 mod rows;
 mod sends;
 pub mod sqlite;
+mod tiers;
 mod users;
 mod writer;
 
@@ -45,6 +47,7 @@ pub use mpi::{
 pub use nodes::NodeRow;
 pub use rows::*;
 pub use sends::{ItemAttempt, NewSend, SendItem, SendJob, Share};
+pub use tiers::{ColdBlob, StudyTier, TierCandidate, TierQuery, TierTotals};
 pub use users::{
     BindRefusal, Credentials, LoginFailures, NewUser, PrincipalRow, SessionRow, TokenRow, UserRow,
     SESSION_NAME_LEN,

@@ -390,7 +390,10 @@ pub(super) fn counts(c: &Connection) -> Result<Counts, IndexError> {
 
 pub(super) fn blob_ids(c: &Connection) -> Result<Vec<BlobId>, IndexError> {
     let mut stmt = c.prepare(
-        "SELECT blob_id FROM instances UNION SELECT blob_id FROM instance_history ORDER BY 1",
+        "SELECT blob_id FROM instances WHERE blob_id NOT IN (SELECT blob_id FROM cold_blobs WHERE hot = 0)
+         UNION SELECT blob_id FROM instance_history
+            WHERE blob_id NOT IN (SELECT blob_id FROM cold_blobs WHERE hot = 0)
+         ORDER BY 1",
     )?;
     let rows = stmt.query_map(params![], |r| blob(r.get(0)?))?;
     rows.collect::<Result<_, _>>()
@@ -402,8 +405,10 @@ pub(super) fn blob_ids_after(
     limit: usize,
 ) -> Result<Vec<BlobId>, IndexError> {
     let mut stmt = c.prepare_cached(
-        "SELECT blob_id FROM instances WHERE CAST(?1 AS TEXT) IS NULL OR blob_id > ?1
-         UNION SELECT blob_id FROM instance_history WHERE CAST(?1 AS TEXT) IS NULL OR blob_id > ?1
+        "SELECT blob_id FROM instances WHERE (CAST(?1 AS TEXT) IS NULL OR blob_id > ?1)
+            AND blob_id NOT IN (SELECT blob_id FROM cold_blobs WHERE hot = 0)
+         UNION SELECT blob_id FROM instance_history WHERE (CAST(?1 AS TEXT) IS NULL OR blob_id > ?1)
+            AND blob_id NOT IN (SELECT blob_id FROM cold_blobs WHERE hot = 0)
          ORDER BY 1 LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![after.map(BlobId::to_hex), limit as i64], |r| {

@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (25, "study_names", include_str!("../../../schemas/index/0025_study_names.sql")),
     (26, "access_letters", include_str!("../../../schemas/index/0026_access_letters.sql")),
     (27, "sends", include_str!("../../../schemas/index/0027_sends.sql")),
+    (28, "tiers", include_str!("../../../schemas/index/0028_tiers.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
@@ -71,6 +72,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (25, "study_names", include_str!("../../../schemas/index/0025_study_names.pg.sql")),
     (26, "access_letters", include_str!("../../../schemas/index/0026_access_letters.pg.sql")),
     (27, "sends", include_str!("../../../schemas/index/0027_sends.pg.sql")),
+    (28, "tiers", include_str!("../../../schemas/index/0028_tiers.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -564,6 +566,84 @@ impl Catalog for SqliteIndex {
     async fn journal_stamp(&self, now: i64) -> Result<i64, IndexError> {
         self.write("journal_stamp", move |c| progress::journal_stamp(c, now))
             .await
+    }
+
+    async fn note_reads(&self, studies: Vec<String>, at: i64) -> Result<(), IndexError> {
+        self.write("note_reads", move |c| tiers::note_reads(c, &studies, at))
+            .await
+    }
+
+    async fn tier_candidates(&self, q: TierQuery) -> Result<Vec<TierCandidate>, IndexError> {
+        self.read("tier_candidates", move |c| tiers::candidates(c, &q))
+            .await
+    }
+
+    async fn study_modalities(&self, study: String) -> Result<Vec<String>, IndexError> {
+        self.read("study_modalities", move |c| {
+            tiers::study_modalities(c, &study)
+        })
+        .await
+    }
+
+    async fn study_blobs(&self, study: String) -> Result<Vec<(BlobId, u64)>, IndexError> {
+        self.read("study_blobs", move |c| tiers::study_blobs(c, &study))
+            .await
+    }
+
+    async fn studies_of_blob(&self, blob: BlobId) -> Result<Vec<String>, IndexError> {
+        self.read("studies_of_blob", move |c| tiers::studies_of_blob(c, &blob))
+            .await
+    }
+
+    async fn record_cold_blobs(&self, blobs: Vec<ColdBlob>) -> Result<(), IndexError> {
+        self.write("record_cold_blobs", move |c| {
+            tiers::record_cold_blobs(c, &blobs)
+        })
+        .await
+    }
+
+    async fn set_blobs_hot(&self, blobs: Vec<BlobId>, hot: bool) -> Result<(), IndexError> {
+        self.write("set_blobs_hot", move |c| {
+            tiers::set_blobs_hot(c, &blobs, hot)
+        })
+        .await
+    }
+
+    async fn set_study_tier(&self, tier: StudyTier) -> Result<(), IndexError> {
+        self.write("set_study_tier", move |c| tiers::set_study_tier(c, &tier))
+            .await
+    }
+
+    async fn study_tier(&self, study: String) -> Result<Option<StudyTier>, IndexError> {
+        self.read("study_tier", move |c| tiers::study_tier(c, &study))
+            .await
+    }
+
+    async fn restored_expired(&self, now: i64, limit: usize) -> Result<Vec<StudyTier>, IndexError> {
+        self.read("restored_expired", move |c| {
+            tiers::restored_expired(c, now, limit)
+        })
+        .await
+    }
+
+    async fn cold_blob(&self, blob: BlobId) -> Result<Option<ColdBlob>, IndexError> {
+        self.read("cold_blob", move |c| tiers::cold_blob(c, &blob))
+            .await
+    }
+
+    async fn cold_blobs_after(
+        &self,
+        after: Option<BlobId>,
+        limit: usize,
+    ) -> Result<Vec<ColdBlob>, IndexError> {
+        self.read("cold_blobs_after", move |c| {
+            tiers::cold_blobs_after(c, after.as_ref(), limit)
+        })
+        .await
+    }
+
+    async fn tier_totals(&self) -> Result<TierTotals, IndexError> {
+        self.read("tier_totals", tiers::totals).await
     }
 
     async fn acquire_lease(&self, claim: LeaseClaim) -> Result<Lease, IndexError> {

@@ -19,6 +19,8 @@
 //!   Object Selection, built as instances of their study and read back.
 //! - [`sends`]: studies pushed to another archive as background jobs with per-instance outcomes.
 //! - [`letters`]: access letters, with which a patient takes an encrypted copy of their studies.
+//! - [`tiers`]: hot and cold tiers: the policy, the move to erasure-coded shards, restore on
+//!   read, the shards' scrub.
 //!
 //! A service never speaks a protocol: the doors map its answers ([`ServiceError`], the
 //! ingest's [`ingest::IngestError`]) to DIMSE statuses and HTTP problems.
@@ -40,5 +42,6 @@ pub mod reindex;
 pub mod reports;
 pub mod retention;
 pub mod sends;
+pub mod tiers;
 
 pub use error::ServiceError;

@@ -41,6 +41,8 @@ pub struct Reads {
     layouts: Arc<std::sync::Mutex<Layouts>>,
     /// Where conversions run: the codec worker processes (None: this process).
     converter: Option<Arc<CodecWorkers>>,
+    /// The tiers: a blob no replica has may be cold, restored on read; reads are noted.
+    tiers: Option<Arc<crate::tiers::Tiers>>,
 }
 
 /// The memory that reads needing a whole instance at once (conversion, frames, bulk data,
@@ -139,6 +141,42 @@ impl Reads {
             whole: WholeBudget::new(instance_memory_bytes),
             layouts: Default::default(),
             converter,
+            tiers: None,
+        }
+    }
+
+    /// These reads, restoring cold blobs through `tiers` and noting reads there.
+    pub fn with_tiers(mut self, tiers: Arc<crate::tiers::Tiers>) -> Reads {
+        self.tiers = Some(tiers);
+        self
+    }
+
+    /// Notes that `studies` are being read (what the tier policy's "unread for" sees). A
+    /// failure to note is logged, never the reader's problem.
+    pub async fn note_reads(&self, studies: &[String]) {
+        if let Some(t) = &self.tiers {
+            if let Err(e) = t.note_reads(studies).await {
+                tracing::warn!("noting reads: {e}");
+            }
+        }
+    }
+
+    /// When no replica has `blob` at all (`error`), whether it was cold and is now restored
+    /// to the replicas, so the read can be tried again.
+    async fn restored(&self, blob: &BlobId, error: &strata_store::StoreError) -> bool {
+        let Some(t) = self
+            .tiers
+            .as_ref()
+            .filter(|_| crate::tiers::Tiers::all_missing(error))
+        else {
+            return false;
+        };
+        match t.restore_blob(blob).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(%blob, "restoring from the cold tier: {e}");
+                false
+            }
         }
     }
 
@@ -287,6 +325,7 @@ impl Reads {
         if found.is_empty() {
             return Err(ServiceError::NotInScope);
         }
+        self.note_reads(&[study.to_string()]).await;
         Ok(found)
     }
 
@@ -341,7 +380,11 @@ impl Reads {
     where
         S: FnMut(&[u8]) -> std::io::Result<()>,
     {
-        let bad = self.store.read_to(blob, sink).await?;
+        let mut sink = sink;
+        let bad = match self.store.read_to(blob, &mut sink).await {
+            Err(e) if self.restored(blob, &e).await => self.store.read_to(blob, sink).await?,
+            read => read?,
+        };
         self.queue_repairs(blob, bad).await
     }
 
@@ -351,7 +394,10 @@ impl Reads {
         blob: &BlobId,
         range: std::ops::Range<u64>,
     ) -> Result<Vec<u8>, ServiceError> {
-        let (bytes, bad) = self.store.read_range(blob, range).await?;
+        let (bytes, bad) = match self.store.read_range(blob, range.clone()).await {
+            Err(e) if self.restored(blob, &e).await => self.store.read_range(blob, range).await?,
+            read => read?,
+        };
         self.queue_repairs(blob, bad).await?;
         Ok(bytes)
     }

@@ -32,6 +32,9 @@ pub struct ReindexReport {
     pub unreadable: Vec<(BlobId, String)>,
     pub journal_entries: u64,
     pub audit_events: u64,
+    /// Blobs the cold stores hold, and of them those the replica lacked, indexed from shards.
+    pub cold_blobs: u64,
+    pub cold_indexed: u64,
 }
 
 /// Fills `index` (new and empty) from replica `r` (0-based) of `store`. Instances larger than

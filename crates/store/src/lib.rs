@@ -10,6 +10,7 @@
 //! - [`replicas`]: the copies on every replica, the write quorum, reads with fallback.
 //! - [`durability`]: one `syncfs` barrier per filesystem shared by concurrent puts.
 //! - [`scrub`]: one blob's copies verified, and repaired when asked.
+//! - [`shards`]: the cold tier's erasure-coded, sealed shards, one per cold store.
 //!
 //! The store never writes the index: it reports the replicas whose copy failed (on write or on
 //! read) and the caller queues those repairs durably; [`Store::repair`] carries one out.
@@ -21,6 +22,7 @@ pub mod direct;
 pub mod durability;
 pub mod replicas;
 pub mod scrub;
+pub mod shards;
 
 use address::{Addresser, BlobId};
 use bytes::Bytes;
@@ -112,6 +114,11 @@ impl Store {
     /// The key of the de-identification project `project` (see [`MasterKey::project_key`]).
     pub fn project_key(&self, project: &str) -> zeroize::Zeroizing<[u8; 32]> {
         self.key.project_key(project)
+    }
+
+    /// The master key, shared with the cold tier's shards ([`shards::Shards`]).
+    pub fn master_key(&self) -> Arc<MasterKey> {
+        self.key.clone()
     }
 
     /// The key instance addresses are computed under (for hashing off the async threads).

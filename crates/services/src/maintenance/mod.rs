@@ -54,6 +54,8 @@ pub struct Maintenance {
     node: Node,
     /// The heartbeat's task, while the node serves.
     heartbeat: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The tiers, whose policy worker runs here when a cold tier is configured.
+    tiers: Option<Arc<crate::tiers::Tiers>>,
 }
 
 impl Maintenance {
@@ -74,7 +76,15 @@ impl Maintenance {
             workers: Workers::default(),
             node,
             heartbeat: Arc::default(),
+            tiers: None,
         }
+    }
+
+    /// This upkeep, with the tier policy's worker (under the lease `tiers`) when `tiers` has
+    /// a cold tier.
+    pub fn with_tiers(mut self, tiers: Arc<crate::tiers::Tiers>) -> Maintenance {
+        self.tiers = Some(tiers);
+        self
     }
 
     /// This process as a node of the archive: its id, its role, its leases.
@@ -147,12 +157,27 @@ impl Maintenance {
     /// worker, the audit export, the MPI's re-estimation and the scrub. A `render` node starts
     /// none: its work is the viewer's, and the other nodes do the upkeep.
     pub fn spawn_workers(&self) {
+        let tiers = self.tiers.clone().filter(|t| t.config().enabled());
         if !self.node.role().runs_upkeep() {
-            for name in ONCE_PER_ARCHIVE {
+            let names = ONCE_PER_ARCHIVE
+                .into_iter()
+                .chain(tiers.as_ref().map(|_| crate::tiers::TIERS));
+            for name in names {
                 self.workers
                     .off(name, "node.role = render: the other nodes do the upkeep");
             }
             return;
+        }
+        if let Some(t) = tiers {
+            if t.config().studies_per_minute > 0.0 {
+                self.supervise(crate::tiers::TIERS, Duration::from_secs(60), move || {
+                    let t = t.clone();
+                    async move { t.round().await }
+                });
+            } else {
+                self.workers
+                    .off(crate::tiers::TIERS, "tiers.studies_per_minute = 0");
+            }
         }
         let m = self.clone();
         self.supervise("repair", Duration::ZERO, move || {
