@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    audit_events, files_under, free_port, peer_script, python, sop_uid, text, tool, KillOnDrop,
-    TestArchive,
+    assert_same_content, audit_events, files_under, free_port, peer_script, python, sop_uid,
+    storescp, text, tool, TestArchive,
 };
 use dicom_object::InMemDicomObject;
 use std::path::{Path, PathBuf};
@@ -34,24 +34,6 @@ fn study_uid(path: &Path) -> String {
         .unwrap()
         .trim_end_matches('\0')
         .to_string()
-}
-
-/// Asserts that every file in `received` has the content (data set, not file meta) of the
-/// original with the same SOP Instance UID, and that all originals arrived.
-fn assert_same_content(originals: &[PathBuf], received: &Path) {
-    let got = files_under(received);
-    assert_eq!(got.len(), originals.len(), "instances received");
-    for r in &got {
-        let uid = sop_uid(r);
-        let o = originals
-            .iter()
-            .find(|o| sop_uid(o) == uid)
-            .unwrap_or_else(|| panic!("{uid} was not sent"));
-        let a = dicom_object::open_file(o).unwrap();
-        let b = dicom_object::open_file(r).unwrap();
-        let (a, b): (&InMemDicomObject, &InMemDicomObject) = (&a, &b);
-        assert!(a == b, "{uid}: received content differs from the original");
-    }
 }
 
 /// Retrieves a whole study with dcmtk's getscu into `<tmp>/got`, asserting it succeeded.
@@ -85,20 +67,6 @@ fn getscu_study_into(
     let res = tool(120, "getscu", &args);
     assert!(res.status.success(), "{}", text(&res));
     out
-}
-
-/// dcmtk's storescp as `aet` on `port`, writing what it receives into `out`, once it listens;
-/// stopped on drop.
-fn storescp(aet: &str, port: u16, out: &Path) -> KillOnDrop {
-    let scp = std::process::Command::new("storescp")
-        .args(["-aet", aet, "-od", out.to_str().unwrap(), &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("storescp (dcmtk) is installed by scripts/test.sh");
-    let scp = KillOnDrop(scp);
-    common::wait_listening(port);
-    scp
 }
 
 /// dcmtk's movescu of a study (`key`: "StudyInstanceUID=...") to `destination`.

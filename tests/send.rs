@@ -6,11 +6,10 @@
 mod common;
 
 use common::{
-    add_user, audit_events, files_under, free_port, http, sop_uid, text, token, tool, Api,
-    KillOnDrop, TestArchive,
+    add_user, assert_same_content, audit_events, free_port, http, sop_uid, text, token, tool, Api,
+    TestArchive,
 };
-use dicom_object::InMemDicomObject;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use strata_synth::{Modality, SynthOptions};
 
@@ -65,24 +64,6 @@ fn send(api: &Api, study: &str, to: serde_json::Value) -> i64 {
     job["id"].as_i64().unwrap()
 }
 
-/// Every original arrived in `received` with its content (the data set; storescp writes its
-/// own file meta header) unchanged, and nothing else.
-fn assert_same_content(originals: &[PathBuf], received: &Path) {
-    let got = files_under(received);
-    assert_eq!(got.len(), originals.len(), "instances received");
-    for r in &got {
-        let uid = sop_uid(r);
-        let o = originals
-            .iter()
-            .find(|o| sop_uid(o) == uid)
-            .unwrap_or_else(|| panic!("{uid} was not sent"));
-        let a = dicom_object::open_file(o).unwrap();
-        let b = dicom_object::open_file(r).unwrap();
-        let (a, b): (&InMemDicomObject, &InMemDicomObject) = (&a, &b);
-        assert!(a == b, "{uid}: received content differs from the original");
-    }
-}
-
 #[test]
 fn a_send_to_a_peer_that_is_down_fails_each_instance_and_a_retry_delivers_them_to_storescp() {
     let t = TestArchive::new();
@@ -132,20 +113,7 @@ fn a_send_to_a_peer_that_is_down_fails_each_instance_and_a_retry_delivers_them_t
     // the peer is up: a retry delivers every instance, identical
     let out = t.path("received");
     std::fs::create_dir_all(&out).unwrap();
-    let scp = std::process::Command::new("storescp")
-        .args([
-            "-aet",
-            "SENDSCP",
-            "-od",
-            out.to_str().unwrap(),
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("storescp (dcmtk) is installed by scripts/test.sh");
-    let scp = KillOnDrop(scp);
-    common::wait_listening(port);
+    let scp = common::storescp("SENDSCP", port, &out);
     let retried = api.ok(api.post(&format!("/api/sends/{id}/retry"), serde_json::json!({})));
     assert_eq!(retried["requeued"], 4);
     let view = wait_over(&api, id);
@@ -440,20 +408,7 @@ fn a_send_cut_by_a_restart_carries_on_when_the_archive_serves_again() {
     server.stop(); // killed: no orderly hand-over
     let out = t.path("received");
     std::fs::create_dir_all(&out).unwrap();
-    let scp = std::process::Command::new("storescp")
-        .args([
-            "-aet",
-            "LATESCP",
-            "-od",
-            out.to_str().unwrap(),
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("storescp (dcmtk) is installed by scripts/test.sh");
-    let scp = KillOnDrop(scp);
-    common::wait_listening(port);
+    let scp = common::storescp("LATESCP", port, &out);
     // served again, it carries the send on by itself, with no retry asked
     let server = t.serve();
     let api = Api::new(&server, &sender);

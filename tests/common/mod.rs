@@ -212,6 +212,41 @@ pub fn sop_uid(path: &Path) -> String {
         .to_string()
 }
 
+/// Every original arrived in `received` with its content (the data set; storescp writes its
+/// own file meta header) unchanged, and nothing else.
+pub fn assert_same_content(originals: &[PathBuf], received: &Path) {
+    let got = files_under(received);
+    assert_eq!(got.len(), originals.len(), "instances received");
+    for r in &got {
+        let uid = sop_uid(r);
+        let o = originals
+            .iter()
+            .find(|o| sop_uid(o) == uid)
+            .unwrap_or_else(|| panic!("{uid} was not sent"));
+        let a = dicom_object::open_file(o).unwrap();
+        let b = dicom_object::open_file(r).unwrap();
+        let (a, b): (
+            &dicom_object::InMemDicomObject,
+            &dicom_object::InMemDicomObject,
+        ) = (&a, &b);
+        assert!(a == b, "{uid}: received content differs from the original");
+    }
+}
+
+/// dcmtk's storescp as `aet` on `port`, writing what it receives into `out`, once it listens;
+/// stopped on drop.
+pub fn storescp(aet: &str, port: u16, out: &Path) -> KillOnDrop {
+    let scp = std::process::Command::new("storescp")
+        .args(["-aet", aet, "-od", out.to_str().unwrap(), &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("storescp (dcmtk) is installed by scripts/test.sh");
+    let scp = KillOnDrop(scp);
+    wait_listening(port);
+    scp
+}
+
 /// The Study, Series and SOP Instance UIDs of a Part-10 file.
 pub fn uids(path: &Path) -> [String; 3] {
     use dicom_dictionary_std::tags;

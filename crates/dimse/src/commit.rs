@@ -311,11 +311,10 @@ async fn send_report(
         )
         .with_role_selection(uids::STORAGE_COMMITMENT_PUSH_MODEL, false, true);
     let mut assoc = Outbound::open(archive, peer, options, REPORT_TIMEOUT).await?;
-    let (pc, ts) = assoc
-        .presentation_contexts()
-        .iter()
-        .find(|p| p.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance)
-        .map(|p| (p.id, p.transfer_syntax.trim_end_matches('\0').to_string()))
+    let (pc, _, ts) = assoc
+        .accepted_contexts()
+        .into_iter()
+        .next()
         .ok_or("Storage Commitment was not accepted")?;
     let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .get(&ts)

@@ -71,6 +71,22 @@ impl Outbound {
         }
     }
 
+    /// The presentation contexts the peer accepted: (id, abstract syntax, transfer syntax),
+    /// the UIDs without their padding.
+    pub(crate) fn accepted_contexts(&self) -> Vec<(u8, String, String)> {
+        self.presentation_contexts()
+            .iter()
+            .filter(|p| p.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance)
+            .map(|p| {
+                (
+                    p.id,
+                    p.abstract_syntax.trim_end_matches('\0').to_string(),
+                    p.transfer_syntax.trim_end_matches('\0').to_string(),
+                )
+            })
+            .collect()
+    }
+
     pub(crate) fn acceptor_max_pdu_length(&self) -> u32 {
         match self {
             Outbound::Plain(a) => a.acceptor_max_pdu_length(),

@@ -513,18 +513,7 @@ pub async fn c_move(
                 return refuse_move(session, pc, &request, &planned, &peer.aet, why).await;
             }
         };
-    let contexts: Vec<(u8, String, String)> = assoc
-        .presentation_contexts()
-        .iter()
-        .filter(|p| p.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance)
-        .map(|p| {
-            (
-                p.id,
-                p.abstract_syntax.trim_end_matches('\0').to_string(),
-                p.transfer_syntax.trim_end_matches('\0').to_string(),
-            )
-        })
-        .collect();
+    let contexts = assoc.accepted_contexts();
     let calling = session.calling_ae.clone();
     let mut sub = assoc.halves(session.archive.config().dimse.max_pdu_length);
     let mut cancelled = false;
@@ -796,18 +785,7 @@ pub(crate) async fn store_to(
         Ok(a) => a,
         Err(why) => return vec![Err(why); sops.len()],
     };
-    let contexts: Vec<(u8, String, String)> = assoc
-        .presentation_contexts()
-        .iter()
-        .filter(|p| p.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance)
-        .map(|p| {
-            (
-                p.id,
-                p.abstract_syntax.trim_end_matches('\0').to_string(),
-                p.transfer_syntax.trim_end_matches('\0').to_string(),
-            )
-        })
-        .collect();
+    let contexts = assoc.accepted_contexts();
     let mut sub = assoc.halves(archive.config().dimse.max_pdu_length);
     let mut outcomes = Vec::with_capacity(sops.len());
     let mut next_id: u16 = 0;

@@ -414,17 +414,7 @@ fn put_root(obj: &mut InMemDicomObject, title: InMemDicomObject, template: &str)
 fn evidence(author: &Author, images: &[&ImageRef]) -> Vec<InMemDicomObject> {
     let mut series: Vec<(&str, Vec<InMemDicomObject>)> = Vec::new();
     for image in distinct(images) {
-        let mut sop = InMemDicomObject::new_empty();
-        sop.put(text(
-            tags::REFERENCED_SOP_CLASS_UID,
-            VR::UI,
-            &image.sop_class,
-        ));
-        sop.put(text(
-            tags::REFERENCED_SOP_INSTANCE_UID,
-            VR::UI,
-            &image.instance,
-        ));
+        let sop = sop_reference(image);
         match series.iter_mut().find(|(s, _)| *s == image.series) {
             Some((_, sops)) if !sops.iter().any(|s| same_instance(s, image)) => sops.push(sop),
             Some(_) => {}
@@ -625,8 +615,8 @@ fn scoords(f: &Finding) -> Vec<InMemDicomObject> {
     }
 }
 
-fn image_item(relationship: &str, image: &ImageRef) -> InMemDicomObject {
-    let mut item = content_item(relationship, "IMAGE", None);
+/// An item naming an image by its SOP Class and Instance UIDs.
+fn sop_reference(image: &ImageRef) -> InMemDicomObject {
     let mut sop = InMemDicomObject::new_empty();
     sop.put(text(
         tags::REFERENCED_SOP_CLASS_UID,
@@ -638,6 +628,12 @@ fn image_item(relationship: &str, image: &ImageRef) -> InMemDicomObject {
         VR::UI,
         &image.instance,
     ));
+    sop
+}
+
+fn image_item(relationship: &str, image: &ImageRef) -> InMemDicomObject {
+    let mut item = content_item(relationship, "IMAGE", None);
+    let mut sop = sop_reference(image);
     if let Some(frame) = image.frame {
         sop.put(text(
             tags::REFERENCED_FRAME_NUMBER,
