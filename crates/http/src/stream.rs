@@ -750,6 +750,15 @@ impl Session {
     }
 }
 
+fn error_message(seq: Option<u32>, message: &str) -> Value {
+    json!({ "type": "error", "seq": seq, "message": message })
+}
+
+async fn send_json(tx: &mut Sink, v: Value) -> Result<(), StreamError> {
+    tx.send(Message::Text(v.to_string().into())).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,13 +774,4 @@ mod tests {
         assert_eq!(c.steps_due(t0 + Duration::from_millis(450)), 3);
         assert_eq!(c.next, t0 + Duration::from_millis(500));
     }
-}
-
-fn error_message(seq: Option<u32>, message: &str) -> Value {
-    json!({ "type": "error", "seq": seq, "message": message })
-}
-
-async fn send_json(tx: &mut Sink, v: Value) -> Result<(), StreamError> {
-    tx.send(Message::Text(v.to_string().into())).await?;
-    Ok(())
 }
