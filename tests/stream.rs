@@ -51,6 +51,8 @@ struct Client {
     frames: Vec<(Header, Vec<u8>)>,
     stills: Vec<(Header, Vec<u8>)>,
     bytes: usize,
+    /// Whether frames are acknowledged (a client too slow to acknowledge does not).
+    ack: bool,
 }
 
 impl Client {
@@ -61,6 +63,7 @@ impl Client {
             frames: Vec::new(),
             stills: Vec::new(),
             bytes: 0,
+            ack: true,
         }
     }
 
@@ -80,7 +83,7 @@ impl Client {
                 let v: serde_json::Value = serde_json::from_str(&t).expect("JSON");
                 let kind = v["type"].as_str().unwrap_or("");
                 assert!(
-                    kind == "series" || kind == "error",
+                    kind == "series" || kind == "error" || kind == "cine",
                     "unexpected message {v}"
                 );
                 Some(Received::Json(v))
@@ -104,12 +107,10 @@ impl Client {
                             .collect();
                         // chroma stays neutral: grey in, grey out
                         assert!(yuv.u().iter().all(|&c| c.abs_diff(128) <= 2));
-                        self.ws
-                            .send(Message::text(
-                                serde_json::json!({"type": "ack", "frame": h.frame}).to_string(),
-                            ))
-                            .await
-                            .unwrap();
+                        if self.ack {
+                            let ack = serde_json::json!({"type": "ack", "frame": h.frame});
+                            self.ws.send(Message::text(ack.to_string())).await.unwrap();
+                        }
                         self.frames.push((h, luma));
                         Some(Received::Frame(h))
                     }
@@ -711,4 +712,97 @@ async fn sessions_keyframes_idle_sockets_and_revoked_tokens_are_bounded() {
             .contains("closed after 2 s without a message"),
         "{said}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cine_steps_on_the_servers_clock_and_skips_for_a_slow_client() {
+    let t = TestArchive::new();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            seed: 9,
+            patients: 1,
+            studies: 1,
+            series_per_study: 1,
+            slices: 6,
+            rows: 64,
+            cols: 64,
+            modality: Some(Modality::Ct),
+            noise: false,
+        },
+    );
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let [study, series, _] = common::uids(&files[0]);
+    add_user(&t, "reader", "radiologist");
+    let server = t.serve();
+    let mut c = Client::new(connect(&server, Some(&token(&t, "reader"))).await.unwrap());
+
+    c.send(serde_json::json!({"type": "play"})).await;
+    let refused = c.json().await;
+    assert_eq!(refused["message"], "open a series first", "{refused}");
+    c.send(serde_json::json!({"type": "open", "study": study, "series": series}))
+        .await;
+    let opened = c.json().await;
+    assert_eq!(opened["cine_fps"], 10.0, "a CT series has no frame time");
+    c.send(serde_json::json!({"type": "view", "seq": 1, "slice": 4, "viewport": [64, 64]}))
+        .await;
+    c.until_still(1).await;
+    for bad in [0.5, 61.0] {
+        c.send(serde_json::json!({"type": "play", "fps": bad}))
+            .await;
+        let refused = c.json().await;
+        assert!(
+            refused["message"].as_str().unwrap().contains("1 to 60"),
+            "{refused}"
+        );
+    }
+
+    // 20 fps for 1.5 s: about 30 frames, each the next slice, looping after the sixth
+    c.send(serde_json::json!({"type": "play", "fps": 20})).await;
+    let playing = c.json().await;
+    assert_eq!(
+        playing,
+        serde_json::json!({"type": "cine", "playing": true, "fps": 20.0, "slice": 4})
+    );
+    let before = c.frames.len();
+    c.pump(Duration::from_millis(1500)).await;
+    let slices: Vec<u32> = c.frames[before..].iter().map(|(h, _)| h.slice).collect();
+    assert!(
+        (24..=32).contains(&slices.len()),
+        "{} frames in 1.5 s at 20 fps",
+        slices.len()
+    );
+    assert_eq!(slices[0], 5, "{slices:?}");
+    let steps_of_one = slices.windows(2).filter(|w| w[1] == (w[0] + 1) % 6).count();
+    assert!(steps_of_one + 3 >= slices.len(), "{slices:?}");
+    assert!(c.stills.len() == 1, "no still while playing");
+
+    // a client that stops acknowledging gets at most two more frames, not a queue
+    c.ack = false;
+    let before = c.frames.len();
+    c.pump(Duration::from_millis(1000)).await;
+    let unacked = c.frames.len() - before;
+    assert!(
+        unacked <= 2,
+        "{unacked} frames sent without acknowledgement"
+    );
+    c.ack = true;
+    let last = c.frames.last().unwrap().0.frame;
+    c.send(serde_json::json!({"type": "ack", "frame": last}))
+        .await;
+
+    // stop: the steps not shown are counted, and the slice shown settles lossless
+    c.send(serde_json::json!({"type": "stop"})).await;
+    let stopped = c.json().await;
+    assert_eq!(stopped["playing"], false, "{stopped}");
+    assert!(stopped["skipped"].as_u64().unwrap() >= 15, "{stopped}");
+    let (still, _) = c.until_still(1).await;
+    assert_eq!(
+        u64::from(still.slice),
+        stopped["slice"].as_u64().unwrap(),
+        "{stopped}"
+    );
+    let settled = c.frames.len();
+    c.pump(Duration::from_millis(500)).await;
+    assert_eq!(c.frames.len(), settled, "nothing moves once stopped");
 }

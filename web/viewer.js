@@ -16,7 +16,7 @@ const KEYS = [
   ["Right-drag or Shift-drag", "window / level"], ["1 … 7", "presets: " + PRESETS.map((p) => p[1]).join(", ")],
   ["0", "the series' own window"], ["Ctrl-drag, Ctrl-wheel, + −, pinch", "zoom"],
   ["Middle-drag or Alt-drag", "pan"], ["F", "fit"], ["R", "reset"], ["L", "next layout"],
-  ["Tab", "next viewport"], ["Tool menu, left-drag", "measure (Esc: back to scrolling)"], ["?", "this help"],
+  ["C", "play / stop the series (cine)"], ["Tab", "next viewport"], ["Tool menu, left-drag", "measure (Esc: back to scrolling)"], ["?", "this help"],
 ];
 
 /** Viewports and their statistics, for whoever wants to look (the end-to-end tests do). */
@@ -38,7 +38,10 @@ class Viewport {
     this.series = null;
     this.view = { slice: 0, window: null, preset: null, zoom: 1, pan: [0, 0] };
     this.sent = new Map();
-    this.stats = { latencies: [], paintedAt: [], lastSeq: 0, slice: null, lossless: false, frames: 0, errors: [] };
+    this.stats = { latencies: [], paintedAt: [], paintedSlices: [], lastSeq: 0, slice: null, lossless: false, frames: 0, errors: [] };
+    /** Cine as the server last said it: playing or not, at what rate, frames sent and skipped. */
+    this.cine = { playing: false, fps: null, sent: 0, skipped: 0 };
+    this.onCine = null;
     this.worker = new Worker("/app/worker.js", { type: "module" });
     const offscreen = this.canvas.transferControlToOffscreen();
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
@@ -64,6 +67,7 @@ class Viewport {
     this.series = null;
     this.view = { slice: 0, window: null, preset: null, zoom: 1, pan: [0, 0] };
     this.errorBox.hidden = true;
+    this.cine = { playing: false, fps: null, sent: 0, skipped: 0 };
     this.worker.postMessage({ type: "open", message: { type: "open", study, series } });
     this.sendView({});
   }
@@ -88,6 +92,18 @@ class Viewport {
     this.measure.draw();
   }
 
+  /** Plays the series at `fps` frames per second (null: its own rate); the server keeps the clock. */
+  play(fps) {
+    if (!this.series) return;
+    const message = { type: "play" };
+    if (fps) message.fps = fps;
+    this.worker.postMessage({ type: "cine", message });
+  }
+
+  stop() {
+    this.worker.postMessage({ type: "cine", message: { type: "stop" } });
+  }
+
   fromWorker(m) {
     if (m.type === "text") this.text(m.message);
     else if (m.type === "painted") {
@@ -99,8 +115,17 @@ class Viewport {
       this.stats.lastSeq = Math.max(this.stats.lastSeq, m.seq);
       this.stats.slice = m.slice;
       this.stats.frames++;
+      if (this.cine.playing && m.slice !== this.view.slice) {
+        this.view.slice = m.slice; // the server's clock moves the slice
+        this.drawOverlays();
+        this.measure.draw();
+      }
       this.stats.paintedAt.push(performance.now());
-      if (this.stats.paintedAt.length > 10000) this.stats.paintedAt.splice(0, 5000);
+      this.stats.paintedSlices.push(m.slice);
+      if (this.stats.paintedAt.length > 10000) {
+        this.stats.paintedAt.splice(0, 5000);
+        this.stats.paintedSlices.splice(0, 5000);
+      }
       this.stats.lossless = false;
       this.badge.hidden = false;
       this.badge.textContent = "LOSSY";
@@ -125,6 +150,14 @@ class Viewport {
       this.errorBox.hidden = true;
       this.drawOverlays();
       this.showReports();
+    } else if (m.type === "cine") {
+      this.cine = { playing: m.playing, fps: m.fps, sent: m.sent || 0, skipped: m.skipped || 0 };
+      if (!m.playing && m.slice !== this.view.slice) {
+        this.view.slice = m.slice;
+        this.drawOverlays();
+        this.measure.draw();
+      }
+      if (this.onCine) this.onCine(this);
     } else if (m.type === "error") {
       this.stats.errors.push(m.message);
       this.showError(m.message);
@@ -156,7 +189,8 @@ class Viewport {
     const st = s.study_info || {};
     this.tl.textContent = `${pn(p.name || "")}\n${p.id || ""}\n${da(p.birth_date)} ${p.sex || ""}`;
     this.tr.textContent = `${da(st.date)} ${st.description || ""}\n${s.modality || ""} #${s.series_number || ""} ${s.series_description || ""}`;
-    this.bl.textContent = `Slice ${this.view.slice + 1}/${s.slices}`;
+    const cine = this.cine.playing ? `\n▶ ${this.cine.fps} fps` : "";
+    this.bl.textContent = `Slice ${this.view.slice + 1}/${s.slices}${cine}`;
     this.br.textContent = `${this.windowText()}\nZoom ${Math.round(this.view.zoom * 100)}%`;
     this.bl.dataset.slice = String(this.view.slice + 1);
   }
@@ -200,6 +234,9 @@ export async function openViewer(main, study) {
     el("table", {}, el("tbody", {}, KEYS.map(([k, what]) => el("tr", {}, el("td", {}, k), el("td", {}, what))))));
   const toolMenu = el("select", { id: "tool", "aria-label": "Measuring tool" },
     el("option", { value: "" }, "Scroll"), TOOLS.map(([v, label]) => el("option", { value: v }, label)));
+  const cineFps = el("input", { type: "number", id: "cine-fps", min: "1", max: "60", step: "1", "aria-label": "Cine frames per second",
+    title: "Cine rate in frames per second (empty: the series' own, from its Frame Time)", placeholder: "fps" });
+  const cineButton = el("button", { type: "button", id: "cine", title: "Play the series as a loop (C)", onclick: () => toggleCine() }, "Play");
   const saveStatus = el("span", { id: "measure-status", class: "measure-status" });
   const tools = el("div", { class: "tools" },
     ["1x1", "1x2", "2x2"].map((l) => el("button", { type: "button", "data-layout": l, onclick: () => layout(l) }, l)),
@@ -207,6 +244,7 @@ export async function openViewer(main, study) {
     el("button", { type: "button", onclick: () => selected.sendView({ zoom: 1, pan: [0, 0] }) }, "Fit"),
     el("button", { type: "button", onclick: () => reset() }, "Reset"),
     toolMenu,
+    cineButton, cineFps,
     el("button", { type: "button", id: "key-image", title: "Mark the slice shown as a key image (saved with the measurements)", onclick: () => markKey() }, "Key image"),
     el("button", { type: "button", id: "save-measurements", onclick: () => saveAll() }, "Save measurements"),
     saveStatus,
@@ -223,7 +261,25 @@ export async function openViewer(main, study) {
     selected = vp;
     for (const v of viewports) v.box.classList.toggle("selected", v === vp && viewports.length > 1);
     for (const f of thumbs.children) f.classList.toggle("active", vp.seriesUid === f.dataset.series);
+    cineShown(vp);
   };
+  /** The cine button and rate say what the selected viewport does. */
+  const cineShown = (vp) => {
+    if (vp !== selected) return;
+    cineButton.textContent = vp.cine.playing ? "Stop" : "Play";
+    cineButton.classList.toggle("active", vp.cine.playing);
+    if (vp.cine.playing && document.activeElement !== cineFps) cineFps.value = String(vp.cine.fps);
+  };
+  const cineRate = () => {
+    const f = Number(cineFps.value);
+    return cineFps.value && f >= 1 && f <= 60 ? f : null;
+  };
+  const toggleCine = () => {
+    if (!selected) return;
+    if (selected.cine.playing) selected.stop();
+    else selected.play(cineRate());
+  };
+  cineFps.addEventListener("change", () => { if (selected && selected.cine.playing) selected.play(cineRate()); });
   const show = (vp, uid) => { vp.seriesUid = uid; vp.open(study, uid); select(vp); };
   const layout = (l) => {
     const n = { "1x1": 1, "1x2": 2, "2x2": 4 }[l];
@@ -233,6 +289,7 @@ export async function openViewer(main, study) {
       const vp = new Viewport(grid, select);
       vp.reports = reports;
       vp.measure.tool = toolMenu.value || null;
+      vp.onCine = cineShown;
       attachInput(vp);
       viewports.push(vp);
       const uid = dv(series[(viewports.length - 1) % series.length], "0020000E");
@@ -307,6 +364,7 @@ export async function openViewer(main, study) {
     else if (k === "f" || k === "F") selected.sendView({ zoom: 1, pan: [0, 0] });
     else if (k === "r" || k === "R") reset();
     else if (k === "l" || k === "L") layout({ 1: "1x2", 2: "2x2", 4: "1x1" }[viewports.length]);
+    else if (k === "c" || k === "C") toggleCine();
     else if (k === "Tab") select(viewports[(viewports.indexOf(selected) + 1) % viewports.length]);
     else if (k === "?") help.hidden = !help.hidden;
     else if (k === "Escape") setTool(null);

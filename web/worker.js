@@ -13,6 +13,7 @@ let closed = false;
 let retry = 500;
 let openMessage = null;
 let lastView = null;
+let playing = null;
 let decoder = null;
 let codec = null;
 let size = [0, 0];
@@ -30,9 +31,13 @@ self.onmessage = (e) => {
   } else if (m.type === "open") {
     openMessage = m.message;
     lastView = null;
+    playing = null;
     send(openMessage);
   } else if (m.type === "view") {
     lastView = { ...(lastView || {}), ...m.message };
+    send(m.message);
+  } else if (m.type === "cine") {
+    playing = m.message.type === "play" ? m.message : null;
     send(m.message);
   } else if (m.type === "close") {
     closed = true;
@@ -54,6 +59,7 @@ function connect() {
     // A reconnect picks up where the view was: the series, then the whole last state.
     if (openMessage) send(openMessage);
     if (lastView) send({ ...lastView, type: "view" });
+    if (playing) send(playing);
   };
   ws.onmessage = (ev) => {
     if (typeof ev.data === "string") self.postMessage({ type: "text", message: JSON.parse(ev.data) });

@@ -10,6 +10,13 @@
 //! [`STILL_AFTER`] after the last input the exact render goes out as PNG with its CRC-32, and then
 //! nothing until the next input.
 //!
+//! Cine (`play`, `stop`): the session advances the slice on its own clock at the rate asked for
+//! (else the series' own, from its Frame Time or Cine Rate), looping at the end, and renders
+//! each step like an input. A step whose frame could not go out before the next one is due (the
+//! client has not acknowledged, or rendering took longer than a period) is skipped, not queued:
+//! a slow client sees the loop at its true speed with fewer frames. No still is sent while
+//! playing; stopping settles on the slice shown with its lossless still.
+//!
 //! What crosses the socket is series metadata (JSON), frames, stills and errors: never DICOM
 //! bytes or original pixel values. Opening a series is audited like any access to patient data,
 //! and so is each image the session shows, the first time it shows it (`http.stream.view`,
@@ -33,8 +40,8 @@ use strata_core::audit::Outcome;
 use strata_render::h264::{self, EncodedFrame, H264Encoder};
 use strata_render::picture::png;
 use strata_render::stream::{
-    place, ClientMessage, Header, OpenSeries, OpenedSeries, ViewState, FLAG_KEYFRAME, FLAG_RGB,
-    HEADER_LEN, KIND_FRAME, KIND_STILL, MAX_IN_FLIGHT, STILL_AFTER,
+    place, ClientMessage, Header, OpenSeries, OpenedSeries, Play, ViewState, FLAG_KEYFRAME,
+    FLAG_RGB, HEADER_LEN, KIND_FRAME, KIND_STILL, MAX_IN_FLIGHT, STILL_AFTER,
 };
 use strata_render::{Priority, Rendered};
 use strata_services::auth::Holder;
@@ -178,6 +185,42 @@ struct Shown {
     render_us: u32,
 }
 
+/// A cine loop playing.
+struct Cine {
+    fps: f64,
+    period: Duration,
+    /// When the next step is due.
+    next: Instant,
+    /// Frames sent while playing, and steps skipped (never shown).
+    sent: u32,
+    skipped: u32,
+}
+
+impl Cine {
+    fn new(fps: f64, from: Instant) -> Cine {
+        let period = Duration::from_secs_f64(1.0 / fps);
+        Cine {
+            fps,
+            period,
+            next: from + period,
+            sent: 0,
+            skipped: 0,
+        }
+    }
+
+    /// Moves the clock past `now`: the number of steps due (more than one when a whole period
+    /// or more was missed; those are not caught up, the loop keeps its speed).
+    fn steps_due(&mut self, now: Instant) -> u32 {
+        if now < self.next {
+            return 0;
+        }
+        let late = (now - self.next).as_secs_f64() / self.period.as_secs_f64();
+        let steps = late as u32 + 1;
+        self.next += self.period * steps;
+        steps
+    }
+}
+
 struct Session {
     archive: Arc<Archive>,
     caller: Caller,
@@ -201,6 +244,7 @@ struct Session {
     patient: String,
     viewed: HashSet<String>,
     audit_failed: Arc<AtomicBool>,
+    cine: Option<Cine>,
 }
 
 type Sink = futures::stream::SplitSink<WebSocket, Message>;
@@ -246,6 +290,7 @@ async fn serve(
         patient: String::new(),
         viewed: HashSet::new(),
         audit_failed: Arc::new(AtomicBool::new(false)),
+        cine: None,
     };
     let result = s.run(&mut tx, &mut inbox).await;
     reader.abort();
@@ -305,8 +350,10 @@ impl Session {
                 self.send_frame(tx).await?;
                 continue;
             }
-            let still_due = (!self.pending && !self.still_sent && self.shown.is_some())
-                .then(|| self.input_at + STILL_AFTER);
+            let still_due =
+                (!self.pending && !self.still_sent && self.shown.is_some() && self.cine.is_none())
+                    .then(|| self.input_at + STILL_AFTER);
+            let step_due = self.cine.as_ref().map(|c| c.next);
             let idle = Duration::from_secs(self.archive.config().http.stream_idle_seconds);
             tokio::select! {
                 m = tokio::time::timeout(idle, inbox.recv()) => {
@@ -324,6 +371,10 @@ impl Session {
                     if still_due.is_some() => {
                     self.send_still(tx).await?;
                 }
+                _ = tokio::time::sleep_until(step_due.unwrap_or_else(Instant::now).into()),
+                    if step_due.is_some() => {
+                    self.step(Instant::now());
+                }
                 _ = &mut closing => {
                     let frame = axum::extract::ws::CloseFrame {
                         code: axum::extract::ws::close_code::AWAY,
@@ -334,6 +385,24 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The next step of a cine loop: the slice after the one shown (or after the ones skipped),
+    /// to be rendered as soon as the client has room for a frame.
+    fn step(&mut self, now: Instant) {
+        let (Some(cine), Some(series)) = (&mut self.cine, &self.series) else {
+            return;
+        };
+        let steps = cine.steps_due(now);
+        if steps == 0 {
+            return;
+        }
+        // a step still pending was never shown, nor were the ones missed
+        cine.skipped += steps - 1 + u32::from(self.pending);
+        let n = series.slices.len() as u64;
+        self.state.slice = ((u64::from(self.state.slice) + u64::from(steps)) % n) as u32;
+        self.input_at = now;
+        self.pending = self.state.frame.is_some();
     }
 
     /// Applies one client message; false when the client has gone.
@@ -397,8 +466,38 @@ impl Session {
                     self.pending = self.series.is_some() && self.state.frame.is_some();
                 }
             }
+            ClientMessage::Play(p) => self.play(p, at, tx).await?,
+            ClientMessage::Stop(_) => {
+                if let Some(cine) = self.cine.take() {
+                    // settle on the slice shown: its still follows as after any input
+                    self.input_at = at;
+                    self.still_sent = false;
+                    let stopped = json!({
+                        "type": "cine", "playing": false, "fps": cine.fps,
+                        "slice": self.state.slice, "sent": cine.sent, "skipped": cine.skipped,
+                    });
+                    send_json(tx, stopped).await?;
+                }
+            }
         }
         Ok(true)
+    }
+
+    /// Starts (or changes the rate of) the cine loop, from the slice shown.
+    async fn play(&mut self, p: Play, at: Instant, tx: &mut Sink) -> Result<(), StreamError> {
+        let Some(series) = &self.series else {
+            return send_json(tx, error_message(None, "open a series first")).await;
+        };
+        match p.rate(series.cine_fps) {
+            Ok(fps) => {
+                self.cine = Some(Cine::new(fps, at));
+                let playing = json!({
+                    "type": "cine", "playing": true, "fps": fps, "slice": self.state.slice,
+                });
+                send_json(tx, playing).await
+            }
+            Err(e) => send_json(tx, error_message(None, &e)).await,
+        }
     }
 
     async fn open(&mut self, o: OpenSeries, at: Instant, tx: &mut Sink) -> Result<(), StreamError> {
@@ -469,6 +568,7 @@ impl Session {
             ..ViewState::default()
         };
         self.series = Some(opened);
+        self.cine = None;
         // the first frame waits for the client's first view state, so every frame answers an
         // input of this series
         self.force_keyframe = true;
@@ -561,6 +661,9 @@ impl Session {
             .metrics()
             .observe("render", "h264_encode", encoded_at - rendered_at);
         self.frames_sent += 1;
+        if let Some(cine) = &mut self.cine {
+            cine.sent += 1;
+        }
         let us = |d: Duration| d.as_micros().min(u128::from(u32::MAX)) as u32;
         let header = Header {
             kind: KIND_FRAME,
@@ -654,4 +757,21 @@ fn error_message(seq: Option<u32>, message: &str) -> Value {
 async fn send_json(tx: &mut Sink, v: Value) -> Result<(), StreamError> {
     tx.send(Message::Text(v.to_string().into())).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cine_clock_skips_what_it_missed_instead_of_catching_up() {
+        let t0 = Instant::now();
+        let mut c = Cine::new(10.0, t0);
+        assert_eq!(c.steps_due(t0 + Duration::from_millis(50)), 0);
+        assert_eq!(c.steps_due(t0 + Duration::from_millis(100)), 1);
+        assert_eq!(c.next, t0 + Duration::from_millis(200));
+        // 350 ms late: the steps at 200, 300 and 400 ms are due at once, the next at 500 ms
+        assert_eq!(c.steps_due(t0 + Duration::from_millis(450)), 3);
+        assert_eq!(c.next, t0 + Duration::from_millis(500));
+    }
 }

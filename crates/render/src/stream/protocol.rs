@@ -18,6 +18,11 @@ pub const KIND_FRAME: u8 = 1;
 pub const KIND_STILL: u8 = 2;
 pub const FLAG_KEYFRAME: u8 = 1;
 pub const FLAG_RGB: u8 = 2;
+/// Cine rates a client may ask for, in frames per second.
+pub const CINE_MIN_FPS: f64 = 1.0;
+pub const CINE_MAX_FPS: f64 = 60.0;
+/// The rate of a series that does not say its own (no Frame Time, no Cine Rate).
+pub const CINE_DEFAULT_FPS: f64 = 10.0;
 
 /// The presets a client may name, in the order a viewer lists them.
 pub const PRESETS: [&str; 7] = [
@@ -43,6 +48,29 @@ pub enum ClientMessage {
     View(ViewChange),
     Ack(Ack),
     Keyframe(Empty),
+    Play(Play),
+    Stop(Empty),
+}
+
+/// Plays the series (cine) from the slice shown, looping, at `fps` frames per second (the
+/// series' own rate when absent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Play {
+    pub fps: Option<f64>,
+}
+
+impl Play {
+    /// The rate to play at: the one asked for, checked, else the series' own.
+    pub fn rate(&self, series_fps: f64) -> Result<f64, String> {
+        match self.fps {
+            None => Ok(series_fps),
+            Some(f) if f.is_finite() && (CINE_MIN_FPS..=CINE_MAX_FPS).contains(&f) => Ok(f),
+            Some(f) => Err(format!(
+                "fps must be within {CINE_MIN_FPS} to {CINE_MAX_FPS} (got {f})"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,5 +263,24 @@ mod tests {
         let (p, x, y) = place(&big, 2, 2);
         assert_eq!((x, y), (-1, -1));
         assert_eq!(p, [5, 6, 9, 10]);
+    }
+
+    #[test]
+    fn play_takes_a_rate_within_one_to_sixty_or_the_series_own() {
+        let play = |j: &str| match serde_json::from_str::<ClientMessage>(j).unwrap() {
+            ClientMessage::Play(p) => p,
+            m => panic!("{m:?}"),
+        };
+        assert_eq!(play(r#"{"type":"play","fps":30}"#).rate(10.0), Ok(30.0));
+        assert_eq!(play(r#"{"type":"play"}"#).rate(25.0), Ok(25.0));
+        for bad in [0.5, 61.0] {
+            let p = Play { fps: Some(bad) };
+            assert!(p.rate(10.0).unwrap_err().contains("1 to 60"), "{bad}");
+        }
+        assert!(matches!(
+            serde_json::from_str::<ClientMessage>(r#"{"type":"stop"}"#).unwrap(),
+            ClientMessage::Stop(_)
+        ));
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"play","rate":3}"#).is_err());
     }
 }

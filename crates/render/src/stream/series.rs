@@ -1,6 +1,6 @@
 //! A series' geometry: its instances ordered into slices, and what a viewer shows about it.
 
-use super::protocol::PRESETS;
+use super::protocol::{CINE_DEFAULT_FPS, CINE_MAX_FPS, CINE_MIN_FPS, PRESETS};
 use serde_json::{json, Value};
 
 /// One instance of a series as the catalog describes it: its SOP Instance UID and its
@@ -26,6 +26,8 @@ pub struct OpenedSeries {
     pub study: String,
     pub series: String,
     pub slices: Vec<Slice>,
+    /// The rate cine plays at unless the client asks for another, in frames per second.
+    pub cine_fps: f64,
     /// The `series` message sent to the client.
     pub metadata: Value,
 }
@@ -57,6 +59,24 @@ fn text(attrs: &Value, tag: &str) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// The rate an instance asks to be played at: 1000 / Frame Time (0018,1063, ms) for a clip,
+/// else its Cine Rate (0018,0040) or Recommended Display Frame Rate (0008,2144); else
+/// [`CINE_DEFAULT_FPS`]. Kept within what the stream plays.
+pub fn cine_rate(attrs: &Value) -> f64 {
+    let first = |tag: &str| {
+        numbers(attrs, tag)
+            .and_then(|v| v.first().copied())
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    let fps = first("00181063")
+        .map(|ms| 1000.0 / ms)
+        .or_else(|| first("00180040"))
+        .or_else(|| first("00082144"))
+        .unwrap_or(CINE_DEFAULT_FPS);
+    // whole frames per second: 33.3 ms is 30 fps, not 30.03
+    (fps.round()).clamp(CINE_MIN_FPS, CINE_MAX_FPS)
 }
 
 /// Orders a series' instances into slices: along the normal of ImageOrientationPatient by
@@ -117,6 +137,7 @@ pub fn open_series(
         }
     }
     let a = &parsed[items[0].0];
+    let cine_fps = cine_rate(a);
     let window = match (numbers(a, "00281050"), numbers(a, "00281051")) {
         (Some(c), Some(w)) if !c.is_empty() && !w.is_empty() => {
             json!({ "center": c[0], "width": w[0] })
@@ -133,6 +154,7 @@ pub fn open_series(
         "instances": slices.iter().map(|s| json!([s.sop_uid, s.frame + 1])).collect::<Vec<_>>(),
         "default_window": window,
         "presets": PRESETS,
+        "cine_fps": cine_fps,
         "modality": text(a, "00080060"),
         "rows": numbers(a, "00280010").and_then(|v| v.first().copied()),
         "columns": numbers(a, "00280011").and_then(|v| v.first().copied()),
@@ -156,6 +178,7 @@ pub fn open_series(
         study: study.to_string(),
         series: series.to_string(),
         slices,
+        cine_fps,
         metadata,
     })
 }
@@ -225,5 +248,23 @@ mod tests {
             .collect();
         assert_eq!(order, [("2.2", 0), ("2.1", 0), ("2.1", 1)]);
         assert!(open(&[]).is_err());
+    }
+
+    #[test]
+    fn cine_plays_at_the_frame_time_else_the_cine_rate_else_ten() {
+        let (_, meta) = instance("3.1", 1, 0.0, Some(40));
+        let mut clip: Value = serde_json::from_str(&meta).unwrap();
+        assert_eq!(cine_rate(&clip), 10.0);
+        clip["00180040"] = json!({"vr": "IS", "Value": [25]});
+        assert_eq!(cine_rate(&clip), 25.0);
+        clip["00181063"] = json!({"vr": "DS", "Value": ["33.3"]});
+        assert_eq!(cine_rate(&clip), 30.0);
+        clip["00181063"] = json!({"vr": "DS", "Value": [2.0]});
+        assert_eq!(cine_rate(&clip), 60.0, "faster than the stream plays");
+        clip["00181063"] = json!({"vr": "DS", "Value": [0]});
+        assert_eq!(cine_rate(&clip), 25.0, "a zero frame time says nothing");
+        let s = open(&[("3.1".to_string(), clip.to_string())]).unwrap();
+        assert_eq!((s.cine_fps, s.slices.len()), (25.0, 40));
+        assert_eq!(s.metadata["cine_fps"], json!(25.0));
     }
 }
