@@ -585,7 +585,7 @@ fn a_draining_node_says_not_ready_while_its_request_finishes_and_cuts_off_what_o
     drop(server);
 }
 
-/// The leases as the index holds them: work to the node holding it, once all four are held.
+/// The leases as the index holds them: work to the node holding it, once all five are held.
 fn lease_holders(index: &str) -> std::collections::BTreeMap<String, String> {
     let mut db = postgres::Client::connect(index, postgres::NoTls).unwrap();
     db.query(
@@ -611,7 +611,7 @@ fn a_node_killed_mid_ingest_loses_nothing_acknowledged_and_its_leases_move() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let holders = loop {
         let h = lease_holders(&index);
-        if h.len() == 4 {
+        if h.len() == 5 {
             break h;
         }
         assert!(
@@ -648,7 +648,7 @@ fn a_node_killed_mid_ingest_loses_nothing_acknowledged_and_its_leases_move() {
     // the work goes to the nodes still running within the leases' expiry and a renewal's wait
     let moved = loop {
         let h = lease_holders(&index);
-        if h.len() == 4 && h.values().all(|holder| *holder != doomed) {
+        if h.len() == 5 && h.values().all(|holder| *holder != doomed) {
             break killed.elapsed();
         }
         assert!(

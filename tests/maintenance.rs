@@ -36,7 +36,7 @@ fn workers_report_their_rounds_and_the_scrub_its_pass() {
         .collect();
     assert_eq!(
         names,
-        ["audit_export", "mpi_estimate", "repair", "scrub"],
+        ["audit_export", "mpi_estimate", "repair", "scrub", "send"],
         "{answer}"
     );
     let scrub = &workers[3];
