@@ -74,10 +74,11 @@ log=$(mktemp)
 set +e
 cargo test --workspace --locked --all-targets --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-# The index's second engine: the DIMSE, DICOMweb, person-index and patient suites again, every
-# test archive's index on PostgreSQL (the catalog's own tests already run on both engines).
+# The index's second engine: the DIMSE, DICOMweb, person-index, patient and lifecycle suites
+# again, every test archive's index on PostgreSQL (the catalog's own tests already run on both
+# engines).
 TEST_INDEX_ENGINE=postgres cargo test --locked -p strata --no-fail-fast \
-  --test dimse --test dicomweb --test mpi --test patient 2>&1 | tee -a "$log"
+  --test dimse --test dicomweb --test mpi --test patient --test lifecycle 2>&1 | tee -a "$log"
 pg_status=${PIPESTATUS[0]}
 (( status == 0 )) && status=$pg_status
 set -e

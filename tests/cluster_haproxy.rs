@@ -585,7 +585,7 @@ fn a_draining_node_says_not_ready_while_its_request_finishes_and_cuts_off_what_o
     drop(server);
 }
 
-/// The leases as the index holds them: work to the node holding it, once all five are held.
+/// The leases as the index holds them: work to the node holding it, once all are held.
 fn lease_holders(index: &str) -> std::collections::BTreeMap<String, String> {
     let mut db = postgres::Client::connect(index, postgres::NoTls).unwrap();
     db.query(
@@ -599,6 +599,10 @@ fn lease_holders(index: &str) -> std::collections::BTreeMap<String, String> {
     .collect()
 }
 
+/// The leases of the work done once per archive: audit export, expiry, MPI estimate, repair,
+/// scrub and send.
+const LEASED: usize = 6;
+
 /// kill -9 of the node holding the upkeep's leases while a client stores through the proxy
 /// (storescu tries a failed association again, as its protocol allows): every instance
 /// acknowledged is there, byte for byte, and the work is another node's within the leases'
@@ -611,7 +615,7 @@ fn a_node_killed_mid_ingest_loses_nothing_acknowledged_and_its_leases_move() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let holders = loop {
         let h = lease_holders(&index);
-        if h.len() == 5 {
+        if h.len() == LEASED {
             break h;
         }
         assert!(
@@ -648,7 +652,7 @@ fn a_node_killed_mid_ingest_loses_nothing_acknowledged_and_its_leases_move() {
     // the work goes to the nodes still running within the leases' expiry and a renewal's wait
     let moved = loop {
         let h = lease_holders(&index);
-        if h.len() == 5 && h.values().all(|holder| *holder != doomed) {
+        if h.len() == LEASED && h.values().all(|holder| *holder != doomed) {
             break killed.elapsed();
         }
         assert!(

@@ -15,7 +15,14 @@ use std::time::{Duration, Instant};
 use strata_synth::{Modality, SynthOptions};
 
 /// The work that runs once per archive, each under the lease of its name.
-const ONCE: [&str; 5] = ["audit_export", "mpi_estimate", "repair", "scrub", "send"];
+const ONCE: [&str; 6] = [
+    "audit_export",
+    "expiry",
+    "mpi_estimate",
+    "repair",
+    "scrub",
+    "send",
+];
 /// The test nodes' lease: short, so a takeover is quick to see.
 const LEASE_SECONDS: u64 = 3;
 
@@ -253,7 +260,7 @@ fn two_nodes_share_the_upkeep_through_leases_and_a_dead_holder_is_replaced() {
         );
     }
     assert!(
-        server_b.log_text().contains("5 leases handed over"),
+        server_b.log_text().contains("6 leases handed over"),
         "{}",
         server_b.log_text()
     );

@@ -36,14 +36,21 @@ fn workers_report_their_rounds_and_the_scrub_its_pass() {
         .collect();
     assert_eq!(
         names,
-        ["audit_export", "mpi_estimate", "repair", "scrub", "send"],
+        [
+            "audit_export",
+            "expiry",
+            "mpi_estimate",
+            "repair",
+            "scrub",
+            "send"
+        ],
         "{answer}"
     );
-    let scrub = &workers[3];
+    let scrub = &workers[4];
     assert!(scrub["rounds"].as_u64().unwrap() >= 1, "{answer}");
     assert_eq!(scrub["failures"], 0, "{answer}");
     assert_eq!(scrub["detail"], "pass 1 done: 12 blobs", "{answer}");
-    let repair = &workers[2];
+    let repair = &workers[3];
     assert!(
         repair["detail"]
             .as_str()

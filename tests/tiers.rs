@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{files_under, http, sop_uid, text, token, tool, uids, TestArchive};
+use common::{by_study, files_under, http, sop_uid, text, token, tool, TestArchive};
 use dicom_object::InMemDicomObject;
 use std::path::{Path, PathBuf};
 use strata_core::{BlobId, Clock};
@@ -60,19 +60,6 @@ fn bytes_under(dir: &Path) -> u64 {
         .iter()
         .map(|f| f.metadata().unwrap().len())
         .sum()
-}
-
-/// The files of each study, by Study Instance UID, in order of the studies' first file.
-fn by_study(files: &[PathBuf]) -> Vec<(String, Vec<PathBuf>)> {
-    let mut out: Vec<(String, Vec<PathBuf>)> = Vec::new();
-    for f in files {
-        let study = uids(f)[0].clone();
-        match out.iter_mut().find(|(s, _)| *s == study) {
-            Some((_, list)) => list.push(f.clone()),
-            None => out.push((study, vec![f.clone()])),
-        }
-    }
-    out
 }
 
 async fn blobs_of(a: &strata_archive::Archive, study: &str) -> Vec<BlobId> {

@@ -1,7 +1,9 @@
 // The operator's console (administrators): the nodes serving the archive with their load and
-// rates, the replicas' health with the repair queue, the scrub and the background workers, the
-// AE table, the audit trail with filters, and a way to the accounts page (users, tokens,
-// sessions). The pages that show live state read it again every few seconds.
+// rates, the replicas' health with the repair queue, the scrub and the background workers, what
+// the tiers hold and cost with how reads decay with a study's age, retention (expiry batches to
+// approve, legal holds, rejected instances), the AE table, the audit trail with filters, and a
+// way to the accounts page (users, tokens, sessions). The pages that show live state read it
+// again every few seconds.
 
 import { api, el, failed, message } from "./common.js";
 
@@ -11,6 +13,8 @@ const REFRESH_MS = 3000;
 const PAGES = [
   ["nodes", "Nodes"],
   ["replicas", "Replicas and workers"],
+  ["storage", "Storage and cost"],
+  ["retention", "Retention"],
   ["ae", "AE table"],
   ["audit", "Audit trail"],
 ];
@@ -45,6 +49,8 @@ export async function openConsole(main, page, params) {
     body));
   if (current === "ae") { await showAe(body); return null; }
   if (current === "audit") { await showAudit(body, params); return null; }
+  if (current === "storage") { await showStorage(body); return null; }
+  if (current === "retention") { await showRetention(body); return null; }
   const draw = current === "nodes" ? showNodes : showReplicas;
   let stopped = false;
   let timer = null;
@@ -126,6 +132,108 @@ async function showReplicas(body) {
     el("p", { id: "scrub" }, `Scrub: ${scrub}`),
     el("h2", {}, `Workers of node ${w.node.id} (${w.node.role})`),
     table("workers", ["Worker", "State", "Rounds", "Failures", "Lease holder", "Last said"], workerRows));
+}
+
+const GIB = 1024 ** 3;
+const size = (bytes) => (bytes >= GIB ? `${(bytes / GIB).toFixed(2)} GiB`
+  : bytes >= 1024 ** 2 ? `${(bytes / 1024 ** 2).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`);
+const money = (x) => (x === null || x === undefined ? "no price set" : `${x < 1 ? x.toFixed(4) : x.toFixed(2)} a month`);
+
+/** What each tier and store holds and costs; reads per study against the study's age. */
+async function showStorage(body) {
+  let s, d;
+  try {
+    [s, d] = await Promise.all([api("/api/storage"), api("/api/storage/decay")]);
+  } catch (err) {
+    failed("Storage", err);
+    return;
+  }
+  const storeRows = (tier, list) => list.map((x, i) => el("tr", { "data-store": `${tier}-${i + 1}` },
+    el("td", {}, tier), el("td", {}, x.url), el("td", {}, size(x.bytes)),
+    el("td", {}, x.price_per_gib_month === null ? "" : String(x.price_per_gib_month)),
+    el("td", {}, money(x.monthly_cost))));
+  const most = Math.max(0, ...d.buckets.map((b) => b.reads_per_study));
+  const shown = d.buckets.filter((b) => b.studies > 0);
+  const decayRows = shown.map((b) => el("tr", { "data-age": b.from_months },
+    el("td", {}, `${b.from_months}–${b.to_months} months`), el("td", {}, String(b.studies)), el("td", {}, String(b.reads)),
+    el("td", { class: "decay" }, bar(Number(b.reads_per_study.toFixed(3)), most))));
+  const cold = s.cold_stores.length
+    ? `Cold: ${size(s.cold_bytes)} of data in ${s.cold_studies} studies, as ${s.data_shards} + ${s.parity_shards} shards (${money(s.cold_monthly_cost)})`
+    : "Cold: no cold tier is configured (tiers.stores)";
+  body.replaceChildren(
+    el("h2", {}, "Storage and cost"),
+    el("p", { id: "tier-hot" }, `Hot: ${size(s.hot_bytes)} of data, a whole copy on each of ${s.replicas.length} replicas (${money(s.hot_monthly_cost)})`),
+    el("p", { id: "tier-cold" }, cold),
+    table("stores", ["Tier", "Store", "Holds", "Price per GiB-month", "Projected cost"],
+      [...storeRows("hot", s.replicas), ...storeRows("cold", s.cold_stores)]),
+    el("h2", {}, "Reads per study by age"),
+    el("p", { id: "decay-summary", class: "hint" },
+      `From the audit trail: ${d.reads} study-days read, of ${d.studies_read} studies. ` +
+      (d.half_life_months ? `Past the first year reads per study halve every ${d.half_life_months.toFixed(1)} months.`
+        : "Too few reads past the first year to fit a half-life.")),
+    table("decay", ["Study age", "Studies that reached it", "Reads", "Reads per study"], decayRows));
+}
+
+/** Expiry batches (approve or dismiss), legal holds (place, release), rejected instances. */
+async function showRetention(body) {
+  let batches, holds, rejected;
+  try {
+    [batches, holds, rejected] = await Promise.all([api("/api/expiry"), api("/api/holds"), api("/api/rejections")]);
+  } catch (err) {
+    failed("Retention", err);
+    return;
+  }
+  const again = (what, call) => async () => {
+    try { await call(); message(null); await showRetention(body); } catch (err) { failed(what, err); }
+  };
+  const detail = el("div", { id: "batch-detail" });
+  const openBatch = (id) => async () => {
+    try {
+      const r = await api(`/api/expiry/${id}`);
+      detail.replaceChildren(el("h3", {}, `Batch ${id}: ${r.batch.state}`),
+        table("batch-studies", ["Study", "Retained until", "Instances", "Size", "Outcome"],
+          r.studies.map((x) => el("tr", { "data-study": x.study_uid },
+            el("td", {}, x.study_uid), el("td", {}, x.retained_until), el("td", {}, String(x.instances)),
+            el("td", {}, size(x.bytes)), el("td", {}, x.outcome)))));
+    } catch (err) { failed("Batch", err); }
+  };
+  const batchRows = batches.map((b) => el("tr", { "data-batch": b.id },
+    el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); openBatch(b.id)(); } }, String(b.id))),
+    el("td", {}, b.state), el("td", {}, when(b.proposed_at)), el("td", {}, String(b.studies)), el("td", {}, size(b.bytes)),
+    el("td", {}, b.decided_by ? `${b.decided_by}, ${when(b.decided_at)}` : ""),
+    el("td", {}, b.state === "proposed" ? [
+      el("button", { type: "button", class: "approve", onclick: again("Approve", () => (confirm(`Delete the ${b.studies} studies of batch ${b.id}?`)
+        ? api(`/api/expiry/${b.id}/approve`, { method: "POST" }) : null)) }, "Approve"),
+      el("button", { type: "button", class: "dismiss", onclick: again("Dismiss", () => api(`/api/expiry/${b.id}/dismiss`, { method: "POST" })) }, "Dismiss"),
+    ] : "")));
+  const holdRows = holds.map((h) => el("tr", { "data-hold": h.id },
+    el("td", {}, String(h.id)), el("td", {}, h.person ? `person ${h.person}` : `study ${h.study_uid}`),
+    el("td", {}, h.reason), el("td", {}, `${h.placed_by}, ${when(h.placed_at)}`),
+    el("td", {}, el("button", { type: "button", class: "release",
+      onclick: again("Release", () => (confirm(`Release hold ${h.id}?`) ? api(`/api/holds/${h.id}/release`, { method: "POST" }) : null)) }, "Release"))));
+  const form = el("form", { class: "search", id: "place-hold" },
+    el("label", {}, "On", el("select", { name: "on" }, el("option", { value: "study" }, "a study (UID)"), el("option", { value: "person" }, "a person (id)"))),
+    el("label", {}, "Which", el("input", { name: "target", required: true })),
+    el("label", {}, "Reason", el("input", { name: "reason", required: true })),
+    el("button", { type: "submit" }, "Place hold"));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const f = Object.fromEntries(new FormData(form));
+    again("Place hold", () => api("/api/holds", { method: "POST", body: { [f.on]: f.target.trim(), reason: f.reason.trim() } }))();
+  });
+  const rejectedRows = rejected.slice(0, 200).map((r) => el("tr", { "data-sop": r.sop_uid },
+    el("td", {}, r.sop_uid), el("td", {}, r.study_uid), el("td", {}, r.code), el("td", {}, when(r.rejected_at))));
+  body.replaceChildren(
+    el("h2", {}, "Expiry"),
+    el("p", { class: "hint" }, "A batch lists studies past retention and under no hold; nothing is deleted until it is approved, and each study is checked again when its turn comes."),
+    el("button", { type: "button", id: "propose", onclick: again("Propose", () => api("/api/expiry", { method: "POST" })) }, "Propose a batch now"),
+    table("batches", ["Batch", "State", "Proposed", "Studies", "Size", "Decided", ""], batchRows),
+    detail,
+    el("h2", {}, `Legal holds (${holds.length} in force)`),
+    table("holds", ["#", "On", "Reason", "Placed", ""], holdRows), form,
+    el("h2", {}, `Rejected instances (${rejected.length})`),
+    el("p", { class: "hint" }, "Taken out of use by rejection notes; purged after the configured delay, unless retention or a hold keeps them."),
+    table("rejected", ["Instance", "Study", "Title", "Rejected"], rejectedRows));
 }
 
 /** The C-MOVE destinations: listed, added, removed. */

@@ -266,6 +266,19 @@ pub fn uids(path: &Path) -> [String; 3] {
     })
 }
 
+/// The files of each study, by Study Instance UID, in order of the studies' first file.
+pub fn by_study(files: &[PathBuf]) -> Vec<(String, Vec<PathBuf>)> {
+    let mut out: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    for f in files {
+        let study = uids(f)[0].clone();
+        match out.iter_mut().find(|(s, _)| *s == study) {
+            Some((_, list)) => list.push(f.clone()),
+            None => out.push((study, vec![f.clone()])),
+        }
+    }
+    out
+}
+
 /// The DICOMweb path of the instance in a Part-10 file:
 /// `/dicomweb/studies/{study}/series/{series}/instances/{instance}`.
 pub fn instance_path(path: &Path) -> String {

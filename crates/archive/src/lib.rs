@@ -211,6 +211,8 @@ impl Archive {
                 index.clone(),
                 journal.clone(),
                 config.retention.clone(),
+                tiers.clock().clone(),
+                tiers.shards().cloned(),
             ),
             sends: Sends::new(
                 index.clone(),
@@ -301,6 +303,22 @@ impl Archive {
         &self.persons
     }
 
+    /// Bytes and projected monthly cost per tier and store.
+    pub async fn storage_use(&self) -> Result<strata_services::usage::StorageUse, ServiceError> {
+        strata_services::usage::storage(
+            &self.index,
+            self.store.replicas().shown_urls(),
+            self.tiers.shards().map(|s| s.as_ref()),
+            &self.config.tiers,
+        )
+        .await
+    }
+
+    /// Reads per study against study age, from the audit trail.
+    pub async fn access_decay(&self) -> Result<strata_services::usage::Decay, ServiceError> {
+        strata_services::usage::decay(&self.index, self.tiers.clock().now_ms()).await
+    }
+
     pub fn retention(&self) -> &Retention {
         &self.retention
     }
@@ -355,6 +373,12 @@ impl Archive {
     pub fn spawn_workers(&self) {
         self.maintenance.spawn_heartbeat(self.public_url.clone());
         self.maintenance.spawn_workers();
+        let retention = self.retention.clone();
+        self.maintenance
+            .spawn_leased(strata_services::retention::WORKER, move || {
+                let retention = retention.clone();
+                async move { retention.round().await }
+            });
     }
 
     /// Starts the worker that carries out the sends, with the doors' `carriers`.

@@ -328,6 +328,11 @@ pub struct TiersConfig {
     pub studies_per_minute: f64,
     /// Blobs larger than this stay hot: a blob is coded in memory.
     pub max_blob_bytes: u64,
+    /// What a GiB stored for a month costs on each replica (one figure for all of them, or one
+    /// per replica in `store.replicas` order): the console's projected monthly cost.
+    pub replica_price_per_gib_month: Vec<f64>,
+    /// The same for each cold store (one figure, or one per store).
+    pub cold_price_per_gib_month: Vec<f64>,
 }
 
 impl Default for TiersConfig {
@@ -342,6 +347,8 @@ impl Default for TiersConfig {
             restored_for_days: 30,
             studies_per_minute: 60.0,
             max_blob_bytes: 1 << 30,
+            replica_price_per_gib_month: Vec::new(),
+            cold_price_per_gib_month: Vec::new(),
         }
     }
 }
@@ -424,14 +431,40 @@ impl Default for ScrubConfig {
     }
 }
 
-/// How long records must be kept: deleting a study still under retention is refused.
+/// How long records must be kept, and how they end: deleting a study still under retention
+/// or under a legal hold is refused by every path; studies past retention are proposed for
+/// deletion in batches an administrator approves; instances a rejection note named are purged
+/// after a delay.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
-    /// Years after the study an adult's record is kept.
+    /// Years after the person's last study an adult's record is kept.
     pub adult_years: u32,
     /// A child's record is kept at least until the patient reaches this age.
     pub minor_until_age: u32,
+    /// Overrides of `adult_years` for studies of a modality or from a source
+    /// (`[[retention.rules]]`); where several apply, the longest wins.
+    pub rules: Vec<RetentionRule>,
+    /// Days an instance a rejection note named stays (out of sight) before it is purged; it
+    /// stays longer while under retention or a hold.
+    pub rejected_purge_after_days: u32,
+    /// How often the expiry worker proposes a batch of studies past retention (0: only when an
+    /// administrator asks).
+    pub propose_every_hours: u32,
+    /// Most studies in one proposed batch.
+    pub batch_studies: usize,
+}
+
+/// A retention override: studies with a series of `modality`, or with an instance from
+/// `source` (`dimse:AE`, `web:user`, `import`), are kept `adult_years` after the last study.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    #[serde(default)]
+    pub modality: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    pub adult_years: u32,
 }
 
 impl Default for RetentionConfig {
@@ -439,6 +472,10 @@ impl Default for RetentionConfig {
         RetentionConfig {
             adult_years: 7,
             minor_until_age: 25,
+            rules: Vec::new(),
+            rejected_purge_after_days: 30,
+            propose_every_hours: 24,
+            batch_studies: 1000,
         }
     }
 }
@@ -789,6 +826,16 @@ impl Config {
                     p.aet
                 ));
             }
+        }
+        for (i, r) in self.retention.rules.iter().enumerate() {
+            if r.modality.is_none() == r.source.is_none() {
+                return bad(format!(
+                    "retention.rules[{i}]: a rule names a modality or a source (one of them)"
+                ));
+            }
+        }
+        if self.retention.batch_studies == 0 {
+            return bad("retention.batch_studies must be at least 1".into());
         }
         for (i, p) in self.dicomweb_peers.iter().enumerate() {
             if p.name.trim().is_empty() || !p.url.starts_with("http") {

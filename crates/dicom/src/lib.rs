@@ -4,6 +4,7 @@
 //! - [`inspect`]: one Part-10 instance read and validated into the [`record::InstanceRecord`]
 //!   the index keeps (every element walked to the end; the header parsed up to the pixel data).
 //! - [`record`]: that record: patient with its local key, study, series, instance.
+//! - [`rejection`]: IHE IOCM rejection notes, the instances a note takes out of use.
 //! - [`attr`]: attribute values as text, the one place an element is read as a string.
 //! - [`part10`]: the file meta group a data set received over the network lacks.
 //! - [`dicomdir`]: the DICOMDIR of a file-set (media), its records linked by byte offsets.
@@ -18,6 +19,7 @@ pub mod dicomdir;
 pub mod inspect;
 pub mod part10;
 pub mod record;
+pub mod rejection;
 pub mod syntax;
 pub mod transcode;
 pub mod uid;

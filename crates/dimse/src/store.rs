@@ -121,6 +121,7 @@ fn store_status(e: &IngestError) -> u16 {
     match e {
         IngestError::Invalid(_) | IngestError::WrongStudy { .. } => status::CANNOT_UNDERSTAND,
         IngestError::Conflict { .. } => status::DUPLICATE_SOP_INSTANCE,
+        IngestError::Refused { .. } => status::NOT_AUTHORIZED,
         IngestError::TooLarge { .. }
         | IngestError::Store(_)
         | IngestError::Index(_)

@@ -1,7 +1,8 @@
 //! The archive as an operator runs it, for the console: the nodes serving it (from their
-//! heartbeats) and the replicas' health with the repair queue and the scrub. Administrators
-//! only. Like `/api/workers` and `/metrics` these hold no patient data and are not audited:
-//! the console reads them every few seconds.
+//! heartbeats), the replicas' health with the repair queue and the scrub, and what the tiers
+//! hold and cost with how reads decay with age. Administrators only. Like `/api/workers` and
+//! `/metrics` these hold no patient data (the decay is counts by age) and are not audited: the
+//! console reads them every few seconds.
 
 use crate::auth::Caller;
 use crate::problem::Problem;
@@ -17,6 +18,8 @@ pub fn router() -> Router<Arc<Archive>> {
     Router::new()
         .route("/api/nodes", get(nodes))
         .route("/api/replicas", get(replicas))
+        .route("/api/storage", get(storage))
+        .route("/api/storage/decay", get(decay))
 }
 
 /// `GET /api/nodes`: every node that wrote a heartbeat within the last day (id, role, address,
@@ -47,4 +50,24 @@ async fn replicas(
     Ok(Json(
         a.maintenance().replicas().await.map_err(Problem::from)?,
     ))
+}
+
+/// `GET /api/storage`: bytes per tier and per store (URLs without credentials), with the
+/// projected monthly cost from the configured prices.
+async fn storage(
+    State(a): State<Arc<Archive>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    caller.require(Permission::Administer)?;
+    Ok(Json(serde_json::json!(a.storage_use().await?)))
+}
+
+/// `GET /api/storage/decay`: reads per study against study age (quarters of a year, ten
+/// years), from the audit trail, with the half-life fitted past the first year.
+async fn decay(
+    State(a): State<Arc<Archive>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    caller.require(Permission::Administer)?;
+    Ok(Json(serde_json::json!(a.access_decay().await?)))
 }

@@ -1,5 +1,5 @@
 //! The HTTP door (layer 4): DICOMweb ([`dicomweb`], PS3.18), the person index's API
-//! ([`persons`]), media export as a ZIP ([`export`]), access letters ([`letters`]), sign-in and callers ([`auth`]), users, tokens and sessions ([`accounts`]),
+//! ([`persons`]), media export as a ZIP ([`export`]), access letters ([`letters`]), holds, expiry and rejections ([`lifecycle`]), sign-in and callers ([`auth`]), users, tokens and sessions ([`accounts`]),
 //! measurements and their reports ([`measure`]), the render stream's socket ([`stream`]), the viewer's files ([`web`]), health, readiness,
 //! metrics and the audit trail; errors as problem details ([`problem`]). It stores and
 //! indexes nothing itself: it calls the archive's services.
@@ -16,6 +16,7 @@ mod cluster;
 pub mod dicomweb;
 mod export;
 mod letters;
+mod lifecycle;
 mod listen;
 mod measure;
 pub mod persons;
@@ -52,6 +53,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::persons::router())
         .merge(crate::export::router())
         .merge(crate::letters::router())
+        .merge(crate::lifecycle::router())
         .merge(crate::accounts::router())
         .merge(crate::ae::router())
         .merge(crate::sends::router())

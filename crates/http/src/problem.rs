@@ -57,7 +57,7 @@ impl Problem {
 }
 
 /// The archive's errors as a client sees them: what it asked for cannot be converted (406),
-/// does not exist (404), is under retention (409) or cannot be done as asked (400); anything
+/// does not exist (404), is under retention or a legal hold (409) or cannot be done as asked (400); anything
 /// else is the archive failing.
 impl From<ServiceError> for Problem {
     fn from(e: ServiceError) -> Problem {
@@ -66,7 +66,9 @@ impl From<ServiceError> for Problem {
             E::Convert(why) | E::TooLarge(why) => Problem::new(StatusCode::NOT_ACCEPTABLE, why),
             E::Busy(why) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, why),
             e @ (E::NotFound(_) | E::NotInScope) => Problem::not_found(e.to_string()),
-            e @ E::Retained { .. } => Problem::new(StatusCode::CONFLICT, e.to_string()),
+            e @ (E::Retained { .. } | E::Held { .. }) => {
+                Problem::new(StatusCode::CONFLICT, e.to_string())
+            }
             E::Invalid(why) => Problem::bad_request(why),
             e => Problem::internal(e),
         }

@@ -162,6 +162,12 @@ pub trait Catalog: Send + Sync {
     /// What the tiers hold in total.
     async fn tier_totals(&self) -> Result<TierTotals, IndexError>;
 
+    /// The days each study was read by one of `actions`, from the audit trail.
+    async fn read_days(&self, actions: Vec<String>) -> Result<Vec<ReadDay>, IndexError>;
+
+    /// The date of every study that has one.
+    async fn study_dates(&self) -> Result<Vec<String>, IndexError>;
+
     /// Takes or renews the lease `claim` asks for when it is free (expired or released) or
     /// already the claimant's, in one statement; returns the lease as it stands after, held by
     /// another node when it was not free ([`Lease::held_by`] tells).
@@ -341,9 +347,98 @@ pub trait Catalog: Send + Sync {
         scope: Scope,
     ) -> Result<Vec<InstanceRef>, IndexError>;
 
-    async fn retention_facts(&self, sops: Vec<String>) -> Result<Vec<RetentionFacts>, IndexError>;
+    /// The studies of instances `sops`, each once.
+    async fn studies_of_instances(&self, sops: Vec<String>) -> Result<Vec<String>, IndexError>;
 
-    /// Removes instances and their history from the index, returning the blobs they used.
+    /// What retention decides by, for `studies` (those the index holds).
+    async fn study_facts(&self, studies: Vec<String>) -> Result<Vec<StudyFacts>, IndexError>;
+
+    /// [`Catalog::study_facts`] of up to `limit` studies after `after`, in study order.
+    async fn study_facts_page(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<StudyFacts>, IndexError>;
+
+    /// Places a legal hold on a person (by its id) or a study; returns its id.
+    async fn place_hold(
+        &self,
+        person: Option<String>,
+        study: Option<String>,
+        reason: String,
+        by: String,
+        at: i64,
+    ) -> Result<i64, IndexError>;
+
+    /// Releases a hold in force; false if there is none of that id.
+    async fn release_hold(&self, id: i64, by: String, at: i64) -> Result<bool, IndexError>;
+
+    /// The holds, or those in force only.
+    async fn holds(&self, in_force_only: bool) -> Result<Vec<Hold>, IndexError>;
+
+    /// Whether a hold in force covers study `study` of patient key `patient_fk`.
+    async fn is_held(&self, study: String, patient_fk: i64) -> Result<bool, IndexError>;
+
+    /// Records a batch of studies proposed for deletion; returns its id.
+    async fn propose_expiry(&self, items: Vec<ExpiryItem>, at: i64) -> Result<i64, IndexError>;
+
+    /// The latest expiry batches first.
+    async fn expiry_batches(&self, limit: usize) -> Result<Vec<ExpiryBatch>, IndexError>;
+
+    async fn expiry_batch(&self, id: i64) -> Result<Option<ExpiryBatch>, IndexError>;
+
+    async fn expiry_items(&self, id: i64) -> Result<Vec<ExpiryItem>, IndexError>;
+
+    /// Moves a batch from state `from` to `to` by `by`'s decision; false if it was not in `from`.
+    async fn decide_expiry(
+        &self,
+        id: i64,
+        from: &'static str,
+        to: &'static str,
+        by: String,
+        at: i64,
+    ) -> Result<bool, IndexError>;
+
+    /// Sets what became of a study of a batch.
+    async fn expiry_outcome(
+        &self,
+        id: i64,
+        study: String,
+        outcome: &'static str,
+    ) -> Result<(), IndexError>;
+
+    /// Marks an approved batch's deletion finished.
+    async fn finish_expiry(&self, id: i64, at: i64) -> Result<(), IndexError>;
+
+    /// Studies of batches proposed or being deleted.
+    async fn expiry_pending(&self) -> Result<Vec<String>, IndexError>;
+
+    /// Takes the instances `sops` of study `study` out of the index for rejection note `note`
+    /// (title `code`), keeping their blobs for the purge; returns those taken.
+    async fn reject_instances(
+        &self,
+        study: String,
+        sops: Vec<String>,
+        note: String,
+        code: String,
+        at: i64,
+    ) -> Result<Vec<String>, IndexError>;
+
+    /// Whether a rejection note took `sop` out of the index (and it is not purged yet).
+    async fn is_rejected(&self, sop: String) -> Result<bool, IndexError>;
+
+    /// Rejected instances, earliest first; with `before`, those rejected before it.
+    async fn rejected_instances(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RejectedInstance>, IndexError>;
+
+    /// Forgets purged rejected instances; returns the blobs they used.
+    async fn forget_rejected(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError>;
+
+    /// Removes instances and their history from the index (and the cold tier's records of
+    /// them), returning the blobs they used.
     async fn delete_instances(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError>;
 
     /// True when the database answers: part of readiness.

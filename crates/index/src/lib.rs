@@ -10,7 +10,7 @@
 //!   savepoint, answered only after COMMIT), a small pool of reader connections. Its SQL lives
 //!   in [`records`] (instances and the rows around them), [`repairs`], [`audit`], [`users`],
 //!   [`mpi`] (the person index's tables), [`progress`] (the workers' places), [`leases`] (who
-//!   does the once-per-archive work), [`nodes`] (the nodes' heartbeats), [`letters`] (patients' access letters), [`tiers`] (the
+//!   does the once-per-archive work), [`nodes`] (the nodes' heartbeats), [`letters`] (patients' access letters), [`lifecycle`] (holds, expiry batches, rejected instances), [`tiers`] (the
 //!   studies' reads and tiers, the cold blobs) and [`query`]
 //!   (C-FIND and QIDO-RS matching).
 //! - [`rows`] and the types re-exported here are what the catalog answers.
@@ -22,6 +22,7 @@ mod catalog;
 pub mod db;
 mod leases;
 mod letters;
+mod lifecycle;
 mod mpi;
 mod nodes;
 mod pg;
@@ -40,6 +41,7 @@ mod writer;
 pub use catalog::{Catalog, Journal};
 pub use leases::{Lease, LeaseClaim};
 pub use letters::{LetterHolder, LetterRefusal, LetterRow, NewLetter};
+pub use lifecycle::{ExpiryBatch, ExpiryItem, Hold, RejectedInstance, StudyFacts};
 pub use mpi::{
     HistoryEntry, Identifier, MatchAnswer, MpiChange, MpiError, MpiOp, PersonSearch, PersonState,
     PersonStudy, PersonSummary, PersonView, ReviewItem,
@@ -47,7 +49,7 @@ pub use mpi::{
 pub use nodes::NodeRow;
 pub use rows::*;
 pub use sends::{ItemAttempt, NewSend, SendItem, SendJob, Share};
-pub use tiers::{ColdBlob, StudyTier, TierCandidate, TierQuery, TierTotals};
+pub use tiers::{ColdBlob, ReadDay, StudyTier, TierCandidate, TierQuery, TierTotals};
 pub use users::{
     BindRefusal, Credentials, LoginFailures, NewUser, PrincipalRow, SessionRow, TokenRow, UserRow,
     SESSION_NAME_LEN,

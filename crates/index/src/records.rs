@@ -292,7 +292,7 @@ pub(super) fn insert_instance(
 }
 
 /// Removes an instance row and keeps the counters true; empty series and studies go too.
-fn remove_instance_row(c: &Connection, id: i64) -> Result<(), IndexError> {
+pub(super) fn remove_instance_row(c: &Connection, id: i64) -> Result<(), IndexError> {
     let (series, study): (i64, i64) = c.query_row(
         "SELECT s.id, s.study_fk FROM instances i JOIN series s ON s.id = i.series_fk WHERE i.id = ?1",
         [id],
@@ -459,34 +459,29 @@ pub(super) fn instances_under(
     rows.collect::<Result<_, _>>()
 }
 
-pub(super) fn retention_facts(
+/// The studies of instances `sops` (of those the index holds), each once.
+pub(super) fn studies_of_instances(
     c: &Connection,
     sops: &[String],
-) -> Result<Vec<RetentionFacts>, IndexError> {
+) -> Result<Vec<String>, IndexError> {
     let mut stmt = c.prepare_cached(
-        "SELECT i.sop_uid, st.study_date, p.birth_date, i.received_at
-         FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk
-              JOIN patients p ON p.id = st.patient_fk WHERE i.sop_uid = ?1",
+        "SELECT st.study_uid FROM instances i JOIN series se ON se.id = i.series_fk
+              JOIN studies st ON st.id = se.study_fk WHERE i.sop_uid = ?1",
     )?;
-    let mut out = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     for sop in sops {
-        let row = stmt
-            .query_row([sop], |r| {
-                Ok(RetentionFacts {
-                    sop_uid: r.get(0)?,
-                    study_date: r.get(1)?,
-                    birth_date: r.get(2)?,
-                    received_at: r.get(3)?,
-                })
-            })
-            .optional()?;
-        out.extend(row);
+        if let Some(study) = stmt.query_row([sop], |r| r.get(0)).optional()? {
+            if !out.contains(&study) {
+                out.push(study);
+            }
+        }
     }
     Ok(out)
 }
 
 /// Removes instances (and their history) from the index; returns the blobs they used.
 pub(super) fn delete_instances(c: &Connection, sops: &[String]) -> Result<Vec<BlobId>, IndexError> {
+    let studies = studies_of_instances(c, sops)?;
     let mut blobs = Vec::new();
     for sop in sops {
         let row: Option<(i64, String)> = c
@@ -506,6 +501,14 @@ pub(super) fn delete_instances(c: &Connection, sops: &[String]) -> Result<Vec<Bl
             blobs.push(blob(b?)?);
         }
         c.execute("DELETE FROM instance_history WHERE sop_uid = ?1", [sop])?;
+    }
+    crate::lifecycle::forget_cold(c, &blobs)?;
+    let mut gone = c.prepare_cached(
+        "DELETE FROM study_tiers WHERE study_uid = ?1
+            AND NOT EXISTS (SELECT 1 FROM studies st WHERE st.study_uid = ?1)",
+    )?;
+    for study in studies {
+        gone.execute([study])?;
     }
     Ok(blobs)
 }

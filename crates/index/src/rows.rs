@@ -87,15 +87,6 @@ pub struct InstanceRef {
     pub metadata: String,
 }
 
-/// What deciding a deletion needs to know of one instance.
-#[derive(Debug, Clone)]
-pub struct RetentionFacts {
-    pub sop_uid: String,
-    pub study_date: Option<String>,
-    pub birth_date: Option<String>,
-    pub received_at: i64,
-}
-
 /// Where a worker that walks the archive has got to: its pass, and its place in the pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WorkerProgress {

@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (26, "access_letters", include_str!("../../../schemas/index/0026_access_letters.sql")),
     (27, "sends", include_str!("../../../schemas/index/0027_sends.sql")),
     (28, "tiers", include_str!("../../../schemas/index/0028_tiers.sql")),
+    (29, "lifecycle", include_str!("../../../schemas/index/0029_lifecycle.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
@@ -73,6 +74,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (26, "access_letters", include_str!("../../../schemas/index/0026_access_letters.pg.sql")),
     (27, "sends", include_str!("../../../schemas/index/0027_sends.pg.sql")),
     (28, "tiers", include_str!("../../../schemas/index/0028_tiers.pg.sql")),
+    (29, "lifecycle", include_str!("../../../schemas/index/0029_lifecycle.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -646,6 +648,15 @@ impl Catalog for SqliteIndex {
         self.read("tier_totals", tiers::totals).await
     }
 
+    async fn read_days(&self, actions: Vec<String>) -> Result<Vec<ReadDay>, IndexError> {
+        self.read("read_days", move |c| tiers::read_days(c, &actions))
+            .await
+    }
+
+    async fn study_dates(&self) -> Result<Vec<String>, IndexError> {
+        self.read("study_dates", tiers::study_dates).await
+    }
+
     async fn acquire_lease(&self, claim: LeaseClaim) -> Result<Lease, IndexError> {
         self.write("acquire_lease", move |c| leases::acquire(c, &claim))
             .await
@@ -1015,9 +1026,153 @@ impl Catalog for SqliteIndex {
         .await
     }
 
-    async fn retention_facts(&self, sops: Vec<String>) -> Result<Vec<RetentionFacts>, IndexError> {
-        self.read("retention_facts", move |c| {
-            records::retention_facts(c, &sops)
+    async fn studies_of_instances(&self, sops: Vec<String>) -> Result<Vec<String>, IndexError> {
+        self.read("studies_of_instances", move |c| {
+            records::studies_of_instances(c, &sops)
+        })
+        .await
+    }
+
+    async fn study_facts(&self, studies: Vec<String>) -> Result<Vec<StudyFacts>, IndexError> {
+        self.read("study_facts", move |c| lifecycle::facts_of(c, &studies))
+            .await
+    }
+
+    async fn study_facts_page(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<StudyFacts>, IndexError> {
+        self.read("study_facts_page", move |c| {
+            lifecycle::facts_page(c, after.as_deref(), limit)
+        })
+        .await
+    }
+
+    async fn place_hold(
+        &self,
+        person: Option<String>,
+        study: Option<String>,
+        reason: String,
+        by: String,
+        at: i64,
+    ) -> Result<i64, IndexError> {
+        self.write("place_hold", move |c| {
+            lifecycle::place_hold(c, person.as_deref(), study.as_deref(), &reason, &by, at)
+        })
+        .await
+    }
+
+    async fn release_hold(&self, id: i64, by: String, at: i64) -> Result<bool, IndexError> {
+        self.write("release_hold", move |c| {
+            lifecycle::release_hold(c, id, &by, at)
+        })
+        .await
+    }
+
+    async fn holds(&self, in_force_only: bool) -> Result<Vec<Hold>, IndexError> {
+        self.read("holds", move |c| lifecycle::holds(c, in_force_only))
+            .await
+    }
+
+    async fn is_held(&self, study: String, patient_fk: i64) -> Result<bool, IndexError> {
+        self.read("is_held", move |c| {
+            lifecycle::is_held(c, &study, patient_fk)
+        })
+        .await
+    }
+
+    async fn propose_expiry(&self, items: Vec<ExpiryItem>, at: i64) -> Result<i64, IndexError> {
+        self.write("propose_expiry", move |c| {
+            lifecycle::propose_batch(c, &items, at)
+        })
+        .await
+    }
+
+    async fn expiry_batches(&self, limit: usize) -> Result<Vec<ExpiryBatch>, IndexError> {
+        self.read("expiry_batches", move |c| lifecycle::batches(c, limit))
+            .await
+    }
+
+    async fn expiry_batch(&self, id: i64) -> Result<Option<ExpiryBatch>, IndexError> {
+        self.read("expiry_batch", move |c| lifecycle::batch(c, id))
+            .await
+    }
+
+    async fn expiry_items(&self, id: i64) -> Result<Vec<ExpiryItem>, IndexError> {
+        self.read("expiry_items", move |c| lifecycle::batch_items(c, id))
+            .await
+    }
+
+    async fn decide_expiry(
+        &self,
+        id: i64,
+        from: &'static str,
+        to: &'static str,
+        by: String,
+        at: i64,
+    ) -> Result<bool, IndexError> {
+        self.write("decide_expiry", move |c| {
+            lifecycle::decide_batch(c, id, from, to, &by, at)
+        })
+        .await
+    }
+
+    async fn expiry_outcome(
+        &self,
+        id: i64,
+        study: String,
+        outcome: &'static str,
+    ) -> Result<(), IndexError> {
+        self.write("expiry_outcome", move |c| {
+            lifecycle::item_outcome(c, id, &study, outcome)
+        })
+        .await
+    }
+
+    async fn finish_expiry(&self, id: i64, at: i64) -> Result<(), IndexError> {
+        self.write("finish_expiry", move |c| lifecycle::finish_batch(c, id, at))
+            .await
+    }
+
+    async fn expiry_pending(&self) -> Result<Vec<String>, IndexError> {
+        self.read("expiry_pending", lifecycle::studies_pending)
+            .await
+    }
+
+    async fn reject_instances(
+        &self,
+        study: String,
+        sops: Vec<String>,
+        note: String,
+        code: String,
+        at: i64,
+    ) -> Result<Vec<String>, IndexError> {
+        self.write("reject_instances", move |c| {
+            lifecycle::reject(c, &study, &sops, &note, &code, at)
+        })
+        .await
+    }
+
+    async fn is_rejected(&self, sop: String) -> Result<bool, IndexError> {
+        self.read("is_rejected", move |c| lifecycle::is_rejected(c, &sop))
+            .await
+    }
+
+    async fn rejected_instances(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RejectedInstance>, IndexError> {
+        self.read("rejected_instances", move |c| {
+            lifecycle::rejected(c, before, limit)
+        })
+        .await
+    }
+
+    async fn forget_rejected(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError> {
+        self.write("forget_rejected", move |c| {
+            lifecycle::forget_rejected(c, &sops)
         })
         .await
     }

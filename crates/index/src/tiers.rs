@@ -64,6 +64,18 @@ pub struct TierTotals {
     pub cold_blobs: u64,
     /// Bytes of blobs held by the cold stores only.
     pub cold_bytes: u64,
+    /// Bytes of every stored instance (rejected ones not yet purged included), whichever tier.
+    pub all_bytes: u64,
+}
+
+/// A day on which a study was read, as the audit trail tells (one per study and day however
+/// many reads), with the study's date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadDay {
+    pub study_uid: String,
+    /// Days since the Unix epoch.
+    pub day: i64,
+    pub study_date: Option<String>,
 }
 
 pub(super) fn note_reads(c: &Connection, studies: &[String], at: i64) -> Result<(), IndexError> {
@@ -271,10 +283,47 @@ pub(super) fn totals(c: &Connection) -> Result<TierTotals, IndexError> {
              FROM cold_blobs",
         )?
         .query_row(params![], |r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)?)))?;
+    let all_bytes: i64 = c
+        .prepare_cached(
+            "SELECT CAST(COALESCE((SELECT SUM(size) FROM instances), 0)
+                      + COALESCE((SELECT SUM(size) FROM rejected_instances), 0) AS BIGINT)",
+        )?
+        .query_row(params![], |r| r.get(0))?;
     Ok(TierTotals {
         cold_studies: cold_studies as u64,
         restored_studies: restored_studies as u64,
         cold_blobs: cold_blobs as u64,
         cold_bytes: cold_bytes as u64,
+        all_bytes: all_bytes as u64,
     })
+}
+
+/// The days each study was read by one of `actions` (successful audit events), with its date.
+pub(super) fn read_days(c: &Connection, actions: &[String]) -> Result<Vec<ReadDay>, IndexError> {
+    let marks: Vec<String> = (1..=actions.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "SELECT a.study_uid, a.at / 86400000, MIN(st.study_date) FROM audit a
+         JOIN studies st ON st.study_uid = a.study_uid
+         WHERE a.outcome = 'success' AND a.action IN ({})
+         GROUP BY a.study_uid, a.at / 86400000",
+        marks.join(", ")
+    );
+    let params: Vec<&dyn crate::db::Param> =
+        actions.iter().map(|a| a as &dyn crate::db::Param).collect();
+    c.prepare(&sql)?
+        .query_map(&params[..], |r| {
+            Ok(ReadDay {
+                study_uid: r.get(0)?,
+                day: r.get(1)?,
+                study_date: r.get(2)?,
+            })
+        })?
+        .collect()
+}
+
+/// The date of every study that has one.
+pub(super) fn study_dates(c: &Connection) -> Result<Vec<String>, IndexError> {
+    c.prepare_cached("SELECT study_date FROM studies WHERE study_date IS NOT NULL")?
+        .query_map(params![], |r| r.get(0))?
+        .collect()
 }

@@ -91,6 +91,9 @@ pub enum Permission {
     /// their studies without an account: the staff roles that may take original objects away
     /// themselves (admin, integrator), since a letter hands them on.
     IssueLetters,
+    /// Legal holds, expiry batches (proposing, approving, dismissing) and the instances
+    /// rejection notes took out of use: administrators only.
+    Retention,
     /// Users, tokens, the audit trail, metrics, MPI decisions.
     Administer,
 }

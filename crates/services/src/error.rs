@@ -29,6 +29,9 @@ pub enum ServiceError {
     Busy(String),
     #[error("{count} instance(s) must be kept until {until} (retention)")]
     Retained { count: usize, until: String },
+    /// A legal hold covers the study: nothing of it may be deleted or replaced.
+    #[error("study {study} is under a legal hold: nothing of it may be deleted or replaced")]
+    Held { study: String },
     /// A request that cannot be carried out as asked (a user without the person their role
     /// needs, say); nothing was changed.
     #[error("{0}")]

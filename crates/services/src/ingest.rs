@@ -24,6 +24,7 @@ use std::time::Instant;
 use strata_core::config::{IngestConfig, OnConflict};
 use strata_core::{now_ms, BlobId, Metrics};
 use strata_dicom::record::InstanceRecord;
+use strata_dicom::rejection::{rejection_note, RejectionNote};
 use strata_dicom::{inspect, InspectError};
 use strata_index::{Index, InsertOutcome};
 use strata_store::address::Addresser;
@@ -127,6 +128,16 @@ impl Source {
         }
     }
 
+    /// Whether a rejection note from this source is applied: a DICOM peer's, an import's, an
+    /// administrator's or an integrator's, never a patient's or a reader's.
+    fn may_reject(&self) -> bool {
+        match self {
+            Source::Import | Source::Dimse { .. } => true,
+            Source::Web { role, .. } => role == "admin" || role == "integrator",
+            Source::Report { .. } => false,
+        }
+    }
+
     fn expected_study(&self) -> Option<&str> {
         match self {
             Source::Web { study, .. } => study.as_deref(),
@@ -169,6 +180,10 @@ pub enum IngestError {
     Conflict { sop_uid: String, stored: BlobId },
     #[error("the instance belongs to study {found}, not to study {expected} named in the request")]
     WrongStudy { found: String, expected: String },
+    /// Refused by the archive's rules (a rejected instance sent again, a replacement of an
+    /// instance under a legal hold, a rejection note from a sender not allowed to send one).
+    #[error("{why}")]
+    Refused { sop_uid: String, why: String },
     #[error("storage failed, the instance was not stored: {0}")]
     Store(#[from] StoreError),
     #[error("index failed, the instance was not stored: {0}")]
@@ -508,9 +523,28 @@ impl Ingest {
                 });
             }
         }
+        let rejection = rejection_note(&record.instance.sop_class_uid, &record.instance.metadata);
+        if rejection.is_some() && !source.may_reject() {
+            return Err(IngestError::Refused {
+                sop_uid,
+                why: "a rejection note is accepted from a DICOM peer, an import, an administrator \
+                      or an integrator only"
+                    .into(),
+            });
+        }
         // Cheap pre-check so that a resend costs no write and a conflict stores nothing.
         let mut replacing = None;
-        if let Some(stored) = self.index.instance(&sop_uid).await? {
+        let stored = self.index.instance(&sop_uid).await?;
+        if stored.is_none() && self.index.is_rejected(sop_uid.clone()).await? {
+            self.metrics.ingested("conflict", 0, started.elapsed());
+            return Err(IngestError::Refused {
+                why: format!(
+                    "SOP Instance UID {sop_uid} was rejected by a rejection note; it is not stored again"
+                ),
+                sop_uid,
+            });
+        }
+        if let Some(stored) = stored {
             if stored.blob_id == blob_id {
                 self.metrics
                     .ingested("already_present", size, started.elapsed());
@@ -528,6 +562,7 @@ impl Ingest {
                     stored: stored.blob_id,
                 });
             }
+            self.refuse_if_held(&record).await?;
             replacing = Some(stored.blob_id);
         }
         let report = self
@@ -579,6 +614,7 @@ impl Ingest {
                 InsertOutcome::Conflict { stored }
                     if on_conflict == OnConflict::Replace && attempts < REPLACE_ATTEMPTS =>
                 {
+                    self.refuse_if_held(&record).await?;
                     replacing = Some(stored);
                 }
                 InsertOutcome::Conflict { stored } => {
@@ -587,7 +623,84 @@ impl Ingest {
                 }
             }
         };
+        if let (Some(note), Disposition::Stored) = (&rejection, disposition) {
+            let taken = self
+                .apply_rejection(&record.study.uid, &sop_uid, note)
+                .await?;
+            tracing::info!(
+                note = sop_uid,
+                code = note.code,
+                "rejection note: {} of {} named instances taken out of use",
+                taken.len(),
+                note.instances.len()
+            );
+        }
         self.metrics.ingested(label, size, started.elapsed());
         Ok(ack(disposition))
+    }
+
+    /// Applies a rejection note stored as `note_sop` in study `study`: journaled (so a reindex
+    /// applies it again), then the instances it names in that study are taken out of the index
+    /// (see [`crate::retention`]). Returns those taken. Instances of other studies are left
+    /// alone: a note rejects only what is in its own study.
+    async fn apply_rejection(
+        &self,
+        study: &str,
+        note_sop: &str,
+        note: &RejectionNote,
+    ) -> Result<Vec<String>, IngestError> {
+        let sops: Vec<String> = note
+            .instances
+            .iter()
+            .filter(|r| r.study_uid == study && r.sop_uid != note_sop)
+            .map(|r| r.sop_uid.clone())
+            .collect();
+        if sops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = now_ms();
+        self.journal
+            .record(JournalEntry::Rejected {
+                note: note_sop.to_string(),
+                study: study.to_string(),
+                code: note.code.clone(),
+                sop_instance_uids: sops.clone(),
+                at,
+            })
+            .await?;
+        Ok(self
+            .index
+            .reject_instances(
+                study.to_string(),
+                sops,
+                note_sop.to_string(),
+                note.code.clone(),
+                at,
+            )
+            .await?)
+    }
+
+    /// Refuses to replace an instance of a study under a legal hold.
+    async fn refuse_if_held(&self, record: &InstanceRecord) -> Result<(), IngestError> {
+        for f in self
+            .index
+            .study_facts(vec![record.study.uid.clone()])
+            .await?
+        {
+            if self
+                .index
+                .is_held(f.study_uid.clone(), f.patient_fk)
+                .await?
+            {
+                return Err(IngestError::Refused {
+                    sop_uid: record.instance.sop_uid.clone(),
+                    why: format!(
+                        "study {} is under a legal hold: its instances are not replaced",
+                        f.study_uid
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }

@@ -51,6 +51,35 @@ pub enum JournalEntry {
         sop_instance_uids: Vec<String>,
         at: i64,
     },
+    /// A legal hold was placed on a person or a study.
+    HoldPlaced {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        person: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        study: Option<String>,
+        reason: String,
+        by: String,
+        at: i64,
+    },
+    /// The hold placed on `person` or `study` at `placed_at` was released.
+    HoldReleased {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        person: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        study: Option<String>,
+        placed_at: i64,
+        by: String,
+        at: i64,
+    },
+    /// A rejection note (`note`, in `study`, titled `code`) took instances out of use: reindex
+    /// takes them out of the index again, keeping their blobs for the purge.
+    Rejected {
+        note: String,
+        study: String,
+        code: String,
+        sop_instance_uids: Vec<String>,
+        at: i64,
+    },
     /// A user was added (with the argon2 hash of the password, never the password), and for
     /// a patient the person they are bound to.
     UserAdded {

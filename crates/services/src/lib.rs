@@ -13,14 +13,16 @@
 //! - [`reindex`]: the index rebuilt from one replica.
 //! - [`admin`]: users, tokens and the AE table. [`auth`]: roles, permissions, principals,
 //!   credentials, signing in and out. [`audit`]: the audit trail as the doors write it.
-//! - [`retention`]: how long a record is kept, and deletion. [`persons`]: the MPI's decisions.
+//! - [`retention`]: how long a record is kept, legal holds, expiry batches, rejection notes and
+//!   deletion. [`persons`]: the MPI's decisions.
 //! - [`deidentify`]: de-identified copies for research projects, keyed per project.
 //! - [`reports`]: measurements as a TID 1500 Measurement Report and key images as a Key
 //!   Object Selection, built as instances of their study and read back.
 //! - [`sends`]: studies pushed to another archive as background jobs with per-instance outcomes.
 //! - [`letters`]: access letters, with which a patient takes an encrypted copy of their studies.
 //! - [`tiers`]: hot and cold tiers: the policy, the move to erasure-coded shards, restore on
-//!   read, the shards' scrub.
+//!   read, the shards' scrub. [`usage`]: bytes and cost per tier and store, and how reads
+//!   decay with a study's age.
 //!
 //! A service never speaks a protocol: the doors map its answers ([`ServiceError`], the
 //! ingest's [`ingest::IngestError`]) to DIMSE statuses and HTTP problems.
@@ -43,5 +45,6 @@ pub mod reports;
 pub mod retention;
 pub mod sends;
 pub mod tiers;
+pub mod usage;
 
 pub use error::ServiceError;

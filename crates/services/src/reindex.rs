@@ -119,7 +119,43 @@ pub async fn rebuild(
             JournalEntry::Deleted {
                 sop_instance_uids, ..
             } => {
+                // an instance purged after a rejection note is among the rejected by now
+                index.forget_rejected(sop_instance_uids.clone()).await?;
                 index.delete_instances(sop_instance_uids).await?;
+            }
+            JournalEntry::Rejected {
+                note,
+                study,
+                code,
+                sop_instance_uids,
+                at,
+            } => {
+                index
+                    .reject_instances(study, sop_instance_uids, note, code, at)
+                    .await?;
+            }
+            JournalEntry::HoldPlaced {
+                person,
+                study,
+                reason,
+                by,
+                at,
+            } => {
+                index.place_hold(person, study, reason, by, at).await?;
+            }
+            JournalEntry::HoldReleased {
+                person,
+                study,
+                placed_at,
+                by,
+                at,
+            } => {
+                let placed = index.holds(true).await?.into_iter().find(|h| {
+                    h.person == person && h.study_uid == study && h.placed_at == placed_at
+                });
+                if let Some(h) = placed {
+                    index.release_hold(h.id, by, at).await?;
+                }
             }
             JournalEntry::UserAdded {
                 name,

@@ -22,8 +22,7 @@ use strata_render::measure::{Kind, Measured};
 
 /// Comprehensive SR Storage: 2D SCOORD, as TID 1500 allows and OHIF reads.
 pub const COMPREHENSIVE_SR: &str = "1.2.840.10008.5.1.4.1.1.88.33";
-/// Key Object Selection Document Storage.
-pub const KEY_OBJECT_SELECTION: &str = "1.2.840.10008.5.1.4.1.1.88.59";
+pub use strata_dicom::rejection::KEY_OBJECT_SELECTION;
 /// The prefix of the Tracking Identifier of the measurements this archive writes.
 const TRACKING_PREFIX: &str = "strata:";
 

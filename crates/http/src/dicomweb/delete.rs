@@ -1,5 +1,6 @@
 //! DELETE of a study, series or instance: administrators only, audited, and refused with 409
-//! while the data is under retention (see `strata_services::retention::retained_until`).
+//! while the data is under retention (see `strata_services::retention::retained_until`) or a
+//! legal hold.
 
 use super::path_uid;
 use crate::auth::Caller;
@@ -45,7 +46,7 @@ async fn delete(
                 .map_err(Problem::internal)?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        Err(e @ ServiceError::Retained { .. }) => {
+        Err(e @ (ServiceError::Retained { .. } | ServiceError::Held { .. })) => {
             archive
                 .audit()
                 .record(event(Outcome::Denied).detail(e.to_string()))

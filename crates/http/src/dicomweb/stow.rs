@@ -268,7 +268,8 @@ async fn store(
                     .map_err(Problem::internal)?;
                 // the sender learns which instance was refused when it is known
                 let sop = match &e {
-                    IngestError::Conflict { sop_uid, .. } => sop_uid.as_str(),
+                    IngestError::Conflict { sop_uid, .. }
+                    | IngestError::Refused { sop_uid, .. } => sop_uid.as_str(),
                     _ => "",
                 };
                 failed.push(failure("", sop, reason));
