@@ -333,3 +333,97 @@ async fn cold_studies_survive_two_lost_stores_and_come_back_from_shards() {
         assert!(got == std::fs::read(f).unwrap(), "{} differs", f.display());
     }
 }
+
+/// A cold study opened in the viewer (tests/viewer/cold.mjs, Debian's chromium): the page says
+/// it is retrieving it from cold storage until it is back, then shows it; another, retrieved by
+/// dcmtk's getscu, gets a pending response at once, before its first sub-operation, and arrives
+/// whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_study_comes_back_for_the_viewer_and_c_get_with_word_of_it_meanwhile() {
+    let t = archive();
+    let files = t.generate("in", &studies());
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let groups = by_study(&files);
+    let (a_uid, b_uid) = (&groups[0].0, &groups[1].0);
+    {
+        let a = t.open_archive().await;
+        a.tiers().move_study(a_uid).await.unwrap();
+        a.tiers().move_study(b_uid).await.unwrap();
+        for b in blobs_of(&a, a_uid).await {
+            assert_eq!(on_replicas(&t, &b), 0);
+        }
+    }
+    common::add_user(&t, "rad", "radiologist");
+    let server = t.serve();
+    let shots = format!(
+        "{}/target/viewer-screenshots/cold",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = std::process::Command::new("node")
+        .arg("cold.mjs")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/viewer"))
+        .envs([
+            ("BASE", common::base(&server).as_str()),
+            ("RAD_USER", "rad"),
+            ("RAD_PASSWORD", common::PASSWORD),
+            ("OUT", shots.as_str()),
+            ("STUDY", a_uid.as_str()),
+        ])
+        .output()
+        .expect("running node (the test command installs it)");
+    let log = text(&out);
+    assert!(
+        out.status.success(),
+        "cold study in chromium:\n{log}\nserver:\n{}",
+        server.log_text()
+    );
+    for step in [
+        "ok: the viewer asked until the study was back",
+        "ok: the viewer says it came from cold storage",
+        "ok: the restored study is shown",
+    ] {
+        assert!(log.contains(step), "{step}:\n{log}");
+    }
+
+    // C-GET of the other: a pending response before the first sub-operation, then every file
+    let dir = t.path("got-b");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = format!("StudyInstanceUID={b_uid}");
+    let res = tool(
+        120,
+        "getscu",
+        &[
+            "-v",
+            "-aec",
+            "STRATA",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &key,
+            "-od",
+            dir.to_str().unwrap(),
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    let said = text(&res);
+    assert!(res.status.success(), "{said}");
+    let pending = said
+        .find("Received C-GET Response (Pending)")
+        .expect("a pending response");
+    let first_store = said
+        .find("Received C-STORE Request")
+        .expect("a sub-operation");
+    assert!(pending < first_store, "{said}");
+    assert_eq!(files_under(&dir).len(), groups[1].1.len(), "{said}");
+    drop(server);
+    let e = t.open().await;
+    for uid in [a_uid, b_uid] {
+        let tier = e.index.study_tier(uid.clone()).await.unwrap().unwrap();
+        assert_eq!(tier.tier, "hot");
+        assert!(tier.restored_until.is_some());
+    }
+}

@@ -213,10 +213,37 @@ class Viewport {
   }
 }
 
+/**
+ * Brings a study in the cold tier back before it is shown, saying so in `main` with the
+ * progress; resolves to the seconds it took (null: the study was hot).
+ */
+async function fromCold(main, study) {
+  const ask = () => api(`/api/studies/${encodeURIComponent(study)}/restore`, { method: "POST" });
+  let r = await ask();
+  if (r.state === "hot") return null;
+  const started = Date.now();
+  const note = el("p", { id: "cold-restore" });
+  const bar = el("progress", { id: "cold-progress", max: 1, value: 0 });
+  main.replaceChildren(el("div", { class: "viewer cold", id: "viewer-cold" }, note, bar));
+  while (r.state !== "hot") {
+    if (r.state === "failed") throw new Error(`the study could not be retrieved from cold storage: ${r.why}`);
+    note.textContent = r.total
+      ? `Retrieving from cold storage: ${r.done} of ${r.total} objects rebuilt`
+      : "Retrieving from cold storage: waiting for its turn";
+    bar.max = r.total || 1;
+    bar.value = r.done;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    r = await ask();
+  }
+  return (Date.now() - started) / 1000;
+}
+
 /** Opens the viewer on a study in `main`; returns what closes it. */
 export async function openViewer(main, study) {
   let series;
+  let cold;
   try {
+    cold = await fromCold(main, study);
     const q = ["0008103E", "00200011", "00080060", "00201209"].map((t) => `includefield=${t}`).join("&");
     series = await api(`/dicomweb/studies/${study}/series?${q}`, { headers: { Accept: "application/dicom+json" } });
   } catch (err) {
@@ -249,6 +276,7 @@ export async function openViewer(main, study) {
     el("button", { type: "button", id: "save-measurements", onclick: () => saveAll() }, "Save measurements"),
     saveStatus,
     el("button", { type: "button", id: "help-button", onclick: () => { help.hidden = !help.hidden; } }, "?"),
+    cold === null ? "" : el("span", { id: "cold-note", class: "measure-status" }, `Retrieved from cold storage in ${cold.toFixed(1)} s`),
     mayExport(state.role)
       ? el("a", { href: `/api/export?study=${encodeURIComponent(study)}`, download: `study-${study}.zip`, id: "download",
         title: "The study as DICOM media (DICOMDIR) in a ZIP, with a page of pictures any browser opens" }, "Download study (ZIP)")

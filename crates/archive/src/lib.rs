@@ -332,7 +332,7 @@ impl Archive {
     }
 
     /// Hot and cold tiers: the policy, moves, restores, the shards' scrub.
-    pub fn tiers(&self) -> &Tiers {
+    pub fn tiers(&self) -> &Arc<Tiers> {
         &self.tiers
     }
 

@@ -2,7 +2,8 @@
 //! the index, then send each as a C-STORE sub-operation — C-GET on the same association (the
 //! peer took the SCP role for the storage classes), C-MOVE on a new association to a peer of
 //! the AE table — with a pending response after each, counting remaining, completed, failed and
-//! warning sub-operations, and stopping at a C-CANCEL.
+//! warning sub-operations, and stopping at a C-CANCEL. A study in the cold tier is brought back
+//! first, with a pending response at once and every second meanwhile.
 //!
 //! An instance goes in its stored transfer syntax when the receiver accepted it, else decoded
 //! (dicom-pixeldata's codecs: JPEG, JPEG-LS, JPEG 2000, RLE, deflate) to Explicit or Implicit VR
@@ -21,6 +22,7 @@ use strata_core::audit::Outcome;
 use strata_core::config::DimsePermission;
 use strata_index::query::{Key, Level, Query};
 use strata_services::reads::Windows;
+use strata_services::tiers::Availability;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
@@ -354,6 +356,7 @@ pub async fn c_get(
     if !audit_retrieve_start(session, "dimse.get", &planned, None).await {
         return refuse_unaudited(session, pc, &request, field::C_GET_RSP).await;
     }
+    restore_cold(session, pc, &request, field::C_GET_RSP, &planned).await?;
     let contexts: Vec<(u8, String, String)> = session
         .contexts
         .iter()
@@ -479,6 +482,7 @@ pub async fn c_move(
     if !audit_retrieve_start(session, "dimse.move", &planned, Some(&peer.aet)).await {
         return refuse_unaudited(session, pc, &request, field::C_MOVE_RSP).await;
     }
+    restore_cold(session, pc, &request, field::C_MOVE_RSP, &planned).await?;
     let move_id = request.message_id();
     let mut c = Counts {
         remaining: planned.len(),
@@ -613,6 +617,53 @@ async fn refuse_unaudited(
         .with_error_comment("the audit trail cannot be written: nothing is sent");
     session.writer.send(pc, &rsp, None).await?;
     Ok(())
+}
+
+/// How often a retrieve waiting for cold studies says it is still under way.
+const COLD_PENDING_EVERY: Duration = Duration::from_secs(1);
+
+/// Brings the cold studies among `planned` back from the cold tier before the sub-operations
+/// start, answering a pending response (nothing completed, everything remaining) at once and
+/// every [`COLD_PENDING_EVERY`] while they come back, so the peer knows the retrieve is under
+/// way. A study that cannot be restored is left to its sub-operations, which fail with the
+/// reason.
+async fn restore_cold(
+    session: &mut Session<'_>,
+    pc: u8,
+    request: &Command,
+    rsp_field: u16,
+    planned: &[Planned],
+) -> Result<(), AssociationError> {
+    let tiers = session.archive.tiers().clone();
+    let studies: Vec<String> = studies_of(planned)
+        .into_iter()
+        .map(|(_, study)| study.to_string())
+        .collect();
+    let counts = Counts {
+        remaining: planned.len(),
+        ..Default::default()
+    };
+    let mut last_pending: Option<std::time::Instant> = None;
+    loop {
+        let mut cold = false;
+        for study in &studies {
+            // started on the first look only: a restore that failed is not waited for again
+            match tiers.availability(study, last_pending.is_none()).await {
+                Ok(Availability::Restoring { .. }) => cold = true,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(study, "is the study cold? {e}"),
+            }
+        }
+        if !cold {
+            return Ok(());
+        }
+        if last_pending.is_none_or(|at| at.elapsed() >= COLD_PENDING_EVERY) {
+            let rsp = progress(request, rsp_field, status::PENDING, &counts, true);
+            session.writer.send(pc, &rsp, None).await?;
+            last_pending = Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The (patient, study) pairs of a retrieve, each once.

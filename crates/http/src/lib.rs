@@ -25,6 +25,7 @@ mod role;
 mod sends;
 pub mod stream;
 mod throttle;
+mod tiers;
 pub mod web;
 
 use crate::auth::{self as auth_http, Caller};
@@ -54,6 +55,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::export::router())
         .merge(crate::letters::router())
         .merge(crate::lifecycle::router())
+        .merge(crate::tiers::router())
         .merge(crate::accounts::router())
         .merge(crate::ae::router())
         .merge(crate::sends::router())

@@ -98,6 +98,40 @@ pub struct Tiers {
     restoring: tokio::sync::Mutex<()>,
     /// When each study's reads were last noted in the index.
     noted: Mutex<HashMap<String, i64>>,
+    /// The studies being restored in the background (or waiting their turn), and those whose
+    /// restore failed lately.
+    progress: Mutex<HashMap<String, Restore>>,
+}
+
+/// A background restore of a study.
+#[derive(Debug, Clone)]
+enum Restore {
+    /// Blobs restored so far, and in all (0 in all: not started).
+    Running(u64, u64),
+    /// It failed at `at` (ms), for `why`: not tried again for [`RETRY_RESTORE_MS`].
+    Failed { why: String, at: i64 },
+}
+
+/// A study whose restore failed is not tried again by a reader's request sooner than this.
+const RETRY_RESTORE_MS: i64 = 60_000;
+
+/// Where a study stands for a reader: on the replicas, coming back from the cold tier, or
+/// neither.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Availability {
+    Hot,
+    /// Being rebuilt from its shards: `done` of `total` blobs (0 of 0 while it waits its turn).
+    Restoring {
+        done: u64,
+        total: u64,
+    },
+    /// In the cold tier, and not being restored.
+    Cold,
+    /// Its restore failed lately.
+    Failed {
+        why: String,
+    },
 }
 
 impl Tiers {
@@ -117,6 +151,7 @@ impl Tiers {
             clock,
             restoring: tokio::sync::Mutex::new(()),
             noted: Mutex::default(),
+            progress: Mutex::default(),
         }
     }
 
@@ -347,9 +382,79 @@ impl Tiers {
         if studies.is_empty() || !cold.hot {
             // a superseded version, or a study already marked hot: this blob alone
             let _one = self.restoring.lock().await;
-            self.restore_blobs(&[*blob]).await?;
+            self.restore_blobs(&[*blob], None).await?;
         }
         Ok(true)
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, HashMap<String, Restore>> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where `study` stands for a reader. A cold study is restored in the background when
+    /// `start` says so (once, however many ask; after a failure, not again for a minute); the
+    /// answer says how far it has come.
+    pub async fn availability(
+        self: &Arc<Self>,
+        study: &str,
+        start: bool,
+    ) -> Result<Availability, ServiceError> {
+        let now = self.clock.now_ms();
+        match self.progress().get(study) {
+            Some(Restore::Running(done, total)) => {
+                return Ok(Availability::Restoring {
+                    done: *done,
+                    total: *total,
+                })
+            }
+            Some(Restore::Failed { why, at }) if now - at < RETRY_RESTORE_MS => {
+                return Ok(Availability::Failed { why: why.clone() })
+            }
+            _ => {}
+        }
+        let cold = self
+            .index
+            .study_tier(study.to_string())
+            .await?
+            .is_some_and(|t| t.tier == "cold");
+        if !cold {
+            return Ok(Availability::Hot);
+        }
+        if !start {
+            return Ok(Availability::Cold);
+        }
+        let started = {
+            let mut progress = self.progress();
+            let running = matches!(progress.get(study), Some(Restore::Running(..)));
+            if !running {
+                progress.insert(study.to_string(), Restore::Running(0, 0));
+            }
+            !running
+        };
+        if started {
+            let (tiers, study) = (self.clone(), study.to_string());
+            tokio::spawn(async move {
+                let outcome = tiers.restore_study(&study).await;
+                let mut progress = tiers.progress();
+                match outcome {
+                    Ok(_) => {
+                        progress.remove(&study);
+                    }
+                    Err(e) => {
+                        tracing::error!(study, "restoring from the cold tier: {e}");
+                        let at = tiers.clock.now_ms();
+                        progress.insert(
+                            study,
+                            Restore::Failed {
+                                why: e.to_string(),
+                                at,
+                            },
+                        );
+                    }
+                }
+            });
+        }
+        Ok(Availability::Restoring { done: 0, total: 0 })
     }
 
     /// Rebuilds a cold study's blobs from their shards onto the replicas, and keeps it hot for
@@ -369,7 +474,10 @@ impl Tiers {
             .into_iter()
             .map(|(b, _)| b)
             .collect();
-        let restored = self.restore_blobs(&blobs).await?;
+        if let Some(Restore::Running(_, total)) = self.progress().get_mut(study) {
+            *total = blobs.len() as u64;
+        }
+        let restored = self.restore_blobs(&blobs, Some(study)).await?;
         self.index
             .set_study_tier(StudyTier {
                 tier: "hot".into(),
@@ -384,10 +492,15 @@ impl Tiers {
     }
 
     /// Writes the cold-only blobs among `blobs` back to the replicas, rebuilt from any `k`
-    /// shards (shards found bad on the way are rewritten).
-    async fn restore_blobs(&self, blobs: &[BlobId]) -> Result<u64, ServiceError> {
+    /// shards (shards found bad on the way are rewritten); counts them done in the progress of
+    /// `study`, if one is given.
+    async fn restore_blobs(
+        &self,
+        blobs: &[BlobId],
+        study: Option<&str>,
+    ) -> Result<u64, ServiceError> {
         let shards = self.cold()?;
-        let results = futures::stream::iter(blobs.iter().copied().map(|blob| async move {
+        let mut results = futures::stream::iter(blobs.iter().copied().map(|blob| async move {
             match self.index.cold_blob(blob).await? {
                 Some(c) if !c.hot => {}
                 _ => return Ok::<_, ServiceError>(None),
@@ -406,12 +519,15 @@ impl Tiers {
             self.store.put(blob, &plain).await?;
             Ok(Some(*blob))
         }))
-        .buffered(AT_ONCE)
-        .collect::<Vec<_>>()
-        .await;
+        .buffered(AT_ONCE);
         let mut restored = Vec::new();
-        for r in results {
+        while let Some(r) = results.next().await {
             restored.extend(r?);
+            if let Some(s) = study {
+                if let Some(Restore::Running(done, _)) = self.progress().get_mut(s) {
+                    *done += 1;
+                }
+            }
         }
         let n = restored.len() as u64;
         self.index.set_blobs_hot(restored, true).await?;
