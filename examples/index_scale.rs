@@ -4,6 +4,9 @@
 //! UID, by a family name prefix, by a study date range) and the instances of one study (as
 //! WADO-RS metadata reads them). It prints the load rate, every kind's p50 and p99, and
 //! `strata serve` can be started on the same data folder afterwards for whole-process figures.
+//! With `--policy` it also times the background workers' scans of the whole index (the tier
+//! policy's candidates, the expiry's retention facts) and the date-range search's p99 alone and
+//! while the tier scan runs beside it.
 //!
 //! ```text
 //! cargo run --release --example index_scale -- --instances 1000000 --dir /tmp/scale
@@ -49,6 +52,9 @@ struct Args {
     /// Timed searches of each kind.
     #[arg(long, default_value_t = 2000)]
     queries: usize,
+    /// Time the tier policy's and the expiry's scans too, and a search beside the tier scan.
+    #[arg(long)]
+    policy: bool,
 }
 
 const PER_STUDY: usize = 10;
@@ -299,6 +305,96 @@ async fn main() -> Result<()> {
     })
     .await?;
     println!("{engine} instances of a study (metadata): p50={p50:.3} ms p99={p99:.3} ms");
+    if a.policy {
+        policy_scans(&index, engine, n, studies).await?;
+    }
     index.close().await?;
+    Ok(())
+}
+
+/// The tier policy's scan as its worker pages through it: every study is a candidate (each
+/// instance was received at 1 ms and none was read). Returns the studies found.
+async fn tier_scan(index: &Index) -> Result<usize> {
+    let (mut after, mut found) = (None, 0);
+    loop {
+        let page = index
+            .tier_candidates(strata_index::TierQuery {
+                received_before: i64::MAX,
+                unread_since: i64::MAX,
+                now: i64::MAX,
+                after: after.clone(),
+                limit: 500,
+            })
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(found);
+        };
+        after = Some(last.study_uid.clone());
+        found += page.len();
+    }
+}
+
+/// The date-range search's p50 and p99 over `n` searches.
+async fn date_searches(index: &Index, n: usize, studies: usize) -> Result<(f64, f64)> {
+    timed(n, |i| {
+        let d = date((i * 7919) % studies);
+        let q = study_query(vec![
+            Key::new(tags::STUDY_DATE, format!("{d}-{d}")),
+            Key::new(tags::STUDY_INSTANCE_UID, ""),
+        ]);
+        let index = index.clone();
+        async move { Ok(index.find(q).await?.len()) }
+    })
+    .await
+}
+
+async fn policy_scans(index: &Index, engine: &str, n: usize, studies: usize) -> Result<()> {
+    let t = Instant::now();
+    let found = tier_scan(index).await?;
+    anyhow::ensure!(
+        found == studies,
+        "the tier scan found {found} of {studies} studies"
+    );
+    println!(
+        "{engine} tier policy scan: {found} studies in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let (mut after, mut seen) = (None, 0);
+    loop {
+        let page = index.study_facts_page(after.clone(), 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.study_uid.clone());
+        seen += page.len();
+    }
+    anyhow::ensure!(
+        seen == studies,
+        "the expiry scan found {seen} of {studies} studies"
+    );
+    println!(
+        "{engine} expiry facts scan: {seen} studies in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let (alone50, alone99) = date_searches(index, n, studies).await?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scanner = {
+        let (index, stop) = (index.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut scans = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tier_scan(&index).await?;
+                scans += 1;
+            }
+            anyhow::Ok(scans)
+        })
+    };
+    let (beside50, beside99) = date_searches(index, n, studies).await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let scans = scanner.await??;
+    println!(
+        "{engine} study by date range alone: p50={alone50:.3} ms p99={alone99:.3} ms; beside the tier scan \
+         ({scans} scans finished): p50={beside50:.3} ms p99={beside99:.3} ms ({:+.0} % at p99)",
+        (beside99 / alone99 - 1.0) * 100.0
+    );
     Ok(())
 }

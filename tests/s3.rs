@@ -297,9 +297,9 @@ fn one_garage_cluster_of_three_nodes_as_a_replica_loses_nothing_when_a_node_dies
     get_each(&t, &all);
 }
 
-/// The store itself on Garage, through object_store's S3 client: a blob written twice (plain
-/// PUTs, no `If-None-Match`, which Garage does not honour), a large one through a multipart
-/// upload, byte ranges read back by ranged GETs of only the segments they need, and a refused
+/// The store itself on Garage, through object_store's S3 client, in a storage class: a blob
+/// written twice (plain PUTs, no `If-None-Match`, which Garage does not honour), a large one
+/// through a multipart upload, byte ranges read back by ranged GETs of only the segments they need, and a refused
 /// key reported without a word of it.
 #[tokio::test(flavor = "multi_thread")]
 async fn blobs_on_garage_are_overwritten_uploaded_in_parts_and_read_by_range() {
@@ -307,7 +307,10 @@ async fn blobs_on_garage_are_overwritten_uploaded_in_parts_and_read_by_range() {
     use strata_store::{address_of, address_of_file, crypt::MasterKey, Replica, Replicas, Store};
     let g = tokio::task::spawn_blocking(Garage::single).await.unwrap();
     let env = g.credentials("AWS_").into_iter();
-    let replica = Replica::open_with_env(&g.replica_url(0, None), env).unwrap();
+    // every object written in the storage class the URL names (Garage takes the header and
+    // keeps one class; AWS, Google and Azure honour it)
+    let url = format!("{}&storage_class=STANDARD", g.replica_url(0, None));
+    let replica = Replica::open_with_env(&url, env).unwrap();
     let store = Store::new(
         Arc::new(MasterKey::from_secret(&[5; 32])),
         Replicas::new(vec![replica], 1),

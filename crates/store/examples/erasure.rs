@@ -4,7 +4,10 @@
 //! restored with two of the six stores gone (rebuilt from four, verified against its address,
 //! written back to the replicas). The move and the restore are the store's side of
 //! `Tiers::move_study` and `Tiers::restore_study`, without the index's few rows per blob.
-//! Used by `benches/erasure.sh`.
+//! Then the bounds durability sets on each, in the same run: the same bytes sealed and fsynced
+//! with nothing else done — the shards' bytes (a quarter of each blob, six times) to six fresh
+//! stores, and each blob to three fresh replicas — eight blobs at once, as the move and the
+//! restore go. Used by `benches/erasure.sh`.
 //!
 //! ```text
 //! CODE_MIB=256 BLOBS=300 BLOB_KIB=513 DIR=/tmp cargo run --release -p strata-store --example erasure
@@ -150,6 +153,53 @@ async fn main() -> Result<()> {
         "restore from 4 of 6 stores: {:.1} MB in {restored:.2} s: {:.0} MB/s",
         total as f64 / 1e6,
         mb_per_s(total, restored)
+    );
+
+    // the bounds: the same bytes made durable, and nothing else
+    let fresh = |name: &str, n: usize| {
+        let replicas = (0..n)
+            .map(|i| Replica::open(&format!("file://{}/{name}-{i}", tmp.path().display())))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok::<_, Box<dyn std::error::Error>>(Store::new(
+            Arc::new(MasterKey::from_secret(&[9; 32])),
+            Replicas::new(replicas, n),
+        ))
+    };
+    let blobs: Vec<Vec<u8>> = (0..args.blobs)
+        .map(|b| data(args.blob_kib << 10, b as u32 + 7))
+        .collect();
+    let bound = |store: Store, part: usize| {
+        let blobs = &blobs;
+        async move {
+            let started = Instant::now();
+            let writes = blobs.iter().map(|blob| {
+                let store = &store;
+                async move {
+                    let piece = &blob[..blob.len().div_ceil(part)];
+                    let id = address_of(store.address_key(), piece);
+                    store.put(&id, piece).await?;
+                    Ok::<_, Box<dyn std::error::Error>>(())
+                }
+            });
+            for r in futures::stream::iter(writes)
+                .buffered(8)
+                .collect::<Vec<_>>()
+                .await
+            {
+                r?;
+            }
+            Ok::<_, Box<dyn std::error::Error>>(started.elapsed().as_secs_f64())
+        }
+    };
+    let shard_bound = bound(fresh("bound-shards", k + m)?, k).await?;
+    let replica_bound = bound(fresh("bound-replicas", 3)?, 1).await?;
+    println!(
+        "bounds: the shards' bytes fsynced to 6 stores {:.0} MB/s of data (move at {:.0} % of it); \
+         the blobs fsynced to 3 replicas {:.0} MB/s (restore at {:.0} % of it)",
+        mb_per_s(total, shard_bound),
+        100.0 * shard_bound / moved,
+        mb_per_s(total, replica_bound),
+        100.0 * replica_bound / restored
     );
     Ok(())
 }

@@ -11,6 +11,10 @@
 //! writes). No other environment variable reaches the client: a `TOKEN` or `REGION` set for
 //! something else must not become a session token or a region.
 //!
+//! A store may name the storage class its objects are written in (`storage_class=STANDARD_IA`
+//! on S3, `NEARLINE` on Google Cloud Storage, an access tier such as `Cool` on Azure): a cold
+//! store on a cheaper class, say. The provider checks the name.
+//!
 //! Writes are plain PUTs and multipart uploads, never conditional ones (`If-None-Match`), which
 //! not every S3 server honours (Garage does not). None is needed: a blob's name is the keyed hash
 //! of its plaintext, so a second write under a name carries the same plaintext as the first.
@@ -22,6 +26,9 @@ use url::Url;
 
 /// The URL parameter naming the environment prefix a replica's settings are read under.
 const ENV_PARAMETER: &str = "env";
+/// The URL parameter naming the storage class (S3, Google Cloud Storage) or access tier
+/// (Azure) every object the store is given is written in: `storage_class=GLACIER_IR`.
+const STORAGE_CLASS_PARAMETER: &str = "storage_class";
 
 /// Words in an option's name that make it a secret, refused in a URL.
 const SECRET_WORDS: [&str; 7] = [
@@ -89,16 +96,20 @@ struct Settings {
     provider: Provider,
     bare: Url,
     options: Vec<(String, String)>,
+    storage_class: Option<String>,
 }
 
 fn settings(url: &Url, env: impl Iterator<Item = (String, String)>) -> Result<Settings, String> {
     let provider = Provider::of(url.scheme())?;
     let mut env_prefix = None;
+    let mut storage_class = None;
     let mut from_url = Vec::new();
     for (key, value) in url.query_pairs() {
         let key = key.to_ascii_lowercase();
         if key == ENV_PARAMETER {
             env_prefix = Some(value.into_owned());
+        } else if key == STORAGE_CLASS_PARAMETER {
+            storage_class = Some(value.into_owned());
         } else if SECRET_WORDS.iter().any(|w| key.contains(w)) {
             return Err(format!(
                 "{key} is a secret: give it in the environment ({}*), never in a URL",
@@ -131,27 +142,32 @@ fn settings(url: &Url, env: impl Iterator<Item = (String, String)>) -> Result<Se
         provider,
         bare,
         options,
+        storage_class,
     })
 }
 
 /// The object store a cloud replica URL names, its options applied, under its path prefix.
+/// Returns the store and the storage class its objects are to be written in, if the URL names
+/// one.
 pub fn open(
     url: &Url,
     env: impl Iterator<Item = (String, String)>,
-) -> Result<Arc<dyn ObjectStore>, String> {
+) -> Result<(Arc<dyn ObjectStore>, Option<String>), String> {
     let Settings {
         provider,
         bare,
         options,
+        storage_class,
     } = settings(url, env)?;
     let (_, prefix): (_, ObjectPath) =
         object_store::ObjectStoreScheme::parse(&bare).map_err(|e| e.to_string())?;
     let store = build(provider, &bare, options)?;
-    Ok(if prefix.as_ref().is_empty() {
+    let store = if prefix.as_ref().is_empty() {
         store
     } else {
         Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
-    })
+    };
+    Ok((store, storage_class))
 }
 
 /// How a cloud request that failed is retried: a few times, within seconds. object_store's
@@ -340,9 +356,24 @@ mod tests {
     fn a_store_opens_without_touching_the_network() {
         let keys = [("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
         let options = "?endpoint=http://127.0.0.1:9&region=garage&allow_http=true";
-        let whole = open(&url(&format!("s3://bucket{options}")), env(&keys)).unwrap();
+        let (whole, class) = open(&url(&format!("s3://bucket{options}")), env(&keys)).unwrap();
         assert!(whole.to_string().contains("bucket"), "{whole}");
-        let under = open(&url(&format!("s3://bucket/prefix{options}")), env(&keys)).unwrap();
+        assert_eq!(class, None);
+        let (under, _) = open(&url(&format!("s3://bucket/prefix{options}")), env(&keys)).unwrap();
         assert!(under.to_string().contains("prefix"), "{under}");
+    }
+
+    #[test]
+    fn a_store_may_name_the_storage_class_of_its_objects() {
+        let s = settings(
+            &url("s3://cold?storage_class=GLACIER_IR&region=eu-2"),
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(s.storage_class.as_deref(), Some("GLACIER_IR"));
+        // not an option of the client: the writes carry it
+        assert_eq!(s.options, [("region".to_string(), "eu-2".to_string())]);
+        let tier = settings(&url("az://container?storage_class=Cool"), env(&[])).unwrap();
+        assert_eq!(tier.storage_class.as_deref(), Some("Cool"));
     }
 }

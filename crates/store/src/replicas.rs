@@ -78,6 +78,8 @@ pub struct Replica {
     store: Arc<dyn ObjectStore>,
     local: Option<Local>,
     openers: Openers,
+    /// What every object written carries: the storage class a cloud store's URL names.
+    attributes: object_store::Attributes,
 }
 
 impl Replica {
@@ -120,6 +122,7 @@ impl Replica {
                         direct: true.into(),
                     }),
                     openers: Openers::default(),
+                    attributes: object_store::Attributes::new(),
                 })
             }
             "memory" => Ok(Replica {
@@ -127,13 +130,22 @@ impl Replica {
                 store: Arc::new(InMemory::new()),
                 local: None,
                 openers: Openers::default(),
+                attributes: object_store::Attributes::new(),
             }),
-            _ => Ok(Replica {
-                url: url.to_string(),
-                store: cloud::open(&parsed, env).map_err(bad)?,
-                local: None,
-                openers: Openers::default(),
-            }),
+            _ => {
+                let (store, storage_class) = cloud::open(&parsed, env).map_err(bad)?;
+                let mut attributes = object_store::Attributes::new();
+                if let Some(class) = storage_class {
+                    attributes.insert(object_store::Attribute::StorageClass, class.into());
+                }
+                Ok(Replica {
+                    url: url.to_string(),
+                    store,
+                    local: None,
+                    openers: Openers::default(),
+                    attributes,
+                })
+            }
         }
     }
 
@@ -162,10 +174,26 @@ impl Replica {
                 direct::Written::Unsupported => local.direct.store(false, Relaxed),
             }
         }
+        let options = object_store::PutOptions {
+            attributes: self.attributes.clone(),
+            ..Default::default()
+        };
         self.store
-            .put(key, PutPayload::from_bytes(sealed.bytes()))
+            .put_opts(key, PutPayload::from_bytes(sealed.bytes()), options)
             .await?;
         Ok(())
+    }
+
+    /// Starts a multipart upload of `path`, in the store's storage class.
+    async fn put_multipart(
+        &self,
+        path: &ObjectPath,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        let options = object_store::PutMultipartOptions {
+            attributes: self.attributes.clone(),
+            ..Default::default()
+        };
+        self.store.put_multipart_opts(path, options).await
     }
 
     async fn get_range(
@@ -564,7 +592,7 @@ impl Replicas {
         let mut writers: Vec<Option<WriteMultipart>> = Vec::new();
         let mut failed = Vec::new();
         for (i, r) in self.list.iter().enumerate() {
-            match r.store.put_multipart(&path).await {
+            match r.put_multipart(&path).await {
                 Ok(up) => writers.push(Some(WriteMultipart::new_with_chunk_size(
                     up,
                     MULTIPART_CHUNK,
@@ -765,10 +793,8 @@ impl Replicas {
             dst.write(&path, Pages::copy_of(&all)).await?;
             return self.made_durable(to).await;
         }
-        let mut w = WriteMultipart::new_with_chunk_size(
-            dst.store.put_multipart(&path).await?,
-            MULTIPART_CHUNK,
-        );
+        let mut w =
+            WriteMultipart::new_with_chunk_size(dst.put_multipart(&path).await?, MULTIPART_CHUNK);
         w.put(Bytes::copy_from_slice(header.bytes()));
         let mut seg = 0;
         let mut scratch = Vec::new();
