@@ -38,35 +38,7 @@ fn study_uid(path: &Path) -> String {
 
 /// Retrieves a whole study with dcmtk's getscu into `<tmp>/got`, asserting it succeeded.
 fn getscu_study(t: &TestArchive, server: &common::Server, study: &str) -> PathBuf {
-    getscu_study_into(t, server, study, "got")
-}
-
-/// Retrieves a whole study with dcmtk's getscu into `<tmp>/<folder>`, asserting it succeeded.
-fn getscu_study_into(
-    t: &TestArchive,
-    server: &common::Server,
-    study: &str,
-    folder: &str,
-) -> PathBuf {
-    let out = t.path(folder);
-    std::fs::create_dir_all(&out).unwrap();
-    let key = format!("StudyInstanceUID={study}");
-    let args = [
-        "-aec",
-        "STRATA",
-        "-S",
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        &key,
-        "-od",
-        out.to_str().unwrap(),
-        "127.0.0.1",
-        &server.port(),
-    ];
-    let res = tool(120, "getscu", &args);
-    assert!(res.status.success(), "{}", text(&res));
-    out
+    common::getscu_study(t, server, study, "got").0
 }
 
 /// dcmtk's movescu of a study (`key`: "StudyInstanceUID=...") to `destination`.
@@ -591,7 +563,7 @@ fn a_large_instance_leaves_by_every_door_as_it_is_read_and_conversions_stay_with
         for n in 0..2 {
             let (t, server, study) = (&t, &server, &study);
             s.spawn(move || {
-                let out = getscu_study_into(t, server, study, &format!("got-{n}"));
+                let out = common::getscu_study(t, server, study, &format!("got-{n}")).0;
                 assert_eq!(files_under(&out).len(), 1);
             });
         }

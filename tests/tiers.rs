@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{by_study, files_under, http, sop_uid, text, token, tool, TestArchive};
+use common::{by_study, files_under, http, sop_uid, text, token, TestArchive};
 use dicom_object::InMemDicomObject;
 use std::path::{Path, PathBuf};
 use strata_core::{BlobId, Clock};
@@ -77,31 +77,6 @@ fn on_replicas(t: &TestArchive, blob: &BlobId) -> usize {
         .iter()
         .filter(|r| t.blob_file(**r, blob).exists())
         .count()
-}
-
-fn getscu(t: &TestArchive, server: &common::Server, study: &str, folder: &str) -> PathBuf {
-    let out = t.path(folder);
-    std::fs::create_dir_all(&out).unwrap();
-    let key = format!("StudyInstanceUID={study}");
-    let res = tool(
-        120,
-        "getscu",
-        &[
-            "-aec",
-            "STRATA",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &key,
-            "-od",
-            out.to_str().unwrap(),
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
-    assert!(res.status.success(), "{}", text(&res));
-    out
 }
 
 /// Every instance of `files` read by WADO-RS is the file stored, byte for byte.
@@ -240,7 +215,7 @@ async fn cold_studies_survive_two_lost_stores_and_come_back_from_shards() {
     // WADO-RS rebuilds A from four shards and serves it byte for byte
     wado_identical(&server, &tok, a_files);
     // C-GET rebuilds C and sends it identical
-    let got = files_under(&getscu(&t, &server, c_uid, "got-c"));
+    let got = files_under(&common::getscu_study(&t, &server, c_uid, "got-c").0);
     assert_eq!(got.len(), c_files.len());
     for g in &got {
         let o = c_files.iter().find(|o| sop_uid(o) == sop_uid(g)).unwrap();
@@ -388,29 +363,7 @@ async fn a_cold_study_comes_back_for_the_viewer_and_c_get_with_word_of_it_meanwh
     }
 
     // C-GET of the other: a pending response before the first sub-operation, then every file
-    let dir = t.path("got-b");
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = format!("StudyInstanceUID={b_uid}");
-    let res = tool(
-        120,
-        "getscu",
-        &[
-            "-v",
-            "-aec",
-            "STRATA",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &key,
-            "-od",
-            dir.to_str().unwrap(),
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
-    let said = text(&res);
-    assert!(res.status.success(), "{said}");
+    let (dir, said) = common::getscu_study(&t, &server, b_uid, "got-b");
     let pending = said
         .find("Received C-GET Response (Pending)")
         .expect("a pending response");

@@ -279,6 +279,37 @@ pub fn by_study(files: &[PathBuf]) -> Vec<(String, Vec<PathBuf>)> {
     out
 }
 
+/// dcmtk's getscu of a study into `t`'s folder `folder` (study root, verbose); asserts it ended
+/// well. Returns the folder and what getscu said.
+pub fn getscu_study(
+    t: &TestArchive,
+    server: &Server,
+    study: &str,
+    folder: &str,
+) -> (PathBuf, String) {
+    let out = t.path(folder);
+    std::fs::create_dir_all(&out).unwrap();
+    let key = format!("StudyInstanceUID={study}");
+    let args = [
+        "-v",
+        "-aec",
+        "STRATA",
+        "-S",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &key,
+        "-od",
+        out.to_str().unwrap(),
+        "127.0.0.1",
+        &server.port(),
+    ];
+    let res = tool(120, "getscu", &args);
+    let said = text(&res);
+    assert!(res.status.success(), "{said}");
+    (out, said)
+}
+
 /// The DICOMweb path of the instance in a Part-10 file:
 /// `/dicomweb/studies/{study}/series/{series}/instances/{instance}`.
 pub fn instance_path(path: &Path) -> String {

@@ -447,6 +447,37 @@ fn count(c: &mut Counts, inst: &Planned, outcome: Result<u16, String>) {
     }
 }
 
+/// The options of an association to `called` that will carry `instances`: one presentation
+/// context per (SOP class, stored syntax), offering the stored syntax first, then Explicit and
+/// Implicit VR Little Endian (what any instance can be decoded to).
+fn proposing<'a>(
+    archive: &Archive,
+    called: &str,
+    instances: impl IntoIterator<Item = &'a Planned>,
+) -> dicom_ul::ClientAssociationOptions<'static> {
+    let dimse = &archive.config().dimse;
+    let mut options = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title(dimse.ae_title.clone())
+        .called_ae_title(called.to_string())
+        .max_pdu_length(dimse.max_pdu_length);
+    let mut proposed: Vec<(&str, &str)> = Vec::new();
+    for inst in instances {
+        let key = (inst.sop_class.as_str(), inst.transfer_syntax.as_str());
+        if proposed.contains(&key) {
+            continue;
+        }
+        let mut ts = vec![inst.transfer_syntax.clone()];
+        for t in [EXPLICIT_LE, IMPLICIT_LE] {
+            if !ts.iter().any(|x| x == t) {
+                ts.push(t.to_string());
+            }
+        }
+        options = options.with_presentation_context(inst.sop_class.clone(), ts);
+        proposed.push(key);
+    }
+    options
+}
+
 pub async fn c_move(
     session: &mut Session<'_>,
     pc: u8,
@@ -491,25 +522,7 @@ pub async fn c_move(
     if planned.is_empty() {
         return finish(session, pc, &request, field::C_MOVE_RSP, &c, false).await;
     }
-    // One presentation context per (SOP class, stored syntax), offering the stored syntax first.
-    let mut options = dicom_ul::ClientAssociationOptions::new()
-        .calling_ae_title(session.archive.config().dimse.ae_title.clone())
-        .called_ae_title(peer.aet.clone())
-        .max_pdu_length(session.archive.config().dimse.max_pdu_length);
-    let mut proposed: Vec<(String, String)> = Vec::new();
-    for inst in &planned {
-        let key = (inst.sop_class.clone(), inst.transfer_syntax.clone());
-        if !proposed.contains(&key) {
-            let mut ts = vec![inst.transfer_syntax.clone()];
-            for t in [EXPLICIT_LE, IMPLICIT_LE] {
-                if !ts.iter().any(|x| x == t) {
-                    ts.push(t.to_string());
-                }
-            }
-            options = options.with_presentation_context(inst.sop_class.clone(), ts);
-            proposed.push(key);
-        }
-    }
+    let options = proposing(&session.archive, &peer.aet, &planned);
     let mut assoc =
         match Outbound::open(&session.archive, &peer, options, SUB_OPERATION_TIMEOUT).await {
             Ok(a) => a,
@@ -811,27 +824,10 @@ pub(crate) async fn store_to(
     for sop in sops {
         planned.push(plan_one(archive, sop).await);
     }
-    let mut options = dicom_ul::ClientAssociationOptions::new()
-        .calling_ae_title(archive.config().dimse.ae_title.clone())
-        .called_ae_title(peer.aet.clone())
-        .max_pdu_length(archive.config().dimse.max_pdu_length);
-    let mut proposed: Vec<(String, String)> = Vec::new();
-    for inst in planned.iter().flatten() {
-        let key = (inst.sop_class.clone(), inst.transfer_syntax.clone());
-        if !proposed.contains(&key) {
-            let mut ts = vec![inst.transfer_syntax.clone()];
-            for t in [EXPLICIT_LE, IMPLICIT_LE] {
-                if !ts.iter().any(|x| x == t) {
-                    ts.push(t.to_string());
-                }
-            }
-            options = options.with_presentation_context(inst.sop_class.clone(), ts);
-            proposed.push(key);
-        }
-    }
-    if proposed.is_empty() {
+    if planned.iter().all(Result::is_err) {
         return planned.into_iter().map(|p| p.map(|_| ())).collect();
     }
+    let options = proposing(archive, &peer.aet, planned.iter().flatten());
     let mut assoc = match Outbound::open(archive, peer, options, SUB_OPERATION_TIMEOUT).await {
         Ok(a) => a,
         Err(why) => return vec![Err(why); sops.len()],
