@@ -312,11 +312,13 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The tier policy's scan as its worker pages through it: every study is a candidate (each
-/// instance was received at 1 ms and none was read). Returns the studies found.
+/// The tier policy's scan as its worker pages through it, resting after each page as it does
+/// (`SCAN_REST` times as long as the page took): every study is a candidate (each instance was
+/// received at 1 ms and none was read). Returns the studies found.
 async fn tier_scan(index: &Index) -> Result<usize> {
     let (mut after, mut found) = (None, 0);
     loop {
+        let started = Instant::now();
         let page = index
             .tier_candidates(strata_index::TierQuery {
                 received_before: i64::MAX,
@@ -326,11 +328,12 @@ async fn tier_scan(index: &Index) -> Result<usize> {
                 limit: 500,
             })
             .await?;
-        let Some(last) = page.last() else {
+        tokio::time::sleep(started.elapsed() * strata_services::tiers::SCAN_REST).await;
+        let Some(next) = page.scanned_to else {
             return Ok(found);
         };
-        after = Some(last.study_uid.clone());
-        found += page.len();
+        after = Some(next);
+        found += page.candidates.len();
     }
 }
 

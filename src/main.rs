@@ -2,7 +2,7 @@
 //! as a media ZIP, list studies,
 //! scrub the replicas, rebuild the index from one replica, link patient records into persons.
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -79,10 +79,11 @@ enum Command {
     /// List the studies in the archive.
     Studies,
     /// Write de-identified copies of studies (PS3.15 Annex E Basic Profile with the options
-    /// of `[deidentify]`) as PS3.10 files under DIR/<study>/<series>/<instance>.dcm, with a
-    /// report of what was done to each attribute (report.json, report.csv). UIDs, pseudonyms
-    /// and date shifts are keyed by the project: the same project always gives the same ones.
-    /// The stored instances are not changed.
+    /// of `[deidentify]`) as PS3.10 files under DIR/<study>/<series>/<instance>.dcm, or push
+    /// them to a research archive by STOW-RS (`--to-dicomweb`), with a report of what was done
+    /// to each attribute (DIR/report.json, DIR/report.csv). UIDs, pseudonyms and date shifts are
+    /// keyed by the project: the same project always gives the same ones. The stored instances
+    /// are not changed.
     Deidentify {
         /// The research project (1 to 64 letters, digits, . _ -).
         #[arg(long)]
@@ -92,6 +93,10 @@ enum Command {
         studies: Vec<String>,
         #[arg(long)]
         out: PathBuf,
+        /// Push the copies to this `[[dicomweb_peers]]` entry (a research archive) instead of
+        /// writing them under DIR; the report is still written there.
+        #[arg(long = "to-dicomweb")]
+        to_dicomweb: Option<String>,
         /// Instances de-identified at once (default: the number of cores).
         #[arg(long, short = 'j')]
         jobs: Option<usize>,
@@ -407,15 +412,28 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             project,
             studies,
             out,
+            to_dicomweb,
             jobs,
         } => {
             let jobs =
                 jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let to = match to_dicomweb {
+                None => None,
+                Some(name) => Some(
+                    config
+                        .dicomweb_peers
+                        .iter()
+                        .find(|p| p.name == name)
+                        .cloned()
+                        .ok_or_else(|| anyhow!("no [[dicomweb_peers]] entry is named {name}"))?,
+                ),
+            };
             deidentify(
                 &*Archive::open(config).await?,
                 &project,
                 &studies,
                 &out,
+                to.as_ref(),
                 jobs,
             )
             .await
@@ -750,16 +768,27 @@ struct RefusedInstance {
     reason: String,
 }
 
+/// Instances of a study pushed to a research archive in one STOW-RS request, at most.
+const PUSH_BATCH: usize = 25;
+
 /// `strata deidentify`: each study read (and the read audited, before anything is written),
-/// each instance de-identified and written as it comes; refused instances named on standard
-/// error by their stored UID (the operator's view) and in the report by their project UID.
+/// each instance de-identified and written as it comes — or, pushed to `to`, kept until its
+/// study is done and posted in batches; refused instances named on standard error by their
+/// stored UID (the operator's view) and in the report by their project UID, as are those the
+/// research archive did not take.
 async fn deidentify(
     archive: &Archive,
     project: &str,
     studies: &[String],
     out: &Path,
+    to: Option<&strata_core::config::DicomwebPeer>,
     jobs: usize,
 ) -> anyhow::Result<std::process::ExitCode> {
+    let client = match to {
+        Some(_) => Some(strata_http::dicomweb::stow_client::client().map_err(|e| anyhow!(e))?),
+        None => None,
+    };
+    let mut pushed = 0;
     let service = archive.deidentification();
     let project = service.project(project)?;
     let cfg = service.config();
@@ -801,9 +830,15 @@ async fn deidentify(
                 refs.len()
             ));
         archive.audit().record(event).await?;
+        // with a research archive to push to: this study's copies, until it is done
+        let mut to_push: Vec<(String, Vec<u8>)> = Vec::new();
         service
             .each(&project, refs, jobs, |r, outcome| -> anyhow::Result<()> {
                 match outcome {
+                    Ok(d) if to.is_some() => {
+                        to_push.push((d.report.sop_instance_uid.clone(), d.part10));
+                        report.instances.push(d.report);
+                    }
                     Ok(d) => {
                         let dir = out
                             .join(&d.report.study_instance_uid)
@@ -826,10 +861,47 @@ async fn deidentify(
                 Ok(())
             })
             .await?;
+        if let (Some(peer), Some(client)) = (to, &client) {
+            while !to_push.is_empty() {
+                let batch: Vec<(String, Vec<u8>)> =
+                    to_push.drain(..to_push.len().min(PUSH_BATCH)).collect();
+                let (sops, parts): (Vec<String>, Vec<_>) = batch
+                    .into_iter()
+                    .map(|(sop, bytes)| (sop, Ok(bytes)))
+                    .unzip();
+                let outcomes =
+                    strata_http::dicomweb::stow_client::post_instances(client, peer, &sops, parts)
+                        .await;
+                for (sop, outcome) in sops.into_iter().zip(outcomes) {
+                    match outcome {
+                        Ok(()) => pushed += 1,
+                        Err(e) => {
+                            eprintln!("strata: {} did not take {sop}: {e}", peer.name);
+                            report.instances.retain(|i| i.sop_instance_uid != sop);
+                            report.refused.push(RefusedInstance {
+                                sop_instance_uid: sop,
+                                reason: format!("{} did not take it: {e}", peer.name),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(peer) = to {
+        let event = cli_event("cli.deidentify.push", Outcome::Success).detail(format!(
+            "project {}: {pushed} de-identified instances pushed to {}",
+            project.name, peer.name
+        ));
+        archive.audit().record(event).await?;
     }
     write_reports(out, &report)?;
+    let written = match to {
+        Some(peer) => format!("pushed to {}", peer.name),
+        None => "written".into(),
+    };
     println!(
-        "de-identified in {:.1}s for project {}: {} instances written, {} refused; report in {}",
+        "de-identified in {:.1}s for project {}: {} instances {written}, {} refused; report in {}",
         started.elapsed().as_secs_f64(),
         project.name,
         report.instances.len(),

@@ -817,3 +817,90 @@ fn burned_in_ultrasound_is_refused_unless_its_device_has_a_rule() {
         serde_json::json!([0, 0, 64, 8])
     );
 }
+
+/// De-identified copies pushed to a research archive (a second Strata, by STOW-RS with its
+/// token): they arrive under the project's UIDs and pseudonym, with none of the original's
+/// identity; nothing but the report is written locally; the push is audited.
+#[test]
+fn deidentified_copies_are_pushed_to_a_research_archive_by_stow() {
+    let research = TestArchive::new();
+    common::add_user(&research, "inbound", "modality");
+    common::add_user(&research, "reader", "integrator");
+    let inbound = common::token(&research, "inbound");
+    let receiver = research.serve();
+    let reader = common::Api::new(&receiver, &common::token(&research, "reader"));
+
+    let t = TestArchive::new();
+    std::fs::create_dir_all(t.data()).unwrap();
+    std::fs::write(
+        t.data().join("strata.toml"),
+        format!(
+            "[[dicomweb_peers]]\nname = \"research\"\nurl = \"http://{}/dicomweb\"\ntoken = \"{inbound}\"\n",
+            receiver.http
+        ),
+    )
+    .unwrap();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            seed: 41,
+            patients: 1,
+            studies: 1,
+            series_per_study: 2,
+            slices: 3,
+            rows: 32,
+            cols: 32,
+            modality: Some(Modality::Ct),
+            noise: false,
+        },
+    );
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let original = open_file(&files[0]).unwrap();
+    let study = txt(&original, tags::STUDY_INSTANCE_UID).unwrap();
+    let name = txt(&original, tags::PATIENT_NAME).unwrap();
+
+    let out = t.path("report");
+    let res = t.run(&[
+        "deidentify",
+        "--project",
+        "trial7",
+        "--study",
+        &study,
+        "--out",
+        out.to_str().unwrap(),
+        "--to-dicomweb",
+        "research",
+    ]);
+    assert!(res.status.success(), "{}", text(&res));
+    assert!(
+        text(&res).contains("6 instances pushed to research"),
+        "{}",
+        text(&res)
+    );
+    assert!(
+        dcm_files(&out).is_empty(),
+        "pushed copies are not written locally"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["instances"].as_array().unwrap().len(), 6);
+
+    // the research archive holds one study, under the project's UID, with the pseudonym
+    let found = reader.ok(reader.get("/dicomweb/studies?includefield=00100010"));
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let new_uid = found[0]["0020000D"]["Value"][0].as_str().unwrap();
+    assert_ne!(new_uid, study);
+    assert_eq!(
+        new_uid,
+        report["instances"][0]["study_instance_uid"]
+            .as_str()
+            .unwrap()
+    );
+    let shown = found[0]["00100010"].to_string();
+    assert!(!shown.contains(&name), "{shown}");
+    let instances = reader.ok(reader.get(&format!("/dicomweb/studies/{new_uid}/instances")));
+    assert_eq!(instances.as_array().unwrap().len(), 6);
+    drop(receiver);
+    assert_eq!(audit_events(&t, "cli.deidentify.push").len(), 1);
+}

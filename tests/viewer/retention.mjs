@@ -26,9 +26,9 @@ try {
   await page.click("nav.tabs a[href='#/console/storage']");
   await page.waitForSelector("#stores tbody tr");
   const hot = await page.textContent("#tier-hot");
-  check(/Hot: .* on each of 3 replicas \(\d+\.\d\d a month\)/.test(hot), `the hot tier's bytes and cost are shown (${hot})`);
+  check(/Hot: .* on each of 3 replicas \(\d+\.\d+ a month\)/.test(hot), `the hot tier's bytes and cost are shown (${hot})`);
   const cold = await page.textContent("#tier-cold");
-  check(/Cold: .* in 1 studies, as 4 \+ 2 shards \(\d+\.\d\d a month\)/.test(cold), `the cold tier's bytes and cost are shown (${cold})`);
+  check(/Cold: .* in 1 studies, as 4 \+ 2 shards \(\d+\.\d+ a month\)/.test(cold), `the cold tier's bytes and cost are shown (${cold})`);
   check((await rows("stores").count()) === 3 + Number(env("COLD_STORES")), "every replica and cold store is listed");
   await page.waitForSelector("#decay tbody tr");
   const ages = await page.locator("#decay tbody tr td:first-child").allTextContents();

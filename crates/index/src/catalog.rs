@@ -123,7 +123,7 @@ pub trait Catalog: Send + Sync {
     async fn note_reads(&self, studies: Vec<String>, at: i64) -> Result<(), IndexError>;
 
     /// Hot studies past the tier policy's age and unread time, in study order.
-    async fn tier_candidates(&self, q: TierQuery) -> Result<Vec<TierCandidate>, IndexError>;
+    async fn tier_candidates(&self, q: TierQuery) -> Result<TierPage, IndexError>;
 
     /// The modalities of a study's series.
     async fn study_modalities(&self, study: String) -> Result<Vec<String>, IndexError>;

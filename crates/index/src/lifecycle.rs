@@ -203,11 +203,11 @@ pub(super) fn facts_page(
 ) -> Result<Vec<StudyFacts>, IndexError> {
     let sql = format!(
         "{FACTS} WHERE st.study_uid IN (SELECT study_uid FROM studies
-            WHERE CAST(?1 AS TEXT) IS NULL OR study_uid > ?1 ORDER BY study_uid LIMIT ?2)
+            WHERE study_uid > ?1 ORDER BY study_uid LIMIT ?2)
          {FACTS_GROUP}"
     );
     let mut stmt = c.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![after, limit as i64], facts_row)?;
+    let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], facts_row)?;
     merge_facts(rows)
 }
 

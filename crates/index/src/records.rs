@@ -405,15 +405,15 @@ pub(super) fn blob_ids_after(
     limit: usize,
 ) -> Result<Vec<BlobId>, IndexError> {
     let mut stmt = c.prepare_cached(
-        "SELECT blob_id FROM instances WHERE (CAST(?1 AS TEXT) IS NULL OR blob_id > ?1)
+        // `> ''` from the start: a bound the index can seek to, which `?1 IS NULL OR` is not
+        "SELECT blob_id FROM instances WHERE blob_id > ?1
             AND blob_id NOT IN (SELECT blob_id FROM cold_blobs WHERE hot = 0)
-         UNION SELECT blob_id FROM instance_history WHERE (CAST(?1 AS TEXT) IS NULL OR blob_id > ?1)
+         UNION SELECT blob_id FROM instance_history WHERE blob_id > ?1
             AND blob_id NOT IN (SELECT blob_id FROM cold_blobs WHERE hot = 0)
          ORDER BY 1 LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![after.map(BlobId::to_hex), limit as i64], |r| {
-        blob(r.get(0)?)
-    })?;
+    let after = after.map(BlobId::to_hex).unwrap_or_default();
+    let rows = stmt.query_map(params![after, limit as i64], |r| blob(r.get(0)?))?;
     rows.collect::<Result<_, _>>()
 }
 

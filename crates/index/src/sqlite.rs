@@ -575,7 +575,7 @@ impl Catalog for SqliteIndex {
             .await
     }
 
-    async fn tier_candidates(&self, q: TierQuery) -> Result<Vec<TierCandidate>, IndexError> {
+    async fn tier_candidates(&self, q: TierQuery) -> Result<TierPage, IndexError> {
         self.read("tier_candidates", move |c| tiers::candidates(c, &q))
             .await
     }

@@ -2,6 +2,8 @@
 //! `multipart/related` request of the instances as stored, with the peer's credentials; each
 //! instance's outcome is read from the peer's answer (PS3.18 10.5.3: the Referenced SOP
 //! Sequence lists what it stored, the Failed SOP Sequence what it did not, with a reason).
+//! [`post_instances`] posts any instances so (de-identified copies pushed to a research
+//! archive, say).
 
 use futures::future::BoxFuture;
 use rand::RngCore;
@@ -24,53 +26,18 @@ pub struct StowCarrier {
 
 impl StowCarrier {
     pub fn new(archive: Arc<Archive>) -> Result<StowCarrier, String> {
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(20))
-            .build()
-            .map_err(|e| format!("the HTTP client for sends: {e}"))?;
-        Ok(StowCarrier { archive, client })
+        Ok(StowCarrier {
+            archive,
+            client: client()?,
+        })
     }
 
     async fn stow(&self, peer: &DicomwebPeer, sops: &[String]) -> Vec<Result<(), String>> {
-        let mut outcomes: Vec<Option<Result<(), String>>> = vec![None; sops.len()];
-        let boundary = {
-            let mut b = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut b);
-            format!("strata-{}", hex::encode(b))
-        };
-        let mut body = Vec::new();
-        let mut in_body = 0;
-        for (i, sop) in sops.iter().enumerate() {
-            match self.read(sop).await {
-                Ok(bytes) => {
-                    body.extend_from_slice(
-                        format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n")
-                            .as_bytes(),
-                    );
-                    body.extend_from_slice(&bytes);
-                    body.extend_from_slice(b"\r\n");
-                    in_body += 1;
-                }
-                Err(e) => outcomes[i] = Some(Err(e)),
-            }
+        let mut read = Vec::with_capacity(sops.len());
+        for sop in sops {
+            read.push(self.read(sop).await);
         }
-        if in_body > 0 {
-            body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-            let answer = self.post(peer, &boundary, body).await;
-            for (i, sop) in sops.iter().enumerate() {
-                if outcomes[i].is_none() {
-                    outcomes[i] = Some(match &answer {
-                        Err(e) => Err(e.clone()),
-                        Ok(a) => a.outcome(&peer.name, sop),
-                    });
-                }
-            }
-        }
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err("not sent".into())))
-            .collect()
+        post_instances(&self.client, peer, sops, read).await
     }
 
     /// A stored instance's bytes as received.
@@ -89,39 +56,94 @@ impl StowCarrier {
             .map_err(|e| format!("reading the stored instance: {e}"))?;
         Ok(held.bytes.clone())
     }
+}
 
-    async fn post(
-        &self,
-        peer: &DicomwebPeer,
-        boundary: &str,
-        body: Vec<u8>,
-    ) -> Result<StowAnswer, String> {
-        let url = format!("{}/studies", peer.url.trim_end_matches('/'));
-        let mut request = self
-            .client
-            .post(&url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
-            )
-            .header(reqwest::header::ACCEPT, "application/dicom+json")
-            .body(body);
-        if let Some(token) = &peer.token {
-            request = request.bearer_auth(token);
-        } else if let Some(user) = &peer.user {
-            request = request.basic_auth(user, peer.password.as_deref());
+/// An HTTP client for STOW-RS to peers.
+pub fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(20))
+        .build()
+        .map_err(|e| format!("the HTTP client for STOW-RS: {e}"))
+}
+
+/// Posts the instances `parts` (each one's bytes, or why it could not be read) under SOP
+/// Instance UIDs `sops` to `peer` as one STOW-RS request; each instance's outcome, in order.
+pub async fn post_instances(
+    client: &reqwest::Client,
+    peer: &DicomwebPeer,
+    sops: &[String],
+    parts: Vec<Result<Vec<u8>, String>>,
+) -> Vec<Result<(), String>> {
+    let mut outcomes: Vec<Option<Result<(), String>>> = vec![None; sops.len()];
+    let boundary = {
+        let mut b = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        format!("strata-{}", hex::encode(b))
+    };
+    let mut body = Vec::new();
+    let mut in_body = 0;
+    for (i, part) in parts.into_iter().enumerate() {
+        match part {
+            Ok(bytes) => {
+                body.extend_from_slice(
+                    format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+                );
+                body.extend_from_slice(&bytes);
+                body.extend_from_slice(b"\r\n");
+                in_body += 1;
+            }
+            Err(e) => outcomes[i] = Some(Err(e)),
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("{}: {}", peer.name, without_url(&e)))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| format!("{}: reading the answer: {}", peer.name, without_url(&e)))?;
-        Ok(StowAnswer::parse(status.as_u16(), &text))
     }
+    if in_body > 0 {
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let answer = post(client, peer, &boundary, body).await;
+        for (i, sop) in sops.iter().enumerate() {
+            if outcomes[i].is_none() {
+                outcomes[i] = Some(match &answer {
+                    Err(e) => Err(e.clone()),
+                    Ok(a) => a.outcome(&peer.name, sop),
+                });
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err("not sent".into())))
+        .collect()
+}
+
+async fn post(
+    client: &reqwest::Client,
+    peer: &DicomwebPeer,
+    boundary: &str,
+    body: Vec<u8>,
+) -> Result<StowAnswer, String> {
+    let url = format!("{}/studies", peer.url.trim_end_matches('/'));
+    let mut request = client
+        .post(&url)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        )
+        .header(reqwest::header::ACCEPT, "application/dicom+json")
+        .body(body);
+    if let Some(token) = &peer.token {
+        request = request.bearer_auth(token);
+    } else if let Some(user) = &peer.user {
+        request = request.basic_auth(user, peer.password.as_deref());
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("{}: {}", peer.name, without_url(&e)))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| format!("{}: reading the answer: {}", peer.name, without_url(&e)))?;
+    Ok(StowAnswer::parse(status.as_u16(), &text))
 }
 
 /// An error of the HTTP client without the URL (which may carry credentials).
