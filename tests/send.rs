@@ -420,3 +420,72 @@ fn a_send_cut_by_a_restart_carries_on_when_the_archive_serves_again() {
     drop(scp);
     assert_same_content(&files, &out);
 }
+
+/// From a person's page in chromium (tests/viewer/send.mjs): the person's studies sent to
+/// dcmtk's storescp arrive whole, the page following the send until it is done; a share made
+/// there reads the studies by DICOMweb.
+#[test]
+fn a_person_page_sends_to_storescp_and_shares_with_a_token() {
+    let t = TestArchive::new();
+    configure(&t, "");
+    let files = t.generate("in", &studies(1, 17));
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let port = free_port();
+    t.ok(&["ae", "add", "PAGESCP", "127.0.0.1", &port.to_string()]);
+    add_user(&t, "sender", "integrator");
+    let out = t.path("received");
+    std::fs::create_dir_all(&out).unwrap();
+    let _scp = common::storescp("PAGESCP", port, &out);
+    let server = t.serve();
+    let api = Api::new(&server, &token(&t, "sender"));
+    let study = study_uid(&files[0]);
+    let person = api.ok(api.get(&format!("/api/persons?study={study}")))[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let shots = format!(
+        "{}/target/viewer-screenshots/send",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let run = std::process::Command::new("node")
+        .arg("send.mjs")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/viewer"))
+        .envs([
+            ("BASE", common::base(&server).as_str()),
+            ("USER", "sender"),
+            ("PASSWORD", common::PASSWORD),
+            ("OUT", shots.as_str()),
+            ("PERSON", person.as_str()),
+            ("AE", "PAGESCP"),
+            ("STUDIES", "1"),
+        ])
+        .output()
+        .expect("running node (the test command installs it)");
+    let log = text(&run);
+    assert!(
+        run.status.success(),
+        "send in chromium:\n{log}\nserver:\n{}",
+        server.log_text()
+    );
+    for step in [
+        "ok: every study of the person is picked",
+        "ok: the page follows the send until it is done",
+        "ok: a share token is shown once",
+    ] {
+        assert!(log.contains(step), "{step}:\n{log}");
+    }
+    assert_same_content(&files, &out);
+    let result: serde_json::Value = serde_json::from_str(
+        log.lines()
+            .find_map(|l| l.strip_prefix("result: "))
+            .expect("the page's result"),
+    )
+    .unwrap();
+    let shared = Api::new(&server, result["token"].as_str().unwrap());
+    let found = shared.ok(shared.get(&format!("/dicomweb/studies/{study}/instances")));
+    assert_eq!(found.as_array().unwrap().len(), files.len());
+    assert_eq!(audit_events(&t, "send").len(), 1);
+}

@@ -299,9 +299,85 @@ async function showPerson(id) {
         `${new Date(h.at).toLocaleString()} ${h.action} by ${h.actor}` +
         (h.identifier ? ` (${h.identifier.issuer} ${h.identifier.patient_id})` : ""))))] : "",
     state.role === "admin" ? el("p", {}, el("a", { href: "#/review" }, "Open the review queue")) : "",
+    mayIssueLetters(state.role) && p.studies.length ? el("section", { id: "send" }) : "",
     mayIssueLetters(state.role) ? el("section", { id: "letters" }) : "");
   main.replaceChildren(view);
-  if (mayIssueLetters(state.role)) showLetters(id);
+  if (mayIssueLetters(state.role)) {
+    showLetters(id);
+    if (p.studies.length) showSend(p.studies);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending to another provider and sharing with one (admin, integrator: the roles that may take
+// original objects away)
+
+/** How often a send under way is read again. */
+const SEND_POLL_MS = 1000;
+
+async function showSend(studies) {
+  const section = document.getElementById("send");
+  if (!section) return;
+  let aes, peers;
+  try {
+    [aes, peers] = await Promise.all([api("/api/ae"), api("/api/dicomweb-peers")]);
+  } catch (err) {
+    failed("Send", err);
+    return;
+  }
+  const picks = studies.map((s) => el("label", { class: "pick" },
+    el("input", { type: "checkbox", name: "study", value: s.study_uid, checked: true }),
+    ` ${da(s.study_date)} ${s.modalities} ${s.description || ""}`));
+  const target = el("select", { name: "to", id: "send-to" },
+    aes.map((a) => el("option", { value: `ae:${a.aet}` }, `${a.aet} (DICOM, ${a.host}:${a.port})`)),
+    peers.map((w) => el("option", { value: `dicomweb:${w.name}` }, `${w.name} (DICOMweb, ${w.url})`)));
+  const hours = el("input", { type: "number", name: "hours", id: "share-hours", min: "1", max: "2160", value: "72" });
+  const status = el("div", { id: "send-status" });
+  const chosen = () => [...section.querySelectorAll("input[name=study]:checked")].map((i) => i.value);
+  const follow = async (id) => {
+    for (;;) {
+      let v;
+      try {
+        v = await api(`/api/sends/${id}`);
+      } catch (err) {
+        failed("Send", err);
+        return;
+      }
+      status.replaceChildren(el("p", { "data-send": id, "data-state": v.state },
+        `Send ${id} to ${v.target}: ${v.state}, ${v.sent} of ${v.total} sent` + (v.failed ? `, ${v.failed} failed` : "")),
+      v.failed ? el("ul", {}, v.items.filter((i) => i.outcome === "failed").map((i) => el("li", {}, `${i.sop_uid}: ${i.error || ""}`))) : "");
+      if (v.state === "done" || v.state === "failed") return;
+      await new Promise((resolve) => setTimeout(resolve, SEND_POLL_MS));
+    }
+  };
+  const send = async () => {
+    const [kind, name] = target.value.split(/:(.*)/s);
+    try {
+      const job = await api("/api/sends", { method: "POST", body: { studies: chosen(), to: { [kind]: name } } });
+      message(null);
+      await follow(job.id);
+    } catch (err) {
+      failed("Send", err);
+    }
+  };
+  const share = async () => {
+    try {
+      const made = await api("/api/shares", { method: "POST", body: { studies: chosen(), valid_hours: Number(hours.value) } });
+      message(null);
+      status.replaceChildren(el("p", {}, "Read-only DICOMweb token for the receiving system (shown once; revocable): ",
+        el("code", { id: "share-token" }, made.token)));
+    } catch (err) {
+      failed("Share", err);
+    }
+  };
+  section.replaceChildren(
+    el("h3", {}, "Send or share"),
+    el("div", { class: "picks" }, picks),
+    el("p", {}, "To ", target, " ",
+      el("button", { type: "button", id: "send-button", disabled: !aes.length && !peers.length, onclick: send }, "Send")),
+    el("p", {}, "Or a read-only DICOMweb token for ", hours, " hours ",
+      el("button", { type: "button", id: "share-button", onclick: share }, "Share")),
+    status);
 }
 
 // ---------------------------------------------------------------------------------------------

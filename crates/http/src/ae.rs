@@ -1,6 +1,7 @@
 //! The AE table over HTTP, as `strata ae` has it: list the C-MOVE destinations (those of
 //! strata.toml and those managed at run time), add or change a managed one, remove one.
-//! Administrators only; every call, the list included, writes an audit event.
+//! Changes are the administrators'; the list is also for those who may send studies to one
+//! (integrators). Every call, the list included, writes an audit event.
 
 use crate::auth::Caller;
 use crate::problem::Problem;
@@ -51,7 +52,8 @@ async fn list(
     State(a): State<Arc<Archive>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<Entry>>, Problem> {
-    caller.require(Permission::Administer)?;
+    // those who may send choose a destination from it; changing it is the administrator's
+    caller.require(Permission::Send)?;
     let (configured, managed) = a.admin().peers().await.map_err(Problem::from)?;
     let list: Vec<Entry> = configured
         .into_iter()
