@@ -79,8 +79,9 @@ enum Command {
     /// List the studies in the archive.
     Studies,
     /// Write de-identified copies of studies (PS3.15 Annex E Basic Profile with the options
-    /// of `[deidentify]`) as PS3.10 files under DIR/<study>/<series>/<instance>.dcm, or push
-    /// them to a research archive by STOW-RS (`--to-dicomweb`), with a report of what was done
+    /// of `[deidentify]`) as PS3.10 files under DIR/<study>/<series>/<instance>.dcm, as a media
+    /// ZIP (`--zip`), or push them to a research archive by STOW-RS (`--to-dicomweb`), with a
+    /// report of what was done
     /// to each attribute (DIR/report.json, DIR/report.csv). UIDs, pseudonyms and date shifts are
     /// keyed by the project: the same project always gives the same ones. The stored instances
     /// are not changed.
@@ -95,8 +96,12 @@ enum Command {
         out: PathBuf,
         /// Push the copies to this `[[dicomweb_peers]]` entry (a research archive) instead of
         /// writing them under DIR; the report is still written there.
-        #[arg(long = "to-dicomweb")]
+        #[arg(long = "to-dicomweb", conflicts_with = "zip")]
         to_dicomweb: Option<String>,
+        /// Write the copies as a media ZIP (DICOM/ files indexed by a DICOMDIR, README.TXT)
+        /// instead of under DIR; the report is still written there.
+        #[arg(long)]
+        zip: Option<PathBuf>,
         /// Instances de-identified at once (default: the number of cores).
         #[arg(long, short = 'j')]
         jobs: Option<usize>,
@@ -413,6 +418,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             studies,
             out,
             to_dicomweb,
+            zip,
             jobs,
         } => {
             let jobs =
@@ -433,7 +439,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 &project,
                 &studies,
                 &out,
-                to.as_ref(),
+                match (&to, &zip) {
+                    (Some(peer), _) => Copies::Push(peer),
+                    (None, Some(file)) => Copies::Zip(file),
+                    (None, None) => Copies::Files,
+                },
                 jobs,
             )
             .await
@@ -771,6 +781,45 @@ struct RefusedInstance {
 /// Instances of a study pushed to a research archive in one STOW-RS request, at most.
 const PUSH_BATCH: usize = 25;
 
+/// Where `strata deidentify` puts the copies.
+enum Copies<'a> {
+    /// PS3.10 files under the output folder.
+    Files,
+    /// A media ZIP.
+    Zip(&'a Path),
+    /// A research archive, by STOW-RS.
+    Push(&'a strata_core::config::DicomwebPeer),
+}
+
+/// A media ZIP being written: the files sent on `files` go in as they come; `task` ends once
+/// `files` is dropped and the ZIP is durable.
+struct ZipOut {
+    files: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts writing the media ZIP `file` of the files to come.
+fn zip_writer(file: &Path, what: String) -> anyhow::Result<ZipOut> {
+    use tokio::io::AsyncWriteExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let files =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })
+            .boxed();
+    let path = file.to_path_buf();
+    let out =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let task = tokio::spawn(async move {
+        let mut out = tokio::fs::File::from_std(out);
+        let mut chunks = std::pin::pin!(strata_services::media::files::files_zip(files, &what));
+        while let Some(chunk) = chunks.next().await {
+            out.write_all(&chunk?).await?;
+        }
+        out.sync_all().await?;
+        Ok(())
+    });
+    Ok(ZipOut { files: tx, task })
+}
+
 /// `strata deidentify`: each study read (and the read audited, before anything is written),
 /// each instance de-identified and written as it comes — or, pushed to `to`, kept until its
 /// study is done and posted in batches; refused instances named on standard error by their
@@ -781,12 +830,23 @@ async fn deidentify(
     project: &str,
     studies: &[String],
     out: &Path,
-    to: Option<&strata_core::config::DicomwebPeer>,
+    copies: Copies<'_>,
     jobs: usize,
 ) -> anyhow::Result<std::process::ExitCode> {
+    let to = match copies {
+        Copies::Push(peer) => Some(peer),
+        _ => None,
+    };
     let client = match to {
         Some(_) => Some(strata_http::dicomweb::stow_client::client().map_err(|e| anyhow!(e))?),
         None => None,
+    };
+    let mut zip = match copies {
+        Copies::Zip(file) => Some(zip_writer(
+            file,
+            format!("De-identified copies for the research project {project}."),
+        )?),
+        _ => None,
     };
     let mut pushed = 0;
     let service = archive.deidentification();
@@ -839,6 +899,14 @@ async fn deidentify(
                         to_push.push((d.report.sop_instance_uid.clone(), d.part10));
                         report.instances.push(d.report);
                     }
+                    Ok(d) if zip.is_some() => {
+                        if let Some(z) = &zip {
+                            z.files
+                                .send(d.part10)
+                                .map_err(|_| anyhow!("writing the ZIP stopped"))?;
+                        }
+                        report.instances.push(d.report);
+                    }
                     Ok(d) => {
                         let dir = out
                             .join(&d.report.study_instance_uid)
@@ -888,6 +956,10 @@ async fn deidentify(
             }
         }
     }
+    if let Some(ZipOut { files, task }) = zip.take() {
+        drop(files);
+        task.await??;
+    }
     if let Some(peer) = to {
         let event = cli_event("cli.deidentify.push", Outcome::Success).detail(format!(
             "project {}: {pushed} de-identified instances pushed to {}",
@@ -896,9 +968,10 @@ async fn deidentify(
         archive.audit().record(event).await?;
     }
     write_reports(out, &report)?;
-    let written = match to {
-        Some(peer) => format!("pushed to {}", peer.name),
-        None => "written".into(),
+    let written = match copies {
+        Copies::Push(peer) => format!("pushed to {}", peer.name),
+        Copies::Zip(file) => format!("written to {}", file.display()),
+        Copies::Files => "written".into(),
     };
     println!(
         "de-identified in {:.1}s for project {}: {} instances {written}, {} refused; report in {}",

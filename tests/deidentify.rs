@@ -904,3 +904,90 @@ fn deidentified_copies_are_pushed_to_a_research_archive_by_stow() {
     drop(receiver);
     assert_eq!(audit_events(&t, "cli.deidentify.push").len(), 1);
 }
+
+/// De-identified copies as a media ZIP: dcmtk finds every copy through its DICOMDIR, each file is
+/// PS3.10 (dcmftest), and the copies are the same as the same project's folder export, byte
+/// for byte.
+#[test]
+fn deidentified_copies_as_a_media_zip_are_indexed_by_their_dicomdir() {
+    let t = TestArchive::new();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            seed: 43,
+            patients: 1,
+            studies: 1,
+            series_per_study: 2,
+            slices: 3,
+            rows: 32,
+            cols: 32,
+            modality: Some(Modality::Ct),
+            noise: false,
+        },
+    );
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let study = txt(&open_file(&files[0]).unwrap(), tags::STUDY_INSTANCE_UID).unwrap();
+    let folder = t.path("folder");
+    export_ok(&t, "trial9", std::slice::from_ref(&study), &folder);
+    let zip = t.path("copies.zip");
+    let res = t.run(&[
+        "deidentify",
+        "--project",
+        "trial9",
+        "--study",
+        &study,
+        "--out",
+        t.path("zip-report").to_str().unwrap(),
+        "--zip",
+        zip.to_str().unwrap(),
+    ]);
+    assert!(res.status.success(), "{}", text(&res));
+    let dir = t.path("unzipped");
+    let out = tool(
+        60,
+        "unzip",
+        &["-q", zip.to_str().unwrap(), "-d", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "unzip: {}", text(&out));
+    assert!(dir.join("README.TXT").is_file());
+    let dump = tool(60, "dcmdump", &[dir.join("DICOMDIR").to_str().unwrap()]);
+    assert!(dump.status.success(), "dcmdump: {}", text(&dump));
+    let dump = text(&dump);
+    let value = |line: &str| {
+        let (a, b) = (line.find('[').unwrap() + 1, line.rfind(']').unwrap());
+        line[a..b].trim_end_matches('\0').to_string()
+    };
+    let ids: Vec<String> = dump
+        .lines()
+        .filter(|l| l.contains("ReferencedFileID"))
+        .map(value)
+        .collect();
+    assert_eq!(ids.len(), files.len(), "{dump}");
+    // the same copies as the folder export of the same project, byte for byte
+    let mut by_folder: HashMap<String, Vec<u8>> = HashMap::new();
+    for f in dcm_files(&folder) {
+        let sop = txt(&open_file(&f).unwrap(), tags::SOP_INSTANCE_UID).unwrap();
+        by_folder.insert(sop, std::fs::read(&f).unwrap());
+    }
+    let mut paths = Vec::new();
+    for id in &ids {
+        let path = id.split('\\').fold(dir.clone(), |p, c| p.join(c));
+        let sop = txt(&open_file(&path).unwrap(), tags::SOP_INSTANCE_UID).unwrap();
+        assert!(dump.contains(&sop), "{sop} not in the DICOMDIR");
+        assert!(
+            by_folder.get(&sop) == Some(&std::fs::read(&path).unwrap()),
+            "{id} differs from the folder export's {sop}"
+        );
+        paths.push(path.to_str().unwrap().to_string());
+    }
+    let ft = tool(60, "dcmftest", &paths);
+    assert_eq!(
+        text(&ft).matches("yes: ").count(),
+        files.len(),
+        "{}",
+        text(&ft)
+    );
+    // nothing of the original patient's name
+    let name = txt(&open_file(&files[0]).unwrap(), tags::PATIENT_NAME).unwrap();
+    assert!(!dump.contains(&name), "{dump}");
+}

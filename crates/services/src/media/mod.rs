@@ -15,6 +15,7 @@
 //! Which studies a caller may export, and the audit of it, is the doors' part; here a scope
 //! limits every read of the index as everywhere else.
 
+pub mod files;
 pub mod openpgp;
 pub mod streaming;
 
