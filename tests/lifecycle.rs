@@ -468,6 +468,13 @@ async fn a_rejection_note_hides_its_instances_at_once_and_they_are_purged_after_
     for b in &rejected_blobs {
         assert_eq!(copies(&t, b), 0, "a purged instance's copy is left");
     }
+    // purged, it is still refused if sent again
+    let again = a
+        .ingest()
+        .ingest_file(&old.1[0], &strata_services::ingest::Source::Import)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("rejected"), "{again}");
     let still = a.index().rejected_instances(None, 100).await.unwrap();
     assert_eq!(still.len(), 1);
     assert_eq!(still[0].study_uid, new.0);
@@ -492,6 +499,25 @@ async fn a_rejection_note_hides_its_instances_at_once_and_they_are_purged_after_
 #[test]
 fn holds_and_expiry_are_for_administrators_and_audited() {
     let t = archive();
+    let files = t.generate(
+        "in",
+        &SynthOptions {
+            seed: 47,
+            patients: 1,
+            studies: 1,
+            series_per_study: 1,
+            slices: 2,
+            rows: 32,
+            cols: 32,
+            modality: Some(Modality::Ct),
+            noise: false,
+        },
+    );
+    // recent: nothing is past retention
+    let year: i32 = chrono::Utc::now().format("%Y").to_string().parse().unwrap();
+    set(&files, &format!("{}0105", year - 1), "19600101");
+    t.ok(&["import", t.path("in").to_str().unwrap()]);
+    let study = by_study(&files)[0].0.clone();
     common::add_user(&t, "admin1", "admin");
     common::add_user(&t, "integ", "integrator");
     let (admin, integ) = (token(&t, "admin1"), token(&t, "integ"));
@@ -511,18 +537,27 @@ fn holds_and_expiry_are_for_administrators_and_audited() {
             401
         );
     }
-    let placed = api.post(
+    let unknown = api.post(
         "/api/holds",
         serde_json::json!({"study": "1.2.3.4", "reason": "audit"}),
     );
+    assert_eq!(unknown.status, 400, "{}", unknown.text());
+    let placed = api.post(
+        "/api/holds",
+        serde_json::json!({"study": study, "reason": "audit"}),
+    );
     assert_eq!(placed.status, 201, "{}", placed.text());
+    // the DICOMweb DELETE of a held study: 409, and the refusal audited
+    let refused = api.call("DELETE", &format!("/dicomweb/studies/{study}"), &[], None);
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    assert!(refused.text().contains("legal hold"), "{}", refused.text());
     let both = api.post(
         "/api/holds",
         serde_json::json!({"study": "1.2.3", "person": "x", "reason": "r"}),
     );
     assert_eq!(both.status, 400, "{}", both.text());
     let holds = api.ok(api.get("/api/holds"));
-    assert_eq!(holds[0]["study_uid"], "1.2.3.4");
+    assert_eq!(holds[0]["study_uid"], study.as_str());
     let id = holds[0]["id"].as_i64().unwrap();
     let released = api.post(&format!("/api/holds/{id}/release"), serde_json::json!({}));
     assert_eq!(released.status, 200, "{}", released.text());
@@ -539,6 +574,11 @@ fn holds_and_expiry_are_for_administrators_and_audited() {
     let placed = common::audit_events(&t, "hold.place");
     assert_eq!(placed.len(), 1);
     assert_eq!(common::audit_events(&t, "hold.release").len(), 1);
+    let denied = common::audit_events(&t, "http.delete");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["outcome"], "denied", "{denied:?}");
+    // the proposal that found nothing is on the record too
+    assert_eq!(common::audit_events(&t, "expiry.propose").len(), 1);
 }
 
 /// The console's storage page (bytes and projected cost per tier and store, reads per study by
@@ -584,6 +624,24 @@ async fn the_console_shows_storage_cost_and_decay_and_runs_expiry_and_holds() {
         let got = api.get(&format!("/dicomweb/studies/{uid}"));
         assert_eq!(got.status, 200, "{}", got.text());
     }
+    // the decay the page will show: three studies read today, each at its own age (before the
+    // page approves a batch whose deletion would take the 2010 study's reads with it)
+    let decay = api.ok(api.get("/api/storage/decay"));
+    assert_eq!(decay["studies_read"], 3, "{decay}");
+    let read_at: Vec<i64> = decay["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["reads"].as_u64().unwrap() > 0)
+        .map(|b| b["from_months"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        read_at.len(),
+        2,
+        "the 2010 study is past ten years: {decay}"
+    );
+    assert!(read_at[0] >= 6 && read_at[0] < 24, "{decay}");
+    assert!(read_at[1] >= 30 && read_at[1] < 48, "{decay}");
     let shots = format!(
         "{}/target/viewer-screenshots/retention",
         env!("CARGO_MANIFEST_DIR")
@@ -632,23 +690,6 @@ async fn the_console_shows_storage_cost_and_decay_and_runs_expiry_and_holds() {
     let holds = api.ok(api.get("/api/holds?all=true"));
     assert_eq!(holds.as_array().unwrap().len(), 1, "{holds}");
     assert!(holds[0]["released_at"].is_i64(), "{holds}");
-    // the decay the page showed: three studies read today, each at its own age
-    let decay = api.ok(api.get("/api/storage/decay"));
-    assert_eq!(decay["studies_read"], 3, "{decay}");
-    let read_at: Vec<i64> = decay["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["reads"].as_u64().unwrap() > 0)
-        .map(|b| b["from_months"].as_i64().unwrap())
-        .collect();
-    assert_eq!(
-        read_at.len(),
-        2,
-        "the 2010 study is past ten years: {decay}"
-    );
-    assert!(read_at[0] >= 6 && read_at[0] < 24, "{decay}");
-    assert!(read_at[1] >= 30 && read_at[1] < 48, "{decay}");
     drop(server);
     assert_eq!(common::audit_events(&t, "expiry.approve").len(), 1);
 }

@@ -39,7 +39,8 @@ CREATE TABLE expiry_items (
 );
 
 -- Instances a rejection note named: out of the index (no query or retrieval finds them), their
--- blobs kept until the purge, which waits for the configured delay, retention and holds.
+-- blobs kept until the purge, which waits for the configured delay, retention and holds. A
+-- purged one keeps its row (purged_at set), so the same instance sent again is still refused.
 CREATE TABLE rejected_instances (
     sop_uid       TEXT PRIMARY KEY,
     blob_id       TEXT NOT NULL,
@@ -53,6 +54,7 @@ CREATE TABLE rejected_instances (
     received_at   INTEGER NOT NULL,
     note_uid      TEXT NOT NULL,           -- the rejection note's SOP Instance UID
     code          TEXT NOT NULL,           -- its title: 113001, 113037, 113038 or 113039 (DCM)
-    rejected_at   INTEGER NOT NULL
+    rejected_at   INTEGER NOT NULL,
+    purged_at     INTEGER
 );
 CREATE INDEX rejected_instances_at ON rejected_instances (rejected_at);

@@ -15,14 +15,15 @@ const shot = shooter(env("OUT"), () => page, "cold-");
 try {
   page = await context.newPage();
   page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
-  // every answer of the restore route, as the page received it
-  const answers = [];
-  page.on("response", async (r) => {
-    if (r.url().endsWith("/restore")) answers.push(await r.json().catch(() => null));
+  // every answer of the restore route, as the page received it (read once they are all in)
+  const responses = [];
+  page.on("response", (r) => {
+    if (r.url().endsWith("/restore")) responses.push(r.json().catch(() => null));
   });
   await login(page, BASE, env("RAD_USER"), env("RAD_PASSWORD"));
   await page.goto(`${BASE}/#/study/${env("STUDY")}`);
   await page.waitForSelector("#cold-note", { timeout: 30000 });
+  const answers = await Promise.all(responses);
   check(answers.length >= 2 && answers[0].state === "restoring" && answers.at(-1).state === "hot",
     `the viewer asked until the study was back (${JSON.stringify(answers)})`);
   const note = await page.textContent("#cold-note");

@@ -517,6 +517,10 @@ async fn rebuild_into(
         report.cold_indexed = cold.indexed;
         report.indexed += cold.indexed;
         report.unreadable.extend(cold.unreadable);
+        // what the journal removed must stay removed among the cold blobs too
+        if let Some(r) = r {
+            strata_services::reindex::reapply_removals(store, index, r).await?;
+        }
     }
     index.close().await?;
     Ok(report)

@@ -634,6 +634,9 @@ async fn refuse_unaudited(
 
 /// How often a retrieve waiting for cold studies says it is still under way.
 const COLD_PENDING_EVERY: Duration = Duration::from_secs(1);
+/// How long a retrieve waits for cold studies at most; its sub-operations then restore what is
+/// still cold themselves, or fail with the reason.
+const COLD_WAIT_AT_MOST: Duration = Duration::from_secs(1800);
 
 /// Brings the cold studies among `planned` back from the cold tier before the sub-operations
 /// start, answering a pending response (nothing completed, everything remaining) at once and
@@ -657,7 +660,8 @@ async fn restore_cold(
         ..Default::default()
     };
     let mut last_pending: Option<std::time::Instant> = None;
-    loop {
+    let started = std::time::Instant::now();
+    while started.elapsed() < COLD_WAIT_AT_MOST && !session.cancelled(request.message_id()).await {
         let mut cold = false;
         for study in &studies {
             // started on the first look only: a restore that failed is not waited for again
@@ -677,6 +681,7 @@ async fn restore_cold(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
 }
 
 /// The (patient, study) pairs of a retrieve, each once.

@@ -424,17 +424,18 @@ pub trait Catalog: Send + Sync {
         at: i64,
     ) -> Result<Vec<String>, IndexError>;
 
-    /// Whether a rejection note took `sop` out of the index (and it is not purged yet).
+    /// Whether a rejection note took `sop` out of the index (purged since or not).
     async fn is_rejected(&self, sop: String) -> Result<bool, IndexError>;
 
-    /// Rejected instances, earliest first; with `before`, those rejected before it.
+    /// Rejected instances not purged yet, earliest first; with `before`, those rejected before
+    /// it.
     async fn rejected_instances(
         &self,
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<RejectedInstance>, IndexError>;
 
-    /// Forgets purged rejected instances; returns the blobs they used.
+    /// Marks rejected instances purged; returns the blobs they used.
     async fn forget_rejected(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError>;
 
     /// Removes instances and their history from the index (and the cold tier's records of

@@ -129,12 +129,13 @@ pub(super) fn holds(c: &Connection, in_force_only: bool) -> Result<Vec<Hold>, In
 }
 
 /// Whether a hold in force covers study `study` of patient key `patient_fk`: one on the study,
-/// or on the person the key is linked to.
+/// or on the person the key is linked to, or on a person merged into that one.
 pub(super) fn is_held(c: &Connection, study: &str, patient_fk: i64) -> Result<bool, IndexError> {
     let n: i64 = c
         .prepare_cached(
             "SELECT COUNT(*) FROM holds h WHERE h.released_at IS NULL AND (h.study_uid = ?1
-                OR h.person_uid IN (SELECT pe.uid FROM patients p JOIN persons pe ON pe.id = p.person_fk
+                OR h.person_uid IN (SELECT pe.uid FROM patients p JOIN persons pe
+                                        ON pe.id = p.person_fk OR pe.merged_into = p.person_fk
                                     WHERE p.id = ?2))",
         )?
         .query_row(params![study, patient_fk], |r| r.get(0))?;
@@ -403,7 +404,7 @@ pub(super) fn reject(
     Ok(taken)
 }
 
-/// Whether a rejection note took `sop` out of the index (and it was not purged yet).
+/// Whether a rejection note took `sop` out of the index (purged since or not).
 pub(super) fn is_rejected(c: &Connection, sop: &str) -> Result<bool, IndexError> {
     Ok(
         c.prepare_cached("SELECT 1 FROM rejected_instances WHERE sop_uid = ?1")?
@@ -413,8 +414,8 @@ pub(super) fn is_rejected(c: &Connection, sop: &str) -> Result<bool, IndexError>
     )
 }
 
-/// Rejected instances, those rejected earliest first, up to `limit`; with `before`, only those
-/// rejected before it.
+/// Rejected instances not purged yet, those rejected earliest first, up to `limit`; with
+/// `before`, only those rejected before it.
 pub(super) fn rejected(
     c: &Connection,
     before: Option<i64>,
@@ -428,7 +429,7 @@ pub(super) fn rejected(
                          (SELECT MAX(s3.study_date) FROM studies s3 WHERE s3.patient_fk = r.patient_fk)),
                 r.modality, r.source, r.received_at
          FROM rejected_instances r JOIN patients p ON p.id = r.patient_fk
-         WHERE CAST(?1 AS BIGINT) IS NULL OR r.rejected_at < ?1
+         WHERE r.purged_at IS NULL AND (CAST(?1 AS BIGINT) IS NULL OR r.rejected_at < ?1)
          ORDER BY r.rejected_at, r.sop_uid LIMIT ?2",
     )?
     .query_map(params![before, limit as i64], |r| {
@@ -460,20 +461,24 @@ pub(super) fn rejected(
     .collect()
 }
 
-/// Forgets purged rejected instances (and their earlier versions); returns the blobs they used.
+/// Marks rejected instances purged (their rows stay, so they are refused if sent again) and
+/// forgets their earlier versions; returns the blobs they used.
 pub(super) fn forget_rejected(c: &Connection, sops: &[String]) -> Result<Vec<BlobId>, IndexError> {
     let mut blobs = Vec::new();
     for sop in sops {
         let row: Option<String> = c
             .query_row(
-                "SELECT blob_id FROM rejected_instances WHERE sop_uid = ?1",
+                "SELECT blob_id FROM rejected_instances WHERE sop_uid = ?1 AND purged_at IS NULL",
                 [sop],
                 |r| r.get(0),
             )
             .optional()?;
         if let Some(b) = row {
             blobs.push(blob(b)?);
-            c.execute("DELETE FROM rejected_instances WHERE sop_uid = ?1", [sop])?;
+            c.execute(
+                "UPDATE rejected_instances SET purged_at = ?2 WHERE sop_uid = ?1",
+                params![sop, strata_core::now_ms()],
+            )?;
         }
         let mut stmt =
             c.prepare_cached("SELECT blob_id FROM instance_history WHERE sop_uid = ?1")?;

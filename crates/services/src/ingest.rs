@@ -634,6 +634,21 @@ impl Ingest {
                 taken.len(),
                 note.instances.len()
             );
+            if let Some(mut event) = source.audit_event() {
+                event.action = "iocm.reject".into();
+                let event = event
+                    .patient(
+                        Some(record.patient.patient_id.clone()),
+                        Some(record.study.uid.clone()),
+                    )
+                    .detail(format!(
+                        "note {sop_uid} ({} {}): {} instances taken out of use",
+                        note.code,
+                        note.meaning,
+                        taken.len()
+                    ));
+                self.index.audit(event).await?;
+            }
         }
         self.metrics.ingested(label, size, started.elapsed());
         Ok(ack(disposition))
@@ -680,13 +695,14 @@ impl Ingest {
             .await?)
     }
 
-    /// Refuses to replace an instance of a study under a legal hold.
+    /// Refuses to replace an instance of a study under a legal hold: the study the stored
+    /// instance is in, or the one the new one names.
     async fn refuse_if_held(&self, record: &InstanceRecord) -> Result<(), IngestError> {
-        for f in self
-            .index
-            .study_facts(vec![record.study.uid.clone()])
-            .await?
-        {
+        let mut studies = vec![record.study.uid.clone()];
+        if let Some(stored) = self.index.instance(&record.instance.sop_uid).await? {
+            studies.push(stored.study_uid);
+        }
+        for f in self.index.study_facts(studies).await? {
             if self
                 .index
                 .is_held(f.study_uid.clone(), f.patient_fk)

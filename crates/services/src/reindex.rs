@@ -37,6 +37,35 @@ pub struct ReindexReport {
     pub cold_indexed: u64,
 }
 
+/// Applies again the journal's removals (instances deleted, instances a rejection note took
+/// out) from replica `r` (0-based): after the cold stores' blobs were indexed, which the first
+/// replay came before.
+pub async fn reapply_removals(store: &Store, index: &Index, r: usize) -> Result<(), ServiceError> {
+    for (_, entry) in Journal::read_all(store, r).await? {
+        match entry {
+            JournalEntry::Deleted {
+                sop_instance_uids, ..
+            } => {
+                index.forget_rejected(sop_instance_uids.clone()).await?;
+                index.delete_instances(sop_instance_uids).await?;
+            }
+            JournalEntry::Rejected {
+                note,
+                study,
+                code,
+                sop_instance_uids,
+                at,
+            } => {
+                index
+                    .reject_instances(study, sop_instance_uids, note, code, at)
+                    .await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Fills `index` (new and empty) from replica `r` (0-based) of `store`. Instances larger than
 /// `spool_threshold` bytes are inspected from a temporary file in `spool_dir`.
 pub async fn rebuild(

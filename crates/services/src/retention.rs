@@ -45,9 +45,10 @@ pub fn retained_until(f: &StudyFacts, cfg: &RetentionConfig) -> String {
         .unwrap_or_default()
         .format("%Y%m%d")
         .to_string();
+    // an undated study counts from when it arrived, and a later study of the person from its date
     let start = dated(&f.study_date)
-        .max(dated(&f.last_study_date))
-        .unwrap_or(received);
+        .unwrap_or(received)
+        .max(dated(&f.last_study_date).unwrap_or_default());
     let years = cfg
         .rules
         .iter()
@@ -90,6 +91,8 @@ pub struct Retention {
     retention: RetentionConfig,
     clock: Clock,
     shards: Option<Arc<Shards>>,
+    /// When this process's expiry worker last proposed (or found nothing to propose).
+    last_proposal: Arc<std::sync::Mutex<Option<i64>>>,
 }
 
 impl Retention {
@@ -108,6 +111,7 @@ impl Retention {
             retention,
             clock,
             shards,
+            last_proposal: Arc::default(),
         }
     }
 
@@ -172,7 +176,7 @@ impl Retention {
     }
 
     /// Removes deleted blobs from every replica and cold store; a copy that could not be
-    /// removed is logged (it is unreadable without the index, and the scrub finds it unowned).
+    /// removed is logged and stays (sealed, unreadable without the key, unnamed by the index).
     async fn remove_blobs(&self, blobs: &[BlobId]) {
         for blob in blobs {
             for bad in self.store.replicas().delete(&blob.object_key()).await {
@@ -210,6 +214,19 @@ impl Retention {
         }
         if reason.trim().is_empty() {
             return Err(ServiceError::Invalid("a hold needs a reason".into()));
+        }
+        let what = match (&person, &study) {
+            (Some(p), _) => format!("person {p}"),
+            (_, Some(s)) => format!("study {s}"),
+            _ => String::new(),
+        };
+        let known = match (&person, &study) {
+            (Some(p), _) => self.index.person(p.clone(), Scope::All).await?.is_some(),
+            (_, Some(s)) => !self.index.study_facts(vec![s.clone()]).await?.is_empty(),
+            _ => false,
+        };
+        if !known {
+            return Err(ServiceError::Invalid(format!("no {what} in the archive")));
         }
         let at = self.clock.now_ms();
         self.journal
@@ -294,6 +311,16 @@ impl Retention {
             }
         }
         if items.is_empty() {
+            if actor == WORKER {
+                return Ok(None);
+            }
+            // a person asked: the answer that nothing is due is on the record too
+            self.index
+                .audit(
+                    AuditEvent::now(actor, role, "expiry.propose", Outcome::Success)
+                        .detail("no study is past retention and under no hold"),
+                )
+                .await?;
             return Ok(None);
         }
         let n = items.len();
@@ -479,14 +506,23 @@ impl Retention {
         let (deleted_studies, kept_studies) = self.run_approved().await?;
         let mut proposed = None;
         if self.retention.propose_every_hours > 0 {
-            let latest = self.index.expiry_batches(1).await?;
+            let now = self.clock.now_ms();
             let every = i64::from(self.retention.propose_every_hours) * 3_600_000;
-            let due = match latest.first() {
-                None => true,
-                Some(b) => b.state != "proposed" && self.clock.now_ms() - b.proposed_at >= every,
-            };
-            if due {
+            let latest = self.index.expiry_batches(1).await?;
+            let last = self
+                .last_proposal
+                .lock()
+                .map(|l| *l)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(latest.first().map(|b| b.proposed_at))
+                .max();
+            let waiting = latest.first().is_some_and(|b| b.state == "proposed");
+            if !waiting && last.is_none_or(|at| now - at >= every) {
                 proposed = self.propose(WORKER, "system").await?;
+                if let Ok(mut l) = self.last_proposal.lock() {
+                    *l = Some(now);
+                }
             }
         }
         Ok(ExpiryDone {

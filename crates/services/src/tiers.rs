@@ -440,22 +440,26 @@ impl Tiers {
         if started {
             let (tiers, study) = (self.clone(), study.to_string());
             tokio::spawn(async move {
-                let outcome = tiers.restore_study(&study).await;
+                use futures::FutureExt;
+                let outcome = std::panic::AssertUnwindSafe(tiers.restore_study(&study))
+                    .catch_unwind()
+                    .await;
+                let failed = match outcome {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some("the restore panicked".to_string()),
+                };
                 let mut progress = tiers.progress();
-                match outcome {
-                    Ok(_) => {
+                match failed {
+                    None => {
                         progress.remove(&study);
                     }
-                    Err(e) => {
+                    Some(e) => {
+                        // the reader hears that it failed; the operator's log says why
                         tracing::error!(study, "restoring from the cold tier: {e}");
                         let at = tiers.clock.now_ms();
-                        progress.insert(
-                            study,
-                            Restore::Failed {
-                                why: e.to_string(),
-                                at,
-                            },
-                        );
+                        let why = "the study could not be rebuilt from the cold stores".into();
+                        progress.insert(study, Restore::Failed { why, at });
                     }
                 }
             });
