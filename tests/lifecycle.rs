@@ -446,7 +446,7 @@ async fn a_rejection_note_hides_its_instances_at_once_and_they_are_purged_after_
     let rejected_blobs: Vec<BlobId> = {
         let e = t.open().await;
         e.index
-            .rejected_instances(None, 100)
+            .rejected_instances(None, None, 100)
             .await
             .unwrap()
             .into_iter()
@@ -475,7 +475,7 @@ async fn a_rejection_note_hides_its_instances_at_once_and_they_are_purged_after_
         .await
         .unwrap_err();
     assert!(again.to_string().contains("rejected"), "{again}");
-    let still = a.index().rejected_instances(None, 100).await.unwrap();
+    let still = a.index().rejected_instances(None, None, 100).await.unwrap();
     assert_eq!(still.len(), 1);
     assert_eq!(still[0].study_uid, new.0);
     assert_eq!(copies(&t, &still[0].blob_id), 3);

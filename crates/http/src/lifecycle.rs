@@ -217,7 +217,7 @@ async fn rejections(
     caller.require(Permission::Retention)?;
     let list = a
         .index()
-        .rejected_instances(None, 1000)
+        .rejected_instances(None, None, 1000)
         .await
         .map_err(Problem::internal)?;
     audited(

@@ -162,8 +162,9 @@ pub trait Catalog: Send + Sync {
     /// What the tiers hold in total.
     async fn tier_totals(&self) -> Result<TierTotals, IndexError>;
 
-    /// The days each study was read by one of `actions`, from the audit trail.
-    async fn read_days(&self, actions: Vec<String>) -> Result<Vec<ReadDay>, IndexError>;
+    /// Reads by one of `actions` from the audit trail: per study date and day, the studies
+    /// read; and the studies read in all.
+    async fn read_days(&self, actions: Vec<String>) -> Result<(Vec<ReadDays>, u64), IndexError>;
 
     /// The date of every study that has one.
     async fn study_dates(&self) -> Result<Vec<String>, IndexError>;
@@ -428,10 +429,11 @@ pub trait Catalog: Send + Sync {
     async fn is_rejected(&self, sop: String) -> Result<bool, IndexError>;
 
     /// Rejected instances not purged yet, earliest first; with `before`, those rejected before
-    /// it.
+    /// it; with `after` (a rejection time and SOP Instance UID), those after it.
     async fn rejected_instances(
         &self,
         before: Option<i64>,
+        after: Option<(i64, String)>,
         limit: usize,
     ) -> Result<Vec<RejectedInstance>, IndexError>;
 

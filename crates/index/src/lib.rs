@@ -49,7 +49,7 @@ pub use mpi::{
 pub use nodes::NodeRow;
 pub use rows::*;
 pub use sends::{ItemAttempt, NewSend, SendItem, SendJob, Share};
-pub use tiers::{ColdBlob, ReadDay, StudyTier, TierCandidate, TierPage, TierQuery, TierTotals};
+pub use tiers::{ColdBlob, ReadDays, StudyTier, TierCandidate, TierPage, TierQuery, TierTotals};
 pub use users::{
     BindRefusal, Credentials, LoginFailures, NewUser, PrincipalRow, SessionRow, TokenRow, UserRow,
     SESSION_NAME_LEN,

@@ -415,12 +415,15 @@ pub(super) fn is_rejected(c: &Connection, sop: &str) -> Result<bool, IndexError>
 }
 
 /// Rejected instances not purged yet, those rejected earliest first, up to `limit`; with
-/// `before`, only those rejected before it.
+/// `before`, only those rejected before it; with `after` (a rejection time and SOP Instance
+/// UID), only those after it in that order.
 pub(super) fn rejected(
     c: &Connection,
     before: Option<i64>,
+    after: Option<(i64, String)>,
     limit: usize,
 ) -> Result<Vec<RejectedInstance>, IndexError> {
+    let (after_at, after_sop) = after.unwrap_or((i64::MIN, String::new()));
     c.prepare_cached(
         "SELECT r.sop_uid, r.blob_id, r.size, r.study_uid, r.series_uid, r.note_uid, r.code,
                 r.rejected_at, r.patient_fk, r.study_date, p.birth_date,
@@ -430,9 +433,10 @@ pub(super) fn rejected(
                 r.modality, r.source, r.received_at
          FROM rejected_instances r JOIN patients p ON p.id = r.patient_fk
          WHERE r.purged_at IS NULL AND (CAST(?1 AS BIGINT) IS NULL OR r.rejected_at < ?1)
+           AND (r.rejected_at > ?3 OR (r.rejected_at = ?3 AND r.sop_uid > ?4))
          ORDER BY r.rejected_at, r.sop_uid LIMIT ?2",
     )?
-    .query_map(params![before, limit as i64], |r| {
+    .query_map(params![before, limit as i64, after_at, after_sop], |r| {
         let study_uid: String = r.get(3)?;
         let size = r.get::<i64>(2)? as u64;
         Ok(RejectedInstance {

@@ -648,7 +648,7 @@ impl Catalog for SqliteIndex {
         self.read("tier_totals", tiers::totals).await
     }
 
-    async fn read_days(&self, actions: Vec<String>) -> Result<Vec<ReadDay>, IndexError> {
+    async fn read_days(&self, actions: Vec<String>) -> Result<(Vec<ReadDays>, u64), IndexError> {
         self.read("read_days", move |c| tiers::read_days(c, &actions))
             .await
     }
@@ -1162,10 +1162,11 @@ impl Catalog for SqliteIndex {
     async fn rejected_instances(
         &self,
         before: Option<i64>,
+        after: Option<(i64, String)>,
         limit: usize,
     ) -> Result<Vec<RejectedInstance>, IndexError> {
         self.read("rejected_instances", move |c| {
-            lifecycle::rejected(c, before, limit)
+            lifecycle::rejected(c, before, after, limit)
         })
         .await
     }

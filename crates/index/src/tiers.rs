@@ -77,14 +77,14 @@ pub struct TierTotals {
     pub all_bytes: u64,
 }
 
-/// A day on which a study was read, as the audit trail tells (one per study and day however
-/// many reads), with the study's date.
+/// How many studies of one date were read on one day, as the audit trail tells (a study counts
+/// once a day however often it was read).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadDay {
-    pub study_uid: String,
+pub struct ReadDays {
+    pub study_date: Option<String>,
     /// Days since the Unix epoch.
     pub day: i64,
-    pub study_date: Option<String>,
+    pub studies: u64,
 }
 
 pub(super) fn note_reads(c: &Connection, studies: &[String], at: i64) -> Result<(), IndexError> {
@@ -320,27 +320,38 @@ pub(super) fn totals(c: &Connection) -> Result<TierTotals, IndexError> {
     })
 }
 
-/// The days each study was read by one of `actions` (successful audit events), with its date.
-pub(super) fn read_days(c: &Connection, actions: &[String]) -> Result<Vec<ReadDay>, IndexError> {
+/// Reads by one of `actions` (successful audit events), counted in SQL: per study date and
+/// day, the studies read; and the studies read in all. What comes back is bounded by dates and
+/// days, not by the trail's length.
+pub(super) fn read_days(
+    c: &Connection,
+    actions: &[String],
+) -> Result<(Vec<ReadDays>, u64), IndexError> {
     let marks: Vec<String> = (1..=actions.len()).map(|i| format!("?{i}")).collect();
-    let sql = format!(
-        "SELECT a.study_uid, a.at / 86400000, MIN(st.study_date) FROM audit a
-         JOIN studies st ON st.study_uid = a.study_uid
-         WHERE a.outcome = 'success' AND a.action IN ({})
-         GROUP BY a.study_uid, a.at / 86400000",
+    let reads = format!(
+        "FROM audit a JOIN studies st ON st.study_uid = a.study_uid
+         WHERE a.outcome = 'success' AND a.action IN ({})",
         marks.join(", ")
     );
     let params: Vec<&dyn crate::db::Param> =
         actions.iter().map(|a| a as &dyn crate::db::Param).collect();
-    c.prepare(&sql)?
+    let counts = c
+        .prepare(&format!(
+            "SELECT st.study_date, a.at / 86400000, COUNT(DISTINCT a.study_uid) {reads}
+             GROUP BY st.study_date, a.at / 86400000"
+        ))?
         .query_map(&params[..], |r| {
-            Ok(ReadDay {
-                study_uid: r.get(0)?,
+            Ok(ReadDays {
+                study_date: r.get(0)?,
                 day: r.get(1)?,
-                study_date: r.get(2)?,
+                studies: r.get::<i64>(2)? as u64,
             })
         })?
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let studies: i64 = c
+        .prepare(&format!("SELECT COUNT(DISTINCT a.study_uid) {reads}"))?
+        .query_row(&params[..], |r| r.get(0))?;
+    Ok((counts, studies as u64))
 }
 
 /// The date of every study that has one.

@@ -29,6 +29,8 @@ use strata_store::Store;
 pub const WORKER: &str = "expiry";
 
 const DAY_MS: i64 = 86_400_000;
+/// Rejected instances the purge looks at per query.
+const PURGE_PAGE: usize = 1000;
 
 /// The day (YYYYMMDD) until which a study must be kept: `adult_years` (or the longest of the
 /// rules for its modalities and sources) after the person's last study (after the study was
@@ -450,16 +452,33 @@ impl Retention {
     // ---- rejection notes ----
 
     /// Purges the rejected instances whose delay has passed and that neither retention nor a
-    /// hold keeps; returns how many were purged.
+    /// hold keeps, page by page (those kept do not stop the ones behind them); returns how many
+    /// were purged.
     pub async fn purge_rejected(&self) -> Result<usize, ServiceError> {
         let before =
             self.clock.now_ms() - i64::from(self.retention.rejected_purge_after_days) * DAY_MS;
-        let mut due = Vec::new();
-        for r in self.index.rejected_instances(Some(before), 10_000).await? {
-            if self.keeps(&r.facts).await?.is_none() {
-                due.push(r.sop_uid);
+        let (mut purged, mut after) = (0, None);
+        loop {
+            let page = self
+                .index
+                .rejected_instances(Some(before), after.clone(), PURGE_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(purged);
+            };
+            after = Some((last.rejected_at, last.sop_uid.clone()));
+            let mut due = Vec::new();
+            for r in page {
+                if self.keeps(&r.facts).await?.is_none() {
+                    due.push(r.sop_uid);
+                }
             }
+            purged += self.purge(due).await?;
         }
+    }
+
+    /// Purges `due` (rejected instances retention and holds no longer keep).
+    async fn purge(&self, due: Vec<String>) -> Result<usize, ServiceError> {
         if due.is_empty() {
             return Ok(0);
         }

@@ -174,19 +174,17 @@ fn bucket_of(age_days: i64) -> Option<usize> {
 /// Reads per study against study age, from the audit trail, as of `now_ms`.
 pub async fn decay(index: &Index, now_ms: i64) -> Result<Decay, ServiceError> {
     let actions = READ_ACTIONS.iter().map(|a| a.to_string()).collect();
-    let days = index.read_days(actions).await?;
+    let (days, studies_read) = index.read_days(actions).await?;
     let today = now_ms.div_euclid(86_400_000);
     let mut reads = [0u64; BUCKETS];
-    let mut read = std::collections::HashSet::new();
     let mut all_reads = 0;
     for d in &days {
         let Some(start) = d.study_date.as_deref().and_then(epoch_day) else {
             continue;
         };
-        all_reads += 1;
-        read.insert(d.study_uid.as_str());
+        all_reads += d.studies;
         if let Some(b) = bucket_of(d.day - start) {
-            reads[b] += 1;
+            reads[b] += d.studies;
         }
     }
     // a study of age A has reached every bucket up to A's
@@ -219,7 +217,7 @@ pub async fn decay(index: &Index, now_ms: i64) -> Result<Decay, ServiceError> {
         .collect();
     Ok(Decay {
         half_life_months: half_life(&buckets),
-        studies_read: read.len() as u64,
+        studies_read,
         reads: all_reads,
         buckets,
     })
