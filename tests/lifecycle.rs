@@ -8,7 +8,10 @@
 
 mod common;
 
-use common::{by_study, files_under, peer_script, python, text, token, tool, Api, TestArchive};
+use common::{
+    blobs_of, by_study, files_under, on_replicas, peer_script, python, text, token, tool, Api,
+    TestArchive,
+};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use std::path::{Path, PathBuf};
@@ -70,23 +73,6 @@ fn archive_with(tiers: &str) -> TestArchive {
     )
     .unwrap();
     t
-}
-
-async fn blobs_of(a: &strata_archive::Archive, study: &str) -> Vec<BlobId> {
-    a.index()
-        .study_blobs(study.to_string())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(b, _)| b)
-        .collect()
-}
-
-fn copies(t: &TestArchive, blob: &BlobId) -> usize {
-    ['a', 'b', 'c']
-        .iter()
-        .filter(|r| t.blob_file(**r, blob).exists())
-        .count()
 }
 
 async fn proposed(a: &strata_archive::Archive, id: i64) -> Vec<String> {
@@ -160,7 +146,7 @@ async fn expiry_deletes_exactly_the_studies_past_retention_and_spares_held_ones(
     let expired_blobs = blobs_of(&a, &uid(expired)).await;
     let shards = a.tiers().shards().unwrap().clone();
     for b in &expired_blobs {
-        assert_eq!(copies(&t, b), 0);
+        assert_eq!(on_replicas(&t, b), 0);
         assert!(shards.check(b).await.iter().all(|s| *s == ShardState::Good));
     }
 
@@ -243,7 +229,7 @@ async fn expiry_deletes_exactly_the_studies_past_retention_and_spares_held_ones(
         .unwrap();
     assert!(gone.is_empty());
     for b in &expired_blobs {
-        assert_eq!(copies(&t, b), 0);
+        assert_eq!(on_replicas(&t, b), 0);
         assert!(a.index().cold_blob(*b).await.unwrap().is_none());
         assert!(
             shards
@@ -268,7 +254,7 @@ async fn expiry_deletes_exactly_the_studies_past_retention_and_spares_held_ones(
     // everything else is untouched
     for i in [twice[0], twice[1], minor, study_held, person_held] {
         for b in blobs_of(&a, &uid(i)).await {
-            assert_eq!(copies(&t, &b), 3);
+            assert_eq!(on_replicas(&t, &b), 3);
         }
         assert_eq!(blobs_of(&a, &uid(i)).await.len(), 2);
     }
@@ -461,12 +447,12 @@ async fn a_rejection_note_hides_its_instances_at_once_and_they_are_purged_after_
         .unwrap();
     assert_eq!(a.retention().purge_rejected().await.unwrap(), 0);
     for b in &rejected_blobs {
-        assert_eq!(copies(&t, b), 3, "the blobs are kept until the purge");
+        assert_eq!(on_replicas(&t, b), 3, "the blobs are kept until the purge");
     }
     clock.advance(31 * DAY_MS);
     assert_eq!(a.retention().purge_rejected().await.unwrap(), 2);
     for b in &rejected_blobs {
-        assert_eq!(copies(&t, b), 0, "a purged instance's copy is left");
+        assert_eq!(on_replicas(&t, b), 0, "a purged instance's copy is left");
     }
     // purged, it is still refused if sent again
     let again = a
@@ -478,7 +464,7 @@ async fn a_rejection_note_hides_its_instances_at_once_and_they_are_purged_after_
     let still = a.index().rejected_instances(None, None, 100).await.unwrap();
     assert_eq!(still.len(), 1);
     assert_eq!(still[0].study_uid, new.0);
-    assert_eq!(copies(&t, &still[0].blob_id), 3);
+    assert_eq!(on_replicas(&t, &still[0].blob_id), 3);
     drop(a);
 
     // a reindex hides the new study's rejected instance again, and does not bring back the

@@ -6,10 +6,12 @@
 
 mod common;
 
-use common::{by_study, files_under, http, sop_uid, text, token, TestArchive};
+use common::{
+    blobs_of, by_study, files_under, http, on_replicas, sop_uid, text, token, TestArchive,
+};
 use dicom_object::InMemDicomObject;
 use std::path::{Path, PathBuf};
-use strata_core::{BlobId, Clock};
+use strata_core::Clock;
 use strata_services::tiers::MONTH_MS;
 use strata_synth::{Modality, SynthOptions};
 
@@ -60,23 +62,6 @@ fn bytes_under(dir: &Path) -> u64 {
         .iter()
         .map(|f| f.metadata().unwrap().len())
         .sum()
-}
-
-async fn blobs_of(a: &strata_archive::Archive, study: &str) -> Vec<BlobId> {
-    a.index()
-        .study_blobs(study.to_string())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(b, _)| b)
-        .collect()
-}
-
-fn on_replicas(t: &TestArchive, blob: &BlobId) -> usize {
-    ['a', 'b', 'c']
-        .iter()
-        .filter(|r| t.blob_file(**r, blob).exists())
-        .count()
 }
 
 /// Every instance of `files` read by WADO-RS is the file stored, byte for byte.

@@ -310,6 +310,25 @@ pub fn getscu_study(
     (out, said)
 }
 
+/// The blobs of a study's instances, as the index of the archive open in-process holds them.
+pub async fn blobs_of(a: &Archive, study: &str) -> Vec<strata_core::BlobId> {
+    a.index()
+        .study_blobs(study.to_string())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect()
+}
+
+/// How many of the three local replicas hold a copy of `blob`.
+pub fn on_replicas(t: &TestArchive, blob: &strata_core::BlobId) -> usize {
+    ['a', 'b', 'c']
+        .iter()
+        .filter(|r| t.blob_file(**r, blob).exists())
+        .count()
+}
+
 /// The DICOMweb path of the instance in a Part-10 file:
 /// `/dicomweb/studies/{study}/series/{series}/instances/{instance}`.
 pub fn instance_path(path: &Path) -> String {

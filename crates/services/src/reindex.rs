@@ -42,26 +42,34 @@ pub struct ReindexReport {
 /// replay came before.
 pub async fn reapply_removals(store: &Store, index: &Index, r: usize) -> Result<(), ServiceError> {
     for (_, entry) in Journal::read_all(store, r).await? {
-        match entry {
-            JournalEntry::Deleted {
-                sop_instance_uids, ..
-            } => {
-                index.forget_rejected(sop_instance_uids.clone()).await?;
-                index.delete_instances(sop_instance_uids).await?;
-            }
-            JournalEntry::Rejected {
-                note,
-                study,
-                code,
-                sop_instance_uids,
-                at,
-            } => {
-                index
-                    .reject_instances(study, sop_instance_uids, note, code, at)
-                    .await?;
-            }
-            _ => {}
+        apply_removal(index, entry).await?;
+    }
+    Ok(())
+}
+
+/// Applies `entry` when it removes instances from the index (a deletion, a rejection note);
+/// any other entry is left alone.
+async fn apply_removal(index: &Index, entry: JournalEntry) -> Result<(), ServiceError> {
+    match entry {
+        JournalEntry::Deleted {
+            sop_instance_uids, ..
+        } => {
+            // an instance purged after a rejection note is among the rejected by now
+            index.forget_rejected(sop_instance_uids.clone()).await?;
+            index.delete_instances(sop_instance_uids).await?;
         }
+        JournalEntry::Rejected {
+            note,
+            study,
+            code,
+            sop_instance_uids,
+            at,
+        } => {
+            index
+                .reject_instances(study, sop_instance_uids, note, code, at)
+                .await?;
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -145,23 +153,8 @@ pub async fn rebuild(
             JournalEntry::PeerRemoved { aet, .. } => {
                 index.remove_peer(aet).await?;
             }
-            JournalEntry::Deleted {
-                sop_instance_uids, ..
-            } => {
-                // an instance purged after a rejection note is among the rejected by now
-                index.forget_rejected(sop_instance_uids.clone()).await?;
-                index.delete_instances(sop_instance_uids).await?;
-            }
-            JournalEntry::Rejected {
-                note,
-                study,
-                code,
-                sop_instance_uids,
-                at,
-            } => {
-                index
-                    .reject_instances(study, sop_instance_uids, note, code, at)
-                    .await?;
+            removal @ (JournalEntry::Deleted { .. } | JournalEntry::Rejected { .. }) => {
+                apply_removal(index, removal).await?;
             }
             JournalEntry::HoldPlaced {
                 person,
