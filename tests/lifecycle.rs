@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::viewer::{node, screenshots};
 use common::{
     blobs_of, by_study, files_under, on_replicas, peer_script, python, text, token, tool, Api,
     TestArchive,
@@ -628,16 +629,10 @@ async fn the_console_shows_storage_cost_and_decay_and_runs_expiry_and_holds() {
     );
     assert!(read_at[0] >= 6 && read_at[0] < 24, "{decay}");
     assert!(read_at[1] >= 30 && read_at[1] < 48, "{decay}");
-    let shots = format!(
-        "{}/target/viewer-screenshots/retention",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
-    let out = std::process::Command::new("node")
-        .arg("retention.mjs")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/viewer"))
-        .envs([
+    let shots = screenshots("retention");
+    let (ok, log) = node(
+        "retention.mjs",
+        &[
             ("BASE", common::base(&server).as_str()),
             ("ADMIN_USER", "boss"),
             ("ADMIN_PASSWORD", common::PASSWORD),
@@ -645,12 +640,11 @@ async fn the_console_shows_storage_cost_and_decay_and_runs_expiry_and_holds() {
             ("EXPIRED", studies[0].0.as_str()),
             ("HOLD_STUDY", studies[1].0.as_str()),
             ("COLD_STORES", "6"),
-        ])
-        .output()
-        .expect("running node (the test command installs it)");
-    let log = text(&out);
+        ],
+        || {},
+    );
     assert!(
-        out.status.success(),
+        ok,
         "retention in chromium:\n{log}\nserver:\n{}",
         server.log_text()
     );

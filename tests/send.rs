@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::viewer::{node, screenshots};
 use common::{
     add_user, assert_same_content, audit_events, free_port, http, sop_uid, text, token, tool, Api,
     TestArchive,
@@ -444,16 +445,10 @@ fn a_person_page_sends_to_storescp_and_shares_with_a_token() {
         .unwrap()
         .to_string();
 
-    let shots = format!(
-        "{}/target/viewer-screenshots/send",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
-    let run = std::process::Command::new("node")
-        .arg("send.mjs")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/viewer"))
-        .envs([
+    let shots = screenshots("send");
+    let (ok, log) = node(
+        "send.mjs",
+        &[
             ("BASE", common::base(&server).as_str()),
             ("USER", "sender"),
             ("PASSWORD", common::PASSWORD),
@@ -461,12 +456,11 @@ fn a_person_page_sends_to_storescp_and_shares_with_a_token() {
             ("PERSON", person.as_str()),
             ("AE", "PAGESCP"),
             ("STUDIES", "1"),
-        ])
-        .output()
-        .expect("running node (the test command installs it)");
-    let log = text(&run);
+        ],
+        || {},
+    );
     assert!(
-        run.status.success(),
+        ok,
         "send in chromium:\n{log}\nserver:\n{}",
         server.log_text()
     );

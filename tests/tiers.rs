@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::viewer::{node, screenshots};
 use common::{
     blobs_of, by_study, files_under, http, on_replicas, sop_uid, text, token, TestArchive,
 };
@@ -319,27 +320,20 @@ async fn a_cold_study_comes_back_for_the_viewer_and_c_get_with_word_of_it_meanwh
     }
     common::add_user(&t, "rad", "radiologist");
     let server = t.serve();
-    let shots = format!(
-        "{}/target/viewer-screenshots/cold",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
-    let out = std::process::Command::new("node")
-        .arg("cold.mjs")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/viewer"))
-        .envs([
+    let shots = screenshots("cold");
+    let (ok, log) = node(
+        "cold.mjs",
+        &[
             ("BASE", common::base(&server).as_str()),
             ("RAD_USER", "rad"),
             ("RAD_PASSWORD", common::PASSWORD),
             ("OUT", shots.as_str()),
             ("STUDY", a_uid.as_str()),
-        ])
-        .output()
-        .expect("running node (the test command installs it)");
-    let log = text(&out);
+        ],
+        || {},
+    );
     assert!(
-        out.status.success(),
+        ok,
         "cold study in chromium:\n{log}\nserver:\n{}",
         server.log_text()
     );
