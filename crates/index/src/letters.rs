@@ -31,6 +31,8 @@ pub struct NewLetter {
     /// The person's uid.
     pub person: String,
     pub issued_by: String,
+    /// When it is issued; it expires `expires_at`, counted from the same clock reading.
+    pub issued_at: i64,
     pub expires_at: i64,
 }
 

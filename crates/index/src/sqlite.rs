@@ -791,7 +791,7 @@ impl Catalog for SqliteIndex {
         letter: NewLetter,
     ) -> Result<Result<LetterRow, LetterRefusal>, IndexError> {
         self.write("create_letter", move |c| {
-            letters::create(c, &letter, now_ms())
+            letters::create(c, &letter, letter.issued_at)
         })
         .await
     }

@@ -134,12 +134,14 @@ impl Letters {
         let passcode_hash = tokio::task::spawn_blocking(move || hash_password(&hashed))
             .await
             .map_err(|e| ServiceError::Setup(format!("hashing a passcode: {e}")))?;
+        let now = strata_core::now_ms();
         let new = NewLetter {
             code_hash: secret_hash(&normalise_code(&code).unwrap_or_default()),
             passcode_hash,
             person: person.to_string(),
             issued_by: issued_by.to_string(),
-            expires_at: strata_core::now_ms() + days * DAY_MS,
+            issued_at: now,
+            expires_at: now + days * DAY_MS,
         };
         let letter = match self.index.create_letter(new).await? {
             Ok(letter) => letter,
