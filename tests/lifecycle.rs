@@ -5,6 +5,7 @@
 //! rejection note sent by dcmtk's storescu (written by pydicom) hides the instances it names from
 //! findscu, QIDO and WADO at once; they are purged once the delay has passed (on a clock the test
 //! moves), while one still under retention stays; a reindex keeps both the hiding and the holds.
+//! Instances a note named before they came are refused when they come.
 
 mod common;
 
@@ -22,6 +23,21 @@ use strata_store::shards::ShardState;
 use strata_synth::{Modality, SynthOptions};
 
 const DAY_MS: i64 = 86_400_000;
+
+/// Small CT studies (one series of `slices` 32×32 slices each) for `patients` people.
+fn small_ct(seed: u64, patients: usize, studies: usize, slices: usize) -> SynthOptions {
+    SynthOptions {
+        seed,
+        patients,
+        studies,
+        series_per_study: 1,
+        slices,
+        rows: 32,
+        cols: 32,
+        modality: Some(Modality::Ct),
+        noise: false,
+    }
+}
 
 fn set(files: &[PathBuf], study_date: &str, birth_date: &str) {
     for f in files {
@@ -85,20 +101,7 @@ async fn proposed(a: &strata_archive::Archive, id: i64) -> Vec<String> {
 async fn expiry_deletes_exactly_the_studies_past_retention_and_spares_held_ones() {
     // (a PostgreSQL index is made and dropped by a blocking client)
     let t = tokio::task::block_in_place(archive);
-    let files = t.generate(
-        "in",
-        &SynthOptions {
-            seed: 29,
-            patients: 5,
-            studies: 6,
-            series_per_study: 1,
-            slices: 2,
-            rows: 32,
-            cols: 32,
-            modality: Some(Modality::Ct),
-            noise: false,
-        },
-    );
+    let files = t.generate("in", &small_ct(29, 5, 6, 2));
     let studies = by_study(&files);
     assert_eq!(studies.len(), 6);
     // one patient has two studies: an old one and one last year (kept for the person's sake)
@@ -349,20 +352,7 @@ fn rejection_note(t: &TestArchive, name: &str, code: &str, rejected: &[PathBuf])
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejection_note_hides_its_instances_at_once_and_they_are_purged_after_the_delay() {
     let t = tokio::task::block_in_place(archive);
-    let files = t.generate(
-        "in",
-        &SynthOptions {
-            seed: 31,
-            patients: 2,
-            studies: 2,
-            series_per_study: 1,
-            slices: 3,
-            rows: 32,
-            cols: 32,
-            modality: Some(Modality::Ct),
-            noise: false,
-        },
-    );
+    let files = t.generate("in", &small_ct(31, 2, 2, 3));
     let studies = by_study(&files);
     let year: i32 = chrono::Utc::now().format("%Y").to_string().parse().unwrap();
     // the old study is past retention; the new one is not
@@ -483,23 +473,56 @@ async fn a_rejection_note_hides_its_instances_at_once_and_they_are_purged_after_
     );
 }
 
+/// A rejection note that comes before the instances it names: those are refused when they come
+/// (0124H by C-STORE; failed, with its UID, by STOW-RS), and the rest of the study is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_a_note_named_before_they_came_are_refused_when_they_come() {
+    let t = tokio::task::block_in_place(archive);
+    let files = t.generate("in", &small_ct(32, 1, 1, 3));
+    let study = by_study(&files)[0].0.clone();
+    common::add_user(&t, "admin1", "admin");
+    let tok = token(&t, "admin1");
+    let server = t.serve();
+    let note = rejection_note(&t, "note.dcm", "113001", &files[..2]);
+    storescu(&server, &[&note]);
+    assert_eq!(
+        found_instances(&server, &study),
+        vec![common::sop_uid(&note)]
+    );
+    // the first comes by C-STORE: refused
+    let sent = tool(
+        60,
+        "storescu",
+        &[
+            "-v",
+            "-aec",
+            "STRATA",
+            "127.0.0.1",
+            &server.port(),
+            files[0].to_str().unwrap(),
+        ],
+    );
+    assert!(text(&sent).contains("Status: 0x124"), "{}", text(&sent));
+    // the second by STOW-RS: listed as failed, 0110H with its UID
+    let api = Api::new(&server, &tok);
+    let stowed = api.stow(&files[1]);
+    assert_eq!(stowed.status, 409, "{}", stowed.text());
+    assert!(
+        stowed.text().contains("00081198") && stowed.text().contains(&common::sop_uid(&files[1])),
+        "{}",
+        stowed.text()
+    );
+    // the third, never named, is stored
+    storescu(&server, &[&files[2]]);
+    let mut left = vec![common::sop_uid(&files[2]), common::sop_uid(&note)];
+    left.sort();
+    assert_eq!(found_instances(&server, &study), left);
+}
+
 #[test]
 fn holds_and_expiry_are_for_administrators_and_audited() {
     let t = archive();
-    let files = t.generate(
-        "in",
-        &SynthOptions {
-            seed: 47,
-            patients: 1,
-            studies: 1,
-            series_per_study: 1,
-            slices: 2,
-            rows: 32,
-            cols: 32,
-            modality: Some(Modality::Ct),
-            noise: false,
-        },
-    );
+    let files = t.generate("in", &small_ct(47, 1, 1, 2));
     // recent: nothing is past retention
     let year: i32 = chrono::Utc::now().format("%Y").to_string().parse().unwrap();
     set(&files, &format!("{}0105", year - 1), "19600101");
@@ -577,20 +600,7 @@ async fn the_console_shows_storage_cost_and_decay_and_runs_expiry_and_holds() {
     let t = tokio::task::block_in_place(|| {
         archive_with("replica_price_per_gib_month = [0.023]\ncold_price_per_gib_month = [0.004]")
     });
-    let files = t.generate(
-        "in",
-        &SynthOptions {
-            seed: 37,
-            patients: 4,
-            studies: 4,
-            series_per_study: 1,
-            slices: 2,
-            rows: 32,
-            cols: 32,
-            modality: Some(Modality::Ct),
-            noise: false,
-        },
-    );
+    let files = t.generate("in", &small_ct(37, 4, 4, 2));
     let studies = by_study(&files);
     let year: i32 = chrono::Utc::now().format("%Y").to_string().parse().unwrap();
     set(&studies[0].1, "20100105", "19600101");

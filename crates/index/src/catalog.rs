@@ -380,8 +380,13 @@ pub trait Catalog: Send + Sync {
     /// Whether a hold in force covers study `study` of patient key `patient_fk`.
     async fn is_held(&self, study: String, patient_fk: i64) -> Result<bool, IndexError>;
 
-    /// Records a batch of studies proposed for deletion; returns its id.
-    async fn propose_expiry(&self, items: Vec<ExpiryItem>, at: i64) -> Result<i64, IndexError>;
+    /// Records a batch of studies proposed for deletion, leaving out those another batch holds
+    /// waiting; returns its id and how many studies it holds (None: every study was taken).
+    async fn propose_expiry(
+        &self,
+        items: Vec<ExpiryItem>,
+        at: i64,
+    ) -> Result<Option<(i64, usize)>, IndexError>;
 
     /// The latest expiry batches first.
     async fn expiry_batches(&self, limit: usize) -> Result<Vec<ExpiryBatch>, IndexError>;

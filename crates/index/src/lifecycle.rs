@@ -62,7 +62,8 @@ pub struct ExpiryItem {
     pub retained_until: String,
     pub instances: u64,
     pub bytes: u64,
-    /// `proposed`, `deleted`, or `kept` (under a hold or retention when its turn came).
+    /// `proposed` (waiting), `deleted`, `kept` (under a hold or retention when its turn came),
+    /// or `dismissed` (its batch was).
     pub outcome: String,
 }
 
@@ -223,23 +224,27 @@ pub(super) fn facts_of(c: &Connection, studies: &[String]) -> Result<Vec<StudyFa
     Ok(out)
 }
 
-/// Records a proposed batch; returns its id.
+/// Records a proposed batch of the items whose study waits in no other batch (a proposal
+/// running beside this one may have taken some); returns its id and how many it holds, or None
+/// when every study was taken.
 pub(super) fn propose_batch(
     c: &Connection,
     items: &[ExpiryItem],
     at: i64,
-) -> Result<i64, IndexError> {
+) -> Result<Option<(i64, usize)>, IndexError> {
     c.execute(
         "INSERT INTO expiry_batches (state, proposed_at) VALUES ('proposed', ?1)",
         [at],
     )?;
     let id = c.last_insert_rowid()?;
+    // `expiry_items_waiting`: one waiting item per study
     let mut insert = c.prepare_cached(
         "INSERT INTO expiry_items (batch_fk, study_uid, retained_until, instances, bytes, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'proposed')",
+         VALUES (?1, ?2, ?3, ?4, ?5, 'proposed') ON CONFLICT DO NOTHING",
     )?;
+    let mut taken = 0;
     for i in items {
-        insert.execute(params![
+        taken += insert.execute(params![
             id,
             i.study_uid,
             i.retained_until,
@@ -247,7 +252,11 @@ pub(super) fn propose_batch(
             i.bytes as i64
         ])?;
     }
-    Ok(id)
+    if taken == 0 {
+        c.execute("DELETE FROM expiry_batches WHERE id = ?1", [id])?;
+        return Ok(None);
+    }
+    Ok(Some((id, taken)))
 }
 
 const BATCH_COLUMNS: &str =
@@ -312,11 +321,19 @@ pub(super) fn decide_batch(
     by: &str,
     at: i64,
 ) -> Result<bool, IndexError> {
-    Ok(c.execute(
+    let moved = c.execute(
         "UPDATE expiry_batches SET state = ?3, decided_by = ?4, decided_at = ?5
          WHERE id = ?1 AND state = ?2",
         params![id, from, to, by, at],
-    )? > 0)
+    )? > 0;
+    if moved && to == "dismissed" {
+        // its studies wait no more: a later proposal may take them
+        c.execute(
+            "UPDATE expiry_items SET outcome = 'dismissed' WHERE batch_fk = ?1 AND outcome = 'proposed'",
+            [id],
+        )?;
+    }
+    Ok(moved)
 }
 
 /// Marks an approved batch's deletion finished.
@@ -343,16 +360,14 @@ pub(super) fn item_outcome(
 
 /// Studies in a batch still proposed or being deleted: not proposed again.
 pub(super) fn studies_pending(c: &Connection) -> Result<Vec<String>, IndexError> {
-    c.prepare_cached(
-        "SELECT e.study_uid FROM expiry_items e JOIN expiry_batches b ON b.id = e.batch_fk
-         WHERE b.state IN ('proposed', 'approved') ORDER BY 1",
-    )?
-    .query_map(params![], |r| r.get(0))?
-    .collect()
+    c.prepare_cached("SELECT study_uid FROM expiry_items WHERE outcome = 'proposed' ORDER BY 1")?
+        .query_map(params![], |r| r.get(0))?
+        .collect()
 }
 
 /// Takes the instances a rejection note names out of the index, keeping what their purge needs;
-/// only those of `study` (the note's own study) are taken. Returns the SOP Instance UIDs taken.
+/// only those of `study` (the note's own study) are taken, and those not stored yet are
+/// remembered, to be refused when they come. Returns the SOP Instance UIDs taken.
 pub(super) fn reject(
     c: &Connection,
     study: &str,
@@ -373,6 +388,10 @@ pub(super) fn reject(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (sop_uid) DO NOTHING",
     )?;
+    let mut ahead = c.prepare_cached(
+        "INSERT INTO rejected_ahead (sop_uid, study_uid, note_uid, code, rejected_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (sop_uid) DO NOTHING",
+    )?;
     let mut taken = Vec::new();
     for sop in sops {
         let row = find
@@ -392,6 +411,10 @@ pub(super) fn reject(
             .optional()?;
         let Some((id, blob_id, size, series, patient, date, modality, source, received)) = row
         else {
+            // not here (yet): refused when it comes
+            if !is_rejected(c, sop)? {
+                ahead.execute(params![sop, study, note, code, at])?;
+            }
             continue;
         };
         keep.execute(params![
@@ -404,14 +427,16 @@ pub(super) fn reject(
     Ok(taken)
 }
 
-/// Whether a rejection note took `sop` out of the index (purged since or not).
+/// Whether a rejection note took `sop` out of the index (purged since or not), or named it
+/// before it arrived.
 pub(super) fn is_rejected(c: &Connection, sop: &str) -> Result<bool, IndexError> {
-    Ok(
-        c.prepare_cached("SELECT 1 FROM rejected_instances WHERE sop_uid = ?1")?
-            .query_row([sop], |r| r.get::<i64>(0))
-            .optional()?
-            .is_some(),
-    )
+    Ok(c.prepare_cached(
+        "SELECT 1 FROM rejected_instances WHERE sop_uid = ?1
+             UNION ALL SELECT 1 FROM rejected_ahead WHERE sop_uid = ?1 LIMIT 1",
+    )?
+    .query_row([sop], |r| r.get::<i64>(0))
+    .optional()?
+    .is_some())
 }
 
 /// Rejected instances not purged yet, those rejected earliest first, up to `limit`; with

@@ -47,6 +47,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (27, "sends", include_str!("../../../schemas/index/0027_sends.sql")),
     (28, "tiers", include_str!("../../../schemas/index/0028_tiers.sql")),
     (29, "lifecycle", include_str!("../../../schemas/index/0029_lifecycle.sql")),
+    (30, "expiry_waiting", include_str!("../../../schemas/index/0030_expiry_waiting.sql")),
+    (31, "rejected_ahead", include_str!("../../../schemas/index/0031_rejected_ahead.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
@@ -75,6 +77,8 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (27, "sends", include_str!("../../../schemas/index/0027_sends.pg.sql")),
     (28, "tiers", include_str!("../../../schemas/index/0028_tiers.pg.sql")),
     (29, "lifecycle", include_str!("../../../schemas/index/0029_lifecycle.pg.sql")),
+    (30, "expiry_waiting", include_str!("../../../schemas/index/0030_expiry_waiting.pg.sql")),
+    (31, "rejected_ahead", include_str!("../../../schemas/index/0031_rejected_ahead.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -1082,7 +1086,11 @@ impl Catalog for SqliteIndex {
         .await
     }
 
-    async fn propose_expiry(&self, items: Vec<ExpiryItem>, at: i64) -> Result<i64, IndexError> {
+    async fn propose_expiry(
+        &self,
+        items: Vec<ExpiryItem>,
+        at: i64,
+    ) -> Result<Option<(i64, usize)>, IndexError> {
         self.write("propose_expiry", move |c| {
             lifecycle::propose_batch(c, &items, at)
         })

@@ -60,6 +60,7 @@ on_both_engines!(
     a_name_matching_many_studies_pages_as_one_matching_few,
     a_lease_has_one_holder_until_it_expires_or_is_released,
     two_nodes_racing_for_a_free_lease_get_one_holder,
+    two_proposals_at_once_put_a_study_in_one_waiting_batch,
     a_heartbeat_writes_and_rewrites_its_nodes_row,
 );
 
@@ -990,12 +991,12 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released(engine: Engine) 
 
 /// Two nodes' indexes (two connections to one database; on SQLite two handles on one file)
 /// asking for the same free lease at the same moment, many times: each time exactly one gets it.
-async fn two_nodes_racing_for_a_free_lease_get_one_holder(engine: Engine) {
-    let dir = tempfile::tempdir().unwrap();
-    let (one, two) = match engine {
+/// Two handles on one catalog, as two nodes have.
+fn two_nodes(engine: Engine, dir: &std::path::Path) -> (Index, Index) {
+    match engine {
         Engine::Sqlite => (
-            Index(Arc::new(sqlite_index(&dir.path().join("i.sqlite")))),
-            Index(Arc::new(sqlite_index(&dir.path().join("i.sqlite")))),
+            Index(Arc::new(sqlite_index(&dir.join("i.sqlite")))),
+            Index(Arc::new(sqlite_index(&dir.join("i.sqlite")))),
         ),
         Engine::Postgres => {
             let url = strata_testkit::postgres::database();
@@ -1012,7 +1013,12 @@ async fn two_nodes_racing_for_a_free_lease_get_one_holder(engine: Engine) {
             };
             (open(), open())
         }
-    };
+    }
+}
+
+async fn two_nodes_racing_for_a_free_lease_get_one_holder(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = two_nodes(engine, dir.path());
     for round in 0..20 {
         let name = format!("work-{round}");
         let (a, b) = (claim(&name, "node-a", 1_000), claim(&name, "node-b", 1_000));
@@ -1050,4 +1056,51 @@ async fn a_heartbeat_writes_and_rewrites_its_nodes_row(engine: Engine) {
         .unwrap();
     let nodes = index.nodes().await.unwrap();
     assert_eq!(nodes, [beat("node-b", 9_000, 41)]);
+}
+
+/// Two nodes proposing the same studies at once: each study waits in one batch only; once that
+/// batch is dismissed, a later proposal may take its studies again.
+async fn two_proposals_at_once_put_a_study_in_one_waiting_batch(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = two_nodes(engine, dir.path());
+    let item = |i: usize| ExpiryItem {
+        study_uid: format!("1.2.9.{i}"),
+        retained_until: "20200101".into(),
+        instances: 1,
+        bytes: 10,
+        outcome: "proposed".into(),
+    };
+    for round in 0..10 {
+        let items: Vec<ExpiryItem> = (round * 5..round * 5 + 5).map(item).collect();
+        let (x, y) = tokio::join!(
+            one.propose_expiry(items.clone(), 1),
+            two.propose_expiry(items.clone(), 1)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let held = x.map_or(0, |b| b.1) + y.map_or(0, |b| b.1);
+        assert_eq!(held, 5, "round {round}: {x:?} {y:?}");
+    }
+    let mut waiting = one.expiry_pending().await.unwrap();
+    waiting.dedup();
+    assert_eq!(waiting.len(), 50, "each study once");
+    // the same studies proposed again: all taken already
+    let again: Vec<ExpiryItem> = (0..5).map(item).collect();
+    assert_eq!(one.propose_expiry(again.clone(), 2).await.unwrap(), None);
+    // dismissed, they wait no more and may be proposed again
+    let mut first = None;
+    for b in one.expiry_batches(100).await.unwrap() {
+        let items = one.expiry_items(b.id).await.unwrap();
+        if items.iter().any(|i| i.study_uid == "1.2.9.0") {
+            first = Some(b.id);
+        }
+    }
+    let first = first.unwrap();
+    assert!(one
+        .decide_expiry(first, "proposed", "dismissed", "admin".into(), 3)
+        .await
+        .unwrap());
+    let items = one.expiry_items(first).await.unwrap();
+    assert!(items.iter().all(|i| i.outcome == "dismissed"), "{items:?}");
+    let (_, n) = two.propose_expiry(again, 4).await.unwrap().unwrap();
+    assert_eq!(n, items.len());
 }

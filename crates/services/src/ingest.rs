@@ -656,8 +656,9 @@ impl Ingest {
 
     /// Applies a rejection note stored as `note_sop` in study `study`: journaled (so a reindex
     /// applies it again), then the instances it names in that study are taken out of the index
-    /// (see [`crate::retention`]). Returns those taken. Instances of other studies are left
-    /// alone: a note rejects only what is in its own study.
+    /// (see [`crate::retention`]); those not stored yet are refused when they come. Returns
+    /// those taken. Instances of other studies are left alone: a note rejects only what is in
+    /// its own study.
     async fn apply_rejection(
         &self,
         study: &str,

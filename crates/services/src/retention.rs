@@ -325,11 +325,14 @@ impl Retention {
                 .await?;
             return Ok(None);
         }
-        let n = items.len();
-        let id = self
+        let Some((id, n)) = self
             .index
             .propose_expiry(items, self.clock.now_ms())
-            .await?;
+            .await?
+        else {
+            // a proposal beside this one took every study
+            return Ok(None);
+        };
         self.index
             .audit(
                 AuditEvent::now(actor, role, "expiry.propose", Outcome::Success)

@@ -1,0 +1,10 @@
+-- Instances a rejection note named before they arrived (IHE IOCM lets the note come first, from
+-- another sender or ahead of a resend): no row to take out of the index yet, so the name alone
+-- is kept, and the instance is refused when it comes, as one rejected after it was stored is.
+CREATE TABLE rejected_ahead (
+    sop_uid      TEXT PRIMARY KEY,
+    study_uid    TEXT NOT NULL,
+    note_uid     TEXT NOT NULL,            -- the rejection note's SOP Instance UID
+    code         TEXT NOT NULL,            -- its title (DCM)
+    rejected_at  INTEGER NOT NULL
+);
