@@ -446,8 +446,13 @@ pub trait Catalog: Send + Sync {
     async fn forget_rejected(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError>;
 
     /// Removes instances and their history from the index (and the cold tier's records of
-    /// them), returning the blobs they used.
-    async fn delete_instances(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError>;
+    /// them), returning the blobs they used; with `unless_held`, nothing when a hold in force
+    /// covers a study of theirs ([`IndexError::Held`]).
+    async fn delete_instances(
+        &self,
+        sops: Vec<String>,
+        unless_held: bool,
+    ) -> Result<Vec<BlobId>, IndexError>;
 
     /// True when the database answers: part of readiness.
     async fn ping(&self) -> bool;

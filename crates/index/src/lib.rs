@@ -229,6 +229,9 @@ pub enum IndexError {
     Mpi(#[from] MpiError),
     #[error("journal: {0}")]
     Journal(String),
+    /// A deletion refused in its own transaction: a hold in force covers this study.
+    #[error("study {0} is under a legal hold")]
+    Held(String),
 }
 
 /// The SQLSTATEs of a transaction that lost a race to another writer and may succeed when run

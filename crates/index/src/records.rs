@@ -479,9 +479,26 @@ pub(super) fn studies_of_instances(
     Ok(out)
 }
 
-/// Removes instances (and their history) from the index; returns the blobs they used.
-pub(super) fn delete_instances(c: &Connection, sops: &[String]) -> Result<Vec<BlobId>, IndexError> {
+/// Removes instances (and their history) from the index; returns the blobs they used. With
+/// `unless_held`, refuses ([`IndexError::Held`]) and removes nothing when a hold in force covers
+/// a study of theirs, checked in the deletion's own transaction, so a hold placed after the
+/// caller's own check still counts.
+pub(super) fn delete_instances(
+    c: &Connection,
+    sops: &[String],
+    unless_held: bool,
+) -> Result<Vec<BlobId>, IndexError> {
     let studies = studies_of_instances(c, sops)?;
+    if unless_held {
+        let mut patient =
+            c.prepare_cached("SELECT patient_fk FROM studies WHERE study_uid = ?1")?;
+        for study in &studies {
+            let fk: i64 = patient.query_row([study], |r| r.get(0))?;
+            if crate::lifecycle::is_held(c, study, fk)? {
+                return Err(IndexError::Held(study.clone()));
+            }
+        }
+    }
     let mut blobs = Vec::new();
     for sop in sops {
         let row: Option<(i64, String)> = c

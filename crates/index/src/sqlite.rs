@@ -1186,9 +1186,13 @@ impl Catalog for SqliteIndex {
         .await
     }
 
-    async fn delete_instances(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError> {
+    async fn delete_instances(
+        &self,
+        sops: Vec<String>,
+        unless_held: bool,
+    ) -> Result<Vec<BlobId>, IndexError> {
         self.write("delete_instances", move |c| {
-            records::delete_instances(c, &sops)
+            records::delete_instances(c, &sops, unless_held)
         })
         .await
     }

@@ -61,6 +61,7 @@ on_both_engines!(
     a_lease_has_one_holder_until_it_expires_or_is_released,
     two_nodes_racing_for_a_free_lease_get_one_holder,
     two_proposals_at_once_put_a_study_in_one_waiting_batch,
+    a_deletion_checks_the_holds_in_its_own_transaction,
     a_heartbeat_writes_and_rewrites_its_nodes_row,
 );
 
@@ -1103,4 +1104,75 @@ async fn two_proposals_at_once_put_a_study_in_one_waiting_batch(engine: Engine) 
     assert!(items.iter().all(|i| i.outcome == "dismissed"), "{items:?}");
     let (_, n) = two.propose_expiry(again, 4).await.unwrap().unwrap();
     assert_eq!(n, items.len());
+}
+
+/// A deletion that must respect holds checks them where it deletes: a hold placed after the
+/// caller's own check still stops it, and nothing is removed. A replayed deletion does not ask.
+async fn a_deletion_checks_the_holds_in_its_own_transaction(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index(Arc::new(open_engine(engine, dir.path())));
+    for (sop, content) in [("1.1", b"a"), ("1.2", b"b")] {
+        index
+            .insert_instance(
+                record(sop, "9.1", "8.1", content),
+                OnConflict::Reject,
+                vec![],
+            )
+            .await
+            .unwrap();
+    }
+    let hold = index
+        .place_hold(
+            None,
+            Some("9.1".into()),
+            "litigation".into(),
+            "admin".into(),
+            1,
+        )
+        .await
+        .unwrap();
+    let sops = vec!["1.1".to_string(), "1.2".to_string()];
+    assert!(matches!(
+        index.delete_instances(sops.clone(), true).await,
+        Err(IndexError::Held(study)) if study == "9.1"
+    ));
+    assert_eq!(
+        index.counts().await.unwrap().instances,
+        2,
+        "nothing removed"
+    );
+    assert!(index.release_hold(hold, "admin".into(), 2).await.unwrap());
+    assert_eq!(
+        index
+            .delete_instances(sops.clone(), true)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(index.counts().await.unwrap().instances, 0);
+    // a replay removes what it names, held or not
+    index
+        .insert_instance(
+            record("1.3", "9.2", "8.2", b"c"),
+            OnConflict::Reject,
+            vec![],
+        )
+        .await
+        .unwrap();
+    index
+        .place_hold(
+            None,
+            Some("9.2".into()),
+            "litigation".into(),
+            "admin".into(),
+            3,
+        )
+        .await
+        .unwrap();
+    let gone = index
+        .delete_instances(vec!["1.3".into()], false)
+        .await
+        .unwrap();
+    assert_eq!(gone.len(), 1);
 }

@@ -56,7 +56,8 @@ async fn apply_removal(index: &Index, entry: JournalEntry) -> Result<(), Service
         } => {
             // an instance purged after a rejection note is among the rejected by now
             index.forget_rejected(sop_instance_uids.clone()).await?;
-            index.delete_instances(sop_instance_uids).await?;
+            // as it was: a hold placed after the deletion does not undo it
+            index.delete_instances(sop_instance_uids, false).await?;
         }
         JournalEntry::Rejected {
             note,

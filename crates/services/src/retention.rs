@@ -21,7 +21,7 @@ use std::time::Duration;
 use strata_core::audit::{AuditEvent, Outcome};
 use strata_core::config::RetentionConfig;
 use strata_core::{BlobId, Clock};
-use strata_index::{ExpiryBatch, ExpiryItem, Hold, Index, Scope, StudyFacts};
+use strata_index::{ExpiryBatch, ExpiryItem, Hold, Index, IndexError, Scope, StudyFacts};
 use strata_store::shards::Shards;
 use strata_store::Store;
 
@@ -153,7 +153,7 @@ impl Retention {
     }
 
     /// Deletes instances: refused if a study of theirs is under a hold or retention; else
-    /// journaled (so reindex leaves them out), removed from the index, and their blobs removed
+    /// removed from the index, journaled (so reindex leaves them out), and their blobs removed
     /// from every replica and cold store. Returns how many were deleted.
     pub async fn delete_instances(&self, sops: Vec<String>) -> Result<usize, ServiceError> {
         let studies = self.index.studies_of_instances(sops.clone()).await?;
@@ -166,13 +166,18 @@ impl Retention {
             return Ok(0);
         }
         let n = sops.len();
+        // the index first, which checks the holds again in the deletion's own transaction; a
+        // stop before the journal has it leaves the blobs, which a reindex brings back
+        let blobs = match self.index.delete_instances(sops.clone(), true).await {
+            Err(IndexError::Held(study)) => return Err(ServiceError::Held { study }),
+            other => other?,
+        };
         self.journal
             .record(JournalEntry::Deleted {
-                sop_instance_uids: sops.clone(),
+                sop_instance_uids: sops,
                 at: self.clock.now_ms(),
             })
             .await?;
-        let blobs = self.index.delete_instances(sops).await?;
         self.remove_blobs(&blobs).await;
         Ok(n)
     }
@@ -419,7 +424,17 @@ impl Retention {
                             .await?;
                         let patient = refs.first().map(|r| r.patient_id.clone());
                         let sops: Vec<String> = refs.into_iter().map(|r| r.sop_uid).collect();
-                        let n = self.remove(sops).await?;
+                        let n = match self.remove(sops).await {
+                            // held since the check above
+                            Err(ServiceError::Held { .. }) => {
+                                self.index
+                                    .expiry_outcome(batch.id, item.study_uid, "kept")
+                                    .await?;
+                                kept += 1;
+                                continue;
+                            }
+                            other => other?,
+                        };
                         self.index
                             .audit(
                                 AuditEvent::now(
