@@ -442,8 +442,13 @@ pub trait Catalog: Send + Sync {
         limit: usize,
     ) -> Result<Vec<RejectedInstance>, IndexError>;
 
-    /// Marks rejected instances purged; returns the blobs they used.
-    async fn forget_rejected(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError>;
+    /// Marks rejected instances purged; returns those purged and the blobs they used. With
+    /// `unless_held`, those a hold in force covers are left.
+    async fn forget_rejected(
+        &self,
+        sops: Vec<String>,
+        unless_held: bool,
+    ) -> Result<(Vec<String>, Vec<BlobId>), IndexError>;
 
     /// Removes instances and their history from the index (and the cold tier's records of
     /// them), returning the blobs they used; with `unless_held`, nothing when a hold in force

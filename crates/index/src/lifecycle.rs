@@ -491,24 +491,37 @@ pub(super) fn rejected(
 }
 
 /// Marks rejected instances purged (their rows stay, so they are refused if sent again) and
-/// forgets their earlier versions; returns the blobs they used.
-pub(super) fn forget_rejected(c: &Connection, sops: &[String]) -> Result<Vec<BlobId>, IndexError> {
-    let mut blobs = Vec::new();
+/// forgets their earlier versions; returns those purged and the blobs they used. With
+/// `unless_held`, one whose study a hold in force covers is left as it is, checked in this
+/// transaction.
+pub(super) fn forget_rejected(
+    c: &Connection,
+    sops: &[String],
+    unless_held: bool,
+) -> Result<(Vec<String>, Vec<BlobId>), IndexError> {
+    let (mut purged, mut blobs) = (Vec::new(), Vec::new());
     for sop in sops {
-        let row: Option<String> = c
+        let row: Option<(String, String, i64)> = c
             .query_row(
-                "SELECT blob_id FROM rejected_instances WHERE sop_uid = ?1 AND purged_at IS NULL",
+                "SELECT blob_id, study_uid, patient_fk FROM rejected_instances
+                 WHERE sop_uid = ?1 AND purged_at IS NULL",
                 [sop],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        if let Some(b) = row {
+        if let Some((b, study, patient_fk)) = row {
+            if unless_held && is_held(c, &study, patient_fk)? {
+                continue;
+            }
             blobs.push(blob(b)?);
             c.execute(
                 "UPDATE rejected_instances SET purged_at = ?2 WHERE sop_uid = ?1",
                 params![sop, strata_core::now_ms()],
             )?;
+        } else if unless_held {
+            continue;
         }
+        purged.push(sop.clone());
         let mut stmt =
             c.prepare_cached("SELECT blob_id FROM instance_history WHERE sop_uid = ?1")?;
         for b in stmt.query_map([sop], |r| r.get::<String>(0))? {
@@ -517,7 +530,7 @@ pub(super) fn forget_rejected(c: &Connection, sops: &[String]) -> Result<Vec<Blo
         c.execute("DELETE FROM instance_history WHERE sop_uid = ?1", [sop])?;
     }
     forget_cold(c, &blobs)?;
-    Ok(blobs)
+    Ok((purged, blobs))
 }
 
 /// Forgets the cold tier's records of deleted blobs.

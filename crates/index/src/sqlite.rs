@@ -1179,9 +1179,13 @@ impl Catalog for SqliteIndex {
         .await
     }
 
-    async fn forget_rejected(&self, sops: Vec<String>) -> Result<Vec<BlobId>, IndexError> {
+    async fn forget_rejected(
+        &self,
+        sops: Vec<String>,
+        unless_held: bool,
+    ) -> Result<(Vec<String>, Vec<BlobId>), IndexError> {
         self.write("forget_rejected", move |c| {
-            lifecycle::forget_rejected(c, &sops)
+            lifecycle::forget_rejected(c, &sops, unless_held)
         })
         .await
     }

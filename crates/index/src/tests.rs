@@ -1175,4 +1175,34 @@ async fn a_deletion_checks_the_holds_in_its_own_transaction(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(gone.len(), 1);
+    // the purge of a rejected instance asks too
+    index
+        .insert_instance(
+            record("1.4", "9.3", "8.3", b"d"),
+            OnConflict::Reject,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let sop = vec!["1.4".to_string()];
+    let taken = index
+        .reject_instances("9.3".into(), sop.clone(), "2.1".into(), "113001".into(), 4)
+        .await
+        .unwrap();
+    assert_eq!(taken, sop);
+    let hold = index
+        .place_hold(
+            None,
+            Some("9.3".into()),
+            "litigation".into(),
+            "admin".into(),
+            5,
+        )
+        .await
+        .unwrap();
+    let (purged, blobs) = index.forget_rejected(sop.clone(), true).await.unwrap();
+    assert!(purged.is_empty() && blobs.is_empty(), "{purged:?}");
+    assert!(index.release_hold(hold, "admin".into(), 6).await.unwrap());
+    let (purged, blobs) = index.forget_rejected(sop.clone(), true).await.unwrap();
+    assert_eq!((purged, blobs.len()), (sop, 1));
 }

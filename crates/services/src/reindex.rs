@@ -55,7 +55,9 @@ async fn apply_removal(index: &Index, entry: JournalEntry) -> Result<(), Service
             sop_instance_uids, ..
         } => {
             // an instance purged after a rejection note is among the rejected by now
-            index.forget_rejected(sop_instance_uids.clone()).await?;
+            index
+                .forget_rejected(sop_instance_uids.clone(), false)
+                .await?;
             // as it was: a hold placed after the deletion does not undo it
             index.delete_instances(sop_instance_uids, false).await?;
         }

@@ -500,14 +500,19 @@ impl Retention {
         if due.is_empty() {
             return Ok(0);
         }
-        let n = due.len();
+        // the index first, which checks the holds again in its own transaction (as
+        // [`Retention::remove`] does)
+        let (purged, blobs) = self.index.forget_rejected(due, true).await?;
+        if purged.is_empty() {
+            return Ok(0);
+        }
+        let n = purged.len();
         self.journal
             .record(JournalEntry::Deleted {
-                sop_instance_uids: due.clone(),
+                sop_instance_uids: purged,
                 at: self.clock.now_ms(),
             })
             .await?;
-        let blobs = self.index.forget_rejected(due).await?;
         self.remove_blobs(&blobs).await;
         self.index
             .audit(
