@@ -794,14 +794,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// A port nobody listens on right now, below the ephemeral range.
+pub use strata_testkit::ports::free_port;
 
 /// Waits (10 s at most) until something accepts TCP connections on 127.0.0.1:`port`: a peer
 /// started as a child process is listening before the server is asked to reach it.

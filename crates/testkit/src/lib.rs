@@ -2,5 +2,7 @@
 //! started on loopback in a temporary folder.
 //!
 //! - [`postgres`]: one PostgreSQL cluster per test process, a fresh database per caller.
+//! - [`ports`]: ports for the servers the tests start.
 
+pub mod ports;
 pub mod postgres;

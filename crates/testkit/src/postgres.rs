@@ -153,13 +153,6 @@ fn as_owner(program: &Path) -> Command {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn start() -> Cluster {
     let bin = bin_dir();
     let dir = std::env::temp_dir().join(format!("strata-pg-{}", std::process::id()));
@@ -195,7 +188,7 @@ fn start() -> Cluster {
         String::from_utf8_lossy(&out.stderr)
     );
     make_certificates(&dir);
-    let port = free_port();
+    let port = crate::ports::free_port();
     // The watchdog: the server runs while the test process does, then stops fast and its
     // folder goes. fsync stays on: the archive's durability is tested as it runs.
     let script = format!(
