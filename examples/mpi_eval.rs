@@ -151,6 +151,18 @@ fn evaluate(name: &str, ids: &[Identity], truth: &[String], explain: bool) {
             .map(|l| format!("{:+.1}", model.field_weight(k, l as u8)))
             .collect();
         println!("  {:12} weights {}", f.field, weights.join(" "));
+        let fmt = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2e}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "      m {}\n      u {}\n      r {}",
+            fmt(&f.m),
+            fmt(&f.u),
+            fmt(&f.r)
+        );
     }
     let normalised: Vec<Normalised> = ids.iter().map(Normalised::new).collect();
     let commonest = |title: &str, pairs: Vec<&(usize, usize)>| {
@@ -173,5 +185,22 @@ fn evaluate(name: &str, ids: &[Identity], truth: &[String], explain: bool) {
         }
     };
     commonest("missed pairs", real.difference(&found).collect());
+    // Why the missed pairs were missed: a record of the pair sent to review, or both decided
+    // apart with the pair itself scoring above the link line (never compared, as no blocking
+    // key brought them together, or kept apart by a surer pair) or below it.
+    let (mut in_review, mut apart_above, mut apart_below) = (0, 0, 0);
+    for &(a, b) in real.difference(&found) {
+        if out.links[a].1 == Decision::Review || out.links[b].1 == Decision::Review {
+            in_review += 1;
+        } else if model.score(&normalised[b], &normalised[a]) >= model.upper {
+            apart_above += 1;
+        } else {
+            apart_below += 1;
+        }
+    }
+    println!(
+        "  missed: {in_review} with a record in review, {apart_above} apart though the pair \
+         scores above the link line, {apart_below} apart and below it"
+    );
     commonest("false pairs", found.difference(&real).collect());
 }

@@ -1,13 +1,13 @@
 //! Linking a whole file of records at once (`strata mpi link`), for evaluation and for migrating
-//! another index. The records are taken in file order, each decided against the persons of the
-//! records before it exactly as the archive decides for an arriving record; only the work that
-//! does not depend on earlier decisions (normalising, blocking, comparing, estimating the model)
-//! runs in parallel.
+//! another index. The archive decides for each record as it arrives, against the persons of
+//! the records before it; a file is all there at once, so its persons are formed from every
+//! candidate pair, the surest first ([`cluster`]), and no record's decision depends on where it
+//! stands in the file. The model, the link line and the candidate pairs are the archive's.
+//! Normalising, blocking, comparing and scoring run in parallel.
 
 use super::block::BlockIndex;
 use super::compare::{compare, Vector};
-use super::decide::choose;
-use super::model::{half_bits, random_pairs, Candidates};
+use super::model::{half_bits, random_pairs, Candidates, LINK_PROBABILITY};
 use super::{Decision, Identity, Model, MpiError, Normalised};
 use rayon::prelude::*;
 use std::io::{Read, Write};
@@ -44,8 +44,8 @@ pub struct BatchOutcome {
     pub candidate_pairs: u64,
 }
 
-/// Links records into persons. A record sent to review gets a person of its own and is not a
-/// candidate for later records: until somebody decides, it links nothing.
+/// Links records into persons. A record sent to review gets a person of its own: until somebody
+/// decides, it links nothing.
 pub fn link_batch(records: &[Identity]) -> Vec<(usize, Decision)> {
     link_batch_with_model(records).links
 }
@@ -107,33 +107,7 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
         })
         .collect();
 
-    let mut person_of: Vec<Option<usize>> = vec![None; normalised.len()];
-    let mut links = Vec::with_capacity(normalised.len());
-    let mut persons = 0usize;
-    for (i, cands) in scored.iter().enumerate() {
-        let outcome = choose(
-            &model,
-            cands.iter().filter_map(|(j, score, same_key)| {
-                person_of[*j as usize].map(|p| (p as i64, *score, *same_key))
-            }),
-        );
-        let person = match (outcome.decision, outcome.person) {
-            (Decision::Linked, Some(p)) => {
-                person_of[i] = Some(p as usize);
-                p as usize
-            }
-            (Decision::New, _) => {
-                person_of[i] = Some(persons);
-                persons += 1;
-                persons - 1
-            }
-            _ => {
-                persons += 1;
-                persons - 1
-            }
-        };
-        links.push((person, outcome.decision));
-    }
+    let links = cluster(&model, &normalised, &scored);
     // Half a million records hold millions of small strings: freed on the threads that made
     // them, they take a fraction of the time one thread takes.
     normalised.into_par_iter().for_each(drop);
@@ -143,6 +117,111 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
         model,
         candidate_pairs: histogram.values().sum(),
     }
+}
+
+/// The whole file's persons at once, the surest links first. Every candidate pair at or above
+/// the link line (or of one local key and not below the review line) joins the persons of its
+/// two records, strongest first, except:
+/// - two persons of several records each are joined only by a pair at [`LINK_PROBABILITY`]: as
+///   in the archive, where a record never merges two persons on its own, a link nearer the line
+///   may add a record to a person but not stake two persons on one guess;
+/// - no person gets two records the model is as sure are two people (relatives, or a chain of
+///   links drifting from one person to another).
+///
+/// A record no link reached whose best candidate pair is above the review line goes to review;
+/// the first record of each person is new, the others linked. Unlike deciding in file order, a
+/// record with little to go on (an initial, a year alone) cannot start a person that better
+/// records of the same person then stay apart from.
+fn cluster(
+    model: &Model,
+    records: &[Normalised],
+    scored: &[Vec<(u32, f64, bool)>],
+) -> Vec<(usize, Decision)> {
+    let n = scored.len();
+    let mut edges: Vec<(f64, u32, u32)> = scored
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(i, cands)| {
+            cands.iter().filter_map(move |&(j, score, same_key)| {
+                if same_key && score >= model.lower {
+                    Some((f64::INFINITY, i as u32, j))
+                } else if score >= model.upper {
+                    Some((score, i as u32, j))
+                } else {
+                    None
+                }
+            })
+        })
+        .collect();
+    edges.par_sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    // The weight of a pair at LINK_PROBABILITY, and of one as surely two people.
+    let sure = (LINK_PROBABILITY / (1.0 - LINK_PROBABILITY)).log2();
+    let apart_line = -sure;
+    // Each record's best candidate pair, either way round.
+    let mut best = vec![f64::NEG_INFINITY; n];
+    for (i, cands) in scored.iter().enumerate() {
+        for &(j, score, _) in cands {
+            best[i] = best[i].max(score);
+            best[j as usize] = best[j as usize].max(score);
+        }
+    }
+    let mut root: Vec<u32> = (0..n as u32).collect();
+    let mut members: Vec<Vec<u32>> = (0..n as u32).map(|i| vec![i]).collect();
+    fn find(root: &mut [u32], mut x: u32) -> u32 {
+        while root[x as usize] != x {
+            let up = root[root[x as usize] as usize];
+            root[x as usize] = up;
+            x = up;
+        }
+        x
+    }
+    for (score, i, j) in edges {
+        let (a, b) = (find(&mut root, i), find(&mut root, j));
+        if a == b {
+            continue;
+        }
+        if members[a as usize].len() > 1 && members[b as usize].len() > 1 && score < sure {
+            continue;
+        }
+        let apart = members[a as usize].iter().any(|&x| {
+            members[b as usize]
+                .iter()
+                .any(|&y| model.score(&records[x as usize], &records[y as usize]) < apart_line)
+        });
+        if apart {
+            continue;
+        }
+        let (big, small) = if members[a as usize].len() >= members[b as usize].len() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let moved = std::mem::take(&mut members[small as usize]);
+        members[big as usize].extend(moved);
+        root[small as usize] = big;
+    }
+    // Persons numbered in order of their first record.
+    let mut person_of_root: Vec<Option<usize>> = vec![None; n];
+    let mut persons = 0usize;
+    let mut links = Vec::with_capacity(n);
+    for (i, &best) in best.iter().enumerate() {
+        let r = find(&mut root, i as u32) as usize;
+        let alone = members[r].len() == 1;
+        let person = *person_of_root[r].get_or_insert_with(|| {
+            persons += 1;
+            persons - 1
+        });
+        let first = members[r].iter().min() == Some(&(i as u32));
+        let decision = if !alone && !first {
+            Decision::Linked
+        } else if alone && best >= model.lower {
+            Decision::Review
+        } else {
+            Decision::New
+        };
+        links.push((person, decision));
+    }
+    links
 }
 
 /// A field value that is not of its column's form (a birth date not YYYYMMDD or no calendar

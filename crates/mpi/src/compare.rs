@@ -48,10 +48,10 @@ impl Field {
     /// How many levels the field has (missing is not a level).
     pub const fn levels(self) -> usize {
         match self {
-            Field::Family => 4,
-            Field::Given => 5,
+            Field::Family => 5,
+            Field::Given => 6,
             Field::Middle => 3,
-            Field::BirthDate => 5,
+            Field::BirthDate => 6,
             Field::Sex => 2,
             Field::Street | Field::City | Field::Postcode => 3,
             Field::Phone => 2,
@@ -97,8 +97,15 @@ pub fn compare(a: &Normalised, b: &Normalised) -> Vector {
     } else {
         (&b.family, &b.given, ff, gg)
     };
+    // Women change family names on marriage far more often than men: a family name that
+    // differs between two records of women is its own level, weighed apart.
+    let women = a.sex != "M" && b.sex != "M" && (a.sex == "F" || b.sex == "F");
+    let family = match family_level_of(&a.family, bf, sf) {
+        3 if women => 4,
+        level => level,
+    };
     [
-        family_level_of(&a.family, bf, sf),
+        family,
         given_level_of(&a.given, bg, sg),
         middle_level(&a.middle, &b.middle),
         date_level(&a.birth_date, &b.birth_date),
@@ -213,8 +220,10 @@ fn given_level(a: &str, b: &str) -> u8 {
 }
 
 /// The given name level of `a` and `b`, whose Jaro–Winkler similarity is `s`: 0 the same, 1 a
-/// typo, 2 near in spelling or one name in two forms ("ROBERT" / "BOB", [`crate::nicknames`]),
-/// 3 an initial against a name it begins, 4 different.
+/// typo, 2 one name in two forms ("ROBERT" / "BOB", [`crate::nicknames`]), 3 near in spelling,
+/// 4 an initial against a name it begins, 5 different. Two forms of one name are graded apart
+/// from names near in spelling: strangers' names are often near ("MARIA" / "MARIE") and seldom
+/// two forms of one.
 fn given_level_of(a: &str, b: &str, s: f64) -> u8 {
     if a.is_empty() || b.is_empty() {
         return MISSING;
@@ -222,14 +231,18 @@ fn given_level_of(a: &str, b: &str, s: f64) -> u8 {
     if a == b {
         return 0;
     }
-    if s >= NAME_CLOSE {
+    // Short names are where Jaro–Winkler misses a typo ("JOE" / "JE" is 0.61): a letter left
+    // out or two neighbours swapped is a typo at any length.
+    if s >= NAME_CLOSE || one_left_out(a, b) || neighbours_swapped(a.as_bytes(), b.as_bytes()) {
         1
-    } else if s >= NAME_NEAR || crate::nicknames::same_name(a, b) {
+    } else if crate::nicknames::same_name(a, b) {
         2
-    } else if (a.len() == 1 || b.len() == 1) && a.as_bytes()[0] == b.as_bytes()[0] {
+    } else if s >= NAME_NEAR {
         3
-    } else {
+    } else if (a.len() == 1 || b.len() == 1) && a.as_bytes()[0] == b.as_bytes()[0] {
         4
+    } else {
+        5
     }
 }
 
@@ -247,7 +260,8 @@ fn middle_level(a: &str, b: &str) -> u8 {
 
 /// Birth dates: 0 the same; 1 day and month swapped (the US and European orders); 2 one keying
 /// error (the same year and one of month and day, or two neighbouring digits swapped anywhere,
-/// "19170509" / "19175009"); 3 the same month and day in another year; 4 different.
+/// "19170509" / "19175009"); 3 the same month and day in another year; 4 only the year the same
+/// (a date typed from memory, or a placeholder day and month); 5 different.
 ///
 /// Swapping two neighbouring digits is the commonest keying error after a wrong digit (Damerau
 /// 1964), and a wrong digit in the month or the day already lands in level 2; a swap across the
@@ -269,9 +283,25 @@ pub fn date_level(a: &str, b: &str) -> u8 {
         3
     } else if neighbours_swapped(a.as_bytes(), b.as_bytes()) {
         2
-    } else {
+    } else if ya == yb {
         4
+    } else {
+        5
     }
+}
+
+/// True when one of `a` and `b` is the other with one character left out ("JOE" / "JE").
+fn one_left_out(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() < b.len() { (a, b) } else { (b, a) };
+    if long.len() != short.len() + 1 || short.is_empty() {
+        return false;
+    }
+    let k = short
+        .bytes()
+        .zip(long.bytes())
+        .take_while(|(x, y)| x == y)
+        .count();
+    short.as_bytes()[k..] == long.as_bytes()[k + 1..]
 }
 
 /// True when `b` is `a` with exactly two neighbouring, different characters swapped.
@@ -389,12 +419,17 @@ mod tests {
         assert!((jaro_winkler("DWAYNE", "DUANE") - 0.84).abs() < 0.001);
         assert!((jaro_winkler("DIXON", "DICKSONX") - 0.813).abs() < 0.001);
         assert_eq!(family_level("MARTHA", "MARHTA"), 1);
-        assert_eq!(given_level("DWAYNE", "DUANE"), 2);
-        assert_eq!(given_level("J", "JOHN"), 3);
+        assert_eq!(given_level("DWAYNE", "DUANE"), 3);
+        assert_eq!(given_level("J", "JOHN"), 4);
         // A short form against its formal name, or another short form of it.
         assert_eq!(given_level("ROBERT", "BOB"), 2);
         assert_eq!(given_level("BOB", "ROB"), 2);
-        assert_eq!(given_level("MARY", "ZOE"), 4);
+        assert_eq!(given_level("MARY", "ZOE"), 5);
+        // A letter left out or two swapped, where short names put Jaro–Winkler far off.
+        assert_eq!(given_level("JOE", "JE"), 1);
+        assert_eq!(given_level("IAN", "INA"), 1);
+        assert_eq!(given_level("IAN", "IN"), 1);
+        assert_eq!(given_level("DAN", "DON"), 5);
         assert_eq!(family_level("GARCIA LOPEZ", "GARCIA"), 1);
         assert_eq!(family_level("", "GARCIA"), MISSING);
     }
@@ -445,13 +480,14 @@ mod tests {
         assert_eq!(date_level("19650310", "19650311"), 2);
         assert_eq!(date_level("19650310", "19650410"), 2);
         assert_eq!(date_level("19650310", "19560310"), 3);
-        assert_eq!(date_level("19650310", "19720822"), 4);
+        assert_eq!(date_level("19650310", "19720822"), 5);
+        assert_eq!(date_level("19650310", "19651122"), 4);
         // Neighbouring digits swapped across month and day, and across year and month.
         assert_eq!(date_level("19170509", "19175009"), 2);
         assert_eq!(date_level("19740614", "19740164"), 2);
         assert_eq!(date_level("19650310", "19605310"), 2);
         // Two digits swapped that are not neighbours are not one keying error.
-        assert_eq!(date_level("19650310", "19050316"), 4);
+        assert_eq!(date_level("19650310", "19050316"), 5);
         assert_eq!(date_level("19650310", ""), MISSING);
     }
 
@@ -501,7 +537,7 @@ mod tests {
         let v = compare(&n("Smith", "John"), &n("John", "Smith"));
         assert_eq!(&v[..2], &[0, 0]);
         let v = compare(&n("Smith", "John"), &n("Brown", "Alice"));
-        assert_eq!(&v[..2], &[3, 4]);
+        assert_eq!(&v[..2], &[3, 5]);
         assert_eq!(v[3], 0);
         assert_eq!(v[4], MISSING);
     }

@@ -33,6 +33,13 @@ use std::collections::{BTreeMap, HashMap};
 /// 0.999 the model itself expects one wrong link per thousand links made at the threshold, and
 /// far fewer above it, where most links are.
 pub const LINK_PROBABILITY: f64 = 0.999;
+/// The link line is lowered below [`LINK_PROBABILITY`] as far as the model expects no more than
+/// this share of the candidate pairs it would then link to be two people (the model's own
+/// false discovery rate, Müller, Parmigiani and Rice 2006): where most links are far surer than
+/// the line, the few nearer it cost little, and a population whose records disagree more (no
+/// addresses in one source, names changed by marriage) is not left to review for the want of
+/// evidence a single pair cannot have.
+pub const FALSE_LINK_SHARE: f64 = 0.001;
 /// Below this posterior probability a pair is taken as two people; between the two a person
 /// reviews it.
 pub const REVIEW_PROBABILITY: f64 = 0.5;
@@ -211,19 +218,19 @@ impl Default for Model {
             r: r.to_vec(),
         };
         // Relatives share the family name and the address and seldom a given name; a birth
-        // date only as twins do.
+        // date only as twins do, and a birth year as partners and twins do.
         let fields = vec![
             f(
                 Field::Family,
-                &[0.86, 0.07, 0.03, 0.04],
-                &[0.003, 0.002, 0.03, 0.965],
-                &[0.85, 0.03, 0.02, 0.10],
+                &[0.86, 0.07, 0.03, 0.01, 0.03],
+                &[0.003, 0.002, 0.03, 0.72, 0.245],
+                &[0.85, 0.03, 0.02, 0.06, 0.04],
             ),
             f(
                 Field::Given,
-                &[0.84, 0.07, 0.03, 0.02, 0.04],
-                &[0.006, 0.004, 0.05, 0.002, 0.938],
-                &[0.02, 0.02, 0.05, 0.01, 0.90],
+                &[0.84, 0.07, 0.02, 0.01, 0.02, 0.04],
+                &[0.006, 0.004, 0.002, 0.048, 0.002, 0.938],
+                &[0.02, 0.02, 0.01, 0.04, 0.01, 0.90],
             ),
             f(
                 Field::Middle,
@@ -233,9 +240,9 @@ impl Default for Model {
             ),
             f(
                 Field::BirthDate,
-                &[0.90, 0.02, 0.04, 0.02, 0.02],
-                &[0.00004, 0.00001, 0.002, 0.0003, 0.99765],
-                &[0.02, 0.001, 0.05, 0.005, 0.924],
+                &[0.90, 0.02, 0.04, 0.02, 0.01, 0.01],
+                &[0.00004, 0.00001, 0.002, 0.0003, 0.012, 0.98565],
+                &[0.02, 0.001, 0.05, 0.005, 0.06, 0.864],
             ),
             f(Field::Sex, &[0.98, 0.02], &[0.5, 0.5], &[0.5, 0.5]),
             f(
@@ -510,9 +517,17 @@ impl Model {
             let mut next = model.clone();
             let mut moved: f64 = 0.0;
             for k in 0..FIELDS.len() {
-                let m = smooth(&m_counts[k], &prior.fields[k].m);
+                let mut m = smooth(&m_counts[k], &prior.fields[k].m);
                 let r = smooth(&r_counts[k], &prior.fields[k].r);
                 let u = smooth(&u_counts[k], &u_random[k]);
+                // Until the last stage, a family name differing between two women weighs as one
+                // differing between any two records: free from the start, on a small population
+                // with few names, "one person" can drift to "two women born on one day".
+                if FIELDS[k] == Field::Family && !households {
+                    let (both_m, both_u) = (m[3] + m[4], u[3] + u[4]);
+                    m[3] = both_m * u[3] / both_u;
+                    m[4] = both_m * u[4] / both_u;
+                }
                 for l in 0..m.len() {
                     moved = moved
                         .max((m[l] - model.fields[k].m[l]).abs())
@@ -588,11 +603,38 @@ impl Model {
             .zip(u_random)
             .map(|(f, u)| FieldWeights { u, ..f })
             .collect();
-        Model {
+        let mut model = Model {
             frequencies,
             relative_proportion,
             ..Model::with_thresholds(fields, match_proportion, total as u64, iterations)
+        };
+        model.upper = model.link_line(candidates);
+        model
+    }
+
+    /// The lowest match weight, no higher than that of [`LINK_PROBABILITY`] and above the review
+    /// line, at which the candidate pairs weighing at least as much hold no more than
+    /// [`FALSE_LINK_SHARE`] pairs of two people by the model's own posterior probabilities.
+    fn link_line(&self, candidates: &Candidates) -> f64 {
+        let mut weighed: Vec<(f64, f64)> = candidates
+            .iter()
+            .map(|(&(v, half), &n)| {
+                let w = self.combine(self.weight_parts(&v), half as f64 / 2.0);
+                (w, n as f64)
+            })
+            .filter(|&(w, _)| w > self.lower)
+            .collect();
+        weighed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.total_cmp(&b.1)));
+        let (mut pairs, mut wrong, mut line) = (0.0, 0.0, self.upper);
+        for (w, n) in weighed {
+            pairs += n;
+            wrong += n * (1.0 - Model::probability(w));
+            if wrong > FALSE_LINK_SHARE * pairs {
+                break;
+            }
+            line = line.min(w);
         }
+        line
     }
 
     /// What exact agreement with `a` on each of [`VALUE_FIELDS`] is worth beyond the field's
@@ -755,13 +797,16 @@ mod tests {
         assert!(date.m[0] > 0.8, "{date:?}");
         // Exact birth-date agreement is strong evidence; disagreement strong evidence against.
         assert!(model.field_weight(3, 0) > 2.0);
-        assert!(model.field_weight(3, 4) < -3.0);
+        assert!(model.field_weight(3, 5) < -3.0);
         assert!(
             model.field_weight(4, 1) < -2.0,
             "sex disagreeing: {model:?}"
         );
-        // The two thresholds are the posterior probabilities, as match weights.
-        assert!((Model::probability(model.upper) - LINK_PROBABILITY).abs() < 1e-9);
+        // The link line is at most LINK_PROBABILITY's weight, lowered only as far as the
+        // candidate pairs above it hold FALSE_LINK_SHARE of strangers by the model; the review
+        // line is REVIEW_PROBABILITY's.
+        assert!(Model::probability(model.upper) <= LINK_PROBABILITY + 1e-9);
+        assert!((Model::probability(model.lower) - REVIEW_PROBABILITY).abs() < 1e-9);
         assert!(model.lower < model.upper);
         // A pair agreeing on everything links; a pair agreeing on nothing does not.
         let a = &records[0];

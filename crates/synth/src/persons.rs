@@ -6,6 +6,7 @@
 //! the family name and the address, partners and siblings are often born the same year, and
 //! now and then twins share the birth date too. Seeded: the same options give the same rows.
 
+use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -38,80 +39,51 @@ pub struct PopulationOptions {
     pub households: usize,
 }
 
-/// Common English given names by sex, most common first: the head of the name distribution,
-/// where nicknames live. The tail is made of generated names.
-const MALE: &[&str] = &[
-    "JAMES",
-    "JOHN",
-    "ROBERT",
-    "MICHAEL",
-    "WILLIAM",
-    "DAVID",
-    "RICHARD",
-    "JOSEPH",
-    "THOMAS",
-    "CHARLES",
-    "CHRISTOPHER",
-    "DANIEL",
-    "MATTHEW",
-    "ANTHONY",
-    "DONALD",
-    "STEVEN",
-    "PAUL",
-    "ANDREW",
-    "KENNETH",
-    "GEORGE",
-    "EDWARD",
-    "PETER",
-    "SAMUEL",
-    "PATRICK",
-    "HENRY",
-    "ALEXANDER",
-    "NICHOLAS",
-    "BENJAMIN",
-    "TIMOTHY",
-    "FREDERICK",
-    "GREGORY",
-    "RAYMOND",
-    "LAWRENCE",
-    "WALTER",
-];
-const FEMALE: &[&str] = &[
-    "MARY",
-    "PATRICIA",
-    "JENNIFER",
-    "LINDA",
-    "ELIZABETH",
-    "BARBARA",
-    "SUSAN",
-    "JESSICA",
-    "SARAH",
-    "KAREN",
-    "MARGARET",
-    "CATHERINE",
-    "NANCY",
-    "REBECCA",
-    "DEBORAH",
-    "JUDITH",
-    "CHRISTINE",
-    "SAMANTHA",
-    "KATHERINE",
-    "EMILY",
-    "VICTORIA",
-    "DOROTHY",
-    "ELEANOR",
-    "PAMELA",
-    "NICOLE",
-    "CYNTHIA",
-    "ABIGAIL",
-    "JANET",
-    "HELEN",
-    "ANNA",
-    "RUTH",
-    "LAURA",
-    "ALICE",
-    "JOSEPHINE",
-];
+/// Names and how common they are, from the US Census Bureau's 1990 name files (public domain):
+/// the commonest given names of each sex and family names, each with its percent of people. A
+/// population drawn from them is as concentrated on a few names as a real one (the commonest
+/// family name one person in a hundred, the commonest given name three in a hundred); the share
+/// of people the lists do not cover get generated names, each rare.
+const GIVEN_FEMALE: &str = include_str!("../data/given_female.txt");
+const GIVEN_MALE: &str = include_str!("../data/given_male.txt");
+const FAMILY: &str = include_str!("../data/family.txt");
+
+/// A list of names with their weights, and the share of people it covers.
+struct Listed {
+    names: Vec<&'static str>,
+    weights: WeightedIndex<f64>,
+    covers: f64,
+}
+
+impl Listed {
+    /// Reads a list: `#` comments, then one `NAME PERCENT` a line.
+    fn parse(text: &'static str) -> Listed {
+        let (names, percents): (Vec<&str>, Vec<f64>) = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let (name, percent) = l.split_once(' ').expect("NAME PERCENT");
+                (name, percent.trim().parse::<f64>().expect("a percent"))
+            })
+            .unzip();
+        Listed {
+            covers: percents.iter().sum::<f64>() / 100.0,
+            weights: WeightedIndex::new(&percents).expect("positive weights"),
+            names,
+        }
+    }
+
+    /// A name of the list with its weight, or one of `tail` (uniformly) for the people the list
+    /// does not cover.
+    fn draw(&self, rng: &mut StdRng, tail: &[String]) -> String {
+        if rng.gen_bool(self.covers) {
+            self.names[self.weights.sample(rng)].to_string()
+        } else {
+            tail.choose(rng).unwrap().clone()
+        }
+    }
+}
+
 const ONSETS: &[&str] = &[
     "B", "BR", "C", "CH", "D", "F", "G", "GR", "H", "J", "K", "L", "M", "N", "P", "R", "S", "SH",
     "ST", "T", "TH", "V", "W", "Z", "",
@@ -171,23 +143,25 @@ struct Address {
 }
 
 struct Names {
-    family: Vec<String>,
+    female: Listed,
+    male: Listed,
+    family: Listed,
+    family_tail: Vec<String>,
     given_tail: Vec<String>,
 }
 
 impl Names {
     fn family(&self, rng: &mut StdRng) -> String {
-        self.family[zipf(rng, self.family.len())].clone()
+        self.family.draw(rng, &self.family_tail)
     }
     fn given(&self, rng: &mut StdRng, sex: &str) -> String {
-        let head = if sex == "M" { MALE } else { FEMALE };
-        if rng.gen_bool(0.7) {
-            head[zipf(rng, head.len())].to_string()
-        } else {
-            self.given_tail[zipf(rng, self.given_tail.len())].clone()
-        }
+        let listed = if sex == "M" { &self.male } else { &self.female };
+        listed.draw(rng, &self.given_tail)
     }
 }
+
+/// The year of the newest records: nobody is born after it.
+const LAST_YEAR: u32 = 2023;
 
 fn birth_after(rng: &mut StdRng, year: u32) -> (u32, u32, u32) {
     (year, rng.gen_range(1..=12), rng.gen_range(1..=28))
@@ -196,8 +170,11 @@ fn birth_after(rng: &mut StdRng, year: u32) -> (u32, u32, u32) {
 /// The households and their people.
 fn population(rng: &mut StdRng, households: usize) -> (Vec<Person>, Vec<Address>) {
     let names = Names {
-        family: vocabulary(rng, 6000, (1, 3)),
-        given_tail: vocabulary(rng, 1500, (1, 2)),
+        female: Listed::parse(GIVEN_FEMALE),
+        male: Listed::parse(GIVEN_MALE),
+        family: Listed::parse(FAMILY),
+        family_tail: vocabulary(rng, 30_000, (2, 3)),
+        given_tail: vocabulary(rng, 3000, (1, 2)),
     };
     let streets = vocabulary(rng, 500, (1, 3));
     let cities: Vec<(String, u32)> = vocabulary(rng, 120, (1, 3))
@@ -225,7 +202,7 @@ fn population(rng: &mut StdRng, households: usize) -> (Vec<Person>, Vec<Address>
             _ => 5,
         };
         let family = names.family(rng);
-        let head_year = rng.gen_range(1935..2000);
+        let head_year = rng.gen_range(1935..LAST_YEAR - 23);
         let head_sex = if rng.gen_bool(0.5) { "M" } else { "F" };
         let person = |rng: &mut StdRng, sex: &'static str, birth, family: String| Person {
             given: names.given(rng, sex),
@@ -272,18 +249,31 @@ fn population(rng: &mut StdRng, households: usize) -> (Vec<Person>, Vec<Address>
             people.push(partner);
         }
         let mut last_child: Option<(u32, u32, u32)> = None;
+        let first_of_household = people.len() - size.min(2);
         for _ in 2..size {
             let sex = if rng.gen_bool(0.5) { "M" } else { "F" };
-            // Twins now and then; otherwise a child born 20 to 40 years after the head.
+            // Twins now and then; otherwise a child born 20 to 40 years after the head, if
+            // that year has come.
             let birth = match last_child {
                 Some(b) if rng.gen_bool(0.04) => b,
                 _ => {
-                    let year = (head_year + rng.gen_range(20..40)).min(2023);
+                    let year = head_year + rng.gen_range(20..40);
+                    if year > LAST_YEAR {
+                        continue;
+                    }
                     birth_after(rng, year)
                 }
             };
             last_child = Some(birth);
-            people.push(person(rng, sex, birth, family.clone()));
+            // Parents seldom give a child a name already in the household.
+            let mut child = person(rng, sex, birth, family.clone());
+            while people[first_of_household..]
+                .iter()
+                .any(|p| p.given == child.given)
+            {
+                child.given = names.given(rng, sex);
+            }
+            people.push(child);
         }
     }
     (people, addresses)
