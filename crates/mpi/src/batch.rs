@@ -128,7 +128,8 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
 /// - no person gets two records the model is as sure are two people (relatives, or a chain of
 ///   links drifting from one person to another).
 ///
-/// A record no link reached whose best candidate pair is above the review line goes to review;
+/// A record no link reached whose best candidate pair is above the review line, or that has the
+/// local key of an earlier record, goes to review;
 /// the first record of each person is new, the others linked. Unlike deciding in file order, a
 /// record with little to go on (an initial, a year alone) cannot start a person that better
 /// records of the same person then stay apart from.
@@ -157,11 +158,17 @@ fn cluster(
     // The weight of a pair at LINK_PROBABILITY, and of one as surely two people.
     let sure = (LINK_PROBABILITY / (1.0 - LINK_PROBABILITY)).log2();
     let apart_line = -sure;
-    // Each record's best candidate pair, either way round.
+    // Each record's best candidate pair, either way round; a record of the local key of an
+    // earlier one reaches the review line whatever its demographics say (as in the archive, a
+    // person decides when one patient ID seems to be given to two people).
     let mut best = vec![f64::NEG_INFINITY; n];
     for (i, cands) in scored.iter().enumerate() {
-        for &(j, score, _) in cands {
-            best[i] = best[i].max(score);
+        for &(j, score, same_key) in cands {
+            best[i] = best[i].max(if same_key {
+                score.max(model.lower)
+            } else {
+                score
+            });
             best[j as usize] = best[j as usize].max(score);
         }
     }
@@ -513,6 +520,23 @@ mod tests {
         assert_eq!(links[3], (2, Decision::New));
         assert_eq!(links[4], (0, Decision::Linked));
         assert!(links[5..].iter().all(|(_, d)| *d == Decision::New));
+        // One patient ID of one issuer given to somebody else: a person decides.
+        let text = format!(
+            "{HEADER}\
+             a1,A,100,Smith,John,,19650310,M,12 High St,Boston,02139,\n\
+             a2,A,100,Okafor,Ada,,20010707,F,5 Pine Ln,Lynn,01901,\n\
+             a3,A,100,Smith,John,,19650310,M,,,,\n"
+        );
+        let ids: Vec<Identity> = read_records(text.as_bytes(), false)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.identity)
+            .collect();
+        let same_key = link_batch(&ids);
+        assert_eq!(same_key[0], (0, Decision::New));
+        assert_eq!(same_key[1].1, Decision::Review);
+        assert_eq!(same_key[2], (0, Decision::Linked));
         let mut out = Vec::new();
         let record_ids: Vec<String> = records.iter().map(|r| r.record_id.clone()).collect();
         write_links(&mut out, &record_ids, &links).unwrap();
