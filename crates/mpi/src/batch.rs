@@ -119,6 +119,9 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
     }
 }
 
+/// At most this many records of each of two persons are compared before they are joined.
+const APART_CHECKED: usize = 32;
+
 /// The whole file's persons at once, the surest links first. Every candidate pair at or above
 /// the link line (or of one local key and not below the review line) joins the persons of its
 /// two records, strongest first, except:
@@ -190,9 +193,12 @@ fn cluster(
         if members[a as usize].len() > 1 && members[b as usize].len() > 1 && score < sure {
             continue;
         }
-        let apart = members[a as usize].iter().any(|&x| {
+        // The first records of each (at most APART_CHECKED a side): a file of one record many
+        // times over must not cost the square of its size.
+        let apart = members[a as usize].iter().take(APART_CHECKED).any(|&x| {
             members[b as usize]
                 .iter()
+                .take(APART_CHECKED)
                 .any(|&y| model.score(&records[x as usize], &records[y as usize]) < apart_line)
         });
         if apart {

@@ -10,7 +10,8 @@
 //!   person. When the data holds no households the relatives' class is left out;
 //! - the prior odds of a pair are those matches over all pairs, so a match weight is the log2
 //!   posterior odds that two records drawn at random are one person;
-//! - the thresholds are posterior probabilities ([`LINK_PROBABILITY`], [`REVIEW_PROBABILITY`]).
+//! - the thresholds are posterior probabilities ([`LINK_PROBABILITY`], [`REVIEW_PROBABILITY`]);
+//!   the link line is lowered while the model expects few wrong links ([`FALSE_LINK_SHARE`]).
 //!
 //! Exact agreement on a name, city or postcode is further weighed by how common the value is
 //! ([`ValueFrequencies`], counted on the same records): two records agreeing on a family name
