@@ -36,7 +36,8 @@ pub struct InputRecord {
 }
 
 /// The result of linking a batch: per record, in input order, its person (numbered from 0 in
-/// order of creation) and the decision; and the model estimated from the batch.
+/// order of each person's first record) and the decision; and the model estimated from the
+/// batch.
 #[derive(Debug, Clone)]
 pub struct BatchOutcome {
     pub links: Vec<(usize, Decision)>,
@@ -93,8 +94,7 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
         .keys()
         .map(|(v, _)| (*v, model.weight_parts(v)))
         .collect();
-    // Each candidate pair's match weight, as `Model::score` gives it, in parallel; only the
-    // decisions, which depend on earlier ones, are taken in order.
+    // Each candidate pair's match weight, as `Model::score` gives it, in parallel.
     let scored: Vec<Vec<(u32, f64, bool)>> = compared
         .into_par_iter()
         .zip(&normalised)
@@ -123,17 +123,18 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
 const APART_CHECKED: usize = 32;
 
 /// The whole file's persons at once, the surest links first. Every candidate pair at or above
-/// the link line (or of one local key and not below the review line) joins the persons of its
-/// two records, strongest first, except:
+/// the link line, or of one local key and not below the review line, joins the persons of its
+/// two records (pairs of one local key first, then by weight), except:
 /// - two persons of several records each are joined only by a pair at [`LINK_PROBABILITY`]: as
 ///   in the archive, where a record never merges two persons on its own, a link nearer the line
 ///   may add a record to a person but not stake two persons on one guess;
 /// - no person gets two records the model is as sure are two people (relatives, or a chain of
 ///   links drifting from one person to another).
 ///
-/// A record no link reached whose best candidate pair is above the review line, or that has the
-/// local key of an earlier record, goes to review;
-/// the first record of each person is new, the others linked. Unlike deciding in file order, a
+/// A record with the local key of earlier records, all with demographics below the review line,
+/// goes to review, as in the archive (one patient ID seemingly given to two people), and joins
+/// nobody. So does a record no pair joined whose best candidate pair is above the review line.
+/// The first record of each person is new, the others linked. Unlike deciding in file order, a
 /// record with little to go on (an initial, a year alone) cannot start a person that better
 /// records of the same person then stay apart from.
 fn cluster(
@@ -142,36 +143,40 @@ fn cluster(
     scored: &[Vec<(u32, f64, bool)>],
 ) -> Vec<(usize, Decision)> {
     let n = scored.len();
-    let mut edges: Vec<(f64, u32, u32)> = scored
+    // Records whose local key earlier records hold, none of them with like demographics.
+    let disputed: Vec<bool> = scored
+        .iter()
+        .map(|cands| {
+            let mut same = cands.iter().filter(|c| c.2).peekable();
+            same.peek().is_some() && same.all(|&(_, score, _)| score < model.lower)
+        })
+        .collect();
+    // (same local key, weight, record, earlier record), surest first.
+    let mut edges: Vec<(bool, f64, u32, u32)> = scored
         .par_iter()
         .enumerate()
         .flat_map_iter(|(i, cands)| {
+            let disputed = &disputed;
             cands.iter().filter_map(move |&(j, score, same_key)| {
-                if same_key && score >= model.lower {
-                    Some((f64::INFINITY, i as u32, j))
-                } else if score >= model.upper {
-                    Some((score, i as u32, j))
-                } else {
-                    None
-                }
+                let joins = (same_key && score >= model.lower) || score >= model.upper;
+                (joins && !disputed[i] && !disputed[j as usize])
+                    .then_some((same_key, score, i as u32, j))
             })
         })
         .collect();
-    edges.par_sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    edges.par_sort_unstable_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(b.1.total_cmp(&a.1))
+            .then(a.2.cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+    });
     // The weight of a pair at LINK_PROBABILITY, and of one as surely two people.
     let sure = (LINK_PROBABILITY / (1.0 - LINK_PROBABILITY)).log2();
     let apart_line = -sure;
-    // Each record's best candidate pair, either way round; a record of the local key of an
-    // earlier one reaches the review line whatever its demographics say (as in the archive, a
-    // person decides when one patient ID seems to be given to two people).
     let mut best = vec![f64::NEG_INFINITY; n];
     for (i, cands) in scored.iter().enumerate() {
-        for &(j, score, same_key) in cands {
-            best[i] = best[i].max(if same_key {
-                score.max(model.lower)
-            } else {
-                score
-            });
+        for &(j, score, _) in cands {
+            best[i] = best[i].max(score);
             best[j as usize] = best[j as usize].max(score);
         }
     }
@@ -185,7 +190,7 @@ fn cluster(
         }
         x
     }
-    for (score, i, j) in edges {
+    for (_, score, i, j) in edges {
         let (a, b) = (find(&mut root, i), find(&mut root, j));
         if a == b {
             continue;
@@ -220,14 +225,14 @@ fn cluster(
     for (i, &best) in best.iter().enumerate() {
         let r = find(&mut root, i as u32) as usize;
         let alone = members[r].len() == 1;
+        let first = person_of_root[r].is_none();
         let person = *person_of_root[r].get_or_insert_with(|| {
             persons += 1;
             persons - 1
         });
-        let first = members[r].iter().min() == Some(&(i as u32));
-        let decision = if !alone && !first {
+        let decision = if !first {
             Decision::Linked
-        } else if alone && best >= model.lower {
+        } else if disputed[i] || (alone && best >= model.lower) {
             Decision::Review
         } else {
             Decision::New
@@ -531,7 +536,8 @@ mod tests {
             "{HEADER}\
              a1,A,100,Smith,John,,19650310,M,12 High St,Boston,02139,\n\
              a2,A,100,Okafor,Ada,,20010707,F,5 Pine Ln,Lynn,01901,\n\
-             a3,A,100,Smith,John,,19650310,M,,,,\n"
+             a3,A,100,Smith,John,,19650310,M,,,,\n\
+             b4,B,9,Okafor,Ada,,20010707,F,5 Pine Ln,Lynn,01901,\n"
         );
         let ids: Vec<Identity> = read_records(text.as_bytes(), false)
             .unwrap()
@@ -543,6 +549,10 @@ mod tests {
         assert_eq!(same_key[0], (0, Decision::New));
         assert_eq!(same_key[1].1, Decision::Review);
         assert_eq!(same_key[2], (0, Decision::Linked));
+        // Under review, the disputed record joins nobody, not even its own double, which waits
+        // for the same decision.
+        assert_eq!(same_key[3].1, Decision::Review);
+        assert_ne!(same_key[3].0, same_key[1].0);
         let mut out = Vec::new();
         let record_ids: Vec<String> = records.iter().map(|r| r.record_id.clone()).collect();
         write_links(&mut out, &record_ids, &links).unwrap();

@@ -627,9 +627,15 @@ impl Model {
             .collect();
         weighed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.total_cmp(&b.1)));
         let (mut pairs, mut wrong, mut line) = (0.0, 0.0, self.upper);
-        for (w, n) in weighed {
-            pairs += n;
-            wrong += n * (1.0 - Model::probability(w));
+        // Pairs of one weight are all linked or none: each run of equal weights is added whole.
+        let mut k = 0;
+        while k < weighed.len() {
+            let w = weighed[k].0;
+            while k < weighed.len() && weighed[k].0 == w {
+                pairs += weighed[k].1;
+                wrong += weighed[k].1 * (1.0 - Model::probability(w));
+                k += 1;
+            }
             if wrong > FALSE_LINK_SHARE * pairs {
                 break;
             }
@@ -820,6 +826,37 @@ mod tests {
             ..Identity::default()
         });
         assert!(model.score(a, &stranger) < model.lower);
+    }
+
+    /// The link line comes down to a weight only while the pairs at and above it hold at most
+    /// FALSE_LINK_SHARE of strangers by the model, and never above LINK_PROBABILITY's.
+    #[test]
+    fn the_link_line_comes_down_as_far_as_the_false_link_share_allows() {
+        let model = Model::default();
+        let mut sure = [MISSING; FIELDS.len()];
+        sure[..5].copy_from_slice(&[0, 0, 0, 0, 0]);
+        // Family and birth date the same, the given name different, nothing else known.
+        let mut doubtful = [MISSING; FIELDS.len()];
+        doubtful[Field::Family as usize] = 0;
+        doubtful[Field::Given as usize] = 5;
+        doubtful[Field::BirthDate as usize] = 0;
+        let w = model.weight(&doubtful);
+        assert!(w > model.lower + 0.5 && w < model.upper - 0.5, "{w}");
+        let wrong = 1.0 - Model::probability(w);
+        let line = |doubtful_pairs: u64| {
+            let mut c = Candidates::new();
+            c.insert((sure, 0), 1000);
+            if doubtful_pairs > 0 {
+                c.insert((doubtful, 0), doubtful_pairs);
+            }
+            model.link_line(&c)
+        };
+        // As many doubtful pairs as the share allows among 1,000 sure ones, and one more.
+        let allowed = (FALSE_LINK_SHARE * 1000.0 / (wrong - FALSE_LINK_SHARE)).floor() as u64;
+        assert!(allowed >= 1, "{wrong}");
+        assert!((line(allowed) - w).abs() < 1e-9);
+        assert_eq!(line(allowed + 1), model.upper);
+        assert_eq!(line(0), model.upper);
     }
 
     #[test]
