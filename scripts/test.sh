@@ -67,6 +67,8 @@ fi
 # (not STRATA_…, for the same reason as PYNETDICOM_PYTHON)
 export GARAGE_BIN="$garage_root/bin/garage"
 
+# One build from a clean checkout: incremental state would only take disk (4 GB of it).
+export CARGO_INCREMENTAL=0
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The totals as the closing line (cargo's own last block may be a target without tests).
@@ -82,6 +84,7 @@ TEST_INDEX_ENGINE=postgres cargo test --locked -p strata --no-fail-fast \
 pg_status=${PIPESTATUS[0]}
 (( status == 0 )) && status=$pg_status
 set -e
+echo "disk: $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1) in the build folder, $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
