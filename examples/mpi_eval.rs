@@ -12,7 +12,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 use strata_mpi::compare::{compare, FIELDS, MISSING};
@@ -146,6 +146,19 @@ fn evaluate(name: &str, ids: &[Identity], truth: &[String], explain: bool) {
         "  prior {:.3e}, relatives {:.3e}, link at {:.2}, review from {:.2}",
         model.match_proportion, model.relative_proportion, model.upper, model.lower
     );
+    for pair in &model.source_pairs {
+        let [a, b] = &pair.sources;
+        let weights: Vec<String> = (0..pair.model.fields.len())
+            .map(|k| format!("{:+.1}", pair.model.field_weight(k, 0)))
+            .collect();
+        println!(
+            "  {a}–{b}: {} candidate pairs, prior {:.3e}, relatives {:.3e}, agreeing weighs {}",
+            pair.model.pairs,
+            pair.model.match_proportion,
+            pair.model.relative_proportion,
+            weights.join(" ")
+        );
+    }
     for (k, f) in model.fields.iter().enumerate() {
         let weights: Vec<String> = (0..f.m.len())
             .map(|l| format!("{:+.1}", model.field_weight(k, l as u8)))
@@ -203,4 +216,24 @@ fn evaluate(name: &str, ids: &[Identity], truth: &[String], explain: bool) {
          scores above the link line, {apart_below} apart and below it"
     );
     commonest("false pairs", found.difference(&real).collect());
+    // Which sources the false and the missed pairs join.
+    let by_sources = |pairs: Vec<&(usize, usize)>| {
+        let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for &&(a, b) in &pairs {
+            let (x, y) = (ids[a].issuer.clone(), ids[b].issuer.clone());
+            *counts
+                .entry(if x <= y { (x, y) } else { (y, x) })
+                .or_default() += 1;
+        }
+        let text: Vec<String> = counts
+            .into_iter()
+            .map(|((x, y), n)| format!("{x}–{y} {n}"))
+            .collect();
+        text.join(", ")
+    };
+    println!(
+        "  by sources: false {}; missed {}",
+        by_sources(found.difference(&real).collect()),
+        by_sources(real.difference(&found).collect())
+    );
 }

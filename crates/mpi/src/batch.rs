@@ -7,9 +7,10 @@
 
 use super::block::BlockIndex;
 use super::compare::{compare, Vector};
-use super::model::{half_bits, random_pairs, Candidates, LINK_PROBABILITY};
+use super::model::{half_bits, random_pairs, SourceCandidates, Sources, LINK_PROBABILITY};
 use super::{Decision, Identity, Model, MpiError, Normalised};
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 
 /// The columns of an input file, all required in the header (in any order).
@@ -72,40 +73,66 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
         .collect();
     let random = random_pairs(&normalised);
     let counted = Model::counted(&random, &normalised);
-    let histogram = compared
+    let sources = Sources::new(&normalised);
+    let by_sources = compared
         .par_iter()
-        .zip(&normalised)
-        .fold(Candidates::new, |mut h, (cands, r)| {
-            let adjust = counted.value_adjustments(r);
-            for (_, v, _) in cands {
+        .enumerate()
+        .fold(SourceCandidates::new, |mut h, (i, cands)| {
+            let adjust = counted.value_adjustments(&normalised[i]);
+            for (j, v, _) in cands {
                 let half = half_bits(Model::value_adjustment(v, &adjust));
-                *h.entry((*v, half)).or_default() += 1;
+                *h.entry(sources.pair(i, *j as usize))
+                    .or_default()
+                    .entry((*v, half))
+                    .or_default() += 1;
             }
             h
         })
-        .reduce(Candidates::new, |mut a, b| {
-            for (v, n) in b {
-                *a.entry(v).or_default() += n;
+        .reduce(SourceCandidates::new, |mut a, b| {
+            for (pair, candidates) in b {
+                let into = a.entry(pair).or_default();
+                for (v, n) in candidates {
+                    *into.entry(v).or_default() += n;
+                }
             }
             a
         });
-    let model = counted.fit(&histogram, &random, &normalised);
-    let weights: std::collections::HashMap<Vector, (f64, f64)> = histogram
-        .keys()
-        .map(|(v, _)| (*v, model.weight_parts(v)))
+    let model = counted.fit_by_source(&by_sources, &random, &normalised, &sources);
+    // Each source pair's model, and the two parts of the weight of each vector its candidate
+    // pairs gave.
+    let weights: HashMap<(u32, u32), (&Model, WeightParts)> = by_sources
+        .iter()
+        .map(|(&pair, candidates)| {
+            let [a, b] = sources.name_pair(pair);
+            let between = model.between(&a, &b);
+            let parts = candidates
+                .keys()
+                .map(|(v, _)| (*v, between.weight_parts(v)))
+                .collect();
+            (pair, (between, parts))
+        })
         .collect();
     // Each candidate pair's match weight, as `Model::score` gives it, in parallel.
     let scored: Vec<Vec<(u32, f64, bool)>> = compared
         .into_par_iter()
-        .zip(&normalised)
-        .map(|(cands, r)| {
-            let adjust = model.value_adjustments(r);
+        .enumerate()
+        .map(|(i, cands)| {
+            let adjust = model.value_adjustments(&normalised[i]);
             cands
                 .iter()
-                .map(|(j, v, same_key)| (*j, model.weight_with(v, weights[v], &adjust), *same_key))
+                .map(|(j, v, same_key)| {
+                    let (between, parts) = &weights[&sources.pair(i, *j as usize)];
+                    let weight = between.weight_with(v, parts[v], &adjust);
+                    (*j, weight, *same_key)
+                })
                 .collect()
         })
         .collect();
+    let candidate_pairs = by_sources
+        .values()
+        .flat_map(|candidates| candidates.values())
+        .sum();
+    drop(weights);
 
     let links = cluster(&model, &normalised, &scored);
     // Half a million records hold millions of small strings: freed on the threads that made
@@ -115,9 +142,12 @@ pub fn link_batch_with_model(records: &[Identity]) -> BatchOutcome {
     BatchOutcome {
         links,
         model,
-        candidate_pairs: histogram.values().sum(),
+        candidate_pairs,
     }
 }
+
+/// The two parts of the weight ([`Model::weight_parts`]) of each comparison vector.
+type WeightParts = HashMap<Vector, (f64, f64)>;
 
 /// At most this many records of each of two persons are compared before they are joined.
 const APART_CHECKED: usize = 32;

@@ -91,6 +91,149 @@ pub struct Model {
     /// agreement alike.
     #[serde(default)]
     pub frequencies: Vec<ValueFrequencies>,
+    /// The pairs of sources weighed by weights of their own ([`Model::between`]); empty in the
+    /// prior and where the records came from one source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_pairs: Vec<SourcePair>,
+}
+
+/// The weights of pairs of records from two sources (issuers), or two records of one source:
+/// m, relatives' probabilities and the shares of matches and relatives among their pairs,
+/// estimated by the EM over those pairs alone. u, the value frequencies and the thresholds are
+/// the whole model's, copied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourcePair {
+    /// The two issuers, the lesser first (the same twice for pairs within one source).
+    pub sources: [String; 2],
+    pub model: Model,
+}
+
+/// A pair of sources needs at least this many candidate pairs to be weighed apart: the EM
+/// then has hundreds of matches to count levels in wherever the pair holds many.
+const SOURCE_PAIR_MIN_CANDIDATES: u64 = 2_000;
+/// At most this many pairs of sources, those with the most candidate pairs, are weighed apart
+/// (the rest by the whole model): it bounds the stored model and the lookup of a pair's
+/// weights.
+const SOURCE_PAIRS_KEPT: usize = 16;
+/// A source pair's EM is drawn towards the whole model's m and relatives by this many
+/// pseudo-pairs: a pair of sources holding few matches (a source that holds each person once,
+/// against itself) keeps the whole model's m rather than one from a handful of pairs.
+const SOURCE_PRIOR_PAIRS: f64 = 200.0;
+
+/// Each record's source (issuer) numbered, the numbers in the order of the names, and how many
+/// records each source holds.
+pub struct Sources {
+    names: Vec<String>,
+    of: Vec<u32>,
+    counts: Vec<f64>,
+}
+
+impl Sources {
+    pub fn new(records: &[Normalised]) -> Sources {
+        let mut names: Vec<&str> = records
+            .iter()
+            .map(|r| r.issuer.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .collect();
+        names.sort_unstable();
+        let number: HashMap<&str, u32> = names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| (*name, k as u32))
+            .collect();
+        let of: Vec<u32> = records.iter().map(|r| number[r.issuer.as_str()]).collect();
+        let mut counts = vec![0.0; names.len()];
+        for &k in &of {
+            counts[k as usize] += 1.0;
+        }
+        Sources {
+            names: names.into_iter().map(String::from).collect(),
+            of,
+            counts,
+        }
+    }
+
+    /// The source pair of records `i` and `j`, the lesser number first.
+    pub fn pair(&self, i: usize, j: usize) -> (u32, u32) {
+        let (a, b) = (self.of[i], self.of[j]);
+        (a.min(b), a.max(b))
+    }
+
+    /// The names of a source pair's two sources.
+    pub fn name_pair(&self, (a, b): (u32, u32)) -> [String; 2] {
+        [
+            self.names[a as usize].clone(),
+            self.names[b as usize].clone(),
+        ]
+    }
+}
+
+/// Candidate pairs by the pair of sources ([`Sources::pair`]) their records come from.
+pub type SourceCandidates = HashMap<(u32, u32), Candidates>;
+
+/// What [`Model::em`] converged on: the model and the shares of matches and relatives among
+/// the candidate pairs.
+struct Em {
+    model: Model,
+    matches: f64,
+    relatives: f64,
+    iterations: usize,
+}
+
+impl Em {
+    /// The shares of matches and of relatives among `all_pairs` pairs of records, the EM's
+    /// shares being among `total` candidate pairs: no share of matches when there were no
+    /// pairs, and none of relatives when fewer than one pair of relatives is expected among
+    /// the candidates (the data has no households, and the prior's relatives, whose address
+    /// agreement would be strong evidence against a match, are not weighed at all).
+    fn proportions(&self, total: f64, all_pairs: f64) -> (Option<f64>, f64) {
+        let matches = (total > 0.0 && all_pairs > 0.0)
+            .then(|| (self.matches * total / all_pairs).clamp(1e-12, 0.5));
+        let relatives = if self.relatives * total >= 1.0 && all_pairs > 0.0 {
+            (self.relatives * total / all_pairs).clamp(0.0, 0.5)
+        } else {
+            0.0
+        };
+        (matches, relatives)
+    }
+}
+
+/// `counts` made probabilities, drawn towards `prior` by `prior_pairs` pseudo-counts and kept
+/// at least [`FLOOR`] from 0.
+fn smooth(counts: &[f64], prior: &[f64], prior_pairs: f64) -> Vec<f64> {
+    let sum: f64 = counts.iter().sum::<f64>() + prior_pairs;
+    counts
+        .iter()
+        .zip(prior)
+        .map(|(c, p)| ((c + prior_pairs * p) / sum).max(FLOOR))
+        .collect()
+}
+
+/// How many pairs of a histogram show each level of each field.
+fn level_counts(h: &Histogram) -> Vec<Vec<f64>> {
+    let mut counts: Vec<Vec<f64>> = FIELDS.iter().map(|f| vec![0.0; f.levels()]).collect();
+    for (v, &n) in h {
+        for (k, &level) in v.iter().enumerate() {
+            if level != MISSING {
+                counts[k][level as usize] += n as f64;
+            }
+        }
+    }
+    counts
+}
+
+/// The candidates in a fixed order (by vector, then value adjustment), so the EM's sums are
+/// the same on every run, each with what its value adjustment does to strangers and its count;
+/// and the count of all.
+fn entries_of(candidates: &Candidates) -> (Vec<(Vector, f64, f64)>, f64) {
+    let mut entries: Vec<(Vector, f64, f64)> = candidates
+        .iter()
+        .map(|(&(v, half), &n)| (v, (-(half as f64) / 2.0).exp2(), n as f64))
+        .collect();
+    entries.sort_unstable_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
+    let total = candidates.values().map(|&n| n as f64).sum();
+    (entries, total)
 }
 
 /// The fields whose exact agreement is weighed by the value agreed on: the ones where some
@@ -344,6 +487,7 @@ impl Model {
             pairs,
             iterations,
             frequencies: Vec::new(),
+            source_pairs: Vec::new(),
         }
     }
 
@@ -356,6 +500,10 @@ impl Model {
                 f.m.len() == n && f.u.len() == n && (f.r.is_empty() || f.r.len() == n)
             })
             && (self.relative_proportion == 0.0 || self.fields.iter().all(|f| !f.r.is_empty()))
+            && self
+                .source_pairs
+                .iter()
+                .all(|p| p.model.has_current_levels())
     }
 
     /// The prior model with what random pairs and value counts give before any EM: u of random
@@ -363,21 +511,9 @@ impl Model {
     /// they agree on ([`Model::value_adjustments`]) before [`Model::fit`].
     pub fn counted(random: &Histogram, records: &[Normalised]) -> Model {
         let mut model = Model::default();
-        let mut counts: Vec<Vec<f64>> = FIELDS.iter().map(|f| vec![0.0; f.levels()]).collect();
-        for (v, &n) in random {
-            for (k, &level) in v.iter().enumerate() {
-                if level != MISSING {
-                    counts[k][level as usize] += n as f64;
-                }
-            }
-        }
-        for (k, f) in model.fields.iter_mut().enumerate() {
-            let sum: f64 = counts[k].iter().sum::<f64>() + PRIOR_PAIRS;
-            f.u = counts[k]
-                .iter()
-                .zip(&f.u)
-                .map(|(c, p)| ((c + PRIOR_PAIRS * p) / sum).max(FLOOR))
-                .collect();
+        let counts = level_counts(random);
+        for (f, counts) in model.fields.iter_mut().zip(&counts) {
+            f.u = smooth(counts, &f.u, PRIOR_PAIRS);
         }
         model.frequencies = VALUE_FIELDS
             .iter()
@@ -397,21 +533,27 @@ impl Model {
     }
 
     /// Estimates the model from unlabelled records: u from random pairs, m and the number of
-    /// matches by EM over every candidate pair that blocking yields.
+    /// matches by EM over every candidate pair that blocking yields, for the whole and for each
+    /// pair of sources with pairs enough ([`Model::fit_by_source`]).
     pub fn estimate(records: &[Normalised]) -> Model {
         let index = BlockIndex::new(records);
         let random = random_pairs(records);
         let counted = Model::counted(&random, records);
-        let mut candidates = Candidates::new();
+        let sources = Sources::new(records);
+        let mut candidates = SourceCandidates::new();
         for (i, r) in records.iter().enumerate() {
             let adjust = counted.value_adjustments(r);
             for j in index.earlier_candidates(i) {
                 let v = compare(r, &records[j]);
                 let half = half_bits(Model::value_adjustment(&v, &adjust));
-                *candidates.entry((v, half)).or_default() += 1;
+                *candidates
+                    .entry(sources.pair(i, j))
+                    .or_default()
+                    .entry((v, half))
+                    .or_default() += 1;
             }
         }
-        counted.fit(&candidates, &random, records)
+        counted.fit_by_source(&candidates, &random, records, &sources)
     }
 
     /// Fits the model to the comparison vectors of candidate pairs and of random pairs among
@@ -424,57 +566,182 @@ impl Model {
         records: &[Normalised],
     ) -> Model {
         let records = records.len();
-        let smooth = |counts: &[f64], prior: &[f64]| -> Vec<f64> {
-            let sum: f64 = counts.iter().sum::<f64>() + PRIOR_PAIRS;
-            counts
-                .iter()
-                .zip(prior)
-                .map(|(c, p)| ((c + PRIOR_PAIRS * p) / sum).max(FLOOR))
-                .collect()
-        };
-        let level_counts = |h: &Histogram, weight: &dyn Fn(&Vector) -> f64| {
-            let mut counts: Vec<Vec<f64>> = FIELDS.iter().map(|f| vec![0.0; f.levels()]).collect();
-            for (v, &n) in h {
-                let w = weight(v) * n as f64;
-                for (k, &level) in v.iter().enumerate() {
-                    if level != MISSING {
-                        counts[k][level as usize] += w;
-                    }
-                }
-            }
-            counts
-        };
         let prior = Model::default();
         // u of random pairs: what two different people share by chance.
-        let random_counts = level_counts(random, &|_| 1.0);
+        let random_counts = level_counts(random);
         let u_random: Vec<Vec<f64>> = (0..FIELDS.len())
-            .map(|k| smooth(&random_counts[k], &prior.fields[k].u))
+            .map(|k| smooth(&random_counts[k], &prior.fields[k].u, PRIOR_PAIRS))
             .collect();
-        let frequencies = self.frequencies.clone();
-        // The candidates in a fixed order (by vector, then value adjustment), so the sums are
-        // the same on every run, with what each one's value adjustment does to strangers.
-        let mut entries: Vec<(Vector, f64, f64)> = candidates
-            .iter()
-            .map(|(&(v, half), &n)| (v, (-(half as f64) / 2.0).exp2(), n as f64))
-            .collect();
-        entries.sort_unstable_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
-        let total: f64 = candidates.values().map(|&n| n as f64).sum();
-        let mut model = self.clone();
+        let (entries, total) = entries_of(candidates);
+        let mut start = self.clone();
         // The EM's own u is that of candidate pairs (non-matches that share a blocking key);
         // it starts halfway between the random pairs' and indifference.
-        for (k, f) in model.fields.iter_mut().enumerate() {
+        for (k, f) in start.fields.iter_mut().enumerate() {
             let levels = f.u.len() as f64;
             f.u = u_random[k].iter().map(|u| 0.5 * u + 0.5 / levels).collect();
         }
+        let em = start.em(
+            &entries,
+            total,
+            (&prior, &u_random, PRIOR_PAIRS),
+            Stage::Plain,
+            (0.5, 0.0),
+        );
+        // The matches the EM found among candidate pairs, over all pairs of records.
+        let all_pairs = (records as f64) * (records as f64 - 1.0) / 2.0;
+        let (match_proportion, relative_proportion) = em.proportions(total, all_pairs);
+        let match_proportion = match_proportion.unwrap_or(self.match_proportion);
+        // Random pairs are almost all two people, but not all: one in 1/match_proportion is one
+        // person, and where chance agreement is rarer still (a full birth date, a phone number)
+        // those few pairs are most of the agreement counted. Their expected share, by the m the
+        // EM found, is taken out, so u is what two different people share.
+        let u_random: Vec<Vec<f64>> = (0..FIELDS.len())
+            .map(|k| {
+                let present: f64 = random_counts[k].iter().sum();
+                let others: Vec<f64> = random_counts[k]
+                    .iter()
+                    .zip(&em.model.fields[k].m)
+                    .map(|(&c, &m)| (c - match_proportion * present * m).max(0.0))
+                    .collect();
+                smooth(&others, &prior.fields[k].u, PRIOR_PAIRS)
+            })
+            .collect();
+        let fields = em
+            .model
+            .fields
+            .into_iter()
+            .zip(u_random)
+            .map(|(f, u)| FieldWeights { u, ..f })
+            .collect();
+        let mut model = Model {
+            frequencies: self.frequencies.clone(),
+            relative_proportion,
+            ..Model::with_thresholds(fields, match_proportion, total as u64, em.iterations)
+        };
+        model.upper = model.link_line([(&model, candidates)]);
+        model
+    }
+
+    /// [`Model::fit`] to the candidate pairs of every pair of sources together; then, for each
+    /// pair of sources with candidate pairs enough, m, relatives and the share of matches of
+    /// its own ([`Model::between`]); and the link line over all candidate pairs, each weighed
+    /// by its sources' model. Sources differ in how they record a person: one may hold each
+    /// person once (its pairs are then almost never one person), another several times over
+    /// the years; one may mistype names another keeps clean.
+    pub fn fit_by_source(
+        &self,
+        candidates: &SourceCandidates,
+        random: &Histogram,
+        records: &[Normalised],
+        sources: &Sources,
+    ) -> Model {
+        let mut all = Candidates::new();
+        for c in candidates.values() {
+            for (key, n) in c {
+                *all.entry(*key).or_default() += n;
+            }
+        }
+        let mut model = self.fit(&all, random, records);
+        if candidates.len() < 2 {
+            return model;
+        }
+        let mut own: Vec<(&(u32, u32), &Candidates, u64)> = candidates
+            .iter()
+            .map(|(key, c)| (key, c, c.values().sum::<u64>()))
+            .filter(|&(_, _, n)| n >= SOURCE_PAIR_MIN_CANDIDATES)
+            .collect();
+        own.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
+        own.truncate(SOURCE_PAIRS_KEPT);
+        let pairs: Vec<SourcePair> = own
+            .iter()
+            .map(|&(&(a, b), c, _)| {
+                let (na, nb) = (sources.counts[a as usize], sources.counts[b as usize]);
+                let all_pairs = if a == b {
+                    na * (na - 1.0) / 2.0
+                } else {
+                    na * nb
+                };
+                SourcePair {
+                    sources: sources.name_pair((a, b)),
+                    model: model.fit_source_pair(c, all_pairs),
+                }
+            })
+            .collect();
+        model.source_pairs = pairs;
+        let line = model.link_line(candidates.iter().map(|(&key, c)| {
+            let [a, b] = sources.name_pair(key);
+            (model.between(&a, &b), c)
+        }));
+        model.upper = line;
+        for p in &mut model.source_pairs {
+            p.model.upper = line;
+        }
+        model
+    }
+
+    /// m, relatives and the proportions of one pair of sources: the EM over its candidate pairs
+    /// alone, begun from this (the whole) model and drawn towards it, so that a source pair
+    /// with few matches among its pairs keeps the whole model's m. u, the value frequencies and
+    /// the thresholds stay the whole model's.
+    fn fit_source_pair(&self, candidates: &Candidates, all_pairs: f64) -> Model {
+        let (entries, total) = entries_of(candidates);
+        let mut start = self.clone();
+        start.frequencies = Vec::new();
+        start.source_pairs = Vec::new();
+        let whole_u: Vec<Vec<f64>> = self.fields.iter().map(|f| f.u.clone()).collect();
+        for f in start.fields.iter_mut() {
+            let levels = f.u.len() as f64;
+            f.u = f.u.iter().map(|u| 0.5 * u + 0.5 / levels).collect();
+        }
+        let (stage, proportions) = if self.relative_proportion > 0.0 {
+            (Stage::Households, (0.3, 0.1))
+        } else {
+            (Stage::Values, (0.3, 0.0))
+        };
+        let em = start.em(
+            &entries,
+            total,
+            (self, &whole_u, SOURCE_PRIOR_PAIRS),
+            stage,
+            proportions,
+        );
+        let (match_proportion, relative_proportion) = em.proportions(total, all_pairs);
+        let mut model = em.model;
+        for (f, u) in model.fields.iter_mut().zip(&whole_u) {
+            f.u.clone_from(u);
+        }
+        model.match_proportion = match_proportion.unwrap_or(self.match_proportion);
+        // Relatives are the population's, not the sources': a source pair may show more of
+        // them than the whole (where addresses make households plain), but never fewer, for
+        // where the fields that show a household are missing (a source without addresses) the
+        // EM cannot tell relatives from strangers, and twins would pass for one person.
+        model.relative_proportion = relative_proportion.max(self.relative_proportion);
+        model.pairs = total as u64;
+        model.iterations = em.iterations;
+        model
+    }
+
+    /// Expectation–maximisation over candidate pairs, from this model: m, relatives' and
+    /// strangers' probabilities per level and the share of each among the candidates, each
+    /// drawn towards `prior` (strangers' towards `u_prior`) by `prior_pairs` pseudo-pairs. It
+    /// goes in stages from `first`, each from where the last converged: one person against
+    /// everyone else; then with the values agreed on weighed; then with relatives apart (when
+    /// begun at the first stage; a source pair's EM begins at the second or the third). Begun
+    /// with all at once, a small population with few names can settle on "one person" meaning
+    /// something else (a common given name at one postcode).
+    fn em(
+        &self,
+        entries: &[(Vector, f64, f64)],
+        total: f64,
+        (prior, u_prior, prior_pairs): (&Model, &[Vec<f64>], f64),
+        first: Stage,
+        (mut pm, mut pr): (f64, f64),
+    ) -> Em {
         // Three kinds of candidate pair: one person, relatives, strangers. Relatives are
         // weighed apart because among candidates they are many, and their agreements (family
-        // name, address, birth year) come together rather than one by one. The EM goes in
-        // three stages, each from where the last converged: one person against everyone else;
-        // then with the values agreed on weighed; then with relatives apart. Begun with all at
-        // once, a small population with few names can settle on "one person" meaning
-        // something else (a common given name at one postcode).
-        let (mut pm, mut pr) = (0.5, 0.0);
-        let mut stage = Stage::Plain;
+        // name, address, birth year) come together rather than one by one.
+        let mut model = self.clone();
+        let mut stage = first;
         let mut iterations = 0;
         let mut stage_iterations = 0;
         while total > 0.0 && iterations < 3 * EM_MAX_ITERATIONS {
@@ -487,7 +754,7 @@ impl Model {
                 || -> Vec<Vec<f64>> { FIELDS.iter().map(|f| vec![0.0; f.levels()]).collect() };
             let (mut m_counts, mut r_counts, mut u_counts) = (zeros(), zeros(), zeros());
             let (mut matches, mut relatives) = (0.0, 0.0);
-            for (v, rarity, n) in &entries {
+            for (v, rarity, n) in entries {
                 let (mut a, mut b, mut c) = (pm, pr, 1.0 - pm - pr);
                 for (k, &level) in v.iter().enumerate() {
                     if level != MISSING {
@@ -518,9 +785,9 @@ impl Model {
             let mut next = model.clone();
             let mut moved: f64 = 0.0;
             for k in 0..FIELDS.len() {
-                let mut m = smooth(&m_counts[k], &prior.fields[k].m);
-                let r = smooth(&r_counts[k], &prior.fields[k].r);
-                let u = smooth(&u_counts[k], &u_random[k]);
+                let mut m = smooth(&m_counts[k], &prior.fields[k].m, prior_pairs);
+                let r = smooth(&r_counts[k], &prior.fields[k].r, prior_pairs);
+                let u = smooth(&u_counts[k], &u_prior[k], prior_pairs);
                 // Until the last stage, a family name differing between two women weighs as one
                 // differing between any two records: free from the start, on a small population
                 // with few names, "one person" can drift to "two women born on one day".
@@ -560,68 +827,34 @@ impl Model {
                 stage_iterations = 0;
                 match stage {
                     Stage::Plain => stage = Stage::Values,
-                    Stage::Values => {
+                    Stage::Values if first == Stage::Plain => {
                         stage = Stage::Households;
                         pr = 0.1 * (1.0 - pm);
                     }
-                    Stage::Households => break,
+                    Stage::Values | Stage::Households => break,
                 }
             }
         }
-        // The matches the EM found among candidate pairs, over all pairs of records.
-        let all_pairs = (records as f64) * (records as f64 - 1.0) / 2.0;
-        let match_proportion = if total > 0.0 && all_pairs > 0.0 {
-            (pm * total / all_pairs).clamp(1e-12, 0.5)
-        } else {
-            self.match_proportion
-        };
-        // Fewer than one pair of relatives expected among the candidates: the data has no
-        // households, and the prior's relatives (whose address agreement would be strong
-        // evidence against a match) are not weighed at all.
-        let relative_proportion = if pr * total >= 1.0 && all_pairs > 0.0 {
-            (pr * total / all_pairs).clamp(0.0, 0.5)
-        } else {
-            0.0
-        };
-        // Random pairs are almost all two people, but not all: one in 1/match_proportion is one
-        // person, and where chance agreement is rarer still (a full birth date, a phone number)
-        // those few pairs are most of the agreement counted. Their expected share, by the m the
-        // EM found, is taken out, so u is what two different people share.
-        let u_random: Vec<Vec<f64>> = (0..FIELDS.len())
-            .map(|k| {
-                let present: f64 = random_counts[k].iter().sum();
-                let others: Vec<f64> = random_counts[k]
-                    .iter()
-                    .zip(&model.fields[k].m)
-                    .map(|(&c, &m)| (c - match_proportion * present * m).max(0.0))
-                    .collect();
-                smooth(&others, &prior.fields[k].u)
-            })
-            .collect();
-        let fields = model
-            .fields
-            .into_iter()
-            .zip(u_random)
-            .map(|(f, u)| FieldWeights { u, ..f })
-            .collect();
-        let mut model = Model {
-            frequencies,
-            relative_proportion,
-            ..Model::with_thresholds(fields, match_proportion, total as u64, iterations)
-        };
-        model.upper = model.link_line(candidates);
-        model
+        Em {
+            model,
+            matches: pm,
+            relatives: pr,
+            iterations,
+        }
     }
 
     /// The lowest match weight, no higher than that of [`LINK_PROBABILITY`] and above the review
     /// line, at which the candidate pairs weighing at least as much hold no more than
     /// [`FALSE_LINK_SHARE`] pairs of two people by the model's own posterior probabilities.
-    fn link_line(&self, candidates: &Candidates) -> f64 {
-        let mut weighed: Vec<(f64, f64)> = candidates
-            .iter()
-            .map(|(&(v, half), &n)| {
-                let w = self.combine(self.weight_parts(&v), half as f64 / 2.0);
-                (w, n as f64)
+    /// Each group of candidate pairs is weighed by its own model (its sources').
+    fn link_line<'a>(&self, groups: impl IntoIterator<Item = (&'a Model, &'a Candidates)>) -> f64 {
+        let mut weighed: Vec<(f64, f64)> = groups
+            .into_iter()
+            .flat_map(|(model, candidates)| {
+                candidates.iter().map(move |(&(v, half), &n)| {
+                    let w = model.combine(model.weight_parts(&v), half as f64 / 2.0);
+                    (w, n as f64)
+                })
             })
             .filter(|&(w, _)| w > self.lower)
             .collect();
@@ -707,10 +940,21 @@ impl Model {
         (w, relatives)
     }
 
-    /// The match weight of two records.
+    /// The match weight of two records, by the weights of their sources ([`Model::between`]).
     pub fn score(&self, a: &Normalised, b: &Normalised) -> f64 {
         let v = compare(a, b);
-        self.weight_with(&v, self.weight_parts(&v), &self.value_adjustments(a))
+        let model = self.between(&a.issuer, &b.issuer);
+        model.weight_with(&v, model.weight_parts(&v), &self.value_adjustments(a))
+    }
+
+    /// The model weighing a pair of records from sources (issuers) `a` and `b`: their source
+    /// pair's own where it has one, else this one. Value adjustments are always this model's.
+    pub fn between(&self, a: &str, b: &str) -> &Model {
+        let (x, y) = if a <= b { (a, b) } else { (b, a) };
+        self.source_pairs
+            .iter()
+            .find(|p| p.sources[0] == x && p.sources[1] == y)
+            .map_or(self, |p| &p.model)
     }
 
     /// The probability of one person that a match weight stands for.
@@ -849,7 +1093,7 @@ mod tests {
             if doubtful_pairs > 0 {
                 c.insert((doubtful, 0), doubtful_pairs);
             }
-            model.link_line(&c)
+            model.link_line([(&model, &c)])
         };
         // As many doubtful pairs as the share allows among 1,000 sure ones, and one more.
         let allowed = (FALSE_LINK_SHARE * 1000.0 / (wrong - FALSE_LINK_SHARE)).floor() as u64;
