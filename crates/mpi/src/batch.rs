@@ -155,9 +155,11 @@ const APART_CHECKED: usize = 32;
 /// The whole file's persons at once, the surest links first. Every candidate pair at or above
 /// the link line, or of one local key and not below the review line, joins the persons of its
 /// two records (pairs of one local key first, then by weight), except:
-/// - two persons of several records each are joined only by a pair at [`LINK_PROBABILITY`]: as
-///   in the archive, where a record never merges two persons on its own, a link nearer the line
-///   may add a record to a person but not stake two persons on one guess;
+/// - two persons of several records each are joined by a pair below [`LINK_PROBABILITY`] only
+///   when every record of one against every record of the other is at least even odds: a link
+///   nearer the line may add a record to a person, but stakes two persons on one guess only
+///   where none of their records speaks against it (a woman's records under her maiden name and
+///   her married name, joined by a record with both);
 /// - no person gets two records the model is as sure are two people (relatives, or a chain of
 ///   links drifting from one person to another).
 ///
@@ -225,16 +227,19 @@ fn cluster(
         if a == b {
             continue;
         }
-        if members[a as usize].len() > 1 && members[b as usize].len() > 1 && score < sure {
-            continue;
-        }
+        let several = members[a as usize].len() > 1 && members[b as usize].len() > 1;
+        let floor = if several && score < sure {
+            model.lower
+        } else {
+            apart_line
+        };
         // The first records of each (at most APART_CHECKED a side): a file of one record many
         // times over must not cost the square of its size.
         let apart = members[a as usize].iter().take(APART_CHECKED).any(|&x| {
             members[b as usize]
                 .iter()
                 .take(APART_CHECKED)
-                .any(|&y| model.score(&records[x as usize], &records[y as usize]) < apart_line)
+                .any(|&y| model.score(&records[x as usize], &records[y as usize]) < floor)
         });
         if apart {
             continue;
@@ -536,6 +541,55 @@ mod tests {
         );
         let err = read_records(text.as_bytes(), true).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("YYYYMMDD"), "{err}");
+    }
+
+    /// Two persons of two records each, joined by a pair nearer the line than 0.999: only when
+    /// no record of one speaks against a record of the other.
+    #[test]
+    fn two_persons_join_below_the_surest_line_only_when_no_record_speaks_against_it() {
+        let record = |issuer: &str, family: &str, birth_date: &str| {
+            Normalised::new(&Identity {
+                issuer: issuer.into(),
+                family_name: family.into(),
+                given_name: "Mary".into(),
+                birth_date: birth_date.into(),
+                sex: "F".into(),
+                ..Identity::default()
+            })
+        };
+        let model = Model {
+            upper: 3.0,
+            ..Model::default()
+        };
+        // Maiden name twice, married name twice, and one pair across at 5 bits.
+        let scored = vec![
+            vec![],
+            vec![(0, 12.0, false)],
+            vec![(1, 5.0, false)],
+            vec![(2, 12.0, false)],
+        ];
+        let woman = [
+            record("A", "Jones", "19720101"),
+            record("B", "Jones", "19720101"),
+            record("C", "Smith", "19720101"),
+            record("D", "Smith", "19720101"),
+        ];
+        // Every record of one against every record of the other: another family name, the
+        // same given name and birth date, at least even odds.
+        assert!(model.score(&woman[0], &woman[3]) > model.lower);
+        let links = cluster(&model, &woman, &scored);
+        assert!(links.iter().all(|l| l.0 == 0), "{links:?}");
+        // One of the married name's records born another year: that pair is below even odds,
+        // and the two persons stay apart.
+        let mut apart = woman.clone();
+        apart[3] = record("D", "Smith", "19800101");
+        assert!(model.score(&apart[0], &apart[3]) < model.lower);
+        let links = cluster(&model, &apart, &scored);
+        assert_eq!(
+            links.iter().map(|l| l.0).collect::<Vec<_>>(),
+            [0, 0, 1, 1],
+            "{links:?}"
+        );
     }
 
     #[test]
