@@ -48,7 +48,13 @@ fn main() -> Result<()> {
             .map(|r| truth[&r.record_id].to_string())
             .collect();
         let ids: Vec<Identity> = read.records.into_iter().map(|r| r.identity).collect();
-        evaluate(&dir.display().to_string(), &ids, &persons, args.explain);
+        evaluate(
+            &dir.display().to_string(),
+            &ids,
+            &persons,
+            None,
+            args.explain,
+        );
     }
     for &seed in &args.synth {
         let rows = survey_and_register(PopulationOptions {
@@ -62,10 +68,12 @@ fn main() -> Result<()> {
             .map(|r| r.identity)
             .collect();
         let persons: Vec<String> = rows.iter().map(|r| r.person.to_string()).collect();
+        let households: Vec<usize> = rows.iter().map(|r| r.household).collect();
         evaluate(
             &format!("survey and register, seed {seed}"),
             &ids,
             &persons,
+            Some(&households),
             args.explain,
         );
     }
@@ -85,7 +93,15 @@ fn pairs_within(clusters: &HashMap<String, Vec<usize>>) -> HashSet<(usize, usize
     out
 }
 
-fn evaluate(name: &str, ids: &[Identity], truth: &[String], explain: bool) {
+/// Links `ids` and scores the links against `truth` (each record's person); `households`, where
+/// known, each record's household, to count relatives linked as one person.
+fn evaluate(
+    name: &str,
+    ids: &[Identity],
+    truth: &[String],
+    households: Option<&[usize]>,
+    explain: bool,
+) {
     let started = Instant::now();
     let out = link_batch_with_model(ids);
     let seconds = started.elapsed().as_secs_f64();
@@ -138,6 +154,31 @@ fn evaluate(name: &str, ids: &[Identity], truth: &[String], explain: bool) {
         pure as f64 / predicted.len() as f64,
         whole as f64 / true_clusters.len() as f64,
     );
+    if let Some(households) = households {
+        // Pairs of two people of one household, and how many of them were linked.
+        let mut by_household: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, &h) in households.iter().enumerate() {
+            by_household.entry(h).or_default().push(i);
+        }
+        let relatives = pairs_within(
+            &by_household
+                .into_iter()
+                .map(|(h, members)| (h.to_string(), members))
+                .collect(),
+        )
+        .into_iter()
+        .filter(|&(a, b)| truth[a] != truth[b]);
+        let (mut pairs, mut linked) = (0usize, 0usize);
+        for pair in relatives {
+            pairs += 1;
+            linked += usize::from(found.contains(&pair));
+        }
+        println!(
+            "  relatives (two people of one household): {linked} of {pairs} pairs linked, \
+             {linked} of the {} false pairs",
+            found.len() - correct as usize
+        );
+    }
     if !explain {
         return;
     }

@@ -1,5 +1,6 @@
 //! `strata mpi link` as a user runs it: the real binary on real CSV files, without an archive.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
 
@@ -80,7 +81,17 @@ fn a_bad_line_is_named_and_nothing_is_written() {
 /// person, pairs linked, true pairs, records sent to review; a record sent to review links
 /// nothing).
 fn pair_counts(persons_csv: &str, truth: &[usize]) -> (usize, usize, usize, usize) {
-    use std::collections::HashMap;
+    let (predicted, review) = predicted_persons(persons_csv);
+    let (p, t) = (
+        pairs_within(predicted.values()),
+        pairs_within(clusters(truth).values()),
+    );
+    (p.intersection(&t).count(), p.len(), t.len(), review)
+}
+
+/// The records of each person `persons.csv` names (a record sent to review alone), and how many
+/// records went to review.
+fn predicted_persons(persons_csv: &str) -> (HashMap<String, Vec<usize>>, usize) {
     let mut predicted: HashMap<String, Vec<usize>> = HashMap::new();
     let mut review = 0usize;
     for line in persons_csv.lines().skip(1) {
@@ -94,26 +105,41 @@ fn pair_counts(persons_csv: &str, truth: &[usize]) -> (usize, usize, usize, usiz
         };
         predicted.entry(key).or_default().push(record);
     }
-    let pairs = |clusters: &mut dyn Iterator<Item = &Vec<usize>>| {
-        let mut out = std::collections::HashSet::new();
-        for members in clusters {
-            for (i, &a) in members.iter().enumerate() {
-                for &b in &members[i + 1..] {
-                    out.insert((a.min(b), a.max(b)));
-                }
+    (predicted, review)
+}
+
+/// The records of each value of `of` (a person, a household).
+fn clusters(of: &[usize]) -> HashMap<usize, Vec<usize>> {
+    let mut out: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (record, &value) in of.iter().enumerate() {
+        out.entry(value).or_default().push(record);
+    }
+    out
+}
+
+/// Every pair of records within one cluster, the lesser first.
+fn pairs_within<'a>(clusters: impl Iterator<Item = &'a Vec<usize>>) -> HashSet<(usize, usize)> {
+    let mut out = HashSet::new();
+    for members in clusters {
+        for (i, &a) in members.iter().enumerate() {
+            for &b in &members[i + 1..] {
+                out.insert((a.min(b), a.max(b)));
             }
         }
-        out
-    };
-    let mut true_clusters: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (record, &person) in truth.iter().enumerate() {
-        true_clusters.entry(person).or_default().push(record);
     }
-    let (p, t) = (
-        pairs(&mut predicted.values()),
-        pairs(&mut true_clusters.values()),
-    );
-    (p.intersection(&t).count(), p.len(), t.len(), review)
+    out
+}
+
+/// Pairs of records of two people of one household, and how many of them `persons.csv` put in
+/// one person.
+fn relatives_linked(persons_csv: &str, truth: &[usize], households: &[usize]) -> (usize, usize) {
+    let linked = pairs_within(predicted_persons(persons_csv).0.values());
+    let relatives: Vec<(usize, usize)> = pairs_within(clusters(households).values())
+        .into_iter()
+        .filter(|&(a, b)| truth[a] != truth[b])
+        .collect();
+    let together = relatives.iter().filter(|p| linked.contains(p)).count();
+    (relatives.len(), together)
 }
 
 /// Pairwise precision, recall and F1, and the share sent to review, of [`pair_counts`] over
@@ -137,6 +163,9 @@ fn figures(
 fn a_survey_and_a_register_without_addresses_are_linked() {
     use strata_synth::persons::{survey_and_register, to_csv, PopulationOptions};
     let (mut all, mut records, mut report) = ((0, 0, 0, 0), 0, String::new());
+    // Pairs of two people of one household (a family name, an address, often a birth year in
+    // common), and how many of them were linked.
+    let mut relatives = (0, 0);
     for seed in [3, 5, 7, 11, 22] {
         let dir = tempfile::tempdir().unwrap();
         let rows = survey_and_register(PopulationOptions {
@@ -149,6 +178,9 @@ fn a_survey_and_a_register_without_addresses_are_linked() {
         let text = std::fs::read_to_string(dir.path().join("persons.csv")).unwrap();
         let truth: Vec<usize> = rows.iter().map(|r| r.person).collect();
         let counts = pair_counts(&text, &truth);
+        let households: Vec<usize> = rows.iter().map(|r| r.household).collect();
+        let (pairs, together) = relatives_linked(&text, &truth, &households);
+        relatives = (relatives.0 + pairs, relatives.1 + together);
         let (precision, recall, f1, review) = figures(counts, rows.len());
         report += &format!(
             "seed {seed}, {} records: precision {precision:.5} recall {recall:.5} F1 {f1:.5} \
@@ -191,10 +223,20 @@ fn a_survey_and_a_register_without_addresses_are_linked() {
          {:.2} %",
         100.0 * review
     );
+    report += &format!(
+        "; relatives linked {} of {} pairs",
+        relatives.1, relatives.0
+    );
     eprintln!("{report}");
     assert!(precision >= 0.998, "{report}");
     assert!(f1 >= 0.99, "{report}");
     assert!(review <= 0.02, "{report}");
+    // Relatives are not linked on what a household shares: at most one pair in ten thousand.
+    assert!(relatives.0 > 50_000, "{relatives:?}");
+    assert!(
+        relatives.1 * 10_000 <= relatives.0,
+        "{relatives:?} {report}"
+    );
 }
 
 /// Dirty values (birth dates not YYYYMMDD or no date, an unknown sex code) are read as missing,

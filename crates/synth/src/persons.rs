@@ -27,6 +27,8 @@ pub struct PersonRow {
     pub postcode: String,
     pub phone: String,
     pub person: usize,
+    /// The person's household (for scoring only: relatives share one).
+    pub household: usize,
 }
 
 /// The header of `strata mpi link`'s input, the order [`to_csv`] writes.
@@ -464,6 +466,7 @@ pub fn survey_and_register(opts: PopulationOptions) -> Vec<PersonRow> {
             row.phone = p.phone.clone();
             row.issuer = "SURVEY".into();
             row.person = k;
+            row.household = p.household;
             rows.push(row);
         }
         if rng.gen_bool(0.55) {
@@ -476,6 +479,7 @@ pub fn survey_and_register(opts: PopulationOptions) -> Vec<PersonRow> {
                 let mut row = record(&mut rng, p, &register);
                 row.issuer = "REGISTER".into();
                 row.person = k;
+                row.household = p.household;
                 rows.push(row);
             }
         }
