@@ -68,7 +68,10 @@ pub trait Catalog: Send + Sync {
     ) -> Result<Option<usize>, IndexError>;
 
     /// Registers local keys from demographics alone (a migrated patient master file), each
-    /// matched as at ingest, in one transaction. None for a key already known.
+    /// matched as at ingest, in one transaction. None for a key already known. A large file is
+    /// registered in calls of hundreds: on SQLite the end of every statement walks the
+    /// in-memory journal of the pages the transaction changed so far, so one call of ten
+    /// thousand costs the square of its size.
     async fn mpi_register(
         &self,
         identities: Vec<strata_mpi::Identity>,
