@@ -193,8 +193,10 @@ fn evaluate(
             .map(|k| format!("{:+.1}", pair.model.field_weight(k, 0)))
             .collect();
         println!(
-            "  {a}–{b}: {} candidate pairs, prior {:.3e}, relatives {:.3e}, agreeing weighs {}",
+            "  {a}–{b}: {} candidate pairs, EM {} iterations, prior {:.3e}, relatives {:.3e}, \
+             agreeing weighs {}",
             pair.model.pairs,
+            pair.model.iterations,
             pair.model.match_proportion,
             pair.model.relative_proportion,
             weights.join(" ")

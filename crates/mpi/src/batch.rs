@@ -222,17 +222,24 @@ fn cluster(
         }
         x
     }
+    // Pairs of persons (by root) found apart, true where two of their records were as surely
+    // two people, false where below even odds only. Persons only grow, so they stay apart: many
+    // edges join the same two persons, and each would look again.
+    let mut found_apart: HashMap<(u32, u32), bool> = HashMap::new();
     for (_, score, i, j) in edges {
         let (a, b) = (find(&mut root, i), find(&mut root, j));
         if a == b {
             continue;
         }
         let several = members[a as usize].len() > 1 && members[b as usize].len() > 1;
-        let floor = if several && score < sure {
-            model.lower
-        } else {
-            apart_line
-        };
+        let even_odds = several && score < sure;
+        let pair = (a.min(b), a.max(b));
+        match found_apart.get(&pair) {
+            Some(true) => continue,
+            Some(false) if even_odds => continue,
+            _ => {}
+        }
+        let floor = if even_odds { model.lower } else { apart_line };
         // The first records of each (at most APART_CHECKED a side): a file of one record many
         // times over must not cost the square of its size.
         let apart = members[a as usize].iter().take(APART_CHECKED).any(|&x| {
@@ -242,6 +249,7 @@ fn cluster(
                 .any(|&y| model.score(&records[x as usize], &records[y as usize]) < floor)
         });
         if apart {
+            found_apart.insert(pair, !even_odds);
             continue;
         }
         let (big, small) = if members[a as usize].len() >= members[b as usize].len() {

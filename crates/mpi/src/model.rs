@@ -652,8 +652,10 @@ impl Model {
             .collect();
         own.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
         own.truncate(SOURCE_PAIRS_KEPT);
+        // Each source pair's EM on a thread of its own: a file from six hospitals has sixteen.
+        use rayon::prelude::*;
         let pairs: Vec<SourcePair> = own
-            .iter()
+            .par_iter()
             .map(|&(&(a, b), c, _)| {
                 let (na, nb) = (sources.counts[a as usize], sources.counts[b as usize]);
                 let all_pairs = if a == b {
@@ -693,10 +695,19 @@ impl Model {
             let levels = f.u.len() as f64;
             f.u = f.u.iter().map(|u| 0.5 * u + 0.5 / levels).collect();
         }
+        // Begun from the shares of matches and relatives the whole model expects among these
+        // pairs, near where most source pairs end, so the EM has little way to go.
+        let share = |proportion: f64| (proportion * all_pairs / total).clamp(FLOOR, 0.45);
         let (stage, proportions) = if self.relative_proportion > 0.0 {
-            (Stage::Households, (0.3, 0.1))
+            (
+                Stage::Households,
+                (
+                    share(self.match_proportion),
+                    share(self.relative_proportion),
+                ),
+            )
         } else {
-            (Stage::Values, (0.3, 0.0))
+            (Stage::Values, (share(self.match_proportion), 0.0))
         };
         let em = start.em(
             &entries,
