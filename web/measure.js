@@ -42,11 +42,18 @@ export class Measurements {
     this.drawing = null;
   }
 
-  /** The slice shown: its instance and 1-based frame, from the series the stream opened. */
+  /** The slice shown: its instance and 1-based frame, from the series the stream opened; in an
+   * MPR view, the plane, its slice and slab (measured on the server's reformatted image). */
   current() {
     const s = this.vp.series;
+    if (s && s.mpr) {
+      const mpr = { plane: s.mpr.plane, slice: this.vp.view.slice };
+      if (s.mpr.rotate) mpr.rotate = s.mpr.rotate;
+      if (this.vp.view.slab && this.vp.view.slab.thickness > 0) mpr.slab = this.vp.view.slab;
+      return { series: s.series, study: s.study, mpr, key: `mpr:${JSON.stringify(mpr)}` };
+    }
     const i = s && s.instances && s.instances[this.vp.view.slice];
-    return i ? { series: s.series, study: s.study, instance: i[0], frame: i[1] } : null;
+    return i ? { series: s.series, study: s.study, instance: i[0], frame: i[1], key: `${i[0]}/${i[1]}` } : null;
   }
 
   /** Image → CSS pixels of the viewport, as the server places the picture (pipeline.rs). */
@@ -129,7 +136,9 @@ export class Measurements {
     this.draw();
     const started = performance.now();
     try {
-      const body = { study: item.study, series: item.series, instance: item.instance, frame: item.frame, kind: item.kind, points: item.points };
+      const body = { study: item.study, series: item.series, kind: item.kind, points: item.points };
+      if (item.mpr) body.mpr = item.mpr;
+      else Object.assign(body, { instance: item.instance, frame: item.frame });
       item.answer = await api("/api/measure", { method: "POST", body });
       item.ms = performance.now() - started;
     } catch (err) {
@@ -142,7 +151,7 @@ export class Measurements {
 
   /** Saves the measurements not saved yet as a Measurement Report of the study. */
   async save(study) {
-    const unsaved = this.items.filter((i) => i.answer && !i.saved);
+    const unsaved = this.items.filter((i) => i.answer && !i.saved && !i.mpr);
     if (!unsaved.length) return null;
     const measurements = unsaved.map((i) => ({ series: i.series, instance: i.instance, frame: i.frame, kind: i.kind, points: i.points }));
     const saved = await api("/api/reports", { method: "POST", body: { study, measurements } });
@@ -167,7 +176,8 @@ export class Measurements {
           answer.value = stats.Mean;
           answer.value_unit = m.values[1] && m.values[1].unit === "[hnsf'U]" ? "HU" : "";
         }
-        this.items.push({ study: s.study, series: s.series, instance: m.image.instance, frame: m.image.frame || 1,
+        const frame = m.image.frame || 1;
+        this.items.push({ study: s.study, series: s.series, instance: m.image.instance, frame, key: `${m.image.instance}/${frame}`,
           kind: m.kind, points: m.points, answer, saved: true, fromReport: r.instance });
       }
     }
@@ -189,8 +199,9 @@ export class Measurements {
     this.labels.replaceChildren();
     const here = this.current();
     if (!here || !this.placement()) return;
-    const shown = this.items.filter((i) => i.instance === here.instance && i.frame === here.frame);
-    if (this.drawing && this.drawing.slice.instance === here.instance) shown.push({ ...this.drawing, live: true });
+    const shown = this.items.filter((i) => i.key === here.key);
+    if (this.drawing && this.drawing.slice.key === here.key) shown.push({ ...this.drawing, live: true });
+    if (this.vp.drawExtra) this.vp.drawExtra(g);
     for (const item of shown) this.drawItem(g, item);
   }
 

@@ -3,6 +3,13 @@
 // scroll; right-drag (or shift-drag) windows; ctrl-drag or pinch zooms; middle-drag (or alt-drag)
 // pans; presets by key and menu; the measuring tools (measure.js) draw with the left button.
 // Overlays are drawn here, never burned into the pixels.
+//
+// MPR: three viewports show axial, coronal and sagittal planes cut by the server through the
+// selected series' volume, each a stream like any other. Crosshairs are the lines where the
+// other two planes cross a view (computed from the plane geometry the server sends); a click
+// moves the crosshair there and scrolls the other views to it; [ and ] turn the other two
+// planes about the selected view's normal (oblique); a slab (MIP, MinIP, average) of a chosen
+// thickness is asked of the selected view.
 
 import { api, dv, el, da, pn, failed, mayExport, message, state } from "./common.js";
 import { PRESET_NAMES } from "./protocol.js";
@@ -16,7 +23,8 @@ const KEYS = [
   ["Right-drag or Shift-drag", "window / level"], ["1 … 7", "presets: " + PRESETS.map((p) => p[1]).join(", ")],
   ["0", "the series' own window"], ["Ctrl-drag, Ctrl-wheel, + −, pinch", "zoom"],
   ["Middle-drag or Alt-drag", "pan"], ["F", "fit"], ["R", "reset"], ["L", "next layout"],
-  ["C", "play / stop the series (cine)"], ["Tab", "next viewport"], ["Tool menu, left-drag", "measure (Esc: back to scrolling)"], ["?", "this help"],
+  ["C", "play / stop the series (cine)"], ["Tab", "next viewport"],
+  ["M", "MPR of the selected series (again: back)"], ["Click (MPR)", "move the crosshair"], ["[ ]", "turn the other planes (MPR, oblique)"], ["Tool menu, left-drag", "measure (Esc: back to scrolling)"], ["?", "this help"],
 ];
 
 /** Viewports and their statistics, for whoever wants to look (the end-to-end tests do). */
@@ -63,13 +71,58 @@ class Viewport {
     window.strata.viewports = window.strata.viewports.filter((v) => v !== this);
   }
 
-  open(study, series) {
+  /** Opens a series, or (with `mpr`: { plane, rotate }) a plane through its volume; `keep`
+   * keeps the window, zoom and slab (an MPR plane turned). */
+  open(study, series, mpr = null, keep = false) {
     this.series = null;
-    this.view = { slice: 0, window: null, preset: null, zoom: 1, pan: [0, 0] };
+    this.mpr = mpr;
+    const kept = this.view;
+    this.view = { slice: 0, window: null, preset: null, zoom: 1, pan: [0, 0], slab: null };
+    if (keep) Object.assign(this.view, { window: kept.window, preset: kept.preset, zoom: kept.zoom, pan: kept.pan, slab: kept.slab });
+    this.centreOnOpen = Boolean(mpr);
     this.errorBox.hidden = true;
     this.cine = { playing: false, fps: null, sent: 0, skipped: 0 };
-    this.worker.postMessage({ type: "open", message: { type: "open", study, series } });
+    const message = { type: "open", study, series };
+    if (mpr) message.mpr = mpr;
+    this.worker.postMessage({ type: "open", message });
     this.sendView({});
+  }
+
+  /** The patient point (mm) of image point [x, y] on the slice shown, in an MPR view. */
+  patientPoint([x, y], slice = this.view.slice) {
+    const m = this.series && this.series.mpr;
+    if (!m) return null;
+    const d = m.depths[slice];
+    return [0, 1, 2].map((i) => m.corner[i] + (x * m.across[i] + y * m.down[i]) * m.pixel_mm + d * m.normal[i]);
+  }
+
+  /** The slice of this MPR view nearest to patient point `p`. */
+  sliceAt(p) {
+    const m = this.series && this.series.mpr;
+    if (!m) return null;
+    const d = p[0] * m.normal[0] + p[1] * m.normal[1] + p[2] * m.normal[2];
+    let best = 0;
+    m.depths.forEach((v, i) => { if (Math.abs(v - d) < Math.abs(m.depths[best] - d)) best = i; });
+    return best;
+  }
+
+  /** Where the plane of `other` (an MPR view) crosses this one: a segment in image coordinates. */
+  crossing(other) {
+    const a = this.series && this.series.mpr;
+    const b = other.series && other.series.mpr;
+    if (!a || !b) return null;
+    const dot = (u, v) => u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+    // corner + (x across + y down) px + d normal, on the other plane: · n_b = d_b
+    const o = this.patientPoint([0, 0]);
+    const ax = dot(a.across, b.normal) * a.pixel_mm;
+    const ay = dot(a.down, b.normal) * a.pixel_mm;
+    const c = b.depths[other.view.slice] - dot(o, b.normal);
+    const w = this.series.columns;
+    const h = this.series.rows;
+    const ends = [];
+    if (Math.abs(ay) > 1e-9) for (const x of [0, w]) { const y = (c - ax * x) / ay; if (y >= 0 && y <= h) ends.push([x, y]); }
+    if (Math.abs(ax) > 1e-9) for (const y of [0, h]) { const x = (c - ay * y) / ax; if (x >= 0 && x <= w) ends.push([x, y]); }
+    return ends.length >= 2 ? [ends[0], ends[ends.length - 1]] : null;
   }
 
   viewportSize() {
@@ -83,6 +136,8 @@ class Viewport {
     Object.assign(this.view, change);
     const seq = ++this.seq;
     const message = { type: "view", seq, viewport: this.viewportSize(), zoom: this.view.zoom, pan: this.view.pan, slice: this.view.slice };
+    if (this.onView) this.onView(this);
+    if (this.mpr) message.slab = this.view.slab || { thickness: 0, mode: "mip" };
     if (this.view.preset) message.preset = this.view.preset;
     else if (this.view.window) message.window = this.view.window;
     else message.preset = "default"; // the server keeps what a view leaves out
@@ -148,6 +203,12 @@ class Viewport {
     if (m.type === "series") {
       this.series = m;
       this.errorBox.hidden = true;
+      if (this.centreOnOpen) {
+        // a plane opens at the middle of the volume
+        this.centreOnOpen = false;
+        this.sendView({ slice: Math.floor(m.slices / 2) });
+        if (this.onMpr) this.onMpr(this);
+      }
       this.drawOverlays();
       this.showReports();
     } else if (m.type === "cine") {
@@ -190,7 +251,16 @@ class Viewport {
     this.tl.textContent = `${pn(p.name || "")}\n${p.id || ""}\n${da(p.birth_date)} ${p.sex || ""}`;
     this.tr.textContent = `${da(st.date)} ${st.description || ""}\n${s.modality || ""} #${s.series_number || ""} ${s.series_description || ""}`;
     const cine = this.cine.playing ? `\n▶ ${this.cine.fps} fps` : "";
-    this.bl.textContent = `Slice ${this.view.slice + 1}/${s.slices}${cine}`;
+    const m = s.mpr;
+    let plane = "";
+    if (m) {
+      const slab = this.view.slab && this.view.slab.thickness > 0 ? ` ${this.view.slab.mode.toUpperCase()} ${this.view.slab.thickness} mm` : "";
+      const turned = m.rotate ? ` turned ${m.rotate.degrees}°` : "";
+      const notes = [m.even ? "" : `uneven slices ${m.spacing[0].toFixed(2)}–${m.spacing[1].toFixed(2)} mm`,
+        m.tilt_degrees > 0.5 ? `gantry tilt ${m.tilt_degrees.toFixed(1)}°` : ""].filter(Boolean).join(", ");
+      plane = `\nMPR ${m.plane}${turned}${slab}${notes ? `\n${notes}` : ""}`;
+    }
+    this.bl.textContent = `Slice ${this.view.slice + 1}/${s.slices}${cine}${plane}`;
     this.br.textContent = `${this.windowText()}\nZoom ${Math.round(this.view.zoom * 100)}%`;
     this.bl.dataset.slice = String(this.view.slice + 1);
   }
@@ -265,6 +335,11 @@ export async function openViewer(main, study) {
     title: "Cine rate in frames per second (empty: the series' own, from its Frame Time)", placeholder: "fps" });
   const cineButton = el("button", { type: "button", id: "cine", title: "Play the series as a loop (C)", onclick: () => toggleCine() }, "Play");
   const saveStatus = el("span", { id: "measure-status", class: "measure-status" });
+  const mprButton = el("button", { type: "button", id: "mpr", title: "Axial, coronal and sagittal planes of the selected series (M)", onclick: () => toggleMpr() }, "MPR");
+  const slabMode = el("select", { id: "slab-mode", "aria-label": "Slab", title: "Slab of the selected MPR view" },
+    el("option", { value: "" }, "One voxel"), el("option", { value: "mip" }, "MIP"),
+    el("option", { value: "minip" }, "MinIP"), el("option", { value: "average" }, "Average"));
+  const slabMm = el("input", { type: "number", id: "slab-mm", min: "0", max: "500", step: "1", value: "10", "aria-label": "Slab thickness in mm", title: "Slab thickness (mm)" });
   const tools = el("div", { class: "tools" },
     ["1x1", "1x2", "2x2"].map((l) => el("button", { type: "button", "data-layout": l, onclick: () => layout(l) }, l)),
     presetMenu,
@@ -272,6 +347,7 @@ export async function openViewer(main, study) {
     el("button", { type: "button", onclick: () => reset() }, "Reset"),
     toolMenu,
     cineButton, cineFps,
+    mprButton, slabMode, slabMm,
     el("button", { type: "button", id: "key-image", title: "Mark the slice shown as a key image (saved with the measurements)", onclick: () => markKey() }, "Key image"),
     el("button", { type: "button", id: "save-measurements", onclick: () => saveAll() }, "Save measurements"),
     saveStatus,
@@ -308,23 +384,101 @@ export async function openViewer(main, study) {
     else selected.play(cineRate());
   };
   cineFps.addEventListener("change", () => { if (selected && selected.cine.playing) selected.play(cineRate()); });
-  const show = (vp, uid) => { vp.seriesUid = uid; vp.open(study, uid); select(vp); };
+  const show = (vp, uid) => {
+    if (mprOf) { enterMpr(uid); return; }
+    vp.seriesUid = uid; vp.open(study, uid); select(vp);
+  };
+  const addViewport = () => {
+    const vp = new Viewport(grid, select);
+    vp.reports = reports;
+    vp.measure.tool = toolMenu.value || null;
+    vp.onCine = cineShown;
+    attachInput(vp);
+    viewports.push(vp);
+    return vp;
+  };
   const layout = (l) => {
     const n = { "1x1": 1, "1x2": 2, "2x2": 4 }[l];
+    if (mprOf) { mprOf = null; while (viewports.length) viewports.pop().close(); }
+    mprButton.classList.remove("active");
     grid.className = `grid l${l}`;
     while (viewports.length > n) viewports.pop().close();
     while (viewports.length < n) {
-      const vp = new Viewport(grid, select);
-      vp.reports = reports;
-      vp.measure.tool = toolMenu.value || null;
-      vp.onCine = cineShown;
-      attachInput(vp);
-      viewports.push(vp);
+      const vp = addViewport();
       const uid = dv(series[(viewports.length - 1) % series.length], "0020000E");
       show(vp, uid);
     }
     select(viewports[0]);
   };
+
+  // MPR: the series shown as three planes, the crosshair point (patient mm) they share, and
+  // the turn of the two planes other than the one whose crosshair was turned.
+  let mprOf = null;
+  let cross = null;
+  let turn = null;
+  const mprViews = () => viewports.filter((v) => v.mpr);
+  const drawCross = (vp, g) => {
+    for (const other of mprViews()) {
+      if (other === vp) continue;
+      const seg = vp.crossing(other);
+      if (!seg) continue;
+      const [a, b] = seg.map((p) => vp.measure.toScreen(p));
+      g.strokeStyle = { axial: "#4fc3f7", coronal: "#81c784", sagittal: "#ffb74d" }[other.mpr.plane] || "#ccc";
+      g.lineWidth = 1;
+      g.setLineDash([6, 4]);
+      g.beginPath();
+      g.moveTo(...a);
+      g.lineTo(...b);
+      g.stroke();
+      g.setLineDash([]);
+    }
+  };
+  /** Moves the crosshair to patient point p: the other views scroll to the slices holding it. */
+  const moveCross = (from, p) => {
+    cross = p;
+    for (const v of mprViews()) if (v !== from && v.series) v.sendView({ slice: v.sliceAt(p) });
+  };
+  const enterMpr = (uid) => {
+    uid = uid || (selected && selected.seriesUid);
+    if (!uid) return;
+    while (viewports.length) viewports.pop().close();
+    mprOf = uid;
+    cross = null;
+    turn = null;
+    grid.className = "grid l1x3";
+    mprButton.classList.add("active");
+    for (const plane of ["axial", "coronal", "sagittal"]) {
+      const vp = addViewport();
+      vp.seriesUid = uid;
+      vp.drawExtra = (g) => drawCross(vp, g);
+      // another view's slice moved: its line here moves with it
+      vp.onView = () => { for (const v of mprViews()) if (v !== vp) v.measure.draw(); };
+      vp.onClick = (at) => { const p = vp.patientPoint(at); if (p) moveCross(vp, p); };
+      vp.onMpr = () => { if (cross) vp.sendView({ slice: vp.sliceAt(cross) }); };
+      vp.open(study, uid, { plane });
+    }
+    select(viewports[0]);
+  };
+  const toggleMpr = () => (mprOf ? layout("1x1") : enterMpr());
+  /** Turns the two planes other than the selected one about its normal by `step` degrees. */
+  const turnPlanes = (step) => {
+    if (!mprOf || !selected || !selected.series || !selected.series.mpr) return;
+    const axis = selected.series.mpr.normal;
+    if (!turn || turn.view !== selected) turn = { view: selected, degrees: 0 };
+    turn.degrees = Math.round((turn.degrees + step) * 10) / 10;
+    for (const v of mprViews()) {
+      if (v === selected) continue;
+      const rotate = turn.degrees ? { axis, degrees: turn.degrees } : undefined;
+      v.open(study, mprOf, rotate ? { plane: v.mpr.plane, rotate } : { plane: v.mpr.plane }, true);
+    }
+  };
+  const slabChanged = () => {
+    if (!selected || !selected.mpr) return;
+    const mm = Number(slabMm.value);
+    selected.sendView({ slab: slabMode.value && mm > 0 ? { thickness: mm, mode: slabMode.value } : null });
+  };
+  slabMode.addEventListener("change", slabChanged);
+  slabMm.addEventListener("change", slabChanged);
   const reset = () => selected.sendView({ zoom: 1, pan: [0, 0], window: null, preset: null });
   const setTool = (tool) => {
     toolMenu.value = tool || "";
@@ -335,14 +489,15 @@ export async function openViewer(main, study) {
   let keyImages = [];
   const markKey = () => {
     const here = selected && selected.measure.current();
-    if (!here || keyImages.some((k) => k.instance === here.instance && k.frame === here.frame)) return;
+    if (!here || !here.instance || keyImages.some((k) => k.instance === here.instance && k.frame === here.frame)) return;
     keyImages.push({ series: here.series, instance: here.instance, frame: here.frame });
     saveStatus.textContent = `${keyImages.length} key image(s) marked`;
   };
   /** Every measurement not saved yet, of every viewport, as one Measurement Report, and the
    * key images marked as a Key Object Selection. */
   const saveAll = async () => {
-    const items = viewports.flatMap((v) => v.measure.items.filter((i) => i.answer && !i.saved));
+    // measurements on MPR planes are shown, not saved: a report references acquired images
+    const items = viewports.flatMap((v) => v.measure.items.filter((i) => i.answer && !i.saved && !i.mpr));
     if (!items.length && !keyImages.length) { saveStatus.textContent = "Nothing to save"; return; }
     saveStatus.textContent = "Saving…";
     try {
@@ -391,8 +546,11 @@ export async function openViewer(main, study) {
     else if (k === "-") selected.zoomBy(0.8);
     else if (k === "f" || k === "F") selected.sendView({ zoom: 1, pan: [0, 0] });
     else if (k === "r" || k === "R") reset();
-    else if (k === "l" || k === "L") layout({ 1: "1x2", 2: "2x2", 4: "1x1" }[viewports.length]);
+    else if (k === "l" || k === "L") layout(mprOf ? "1x1" : { 1: "1x2", 2: "2x2", 4: "1x1" }[viewports.length]);
     else if (k === "c" || k === "C") toggleCine();
+    else if (k === "m" || k === "M") toggleMpr();
+    else if (k === "[") turnPlanes(-5);
+    else if (k === "]") turnPlanes(5);
     else if (k === "Tab") select(viewports[(viewports.indexOf(selected) + 1) % viewports.length]);
     else if (k === "?") help.hidden = !help.hidden;
     else if (k === "Escape") setTool(null);
@@ -426,7 +584,7 @@ function attachInput(vp) {
       return;
     }
     const mode = e.button === 2 || e.shiftKey ? "window" : e.button === 1 || e.altKey ? "pan" : e.ctrlKey ? "zoom" : "scroll";
-    drag = { mode, x: e.clientX, y: e.clientY, acc: 0 };
+    drag = { mode, x: e.clientX, y: e.clientY, acc: 0, moved: 0 };
     box.setPointerCapture(e.pointerId);
     e.preventDefault();
   });
@@ -434,6 +592,7 @@ function attachInput(vp) {
     if (vp.measure.move(e) || !drag) return;
     const dx = e.clientX - drag.x;
     const dy = e.clientY - drag.y;
+    drag.moved += Math.abs(dx) + Math.abs(dy);
     drag.x = e.clientX;
     drag.y = e.clientY;
     if (drag.mode === "window") vp.windowBy(dx, dy);
@@ -448,7 +607,14 @@ function attachInput(vp) {
     }
   });
   const end = () => { drag = null; };
-  box.addEventListener("pointerup", (e) => { if (!vp.measure.up(e)) end(); });
+  box.addEventListener("pointerup", (e) => {
+    if (vp.measure.up(e)) return;
+    // a click without a drag, in an MPR view: the crosshair moves there
+    if (drag && drag.mode === "scroll" && drag.moved < 3 && vp.onClick && vp.measure.placement()) {
+      vp.onClick(vp.measure.toImage(e.clientX, e.clientY));
+    }
+    end();
+  });
   box.addEventListener("pointercancel", end);
 
   // Touch: one finger swipes through slices, two fingers pinch to zoom and move to pan.

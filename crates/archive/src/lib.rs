@@ -176,6 +176,7 @@ impl Archive {
                 max_frame_samples: config.render.max_frame_samples,
                 codec_workers,
             },
+            config.render.volume_bytes,
         );
         let media = Media::new(reads.clone(), pictures.clone(), index.clone());
         let archive = Arc::new(Archive {

@@ -643,6 +643,10 @@ pub struct RenderConfig {
     /// allocated for it; a larger frame is refused. A decoded frame keeps 4 bytes a sample, so
     /// this bounds what one decode can take.
     pub max_frame_samples: u64,
+    /// Bytes of volumes (a series' slices stacked for MPR, 2 bytes a voxel: a 512×512×400 CT
+    /// takes 200 MiB) held at once. Opening one more evicts the least recently used volume no
+    /// view is showing; a volume that cannot fit is refused, never allowed past this.
+    pub volume_bytes: u64,
     /// Memory a JPEG-LS or JPEG 2000 decoder process may take beyond what it holds when it
     /// starts (its address space is limited to that); an allocation past it ends the process
     /// and fails that frame alone.
@@ -672,6 +676,7 @@ impl Default for RenderConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cache_bytes: 1 << 30,
             max_frame_samples: DEFAULT_MAX_FRAME_SAMPLES,
+            volume_bytes: 1 << 30,
             codec_worker_memory_bytes: 1 << 30,
             codec_worker_seconds: 30,
             instance_memory_bytes: 256 << 20,
@@ -929,6 +934,9 @@ impl Config {
         }
         if self.render.instance_memory_bytes < 1 << 20 {
             return bad("render.instance_memory_bytes must be at least 1 MiB".into());
+        }
+        if self.render.volume_bytes < 1 << 20 {
+            return bad("render.volume_bytes must be at least 1 MiB".into());
         }
         if self.render.max_frame_samples == 0 {
             return bad("render.max_frame_samples must be at least 1".into());

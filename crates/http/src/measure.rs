@@ -29,6 +29,8 @@ use strata_core::audit::Outcome;
 use strata_index::query::{Key, Level, Query as IndexQuery};
 use strata_index::InstanceRef;
 use strata_render::measure::{self, Calibration, Kind, MeasureError, Measured};
+use strata_render::stream::{MprSpec, Rotation, SlabSpec};
+use strata_render::volume::{Slab, MAX_SLAB_MM};
 use strata_render::Priority;
 use strata_services::auth::Permission;
 use strata_services::ingest::Source;
@@ -69,11 +71,28 @@ struct Drawn {
 struct MeasureRequest {
     study: String,
     series: String,
-    instance: String,
+    /// An instance's frame, or else a plane of the series' volume (`mpr`).
+    #[serde(default)]
+    instance: Option<String>,
     #[serde(default)]
     frame: Option<u32>,
+    #[serde(default)]
+    mpr: Option<PlacePlane>,
     kind: String,
     points: Vec<[f64; 2]>,
+}
+
+/// Slice `slice` (0-based) of an MPR plane of the series, as the stream shows it (the same
+/// plane, rotation and slab), measured in the plane's image coordinates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlacePlane {
+    plane: String,
+    #[serde(default)]
+    rotate: Option<Rotation>,
+    slice: u32,
+    #[serde(default)]
+    slab: Option<SlabSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,14 +114,131 @@ async fn measure_one(
     caller.require(Permission::Rendered)?;
     let req = body(
         b,
-        "{study, series, instance, frame, kind, points: [[x, y], ...]}",
+        "{study, series, instance, frame, kind, points: [[x, y], ...]} or {study, series, mpr: {plane, rotate, slice, slab}, kind, points}",
     )?;
     let kind = kind_of(&req.kind)?;
-    let r = instance(&archive, &caller, &req.study, &req.series, &req.instance).await?;
-    let outcome = measured(&archive, &r, req.frame, kind, &req.points).await;
-    audit(&archive, &caller, "http.measure", &r, &outcome).await?;
-    let (m, frame) = outcome?;
-    Ok(Json(answer(&m, &r, frame, &req.points)))
+    match (&req.instance, &req.mpr) {
+        (Some(sop), None) => {
+            let r = instance(&archive, &caller, &req.study, &req.series, sop).await?;
+            let outcome = measured(&archive, &r, req.frame, kind, &req.points).await;
+            audit(&archive, &caller, "http.measure", &r, &outcome).await?;
+            let (m, frame) = outcome?;
+            Ok(Json(answer(&m, &r, frame, &req.points)))
+        }
+        (None, Some(place)) if req.frame.is_none() => {
+            measure_plane(&archive, &caller, &req, place, kind).await
+        }
+        _ => Err(Problem::bad_request(
+            "name an instance (and its frame) or an MPR plane, one of the two",
+        )),
+    }
+}
+
+/// A measurement on a slice of an MPR plane: the plane is cut through the series' volume as the
+/// stream cuts it, and measured like an acquired slice, its square pixels `pixel_mm` wide.
+async fn measure_plane(
+    archive: &Archive,
+    caller: &Caller,
+    req: &MeasureRequest,
+    place: &PlacePlane,
+    kind: Kind,
+) -> Result<Json<Value>, Problem> {
+    let study = path_uid(&req.study, "study")?;
+    let series = path_uid(&req.series, "series")?;
+    kind.check(&req.points)
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
+    let spec = MprSpec {
+        plane: place.plane.clone(),
+        rotate: place.rotate,
+    };
+    let plane = spec.plane().map_err(Problem::bad_request)?;
+    let slab = match place.slab {
+        Some(s) if !(s.thickness.is_finite() && (0.0..=MAX_SLAB_MM).contains(&s.thickness)) => {
+            return Err(Problem::bad_request(format!(
+                "slab thickness must be within 0 to {MAX_SLAB_MM} mm"
+            )))
+        }
+        Some(s) => (s.thickness > 0.0).then_some(Slab {
+            thickness_mm: s.thickness,
+            mode: s.mode,
+        }),
+        None => None,
+    };
+    let refs = archive
+        .reads()
+        .resolve(&study, Some(&series), None, caller.scope())
+        .await?;
+    let outcome = async {
+        let volume = archive
+            .pictures()
+            .volume(&refs)
+            .await
+            .map_err(render_problem)?;
+        let layout = Arc::new(volume.layout(plane, crate::stream::MPR_MAX_SIDE));
+        if place.slice as usize >= layout.depths.len() {
+            return Err(Problem::not_found(format!(
+                "slice {} of the plane does not exist (it has {})",
+                place.slice,
+                layout.depths.len()
+            )));
+        }
+        let f = archive
+            .pictures()
+            .reformat(
+                volume,
+                layout.clone(),
+                place.slice as usize,
+                slab,
+                Priority::Interactive,
+            )
+            .await
+            .map_err(render_problem)?;
+        let meta: Value = serde_json::from_str(&refs[0].metadata).unwrap_or(Value::Null);
+        let first = |tag: &str| meta[tag]["Value"][0].as_str().map(str::to_string);
+        let unit = measure::value_unit(
+            first("00080060").as_deref().unwrap_or(""),
+            first("00281054").as_deref(),
+        );
+        let calibration = Calibration::PixelSpacing {
+            row_mm: layout.pixel_mm,
+            column_mm: layout.pixel_mm,
+        };
+        measure::measure(
+            kind,
+            &req.points,
+            &f.frame,
+            &f.presentation,
+            calibration,
+            &unit,
+        )
+        .map_err(|e| match e {
+            MeasureError::Points(_) => Problem::bad_request(e.to_string()),
+            _ => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        })
+    }
+    .await;
+    let (result, detail) = match &outcome {
+        Ok(_) => (
+            Outcome::Success,
+            format!("series {series}, MPR {} slice {}", place.plane, place.slice),
+        ),
+        Err(p) => (Outcome::Failure, format!("{}: {}", p.status, p.detail)),
+    };
+    let event = caller
+        .event("http.measure", result)
+        .patient(Some(refs[0].patient_id.clone()), Some(study.clone()))
+        .detail(detail);
+    archive
+        .audit()
+        .record_read(event)
+        .await
+        .map_err(Problem::internal)?;
+    let m = outcome?;
+    let mut v = serde_json::to_value(&m).unwrap_or(Value::Null);
+    v["series"] = json!(series);
+    v["mpr"] = json!({"plane": place.plane, "slice": place.slice});
+    v["points"] = json!(req.points);
+    Ok(Json(v))
 }
 
 /// `POST /api/reports`

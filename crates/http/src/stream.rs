@@ -17,6 +17,13 @@
 //! a slow client sees the loop at its true speed with fewer frames. No still is sent while
 //! playing; stopping settles on the slice shown with its lossless still.
 //!
+//! MPR (`open` with `mpr`): the session shows a plane (axial, coronal, sagittal, or one of
+//! them turned about an axis) cut through the series' volume instead of its own slices; the
+//! slices it scrolls through are the plane's depths, and a view may ask for a slab (MIP, MinIP,
+//! average). The `series` message then carries the plane's geometry (`mpr`), so the client can
+//! draw where other planes cross it. The volume is the archive's, shared by every view of the
+//! series and kept within `render.volume_bytes`.
+//!
 //! What crosses the socket is series metadata (JSON), frames, stills and errors: never DICOM
 //! bytes or original pixel values. Opening a series is audited like any access to patient data,
 //! and so is each image the session shows, the first time it shows it (`http.stream.view`,
@@ -40,9 +47,10 @@ use strata_core::audit::Outcome;
 use strata_render::h264::{self, EncodedFrame, H264Encoder};
 use strata_render::picture::png;
 use strata_render::stream::{
-    place, ClientMessage, Header, OpenSeries, OpenedSeries, Play, ViewState, FLAG_KEYFRAME,
-    FLAG_RGB, HEADER_LEN, KIND_FRAME, KIND_STILL, MAX_IN_FLIGHT, STILL_AFTER,
+    place, ClientMessage, Header, MprSpec, OpenSeries, OpenedSeries, Play, ViewState,
+    FLAG_KEYFRAME, FLAG_RGB, HEADER_LEN, KIND_FRAME, KIND_STILL, MAX_IN_FLIGHT, STILL_AFTER,
 };
+use strata_render::volume::{Layout, Volume};
 use strata_render::{Priority, Rendered};
 use strata_services::auth::Holder;
 use strata_services::auth::Permission;
@@ -221,10 +229,42 @@ impl Cine {
     }
 }
 
+/// The largest side of a reformatted image, in pixels: a volume wider than this many of its
+/// finest voxels is shown with coarser ones.
+pub const MPR_MAX_SIDE: u32 = 1024;
+
+/// An MPR view: the series' volume and how the plane cuts it.
+struct Mpr {
+    volume: Arc<Volume>,
+    layout: Arc<Layout>,
+}
+
+/// The plane's geometry as the `series` message gives it: where image point (x, y) of slice k
+/// lies is `corner + x·pixel_mm·across + y·pixel_mm·down + depths[k]·normal` (patient
+/// coordinates, mm).
+pub fn mpr_metadata(spec: &MprSpec, volume: &Volume, layout: &Layout) -> Value {
+    let g = &volume.geometry;
+    json!({
+        "plane": spec.plane,
+        "rotate": spec.rotate.map(|r| json!({"axis": r.axis, "degrees": r.degrees})),
+        "across": layout.plane.across,
+        "down": layout.plane.down,
+        "normal": layout.plane.normal,
+        "corner": layout.corner,
+        "pixel_mm": layout.pixel_mm,
+        "depths": layout.depths,
+        "source_slices": g.depths.len(),
+        "spacing": [g.spacing.0, g.spacing.1],
+        "even": g.even(),
+        "tilt_degrees": g.tilt_degrees,
+    })
+}
+
 struct Session {
     archive: Arc<Archive>,
     caller: Caller,
     series: Option<OpenedSeries>,
+    mpr: Option<Mpr>,
     state: ViewState,
     /// The state changed since the last frame (or a keyframe was asked for).
     pending: bool,
@@ -276,6 +316,7 @@ async fn serve(
         archive,
         caller,
         series: None,
+        mpr: None,
         state: ViewState::default(),
         pending: false,
         input_seq: 0,
@@ -299,6 +340,15 @@ async fn serve(
 }
 
 impl Session {
+    /// The slices the open series scrolls through: its own, or its MPR plane's depths.
+    fn slice_count(&self) -> u32 {
+        match (&self.mpr, &self.series) {
+            (Some(m), _) => m.layout.depths.len() as u32,
+            (None, Some(s)) => s.slices.len() as u32,
+            (None, None) => 0,
+        }
+    }
+
     /// Audits the first showing of an image in this session, while its frame goes out (a
     /// scroll through a series must not wait on the trail's commit for every slice). False
     /// once any view of the session failed to be recorded: then nothing more is shown.
@@ -390,16 +440,19 @@ impl Session {
     /// The next step of a cine loop: the slice after the one shown (or after the ones skipped),
     /// to be rendered as soon as the client has room for a frame.
     fn step(&mut self, now: Instant) {
-        let (Some(cine), Some(series)) = (&mut self.cine, &self.series) else {
+        let n = u64::from(self.slice_count());
+        let Some(cine) = &mut self.cine else {
             return;
         };
+        if n == 0 {
+            return;
+        }
         let steps = cine.steps_due(now);
         if steps == 0 {
             return;
         }
         // a step still pending was never shown, nor were the ones missed
         cine.skipped += steps - 1 + u32::from(self.pending);
-        let n = series.slices.len() as u64;
         self.state.slice = ((u64::from(self.state.slice) + u64::from(steps)) % n) as u32;
         self.input_at = now;
         self.pending = self.state.frame.is_some();
@@ -428,11 +481,16 @@ impl Session {
                 self.open(o, at, tx).await?
             }
             ClientMessage::View(c) => {
-                let Some(series) = &self.series else {
+                if self.series.is_none() {
                     send_json(tx, error_message(Some(c.seq), "open a series first")).await?;
                     return Ok(true);
-                };
-                match self.state.apply(&c, series.slices.len() as u32) {
+                }
+                if c.slab.is_some() && self.mpr.is_none() {
+                    let e = "a slab is for MPR views: open the series with mpr";
+                    send_json(tx, error_message(Some(c.seq), e)).await?;
+                    return Ok(true);
+                }
+                match self.state.apply(&c, self.slice_count()) {
                     Ok(next) => {
                         if next.qp != self.state.qp {
                             self.force_keyframe = true;
@@ -520,9 +578,30 @@ impl Session {
         };
         let opened = found.and_then(|refs| {
             let opened = open_series(&refs)?;
-            Ok((refs[0].patient_id.clone(), opened))
+            Ok((refs[0].patient_id.clone(), opened, refs))
         });
-        let (patient, opened) = match opened {
+        let opened = match (opened, &o.mpr) {
+            (Ok((patient, mut opened, refs)), Some(spec)) => {
+                match self.open_mpr(spec, &refs).await {
+                    Ok((mpr, detail)) => {
+                        // the plane's depths are the slices; it has no instances of its own
+                        let m = &mut opened.metadata;
+                        m["slices"] = json!(mpr.layout.depths.len());
+                        m["positions"] = json!(mpr.layout.depths);
+                        m["instances"] = json!([]);
+                        m["rows"] = json!(mpr.layout.rows);
+                        m["columns"] = json!(mpr.layout.columns);
+                        m["pixel_spacing"] = json!([mpr.layout.pixel_mm, mpr.layout.pixel_mm]);
+                        m["mpr"] = detail;
+                        Ok((patient, opened, Some(mpr)))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (Ok((patient, opened, _)), None) => Ok((patient, opened, None)),
+            (Err(e), _) => Err(e),
+        };
+        let (patient, opened, mpr) = match opened {
             Ok(x) => x,
             Err(e) => {
                 // A caller limited to one person's studies is refused here as an HTTP route
@@ -548,11 +627,16 @@ impl Session {
             .caller
             .event("http.stream.open", Outcome::Success)
             .patient(Some(patient.clone()), Some(opened.study.clone()))
-            .detail(format!(
-                "series {}, {} slices",
-                opened.series,
-                opened.slices.len()
-            ));
+            .detail(match &mpr {
+                None => format!("series {}, {} slices", opened.series, opened.slices.len()),
+                Some(m) => format!(
+                    "series {}, {} slices, MPR {} of {} planes",
+                    opened.series,
+                    opened.slices.len(),
+                    o.mpr.as_ref().map_or("", |s| s.plane.as_str()),
+                    m.layout.depths.len()
+                ),
+            });
         if let Err(e) = self.archive.audit().record_read(event).await {
             // no access without its audit event
             tracing::error!("audit failed: {e}");
@@ -568,6 +652,7 @@ impl Session {
             ..ViewState::default()
         };
         self.series = Some(opened);
+        self.mpr = mpr;
         self.cine = None;
         // the first frame waits for the client's first view state, so every frame answers an
         // input of this series
@@ -579,6 +664,30 @@ impl Session {
         Ok(())
     }
 
+    /// The series' volume and the plane asked for, with the plane's geometry for the client.
+    async fn open_mpr(
+        &self,
+        spec: &MprSpec,
+        refs: &[strata_index::InstanceRef],
+    ) -> Result<(Mpr, Value), String> {
+        let plane = spec.plane()?;
+        let volume = self
+            .archive
+            .pictures()
+            .volume(refs)
+            .await
+            .map_err(|e| format!("no MPR of this series: {e}"))?;
+        let layout = volume.layout(plane, MPR_MAX_SIDE);
+        let detail = mpr_metadata(spec, &volume, &layout);
+        Ok((
+            Mpr {
+                volume,
+                layout: Arc::new(layout),
+            },
+            detail,
+        ))
+    }
+
     /// Renders the newest state, encodes and sends it.
     async fn send_frame(&mut self, tx: &mut Sink) -> Result<(), StreamError> {
         self.pending = false;
@@ -587,32 +696,51 @@ impl Session {
         };
         let state = self.state;
         let input_seq = self.input_seq;
-        let slice = &series.slices[state.slice as usize];
         let started = Instant::now();
-        let rendered = self
-            .archive
-            .pictures()
-            .render(
-                &slice.sop_uid,
-                slice.frame,
-                state.view(),
-                Priority::Interactive,
-            )
-            .await;
+        let (rendered, shown_as) = match &self.mpr {
+            Some(m) => (
+                self.archive
+                    .pictures()
+                    .render_plane(
+                        m.volume.clone(),
+                        m.layout.clone(),
+                        state.slice as usize,
+                        state.slab,
+                        state.view(),
+                        Priority::Interactive,
+                    )
+                    .await,
+                // a plane shows every instance of the series: its view is recorded as the series'
+                format!("series {} (MPR)", series.series),
+            ),
+            None => {
+                let slice = &series.slices[state.slice as usize];
+                let r = self
+                    .archive
+                    .pictures()
+                    .render(
+                        &slice.sop_uid,
+                        slice.frame,
+                        state.view(),
+                        Priority::Interactive,
+                    )
+                    .await;
+                (r, slice.sop_uid.clone())
+            }
+        };
         let rendered = match rendered {
             Ok(r) => Arc::new(r),
             Err(e) => {
                 let msg = format!(
                     "slice {} of {} of series {} cannot be shown: {e}",
                     state.slice + 1,
-                    series.slices.len(),
+                    self.slice_count(),
                     series.series
                 );
                 return send_json(tx, error_message(Some(input_seq), &msg)).await;
             }
         };
-        let sop_uid = slice.sop_uid.clone();
-        if !self.audit_view(sop_uid) {
+        if !self.audit_view(shown_as) {
             self.series = None;
             let msg = error_message(Some(input_seq), "the archive cannot record the access now");
             return send_json(tx, msg).await;
@@ -623,14 +751,16 @@ impl Session {
         let rendered_at = Instant::now();
         // While the user scrolls, decode the neighbouring slices before they are asked for.
         let here = state.slice as usize;
-        let neighbours: Vec<String> = series
-            .slices
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| s.frame == 0 && *i != here && i.abs_diff(here) <= PREFETCH_SLICES)
-            .map(|(_, s)| s.sop_uid.clone())
-            .collect();
-        self.archive.pictures().prefetch(&neighbours);
+        if self.mpr.is_none() {
+            let neighbours: Vec<String> = series
+                .slices
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| s.frame == 0 && *i != here && i.abs_diff(here) <= PREFETCH_SLICES)
+                .map(|(_, s)| s.sop_uid.clone())
+                .collect();
+            self.archive.pictures().prefetch(&neighbours);
+        }
         let mut encoder = match self.encoder.take() {
             Some(e) if e.width() == fw && e.height() == fh => e,
             _ => {

@@ -4,7 +4,8 @@
 //! PS3.3 C.11 grey pipeline (modality LUT, VOI LUT, presentation) and resamples to the
 //! viewport; [`pool`] runs both on worker threads by priority and caches decoded frames;
 //! [`measure`] computes lengths, angles and region statistics from stored values; [`h264`] encodes what a viewer sees as video and [`picture`] as PNG or JPEG; [`stream`] is the
-//! render stream's wire format, view state and series geometry. This crate reads no storage and
+//! render stream's wire format, view state and series geometry; [`volume`] stacks a series into
+//! a volume and cuts planes and slabs through it (MPR, MIP). This crate reads no storage and
 //! speaks no HTTP: the services hand it stored bytes, the doors carry its output.
 
 pub mod decode;
@@ -14,6 +15,7 @@ pub mod picture;
 pub mod pipeline;
 pub mod pool;
 pub mod stream;
+pub mod volume;
 
 pub use decode::worker::CodecWorkers;
 pub use decode::{decode_frame, decode_frame_within, DecodeLimits};

@@ -1,13 +1,17 @@
 //! Pictures of stored instances: the one way anything shows pixels (`/rendered`, thumbnails,
 //! WADO-URI pictures, the stream). A frame is read through [`Reads`] (verified, decrypted,
 //! repaired), decoded on the render pool and cached there; each view of it is rendered from the
-//! cached frame.
+//! cached frame. Volumes for MPR are built from a series' decoded slices and kept within
+//! `render.volume_bytes` ([`Pictures::volume`]).
 
 use crate::reads::Reads;
-use std::sync::Arc;
+use futures::StreamExt;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use strata_index::InstanceRef;
 use strata_render::picture::{self, PictureFormat};
 use strata_render::stream::{OpenedSeries, SeriesInstance};
+use strata_render::volume::{Geometry, Layout, Slab, Volume};
 use strata_render::{CachedFrame, DecodeLimits, Priority, RenderError, RenderPool, Rendered, View};
 
 #[derive(Clone)]
@@ -16,15 +20,196 @@ pub struct Pictures {
     pool: Arc<RenderPool>,
     /// The configured bounds every decode runs within (`render.max_frame_samples`, ...).
     limits: DecodeLimits,
+    volumes: Arc<Volumes>,
+}
+
+/// The volumes built for MPR, by series, least recently used first, and the bytes they may take.
+struct Volumes {
+    budget: u64,
+    held: Mutex<Vec<(String, Arc<Volume>)>>,
+    /// One volume is built at a time: its bytes are made room for before it is allocated.
+    building: tokio::sync::Mutex<()>,
+}
+
+impl Volumes {
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<(String, Arc<Volume>)>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The series' volume when it is held (now the most recently used).
+    fn get(&self, series: &str) -> Option<Arc<Volume>> {
+        let mut held = self.held();
+        let i = held.iter().position(|(s, _)| s == series)?;
+        let entry = held.remove(i);
+        let v = entry.1.clone();
+        held.push(entry);
+        Some(v)
+    }
+
+    /// Makes room for `bytes` more: evicts the least recently used volumes no view holds.
+    fn make_room(&self, bytes: u64) -> Result<(), String> {
+        let mb = |b: u64| b.div_ceil(1 << 20);
+        if bytes > self.budget {
+            return Err(format!(
+                "the series' volume takes {} MiB, more than render.volume_bytes allows ({} MiB)",
+                mb(bytes),
+                mb(self.budget)
+            ));
+        }
+        let mut held = self.held();
+        let total =
+            |h: &[(String, Arc<Volume>)]| h.iter().map(|(_, v)| v.geometry.bytes()).sum::<u64>();
+        while total(&held) + bytes > self.budget {
+            // the cache's own reference is the only one: no view shows it
+            let Some(i) = held.iter().position(|(_, v)| Arc::strong_count(v) == 1) else {
+                return Err(format!(
+                    "the volumes being viewed take {} of the {} MiB of render.volume_bytes: close an MPR view first",
+                    mb(total(&held)),
+                    mb(self.budget)
+                ));
+            };
+            let (series, _) = held.remove(i);
+            tracing::debug!(series, "volume evicted");
+        }
+        Ok(())
+    }
+
+    /// Bytes of the volumes held now.
+    fn bytes(&self) -> u64 {
+        self.held().iter().map(|(_, v)| v.geometry.bytes()).sum()
+    }
 }
 
 impl Pictures {
-    pub fn new(reads: Reads, pool: Arc<RenderPool>, limits: DecodeLimits) -> Pictures {
+    pub fn new(
+        reads: Reads,
+        pool: Arc<RenderPool>,
+        limits: DecodeLimits,
+        volume_bytes: u64,
+    ) -> Pictures {
         Pictures {
             reads,
             pool,
             limits,
+            volumes: Arc::new(Volumes {
+                budget: volume_bytes,
+                held: Mutex::new(Vec::new()),
+                building: tokio::sync::Mutex::new(()),
+            }),
         }
+    }
+
+    /// The volume of a series (its instances as the catalog lists them) for MPR: held, else
+    /// built from its decoded slices within `render.volume_bytes`. A series that is not one
+    /// stack of parallel single-frame slices is refused with the reason.
+    pub async fn volume(&self, refs: &[InstanceRef]) -> Result<Arc<Volume>, RenderInstanceError> {
+        let unsupported = |e: String| RenderInstanceError::Render(RenderError::Unsupported(e));
+        let series = refs
+            .first()
+            .map(|r| r.series_uid.clone())
+            .unwrap_or_default();
+        if let Some(v) = self.volumes.get(&series) {
+            return Ok(v);
+        }
+        let _building = self.volumes.building.lock().await;
+        if let Some(v) = self.volumes.get(&series) {
+            return Ok(v);
+        }
+        let started = Instant::now();
+        let mut slices = Vec::new();
+        let mut sops = Vec::new();
+        for r in refs {
+            let meta: serde_json::Value = serde_json::from_str(&r.metadata).unwrap_or_default();
+            if meta.get("00280010").is_none() {
+                continue; // a report or a presentation state among the images
+            }
+            let g = strata_render::stream::slice_geometry(&meta).ok_or_else(|| {
+                unsupported(format!(
+                    "instance {} is not a single-frame slice with Image Position, Image Orientation and Pixel Spacing: MPR needs a stack of them",
+                    r.sop_uid
+                ))
+            })?;
+            slices.push(g);
+            sops.push(r.sop_uid.clone());
+        }
+        let (geometry, order) = Geometry::new(&slices).map_err(unsupported)?;
+        self.volumes
+            .make_room(geometry.bytes())
+            .map_err(unsupported)?;
+        let mut volume = Volume::new(geometry);
+        let wanted: Vec<(usize, String)> = order
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| (k, sops[i].clone()))
+            .collect();
+        let pictures = self.clone();
+        let mut decoded = futures::stream::iter(wanted)
+            .map(move |(k, sop)| {
+                let pictures = pictures.clone();
+                async move {
+                    (
+                        k,
+                        pictures.decoded_frame(&sop, 0, Priority::Interactive).await,
+                    )
+                }
+            })
+            .buffer_unordered(VOLUME_DECODES);
+        while let Some((k, frame)) = decoded.next().await {
+            volume.put(k, &*frame?)?;
+        }
+        let volume = Arc::new(volume);
+        self.volumes.held().push((series.clone(), volume.clone()));
+        tracing::debug!(
+            series,
+            slices = order.len(),
+            ms = started.elapsed().as_millis() as u64,
+            held_bytes = self.volumes.bytes(),
+            "volume built"
+        );
+        Ok(volume)
+    }
+
+    /// Bytes of the volumes held for MPR now.
+    pub fn volume_bytes(&self) -> u64 {
+        self.volumes.bytes()
+    }
+
+    /// Slice `index` of `layout` through `volume` (a slab when asked), on the pool.
+    pub async fn reformat(
+        &self,
+        volume: Arc<Volume>,
+        layout: Arc<Layout>,
+        index: usize,
+        slab: Option<Slab>,
+        priority: Priority,
+    ) -> Result<CachedFrame, RenderInstanceError> {
+        self.pool
+            .run(priority, "reformat", move || {
+                volume.reformat(&layout, index, slab)
+            })
+            .await
+            .map_err(|e| RenderError::Decode(e.to_string()))?
+            .map_err(RenderInstanceError::Render)
+    }
+
+    /// [`Pictures::reformat`], rendered as `view` asks.
+    pub async fn render_plane(
+        &self,
+        volume: Arc<Volume>,
+        layout: Arc<Layout>,
+        index: usize,
+        slab: Option<Slab>,
+        view: View,
+        priority: Priority,
+    ) -> Result<Rendered, RenderInstanceError> {
+        self.pool
+            .run(priority, "render", move || {
+                let f = volume.reformat(&layout, index, slab)?;
+                strata_render::render(&f.frame, &f.presentation, &view)
+            })
+            .await
+            .map_err(|e| RenderError::Decode(e.to_string()))?
+            .map_err(RenderInstanceError::Render)
     }
 
     /// Renders frame `frame` (0-based) of the stored instance `sop_uid` as `view` asks. The one entry
@@ -147,6 +332,9 @@ impl Pictures {
     }
 }
 
+/// Slices of a volume decoded at once while it is built.
+const VOLUME_DECODES: usize = 8;
+
 /// Instances larger than this are rendered from their header and the frame's own bytes (see
 /// [`Reads::frame_object`]) rather than read whole.
 const LOCATE_FRAMES_ABOVE: u64 = 32 << 20;
@@ -174,4 +362,54 @@ pub enum RenderInstanceError {
     Render(#[from] RenderError),
     #[error("cannot encode the picture: {0}")]
     Encode(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_render::volume::SliceGeometry;
+
+    /// A volume of two `side`² slices: 4·side² bytes.
+    fn volume(side: u32) -> Arc<Volume> {
+        let slice = |z: f64| SliceGeometry {
+            position: [0.0, 0.0, z],
+            orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            pixel_spacing: (1.0, 1.0),
+            rows: side,
+            columns: side,
+        };
+        let (g, _) = Geometry::new(&[slice(0.0), slice(1.0)]).unwrap();
+        Arc::new(Volume::new(g))
+    }
+
+    #[test]
+    fn volumes_no_view_holds_are_evicted_oldest_first_and_never_past_the_budget() {
+        let v = Volumes {
+            budget: 1000,
+            held: Mutex::new(Vec::new()),
+            building: tokio::sync::Mutex::new(()),
+        };
+        let series = |v: &Volumes| v.held().iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
+        for name in ["a", "b"] {
+            v.make_room(400).unwrap();
+            v.held().push((name.into(), volume(10)));
+        }
+        // a view shows a: it is now the most recently used, and held
+        let shown_a = v.get("a").unwrap();
+        assert_eq!(series(&v), ["b", "a"]);
+        v.make_room(400).unwrap();
+        assert_eq!(series(&v), ["a"], "b, shown by no view, made room");
+        v.held().push(("c".into(), volume(10)));
+        let shown_c = v.get("c").unwrap();
+        let e = v.make_room(400).unwrap_err();
+        assert!(e.contains("being viewed"), "{e}");
+        assert_eq!(v.bytes(), 800);
+        drop(shown_a);
+        v.make_room(400).unwrap();
+        assert_eq!(series(&v), ["c"]);
+        let e = v.make_room(2000).unwrap_err();
+        assert!(e.contains("render.volume_bytes"), "{e}");
+        assert!(v.bytes() <= 1000);
+        drop(shown_c);
+    }
 }

@@ -759,6 +759,34 @@ pub enum Target {
         value: i32,
         background: i32,
     },
+    /// Two balls in patient coordinates (mm, as Image Position (Patient) places the slices):
+    /// every voxel whose centre lies within a ball's radius takes its value, the second ball's
+    /// where they meet. A sphere for MPR's geometry and a bright point for its slabs.
+    Balls { balls: [Ball; 2], background: i32 },
+}
+
+/// A ball of a [`Target::Balls`] phantom.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ball {
+    pub centre: [f64; 3],
+    pub radius_mm: f64,
+    pub value: i32,
+}
+
+impl InstanceSpec {
+    /// The patient position (mm) of the centre of pixel (column, row) of this instance: its
+    /// Image Position (Patient) is the first pixel's centre, rows along +x, columns along +y.
+    pub fn patient_point(&self, column: u32, row: u32) -> [f64; 3] {
+        let half_w = self.pixel_spacing * f64::from(self.cols) / 2.0;
+        let half_h = self.pixel_spacing * f64::from(self.rows) / 2.0;
+        [
+            ds(-half_w).parse::<f64>().unwrap_or(-half_w) + f64::from(column) * self.pixel_spacing,
+            ds(-half_h).parse::<f64>().unwrap_or(-half_h) + f64::from(row) * self.pixel_spacing,
+            ds(self.z_position)
+                .parse::<f64>()
+                .unwrap_or(self.z_position),
+        ]
+    }
 }
 
 impl Target {
@@ -791,6 +819,18 @@ impl Target {
                 } else {
                     background
                 }
+            }
+            Target::Balls { balls, background } => {
+                let p = spec.patient_point(column, row);
+                let within = |b: &Ball| {
+                    let d: f64 = (0..3).map(|i| (p[i] - b.centre[i]).powi(2)).sum();
+                    d.sqrt() <= b.radius_mm
+                };
+                balls
+                    .iter()
+                    .rev()
+                    .find(|b| within(b))
+                    .map_or(background, |b| b.value)
             }
         }
     }

@@ -78,6 +78,51 @@ impl Play {
 pub struct OpenSeries {
     pub study: String,
     pub series: String,
+    /// Opens the series as a plane cut through its volume instead of its own slices.
+    #[serde(default)]
+    pub mpr: Option<MprSpec>,
+}
+
+/// A plane of the patient through a series' volume: `axial`, `coronal` or `sagittal`, turned
+/// `degrees` about `axis` (patient coordinates) when oblique.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MprSpec {
+    pub plane: String,
+    #[serde(default)]
+    pub rotate: Option<Rotation>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    pub axis: [f64; 3],
+    pub degrees: f64,
+}
+
+impl MprSpec {
+    /// The plane asked for, checked.
+    pub fn plane(&self) -> Result<crate::volume::Plane, String> {
+        let o = crate::volume::Orientation::parse(&self.plane).ok_or_else(|| {
+            format!(
+                "unknown plane {:?}: one of axial, coronal, sagittal",
+                self.plane
+            )
+        })?;
+        let plane = crate::volume::Plane::standard(o);
+        match self.rotate {
+            None => Ok(plane),
+            Some(r) => plane.rotated(r.axis, r.degrees),
+        }
+    }
+}
+
+/// A slab of an MPR view: `thickness` mm (0: one voxel) shown as `mode`.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct SlabSpec {
+    pub thickness: f64,
+    pub mode: crate::volume::SlabMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +155,8 @@ pub struct ViewChange {
     pub pan: Option<[f64; 2]>,
     pub viewport: Option<[u32; 2]>,
     pub qp: Option<u8>,
+    /// MPR views only.
+    pub slab: Option<SlabSpec>,
 }
 
 /// The frame size for a viewport: even, within what the encoder takes.

@@ -61,6 +61,28 @@ fn text(attrs: &Value, tag: &str) -> Option<String> {
     }
 }
 
+/// Where a single-frame image lies, from its metadata (Image Position and Orientation (Patient),
+/// Pixel Spacing, Rows, Columns): None when any is missing or it holds several frames.
+pub fn slice_geometry(attrs: &Value) -> Option<crate::volume::SliceGeometry> {
+    let frames = numbers(attrs, "00280008")
+        .and_then(|v| v.first().copied())
+        .unwrap_or(1.0);
+    let p = numbers(attrs, "00200032")?;
+    let o = numbers(attrs, "00200037")?;
+    let s = numbers(attrs, "00280030")?;
+    let first = |tag: &str| numbers(attrs, tag)?.first().copied();
+    if frames > 1.0 || p.len() != 3 || o.len() != 6 || s.len() != 2 {
+        return None;
+    }
+    Some(crate::volume::SliceGeometry {
+        position: [p[0], p[1], p[2]],
+        orientation: [o[0], o[1], o[2], o[3], o[4], o[5]],
+        pixel_spacing: (s[0], s[1]),
+        rows: first("00280010")? as u32,
+        columns: first("00280011")? as u32,
+    })
+}
+
 /// The rate an instance asks to be played at: 1000 / Frame Time (0018,1063, ms) for a clip,
 /// else its Cine Rate (0018,0040) or Recommended Display Frame Rate (0008,2144); else
 /// [`CINE_DEFAULT_FPS`]. Kept within what the stream plays.

@@ -1,6 +1,7 @@
 //! The newest view state of a viewing session, and how a client's change applies to it.
 
 use super::protocol::{frame_size, preset_window, ViewChange, PRESETS};
+use crate::volume::{Slab, MAX_SLAB_MM};
 use crate::{h264, View, VoiFunction, Window};
 
 /// Which window the viewer asked for.
@@ -21,6 +22,8 @@ pub struct ViewState {
     /// Frame size: the viewport rounded down to even and capped.
     pub frame: Option<(u32, u32)>,
     pub qp: u8,
+    /// The slab of an MPR view (None: one voxel thick).
+    pub slab: Option<Slab>,
 }
 
 impl Default for ViewState {
@@ -32,6 +35,7 @@ impl Default for ViewState {
             pan: (0.0, 0.0),
             frame: None,
             qp: h264::DEFAULT_QP,
+            slab: None,
         }
     }
 }
@@ -96,6 +100,18 @@ impl ViewState {
             }
             s.qp = q;
         }
+        if let Some(slab) = c.slab {
+            let t = slab.thickness;
+            if !(t.is_finite() && (0.0..=MAX_SLAB_MM).contains(&t)) {
+                return Err(format!(
+                    "slab thickness must be within 0 to {MAX_SLAB_MM} mm (got {t})"
+                ));
+            }
+            s.slab = (t > 0.0).then_some(Slab {
+                thickness_mm: t,
+                mode: slab.mode,
+            });
+        }
         Ok(s)
     }
 
@@ -135,10 +151,36 @@ mod tests {
             r#"{"type":"view","seq":1,"window":{"center":1,"width":0}}"#,
             r#"{"type":"view","seq":1,"zoom":0}"#,
             r#"{"type":"view","seq":1,"qp":60}"#,
+            r#"{"type":"view","seq":1,"slab":{"thickness":-1,"mode":"mip"}}"#,
+            r#"{"type":"view","seq":1,"slab":{"thickness":900,"mode":"mip"}}"#,
         ] {
             assert!(s.apply(&parse(bad), 5).is_err(), "{bad}");
         }
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"view","seq":1,"x":2}"#).is_err());
+        let slab = s
+            .apply(
+                &parse(r#"{"type":"view","seq":4,"slab":{"thickness":10,"mode":"minip"}}"#),
+                5,
+            )
+            .unwrap();
+        assert_eq!(
+            slab.slab,
+            Some(Slab {
+                thickness_mm: 10.0,
+                mode: crate::volume::SlabMode::Minip
+            })
+        );
+        let thin = slab
+            .apply(
+                &parse(r#"{"type":"view","seq":5,"slab":{"thickness":0,"mode":"mip"}}"#),
+                5,
+            )
+            .unwrap();
+        assert_eq!(thin.slab, None, "zero thickness is one voxel");
+        assert!(serde_json::from_str::<ClientMessage>(
+            r#"{"type":"view","seq":1,"slab":{"thickness":3,"mode":"max"}}"#
+        )
+        .is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"shell"}"#).is_err());
         let pipeline: Vec<&str> = crate::pipeline::presets("CT").iter().map(|p| p.0).collect();
         assert_eq!(

@@ -1,0 +1,905 @@
+//! Multiplanar reformatting: a series' slices stacked into a volume by their geometry (Image
+//! Position and Orientation (Patient), Pixel Spacing), and planes cut through it in patient
+//! coordinates, one voxel thick or as a slab (MIP, MinIP, average).
+//!
+//! A volume keeps each slice's stored values as 16 bits and its rescale, so a 512×512×400 CT
+//! takes 200 MB. Sampling is trilinear: along the stack it interpolates between the two slices
+//! whose depths (positions along the slices' normal) bracket the point, each read at the point
+//! projected onto that slice's own plane. So slices spaced unevenly are placed where they are,
+//! and a stack whose origins drift sideways (a tilted gantry) is sampled where each slice truly
+//! lies; both are named in [`Geometry`] so the viewer can say so.
+//!
+//! A reformatted image comes out as a [`CachedFrame`] of modality values (in eighths, through
+//! a rescale), so the grey pipeline windows and places it, and the measuring tools measure it,
+//! exactly as they do an acquired slice.
+
+use crate::pipeline::{ModalityLut, Presentation};
+use crate::pool::CachedFrame;
+use crate::{DecodedFrame, Pixels, RenderError};
+
+pub type V3 = [f64; 3];
+
+fn dot(a: V3, b: V3) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+fn cross(a: V3, b: V3) -> V3 {
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
+}
+
+fn sub(a: V3, b: V3) -> V3 {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+}
+
+fn add_scaled(a: V3, b: V3, s: f64) -> V3 {
+    [a[0] + b[0] * s, a[1] + b[1] * s, a[2] + b[2] * s]
+}
+
+fn unit(a: V3) -> Option<V3> {
+    let n = dot(a, a).sqrt();
+    (n.is_finite() && n > 1e-9).then(|| [a[0] / n, a[1] / n, a[2] / n])
+}
+
+/// What one slice says about where it lies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceGeometry {
+    /// Image Position (Patient): the centre of the first pixel, mm.
+    pub position: V3,
+    /// Image Orientation (Patient): the row direction (across), then the column direction (down).
+    pub orientation: [f64; 6],
+    /// Pixel Spacing: between rows, between columns, mm.
+    pub pixel_spacing: (f64, f64),
+    pub rows: u32,
+    pub columns: u32,
+}
+
+/// The geometry of a stack of parallel slices of one size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Geometry {
+    pub rows: u32,
+    pub columns: u32,
+    /// Direction of increasing column (across a row) and of increasing row (down), unit vectors.
+    pub across: V3,
+    pub down: V3,
+    /// across × down: the direction the slices are stacked along.
+    pub normal: V3,
+    /// Pixel Spacing: between rows and between columns, mm.
+    pub row_mm: f64,
+    pub column_mm: f64,
+    /// Each slice's first pixel centre, in order of depth.
+    pub origins: Vec<V3>,
+    /// Each slice's position along the normal, ascending.
+    pub depths: Vec<f64>,
+    /// The least and the greatest distance between neighbouring slices, mm.
+    pub spacing: (f64, f64),
+    /// The angle between the stack's direction (first to last origin) and the normal, degrees:
+    /// above zero for a gantry tilt.
+    pub tilt_degrees: f64,
+}
+
+/// Spacings within this share of each other count as even.
+const EVEN_SPACING: f64 = 0.01;
+
+impl Geometry {
+    /// The stack the slices make, and the order of depth they take in it (indices into
+    /// `slices`). Refused with the reason when they do not make one volume: fewer than two,
+    /// sizes or orientations that differ, two slices at one depth.
+    pub fn new(slices: &[SliceGeometry]) -> Result<(Geometry, Vec<usize>), String> {
+        let first = slices
+            .first()
+            .ok_or("a volume needs slices with Image Position and Orientation")?;
+        if slices.len() < 2 {
+            return Err("a volume needs at least two slices".into());
+        }
+        let o = first.orientation;
+        let across = unit([o[0], o[1], o[2]]).ok_or("Image Orientation (Patient) is not usable")?;
+        let down = unit([o[3], o[4], o[5]]).ok_or("Image Orientation (Patient) is not usable")?;
+        if dot(across, down).abs() > 1e-3 {
+            return Err("Image Orientation (Patient) is not two perpendicular directions".into());
+        }
+        let normal = cross(across, down);
+        let (row_mm, column_mm) = first.pixel_spacing;
+        if !(row_mm > 0.0 && column_mm > 0.0 && row_mm.is_finite() && column_mm.is_finite()) {
+            return Err(format!("Pixel Spacing {row_mm}\\{column_mm} is not usable"));
+        }
+        for s in slices {
+            if (s.rows, s.columns) != (first.rows, first.columns) {
+                return Err(format!(
+                    "the slices differ in size ({}×{} and {}×{}): not one volume",
+                    first.columns, first.rows, s.columns, s.rows
+                ));
+            }
+            if s.orientation
+                .iter()
+                .zip(&o)
+                .any(|(a, b)| (a - b).abs() > 1e-3)
+            {
+                return Err(
+                    "the slices are not parallel (Image Orientation differs): not one volume"
+                        .into(),
+                );
+            }
+            if (s.pixel_spacing.0 - row_mm).abs() > 1e-4
+                || (s.pixel_spacing.1 - column_mm).abs() > 1e-4
+            {
+                return Err("the slices' Pixel Spacing differs: not one volume".into());
+            }
+            if s.position.iter().any(|v| !v.is_finite()) {
+                return Err("an Image Position (Patient) is not a number".into());
+            }
+        }
+        let mut order: Vec<usize> = (0..slices.len()).collect();
+        let depth = |i: usize| dot(slices[i].position, normal);
+        order.sort_by(|&a, &b| depth(a).total_cmp(&depth(b)));
+        let depths: Vec<f64> = order.iter().map(|&i| depth(i)).collect();
+        let origins: Vec<V3> = order.iter().map(|&i| slices[i].position).collect();
+        let gaps: Vec<f64> = depths.windows(2).map(|w| w[1] - w[0]).collect();
+        let least = gaps.iter().copied().fold(f64::INFINITY, f64::min);
+        let most = gaps.iter().copied().fold(0.0, f64::max);
+        if least < 1e-3 {
+            return Err(
+                "two slices lie at the same depth: not one volume (two stacks in one series?)"
+                    .into(),
+            );
+        }
+        let stack = sub(origins[origins.len() - 1], origins[0]);
+        let tilt_degrees = (dot(stack, normal) / dot(stack, stack).sqrt())
+            .clamp(-1.0, 1.0)
+            .acos()
+            .to_degrees();
+        Ok((
+            Geometry {
+                rows: first.rows,
+                columns: first.columns,
+                across,
+                down,
+                normal,
+                row_mm,
+                column_mm,
+                origins,
+                depths,
+                spacing: (least, most),
+                tilt_degrees,
+            },
+            order,
+        ))
+    }
+
+    /// The slices are evenly spaced (within 1 %).
+    pub fn even(&self) -> bool {
+        self.spacing.1 - self.spacing.0 <= self.spacing.0 * EVEN_SPACING
+    }
+
+    /// Bytes the volume's values take.
+    pub fn bytes(&self) -> u64 {
+        u64::from(self.rows) * u64::from(self.columns) * self.depths.len() as u64 * 2
+    }
+
+    /// The mean distance between slices, mm.
+    fn slice_mm(&self) -> f64 {
+        (self.depths[self.depths.len() - 1] - self.depths[0]) / (self.depths.len() - 1) as f64
+    }
+
+    /// The centres of the volume's eight corner voxels.
+    fn corners(&self) -> Vec<V3> {
+        let (c, r) = (
+            f64::from(self.columns.saturating_sub(1)) * self.column_mm,
+            f64::from(self.rows.saturating_sub(1)) * self.row_mm,
+        );
+        let ends = [self.origins[0], self.origins[self.origins.len() - 1]];
+        let mut out = Vec::new();
+        for o in ends {
+            for (a, b) in [(0.0, 0.0), (c, 0.0), (0.0, r), (c, r)] {
+                out.push(add_scaled(add_scaled(o, self.across, a), self.down, b));
+            }
+        }
+        out
+    }
+}
+
+/// A plane of patient space as a screen shows it: `across` to the right, `down` downwards,
+/// `normal` (across × down) the direction its slices follow each other in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plane {
+    pub across: V3,
+    pub down: V3,
+    pub normal: V3,
+}
+
+/// The three planes of the patient (LPS coordinates, PS3.3 C.7.6.2.1.1), shown as radiologists
+/// read them: axial from the feet (the patient's right on the left), coronal from the front,
+/// sagittal from the patient's left; head up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orientation {
+    Axial,
+    Coronal,
+    Sagittal,
+}
+
+impl Orientation {
+    pub fn parse(s: &str) -> Option<Orientation> {
+        match s {
+            "axial" => Some(Orientation::Axial),
+            "coronal" => Some(Orientation::Coronal),
+            "sagittal" => Some(Orientation::Sagittal),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Orientation::Axial => "axial",
+            Orientation::Coronal => "coronal",
+            Orientation::Sagittal => "sagittal",
+        }
+    }
+}
+
+impl Plane {
+    pub fn new(across: V3, down: V3) -> Plane {
+        Plane {
+            across,
+            down,
+            normal: cross(across, down),
+        }
+    }
+
+    pub fn standard(o: Orientation) -> Plane {
+        match o {
+            Orientation::Axial => Plane::new([1.0, 0.0, 0.0], [0.0, 1.0, 0.0]),
+            Orientation::Coronal => Plane::new([1.0, 0.0, 0.0], [0.0, 0.0, -1.0]),
+            Orientation::Sagittal => Plane::new([0.0, 1.0, 0.0], [0.0, 0.0, -1.0]),
+        }
+    }
+
+    /// The plane turned by `degrees` about `axis` (right-handed): an oblique plane, as a reader
+    /// makes one by turning the crosshair of another view (whose normal is the axis).
+    pub fn rotated(self, axis: V3, degrees: f64) -> Result<Plane, String> {
+        let k = unit(axis).ok_or("the axis of rotation must not be zero")?;
+        if !degrees.is_finite() {
+            return Err("the angle must be a number".into());
+        }
+        let (s, c) = degrees.to_radians().sin_cos();
+        // Rodrigues: v cos + (k × v) sin + k (k·v)(1 − cos)
+        let turn = |v: V3| {
+            let kv = cross(k, v);
+            let d = dot(k, v) * (1.0 - c);
+            [
+                v[0] * c + kv[0] * s + k[0] * d,
+                v[1] * c + kv[1] * s + k[1] * d,
+                v[2] * c + kv[2] * s + k[2] * d,
+            ]
+        };
+        Ok(Plane::new(turn(self.across), turn(self.down)))
+    }
+}
+
+/// How a plane is cut through a volume: where image coordinate (0, 0) (the top left corner of
+/// the first pixel, PS3.3 C.18.6.1.1) lies at depth 0, the square pixel's size, the image size,
+/// and the depths (along the plane's normal) of its slices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub plane: Plane,
+    pub corner: V3,
+    pub pixel_mm: f64,
+    pub columns: u32,
+    pub rows: u32,
+    pub depths: Vec<f64>,
+}
+
+impl Layout {
+    /// The patient point of image point (x, y) of slice `index`.
+    pub fn point(&self, index: usize, x: f64, y: f64) -> V3 {
+        let p = add_scaled(self.corner, self.plane.across, x * self.pixel_mm);
+        let p = add_scaled(p, self.plane.down, y * self.pixel_mm);
+        add_scaled(p, self.plane.normal, self.depths[index])
+    }
+}
+
+/// What a slab shows of the voxels across its thickness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlabMode {
+    /// Maximum intensity projection.
+    Mip,
+    /// Minimum intensity projection.
+    Minip,
+    Average,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slab {
+    pub thickness_mm: f64,
+    pub mode: SlabMode,
+}
+
+/// The thickest slab a view may ask for, mm.
+pub const MAX_SLAB_MM: f64 = 500.0;
+/// Samples across a slab at most: a thicker slab samples more sparsely.
+const MAX_SLAB_SAMPLES: usize = 256;
+/// Modality values are kept in the reformatted frame in these fractions of a unit.
+const FRACTIONS: f64 = 8.0;
+
+/// A series' values stacked by its geometry.
+#[derive(Debug)]
+pub struct Volume {
+    pub geometry: Geometry,
+    /// Stored values, slice by slice, row by row, shifted into 16 bits signed.
+    values: Vec<i16>,
+    /// Each slice's modality LUT as a rescale of the shifted values: modality = v × slope + intercept.
+    rescale: Vec<(f32, f32)>,
+    /// Slices filled so far.
+    filled: Vec<bool>,
+    /// The first slice's presentation: windows, modality, and whether it is shown inverted.
+    presentation: Presentation,
+    monochrome1: bool,
+}
+
+impl Volume {
+    /// An empty volume for `geometry`; [`Volume::put`] fills its slices.
+    pub fn new(geometry: Geometry) -> Volume {
+        let n = geometry.rows as usize * geometry.columns as usize * geometry.depths.len();
+        let slices = geometry.depths.len();
+        Volume {
+            geometry,
+            values: vec![0; n],
+            rescale: vec![(1.0, 0.0); slices],
+            filled: vec![false; slices],
+            presentation: Presentation::default(),
+            monochrome1: false,
+        }
+    }
+
+    /// Puts slice `index` (in order of depth): grey values of at most 16 bits with a linear
+    /// modality LUT; anything else is refused with the reason.
+    pub fn put(&mut self, index: usize, frame: &CachedFrame) -> Result<(), RenderError> {
+        let g = &self.geometry;
+        let n = g.rows as usize * g.columns as usize;
+        if (frame.frame.rows, frame.frame.columns) != (g.rows, g.columns) || index >= g.depths.len()
+        {
+            return Err(RenderError::Unsupported(
+                "a slice does not have the volume's size".into(),
+            ));
+        }
+        let Pixels::Grey {
+            values,
+            bits_stored,
+            signed,
+            monochrome1,
+            ..
+        } = &frame.frame.pixels
+        else {
+            return Err(RenderError::Unsupported(
+                "colour images are not reformatted".into(),
+            ));
+        };
+        if *bits_stored > 16 {
+            return Err(RenderError::Unsupported(format!(
+                "{bits_stored}-bit values are not reformatted (16 at most)"
+            )));
+        }
+        let ModalityLut::Rescale { slope, intercept } = frame.presentation.modality_lut else {
+            return Err(RenderError::Unsupported(
+                "a Modality LUT table is not reformatted (a rescale is)".into(),
+            ));
+        };
+        // unsigned values are shifted down by 2^15 to fit; the shift goes into the intercept
+        let shift: i32 = if *signed { 0 } else { 1 << 15 };
+        let out = &mut self.values[index * n..(index + 1) * n];
+        for (o, &v) in out.iter_mut().zip(&values[..n.min(values.len())]) {
+            *o = (v - shift).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+        }
+        self.rescale[index] = (slope as f32, (intercept + f64::from(shift) * slope) as f32);
+        if !self.filled.iter().any(|&f| f) {
+            self.presentation = frame.presentation.clone();
+            self.monochrome1 = *monochrome1;
+        }
+        self.filled[index] = true;
+        Ok(())
+    }
+
+    /// Every slice is in.
+    pub fn complete(&self) -> bool {
+        self.filled.iter().all(|&f| f)
+    }
+
+    /// The modality value of slice `k` at column `x`, row `y` (pixel centres at whole numbers),
+    /// bilinear; None outside the slice.
+    fn at(&self, k: usize, x: f64, y: f64) -> Option<f32> {
+        let g = &self.geometry;
+        let (w, h) = (g.columns as usize, g.rows as usize);
+        if !(x >= -0.5 && y >= -0.5 && x <= w as f64 - 0.5 && y <= h as f64 - 0.5) {
+            return None;
+        }
+        let x = x.clamp(0.0, (w - 1) as f64);
+        let y = y.clamp(0.0, (h - 1) as f64);
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+        let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
+        let base = k * w * h;
+        let v = |xx: usize, yy: usize| f32::from(self.values[base + yy * w + xx]);
+        let top = v(x0, y0) * (1.0 - fx) + v(x1, y0) * fx;
+        let bottom = v(x0, y1) * (1.0 - fx) + v(x1, y1) * fx;
+        let (slope, intercept) = self.rescale[k];
+        Some((top * (1.0 - fy) + bottom * fy) * slope + intercept)
+    }
+
+    /// The modality value at patient point `p`, trilinear; None outside the volume.
+    pub fn sample(&self, p: V3) -> Option<f32> {
+        let g = &self.geometry;
+        let d = dot(p, g.normal);
+        let n = g.depths.len();
+        // half a gap beyond the end slices still belongs to them
+        let (lo, hi) = (
+            g.depths[0] - (g.depths[1] - g.depths[0]) / 2.0,
+            g.depths[n - 1] + (g.depths[n - 1] - g.depths[n - 2]) / 2.0,
+        );
+        if !(d >= lo && d <= hi) {
+            return None;
+        }
+        let in_slice = |k: usize| {
+            let q = sub(p, g.origins[k]);
+            self.at(k, dot(q, g.across) / g.column_mm, dot(q, g.down) / g.row_mm)
+        };
+        let k = g.depths.partition_point(|&x| x <= d);
+        if k == 0 || k == n {
+            return in_slice(k.min(n - 1));
+        }
+        let t = ((d - g.depths[k - 1]) / (g.depths[k] - g.depths[k - 1])) as f32;
+        match (in_slice(k - 1), in_slice(k)) {
+            (Some(a), Some(b)) => Some(a * (1.0 - t) + b * t),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// How `plane` cuts this volume: square pixels the size of the finer Pixel Spacing (coarser
+    /// when an image side would pass `max_side`), covering the whole volume, and slices as far
+    /// apart as the volume's voxels are along the plane's normal.
+    pub fn layout(&self, plane: Plane, max_side: u32) -> Layout {
+        let g = &self.geometry;
+        let corners = g.corners();
+        let range = |axis: V3| {
+            corners
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &c| {
+                    let d = dot(c, axis);
+                    (a.min(d), b.max(d))
+                })
+        };
+        // the image reaches half a voxel past the corner voxels' centres
+        let half = g.row_mm.max(g.column_mm) / 2.0;
+        let (u0, u1) = range(plane.across);
+        let (v0, v1) = range(plane.down);
+        let (u0, u1, v0, v1) = (u0 - half, u1 + half, v0 - half, v1 + half);
+        let side = f64::from(max_side.max(16));
+        let pixel_mm = g
+            .row_mm
+            .min(g.column_mm)
+            .max((u1 - u0) / side)
+            .max((v1 - v0) / side);
+        let columns = ((u1 - u0) / pixel_mm).ceil().max(1.0) as u32;
+        let rows = ((v1 - v0) / pixel_mm).ceil().max(1.0) as u32;
+        // the voxel grid's spacing along the normal
+        let per_mm = |axis: V3, mm: f64| (dot(plane.normal, axis) / mm).powi(2);
+        let step = 1.0
+            / (per_mm(g.across, g.column_mm)
+                + per_mm(g.down, g.row_mm)
+                + per_mm(g.normal, g.slice_mm()))
+            .sqrt();
+        let (d0, d1) = range(plane.normal);
+        let count = ((d1 - d0) / step + 1e-6).floor() as usize + 1;
+        Layout {
+            plane,
+            corner: add_scaled(add_scaled([0.0; 3], plane.across, u0), plane.down, v0),
+            pixel_mm,
+            columns,
+            rows,
+            depths: (0..count).map(|i| d0 + i as f64 * step).collect(),
+        }
+    }
+
+    /// Slice `index` of `layout`, one voxel thick or as `slab`, as a frame of modality values
+    /// with the volume's presentation. Points outside the volume take its lowest value.
+    pub fn reformat(
+        &self,
+        layout: &Layout,
+        index: usize,
+        slab: Option<Slab>,
+    ) -> Result<CachedFrame, RenderError> {
+        if index >= layout.depths.len() {
+            return Err(RenderError::Unsupported(format!(
+                "slice {index} does not exist (the plane has {})",
+                layout.depths.len()
+            )));
+        }
+        if !self.complete() {
+            return Err(RenderError::Unsupported(
+                "the volume is not complete".into(),
+            ));
+        }
+        let step = if layout.depths.len() > 1 {
+            layout.depths[1] - layout.depths[0]
+        } else {
+            self.geometry.spacing.0
+        };
+        let offsets: Vec<f64> = match slab {
+            Some(s) if s.thickness_mm > step => {
+                if s.thickness_mm.is_nan() || s.thickness_mm > MAX_SLAB_MM {
+                    return Err(RenderError::Unsupported(format!(
+                        "a slab is at most {MAX_SLAB_MM} mm thick"
+                    )));
+                }
+                let samples = ((s.thickness_mm / step).ceil() as usize + 1).min(MAX_SLAB_SAMPLES);
+                (0..samples)
+                    .map(|i| {
+                        -s.thickness_mm / 2.0 + s.thickness_mm * i as f64 / (samples - 1) as f64
+                    })
+                    .collect()
+            }
+            _ => vec![0.0],
+        };
+        let mode = slab.map_or(SlabMode::Average, |s| s.mode);
+        let background = self.lowest();
+        let (w, h) = (layout.columns as usize, layout.rows as usize);
+        let mut values = Vec::with_capacity(w * h);
+        let pl = layout.plane;
+        for y in 0..h {
+            let row = layout.point(index, 0.5, y as f64 + 0.5);
+            for x in 0..w {
+                let p = add_scaled(row, pl.across, x as f64 * layout.pixel_mm);
+                let mut acc: Option<f32> = None;
+                let mut count = 0u32;
+                for &o in &offsets {
+                    let Some(v) = self.sample(add_scaled(p, pl.normal, o)) else {
+                        continue;
+                    };
+                    count += 1;
+                    acc = Some(match (acc, mode) {
+                        (None, _) => v,
+                        (Some(a), SlabMode::Mip) => a.max(v),
+                        (Some(a), SlabMode::Minip) => a.min(v),
+                        (Some(a), SlabMode::Average) => a + v,
+                    });
+                }
+                let v = match (acc, mode) {
+                    (None, _) => background,
+                    (Some(a), SlabMode::Average) => a / count as f32,
+                    (Some(a), _) => a,
+                };
+                values.push((f64::from(v) * FRACTIONS).round() as i32);
+            }
+        }
+        let presentation = Presentation {
+            modality_lut: ModalityLut::Rescale {
+                slope: 1.0 / FRACTIONS,
+                intercept: 0.0,
+            },
+            voi_luts: Vec::new(),
+            ..self.presentation.clone()
+        };
+        Ok(CachedFrame {
+            frame: DecodedFrame {
+                rows: layout.rows,
+                columns: layout.columns,
+                pixels: Pixels::Grey {
+                    values,
+                    bits_stored: 16,
+                    bits_allocated: 16,
+                    signed: true,
+                    monochrome1: self.monochrome1,
+                },
+            },
+            presentation,
+        })
+    }
+
+    /// The lowest modality value the volume holds.
+    fn lowest(&self) -> f32 {
+        let n = self.geometry.rows as usize * self.geometry.columns as usize;
+        self.values
+            .chunks(n.max(1))
+            .zip(&self.rescale)
+            .map(|(slice, &(slope, intercept))| {
+                let (lo, hi) = slice
+                    .iter()
+                    .fold((i16::MAX, i16::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                (f32::from(lo) * slope + intercept).min(f32::from(hi) * slope + intercept)
+            })
+            .fold(f32::INFINITY, f32::min)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cube of `n` slices of `size`² pixels of `pixel` mm, `gap` mm apart (or at `depths`),
+    /// with a sphere of 100 HU of radius `radius` mm in −1000 HU, centred at `centre`.
+    fn sphere_volume(
+        size: u32,
+        pixel: f64,
+        depths: &[f64],
+        centre: V3,
+        radius: f64,
+        shear: f64,
+    ) -> Volume {
+        let slices: Vec<SliceGeometry> = depths
+            .iter()
+            .map(|&z| SliceGeometry {
+                position: [-50.0 + shear * z, -50.0, z],
+                orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+                pixel_spacing: (pixel, pixel),
+                rows: size,
+                columns: size,
+            })
+            .collect();
+        let (geometry, order) = Geometry::new(&slices).unwrap();
+        let mut v = Volume::new(geometry);
+        for (k, &i) in order.iter().enumerate() {
+            let s = &slices[i];
+            let mut values = Vec::new();
+            for r in 0..size {
+                for c in 0..size {
+                    let p = [
+                        s.position[0] + f64::from(c) * pixel,
+                        s.position[1] + f64::from(r) * pixel,
+                        s.position[2],
+                    ];
+                    let d = dot(sub(p, centre), sub(p, centre)).sqrt();
+                    values.push(if d <= radius { 1124 } else { 24 });
+                }
+            }
+            let frame = CachedFrame {
+                frame: DecodedFrame {
+                    rows: size,
+                    columns: size,
+                    pixels: Pixels::Grey {
+                        values,
+                        bits_stored: 12,
+                        bits_allocated: 16,
+                        signed: false,
+                        monochrome1: false,
+                    },
+                },
+                presentation: Presentation {
+                    modality_lut: ModalityLut::Rescale {
+                        slope: 1.0,
+                        intercept: -1024.0,
+                    },
+                    modality: "CT".into(),
+                    ..Presentation::default()
+                },
+            };
+            v.put(k, &frame).unwrap();
+        }
+        v
+    }
+
+    /// The widest run of pixels above `threshold` HU in any row, and in any column, of a frame.
+    fn extent(f: &CachedFrame, threshold: f64) -> (usize, usize) {
+        let Pixels::Grey { values, .. } = &f.frame.pixels else {
+            panic!()
+        };
+        let (w, h) = (f.frame.columns as usize, f.frame.rows as usize);
+        let hot = |x: usize, y: usize| f64::from(values[y * w + x]) / FRACTIONS > threshold;
+        let rows = (0..h)
+            .map(|y| (0..w).filter(|&x| hot(x, y)).count())
+            .max()
+            .unwrap();
+        let cols = (0..w)
+            .map(|x| (0..h).filter(|&y| hot(x, y)).count())
+            .max()
+            .unwrap();
+        (rows, cols)
+    }
+
+    fn middle(layout: &Layout, centre: V3) -> usize {
+        let d = dot(centre, layout.plane.normal);
+        layout
+            .depths
+            .iter()
+            .enumerate()
+            .min_by(|a, b| (a.1 - d).abs().total_cmp(&(b.1 - d).abs()))
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn a_sphere_is_a_circle_of_its_diameter_in_every_plane() {
+        // 1 mm pixels, 2 mm slices: the coronal and sagittal images have 1 mm square pixels
+        let depths: Vec<f64> = (0..50).map(|i| f64::from(i) * 2.0).collect();
+        let centre = [0.0, 0.0, 50.0];
+        let v = sphere_volume(100, 1.0, &depths, centre, 20.0, 0.0);
+        assert!(v.geometry.even() && v.geometry.tilt_degrees < 1e-6);
+        assert_eq!(v.geometry.bytes(), 100 * 100 * 50 * 2);
+        for o in [
+            Orientation::Axial,
+            Orientation::Coronal,
+            Orientation::Sagittal,
+        ] {
+            let layout = v.layout(Plane::standard(o), 1024);
+            assert_eq!(layout.pixel_mm, 1.0, "{o:?}");
+            let f = v.reformat(&layout, middle(&layout, centre), None).unwrap();
+            let (across, down) = extent(&f, -450.0);
+            for (what, px) in [("across", across), ("down", down)] {
+                let mm = px as f64 * layout.pixel_mm;
+                assert!(
+                    (mm - 40.0).abs() <= 2.0,
+                    "{o:?} {what}: {mm} mm across a 40 mm sphere"
+                );
+            }
+            // the centre reads the sphere's value, a corner the background
+            let Pixels::Grey { values, .. } = &f.frame.pixels else {
+                panic!()
+            };
+            let at = |x: f64, y: f64| {
+                let p = layout.point(middle(&layout, centre), x, y);
+                let (c, r) = (x.floor() as usize, y.floor() as usize);
+                (
+                    p,
+                    f64::from(values[r * layout.columns as usize + c]) / FRACTIONS,
+                )
+            };
+            let inside = (0..layout.rows as usize)
+                .flat_map(|r| (0..layout.columns as usize).map(move |c| (c, r)))
+                .map(|(c, r)| at(c as f64 + 0.5, r as f64 + 0.5))
+                .filter(|(p, _)| dot(sub(*p, centre), sub(*p, centre)).sqrt() < 15.0)
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>();
+            assert!(
+                !inside.is_empty() && inside.iter().all(|&v| (v - 100.0).abs() < 0.01),
+                "{o:?}"
+            );
+            assert!((at(0.5, 0.5).1 + 1000.0).abs() < 0.01, "{o:?} corner");
+        }
+    }
+
+    #[test]
+    fn uneven_spacing_and_a_tilted_gantry_are_placed_where_the_slices_lie() {
+        // slices 1 mm apart in the middle, 3 mm at the ends
+        let mut depths: Vec<f64> = (0..10).map(|i| f64::from(i) * 3.0).collect();
+        depths.extend((1..40).map(|i| 27.0 + f64::from(i)));
+        depths.extend((1..10).map(|i| 66.0 + f64::from(i) * 3.0));
+        let centre = [0.0, 0.0, 47.0];
+        let v = sphere_volume(100, 1.0, &depths, centre, 20.0, 0.0);
+        assert!(!v.geometry.even());
+        assert_eq!(v.geometry.spacing, (1.0, 3.0));
+        let layout = v.layout(Plane::standard(Orientation::Coronal), 1024);
+        let f = v.reformat(&layout, middle(&layout, centre), None).unwrap();
+        let (across, down) = extent(&f, -450.0);
+        assert!(
+            (across as f64 - 40.0).abs() <= 2.0 && (down as f64 - 40.0).abs() <= 2.0,
+            "{across} {down}"
+        );
+
+        // each slice shifted sideways 0.3 mm per mm of depth: 16.7° of tilt
+        let depths: Vec<f64> = (0..50).map(|i| f64::from(i) * 2.0).collect();
+        let v = sphere_volume(140, 1.0, &depths, centre, 20.0, 0.3);
+        assert!((v.geometry.tilt_degrees - 0.3f64.atan().to_degrees()).abs() < 0.01);
+        let layout = v.layout(Plane::standard(Orientation::Sagittal), 1024);
+        let f = v.reformat(&layout, middle(&layout, centre), None).unwrap();
+        let (across, down) = extent(&f, -450.0);
+        assert!(
+            (across as f64 - 40.0).abs() <= 2.0 && (down as f64 - 40.0).abs() <= 2.0,
+            "{across} {down}"
+        );
+        // the sphere's centre point holds the sphere's value, the slab's edge none of it
+        assert!((v.sample(centre).unwrap() - 100.0).abs() < 0.01);
+        assert!((v.sample([0.0, 0.0, 75.0]).unwrap() + 1000.0).abs() < 0.01);
+        assert_eq!(v.sample([0.0, 0.0, 200.0]), None);
+    }
+
+    #[test]
+    fn a_slab_shows_the_brightest_the_darkest_or_the_mean_across_its_thickness() {
+        let depths: Vec<f64> = (0..40).map(f64::from).collect();
+        // a 2 mm bright ball at z = 20: a coronal slice at y = 6 misses it
+        let centre = [0.0, 0.0, 20.0];
+        let v = sphere_volume(64, 1.0, &depths, centre, 2.0, 0.0);
+        let layout = v.layout(Plane::standard(Orientation::Coronal), 1024);
+        let at_y = |y: f64| {
+            layout
+                .depths
+                .iter()
+                .position(|&d| (d - y).abs() < 0.5)
+                .unwrap()
+        };
+        let hottest = |f: &CachedFrame| {
+            let Pixels::Grey { values, .. } = &f.frame.pixels else {
+                panic!()
+            };
+            f64::from(*values.iter().max().unwrap()) / FRACTIONS
+        };
+        let thin = v.reformat(&layout, at_y(6.0), None).unwrap();
+        assert_eq!(
+            hottest(&thin),
+            -1000.0,
+            "one voxel thick, the ball is not there"
+        );
+        let slab = |mode| {
+            Some(Slab {
+                thickness_mm: 16.0,
+                mode,
+            })
+        };
+        let mip = v.reformat(&layout, at_y(6.0), slab(SlabMode::Mip)).unwrap();
+        assert_eq!(hottest(&mip), 100.0, "a 16 mm MIP reaches the ball");
+        let minip = v
+            .reformat(&layout, at_y(0.0), slab(SlabMode::Minip))
+            .unwrap();
+        assert_eq!(hottest(&minip), -1000.0, "MinIP takes the air around it");
+        let mean = v
+            .reformat(&layout, at_y(0.0), slab(SlabMode::Average))
+            .unwrap();
+        let h = hottest(&mean);
+        assert!(h > -1000.0 && h < 100.0, "the mean lies between: {h}");
+        let too_thick = Some(Slab {
+            thickness_mm: 600.0,
+            mode: SlabMode::Mip,
+        });
+        assert!(v.reformat(&layout, 0, too_thick).is_err());
+        assert!(v.reformat(&layout, layout.depths.len(), None).is_err());
+    }
+
+    #[test]
+    fn an_oblique_plane_turns_about_the_axis_and_stays_square() {
+        let p = Plane::standard(Orientation::Coronal)
+            .rotated([0.0, 0.0, 1.0], 90.0)
+            .unwrap();
+        // the coronal plane turned a quarter about the feet-to-head axis faces the side
+        let s = Plane::standard(Orientation::Sagittal);
+        for (a, b) in [(p.across, s.across), (p.down, s.down), (p.normal, s.normal)] {
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-9),
+                "{a:?} {b:?}"
+            );
+        }
+        let q = Plane::standard(Orientation::Axial)
+            .rotated([0.0, 0.0, 1.0], 30.0)
+            .unwrap();
+        assert!(
+            dot(q.across, q.down).abs() < 1e-12 && (dot(q.normal, q.normal) - 1.0).abs() < 1e-12
+        );
+        assert!(Plane::standard(Orientation::Axial)
+            .rotated([0.0; 3], 3.0)
+            .is_err());
+    }
+
+    #[test]
+    fn what_is_not_one_volume_is_refused_with_its_reason() {
+        let slice = |z: f64, o: [f64; 6], size: u32| SliceGeometry {
+            position: [0.0, 0.0, z],
+            orientation: o,
+            pixel_spacing: (1.0, 1.0),
+            rows: size,
+            columns: size,
+        };
+        let ax = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let cor = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0];
+        assert!(Geometry::new(&[slice(0.0, ax, 8)]).is_err());
+        let e = Geometry::new(&[slice(0.0, ax, 8), slice(1.0, cor, 8)]).unwrap_err();
+        assert!(e.contains("parallel"), "{e}");
+        let e = Geometry::new(&[slice(0.0, ax, 8), slice(1.0, ax, 9)]).unwrap_err();
+        assert!(e.contains("size"), "{e}");
+        let e = Geometry::new(&[slice(0.0, ax, 8), slice(0.0, ax, 8)]).unwrap_err();
+        assert!(e.contains("same depth"), "{e}");
+        let (g, order) =
+            Geometry::new(&[slice(2.0, ax, 8), slice(0.0, ax, 8), slice(1.0, ax, 8)]).unwrap();
+        assert_eq!(order, [1, 2, 0]);
+        assert_eq!(g.depths, [0.0, 1.0, 2.0]);
+        let mut v = Volume::new(g);
+        let rgb = CachedFrame {
+            frame: DecodedFrame {
+                rows: 8,
+                columns: 8,
+                pixels: Pixels::Rgb(vec![0; 192]),
+            },
+            presentation: Presentation::default(),
+        };
+        assert!(v.put(0, &rgb).is_err());
+        assert!(!v.complete());
+    }
+}

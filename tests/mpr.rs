@@ -1,0 +1,229 @@
+//! MPR: a CT phantom volume whose geometry is known exactly (a 61 mm sphere and a bright point in
+//! air, 1 mm voxels), cut by the server into axial, coronal and sagittal planes and slabs, and
+//! read in chromium (tests/viewer/mpr.mjs): the sphere's diameter measured with the length tool
+//! in the coronal and sagittal views, a MIP slab showing the point a thin slice misses, the
+//! crosshair moving the other views, an oblique turn; then the volume memory budget over HTTP.
+
+mod common;
+
+use common::viewer::{node, screenshots};
+use common::{add_user, base, token, Api, TestArchive};
+use serde_json::{json, Value};
+use strata_synth::{self as synth, Ball, InstanceSpec, Modality, SynthOptions, Target};
+
+const SIDE: u16 = 128;
+const SLICES: usize = 96;
+/// The sphere: centred on a voxel at the origin, its surface half-way between voxel centres, so
+/// the edge found between the last voxel in and the first out is the true one.
+const SPHERE_RADIUS_MM: f64 = 30.5;
+const SPHERE_HU: i32 = 100;
+/// The bright point: a 1.5 mm ball of 3000 HU away from the sphere.
+const POINT: [f64; 3] = [35.0, -40.0, 20.0];
+const POINT_HU: i32 = 3000;
+const AIR_HU: i32 = -1000;
+
+/// The phantom series: 96 axial slices of 128² pixels, 1 mm apart, imported into `t`.
+fn phantom(t: &TestArchive) -> Vec<InstanceSpec> {
+    let opts = SynthOptions {
+        seed: 19,
+        patients: 1,
+        studies: 1,
+        series_per_study: 1,
+        slices: SLICES,
+        rows: SIDE,
+        cols: SIDE,
+        modality: Some(Modality::Ct),
+        noise: false,
+    };
+    let mut specs = synth::plan(&opts).unwrap();
+    let dir = t.path("mpr-phantom");
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = Target::Balls {
+        balls: [
+            Ball {
+                centre: [0.0, 0.0, 0.0],
+                radius_mm: SPHERE_RADIUS_MM,
+                value: SPHERE_HU,
+            },
+            Ball {
+                centre: POINT,
+                radius_mm: 1.5,
+                value: POINT_HU,
+            },
+        ],
+        background: AIR_HU,
+    };
+    for (i, spec) in specs.iter_mut().enumerate() {
+        spec.pixel_spacing = 1.0;
+        spec.slice_thickness = 1.0;
+        spec.z_position = i as f64 - 48.0;
+        // x and y of the pixel centres run over −64 … 63: the origin is a voxel centre
+        assert_eq!(spec.patient_point(64, 64), [0.0, 0.0, spec.z_position]);
+        let bytes = synth::target_instance_bytes(spec, &target).unwrap();
+        std::fs::write(dir.join(format!("{}.dcm", spec.instance_number)), bytes).unwrap();
+    }
+    t.ok(&["import", dir.to_str().unwrap()]);
+    specs
+}
+
+#[test]
+fn the_viewer_reformats_a_phantom_volume_and_measures_it() {
+    let t = TestArchive::new();
+    let specs = phantom(&t);
+    add_user(&t, "rad", "radiologist");
+    let server = t.serve();
+    let geometry = json!({
+        "series": specs[0].series_instance_uid,
+        "sphere_centre": [0.0, 0.0, 0.0],
+        "sphere_hu": SPHERE_HU,
+        "air_hu": AIR_HU,
+        "point": POINT,
+        "point_hu": POINT_HU,
+    });
+    let shots = screenshots("mpr");
+    let (ok, log) = node(
+        "mpr.mjs",
+        &[
+            ("BASE", base(&server).as_str()),
+            ("RAD_USER", "rad"),
+            ("RAD_PASSWORD", common::PASSWORD),
+            ("STUDY", specs[0].study_instance_uid.as_str()),
+            ("GEOMETRY", geometry.to_string().as_str()),
+            ("OUT", shots.as_str()),
+        ],
+        || {},
+    );
+    assert!(ok, "viewer MPR:\n{log}\nserver:\n{}", server.log_text());
+    println!("{log}");
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("result: "))
+        .expect("the script's result");
+    let got: Value = serde_json::from_str(line).unwrap();
+    let diameter = 2.0 * SPHERE_RADIUS_MM;
+    // the sphere's diameter, drawn with the length tool across the circle each view shows
+    for key in [
+        "coronal_across",
+        "coronal_down",
+        "sagittal_across",
+        "sagittal_down",
+    ] {
+        let mm = got[key].as_f64().unwrap_or_else(|| panic!("{key}: {got}"));
+        assert!(
+            (mm - diameter).abs() <= 0.5,
+            "{key}: {mm} mm across a {diameter} mm sphere"
+        );
+    }
+    // an oblique plane through the centre still cuts a circle of the diameter (its pixels no
+    // longer fall on voxel centres: the edge is found to within one voxel)
+    let oblique = got["oblique_across"].as_f64().unwrap();
+    assert!(
+        (oblique - diameter).abs() <= 1.0,
+        "oblique: {oblique} mm across a {diameter} mm sphere"
+    );
+    assert_eq!(got["oblique_degrees"].as_f64(), Some(5.0), "{got}");
+    // a thin slice 6 mm from the point misses it; a 16 mm MIP around it shows it
+    assert_eq!(got["thin_probe"].as_f64(), Some(f64::from(AIR_HU)), "{got}");
+    assert_eq!(
+        got["mip_probe"].as_f64(),
+        Some(f64::from(POINT_HU)),
+        "{got}"
+    );
+    assert_eq!(
+        got["minip_probe"].as_f64(),
+        Some(f64::from(AIR_HU)),
+        "{got}"
+    );
+    // the crosshair moved the other two views to the slices through the clicked point
+    assert_eq!(got["crosshair"], json!([true, true]), "{got}");
+    println!(
+        "MPR of a {SIDE}x{SIDE}x{SLICES} volume, first reformatted frame after opening: {} ms",
+        got["first_frame_ms"]
+    );
+    // every plane opened is recorded, as a view of the series
+    let opens = common::audit_events(&t, "http.stream.open");
+    let planes: Vec<&str> = ["axial", "coronal", "sagittal"]
+        .into_iter()
+        .filter(|p| {
+            opens
+                .iter()
+                .any(|e| e.to_string().contains(&format!("MPR {p}")))
+        })
+        .collect();
+    assert_eq!(planes, ["axial", "coronal", "sagittal"], "{opens:?}");
+    assert!(
+        common::audit_events(&t, "http.stream.view")
+            .iter()
+            .any(|e| e.to_string().contains("(MPR)")),
+        "no view of the MPR recorded"
+    );
+}
+
+#[test]
+fn volumes_stay_within_their_memory_budget() {
+    // 1 MiB of volumes: the 3 MiB phantom volume cannot be held
+    let t = TestArchive::new().with_env([(
+        "STRATA_RENDER_VOLUME_BYTES".to_string(),
+        (1u64 << 20).to_string(),
+    )]);
+    let specs = phantom(&t);
+    add_user(&t, "rad", "radiologist");
+    let server = t.serve();
+    let rad = Api::new(&server, &token(&t, "rad"));
+    let probe = |mpr: Value| {
+        rad.post(
+            "/api/measure",
+            json!({
+                "study": specs[0].study_instance_uid,
+                "series": specs[0].series_instance_uid,
+                "mpr": mpr,
+                "kind": "probe",
+                "points": [[64.5, 64.5]],
+            }),
+        )
+    };
+    let refused = probe(json!({"plane": "coronal", "slice": 64}));
+    assert!(
+        refused.status == 422 || refused.status == 415,
+        "{} {}",
+        refused.status,
+        refused.text()
+    );
+    assert!(
+        refused.text().contains("render.volume_bytes"),
+        "{}",
+        refused.text()
+    );
+    // a plane that is not one, a slice past the end, both a plane and an instance
+    let bad = probe(json!({"plane": "diagonal", "slice": 1}));
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(
+        bad.text().contains("axial, coronal, sagittal"),
+        "{}",
+        bad.text()
+    );
+    let both = rad.post(
+        "/api/measure",
+        json!({
+            "study": specs[0].study_instance_uid,
+            "series": specs[0].series_instance_uid,
+            "instance": specs[0].sop_instance_uid,
+            "mpr": {"plane": "axial", "slice": 1},
+            "kind": "probe",
+            "points": [[1.0, 1.0]],
+        }),
+    );
+    assert_eq!(both.status, 400, "{}", both.text());
+    // the server is still serving: an acquired slice is measured as before
+    let fine = rad.ok(rad.post(
+        "/api/measure",
+        json!({
+            "study": specs[0].study_instance_uid,
+            "series": specs[0].series_instance_uid,
+            "instance": specs[48].sop_instance_uid,
+            "kind": "probe",
+            "points": [[64.5, 64.5]],
+        }),
+    ));
+    assert_eq!(fine["value"].as_f64(), Some(f64::from(SPHERE_HU)), "{fine}");
+}
