@@ -131,9 +131,11 @@ class Viewport {
     return [Math.max(16, Math.round(r.width * dpr)), Math.max(16, Math.round(r.height * dpr))];
   }
 
-  /** Sends a change of view state (merged into the current one), stamped with a new seq. */
-  sendView(change) {
+  /** Sends a change of view state (merged into the current one), stamped with a new seq; a
+   * change that is not itself a linked view's echo is offered to the linked view (onSync). */
+  sendView(change, fromSync = false) {
     Object.assign(this.view, change);
+    if (!fromSync && this.onSync) this.onSync(this, change);
     const seq = ++this.seq;
     const message = { type: "view", seq, viewport: this.viewportSize(), zoom: this.view.zoom, pan: this.view.pan, slice: this.view.slice };
     if (this.onView) this.onView(this);
@@ -203,6 +205,7 @@ class Viewport {
     if (m.type === "series") {
       this.series = m;
       this.errorBox.hidden = true;
+      if (this.onSeries) this.onSeries(this);
       if (this.centreOnOpen) {
         // a plane opens at the middle of the volume
         this.centreOnOpen = false;
@@ -249,7 +252,8 @@ class Viewport {
     const p = s.patient || {};
     const st = s.study_info || {};
     this.tl.textContent = `${pn(p.name || "")}\n${p.id || ""}\n${da(p.birth_date)} ${p.sex || ""}`;
-    this.tr.textContent = `${da(st.date)} ${st.description || ""}\n${s.modality || ""} #${s.series_number || ""} ${s.series_description || ""}`;
+    const prior = this.linkNote ? `\n${this.linkNote}` : "";
+    this.tr.textContent = `${da(st.date)} ${st.description || ""}\n${s.modality || ""} #${s.series_number || ""} ${s.series_description || ""}${prior}`;
     const cine = this.cine.playing ? `\n▶ ${this.cine.fps} fps` : "";
     const m = s.mpr;
     let plane = "";
@@ -340,6 +344,13 @@ export async function openViewer(main, study) {
     el("option", { value: "" }, "One voxel"), el("option", { value: "mip" }, "MIP"),
     el("option", { value: "minip" }, "MinIP"), el("option", { value: "average" }, "Average"));
   const slabMm = el("input", { type: "number", id: "slab-mm", min: "0", max: "500", step: "1", value: "10", "aria-label": "Slab thickness in mm", title: "Slab thickness (mm)" });
+  const priorMenu = el("select", { id: "prior", "aria-label": "Compare with a prior study", title: "The same person's earlier comparable studies, from every hospital", hidden: true },
+    el("option", { value: "" }, "Compare with…"));
+  const linkScroll = el("input", { type: "checkbox", id: "link-scroll", checked: true });
+  const linkLook = el("input", { type: "checkbox", id: "link-look" });
+  const links = el("span", { class: "links", hidden: true },
+    el("label", { title: "Scroll the current and the prior together: by position in one frame of reference, else by the offset between them when linked (unlink, align, link again to set it)" }, linkScroll, "Link scroll"),
+    el("label", { title: "Window and zoom follow from one to the other" }, linkLook, "Link window & zoom"));
   const tools = el("div", { class: "tools" },
     ["1x1", "1x2", "2x2"].map((l) => el("button", { type: "button", "data-layout": l, onclick: () => layout(l) }, l)),
     presetMenu,
@@ -348,6 +359,7 @@ export async function openViewer(main, study) {
     toolMenu,
     cineButton, cineFps,
     mprButton, slabMode, slabMm,
+    priorMenu, links,
     el("button", { type: "button", id: "key-image", title: "Mark the slice shown as a key image (saved with the measurements)", onclick: () => markKey() }, "Key image"),
     el("button", { type: "button", id: "save-measurements", onclick: () => saveAll() }, "Save measurements"),
     saveStatus,
@@ -386,6 +398,7 @@ export async function openViewer(main, study) {
   cineFps.addEventListener("change", () => { if (selected && selected.cine.playing) selected.play(cineRate()); });
   const show = (vp, uid) => {
     if (mprOf) { enterMpr(uid); return; }
+    if (vp.isPrior) vp = link.current; // the current study's series never replace the prior
     vp.seriesUid = uid; vp.open(study, uid); select(vp);
   };
   const addViewport = () => {
@@ -397,8 +410,18 @@ export async function openViewer(main, study) {
     viewports.push(vp);
     return vp;
   };
+  /** The prior's view goes; the current one scrolls alone again. */
+  const dropLink = () => {
+    if (!link) return;
+    link.current.onSync = null;
+    viewports = viewports.filter((v) => (v.isPrior ? (v.close(), false) : true));
+    link = null;
+    links.hidden = true;
+    priorMenu.value = "";
+  };
   const layout = (l) => {
     const n = { "1x1": 1, "1x2": 2, "2x2": 4 }[l];
+    dropLink();
     if (mprOf) { mprOf = null; while (viewports.length) viewports.pop().close(); }
     mprButton.classList.remove("active");
     grid.className = `grid l${l}`;
@@ -439,8 +462,9 @@ export async function openViewer(main, study) {
     for (const v of mprViews()) if (v !== from && v.series) v.sendView({ slice: v.sliceAt(p) });
   };
   const enterMpr = (uid) => {
-    uid = uid || (selected && selected.seriesUid);
+    uid = uid || (selected && !selected.isPrior && selected.seriesUid) || (viewports[0] && viewports[0].seriesUid);
     if (!uid) return;
+    dropLink();
     while (viewports.length) viewports.pop().close();
     mprOf = uid;
     cross = null;
@@ -460,6 +484,106 @@ export async function openViewer(main, study) {
     select(viewports[0]);
   };
   const toggleMpr = () => (mprOf ? layout("1x1") : enterMpr());
+
+  // Priors: the same person's earlier comparable studies (a modality in common, not later),
+  // from every hospital the person index links; the most recent one opens beside the current
+  // study, and the two views scroll together.
+  let priors = [];
+  let link = null;
+  const findPriors = async () => {
+    const persons = await api(`/api/persons?study=${encodeURIComponent(study)}`);
+    if (!persons.length) return [];
+    const person = await api(`/api/persons/${encodeURIComponent(persons[0].id)}`);
+    const here = person.studies.find((s) => s.study_uid === study);
+    const mods = new Set(series.map((s) => dv(s, "00080060")));
+    return person.studies
+      .filter((s) => s.study_uid !== study
+        && !(here && here.study_date && s.study_date && s.study_date > here.study_date)
+        && (s.modalities || "").split(/[\\,\s]+/).some((m) => mods.has(m)))
+      .sort((a, b) => (b.study_date || "").localeCompare(a.study_date || ""));
+  };
+  const positionOf = (vp, slice) => {
+    const p = vp.series && vp.series.positions ? vp.series.positions[slice] : null;
+    return typeof p === "number" ? p : null;
+  };
+  const nearestSlice = (vp, pos) => {
+    let best = null;
+    vp.series.positions.forEach((p, i) => {
+      if (typeof p === "number" && (best === null || Math.abs(p - pos) < Math.abs(vp.series.positions[best] - pos))) best = i;
+    });
+    return best;
+  };
+  /** The offset from the current view's positions to the prior's: none in one frame of
+   * reference, else what lies between the slices shown when the link is made. */
+  const linkOffset = () => {
+    if (link.offset !== null) return link.offset;
+    const [a, b] = [link.current, link.prior];
+    if (!a.series || !b.series) return null;
+    const same = a.series.frame_of_reference && a.series.frame_of_reference === b.series.frame_of_reference;
+    const pa = positionOf(a, a.view.slice);
+    const pb = positionOf(b, b.view.slice);
+    if (!same && (pa === null || pb === null)) return null;
+    link.offset = same ? 0 : pb - pa;
+    link.byPosition = same;
+    b.linkNote = same ? "Prior · linked by position" : `Prior · linked, offset ${link.offset >= 0 ? "+" : ""}${link.offset.toFixed(1)} mm`;
+    b.drawOverlays();
+    return link.offset;
+  };
+  const syncFrom = (src, change) => {
+    if (!link || (src !== link.current && src !== link.prior)) return;
+    const dst = src === link.current ? link.prior : link.current;
+    if (!src.series || !dst.series) return;
+    if (linkScroll.checked && change.slice !== undefined) {
+      const offset = linkOffset();
+      const p = positionOf(src, src.view.slice);
+      if (offset !== null && p !== null) {
+        const k = nearestSlice(dst, src === link.current ? p + offset : p - offset);
+        if (k !== null && k !== dst.view.slice) dst.sendView({ slice: k }, true);
+      }
+    }
+    if (linkLook.checked && (change.window !== undefined || change.preset !== undefined || change.zoom !== undefined)) {
+      dst.sendView({ window: src.view.window, preset: src.view.preset, zoom: src.view.zoom }, true);
+    }
+  };
+  linkScroll.addEventListener("change", () => {
+    // unlinked, the reader aligns the two; linked again, that alignment is the offset
+    if (!link) return;
+    link.offset = null;
+    link.prior.linkNote = linkScroll.checked ? null : "Prior · not linked";
+    if (linkScroll.checked) linkOffset();
+    link.prior.drawOverlays();
+  });
+  /** Opens `prior` (a study of the person) beside the current series: its series of the same
+   * modality and description, else of the same modality. */
+  const openPrior = async (prior) => {
+    const q = ["0008103E", "00200011", "00080060"].map((t) => `includefield=${t}`).join("&");
+    const list = await api(`/dicomweb/studies/${prior.study_uid}/series?${q}`, { headers: { Accept: "application/dicom+json" } });
+    if (mprOf) layout("1x1");
+    const current = viewports[0];
+    const here = series.find((s) => dv(s, "0020000E") === current.seriesUid) || series[0];
+    const same = (s, t) => dv(s, t) === dv(here, t);
+    const pick = list.find((s) => same(s, "00080060") && same(s, "0008103E")) || list.find((s) => same(s, "00080060")) || list[0];
+    if (!pick) return;
+    while (viewports.length > 1) viewports.pop().close();
+    grid.className = "grid l1x2";
+    const vp = addViewport();
+    vp.isPrior = true;
+    vp.seriesUid = dv(pick, "0020000E");
+    vp.linkNote = "Prior";
+    vp.open(prior.study_uid, vp.seriesUid);
+    link = { current, prior: vp, offset: null };
+    current.onSync = syncFrom;
+    vp.onSync = syncFrom;
+    // linked once both series are known, at the slices they show then
+    vp.onSeries = () => { if (link && link.prior === vp) { link.offset = null; if (linkScroll.checked) linkOffset(); } };
+    links.hidden = false;
+    priorMenu.value = prior.study_uid;
+    select(current);
+  };
+  priorMenu.addEventListener("change", () => {
+    const p = priors.find((x) => x.study_uid === priorMenu.value);
+    if (p) openPrior(p).catch((err) => failed("Prior study", err));
+  });
   /** Turns the two planes other than the selected one about its normal by `step` degrees. */
   const turnPlanes = (step) => {
     if (!mprOf || !selected || !selected.series || !selected.series.mpr) return;
@@ -559,6 +683,14 @@ export async function openViewer(main, study) {
   };
   document.addEventListener("keydown", keydown);
   layout("1x1");
+  findPriors().then((found) => {
+    priors = found;
+    if (!priors.length) return;
+    priorMenu.append(...priors.map((p) => el("option", { value: p.study_uid },
+      `${da(p.study_date)} ${p.modalities} ${p.description || ""} (${p.issuer} ${p.patient_id})`)));
+    priorMenu.hidden = false;
+    return openPrior(priors[0]);
+  }).catch((err) => failed("Prior studies", err));
   return () => {
     document.removeEventListener("keydown", keydown);
     for (const v of viewports) v.close();

@@ -130,6 +130,11 @@ impl RenderPool {
         }
     }
 
+    /// Worker threads: how many jobs run at once.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
     /// The pool, recording every job's duration in `metrics`.
     pub fn measured(mut self, metrics: Arc<Metrics>) -> RenderPool {
         self.metrics = metrics;

@@ -174,9 +174,15 @@ impl Geometry {
         self.spacing.1 - self.spacing.0 <= self.spacing.0 * EVEN_SPACING
     }
 
-    /// Bytes the volume's values take.
+    /// Bytes the volume's values take (each slice in whole tiles).
     pub fn bytes(&self) -> u64 {
-        u64::from(self.rows) * u64::from(self.columns) * self.depths.len() as u64 * 2
+        self.tiled_slice_len() as u64 * self.depths.len() as u64 * 2
+    }
+
+    /// Values a slice takes in tiles of [`TILE`]².
+    fn tiled_slice_len(&self) -> usize {
+        let t = TILE as u32;
+        (self.rows.div_ceil(t) * t) as usize * (self.columns.div_ceil(t) * t) as usize
     }
 
     /// The mean distance between slices, mm.
@@ -324,12 +330,37 @@ const MAX_SLAB_SAMPLES: usize = 256;
 /// Modality values are kept in the reformatted frame in these fractions of a unit.
 const FRACTIONS: f64 = 8.0;
 
+/// Where value (x, y) of a slice lies in its tiles.
+#[inline]
+fn tiled(tiles_across: usize, x: usize, y: usize) -> usize {
+    (((y / TILE) * tiles_across + x / TILE) * TILE + y % TILE) * TILE + x % TILE
+}
+
+/// Between two samples, `t` of the way from the first; one alone when the other is outside.
+fn mix(a: Option<f32>, b: Option<f32>, t: f32) -> Option<f32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + (b - a) * t),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Slices are kept in square tiles of this side, so a plane read down a slice's columns (a
+/// sagittal plane of an axial series) finds its next values in the cache lines it has just read,
+/// as a plane read along its rows does.
+const TILE: usize = 8;
+
 /// A series' values stacked by its geometry.
 #[derive(Debug)]
 pub struct Volume {
     pub geometry: Geometry,
-    /// Stored values, slice by slice, row by row, shifted into 16 bits signed.
+    /// Stored values shifted into 16 bits signed, slice by slice, each slice in tiles of
+    /// [`TILE`]² (row by row within a tile, tiles row by row).
     values: Vec<i16>,
+    /// Values a slice takes, and tiles across a slice.
+    slice_len: usize,
+    tiles_across: usize,
+    /// Each slice's lowest and highest stored value (shifted).
+    extremes: Vec<(i16, i16)>,
     /// Each slice's modality LUT as a rescale of the shifted values: modality = v × slope + intercept.
     rescale: Vec<(f32, f32)>,
     /// Slices filled so far.
@@ -337,20 +368,49 @@ pub struct Volume {
     /// The first slice's presentation: windows, modality, and whether it is shown inverted.
     presentation: Presentation,
     monochrome1: bool,
+    /// Each slice's origin from the first one's, in voxels across and down: zero but for a
+    /// tilted gantry (or a stack shifted sideways).
+    shift: Vec<(f64, f64)>,
+    sheared: bool,
+    /// With evenly spaced slices: the first depth and slices per mm, to find a depth's slices
+    /// without a search.
+    even: Option<(f64, f64)>,
+    /// The lowest modality value, found once the volume is complete.
+    lowest: std::sync::OnceLock<f32>,
 }
 
 impl Volume {
     /// An empty volume for `geometry`; [`Volume::put`] fills its slices.
     pub fn new(geometry: Geometry) -> Volume {
-        let n = geometry.rows as usize * geometry.columns as usize * geometry.depths.len();
+        let slice_len = geometry.tiled_slice_len();
+        let n = slice_len * geometry.depths.len();
         let slices = geometry.depths.len();
+        let tiles_across = (geometry.columns as usize).div_ceil(TILE);
+        let g = &geometry;
+        let shift: Vec<(f64, f64)> = g
+            .origins
+            .iter()
+            .map(|&o| {
+                let q = sub(o, g.origins[0]);
+                (dot(q, g.across) / g.column_mm, dot(q, g.down) / g.row_mm)
+            })
+            .collect();
+        let sheared = shift.iter().any(|&(a, b)| a.abs() > 1e-6 || b.abs() > 1e-6);
+        let even = g.even().then(|| (g.depths[0], 1.0 / g.slice_mm()));
         Volume {
-            geometry,
             values: vec![0; n],
+            slice_len,
+            tiles_across,
+            extremes: vec![(0, 0); slices],
             rescale: vec![(1.0, 0.0); slices],
             filled: vec![false; slices],
             presentation: Presentation::default(),
             monochrome1: false,
+            shift,
+            sheared,
+            even,
+            lowest: std::sync::OnceLock::new(),
+            geometry,
         }
     }
 
@@ -389,10 +449,25 @@ impl Volume {
         };
         // unsigned values are shifted down by 2^15 to fit; the shift goes into the intercept
         let shift: i32 = if *signed { 0 } else { 1 << 15 };
-        let out = &mut self.values[index * n..(index + 1) * n];
-        for (o, &v) in out.iter_mut().zip(&values[..n.min(values.len())]) {
-            *o = (v - shift).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+        if values.len() < n {
+            return Err(RenderError::Decode(format!(
+                "{} values for {} pixels",
+                values.len(),
+                n
+            )));
         }
+        let w = g.columns as usize;
+        let (start, tiles_across) = (index * self.slice_len, self.tiles_across);
+        let out = &mut self.values[start..start + self.slice_len];
+        let (mut lo, mut hi) = (i16::MAX, i16::MIN);
+        for (y, row) in values[..n].chunks(w).enumerate() {
+            for (x, &v) in row.iter().enumerate() {
+                let v = (v - shift).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+                (lo, hi) = (lo.min(v), hi.max(v));
+                out[tiled(tiles_across, x, y)] = v;
+            }
+        }
+        self.extremes[index] = (lo, hi);
         self.rescale[index] = (slope as f32, (intercept + f64::from(shift) * slope) as f32);
         if !self.filled.iter().any(|&f| f) {
             self.presentation = frame.presentation.clone();
@@ -417,11 +492,12 @@ impl Volume {
         }
         let x = x.clamp(0.0, (w - 1) as f64);
         let y = y.clamp(0.0, (h - 1) as f64);
-        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        // not negative: truncation is the floor, without a call
+        let (x0, y0) = (x as usize, y as usize);
         let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
         let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
-        let base = k * w * h;
-        let v = |xx: usize, yy: usize| f32::from(self.values[base + yy * w + xx]);
+        let slice = &self.values[k * self.slice_len..(k + 1) * self.slice_len];
+        let v = |xx: usize, yy: usize| f32::from(slice[tiled(self.tiles_across, xx, yy)]);
         let top = v(x0, y0) * (1.0 - fx) + v(x1, y0) * fx;
         let bottom = v(x0, y1) * (1.0 - fx) + v(x1, y1) * fx;
         let (slope, intercept) = self.rescale[k];
@@ -510,6 +586,25 @@ impl Volume {
         index: usize,
         slab: Option<Slab>,
     ) -> Result<CachedFrame, RenderError> {
+        let values = self.reformat_rows(layout, index, slab, 0..layout.rows)?;
+        Ok(self.frame(layout, values))
+    }
+
+    /// Rows `rows` of [`Volume::reformat`]'s image, its values in eighths: bands of one image
+    /// can be made on several threads and joined with [`Volume::frame`].
+    pub fn reformat_rows(
+        &self,
+        layout: &Layout,
+        index: usize,
+        slab: Option<Slab>,
+        rows: std::ops::Range<u32>,
+    ) -> Result<Vec<i32>, RenderError> {
+        if rows.end > layout.rows || rows.start > rows.end {
+            return Err(RenderError::Unsupported(format!(
+                "rows {rows:?} are not rows of the plane (it has {})",
+                layout.rows
+            )));
+        }
         if index >= layout.depths.len() {
             return Err(RenderError::Unsupported(format!(
                 "slice {index} does not exist (the plane has {})",
@@ -544,35 +639,29 @@ impl Volume {
         };
         let mode = slab.map_or(SlabMode::Average, |s| s.mode);
         let background = self.lowest();
-        let (w, h) = (layout.columns as usize, layout.rows as usize);
-        let mut values = Vec::with_capacity(w * h);
-        let pl = layout.plane;
-        for y in 0..h {
-            let row = layout.point(index, 0.5, y as f64 + 0.5);
-            for x in 0..w {
-                let p = add_scaled(row, pl.across, x as f64 * layout.pixel_mm);
-                let mut acc: Option<f32> = None;
-                let mut count = 0u32;
-                for &o in &offsets {
-                    let Some(v) = self.sample(add_scaled(p, pl.normal, o)) else {
-                        continue;
-                    };
-                    count += 1;
-                    acc = Some(match (acc, mode) {
-                        (None, _) => v,
-                        (Some(a), SlabMode::Mip) => a.max(v),
-                        (Some(a), SlabMode::Minip) => a.min(v),
-                        (Some(a), SlabMode::Average) => a + v,
-                    });
-                }
-                let v = match (acc, mode) {
-                    (None, _) => background,
-                    (Some(a), SlabMode::Average) => a / count as f32,
-                    (Some(a), _) => a,
-                };
-                values.push((f64::from(v) * FRACTIONS).round() as i32);
-            }
+        let (w, h) = (layout.columns as usize, rows.len());
+        let mut acc = vec![0f32; w * h];
+        let mut count = vec![0u16; w * h];
+        for &o in &offsets {
+            let depth = layout.depths[index] + o;
+            self.pass(layout, depth, mode, rows.start, &mut acc, &mut count);
         }
+        Ok(acc
+            .iter()
+            .zip(&count)
+            .map(|(&a, &n)| {
+                let v = match (n, mode) {
+                    (0, _) => background,
+                    (_, SlabMode::Average) => a / f32::from(n),
+                    _ => a,
+                };
+                (f64::from(v) * FRACTIONS).round() as i32
+            })
+            .collect())
+    }
+
+    /// A reformatted image of `layout` from its values (all its rows, in eighths).
+    pub fn frame(&self, layout: &Layout, values: Vec<i32>) -> CachedFrame {
         let presentation = Presentation {
             modality_lut: ModalityLut::Rescale {
                 slope: 1.0 / FRACTIONS,
@@ -581,7 +670,7 @@ impl Volume {
             voi_luts: Vec::new(),
             ..self.presentation.clone()
         };
-        Ok(CachedFrame {
+        CachedFrame {
             frame: DecodedFrame {
                 rows: layout.rows,
                 columns: layout.columns,
@@ -594,19 +683,111 @@ impl Volume {
                 },
             },
             presentation,
-        })
+        }
+    }
+
+    /// Samples `layout`'s plane at `depth` (mm along its normal) into `acc` (the slab's running
+    /// maximum, minimum or sum) and `count` (samples inside the volume), pixel by pixel, for the
+    /// image rows from `first_row` on that `acc` holds. Column, row and depth are linear in the
+    /// image position, so each is a multiply-add; the slices a depth falls between are found
+    /// directly when evenly spaced, else by walking from the previous pixel's.
+    fn pass(
+        &self,
+        layout: &Layout,
+        depth: f64,
+        mode: SlabMode,
+        first_row: u32,
+        acc: &mut [f32],
+        count: &mut [u16],
+    ) {
+        let g = &self.geometry;
+        let pl = layout.plane;
+        let corner = add_scaled(layout.corner, pl.across, 0.5 * layout.pixel_mm);
+        let base = add_scaled(
+            add_scaled(corner, pl.down, 0.5 * layout.pixel_mm),
+            pl.normal,
+            depth,
+        );
+        let step_x = add_scaled([0.0; 3], pl.across, layout.pixel_mm);
+        let step_y = add_scaled([0.0; 3], pl.down, layout.pixel_mm);
+        let q = sub(base, g.origins[0]);
+        let axis = |a: V3, mm: f64| (dot(q, a) / mm, dot(step_x, a) / mm, dot(step_y, a) / mm);
+        let (c0, cx, cy) = axis(g.across, g.column_mm);
+        let (r0, rx, ry) = axis(g.down, g.row_mm);
+        let (d0, dx, dy) = (
+            dot(base, g.normal),
+            dot(step_x, g.normal),
+            dot(step_y, g.normal),
+        );
+        let n = g.depths.len();
+        let (lo, hi) = (
+            g.depths[0] - (g.depths[1] - g.depths[0]) / 2.0,
+            g.depths[n - 1] + (g.depths[n - 1] - g.depths[n - 2]) / 2.0,
+        );
+        let w = layout.columns as usize;
+        let mut k = 0usize;
+        for (y, (acc_row, count_row)) in acc.chunks_mut(w).zip(count.chunks_mut(w)).enumerate() {
+            let y = (y + first_row as usize) as f64;
+            let (cr, rr, dr) = (c0 + y * cy, r0 + y * ry, d0 + y * dy);
+            for (x, (a, c)) in acc_row.iter_mut().zip(count_row.iter_mut()).enumerate() {
+                let x = x as f64;
+                let d = dr + x * dx;
+                if !(d >= lo && d <= hi) {
+                    continue;
+                }
+                // the slices k and k + 1 around depth d, and how far from k
+                let t = match self.even {
+                    Some((first, per_mm)) => {
+                        let kf = ((d - first) * per_mm).clamp(0.0, (n - 1) as f64);
+                        k = (kf as usize).min(n - 2);
+                        (kf - k as f64).clamp(0.0, 1.0)
+                    }
+                    None => {
+                        while k + 2 < n && g.depths[k + 1] <= d {
+                            k += 1;
+                        }
+                        while k > 0 && g.depths[k] > d {
+                            k -= 1;
+                        }
+                        ((d - g.depths[k]) / (g.depths[k + 1] - g.depths[k])).clamp(0.0, 1.0)
+                    }
+                };
+                let (col, row) = (cr + x * cx, rr + x * rx);
+                let v = if self.sheared {
+                    let (a0, b0) = self.shift[k];
+                    let (a1, b1) = self.shift[k + 1];
+                    mix(
+                        self.at(k, col - a0, row - b0),
+                        self.at(k + 1, col - a1, row - b1),
+                        t as f32,
+                    )
+                } else if t == 0.0 {
+                    self.at(k, col, row)
+                } else {
+                    mix(self.at(k, col, row), self.at(k + 1, col, row), t as f32)
+                };
+                let Some(v) = v else { continue };
+                *a = match (*c, mode) {
+                    (0, _) => v,
+                    (_, SlabMode::Mip) => a.max(v),
+                    (_, SlabMode::Minip) => a.min(v),
+                    (_, SlabMode::Average) => *a + v,
+                };
+                *c += 1;
+            }
+        }
     }
 
     /// The lowest modality value the volume holds.
     fn lowest(&self) -> f32 {
-        let n = self.geometry.rows as usize * self.geometry.columns as usize;
-        self.values
-            .chunks(n.max(1))
+        *self.lowest.get_or_init(|| self.find_lowest())
+    }
+
+    fn find_lowest(&self) -> f32 {
+        self.extremes
+            .iter()
             .zip(&self.rescale)
-            .map(|(slice, &(slope, intercept))| {
-                let (lo, hi) = slice
-                    .iter()
-                    .fold((i16::MAX, i16::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            .map(|(&(lo, hi), &(slope, intercept))| {
                 (f32::from(lo) * slope + intercept).min(f32::from(hi) * slope + intercept)
             })
             .fold(f32::INFINITY, f32::min)
@@ -715,7 +896,11 @@ mod tests {
         let centre = [0.0, 0.0, 50.0];
         let v = sphere_volume(100, 1.0, &depths, centre, 20.0, 0.0);
         assert!(v.geometry.even() && v.geometry.tilt_degrees < 1e-6);
-        assert_eq!(v.geometry.bytes(), 100 * 100 * 50 * 2);
+        assert_eq!(
+            v.geometry.bytes(),
+            104 * 104 * 50 * 2,
+            "slices in whole 8×8 tiles"
+        );
         for o in [
             Orientation::Axial,
             Orientation::Coronal,
@@ -842,6 +1027,50 @@ mod tests {
         });
         assert!(v.reformat(&layout, 0, too_thick).is_err());
         assert!(v.reformat(&layout, layout.depths.len(), None).is_err());
+    }
+
+    #[test]
+    fn each_pixel_is_the_volume_sampled_at_its_point_and_bands_join_into_the_image() {
+        // a tilted stack of uneven slices, cut by an oblique plane: the fast row walk must give
+        // what sampling each pixel's patient point gives
+        let mut depths: Vec<f64> = (0..20).map(|i| f64::from(i) * 2.0).collect();
+        depths.extend((1..30).map(|i| 38.0 + f64::from(i)));
+        let centre = [3.0, -2.0, 40.0];
+        let v = sphere_volume(90, 1.1, &depths, centre, 18.0, 0.2);
+        assert!(!v.geometry.even() && v.geometry.tilt_degrees > 10.0);
+        let plane = Plane::standard(Orientation::Coronal)
+            .rotated([0.3, 0.1, 1.0], 25.0)
+            .unwrap();
+        let layout = v.layout(plane, 1024);
+        let index = middle(&layout, centre);
+        let whole = v.reformat(&layout, index, None).unwrap();
+        let Pixels::Grey { values, .. } = &whole.frame.pixels else {
+            panic!()
+        };
+        let lowest = v.lowest();
+        let mut inside = 0;
+        for (i, &got) in values.iter().enumerate() {
+            let (x, y) = (i % layout.columns as usize, i / layout.columns as usize);
+            let p = layout.point(index, x as f64 + 0.5, y as f64 + 0.5);
+            let want = v.sample(p).unwrap_or(lowest);
+            inside += usize::from(v.sample(p).is_some());
+            assert!(
+                (f64::from(got) / FRACTIONS - f64::from(want)).abs() <= 0.25,
+                "pixel ({x}, {y}): {got} eighths, sampled {want}"
+            );
+        }
+        assert!(
+            inside > values.len() / 4,
+            "the plane cuts the volume: {inside} pixels"
+        );
+        // three bands of rows are the image
+        let h = layout.rows;
+        let mut joined = Vec::new();
+        for band in [0..h / 3, h / 3..h / 2, h / 2..h] {
+            joined.extend(v.reformat_rows(&layout, index, None, band).unwrap());
+        }
+        assert_eq!(&joined, values);
+        assert!(v.reformat_rows(&layout, index, None, 0..h + 1).is_err());
     }
 
     #[test]

@@ -174,7 +174,8 @@ impl Pictures {
         self.volumes.bytes()
     }
 
-    /// Slice `index` of `layout` through `volume` (a slab when asked), on the pool.
+    /// Slice `index` of `layout` through `volume` (a slab when asked), on the pool: a large
+    /// image in one band of rows per worker, so one view's input is answered by every core.
     pub async fn reformat(
         &self,
         volume: Arc<Volume>,
@@ -183,13 +184,29 @@ impl Pictures {
         slab: Option<Slab>,
         priority: Priority,
     ) -> Result<CachedFrame, RenderInstanceError> {
-        self.pool
-            .run(priority, "reformat", move || {
-                volume.reformat(&layout, index, slab)
+        let rows = layout.rows;
+        let pixels = u64::from(rows) * u64::from(layout.columns);
+        let bands = if pixels >= BAND_PIXELS {
+            (self.pool.workers() as u32).clamp(1, rows.max(1))
+        } else {
+            1
+        };
+        let per = rows.div_ceil(bands);
+        let jobs = (0..bands).map(|b| {
+            let (volume, layout) = (volume.clone(), layout.clone());
+            let band = (b * per).min(rows)..((b + 1) * per).min(rows);
+            self.pool.run(priority, "reformat", move || {
+                volume.reformat_rows(&layout, index, slab, band)
             })
-            .await
-            .map_err(|e| RenderError::Decode(e.to_string()))?
-            .map_err(RenderInstanceError::Render)
+        });
+        let mut values = Vec::with_capacity(pixels as usize);
+        for band in futures::future::join_all(jobs).await {
+            values.extend(
+                band.map_err(|e| RenderError::Decode(e.to_string()))?
+                    .map_err(RenderInstanceError::Render)?,
+            );
+        }
+        Ok(volume.frame(&layout, values))
     }
 
     /// [`Pictures::reformat`], rendered as `view` asks.
@@ -202,9 +219,9 @@ impl Pictures {
         view: View,
         priority: Priority,
     ) -> Result<Rendered, RenderInstanceError> {
+        let f = self.reformat(volume, layout, index, slab, priority).await?;
         self.pool
             .run(priority, "render", move || {
-                let f = volume.reformat(&layout, index, slab)?;
                 strata_render::render(&f.frame, &f.presentation, &view)
             })
             .await
@@ -331,6 +348,9 @@ impl Pictures {
         }
     }
 }
+
+/// Reformatted images of at least this many pixels are made in bands, one per render worker.
+const BAND_PIXELS: u64 = 1 << 16;
 
 /// Slices of a volume decoded at once while it is built.
 const VOLUME_DECODES: usize = 8;

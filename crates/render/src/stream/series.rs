@@ -182,6 +182,8 @@ pub fn open_series(
         "columns": numbers(a, "00280011").and_then(|v| v.first().copied()),
         "pixel_spacing": numbers(a, "00280030"),
         "series_description": text(a, "0008103E"),
+        // slices of two series with the same frame of reference are compared by position
+        "frame_of_reference": text(a, "00200052"),
         "series_number": text(a, "00200011"),
         "patient": {
             "name": text(a, "00100010"),

@@ -1,0 +1,54 @@
+// MPR's speed in the browser (issue targets: first reformatted frame ≤ 400 ms after opening a
+// 512×512×400 CT in MPR; then input to painted frame p50 ≤ 25 ms, p95 ≤ 40 ms).
+// Run by benches/mpr_bench.sh, which starts the archive with such a study.
+// Environment: BASE, USER, PASSWORD, STUDY; SCROLL=1 also times scrolling.
+
+import { launch, login } from "../tests/viewer/lib.mjs";
+
+const { BASE, USER, PASSWORD, STUDY, SCROLL } = process.env;
+// three viewports of about 1000×1000 beside the thumbnails
+const { context, close } = await launch({ width: 3250, height: 1102 });
+const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.round((s.length - 1) * p))]; };
+const out = {};
+try {
+  const page = await context.newPage();
+  await login(page, BASE, USER, PASSWORD);
+  /** Opens the study, then MPR: ms from the click to each plane's first painted frame. */
+  const openMpr = async () => {
+    await page.goto(`${BASE}/#/studies`);
+    await page.goto(`${BASE}/#/study/${STUDY}`);
+    await page.waitForFunction(() => window.strata.viewports[0]?.stats.frames > 0, null, { timeout: 60000 });
+    const t0 = await page.evaluate(() => performance.now());
+    await page.click("#mpr");
+    await page.waitForFunction(() => window.strata.viewports.length === 3
+      && window.strata.viewports.every((v) => v.series && v.series.mpr && v.stats.frames > 0), null, { timeout: 120000 });
+    return page.evaluate((t) => window.strata.viewports.map((v) => Math.round(v.stats.paintedAt[0] - t)), t0);
+  };
+  out.cold_first_frame_ms = await openMpr();
+  out.warm_first_frame_ms = await openMpr();
+  out.viewport = await page.evaluate(() => window.strata.viewports[1].viewportSize());
+  out.plane = await page.evaluate(() => {
+    const s = window.strata.viewports[1].series;
+    return { columns: s.columns, rows: s.rows, slices: s.slices };
+  });
+  if (SCROLL === "1") {
+    /** Input to painted frame in the coronal view, each input waiting for its frame. */
+    const steps = async (n) => {
+      await page.evaluate(() => { window.strata.viewports[1].stats.latencies = []; });
+      for (let i = 0; i < n; i++) {
+        await page.evaluate((k) => window.strata.viewports[1].scroll(k % 40 < 20 ? 1 : -1), i);
+        await page.waitForFunction((c) => window.strata.viewports[1].stats.latencies.length > c, i, { timeout: 30000 });
+      }
+      const lat = await page.evaluate(() => window.strata.viewports[1].stats.latencies);
+      return { p50: Math.round(pct(lat, 0.5) * 10) / 10, p95: Math.round(pct(lat, 0.95) * 10) / 10, n: lat.length };
+    };
+    await page.waitForTimeout(500);
+    out.coronal_input_to_paint_ms = await steps(200);
+    await page.evaluate(() => window.strata.viewports[1].sendView({ slab: { thickness: 20, mode: "mip" } }));
+    await page.waitForTimeout(500);
+    out.coronal_mip20_input_to_paint_ms = await steps(100);
+  }
+  console.log(JSON.stringify(out));
+} finally {
+  await close();
+}
