@@ -11,9 +11,9 @@ use common::{add_user, base, token, Api, TestArchive};
 use serde_json::{json, Value};
 use strata_synth::{self as synth, Modality, SynthOptions};
 
-#[test]
-fn a_study_opens_with_its_prior_from_another_hospital_and_they_scroll_together() {
-    let t = TestArchive::new();
+/// A CT study at hospital A and the same person's earlier CT at hospital B, imported into `t`:
+/// (current study, prior study).
+fn two_hospitals(t: &TestArchive) -> (String, String) {
     let opts = SynthOptions {
         seed: 23,
         patients: 1,
@@ -65,6 +65,13 @@ fn a_study_opens_with_its_prior_from_another_hospital_and_they_scroll_together()
         specs.last().unwrap().frame_of_reference_uid
     );
     t.ok(&["import", dir.to_str().unwrap()]);
+    (current_uid, prior_uid)
+}
+
+#[test]
+fn a_study_opens_with_its_prior_from_another_hospital_and_they_scroll_together() {
+    let t = TestArchive::new();
+    let (current_uid, prior_uid) = two_hospitals(&t);
     add_user(&t, "rad", "radiologist");
     add_user(&t, "admin", "admin");
     let server = t.serve();
@@ -139,4 +146,77 @@ fn a_study_opens_with_its_prior_from_another_hospital_and_they_scroll_together()
         opens.iter().any(|e| e.to_string().contains(&prior_uid)),
         "{opens:?}"
     );
+}
+
+#[test]
+fn hanging_protocols_lay_out_a_study_and_a_readers_own_layout_is_remembered() {
+    let t = TestArchive::new();
+    let (current_uid, prior_uid) = two_hospitals(&t);
+    add_user(&t, "rad", "radiologist");
+    add_user(&t, "rad2", "radiologist");
+    let server = t.serve();
+    let rad = Api::new(&server, &token(&t, "rad"));
+    let rad2 = Api::new(&server, &token(&t, "rad2"));
+    // the archive's rules, and nothing of the reader's own yet
+    let layouts = rad.ok(rad.get("/api/viewer/layouts"));
+    assert_eq!(
+        layouts["rules"][0]["name"], "Chest CT, lung series, with its prior",
+        "{layouts}"
+    );
+    assert_eq!(layouts["mine"], json!([]), "{layouts}");
+    // what a reader may remember is checked
+    for bad in [
+        json!({"kind": "CT", "layout": "3x3"}),
+        json!({"kind": "CT", "layout": "1x1", "prior": true}),
+        json!({"kind": "ct; drop", "layout": "1x1"}),
+        json!({"kind": "CT", "layout": "1x1", "extra": 1}),
+    ] {
+        let body = bad.to_string();
+        let a = rad.call(
+            "PUT",
+            "/api/viewer/layouts",
+            &[],
+            Some(("application/json", body.as_bytes())),
+        );
+        assert_eq!(a.status, 400, "{bad}: {}", a.text());
+    }
+    let shots = screenshots("hanging");
+    let run = |user: &str, expect: &str| {
+        let (ok, log) = node(
+            "hanging.mjs",
+            &[
+                ("BASE", base(&server).as_str()),
+                ("RAD_USER", user),
+                ("RAD_PASSWORD", common::PASSWORD),
+                ("STUDY", current_uid.as_str()),
+                ("PRIOR", prior_uid.as_str()),
+                ("EXPECT", expect),
+                ("OUT", shots.as_str()),
+            ],
+            || {},
+        );
+        assert!(
+            ok,
+            "viewer layouts ({user}, {expect}):\n{log}\nserver:\n{}",
+            server.log_text()
+        );
+        println!("{log}");
+    };
+    // the chest CT rule: the lung series with the prior beside it; the reader picks one
+    // viewport, which is remembered for chest CTs and applied when the study opens again
+    run("rad", "rule");
+    run("rad", "mine");
+    let mine = rad.ok(rad.get("/api/viewer/layouts"))["mine"].clone();
+    assert_eq!(
+        mine,
+        json!([{"kind": "CT/CHEST", "layout": "1x1", "prior": false}]),
+        "{mine}"
+    );
+    // another reader still gets the rule
+    run("rad2", "rule");
+    assert_eq!(rad2.ok(rad2.get("/api/viewer/layouts"))["mine"], json!([]));
+    // forgotten, the rule applies again
+    let a = rad.call("DELETE", "/api/viewer/layouts?kind=CT/CHEST", &[], None);
+    assert_eq!(a.status, 204, "{}", a.text());
+    assert_eq!(rad.ok(rad.get("/api/viewer/layouts"))["mine"], json!([]));
 }

@@ -46,7 +46,7 @@ class Viewport {
     this.series = null;
     this.view = { slice: 0, window: null, preset: null, zoom: 1, pan: [0, 0] };
     this.sent = new Map();
-    this.stats = { latencies: [], paintedAt: [], paintedSlices: [], lastSeq: 0, slice: null, lossless: false, frames: 0, errors: [] };
+    this.stats = { latencies: [], serverMs: [], paintedAt: [], paintedSlices: [], lastSeq: 0, slice: null, lossless: false, frames: 0, errors: [] };
     /** Cine as the server last said it: playing or not, at what rate, frames sent and skipped. */
     this.cine = { playing: false, fps: null, sent: 0, skipped: 0 };
     this.onCine = null;
@@ -172,6 +172,8 @@ class Viewport {
       this.stats.lastSeq = Math.max(this.stats.lastSeq, m.seq);
       this.stats.slice = m.slice;
       this.stats.frames++;
+      // what the server spent on the frame: render (a reformat too) and encode
+      if (this.stats.serverMs.push(m.serverUs / 1000) > 10000) this.stats.serverMs.splice(0, 5000);
       if (this.cine.playing && m.slice !== this.view.slice) {
         this.view.slice = m.slice; // the server's clock moves the slice
         this.drawOverlays();
@@ -318,7 +320,7 @@ export async function openViewer(main, study) {
   let cold;
   try {
     cold = await fromCold(main, study);
-    const q = ["0008103E", "00200011", "00080060", "00201209"].map((t) => `includefield=${t}`).join("&");
+    const q = ["0008103E", "00200011", "00080060", "00201209", "00180015"].map((t) => `includefield=${t}`).join("&");
     series = await api(`/dicomweb/studies/${study}/series?${q}`, { headers: { Accept: "application/dicom+json" } });
   } catch (err) {
     failed(`Study ${study}`, err);
@@ -344,6 +346,7 @@ export async function openViewer(main, study) {
     el("option", { value: "" }, "One voxel"), el("option", { value: "mip" }, "MIP"),
     el("option", { value: "minip" }, "MinIP"), el("option", { value: "average" }, "Average"));
   const slabMm = el("input", { type: "number", id: "slab-mm", min: "0", max: "500", step: "1", value: "10", "aria-label": "Slab thickness in mm", title: "Slab thickness (mm)" });
+  const hangingNote = el("span", { id: "hanging", class: "measure-status", title: "The hanging protocol that laid out this study" });
   const priorMenu = el("select", { id: "prior", "aria-label": "Compare with a prior study", title: "The same person's earlier comparable studies, from every hospital", hidden: true },
     el("option", { value: "" }, "Compare with…"));
   const linkScroll = el("input", { type: "checkbox", id: "link-scroll", checked: true });
@@ -352,7 +355,7 @@ export async function openViewer(main, study) {
     el("label", { title: "Scroll the current and the prior together: by position in one frame of reference, else by the offset between them when linked (unlink, align, link again to set it)" }, linkScroll, "Link scroll"),
     el("label", { title: "Window and zoom follow from one to the other" }, linkLook, "Link window & zoom"));
   const tools = el("div", { class: "tools" },
-    ["1x1", "1x2", "2x2"].map((l) => el("button", { type: "button", "data-layout": l, onclick: () => layout(l) }, l)),
+    ["1x1", "1x2", "2x2"].map((l) => el("button", { type: "button", "data-layout": l, onclick: () => { layout(l); remember(l, false); } }, l)),
     presetMenu,
     el("button", { type: "button", onclick: () => selected.sendView({ zoom: 1, pan: [0, 0] }) }, "Fit"),
     el("button", { type: "button", onclick: () => reset() }, "Reset"),
@@ -364,6 +367,7 @@ export async function openViewer(main, study) {
     el("button", { type: "button", id: "save-measurements", onclick: () => saveAll() }, "Save measurements"),
     saveStatus,
     el("button", { type: "button", id: "help-button", onclick: () => { help.hidden = !help.hidden; } }, "?"),
+    hangingNote,
     cold === null ? "" : el("span", { id: "cold-note", class: "measure-status" }, `Retrieved from cold storage in ${cold.toFixed(1)} s`),
     mayExport(state.role)
       ? el("a", { href: `/api/export?study=${encodeURIComponent(study)}`, download: `study-${study}.zip`, id: "download",
@@ -582,8 +586,60 @@ export async function openViewer(main, study) {
   };
   priorMenu.addEventListener("change", () => {
     const p = priors.find((x) => x.study_uid === priorMenu.value);
-    if (p) openPrior(p).catch((err) => failed("Prior study", err));
+    if (p) {
+      openPrior(p).catch((err) => failed("Prior study", err));
+      remember("1x2", true);
+    } else {
+      layout("1x1");
+      remember("1x1", false);
+    }
   });
+
+  // Hanging protocols: the reader's own layout for this kind of study (its modality, or
+  // modality and body part), else the archive's first matching rule, else one viewport.
+  const modalities = new Set(series.map((s) => dv(s, "00080060")).filter(Boolean));
+  const bodyParts = new Set(series.map((s) => (dv(s, "00180015") || "").toUpperCase()).filter(Boolean));
+  const modality = dv(series[0], "00080060") || "";
+  const bodyPart = [...bodyParts][0] || "";
+  const kinds = bodyPart ? [`${modality}/${bodyPart}`, modality] : [modality];
+  /** The reader's choice, remembered for this kind of study (the most specific one). */
+  const remember = (l, prior) => {
+    hangingNote.textContent = "Layout: yours";
+    api("/api/viewer/layouts", { method: "PUT", body: { kind: kinds[0], layout: l, prior } })
+      .catch((err) => failed("Remembering the layout", err));
+  };
+  const chooseLayout = (layouts) => {
+    const mine = kinds.map((k) => layouts.mine.find((m) => m.kind === k)).find(Boolean);
+    if (mine) return { name: "yours", layout: mine.layout, prior: mine.prior };
+    const has = (d) => series.find((s) => (dv(s, "0008103E") || "").toLowerCase().includes(d.toLowerCase()));
+    const rule = layouts.rules.find((r) => (!r.modalities.length || r.modalities.some((m) => modalities.has(m)))
+      && (!r.body_part || bodyParts.has(r.body_part.toUpperCase()))
+      && (!r.series_description || has(r.series_description)));
+    if (!rule) return { name: "one viewport", layout: "1x1", prior: false };
+    return { name: rule.name, layout: rule.layout, prior: rule.prior, first: rule.series_description ? has(rule.series_description) : null };
+  };
+  const hang = async () => {
+    const [layouts, found] = await Promise.all([api("/api/viewer/layouts"), findPriors()]);
+    priors = found;
+    if (priors.length) {
+      priorMenu.append(...priors.map((p) => el("option", { value: p.study_uid },
+        `${da(p.study_date)} ${p.modalities} ${p.description || ""} (${p.issuer} ${p.patient_id})`)));
+      priorMenu.hidden = false;
+    }
+    const chosen = chooseLayout(layouts);
+    hangingNote.textContent = `Layout: ${chosen.name}`;
+    hangingNote.dataset.layout = chosen.layout;
+    if (chosen.first) {
+      // the rule's series goes first
+      const i = series.indexOf(chosen.first);
+      series.splice(i, 1);
+      series.unshift(chosen.first);
+      const uid = dv(chosen.first, "0020000E");
+      if (viewports[0] && viewports[0].seriesUid !== uid) show(viewports[0], uid);
+    }
+    if (chosen.prior && priors.length) await openPrior(priors[0]);
+    else if (chosen.layout !== "1x1") layout(chosen.layout);
+  };
   /** Turns the two planes other than the selected one about its normal by `step` degrees. */
   const turnPlanes = (step) => {
     if (!mprOf || !selected || !selected.series || !selected.series.mpr) return;
@@ -670,7 +726,11 @@ export async function openViewer(main, study) {
     else if (k === "-") selected.zoomBy(0.8);
     else if (k === "f" || k === "F") selected.sendView({ zoom: 1, pan: [0, 0] });
     else if (k === "r" || k === "R") reset();
-    else if (k === "l" || k === "L") layout(mprOf ? "1x1" : { 1: "1x2", 2: "2x2", 4: "1x1" }[viewports.length]);
+    else if (k === "l" || k === "L") {
+      const next = mprOf ? "1x1" : { 1: "1x2", 2: "2x2", 4: "1x1" }[viewports.length];
+      layout(next);
+      remember(next, false);
+    }
     else if (k === "c" || k === "C") toggleCine();
     else if (k === "m" || k === "M") toggleMpr();
     else if (k === "[") turnPlanes(-5);
@@ -683,14 +743,7 @@ export async function openViewer(main, study) {
   };
   document.addEventListener("keydown", keydown);
   layout("1x1");
-  findPriors().then((found) => {
-    priors = found;
-    if (!priors.length) return;
-    priorMenu.append(...priors.map((p) => el("option", { value: p.study_uid },
-      `${da(p.study_date)} ${p.modalities} ${p.description || ""} (${p.issuer} ${p.patient_id})`)));
-    priorMenu.hidden = false;
-    return openPrior(priors[0]);
-  }).catch((err) => failed("Prior studies", err));
+  hang().catch((err) => failed("Laying out the study", err));
   return () => {
     document.removeEventListener("keydown", keydown);
     for (const v of viewports) v.close();

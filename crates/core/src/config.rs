@@ -55,6 +55,9 @@ pub struct Config {
     pub dicomweb_peers: Vec<DicomwebPeer>,
     pub send: SendConfig,
     pub tiers: TiersConfig,
+    /// The viewer's hanging protocols (`[[hanging]]`), first match wins; a reader's own layout
+    /// for a kind of study comes before them.
+    pub hanging: Vec<HangingRule>,
     /// The data directory (index, key, default replicas); set from `--data`, not the file.
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -384,9 +387,82 @@ impl Default for Config {
             dicomweb_peers: Vec::new(),
             send: SendConfig::default(),
             tiers: TiersConfig::default(),
+            hanging: default_hanging(),
             data_dir: PathBuf::from("strata-data"),
         }
     }
+}
+
+/// A hanging protocol: how the viewer lays out a study that matches, and whether the person's
+/// most recent comparable prior goes beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HangingRule {
+    pub name: String,
+    /// The study holds a series of one of these modalities (empty: any).
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    /// A series of the study has this Body Part Examined (absent: any).
+    #[serde(default)]
+    pub body_part: Option<String>,
+    /// A series whose description holds this (any case) goes first; the rule matches only a
+    /// study that has one (absent: the first series by number).
+    #[serde(default)]
+    pub series_description: Option<String>,
+    /// One of [`HANGING_LAYOUTS`].
+    pub layout: String,
+    /// The most recent comparable prior goes beside the series shown first.
+    #[serde(default)]
+    pub prior: bool,
+}
+
+/// The viewer's layouts: one viewport, two side by side, four.
+pub const HANGING_LAYOUTS: [&str; 3] = ["1x1", "1x2", "2x2"];
+
+/// The hanging protocols an archive starts with.
+pub fn default_hanging() -> Vec<HangingRule> {
+    let rule = |name: &str,
+                modalities: &[&str],
+                body_part: Option<&str>,
+                desc: Option<&str>,
+                layout: &str,
+                prior| {
+        HangingRule {
+            name: name.into(),
+            modalities: modalities.iter().map(|m| m.to_string()).collect(),
+            body_part: body_part.map(str::to_string),
+            series_description: desc.map(str::to_string),
+            layout: layout.into(),
+            prior,
+        }
+    };
+    vec![
+        rule(
+            "Chest CT, lung series, with its prior",
+            &["CT"],
+            Some("CHEST"),
+            Some("LUNG"),
+            "1x2",
+            true,
+        ),
+        rule(
+            "CT and MR with the prior",
+            &["CT", "MR"],
+            None,
+            None,
+            "1x2",
+            true,
+        ),
+        rule(
+            "Radiographs, two views",
+            &["CR", "DX"],
+            None,
+            None,
+            "1x2",
+            false,
+        ),
+        rule("Mammography, four views", &["MG"], None, None, "2x2", false),
+    ]
 }
 
 impl Default for HttpConfig {
@@ -934,6 +1010,21 @@ impl Config {
         }
         if self.render.instance_memory_bytes < 1 << 20 {
             return bad("render.instance_memory_bytes must be at least 1 MiB".into());
+        }
+        for h in &self.hanging {
+            if h.name.trim().is_empty() || !HANGING_LAYOUTS.contains(&h.layout.as_str()) {
+                return bad(format!(
+                    "hanging protocol {:?}: a name and a layout of {} are needed",
+                    h.name,
+                    HANGING_LAYOUTS.join(", ")
+                ));
+            }
+            if h.prior && h.layout == "1x1" {
+                return bad(format!(
+                    "hanging protocol {:?}: a prior beside the study needs two viewports",
+                    h.name
+                ));
+            }
         }
         if self.render.volume_bytes < 1 << 20 {
             return bad("render.volume_bytes must be at least 1 MiB".into());

@@ -15,6 +15,7 @@ pub mod auth;
 mod cluster;
 pub mod dicomweb;
 mod export;
+mod layouts;
 mod letters;
 mod lifecycle;
 mod listen;
@@ -61,6 +62,7 @@ pub fn router(archive: Arc<Archive>) -> Router {
         .merge(crate::sends::router())
         .merge(crate::cluster::router())
         .merge(crate::measure::router())
+        .merge(crate::layouts::router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(throttle::Throttles::new(&archive.config().http)),
             throttle::limit,

@@ -258,6 +258,17 @@ pub trait Catalog: Send + Sync {
         letter: NewLetter,
     ) -> Result<Result<LetterRow, LetterRefusal>, IndexError>;
 
+    /// A user's own viewer layouts, as (kind of study, layout JSON).
+    async fn viewer_layouts(&self, user: String) -> Result<Vec<(String, String)>, IndexError>;
+
+    /// Remembers `layout` (JSON) as `user`'s viewer layout for `kind`; None forgets it.
+    async fn put_viewer_layout(
+        &self,
+        user: String,
+        kind: String,
+        layout: Option<String>,
+    ) -> Result<(), IndexError>;
+
     /// Every access letter (or one person's, by uid), newest first.
     async fn letters(&self, person: Option<String>) -> Result<Vec<LetterRow>, IndexError>;
 

@@ -20,6 +20,7 @@
 mod audit;
 mod catalog;
 pub mod db;
+mod layouts;
 mod leases;
 mod letters;
 mod lifecycle;

@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (29, "lifecycle", include_str!("../../../schemas/index/0029_lifecycle.sql")),
     (30, "expiry_waiting", include_str!("../../../schemas/index/0030_expiry_waiting.sql")),
     (31, "rejected_ahead", include_str!("../../../schemas/index/0031_rejected_ahead.sql")),
+    (32, "viewer_layouts", include_str!("../../../schemas/index/0032_viewer_layouts.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect, kept beside SQLite's (`NNNN_name.pg.sql`).
@@ -79,6 +80,7 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (29, "lifecycle", include_str!("../../../schemas/index/0029_lifecycle.pg.sql")),
     (30, "expiry_waiting", include_str!("../../../schemas/index/0030_expiry_waiting.pg.sql")),
     (31, "rejected_ahead", include_str!("../../../schemas/index/0031_rejected_ahead.pg.sql")),
+    (32, "viewer_layouts", include_str!("../../../schemas/index/0032_viewer_layouts.pg.sql")),
 ];
 
 /// Reader connections kept open for reuse; more are opened under load and closed after.
@@ -800,6 +802,23 @@ impl Catalog for SqliteIndex {
         .await
     }
 
+    async fn viewer_layouts(&self, user: String) -> Result<Vec<(String, String)>, IndexError> {
+        self.read("viewer_layouts", move |c| layouts::of_user(c, &user))
+            .await
+    }
+
+    async fn put_viewer_layout(
+        &self,
+        user: String,
+        kind: String,
+        layout: Option<String>,
+    ) -> Result<(), IndexError> {
+        self.write("put_viewer_layout", move |c| {
+            layouts::put(c, &user, &kind, layout.as_deref(), now_ms())
+        })
+        .await
+    }
+
     async fn letters(&self, person: Option<String>) -> Result<Vec<LetterRow>, IndexError> {
         self.read("letters", move |c| letters::all(c, person)).await
     }
@@ -1423,6 +1442,7 @@ impl Catalog for SqliteIndex {
             };
             c.execute("DELETE FROM sessions WHERE user_fk = ?1", [id])?;
             c.execute("DELETE FROM api_tokens WHERE user_fk = ?1", [id])?;
+            c.execute("DELETE FROM viewer_layouts WHERE username = ?1", [&name])?;
             c.execute("DELETE FROM users WHERE id = ?1", [id])?;
             Ok(true)
         })
