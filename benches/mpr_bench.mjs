@@ -34,16 +34,17 @@ try {
   if (SCROLL === "1") {
     /** Input to painted frame in the coronal view, each input waiting for its frame. */
     const steps = async (n) => {
-      await page.evaluate(() => { window.strata.viewports[1].stats.latencies = []; window.strata.viewports[1].stats.serverMs = []; });
+      await page.evaluate(() => { window.strata.viewports[1].stats.latencies = []; window.strata.viewports[1].stats.serverMs = []; window.strata.viewports[1].stats.renderMs = []; });
       for (let i = 0; i < n; i++) {
         await page.evaluate((k) => window.strata.viewports[1].scroll(k % 40 < 20 ? 1 : -1), i);
         await page.waitForFunction((c) => window.strata.viewports[1].stats.latencies.length > c, i, { timeout: 30000 });
       }
       const lat = await page.evaluate(() => window.strata.viewports[1].stats.latencies);
       const server = await page.evaluate(() => window.strata.viewports[1].stats.serverMs);
+      const render = await page.evaluate(() => window.strata.viewports[1].stats.renderMs);
       const r = (v) => Math.round(v * 10) / 10;
       return { p50: r(pct(lat, 0.5)), p95: r(pct(lat, 0.95)), n: lat.length,
-        server_render_encode_p50: r(pct(server, 0.5)), server_render_encode_p95: r(pct(server, 0.95)) };
+        server_render_encode_p50: r(pct(server, 0.5)), server_render_encode_p95: r(pct(server, 0.95)), server_render_p50: r(pct(render, 0.5)) };
     };
     await page.waitForTimeout(500);
     out.coronal_input_to_paint_ms = await steps(200);

@@ -30,11 +30,12 @@ if ((${#missing[@]})); then
 fi
 
 # The Python peers (tests/peers/*.py): a venv with pinned pynetdicom, pydicom and
-# dicomweb-client, and the API's checkers (openapi-spec-validator, schemathesis), made once.
+# dicomweb-client, the API's checkers (openapi-spec-validator, schemathesis), and pydicom's
+# larger public sample files (pydicom-data: the rendering tests' corpus), made once.
 venv_python="$PWD/.venv/bin/python"
 pip_pins=(pynetdicom==3.0.4 pydicom==3.0.2 dicomweb-client==0.61.2
-  openapi-spec-validator==0.9.0 schemathesis==4.32.5)
-venv_check='import importlib.metadata as m; assert [m.version(p) for p in ("pynetdicom", "pydicom", "dicomweb-client", "openapi-spec-validator", "schemathesis")] == ["3.0.4", "3.0.2", "0.61.2", "0.9.0", "4.32.5"]'
+  openapi-spec-validator==0.9.0 schemathesis==4.32.5 pydicom-data==1.0.0)
+venv_check='import importlib.metadata as m; assert [m.version(p) for p in ("pynetdicom", "pydicom", "dicomweb-client", "openapi-spec-validator", "schemathesis", "pydicom-data")] == ["3.0.4", "3.0.2", "0.61.2", "0.9.0", "4.32.5", "1.0.0"]'
 if ! "$venv_python" -c "$venv_check" >/dev/null 2>&1; then
   echo "making .venv with ${pip_pins[*]}"
   rm -rf .venv

@@ -36,9 +36,28 @@ fn testdata() -> &'static Path {
     })
 }
 
+/// A public sample file: pydicom's own test files, else pydicom-data's (its larger corpus),
+/// found through pydicom.
 fn file(name: &str) -> PathBuf {
     let path = testdata().join(name);
-    assert!(path.is_file(), "pydicom test file {name} is missing");
+    if path.is_file() {
+        return path;
+    }
+    let out = common::tool(
+        60,
+        common::python().to_str().expect("utf-8 path"),
+        &[
+            "-c",
+            "import sys; from pydicom.data import get_testdata_file; print(get_testdata_file(sys.argv[1]) or '')",
+            name,
+        ],
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        path.is_file(),
+        "pydicom test file {name} is missing: {}",
+        common::text(&out)
+    );
     path
 }
 
@@ -79,6 +98,16 @@ elif mode == "rgb":
         a = np.round(a * 255.0 / (2.0 ** bits - 1))
 elif mode == "ybr":
     a = convert_color_space(pixel_array(ds, index=frame, raw=True), "YBR_FULL", "RGB")
+elif mode == "supplemental":
+    # a Supplemental Palette Color LUT: its colours (high bytes) for the stored values it maps,
+    # -1 for every other pixel (those are grey)
+    v = pixel_array(ds, index=frame).astype(np.int64)
+    n, first = int(ds.RedPaletteColorLookupTableDescriptor[0]) or 65536, int(ds.RedPaletteColorLookupTableDescriptor[1])
+    luts = [np.frombuffer(ds[f"{c}PaletteColorLookupTableData"].value, dtype="<u2").astype(np.int64) >> 8
+            for c in ("Red", "Green", "Blue")]
+    inside = (v >= first) & (v < first + n)
+    i = np.clip(v - first, 0, n - 1)
+    a = np.stack([np.where(inside, l[i], -1) for l in luts], axis=-1)
 elif mode == "palette":
     a = apply_color_lut(pixel_array(ds, index=frame), ds)
     if a.dtype == np.uint16:
@@ -359,6 +388,9 @@ fn colour_frames_match_pydicom() {
         // Native YBR_FULL_422: 4:2:2 upsampled, then PS3.3's YBR_FULL equations.
         ("SC_ybr_full_422_uncompressed.dcm", 0, "ybr", 1, 0.5),
         ("examples_palette.dcm", 0, "palette", 0, 0.0),
+        // 16-bit ultrasound with segmented palettes (pydicom-data), little and big endian.
+        ("gdcm-US-ALOKA-16.dcm", 0, "palette", 0, 0.0),
+        ("gdcm-US-ALOKA-16_big.dcm", 0, "palette", 0, 0.0),
         ("examples_jpeg2k.dcm", 0, "rgb", 0, 0.0),
         ("SC_rgb_gdcm_KY.dcm", 0, "rgb", 2, 0.5),
         // RGB baseline JPEG without colour transformation, without and with an APP14 marker.
@@ -628,5 +660,45 @@ fn frames_decoded_in_a_decoder_process_equal_those_decoded_in_process() {
             };
             assert!(same, "{name} decodes differently in a decoder process");
         }
+    }
+}
+
+#[test]
+fn a_supplemental_palette_colours_its_values_and_leaves_the_rest_grey() {
+    // An Enhanced CT (pydicom-data) with Pixel Presentation COLOR and a Supplemental Palette
+    // Color LUT over stored values 1024 to 1123 (PS3.3 C.7.6.19): those pixels in the
+    // palette's colours, every other one through the grey pipeline.
+    let path = file("eCT_Supplemental.dcm");
+    let obj = open(&path);
+    for frame in [0, 1] {
+        let decoded = decode(&path, frame);
+        let presentation = Presentation::from_object(&obj, frame).unwrap();
+        assert!(presentation.supplemental.is_some());
+        let r = render(&decoded, &presentation, &View::default()).unwrap();
+        assert_eq!(r.channels, 3, "shown in colour");
+        let reference = pydicom(&path, frame, "supplemental");
+        assert_eq!(reference.len(), r.pixels.len());
+        let (mut coloured, mut grey) = (0, 0);
+        for (i, (ours, want)) in r.pixels.chunks(3).zip(reference.chunks(3)).enumerate() {
+            if want[0] >= 0 {
+                let want: Vec<u8> = want.iter().map(|&v| v as u8).collect();
+                assert_eq!(
+                    ours,
+                    &want[..],
+                    "frame {frame} pixel {i}: the palette's colour"
+                );
+                coloured += 1;
+            } else {
+                assert!(
+                    ours[0] == ours[1] && ours[1] == ours[2],
+                    "frame {frame} pixel {i}: grey, got {ours:?}"
+                );
+                grey += 1;
+            }
+        }
+        assert!(
+            coloured > 100 && grey > 100,
+            "frame {frame}: {coloured} coloured, {grey} grey"
+        );
     }
 }

@@ -46,7 +46,7 @@ class Viewport {
     this.series = null;
     this.view = { slice: 0, window: null, preset: null, zoom: 1, pan: [0, 0] };
     this.sent = new Map();
-    this.stats = { latencies: [], serverMs: [], paintedAt: [], paintedSlices: [], lastSeq: 0, slice: null, lossless: false, frames: 0, errors: [] };
+    this.stats = { latencies: [], serverMs: [], renderMs: [], paintedAt: [], paintedSlices: [], lastSeq: 0, slice: null, lossless: false, frames: 0, errors: [] };
     /** Cine as the server last said it: playing or not, at what rate, frames sent and skipped. */
     this.cine = { playing: false, fps: null, sent: 0, skipped: 0 };
     this.onCine = null;
@@ -174,6 +174,7 @@ class Viewport {
       this.stats.frames++;
       // what the server spent on the frame: render (a reformat too) and encode
       if (this.stats.serverMs.push(m.serverUs / 1000) > 10000) this.stats.serverMs.splice(0, 5000);
+      if (this.stats.renderMs.push(m.renderUs / 1000) > 10000) this.stats.renderMs.splice(0, 5000);
       if (this.cine.playing && m.slice !== this.view.slice) {
         this.view.slice = m.slice; // the server's clock moves the slice
         this.drawOverlays();

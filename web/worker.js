@@ -144,7 +144,7 @@ function painted(videoFrame) {
   videoFrame.close();
   lastPainted = h ? h.frame : lastPainted;
   send({ type: "ack", frame: lastPainted });
-  if (h) self.postMessage({ type: "painted", frame: h.frame, seq: h.seq, slice: h.slice, serverUs: h.renderUs + h.encodeUs });
+  if (h) self.postMessage({ type: "painted", frame: h.frame, seq: h.seq, slice: h.slice, serverUs: h.renderUs + h.encodeUs, renderUs: h.renderUs });
   if (pendingStill && pendingStill.h.frame === lastPainted) {
     const s = pendingStill;
     pendingStill = null;

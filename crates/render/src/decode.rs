@@ -20,7 +20,7 @@
 //! converts native YBR_FULL with a sign error, does not upsample native YBR_FULL_422, refuses
 //! 32-bit samples and copies the whole pixel data for every frame it decodes.
 
-mod colour;
+pub(crate) mod colour;
 mod jpeg;
 mod jpeg12;
 mod rle;

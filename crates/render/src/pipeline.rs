@@ -78,6 +78,10 @@ pub struct Presentation {
     pub inverse: bool,
     /// Modality (0008,0060), for the window presets.
     pub modality: String,
+    /// A Supplemental Palette Color LUT (PS3.3 C.7.6.19, Pixel Presentation COLOR or MIXED on
+    /// a grey image): the stored values it maps are shown in its colours, the rest through the
+    /// grey pipeline.
+    pub supplemental: Option<std::sync::Arc<crate::decode::colour::Palette>>,
 }
 
 /// The smallest width a window with this function may have (PS3.3 C.11.2.1.2).
@@ -318,6 +322,19 @@ impl Presentation {
             },
         };
         p.windows = read_windows(obj);
+        let pixel_presentation = text(obj, tags::PIXEL_PRESENTATION).unwrap_or_default();
+        let grey = text(obj, tags::PHOTOMETRIC_INTERPRETATION)
+            .is_some_and(|pi| pi.starts_with("MONOCHROME"));
+        if grey
+            && matches!(pixel_presentation.as_str(), "COLOR" | "MIXED")
+            && obj
+                .get(tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR)
+                .is_some()
+        {
+            p.supplemental = Some(std::sync::Arc::new(crate::decode::colour::Palette::read(
+                obj,
+            )?));
+        }
         // VOI LUT input is the modality LUT's output: signed when a rescale can make it so
         p.voi_luts = Vec::new();
         for item in items(obj, tags::VOILUT_SEQUENCE) {
@@ -444,17 +461,26 @@ pub fn render(
                 )));
             }
             let values = &values[..n];
-            (
-                grey(
-                    values,
-                    *signed,
-                    *bits_stored,
-                    *monochrome1,
-                    presentation,
-                    view,
-                )?,
-                1u8,
-            )
+            let shown = grey(
+                values,
+                *signed,
+                *bits_stored,
+                *monochrome1,
+                presentation,
+                view,
+            )?;
+            match &presentation.supplemental {
+                // the palette's own stored values in colour, the rest grey
+                Some(palette) => (
+                    values
+                        .iter()
+                        .zip(&shown)
+                        .flat_map(|(&v, &g)| palette.colour(v).unwrap_or([g, g, g]))
+                        .collect(),
+                    3u8,
+                ),
+                None => (shown, 1u8),
+            }
         }
         Pixels::Rgb(rgb) => {
             if rgb.len() < n * 3 {

@@ -4,7 +4,7 @@
 use dicom_core::value::{PrimitiveValue, Value};
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
-use dicom_object::DefaultDicomObject;
+use dicom_object::InMemDicomObject;
 
 use super::Interpretation;
 use crate::RenderError;
@@ -119,7 +119,8 @@ fn ybr_full_to_rgb(y: f64, cb: f64, cr: f64, half: f64) -> [f64; 3] {
 ///
 /// Read and checked from the dataset before the frame is decoded, so a file whose descriptors
 /// do not match their data is refused before anything is allocated for its pixels.
-pub(super) struct Palette {
+#[derive(Debug, Clone, PartialEq)]
+pub struct Palette {
     /// The stored value `table[0]` is for.
     first: i64,
     /// RGB for each stored value from `first` on.
@@ -127,7 +128,7 @@ pub(super) struct Palette {
 }
 
 impl Palette {
-    pub(super) fn read(obj: &DefaultDicomObject) -> Result<Palette, RenderError> {
+    pub fn read(obj: &InMemDicomObject) -> Result<Palette, RenderError> {
         let channels = [
             (
                 tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
@@ -175,6 +176,15 @@ impl Palette {
         Ok(Palette { first, table })
     }
 
+    /// The colour of stored value `v` when the palette maps it (a Supplemental Palette Color
+    /// LUT maps only its own range, PS3.3 C.7.6.19: the rest is grey).
+    pub fn colour(&self, v: i32) -> Option<[u8; 3]> {
+        let i = i64::from(v) - self.first;
+        (0..self.table.len() as i64)
+            .contains(&i)
+            .then(|| self.table[i as usize])
+    }
+
     /// Stored values to interleaved 8-bit RGB.
     pub(super) fn apply(&self, values: &[i32]) -> Vec<u8> {
         let (first, table) = (self.first, &self.table);
@@ -187,6 +197,99 @@ impl Palette {
     }
 }
 
+/// Palette entries reduced to 8 bits.
+fn reduce(raw: &[u16], bits: i64) -> Vec<u8> {
+    raw.iter()
+        .map(|&v| {
+            if bits == 16 {
+                // The high byte: 16-bit palettes are nearly always 8-bit colours times
+                // 256 (0xFF00 is full intensity), which rounding v/257 would dim by one.
+                (v >> 8) as u8
+            } else {
+                v.min(255) as u8
+            }
+        })
+        .collect()
+}
+
+/// The most entries a segmented table may expand to (a palette indexes 16-bit values).
+const SEGMENTED_MAX: usize = 1 << 16;
+/// The most segments one table may be expanded from, indirect repeats counted.
+const SEGMENTS_MAX: usize = 1 << 17;
+
+/// Expands segmented palette data (PS3.3 C.7.9.2) into `out`: discrete segments (0, n, n
+/// values), linear ones (1, n, y1: n values from the last one to y1, rounded to nearest, ties
+/// to even) and indirect ones (2, n, offset as two words, low first: n segments again from
+/// that word). `segments` bounds an indirect run; `depth` its nesting; `budget` the segments
+/// still allowed in all (indirect ones can repeat a run many times).
+fn expand_segments(
+    words: &[u16],
+    segments: Option<usize>,
+    last: Option<u16>,
+    depth: usize,
+    budget: &mut usize,
+    out: &mut Vec<u16>,
+) -> Result<(), String> {
+    if depth > 4 {
+        return Err("indirect segments nest too deep".into());
+    }
+    let (mut at, mut read) = (0usize, 0usize);
+    // a trailing pad word is not a segment: every segment is at least three words
+    while at + 2 < words.len() && segments.is_none_or(|n| read < n) {
+        let (op, n) = (words[at], usize::from(words[at + 1]));
+        at += 2;
+        *budget = budget.checked_sub(1).ok_or("too many segments")?;
+        if out.len() + n > SEGMENTED_MAX {
+            return Err(format!("expands past {SEGMENTED_MAX} entries"));
+        }
+        match op {
+            0 => {
+                let values = words
+                    .get(at..at + n)
+                    .ok_or("a discrete segment runs past the data")?;
+                out.extend_from_slice(values);
+                at += n;
+            }
+            1 => {
+                let y0 = out
+                    .last()
+                    .copied()
+                    .or(last)
+                    .ok_or("the first segment is linear")?;
+                let y1 = words[at];
+                at += 1;
+                let (a, b) = (f64::from(y0), f64::from(y1));
+                out.extend(
+                    (1..=n).map(|i| (a + (b - a) * i as f64 / n as f64).round_ties_even() as u16),
+                );
+            }
+            2 => {
+                if out.is_empty() {
+                    return Err("the first segment is indirect".into());
+                }
+                let (lo, hi) = (
+                    *words
+                        .get(at)
+                        .ok_or("an indirect segment runs past the data")?,
+                    *words
+                        .get(at + 1)
+                        .ok_or("an indirect segment runs past the data")?,
+                );
+                at += 2;
+                let offset = usize::from(lo) | usize::from(hi) << 16;
+                let from = words
+                    .get(offset..)
+                    .ok_or("an indirect segment points past the data")?;
+                let y = out.last().copied();
+                expand_segments(from, Some(n), y, depth + 1, budget, out)?;
+            }
+            op => return Err(format!("unknown segment type {op}")),
+        }
+        read += 1;
+    }
+    Ok(())
+}
+
 /// One channel's palette, already reduced to 8 bits.
 struct Lut {
     first_mapped: i32,
@@ -195,7 +298,7 @@ struct Lut {
 
 impl Lut {
     fn read(
-        obj: &DefaultDicomObject,
+        obj: &InMemDicomObject,
         descriptor: Tag,
         data: Tag,
         segmented: Tag,
@@ -230,14 +333,48 @@ impl Lut {
             )));
         }
         let Some(element) = obj.get(data) else {
-            if obj.get(segmented).is_some() {
-                return Err(RenderError::Unsupported(
-                    "segmented palette colour lookup tables".into(),
-                ));
+            let Some(seg) = obj.get(segmented) else {
+                return Err(RenderError::Decode(format!(
+                    "{name} Palette Color Lookup Table Data is missing"
+                )));
+            };
+            let words: Vec<u16> = match seg.value() {
+                Value::Primitive(PrimitiveValue::U16(w)) => w.to_vec(),
+                Value::Primitive(p) if bits == 8 => {
+                    p.to_bytes().iter().map(|&b| u16::from(b)).collect()
+                }
+                Value::Primitive(p) => p
+                    .to_bytes()
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+                _ => {
+                    return Err(RenderError::Decode(format!(
+                        "Segmented {name} Palette Color Lookup Table Data is not a list of numbers"
+                    )))
+                }
+            };
+            let mut raw = Vec::new();
+            expand_segments(&words, None, None, 0, &mut { SEGMENTS_MAX }, &mut raw).map_err(
+                |e| {
+                    RenderError::Decode(format!(
+                        "Segmented {name} Palette Color Lookup Table Data: {e}"
+                    ))
+                },
+            )?;
+            if raw.is_empty() {
+                return Err(RenderError::Decode(format!(
+                    "Segmented {name} Palette Color Lookup Table Data holds no entries"
+                )));
             }
-            return Err(RenderError::Decode(format!(
-                "{name} Palette Color Lookup Table Data is missing"
-            )));
+            // as many entries as the descriptor says: a short table goes on with its last
+            raw.truncate(count);
+            let last = raw[raw.len() - 1];
+            raw.resize(count, last);
+            return Ok(Lut {
+                first_mapped,
+                entries: reduce(&raw, bits),
+            });
         };
         let raw: Vec<u16> = match element.value() {
             Value::Primitive(PrimitiveValue::U16(words)) => {
@@ -278,21 +415,9 @@ impl Lut {
                 raw.len()
             )));
         }
-        let entries = raw[..count]
-            .iter()
-            .map(|&v| {
-                if bits == 16 {
-                    // The high byte: 16-bit palettes are nearly always 8-bit colours times
-                    // 256 (0xFF00 is full intensity), which rounding v/257 would dim by one.
-                    (v >> 8) as u8
-                } else {
-                    v.min(255) as u8
-                }
-            })
-            .collect();
         Ok(Lut {
             first_mapped,
-            entries,
+            entries: reduce(&raw[..count], bits),
         })
     }
 
@@ -300,5 +425,42 @@ impl Lut {
         let index =
             (value as i64 - self.first_mapped as i64).clamp(0, self.entries.len() as i64 - 1);
         self.entries[index as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand(words: &[u16]) -> Result<Vec<u16>, String> {
+        let mut out = Vec::new();
+        expand_segments(words, None, None, 0, &mut { SEGMENTS_MAX }, &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn segmented_palettes_expand_discrete_linear_and_indirect_segments() {
+        // discrete 0, 10; linear to 50 in four steps; then the first two segments again
+        let table = [0, 2, 0, 10, 1, 4, 50, 2, 2, 0, 0, 0];
+        assert_eq!(
+            expand(&table).unwrap(),
+            [0, 10, 20, 30, 40, 50, 0, 10, 20, 30, 40, 50]
+        );
+        // a trailing pad word is not a segment
+        assert_eq!(expand(&[0, 1, 7, 0]).unwrap(), [7]);
+        // halves round to even, as pydicom's numpy does
+        assert_eq!(expand(&[0, 1, 0, 1, 4, 2]).unwrap(), [0, 0, 1, 2, 2]);
+        for (bad, why) in [
+            (&[1u16, 2, 9][..], "first segment is linear"),
+            (&[2, 1, 0, 0][..], "first segment is indirect"),
+            (&[0, 9, 1, 2][..], "past the data"),
+            (&[0, 1, 5, 2, 1, 99, 0][..], "past the data"),
+            (&[0, 1, 5, 7, 1, 0][..], "unknown segment type 7"),
+            // an indirect segment that runs itself again and again
+            (&[0, 1, 5, 2, 60000, 0, 0][..], "too"),
+        ] {
+            let e = expand(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 }
