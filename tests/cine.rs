@@ -6,7 +6,6 @@ mod common;
 
 use common::viewer::{node, screenshots};
 use common::{add_user, base, TestArchive};
-use serde_json::Value;
 use strata_synth::{self as synth, Modality, SynthOptions};
 
 /// Imports a 512² CT series of 40 slices and a clip of 45 frames of 256² whose Frame Time is
@@ -72,11 +71,7 @@ fn cine_plays_at_the_rate_chosen_and_stops_lossless() {
     ] {
         assert!(log.contains(step), "{step}:\n{log}");
     }
-    let line = log
-        .lines()
-        .find_map(|l| l.strip_prefix("result: "))
-        .expect("the script's result");
-    let got: Value = serde_json::from_str(line).unwrap();
+    let got = common::viewer::result(&log);
     let fps = |k: &str| got[k]["fps"].as_f64().unwrap();
     assert!((fps("at10") - 10.0).abs() <= 2.0, "{got}");
     assert!(fps("at30") >= 24.0, "{got}");

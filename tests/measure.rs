@@ -350,11 +350,7 @@ fn the_viewer_measures_the_phantoms_with_the_mouse() {
         server.log_text()
     );
     println!("{log}");
-    let line = log
-        .lines()
-        .find_map(|l| l.strip_prefix("result: "))
-        .expect("the script's result");
-    let got: Value = serde_json::from_str(line).unwrap();
+    let got = common::viewer::result(&log);
     let truth = 300.0f64.hypot(60.0) * spacing;
     let length = got["length"].as_f64().unwrap();
     assert!(

@@ -95,11 +95,7 @@ fn the_viewer_reformats_a_phantom_volume_and_measures_it() {
     );
     assert!(ok, "viewer MPR:\n{log}\nserver:\n{}", server.log_text());
     println!("{log}");
-    let line = log
-        .lines()
-        .find_map(|l| l.strip_prefix("result: "))
-        .expect("the script's result");
-    let got: Value = serde_json::from_str(line).unwrap();
+    let got = common::viewer::result(&log);
     let diameter = 2.0 * SPHERE_RADIUS_MM;
     // the sphere's diameter, drawn with the length tool across the circle each view shows
     for key in [

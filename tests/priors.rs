@@ -8,7 +8,7 @@ mod common;
 
 use common::viewer::{node, screenshots};
 use common::{add_user, base, token, Api, TestArchive};
-use serde_json::{json, Value};
+use serde_json::json;
 use strata_synth::{self as synth, Modality, SynthOptions};
 
 /// A CT study at hospital A and the same person's earlier CT at hospital B, imported into `t`:
@@ -96,11 +96,7 @@ fn a_study_opens_with_its_prior_from_another_hospital_and_they_scroll_together()
     );
     assert!(ok, "viewer priors:\n{log}\nserver:\n{}", server.log_text());
     println!("{log}");
-    let line = log
-        .lines()
-        .find_map(|l| l.strip_prefix("result: "))
-        .expect("the script's result");
-    let got: Value = serde_json::from_str(line).unwrap();
+    let got = common::viewer::result(&log);
     let positions = |k: &str| -> Vec<f64> {
         got[k]
             .as_array()

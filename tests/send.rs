@@ -472,12 +472,7 @@ fn a_person_page_sends_to_storescp_and_shares_with_a_token() {
         assert!(log.contains(step), "{step}:\n{log}");
     }
     assert_same_content(&files, &out);
-    let result: serde_json::Value = serde_json::from_str(
-        log.lines()
-            .find_map(|l| l.strip_prefix("result: "))
-            .expect("the page's result"),
-    )
-    .unwrap();
+    let result = common::viewer::result(&log);
     let shared = Api::new(&server, result["token"].as_str().unwrap());
     let found = shared.ok(shared.get(&format!("/dicomweb/studies/{study}/instances")));
     assert_eq!(found.as_array().unwrap().len(), files.len());

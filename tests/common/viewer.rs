@@ -85,6 +85,15 @@ impl EndToEnd {
     }
 }
 
+/// What a script printed as `result: {...}` (JSON), for the test to check against the truth.
+pub fn result(log: &str) -> serde_json::Value {
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("result: "))
+        .unwrap_or_else(|| panic!("the script printed no result:\n{log}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("the script's result: {e}: {line}"))
+}
+
 /// A fresh directory for one test's screenshots: target/viewer-screenshots/NAME.
 pub fn screenshots(name: &str) -> String {
     let dir = format!(
