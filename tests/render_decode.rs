@@ -702,3 +702,53 @@ fn a_supplemental_palette_colours_its_values_and_leaves_the_rest_grey() {
         );
     }
 }
+
+#[test]
+fn rt_dose_grids_are_dose_maps_on_one_scale() {
+    // The six RT Dose files (32-bit grids, native, big endian and RLE; 15 frames and 1): doses
+    // (stored value × Dose Grid Scaling) through the dose map's colours, from no dose (black)
+    // to the frame's highest (the scale's top) when no window is given.
+    use strata_render::pipeline::{dose_colour, DOSE_COLOURS};
+    for name in [
+        "rtdose.dcm",
+        "rtdose_1frame.dcm",
+        "rtdose_expb.dcm",
+        "rtdose_expb_1frame.dcm",
+        "rtdose_rle.dcm",
+        "rtdose_rle_1frame.dcm",
+    ] {
+        let path = file(name);
+        let obj = open(&path);
+        let decoded = decode(&path, 0);
+        let presentation = Presentation::from_object(&obj, 0).unwrap();
+        assert!(presentation.dose_units.is_some(), "{name}");
+        let r = render(&decoded, &presentation, &View::default()).unwrap();
+        assert_eq!(r.channels, 3, "{name}: a dose map is in colour");
+        let stored = pydicom(&path, 0, "stored");
+        let scaling = obj
+            .get(dicom_dictionary_std::tags::DOSE_GRID_SCALING)
+            .unwrap()
+            .to_float64()
+            .unwrap();
+        let doses: Vec<f64> = stored.iter().map(|&v| v as f64 * scaling).collect();
+        let top = doses.iter().copied().fold(0.0, f64::max);
+        assert!(top > 1.0, "{name}: highest dose {top}");
+        for (i, (&d, px)) in doses.iter().zip(r.pixels.chunks(3)).enumerate() {
+            let level = ((d / top) * 255.0).round() as u8;
+            assert_eq!(px, dose_colour(level), "{name} pixel {i}: dose {d}");
+        }
+        let hottest = doses.iter().position(|&d| d == top).unwrap();
+        assert_eq!(
+            &r.pixels[hottest * 3..hottest * 3 + 3],
+            &DOSE_COLOURS[6],
+            "{name}"
+        );
+        if let Some(cold) = doses.iter().position(|&d| d == 0.0) {
+            assert_eq!(
+                &r.pixels[cold * 3..cold * 3 + 3],
+                &[0, 0, 0],
+                "{name}: no dose"
+            );
+        }
+    }
+}

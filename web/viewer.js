@@ -268,8 +268,33 @@ class Viewport {
       plane = `\nMPR ${m.plane}${turned}${slab}${notes ? `\n${notes}` : ""}`;
     }
     this.bl.textContent = `Slice ${this.view.slice + 1}/${s.slices}${cine}${plane}`;
+    this.drawDoseLegend();
     this.br.textContent = `${this.windowText()}\nZoom ${Math.round(this.view.zoom * 100)}%`;
     this.bl.dataset.slice = String(this.view.slice + 1);
+  }
+
+  /** An RT Dose grid's legend: the dose map's colours from the bottom of the window to its
+   * top (the grid's highest dose unless the reader windows), in the grid's units. */
+  drawDoseLegend() {
+    const d = this.series && this.series.dose;
+    if (!d || typeof d.max !== "number") { if (this.legend) this.legend.hidden = true; return; }
+    if (!this.legend) {
+      this.legendBar = el("div", { class: "bar" });
+      this.legendLabels = el("div", { class: "labels" });
+      this.legend = el("div", { class: "dose-legend" }, this.legendBar, this.legendLabels);
+      this.box.append(this.legend);
+    }
+    this.legend.hidden = false;
+    const w = this.view.window;
+    const [lo, hi] = w ? [w.center - w.width / 2, w.center + w.width / 2] : [0, d.max];
+    const stops = d.colours.map((c, i) => `rgb(${c.join(",")}) ${Math.round((100 * i) / (d.colours.length - 1))}%`);
+    // through the CSSOM: the page's content security policy refuses style attributes
+    this.legendBar.style.background = `linear-gradient(to top, ${stops.join(", ")})`;
+    const unit = d.units === "GY" ? "Gy" : (d.units || "").toLowerCase();
+    const fmt = (v) => (Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(3));
+    this.legendLabels.replaceChildren(...[hi, (lo + hi) / 2, lo].map((v) => el("span", {}, `${fmt(v)} ${unit}`)));
+    this.legend.dataset.max = String(hi);
+    this.legend.dataset.units = unit;
   }
 
   scroll(delta) {

@@ -265,6 +265,9 @@ struct Session {
     caller: Caller,
     series: Option<OpenedSeries>,
     mpr: Option<Mpr>,
+    /// An RT Dose series' own window, from no dose to its highest over every frame, so its
+    /// dose map and legend keep one scale through the grid.
+    dose_window: Option<strata_render::Window>,
     state: ViewState,
     /// The state changed since the last frame (or a keyframe was asked for).
     pending: bool,
@@ -317,6 +320,7 @@ async fn serve(
         caller,
         series: None,
         mpr: None,
+        dose_window: None,
         state: ViewState::default(),
         pending: false,
         input_seq: 0,
@@ -601,6 +605,18 @@ impl Session {
             (Ok((patient, opened, _)), None) => Ok((patient, opened, None)),
             (Err(e), _) => Err(e),
         };
+        let opened = match opened {
+            Ok((patient, mut opened, mpr)) if opened.metadata["modality"] == "RTDOSE" => {
+                match self.dose_legend(&opened).await {
+                    Ok(legend) => {
+                        opened.metadata["dose"] = legend;
+                        Ok((patient, opened, mpr))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
         let (patient, opened, mpr) = match opened {
             Ok(x) => x,
             Err(e) => {
@@ -651,6 +667,9 @@ impl Session {
             qp: self.state.qp,
             ..ViewState::default()
         };
+        self.dose_window = opened.metadata["dose"]["max"]
+            .as_f64()
+            .map(strata_render::pipeline::dose_window);
         self.series = Some(opened);
         self.mpr = mpr;
         self.cine = None;
@@ -662,6 +681,27 @@ impl Session {
         self.still_sent = true;
         self.shown = None;
         Ok(())
+    }
+
+    /// An RT Dose series' legend: its units, its highest dose over every frame (the top of the
+    /// scale) and the colours from none to that.
+    async fn dose_legend(&self, opened: &OpenedSeries) -> Result<Value, String> {
+        let frames: Vec<(String, u32)> = opened
+            .slices
+            .iter()
+            .map(|s| (s.sop_uid.clone(), s.frame))
+            .collect();
+        let top = self
+            .archive
+            .pictures()
+            .largest_value(&frames)
+            .await
+            .map_err(|e| format!("the dose grid cannot be read: {e}"))?;
+        Ok(json!({
+            "units": opened.metadata["dose_units"],
+            "max": top,
+            "colours": strata_render::pipeline::DOSE_COLOURS,
+        }))
     }
 
     /// The series' volume and the plane asked for, with the plane's geometry for the client.
@@ -715,15 +755,14 @@ impl Session {
             ),
             None => {
                 let slice = &series.slices[state.slice as usize];
+                let mut view = state.view();
+                if view.window.is_none() {
+                    view.window = self.dose_window;
+                }
                 let r = self
                     .archive
                     .pictures()
-                    .render(
-                        &slice.sop_uid,
-                        slice.frame,
-                        state.view(),
-                        Priority::Interactive,
-                    )
+                    .render(&slice.sop_uid, slice.frame, view, Priority::Interactive)
                     .await;
                 (r, slice.sop_uid.clone())
             }

@@ -82,6 +82,34 @@ pub struct Presentation {
     /// a grey image): the stored values it maps are shown in its colours, the rest through the
     /// grey pipeline.
     pub supplemental: Option<std::sync::Arc<crate::decode::colour::Palette>>,
+    /// An RT Dose grid (Modality RTDOSE): its Dose Units (GY or RELATIVE). Its values are
+    /// doses (stored value × Dose Grid Scaling), shown as a dose map: the window's range through
+    /// [`DOSE_COLOURS`], no dose black.
+    pub dose_units: Option<String>,
+}
+
+/// The dose map's colour scale, from the lowest dose of the window to the highest, evenly
+/// spaced stops (a viewer's legend draws the same).
+pub const DOSE_COLOURS: [[u8; 3]; 7] = [
+    [0, 0, 160],
+    [0, 96, 255],
+    [0, 220, 220],
+    [0, 200, 0],
+    [240, 240, 0],
+    [255, 128, 0],
+    [230, 0, 0],
+];
+
+/// The dose map's colour for a windowed level: black for none, else along [`DOSE_COLOURS`].
+pub fn dose_colour(level: u8) -> [u8; 3] {
+    if level == 0 {
+        return [0, 0, 0];
+    }
+    let t = f64::from(level - 1) / 254.0 * (DOSE_COLOURS.len() - 1) as f64;
+    let i = (t as usize).min(DOSE_COLOURS.len() - 2);
+    let f = t - i as f64;
+    let (a, b) = (DOSE_COLOURS[i], DOSE_COLOURS[i + 1]);
+    [0, 1, 2].map(|c| (f64::from(a[c]) + (f64::from(b[c]) - f64::from(a[c])) * f).round() as u8)
 }
 
 /// The smallest width a window with this function may have (PS3.3 C.11.2.1.2).
@@ -322,6 +350,16 @@ impl Presentation {
             },
         };
         p.windows = read_windows(obj);
+        if p.modality == "RTDOSE" {
+            // PS3.3 C.8.8.3: dose = stored value × Dose Grid Scaling
+            p.dose_units = Some(text(obj, tags::DOSE_UNITS).unwrap_or_default());
+            if let Some(scaling) = number(obj, tags::DOSE_GRID_SCALING) {
+                p.modality_lut = ModalityLut::Rescale {
+                    slope: scaling,
+                    intercept: 0.0,
+                };
+            }
+        }
         let pixel_presentation = text(obj, tags::PIXEL_PRESENTATION).unwrap_or_default();
         let grey = text(obj, tags::PHOTOMETRIC_INTERPRETATION)
             .is_some_and(|pi| pi.starts_with("MONOCHROME"));
@@ -438,6 +476,41 @@ fn automatic_window(modality_values: impl Iterator<Item = f64>, count: usize) ->
     }
 }
 
+/// The largest modality value (a dose, for RT Dose) of a grey frame; None for colour.
+pub fn largest_value(frame: &DecodedFrame, presentation: &Presentation) -> Option<f64> {
+    let Pixels::Grey {
+        values,
+        signed,
+        bits_stored,
+        ..
+    } = &frame.pixels
+    else {
+        return None;
+    };
+    values
+        .iter()
+        .map(|&v| {
+            presentation
+                .modality_lut
+                .apply(stored_value(v, *signed, *bits_stored))
+        })
+        .reduce(f64::max)
+}
+
+/// The window of a dose map from no dose to `top`.
+pub fn dose_window(top: f64) -> Window {
+    let width = if top > 0.0 && top.is_finite() {
+        top
+    } else {
+        1.0
+    };
+    Window {
+        center: width / 2.0,
+        width,
+        function: VoiFunction::LinearExact,
+    }
+}
+
 /// Render a decoded frame as the view asks.
 pub fn render(
     frame: &DecodedFrame,
@@ -469,6 +542,18 @@ pub fn render(
                 presentation,
                 view,
             )?;
+            if presentation.dose_units.is_some() {
+                let rgb = shown.iter().flat_map(|&g| dose_colour(g)).collect();
+                return resample(
+                    &Rendered {
+                        width: w,
+                        height: h,
+                        channels: 3,
+                        pixels: rgb,
+                    },
+                    view,
+                );
+            }
             match &presentation.supplemental {
                 // the palette's own stored values in colour, the rest grey
                 Some(palette) => (
@@ -520,6 +605,11 @@ fn grey(
         (Some(w), _, _) => Voi::Window(w),
         (None, Some(w), _) => Voi::Window(*w),
         (None, None, Some(t)) => Voi::Table(t.clone()),
+        // a dose map without a window: from no dose to the frame's highest
+        (None, None, None) if p.dose_units.is_some() => {
+            let top = values.iter().map(|&v| modality(v)).fold(0.0, f64::max);
+            Voi::Window(dose_window(top))
+        }
         (None, None, None) => Voi::Window(automatic_window(
             values.iter().map(|&v| modality(v)),
             values.len(),

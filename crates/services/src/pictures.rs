@@ -169,6 +169,24 @@ impl Pictures {
         Ok(volume)
     }
 
+    /// The largest modality value over frames `frames` (instance, 0-based frame): an RT Dose
+    /// grid's highest dose, for a dose map's scale and legend that hold across its frames.
+    pub async fn largest_value(
+        &self,
+        frames: &[(String, u32)],
+    ) -> Result<Option<f64>, RenderInstanceError> {
+        let mut top: Option<f64> = None;
+        for (sop, frame) in frames {
+            let f = self
+                .decoded_frame(sop, *frame, Priority::Interactive)
+                .await?;
+            if let Some(v) = strata_render::pipeline::largest_value(&f.frame, &f.presentation) {
+                top = Some(top.map_or(v, |t| t.max(v)));
+            }
+        }
+        Ok(top)
+    }
+
     /// Bytes of the volumes held for MPR now.
     pub fn volume_bytes(&self) -> u64 {
         self.volumes.bytes()

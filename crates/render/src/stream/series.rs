@@ -184,6 +184,7 @@ pub fn open_series(
         "series_description": text(a, "0008103E"),
         // slices of two series with the same frame of reference are compared by position
         "frame_of_reference": text(a, "00200052"),
+        "dose_units": text(a, "30040002"),
         "series_number": text(a, "00200011"),
         "patient": {
             "name": text(a, "00100010"),
