@@ -129,6 +129,19 @@ fn the_study_list_and_the_viewers_tools_work() {
     add_user(&t, "rad", "radiologist");
     add_user(&t, "boss", "admin");
     let server = t.serve();
+    // This reader reads with one viewport, whatever the hanging protocols say: the tools below
+    // start from it (tests/priors.rs tests the protocols).
+    let rad = Api::new(&server, &token(&t, "rad"));
+    for kind in ["CT", "MR"] {
+        let body = serde_json::json!({"kind": kind, "layout": "1x1"}).to_string();
+        let a = rad.call(
+            "PUT",
+            "/api/viewer/layouts",
+            &[],
+            Some(("application/json", body.as_bytes())),
+        );
+        assert_eq!(a.status, 204, "{}", a.text());
+    }
     // A patient account, bound to the CT study's person.
     let c = &ct_specs[0];
     let person =

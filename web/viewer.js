@@ -645,7 +645,8 @@ export async function openViewer(main, study) {
     return { name: rule.name, layout: rule.layout, prior: rule.prior, first: rule.series_description ? has(rule.series_description) : null };
   };
   const hang = async () => {
-    const [layouts, found] = await Promise.all([api("/api/viewer/layouts"), findPriors()]);
+    // a patient, say, may not search the person index: then there are no priors to offer
+    const [layouts, found] = await Promise.all([api("/api/viewer/layouts"), findPriors().catch(() => [])]);
     priors = found;
     if (priors.length) {
       priorMenu.append(...priors.map((p) => el("option", { value: p.study_uid },
@@ -663,7 +664,8 @@ export async function openViewer(main, study) {
       const uid = dv(chosen.first, "0020000E");
       if (viewports[0] && viewports[0].seriesUid !== uid) show(viewports[0], uid);
     }
-    if (chosen.prior && priors.length) await openPrior(priors[0]);
+    // a rule's place for the prior stays empty without one: the study alone
+    if (chosen.prior) { if (priors.length) await openPrior(priors[0]); }
     else if (chosen.layout !== "1x1") layout(chosen.layout);
   };
   /** Turns the two planes other than the selected one about its normal by `step` degrees. */

@@ -407,7 +407,7 @@ mod tests {
     use super::*;
     use strata_render::volume::SliceGeometry;
 
-    /// A volume of two `side`² slices: 4·side² bytes.
+    /// A volume of two `side`² slices (whole 8×8 tiles): 4·side² bytes.
     fn volume(side: u32) -> Arc<Volume> {
         let slice = |z: f64| SliceGeometry {
             position: [0.0, 0.0, z],
@@ -423,31 +423,32 @@ mod tests {
     #[test]
     fn volumes_no_view_holds_are_evicted_oldest_first_and_never_past_the_budget() {
         let v = Volumes {
-            budget: 1000,
+            budget: 600,
             held: Mutex::new(Vec::new()),
             building: tokio::sync::Mutex::new(()),
         };
         let series = |v: &Volumes| v.held().iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
+        assert_eq!(volume(8).geometry.bytes(), 256);
         for name in ["a", "b"] {
-            v.make_room(400).unwrap();
-            v.held().push((name.into(), volume(10)));
+            v.make_room(256).unwrap();
+            v.held().push((name.into(), volume(8)));
         }
         // a view shows a: it is now the most recently used, and held
         let shown_a = v.get("a").unwrap();
         assert_eq!(series(&v), ["b", "a"]);
-        v.make_room(400).unwrap();
+        v.make_room(256).unwrap();
         assert_eq!(series(&v), ["a"], "b, shown by no view, made room");
-        v.held().push(("c".into(), volume(10)));
+        v.held().push(("c".into(), volume(8)));
         let shown_c = v.get("c").unwrap();
-        let e = v.make_room(400).unwrap_err();
+        let e = v.make_room(256).unwrap_err();
         assert!(e.contains("being viewed"), "{e}");
-        assert_eq!(v.bytes(), 800);
+        assert_eq!(v.bytes(), 512);
         drop(shown_a);
-        v.make_room(400).unwrap();
+        v.make_room(256).unwrap();
         assert_eq!(series(&v), ["c"]);
-        let e = v.make_room(2000).unwrap_err();
+        let e = v.make_room(1000).unwrap_err();
         assert!(e.contains("render.volume_bytes"), "{e}");
-        assert!(v.bytes() <= 1000);
+        assert!(v.bytes() <= 600);
         drop(shown_c);
     }
 }
