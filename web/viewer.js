@@ -697,15 +697,17 @@ export async function openViewer(main, study) {
   let keyImages = [];
   const markKey = () => {
     const here = selected && selected.measure.current();
-    if (!here || !here.instance || keyImages.some((k) => k.instance === here.instance && k.frame === here.frame)) return;
+    if (!here || !here.instance || selected.isPrior || keyImages.some((k) => k.instance === here.instance && k.frame === here.frame)) return;
     keyImages.push({ series: here.series, instance: here.instance, frame: here.frame });
     saveStatus.textContent = `${keyImages.length} key image(s) marked`;
   };
   /** Every measurement not saved yet, of every viewport, as one Measurement Report, and the
    * key images marked as a Key Object Selection. */
   const saveAll = async () => {
-    // measurements on MPR planes are shown, not saved: a report references acquired images
-    const items = viewports.flatMap((v) => v.measure.items.filter((i) => i.answer && !i.saved && !i.mpr));
+    // measurements on MPR planes are shown, not saved: a report references acquired images;
+    // and this study's report holds this study's images, not the prior's
+    const items = viewports.filter((v) => !v.isPrior)
+      .flatMap((v) => v.measure.items.filter((i) => i.answer && !i.saved && !i.mpr));
     if (!items.length && !keyImages.length) { saveStatus.textContent = "Nothing to save"; return; }
     saveStatus.textContent = "Saving…";
     try {
