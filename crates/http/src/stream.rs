@@ -242,7 +242,7 @@ struct Mpr {
 /// The plane's geometry as the `series` message gives it: where image point (x, y) of slice k
 /// lies is `corner + x·pixel_mm·across + y·pixel_mm·down + depths[k]·normal` (patient
 /// coordinates, mm).
-pub fn mpr_metadata(spec: &MprSpec, volume: &Volume, layout: &Layout) -> Value {
+fn mpr_metadata(spec: &MprSpec, volume: &Volume, layout: &Layout) -> Value {
     let g = &volume.geometry;
     json!({
         "plane": spec.plane,

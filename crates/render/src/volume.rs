@@ -336,6 +336,13 @@ fn tiled(tiles_across: usize, x: usize, y: usize) -> usize {
     (((y / TILE) * tiles_across + x / TILE) * TILE + y % TILE) * TILE + x % TILE
 }
 
+/// Four neighbouring values of a slice (their places in its tiles) and the weights between them.
+struct Bilinear {
+    at: [usize; 4],
+    fx: f32,
+    fy: f32,
+}
+
 /// Between two samples, `t` of the way from the first; one alone when the other is outside.
 fn mix(a: Option<f32>, b: Option<f32>, t: f32) -> Option<f32> {
     match (a, b) {
@@ -485,6 +492,12 @@ impl Volume {
     /// The modality value of slice `k` at column `x`, row `y` (pixel centres at whole numbers),
     /// bilinear; None outside the slice.
     fn at(&self, k: usize, x: f64, y: f64) -> Option<f32> {
+        self.weights(x, y).map(|b| self.value(k, &b))
+    }
+
+    /// Where column `x`, row `y` falls among a slice's values (the same in every slice of a
+    /// stack that is not sheared): None outside the slice.
+    fn weights(&self, x: f64, y: f64) -> Option<Bilinear> {
         let g = &self.geometry;
         let (w, h) = (g.columns as usize, g.rows as usize);
         if !(x >= -0.5 && y >= -0.5 && x <= w as f64 - 0.5 && y <= h as f64 - 0.5) {
@@ -495,13 +508,27 @@ impl Volume {
         // not negative: truncation is the floor, without a call
         let (x0, y0) = (x as usize, y as usize);
         let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-        let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
+        let t = self.tiles_across;
+        Some(Bilinear {
+            at: [
+                tiled(t, x0, y0),
+                tiled(t, x1, y0),
+                tiled(t, x0, y1),
+                tiled(t, x1, y1),
+            ],
+            fx: (x - x0 as f64) as f32,
+            fy: (y - y0 as f64) as f32,
+        })
+    }
+
+    /// Slice `k`'s modality value at `b`.
+    fn value(&self, k: usize, b: &Bilinear) -> f32 {
         let slice = &self.values[k * self.slice_len..(k + 1) * self.slice_len];
-        let v = |xx: usize, yy: usize| f32::from(slice[tiled(self.tiles_across, xx, yy)]);
-        let top = v(x0, y0) * (1.0 - fx) + v(x1, y0) * fx;
-        let bottom = v(x0, y1) * (1.0 - fx) + v(x1, y1) * fx;
+        let v = |i: usize| f32::from(slice[b.at[i]]);
+        let top = v(0) * (1.0 - b.fx) + v(1) * b.fx;
+        let bottom = v(2) * (1.0 - b.fx) + v(3) * b.fx;
         let (slope, intercept) = self.rescale[k];
-        Some((top * (1.0 - fy) + bottom * fy) * slope + intercept)
+        (top * (1.0 - b.fy) + bottom * b.fy) * slope + intercept
     }
 
     /// The modality value at patient point `p`, trilinear; None outside the volume.
@@ -761,10 +788,17 @@ impl Volume {
                         self.at(k + 1, col - a1, row - b1),
                         t as f32,
                     )
-                } else if t == 0.0 {
-                    self.at(k, col, row)
                 } else {
-                    mix(self.at(k, col, row), self.at(k + 1, col, row), t as f32)
+                    // one place in both slices: its weights found once
+                    self.weights(col, row).map(|b| match t {
+                        0.0 => self.value(k, &b),
+                        t => mix(
+                            Some(self.value(k, &b)),
+                            Some(self.value(k + 1, &b)),
+                            t as f32,
+                        )
+                        .unwrap_or_default(),
+                    })
                 };
                 let Some(v) = v else { continue };
                 *a = match (*c, mode) {

@@ -187,11 +187,6 @@ impl Pictures {
         Ok(top)
     }
 
-    /// Bytes of the volumes held for MPR now.
-    pub fn volume_bytes(&self) -> u64 {
-        self.volumes.bytes()
-    }
-
     /// Slice `index` of `layout` through `volume` (a slab when asked), on the pool: a large
     /// image in one band of rows per worker, so one view's input is answered by every core.
     pub async fn reformat(
