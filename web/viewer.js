@@ -106,19 +106,41 @@ class Viewport {
     return best;
   }
 
-  /** Where the plane of `other` (an MPR view) crosses this one: a segment in image coordinates. */
+  /** Where slice `slice` of this view lies in the patient (mm): the top left corner of its
+   * first pixel, its across, down and normal directions, its pixels' size across and down, its
+   * size in pixels and its frame of reference; null when the series does not say. */
+  plane(slice = this.view.slice) {
+    const s = this.series;
+    if (!s) return null;
+    const m = s.mpr;
+    if (m) {
+      const d = m.depths[slice];
+      return { corner: m.corner.map((c, i) => c + d * m.normal[i]), across: m.across, down: m.down, normal: m.normal,
+        colMm: m.pixel_mm, rowMm: m.pixel_mm, columns: s.columns, rows: s.rows, frame: s.frame_of_reference };
+    }
+    const p = s.planes && s.planes[slice];
+    if (!p) return null;
+    const [across, down, rowMm, colMm] = [p.slice(3, 6), p.slice(6, 9), p[9], p[10]];
+    const normal = [across[1] * down[2] - across[2] * down[1], across[2] * down[0] - across[0] * down[2], across[0] * down[1] - across[1] * down[0]];
+    // Image Position is the first pixel's centre: its corner is half a pixel up and left
+    const corner = [0, 1, 2].map((i) => p[i] - 0.5 * (across[i] * colMm + down[i] * rowMm));
+    return { corner, across, down, normal, colMm, rowMm, rows: p[11], columns: p[12], frame: s.frame_of_reference };
+  }
+
+  /** Where the slice `other` shows crosses the one this view shows: a segment in this view's
+   * image coordinates; null when they are parallel, miss each other, or lie in two frames of
+   * reference. */
   crossing(other) {
-    const a = this.series && this.series.mpr;
-    const b = other.series && other.series.mpr;
-    if (!a || !b) return null;
+    const a = this.plane();
+    const b = other.plane();
+    // the planes of one volume are comparable; acquired slices in one frame of reference
+    if (!a || !b || !((this.mpr && other.mpr) || (a.frame && a.frame === b.frame))) return null;
     const dot = (u, v) => u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
-    // corner + (x across + y down) px + d normal, on the other plane: · n_b = d_b
-    const o = this.patientPoint([0, 0]);
-    const ax = dot(a.across, b.normal) * a.pixel_mm;
-    const ay = dot(a.down, b.normal) * a.pixel_mm;
-    const c = b.depths[other.view.slice] - dot(o, b.normal);
-    const w = this.series.columns;
-    const h = this.series.rows;
+    // corner + x across colMm + y down rowMm, on the other plane: · n_b = corner_b · n_b
+    const ax = dot(a.across, b.normal) * a.colMm;
+    const ay = dot(a.down, b.normal) * a.rowMm;
+    const c = dot(b.corner, b.normal) - dot(a.corner, b.normal);
+    const [w, h] = [a.columns, a.rows];
     const ends = [];
     if (Math.abs(ay) > 1e-9) for (const x of [0, w]) { const y = (c - ax * x) / ay; if (y >= 0 && y <= h) ends.push([x, y]); }
     if (Math.abs(ax) > 1e-9) for (const y of [0, h]) { const x = (c - ay * y) / ax; if (x >= 0 && x <= w) ends.push([x, y]); }
@@ -209,6 +231,7 @@ class Viewport {
       this.series = m;
       this.errorBox.hidden = true;
       if (this.onSeries) this.onSeries(this);
+      if (this.onView) this.onView(this);
       if (this.centreOnOpen) {
         // a plane opens at the middle of the volume
         this.centreOnOpen = false;
@@ -406,6 +429,7 @@ export async function openViewer(main, study) {
   const select = (vp) => {
     selected = vp;
     for (const v of viewports) v.box.classList.toggle("selected", v === vp && viewports.length > 1);
+    for (const v of viewports) v.measure.draw();
     for (const f of thumbs.children) f.classList.toggle("active", vp.seriesUid === f.dataset.series);
     cineShown(vp);
   };
@@ -431,8 +455,27 @@ export async function openViewer(main, study) {
     if (vp.isPrior) vp = link.current; // the current study's series never replace the prior
     vp.seriesUid = uid; vp.open(study, uid); select(vp);
   };
+  /** The reference line: where the selected view's slice crosses this view's (in one frame
+   * of reference), kept in `refLines` (image coordinates) as drawn. */
+  const drawReference = (vp, g) => {
+    vp.refLines = [];
+    if (!selected || selected === vp) return;
+    const seg = vp.crossing(selected);
+    if (!seg) return;
+    vp.refLines.push(seg);
+    const [a, b] = seg.map((p) => vp.measure.toScreen(p));
+    g.strokeStyle = "#ffee58";
+    g.lineWidth = 1;
+    g.beginPath();
+    g.moveTo(...a);
+    g.lineTo(...b);
+    g.stroke();
+  };
   const addViewport = () => {
     const vp = new Viewport(grid, select);
+    vp.drawExtra = (g) => drawReference(vp, g);
+    // its slice moved: its line on the others moves with it
+    vp.onView = () => { for (const v of viewports) if (v !== vp) v.measure.draw(); };
     vp.reports = reports;
     vp.measure.tool = toolMenu.value || null;
     vp.onCine = cineShown;

@@ -592,6 +592,7 @@ impl Session {
                         let m = &mut opened.metadata;
                         m["slices"] = json!(mpr.layout.depths.len());
                         m["positions"] = json!(mpr.layout.depths);
+                        m["planes"] = json!([]); // `mpr` says where the plane's slices lie
                         m["instances"] = json!([]);
                         m["rows"] = json!(mpr.layout.rows);
                         m["columns"] = json!(mpr.layout.columns);

@@ -11,7 +11,7 @@ use std::time::Instant;
 use strata_index::InstanceRef;
 use strata_render::picture::{self, PictureFormat};
 use strata_render::stream::{OpenedSeries, SeriesInstance};
-use strata_render::volume::{Geometry, Layout, Slab, Volume};
+use strata_render::volume::{Geometry, Layout, Slab, SliceShape, TiledSlice, Volume};
 use strata_render::{CachedFrame, DecodeLimits, Priority, RenderError, RenderPool, Rendered, View};
 
 #[derive(Clone)]
@@ -137,25 +137,21 @@ impl Pictures {
             .make_room(geometry.bytes())
             .map_err(unsupported)?;
         let mut volume = Volume::new(geometry);
+        let shape = volume.shape();
         let wanted: Vec<(usize, String)> = order
             .iter()
             .enumerate()
             .map(|(k, &i)| (k, sops[i].clone()))
             .collect();
         let pictures = self.clone();
-        let mut decoded = futures::stream::iter(wanted)
+        let mut tiled = futures::stream::iter(wanted)
             .map(move |(k, sop)| {
                 let pictures = pictures.clone();
-                async move {
-                    (
-                        k,
-                        pictures.decoded_frame(&sop, 0, Priority::Interactive).await,
-                    )
-                }
+                async move { (k, pictures.volume_slice(&sop, shape).await) }
             })
             .buffer_unordered(VOLUME_DECODES);
-        while let Some((k, frame)) = decoded.next().await {
-            volume.put(k, &*frame?)?;
+        while let Some((k, slice)) = tiled.next().await {
+            volume.place(k, &slice?)?;
         }
         let volume = Arc::new(volume);
         self.volumes.held().push((series.clone(), volume.clone()));
@@ -311,6 +307,20 @@ impl Pictures {
         if let Some(hit) = self.pool.cached(sop_uid, frame) {
             return Ok(hit);
         }
+        let decoded = Arc::new(self.decode_then(sop_uid, frame, priority, Ok).await?);
+        self.pool.remember(sop_uid, frame, decoded.clone());
+        Ok(decoded)
+    }
+
+    /// Frame `frame` of `sop_uid` read and decoded on a worker at `priority`, and `then` done
+    /// with it there: not cached.
+    async fn decode_then<T: Send + 'static>(
+        &self,
+        sop_uid: &str,
+        frame: u32,
+        priority: Priority,
+        then: impl FnOnce(CachedFrame) -> Result<T, RenderError> + Send + 'static,
+    ) -> Result<T, RenderInstanceError> {
         let stored = self.reads.stored(sop_uid).await?;
         let limits = self.limits.clone();
         // a large instance: the header and this frame's bytes alone, when they can be located
@@ -318,13 +328,13 @@ impl Pictures {
             true => self.reads.frame_object(&stored, frame).await.ok(),
             false => None,
         };
-        let decoded = match located {
+        let done = match located {
             Some((obj, held)) => {
                 self.pool
                     .run(priority, "decode", move || {
                         let decoded = strata_render::decode_one_frame(&obj, frame, &limits);
                         drop(held);
-                        decoded
+                        decoded.and_then(then)
                     })
                     .await
             }
@@ -332,15 +342,35 @@ impl Pictures {
                 let bytes = self.reads.instance_whole(&stored).await?;
                 self.pool
                     .run(priority, "decode", move || {
-                        strata_render::decode_part10(&bytes, frame, &limits)
+                        strata_render::decode_part10(&bytes, frame, &limits).and_then(then)
                     })
                     .await
             }
+        };
+        Ok(done.map_err(|e| RenderError::Decode(e.to_string()))??)
+    }
+
+    /// A volume's slice: tiled from the decoded frame when it is cached (a stack reading has
+    /// shown it), else read, decoded and tiled on a worker without caching the decoded frame:
+    /// the volume holds the values, and a series' worth of decoded frames would push out what
+    /// the cache holds for reading.
+    async fn volume_slice(
+        &self,
+        sop_uid: &str,
+        shape: SliceShape,
+    ) -> Result<TiledSlice, RenderInstanceError> {
+        let tile = move |f: &CachedFrame| shape.tile(f);
+        match self.pool.cached(sop_uid, 0) {
+            Some(hit) => Ok(self
+                .pool
+                .run(Priority::Interactive, "tile", move || tile(&hit))
+                .await
+                .map_err(|e| RenderError::Decode(e.to_string()))??),
+            None => {
+                self.decode_then(sop_uid, 0, Priority::Interactive, move |f| tile(&f))
+                    .await
+            }
         }
-        .map_err(|e| RenderError::Decode(e.to_string()))??;
-        let decoded = Arc::new(decoded);
-        self.pool.remember(sop_uid, frame, decoded.clone());
-        Ok(decoded)
     }
 
     /// Decodes frame 0 of each instance into the cache ahead of need, at the lowest priority: the

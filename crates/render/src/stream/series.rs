@@ -145,12 +145,34 @@ pub fn open_series(
         items.sort_by(|a, b| a.2.partial_cmp(&b.2).unwrap_or(std::cmp::Ordering::Equal));
     }
     let mut slices = Vec::new();
+    // where each slice lies, for reference lines: [position (3), across (3), down (3), row
+    // spacing, column spacing, rows, columns], or null (a frame of a multi-frame instance)
+    let mut planes = Vec::new();
     for &(i, position, _) in &items {
         let frames = numbers(&parsed[i], "00280008")
             .and_then(|v| v.first().copied())
             .unwrap_or(1.0)
             .max(1.0) as u32;
+        let plane = slice_geometry(&parsed[i]).map(|g| {
+            let (p, o) = (g.position, g.orientation);
+            json!([
+                p[0],
+                p[1],
+                p[2],
+                o[0],
+                o[1],
+                o[2],
+                o[3],
+                o[4],
+                o[5],
+                g.pixel_spacing.0,
+                g.pixel_spacing.1,
+                g.rows,
+                g.columns
+            ])
+        });
         for frame in 0..frames {
+            planes.push(plane.clone().unwrap_or(Value::Null));
             slices.push(Slice {
                 sop_uid: refs[i].sop_uid.to_string(),
                 frame,
@@ -172,6 +194,7 @@ pub fn open_series(
         "series": series,
         "slices": slices.len(),
         "positions": slices.iter().map(|s| s.position).collect::<Vec<_>>(),
+        "planes": planes,
         // what each slice is, so a viewer can name the frame it measures on
         "instances": slices.iter().map(|s| json!([s.sop_uid, s.frame + 1])).collect::<Vec<_>>(),
         "default_window": window,
@@ -220,6 +243,8 @@ mod tests {
             "00200032": {"vr": "DS", "Value": [-100.0, -100.0, z]},
             "00200037": {"vr": "DS", "Value": [1, 0, 0, 0, 1, 0]},
             "00280010": {"vr": "US", "Value": [64]},
+            "00280011": {"vr": "US", "Value": [64]},
+            "00280030": {"vr": "DS", "Value": [0.5, 0.7]},
             "00281050": {"vr": "DS", "Value": ["40"]},
             "00281051": {"vr": "DS", "Value": ["400"]},
         });
@@ -252,6 +277,11 @@ mod tests {
         assert_eq!(order, ["1.2", "1.3", "1.1"]);
         assert_eq!(s.metadata["positions"], json!([10.0, 20.0, 30.0]));
         assert_eq!(s.metadata["instances"][0], json!(["1.2", 1]));
+        // where each slice lies, for reference lines
+        assert_eq!(
+            s.metadata["planes"][0],
+            json!([-100.0, -100.0, 10.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.5, 0.7, 64, 64])
+        );
         assert_eq!(
             s.metadata["default_window"],
             json!({"center": 40.0, "width": 400.0})
@@ -272,6 +302,8 @@ mod tests {
             .map(|s| (s.sop_uid.as_str(), s.frame))
             .collect();
         assert_eq!(order, [("2.2", 0), ("2.1", 0), ("2.1", 1)]);
+        // no position, no plane
+        assert_eq!(s.metadata["planes"], json!([null, null, null]));
         assert!(open(&[]).is_err());
     }
 
