@@ -132,6 +132,10 @@ fn the_viewer_reformats_a_phantom_volume_and_measures_it() {
     );
     // the crosshair moved the other two views to the slices through the clicked point
     assert_eq!(got["crosshair"], json!([true, true]), "{got}");
+    // a series this long opens from a coarse volume first; each plane settles on the whole one
+    const { assert!(SLICES >= strata_services::pictures::COARSE_FROM) };
+    assert!(got["previews"].as_u64().unwrap() >= 1, "{got}");
+    assert_eq!(got["complete"], json!([true, true, true]), "{got}");
     println!(
         "MPR of a {SIDE}x{SIDE}x{SLICES} volume, first reformatted frame after opening: {} ms",
         got["first_frame_ms"]

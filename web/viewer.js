@@ -157,6 +157,9 @@ class Viewport {
    * change that is not itself a linked view's echo is offered to the linked view (onSync). */
   sendView(change, fromSync = false) {
     Object.assign(this.view, change);
+    // a plane being opened: its first view goes with the slice it opens at, once its series is
+    // known, so the server's first frame is the one shown
+    if (this.centreOnOpen) return;
     if (!fromSync && this.onSync) this.onSync(this, change);
     const seq = ++this.seq;
     const message = { type: "view", seq, viewport: this.viewportSize(), zoom: this.view.zoom, pan: this.view.pan, slice: this.view.slice };
@@ -229,6 +232,7 @@ class Viewport {
   text(m) {
     if (m.type === "series") {
       this.series = m;
+      if (m.mpr && !m.mpr.complete) window.strata.previews = (window.strata.previews || 0) + 1;
       this.errorBox.hidden = true;
       if (this.onSeries) this.onSeries(this);
       if (this.onView) this.onView(this);
@@ -240,6 +244,10 @@ class Viewport {
       }
       this.drawOverlays();
       this.showReports();
+    } else if (m.type === "volume") {
+      // the whole volume is built: the plane is made again from it (a new frame, then its still)
+      if (this.series && this.series.mpr) this.series.mpr.complete = m.complete;
+      this.drawOverlays();
     } else if (m.type === "cine") {
       this.cine = { playing: m.playing, fps: m.fps, sent: m.sent || 0, skipped: m.skipped || 0 };
       if (!m.playing && m.slice !== this.view.slice) {
@@ -288,7 +296,8 @@ class Viewport {
       const turned = m.rotate ? ` turned ${m.rotate.degrees}°` : "";
       const notes = [m.even ? "" : `uneven slices ${m.spacing[0].toFixed(2)}–${m.spacing[1].toFixed(2)} mm`,
         m.tilt_degrees > 0.5 ? `gantry tilt ${m.tilt_degrees.toFixed(1)}°` : ""].filter(Boolean).join(", ");
-      plane = `\nMPR ${m.plane}${turned}${slab}${notes ? `\n${notes}` : ""}`;
+      const building = m.complete ? "" : "\nbuilding the volume: coarse until then";
+      plane = `\nMPR ${m.plane}${turned}${slab}${notes ? `\n${notes}` : ""}${building}`;
     }
     this.bl.textContent = `Slice ${this.view.slice + 1}/${s.slices}${cine}${plane}`;
     this.drawDoseLegend();

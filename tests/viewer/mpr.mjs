@@ -137,6 +137,10 @@ try {
   check(JSON.stringify(planes) === JSON.stringify(["axial", "coronal", "sagittal"]), `three planes: ${planes}`);
   result.first_frame_ms = await page.evaluate((t0) => Math.max(...window.strata.viewports.map((v) => v.stats.paintedAt[0] - t0)), clicked);
   check(await page.locator(".viewport .badge.lossless").count() === 3, "each plane settles lossless");
+  // the first plane opened was shown from the coarse volume while the whole one was built; each
+  // settled on the whole one
+  result.previews = await page.evaluate(() => window.strata.previews || 0);
+  result.complete = await page.evaluate(() => window.strata.viewports.map((v) => v.series.mpr.complete));
   await shot("opened");
 
   // the crosshair: a click in the axial view moves the coronal and sagittal views to that point

@@ -169,9 +169,13 @@ async fn measure_plane(
         .resolve(&study, Some(&series), None, caller.scope())
         .await?;
     let outcome = async {
+        // measured on the whole volume, never on the coarse one shown while it is built
         let volume = archive
             .pictures()
             .volume(&refs)
+            .await
+            .map_err(render_problem)?
+            .complete()
             .await
             .map_err(render_problem)?;
         let layout = Arc::new(volume.layout(plane, crate::stream::MPR_MAX_SIDE));

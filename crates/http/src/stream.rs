@@ -50,11 +50,11 @@ use strata_render::stream::{
     place, ClientMessage, Header, MprSpec, OpenSeries, OpenedSeries, Play, ViewState,
     FLAG_KEYFRAME, FLAG_RGB, HEADER_LEN, KIND_FRAME, KIND_STILL, MAX_IN_FLIGHT, STILL_AFTER,
 };
-use strata_render::volume::{Layout, Volume};
+use strata_render::volume::{Geometry, Layout, Volume};
 use strata_render::{Priority, Rendered};
 use strata_services::auth::Holder;
 use strata_services::auth::Permission;
-use strata_services::pictures::open_series;
+use strata_services::pictures::{open_series, WholeVolume};
 use strata_services::ServiceError;
 
 /// Largest client message: view states are a few hundred bytes.
@@ -235,15 +235,18 @@ pub const MPR_MAX_SIDE: u32 = 1024;
 
 /// An MPR view: the series' volume and how the plane cuts it.
 struct Mpr {
+    /// What the plane is cut from: the whole volume, or a coarse one while that is built.
     volume: Arc<Volume>,
     layout: Arc<Layout>,
+    /// While the whole volume is built: it, when done (the view then shows it, and only then
+    /// settles on its lossless still).
+    whole: Option<WholeVolume>,
 }
 
 /// The plane's geometry as the `series` message gives it: where image point (x, y) of slice k
 /// lies is `corner + x·pixel_mm·across + y·pixel_mm·down + depths[k]·normal` (patient
 /// coordinates, mm).
-fn mpr_metadata(spec: &MprSpec, volume: &Volume, layout: &Layout) -> Value {
-    let g = &volume.geometry;
+fn mpr_metadata(spec: &MprSpec, g: &Geometry, layout: &Layout) -> Value {
     json!({
         "plane": spec.plane,
         "rotate": spec.rotate.map(|r| json!({"axis": r.axis, "degrees": r.degrees})),
@@ -404,9 +407,13 @@ impl Session {
                 self.send_frame(tx).await?;
                 continue;
             }
-            let still_due =
-                (!self.pending && !self.still_sent && self.shown.is_some() && self.cine.is_none())
-                    .then(|| self.input_at + STILL_AFTER);
+            let whole = self.mpr.as_ref().and_then(|m| m.whole.clone());
+            let still_due = (!self.pending
+                && !self.still_sent
+                && self.shown.is_some()
+                && self.cine.is_none()
+                && whole.is_none())
+            .then(|| self.input_at + STILL_AFTER);
             let step_due = self.cine.as_ref().map(|c| c.next);
             let idle = Duration::from_secs(self.archive.config().http.stream_idle_seconds);
             tokio::select! {
@@ -429,6 +436,13 @@ impl Session {
                     if step_due.is_some() => {
                     self.step(Instant::now());
                 }
+                built = async {
+                    let mut rx = whole.clone()?;
+                    let done = rx.wait_for(Option::is_some).await.ok()?.clone();
+                    done
+                }, if whole.is_some() => {
+                    self.whole_volume(built, tx).await?;
+                }
                 _ = &mut closing => {
                     let frame = axum::extract::ws::CloseFrame {
                         code: axum::extract::ws::close_code::AWAY,
@@ -437,6 +451,41 @@ impl Session {
                     let _ = tx.send(Message::Close(Some(frame))).await;
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// The whole volume of the MPR view is built (or could not be): the view shows it from now
+    /// on, the frame shown is made again from it, and the client is told.
+    async fn whole_volume(
+        &mut self,
+        built: Option<Result<Arc<Volume>, String>>,
+        tx: &mut Sink,
+    ) -> Result<(), StreamError> {
+        let Some(m) = &mut self.mpr else {
+            return Ok(());
+        };
+        m.whole = None;
+        match built {
+            Some(Ok(volume)) => {
+                m.volume = volume;
+                send_json(tx, json!({"type": "volume", "complete": true})).await?;
+                if self.shown.is_some() {
+                    // the frame shown again, now exact; its still follows
+                    self.pending = true;
+                    self.still_sent = false;
+                }
+                Ok(())
+            }
+            failed => {
+                let why = match failed {
+                    Some(Err(e)) => e,
+                    _ => "its build stopped".to_string(),
+                };
+                self.series = None;
+                self.mpr = None;
+                let msg = error_message(None, &format!("no MPR of this series: {why}"));
+                send_json(tx, msg).await
             }
         }
     }
@@ -712,18 +761,20 @@ impl Session {
         refs: &[strata_index::InstanceRef],
     ) -> Result<(Mpr, Value), String> {
         let plane = spec.plane()?;
-        let volume = self
+        let shown = self
             .archive
             .pictures()
             .volume(refs)
             .await
             .map_err(|e| format!("no MPR of this series: {e}"))?;
-        let layout = volume.layout(plane, MPR_MAX_SIDE);
-        let detail = mpr_metadata(spec, &volume, &layout);
+        let layout = shown.geometry.layout(plane, MPR_MAX_SIDE);
+        let mut detail = mpr_metadata(spec, &shown.geometry, &layout);
+        detail["complete"] = json!(shown.whole.is_none());
         Ok((
             Mpr {
-                volume,
+                volume: shown.volume,
                 layout: Arc::new(layout),
+                whole: shown.whole,
             },
             detail,
         ))

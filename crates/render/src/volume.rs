@@ -205,6 +205,52 @@ impl Geometry {
         }
         out
     }
+
+    /// How `plane` cuts the volume: square pixels the size of the finer Pixel Spacing (coarser
+    /// when an image side would pass `max_side`), covering the whole volume, and slices as far
+    /// apart as the volume's voxels are along the plane's normal.
+    pub fn layout(&self, plane: Plane, max_side: u32) -> Layout {
+        let g = self;
+        let corners = g.corners();
+        let range = |axis: V3| {
+            corners
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &c| {
+                    let d = dot(c, axis);
+                    (a.min(d), b.max(d))
+                })
+        };
+        // the image reaches half a voxel past the corner voxels' centres
+        let half = g.row_mm.max(g.column_mm) / 2.0;
+        let (u0, u1) = range(plane.across);
+        let (v0, v1) = range(plane.down);
+        let (u0, u1, v0, v1) = (u0 - half, u1 + half, v0 - half, v1 + half);
+        let side = f64::from(max_side.max(16));
+        let pixel_mm = g
+            .row_mm
+            .min(g.column_mm)
+            .max((u1 - u0) / side)
+            .max((v1 - v0) / side);
+        let columns = ((u1 - u0) / pixel_mm).ceil().max(1.0) as u32;
+        let rows = ((v1 - v0) / pixel_mm).ceil().max(1.0) as u32;
+        // the voxel grid's spacing along the normal
+        let per_mm = |axis: V3, mm: f64| (dot(plane.normal, axis) / mm).powi(2);
+        let step = 1.0
+            / (per_mm(g.across, g.column_mm)
+                + per_mm(g.down, g.row_mm)
+                + per_mm(g.normal, g.slice_mm()))
+            .sqrt();
+        let (d0, d1) = range(plane.normal);
+        let count = ((d1 - d0) / step + 1e-6).floor() as usize + 1;
+        Layout {
+            plane,
+            corner: add_scaled(add_scaled([0.0; 3], plane.across, u0), plane.down, v0),
+            pixel_mm,
+            columns,
+            rows,
+            depths: (0..count).map(|i| d0 + i as f64 * step).collect(),
+        }
+    }
 }
 
 /// A plane of patient space as a screen shows it: `across` to the right, `down` downwards,
@@ -633,50 +679,9 @@ impl Volume {
         }
     }
 
-    /// How `plane` cuts this volume: square pixels the size of the finer Pixel Spacing (coarser
-    /// when an image side would pass `max_side`), covering the whole volume, and slices as far
-    /// apart as the volume's voxels are along the plane's normal.
+    /// How `plane` cuts this volume: [`Geometry::layout`].
     pub fn layout(&self, plane: Plane, max_side: u32) -> Layout {
-        let g = &self.geometry;
-        let corners = g.corners();
-        let range = |axis: V3| {
-            corners
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &c| {
-                    let d = dot(c, axis);
-                    (a.min(d), b.max(d))
-                })
-        };
-        // the image reaches half a voxel past the corner voxels' centres
-        let half = g.row_mm.max(g.column_mm) / 2.0;
-        let (u0, u1) = range(plane.across);
-        let (v0, v1) = range(plane.down);
-        let (u0, u1, v0, v1) = (u0 - half, u1 + half, v0 - half, v1 + half);
-        let side = f64::from(max_side.max(16));
-        let pixel_mm = g
-            .row_mm
-            .min(g.column_mm)
-            .max((u1 - u0) / side)
-            .max((v1 - v0) / side);
-        let columns = ((u1 - u0) / pixel_mm).ceil().max(1.0) as u32;
-        let rows = ((v1 - v0) / pixel_mm).ceil().max(1.0) as u32;
-        // the voxel grid's spacing along the normal
-        let per_mm = |axis: V3, mm: f64| (dot(plane.normal, axis) / mm).powi(2);
-        let step = 1.0
-            / (per_mm(g.across, g.column_mm)
-                + per_mm(g.down, g.row_mm)
-                + per_mm(g.normal, g.slice_mm()))
-            .sqrt();
-        let (d0, d1) = range(plane.normal);
-        let count = ((d1 - d0) / step + 1e-6).floor() as usize + 1;
-        Layout {
-            plane,
-            corner: add_scaled(add_scaled([0.0; 3], plane.across, u0), plane.down, v0),
-            pixel_mm,
-            columns,
-            rows,
-            depths: (0..count).map(|i| d0 + i as f64 * step).collect(),
-        }
+        self.geometry.layout(plane, max_side)
     }
 
     /// Slice `index` of `layout`, one voxel thick or as `slab`, as a frame of modality values

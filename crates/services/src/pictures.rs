@@ -27,8 +27,51 @@ pub struct Pictures {
 struct Volumes {
     budget: u64,
     held: Mutex<Vec<(String, Arc<Volume>)>>,
-    /// One volume is built at a time: its bytes are made room for before it is allocated.
+    /// Volumes whose coarse copy is shown while the rest of their slices are placed, with the
+    /// bytes both take.
+    partial: Mutex<Vec<(String, MprVolume, u64)>>,
+    /// One volume is begun at a time: its bytes are made room for before it is allocated.
     building: tokio::sync::Mutex<()>,
+}
+
+/// A series' volume for MPR as it can be shown now.
+#[derive(Clone)]
+pub struct MprVolume {
+    /// The whole series' geometry: planes are laid out by it, and the viewer told of it.
+    pub geometry: Arc<Geometry>,
+    /// What to sample now: the whole volume, or, while that is built, a coarse one of about
+    /// [`COARSE_SLICES`] of its slices.
+    pub volume: Arc<Volume>,
+    /// While the whole volume is built: it, when done, or why it could not be.
+    pub whole: Option<WholeVolume>,
+}
+
+/// The whole volume being built, once it is (or why it could not be).
+pub type WholeVolume = tokio::sync::watch::Receiver<Option<Result<Arc<Volume>, String>>>;
+
+impl MprVolume {
+    fn whole(volume: Arc<Volume>) -> MprVolume {
+        MprVolume {
+            geometry: Arc::new(volume.geometry.clone()),
+            volume,
+            whole: None,
+        }
+    }
+
+    /// The whole volume, waited for when it is still being built.
+    pub async fn complete(self) -> Result<Arc<Volume>, RenderInstanceError> {
+        let Some(mut rx) = self.whole else {
+            return Ok(self.volume);
+        };
+        let done = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+        match done {
+            Ok(Some(Ok(v))) => Ok(v),
+            Ok(Some(Err(e))) => Err(RenderInstanceError::Render(RenderError::Unsupported(e))),
+            _ => Err(RenderInstanceError::Render(RenderError::Decode(
+                "the volume's build stopped".into(),
+            ))),
+        }
+    }
 }
 
 impl Volumes {
@@ -56,6 +99,8 @@ impl Volumes {
                 mb(self.budget)
             ));
         }
+        let partial: u64 = self.partial().iter().map(|(_, _, b)| b).sum();
+        let bytes = bytes + partial;
         let mut held = self.held();
         let total =
             |h: &[(String, Arc<Volume>)]| h.iter().map(|(_, v)| v.geometry.bytes()).sum::<u64>();
@@ -74,9 +119,39 @@ impl Volumes {
         Ok(())
     }
 
-    /// Bytes of the volumes held now.
+    /// Bytes of the volumes held now, and of those being built.
     fn bytes(&self) -> u64 {
-        self.held().iter().map(|(_, v)| v.geometry.bytes()).sum()
+        let partial: u64 = self.partial().iter().map(|(_, _, b)| b).sum();
+        partial
+            + self
+                .held()
+                .iter()
+                .map(|(_, v)| v.geometry.bytes())
+                .sum::<u64>()
+    }
+
+    fn partial(&self) -> std::sync::MutexGuard<'_, Vec<(String, MprVolume, u64)>> {
+        self.partial.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The series' volume as it can be shown now: held whole, or being built.
+    fn find(&self, series: &str) -> Option<MprVolume> {
+        if let Some(v) = self.get(series) {
+            return Some(MprVolume::whole(v));
+        }
+        let partial = self.partial();
+        partial
+            .iter()
+            .find(|(s, _, _)| s == series)
+            .map(|(_, v, _)| v.clone())
+    }
+
+    /// The whole volume is built: held, no longer partial.
+    fn finish(&self, series: &str, whole: Option<Arc<Volume>>) {
+        self.partial().retain(|(s, _, _)| s != series);
+        if let Some(v) = whole {
+            self.held().push((series.to_string(), v));
+        }
     }
 }
 
@@ -94,6 +169,7 @@ impl Pictures {
             volumes: Arc::new(Volumes {
                 budget: volume_bytes,
                 held: Mutex::new(Vec::new()),
+                partial: Mutex::new(Vec::new()),
                 building: tokio::sync::Mutex::new(()),
             }),
         }
@@ -102,17 +178,22 @@ impl Pictures {
     /// The volume of a series (its instances as the catalog lists them) for MPR: held, else
     /// built from its decoded slices within `render.volume_bytes`. A series that is not one
     /// stack of parallel single-frame slices is refused with the reason.
-    pub async fn volume(&self, refs: &[InstanceRef]) -> Result<Arc<Volume>, RenderInstanceError> {
+    ///
+    /// A series of [`COARSE_FROM`] slices or more is shown first from a coarse volume of about
+    /// [`COARSE_SLICES`] of them (and the last), built before this returns; the rest of the
+    /// slices are then placed in the background, and [`MprVolume::whole`] says when the whole
+    /// volume is there. Both count against the budget while it is built.
+    pub async fn volume(&self, refs: &[InstanceRef]) -> Result<MprVolume, RenderInstanceError> {
         let unsupported = |e: String| RenderInstanceError::Render(RenderError::Unsupported(e));
         let series = refs
             .first()
             .map(|r| r.series_uid.clone())
             .unwrap_or_default();
-        if let Some(v) = self.volumes.get(&series) {
+        if let Some(v) = self.volumes.find(&series) {
             return Ok(v);
         }
         let _building = self.volumes.building.lock().await;
-        if let Some(v) = self.volumes.get(&series) {
+        if let Some(v) = self.volumes.find(&series) {
             return Ok(v);
         }
         let started = Instant::now();
@@ -133,36 +214,119 @@ impl Pictures {
             sops.push(r.sop_uid.clone());
         }
         let (geometry, order) = Geometry::new(&slices).map_err(unsupported)?;
-        self.volumes
-            .make_room(geometry.bytes())
-            .map_err(unsupported)?;
-        let mut volume = Volume::new(geometry);
-        let shape = volume.shape();
+        // in order of depth: the slice's place, its instance
         let wanted: Vec<(usize, String)> = order
             .iter()
             .enumerate()
             .map(|(k, &i)| (k, sops[i].clone()))
             .collect();
+        let n = wanted.len();
+        let every = n.div_ceil(COARSE_SLICES).max(2);
+        let coarse: Vec<usize> = match n >= COARSE_FROM {
+            true => (0..n).filter(|k| k % every == 0 || *k == n - 1).collect(),
+            false => Vec::new(),
+        };
+        let coarse_geometry = match coarse.is_empty() {
+            true => None,
+            false => {
+                let picked: Vec<_> = coarse.iter().map(|&k| slices[order[k]].clone()).collect();
+                Some(Geometry::new(&picked).map_err(unsupported)?.0)
+            }
+        };
+        let bytes = geometry.bytes() + coarse_geometry.as_ref().map_or(0, Geometry::bytes);
+        self.volumes.make_room(bytes).map_err(unsupported)?;
+        let whole_geometry = Arc::new(geometry.clone());
+        let mut volume = Volume::new(geometry);
+        let Some(coarse_geometry) = coarse_geometry else {
+            self.place_slices(&mut volume, wanted, Priority::Interactive, |_, _| Ok(()))
+                .await?;
+            let volume = Arc::new(volume);
+            self.volumes.finish(&series, Some(volume.clone()));
+            tracing::debug!(
+                series,
+                slices = n,
+                ms = started.elapsed().as_millis() as u64,
+                held_bytes = self.volumes.bytes(),
+                "volume built"
+            );
+            return Ok(MprVolume::whole(volume));
+        };
+        // the coarse volume first: its slices go into the whole one too
+        let mut small = Volume::new(coarse_geometry);
+        let first: Vec<(usize, String)> = coarse.iter().map(|&k| wanted[k].clone()).collect();
+        let place_in_small: Vec<usize> = coarse.clone();
+        self.place_slices(&mut volume, first, Priority::Interactive, |k, slice| {
+            let j = place_in_small.binary_search(&k).unwrap_or_default();
+            small.place(j, slice)
+        })
+        .await?;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let shown = MprVolume {
+            geometry: whole_geometry,
+            volume: Arc::new(small),
+            whole: Some(rx),
+        };
+        self.volumes
+            .partial()
+            .push((series.clone(), shown.clone(), bytes));
+        tracing::debug!(
+            series,
+            slices = coarse.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "coarse volume built"
+        );
+        let rest: Vec<(usize, String)> = wanted
+            .into_iter()
+            .filter(|(k, _)| coarse.binary_search(k).is_err())
+            .collect();
+        let pictures = self.clone();
+        tokio::spawn(async move {
+            // below the streams' own renders: the coarse volume answers them meanwhile
+            let built = pictures
+                .place_slices(&mut volume, rest, Priority::Http, |_, _| Ok(()))
+                .await
+                .map(|()| Arc::new(volume));
+            let (whole, told) = match built {
+                Ok(v) => (Some(v.clone()), Ok(v)),
+                Err(e) => (None, Err(e.to_string())),
+            };
+            pictures.volumes.finish(&series, whole);
+            tracing::debug!(
+                series,
+                slices = n,
+                ms = started.elapsed().as_millis() as u64,
+                held_bytes = pictures.volumes.bytes(),
+                ok = told.is_ok(),
+                "volume built"
+            );
+            let _ = tx.send(Some(told));
+        });
+        Ok(shown)
+    }
+
+    /// Reads, decodes and tiles slices `wanted` (place in depth order, instance) on the pool at
+    /// `priority`, several at a time, and places each in `volume`, and gives it to `also`.
+    async fn place_slices(
+        &self,
+        volume: &mut Volume,
+        wanted: Vec<(usize, String)>,
+        priority: Priority,
+        mut also: impl FnMut(usize, &TiledSlice) -> Result<(), RenderError>,
+    ) -> Result<(), RenderInstanceError> {
+        let shape = volume.shape();
         let pictures = self.clone();
         let mut tiled = futures::stream::iter(wanted)
             .map(move |(k, sop)| {
                 let pictures = pictures.clone();
-                async move { (k, pictures.volume_slice(&sop, shape).await) }
+                async move { (k, pictures.volume_slice(&sop, shape, priority).await) }
             })
             .buffer_unordered(VOLUME_DECODES);
         while let Some((k, slice)) = tiled.next().await {
-            volume.place(k, &slice?)?;
+            let slice = slice?;
+            volume.place(k, &slice)?;
+            also(k, &slice)?;
         }
-        let volume = Arc::new(volume);
-        self.volumes.held().push((series.clone(), volume.clone()));
-        tracing::debug!(
-            series,
-            slices = order.len(),
-            ms = started.elapsed().as_millis() as u64,
-            held_bytes = self.volumes.bytes(),
-            "volume built"
-        );
-        Ok(volume)
+        Ok(())
     }
 
     /// The largest modality value over frames `frames` (instance, 0-based frame): an RT Dose
@@ -358,16 +522,17 @@ impl Pictures {
         &self,
         sop_uid: &str,
         shape: SliceShape,
+        priority: Priority,
     ) -> Result<TiledSlice, RenderInstanceError> {
         let tile = move |f: &CachedFrame| shape.tile(f);
         match self.pool.cached(sop_uid, 0) {
             Some(hit) => Ok(self
                 .pool
-                .run(Priority::Interactive, "tile", move || tile(&hit))
+                .run(priority, "tile", move || tile(&hit))
                 .await
                 .map_err(|e| RenderError::Decode(e.to_string()))??),
             None => {
-                self.decode_then(sop_uid, 0, Priority::Interactive, move |f| tile(&f))
+                self.decode_then(sop_uid, 0, priority, move |f| tile(&f))
                     .await
             }
         }
@@ -397,6 +562,13 @@ const BAND_PIXELS: u64 = 1 << 16;
 
 /// Slices of a volume decoded at once while it is built.
 const VOLUME_DECODES: usize = 8;
+
+/// A series of this many slices or more is shown first from a coarse volume while the whole
+/// one is built.
+pub const COARSE_FROM: usize = 64;
+/// The coarse volume holds about this many of the slices, evenly chosen (every second at
+/// least), and the last.
+pub const COARSE_SLICES: usize = 64;
 
 /// Instances larger than this are rendered from their header and the frame's own bytes (see
 /// [`Reads::frame_object`]) rather than read whole.
@@ -450,6 +622,7 @@ mod tests {
         let v = Volumes {
             budget: 600,
             held: Mutex::new(Vec::new()),
+            partial: Mutex::new(Vec::new()),
             building: tokio::sync::Mutex::new(()),
         };
         let series = |v: &Volumes| v.held().iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
