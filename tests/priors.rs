@@ -91,6 +91,16 @@ fn two_hospitals(
     (current_uid, prior_uid, first.unwrap(), z_range)
 }
 
+/// The numbers of a browser script's result `k`.
+fn numbers(got: &serde_json::Value, k: &str) -> Vec<f64> {
+    got[k]
+        .as_array()
+        .unwrap_or_else(|| panic!("{k}: {got}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
 #[test]
 fn a_study_opens_with_its_prior_from_another_hospital_and_they_scroll_together() {
     scroll_together(false);
@@ -132,15 +142,10 @@ fn scroll_together(one_frame: bool) {
     assert!(ok, "viewer priors:\n{log}\nserver:\n{}", server.log_text());
     println!("{log}");
     let got = common::viewer::result(&log);
-    let positions = |k: &str| -> Vec<f64> {
-        got[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect()
-    };
-    let (cur, prior) = (positions("current_positions"), positions("prior_positions"));
+    let (cur, prior) = (
+        numbers(&got, "current_positions"),
+        numbers(&got, "prior_positions"),
+    );
     assert_eq!((cur.len(), prior.len()), (30, 30), "{got}");
     // in one frame of reference, no offset; else, linked with both at their first slices, the
     // offset between those
@@ -318,17 +323,12 @@ d.save_as(sys.argv[2], enforce_file_format=True)",
             .map(|p| [p[0].as_f64().unwrap(), p[1].as_f64().unwrap()])
             .collect()
     };
-    let plane = |k: &str| -> Vec<f64> {
-        got[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect()
-    };
     // the axial slice shown (z) crosses the localizer in a row: (top − z) / spacing rows down
     // from the first row's centre, half a row below the image's top edge
-    let (slices, axial) = (plane("axial_positions"), plane("axial_plane"));
+    let (slices, axial) = (
+        numbers(&got, "axial_positions"),
+        numbers(&got, "axial_plane"),
+    );
     assert!(
         slices.len() == 30 && got["axial_slice"].as_u64().unwrap() >= 5,
         "{got}"

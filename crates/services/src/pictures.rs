@@ -254,9 +254,8 @@ impl Pictures {
         // the coarse volume first: its slices go into the whole one too
         let mut small = Volume::new(coarse_geometry);
         let first: Vec<(usize, String)> = coarse.iter().map(|&k| wanted[k].clone()).collect();
-        let place_in_small: Vec<usize> = coarse.clone();
         self.place_slices(&mut volume, first, Priority::Interactive, |k, slice| {
-            let j = place_in_small.binary_search(&k).unwrap_or_default();
+            let j = coarse.binary_search(&k).unwrap_or_default();
             small.place(j, slice)
         })
         .await?;
