@@ -257,6 +257,7 @@ class Viewport {
       }
       if (this.onCine) this.onCine(this);
     } else if (m.type === "error") {
+      this.centreOnOpen = false; // a plane refused: what the reader does next is sent as it is
       this.stats.errors.push(m.message);
       this.showError(m.message);
     }

@@ -94,7 +94,7 @@ impl Volumes {
         let mb = |b: u64| b.div_ceil(1 << 20);
         if bytes > self.budget {
             return Err(format!(
-                "the series' volume takes {} MiB, more than render.volume_bytes allows ({} MiB)",
+                "the series' volume (with its coarse copy while it is built) takes {} MiB, more than render.volume_bytes allows ({} MiB)",
                 mb(bytes),
                 mb(self.budget)
             ));
