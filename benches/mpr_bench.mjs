@@ -20,8 +20,15 @@ try {
     await page.goto(`${BASE}/#/studies`);
     await page.goto(`${BASE}/#/study/${STUDY}`);
     await page.waitForFunction(() => window.strata.viewports[0]?.stats.frames > 0, null, { timeout: 60000 });
-    const t0 = await page.evaluate(() => performance.now());
+    // as a reader looks at the stack before asking for MPR: the viewer has started its spare
+    // stream workers (within about 3 s of opening the study)
+    if (await page.evaluate(() => Boolean(window.strata.spareWorkers))) {
+      await page.waitForFunction(() => window.strata.spareWorkers() >= 3, null, { timeout: 10000 });
+    } else await page.waitForTimeout(3000); // a viewer without spare workers: the same pause
+    // from the reader's click: the time the browser stamped on its event
+    await page.evaluate(() => document.addEventListener("click", (e) => { window.strata.clickedAt = e.timeStamp; }, { capture: true, once: true }));
     await page.click("#mpr");
+    const t0 = await page.evaluate(() => window.strata.clickedAt);
     await page.waitForFunction(() => window.strata.viewports.length === 3
       && window.strata.viewports.every((v) => v.series && v.series.mpr && v.stats.frames > 0), null, { timeout: 120000 });
     const first = await page.evaluate((t) => window.strata.viewports.map((v) => Math.round(v.stats.paintedAt[0] - t)), t0);

@@ -136,6 +136,7 @@ fn the_viewer_reformats_a_phantom_volume_and_measures_it() {
     const { assert!(SLICES >= strata_services::pictures::COARSE_FROM) };
     assert!(got["previews"].as_u64().unwrap() >= 1, "{got}");
     assert_eq!(got["complete"], json!([true, true, true]), "{got}");
+    assert_eq!(got["first_slices"], json!([true, true, true]), "{got}");
     println!(
         "MPR of a {SIDE}x{SIDE}x{SLICES} volume, first reformatted frame after opening: {} ms",
         got["first_frame_ms"]

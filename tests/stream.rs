@@ -552,7 +552,10 @@ async fn a_radiologist_scrolls_and_windows_a_ct_series() {
             )
             .await
             .unwrap();
-        strata_services::pictures::open_series(&refs)
+        archive
+            .pictures()
+            .open_series(&refs)
+            .await
             .unwrap()
             .slices
             .into_iter()

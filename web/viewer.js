@@ -30,6 +30,22 @@ const KEYS = [
 /** Viewports and their statistics, for whoever wants to look (the end-to-end tests do). */
 window.strata = { viewports: [] };
 
+/** Stream workers started ahead of need, so a viewport opened (three at once for MPR) does not
+ * wait for its worker's script to load and start, which takes tens of ms each. They hold no
+ * connection until a viewport takes one; the pool fills again a second later, when the page is
+ * idle. */
+const SPARE_WORKERS = 3;
+const spareWorkers = [];
+const startWorker = () => new Worker("/app/worker.js", { type: "module" });
+const takeWorker = () => {
+  const w = spareWorkers.pop() || startWorker();
+  setTimeout(() => whenIdle(fillSpares), 1000); // not while the viewports just opened start
+  return w;
+};
+window.strata.spareWorkers = () => spareWorkers.length;
+const fillSpares = () => { while (spareWorkers.length < SPARE_WORKERS) spareWorkers.push(startWorker()); };
+const whenIdle = (f) => (window.requestIdleCallback ? requestIdleCallback(f, { timeout: 2000 }) : setTimeout(f, 500));
+
 class Viewport {
   constructor(grid, onSelect) {
     this.box = el("div", { class: "viewport", tabindex: "0" });
@@ -50,7 +66,7 @@ class Viewport {
     /** Cine as the server last said it: playing or not, at what rate, frames sent and skipped. */
     this.cine = { playing: false, fps: null, sent: 0, skipped: 0 };
     this.onCine = null;
-    this.worker = new Worker("/app/worker.js", { type: "module" });
+    this.worker = takeWorker();
     const offscreen = this.canvas.transferControlToOffscreen();
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     this.worker.postMessage({ type: "init", canvas: offscreen, url: `${proto}//${location.host}/api/stream` }, [offscreen]);
@@ -157,12 +173,12 @@ class Viewport {
    * change that is not itself a linked view's echo is offered to the linked view (onSync). */
   sendView(change, fromSync = false) {
     Object.assign(this.view, change);
-    // a plane being opened: its first view goes with the slice it opens at, once its series is
-    // known, so the server's first frame is the one shown
-    if (this.centreOnOpen) return;
+    // a plane being opened starts at its middle slice, which the server knows before we do
+    if (change.slice !== undefined) this.centreOnOpen = false;
     if (!fromSync && this.onSync) this.onSync(this, change);
     const seq = ++this.seq;
-    const message = { type: "view", seq, viewport: this.viewportSize(), zoom: this.view.zoom, pan: this.view.pan, slice: this.view.slice };
+    const message = { type: "view", seq, viewport: this.viewportSize(), zoom: this.view.zoom, pan: this.view.pan };
+    if (!this.centreOnOpen) message.slice = this.view.slice;
     if (this.onView) this.onView(this);
     if (this.mpr) message.slab = this.view.slab || { thickness: 0, mode: "mip" };
     if (this.view.preset) message.preset = this.view.preset;
@@ -237,9 +253,9 @@ class Viewport {
       if (this.onSeries) this.onSeries(this);
       if (this.onView) this.onView(this);
       if (this.centreOnOpen) {
-        // a plane opens at the middle of the volume
+        // the server opened the plane at the middle of the volume
         this.centreOnOpen = false;
-        this.sendView({ slice: Math.floor(m.slices / 2) });
+        this.view.slice = Math.floor(m.slices / 2);
         if (this.onMpr) this.onMpr(this);
       }
       this.drawOverlays();

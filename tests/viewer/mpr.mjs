@@ -136,6 +136,8 @@ try {
   const planes = await page.evaluate(() => window.strata.viewports.map((v) => v.series.mpr.plane));
   check(JSON.stringify(planes) === JSON.stringify(["axial", "coronal", "sagittal"]), `three planes: ${planes}`);
   result.first_frame_ms = await page.evaluate((t0) => Math.max(...window.strata.viewports.map((v) => v.stats.paintedAt[0] - t0)), clicked);
+  // each plane's first frame, the view sent with its opening, is its middle slice
+  result.first_slices = await page.evaluate(() => window.strata.viewports.map((v) => v.stats.paintedSlices[0] === Math.floor(v.series.slices / 2)));
   check(await page.locator(".viewport .badge.lossless").count() === 3, "each plane settles lossless");
   // the first plane opened was shown from the coarse volume while the whole one was built; each
   // settled on the whole one

@@ -170,9 +170,14 @@ async fn measure_plane(
         .await?;
     let outcome = async {
         // measured on the whole volume, never on the coarse one shown while it is built
+        let opened = archive
+            .pictures()
+            .open_series(&refs)
+            .await
+            .map_err(|e| Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e))?;
         let volume = archive
             .pictures()
-            .volume(&refs)
+            .volume(&opened)
             .await
             .map_err(render_problem)?
             .complete()

@@ -54,7 +54,7 @@ use strata_render::volume::{Geometry, Layout, Volume};
 use strata_render::{Priority, Rendered};
 use strata_services::auth::Holder;
 use strata_services::auth::Permission;
-use strata_services::pictures::{open_series, WholeVolume};
+use strata_services::pictures::WholeVolume;
 use strata_services::ServiceError;
 
 /// Largest client message: view states are a few hundred bytes.
@@ -629,13 +629,14 @@ impl Session {
                 }),
             _ => Err("study and series must be valid DICOM UIDs".to_string()),
         };
-        let opened = found.and_then(|refs| {
-            let opened = open_series(&refs)?;
-            Ok((refs[0].patient_id.clone(), opened, refs))
-        });
+        let opened = match found {
+            Ok(refs) => (self.archive.pictures().open_series(&refs).await)
+                .map(|opened| (refs[0].patient_id.clone(), opened)),
+            Err(e) => Err(e),
+        };
         let opened = match (opened, &o.mpr) {
-            (Ok((patient, mut opened, refs)), Some(spec)) => {
-                match self.open_mpr(spec, &refs).await {
+            (Ok((patient, mut opened)), Some(spec)) => {
+                match self.open_mpr(spec, &opened).await {
                     Ok((mpr, detail)) => {
                         // the plane's depths are the slices; it has no instances of its own
                         let m = &mut opened.metadata;
@@ -652,7 +653,7 @@ impl Session {
                     Err(e) => Err(e),
                 }
             }
-            (Ok((patient, opened, _)), None) => Ok((patient, opened, None)),
+            (Ok((patient, opened)), None) => Ok((patient, opened, None)),
             (Err(e), _) => Err(e),
         };
         let opened = match opened {
@@ -720,6 +721,10 @@ impl Session {
         self.dose_window = opened.metadata["dose"]["max"]
             .as_f64()
             .map(strata_render::pipeline::dose_window);
+        if let Some(m) = &mpr {
+            // a plane opens at the middle of the volume
+            self.state.slice = (m.layout.depths.len() / 2) as u32;
+        }
         self.series = Some(opened);
         self.mpr = mpr;
         self.cine = None;
@@ -758,13 +763,13 @@ impl Session {
     async fn open_mpr(
         &self,
         spec: &MprSpec,
-        refs: &[strata_index::InstanceRef],
+        opened: &OpenedSeries,
     ) -> Result<(Mpr, Value), String> {
         let plane = spec.plane()?;
         let shown = self
             .archive
             .pictures()
-            .volume(refs)
+            .volume(opened)
             .await
             .map_err(|e| format!("no MPR of this series: {e}"))?;
         let layout = shown.geometry.layout(plane, MPR_MAX_SIDE);
@@ -789,6 +794,14 @@ impl Session {
         let state = self.state;
         let input_seq = self.input_seq;
         let started = Instant::now();
+        // A new encoder (tens of ms: the first frame of a view, or a new size) is made while the
+        // frame renders, off the runtime's threads.
+        let making = match &self.encoder {
+            Some(e) if e.width() == fw && e.height() == fh => None,
+            _ => Some(tokio::task::spawn_blocking(move || {
+                H264Encoder::new(fw, fh, state.qp)
+            })),
+        };
         let (rendered, shown_as) = match &self.mpr {
             Some(m) => (
                 self.archive
@@ -852,11 +865,14 @@ impl Session {
                 .collect();
             self.archive.pictures().prefetch(&neighbours);
         }
-        let mut encoder = match self.encoder.take() {
-            Some(e) if e.width() == fw && e.height() == fh => e,
-            _ => {
+        let mut encoder = match (making, self.encoder.take()) {
+            (None, Some(e)) => e,
+            (making, _) => {
                 self.force_keyframe = false; // a new encoder starts with one
-                H264Encoder::new(fw, fh, state.qp)?
+                match making {
+                    Some(m) => m.await.map_err(|e| StreamError::Task(e.to_string()))??,
+                    None => H264Encoder::new(fw, fh, state.qp)?,
+                }
             }
         };
         encoder.set_qp(state.qp)?;

@@ -21,7 +21,15 @@ pub struct Pictures {
     /// The configured bounds every decode runs within (`render.max_frame_samples`, ...).
     limits: DecodeLimits,
     volumes: Arc<Volumes>,
+    /// Series opened lately, newest last: see [`Pictures::open_series`].
+    opened: Arc<Mutex<Vec<OpenedEntry>>>,
 }
+
+/// An opened series, with its series UID and the fingerprint of the instances it was made from.
+type OpenedEntry = (String, u64, Arc<OpenedSeries>);
+
+/// How many opened series are kept (each a few hundred KB for a series of hundreds of slices).
+const OPENED_KEPT: usize = 16;
 
 /// The volumes built for MPR, by series, least recently used first, and the bytes they may take.
 struct Volumes {
@@ -172,23 +180,47 @@ impl Pictures {
                 partial: Mutex::new(Vec::new()),
                 building: tokio::sync::Mutex::new(()),
             }),
+            opened: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    /// The volume of a series (its instances as the catalog lists them) for MPR: held, else
-    /// built from its decoded slices within `render.volume_bytes`. A series that is not one
+    /// A series' instances (as the catalog lists them, already within the caller's scope)
+    /// ordered into slices, with the `series` message of the stream. Made off the runtime's
+    /// threads, and kept for the last [`OPENED_KEPT`] series while their instances' metadata
+    /// stays the same: the views of one series (its stack, then three MPR planes) read the
+    /// metadata of its hundreds of instances once.
+    pub async fn open_series(&self, refs: &[InstanceRef]) -> Result<OpenedSeries, String> {
+        let first = refs.first().ok_or("the series has no instances")?;
+        let series = first.series_uid.clone();
+        let print = fingerprint(refs);
+        let lock = || self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, o)) = lock().iter().find(|(s, f, _)| *s == series && *f == print) {
+            return Ok(OpenedSeries::clone(o));
+        }
+        let refs = refs.to_vec();
+        let opened = tokio::task::spawn_blocking(move || open_series(&refs))
+            .await
+            .map_err(|e| format!("the series could not be opened: {e}"))??;
+        let mut kept = lock();
+        kept.retain(|(s, _, _)| *s != series);
+        kept.push((series, print, Arc::new(opened.clone())));
+        if kept.len() > OPENED_KEPT {
+            kept.remove(0);
+        }
+        Ok(opened)
+    }
+
+    /// The volume of an opened series ([`Pictures::open_series`]) for MPR: held, else built
+    /// from its decoded slices within `render.volume_bytes`. A series that is not one
     /// stack of parallel single-frame slices is refused with the reason.
     ///
     /// A series of [`COARSE_FROM`] slices or more is shown first from a coarse volume of about
     /// [`COARSE_SLICES`] of them (and the last), built before this returns; the rest of the
     /// slices are then placed in the background, and [`MprVolume::whole`] says when the whole
     /// volume is there. Both count against the budget while it is built.
-    pub async fn volume(&self, refs: &[InstanceRef]) -> Result<MprVolume, RenderInstanceError> {
+    pub async fn volume(&self, opened: &OpenedSeries) -> Result<MprVolume, RenderInstanceError> {
         let unsupported = |e: String| RenderInstanceError::Render(RenderError::Unsupported(e));
-        let series = refs
-            .first()
-            .map(|r| r.series_uid.clone())
-            .unwrap_or_default();
+        let series = opened.series.clone();
         if let Some(v) = self.volumes.find(&series) {
             return Ok(v);
         }
@@ -199,19 +231,15 @@ impl Pictures {
         let started = Instant::now();
         let mut slices = Vec::new();
         let mut sops = Vec::new();
-        for r in refs {
-            let meta: serde_json::Value = serde_json::from_str(&r.metadata).unwrap_or_default();
-            if meta.get("00280010").is_none() {
-                continue; // a report or a presentation state among the images
-            }
-            let g = strata_render::stream::slice_geometry(&meta).ok_or_else(|| {
+        for s in &opened.slices {
+            let g = s.geometry.clone().ok_or_else(|| {
                 unsupported(format!(
                     "instance {} is not a single-frame slice with Image Position, Image Orientation and Pixel Spacing: MPR needs a stack of them",
-                    r.sop_uid
+                    s.sop_uid
                 ))
             })?;
             slices.push(g);
-            sops.push(r.sop_uid.clone());
+            sops.push(s.sop_uid.clone());
         }
         let (geometry, order) = Geometry::new(&slices).map_err(unsupported)?;
         // in order of depth: the slice's place, its instance
@@ -573,9 +601,19 @@ pub const COARSE_SLICES: usize = 64;
 /// [`Reads::frame_object`]) rather than read whole.
 const LOCATE_FRAMES_ABOVE: u64 = 32 << 20;
 
+/// What tells one version of a series' instances from another: their UIDs and metadata.
+fn fingerprint(refs: &[InstanceRef]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for r in refs {
+        (&r.study_uid, &r.sop_uid, &r.metadata).hash(&mut h);
+    }
+    h.finish()
+}
+
 /// A series' instances, as the catalog lists them, ordered into slices (the render crate's
 /// geometry, fed from the index's rows).
-pub fn open_series(refs: &[InstanceRef]) -> Result<OpenedSeries, String> {
+fn open_series(refs: &[InstanceRef]) -> Result<OpenedSeries, String> {
     let first = refs.first().ok_or("the series has no instances")?;
     let instances: Vec<SeriesInstance> = refs
         .iter()

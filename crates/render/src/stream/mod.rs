@@ -10,5 +10,5 @@ pub use protocol::{
     SlabSpec, ViewChange, CINE_DEFAULT_FPS, CINE_MAX_FPS, CINE_MIN_FPS, FLAG_KEYFRAME, FLAG_RGB,
     HEADER_LEN, KIND_FRAME, KIND_STILL, MAX_IN_FLIGHT, PRESETS, STILL_AFTER,
 };
-pub use series::{open_series, slice_geometry, OpenedSeries, SeriesInstance, Slice};
+pub use series::{open_series, OpenedSeries, SeriesInstance, Slice};
 pub use view::{ViewState, WindowChoice};

@@ -1,6 +1,7 @@
 //! A series' geometry: its instances ordered into slices, and what a viewer shows about it.
 
 use super::protocol::{CINE_DEFAULT_FPS, CINE_MAX_FPS, CINE_MIN_FPS, PRESETS};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// One instance of a series as the catalog describes it: its SOP Instance UID and its
@@ -18,6 +19,8 @@ pub struct Slice {
     pub frame: u32,
     /// Position along the slice normal, in mm, when the instance says where it is.
     pub position: Option<f64>,
+    /// Where it lies, for a single-frame image that says so (what MPR builds a volume from).
+    pub geometry: Option<crate::volume::SliceGeometry>,
 }
 
 /// An opened series: its slices in order, and what the viewer shows about it.
@@ -39,13 +42,7 @@ fn values<'a>(attrs: &'a Value, tag: &str) -> Option<&'a Vec<Value>> {
 
 /// Numbers of an attribute; DS and IS may come as numbers or as strings.
 fn numbers(attrs: &Value, tag: &str) -> Option<Vec<f64>> {
-    values(attrs, tag)?
-        .iter()
-        .map(|v| {
-            v.as_f64()
-                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-        })
-        .collect()
+    as_numbers(values(attrs, tag)?)
 }
 
 fn text(attrs: &Value, tag: &str) -> Option<String> {
@@ -61,26 +58,89 @@ fn text(attrs: &Value, tag: &str) -> Option<String> {
     }
 }
 
-/// Where a single-frame image lies, from its metadata (Image Position and Orientation (Patient),
-/// Pixel Spacing, Rows, Columns): None when any is missing or it holds several frames.
-pub fn slice_geometry(attrs: &Value) -> Option<crate::volume::SliceGeometry> {
-    let frames = numbers(attrs, "00280008")
-        .and_then(|v| v.first().copied())
-        .unwrap_or(1.0);
-    let p = numbers(attrs, "00200032")?;
-    let o = numbers(attrs, "00200037")?;
-    let s = numbers(attrs, "00280030")?;
-    let first = |tag: &str| numbers(attrs, tag)?.first().copied();
-    if frames > 1.0 || p.len() != 3 || o.len() != 6 || s.len() != 2 {
-        return None;
+/// One attribute in DICOM JSON; its VR and anything else are skipped.
+#[derive(Deserialize)]
+struct Attr {
+    #[serde(rename = "Value", default)]
+    value: Vec<Value>,
+}
+
+/// What ordering a series and placing its slices needs of each instance: read alone, without
+/// building the rest of its metadata (a series of hundreds is opened in a few ms).
+#[derive(Deserialize)]
+struct SliceAttrs {
+    #[serde(rename = "00280008")]
+    frames: Option<Attr>,
+    #[serde(rename = "00200013")]
+    number: Option<Attr>,
+    #[serde(rename = "00200032")]
+    position: Option<Attr>,
+    #[serde(rename = "00200037")]
+    orientation: Option<Attr>,
+    #[serde(rename = "00280030")]
+    spacing: Option<Attr>,
+    #[serde(rename = "00280010")]
+    rows: Option<Attr>,
+    #[serde(rename = "00280011")]
+    columns: Option<Attr>,
+}
+
+/// Numbers of an attribute's values; DS and IS may come as numbers or as strings.
+fn as_numbers(values: &[Value]) -> Option<Vec<f64>> {
+    values
+        .iter()
+        .map(|v| {
+            v.as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        })
+        .collect()
+}
+
+impl SliceAttrs {
+    fn numbers(a: &Option<Attr>) -> Option<Vec<f64>> {
+        as_numbers(&a.as_ref()?.value)
     }
-    Some(crate::volume::SliceGeometry {
-        position: [p[0], p[1], p[2]],
-        orientation: [o[0], o[1], o[2], o[3], o[4], o[5]],
-        pixel_spacing: (s[0], s[1]),
-        rows: first("00280010")? as u32,
-        columns: first("00280011")? as u32,
-    })
+
+    fn first(a: &Option<Attr>) -> Option<f64> {
+        SliceAttrs::numbers(a)?.first().copied()
+    }
+
+    fn frames(&self) -> u32 {
+        SliceAttrs::first(&self.frames).unwrap_or(1.0).max(1.0) as u32
+    }
+
+    /// Where a single-frame image lies (Image Position and Orientation (Patient), Pixel
+    /// Spacing, Rows, Columns): None when any is missing or it holds several frames.
+    fn geometry(&self) -> Option<crate::volume::SliceGeometry> {
+        let p = SliceAttrs::numbers(&self.position)?;
+        let o = SliceAttrs::numbers(&self.orientation)?;
+        let s = SliceAttrs::numbers(&self.spacing)?;
+        if self.frames() > 1 || p.len() != 3 || o.len() != 6 || s.len() != 2 {
+            return None;
+        }
+        Some(crate::volume::SliceGeometry {
+            position: [p[0], p[1], p[2]],
+            orientation: [o[0], o[1], o[2], o[3], o[4], o[5]],
+            pixel_spacing: (s[0], s[1]),
+            rows: SliceAttrs::first(&self.rows)? as u32,
+            columns: SliceAttrs::first(&self.columns)? as u32,
+        })
+    }
+
+    /// Position along the normal of the image's orientation, when it says both.
+    fn depth(&self) -> Option<f64> {
+        let p = SliceAttrs::numbers(&self.position)?;
+        let o = SliceAttrs::numbers(&self.orientation)?;
+        if p.len() != 3 || o.len() != 6 {
+            return None;
+        }
+        let n = [
+            o[1] * o[5] - o[2] * o[4],
+            o[2] * o[3] - o[0] * o[5],
+            o[0] * o[4] - o[1] * o[3],
+        ];
+        Some(p[0] * n[0] + p[1] * n[1] + p[2] * n[2])
+    }
 }
 
 /// The rate an instance asks to be played at: 1000 / Frame Time (0018,1063, ms) for a clip,
@@ -112,48 +172,39 @@ pub fn open_series(
     if refs.is_empty() {
         return Err("the series has no instances".into());
     }
-    let parsed: Vec<Value> = refs
+    // a structured report or a presentation state in an image series has no Rows
+    let parsed: Vec<Option<SliceAttrs>> = refs
         .iter()
-        .map(|r| serde_json::from_str(r.metadata).unwrap_or(Value::Null))
+        .map(|r| {
+            serde_json::from_str::<SliceAttrs>(r.metadata)
+                .ok()
+                .filter(|a| a.rows.is_some())
+        })
         .collect();
-    let has_pixels = |a: &Value| a.get("00280010").is_some();
-    let mut items: Vec<(usize, Option<f64>, Option<f64>)> = Vec::new(); // (ref, position, number)
-    for (i, a) in parsed.iter().enumerate() {
-        if !has_pixels(a) {
-            continue; // a structured report or a presentation state in an image series
-        }
-        let position = match (numbers(a, "00200032"), numbers(a, "00200037")) {
-            (Some(p), Some(o)) if p.len() == 3 && o.len() == 6 => {
-                let n = [
-                    o[1] * o[5] - o[2] * o[4],
-                    o[2] * o[3] - o[0] * o[5],
-                    o[0] * o[4] - o[1] * o[3],
-                ];
-                Some(p[0] * n[0] + p[1] * n[1] + p[2] * n[2])
-            }
-            _ => None,
-        };
-        let number = numbers(a, "00200013").and_then(|v| v.first().copied());
-        items.push((i, position, number));
-    }
+    let mut items: Vec<(usize, &SliceAttrs, Option<f64>, Option<f64>)> = parsed
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let a = a.as_ref()?;
+            Some((i, a, a.depth(), SliceAttrs::first(&a.number)))
+        })
+        .collect();
     if items.is_empty() {
         return Err("the series has no images".into());
     }
-    if items.iter().all(|(_, p, _)| p.is_some()) {
-        items.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
-    } else {
+    if items.iter().all(|(_, _, p, _)| p.is_some()) {
         items.sort_by(|a, b| a.2.partial_cmp(&b.2).unwrap_or(std::cmp::Ordering::Equal));
+    } else {
+        items.sort_by(|a, b| a.3.partial_cmp(&b.3).unwrap_or(std::cmp::Ordering::Equal));
     }
     let mut slices = Vec::new();
     // where each slice lies, for reference lines: [position (3), across (3), down (3), row
     // spacing, column spacing, rows, columns], or null (a frame of a multi-frame instance)
     let mut planes = Vec::new();
-    for &(i, position, _) in &items {
-        let frames = numbers(&parsed[i], "00280008")
-            .and_then(|v| v.first().copied())
-            .unwrap_or(1.0)
-            .max(1.0) as u32;
-        let plane = slice_geometry(&parsed[i]).map(|g| {
+    for &(i, a, position, _) in &items {
+        let frames = a.frames();
+        let geometry = a.geometry();
+        let plane = geometry.as_ref().map(|g| {
             let (p, o) = (g.position, g.orientation);
             json!([
                 p[0],
@@ -177,10 +228,13 @@ pub fn open_series(
                 sop_uid: refs[i].sop_uid.to_string(),
                 frame,
                 position: if frames == 1 { position } else { None },
+                geometry: geometry.clone(),
             });
         }
     }
-    let a = &parsed[items[0].0];
+    // what the viewer shows of the series is read from its first image, in full
+    let a: Value = serde_json::from_str(refs[items[0].0].metadata).unwrap_or(Value::Null);
+    let a = &a;
     let cine_fps = cine_rate(a);
     let window = match (numbers(a, "00281050"), numbers(a, "00281051")) {
         (Some(c), Some(w)) if !c.is_empty() && !w.is_empty() => {
@@ -282,6 +336,13 @@ mod tests {
             s.metadata["planes"][0],
             json!([-100.0, -100.0, 10.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.5, 0.7, 64, 64])
         );
+        // what MPR builds its volume from
+        let g = s.slices[0].geometry.as_ref().unwrap();
+        assert_eq!(
+            (g.position, g.pixel_spacing),
+            ([-100.0, -100.0, 10.0], (0.5, 0.7))
+        );
+        assert_eq!((g.rows, g.columns), (64, 64));
         assert_eq!(
             s.metadata["default_window"],
             json!({"center": 40.0, "width": 400.0})
@@ -304,7 +365,12 @@ mod tests {
         assert_eq!(order, [("2.2", 0), ("2.1", 0), ("2.1", 1)]);
         // no position, no plane
         assert_eq!(s.metadata["planes"], json!([null, null, null]));
+        assert!(s.slices.iter().all(|s| s.geometry.is_none()));
         assert!(open(&[]).is_err());
+        // a report among the images has no Rows: it is no slice
+        let report = r#"{"00080060":{"vr":"CS","Value":["SR"]}}"#.to_string();
+        let s = open(&[instance("4.1", 1, 0.0, None), ("4.2".into(), report)]).unwrap();
+        assert_eq!(s.slices.len(), 1);
     }
 
     #[test]
