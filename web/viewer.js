@@ -205,9 +205,10 @@ class Viewport {
   fromWorker(m) {
     if (m.type === "text") this.text(m.message);
     else if (m.type === "painted") {
+      const paintedAt = m.at - performance.timeOrigin;
       const sentAt = this.sent.get(m.seq);
       if (sentAt !== undefined && m.seq > this.stats.lastSeq) {
-        this.stats.latencies.push(performance.now() - sentAt);
+        this.stats.latencies.push(paintedAt - sentAt);
         for (const k of this.sent.keys()) if (k <= m.seq) this.sent.delete(k);
       }
       this.stats.lastSeq = Math.max(this.stats.lastSeq, m.seq);
@@ -221,7 +222,7 @@ class Viewport {
         this.drawOverlays();
         this.measure.draw();
       }
-      this.stats.paintedAt.push(performance.now());
+      this.stats.paintedAt.push(paintedAt);
       this.stats.paintedSlices.push(m.slice);
       if (this.stats.paintedAt.length > 10000) {
         this.stats.paintedAt.splice(0, 5000);

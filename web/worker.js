@@ -144,7 +144,10 @@ function painted(videoFrame) {
   videoFrame.close();
   lastPainted = h ? h.frame : lastPainted;
   send({ type: "ack", frame: lastPainted });
-  if (h) self.postMessage({ type: "painted", frame: h.frame, seq: h.seq, slice: h.slice, serverUs: h.renderUs + h.encodeUs, renderUs: h.renderUs });
+  // when it was drawn (on the page's clock, whatever the page's thread is busy with): the
+  // canvas reaches the screen from here without it
+  const at = performance.timeOrigin + performance.now();
+  if (h) self.postMessage({ type: "painted", frame: h.frame, seq: h.seq, slice: h.slice, serverUs: h.renderUs + h.encodeUs, renderUs: h.renderUs, at });
   if (pendingStill && pendingStill.h.frame === lastPainted) {
     const s = pendingStill;
     pendingStill = null;
