@@ -137,6 +137,12 @@ fn the_viewer_reformats_a_phantom_volume_and_measures_it() {
     assert!(got["previews"].as_u64().unwrap() >= 1, "{got}");
     assert_eq!(got["complete"], json!([true, true, true]), "{got}");
     assert_eq!(got["first_slices"], json!([true, true, true]), "{got}");
+    // a report references acquired images: the planes' measurements are named as not saved
+    assert_eq!(
+        got["save_status"],
+        "Nothing to save; 4 on MPR planes not saved (a report references acquired images)",
+        "{got}"
+    );
     println!(
         "MPR of a {SIDE}x{SIDE}x{SLICES} volume, first reformatted frame after opening: {} ms",
         got["first_frame_ms"]

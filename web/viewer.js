@@ -776,16 +776,18 @@ export async function openViewer(main, study) {
   const saveAll = async () => {
     // measurements on MPR planes are shown, not saved: a report references acquired images;
     // and this study's report holds this study's images, not the prior's
-    const items = viewports.filter((v) => !v.isPrior)
-      .flatMap((v) => v.measure.items.filter((i) => i.answer && !i.saved && !i.mpr));
-    if (!items.length && !keyImages.length) { saveStatus.textContent = "Nothing to save"; return; }
+    const mine = viewports.filter((v) => !v.isPrior).flatMap((v) => v.measure.items.filter((i) => i.answer && !i.saved));
+    const items = mine.filter((i) => !i.mpr);
+    const onPlanes = mine.length - items.length;
+    const unsaved = onPlanes ? `; ${onPlanes} on MPR planes not saved (a report references acquired images)` : "";
+    if (!items.length && !keyImages.length) { saveStatus.textContent = `Nothing to save${unsaved}`; return; }
     saveStatus.textContent = "Saving…";
     try {
       const measurements = items.map((i) => ({ series: i.series, instance: i.instance, frame: i.frame, kind: i.kind, points: i.points }));
       const saved = await api("/api/reports", { method: "POST", body: { study, measurements, key_images: keyImages } });
       for (const i of items) i.saved = true;
       for (const v of viewports) v.measure.draw();
-      saveStatus.textContent = `Saved ${items.length} measurement(s), ${keyImages.length} key image(s)`;
+      saveStatus.textContent = `Saved ${items.length} measurement(s), ${keyImages.length} key image(s)${unsaved}`;
       keyImages = [];
       if (saved.report) saveStatus.dataset.report = saved.report.instance;
     } catch (err) {

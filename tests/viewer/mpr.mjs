@@ -174,6 +174,10 @@ try {
   result.sagittal_across = await diameter(2, [1, 0]);
   result.sagittal_down = await diameter(2, [0, 1]);
   await shot("measured");
+  // saving says the plane's measurements are not in the report
+  await page.click("#save-measurements");
+  await page.waitForFunction(() => /not saved/.test(document.querySelector("#measure-status").textContent), null, { timeout: 15000 });
+  result.save_status = await page.textContent("#measure-status");
 
   // oblique: the axial view selected, its crosshair turned 5°: coronal and sagittal turn
   await page.selectOption("#tool", "");
