@@ -22,6 +22,25 @@ const POINT: [f64; 3] = [35.0, -40.0, 20.0];
 const POINT_HU: i32 = 3000;
 const AIR_HU: i32 = -1000;
 
+/// The sphere and the bright point in air.
+fn target() -> Target {
+    Target::Balls {
+        balls: [
+            Ball {
+                centre: [0.0, 0.0, 0.0],
+                radius_mm: SPHERE_RADIUS_MM,
+                value: SPHERE_HU,
+            },
+            Ball {
+                centre: POINT,
+                radius_mm: 1.5,
+                value: POINT_HU,
+            },
+        ],
+        background: AIR_HU,
+    }
+}
+
 /// The phantom series: 96 axial slices of 128² pixels, 1 mm apart, imported into `t`.
 fn phantom(t: &TestArchive) -> Vec<InstanceSpec> {
     let opts = SynthOptions {
@@ -38,21 +57,7 @@ fn phantom(t: &TestArchive) -> Vec<InstanceSpec> {
     let mut specs = synth::plan(&opts).unwrap();
     let dir = t.path("mpr-phantom");
     std::fs::create_dir_all(&dir).unwrap();
-    let target = Target::Balls {
-        balls: [
-            Ball {
-                centre: [0.0, 0.0, 0.0],
-                radius_mm: SPHERE_RADIUS_MM,
-                value: SPHERE_HU,
-            },
-            Ball {
-                centre: POINT,
-                radius_mm: 1.5,
-                value: POINT_HU,
-            },
-        ],
-        background: AIR_HU,
-    };
+    let target = target();
     for (i, spec) in specs.iter_mut().enumerate() {
         spec.pixel_spacing = 1.0;
         spec.slice_thickness = 1.0;
@@ -233,4 +238,61 @@ fn volumes_stay_within_their_memory_budget() {
         }),
     ));
     assert_eq!(fine["value"].as_f64(), Some(f64::from(SPHERE_HU)), "{fine}");
+}
+
+#[test]
+fn a_series_that_grows_is_reformatted_again() {
+    let t = TestArchive::new();
+    let specs = phantom(&t);
+    add_user(&t, "rad", "radiologist");
+    add_user(&t, "ct", "modality");
+    let server = t.serve();
+    let rad = Api::new(&server, &token(&t, "rad"));
+    let probe = |slice: usize| {
+        rad.post(
+            "/api/measure",
+            json!({
+                "study": specs[0].study_instance_uid,
+                "series": specs[0].series_instance_uid,
+                "mpr": {"plane": "axial", "slice": slice},
+                "kind": "probe",
+                "points": [[64.5, 64.5]],
+            }),
+        )
+    };
+    // the volume of the 96 slices is built and held: its axial plane has 96 slices
+    let past = probe(SLICES);
+    assert_eq!(past.status, 404, "{}", past.text());
+    assert!(
+        past.text().contains(&format!("it has {SLICES}")),
+        "{}",
+        past.text()
+    );
+    assert_eq!(
+        rad.ok(probe(SLICES / 2))["value"].as_f64(),
+        Some(f64::from(SPHERE_HU))
+    );
+    // one more slice of the series arrives, 1 mm above the last
+    let mut more = specs[SLICES - 1].clone();
+    more.instance_number = SLICES + 1;
+    more.z_position += 1.0;
+    more.sop_instance_uid = format!("{}.1", more.sop_instance_uid);
+    let file = t.path("slice-97.dcm");
+    std::fs::write(
+        &file,
+        synth::target_instance_bytes(&more, &target()).unwrap(),
+    )
+    .unwrap();
+    let ct = Api::new(&server, &token(&t, "ct"));
+    let stored = ct.stow(&file);
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    // the plane is cut from a volume of all 97, not the one held
+    let top = rad.ok(probe(SLICES));
+    assert_eq!(top["value"].as_f64(), Some(f64::from(AIR_HU)), "{top}");
+    let past = probe(SLICES + 1);
+    assert!(
+        past.text().contains(&format!("it has {}", SLICES + 1)),
+        "{}",
+        past.text()
+    );
 }

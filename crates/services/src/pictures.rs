@@ -31,7 +31,8 @@ type OpenedEntry = (String, u64, Arc<OpenedSeries>);
 /// How many opened series are kept (each a few hundred KB for a series of hundreds of slices).
 const OPENED_KEPT: usize = 16;
 
-/// The volumes built for MPR, by series, least recently used first, and the bytes they may take.
+/// The volumes built for MPR, by series and the slices they are built from ([`volume_key`]),
+/// least recently used first, and the bytes they may take.
 struct Volumes {
     budget: u64,
     held: Mutex<Vec<(String, Arc<Volume>)>>,
@@ -154,11 +155,15 @@ impl Volumes {
             .map(|(_, v, _)| v.clone())
     }
 
-    /// The whole volume is built: held, no longer partial.
-    fn finish(&self, series: &str, whole: Option<Arc<Volume>>) {
-        self.partial().retain(|(s, _, _)| s != series);
+    /// The whole volume is built: held, no longer partial. The volumes of the series' earlier
+    /// instances that no view shows go.
+    fn finish(&self, key: &str, whole: Option<Arc<Volume>>) {
+        self.partial().retain(|(s, _, _)| s != key);
         if let Some(v) = whole {
-            self.held().push((series.to_string(), v));
+            let series = |k: &str| k.split('/').next().unwrap_or_default().to_string();
+            let mut held = self.held();
+            held.retain(|(k, v)| series(k) != series(key) || Arc::strong_count(v) > 1);
+            held.push((key.to_string(), v));
         }
     }
 }
@@ -220,7 +225,7 @@ impl Pictures {
     /// volume is there. Both count against the budget while it is built.
     pub async fn volume(&self, opened: &OpenedSeries) -> Result<MprVolume, RenderInstanceError> {
         let unsupported = |e: String| RenderInstanceError::Render(RenderError::Unsupported(e));
-        let series = opened.series.clone();
+        let series = volume_key(opened);
         if let Some(v) = self.volumes.find(&series) {
             return Ok(v);
         }
@@ -601,6 +606,18 @@ pub const COARSE_SLICES: usize = 64;
 /// [`Reads::frame_object`]) rather than read whole.
 const LOCATE_FRAMES_ABOVE: u64 = 32 << 20;
 
+/// What a series' volume is held under: the series, and the slices it is built from (a series
+/// still arriving is built again once it has more; one whose slices moved, too).
+fn volume_key(opened: &OpenedSeries) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for s in &opened.slices {
+        let at = s.geometry.as_ref().map(|g| g.position.map(f64::to_bits));
+        (&s.sop_uid, s.frame, at).hash(&mut h);
+    }
+    format!("{}/{:016x}", opened.series, h.finish())
+}
+
 /// What tells one version of a series' instances from another: their UIDs and metadata.
 fn fingerprint(refs: &[InstanceRef]) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -685,5 +702,28 @@ mod tests {
         assert!(e.contains("render.volume_bytes"), "{e}");
         assert!(v.bytes() <= 600);
         drop(shown_c);
+    }
+
+    #[test]
+    fn a_series_built_again_lets_its_earlier_volumes_go_unless_shown() {
+        let v = Volumes {
+            budget: 1 << 20,
+            held: Mutex::new(Vec::new()),
+            partial: Mutex::new(Vec::new()),
+            building: tokio::sync::Mutex::new(()),
+        };
+        let keys = |v: &Volumes| v.held().iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
+        v.finish("1.2/aa", Some(volume(8)));
+        v.finish("1.3/aa", Some(volume(8)));
+        let shown = v.get("1.2/aa").unwrap();
+        v.finish("1.2/bb", Some(volume(8)));
+        assert_eq!(
+            keys(&v),
+            ["1.3/aa", "1.2/aa", "1.2/bb"],
+            "a view shows 1.2/aa"
+        );
+        drop(shown);
+        v.finish("1.2/cc", Some(volume(8)));
+        assert_eq!(keys(&v), ["1.3/aa", "1.2/cc"]);
     }
 }
