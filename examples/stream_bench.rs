@@ -219,9 +219,7 @@ async fn breakdown(data: &str, study: &str, series: &str) {
         )
         .await
         .unwrap();
-    let slices = strata_services::pictures::open_series(&refs)
-        .unwrap()
-        .slices;
+    let slices = archive.pictures().open_series(&refs).await.unwrap().slices;
     let view = View {
         viewport: Some((VIEWPORT, VIEWPORT)),
         ..View::default()
