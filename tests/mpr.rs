@@ -142,11 +142,90 @@ fn the_viewer_reformats_a_phantom_volume_and_measures_it() {
     assert!(got["previews"].as_u64().unwrap() >= 1, "{got}");
     assert_eq!(got["complete"], json!([true, true, true]), "{got}");
     assert_eq!(got["first_slices"], json!([true, true, true]), "{got}");
-    // a report references acquired images: the planes' measurements are named as not saved
+    // the four lengths saved, and drawn again where they lie when MPR is opened again: each
+    // view's two, and the other view's line down its middle (the sphere's axis, in both
+    // planes); the axial view, at the centre too, shows the two lines across
     assert_eq!(
-        got["save_status"],
-        "Nothing to save; 4 on MPR planes not saved (a report references acquired images)",
+        got["save_status"], "Saved 4 measurement(s), 0 key image(s)",
         "{got}"
+    );
+    let measured: Vec<f64> = [
+        "coronal_across",
+        "coronal_down",
+        "sagittal_across",
+        "sagittal_down",
+    ]
+    .iter()
+    .map(|k| got[k].as_f64().unwrap())
+    .collect();
+    for view in got["reopened"].as_array().unwrap() {
+        let items = view.as_array().unwrap();
+        assert_eq!(items.len(), 3, "{got}");
+        for i in items {
+            assert_eq!(i[0], "length", "{got}");
+            let v = i[1].as_f64().unwrap();
+            assert!(measured.iter().any(|m| (m - v).abs() < 1e-3), "{got}");
+        }
+    }
+    assert_eq!(got["reopened_labels"].as_u64(), Some(8), "{got}");
+    // the report, retrieved by DICOMweb and read by pydicom: TID 1500, its lengths inferred
+    // from SCOORD3D in the series' frame of reference, as long as their points are apart
+    let rad = Api::new(&server, &token(&t, "rad"));
+    let read = rad.ok(rad.get(&format!(
+        "/api/reports?study={}",
+        specs[0].study_instance_uid
+    )));
+    let report = &read["reports"][0];
+    let m = report["measurements"].as_array().unwrap();
+    assert_eq!(m.len(), 4, "{read}");
+    assert_eq!(
+        m[0]["space"]["frame_of_reference"],
+        specs[0].frame_of_reference_uid.as_str()
+    );
+    assert!(m[0]["image"].is_null(), "{read}");
+    // as an integrator's program retrieves it (a radiologist reads pixels through the stream)
+    add_user(&t, "pacs", "integrator");
+    let pacs = Api::new(&server, &token(&t, "pacs"));
+    let got_sr = pacs.call(
+        "GET",
+        &format!(
+            "/dicomweb/studies/{}/series/{}/instances/{}",
+            specs[0].study_instance_uid,
+            report["series"].as_str().unwrap(),
+            report["instance"].as_str().unwrap()
+        ),
+        &[("Accept", "multipart/related; type=\"application/dicom\"")],
+        None,
+    );
+    assert_eq!(got_sr.status, 200, "{}", got_sr.text());
+    let sr_file = t.path("mpr-report.dcm");
+    std::fs::write(&sr_file, got_sr.only_part()).unwrap();
+    let expected: Vec<Value> = m
+        .iter()
+        .map(|f| {
+            json!({"concept": "Length", "value": f["values"][0]["value"], "unit": "mm",
+                   "graphic": "POLYLINE", "frame_of_reference": specs[0].frame_of_reference_uid})
+        })
+        .collect();
+    let expected_file = t.path("mpr-expected.json");
+    std::fs::write(&expected_file, Value::from(expected).to_string()).unwrap();
+    let out = common::tool(
+        60,
+        common::python().to_str().unwrap(),
+        &[
+            common::peer_script("sr_tid1500.py").to_str().unwrap(),
+            sr_file.to_str().unwrap(),
+            expected_file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert_eq!(
+        common::text(&out)
+            .matches("ok: strata:length Length")
+            .count(),
+        4,
+        "{}",
+        common::text(&out)
     );
     println!(
         "MPR of a {SIDE}x{SIDE}x{SLICES} volume, first reformatted frame after opening: {} ms",

@@ -30,6 +30,12 @@ export function label(m) {
   return `${fmt(m.value, 2)}${unit}${suffix}`;
 }
 
+/** What POST /api/reports takes of a measured item: its instance's frame, or its MPR plane's
+ * slice (kept in the patient). */
+export const forReport = (i) => (i.mpr
+  ? { series: i.series, mpr: i.mpr, kind: i.kind, points: i.points }
+  : { series: i.series, instance: i.instance, frame: i.frame, kind: i.kind, points: i.points });
+
 export class Measurements {
   constructor(vp) {
     this.vp = vp;
@@ -149,24 +155,14 @@ export class Measurements {
     this.draw();
   }
 
-  /** Saves the measurements not saved yet as a Measurement Report of the study. */
-  async save(study) {
-    const unsaved = this.items.filter((i) => i.answer && !i.saved && !i.mpr);
-    if (!unsaved.length) return null;
-    const measurements = unsaved.map((i) => ({ series: i.series, instance: i.instance, frame: i.frame, kind: i.kind, points: i.points }));
-    const saved = await api("/api/reports", { method: "POST", body: { study, measurements } });
-    for (const i of unsaved) i.saved = true;
-    this.draw();
-    return saved;
-  }
-
   /** Adds the measurements of the study's reports that lie on this viewport's series. */
   load(reports) {
     const s = this.vp.series;
     if (!s) return;
     for (const r of reports) {
       for (const m of r.measurements) {
-        if (m.image.series !== s.series) continue;
+        const on = m.space ? this.onPlane(m) : m.image.series === s.series && { instance: m.image.instance, frame: m.image.frame || 1, points: m.points };
+        if (!on) continue;
         const value = m.values[0] || { value: NaN, unit: "" };
         const answer = { kind: m.kind, value: value.value, unit: value.unit === "[hnsf'U]" ? "HU" : value.unit };
         const stats = Object.fromEntries(m.values.map((v) => [v.name, v.value]));
@@ -176,12 +172,37 @@ export class Measurements {
           answer.value = stats.Mean;
           answer.value_unit = m.values[1] && m.values[1].unit === "[hnsf'U]" ? "HU" : "";
         }
-        const frame = m.image.frame || 1;
-        this.items.push({ study: s.study, series: s.series, instance: m.image.instance, frame, key: `${m.image.instance}/${frame}`,
-          kind: m.kind, points: m.points, answer, saved: true, fromReport: r.instance });
+        const place = on.mpr ? { mpr: on.mpr, key: `mpr:${JSON.stringify(on.mpr)}` } : { instance: on.instance, frame: on.frame, key: `${on.instance}/${on.frame}` };
+        this.items.push({ study: s.study, series: s.series, ...place, kind: m.kind, points: on.points, answer, saved: true, fromReport: r.instance });
       }
     }
     this.draw();
+  }
+
+  /** Where a measurement kept in the patient (`space`: its frame of reference and points, mm)
+   * lies on this MPR view: the slice it lies in, within half a slice, and its points there;
+   * null when it lies in none (another frame of reference, or across the plane). */
+  onPlane(m) {
+    const s = this.vp.series;
+    const p = s && s.mpr;
+    if (!p || !s.frame_of_reference || s.frame_of_reference !== m.space.frame_of_reference) return null;
+    const dot = (a, b) => a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+    const slice = this.vp.sliceAt(m.space.points[0]);
+    const half = p.depths.length > 1 ? Math.abs(p.depths[1] - p.depths[0]) / 2 : 0.5;
+    if (m.space.points.some((q) => Math.abs(dot(q, p.normal) - p.depths[slice]) > half + 1e-6)) return null;
+    let points = m.space.points.map((q) => {
+      const d = [0, 1, 2].map((i) => q[i] - p.corner[i]);
+      return [dot(d, p.across) / p.pixel_mm, dot(d, p.down) / p.pixel_mm];
+    });
+    if (m.kind === "ellipse" || m.kind === "rectangle") {
+      // drawn from the corners of its box
+      const xs = points.map((q) => q[0]);
+      const ys = points.map((q) => q[1]);
+      points = [[Math.min(...xs), Math.min(...ys)], [Math.max(...xs), Math.max(...ys)]];
+    }
+    const mpr = { plane: p.plane, slice };
+    if (p.rotate) mpr.rotate = p.rotate;
+    return { mpr, points };
   }
 
   /** Draws the items of the slice shown, and their labels. */

@@ -13,7 +13,7 @@
 
 import { api, dv, el, da, pn, failed, mayExport, message, state } from "./common.js";
 import { PRESET_NAMES } from "./protocol.js";
-import { Measurements, TOOLS } from "./measure.js";
+import { Measurements, TOOLS, forReport } from "./measure.js";
 
 /** The window presets the server offers (protocol.js is made by the server from its own list),
  * each with the label the viewer shows. */
@@ -774,20 +774,17 @@ export async function openViewer(main, study) {
   /** Every measurement not saved yet, of every viewport, as one Measurement Report, and the
    * key images marked as a Key Object Selection. */
   const saveAll = async () => {
-    // measurements on MPR planes are shown, not saved: a report references acquired images;
-    // and this study's report holds this study's images, not the prior's
-    const mine = viewports.filter((v) => !v.isPrior).flatMap((v) => v.measure.items.filter((i) => i.answer && !i.saved));
-    const items = mine.filter((i) => !i.mpr);
-    const onPlanes = mine.length - items.length;
-    const unsaved = onPlanes ? `; ${onPlanes} on MPR planes not saved (a report references acquired images)` : "";
-    if (!items.length && !keyImages.length) { saveStatus.textContent = `Nothing to save${unsaved}`; return; }
+    // this study's report holds this study's images, not the prior's; measurements on MPR
+    // planes are kept in the patient (SCOORD3D)
+    const items = viewports.filter((v) => !v.isPrior).flatMap((v) => v.measure.items.filter((i) => i.answer && !i.saved));
+    if (!items.length && !keyImages.length) { saveStatus.textContent = "Nothing to save"; return; }
     saveStatus.textContent = "Saving…";
     try {
-      const measurements = items.map((i) => ({ series: i.series, instance: i.instance, frame: i.frame, kind: i.kind, points: i.points }));
+      const measurements = items.map(forReport);
       const saved = await api("/api/reports", { method: "POST", body: { study, measurements, key_images: keyImages } });
       for (const i of items) i.saved = true;
       for (const v of viewports) v.measure.draw();
-      saveStatus.textContent = `Saved ${items.length} measurement(s), ${keyImages.length} key image(s)${unsaved}`;
+      saveStatus.textContent = `Saved ${items.length} measurement(s), ${keyImages.length} key image(s)`;
       keyImages = [];
       if (saved.report) saveStatus.dataset.report = saved.report.instance;
     } catch (err) {

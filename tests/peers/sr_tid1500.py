@@ -4,8 +4,10 @@ checks it is a TID 1500 document holding the expected measurements.
 usage: sr_tid1500.py REPORT.dcm EXPECTED.json
 EXPECTED.json: [{"concept": "Length", "value": 12.3, "unit": "mm", "graphic": "POLYLINE",
                  "instance": "<referenced SOP Instance UID>"}, ...] in document order; each
-value must match to 1e-3 (the DS the writer chose). Prints one line per measurement group and
-exits 1 with a reason on the first mismatch.
+value must match to 1e-3 (the DS the writer chose). A measurement made in the patient names
+"frame_of_reference" instead of "instance": it is inferred from SCOORD3D in that frame of
+reference, and a length is the distance between its two points (to 0.01 mm). Prints one line
+per measurement group and exits 1 with a reason on the first mismatch.
 """
 
 import json
@@ -24,6 +26,28 @@ def concept(item):
     if not seq:
         return None
     return (seq[0].CodeValue, seq[0].CodingSchemeDesignator, seq[0].CodeMeaning)
+
+
+def in_patient(num, want, value, evidence):
+    """A value inferred from SCOORD3D in the expected frame of reference."""
+    scoord = [c for c in num.ContentSequence if c.ValueType == "SCOORD3D"]
+    if not scoord or scoord[0].RelationshipType != "INFERRED FROM":
+        fail(f"{want['concept']}: not inferred from an SCOORD3D")
+    s = scoord[0]
+    if s.GraphicType != want["graphic"]:
+        fail(f"{want['concept']}: graphic {s.GraphicType}")
+    if s.ReferencedFrameOfReferenceUID != want["frame_of_reference"]:
+        fail(f"{want['concept']}: frame of reference {s.ReferencedFrameOfReferenceUID}")
+    data = [float(v) for v in s.GraphicData]
+    if not data or len(data) % 3:
+        fail(f"{want['concept']}: {len(data)} coordinates are not points in 3D")
+    if want["concept"] == "Length":
+        a, b = data[0:3], data[3:6]
+        apart = sum((a[i] - b[i]) ** 2 for i in range(3)) ** 0.5
+        if abs(apart - value) > 0.01:
+            fail(f"length {value} but its points are {apart} mm apart")
+    if not evidence:
+        fail("no evidence: the slices measured on are not referenced")
 
 
 def main():
@@ -72,6 +96,10 @@ def main():
             fail(f"{want['concept']}: unit {unit.CodeValue} ({unit.CodingSchemeDesignator})")
         if abs(value - want["value"]) > 1e-3:
             fail(f"{want['concept']}: {value} != {want['value']}")
+        if "frame_of_reference" in want:
+            in_patient(num, want, value, evidence)
+            print(f"ok: {tracking[0].TextValue} {want['concept']} {value} {unit.CodeValue} SCOORD3D")
+            continue
         scoord = [c for c in num.ContentSequence if c.ValueType == "SCOORD"]
         if not scoord or scoord[0].RelationshipType != "INFERRED FROM":
             fail(f"{want['concept']}: not inferred from an SCOORD")

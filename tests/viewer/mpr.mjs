@@ -51,6 +51,20 @@ async function goTo(n, p) {
   await settled(n);
 }
 
+/** Clicks patient point p in the axial view: the coronal and sagittal views move to the
+ * slices holding it; waits for their stills. */
+async function crossAt(p) {
+  const [x, y] = await onScreen(0, await toImage(0, p));
+  await page.mouse.click(x, y);
+  for (const n of [1, 2]) {
+    await page.waitForFunction(([k, q]) => {
+      const v = window.strata.viewports[k];
+      return v.view.slice === v.sliceAt(q);
+    }, [n, p], { timeout: 15000 });
+    await settled(n);
+  }
+}
+
 /** The server's value at image point `at` of the plane viewport n shows (its slice and slab). */
 const probe = (n, at) => page.evaluate(async ([k, pt]) => {
   const here = window.strata.viewports[k].measure.current();
@@ -158,15 +172,7 @@ try {
   result.crosshair = await page.evaluate((p) => window.strata.viewports.slice(1).map((v) => v.view.slice === v.sliceAt(p)), off);
   await shot("crosshair");
   // then to the sphere's centre
-  const [sx, sy] = await onScreen(0, await toImage(0, G.sphere_centre));
-  await page.mouse.click(sx, sy);
-  for (const n of [1, 2]) {
-    await page.waitForFunction(([k, p]) => {
-      const v = window.strata.viewports[k];
-      return v.view.slice === v.sliceAt(p);
-    }, [n, G.sphere_centre], { timeout: 15000 });
-    await settled(n);
-  }
+  await crossAt(G.sphere_centre);
 
   // the sphere's diameter in the coronal and sagittal views, across and down
   result.coronal_across = await diameter(1, [1, 0]);
@@ -174,9 +180,9 @@ try {
   result.sagittal_across = await diameter(2, [1, 0]);
   result.sagittal_down = await diameter(2, [0, 1]);
   await shot("measured");
-  // saving says the plane's measurements are not in the report
+  // saved in a Measurement Report of the study, in the patient (SCOORD3D)
   await page.click("#save-measurements");
-  await page.waitForFunction(() => /not saved/.test(document.querySelector("#measure-status").textContent), null, { timeout: 15000 });
+  await page.waitForFunction(() => /^(Saved|Not saved)/.test(document.querySelector("#measure-status").textContent), null, { timeout: 30000 });
   result.save_status = await page.textContent("#measure-status");
 
   // oblique: the axial view selected, its crosshair turned 5°: coronal and sagittal turn
@@ -227,6 +233,21 @@ try {
   count = await itemCount(0);
   await page.mouse.click(px, py);
   result.minip_probe = (await lastAnswer(0, count + 1)).value;
+
+  // reopened: the saved measurements are drawn again on the plane slices they were made on
+  await page.goto(`${BASE}/#/studies`);
+  await page.goto(`${BASE}/#/study/${STUDY}`);
+  await page.waitForFunction(() => window.strata.viewports.length && window.strata.viewports[0].series, null, { timeout: 15000 });
+  await page.click("#mpr");
+  for (const n of [0, 1, 2]) await settled(n);
+  await crossAt(G.sphere_centre);
+  await page.waitForFunction(() => window.strata.viewports.slice(1).every((v) => v.measure.items.some((i) => i.fromReport)), null, { timeout: 15000 });
+  result.reopened = await page.evaluate(() => window.strata.viewports.slice(1).map((v) => {
+    const here = v.measure.current().key;
+    return v.measure.items.filter((i) => i.fromReport && i.key === here).map((i) => [i.kind, i.answer.value]);
+  }));
+  result.reopened_labels = await page.locator(".viewport .measure-label[data-saved='1']").count();
+  await shot("reopened");
 
   // leaving MPR gives back the series' own slices
   await page.click("#mpr");

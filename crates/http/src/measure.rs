@@ -55,13 +55,17 @@ struct Place {
     frame: Option<u32>,
 }
 
+/// A measurement to save: drawn on an instance's frame, or on a slice of an MPR plane.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Drawn {
     series: String,
-    instance: String,
+    #[serde(default)]
+    instance: Option<String>,
     #[serde(default)]
     frame: Option<u32>,
+    #[serde(default)]
+    mpr: Option<PlacePlane>,
     kind: String,
     points: Vec<[f64; 2]>,
 }
@@ -145,7 +149,60 @@ async fn measure_plane(
 ) -> Result<Json<Value>, Problem> {
     let study = path_uid(&req.study, "study")?;
     let series = path_uid(&req.series, "series")?;
-    kind.check(&req.points)
+    let refs = archive
+        .reads()
+        .resolve(&study, Some(&series), None, caller.scope())
+        .await?;
+    let outcome = on_plane(archive, &refs, place, kind, &req.points).await;
+    let (result, detail) = match &outcome {
+        Ok(_) => (
+            Outcome::Success,
+            format!("series {series}, MPR {} slice {}", place.plane, place.slice),
+        ),
+        Err(p) => (Outcome::Failure, format!("{}: {}", p.status, p.detail)),
+    };
+    let event = caller
+        .event("http.measure", result)
+        .patient(Some(refs[0].patient_id.clone()), Some(study.clone()))
+        .detail(detail);
+    archive
+        .audit()
+        .record_read(event)
+        .await
+        .map_err(Problem::internal)?;
+    let m = outcome?.measured;
+    let mut v = serde_json::to_value(&m).unwrap_or(Value::Null);
+    v["series"] = json!(series);
+    v["mpr"] = json!({"plane": place.plane, "slice": place.slice});
+    v["points"] = json!(req.points);
+    Ok(Json(v))
+}
+
+/// A measurement on an MPR plane's slice, and where that slice lies in the patient.
+struct OnPlane {
+    measured: Measured,
+    /// The slice's corner, directions and pixel size, in the series' frame of reference (None
+    /// when the series names none).
+    corner: [f64; 3],
+    across: [f64; 3],
+    down: [f64; 3],
+    pixel_mm: f64,
+    frame_of_reference: Option<String>,
+    /// The acquired slice nearest the measurement's first point.
+    nearest: String,
+}
+
+/// Measures `points` on slice `place.slice` of an MPR plane of the series `refs` (resolved
+/// within the caller's scope), on the whole volume, never on the coarse one shown while it is
+/// built.
+async fn on_plane(
+    archive: &Archive,
+    refs: &[InstanceRef],
+    place: &PlacePlane,
+    kind: Kind,
+    points: &[[f64; 2]],
+) -> Result<OnPlane, Problem> {
+    kind.check(points)
         .map_err(|e| Problem::bad_request(e.to_string()))?;
     let spec = MprSpec {
         plane: place.plane.clone(),
@@ -164,90 +221,80 @@ async fn measure_plane(
         }),
         None => None,
     };
-    let refs = archive
-        .reads()
-        .resolve(&study, Some(&series), None, caller.scope())
-        .await?;
-    let outcome = async {
-        // measured on the whole volume, never on the coarse one shown while it is built
-        let opened = archive
-            .pictures()
-            .open_series(&refs)
-            .await
-            .map_err(|e| Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e))?;
-        let volume = archive
-            .pictures()
-            .volume(&opened)
-            .await
-            .map_err(render_problem)?
-            .complete()
-            .await
-            .map_err(render_problem)?;
-        let layout = Arc::new(volume.layout(plane, crate::stream::MPR_MAX_SIDE));
-        if place.slice as usize >= layout.depths.len() {
-            return Err(Problem::not_found(format!(
-                "slice {} of the plane does not exist (it has {})",
-                place.slice,
-                layout.depths.len()
-            )));
-        }
-        let f = archive
-            .pictures()
-            .reformat(
-                volume,
-                layout.clone(),
-                place.slice as usize,
-                slab,
-                Priority::Interactive,
-            )
-            .await
-            .map_err(render_problem)?;
-        let meta: Value = serde_json::from_str(&refs[0].metadata).unwrap_or(Value::Null);
-        let first = |tag: &str| meta[tag]["Value"][0].as_str().map(str::to_string);
-        let unit = measure::value_unit(
-            first("00080060").as_deref().unwrap_or(""),
-            first("00281054").as_deref(),
-        );
-        let calibration = Calibration::PixelSpacing {
-            row_mm: layout.pixel_mm,
-            column_mm: layout.pixel_mm,
-        };
-        measure::measure(
-            kind,
-            &req.points,
-            &f.frame,
-            &f.presentation,
-            calibration,
-            &unit,
-        )
+    let opened = archive
+        .pictures()
+        .open_series(refs)
+        .await
+        .map_err(|e| Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e))?;
+    let volume = archive
+        .pictures()
+        .volume(&opened)
+        .await
+        .map_err(render_problem)?
+        .complete()
+        .await
+        .map_err(render_problem)?;
+    let layout = Arc::new(volume.layout(plane, crate::stream::MPR_MAX_SIDE));
+    let slice = place.slice as usize;
+    if slice >= layout.depths.len() {
+        return Err(Problem::not_found(format!(
+            "slice {} of the plane does not exist (it has {})",
+            place.slice,
+            layout.depths.len()
+        )));
+    }
+    let f = archive
+        .pictures()
+        .reformat(volume, layout.clone(), slice, slab, Priority::Interactive)
+        .await
+        .map_err(render_problem)?;
+    let meta: Value = serde_json::from_str(&refs[0].metadata).unwrap_or(Value::Null);
+    let first = |tag: &str| meta[tag]["Value"][0].as_str().map(str::to_string);
+    let unit = measure::value_unit(
+        first("00080060").as_deref().unwrap_or(""),
+        first("00281054").as_deref(),
+    );
+    let calibration = Calibration::PixelSpacing {
+        row_mm: layout.pixel_mm,
+        column_mm: layout.pixel_mm,
+    };
+    let measured = measure::measure(kind, points, &f.frame, &f.presentation, calibration, &unit)
         .map_err(|e| match e {
             MeasureError::Points(_) => Problem::bad_request(e.to_string()),
             _ => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-        })
-    }
-    .await;
-    let (result, detail) = match &outcome {
-        Ok(_) => (
-            Outcome::Success,
-            format!("series {series}, MPR {} slice {}", place.plane, place.slice),
-        ),
-        Err(p) => (Outcome::Failure, format!("{}: {}", p.status, p.detail)),
+        })?;
+    // the acquired slice nearest: each lies across its own normal
+    let at = layout.point(slice, points[0][0], points[0][1]);
+    let off = |g: &strata_render::volume::SliceGeometry| {
+        let o = g.orientation;
+        let n = [
+            o[1] * o[5] - o[2] * o[4],
+            o[2] * o[3] - o[0] * o[5],
+            o[0] * o[4] - o[1] * o[3],
+        ];
+        (0..3)
+            .map(|i| (at[i] - g.position[i]) * n[i])
+            .sum::<f64>()
+            .abs()
     };
-    let event = caller
-        .event("http.measure", result)
-        .patient(Some(refs[0].patient_id.clone()), Some(study.clone()))
-        .detail(detail);
-    archive
-        .audit()
-        .record_read(event)
-        .await
-        .map_err(Problem::internal)?;
-    let m = outcome?;
-    let mut v = serde_json::to_value(&m).unwrap_or(Value::Null);
-    v["series"] = json!(series);
-    v["mpr"] = json!({"plane": place.plane, "slice": place.slice});
-    v["points"] = json!(req.points);
-    Ok(Json(v))
+    let nearest = opened
+        .slices
+        .iter()
+        .filter_map(|s| Some((off(s.geometry.as_ref()?), &s.sop_uid)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, sop)| sop.clone())
+        .unwrap_or_else(|| opened.slices[0].sop_uid.clone());
+    Ok(OnPlane {
+        measured,
+        corner: layout.point(slice, 0.0, 0.0),
+        across: layout.plane.across,
+        down: layout.plane.down,
+        pixel_mm: layout.pixel_mm,
+        frame_of_reference: opened.metadata["frame_of_reference"]
+            .as_str()
+            .map(str::to_string),
+        nearest,
+    })
 }
 
 /// `POST /api/reports`
@@ -259,7 +306,7 @@ async fn save(
     caller.require(Permission::Report)?;
     let req = body(
         b,
-        "{study, measurements: [{series, instance, frame, kind, points}], key_images: [{series, instance, frame}]}",
+        "{study, measurements: [{series, instance, frame, kind, points} or {series, mpr: {plane, rotate, slice, slab}, kind, points}], key_images: [{series, instance, frame}]}",
     )?;
     let study_uid = path_uid(&req.study, "study")?;
     if req.measurements.is_empty() && req.key_images.is_empty() {
@@ -277,15 +324,29 @@ async fn save(
     let mut answers = Vec::new();
     for d in &req.measurements {
         let kind = kind_of(&d.kind)?;
-        let r = instance(&archive, &caller, &study_uid, &d.series, &d.instance).await?;
-        let (m, frame) = measured(&archive, &r, d.frame, kind, &d.points).await?;
-        answers.push(answer(&m, &r, frame, &d.points));
-        findings.push(Finding {
-            image: image_ref(&r, frame),
-            kind,
-            points: d.points.clone(),
-            measured: m,
-        });
+        let finding = match (&d.instance, &d.mpr) {
+            (Some(sop), None) => {
+                let r = instance(&archive, &caller, &study_uid, &d.series, sop).await?;
+                let (m, frame) = measured(&archive, &r, d.frame, kind, &d.points).await?;
+                answers.push(answer(&m, &r, frame, &d.points));
+                Finding {
+                    image: image_ref(&r, frame),
+                    kind,
+                    points: d.points.clone(),
+                    measured: m,
+                    space: None,
+                }
+            }
+            (None, Some(place)) if d.frame.is_none() => {
+                plane_finding(&archive, &caller, &study_uid, d, place, kind, &mut answers).await?
+            }
+            _ => {
+                return Err(Problem::bad_request(
+                    "each measurement names an instance (and its frame) or an MPR plane, one of the two",
+                ))
+            }
+        };
+        findings.push(finding);
     }
     let mut key_images = Vec::new();
     for p in &req.key_images {
@@ -345,6 +406,53 @@ async fn save(
         });
     }
     Ok((StatusCode::CREATED, Json(saved)))
+}
+
+/// A measurement on an MPR plane as it goes into a report: its geometry in the patient, in the
+/// series' frame of reference, and the acquired slice nearest it as its image.
+async fn plane_finding(
+    archive: &Archive,
+    caller: &Caller,
+    study: &str,
+    d: &Drawn,
+    place: &PlacePlane,
+    kind: Kind,
+    answers: &mut Vec<Value>,
+) -> Result<Finding, Problem> {
+    let series = path_uid(&d.series, "series")?;
+    let refs = archive
+        .reads()
+        .resolve(study, Some(&series), None, caller.scope())
+        .await?;
+    let p = on_plane(archive, &refs, place, kind, &d.points).await?;
+    let frame_of_reference = p.frame_of_reference.ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("series {series} names no frame of reference: a measurement on its MPR planes cannot be placed in the patient"),
+        )
+    })?;
+    let r = refs
+        .iter()
+        .find(|r| r.sop_uid == p.nearest)
+        .unwrap_or(&refs[0]);
+    let mut v = serde_json::to_value(&p.measured).unwrap_or(Value::Null);
+    v["series"] = json!(series);
+    v["mpr"] = json!({"plane": place.plane, "slice": place.slice});
+    v["points"] = json!(d.points);
+    answers.push(v);
+    Ok(Finding {
+        image: image_ref(r, 1),
+        kind,
+        points: d.points.clone(),
+        measured: p.measured,
+        space: Some(reports::PlaneSpace {
+            frame_of_reference,
+            corner: p.corner,
+            across: p.across,
+            down: p.down,
+            pixel_mm: p.pixel_mm,
+        }),
+    })
 }
 
 /// `GET /api/reports?study=`

@@ -9,8 +9,11 @@
 //! whose geometry is an SCOORD they are INFERRED FROM, SELECTED FROM the image it was drawn
 //! on: lengths as a POLYLINE of 2 points, angles of 3, a Cobb angle as two POLYLINEs, an
 //! ellipse as its 4 axis end points, a rectangle and a freehand outline as a closed POLYLINE,
-//! a probe as a POINT. [`read_measurement_report`] turns such a document back into the
-//! geometry and values the viewer draws.
+//! a probe as a POINT. A measurement made on a plane cut through a series' volume (MPR) has
+//! its geometry as SCOORD3D instead, in the patient (mm) in the series' frame of reference,
+//! as TID 300 allows; it names the acquired slice nearest it as evidence.
+//! [`read_measurement_report`] turns such a document back into the geometry and values the
+//! viewer draws.
 
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -40,10 +43,41 @@ pub struct ImageRef {
 /// A measurement made on the server, as it goes into a report.
 #[derive(Debug, Clone)]
 pub struct Finding {
+    /// The image it was drawn on; for one drawn on an MPR plane ([`Finding::space`]), the
+    /// acquired slice nearest it.
     pub image: ImageRef,
     pub kind: Kind,
+    /// In the image's coordinates (those of the plane, for one drawn on an MPR plane).
     pub points: Vec<[f64; 2]>,
     pub measured: Measured,
+    /// Where the plane it was drawn on lies, when that is an MPR plane.
+    pub space: Option<PlaneSpace>,
+}
+
+/// An MPR plane's slice in the patient: image point (x, y) is at `corner + (x·across +
+/// y·down)·pixel_mm` (mm), in frame of reference `frame_of_reference`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaneSpace {
+    pub frame_of_reference: String,
+    pub corner: [f64; 3],
+    pub across: [f64; 3],
+    pub down: [f64; 3],
+    pub pixel_mm: f64,
+}
+
+impl PlaneSpace {
+    pub fn point(&self, [x, y]: [f64; 2]) -> [f64; 3] {
+        let at =
+            |i: usize| self.corner[i] + (x * self.across[i] + y * self.down[i]) * self.pixel_mm;
+        [at(0), at(1), at(2)]
+    }
+}
+
+/// A measurement's geometry in the patient, read back from SCOORD3D.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadSpace {
+    pub frame_of_reference: String,
+    pub points: Vec<[f64; 3]>,
 }
 
 /// A value read back from a report.
@@ -57,11 +91,15 @@ pub struct ReadValue {
 }
 
 /// A measurement read back from a report: its geometry as the viewer draws it and its values.
+/// Geometry on an image has `image` and `points`; geometry in the patient (SCOORD3D) has
+/// `space`, and no image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReadFinding {
-    pub image: ImageRef,
+    pub image: Option<ImageRef>,
     pub kind: Kind,
     pub points: Vec<[f64; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub space: Option<ReadSpace>,
     pub tracking_uid: String,
     pub values: Vec<ReadValue>,
 }
@@ -207,7 +245,7 @@ fn read_group(group: &InMemDicomObject, series_of: &[(String, String)]) -> Optio
     let mut tracking = String::new();
     let mut tracking_uid = String::new();
     let mut values = Vec::new();
-    let mut geometry: Option<(String, Vec<[f64; 2]>, ImageRef)> = None;
+    let mut geometry: Option<Geometry> = None;
     for item in children(group) {
         match (
             string(&item, tags::VALUE_TYPE).as_str(),
@@ -224,29 +262,42 @@ fn read_group(group: &InMemDicomObject, series_of: &[(String, String)]) -> Optio
             _ => {}
         }
     }
-    let (graphic, points, image) = geometry?;
+    let g = geometry?;
     let kind = tracking
         .strip_prefix(TRACKING_PREFIX)
         .and_then(Kind::parse)
-        .or_else(|| infer_kind(&values, &graphic, &points))?;
+        .or_else(|| infer_kind(&values, &g.graphic, g.points.len()))?;
     Some(ReadFinding {
-        image,
+        image: g.image,
         kind,
-        points: points_of(kind, points),
+        points: points_of(kind, g.points),
+        space: g.space.map(|(frame_of_reference, points)| ReadSpace {
+            frame_of_reference,
+            points: points_of_3d(kind, points),
+        }),
         tracking_uid,
         values,
     })
 }
 
+/// A group's geometry as read: its graphic type, and its points on an image or in the patient.
+struct Geometry {
+    graphic: String,
+    points: Vec<[f64; 2]>,
+    image: Option<ImageRef>,
+    /// SCOORD3D: the frame of reference and the points.
+    space: Option<(String, Vec<[f64; 3]>)>,
+}
+
 /// The kind of a group another writer made, from its first value's concept and its geometry.
-fn infer_kind(values: &[ReadValue], graphic: &str, points: &[[f64; 2]]) -> Option<Kind> {
+fn infer_kind(values: &[ReadValue], graphic: &str, points: usize) -> Option<Kind> {
     match (values.first()?.name.as_str(), graphic) {
         ("Length", _) => Some(Kind::Length),
         ("Angle", _) => Some(Kind::Angle),
         ("Cobb angle", _) => Some(Kind::Cobb),
         (_, "POINT") => Some(Kind::Probe),
         (_, "ELLIPSE") => Some(Kind::Ellipse),
-        (_, "POLYLINE" | "POLYGON") if points.len() >= 3 => Some(Kind::Freehand),
+        (_, "POLYLINE" | "POLYGON") if points >= 3 => Some(Kind::Freehand),
         _ => None,
     }
 }
@@ -271,6 +322,17 @@ fn points_of(kind: Kind, points: Vec<[f64; 2]>) -> Vec<[f64; 2]> {
     }
 }
 
+/// The points kept of SCOORD3D: an outline without its closing point (an ellipse's axis ends
+/// and a rectangle's corners stay: on a plane they give its box again).
+fn points_of_3d(kind: Kind, points: Vec<[f64; 3]>) -> Vec<[f64; 3]> {
+    match kind {
+        Kind::Freehand | Kind::Rectangle if points.len() > 3 && points.first() == points.last() => {
+            points[..points.len() - 1].to_vec()
+        }
+        _ => points,
+    }
+}
+
 fn read_num(item: &InMemDicomObject) -> Option<ReadValue> {
     let name = items(item, tags::CONCEPT_NAME_CODE_SEQUENCE)
         .first()
@@ -286,47 +348,67 @@ fn read_num(item: &InMemDicomObject) -> Option<ReadValue> {
     Some(ReadValue { name, value, unit })
 }
 
-/// The SCOORDs a NUM is inferred from: their graphic type, their points in order, and the
-/// image the first is selected from.
-fn read_scoords(
-    num: &InMemDicomObject,
-    series_of: &[(String, String)],
-) -> Option<(String, Vec<[f64; 2]>, ImageRef)> {
+/// The SCOORDs (or SCOORD3Ds) a NUM is inferred from: their graphic type, their points in
+/// order, and the image the first is selected from (or the frame of reference they lie in).
+fn read_scoords(num: &InMemDicomObject, series_of: &[(String, String)]) -> Option<Geometry> {
     let mut graphic = None;
     let mut points = Vec::new();
     let mut image = None;
-    for s in children(num)
-        .into_iter()
-        .filter(|c| string(c, tags::VALUE_TYPE) == "SCOORD")
-    {
-        graphic.get_or_insert_with(|| string(&s, tags::GRAPHIC_TYPE));
-        let data = s.get(tags::GRAPHIC_DATA)?.to_multi_float64().ok()?;
-        points.extend(data.chunks_exact(2).map(|p| [p[0], p[1]]));
-        if image.is_none() {
-            let selected = children(&s)
-                .into_iter()
-                .find(|c| string(c, tags::VALUE_TYPE) == "IMAGE")?;
-            let sop = items(&selected, tags::REFERENCED_SOP_SEQUENCE)
-                .into_iter()
-                .next()?;
-            let instance = string(&sop, tags::REFERENCED_SOP_INSTANCE_UID);
-            let series = series_of
-                .iter()
-                .find(|(i, _)| *i == instance)
-                .map(|(_, s)| s.clone())
-                .unwrap_or_default();
-            image = Some(ImageRef {
-                series,
-                sop_class: string(&sop, tags::REFERENCED_SOP_CLASS_UID),
-                frame: string(&sop, tags::REFERENCED_FRAME_NUMBER)
-                    .trim()
-                    .parse()
-                    .ok(),
-                instance,
-            });
+    let mut space: Option<(String, Vec<[f64; 3]>)> = None;
+    for s in children(num) {
+        match string(&s, tags::VALUE_TYPE).as_str() {
+            "SCOORD3D" => {
+                graphic.get_or_insert_with(|| string(&s, tags::GRAPHIC_TYPE));
+                let data = s.get(tags::GRAPHIC_DATA)?.to_multi_float64().ok()?;
+                let frame = string(&s, tags::REFERENCED_FRAME_OF_REFERENCE_UID);
+                let (_, p) = space.get_or_insert_with(|| (frame, Vec::new()));
+                p.extend(data.chunks_exact(3).map(|q| [q[0], q[1], q[2]]));
+            }
+            "SCOORD" => {
+                graphic.get_or_insert_with(|| string(&s, tags::GRAPHIC_TYPE));
+                let data = s.get(tags::GRAPHIC_DATA)?.to_multi_float64().ok()?;
+                points.extend(data.chunks_exact(2).map(|p| [p[0], p[1]]));
+                if image.is_none() {
+                    image = Some(selected_image(&s, series_of)?);
+                }
+            }
+            _ => {}
         }
     }
-    Some((graphic?, points, image?))
+    if image.is_none() && space.is_none() {
+        return None;
+    }
+    Some(Geometry {
+        graphic: graphic?,
+        points,
+        image,
+        space,
+    })
+}
+
+/// The image an SCOORD is SELECTED FROM.
+fn selected_image(scoord: &InMemDicomObject, series_of: &[(String, String)]) -> Option<ImageRef> {
+    let selected = children(scoord)
+        .into_iter()
+        .find(|c| string(c, tags::VALUE_TYPE) == "IMAGE")?;
+    let sop = items(&selected, tags::REFERENCED_SOP_SEQUENCE)
+        .into_iter()
+        .next()?;
+    let instance = string(&sop, tags::REFERENCED_SOP_INSTANCE_UID);
+    let series = series_of
+        .iter()
+        .find(|(i, _)| *i == instance)
+        .map(|(_, s)| s.clone())
+        .unwrap_or_default();
+    Some(ImageRef {
+        series,
+        sop_class: string(&sop, tags::REFERENCED_SOP_CLASS_UID),
+        frame: string(&sop, tags::REFERENCED_FRAME_NUMBER)
+            .trim()
+            .parse()
+            .ok(),
+        instance,
+    })
 }
 
 // --- building ---
@@ -560,22 +642,39 @@ fn value_unit(unit: &str) -> InMemDicomObject {
 /// The geometry of a finding as the SCOORD items its values are inferred from.
 fn scoords(f: &Finding) -> Vec<InMemDicomObject> {
     let p = &f.points;
+    // on the image: SCOORD, selected from it; on an MPR plane: SCOORD3D, in the patient
     let shape = |graphic: &str, points: Vec<[f64; 2]>| {
-        let mut s = content_item("INFERRED FROM", "SCOORD", None);
+        let (data, value_type): (Vec<f32>, _) = match &f.space {
+            None => (
+                points.iter().flat_map(|q| q.map(|v| v as f32)).collect(),
+                "SCOORD",
+            ),
+            Some(space) => (
+                points
+                    .iter()
+                    .flat_map(|&q| space.point(q).map(|v| v as f32))
+                    .collect(),
+                "SCOORD3D",
+            ),
+        };
+        let mut s = content_item("INFERRED FROM", value_type, None);
         s.put(text(tags::GRAPHIC_TYPE, VR::CS, graphic));
-        let data: Vec<f32> = points
-            .iter()
-            .flat_map(|q| [q[0] as f32, q[1] as f32])
-            .collect();
         s.put(DataElement::new(
             tags::GRAPHIC_DATA,
             VR::FL,
             PrimitiveValue::F32(data.into()),
         ));
-        s.put(seq(
-            tags::CONTENT_SEQUENCE,
-            vec![image_item("SELECTED FROM", &f.image)],
-        ));
+        match &f.space {
+            None => s.put(seq(
+                tags::CONTENT_SEQUENCE,
+                vec![image_item("SELECTED FROM", &f.image)],
+            )),
+            Some(space) => s.put(text(
+                tags::REFERENCED_FRAME_OF_REFERENCE_UID,
+                VR::UI,
+                &space.frame_of_reference,
+            )),
+        };
         s
     };
     match f.kind {
@@ -795,6 +894,7 @@ mod tests {
                 calibration: "pixel spacing",
                 region,
             },
+            space: None,
         }
     }
 
@@ -830,7 +930,8 @@ mod tests {
         assert_eq!(read.len(), findings.len());
         for (r, f) in read.iter().zip(&findings) {
             assert_eq!((r.kind, &r.points), (f.kind, &f.points));
-            assert_eq!(r.image, f.image);
+            assert_eq!(r.image.as_ref(), Some(&f.image));
+            assert_eq!(r.space, None);
             assert_eq!(
                 r.values[0].value,
                 f.measured
@@ -850,6 +951,51 @@ mod tests {
         );
         assert_eq!(read[1].values[1].unit, "[hnsf'U]");
         assert!(measurement_report(&author, &[]).is_err());
+    }
+
+    #[test]
+    fn a_measurement_on_an_mpr_plane_reads_back_in_the_patient() {
+        // a coronal plane at y = 20: x across, z down, 0.5 mm pixels from (−50, 20, 60)
+        let space = PlaneSpace {
+            frame_of_reference: "1.2.3.9".into(),
+            corner: [-50.0, 20.0, 60.0],
+            across: [1.0, 0.0, 0.0],
+            down: [0.0, 0.0, -1.0],
+            pixel_mm: 0.5,
+        };
+        let mut length = finding(Kind::Length, vec![[10.0, 20.0], [50.0, 20.0]], 20.0);
+        length.space = Some(space.clone());
+        let mut outline = finding(
+            Kind::Freehand,
+            vec![[0.0, 0.0], [8.0, 0.0], [4.0, 6.0]],
+            7.0,
+        );
+        outline.space = Some(space);
+        let author = Author {
+            observer: "Reader^Ruth",
+            study: &study(),
+        };
+        let bytes = measurement_report(&author, &[length, outline]).unwrap();
+        let obj = strata_dicom::part10::open(&bytes).unwrap();
+        let read = read_measurement_report(&obj);
+        assert_eq!(read.len(), 2);
+        assert_eq!((read[0].kind, read[0].image.as_ref()), (Kind::Length, None));
+        let s = read[0].space.as_ref().unwrap();
+        assert_eq!(s.frame_of_reference, "1.2.3.9");
+        assert_eq!(s.points, [[-45.0, 20.0, 50.0], [-25.0, 20.0, 50.0]]);
+        assert_eq!(read[0].values[0].value, 20.0);
+        // an outline without its closing point
+        let s = read[1].space.as_ref().unwrap();
+        assert_eq!(
+            s.points,
+            [
+                [-50.0, 20.0, 60.0],
+                [-46.0, 20.0, 60.0],
+                [-48.0, 20.0, 57.0]
+            ]
+        );
+        // the slice nearest is its evidence
+        assert_eq!(series_by_instance(&obj)[0].0, "1.2.3.4.5");
     }
 
     #[test]
