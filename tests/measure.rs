@@ -7,7 +7,7 @@
 mod common;
 
 use common::viewer::{node, screenshots};
-use common::{add_user, base, peer_script, python, text, token, tool, Api, TestArchive};
+use common::{add_user, base, token, Api, TestArchive};
 use serde_json::{json, Value};
 use strata_synth::{self as synth, InstanceSpec, Modality, SynthOptions, Target};
 
@@ -232,20 +232,6 @@ fn measurements_match_the_phantoms_and_are_saved_as_tid_1500() {
 
     // retrieved by DICOMweb and read by pydicom as TID 1500 with the same values
     let boss = Api::new(&server, &token(&t, "boss"));
-    let got = boss.call(
-        "GET",
-        &format!(
-            "/dicomweb/studies/{}/series/{}/instances/{}",
-            report["study"].as_str().unwrap(),
-            report["series"].as_str().unwrap(),
-            report["instance"].as_str().unwrap()
-        ),
-        &[("Accept", "multipart/related; type=\"application/dicom\"")],
-        None,
-    );
-    assert_eq!(got.status, 200, "{}", got.text());
-    let sr_file = t.path("report.dcm");
-    std::fs::write(&sr_file, got.only_part()).unwrap();
     let expected = json!([
         {"concept": "Length", "value": length["value"], "unit": "mm",
          "graphic": "POLYLINE", "instance": markers.sop_instance_uid},
@@ -254,25 +240,13 @@ fn measurements_match_the_phantoms_and_are_saved_as_tid_1500() {
         {"concept": "Mean", "value": 60.0, "unit": "[hnsf'U]",
          "graphic": "POINT", "instance": disk.sop_instance_uid},
     ]);
-    let expected_file = t.path("expected.json");
-    std::fs::write(&expected_file, expected.to_string()).unwrap();
-    let script = peer_script("sr_tid1500.py");
-    let out = tool(
-        60,
-        python().to_str().unwrap(),
-        &[
-            script.to_str().unwrap(),
-            sr_file.to_str().unwrap(),
-            expected_file.to_str().unwrap(),
-        ],
+    let uid = |k: &str| report[k].as_str().unwrap();
+    let out = boss.report_read_by_pydicom(
+        &t.path("."),
+        [uid("study"), uid("series"), uid("instance")],
+        &expected,
     );
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        text(&out).matches("ok: strata:").count(),
-        3,
-        "{}",
-        text(&out)
-    );
+    assert_eq!(out.matches("ok: strata:").count(), 3, "{out}");
 
     // the study's reports, read back as the viewer draws them
     let read = rad.ok(rad.get(&format!("/api/reports?study={}", disk.study_instance_uid)));

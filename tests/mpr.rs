@@ -22,6 +22,20 @@ const POINT: [f64; 3] = [35.0, -40.0, 20.0];
 const POINT_HU: i32 = 3000;
 const AIR_HU: i32 = -1000;
 
+/// A probe at the middle of a slice of a plane of the phantom (`mpr`: plane, slice, ...).
+fn plane_probe(api: &Api, phantom: &InstanceSpec, mpr: Value) -> common::Answer {
+    api.post(
+        "/api/measure",
+        json!({
+            "study": phantom.study_instance_uid,
+            "series": phantom.series_instance_uid,
+            "mpr": mpr,
+            "kind": "probe",
+            "points": [[64.5, 64.5]],
+        }),
+    )
+}
+
 /// The sphere and the bright point in air.
 fn target() -> Target {
     Target::Balls {
@@ -186,20 +200,6 @@ fn the_viewer_reformats_a_phantom_volume_and_measures_it() {
     // as an integrator's program retrieves it (a radiologist reads pixels through the stream)
     add_user(&t, "pacs", "integrator");
     let pacs = Api::new(&server, &token(&t, "pacs"));
-    let got_sr = pacs.call(
-        "GET",
-        &format!(
-            "/dicomweb/studies/{}/series/{}/instances/{}",
-            specs[0].study_instance_uid,
-            report["series"].as_str().unwrap(),
-            report["instance"].as_str().unwrap()
-        ),
-        &[("Accept", "multipart/related; type=\"application/dicom\"")],
-        None,
-    );
-    assert_eq!(got_sr.status, 200, "{}", got_sr.text());
-    let sr_file = t.path("mpr-report.dcm");
-    std::fs::write(&sr_file, got_sr.only_part()).unwrap();
     let expected: Vec<Value> = m
         .iter()
         .map(|f| {
@@ -207,26 +207,16 @@ fn the_viewer_reformats_a_phantom_volume_and_measures_it() {
                    "graphic": "POLYLINE", "frame_of_reference": specs[0].frame_of_reference_uid})
         })
         .collect();
-    let expected_file = t.path("mpr-expected.json");
-    std::fs::write(&expected_file, Value::from(expected).to_string()).unwrap();
-    let out = common::tool(
-        60,
-        common::python().to_str().unwrap(),
-        &[
-            common::peer_script("sr_tid1500.py").to_str().unwrap(),
-            sr_file.to_str().unwrap(),
-            expected_file.to_str().unwrap(),
+    let out = pacs.report_read_by_pydicom(
+        &t.path("."),
+        [
+            specs[0].study_instance_uid.as_str(),
+            report["series"].as_str().unwrap(),
+            report["instance"].as_str().unwrap(),
         ],
+        &Value::from(expected),
     );
-    assert!(out.status.success(), "{}", common::text(&out));
-    assert_eq!(
-        common::text(&out)
-            .matches("ok: strata:length Length")
-            .count(),
-        4,
-        "{}",
-        common::text(&out)
-    );
+    assert_eq!(out.matches("ok: strata:length Length").count(), 4, "{out}");
     println!(
         "MPR of a {SIDE}x{SIDE}x{SLICES} volume, first reformatted frame after opening: {} ms",
         got["first_frame_ms"]
@@ -261,18 +251,7 @@ fn volumes_stay_within_their_memory_budget() {
     add_user(&t, "rad", "radiologist");
     let server = t.serve();
     let rad = Api::new(&server, &token(&t, "rad"));
-    let probe = |mpr: Value| {
-        rad.post(
-            "/api/measure",
-            json!({
-                "study": specs[0].study_instance_uid,
-                "series": specs[0].series_instance_uid,
-                "mpr": mpr,
-                "kind": "probe",
-                "points": [[64.5, 64.5]],
-            }),
-        )
-    };
+    let probe = |mpr: Value| plane_probe(&rad, &specs[0], mpr);
     let refused = probe(json!({"plane": "coronal", "slice": 64}));
     assert!(
         refused.status == 422 || refused.status == 415,
@@ -327,18 +306,8 @@ fn a_series_that_grows_is_reformatted_again() {
     add_user(&t, "ct", "modality");
     let server = t.serve();
     let rad = Api::new(&server, &token(&t, "rad"));
-    let probe = |slice: usize| {
-        rad.post(
-            "/api/measure",
-            json!({
-                "study": specs[0].study_instance_uid,
-                "series": specs[0].series_instance_uid,
-                "mpr": {"plane": "axial", "slice": slice},
-                "kind": "probe",
-                "points": [[64.5, 64.5]],
-            }),
-        )
-    };
+    let probe =
+        |slice: usize| plane_probe(&rad, &specs[0], json!({"plane": "axial", "slice": slice}));
     // the volume of the 96 slices is built and held: its axial plane has 96 slices
     let past = probe(SLICES);
     assert_eq!(past.status, 404, "{}", past.text());

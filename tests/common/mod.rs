@@ -734,6 +734,40 @@ impl Api {
         self.call("POST", "/dicomweb/studies", &[], Some((&ctype, &body)))
     }
 
+    /// A Measurement Report (`study`, `series`, `instance`) retrieved by WADO-RS into `dir`,
+    /// then read by pydicom (`tests/peers/sr_tid1500.py`) against `expected`; what it printed,
+    /// once it passed.
+    pub fn report_read_by_pydicom(
+        &self,
+        dir: &Path,
+        [study, series, instance]: [&str; 3],
+        expected: &serde_json::Value,
+    ) -> String {
+        let got = self.call(
+            "GET",
+            &format!("/dicomweb/studies/{study}/series/{series}/instances/{instance}"),
+            &[("Accept", "multipart/related; type=\"application/dicom\"")],
+            None,
+        );
+        assert_eq!(got.status, 200, "{}", got.text());
+        let report = dir.join(format!("{instance}.dcm"));
+        std::fs::write(&report, got.only_part()).unwrap();
+        let wanted = dir.join(format!("{instance}.expected.json"));
+        std::fs::write(&wanted, expected.to_string()).unwrap();
+        let script = peer_script("sr_tid1500.py");
+        let out = tool(
+            60,
+            python().to_str().unwrap(),
+            &[
+                script.to_str().unwrap(),
+                report.to_str().unwrap(),
+                wanted.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    }
+
     /// The JSON of a 200 answer; panics with the answer otherwise.
     pub fn ok(&self, answer: Answer) -> serde_json::Value {
         assert_eq!(answer.status, 200, "{}", answer.text());

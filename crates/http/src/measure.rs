@@ -181,13 +181,8 @@ async fn measure_plane(
 /// A measurement on an MPR plane's slice, and where that slice lies in the patient.
 struct OnPlane {
     measured: Measured,
-    /// The slice's corner, directions and pixel size, in the series' frame of reference (None
-    /// when the series names none).
-    corner: [f64; 3],
-    across: [f64; 3],
-    down: [f64; 3],
-    pixel_mm: f64,
-    frame_of_reference: Option<String>,
+    /// None when the series names no frame of reference.
+    space: Option<reports::PlaneSpace>,
     /// The acquired slice nearest the measurement's first point.
     nearest: String,
 }
@@ -263,36 +258,26 @@ async fn on_plane(
             MeasureError::Points(_) => Problem::bad_request(e.to_string()),
             _ => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         })?;
-    // the acquired slice nearest: each lies across its own normal
     let at = layout.point(slice, points[0][0], points[0][1]);
-    let off = |g: &strata_render::volume::SliceGeometry| {
-        let o = g.orientation;
-        let n = [
-            o[1] * o[5] - o[2] * o[4],
-            o[2] * o[3] - o[0] * o[5],
-            o[0] * o[4] - o[1] * o[3],
-        ];
-        (0..3)
-            .map(|i| (at[i] - g.position[i]) * n[i])
-            .sum::<f64>()
-            .abs()
-    };
     let nearest = opened
         .slices
         .iter()
-        .filter_map(|s| Some((off(s.geometry.as_ref()?), &s.sop_uid)))
+        .filter_map(|s| Some((s.geometry.as_ref()?.distance(at), &s.sop_uid)))
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, sop)| sop.clone())
         .unwrap_or_else(|| opened.slices[0].sop_uid.clone());
+    let space = opened.metadata["frame_of_reference"]
+        .as_str()
+        .map(|frame| reports::PlaneSpace {
+            frame_of_reference: frame.to_string(),
+            corner: layout.point(slice, 0.0, 0.0),
+            across: layout.plane.across,
+            down: layout.plane.down,
+            pixel_mm: layout.pixel_mm,
+        });
     Ok(OnPlane {
         measured,
-        corner: layout.point(slice, 0.0, 0.0),
-        across: layout.plane.across,
-        down: layout.plane.down,
-        pixel_mm: layout.pixel_mm,
-        frame_of_reference: opened.metadata["frame_of_reference"]
-            .as_str()
-            .map(str::to_string),
+        space,
         nearest,
     })
 }
@@ -425,7 +410,7 @@ async fn plane_finding(
         .resolve(study, Some(&series), None, caller.scope())
         .await?;
     let p = on_plane(archive, &refs, place, kind, &d.points).await?;
-    let frame_of_reference = p.frame_of_reference.ok_or_else(|| {
+    let space = p.space.ok_or_else(|| {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("series {series} names no frame of reference: a measurement on its MPR planes cannot be placed in the patient"),
@@ -445,13 +430,7 @@ async fn plane_finding(
         kind,
         points: d.points.clone(),
         measured: p.measured,
-        space: Some(reports::PlaneSpace {
-            frame_of_reference,
-            corner: p.corner,
-            across: p.across,
-            down: p.down,
-            pixel_mm: p.pixel_mm,
-        }),
+        space: Some(space),
     })
 }
 

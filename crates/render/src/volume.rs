@@ -57,6 +57,15 @@ pub struct SliceGeometry {
     pub columns: u32,
 }
 
+impl SliceGeometry {
+    /// How far patient point `p` lies from the slice's plane, mm.
+    pub fn distance(&self, p: V3) -> f64 {
+        let o = self.orientation;
+        let normal = cross([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
+        dot(sub(p, self.position), normal).abs()
+    }
+}
+
 /// The geometry of a stack of parallel slices of one size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Geometry {
